@@ -1,0 +1,103 @@
+"""Canonical bytes: RFC 8785 (JCS) JSON over redline's value subset.
+
+The subset is what a signed object may hold: objects with string keys, arrays, strings, integers
+with magnitude below 2**53, true, false and null. Floats are refused: they have no single obvious
+textual form across languages, and nothing we sign needs them (times are integer milliseconds,
+coordinates inside notice bodies are carried as decimal strings).
+
+Within that subset RFC 8785 is exactly: keys sorted by UTF-16 code units, no insignificant
+whitespace, strings escaped as ECMAScript ``JSON.stringify`` does (which Python's ``json`` matches
+with ``ensure_ascii=False``), UTF-8 output. ``decode`` refuses anything that does not re-encode to the
+identical bytes, so one value has one encoding and signatures are over bytes kept as received.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redline.errors import EncodingError
+
+MAX_SAFE_INT = 2**53 - 1
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _utf16_key(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _normalize(value: Any, depth: int) -> Any:
+    """Validate ``value`` against the subset; return it with object keys in RFC 8785 order."""
+    if depth > 32:
+        raise EncodingError("value nests deeper than 32 levels")
+    if value is None or value is True or value is False or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+            return value
+        raise EncodingError(f"integer {value} is outside the range JSON numbers keep exactly (±2**53-1)")
+    if isinstance(value, float):
+        raise EncodingError("floating-point numbers are not allowed in signed objects")
+    if isinstance(value, (list, tuple)):
+        return [_normalize(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        for k in value:
+            if not isinstance(k, str):
+                raise EncodingError(f"object key {k!r} is not a string")
+        return {k: _normalize(value[k], depth + 1) for k in sorted(value, key=_utf16_key)}
+    raise EncodingError(f"type {type(value).__name__} cannot be encoded canonically")
+
+
+def encode(value: Any) -> bytes:
+    """Return the canonical bytes of ``value`` or raise EncodingError."""
+    try:
+        return _dumps(_normalize(value, 0)).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodingError("string holds a lone UTF-16 surrogate, which is not valid Unicode") from exc
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in obj:
+            raise EncodingError(f"object key {k!r} appears twice")
+        obj[k] = v
+    return obj
+
+
+def _no_float(text: str) -> Any:
+    raise EncodingError(f"number {text} is not an integer; floats are not allowed")
+
+
+def _no_constant(text: str) -> Any:
+    raise EncodingError(f"{text} is not valid JSON")
+
+
+def decode(data: bytes) -> Any:
+    """Parse canonical bytes; raise EncodingError unless ``data`` is exactly canonical."""
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_float=_no_float,
+            parse_constant=_no_constant,
+        )
+    except UnicodeDecodeError as exc:
+        raise EncodingError("bytes are not valid UTF-8") from exc
+    except RecursionError as exc:
+        raise EncodingError("value nests too deeply") from exc
+    except json.JSONDecodeError as exc:
+        raise EncodingError(f"not valid JSON: {exc.msg} at byte {exc.pos}") from exc
+    if encode(value) != data:
+        raise EncodingError("JSON is valid but not in canonical form (RFC 8785: key order, spacing, escapes)")
+    return value
+
+
+def decode_object(data: bytes, what: str) -> dict[str, Any]:
+    """Decode canonical bytes that must hold a JSON object."""
+    value = decode(data)
+    if not isinstance(value, dict):
+        raise EncodingError(f"{what} must be a JSON object")
+    return value

@@ -1,0 +1,96 @@
+"""Every limit and default in one place (python-tuf's ``ngclient/config.py`` way).
+
+A station keeps its own copy in ``config.json``; unknown keys are refused so a typo cannot
+silently leave a default in force.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redline.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    # Sizes. A text message is capped well below the frame cap so headers and receipts always fit.
+    max_text_bytes: int = 64 * 1024
+    max_body_bytes: int = 256 * 1024
+    max_frame_bytes: int = 1024 * 1024
+    max_line_disk_bytes: int = 4 * 1024**3
+    # Flow: envelopes in flight before a receipt, and out-of-order envelopes held for a gap.
+    window: int = 512
+    max_gap_buffer: int = 4096
+    max_outbox: int = 100_000
+    # Group commit: at most this many rows, or this long, share one fsync.
+    group_commit_rows: int = 256
+    group_commit_ms: float = 2.0
+    # Checkpoints: after every operational message and at least every N envelopes or T seconds.
+    checkpoint_every_envelopes: int = 1000
+    checkpoint_every_seconds: float = 60.0
+    # Liveness (seconds): heartbeat interval, silence that marks a path dead, redial backoff.
+    heartbeat_interval: float = 1.0
+    path_dead_after: float = 3.0
+    redial_initial: float = 0.2
+    redial_max: float = 5.0
+    # Pre-authentication: handshake deadline and connections per source address.
+    handshake_timeout: float = 5.0
+    max_preauth_per_source: int = 8
+    # Pairing.
+    invite_ttl_seconds: float = 600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StationConfig:
+    name: str
+    lang: str
+    listen: tuple[str, ...]
+    limits: Limits = field(default_factory=Limits)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "lang": self.lang,
+            "listen": list(self.listen),
+            "limits": dataclasses.asdict(self.limits),
+        }
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> StationConfig:
+        known = {f.name for f in dataclasses.fields(Limits)}
+        limits = obj.get("limits", {})
+        unknown = set(limits) - known
+        if unknown:
+            raise ConfigError(f"config.json: unknown limit(s) {sorted(unknown)}; known: {sorted(known)}")
+        try:
+            return cls(
+                name=obj["name"],
+                lang=obj["lang"],
+                listen=tuple(obj["listen"]),
+                limits=Limits(**limits),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"config.json is incomplete or malformed: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_obj(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> StationConfig:
+        try:
+            return cls.from_obj(json.loads(path.read_text()))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path} not found; create the station with 'redline init'") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address {text!r} is not HOST:PORT (for example 127.0.0.1:7401)")
+    return host.strip("[]"), int(port)

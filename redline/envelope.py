@@ -1,0 +1,260 @@
+"""Envelopes: canonical bytes, signing, verification and message kinds.
+
+Wire and storage form of one envelope (all integers big-endian)::
+
+    u32 header_len | header (canonical JSON) | u32 body_len | body (canonical JSON) | sig (64)
+
+``body_len`` 0 means the body was redacted: the header still commits to it by salted hash.
+Signed bytes are ``b"redline/1/envelope\\0" + header``; the envelope id is SHA-256 of the signed
+bytes (the signature is not part of the id). Untrusted input stays bytes until ``open_envelope``
+has checked structure, canonical form, body hash and signature (python-tuf's rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.signing
+
+from redline import canonical
+from redline.errors import EncodingError, SchemaError
+from redline.identity import HEX32, HEX64, domain, require, sign, verify
+
+VERSION = 1
+DOMAIN = "envelope"
+SIGNED_PREFIX = domain(DOMAIN)
+
+PRIORITIES = ("ROUTINE", "PRIORITY", "FLASH")
+KINDS = (
+    "TEXT", "FLASH", "READ", "ESCALATED", "ACK", "TEST", "TEST_ANSWER", "TEST_RESULT",
+    "CALL_REQUEST", "CALL_REPLY", "CALL_EXPIRED", "CALL_RECORD", "READOUT", "NOTICE",
+    "NOTICE_WITHDRAW", "TRANSLATION", "KEY", "REVOKE", "ROSTER",
+)  # fmt: skip
+# Kinds that change what people must act on: each is followed by a checkpoint (guarantee 3).
+OPERATIONAL_KINDS = frozenset(KINDS) - {"TEXT", "READ", "TRANSLATION"}
+_KIND = re.compile(r"\A[A-Z][A-Z0-9_]{0,31}\Z")  # unknown kinds from a newer peer must fit this
+_LANG = re.compile(r"\A[a-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
+SALT_BYTES = 16
+_U32 = struct.Struct(">I")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Header:
+    """The signed part of an envelope. Validates on construction."""
+
+    line: str
+    sender: str
+    key: str
+    seq: int
+    sent_at: int
+    kind: str
+    prio: str
+    prev: str | None
+    seen_seq: int
+    seen_id: str | None
+    body_hash: str
+    lang: str
+    v: int = VERSION
+
+    def __post_init__(self) -> None:
+        if self.v != VERSION:
+            raise SchemaError(f"envelope version {self.v} is not supported (this station speaks {VERSION})")
+        if not HEX32.match(self.line):
+            raise SchemaError("envelope: line id must be 32 lowercase hex digits")
+        if not HEX64.match(self.sender):
+            raise SchemaError("envelope: sender must be a 64-hex-digit station fingerprint")
+        if not HEX32.match(self.key):
+            raise SchemaError("envelope: key id must be 32 lowercase hex digits")
+        if self.seq < 1:
+            raise SchemaError("envelope: seq starts at 1")
+        if self.sent_at < 0:
+            raise SchemaError("envelope: sent_at must be milliseconds since 1970 (UTC)")
+        if not _KIND.match(self.kind):
+            raise SchemaError(f"envelope: kind {self.kind!r} is not an upper-case name")
+        if self.prio not in PRIORITIES:
+            raise SchemaError(f"envelope: priority must be one of {', '.join(PRIORITIES)}")
+        if (self.seq == 1) != (self.prev is None):
+            raise SchemaError("envelope: prev is null exactly for seq 1")
+        if self.prev is not None and not HEX64.match(self.prev):
+            raise SchemaError("envelope: prev must be a 64-hex-digit envelope id")
+        if self.seen_seq < 0 or (self.seen_seq == 0) != (self.seen_id is None):
+            raise SchemaError("envelope: seen is (0, null) or (seq >= 1, id)")
+        if self.seen_id is not None and not HEX64.match(self.seen_id):
+            raise SchemaError("envelope: seen id must be a 64-hex-digit envelope id")
+        if not HEX64.match(self.body_hash):
+            raise SchemaError("envelope: body hash must be 64 lowercase hex digits")
+        if not _LANG.match(self.lang):
+            raise SchemaError(f"envelope: language tag {self.lang!r} is not a BCP 47 tag like 'en' or 'ru'")
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "line": self.line,
+            "sender": self.sender,
+            "key": self.key,
+            "seq": self.seq,
+            "sent_at": self.sent_at,
+            "kind": self.kind,
+            "prio": self.prio,
+            "prev": self.prev,
+            "seen": {"seq": self.seen_seq, "id": self.seen_id},
+            "body": self.body_hash,
+            "lang": self.lang,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> Header:
+        require(
+            obj,
+            "envelope header",
+            {
+                "v": int, "line": str, "sender": str, "key": str, "seq": int, "sent_at": int,
+                "kind": str, "prio": str, "prev": (str, type(None)), "seen": dict, "body": str,
+                "lang": str,
+            },  # type: ignore[dict-item]
+        )  # fmt: skip
+        seen = obj["seen"]
+        require(seen, "envelope header 'seen'", {"seq": int, "id": (str, type(None))})  # type: ignore[dict-item]
+        return cls(
+            v=obj["v"], line=obj["line"], sender=obj["sender"], key=obj["key"], seq=obj["seq"],
+            sent_at=obj["sent_at"], kind=obj["kind"], prio=obj["prio"], prev=obj["prev"],
+            seen_seq=seen["seq"], seen_id=seen["id"], body_hash=obj["body"], lang=obj["lang"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A verified envelope: only ``seal`` and ``open_envelope`` make one."""
+
+    header: Header
+    header_bytes: bytes
+    body_bytes: bytes | None  # None once redacted
+    sig: bytes
+    id: str  # hex SHA-256 of the signed bytes
+
+    @property
+    def seq(self) -> int:
+        return self.header.seq
+
+    @property
+    def kind(self) -> str:
+        return self.header.kind
+
+    @property
+    def known_kind(self) -> bool:
+        return self.header.kind in KINDS
+
+    def content(self) -> dict[str, Any]:
+        """The body's content object ({} for a redacted body)."""
+        if self.body_bytes is None:
+            return {}
+        content: dict[str, Any] = canonical.decode_object(self.body_bytes, "envelope body")["content"]
+        return content
+
+    def encode(self) -> bytes:
+        body = self.body_bytes or b""
+        return b"".join(
+            (_U32.pack(len(self.header_bytes)), self.header_bytes, _U32.pack(len(body)), body, self.sig)
+        )
+
+    def redacted(self) -> Envelope:
+        return Envelope(self.header, self.header_bytes, None, self.sig, self.id)
+
+
+def envelope_id(header_bytes: bytes) -> str:
+    return hashlib.sha256(SIGNED_PREFIX + header_bytes).hexdigest()
+
+
+def make_body(content: dict[str, Any], salt: bytes) -> bytes:
+    """Canonical body bytes. The random salt makes the body hash hide a redacted body."""
+    if len(salt) != SALT_BYTES:
+        raise SchemaError(f"body salt must be {SALT_BYTES} bytes")
+    return canonical.encode({"content": content, "salt": salt.hex()})
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def seal(
+    signer: nacl.signing.SigningKey,
+    *,
+    line: str,
+    sender: str,
+    key: str,
+    seq: int,
+    sent_at: int,
+    kind: str,
+    prio: str,
+    prev: str | None,
+    seen_seq: int,
+    seen_id: str | None,
+    lang: str,
+    content: dict[str, Any],
+    salt: bytes,
+) -> Envelope:
+    """Build and sign an envelope. Pure: the caller supplies time, salt and chain position."""
+    body = make_body(content, salt)
+    header = Header(
+        line=line, sender=sender, key=key, seq=seq, sent_at=sent_at, kind=kind, prio=prio,
+        prev=prev, seen_seq=seen_seq, seen_id=seen_id, body_hash=body_hash(body), lang=lang,
+    )  # fmt: skip
+    hb = canonical.encode(header.to_obj())
+    return Envelope(header, hb, body, sign(signer, DOMAIN, hb), envelope_id(hb))
+
+
+@dataclass(frozen=True)
+class RawEnvelope:
+    """Envelope bytes split into parts, not yet trusted."""
+
+    header_bytes: bytes
+    body_bytes: bytes | None
+    sig: bytes
+
+    @property
+    def id(self) -> str:
+        return envelope_id(self.header_bytes)
+
+
+def split(data: bytes, max_size: int = 1 << 20) -> RawEnvelope:
+    """Split wire bytes into header, body and signature without trusting any of them."""
+    if len(data) > max_size:
+        raise EncodingError(f"envelope is {len(data)} bytes, over the {max_size}-byte limit")
+    if len(data) < 4 + 4 + 64:
+        raise EncodingError("envelope is too short to hold a header, a body and a signature")
+    (hlen,) = _U32.unpack_from(data, 0)
+    if 4 + hlen + 4 + 64 > len(data):
+        raise EncodingError("envelope header length runs past the end of the envelope")
+    header = data[4 : 4 + hlen]
+    (blen,) = _U32.unpack_from(data, 4 + hlen)
+    start = 8 + hlen
+    if start + blen + 64 != len(data):
+        raise EncodingError("envelope lengths do not add up: truncated or trailing bytes")
+    body = data[start : start + blen] if blen else None
+    return RawEnvelope(header, body, data[start + blen :])
+
+
+KeyLookup = Callable[[str, str], bytes]
+"""(sender fingerprint, key id) -> raw Ed25519 public key; raises UnknownKeyError."""
+
+
+def open_envelope(raw: RawEnvelope | bytes, keys: KeyLookup) -> Envelope:
+    """Verify an envelope from bytes: canonical header, body hash, signature under a known key."""
+    if isinstance(raw, bytes):
+        raw = split(raw)
+    header = Header.from_obj(canonical.decode_object(raw.header_bytes, "envelope header"))
+    if raw.body_bytes is not None:
+        body = canonical.decode_object(raw.body_bytes, "envelope body")
+        require(body, "envelope body", {"content": dict, "salt": str})
+        if not HEX32.match(body["salt"]):
+            raise SchemaError("envelope body: salt must be 32 lowercase hex digits")
+        if body_hash(raw.body_bytes) != header.body_hash:
+            raise EncodingError(f"envelope seq {header.seq}: body does not match the hash its header signs")
+    public = keys(header.sender, header.key)
+    verify(public, DOMAIN, raw.header_bytes, raw.sig, f"envelope seq {header.seq} ({header.kind})")
+    return Envelope(header, raw.header_bytes, raw.body_bytes, raw.sig, raw.id)

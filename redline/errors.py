@@ -1,0 +1,86 @@
+"""One exception hierarchy for redline.
+
+Every message is written for the person who has to act on it: a duty officer at 3 a.m. or the
+engineer running the station. Errors are split by who is at fault (python-tuf / h11 style):
+
+- ``LocalProtocolError``: we (or our operator) asked for something the protocol forbids.
+- ``RemoteProtocolError``: the peer sent something the protocol forbids.
+- ``VerificationError``: bytes failed a cryptographic or structural check; one subclass per reason.
+- ``StorageError``: the ledger could not do what was asked; nothing was half-written.
+"""
+
+from __future__ import annotations
+
+
+class RedlineError(Exception):
+    """Root of every error redline raises on purpose."""
+
+
+class ConfigError(RedlineError):
+    """The station directory or its configuration is missing or wrong."""
+
+
+class LocalProtocolError(RedlineError):
+    """We asked for something the protocol forbids (our bug or our operator's request)."""
+
+
+class RemoteProtocolError(RedlineError):
+    """The peer sent something the protocol forbids."""
+
+
+class VerificationError(RedlineError):
+    """Bytes failed a check; nothing built from them was trusted or stored."""
+
+
+class EncodingError(VerificationError):
+    """Bytes are not the canonical encoding (RFC 8785 JSON, our subset) or are malformed."""
+
+
+class SchemaError(VerificationError):
+    """A decoded object lacks a field, has a wrong type, or a value out of range."""
+
+
+class SignatureError(VerificationError):
+    """An Ed25519 signature does not verify under the key it names."""
+
+
+class UnknownKeyError(VerificationError):
+    """A key id is not one we were given from outside (pinned at pairing or on the command line)."""
+
+
+class ChainError(VerificationError):
+    """A chain link is broken: prev, seq, seen or line do not agree with what is held."""
+
+
+class MerkleError(VerificationError):
+    """A Merkle tree head or proof does not match the leaves it claims."""
+
+
+class EquivocationError(VerificationError):
+    """Two different validly signed envelopes claim the same (line, sender, seq)."""
+
+    def __init__(self, message: str, *, seq: int, first_id: str, second_id: str) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.first_id = first_id
+        self.second_id = second_id
+
+
+class CheckpointError(VerificationError):
+    """A checkpoint is not signed by both stations or does not match the chains held."""
+
+
+class PairingError(RedlineError):
+    """A pairing token or safety code is malformed, expired, reused, foreign or wrong."""
+
+
+class StorageError(RedlineError):
+    """The ledger refused or failed an operation; the store is unchanged."""
+
+
+class SchemaVersionError(StorageError):
+    """The store was written by a newer (or unknown) redline; we will not touch it."""
+
+
+class LimitError(RedlineError):
+    """An input is over a documented limit (message size, queue length, disk use)."""

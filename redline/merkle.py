@@ -1,0 +1,184 @@
+"""RFC 9162 (Certificate Transparency v2) Merkle trees: hashes, roots, proofs and their checks.
+
+Leaf hash = SHA-256(0x00 || data), node hash = SHA-256(0x01 || left || right); the tree over n
+leaves splits at the largest power of two below n (RFC 9162 §2.1.1). Verification follows the
+algorithms of §2.1.3.2 (inclusion) and §2.1.4.2 (consistency) literally, so the external
+transparency-dev vectors can be checked against them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from redline.errors import MerkleError
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """Largest power of two strictly less than n (n >= 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    """Merkle tree hash (MTH) over already-hashed leaves."""
+    if not leaves:
+        return EMPTY_ROOT
+    # Iterative bottom-up build gives the same tree as the recursive split definition:
+    # pair left to right, carry an odd last node up unchanged.
+    level = list(leaves)
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """Audit path for leaf ``index`` in the tree over ``leaves`` (RFC 9162 §2.1.3.1)."""
+    n = len(leaves)
+    if not 0 <= index < n:
+        raise MerkleError(f"leaf {index} is not in a tree of size {n}")
+    if n == 1:
+        return []
+    k = _split(n)
+    if index < k:
+        return [*inclusion_proof(index, leaves[:k]), root(leaves[k:])]
+    return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
+
+
+def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """Proof that the tree of size ``old_size`` is a prefix of the tree over ``leaves`` (§2.1.4.1)."""
+    n = len(leaves)
+    if not 0 < old_size <= n:
+        raise MerkleError(f"no consistency proof from size {old_size} to size {n}")
+    return _subproof(old_size, leaves, True)
+
+
+def _subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
+    n = len(leaves)
+    if m == n:
+        return [] if complete else [root(leaves)]
+    k = _split(n)
+    if m <= k:
+        return [*_subproof(m, leaves[:k], complete), root(leaves[k:])]
+    return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """Recompute the root from an audit path (RFC 9162 §2.1.3.2); raise if the path is malformed."""
+    if not 0 <= index < size:
+        raise MerkleError(f"leaf index {index} is outside a tree of size {size}")
+    _check_hashes(leaf, *proof)
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise MerkleError("inclusion proof is longer than the tree allows")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise MerkleError("inclusion proof is shorter than the tree requires")
+    return r
+
+
+def _check_hashes(*hashes: bytes) -> None:
+    for h in hashes:
+        if len(h) != 32:
+            raise MerkleError(f"a tree hash must be 32 bytes, got {len(h)}")
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], expected_root: bytes) -> None:
+    _check_hashes(expected_root)
+    if root_from_inclusion(index, size, leaf, proof) != expected_root:
+        raise MerkleError(f"leaf {index} is not in the tree of size {size} with the given root")
+
+
+def verify_consistency(
+    size1: int, size2: int, root1: bytes, root2: bytes, proof: Sequence[bytes]
+) -> None:
+    """Check that tree (size1, root1) is a prefix of tree (size2, root2) (RFC 9162 §2.1.4.2)."""
+    if size1 < 0 or size2 < 0 or size1 > size2:
+        raise MerkleError(f"size {size1} cannot be a prefix of size {size2}")
+    if size1 == 0:
+        # RFC 9162 defines proofs only for 0 < size1; the empty tree proves nothing about a log.
+        raise MerkleError("no consistency proof exists from the empty tree")
+    if size1 == size2:
+        if proof:
+            raise MerkleError("a proof between equal sizes must be empty")
+        if root1 != root2:
+            raise MerkleError("same tree size but different roots: the histories have forked")
+        return
+    if not proof:
+        raise MerkleError("consistency proof is empty")
+    _check_hashes(root1, root2, *proof)
+    path = list(proof)
+    if size1 & (size1 - 1) == 0:  # size1 is a power of two: its root is the first node
+        path.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise MerkleError("consistency proof is longer than the trees allow")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise MerkleError("consistency proof is shorter than the trees require")
+    if fr != root1:
+        raise MerkleError(f"the proof does not lead to the old root at size {size1}")
+    if sr != root2:
+        raise MerkleError(f"the proof does not lead to the new root at size {size2}: the log was rewritten")
+
+
+class CompactRange:
+    """Running root of an append-only tree in O(log n) memory: the roots of its perfect subtrees."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._peaks: list[tuple[int, bytes]] = []  # (height, hash), left to right
+
+    def append(self, leaf: bytes) -> None:
+        h, node = 0, leaf
+        while self._peaks and self._peaks[-1][0] == h:
+            _, left = self._peaks.pop()
+            node = node_hash(left, node)
+            h += 1
+        self._peaks.append((h, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._peaks:
+            return EMPTY_ROOT
+        node = self._peaks[-1][1]
+        for _, left in reversed(self._peaks[:-1]):
+            node = node_hash(left, node)
+        return node
