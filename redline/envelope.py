@@ -116,10 +116,10 @@ class Header:
                 "v": int, "line": str, "sender": str, "key": str, "seq": int, "sent_at": int,
                 "kind": str, "prio": str, "prev": (str, type(None)), "seen": dict, "body": str,
                 "lang": str,
-            },  # type: ignore[dict-item]
+            },
         )  # fmt: skip
         seen = obj["seen"]
-        require(seen, "envelope header 'seen'", {"seq": int, "id": (str, type(None))})  # type: ignore[dict-item]
+        require(seen, "envelope header 'seen'", {"seq": int, "id": (str, type(None))})
         return cls(
             v=obj["v"], line=obj["line"], sender=obj["sender"], key=obj["key"], seq=obj["seq"],
             sent_at=obj["sent_at"], kind=obj["kind"], prio=obj["prio"], prev=obj["prev"],

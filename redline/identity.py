@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def verify(public_key: bytes, kind: str, data: bytes, signature: bytes, what: st
         raise SignatureError(f"{what}: signature does not verify under key {key_id(public_key)}") from exc
 
 
-def require(obj: dict[str, Any], what: str, fields: dict[str, type]) -> None:
+def require(obj: dict[str, Any], what: str, fields: Mapping[str, type | tuple[type, ...]]) -> None:
     """Check that ``obj`` has exactly ``fields`` with the given types (bool is not an int)."""
     if set(obj) != set(fields):
         missing = sorted(set(fields) - set(obj))
@@ -80,7 +81,7 @@ def require(obj: dict[str, Any], what: str, fields: dict[str, type]) -> None:
         if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise SchemaError(f"{what}: field {name!r} must be an integer")
         if typ is not int and not isinstance(value, typ):
-            raise SchemaError(f"{what}: field {name!r} must be {typ.__name__}")
+            raise SchemaError(f"{what}: field {name!r} has the wrong type")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,7 +220,7 @@ def new_tls_identity(key_path: Path, cert_path: Path, name: str) -> bytes:
 
     key = Ed25519PrivateKey.generate()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"redline station {name}")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

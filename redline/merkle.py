@@ -182,3 +182,85 @@ class CompactRange:
         for _, left in reversed(self._peaks[:-1]):
             node = node_hash(left, node)
         return node
+
+
+class MerkleLog:
+    """An append-only tree that answers roots and proofs for any past size in O(log n) hashes.
+
+    It caches the hash of every complete, aligned subtree as appends create it (about 2n hashes
+    in memory), so a checkpoint at an older size is checked without rehashing the chain.
+    """
+
+    def __init__(self) -> None:
+        self.leaves: list[bytes] = []
+        self._nodes: dict[tuple[int, int], bytes] = {}  # (height, index) -> hash of 2**height leaves
+
+    @property
+    def size(self) -> int:
+        return len(self.leaves)
+
+    def append(self, leaf: bytes) -> None:
+        index = len(self.leaves)
+        self.leaves.append(leaf)
+        node, h = leaf, 0
+        while index & 1:  # this leaf completes a subtree at each trailing one bit
+            node = node_hash(self._node(h, index - 1), node)
+            index >>= 1
+            h += 1
+            self._nodes[(h, index)] = node
+
+    def _node(self, height: int, index: int) -> bytes:
+        return self.leaves[index] if height == 0 else self._nodes[(height, index)]
+
+    def range_hash(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves[lo:hi]."""
+        n = hi - lo
+        if n == 0:
+            return EMPTY_ROOT
+        if n & (n - 1) == 0 and lo % n == 0:
+            return self._node(n.bit_length() - 1, lo // n)
+        k = _split(n)
+        return node_hash(self.range_hash(lo, lo + k), self.range_hash(lo + k, hi))
+
+    def root(self, size: int | None = None) -> bytes:
+        size = self.size if size is None else size
+        if not 0 <= size <= self.size:
+            raise MerkleError(f"no tree of size {size}: only {self.size} leaves are held")
+        return self.range_hash(0, size)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        size = self.size if size is None else size
+        if not 0 <= index < size <= self.size:
+            raise MerkleError(f"leaf {index} is not in a tree of size {size}")
+        proof: list[bytes] = []
+        lo, hi = 0, size
+        while hi - lo > 1:
+            k = _split(hi - lo)
+            if index < lo + k:
+                proof.append(self.range_hash(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self.range_hash(lo, lo + k))
+                lo += k
+        return proof[::-1]
+
+    def consistency_proof(self, old_size: int, size: int | None = None) -> list[bytes]:
+        size = self.size if size is None else size
+        if not 0 < old_size <= size <= self.size:
+            raise MerkleError(f"no consistency proof from size {old_size} to size {size}")
+        proof: list[bytes] = []
+        lo, hi, m, complete = 0, size, old_size, True
+        while True:
+            n = hi - lo
+            if m == n:
+                if not complete:
+                    proof.append(self.range_hash(lo, hi))
+                break
+            k = _split(n)
+            if m <= k:
+                proof.append(self.range_hash(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self.range_hash(lo, lo + k))
+                lo, m, complete = lo + k, m - k, False
+        return proof[::-1]

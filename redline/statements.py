@@ -163,11 +163,11 @@ class Checkpoint:
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any]) -> Checkpoint:
-        fields = {
+        fields: dict[str, type | tuple[type, ...]] = {
             "v": int, "line": str, "n": int, "prev": (str, type(None)), "heads": list,
             "by": str, "key": str, "time": int,
         }  # fmt: skip
-        require(obj, "checkpoint", fields)  # type: ignore[arg-type]
+        require(obj, "checkpoint", fields)
         if obj["v"] != 1 or len(obj["heads"]) != 2:
             raise SchemaError("checkpoint: unsupported version or not exactly two heads")
         heads = []
@@ -214,7 +214,10 @@ class Cosign:
         _check_hex(self.by, HEX64, "cosign station")
 
     def to_obj(self) -> dict[str, Any]:
-        return {"v": 1, "line": self.line, "checkpoint": self.checkpoint, "by": self.by, "key": self.key, "time": self.time}
+        return {
+            "v": 1, "line": self.line, "checkpoint": self.checkpoint, "by": self.by, "key": self.key,
+            "time": self.time,
+        }  # fmt: skip
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any]) -> Cosign:

@@ -1,0 +1,364 @@
+"""The durable transcript in one SQLite file: WAL mode, synchronous=FULL, one writer.
+
+"Accepted" means committed here (guarantee 1): every method that changes state either runs inside
+``batch()`` — which commits once at the end, so many envelopes share one fsync (group commit) — or
+commits before it returns. Only verified objects are handed to this module; it never decides
+trust, it only keeps what it was given and refuses to reuse a seq.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from redline import merkle
+from redline.envelope import Envelope
+from redline.errors import EquivocationError, SchemaVersionError, StorageError
+from redline.identity import SignedCert
+from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
+from redline.statements import Signed
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE lines (line TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE certs (
+    station TEXT NOT NULL, key_id TEXT NOT NULL, role TEXT NOT NULL, data BLOB NOT NULL, sig BLOB NOT NULL,
+    PRIMARY KEY (station, key_id)
+);
+CREATE TABLE envelopes (
+    line TEXT NOT NULL, sender TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+    kind TEXT NOT NULL, raw BLOB NOT NULL, stored_at INTEGER NOT NULL,
+    PRIMARY KEY (line, sender, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX envelopes_id ON envelopes (line, id);
+CREATE TABLE equivocations (
+    line TEXT NOT NULL, sender TEXT NOT NULL, seq INTEGER NOT NULL, first BLOB NOT NULL,
+    second BLOB NOT NULL, detected_at INTEGER NOT NULL
+);
+CREATE TABLE outbox (
+    local INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, kind TEXT NOT NULL, prio TEXT NOT NULL,
+    content TEXT NOT NULL, idem TEXT, accepted_at INTEGER NOT NULL, seq INTEGER, envelope_id TEXT,
+    UNIQUE (line, idem)
+);
+CREATE INDEX outbox_pending ON outbox (line, seq);
+CREATE TABLE receipts (
+    line TEXT NOT NULL, by TEXT NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL
+);
+CREATE INDEX receipts_by ON receipts (line, by, seq);
+CREATE TABLE checkpoints (
+    line TEXT NOT NULL, n INTEGER NOT NULL, proposal BLOB NOT NULL, cosign BLOB NOT NULL,
+    PRIMARY KEY (line, n)
+);
+"""
+
+
+def leaf_of(envelope_id: str) -> bytes:
+    """The Merkle leaf hash of an envelope: SHA-256(0x00 || 32-byte id)."""
+    return merkle.leaf_hash(bytes.fromhex(envelope_id))
+
+
+class Ledger:
+    """One station's store. Not thread-safe: one writer, the station's own thread."""
+
+    def __init__(self, path: Path, *, create: bool = False, station: str | None = None) -> None:
+        if not create and not path.exists():
+            raise StorageError(f"no store at {path}; create the station with 'redline init'")
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if create:
+                self._create(station)
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"store {path} cannot be opened: {exc}") from exc
+        self._depth = 0
+        self._logs: dict[tuple[str, str], merkle.MerkleLog] = {}
+        self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}
+
+    # -- schema -------------------------------------------------------------------------------
+    def _create(self, station: str | None) -> None:
+        if self._db.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone():
+            raise StorageError(f"a store already exists at {self.path}")
+        self._db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._db.execute("INSERT INTO meta VALUES ('station', ?)", (station or "",))
+        self._db.execute("COMMIT")
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            raise StorageError(f"{self.path} is not a redline store")
+        if int(row[0]) != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store {self.path} has schema version {row[0]}, this redline understands {SCHEMA_VERSION}; "
+                "upgrade redline before opening it (the store was not touched)"
+            )
+
+    @property
+    def station(self) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
+        return str(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- transactions --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: everything inside shares one transaction and one fsync."""
+        if self._depth == 0:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("ROLLBACK")
+                self._logs.clear()  # caches may hold rows that were rolled back
+                self._heads.clear()
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._logs.clear()
+                self._heads.clear()
+                raise StorageError(f"commit failed, nothing from this batch was accepted: {exc}") from exc
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        with self.batch():
+            return self._db.execute(sql, args)
+
+    # -- lines and keys ------------------------------------------------------------------------
+    def put_line(self, record: LineRecord) -> None:
+        self._write(
+            "INSERT INTO lines VALUES (?, ?) ON CONFLICT(line) DO UPDATE SET record=excluded.record",
+            (record.line, json.dumps(record.to_obj(), sort_keys=True)),
+        )
+
+    def line(self, line: str) -> LineRecord:
+        row = self._db.execute("SELECT record FROM lines WHERE line=?", (line,)).fetchone()
+        if row is None:
+            known = ", ".join(r.line[:8] for r in self.lines()) or "none"
+            raise StorageError(f"no line {line!r} at this station (lines: {known})")
+        return LineRecord.from_obj(json.loads(row[0]))
+
+    def find_line(self, prefix: str) -> LineRecord:
+        """A line by id, id prefix (8+ hex digits) or peer station name."""
+        matches = [r for r in self.lines() if r.line.startswith(prefix) or r.peer_name == prefix]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(f"{r.line[:8]} ({r.peer_name})" for r in self.lines()) or "none yet"
+        if not matches:
+            raise StorageError(f"no line matches {prefix!r}; lines at this station: {known}")
+        raise StorageError(f"{prefix!r} matches more than one line; give more of the id: {known}")
+
+    def lines(self) -> list[LineRecord]:
+        rows = self._db.execute("SELECT record FROM lines ORDER BY rowid").fetchall()
+        return [LineRecord.from_obj(json.loads(r[0])) for r in rows]
+
+    def put_cert(self, station: str, key_id: str, role: str, cert: SignedCert) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO certs VALUES (?, ?, ?, ?, ?)", (station, key_id, role, cert.data, cert.sig)
+        )
+
+    def certs(self, station: str) -> list[tuple[str, str, SignedCert]]:
+        rows = self._db.execute(
+            "SELECT key_id, role, data, sig FROM certs WHERE station=? ORDER BY rowid", (station,)
+        ).fetchall()
+        return [(r[0], r[1], SignedCert(r[2], r[3])) for r in rows]
+
+    # -- chains --------------------------------------------------------------------------------
+    def head(self, line: str, sender: str) -> tuple[int, str | None]:
+        """(seq, id) of the last envelope held in ``sender``'s chain; (0, None) when empty."""
+        key = (line, sender)
+        if key not in self._heads:
+            row = self._db.execute(
+                "SELECT seq, id FROM envelopes WHERE line=? AND sender=? ORDER BY seq DESC LIMIT 1", key
+            ).fetchone()
+            self._heads[key] = (row[0], row[1]) if row else (0, None)
+        return self._heads[key]
+
+    def log(self, line: str, sender: str) -> merkle.MerkleLog:
+        """The chain's Merkle tree, rebuilt from the stored ids on first use."""
+        key = (line, sender)
+        if key not in self._logs:
+            log = merkle.MerkleLog()
+            for (eid,) in self._db.execute(
+                "SELECT id FROM envelopes WHERE line=? AND sender=? ORDER BY seq", key
+            ):
+                log.append(leaf_of(eid))
+            self._logs[key] = log
+        return self._logs[key]
+
+    def has_id(self, line: str, envelope_id: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM envelopes WHERE line=? AND id=?", (line, envelope_id)).fetchone()
+        return row is not None
+
+    def append(self, env: Envelope, stored_at: int) -> bool:
+        """Store a verified envelope as the next in its sender's chain.
+
+        Returns False for an exact duplicate. A different envelope at a used seq is stored as
+        equivocation evidence and raises EquivocationError. A seq that skips ahead or a prev that
+        does not match our head is refused (the protocol must fill gaps first).
+        """
+        h = env.header
+        key = (h.line, h.sender)
+        seq, last_id = self.head(*key)
+        if h.seq <= seq:
+            row = self._db.execute(
+                "SELECT id, raw FROM envelopes WHERE line=? AND sender=? AND seq=?", (*key, h.seq)
+            ).fetchone()
+            if row[0] == env.id:
+                return False
+            with self.batch():
+                self._db.execute(
+                    "INSERT INTO equivocations VALUES (?, ?, ?, ?, ?, ?)",
+                    (h.line, h.sender, h.seq, row[1], env.encode(), stored_at),
+                )
+            raise EquivocationError(
+                f"station {h.sender[:16]} signed two different envelopes at seq {h.seq} on line {h.line[:8]}: "
+                "both are kept as evidence and this direction is halted",
+                seq=h.seq, first_id=row[0], second_id=env.id,
+            )  # fmt: skip
+        if h.seq != seq + 1 or h.prev != last_id:
+            raise StorageError(
+                f"envelope seq {h.seq} does not follow seq {seq} of station {h.sender[:16]}; it was not stored"
+            )
+        log = self.log(*key)
+        with self.batch():
+            self._db.execute(
+                "INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (h.line, h.sender, h.seq, env.id, h.kind, env.encode(), stored_at),
+            )
+            log.append(leaf_of(env.id))
+            self._heads[key] = (h.seq, env.id)
+        return True
+
+    def raw_envelope(self, line: str, sender: str, seq: int) -> bytes:
+        row = self._db.execute(
+            "SELECT raw FROM envelopes WHERE line=? AND sender=? AND seq=?", (line, sender, seq)
+        ).fetchone()
+        if row is None:
+            raise StorageError(f"no envelope seq {seq} from station {sender[:16]} on line {line[:8]}")
+        return bytes(row[0])
+
+    def raw_envelopes(self, line: str, sender: str, after: int = 0, limit: int = -1) -> Iterator[tuple[int, bytes]]:
+        yield from (
+            (r[0], bytes(r[1]))
+            for r in self._db.execute(
+                "SELECT seq, raw FROM envelopes WHERE line=? AND sender=? AND seq>? ORDER BY seq LIMIT ?",
+                (line, sender, after, limit),
+            )
+        )
+
+    def stored_at(self, line: str, sender: str, seq: int) -> int:
+        row = self._db.execute(
+            "SELECT stored_at FROM envelopes WHERE line=? AND sender=? AND seq=?", (line, sender, seq)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def equivocations(self, line: str | None = None) -> list[Equivocation]:
+        rows = self._db.execute(
+            "SELECT line, sender, seq, first, second, detected_at FROM equivocations "
+            "WHERE ? IS NULL OR line=? ORDER BY rowid",
+            (line, line),
+        ).fetchall()
+        return [
+            Equivocation(line=r[0], sender=r[1], seq=r[2], first=bytes(r[3]), second=bytes(r[4]), detected_at=r[5])
+            for r in rows
+        ]
+
+    def line_bytes(self, line: str) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(length(raw)), 0) FROM envelopes WHERE line=?", (line,)).fetchone()
+        return int(row[0])
+
+    # -- outbox --------------------------------------------------------------------------------
+    def accept(
+        self, line: str, kind: str, prio: str, content: dict[str, Any], idem: str | None, accepted_at: int
+    ) -> OutboxItem:
+        """Make a message durable before it is signed. An idempotency key already used returns the
+        first acceptance unchanged, so a retried API call never sends twice."""
+        if idem is not None:
+            existing = self._outbox_where("line=? AND idem=?", (line, idem))
+            if existing:
+                return existing[0]
+        cur = self._write(
+            "INSERT INTO outbox (line, kind, prio, content, idem, accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (line, kind, prio, json.dumps(content, sort_keys=True, ensure_ascii=False), idem, accepted_at),
+        )
+        assert cur.lastrowid is not None
+        return OutboxItem(
+            local=cur.lastrowid, line=line, kind=kind, prio=prio, content=content, idem=idem, accepted_at=accepted_at
+        )
+
+    def _outbox_where(self, where: str, args: tuple[Any, ...]) -> list[OutboxItem]:
+        rows = self._db.execute(
+            "SELECT local, line, kind, prio, content, idem, accepted_at, seq, envelope_id FROM outbox "
+            f"WHERE {where} ORDER BY local",
+            args,
+        ).fetchall()
+        return [
+            OutboxItem(
+                local=r[0], line=r[1], kind=r[2], prio=r[3], content=json.loads(r[4]), idem=r[5],
+                accepted_at=r[6], seq=r[7], envelope_id=r[8],
+            )
+            for r in rows
+        ]
+
+    def pending(self, line: str, limit: int = -1) -> list[OutboxItem]:
+        return self._outbox_where("line=? AND seq IS NULL LIMIT ?", (line, limit))
+
+    def pending_count(self, line: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE line=? AND seq IS NULL", (line,)).fetchone()
+        return int(row[0])
+
+    def outbox_item(self, local: int) -> OutboxItem:
+        items = self._outbox_where("local=?", (local,))
+        if not items:
+            raise StorageError(f"no outbox entry {local}")
+        return items[0]
+
+    def mark_signed(self, local: int, seq: int, envelope_id: str) -> None:
+        self._write("UPDATE outbox SET seq=?, envelope_id=? WHERE local=? AND seq IS NULL", (seq, envelope_id, local))
+
+    # -- receipts and checkpoints --------------------------------------------------------------
+    def add_receipt(self, line: str, by: str, seq: int, signed: Signed) -> None:
+        self._write("INSERT INTO receipts VALUES (?, ?, ?, ?)", (line, by, seq, signed.encode()))
+
+    def latest_receipt(self, line: str, by: str) -> tuple[int, Signed] | None:
+        row = self._db.execute(
+            "SELECT seq, raw FROM receipts WHERE line=? AND by=? ORDER BY seq DESC LIMIT 1", (line, by)
+        ).fetchone()
+        return (row[0], Signed.decode(bytes(row[1]))) if row else None
+
+    def receipts(self, line: str) -> list[tuple[str, Signed]]:
+        rows = self._db.execute("SELECT by, raw FROM receipts WHERE line=? ORDER BY rowid", (line,)).fetchall()
+        return [(r[0], Signed.decode(bytes(r[1]))) for r in rows]
+
+    def add_checkpoint(self, line: str, n: int, proposal: Signed, cosign: Signed) -> None:
+        self._write("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", (line, n, proposal.encode(), cosign.encode()))
+
+    def checkpoints(self, line: str) -> list[tuple[int, Signed, Signed]]:
+        rows = self._db.execute(
+            "SELECT n, proposal, cosign FROM checkpoints WHERE line=? ORDER BY n", (line,)
+        ).fetchall()
+        return [(r[0], Signed.decode(bytes(r[1])), Signed.decode(bytes(r[2]))) for r in rows]
+
+    def last_checkpoint(self, line: str) -> tuple[int, Signed, Signed] | None:
+        row = self._db.execute(
+            "SELECT n, proposal, cosign FROM checkpoints WHERE line=? ORDER BY n DESC LIMIT 1", (line,)
+        ).fetchone()
+        return (row[0], Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
