@@ -20,6 +20,7 @@ from redline.envelope import Envelope
 from redline.errors import EquivocationError, SchemaVersionError, StorageError
 from redline.identity import SignedCert
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
+from redline.ledger.verify import LineData, StoredRow
 from redline.statements import Signed
 
 _SCHEMA = """
@@ -362,3 +363,27 @@ class Ledger:
             "SELECT n, proposal, cosign FROM checkpoints WHERE line=? ORDER BY n DESC LIMIT 1", (line,)
         ).fetchone()
         return (row[0], Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
+
+    # -- verification input --------------------------------------------------------------------
+    def line_data(self, line: str) -> LineData:
+        """Everything held for one line, as bytes, for ``ledger.verify.verify_line``."""
+        record = self.line(line)
+        stations = [self.station, record.peer]
+        chains = {
+            fp: [
+                StoredRow(r[0], r[1], bytes(r[2]))
+                for r in self._db.execute(
+                    "SELECT seq, id, raw FROM envelopes WHERE line=? AND sender=? ORDER BY seq", (line, fp)
+                )
+            ]
+            for fp in stations
+        }
+        return LineData(
+            line=line,
+            names={self.station: "our station", record.peer: record.peer_name},
+            certs={fp: [c for _, _, c in self.certs(fp)] for fp in stations},
+            chains=chains,
+            receipts=[s for _, s in self.receipts(line)],
+            checkpoints=self.checkpoints(line),
+            equivocations=[(e.sender, e.seq, e.first, e.second) for e in self.equivocations(line)],
+        )

@@ -1,0 +1,150 @@
+"""A station directory: where its keys, config and store live, and how ``redline init`` makes one.
+
+Layout::
+
+    config.json            every limit and default (config.StationConfig)
+    keys/root.key          root key seed (0600). Offline-capable: only key rotation needs it;
+                           move it to offline storage after init (docs/OPERATIONS.md)
+    keys/root.pub          root public key (hex)
+    keys/signing.key       online signing key seed (0600)
+    keys/tls.key tls.crt   TLS key (0600) and self-signed certificate
+    keys/certs.json        the root's certificates over the signing and TLS keys
+    ledger.sqlite          the transcript (ledger/sqlite.py)
+    control.sock           local control socket for the CLI (0600, owner only)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.signing
+
+from redline import identity
+from redline.config import Limits, StationConfig, parse_hostport
+from redline.errors import ConfigError
+from redline.identity import KeyCert, SignedCert
+from redline.ledger.sqlite import Ledger
+
+
+@dataclass(frozen=True)
+class StationKeys:
+    """The online keys a running station needs, with the root's certificates over them."""
+
+    root_public: bytes
+    signing: nacl.signing.SigningKey
+    signing_cert: SignedCert
+    tls_cert: SignedCert
+    tls_cert_der: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return identity.fingerprint(self.root_public)
+
+    @property
+    def key_id(self) -> str:
+        return identity.key_id(bytes(self.signing.verify_key))
+
+
+class StationDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def keys(self) -> Path:
+        return self.path / "keys"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / "ledger.sqlite"
+
+    @property
+    def control_path(self) -> Path:
+        return self.path / "control.sock"
+
+    def config(self) -> StationConfig:
+        return StationConfig.load(self.config_path)
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def require(self) -> None:
+        if not self.exists():
+            raise ConfigError(
+                f"{self.path} is not a station directory; create one with "
+                f"'redline init --station {self.path} --name NAME --lang LANG --listen HOST:PORT'"
+            )
+
+    def load_keys(self) -> StationKeys:
+        self.require()
+        root_public = bytes.fromhex((self.keys / "root.pub").read_text().strip())
+        certs = json.loads((self.keys / "certs.json").read_text())
+        der = _pem_to_der((self.keys / "tls.crt").read_bytes())
+        return StationKeys(
+            root_public=root_public,
+            signing=identity.load_signing_key(self.keys / "signing.key"),
+            signing_cert=SignedCert.from_obj(certs["signing"]),
+            tls_cert=SignedCert.from_obj(certs["tls"]),
+            tls_cert_der=der,
+        )
+
+    def open_ledger(self) -> Ledger:
+        self.require()
+        return Ledger(self.ledger_path)
+
+    def init(self, *, name: str, lang: str, listen: list[str], limits: Limits | None = None) -> StationKeys:
+        """Create keys, certificates, config and an empty store. Refuses to overwrite anything."""
+        if self.exists() or self.keys.exists():
+            raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
+        if not listen:
+            raise ConfigError("give at least one --listen HOST:PORT")
+        for addr in listen:
+            parse_hostport(addr)
+        config = StationConfig(name=name, lang=lang, listen=tuple(listen), limits=limits or Limits())
+        self.keys.mkdir(parents=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+        root = identity.new_signing_key(self.keys / "root.key")
+        root_public = bytes(root.verify_key)
+        (self.keys / "root.pub").write_text(root_public.hex() + "\n")
+        signing = identity.new_signing_key(self.keys / "signing.key")
+        der = identity.new_tls_identity(self.keys / "tls.key", self.keys / "tls.crt", name)
+        fp = identity.fingerprint(root_public)
+        now = int(time.time() * 1000)
+        signing_pub = bytes(signing.verify_key)
+        signing_cert = identity.certify(
+            root,
+            KeyCert(station=fp, name=name, role="signing", key=signing_pub.hex(),
+                    key_id=identity.key_id(signing_pub), issued_at=now),
+        )  # fmt: skip
+        tls_spki = identity.spki_hash(der)
+        tls_cert = identity.certify(
+            root, KeyCert(station=fp, name=name, role="tls", key=tls_spki, key_id=tls_spki[:32], issued_at=now)
+        )
+        (self.keys / "certs.json").write_text(
+            json.dumps({"signing": signing_cert.to_obj(), "tls": tls_cert.to_obj()}, indent=2) + "\n"
+        )
+        config.save(self.config_path)
+        ledger = Ledger(self.ledger_path, create=True, station=fp)
+        ledger.put_cert(fp, identity.key_id(signing_pub), "signing", signing_cert)
+        ledger.put_cert(fp, tls_spki[:32], "tls", tls_cert)
+        ledger.close()
+        return StationKeys(root_public, signing, signing_cert, tls_cert, der)
+
+
+def _pem_to_der(pem: bytes) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+
+
+def station_path(option: str | None) -> Path:
+    """--station DIR, else $REDLINE_STATION, else ./station."""
+    return Path(option or os.environ.get("REDLINE_STATION") or "station")
