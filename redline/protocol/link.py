@@ -1,0 +1,385 @@
+"""The line's link state machine, sans-IO: bytes and time in, actions and events out.
+
+One ``Link`` per line, with one or more paths. Every path carries the same traffic; the first copy
+of an envelope wins and later copies are dropped by (seq, id) before any signature is checked.
+The station feeds it:
+
+- ``path_up(path, now, wall)`` when a TLS connection on a path is authenticated,
+- ``receive(path, data, now, wall)`` with whatever bytes arrived (any split),
+- ``tick(now, wall)`` regularly (heartbeats, dead paths, gap retries),
+- ``signed`` / ``stored`` / ``receipted`` as the ledger changes,
+
+and performs the ``Send``/``Close`` actions it returns, handling the events itself. ``now`` is a
+monotonic clock in seconds (deadlines); ``wall`` is Unix time in ms (claims sent to the peer).
+Nothing here reads a clock, a socket or a file.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from redline import canonical
+from redline.config import Limits
+from redline.envelope import split
+from redline.errors import LocalProtocolError, RedlineError, RemoteProtocolError, VerificationError
+from redline.protocol.events import (
+    EMPTY,
+    ChainHead,
+    CheckpointIn,
+    Close,
+    ConfirmIn,
+    CosignIn,
+    EnvelopeIn,
+    Forked,
+    GapRequest,
+    Measured,
+    Output,
+    OwnEnvelopeIn,
+    PathDown,
+    PathOpen,
+    PeerError,
+    ReceiptIn,
+    Recovering,
+    ResendFrom,
+    Send,
+    SuspectDuplicate,
+    Synced,
+)
+from redline.protocol.framing import FrameDecoder, FrameType, encode_frame
+from redline.protocol.state import ALLOWED, TRAFFIC, PathState, next_state
+
+VERSIONS = (1,)
+_RECENT_IDS = 8192  # seq -> id kept for the last envelopes delivered, to drop copies cheaply
+
+
+@dataclass
+class _Path:
+    decoder: FrameDecoder
+    state: PathState = PathState.AWAIT_HELLO
+    last_rx: float = 0.0
+    last_hb: float = -1e9
+    sent_hb: dict[int, float] = field(default_factory=dict)  # our wall ms -> our monotonic s
+    peer_t: int | None = None
+    peer_t_at: float = 0.0
+    rtt_ms: float | None = None
+    skew_ms: float | None = None
+
+
+def _head_obj(h: ChainHead) -> dict[str, Any]:
+    return {"seq": h.seq, "id": h.id}
+
+
+def _head(obj: Any, what: str) -> ChainHead:
+    try:
+        return ChainHead(seq=obj["seq"], id=obj["id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RemoteProtocolError(f"{what} is not a chain head") from exc
+
+
+class Link:
+    def __init__(
+        self,
+        *,
+        line: str,
+        us: str,
+        peer: str,
+        limits: Limits,
+        our_head: ChainHead,
+        their_head: ChainHead,
+        active: bool,
+        confirmed: bool,
+    ) -> None:
+        self.line, self.us, self.peer, self.limits = line, us, peer, limits
+        self.our_head = our_head
+        self.their_head = their_head  # stored by us
+        self.next_in = their_head.seq + 1  # next seq of theirs to hand to the station
+        self.peer_has_ours = 0  # highest of our seqs the peer holds (HELLO or receipts)
+        self.sent_hi = our_head.seq  # highest seq put on any path
+        self.active = active  # both operators confirmed: traffic may flow
+        self.confirmed = confirmed  # our operator confirmed
+        self.synced = False
+        self.recover_to = 0  # > our_head.seq while recovering our own chain from the peer
+        self.halted = False  # the peer equivocated: nothing more is accepted from it
+        self._paths: dict[str, _Path] = {}
+        self._buffer: dict[int, bytes] = {}
+        self._recent: OrderedDict[int, str] = OrderedDict()
+        self._gap_asked: tuple[int, float] = (0, -1e9)
+
+    # -- frames out ------------------------------------------------------------------------------
+    def _frame(self, path: str, ftype: FrameType, obj: Any) -> Send:
+        payload = obj if isinstance(obj, bytes) else canonical.encode(obj)
+        return Send(path=path, data=encode_frame(ftype, payload))
+
+    def _hello(self, path: str, wall: int) -> Send:
+        return self._frame(
+            path,
+            FrameType.HELLO,
+            {
+                "versions": list(VERSIONS), "line": self.line, "station": self.us,
+                "mine": _head_obj(self.our_head), "yours": _head_obj(self.their_head),
+                "time": wall, "confirmed": self.confirmed,
+            },
+        )  # fmt: skip
+
+    def _open_paths(self) -> list[str]:
+        return [p for p, s in self._paths.items() if s.state is PathState.OPEN]
+
+    @property
+    def paths(self) -> dict[str, PathState]:
+        return {p: s.state for p, s in self._paths.items()}
+
+    def path_info(self, path: str) -> tuple[PathState, float | None, float | None, float]:
+        p = self._paths[path]
+        return p.state, p.rtt_ms, p.skew_ms, p.last_rx
+
+    # -- station inputs ------------------------------------------------------------------------
+    def path_up(self, path: str, now: float, wall: int) -> list[Output]:
+        self._paths[path] = _Path(FrameDecoder(self.limits.max_frame_bytes), last_rx=now)
+        return [self._hello(path, wall)]
+
+    def path_down(self, path: str, reason: str) -> list[Output]:
+        if self._paths.pop(path, None) is None:
+            return []
+        out: list[Output] = [PathDown(path=path, reason=reason)]
+        if not self._open_paths():
+            self.synced = False  # the next HELLO decides again
+        return out
+
+    def can_send(self) -> bool:
+        """May the station sign and send another envelope now?"""
+        return (
+            self.active and self.synced and not self.recover_to
+            and self.sent_hi - self.peer_has_ours < self.limits.window
+        )  # fmt: skip
+
+    def send_envelope(self, seq: int, raw: bytes, path: str | None = None) -> list[Output]:
+        """Put one of our envelopes on every open path (or one path, for a resend)."""
+        if not self.active:
+            raise LocalProtocolError("the line is not confirmed by both operators; nothing may be sent")
+        self.sent_hi = max(self.sent_hi, seq)
+        targets = [path] if path is not None else self._open_paths()
+        return [self._frame(p, FrameType.ENVELOPE, raw) for p in targets if p in self._paths]
+
+    def send_raw(self, ftype: FrameType, payload: bytes, path: str | None = None) -> list[Output]:
+        """A receipt, checkpoint or cosign: to one path, or to every open path."""
+        targets = [path] if path is not None else self._open_paths()
+        return [self._frame(p, ftype, payload) for p in targets if p in self._paths]
+
+    def signed(self, head: ChainHead) -> list[Output]:
+        """Our chain grew (a new envelope, or one recovered from the peer)."""
+        self.our_head = head
+        if self.recover_to and head.seq >= self.recover_to:
+            self.recover_to = 0
+            if self._open_paths():
+                self.synced = True
+                return [Synced()]
+        return []
+
+    def stored(self, head: ChainHead) -> None:
+        """The station stored the peer's envelopes up to ``head``."""
+        self.their_head = head
+
+    def rejected(self, seq: int, reason: str) -> list[Output]:
+        """The station could not verify the peer's envelope ``seq``: drop it and what follows,
+        close the paths, and let the next HELLO restart from what is stored."""
+        self._buffer.clear()
+        self.next_in = self.their_head.seq + 1
+        out: list[Output] = []
+        for p in list(self._paths):
+            out += self._error(p, f"envelope seq {seq} refused: {reason}")
+        return out
+
+    def receipted(self, seq: int) -> None:
+        self.peer_has_ours = max(self.peer_has_ours, seq)
+
+    def confirm(self, wall: int) -> list[Output]:
+        """Our operator confirmed the safety code: tell the peer on every path."""
+        self.confirmed = True
+        return [self._frame(p, FrameType.CONFIRM, {"line": self.line}) for p in self._paths]
+
+    def halt(self) -> list[Output]:
+        """The peer equivocated: stop accepting its envelopes (guarantee 2)."""
+        self.halted = True
+        self._buffer.clear()
+        return []
+
+    # -- bytes in ------------------------------------------------------------------------------
+    def receive(self, path: str, data: bytes, now: float, wall: int) -> list[Output]:
+        p = self._paths.get(path)
+        if p is None or p.state in (PathState.CLOSED, PathState.ERROR):
+            return []
+        out: list[Output] = []
+        try:
+            for ftype, payload in p.decoder.feed(data):
+                p.last_rx = now
+                if ftype not in ALLOWED[p.state]:
+                    raise RemoteProtocolError(f"{ftype.name} frame is not allowed while the path is {p.state.value}")
+                if ftype in TRAFFIC and not self.active:
+                    raise RemoteProtocolError(f"{ftype.name} frame before both operators confirmed the safety code")
+                out += self._handle(path, p, ftype, payload, now, wall)
+                p.state = next_state(p.state, ftype)
+                if p.state is PathState.ERROR:
+                    out.append(Close(path=path, reason="peer reported an error"))
+                    break
+        except (RemoteProtocolError, VerificationError) as exc:
+            out += self._error(path, str(exc))
+        return out
+
+    def _error(self, path: str, message: str) -> list[Output]:
+        p = self._paths.get(path)
+        out: list[Output] = []
+        if p is not None and p.state not in (PathState.ERROR, PathState.CLOSED):
+            out.append(self._frame(path, FrameType.ERROR, {"message": message[:500]}))
+            p.state = PathState.ERROR
+        out.append(Close(path=path, reason=message))
+        return out
+
+    def _handle(self, path: str, p: _Path, ftype: FrameType, payload: bytes, now: float, wall: int) -> list[Output]:
+        if ftype is FrameType.ENVELOPE:
+            return self._envelope(path, payload, now)
+        if ftype is FrameType.RECEIPT:
+            return [ReceiptIn(raw=payload)]
+        if ftype is FrameType.CHECKPOINT:
+            return [CheckpointIn(path=path, raw=payload)]
+        if ftype is FrameType.COSIGN:
+            return [CosignIn(raw=payload)]
+        obj = canonical.decode_object(payload, f"{ftype.name} frame")
+        if ftype is FrameType.HELLO:
+            return self._on_hello(path, obj)
+        if ftype is FrameType.HEARTBEAT:
+            return self._on_heartbeat(path, p, obj, now, wall)
+        if ftype is FrameType.GAP:
+            return self._on_gap(path, obj)
+        if ftype is FrameType.CONFIRM:
+            return [ConfirmIn()]
+        if ftype is FrameType.ERROR:
+            return [PeerError(path=path, message=str(obj.get("message", "")))]
+        raise RemoteProtocolError(f"unexpected {ftype.name} frame")  # pragma: no cover - table forbids it
+
+    def _on_hello(self, path: str, obj: dict[str, Any]) -> list[Output]:
+        versions = obj.get("versions")
+        if not isinstance(versions, list) or not set(versions) & set(VERSIONS):
+            raise RemoteProtocolError(f"peer speaks protocol versions {versions}, we speak {list(VERSIONS)}")
+        if obj.get("line") != self.line or obj.get("station") != self.peer:
+            raise RemoteProtocolError("HELLO names another line or station than this connection is paired for")
+        mine, yours = _head(obj.get("mine"), "HELLO mine"), _head(obj.get("yours"), "HELLO yours")
+        t, confirmed = obj.get("time"), obj.get("confirmed")
+        if not isinstance(t, int) or not isinstance(confirmed, bool):
+            raise RemoteProtocolError("HELLO time or confirmed field is malformed")
+        out: list[Output] = [
+            PathOpen(path=path, peer_head=mine, peer_has_ours=yours, peer_time=t, peer_confirmed=confirmed)
+        ]
+        self.peer_has_ours = max(self.peer_has_ours, min(yours.seq, self.our_head.seq))
+        if yours.seq > self.our_head.seq:
+            # The peer holds more of our chain than we do: we were restored from an old copy.
+            if self.recover_to < yours.seq:
+                self.recover_to = yours.seq
+                self.synced = False
+                out.append(Recovering(from_seq=self.our_head.seq + 1, to_seq=yours.seq))
+                out += self.send_raw(
+                    FrameType.GAP,
+                    canonical.encode({"station": self.us, "from": self.our_head.seq + 1, "to": yours.seq}),
+                    path,
+                )
+            return out
+        if yours.seq == self.our_head.seq and yours.id != self.our_head.id:
+            out.append(Forked(seq=yours.seq, ours=self.our_head.id, theirs=yours.id))
+            return out + self._error(path, f"the peer holds a different envelope at our seq {yours.seq}")
+        if yours.seq < self.our_head.seq:
+            out.append(ResendFrom(path=path, seq=yours.seq))
+        if not self.synced and not self.recover_to:
+            self.synced = True
+            out.append(Synced())
+        return out
+
+    def _on_heartbeat(self, path: str, p: _Path, obj: dict[str, Any], now: float, wall: int) -> list[Output]:
+        t, echo, hold = obj.get("t"), obj.get("echo"), obj.get("hold")
+        if not isinstance(t, int) or not (echo is None or isinstance(echo, int)) or not isinstance(hold, int):
+            raise RemoteProtocolError("heartbeat fields are malformed")
+        p.peer_t, p.peer_t_at = t, now
+        out: list[Output] = []
+        if echo is not None and echo in p.sent_hb:
+            rtt = max(0.0, (now - p.sent_hb.pop(echo)) * 1000 - hold)
+            p.rtt_ms = rtt
+            p.skew_ms = t - (wall - rtt / 2)  # peer clock minus ours, at the moment it sent
+            out.append(Measured(path=path, rtt_ms=rtt, skew_ms=p.skew_ms))
+        return out
+
+    def _on_gap(self, path: str, obj: dict[str, Any]) -> list[Output]:
+        station, a, b = obj.get("station"), obj.get("from"), obj.get("to")
+        if station not in (self.us, self.peer) or not isinstance(a, int) or not isinstance(b, int) or not 0 < a <= b:
+            raise RemoteProtocolError("gap request is malformed")
+        if b - a >= self.limits.max_gap_buffer and station == self.us:
+            b = a + self.limits.max_gap_buffer - 1
+        return [GapRequest(path=path, station=str(station), from_seq=a, to_seq=b)]
+
+    def _envelope(self, path: str, raw: bytes, now: float) -> list[Output]:
+        try:
+            env = split(raw, self.limits.max_frame_bytes)
+            header = canonical.decode_object(env.header_bytes, "envelope header")
+            seq, sender = header.get("seq"), header.get("sender")
+        except RedlineError as exc:
+            raise RemoteProtocolError(f"malformed envelope: {exc}") from exc
+        if not isinstance(seq, int) or seq < 1:
+            raise RemoteProtocolError("envelope header has no valid seq")
+        if sender == self.us:
+            if self.recover_to and self.our_head.seq < seq <= self.recover_to:
+                return [OwnEnvelopeIn(seq=seq, raw=raw)]
+            return []  # a late copy of our own envelope: nothing to do
+        if sender != self.peer:
+            raise RemoteProtocolError("envelope from a station that is not on this line")
+        if self.halted:
+            return []
+        if seq < self.next_in:
+            if self._recent.get(seq) == env.id:
+                return []  # the first copy already won
+            return [SuspectDuplicate(seq=seq, raw=raw)]
+        if seq > self.next_in:
+            out: list[Output] = []
+            if len(self._buffer) < self.limits.max_gap_buffer:
+                self._buffer[seq] = raw
+            asked, at = self._gap_asked
+            if asked != self.next_in or now - at > 1.0:
+                self._gap_asked = (self.next_in, now)
+                gap = {"station": self.peer, "from": self.next_in, "to": seq - 1}
+                out += self.send_raw(FrameType.GAP, canonical.encode(gap), path)
+            return out
+        out = [self._deliver(seq, raw, env.id)]
+        while self.next_in in self._buffer:
+            nxt = self._buffer.pop(self.next_in)
+            out.append(self._deliver(self.next_in, nxt, split(nxt).id))
+        # Copies of already-delivered seqs may linger in the buffer; drop them.
+        for s in [s for s in self._buffer if s < self.next_in]:
+            del self._buffer[s]
+        return out
+
+    def _deliver(self, seq: int, raw: bytes, envelope_id: str) -> EnvelopeIn:
+        self.next_in = seq + 1
+        self._recent[seq] = envelope_id
+        if len(self._recent) > _RECENT_IDS:
+            self._recent.popitem(last=False)
+        return EnvelopeIn(seq=seq, raw=raw)
+
+    # -- time ----------------------------------------------------------------------------------
+    def tick(self, now: float, wall: int) -> list[Output]:
+        out: list[Output] = []
+        for path, p in list(self._paths.items()):
+            if p.state in (PathState.CLOSED, PathState.ERROR):
+                continue
+            if now - p.last_rx > self.limits.path_dead_after:
+                p.state = PathState.CLOSED
+                out.append(Close(path=path, reason=f"no frames for {self.limits.path_dead_after:g} s"))
+                continue
+            if now - p.last_hb >= self.limits.heartbeat_interval:
+                p.last_hb = now
+                p.sent_hb[wall] = now
+                if len(p.sent_hb) > 16:
+                    p.sent_hb.pop(next(iter(p.sent_hb)))
+                hold = int((now - p.peer_t_at) * 1000) if p.peer_t is not None else 0
+                out.append(self._frame(path, FrameType.HEARTBEAT, {"t": wall, "echo": p.peer_t, "hold": hold}))
+        return out
+
+
+__all__ = ["EMPTY", "Link"]
