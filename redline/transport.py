@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import ssl
 import struct
@@ -308,8 +309,10 @@ def _reason(exc: BaseException) -> str:
         return exc.verify_message or str(exc.reason)
     if isinstance(exc, ssl.SSLError):
         return str(exc.reason or exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
     return str(exc) or type(exc).__name__
 
 
@@ -470,7 +473,8 @@ class Server:
             except Exception:
                 log.exception("on_refused callback failed")
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Called synchronously from connection_made: the count is exact, with no await to race.
         peername = writer.get_extra_info("peername")
         source, sport = (str(peername[0]), int(peername[1])) if peername else ("?", 0)
         addr = _addr(source, sport)
@@ -478,15 +482,19 @@ class Server:
         if self._preauth.get(source, 0) >= cap:
             writer.transport.abort()
             self._refuse(
-                f"refused connection from {addr}: {cap} connections from {source} are already waiting to "
+                f"refused connection from {addr}: {source} already has {cap} connection(s) waiting to "
                 "authenticate (max_preauth_per_source)"
             )
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         self._preauth[source] = self._preauth.get(source, 0) + 1
+        # Our own task, not asyncio's client_connected_cb task, so that close() may cancel it.
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer, source, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str, addr: str) -> None:
         held = True
+        conn: Connection | None = None
         try:
             conn = await self._handshake(reader, writer, addr)
             if conn is None:
@@ -498,12 +506,13 @@ class Server:
                 await self._on_connection(conn)
             except Exception as exc:
                 log.warning("connection from %s ended with an error: %s", addr, exc)
-            finally:
-                conn.close()
         finally:
             if held:
                 self._drop_preauth(source)
-            self._tasks.discard(task)
+            if conn is None:
+                writer.transport.abort()  # refused (already aborted) or cancelled mid-handshake
+            else:
+                conn.close()
 
     def _drop_preauth(self, source: str) -> None:
         left = self._preauth.get(source, 1) - 1

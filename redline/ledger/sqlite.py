@@ -305,11 +305,11 @@ class Ledger:
             local=cur.lastrowid, line=line, kind=kind, prio=prio, content=content, idem=idem, accepted_at=accepted_at
         )
 
-    def _outbox_where(self, where: str, args: tuple[Any, ...]) -> list[OutboxItem]:
+    def _outbox_where(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
         rows = self._db.execute(
             "SELECT local, line, kind, prio, content, idem, accepted_at, seq, envelope_id FROM outbox "
-            f"WHERE {where} ORDER BY local",
-            args,
+            f"WHERE {where} ORDER BY local LIMIT ?",
+            (*args, limit),
         ).fetchall()
         return [
             OutboxItem(
@@ -320,7 +320,7 @@ class Ledger:
         ]
 
     def pending(self, line: str, limit: int = -1) -> list[OutboxItem]:
-        return self._outbox_where("line=? AND seq IS NULL LIMIT ?", (line, limit))
+        return self._outbox_where("line=? AND seq IS NULL", (line,), limit)
 
     def pending_count(self, line: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE line=? AND seq IS NULL", (line,)).fetchone()

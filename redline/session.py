@@ -1,0 +1,463 @@
+"""One line's running session: the link state machine joined to the ledger and the keys.
+
+This is the station layer's per-line core, kept free of sockets and clocks so the end-to-end
+rules can be tested with two sessions in memory (``redline.testing``): it takes bytes and time,
+returns ``Send``/``Close`` actions, and does its storage through the ledger. The asyncio station
+(``station.py``) only moves bytes and calls ``flush`` after each burst of input.
+
+Ordering rule for guarantee 1: ``flush`` commits first and only then returns the frames that
+tell the peer anything (receipts, new envelopes, cosigns). The caller must send them only after
+``flush`` returned, i.e. after the fsync.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redline import canonical
+from redline.config import Limits
+from redline.envelope import OPERATIONAL_KINDS, Envelope, open_envelope, seal, split
+from redline.errors import (
+    CheckpointError,
+    EquivocationError,
+    LocalProtocolError,
+    RedlineError,
+    UnknownKeyError,
+    VerificationError,
+)
+from redline.home import StationKeys
+from redline.identity import SignedCert
+from redline.ledger.model import LineRecord, OutboxItem
+from redline.ledger.sqlite import Ledger
+from redline.protocol import events as ev
+from redline.protocol.events import Action, ChainHead, Close, Send
+from redline.protocol.framing import FrameType
+from redline.protocol.link import Link
+from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
+
+AlarmSink = Callable[[str, str], None]  # (level, text)
+
+
+@dataclass
+class PathStatus:
+    up: bool = False
+    rtt_ms: float | None = None
+    skew_ms: float | None = None
+    last_rx_wall: int | None = None
+    reason: str = ""
+
+
+@dataclass
+class _Pending:
+    envelopes: list[Envelope] = field(default_factory=list)
+    own: list[Envelope] = field(default_factory=list)
+    receipt: Signed | None = None
+    receipt_seq: int = 0
+
+
+def peer_keys(record: LineRecord, certs: list[SignedCert]) -> dict[str, bytes]:
+    """Signing keys of the peer that its pinned root certified: key id -> public key."""
+    root = bytes.fromhex(record.peer_root)
+    keys: dict[str, bytes] = {}
+    for signed in certs:
+        cert = signed.verify(root)
+        if cert.role == "signing":
+            keys[cert.key_id] = bytes.fromhex(cert.key)
+    return keys
+
+
+class LineSession:
+    def __init__(
+        self, ledger: Ledger, keys: StationKeys, record: LineRecord, *, lang: str, limits: Limits, alarm: AlarmSink
+    ) -> None:
+        self.ledger, self.keys, self.record, self.lang, self.limits = ledger, keys, record, lang, limits
+        self.alarm = alarm
+        self.us, self.peer, self.line = keys.fingerprint, record.peer, record.line
+        self.keyring: dict[str, dict[str, bytes]] = {
+            self.us: {keys.key_id: bytes(keys.signing.verify_key)},
+            self.peer: peer_keys(record, [c for _, _, c in ledger.certs(record.peer)]),
+        }
+        our = ChainHead(seq=ledger.head(self.line, self.us)[0], id=ledger.head(self.line, self.us)[1])
+        their = ChainHead(seq=ledger.head(self.line, self.peer)[0], id=ledger.head(self.line, self.peer)[1])
+        self.link = Link(
+            line=self.line, us=self.us, peer=self.peer, limits=limits, our_head=our, their_head=their,
+            active=record.active, confirmed=record.confirmed_local,
+        )  # fmt: skip
+        self.paths: dict[str, PathStatus] = {}
+        self._pending = _Pending()
+        self._their_tail = their  # head of the peer's chain including verified-but-unstored envelopes
+        self._our_tail = our
+        latest = ledger.latest_receipt(self.line, self.peer)
+        if latest:
+            self.link.receipted(latest[0])
+        self._proposal: Signed | None = None  # our outstanding checkpoint proposal
+        self._checkpoint_due = False
+        self._last_checkpoint_wall = 0
+        self.halted = bool(ledger.equivocations(self.line))
+        if self.halted:
+            self.link.halt()
+        self.synced = False
+
+    # -- key lookup for verification -----------------------------------------------------------
+    def _lookup(self, sender: str, key_id: str) -> bytes:
+        try:
+            return self.keyring[sender][key_id]
+        except KeyError:
+            raise UnknownKeyError(f"envelope signed with key {key_id}, which is not certified for this line") from None
+
+    # -- transport-facing ------------------------------------------------------------------------
+    def path_up(self, path: str, now: float, wall: int) -> list[Action]:
+        self.paths[path] = PathStatus(up=True, last_rx_wall=wall)
+        return self._run(self.link.path_up(path, now, wall), wall)
+
+    def path_down(self, path: str, reason: str, wall: int) -> list[Action]:
+        status = self.paths.setdefault(path, PathStatus())
+        status.up, status.reason = False, reason
+        return self._run(self.link.path_down(path, reason), wall)
+
+    def receive(self, path: str, data: bytes, now: float, wall: int) -> list[Action]:
+        if path in self.paths:
+            self.paths[path].last_rx_wall = wall
+        return self._run(self.link.receive(path, data, now, wall), wall)
+
+    def tick(self, now: float, wall: int) -> list[Action]:
+        out = self._run(self.link.tick(now, wall), wall)
+        if (
+            self.is_proposer and self.link.synced and self.link.active
+            and wall - self._last_checkpoint_wall >= self.limits.checkpoint_every_seconds * 1000
+        ):  # fmt: skip
+            self._checkpoint_due = True
+        return out
+
+    @property
+    def is_proposer(self) -> bool:
+        """One side proposes checkpoints, so two proposals never race: the lower fingerprint."""
+        return self.us < self.peer
+
+    # -- operator-facing -----------------------------------------------------------------------
+    def accept(self, kind: str, prio: str, content: dict[str, Any], idem: str | None, wall: int) -> OutboxItem:
+        """Make a message durable in the outbox (call inside ``ledger.batch()``)."""
+        size = len(canonical.encode(content))
+        if size > self.limits.max_body_bytes:
+            raise LocalProtocolError(
+                f"message body is {size} bytes; the limit is {self.limits.max_body_bytes} (max_body_bytes)"
+            )
+        if self.ledger.pending_count(self.line) >= self.limits.max_outbox:
+            raise LocalProtocolError(f"the outbox holds {self.limits.max_outbox} unsent messages; the line is full")
+        return self.ledger.accept(self.line, kind, prio, content, idem, wall)
+
+    def confirm(self, wall: int) -> list[Action]:
+        self.record = _replace(self.record, confirmed_local=True)
+        self.ledger.put_line(self.record)
+        self.link.active = self.record.active
+        return self._run(self.link.confirm(wall), wall)
+
+    # -- events --------------------------------------------------------------------------------
+    def _run(self, outputs: list[ev.Output], wall: int) -> list[Action]:
+        actions: list[Action] = []
+        for o in outputs:
+            if isinstance(o, (Send, Close)):
+                actions.append(o)
+                if isinstance(o, Close):
+                    self.paths.setdefault(o.path, PathStatus()).up = False
+                    self.paths[o.path].reason = o.reason
+            else:
+                actions += self._on_event(o, wall)
+        return actions
+
+    def _on_event(self, e: ev.Event, wall: int) -> list[Action]:  # noqa: C901 - one dispatch table
+        if isinstance(e, ev.EnvelopeIn):
+            return self._on_envelope(e.seq, e.raw, wall)
+        if isinstance(e, ev.ReceiptIn):
+            return self._on_receipt(e.raw)
+        if isinstance(e, ev.ResendFrom):
+            return self._resend(e.path, self.us, e.seq + 1, self._our_tail.seq)
+        if isinstance(e, ev.GapRequest):
+            return self._resend(e.path, e.station, e.from_seq, e.to_seq)
+        if isinstance(e, ev.Synced):
+            self.synced = True
+            return self.link.send_raw(FrameType.CHECKPOINT, self._proposal.encode()) if self._proposal else []
+        if isinstance(e, ev.PathOpen):
+            if e.peer_confirmed and not self.record.confirmed_peer:
+                return self._on_confirm(wall)
+            return []
+        if isinstance(e, ev.ConfirmIn):
+            return self._on_confirm(wall)
+        if isinstance(e, ev.OwnEnvelopeIn):
+            return self._on_own(e.seq, e.raw)
+        if isinstance(e, ev.SuspectDuplicate):
+            return self._on_suspect(e.seq, e.raw, wall)
+        if isinstance(e, ev.CheckpointIn):
+            return self._on_checkpoint(e.path, e.raw, wall)
+        if isinstance(e, ev.CosignIn):
+            return self._on_cosign(e.raw)
+        if isinstance(e, ev.Measured):
+            status = self.paths.setdefault(e.path, PathStatus())
+            status.rtt_ms, status.skew_ms = e.rtt_ms, e.skew_ms
+            return []
+        if isinstance(e, ev.Recovering):
+            self.alarm("warning", f"recovering our own envelopes {e.from_seq}..{e.to_seq} from the peer "
+                                  "(this store is older than what the peer holds); nothing new is signed until done")  # fmt: skip
+            return []
+        if isinstance(e, ev.Forked):
+            self.alarm("alarm", f"FORK: the peer holds a different envelope at our seq {e.seq}; line halted")
+            return []
+        if isinstance(e, ev.PeerError):
+            self.alarm("warning", f"peer closed path {e.path}: {e.message}")
+            return []
+        if isinstance(e, ev.PathDown):
+            self.synced = self.link.synced
+            return []
+        return []  # pragma: no cover
+
+    def _on_confirm(self, wall: int) -> list[Action]:
+        self.record = _replace(self.record, confirmed_peer=True)
+        self.ledger.put_line(self.record)
+        was_active = self.link.active
+        self.link.active = self.record.active
+        if self.link.active and not was_active:
+            self.alarm("info", f"line {self.line[:8]} with {self.record.peer_name} is confirmed at both ends")
+        return []
+
+    def _on_envelope(self, seq: int, raw: bytes, wall: int) -> list[Action]:
+        try:
+            env = open_envelope(split(raw, self.limits.max_frame_bytes), self._lookup)
+            h = env.header
+            if h.line != self.line or h.sender != self.peer:
+                raise VerificationError("envelope names another line or sender (replayed from elsewhere?)")
+            if h.seq != self._their_tail.seq + 1 or h.prev != self._their_tail.id:
+                raise VerificationError(f"envelope seq {h.seq} does not follow seq {self._their_tail.seq}")
+            if h.seen_seq > self._our_tail.seq:
+                raise VerificationError(f"envelope claims to have seen our seq {h.seen_seq}, which we never sent")
+        except RedlineError as exc:
+            self.alarm("alarm", f"refused envelope seq {seq} from {self.record.peer_name}: {exc}")
+            return self._run(self.link.rejected(seq, str(exc)), wall)
+        self._pending.envelopes.append(env)
+        self._their_tail = ChainHead(seq=h.seq, id=env.id)
+        if h.kind in OPERATIONAL_KINDS:
+            self._checkpoint_due = True
+        return []
+
+    def _on_own(self, seq: int, raw: bytes) -> list[Action]:
+        try:
+            env = open_envelope(split(raw), self._lookup)
+            if env.header.sender != self.us or env.header.line != self.line or seq != self._our_tail.seq + 1:
+                raise VerificationError("returned envelope is not the next of our own chain")
+            if env.header.prev != self._our_tail.id:
+                raise VerificationError("returned envelope does not extend our chain")
+        except RedlineError as exc:
+            self.alarm("alarm", f"could not recover our envelope seq {seq} from the peer: {exc}")
+            return []
+        self._pending.own.append(env)
+        self._our_tail = ChainHead(seq=seq, id=env.id)
+        return []
+
+    def _on_suspect(self, seq: int, raw: bytes, wall: int) -> list[Action]:
+        rawenv = split(raw)
+        if self.ledger.has_id(self.line, rawenv.id) or any(e.id == rawenv.id for e in self._pending.envelopes):
+            return []  # a copy of what we hold: dropped before any signature check
+        try:
+            env = open_envelope(rawenv, self._lookup)
+        except RedlineError as exc:
+            return self._run(self.link.rejected(seq, str(exc)), wall)
+        if seq > self.ledger.head(self.line, self.peer)[0]:
+            return []  # still pending in this batch; the commit decides
+        try:
+            self.ledger.append(env, wall)
+        except EquivocationError as exc:
+            self.halted = True
+            self.link.halt()
+            self.alarm("alarm", f"EQUIVOCATION on line {self.line[:8]}: {exc}")
+        return []
+
+    def _on_receipt(self, raw: bytes) -> list[Action]:
+        try:
+            signed = Signed.decode(raw)
+            peek = Receipt.peek(signed)
+            receipt = Receipt.open(signed, self._lookup(self.peer, peek.key))
+            if receipt.line != self.line or receipt.by != self.peer or receipt.of != self.us:
+                raise VerificationError("receipt is for another line or station")
+            if receipt.seq > self._our_tail.seq:
+                raise VerificationError(f"receipt for our seq {receipt.seq}, which we never signed")
+        except RedlineError as exc:
+            self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
+            return []
+        if receipt.seq > self._pending.receipt_seq:
+            self._pending.receipt, self._pending.receipt_seq = signed, receipt.seq
+        self.link.receipted(receipt.seq)
+        return []
+
+    def _resend(self, path: str, station: str, first: int, last: int) -> list[Action]:
+        if first > last or station not in (self.us, self.peer):
+            return []
+        out: list[Action] = []
+        for _, raw in self.ledger.raw_envelopes(self.line, station, first - 1, last - first + 1):
+            out += [a for a in self.link.send_envelope(_seq_of(raw), raw, path) if isinstance(a, Send)]
+        return out
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _heads(self, ours: int, theirs: int) -> tuple[Head, Head]:
+        a = Head(station=self.us, size=ours, root=self.ledger.log(self.line, self.us).root(ours).hex())
+        b = Head(station=self.peer, size=theirs, root=self.ledger.log(self.line, self.peer).root(theirs).hex())
+        return (a, b) if a.station < b.station else (b, a)
+
+    def _maybe_propose(self, wall: int) -> list[Action]:
+        if not (self._checkpoint_due and self.is_proposer and self._proposal is None and self.link.synced):
+            return []
+        last = self.ledger.last_checkpoint(self.line)
+        ours = min(self.link.peer_has_ours, self.ledger.head(self.line, self.us)[0])
+        theirs = self.ledger.head(self.line, self.peer)[0]
+        if last:
+            cp = Checkpoint.peek(last[1])
+            if cp.head(self.us).size == ours and cp.head(self.peer).size == theirs:
+                self._checkpoint_due = False
+                return []
+        self._checkpoint_due = False
+        self._last_checkpoint_wall = wall
+        proposal = Checkpoint(
+            line=self.line, n=(last[0] + 1) if last else 1,
+            prev=last[1].digest(Checkpoint.DOMAIN) if last else None,
+            heads=self._heads(ours, theirs), by=self.us, key=self.keys.key_id, time=wall,
+        ).sign(self.keys.signing)  # fmt: skip
+        self._proposal = proposal
+        return self.link.send_raw(FrameType.CHECKPOINT, proposal.encode())
+
+    def _on_checkpoint(self, path: str, raw: bytes, wall: int) -> list[Action]:
+        """Countersign a proposal only over what we hold and only extending the last checkpoint."""
+        try:
+            signed = Signed.decode(raw)
+            peek = Checkpoint.peek(signed)
+            cp = Checkpoint.open(signed, self._lookup(self.peer, peek.key))
+            last = self.ledger.last_checkpoint(self.line)
+            if last and last[0] == cp.n and last[1] == signed:
+                return self.link.send_raw(FrameType.COSIGN, last[2].encode(), path)  # a resend: answer again
+            if cp.line != self.line or cp.by != self.peer:
+                raise CheckpointError("checkpoint proposal is for another line or from another station")
+            if cp.n != (last[0] + 1 if last else 1) or cp.prev != (last[1].digest(Checkpoint.DOMAIN) if last else None):
+                raise CheckpointError(f"checkpoint {cp.n} does not extend our last checkpoint")
+            prev_cp = Checkpoint.peek(last[1]) if last else None
+            for head in cp.heads:
+                held = self.ledger.head(self.line, head.station)[0]
+                if head.size > held:
+                    raise CheckpointError(f"checkpoint covers {head.size} envelopes of a chain we hold {held} of")
+                if self.ledger.log(self.line, head.station).root(head.size).hex() != head.root:
+                    raise CheckpointError("checkpoint tree head does not match the chain we hold: split view")
+                if prev_cp and head.size < prev_cp.head(head.station).size:
+                    raise CheckpointError("checkpoint shrinks a chain")
+        except RedlineError as exc:
+            self.alarm("alarm", f"refused to countersign a checkpoint: {exc}")
+            return []
+        cosign = Cosign(
+            line=self.line, checkpoint=signed.digest(Checkpoint.DOMAIN), by=self.us, key=self.keys.key_id, time=wall
+        ).sign(self.keys.signing)
+        self.ledger.add_checkpoint(self.line, cp.n, signed, cosign)
+        return self.link.send_raw(FrameType.COSIGN, cosign.encode(), path)
+
+    def _on_cosign(self, raw: bytes) -> list[Action]:
+        if self._proposal is None:
+            return []
+        try:
+            signed = Signed.decode(raw)
+            peek = Cosign.peek(signed)
+            cs = Cosign.open(signed, self._lookup(self.peer, peek.key))
+            if cs.checkpoint != self._proposal.digest(Checkpoint.DOMAIN) or cs.by != self.peer:
+                raise CheckpointError("countersignature is not over our outstanding proposal")
+        except RedlineError as exc:
+            self.alarm("warning", f"refused a checkpoint countersignature: {exc}")
+            return []
+        self.ledger.add_checkpoint(self.line, Checkpoint.peek(self._proposal).n, self._proposal, signed)
+        self._proposal = None
+        return []
+
+    # -- group commit ----------------------------------------------------------------------------
+    def flush(self, wall: int) -> list[Action]:
+        """Store what was verified, receipt it, sign what waits in the outbox: one transaction.
+        Returns the frames to send; send them only after this returns (after the fsync)."""
+        out: list[Action] = []
+        pending, self._pending = self._pending, _Pending()
+        with self.ledger.batch():
+            for env in pending.own:
+                self.ledger.append(env, wall)
+            if pending.own:
+                out += self._run(self.link.signed(self._our_tail), wall)
+            for env in pending.envelopes:
+                self.ledger.append(env, wall)
+            if pending.envelopes:
+                last = pending.envelopes[-1]
+                self.link.stored(ChainHead(seq=last.seq, id=last.id))
+                receipt = Receipt(
+                    line=self.line, by=self.us, key=self.keys.key_id, of=self.peer, seq=last.seq, id=last.id,
+                    received_at=wall,
+                ).sign(self.keys.signing)  # fmt: skip
+                self.ledger.add_receipt(self.line, self.us, last.seq, receipt)
+                out += self.link.send_raw(FrameType.RECEIPT, receipt.encode())
+            if pending.receipt is not None:
+                self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt)
+            out += self._sign_pending(wall)
+            if self.link.peer_has_ours - self._checkpointed(self.us) >= self.limits.checkpoint_every_envelopes:
+                self._checkpoint_due = True
+            out += self._maybe_propose(wall)
+        return out
+
+    def _checkpointed(self, station: str) -> int:
+        last = self.ledger.last_checkpoint(self.line)
+        return Checkpoint.peek(last[1]).head(station).size if last else 0
+
+    def _sign_pending(self, wall: int) -> list[Action]:
+        out: list[Action] = []
+        if self.halted or not self.link.can_send():
+            return out
+        room = self.limits.window - (self.link.sent_hi - self.link.peer_has_ours)
+        for item in self.ledger.pending(self.line, min(room, self.limits.group_commit_rows)):
+            env = seal(
+                self.keys.signing, line=self.line, sender=self.us, key=self.keys.key_id,
+                seq=self._our_tail.seq + 1, sent_at=wall, kind=item.kind, prio=item.prio, prev=self._our_tail.id,
+                seen_seq=self._their_tail_stored().seq, seen_id=self._their_tail_stored().id, lang=self.lang,
+                content=item.content, salt=os.urandom(16),
+            )  # fmt: skip
+            self.ledger.append(env, wall)
+            self.ledger.mark_signed(item.local, env.seq, env.id)
+            self._our_tail = ChainHead(seq=env.seq, id=env.id)
+            self.link.signed(self._our_tail)
+            out += self.link.send_envelope(env.seq, env.encode())
+            if env.kind in OPERATIONAL_KINDS:
+                self._checkpoint_due = True
+        return out
+
+    def _their_tail_stored(self) -> ChainHead:
+        seq, eid = self.ledger.head(self.line, self.peer)
+        return ChainHead(seq=seq, id=eid)
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        our_seq = self._our_tail.seq
+        return {
+            "line": self.line,
+            "peer": self.record.peer_name,
+            "peer_fingerprint": self.peer,
+            "confirmed": {"local": self.record.confirmed_local, "peer": self.record.confirmed_peer},
+            "active": self.record.active,
+            "synced": self.link.synced,
+            "halted": self.halted,
+            "our_seq": our_seq,
+            "their_seq": self.ledger.head(self.line, self.peer)[0],
+            "outbox": self.ledger.pending_count(self.line),
+            "unreceipted": our_seq - self.link.peer_has_ours,
+            "paths": {
+                p: {"up": s.up, "rtt_ms": s.rtt_ms, "skew_ms": s.skew_ms, "last_rx": s.last_rx_wall, "reason": s.reason}
+                for p, s in self.paths.items()
+            },
+        }
+
+
+def _seq_of(raw: bytes) -> int:
+    seq = canonical.decode_object(split(raw).header_bytes, "envelope header")["seq"]
+    assert isinstance(seq, int)
+    return seq
+
+
+def _replace(record: LineRecord, **changes: Any) -> LineRecord:
+    return LineRecord.from_obj({**record.to_obj(), **changes})

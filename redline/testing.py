@@ -1,0 +1,168 @@
+"""Test and benchmark helpers: two stations paired in memory, joined by simulated paths and a
+simulated clock. Real keys, real SQLite ledgers in a temporary directory, real frames; only the
+sockets are replaced by byte queues the test controls (cut, delay, reorder, duplicate)."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redline.config import Limits
+from redline.home import StationDir, StationKeys
+from redline.ledger.model import LineRecord
+from redline.protocol.events import Action, Close, Send
+from redline.session import LineSession
+
+
+@dataclass
+class SimClock:
+    now: float = 1000.0  # monotonic seconds
+    wall: int = 1_652_443_200_000  # 13 May 2022 12:00 UTC, in ms
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.wall += int(seconds * 1000)
+
+
+def make_station(root: Path, name: str, lang: str, port: int, limits: Limits | None = None) -> StationDir:
+    d = StationDir(root / name)
+    d.init(name=name, lang=lang, listen=[f"127.0.0.1:{port}"], limits=limits)
+    return d
+
+
+def pair_directly(a: StationDir, b: StationDir, *, confirmed: bool = True) -> str:
+    """Pin each station's keys at the other, as a completed pairing ceremony would."""
+    line = os.urandom(16).hex()
+    ka, kb = a.load_keys(), b.load_keys()
+    for mine, theirs, theirs_dir, invited in ((a, kb, b, True), (b, ka, a, False)):
+        ledger = mine.open_ledger()
+        cfg = theirs_dir.config()
+        ledger.put_line(
+            LineRecord(
+                line=line, peer=theirs.fingerprint, peer_name=cfg.name, peer_root=theirs.root_public.hex(),
+                peer_tls_cert=theirs.tls_cert_der.hex(), paths=cfg.listen, peer_lang=cfg.lang,
+                we_invited=invited, confirmed_local=confirmed, confirmed_peer=confirmed, safety_code="000000",
+            )
+        )  # fmt: skip
+        ledger.put_cert(theirs.fingerprint, theirs.key_id, "signing", theirs.signing_cert)
+        ledger.close()
+    return line
+
+
+@dataclass
+class SimPath:
+    """Two byte queues, one per direction; ``up`` False drops everything in flight."""
+
+    name: str
+    up: bool = True
+    a_to_b: deque[bytes] = field(default_factory=deque)
+    b_to_a: deque[bytes] = field(default_factory=deque)
+
+
+class SessionPair:
+    """Two LineSessions over simulated paths. ``run()`` moves bytes until nothing moves."""
+
+    def __init__(self, root: Path, *, paths: int = 2, limits: Limits | None = None) -> None:
+        self.root = root
+        self.limits = limits or Limits()
+        self.dir_a = make_station(root, "EUCOM", "en", 7401, self.limits)
+        self.dir_b = make_station(root, "NDMC", "ru", 7501, self.limits)
+        self.line = pair_directly(self.dir_a, self.dir_b)
+        self.clock = SimClock()
+        self.alarms: list[tuple[str, str, str]] = []
+        self.paths = [SimPath(f"path{i}") for i in range(paths)]
+        self.a = self._open("a", self.dir_a)
+        self.b = self._open("b", self.dir_b)
+        for p in self.paths:
+            self.connect(p)
+
+    def _open(self, who: str, d: StationDir) -> LineSession:
+        ledger = d.open_ledger()
+        keys: StationKeys = d.load_keys()
+        return LineSession(
+            ledger, keys, ledger.line(self.line), lang=d.config().lang, limits=self.limits,
+            alarm=lambda level, text: self.alarms.append((who, level, text)),
+        )  # fmt: skip
+
+    def restart(self, who: str) -> None:
+        """Drop a session's memory (as a crash would) and reopen it from its ledger."""
+        d = self.dir_a if who == "a" else self.dir_b
+        old = self.a if who == "a" else self.b
+        old.ledger.close()
+        new = self._open(who, d)
+        if who == "a":
+            self.a = new
+        else:
+            self.b = new
+        for p in self.paths:
+            p.a_to_b.clear()
+            p.b_to_a.clear()
+            self.disconnect(p, "restart")
+            self.connect(p)
+
+    def connect(self, p: SimPath) -> None:
+        p.up = True
+        self._do("a", self.a.path_up(p.name, self.clock.now, self.clock.wall))
+        self._do("b", self.b.path_up(p.name, self.clock.now, self.clock.wall))
+
+    def disconnect(self, p: SimPath, reason: str = "cut") -> None:
+        p.up = False
+        p.a_to_b.clear()
+        p.b_to_a.clear()
+        self._do("a", self.a.path_down(p.name, reason, self.clock.wall))
+        self._do("b", self.b.path_down(p.name, reason, self.clock.wall))
+
+    def _path(self, name: str) -> SimPath:
+        return next(p for p in self.paths if p.name == name)
+
+    def _do(self, who: str, actions: list[Action]) -> None:
+        for act in actions:
+            p = self._path(act.path)
+            if isinstance(act, Send):
+                if p.up:
+                    (p.a_to_b if who == "a" else p.b_to_a).append(act.data)
+            elif isinstance(act, Close) and p.up:
+                self.disconnect(p, act.reason)
+
+    def flush(self) -> None:
+        self._do("a", self.a.flush(self.clock.wall))
+        self._do("b", self.b.flush(self.clock.wall))
+
+    def step(self, chunk: int | None = None) -> bool:
+        """Deliver every queued frame once (optionally split into ``chunk``-byte pieces)."""
+        moved = False
+        for p in self.paths:
+            for queue, session, who in ((p.a_to_b, "b", "b"), (p.b_to_a, "a", "a")):
+                while queue and p.up:
+                    data = queue.popleft()
+                    moved = True
+                    target = self.a if session == "a" else self.b
+                    pieces = [data] if chunk is None else [data[i : i + chunk] for i in range(0, len(data), chunk)]
+                    for piece in pieces:
+                        self._do(who, target.receive(p.name, piece, self.clock.now, self.clock.wall))
+        self.flush()
+        return moved
+
+    def run(self, max_steps: int = 10_000, chunk: int | None = None) -> None:
+        self.flush()
+        for _ in range(max_steps):
+            if not self.step(chunk):
+                return
+        raise AssertionError("the sessions did not settle")
+
+    def tick(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self._do("a", self.a.tick(self.clock.now, self.clock.wall))
+        self._do("b", self.b.tick(self.clock.now, self.clock.wall))
+
+    def send(self, who: str, text: str, kind: str = "TEXT", prio: str = "ROUTINE") -> int:
+        s = self.a if who == "a" else self.b
+        with s.ledger.batch():
+            item = s.accept(kind, prio, {"text": text}, None, self.clock.wall)
+        return item.local
+
+    def close(self) -> None:
+        self.a.ledger.close()
+        self.b.ledger.close()
