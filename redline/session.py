@@ -168,7 +168,7 @@ class LineSession:
                 actions += self._on_event(o, wall)
         return actions
 
-    def _on_event(self, e: ev.Event, wall: int) -> list[Action]:  # noqa: C901 - one dispatch table
+    def _on_event(self, e: ev.Event, wall: int) -> list[Action]:
         if isinstance(e, ev.EnvelopeIn):
             return self._on_envelope(e.seq, e.raw, wall)
         if isinstance(e, ev.ReceiptIn):
@@ -179,7 +179,7 @@ class LineSession:
             return self._resend(e.path, e.station, e.from_seq, e.to_seq)
         if isinstance(e, ev.Synced):
             self.synced = True
-            return self.link.send_raw(FrameType.CHECKPOINT, self._proposal.encode()) if self._proposal else []
+            return [*self.link.send_raw(FrameType.CHECKPOINT, self._proposal.encode())] if self._proposal else []
         if isinstance(e, ev.PathOpen):
             if e.peer_confirmed and not self.record.confirmed_peer:
                 return self._on_confirm(wall)
@@ -199,8 +199,11 @@ class LineSession:
             status.rtt_ms, status.skew_ms = e.rtt_ms, e.skew_ms
             return []
         if isinstance(e, ev.Recovering):
-            self.alarm("warning", f"recovering our own envelopes {e.from_seq}..{e.to_seq} from the peer "
-                                  "(this store is older than what the peer holds); nothing new is signed until done")  # fmt: skip
+            self.alarm(
+                "warning",
+                f"recovering our own envelopes {e.from_seq}..{e.to_seq} from the peer (this store is older "
+                "than what the peer holds); nothing new is signed until done",
+            )
             return []
         if isinstance(e, ev.Forked):
             self.alarm("alarm", f"FORK: the peer holds a different envelope at our seq {e.seq}; line halted")
@@ -295,7 +298,7 @@ class LineSession:
             return []
         out: list[Action] = []
         for _, raw in self.ledger.raw_envelopes(self.line, station, first - 1, last - first + 1):
-            out += [a for a in self.link.send_envelope(_seq_of(raw), raw, path) if isinstance(a, Send)]
+            out += self.link.send_envelope(_seq_of(raw), raw, path)
         return out
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -323,7 +326,7 @@ class LineSession:
             heads=self._heads(ours, theirs), by=self.us, key=self.keys.key_id, time=wall,
         ).sign(self.keys.signing)  # fmt: skip
         self._proposal = proposal
-        return self.link.send_raw(FrameType.CHECKPOINT, proposal.encode())
+        return [*self.link.send_raw(FrameType.CHECKPOINT, proposal.encode())]
 
     def _on_checkpoint(self, path: str, raw: bytes, wall: int) -> list[Action]:
         """Countersign a proposal only over what we hold and only extending the last checkpoint."""
@@ -333,7 +336,7 @@ class LineSession:
             cp = Checkpoint.open(signed, self._lookup(self.peer, peek.key))
             last = self.ledger.last_checkpoint(self.line)
             if last and last[0] == cp.n and last[1] == signed:
-                return self.link.send_raw(FrameType.COSIGN, last[2].encode(), path)  # a resend: answer again
+                return [*self.link.send_raw(FrameType.COSIGN, last[2].encode(), path)]  # a resend: answer again
             if cp.line != self.line or cp.by != self.peer:
                 raise CheckpointError("checkpoint proposal is for another line or from another station")
             if cp.n != (last[0] + 1 if last else 1) or cp.prev != (last[1].digest(Checkpoint.DOMAIN) if last else None):
@@ -354,7 +357,7 @@ class LineSession:
             line=self.line, checkpoint=signed.digest(Checkpoint.DOMAIN), by=self.us, key=self.keys.key_id, time=wall
         ).sign(self.keys.signing)
         self.ledger.add_checkpoint(self.line, cp.n, signed, cosign)
-        return self.link.send_raw(FrameType.COSIGN, cosign.encode(), path)
+        return [*self.link.send_raw(FrameType.COSIGN, cosign.encode(), path)]
 
     def _on_cosign(self, raw: bytes) -> list[Action]:
         if self._proposal is None:

@@ -154,7 +154,7 @@ class Link:
             and self.sent_hi - self.peer_has_ours < self.limits.window
         )  # fmt: skip
 
-    def send_envelope(self, seq: int, raw: bytes, path: str | None = None) -> list[Output]:
+    def send_envelope(self, seq: int, raw: bytes, path: str | None = None) -> list[Send]:
         """Put one of our envelopes on every open path (or one path, for a resend)."""
         if not self.active:
             raise LocalProtocolError("the line is not confirmed by both operators; nothing may be sent")
@@ -162,7 +162,7 @@ class Link:
         targets = [path] if path is not None else self._open_paths()
         return [self._frame(p, FrameType.ENVELOPE, raw) for p in targets if p in self._paths]
 
-    def send_raw(self, ftype: FrameType, payload: bytes, path: str | None = None) -> list[Output]:
+    def send_raw(self, ftype: FrameType, payload: bytes, path: str | None = None) -> list[Send]:
         """A receipt, checkpoint or cosign: to one path, or to every open path."""
         targets = [path] if path is not None else self._open_paths()
         return [self._frame(p, ftype, payload) for p in targets if p in self._paths]
