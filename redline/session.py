@@ -442,6 +442,7 @@ class LineSession:
             "peer": self.record.peer_name,
             "peer_fingerprint": self.peer,
             "confirmed": {"local": self.record.confirmed_local, "peer": self.record.confirmed_peer},
+            "safety_code": self.record.safety_code if not self.record.active else None,
             "active": self.record.active,
             "synced": self.link.synced,
             "halted": self.halted,

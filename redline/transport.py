@@ -11,8 +11,9 @@ What it gives the layers above (DESIGN.md guarantee 5, "only the paired peer get
   ``num_tickets = 0`` (a test checks that the client never holds a ticket); and asyncio never offers
   a session. Every handshake is therefore a full certificate handshake.
 - **Pre-authentication is bounded.** At most ``max_preauth_per_source`` connections per source
-  address may be between TCP accept and a verified TLS peer; the excess is aborted at once. Each
-  gets ``handshake_timeout`` seconds to finish TLS and the pin check, then it is aborted.
+  (an IPv4 address, or an IPv6 /64, since one host usually holds a whole /64) may be between TCP
+  accept and a verified TLS peer; the excess is aborted at once. Each gets ``handshake_timeout``
+  seconds to finish TLS and the pin check, then it is aborted.
 
 Self-signed certificates and pinning
 ------------------------------------
@@ -68,6 +69,7 @@ Errors are one line a duty officer can act on. Refusals on the server side go to
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
@@ -187,6 +189,19 @@ def server_context(cert: Path, key: Path, pins: Sequence[bytes] | None) -> ssl.S
 
 def _short(spki: str) -> str:
     return spki[:16] + "…"
+
+
+def _source(host: str) -> str:
+    """What the pre-auth cap counts: an IPv4 address, or an IPv6 /64 (one host usually holds a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _addr(host: str, port: int) -> str:
@@ -369,6 +384,19 @@ async def dial(host: str, port: int, *, cert: Path, key: Path, pins: Collection[
 # --- server ------------------------------------------------------------------------------------
 
 
+class _NoHalfClose(asyncio.StreamReaderProtocol):
+    """End of stream ends the connection, before and after the TLS upgrade.
+
+    The stock protocol keeps a plain TCP connection half-open on EOF; and when a peer's
+    close_notify arrives in the same read as its last handshake message, asyncio (3.11) asks it
+    before ``StreamWriter.start_tls`` has told it about TLS, and logs a spurious warning.
+    """
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False
+
+
 class Server:
     """A TLS 1.3 listener that hands each verified connection to ``on_connection``.
 
@@ -450,8 +478,13 @@ class Server:
         return self
 
     async def _listen(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:  # what asyncio.start_server builds, minus half-close
+            return _NoHalfClose(asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop), self._accept, loop=loop)
+
         try:
-            self._server = await asyncio.start_server(self._accept, host, port, limit=_STREAM_LIMIT)
+            self._server = await loop.create_server(protocol, host, port)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {_addr(host, port)}: {_reason(exc)}") from exc
         self.port = self._server.sockets[0].getsockname()[1]
@@ -476,8 +509,9 @@ class Server:
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Called synchronously from connection_made: the count is exact, with no await to race.
         peername = writer.get_extra_info("peername")
-        source, sport = (str(peername[0]), int(peername[1])) if peername else ("?", 0)
-        addr = _addr(source, sport)
+        host, sport = (str(peername[0]), int(peername[1])) if peername else ("?", 0)
+        addr = _addr(host, sport)
+        source = _source(host)
         cap = self._limits.max_preauth_per_source
         if self._preauth.get(source, 0) >= cap:
             writer.transport.abort()
@@ -525,6 +559,7 @@ class Server:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, addr: str
     ) -> Connection | None:
         timeout = self._limits.handshake_timeout
+        late = f"closed connection from {addr}: no TLS handshake within {timeout:g} s (handshake_timeout)"
         try:
             ctx, allowed = self._context()
         except ConfigError as exc:
@@ -534,9 +569,9 @@ class Server:
         try:
             async with asyncio.timeout(timeout):
                 await writer.start_tls(ctx, ssl_handshake_timeout=timeout)
-        except (TimeoutError, ConnectionAbortedError):
+        except TimeoutError:
             writer.transport.abort()
-            self._refuse(f"closed connection from {addr}: no TLS handshake within {timeout:g} s (handshake_timeout)")
+            self._refuse(late)
             return None
         except ssl.SSLCertVerificationError as exc:
             writer.transport.abort()
@@ -565,7 +600,10 @@ class Server:
             return None
         except OSError as exc:
             writer.transport.abort()
-            self._refuse(f"connection from {addr} dropped during the TLS handshake: {_reason(exc)}")
+            if isinstance(exc, ConnectionAbortedError) and "taking longer" in str(exc):  # asyncio's own timer
+                self._refuse(late)
+            else:
+                self._refuse(f"connection from {addr} dropped during the TLS handshake: {_reason(exc)}")
             return None
         if self._pins is None:
             return Connection(reader, writer, peer=addr, peer_spki=None, limits=self._limits, dialled=False)
@@ -649,7 +687,7 @@ async def keep_connected(
         try:
             await on_connected(conn)
         except Exception as exc:
-            message = f"path to {conn.peer} lost: {exc or type(exc).__name__}"
+            message = f"path to {conn.peer} lost: {str(exc) or type(exc).__name__}"
         finally:
             conn.close()
         if clock() - started >= limits.redial_max:

@@ -1,0 +1,318 @@
+"""The ``redline`` command: thin, it builds the objects and prints (datasette's cli.py way).
+
+Commands that change a running station (send, confirm, invite, pair, status) talk to it through
+its control socket (``control.sock``, mode 0600 in a 0700 directory: only its owner). ``log`` and
+``verify`` read the store directly, read-only, so they work with the station stopped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from redline import canonical
+from redline.envelope import split
+from redline.errors import RedlineError
+from redline.home import StationDir, station_path
+from redline.ledger.verify import LineReport, verify_line
+from redline.station import Station, call
+
+console = Console()
+err = Console(stderr=True)
+
+station_option = click.option(
+    "--station", "station", envvar="REDLINE_STATION", default=None,
+    help="Station directory (default: $REDLINE_STATION, else ./station).",
+)  # fmt: skip
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(1)
+
+def run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except RedlineError as exc:
+        fail(str(exc))
+
+def when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+def emit(as_json: bool, data: Any, human: Callable[[Any], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        human(data)
+
+@click.group()
+@click.version_option(package_name="redline")
+def main() -> None:
+    """redline: a verified hotline between two stations that do not trust each other."""
+
+@main.command()
+@station_option
+@click.option("--name", required=True, help="Station name, e.g. EUCOM.")
+@click.option("--lang", required=True, help="Language the station writes in, e.g. en or ru.")
+@click.option("--listen", multiple=True, required=True, help="HOST:PORT to listen on; repeat for more paths.")
+@json_option
+def init(station: str | None, name: str, lang: str, listen: tuple[str, ...], as_json: bool) -> None:
+    """Create a station: root, signing and TLS keys, config and an empty store."""
+    home = StationDir(station_path(station))
+    keys = run(lambda: home.init(name=name, lang=lang, listen=list(listen)))
+    data = {"station": str(home.path), "name": name, "fingerprint": keys.fingerprint, "listen": list(listen)}
+
+    def human(d: dict[str, Any]) -> None:
+        console.print(f"Station [bold]{name}[/] created in {home.path}")
+        console.print(f"Root fingerprint: [bold]{d['fingerprint']}[/]")
+        console.print(f"Root key: {home.keys / 'root.key'} — move it to offline storage; only key rotation needs it.")
+
+    emit(as_json, data, human)
+
+@main.command()
+@station_option
+@click.option("-v", "--verbose", is_flag=True, help="Log every path event.")
+def serve(station: str | None, verbose: bool) -> None:
+    """Run the station: listen, dial the paired peers, keep the lines in sync."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s")
+    home = StationDir(station_path(station))
+
+    async def main_() -> None:
+        st = Station(home, on_alarm=lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, st.stop)
+        console.print(f"Station [bold]{st.config.name}[/] serving on {', '.join(st.config.listen)} (Ctrl-C stops)")
+        try:
+            await st.run_forever()
+        finally:
+            await st.close()
+
+    run(lambda: asyncio.run(main_()))
+
+def control(station: str | None, request: dict[str, Any]) -> Any:
+    return run(lambda: asyncio.run(call(station_path(station), request)))
+
+@main.command()
+@station_option
+@json_option
+def invite(station: str | None, as_json: bool) -> None:
+    """Print a single-use, expiring pairing token for the other station."""
+    data = control(station, {"op": "invite"})
+    emit(as_json, data, lambda d: console.print(
+        f"Give this token to the other station's operator (expires {when(d['expires'])}):\n\n{d['token']}\n\n"
+        "They run: redline pair TOKEN", soft_wrap=True))  # fmt: skip
+
+@main.command()
+@station_option
+@click.argument("token")
+@json_option
+def pair(station: str | None, token: str, as_json: bool) -> None:
+    """Pair with the station that issued TOKEN; prints the safety code to compare by voice."""
+    data = control(station, {"op": "pair", "token": token})
+    emit(as_json, data, lambda d: console.print(
+        f"Paired with [bold]{d['peer']}[/] on line {d['line'][:8]}.\nSafety code: [bold]{d['safety_code']}[/]\n"
+        f"Compare it with the other operator by voice, then run: redline confirm {d['line'][:8]} CODE"))  # fmt: skip
+
+@main.command()
+@station_option
+@click.argument("line")
+@click.argument("code")
+@json_option
+def confirm(station: str | None, line: str, code: str, as_json: bool) -> None:
+    """Confirm LINE's safety CODE after comparing it by voice."""
+    data = control(station, {"op": "confirm", "line": line, "code": code})
+    emit(as_json, data, lambda d: console.print(
+        "Confirmed here. " + ("The other side has confirmed too: the line is open." if d["confirmed_peer"]
+                              else "Waiting for the other operator to confirm; no traffic until then.")))  # fmt: skip
+
+def _send(station: str | None, line: str, text: str, priority: str, kind: str, idem: str | None, as_json: bool) -> None:
+    request = {"op": "send", "line": line, "text": text, "priority": priority, "kind": kind, "idem": idem}
+    data = control(station, request)
+
+    def human(d: dict[str, Any]) -> None:
+        if d["id"]:
+            console.print(f"accepted: seq {d['seq']}, id {d['id']}")
+        else:
+            console.print(f"accepted as outbox #{d['outbox']}: {d['state']}")
+
+    emit(as_json, data, human)
+
+@main.command()
+@station_option
+@click.argument("line")
+@click.argument("text")
+@click.option("--priority", type=click.Choice(["routine", "priority", "flash"]), default="routine")
+@click.option("--idempotency-key", "idem", default=None, help="Retrying with the same key never sends twice.")
+@json_option
+def send(station: str | None, line: str, text: str, priority: str, idem: str | None, as_json: bool) -> None:
+    """Send TEXT on LINE; returns once it is durable (and prints its envelope id)."""
+    _send(station, line, text, priority, "FLASH" if priority == "flash" else "TEXT", idem, as_json)
+
+@main.command()
+@station_option
+@click.argument("line")
+@click.argument("text")
+@click.option("--idempotency-key", "idem", default=None)
+@json_option
+def flash(station: str | None, line: str, text: str, idem: str | None, as_json: bool) -> None:
+    """Send a FLASH message on LINE."""
+    _send(station, line, text, "flash", "FLASH", idem, as_json)
+
+@main.command()
+@station_option
+@json_option
+def status(station: str | None, as_json: bool) -> None:
+    """Lines, paths (up/down, round trip, last heard), skew, outbox and unreceipted counts."""
+    data = control(station, {"op": "status"})
+
+    def human(d: dict[str, Any]) -> None:
+        console.print(f"Station [bold]{d['station']}[/] {d['fingerprint'][:16]}  listening on {', '.join(d['listen'])}")
+        for ln in d["lines"]:
+            here, peer = (("yes" if ln["confirmed"][k] else "no") for k in ("local", "peer"))
+            state = ("[green]IN SYNC[/]" if ln["synced"] else "[red]NOT IN SYNC[/]") if ln["active"] else (
+                f"[yellow]WAITING FOR SAFETY-CODE CONFIRMATION[/] (here: {here}, peer: {peer})"
+            )
+            if ln["halted"]:
+                state = "[bold red]HALTED: EQUIVOCATION[/]"
+            console.print(f"\nLine {ln['line'][:8]} with [bold]{ln['peer']}[/]: {state}")
+            console.print(
+                f"  ours: seq {ln['our_seq']}  theirs: seq {ln['their_seq']}  outbox: {ln['outbox']}  "
+                f"unreceipted: {ln['unreceipted']}"
+            )
+            if ln["outbox"] and not ln["synced"]:
+                console.print(f"  [yellow]{ln['outbox']} message(s) wait in the outbox: no path to the peer is up[/]")
+            table = Table("path", "state", "round trip", "skew", "last heard", box=None)
+            for name, p in sorted(ln["paths"].items()):
+                table.add_row(
+                    name, "[green]up[/]" if p["up"] else f"[red]down[/] {p['reason']}",
+                    f"{p['rtt_ms']:.2f} ms" if p["rtt_ms"] is not None else "-",
+                    f"{p['skew_ms']:+.0f} ms" if p["skew_ms"] is not None else "-", when(p["last_rx"]),
+                )  # fmt: skip
+            console.print(table)
+        for a in d["alarms"][-5:]:
+            console.print(f"[{a['level']}] {when(a['time'])} {a['text']}")
+
+    emit(as_json, data, human)
+
+@main.command(name="log")
+@station_option
+@click.argument("line")
+@click.option("--limit", default=50, help="Show the last N envelopes of each side.")
+@json_option
+def log_(station: str | None, line: str, limit: int, as_json: bool) -> None:
+    """Both sides of LINE's transcript, oldest first, with receipt state."""
+    home = StationDir(station_path(station))
+
+    def collect() -> list[dict[str, Any]]:
+        ledger = home.open_ledger()
+        try:
+            record = ledger.find_line(line)
+            us = ledger.station
+            rows: list[dict[str, Any]] = []
+            for fp, who in ((us, "us"), (record.peer, record.peer_name)):
+                receipt = ledger.latest_receipt(record.line, record.peer if fp == us else us)
+                receipted = receipt[0] if receipt else 0
+                head = ledger.head(record.line, fp)[0]
+                for seq, raw in ledger.raw_envelopes(record.line, fp, max(0, head - limit)):
+                    env = split(raw)
+                    h = canonical.decode_object(env.header_bytes, "header")
+                    content = canonical.decode_object(env.body_bytes, "body")["content"] if env.body_bytes else {}
+                    rows.append({
+                        "from": who, "seq": seq, "id": env.id, "kind": h["kind"], "priority": h["prio"],
+                        "sent_at": h["sent_at"], "stored_at": ledger.stored_at(record.line, fp, seq),
+                        "lang": h["lang"], "text": content.get("text", json.dumps(content, ensure_ascii=False)),
+                        "receipted": seq <= receipted,
+                    })  # fmt: skip
+            rows.sort(key=lambda r: (r["stored_at"], r["from"] != "us", r["seq"]))
+            return rows
+        finally:
+            ledger.close()
+
+    rows = run(collect)
+
+    def human(rs: list[dict[str, Any]]) -> None:
+        table = Table("time (UTC)", "from", "seq", "kind", "prio", "receipt", "text")
+        for r in rs:
+            table.add_row(
+                when(r["sent_at"]), r["from"], str(r["seq"]), r["kind"], r["priority"],
+                "✓ stored" if r["receipted"] else "pending", r["text"],
+            )  # fmt: skip
+        console.print(table)
+
+    emit(as_json, rows, human)
+
+def _report_obj(r: LineReport) -> dict[str, Any]:
+    return {
+        "line": r.line, "ok": r.ok, "chains": {r.names.get(k, k): v for k, v in r.chain_sizes.items()},
+        "cosigned": {r.names.get(k, k): v for k, v in r.cosigned_sizes.items()},
+        "one_sided_tail": {r.names.get(k, k): r.tail(k) for k in r.chain_sizes},
+        "checkpoints": r.checkpoints, "receipts": r.receipts, "problems": [str(p) for p in r.problems],
+    }  # fmt: skip
+
+@main.command()
+@station_option
+@click.option("--peer-fingerprint", default=None, help="Check the pinned peer root against this fingerprint.")
+@json_option
+def verify(station: str | None, peer_fingerprint: str | None, as_json: bool) -> None:
+    """Verify every line: signatures, chains, seqs, seen-links, Merkle heads, checkpoints, keys."""
+    home = StationDir(station_path(station))
+
+    def check() -> list[LineReport]:
+        keys_root = bytes.fromhex((home.keys / "root.pub").read_text().strip()) if home.exists() else b""
+        ledger = home.open_ledger()
+        try:
+            reports = []
+            for record in ledger.lines():
+                if peer_fingerprint and record.peer != peer_fingerprint:
+                    raise RedlineError(
+                        f"line {record.line[:8]}: the pinned peer root {record.peer[:16]} is not the fingerprint "
+                        f"given ({peer_fingerprint[:16]}): the store's pairing record was changed"
+                    )
+                roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
+                reports.append(verify_line(ledger.line_data(record.line), roots))
+            return reports
+        finally:
+            ledger.close()
+
+    reports = run(check)
+    data = [_report_obj(r) for r in reports]
+
+    def human(ds: list[dict[str, Any]]) -> None:
+        for d in ds:
+            mark = "[green]VERIFIED[/]" if d["ok"] else "[bold red]FAILED[/]"
+            console.print(f"Line {d['line'][:8]}: {mark}")
+            console.print(f"  envelopes: {d['chains']}  co-signed prefix: {d['cosigned']}  "
+                          f"one-sided tail: {d['one_sided_tail']}")  # fmt: skip
+            console.print(f"  checkpoints: {d['checkpoints']}  receipts: {d['receipts']}")
+            for p in d["problems"][:1]:
+                console.print(f"  [bold red]first problem:[/] {p}")
+        if not ds:
+            console.print("no lines to verify")
+
+    emit(as_json, data, human)
+    if any(not r.ok for r in reports):
+        sys.exit(2)
+
+@main.command()
+@click.option("--dir", "workdir", default=None, help="Where to put the two demo stations (default: a temp dir).")
+@click.option("--no-wait", is_flag=True, help="Exit after the scripted exchange instead of waiting for Ctrl-C.")
+def demo(workdir: str | None, no_wait: bool) -> None:
+    """Two stations, EUCOM and NDMC, on this machine: paired, confirmed, talking."""
+    from redline.demo import run_demo
+
+    run(lambda: run_demo(Path(workdir) if workdir else None, wait=not no_wait))
+

@@ -1,0 +1,441 @@
+"""The running station: wires ledger, sessions, transport and the local control socket.
+
+The only place that knows all layers. It owns the clock (monotonic for deadlines, wall for
+claims) and the scheduler: a tick every 100 ms, and a group-commit flush after each burst of
+input. One asyncio thread does everything, so the ledger has exactly one writer.
+
+Who dials whom: the station that accepted an invitation (the joiner) dials every address of the
+inviter, one path per address; the inviter only listens. So each path is one TLS connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from redline import canonical, identity, pairing, transport
+from redline.config import StationConfig, parse_hostport
+from redline.envelope import KINDS, PRIORITIES
+from redline.errors import LimitError, LocalProtocolError, PairingError, RedlineError, StorageError
+from redline.home import StationDir, StationKeys
+from redline.ledger.model import LineRecord
+from redline.ledger.sqlite import Ledger
+from redline.protocol.events import Action, Close, Send
+from redline.protocol.framing import FrameType, encode_frame
+from redline.session import LineSession, PathStatus
+
+log = logging.getLogger("redline.station")
+TICK = 0.1
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Station:
+    def __init__(self, home: StationDir, *, on_alarm: Callable[[str, str, str], None] | None = None) -> None:
+        self.home = home
+        self.config: StationConfig = home.config()
+        self.keys: StationKeys = home.load_keys()
+        self.ledger: Ledger = home.open_ledger()
+        self.limits = self.config.limits
+        self.sessions: dict[str, LineSession] = {}
+        self.alarms: list[dict[str, Any]] = []
+        self._on_alarm = on_alarm
+        self._conns: dict[tuple[str, str], transport.Connection] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._servers: list[transport.Server] = []
+        self._flush_scheduled = False
+        self._invites: dict[str, pairing.Invite] = {}
+        self._pair_server: transport.Server | None = None
+        self._stopping = asyncio.Event()
+        for record in self.ledger.lines():
+            self._open_session(record)
+
+    # -- sessions ----------------------------------------------------------------------------------
+    def _open_session(self, record: LineRecord) -> LineSession:
+        session = LineSession(
+            self.ledger, self.keys, record, lang=self.config.lang, limits=self.limits,
+            alarm=functools.partial(self.alarm, record.line),
+        )  # fmt: skip
+        self.sessions[record.line] = session
+        return session
+
+    def alarm(self, line: str, level: str, text: str) -> None:
+        self.alarms.append({"time": wall_ms(), "line": line, "level": level, "text": text})
+        del self.alarms[:-200]
+        log.log(logging.WARNING if level != "info" else logging.INFO, "%s: %s", line[:8], text)
+        if self._on_alarm:
+            self._on_alarm(line, level, text)
+
+    def _pins(self) -> list[bytes]:
+        return [bytes.fromhex(s.record.peer_tls_cert) for s in self.sessions.values()]
+
+    def _session_for_spki(self, spki: str | None) -> LineSession | None:
+        for s in self.sessions.values():
+            if identity.spki_hash(bytes.fromhex(s.record.peer_tls_cert)) == spki:
+                return s
+        return None
+
+    # -- running -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for addr in self.config.listen:
+            host, port = parse_hostport(addr)
+            server = await transport.Server.start(
+                host, port, server_cert=self.home.keys / "tls.crt", server_key=self.home.keys / "tls.key",
+                pins=self._pins, on_connection=functools.partial(self._inbound, addr), limits=self.limits,
+                on_refused=lambda msg: log.warning("%s", msg),
+            )  # fmt: skip
+            self._servers.append(server)
+        for session in self.sessions.values():
+            self._dial_paths(session)
+        self._spawn(self._ticker())
+        self._spawn(self._control_server())
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _dial_paths(self, session: LineSession) -> None:
+        if session.record.we_invited:
+            return
+        pins = {identity.spki_hash(bytes.fromhex(session.record.peer_tls_cert))}
+        for addr in session.record.paths:
+            host, port = parse_hostport(addr)
+            connect = functools.partial(
+                transport.dial, host, port, cert=self.home.keys / "tls.crt", key=self.home.keys / "tls.key",
+                pins=pins, limits=self.limits,
+            )  # fmt: skip
+            self._spawn(
+                transport.keep_connected(
+                    connect, functools.partial(self._run_path, session.line, addr), limits=self.limits,
+                    on_down=functools.partial(self._path_failed, session.line, addr),
+                )
+            )
+
+    def _path_failed(self, line: str, path: str, message: str, delay: float) -> None:
+        session = self.sessions.get(line)
+        if session is not None:
+            status = session.paths.setdefault(path, PathStatus())
+            status.up, status.reason = False, f"{message}; redialling in {delay:.1f} s"
+
+    async def _inbound(self, listen_addr: str, conn: transport.Connection) -> None:
+        session = self._session_for_spki(conn.peer_spki)
+        if session is None:
+            return
+        await self._run_path(session.line, listen_addr, conn)
+
+    async def _run_path(self, line: str, path: str, conn: transport.Connection) -> None:
+        """Feed one connection's frames to its line until it closes."""
+        session = self.sessions[line]
+        old = self._conns.get((line, path))
+        if old is not None:
+            old.abort()
+        self._conns[(line, path)] = conn
+        try:
+            await self._perform(session, session.path_up(path, time.monotonic(), wall_ms()))
+            while not conn.closed:
+                payload = await conn.recv()
+                # transport strips the length prefix; the sans-IO decoder wants the whole frame
+                data = len(payload).to_bytes(4, "big") + payload
+                await self._perform(session, session.receive(path, data, time.monotonic(), wall_ms()))
+                self._schedule_flush()
+        except RedlineError as exc:
+            log.info("path %s of line %s: %s", path, line[:8], exc)
+        finally:
+            if self._conns.get((line, path)) is conn:
+                del self._conns[(line, path)]
+                await self._perform(session, session.path_down(path, "connection closed", wall_ms()))
+            conn.close()
+
+    async def _perform(self, session: LineSession, actions: list[Action]) -> None:
+        for act in actions:
+            conn = self._conns.get((session.line, act.path))
+            if conn is None:
+                continue
+            if isinstance(act, Send):
+                try:
+                    await conn.send(act.data[4:])
+                except RedlineError:
+                    conn.abort()
+            elif isinstance(act, Close):
+                conn.close()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._flush()))
+
+    async def _flush(self) -> None:
+        """Group commit: everything that arrived in this burst shares one fsync."""
+        self._flush_scheduled = False
+        for session in list(self.sessions.values()):
+            actions = session.flush(wall_ms())
+            await self._perform(session, actions)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now, wall = time.monotonic(), wall_ms()
+            for session in list(self.sessions.values()):
+                await self._perform(session, session.tick(now, wall))
+            self._schedule_flush()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        if self._pair_server is not None:
+            self._pair_server.close()
+        for conn in list(self._conns.values()):
+            conn.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.home.control_path.unlink()
+        self.ledger.close()
+
+    # -- operations ----------------------------------------------------------------------------------
+    def session(self, line: str) -> LineSession:
+        record = self.ledger.find_line(line)
+        return self.sessions[record.line]
+
+    async def send(
+        self, line: str, text: str, *, kind: str = "TEXT", prio: str = "ROUTINE", idem: str | None = None,
+        content: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Accept a message: durable in the outbox (and signed, if the line is in sync) on return."""
+        session = self.session(line)
+        prio = prio.upper()
+        if prio not in PRIORITIES:
+            raise LocalProtocolError(f"priority must be one of {', '.join(p.lower() for p in PRIORITIES)}")
+        if kind not in KINDS:
+            raise LocalProtocolError(f"unknown message kind {kind!r}")
+        size = len(text.encode("utf-8"))
+        if size > self.limits.max_text_bytes:
+            raise LimitError(
+                f"message is {size} bytes; the limit is {self.limits.max_text_bytes} bytes (max_text_bytes): "
+                "shorten it or split it"
+            )
+        body = content if content is not None else {"text": text}
+        wall = wall_ms()
+        with self.ledger.batch():
+            item = session.accept(kind, prio, body, idem, wall)
+            actions = session.flush(wall)
+        await self._perform(session, actions)
+        item = self.ledger.outbox_item(item.local)
+        return {
+            "line": session.line, "outbox": item.local, "seq": item.seq, "id": item.envelope_id,
+            "state": "signed and sent" if item.seq else "accepted; waiting in the outbox until the line is in sync",
+        }  # fmt: skip
+
+    async def confirm(self, line: str, code: str) -> dict[str, Any]:
+        session = self.session(line)
+        if pairing.normalize_code(code) != session.record.safety_code:
+            raise PairingError(
+                "that safety code does not match the one computed for this line; do NOT confirm. Compare "
+                "again by voice; if they still differ, the pairing may be intercepted: pair again"
+            )
+        await self._perform(session, session.confirm(wall_ms()))
+        self._schedule_flush()
+        return {"line": session.line, "confirmed_local": True, "confirmed_peer": session.record.confirmed_peer}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "station": self.config.name,
+            "fingerprint": self.keys.fingerprint,
+            "listen": list(self.config.listen),
+            "lines": [s.status() for s in self.sessions.values()],
+            "alarms": self.alarms[-20:],
+        }
+
+    # -- pairing -----------------------------------------------------------------------------------
+    def _party(self) -> pairing.Party:
+        return pairing.Party(
+            root=self.keys.root_public, signing_cert=self.keys.signing_cert, tls_cert=self.keys.tls_cert,
+            tls_der=self.keys.tls_cert_der, name=self.config.name, lang=self.config.lang, addrs=self.config.listen,
+        )  # fmt: skip
+
+    async def invite(self) -> dict[str, Any]:
+        """Issue a single-use, expiring token and listen for the joiner on a pairing port."""
+        if self._pair_server is None:
+            host, _ = parse_hostport(self.config.listen[0])
+            self._pair_server = await transport.Server.start_pairing(
+                host, 0, server_cert=self.home.keys / "tls.crt", server_key=self.home.keys / "tls.key",
+                on_connection=self._pair_inbound, limits=self.limits,
+            )  # fmt: skip
+        host, _ = parse_hostport(self.config.listen[0])
+        inv, token = pairing.new_invite(
+            name=self.config.name, addrs=self.config.listen, pair_addr=f"{host}:{self._pair_server.port}",
+            station=self.keys.fingerprint, spki=identity.spki_hash(self.keys.tls_cert_der), now=wall_ms(),
+            ttl_ms=int(self.limits.invite_ttl_seconds * 1000),
+        )  # fmt: skip
+        self._invites[inv.id] = inv
+        return {"token": token.encode(), "expires": inv.expires}
+
+    async def _pair_inbound(self, conn: transport.Connection) -> None:
+        try:
+            async with asyncio.timeout(self.limits.handshake_timeout * 2):
+                msg = _pair_decode(await conn.recv())
+            inv = self._invites.get(str(msg.get("invite")))
+            if inv is None:
+                raise PairingError("the joining station used a token this station did not issue (foreign token)")
+            party, nonce_j = pairing.check_join(inv, msg, wall_ms())
+            self._invites[inv.id] = pairing.Invite(**{**inv.__dict__, "used": True})
+            peer_fp = party.check()
+            code = pairing.safety_code(inv.line, self.keys.root_public, party.root, inv.nonce, nonce_j)
+            self._add_line(inv.line, party, peer_fp, code, we_invited=True)
+            await conn.send(_pair_encode(pairing.reveal_message(inv, self._party())))
+            self.alarm(inv.line, "info", f"paired with {party.name}; safety code {code}: compare it by voice")
+        except (PairingError, TimeoutError) as exc:
+            with contextlib.suppress(RedlineError):
+                await conn.send(_pair_encode({"step": "error", "message": str(exc)}))
+            log.warning("pairing refused: %s", exc)
+
+    def _add_line(self, line: str, party: pairing.Party, peer_fp: str, code: str, *, we_invited: bool) -> None:
+        record = LineRecord(
+            line=line, peer=peer_fp, peer_name=party.name, peer_root=party.root.hex(),
+            peer_tls_cert=party.tls_der.hex(), paths=party.addrs, peer_lang=party.lang, we_invited=we_invited,
+            safety_code=code, created_at=wall_ms(),
+        )  # fmt: skip
+        signing = party.signing_cert.verify(party.root)
+        tls = party.tls_cert.verify(party.root)
+        with self.ledger.batch():
+            self.ledger.put_line(record)
+            self.ledger.put_cert(peer_fp, signing.key_id, "signing", party.signing_cert)
+            self.ledger.put_cert(peer_fp, tls.key_id, "tls", party.tls_cert)
+        session = self._open_session(record)
+        self._dial_paths(session)
+
+    async def pair(self, token_text: str) -> dict[str, Any]:
+        token = pairing.Token.decode(token_text)
+        if wall_ms() > token.expires:
+            raise PairingError("this pairing token has expired; ask the other station for a new one")
+        if token.station == self.keys.fingerprint:
+            raise PairingError("this token was issued by this very station; give it to the other station")
+        host, port = parse_hostport(token.pair_addr)
+        try:
+            conn = await transport.dial(
+                host, port, cert=self.home.keys / "tls.crt", key=self.home.keys / "tls.key", pins={token.spki},
+                limits=self.limits,
+            )  # fmt: skip
+        except RedlineError as exc:
+            raise PairingError(f"cannot reach the inviting station at {token.pair_addr}: {exc}") from exc
+        try:
+            nonce_j = os.urandom(32)
+            await conn.send(_pair_encode(pairing.join_message(token, self._party(), nonce_j)))
+            async with asyncio.timeout(self.limits.handshake_timeout * 2):
+                answer = _pair_decode(await conn.recv())
+        except (RedlineError, TimeoutError) as exc:
+            raise PairingError(f"the inviting station did not complete pairing: {exc}") from exc
+        finally:
+            conn.close()
+        party, nonce_i, line = pairing.check_reveal(token, answer)
+        code = pairing.safety_code(line, party.root, self.keys.root_public, nonce_i, nonce_j)
+        self._add_line(line, party, token.station, code, we_invited=False)
+        return {"line": line, "peer": party.name, "safety_code": code}
+
+    # -- control socket --------------------------------------------------------------------------
+    async def _control_server(self) -> None:
+        path = self.home.control_path
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        old = os.umask(0o177)  # the socket is created 0600: only the station's owner may drive it
+        try:
+            server = await asyncio.start_unix_server(self._control_client, path=str(path))
+        finally:
+            os.umask(old)
+        async with server:
+            await server.serve_forever()
+
+    async def _control_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    result = await self.control(request)
+                    reply: dict[str, Any] = {"ok": True, "result": result}
+                except RedlineError as exc:
+                    reply = {"ok": False, "error": str(exc)}
+                except (ValueError, KeyError, TypeError) as exc:
+                    reply = {"ok": False, "error": f"bad request: {exc}"}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def control(self, request: dict[str, Any]) -> Any:
+        op = request.get("op")
+        if op == "status":
+            return self.status()
+        if op == "send":
+            return await self.send(
+                request["line"], request["text"], kind=request.get("kind", "TEXT"),
+                prio=request.get("priority", "routine"), idem=request.get("idem"),
+            )  # fmt: skip
+        if op == "confirm":
+            return await self.confirm(request["line"], request["code"])
+        if op == "invite":
+            return await self.invite()
+        if op == "pair":
+            return await self.pair(request["token"])
+        if op == "stop":
+            self.stop()
+            return {"stopping": True}
+        raise LocalProtocolError(f"unknown control operation {op!r}")
+
+
+def _pair_encode(obj: dict[str, Any]) -> bytes:
+    return encode_frame(FrameType.PAIR, canonical.encode(obj))[4:]
+
+
+def _pair_decode(payload: bytes) -> dict[str, Any]:
+    if not payload or payload[0] != FrameType.PAIR:
+        raise PairingError("the other station did not answer with a pairing message")
+    try:
+        return canonical.decode_object(payload[1:], "pairing message")
+    except RedlineError as exc:
+        raise PairingError(f"malformed pairing message: {exc}") from exc
+
+
+async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
+    """Send one request to a running station's control socket (used by the CLI)."""
+    path = StationDir(home).control_path
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise StorageError(
+            f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"
+        ) from exc
+    try:
+        writer.write(json.dumps(request).encode() + b"\n")
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            line = await reader.readline()
+    finally:
+        writer.close()
+    if not line:
+        raise StorageError("the station closed the control connection without answering")
+    reply = json.loads(line)
+    if not reply.get("ok"):
+        raise RedlineError(reply.get("error", "the station refused"))
+    return reply["result"]
