@@ -283,7 +283,7 @@ def verify(station: str | None, peer_fingerprint: str | None, as_json: bool) -> 
                         f"given ({peer_fingerprint[:16]}): the store's pairing record was changed"
                     )
                 roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
-                reports.append(verify_line(ledger.line_data(record.line), roots))
+                reports.append(verify_line(ledger.line_data(record.line, home.config().name), roots))
             return reports
         finally:
             ledger.close()

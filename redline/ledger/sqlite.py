@@ -365,7 +365,7 @@ class Ledger:
         return (row[0], Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
 
     # -- verification input --------------------------------------------------------------------
-    def line_data(self, line: str) -> LineData:
+    def line_data(self, line: str, our_name: str = "our station") -> LineData:
         """Everything held for one line, as bytes, for ``ledger.verify.verify_line``."""
         record = self.line(line)
         stations = [self.station, record.peer]
@@ -380,7 +380,7 @@ class Ledger:
         }
         return LineData(
             line=line,
-            names={self.station: "our station", record.peer: record.peer_name},
+            names={self.station: our_name, record.peer: record.peer_name},
             certs={fp: [c for _, _, c in self.certs(fp)] for fp in stations},
             chains=chains,
             receipts=[s for _, s in self.receipts(line)],
