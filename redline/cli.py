@@ -68,11 +68,14 @@ def main() -> None:
 @click.option("--name", required=True, help="Station name, e.g. EUCOM.")
 @click.option("--lang", required=True, help="Language the station writes in, e.g. en or ru.")
 @click.option("--listen", multiple=True, required=True, help="HOST:PORT to listen on; repeat for more paths.")
+@click.option("--advertise", multiple=True, help="HOST:PORT the peer should dial, if not the --listen ones.")
 @json_option
-def init(station: str | None, name: str, lang: str, listen: tuple[str, ...], as_json: bool) -> None:
+def init(
+    station: str | None, name: str, lang: str, listen: tuple[str, ...], advertise: tuple[str, ...], as_json: bool
+) -> None:
     """Create a station: root, signing and TLS keys, config and an empty store."""
     home = StationDir(station_path(station))
-    keys = run(lambda: home.init(name=name, lang=lang, listen=list(listen)))
+    keys = run(lambda: home.init(name=name, lang=lang, listen=list(listen), advertise=list(advertise)))
     data = {"station": str(home.path), "name": name, "fingerprint": keys.fingerprint, "listen": list(listen)}
 
     def human(d: dict[str, Any]) -> None:

@@ -49,13 +49,20 @@ class StationConfig:
     name: str
     lang: str
     listen: tuple[str, ...]
+    # Addresses the peer should dial, when they differ from ``listen`` (NAT, a relay, a test proxy).
+    advertise: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.advertise or self.listen
 
     def to_obj(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "lang": self.lang,
             "listen": list(self.listen),
+            "advertise": list(self.advertise),
             "limits": dataclasses.asdict(self.limits),
         }
 
@@ -71,6 +78,7 @@ class StationConfig:
                 name=obj["name"],
                 lang=obj["lang"],
                 listen=tuple(obj["listen"]),
+                advertise=tuple(obj.get("advertise", ())),
                 limits=Limits(**limits),
             )
         except (KeyError, TypeError) as exc:

@@ -99,15 +99,19 @@ class StationDir:
         self.require()
         return Ledger(self.ledger_path)
 
-    def init(self, *, name: str, lang: str, listen: list[str], limits: Limits | None = None) -> StationKeys:
+    def init(
+        self, *, name: str, lang: str, listen: list[str], advertise: list[str] | None = None, limits: Limits | None = None
+    ) -> StationKeys:
         """Create keys, certificates, config and an empty store. Refuses to overwrite anything."""
         if self.exists() or self.keys.exists():
             raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
         if not listen:
             raise ConfigError("give at least one --listen HOST:PORT")
-        for addr in listen:
+        for addr in [*listen, *(advertise or [])]:
             parse_hostport(addr)
-        config = StationConfig(name=name, lang=lang, listen=tuple(listen), limits=limits or Limits())
+        config = StationConfig(
+            name=name, lang=lang, listen=tuple(listen), advertise=tuple(advertise or ()), limits=limits or Limits()
+        )
         self.keys.mkdir(parents=True, mode=0o700)
         os.chmod(self.path, 0o700)
         root = identity.new_signing_key(self.keys / "root.key")

@@ -159,17 +159,25 @@ class Station:
             conn.close()
 
     async def _perform(self, session: LineSession, actions: list[Action]) -> None:
+        """Write every frame of a burst before yielding, so frames keep the order the link chose."""
+        touched: dict[str, transport.Connection] = {}
         for act in actions:
             conn = self._conns.get((session.line, act.path))
-            if conn is None:
+            if conn is None or conn.closed:
                 continue
             if isinstance(act, Send):
                 try:
-                    await conn.send(act.data[4:])
+                    conn.write(act.data[4:])  # transport adds its own length prefix
+                    touched[act.path] = conn
                 except RedlineError:
                     conn.abort()
             elif isinstance(act, Close):
                 conn.close()
+        for conn in touched.values():
+            try:
+                await conn.drain()
+            except RedlineError:
+                conn.abort()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -270,7 +278,8 @@ class Station:
     def _party(self) -> pairing.Party:
         return pairing.Party(
             root=self.keys.root_public, signing_cert=self.keys.signing_cert, tls_cert=self.keys.tls_cert,
-            tls_der=self.keys.tls_cert_der, name=self.config.name, lang=self.config.lang, addrs=self.config.listen,
+            tls_der=self.keys.tls_cert_der, name=self.config.name, lang=self.config.lang,
+            addrs=self.config.addresses,
         )  # fmt: skip
 
     async def invite(self) -> dict[str, Any]:
@@ -283,7 +292,7 @@ class Station:
             )  # fmt: skip
         host, _ = parse_hostport(self.config.listen[0])
         inv, token = pairing.new_invite(
-            name=self.config.name, addrs=self.config.listen, pair_addr=f"{host}:{self._pair_server.port}",
+            name=self.config.name, addrs=self.config.addresses, pair_addr=f"{host}:{self._pair_server.port}",
             station=self.keys.fingerprint, spki=identity.spki_hash(self.keys.tls_cert_der), now=wall_ms(),
             ttl_ms=int(self.limits.invite_ttl_seconds * 1000),
         )  # fmt: skip

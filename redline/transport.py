@@ -254,6 +254,12 @@ class Connection:
 
     async def send(self, payload: bytes) -> None:
         """Write one frame and wait until the transport has taken it (back-pressure)."""
+        self.write(payload)
+        await self.drain()
+
+    def write(self, payload: bytes) -> None:
+        """Queue one frame without waiting: frames written in one burst keep their order even when
+        several tasks write to this connection. Call ``drain`` after the burst."""
         if len(payload) > self._limits.max_frame_bytes:
             raise LocalProtocolError(
                 f"refusing to send a frame of {len(payload)} bytes to {self.peer}: over the "
@@ -261,8 +267,12 @@ class Connection:
             )
         if self.closed:
             raise ConnectionClosedError(f"cannot send to {self.peer}: the connection is closed")
-        self._writer.write(_HEADER.pack(len(payload)))
-        self._writer.write(payload)
+        self._writer.write(_HEADER.pack(len(payload)) + payload)
+
+    async def drain(self) -> None:
+        """Wait until the transport has taken what was written (back-pressure)."""
+        if self.closed:
+            raise ConnectionClosedError(f"cannot send to {self.peer}: the connection is closed")
         try:
             await self._writer.drain()
         except OSError as exc:
