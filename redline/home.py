@@ -100,7 +100,13 @@ class StationDir:
         return Ledger(self.ledger_path)
 
     def init(
-        self, *, name: str, lang: str, listen: list[str], advertise: list[str] | None = None, limits: Limits | None = None
+        self,
+        *,
+        name: str,
+        lang: str,
+        listen: list[str],
+        advertise: list[str] | None = None,
+        limits: Limits | None = None,
     ) -> StationKeys:
         """Create keys, certificates, config and an empty store. Refuses to overwrite anything."""
         if self.exists() or self.keys.exists():
