@@ -1,0 +1,172 @@
+"""Real station processes and a cuttable TCP relay, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from redline.home import StationDir
+from redline.station import call
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class StationProc:
+    """``redline serve`` in its own process, driven through its control socket."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home / "serve.log"
+
+    async def start(self) -> None:
+        sock = StationDir(self.home).control_path
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "redline", "serve", "--station", str(self.home)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"station exited: {self.log.read_text()[-2000:]}")
+            if sock.exists():
+                with contextlib.suppress(Exception):
+                    await call(self.home, {"op": "status"})
+                    return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("station did not start")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    async def call(self, request: dict[str, Any]) -> Any:
+        return await call(self.home, request)
+
+    async def status_line(self) -> dict[str, Any]:
+        st = await self.call({"op": "status"})
+        line: dict[str, Any] = st["lines"][0]
+        return line
+
+
+async def pipelined(home: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Send many control requests on one connection without waiting; answers come in order."""
+    reader, writer = await asyncio.open_unix_connection(str(StationDir(home).control_path), limit=2**24)
+    try:
+        writer.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+        await writer.drain()
+        return [json.loads(await reader.readline()) for _ in requests]
+    finally:
+        writer.close()
+
+
+class Relay:
+    """A TCP relay standing in for one network path; ``cut`` drops it like a severed cable."""
+
+    def __init__(self, listen_port: int, target_port: int) -> None:
+        self.listen_port, self.target_port = listen_port, target_port
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    async def cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for w in list(self.writers):
+            w.transport.abort()
+        self.writers.clear()
+
+
+async def paired_stations(root: Path, *, relays: bool = True) -> tuple[StationProc, StationProc, str, list[Relay]]:
+    """EUCOM (inviter, two paths through relays) and NDMC, paired by the real ceremony, confirmed."""
+    p = free_ports(6)
+    eucom, ndmc = StationDir(root / "eucom"), StationDir(root / "ndmc")
+    listen = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
+    advertise = [f"127.0.0.1:{p[4]}", f"127.0.0.1:{p[5]}"] if relays else []
+    eucom.init(name="EUCOM", lang="en", listen=listen, advertise=advertise)
+    ndmc.init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"])
+    rs = [Relay(p[4], p[0]), Relay(p[5], p[1])] if relays else []
+    for r in rs:
+        await r.start()
+    a, b = StationProc(eucom.path), StationProc(ndmc.path)
+    await a.start()
+    await b.start()
+    token = (await a.call({"op": "invite"}))["token"]
+    paired = await b.call({"op": "pair", "token": token})
+    line = paired["line"]
+    for _ in range(100):
+        st = await a.call({"op": "status"})
+        if st["lines"]:
+            break
+        await asyncio.sleep(0.05)
+    assert st["lines"][0]["safety_code"] == paired["safety_code"]
+    await a.call({"op": "confirm", "line": line, "code": paired["safety_code"]})
+    await b.call({"op": "confirm", "line": line, "code": paired["safety_code"]})
+    await wait_until(lambda: both(a, b, lambda ln: ln["active"] and ln["synced"]), "line in sync")
+    return a, b, line, rs
+
+
+async def both(a: StationProc, b: StationProc, pred: Any) -> bool:
+    return bool(pred(await a.status_line()) and pred(await b.status_line()))
+
+
+async def wait_until(pred: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if await pred():
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
