@@ -57,6 +57,7 @@ class Station:
         self._invites: dict[str, pairing.Invite] = {}
         self._pair_server: transport.Server | None = None
         self._stopping = asyncio.Event()
+        self._receipt_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         for record in self.ledger.lines():
             self._open_session(record)
 
@@ -189,7 +190,38 @@ class Station:
         self._flush_scheduled = False
         for session in list(self.sessions.values()):
             actions = session.flush(wall_ms())
+            self._wake_receipt_waiters(session)
             await self._perform(session, actions)
+
+    def _wake_receipt_waiters(self, session: LineSession) -> None:
+        waiters = self._receipt_waiters.get(session.line)
+        if not waiters:
+            return
+        done = session.link.peer_has_ours
+        keep = []
+        for seq, fut in waiters:
+            if seq <= done:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((seq, fut))
+        self._receipt_waiters[session.line] = keep
+
+    async def wait_receipted(self, line: str, seq: int, timeout: float = 30.0) -> None:
+        """Return once the peer has receipted our envelope ``seq`` (stored it durably)."""
+        session = self.session(line)
+        if session.link.peer_has_ours >= seq:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._receipt_waiters.setdefault(session.line, []).append((seq, fut))
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            raise StorageError(
+                f"envelope seq {seq} is durable here but the peer has not receipted it within {timeout:g} s; "
+                "it stays in the transcript and will be resent when a path is up"
+            ) from None
 
     async def _ticker(self) -> None:
         while True:
@@ -397,10 +429,14 @@ class Station:
         if op == "status":
             return self.status()
         if op == "send":
-            return await self.send(
+            result = await self.send(
                 request["line"], request["text"], kind=request.get("kind", "TEXT"),
                 prio=request.get("priority", "routine"), idem=request.get("idem"),
             )  # fmt: skip
+            if request.get("wait") == "receipt" and result["seq"]:
+                await self.wait_receipted(result["line"], result["seq"])
+                result["state"] = "receipted by the peer"
+            return result
         if op == "confirm":
             return await self.confirm(request["line"], request["code"])
         if op == "invite":
