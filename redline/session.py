@@ -152,8 +152,14 @@ class LineSession:
     def confirm(self, wall: int) -> list[Action]:
         self.record = _replace(self.record, confirmed_local=True)
         self.ledger.put_line(self.record)
-        self.link.active = self.record.active
+        self._activate()
         return self._run(self.link.confirm(wall), wall)
+
+    def _activate(self) -> None:
+        was_active = self.link.active
+        self.link.active = self.record.active
+        if self.link.active and not was_active:
+            self.alarm("info", f"line {self.line[:8]} with {self.record.peer_name} is confirmed at both ends")
 
     # -- events --------------------------------------------------------------------------------
     def _run(self, outputs: list[ev.Output], wall: int) -> list[Action]:
@@ -219,10 +225,7 @@ class LineSession:
     def _on_confirm(self, wall: int) -> list[Action]:
         self.record = _replace(self.record, confirmed_peer=True)
         self.ledger.put_line(self.record)
-        was_active = self.link.active
-        self.link.active = self.record.active
-        if self.link.active and not was_active:
-            self.alarm("info", f"line {self.line[:8]} with {self.record.peer_name} is confirmed at both ends")
+        self._activate()
         return []
 
     def _on_envelope(self, seq: int, raw: bytes, wall: int) -> list[Action]:

@@ -34,6 +34,7 @@ from redline.session import LineSession, PathStatus
 
 log = logging.getLogger("redline.station")
 TICK = 0.1
+CONTROL_LIMIT = 16 * 1024 * 1024  # one control request line; message limits are checked after parsing
 
 
 def wall_ms() -> int:
@@ -400,7 +401,7 @@ class Station:
             path.unlink()
         old = os.umask(0o177)  # the socket is created 0600: only the station's owner may drive it
         try:
-            server = await asyncio.start_unix_server(self._control_client, path=str(path))
+            server = await asyncio.start_unix_server(self._control_client, path=str(path), limit=CONTROL_LIMIT)
         finally:
             os.umask(old)
         async with server:
@@ -419,6 +420,8 @@ class Station:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
+        except (asyncio.LimitOverrunError, ValueError):
+            writer.write(json.dumps({"ok": False, "error": "control request over 16 MiB refused"}).encode() + b"\n")
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -466,7 +469,7 @@ async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> An
     """Send one request to a running station's control socket (used by the CLI)."""
     path = StationDir(home).control_path
     try:
-        reader, writer = await asyncio.open_unix_connection(str(path))
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=CONTROL_LIMIT)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise StorageError(
             f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"

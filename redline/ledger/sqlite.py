@@ -71,14 +71,24 @@ class Ledger:
         self.path = path
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"store {path} cannot be opened: {exc}") from exc
+        try:
+            if not create:
+                # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
+                # we refuse must be left exactly as it was.
+                self._check_schema()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             if create:
                 self._create(station)
-            self._check_schema()
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"store {path} cannot be opened: {exc}") from exc
+                self._check_schema()
+        except BaseException as exc:
+            self._db.close()  # a refused store is released at once, not whenever the GC runs
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StorageError(f"store {path} cannot be opened: {exc}") from exc
+            raise
         self._depth = 0
         self._logs: dict[tuple[str, str], merkle.MerkleLog] = {}
         self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}

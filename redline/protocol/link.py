@@ -158,7 +158,8 @@ class Link:
         """Put one of our envelopes on every open path (or one path, for a resend)."""
         if not self.active:
             raise LocalProtocolError("the line is not confirmed by both operators; nothing may be sent")
-        self.sent_hi = max(self.sent_hi, seq)
+        if _sender_of(raw) == self.us:  # not the peer's own envelopes returned for its recovery
+            self.sent_hi = max(self.sent_hi, seq)
         targets = [path] if path is not None else self._open_paths()
         return [self._frame(p, FrameType.ENVELOPE, raw) for p in targets if p in self._paths]
 
@@ -172,9 +173,15 @@ class Link:
         self.our_head = head
         if self.recover_to and head.seq >= self.recover_to:
             self.recover_to = 0
+            out: list[Output] = []
             if self._open_paths():
                 self.synced = True
-                return [Synced()]
+                out.append(Synced())
+            # The peer's envelopes held back while we recovered can be verified now.
+            while self.next_in in self._buffer:
+                nxt = self._buffer.pop(self.next_in)
+                out.append(self._deliver(self.next_in, nxt, split(nxt).id))
+            return out
         return []
 
     def stored(self, head: ChainHead) -> None:
@@ -336,6 +343,12 @@ class Link:
             if self._recent.get(seq) == env.id:
                 return []  # the first copy already won
             return [SuspectDuplicate(seq=seq, raw=raw)]
+        if self.recover_to:
+            # Our own chain is being recovered from the peer: its envelopes may name our seqs we
+            # do not hold yet, so hold them until ``signed`` ends the recovery (guarantee 2).
+            if len(self._buffer) < self.limits.max_gap_buffer:
+                self._buffer.setdefault(seq, raw)
+            return []
         if seq > self.next_in:
             out: list[Output] = []
             if len(self._buffer) < self.limits.max_gap_buffer:
@@ -380,6 +393,13 @@ class Link:
                 hold = int((now - p.peer_t_at) * 1000) if p.peer_t is not None else 0
                 out.append(self._frame(path, FrameType.HEARTBEAT, {"t": wall, "echo": p.peer_t, "hold": hold}))
         return out
+
+
+def _sender_of(raw: bytes) -> object:
+    try:
+        return canonical.decode_object(split(raw).header_bytes, "envelope header").get("sender")
+    except RedlineError:
+        return None
 
 
 __all__ = ["EMPTY", "Link"]

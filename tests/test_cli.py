@@ -1,0 +1,206 @@
+"""The command line against real station processes: the ceremony and every kind of bad input.
+Each refusal prints one line a duty officer can act on, exits non-zero and changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from redline.config import StationConfig
+from tests.procs import StationProc, free_ports, wait_until
+
+
+def rl(*args: str, station: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    if station is not None:
+        env["REDLINE_STATION"] = str(station)
+    return subprocess.run([sys.executable, "-m", "redline", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def init_pair(tmp: Path) -> tuple[Path, Path]:
+    p = free_ports(2)
+    a, b = tmp / "eucom", tmp / "ndmc"
+    assert rl("init", "--name", "EUCOM", "--lang", "en", "--listen", f"127.0.0.1:{p[0]}", station=a).returncode == 0
+    assert rl("init", "--name", "NDMC", "--lang", "ru", "--listen", f"127.0.0.1:{p[1]}", station=b).returncode == 0
+    return a, b
+
+
+def test_init_creates_private_keys_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    home = tmp_path / "st"
+    out = rl("init", "--name", "EUCOM", "--lang", "en", "--listen", "127.0.0.1:7401", "--json", station=home)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert len(info["fingerprint"]) == 64
+    for key in ("root.key", "signing.key", "tls.key"):
+        assert stat.S_IMODE((home / "keys" / key).stat().st_mode) == 0o600
+    assert StationConfig.load(home / "config.json").limits.max_text_bytes > 0
+    before = (home / "keys" / "root.key").read_bytes()
+    again = rl("init", "--name", "X", "--lang", "en", "--listen", "127.0.0.1:7402", station=home)
+    assert again.returncode != 0 and "refusing to overwrite" in again.stderr
+    assert (home / "keys" / "root.key").read_bytes() == before
+
+
+def test_bad_listen_address_is_refused(tmp_path: Path) -> None:
+    out = rl("init", "--name", "EUCOM", "--lang", "en", "--listen", "localhost", station=tmp_path / "s")
+    assert out.returncode != 0 and "HOST:PORT" in out.stderr
+    assert not (tmp_path / "s" / "config.json").exists()
+
+
+def test_commands_without_a_running_station_say_how_to_start_it(tmp_path: Path) -> None:
+    a, _ = init_pair(tmp_path)
+    out = rl("status", station=a)
+    assert out.returncode != 0 and "redline serve" in out.stderr
+
+
+def test_ceremony_and_bad_input_through_the_cli(tmp_path: Path) -> None:
+    a_home, b_home = init_pair(tmp_path)
+    cfg = StationConfig.load(a_home / "config.json")
+    a, b = StationProc(a_home), StationProc(b_home)
+
+    async def main() -> None:
+        await a.start()
+        await b.start()
+        try:
+            await asyncio.to_thread(ceremony)
+        finally:
+            a.stop()
+            b.stop()
+
+    def ceremony() -> None:
+        # malformed and damaged tokens
+        for bad in ("hello", "rl1-!!!!", "rl1-eyJ2IjoxfQ"):
+            out = rl("pair", bad, station=b_home)
+            assert out.returncode != 0 and "token" in out.stderr, out.stderr
+        token = json.loads(rl("invite", "--json", station=a_home).stdout)["token"]
+        paired = rl("pair", token, "--json", station=b_home)
+        assert paired.returncode == 0, paired.stderr
+        info = json.loads(paired.stdout)
+        line, code = info["line"], info["safety_code"]
+        # a token is single-use
+        again = rl("pair", token, station=b_home)
+        assert again.returncode != 0 and "already used" in again.stderr
+        # until both confirm, the line carries no traffic and says so
+        st = json.loads(rl("status", "--json", station=b_home).stdout)["lines"][0]
+        assert not st["active"] and st["safety_code"] == code
+        human = rl("status", station=b_home).stdout
+        assert "WAITING FOR SAFETY-CODE CONFIRMATION" in human
+        # a wrong safety code is refused and changes nothing
+        wrong = "0000-0000" if code != "0000-0000" else "1111-1111"
+        out = rl("confirm", line[:8], wrong, station=b_home)
+        assert out.returncode != 0 and "does not match" in out.stderr
+        assert not json.loads(rl("status", "--json", station=b_home).stdout)["lines"][0]["confirmed"]["local"]
+        # an unknown line
+        out = rl("send", "nosuchline", "hello", station=b_home)
+        assert out.returncode != 0 and "no line matches" in out.stderr
+        # accepted before confirmation: durable in the outbox, not signed
+        queued = json.loads(rl("send", "EUCOM", "queued before confirmation", "--json", station=b_home).stdout)
+        assert queued["seq"] is None and queued["outbox"] >= 1
+        assert rl("confirm", line[:8], code, station=b_home).returncode == 0
+        assert rl("confirm", line[:8], code, station=a_home).returncode == 0
+        asyncio.run(wait_until(lambda: _synced(a_home, b_home), "line in sync"))
+        # oversized message: a documented limit, nothing accepted
+        before = json.loads(rl("status", "--json", station=a_home).stdout)["lines"][0]["our_seq"]
+        out = rl("send", "NDMC", "x" * (cfg.limits.max_text_bytes + 1), station=a_home)
+        assert out.returncode != 0 and "max_text_bytes" in out.stderr
+        sent = rl("send", "NDMC", "Line test. Please answer.", "--priority", "flash", station=a_home)
+        assert sent.returncode == 0 and "id " in sent.stdout
+        after = json.loads(rl("status", "--json", station=a_home).stdout)["lines"][0]["our_seq"]
+        assert after == before + 1
+        asyncio.run(wait_until(lambda: _drained(a_home, b_home), "traffic receipted"))
+        log = json.loads(rl("log", "NDMC", "--json", station=a_home).stdout)
+        assert [r["text"] for r in log if r["from"] == "NDMC"] == ["queued before confirmation"]
+        assert any(r["text"] == "Line test. Please answer." and r["receipted"] for r in log if r["from"] == "us")
+        assert "VERIFIED" in rl("verify", station=a_home).stdout
+
+    asyncio.run(main())
+
+
+def test_unreachable_peer_message_waits_in_outbox_and_status_says_so(tmp_path: Path) -> None:
+    a_home, b_home = init_pair(tmp_path)
+    a, b = StationProc(a_home), StationProc(b_home)
+
+    async def main() -> None:
+        await a.start()
+        await b.start()
+        token = (await a.call({"op": "invite"}))["token"]
+        info = await b.call({"op": "pair", "token": token})
+        for home in (a, b):
+            await home.call({"op": "confirm", "line": info["line"], "code": info["safety_code"]})
+        await wait_until(lambda: _synced(a_home, b_home), "line in sync")
+        a.stop()  # the inviting station goes away
+        try:
+            out = await asyncio.to_thread(rl, "send", "EUCOM", "are you there?", "--json", station=b_home)
+            assert out.returncode == 0
+            assert "outbox" in json.loads(out.stdout)["state"]
+            await wait_until(lambda: _unsynced(b_home), "NDMC to notice the path is down")
+            human = await asyncio.to_thread(rl, "status", station=b_home)
+            assert "wait in the outbox" in human.stdout and "down" in human.stdout
+            # the peer comes back: the message goes out by itself
+            await a.start()
+            await wait_until(lambda: _drained(a_home, b_home), "the queued message to be delivered")
+        finally:
+            a.stop()
+            b.stop()
+
+    asyncio.run(main())
+
+
+def test_expired_and_foreign_tokens_are_refused(tmp_path: Path) -> None:
+    a_home, b_home = init_pair(tmp_path)
+    cfg_path = a_home / "config.json"
+    obj = json.loads(cfg_path.read_text())
+    obj["limits"]["invite_ttl_seconds"] = 0.2
+    cfg_path.write_text(json.dumps(obj))
+    a, b = StationProc(a_home), StationProc(b_home)
+
+    async def main() -> None:
+        await a.start()
+        await b.start()
+        try:
+            token = (await a.call({"op": "invite"}))["token"]
+            await asyncio.sleep(0.3)  # the token's real expiry is wall-clock time; nothing else sleeps
+            out = await asyncio.to_thread(rl, "pair", token, station=b_home)
+            assert out.returncode != 0 and "expired" in out.stderr
+            obj["limits"]["invite_ttl_seconds"] = 600
+            cfg_path.write_text(json.dumps(obj))
+            a.stop()
+            await a.start()  # a restart forgets unused invites: new pairing listener, new tokens
+            token = (await a.call({"op": "invite"}))["token"]
+            a.stop()
+            await a.start()
+            out = await asyncio.to_thread(rl, "pair", token, station=b_home)
+            assert out.returncode != 0
+            assert "cannot reach" in out.stderr or "did not issue" in out.stderr
+            assert not (await b.call({"op": "status"}))["lines"]  # nothing was recorded
+        finally:
+            a.stop()
+            b.stop()
+
+    asyncio.run(main())
+
+
+async def _line(home: Path) -> dict[str, object]:
+    out = await asyncio.to_thread(rl, "status", "--json", station=home)
+    line: dict[str, object] = json.loads(out.stdout)["lines"][0]
+    return line
+
+
+async def _synced(*homes: Path) -> bool:
+    lines = [await _line(h) for h in homes]
+    return all(ln["synced"] and ln["active"] for ln in lines)
+
+
+async def _unsynced(home: Path) -> bool:
+    return not (await _line(home))["synced"]
+
+
+async def _drained(*homes: Path) -> bool:
+    lines = [await _line(h) for h in homes]
+    return all(ln["outbox"] == 0 and ln["unreceipted"] == 0 for ln in lines)
+
+
