@@ -87,13 +87,11 @@ def run_demo(workdir: Path | None, *, wait: bool = True) -> None:
             ))  # fmt: skip
         asyncio.run(_script(stations))
         e, n = stations["EUCOM"][0].path, stations["NDMC"][0].path
-        console.print(
-            "\n[bold]Drive either station from another terminal:[/]\n"
-            f"  REDLINE_STATION={e} redline status\n"
-            f"  REDLINE_STATION={e} redline send NDMC 'Line test. Please answer.'\n"
-            f"  REDLINE_STATION={n} redline log EUCOM\n"
-            f"  REDLINE_STATION={n} redline verify\n"
-        )
+        rl = Path(sys.executable).parent / "redline"
+        console.print("\n[bold]Drive either station from another terminal:[/]", soft_wrap=True)
+        for cmd in (f"REDLINE_STATION={e} {rl} status", f"REDLINE_STATION={e} {rl} send NDMC 'Line test. Please answer.'",
+                    f"REDLINE_STATION={n} {rl} log EUCOM", f"REDLINE_STATION={n} {rl} verify"):  # fmt: skip
+            console.print("  " + cmd, soft_wrap=True, highlight=False)
         if wait:
             console.print("The two stations keep running. [bold]Ctrl-C[/] stops both cleanly.")
             with contextlib.suppress(KeyboardInterrupt):
