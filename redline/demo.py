@@ -89,8 +89,13 @@ def run_demo(workdir: Path | None, *, wait: bool = True) -> None:
         e, n = stations["EUCOM"][0].path, stations["NDMC"][0].path
         rl = Path(sys.executable).parent / "redline"
         console.print("\n[bold]Drive either station from another terminal:[/]", soft_wrap=True)
-        for cmd in (f"REDLINE_STATION={e} {rl} status", f"REDLINE_STATION={e} {rl} send NDMC 'Line test. Please answer.'",
-                    f"REDLINE_STATION={n} {rl} log EUCOM", f"REDLINE_STATION={n} {rl} verify"):  # fmt: skip
+        commands = (
+            f"REDLINE_STATION={e} {rl} status",
+            f"REDLINE_STATION={e} {rl} send NDMC 'Line test. Please answer.'",
+            f"REDLINE_STATION={n} {rl} log EUCOM",
+            f"REDLINE_STATION={n} {rl} verify",
+        )
+        for cmd in commands:
             console.print("  " + cmd, soft_wrap=True, highlight=False)
         if wait:
             console.print("The two stations keep running. [bold]Ctrl-C[/] stops both cleanly.")
