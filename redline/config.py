@@ -26,9 +26,9 @@ class Limits:
     window: int = 512
     max_gap_buffer: int = 4096
     max_outbox: int = 100_000
-    # Group commit: at most this many rows, or this long, share one fsync.
+    # Group commit: everything that arrives in one burst shares one fsync; at most this many
+    # outbox messages are signed per commit.
     group_commit_rows: int = 256
-    group_commit_ms: float = 2.0
     # Checkpoints: after every operational message and at least every N envelopes or T seconds.
     checkpoint_every_envelopes: int = 1000
     checkpoint_every_seconds: float = 60.0

@@ -23,6 +23,7 @@ from redline.envelope import OPERATIONAL_KINDS, Envelope, open_envelope, seal, s
 from redline.errors import (
     CheckpointError,
     EquivocationError,
+    LimitError,
     LocalProtocolError,
     RedlineError,
     UnknownKeyError,
@@ -100,6 +101,7 @@ class LineSession:
         if self.halted:
             self.link.halt()
         self.synced = False
+        self.disk_bytes = ledger.line_bytes(self.line)
 
     # -- key lookup for verification -----------------------------------------------------------
     def _lookup(self, sender: str, key_id: str) -> bytes:
@@ -144,6 +146,11 @@ class LineSession:
         if size > self.limits.max_body_bytes:
             raise LocalProtocolError(
                 f"message body is {size} bytes; the limit is {self.limits.max_body_bytes} (max_body_bytes)"
+            )
+        if self.disk_bytes + size > self.limits.max_line_disk_bytes:
+            raise LocalProtocolError(
+                f"line {self.line[:8]} uses {self.disk_bytes} bytes of disk, at its limit (max_line_disk_bytes); "
+                "archive the transcript and raise the limit"
             )
         if self.ledger.pending_count(self.line) >= self.limits.max_outbox:
             raise LocalProtocolError(f"the outbox holds {self.limits.max_outbox} unsent messages; the line is full")
@@ -238,6 +245,8 @@ class LineSession:
                 raise VerificationError(f"envelope seq {h.seq} does not follow seq {self._their_tail.seq}")
             if h.seen_seq > self._our_tail.seq:
                 raise VerificationError(f"envelope claims to have seen our seq {h.seen_seq}, which we never sent")
+            if self.disk_bytes + len(raw) > self.limits.max_line_disk_bytes:
+                raise LimitError("this line is at its disk limit (max_line_disk_bytes); not stored, not receipted")
         except RedlineError as exc:
             self.alarm("alarm", f"refused envelope seq {seq} from {self.record.peer_name}: {exc}")
             return self._run(self.link.rejected(seq, str(exc)), wall)
@@ -391,6 +400,7 @@ class LineSession:
                 out += self._run(self.link.signed(self._our_tail), wall)
             for env in pending.envelopes:
                 self.ledger.append(env, wall)
+                self.disk_bytes += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             if pending.envelopes:
                 last = pending.envelopes[-1]
                 self.link.stored(ChainHead(seq=last.seq, id=last.id))
@@ -425,6 +435,7 @@ class LineSession:
                 content=item.content, salt=os.urandom(16),
             )  # fmt: skip
             self.ledger.append(env, wall)
+            self.disk_bytes += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             self.ledger.mark_signed(item.local, env.seq, env.id)
             self._our_tail = ChainHead(seq=env.seq, id=env.id)
             self.link.signed(self._our_tail)
