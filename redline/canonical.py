@@ -70,6 +70,14 @@ def _no_float(text: str) -> Any:
     raise EncodingError(f"number {text} is not an integer; floats are not allowed")
 
 
+def _int(text: str) -> int:
+    # Refuse long digit strings before int() does the work (and before Python's own digit limit
+    # raises a bare ValueError): no canonical integer here has more than 16 digits.
+    if len(text.lstrip("-")) > 16:
+        raise EncodingError(f"integer with {len(text)} characters is outside the range JSON numbers keep exactly")
+    return int(text)
+
+
 def _no_constant(text: str) -> Any:
     raise EncodingError(f"{text} is not valid JSON")
 
@@ -82,6 +90,7 @@ def decode(data: bytes) -> Any:
             text,
             object_pairs_hook=_no_duplicates,
             parse_float=_no_float,
+            parse_int=_int,
             parse_constant=_no_constant,
         )
     except UnicodeDecodeError as exc:

@@ -15,6 +15,7 @@ names this rule because a peer whose verifier differs could accept what we rejec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -60,14 +61,24 @@ def sign(key: nacl.signing.SigningKey, kind: str, data: bytes) -> bytes:
     return key.sign(domain(kind) + data).signature
 
 
-def verify(public_key: bytes, kind: str, data: bytes, signature: bytes, what: str) -> None:
-    """Strict Ed25519 verification (libsodium) of ``signature`` over the domain-separated data."""
+def verify_raw(public_key: bytes, message: bytes, signature: bytes, what: str = "signature") -> None:
+    """Strict Ed25519 verification (libsodium ``crypto_sign_verify_detached``) of raw bytes."""
     if len(signature) != 64:
         raise SignatureError(f"{what}: signature must be 64 bytes, got {len(signature)}")
     try:
-        nacl.signing.VerifyKey(public_key).verify(domain(kind) + data, signature)
+        _verify_key(public_key).verify(message, signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError) as exc:
         raise SignatureError(f"{what}: signature does not verify under key {key_id(public_key)}") from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _verify_key(public_key: bytes) -> nacl.signing.VerifyKey:
+    return nacl.signing.VerifyKey(public_key)
+
+
+def verify(public_key: bytes, kind: str, data: bytes, signature: bytes, what: str) -> None:
+    """Strict Ed25519 verification of ``signature`` over the domain-separated data."""
+    verify_raw(public_key, domain(kind) + data, signature, what)
 
 
 def require(obj: dict[str, Any], what: str, fields: Mapping[str, type | tuple[type, ...]]) -> None:

@@ -138,6 +138,8 @@ class Checkpoint:
             raise SchemaError("checkpoint: numbering starts at 1 and only the first has no prev")
         if self.prev is not None:
             _check_hex(self.prev, HEX64, "checkpoint prev")
+        if self.time < 0:
+            raise SchemaError("checkpoint: time must be milliseconds since 1970 (UTC)")
         a, b = self.heads
         if not a.station < b.station:
             raise SchemaError("checkpoint: heads must name two stations in fingerprint order")
@@ -212,6 +214,8 @@ class Cosign:
         _check_hex(self.key, HEX32, "cosign key id")
         _check_hex(self.checkpoint, HEX64, "cosign checkpoint digest")
         _check_hex(self.by, HEX64, "cosign station")
+        if self.time < 0:
+            raise SchemaError("cosign: time must be milliseconds since 1970 (UTC)")
 
     def to_obj(self) -> dict[str, Any]:
         return {

@@ -117,6 +117,11 @@ def test_utf16_order_differs_from_code_point_order() -> None:
     assert canonical.encode(value) == '{"":4,"a":3,"\U0001f602":2,"\ufffd":1}'.encode()
 
 
+def test_example_of_protocol_section_2_2() -> None:
+    value = {"b": [True, None, -5], "a": "é\n/"}
+    assert canonical.encode(value) == b'{"a":"\xc3\xa9\\n/","b":[true,null,-5]}'
+
+
 def test_key_order_of_the_input_does_not_matter() -> None:
     assert canonical.encode({"b": 1, "a": {"d": 2, "c": 3}}) == b'{"a":{"c":3,"d":2},"b":1}'
 

@@ -148,12 +148,15 @@ def test_chain_links_survive_the_round_trip() -> None:
     assert (opened.header.seen_seq, opened.header.seen_id) == (3, "cd" * 32)
 
 
-json_scalars = st.none() | st.booleans() | st.integers(-canonical.MAX_SAFE_INT, canonical.MAX_SAFE_INT) | st.text()
+unicode = st.characters(codec="utf-8")  # every code point but lone surrogates, which are not Unicode
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-canonical.MAX_SAFE_INT, canonical.MAX_SAFE_INT) | st.text(unicode)
+)
 contents = st.dictionaries(
-    st.text(max_size=10),
+    st.text(unicode, max_size=10),
     st.recursive(
         json_scalars,
-        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(unicode, max_size=8), c, max_size=4),
         max_leaves=12,
     ),
     max_size=5,

@@ -314,3 +314,33 @@ def test_consistency_hashes_of_wrong_length_are_refused(bad: bytes) -> None:
     for args in ((bad, new_root, proof), (old_root, bad, proof), (old_root, new_root, [*proof[:-1], bad])):
         with pytest.raises(MerkleError):
             merkle.verify_consistency(3, 7, *args)
+
+
+# --- MerkleLog: roots and proofs for past sizes ----------------------------------------------------
+
+
+@settings(max_examples=50)
+@given(st.integers(1, 200), st.data())
+def test_merkle_log_answers_like_the_whole_tree_at_any_past_size(n: int, data: st.DataObject) -> None:
+    leaves = leaves_of(n, salt=12)
+    log = merkle.MerkleLog()
+    for leaf in leaves:
+        log.append(leaf)
+    assert log.size == n and log.root() == merkle.root(leaves)
+    size = data.draw(st.integers(1, n), label="past size")
+    index = data.draw(st.integers(0, size - 1), label="index")
+    old = data.draw(st.integers(1, size), label="old size")
+    assert log.root(size) == merkle.root(leaves[:size])
+    assert log.inclusion_proof(index, size) == merkle.inclusion_proof(index, leaves[:size])
+    assert log.consistency_proof(old, size) == merkle.consistency_proof(old, leaves[:size])
+
+
+def test_merkle_log_refuses_sizes_it_does_not_hold() -> None:
+    log = merkle.MerkleLog()
+    for leaf in leaves_of(5):
+        log.append(leaf)
+    assert log.root(0) == merkle.EMPTY_ROOT
+    for call in (lambda: log.root(6), lambda: log.inclusion_proof(5, 5), lambda: log.consistency_proof(0, 5),
+                 lambda: log.consistency_proof(3, 6), lambda: log.root(-1)):  # fmt: skip
+        with pytest.raises(MerkleError):
+            call()
