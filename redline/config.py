@@ -42,6 +42,12 @@ class Limits:
     max_preauth_per_source: int = 8
     # Pairing.
     invite_ttl_seconds: float = 600.0
+    # Operations (ops/): line tests, FLASH escalation, call requests.
+    test_times_utc: tuple[str, ...] = ("08:00", "20:00")
+    test_answer_seconds: float = 300.0
+    flash_ack_seconds: float = 120.0
+    escalation_levels: tuple[str, ...] = ("duty", "deputy", "supervisor")
+    call_request_ttl_seconds: float = 7 * 86400.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +79,7 @@ class StationConfig:
         unknown = set(limits) - known
         if unknown:
             raise ConfigError(f"config.json: unknown limit(s) {sorted(unknown)}; known: {sorted(known)}")
+        limits = {k: tuple(v) if isinstance(v, list) else v for k, v in limits.items()}
         try:
             return cls(
                 name=obj["name"],

@@ -40,6 +40,8 @@ from redline.protocol.link import Link
 from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
 
 AlarmSink = Callable[[str, str], None]  # (level, text)
+StoredSink = Callable[[Envelope, bool, int], None]  # (envelope, ours, stored_at): feeds ops/
+ReceiptSink = Callable[[int, int], None]  # (our seq receipted, at)
 
 
 @dataclass
@@ -76,6 +78,8 @@ class LineSession:
     ) -> None:
         self.ledger, self.keys, self.record, self.lang, self.limits = ledger, keys, record, lang, limits
         self.alarm = alarm
+        self.on_stored: StoredSink = lambda env, ours, at: None
+        self.on_receipted: ReceiptSink = lambda seq, at: None
         self.us, self.peer, self.line = keys.fingerprint, record.peer, record.line
         self.keyring: dict[str, dict[str, bytes]] = {
             self.us: {keys.key_id: bytes(keys.signing.verify_key)},
@@ -396,10 +400,12 @@ class LineSession:
         with self.ledger.batch():
             for env in pending.own:
                 self.ledger.append(env, wall)
+                self.on_stored(env, True, wall)
             if pending.own:
                 out += self._run(self.link.signed(self._our_tail), wall)
             for env in pending.envelopes:
                 self.ledger.append(env, wall)
+                self.on_stored(env, False, wall)
                 self.disk_bytes += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             if pending.envelopes:
                 last = pending.envelopes[-1]
@@ -412,6 +418,7 @@ class LineSession:
                 out += self.link.send_raw(FrameType.RECEIPT, receipt.encode())
             if pending.receipt is not None:
                 self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt)
+                self.on_receipted(pending.receipt_seq, wall)
             out += self._sign_pending(wall)
             if self.link.peer_has_ours - self._checkpointed(self.us) >= self.limits.checkpoint_every_envelopes:
                 self._checkpoint_due = True
@@ -435,6 +442,7 @@ class LineSession:
                 content=item.content, salt=os.urandom(16),
             )  # fmt: skip
             self.ledger.append(env, wall)
+            self.on_stored(env, True, wall)
             self.disk_bytes += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             self.ledger.mark_signed(item.local, env.seq, env.id)
             self._our_tail = ChainHead(seq=env.seq, id=env.id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -21,19 +22,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from redline import canonical, identity, pairing, transport
+from redline import canonical, identity, pairing, persons, transport
 from redline.config import StationConfig, parse_hostport
-from redline.envelope import KINDS, PRIORITIES
+from redline.envelope import KINDS, PRIORITIES, Envelope, RawEnvelope, split
 from redline.errors import LimitError, LocalProtocolError, PairingError, RedlineError, StorageError
 from redline.home import StationDir, StationKeys
 from redline.ledger.model import LineRecord
 from redline.ledger.sqlite import Ledger
+from redline.ops.engine import LineOps, check_operator_content
+from redline.ops.model import Entry, Intent
+from redline.persons import PERSON_SIGNED_KINDS, parse_roster
 from redline.protocol.events import Action, Close, Send
 from redline.protocol.framing import FrameType, encode_frame
 from redline.session import LineSession, PathStatus
 
 log = logging.getLogger("redline.station")
 TICK = 0.1
+DEFAULT_PRIORITY = {"TEXT": "ROUTINE", "FLASH": "FLASH", "ACK": "FLASH", "READ": "FLASH", "TRANSLATION": "ROUTINE"}
 CONTROL_LIMIT = 16 * 1024 * 1024  # one control request line; message limits are checked after parsing
 
 
@@ -59,20 +64,43 @@ class Station:
         self._pair_server: transport.Server | None = None
         self._stopping = asyncio.Event()
         self._receipt_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self.ops: dict[str, LineOps] = {}
+        # Demo and test stations may run on a shifted clock (control op "clock"); real ones may not.
+        self.clock_offset_ms = 0
+        self._clock_settable = os.environ.get("REDLINE_SETTABLE_CLOCK") == "1"
         for record in self.ledger.lines():
             self._open_session(record)
 
     # -- sessions ----------------------------------------------------------------------------------
+    def wall(self) -> int:
+        """This station's clock (ms since 1970, UTC): what it claims in envelopes and runs ops on."""
+        return wall_ms() + self.clock_offset_ms
+
     def _open_session(self, record: LineRecord) -> LineSession:
         session = LineSession(
             self.ledger, self.keys, record, lang=self.config.lang, limits=self.limits,
             alarm=functools.partial(self.alarm, record.line),
         )  # fmt: skip
         self.sessions[record.line] = session
+        ops = LineOps(us=self.keys.fingerprint, peer=record.peer, limits=self.limits, since=record.created_at)
+        self.ops[record.line] = ops
+        # Rebuild pending tests, escalations and requests from the ledger (guarantee 8): replay
+        # quietly, then the first tick fires whatever is overdue.
+        for sender, _, raw, stored_at in self.ledger.stored_in_order(record.line):
+            ops.observe(_entry(split(raw), sender == self.keys.fingerprint, stored_at))
+        latest = self.ledger.latest_receipt(record.line, record.peer)
+        if latest:
+            ops.receipted(latest[0], self.wall())
+        session.on_stored = functools.partial(self._observe, record.line)
+        session.on_receipted = ops.receipted
         return session
 
+    def _observe(self, line: str, env: Envelope, ours: bool, stored_at: int) -> None:
+        for a in self.ops[line].observe(_entry(env, ours, stored_at)):
+            self.alarm(line, a.level, a.text)
+
     def alarm(self, line: str, level: str, text: str) -> None:
-        self.alarms.append({"time": wall_ms(), "line": line, "level": level, "text": text})
+        self.alarms.append({"time": self.wall(), "line": line, "level": level, "text": text})
         del self.alarms[:-200]
         log.log(logging.WARNING if level != "info" else logging.INFO, "%s: %s", line[:8], text)
         if self._on_alarm:
@@ -145,19 +173,19 @@ class Station:
             old.abort()
         self._conns[(line, path)] = conn
         try:
-            await self._perform(session, session.path_up(path, time.monotonic(), wall_ms()))
+            await self._perform(session, session.path_up(path, time.monotonic(), self.wall()))
             while not conn.closed:
                 payload = await conn.recv()
                 # transport strips the length prefix; the sans-IO decoder wants the whole frame
                 data = len(payload).to_bytes(4, "big") + payload
-                await self._perform(session, session.receive(path, data, time.monotonic(), wall_ms()))
+                await self._perform(session, session.receive(path, data, time.monotonic(), self.wall()))
                 self._schedule_flush()
         except RedlineError as exc:
             log.info("path %s of line %s: %s", path, line[:8], exc)
         finally:
             if self._conns.get((line, path)) is conn:
                 del self._conns[(line, path)]
-                await self._perform(session, session.path_down(path, "connection closed", wall_ms()))
+                await self._perform(session, session.path_down(path, "connection closed", self.wall()))
             conn.close()
 
     async def _perform(self, session: LineSession, actions: list[Action]) -> None:
@@ -190,7 +218,7 @@ class Station:
         """Group commit: everything that arrived in this burst shares one fsync."""
         self._flush_scheduled = False
         for session in list(self.sessions.values()):
-            actions = session.flush(wall_ms())
+            actions = session.flush(self.wall())
             self._wake_receipt_waiters(session)
             await self._perform(session, actions)
 
@@ -227,10 +255,31 @@ class Station:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            now, wall = time.monotonic(), wall_ms()
-            for session in list(self.sessions.values()):
-                await self._perform(session, session.tick(now, wall))
-            self._schedule_flush()
+            await self.tick()
+
+    async def tick(self) -> None:
+        now, wall = time.monotonic(), self.wall()
+        for session in list(self.sessions.values()):
+            await self._perform(session, session.tick(now, wall))
+            self._ops_due(session, wall)
+        self._schedule_flush()
+
+    def _ops_due(self, session: LineSession, wall: int) -> None:
+        """Record every time-dependent decision that is due (test results, escalations, expiries)."""
+        if not session.record.active:
+            return
+        ops = self.ops[session.line]
+        intents, alarms = ops.due(wall)
+        roster_intent = self._roster_intent(ops)
+        if roster_intent is not None:
+            intents.insert(0, roster_intent)
+        if not intents and not alarms:
+            return
+        for a in alarms:
+            self.alarm(session.line, a.level, a.text)
+        with self.ledger.batch():
+            for intent in intents:
+                session.accept(intent.kind, intent.prio, intent.content, intent.idem, wall)
 
     async def run_forever(self) -> None:
         await self.start()
@@ -259,33 +308,67 @@ class Station:
         return self.sessions[record.line]
 
     async def send(
-        self, line: str, text: str, *, kind: str = "TEXT", prio: str = "ROUTINE", idem: str | None = None,
-        content: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
-        """Accept a message: durable in the outbox (and signed, if the line is in sync) on return."""
-        session = self.session(line)
-        prio = prio.upper()
-        if prio not in PRIORITIES:
-            raise LocalProtocolError(f"priority must be one of {', '.join(p.lower() for p in PRIORITIES)}")
-        if kind not in KINDS:
-            raise LocalProtocolError(f"unknown message kind {kind!r}")
+        self, line: str, text: str, *, kind: str = "TEXT", prio: str = "ROUTINE", idem: str | None = None
+    ) -> dict[str, Any]:
+        """Accept a text message: durable in the outbox (and signed, if the line is in sync) on return."""
         size = len(text.encode("utf-8"))
         if size > self.limits.max_text_bytes:
             raise LimitError(
                 f"message is {size} bytes; the limit is {self.limits.max_text_bytes} bytes (max_text_bytes): "
                 "shorten it or split it"
             )
-        body = content if content is not None else {"text": text}
-        wall = wall_ms()
+        if not text.strip():
+            raise LocalProtocolError("the message is empty")
+        return await self.act(line, kind, {"text": text}, prio=prio, idem=idem)
+
+    async def act(
+        self, line: str, kind: str, content: dict[str, Any], *, prio: str | None = None, idem: str | None = None
+    ) -> dict[str, Any]:
+        """File anything an operator may file (ops.engine.OPERATOR_KINDS), checked before acceptance."""
+        session = self.session(line)
+        ops = self.ops[session.line]
+        content = check_operator_content(ops, kind, content)
+        if kind in PERSON_SIGNED_KINDS:
+            persons.check_content(content, {p.name: p for p in persons.load_users(self.home.path)})
+        prio = (prio or DEFAULT_PRIORITY.get(kind, "PRIORITY")).upper()
+        if prio not in PRIORITIES:
+            raise LocalProtocolError(f"priority must be one of {', '.join(p.lower() for p in PRIORITIES)}")
+        if kind not in KINDS:
+            raise LocalProtocolError(f"unknown message kind {kind!r}")
+        wall = self.wall()
         with self.ledger.batch():
-            item = session.accept(kind, prio, body, idem, wall)
+            roster = self._roster_intent(ops)
+            if roster is not None:
+                session.accept(roster.kind, roster.prio, roster.content, roster.idem, wall)
+            item = session.accept(kind, prio, content, idem, wall)
             actions = session.flush(wall)
         await self._perform(session, actions)
         item = self.ledger.outbox_item(item.local)
         return {
-            "line": session.line, "outbox": item.local, "seq": item.seq, "id": item.envelope_id,
+            "line": session.line, "outbox": item.local, "seq": item.seq, "id": item.envelope_id, "kind": kind,
             "state": "signed and sent" if item.seq else "accepted; waiting in the outbox until the line is in sync",
         }  # fmt: skip
+
+    def _roster_intent(self, ops: LineOps) -> Intent | None:
+        """A ROSTER envelope when our users differ from what we last published to the peer."""
+        roster = persons.roster_content(persons.load_users(self.home.path))
+        if not roster["users"] or parse_roster(roster) == ops.person_roster():
+            return None
+        idem = "roster:" + hashlib.sha256(canonical.encode(roster)).hexdigest()
+        return Intent(kind="ROSTER", prio="PRIORITY", content=roster, idem=idem)
+
+    def view(self, line: str, what: str) -> Any:
+        session = self.session(line)
+        ops, now = self.ops[session.line], self.wall()
+        if what == "tests":
+            return ops.tests.history(now)
+        if what == "flash":
+            return [f.view() for f in sorted(ops.flash.flashes.values(), key=lambda f: f.entry.stored_at)]
+        if what == "calls":
+            return ops.calls.summary(now, self.keys.fingerprint, session.peer)
+        if what == "refused":
+            return [{"kind": e.kind, "seq": e.seq, "ours": e.ours, "reason": r} for e, r in ops.refused]
+        raise LocalProtocolError(f"unknown view {what!r}: tests, flash, calls or refused")
 
     async def confirm(self, line: str, code: str) -> dict[str, Any]:
         session = self.session(line)
@@ -294,7 +377,7 @@ class Station:
                 "that safety code does not match the one computed for this line; do NOT confirm. Compare "
                 "again by voice; if they still differ, the pairing may be intercepted: pair again"
             )
-        await self._perform(session, session.confirm(wall_ms()))
+        await self._perform(session, session.confirm(self.wall()))
         self._schedule_flush()
         return {"line": session.line, "confirmed_local": True, "confirmed_peer": session.record.confirmed_peer}
 
@@ -326,7 +409,7 @@ class Station:
         host, _ = parse_hostport(self.config.listen[0])
         inv, token = pairing.new_invite(
             name=self.config.name, addrs=self.config.addresses, pair_addr=f"{host}:{self._pair_server.port}",
-            station=self.keys.fingerprint, spki=identity.spki_hash(self.keys.tls_cert_der), now=wall_ms(),
+            station=self.keys.fingerprint, spki=identity.spki_hash(self.keys.tls_cert_der), now=self.wall(),
             ttl_ms=int(self.limits.invite_ttl_seconds * 1000),
         )  # fmt: skip
         self._invites[inv.id] = inv
@@ -339,7 +422,7 @@ class Station:
             inv = self._invites.get(str(msg.get("invite")))
             if inv is None:
                 raise PairingError("the joining station used a token this station did not issue (foreign token)")
-            party, nonce_j = pairing.check_join(inv, msg, wall_ms())
+            party, nonce_j = pairing.check_join(inv, msg, self.wall())
             self._invites[inv.id] = pairing.Invite(**{**inv.__dict__, "used": True})
             peer_fp = party.check()
             code = pairing.safety_code(inv.line, self.keys.root_public, party.root, inv.nonce, nonce_j)
@@ -355,7 +438,7 @@ class Station:
         record = LineRecord(
             line=line, peer=peer_fp, peer_name=party.name, peer_root=party.root.hex(),
             peer_tls_cert=party.tls_der.hex(), paths=party.addrs, peer_lang=party.lang, we_invited=we_invited,
-            safety_code=code, created_at=wall_ms(),
+            safety_code=code, created_at=self.wall(),
         )  # fmt: skip
         signing = party.signing_cert.verify(party.root)
         tls = party.tls_cert.verify(party.root)
@@ -368,7 +451,7 @@ class Station:
 
     async def pair(self, token_text: str) -> dict[str, Any]:
         token = pairing.Token.decode(token_text)
-        if wall_ms() > token.expires:
+        if self.wall() > token.expires:
             raise PairingError("this pairing token has expired; ask the other station for a new one")
         if token.station == self.keys.fingerprint:
             raise PairingError("this token was issued by this very station; give it to the other station")
@@ -440,6 +523,24 @@ class Station:
                 await self.wait_receipted(result["line"], result["seq"])
                 result["state"] = "receipted by the peer"
             return result
+        if op == "act":
+            return await self.act(
+                request["line"], request["kind"], request["content"], prio=request.get("priority"),
+                idem=request.get("idem"),
+            )  # fmt: skip
+        if op == "resolve":
+            session = self.session(request["line"])
+            return check_operator_content(self.ops[session.line], request["kind"], request["content"])
+        if op == "view":
+            return self.view(request["line"], request["what"])
+        if op == "clock":
+            if not self._clock_settable:
+                raise LocalProtocolError("this station's clock is the system clock; it cannot be set")
+            self.clock_offset_ms += int(request.get("advance_ms", 0))
+            if "set_ms" in request:
+                self.clock_offset_ms = int(request["set_ms"]) - wall_ms()
+            await self.tick()
+            return {"now": self.wall()}
         if op == "confirm":
             return await self.confirm(request["line"], request["code"])
         if op == "invite":
@@ -450,6 +551,15 @@ class Station:
             self.stop()
             return {"stopping": True}
         raise LocalProtocolError(f"unknown control operation {op!r}")
+
+
+def _entry(env: Envelope | RawEnvelope, ours: bool, stored_at: int) -> Entry:
+    header = canonical.decode_object(env.header_bytes, "envelope header")
+    content = canonical.decode_object(env.body_bytes, "envelope body")["content"] if env.body_bytes else {}
+    return Entry(
+        sender=header["sender"], ours=ours, seq=header["seq"], id=env.id, kind=header["kind"], prio=header["prio"],
+        sent_at=header["sent_at"], stored_at=stored_at, lang=header["lang"], content=content,
+    )  # fmt: skip
 
 
 def _pair_encode(obj: dict[str, Any]) -> bytes:

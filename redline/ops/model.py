@@ -1,0 +1,66 @@
+"""What ops/ sees of the transcript and what it asks the station to send.
+
+ops/ is pure domain logic: it is fed every stored envelope of a line (both chains, in the order
+they were stored) as an ``Entry`` and the time as an argument, and answers with ``Intent``s
+(envelopes the station should send) and ``Alarm``s. Rebuilding after a crash is replaying the
+ledger into a fresh instance; anything overdue comes out of the first ``due(now)`` at once.
+Each intent carries an idempotency key, so a decision is accepted once even when it is re-derived
+before the first copy was signed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    sender: str
+    ours: bool
+    seq: int
+    id: str
+    kind: str
+    prio: str
+    sent_at: int  # the sender's claim, ms
+    stored_at: int  # when this station stored it, ms
+    lang: str
+    content: dict[str, Any]
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """How bodies name an envelope: (sender, seq, id)."""
+        return {"sender": self.sender, "seq": self.seq, "id": self.id}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Intent:
+    kind: str
+    prio: str
+    content: dict[str, Any]
+    idem: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alarm:
+    level: str  # info | warning | alarm
+    text: str
+    at: int
+
+
+@dataclass
+class Outbox:
+    """Collects what one call produced."""
+
+    intents: list[Intent] = field(default_factory=list)
+    alarms: list[Alarm] = field(default_factory=list)
+
+    def alarm(self, level: str, text: str, at: int) -> None:
+        self.alarms.append(Alarm(level=level, text=text, at=at))
+
+
+def ref_id(value: Any) -> str | None:
+    """The envelope id inside a reference, or None when the reference is malformed."""
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return str(value["id"])
+    return None

@@ -1,0 +1,153 @@
+"""People sign for themselves (guarantee 8): per-user keys unlocked only by that user's password.
+
+Each user's Ed25519 seed is sealed with a key derived from their password (Argon2id, libsodium
+``crypto_pwhash``) and XSalsa20-Poly1305 (``SecretBox``). The station stores the sealed file but
+cannot open it: only the person typing the password can sign. The public half is published to the
+peer in a ROSTER envelope, so the peer checks the person's signature on ACK, TEST_ANSWER,
+CALL_RECORD and READOUT against the roster the sender published before.
+
+A person signature covers the envelope content without its ``person`` field:
+``Ed25519(person key, "redline/1/person\\0" || canonical(content minus "person"))`` and is carried as
+``content["person"] = {"name", "role", "key", "sig"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+
+from redline import canonical, identity
+from redline.errors import ConfigError, SchemaError, SignatureError
+
+ROLES = ("duty", "deputy", "supervisor", "auditor", "admin")
+PERSON_SIGNED_KINDS = frozenset({"ACK", "TEST_ANSWER", "CALL_RECORD", "READOUT"})
+_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}\Z")
+DOMAIN = "person"
+# Argon2id cost: "moderate" is libsodium's recommendation for interactive logins of sensitive data.
+OPS = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+MEM = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+
+
+@dataclass(frozen=True, kw_only=True)
+class Person:
+    name: str
+    role: str
+    key: str  # hex public key
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise SchemaError(f"user name {self.name!r} must be 1-63 letters, digits, spaces, '.', '_' or '-'")
+        if self.role not in ROLES:
+            raise SchemaError(f"role must be one of {', '.join(ROLES)}")
+        if not identity.HEX64.match(self.key):
+            raise SchemaError("person key must be 64 hex digits")
+
+    @property
+    def key_id(self) -> str:
+        return identity.key_id(bytes.fromhex(self.key))
+
+    def to_obj(self) -> dict[str, str]:
+        return {"name": self.name, "role": self.role, "key": self.key}
+
+
+def users_dir(station: Path) -> Path:
+    return station / "users"
+
+
+def add_user(station: Path, name: str, role: str, password: str, *, ops: int = OPS, mem: int = MEM) -> Person:
+    """Create a user's key, sealed under their password. Refuses an existing name or a weak password."""
+    if len(password) < 10:
+        raise ConfigError("the password must be at least 10 characters")
+    folder = users_dir(station)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{name}.json"
+    key = nacl.signing.SigningKey.generate()
+    person = Person(name=name, role=role, key=bytes(key.verify_key).hex())
+    if path.exists():
+        raise ConfigError(f"user {name!r} already exists at this station")
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    box = nacl.secret.SecretBox(nacl.pwhash.argon2id.kdf(32, password.encode(), salt, opslimit=ops, memlimit=mem))
+    sealed = box.encrypt(key.encode())
+    record = {**person.to_obj(), "salt": salt.hex(), "ops": ops, "mem": mem, "sealed": sealed.hex()}
+    identity.write_secret(path, json.dumps(record, indent=2).encode())
+    return person
+
+
+def load_users(station: Path) -> list[Person]:
+    folder = users_dir(station)
+    if not folder.exists():
+        return []
+    people = []
+    for path in sorted(folder.glob("*.json")):
+        obj = json.loads(path.read_text())
+        people.append(Person(name=obj["name"], role=obj["role"], key=obj["key"]))
+    return people
+
+
+def unlock(station: Path, name: str, password: str) -> nacl.signing.SigningKey:
+    path = users_dir(station) / f"{name}.json"
+    if not path.exists():
+        raise ConfigError(f"no user {name!r} at this station; add one with 'redline user add'")
+    obj = json.loads(path.read_text())
+    key = nacl.pwhash.argon2id.kdf(32, password.encode(), bytes.fromhex(obj["salt"]), opslimit=obj["ops"],
+                                   memlimit=obj["mem"])  # fmt: skip
+    try:
+        seed = nacl.secret.SecretBox(key).decrypt(bytes.fromhex(obj["sealed"]))
+    except nacl.exceptions.CryptoError:
+        raise SignatureError(f"wrong password for {name}") from None
+    return nacl.signing.SigningKey(seed)
+
+
+def sign_content(content: dict[str, Any], person: Person, key: nacl.signing.SigningKey) -> dict[str, Any]:
+    """Return ``content`` with the person's signature attached."""
+    if bytes(key.verify_key).hex() != person.key:
+        raise SignatureError(f"that key is not {person.name}'s published key")
+    body = {k: v for k, v in content.items() if k != "person"}
+    sig = identity.sign(key, DOMAIN, canonical.encode(body))
+    return {**body, "person": {**person.to_obj(), "sig": sig.hex()}}
+
+
+def check_content(content: dict[str, Any], roster: dict[str, Person]) -> Person:
+    """Verify the person signature in ``content`` against ``roster`` (name -> Person)."""
+    signer = content.get("person")
+    if not isinstance(signer, dict):
+        raise SignatureError("no person signature: a named person must sign this")
+    name = signer.get("name")
+    person = roster.get(name) if isinstance(name, str) else None
+    if person is None:
+        raise SignatureError(f"{name!r} is not on the sending station's published roster")
+    if signer.get("key") != person.key:
+        raise SignatureError(f"{name} signed with a key that is not the one on the roster")
+    try:
+        sig = bytes.fromhex(str(signer.get("sig")))
+    except ValueError:
+        raise SignatureError("person signature is not hex") from None
+    body = {k: v for k, v in content.items() if k != "person"}
+    identity.verify(bytes.fromhex(person.key), DOMAIN, canonical.encode(body), sig, f"signature of {name}")
+    return person
+
+
+def roster_content(people: list[Person]) -> dict[str, Any]:
+    return {"users": [p.to_obj() for p in people]}
+
+
+def parse_roster(content: dict[str, Any]) -> dict[str, Person]:
+    users = content.get("users")
+    if not isinstance(users, list):
+        raise SchemaError("ROSTER content needs a list of users")
+    roster = {}
+    for u in users:
+        if not isinstance(u, dict):
+            raise SchemaError("ROSTER user must be an object")
+        p = Person(name=str(u.get("name")), role=str(u.get("role")), key=str(u.get("key")))
+        roster[p.name] = p
+    return roster
