@@ -17,7 +17,7 @@ from typing import Any
 
 from redline import merkle
 from redline.envelope import Envelope
-from redline.errors import EquivocationError, SchemaVersionError, StorageError
+from redline.errors import EncodingError, EquivocationError, SchemaVersionError, StorageError
 from redline.identity import SignedCert
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
 from redline.ledger.verify import LineData, StoredRow
@@ -55,6 +55,16 @@ CREATE TABLE checkpoints (
     PRIMARY KEY (line, n)
 );
 """
+
+
+def _statement(raw: bytes) -> Signed:
+    """A stored statement for verification. One whose lengths do not even add up is kept as a
+    statement with no signature, which can never verify: ``verify_line`` then reports it where it
+    is, instead of the whole verification stopping at one corrupted receipt or checkpoint."""
+    try:
+        return Signed.decode(raw)
+    except EncodingError:
+        return Signed(raw, b"")
 
 
 def leaf_of(envelope_id: str) -> bytes:
@@ -275,6 +285,16 @@ class Ledger:
             )
         )
 
+    def stored_in_order(self, line: str) -> Iterator[tuple[str, int, bytes, int]]:
+        """Both chains of a line as (sender, seq, raw, stored_at), in the order they were stored."""
+        yield from (
+            (r[0], r[1], bytes(r[2]), r[3])
+            for r in self._db.execute(
+                "SELECT sender, seq, raw, stored_at FROM envelopes WHERE line=? ORDER BY stored_at, sender, seq",
+                (line,),
+            )
+        )
+
     def stored_at(self, line: str, sender: str, seq: int) -> int:
         row = self._db.execute(
             "SELECT stored_at FROM envelopes WHERE line=? AND sender=? AND seq=?", (line, sender, seq)
@@ -388,12 +408,16 @@ class Ledger:
             ]
             for fp in stations
         }
+        receipts = self._db.execute("SELECT raw FROM receipts WHERE line=? ORDER BY rowid", (line,)).fetchall()
+        checkpoints = self._db.execute(
+            "SELECT n, proposal, cosign FROM checkpoints WHERE line=? ORDER BY n", (line,)
+        ).fetchall()
         return LineData(
             line=line,
             names={self.station: our_name, record.peer: record.peer_name},
             certs={fp: [c for _, _, c in self.certs(fp)] for fp in stations},
             chains=chains,
-            receipts=[s for _, s in self.receipts(line)],
-            checkpoints=self.checkpoints(line),
+            receipts=[_statement(bytes(r[0])) for r in receipts],
+            checkpoints=[(r[0], _statement(bytes(r[1])), _statement(bytes(r[2]))) for r in checkpoints],
             equivocations=[(e.sender, e.seq, e.first, e.second) for e in self.equivocations(line)],
         )
