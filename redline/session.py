@@ -101,6 +101,7 @@ class LineSession:
         self._proposal: Signed | None = None  # our outstanding checkpoint proposal
         self._checkpoint_due = False
         self._last_checkpoint_wall = 0
+        self._op_seq = 0  # our latest operational envelope: a checkpoint must cover it once receipted
         self.halted = bool(ledger.equivocations(self.line))
         if self.halted:
             self.link.halt()
@@ -243,6 +244,8 @@ class LineSession:
         try:
             env = open_envelope(split(raw, self.limits.max_frame_bytes), self._lookup)
             h = env.header
+            if env.body_bytes is None:
+                raise VerificationError("envelope arrived without its body: only stored copies may be redacted")
             if h.line != self.line or h.sender != self.peer:
                 raise VerificationError("envelope names another line or sender (replayed from elsewhere?)")
             if h.seq != self._their_tail.seq + 1 or h.prev != self._their_tail.id:
@@ -263,6 +266,8 @@ class LineSession:
     def _on_own(self, seq: int, raw: bytes) -> list[Action]:
         try:
             env = open_envelope(split(raw), self._lookup)
+            if env.body_bytes is None:
+                raise VerificationError("returned envelope has no body")
             if env.header.sender != self.us or env.header.line != self.line or seq != self._our_tail.seq + 1:
                 raise VerificationError("returned envelope is not the next of our own chain")
             if env.header.prev != self._our_tail.id:
@@ -420,8 +425,11 @@ class LineSession:
                 self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt)
                 self.on_receipted(pending.receipt_seq, wall)
             out += self._sign_pending(wall)
-            if self.link.peer_has_ours - self._checkpointed(self.us) >= self.limits.checkpoint_every_envelopes:
+            covered = self._checkpointed(self.us)
+            if self.link.peer_has_ours - covered >= self.limits.checkpoint_every_envelopes:
                 self._checkpoint_due = True
+            if covered < self._op_seq <= self.link.peer_has_ours:
+                self._checkpoint_due = True  # our operational message is now receipted: cover it
             out += self._maybe_propose(wall)
         return out
 
@@ -450,6 +458,7 @@ class LineSession:
             out += self.link.send_envelope(env.seq, env.encode())
             if env.kind in OPERATIONAL_KINDS:
                 self._checkpoint_due = True
+                self._op_seq = env.seq
         return out
 
     def _their_tail_stored(self) -> ChainHead:

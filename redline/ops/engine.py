@@ -88,7 +88,7 @@ class LineOps:
 # What an operator may file, and which earlier envelope (if any) it must name, by content field.
 OPERATOR_KINDS: dict[str, str | None] = {
     "TEXT": None, "FLASH": None, "TEST": None, "TEST_ANSWER": "test", "ACK": "ref", "READ": "ref",
-    "CALL_REQUEST": None, "CALL_REPLY": "request", "CALL_RECORD": None, "READOUT": "call",
+    "CALL_REQUEST": None, "CALL_REPLY": "request", "CALL_RECORD": "request?", "READOUT": "call",
     "TRANSLATION": "ref", "NOTICE": None, "NOTICE_WITHDRAW": "notice",
 }  # fmt: skip
 # The kind each reference must point at, and whose it must be (the peer's, ours, or either).
@@ -97,6 +97,7 @@ _TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
     "ACK": (("FLASH", "TEXT"), "peer"),
     "READ": (("FLASH", "TEXT"), "peer"),
     "CALL_REPLY": (("CALL_REQUEST",), "peer"),
+    "CALL_RECORD": (("CALL_REQUEST",), "either"),
     "READOUT": (("CALL_RECORD",), "either"),
     "TRANSLATION": (("TEXT", "FLASH", "READOUT", "NOTICE", "CALL_REQUEST", "CALL_REPLY", "TEST"), "either"),
     "NOTICE_WITHDRAW": (("NOTICE",), "ours"),
@@ -112,6 +113,10 @@ def check_operator_content(ops: LineOps, kind: str, content: dict[str, Any]) -> 
         raise LocalProtocolError(f"{kind} is not something an operator files")
     field = OPERATOR_KINDS[kind]
     if field is None:
+        return content
+    optional = field.endswith("?")
+    field = field.rstrip("?")
+    if optional and field not in content:
         return content
     wanted = content.get(field)
     prefix = wanted.get("id") if isinstance(wanted, dict) else wanted
