@@ -319,3 +319,11 @@ def demo(workdir: str | None, no_wait: bool) -> None:
 
     run(lambda: run_demo(Path(workdir) if workdir else None, wait=not no_wait))
 
+
+def _register_ops() -> None:
+    from redline.cli_ops import register
+
+    register(main)
+
+
+_register_ops()

@@ -14,6 +14,7 @@ A person signature covers the envelope content without its ``person`` field:
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,10 @@ PERSON_SIGNED_KINDS = frozenset({"ACK", "TEST_ANSWER", "CALL_RECORD", "READOUT"}
 _NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}\Z")
 DOMAIN = "person"
 # Argon2id cost: "moderate" is libsodium's recommendation for interactive logins of sensitive data.
-OPS = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
-MEM = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+# REDLINE_PWHASH_COST=interactive (64 MiB) is for demos and tests on small machines only.
+_FAST = os.environ.get("REDLINE_PWHASH_COST") == "interactive"
+OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE if _FAST else nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE if _FAST else nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,302 @@
+"""``redline`` commands for operations: users, line tests, FLASH, calls and readouts, translations.
+
+Person-signed actions (answer, ack, call record, readout) unlock the acting person's key here, in
+the CLI process, with the password typed by that person; the station never sees the password and
+only checks the signature against the roster it publishes.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from redline import persons
+from redline.cli import console, control, emit, fail, json_option, run, station_option, when
+from redline.home import station_path
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 UTC time ('2022-05-13T11:00Z') -> ms."""
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{text!r} is not a time like 2022-05-13T11:00Z")
+    if dt.tzinfo is None:
+        fail(f"{text!r} has no time zone; write it in UTC with a trailing Z")
+    return int(dt.astimezone(UTC).timestamp() * 1000)
+
+
+def read_password(prompt: str) -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    return str(click.prompt(prompt, hide_input=True))
+
+
+def act(station: str | None, line: str, kind: str, content: dict[str, Any], *, user: str | None = None,
+        priority: str | None = None, idem: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """File an operator action; sign it as ``user`` first when the kind needs a person."""
+    if kind in persons.PERSON_SIGNED_KINDS:
+        if not user:
+            fail(f"{kind} must be signed by a person: give --user NAME (the password is asked for)")
+        assert user is not None
+        content = control(station, {"op": "resolve", "line": line, "kind": kind, "content": content})
+        home = station_path(station)
+        people = {p.name: p for p in persons.load_users(home)}
+        if user not in people:
+            fail(f"no user {user!r} at this station; add one with 'redline user add'")
+        key = run(lambda: persons.unlock(home, user, read_password(f"password for {user}")))
+        content = persons.sign_content(content, people[user], key)
+    request = {"op": "act", "line": line, "kind": kind, "content": content, "priority": priority, "idem": idem}
+    result: dict[str, Any] = control(station, request)
+    return result
+
+
+def show_result(d: dict[str, Any]) -> None:
+    if d["id"]:
+        console.print(f"{d['kind']} accepted: seq {d['seq']}, id {d['id']}")
+    else:
+        console.print(f"{d['kind']} accepted as outbox #{d['outbox']}: {d['state']}")
+
+
+def register(main: click.Group) -> None:
+    @main.group()
+    def user() -> None:
+        """People on this station's roster: each signs for themselves."""
+
+    @user.command("add")
+    @station_option
+    @click.argument("name")
+    @click.option("--role", type=click.Choice(persons.ROLES), required=True)
+    @json_option
+    def user_add(station: str | None, name: str, role: str, as_json: bool) -> None:
+        """Add NAME with a signing key sealed by their password (read from stdin)."""
+        password = read_password(f"new password for {name}")
+        p = run(lambda: persons.add_user(station_path(station), name, role, password))
+        note = f"user {name} ({role}) added, key {p.key_id}; the roster goes to the peer with the next message"
+        emit(as_json, p.to_obj(), lambda d: console.print(note))
+
+    @user.command("list")
+    @station_option
+    @json_option
+    def user_list(station: str | None, as_json: bool) -> None:
+        """This station's users and roles."""
+        people = [p.to_obj() for p in persons.load_users(Path(station_path(station)))]
+        def human(ps: list[dict[str, str]]) -> None:
+            for p in ps:
+                console.print(f"{p['name']:24} {p['role']:12} {p['key'][:16]}")
+
+        emit(as_json, people, human)
+
+    @main.command("test")
+    @station_option
+    @click.argument("line")
+    @json_option
+    def test_cmd(station: str | None, line: str, as_json: bool) -> None:
+        """Send a line test now; a person at the peer must answer it."""
+        content = {"text": "Line test (on demand). Please answer to confirm the line is attended."}
+        emit(as_json, act(station, line, "TEST", content, priority="priority"), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @click.argument("test_id", required=False)
+    @click.option("--user", required=True, help="The person answering (asked for their password).")
+    @click.option("--text", default="Test received. Line attended.", help="The answer.")
+    @json_option
+    def answer(station: str | None, line: str, test_id: str | None, user: str, text: str, as_json: bool) -> None:
+        """Answer the peer's line test (the oldest unanswered one, unless TEST_ID is given)."""
+        if test_id is None:
+            pending = control(station, {"op": "view", "line": line, "what": "tests"})["to_answer"]
+            if not pending:
+                fail("no unanswered line test from the peer")
+            test_id = pending[0]["id"]
+        emit(as_json, act(station, line, "TEST_ANSWER", {"test": test_id, "text": text}, user=user), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @json_option
+    def tests(station: str | None, line: str, as_json: bool) -> None:
+        """Line test history: passed, answer times, time since the line was last proven."""
+        d = control(station, {"op": "view", "line": line, "what": "tests"})
+
+        def human(h: dict[str, Any]) -> None:
+            med = f"{h['answer_ms_median'] / 1000:.1f} s" if h["answer_ms_median"] is not None else "-"
+            worst = f"{h['answer_ms_worst'] / 1000:.1f} s" if h["answer_ms_worst"] is not None else "-"
+            since = h["since_last_proven_ms"]
+            proven = f"{since / 3_600_000:.1f} h ago" if since is not None else "never"
+            console.print(f"tests sent {h['sent']}: passed {h['passed']}, missed {h['missed']}, pending {h['pending']}")
+            console.print(f"answer time: median {med}, worst {worst}; line last proven {proven}")
+            table = Table("sent (UTC)", "receipted", "answered by", "answer time", "result")
+            for t in h["tests"][-20:]:
+                took = f"{t['answer_ms'] / 1000:.1f} s" if t["answer_ms"] is not None else "-"
+                table.add_row(when(t["sent_at"]), when(t["receipted_at"]), t["answered_by"] or "-", took, t["result"])
+            console.print(table)
+            for t in h["to_answer"]:
+                due = when(t["deadline"])
+                console.print(f"[bold red]the peer's test {t['id'][:12]} waits for an answer until {due}[/]")
+
+        emit(as_json, d, human)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @click.argument("flash_id")
+    @click.option("--user", required=True, help="The person acknowledging (asked for their password).")
+    @json_option
+    def ack(station: str | None, line: str, flash_id: str, user: str, as_json: bool) -> None:
+        """Acknowledge the peer's FLASH message FLASH_ID (id prefix) as a named person."""
+        emit(as_json, act(station, line, "ACK", {"ref": flash_id}, user=user), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @json_option
+    def flashes(station: str | None, line: str, as_json: bool) -> None:
+        """FLASH messages both ways: receipted, read, escalated, acknowledged by whom and when."""
+        d = control(station, {"op": "view", "line": line, "what": "flash"})
+
+        def human(fs: list[dict[str, Any]]) -> None:
+            table = Table("dir", "seq", "text", "receipted", "escalations", "acknowledged", "state")
+            for f in fs:
+                esc = ", ".join(e["level"] for e in f["escalations"]) or "-"
+                ackd = f"{f['acked_by']} {when(f['acked_at'])}" if f["acked_by"] else "-"
+                table.add_row("out" if f["ours"] else "in", str(f["seq"]), f["text"] or "", when(f["receipted_at"]),
+                              esc, ackd, f["state"])  # fmt: skip
+            console.print(table)
+
+        emit(as_json, d, human)
+
+    @main.group()
+    def call() -> None:
+        """Call requests, replies and call records."""
+
+    @call.command("request")
+    @station_option
+    @click.argument("line")
+    @click.option("--from-role", required=True, help="Our principal, e.g. Secretary.")
+    @click.option("--to-role", required=True, help="The peer's principal, e.g. Minister.")
+    @click.option("--subject", required=True)
+    @click.option("--window", multiple=True, help="Proposed window START/END in UTC (ISO 8601, trailing Z).")
+    @click.option("--expires", default=None, help="When the request lapses unanswered (UTC); default 7 days.")
+    @json_option
+    def call_request(station: str | None, line: str, from_role: str, to_role: str, subject: str,
+                     window: tuple[str, ...], expires: str | None, as_json: bool) -> None:  # fmt: skip
+        """Request a call between our principal and the peer's."""
+        windows = []
+        for w in window:
+            start, _, end = w.partition("/")
+            a, b = parse_time(start), parse_time(end)
+            if b <= a:
+                fail(f"window {w} ends before it starts")
+            windows.append([a, b])
+        content: dict[str, Any] = {"from_role": from_role, "to_role": to_role, "subject": subject, "windows": windows}
+        if expires:
+            content["expires"] = parse_time(expires)
+        emit(as_json, act(station, line, "CALL_REQUEST", content, priority="priority"), show_result)
+
+    @call.command("reply")
+    @station_option
+    @click.argument("line")
+    @click.argument("request_id")
+    @click.argument("answer", type=click.Choice(["accept", "decline"]))
+    @click.option("--time", "at", default=None, help="Accepted call time (UTC).")
+    @click.option("--reason", default=None, help="Why declined.")
+    @json_option
+    def call_reply(station: str | None, line: str, request_id: str, answer: str, at: str | None,
+                   reason: str | None, as_json: bool) -> None:  # fmt: skip
+        """Accept (with a time) or decline (with a reason) the peer's call request."""
+        content: dict[str, Any] = {"request": request_id, "answer": answer}
+        if answer == "accept":
+            if not at:
+                fail("accepting needs --time")
+            content["time"] = parse_time(str(at))
+        elif reason:
+            content["reason"] = reason
+        emit(as_json, act(station, line, "CALL_REPLY", content, priority="priority"), show_result)
+
+    @call.command("record")
+    @station_option
+    @click.argument("line")
+    @click.option("--start", required=True)
+    @click.option("--end", required=True)
+    @click.option("--principal", "principals", multiple=True, required=True, help="Role on each side.")
+    @click.option("--participant", "participants", multiple=True, help="Everyone on the call.")
+    @click.option("--request", "request_id", default=None, help="The request this call answers.")
+    @click.option("--user", required=True)
+    @json_option
+    def call_record(
+        station: str | None, line: str, start: str, end: str, principals: tuple[str, ...],
+        participants: tuple[str, ...], request_id: str | None, user: str, as_json: bool,
+    ) -> None:  # fmt: skip
+        """File the record of a call that took place."""
+        a, b = parse_time(start), parse_time(end)
+        if b <= a:
+            fail("the call ends before it starts")
+        content: dict[str, Any] = {"start": a, "end": b, "principals": list(principals),
+                                   "participants": list(participants) or list(principals)}  # fmt: skip
+        if request_id:
+            content["request"] = request_id
+        emit(as_json, act(station, line, "CALL_RECORD", content, user=user, priority="priority"), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @click.argument("call_id")
+    @click.argument("text")
+    @click.option("--user", required=True)
+    @json_option
+    def readout(station: str | None, line: str, call_id: str, text: str, user: str, as_json: bool) -> None:
+        """File this side's readout of call CALL_ID, in this station's language."""
+        emit(as_json, act(station, line, "READOUT", {"call": call_id, "text": text}, user=user), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @json_option
+    def calls(station: str | None, line: str, as_json: bool) -> None:
+        """Per pair of principals: requests, declines, unanswered, days since the last call; readouts side by side."""
+        d = control(station, {"op": "view", "line": line, "what": "calls"})
+
+        def human(pairs: list[dict[str, Any]]) -> None:
+            for p in pairs:
+                console.rule(" ↔ ".join(p["principals"]))
+                made = ", ".join(str(n) for n in p["requests"].values())
+                since = p["days_since_last_call"]
+                console.print(
+                    f"requests made {made} (ours, theirs); accepted {p['accepted']}, declined {p['declined']}, "
+                    f"unanswered {p['unanswered']}, open {p['open']}; days since last call: "
+                    f"{since if since is not None else 'no call yet'}"
+                )
+                for c in p["calls"]:
+                    gap = f" — first in {c['days_since_previous']} days" if "days_since_previous" in c else ""
+                    console.print(f"\ncall {when(c['start'])} to {when(c['end'])}{gap}")
+                    table = Table("our readout", "their readout", expand=True)
+                    ours, theirs = c["readouts"].get("ours"), c["readouts"].get("theirs")
+                    table.add_row(
+                        f"{ours['text']}\n— {ours['by']} ({ours['lang']})" if ours else "(not filed)",
+                        f"{theirs['text']}\n— {theirs['by']} ({theirs['lang']})" if theirs else "(not filed)",
+                    )
+                    console.print(table)
+
+        emit(as_json, d, human)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @click.argument("ref")
+    @click.argument("text")
+    @click.option("--lang", required=True, help="Language of the translation.")
+    @click.option("--translator", required=True, help="Who translated it.")
+    @json_option
+    def translate(
+        station: str | None, line: str, ref: str, text: str, lang: str, translator: str, as_json: bool
+    ) -> None:
+        """Attach a translation of message REF; the original stays authoritative."""
+        content = {"ref": ref, "text": text, "lang": lang, "translator": translator}
+        emit(as_json, act(station, line, "TRANSLATION", content), show_result)
