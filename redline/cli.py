@@ -313,11 +313,12 @@ def verify(station: str | None, peer_fingerprint: str | None, as_json: bool) -> 
 @main.command()
 @click.option("--dir", "workdir", default=None, help="Where to put the two demo stations (default: a temp dir).")
 @click.option("--no-wait", is_flag=True, help="Exit after the scripted exchange instead of waiting for Ctrl-C.")
-def demo(workdir: str | None, no_wait: bool) -> None:
-    """Two stations, EUCOM and NDMC, on this machine: paired, confirmed, talking."""
+@click.option("--days", type=int, default=None, help="Replay only the first N days (quick look).")
+def demo(workdir: str | None, no_wait: bool, days: int | None) -> None:
+    """Two stations, EUCOM and NDMC, on this machine: paired, confirmed, replaying 1 March - 13 May 2022."""
     from redline.demo import run_demo
 
-    run(lambda: run_demo(Path(workdir) if workdir else None, wait=not no_wait))
+    run(lambda: run_demo(Path(workdir) if workdir else None, wait=not no_wait, days=days))
 
 
 def _register_ops() -> None:

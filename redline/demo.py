@@ -21,22 +21,14 @@ from typing import Any
 
 from rich.console import Console
 
+from redline import scenario
+from redline.config import Limits
 from redline.errors import RedlineError
 from redline.home import StationDir
+from redline.scenario import add_demo_users
 from redline.station import call
 
 console = Console()
-
-# What each side says, in its own language (SCENARIO.md, 13 May 2022).
-SCRIPT: list[tuple[str, str, str]] = [
-    ("EUCOM", "routine", "Line test 0800Z from EUCOM. Please answer to confirm the line."),
-    ("NDMC", "routine", "НЦУО: проверка связи. Слышим вас хорошо."),
-    ("EUCOM", "priority", "The Secretary requests a call with the Minister at the earliest opportunity."),
-    ("NDMC", "priority", "Запрос получен. Министр готов к разговору сегодня в 11:00 по Москве."),
-    ("EUCOM", "flash", "Notice: planned air activity near the border of a NATO state, 1200Z-1400Z. Please confirm."),
-    ("NDMC", "routine", "Уведомление получено. Конфликтов с нашей деятельностью не выявлено."),
-]
-
 
 def free_ports(n: int) -> list[int]:
     socks, ports = [], []
@@ -63,7 +55,7 @@ async def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
     raise RedlineError(f"demo: timed out waiting for {what}")
 
 
-def run_demo(workdir: Path | None, *, wait: bool = True) -> None:
+def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None) -> None:
     tmp = None
     if workdir is None:
         tmp = tempfile.mkdtemp(prefix="redline-demo-")
@@ -78,14 +70,17 @@ def run_demo(workdir: Path | None, *, wait: bool = True) -> None:
     try:
         for name, (home, lang, listen) in stations.items():
             if not home.exists():
-                keys = home.init(name=name, lang=lang, listen=listen)
+                # The line is tested by the US side (SCENARIO.md): NDMC runs no test schedule.
+                limits = Limits(test_times_utc=()) if name == "NDMC" else Limits()
+                keys = home.init(name=name, lang=lang, listen=listen, limits=limits)
                 console.print(f"[bold]{name}[/] created: root fingerprint {keys.fingerprint[:32]}…")
             log = open(home.path / "serve.log", "ab")  # noqa: SIM115 - lives as long as the process
+            env = {**os.environ, "REDLINE_SETTABLE_CLOCK": "1"}  # the demo replays 2022 in compressed time
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "redline", "serve", "--station", str(home.path)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             ))  # fmt: skip
-        asyncio.run(_script(stations))
+        asyncio.run(_script(stations, days=days))
         e, n = stations["EUCOM"][0].path, stations["NDMC"][0].path
         rl = Path(sys.executable).parent / "redline"
         console.print("\n[bold]Drive either station from another terminal:[/]", soft_wrap=True)
@@ -115,45 +110,62 @@ def run_demo(workdir: Path | None, *, wait: bool = True) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _script(stations: dict[str, tuple[StationDir, str, list[str]]]) -> None:
+async def _script(stations: dict[str, tuple[StationDir, str, list[str]]], days: int | None) -> None:
     eucom, ndmc = stations["EUCOM"][0].path, stations["NDMC"][0].path
     for home in (eucom, ndmc):
         await wait_for(lambda h=home: call(h, {"op": "status"}), f"station at {home} to start")
     status = await call(eucom, {"op": "status"})
-    if not status["lines"]:
-        console.rule("Pairing (key ceremony)")
-        invite = await call(eucom, {"op": "invite"})
-        console.print(f"EUCOM issues a single-use token:\n  {invite['token'][:60]}…")
-        paired = await call(ndmc, {"op": "pair", "token": invite["token"]})
-        line = paired["line"]
-        console.print(f"NDMC pairs with it. Line id {line[:8]}.")
-        eucom_line = await wait_for(
-            lambda: _line(eucom), "EUCOM to record the line"
-        )
-        console.print(f"  safety code at NDMC:  [bold]{paired['safety_code']}[/]")
-        console.print(f"  safety code at EUCOM: [bold]{eucom_line['safety_code']}[/]")
-        console.print("The operators read the codes to each other by voice; they match, so both confirm.")
-        await call(eucom, {"op": "confirm", "line": line, "code": eucom_line["safety_code"]})
-        await call(ndmc, {"op": "confirm", "line": line, "code": paired["safety_code"]})
-    record = await _line(eucom)
-    assert record is not None
-    line = record["line"]
+    if status["lines"]:
+        console.print("The stations are already paired; showing where they are.")
+        await _show(eucom, ndmc, status["lines"][0]["line"])
+        return
+    for home in (eucom, ndmc):
+        await call(home, {"op": "clock", "set_ms": scenario.ms("2022-03-01T06:00:00Z")})
+    add_demo_users(eucom, ndmc)
+    console.rule("1 March 2022: pairing (key ceremony)")
+    invite = await call(eucom, {"op": "invite"})
+    console.print(f"EUCOM issues a single-use token:\n  {invite['token'][:60]}…")
+    paired = await call(ndmc, {"op": "pair", "token": invite["token"]})
+    line = paired["line"]
+    console.print(f"NDMC pairs with it. Line id {line[:8]}.")
+    eucom_line = await wait_for(lambda: _line(eucom), "EUCOM to record the line")
+    console.print(f"  safety code at NDMC:  [bold]{paired['safety_code']}[/]")
+    console.print(f"  safety code at EUCOM: [bold]{eucom_line['safety_code']}[/]")
+    console.print("The operators read the codes to each other by voice; they match, so both confirm.")
+    await call(eucom, {"op": "confirm", "line": line, "code": eucom_line["safety_code"]})
+    await call(ndmc, {"op": "confirm", "line": line, "code": paired["safety_code"]})
     await wait_for(lambda: _synced(eucom, ndmc), "the line to come up and sync")
-    console.rule("Traffic")
-    homes = {"EUCOM": eucom, "NDMC": ndmc}
-    for who, prio, text in SCRIPT:
-        result = await call(homes[who], {"op": "send", "line": line, "text": text, "priority": prio,
-                                         "kind": "FLASH" if prio == "flash" else "TEXT"})  # fmt: skip
-        console.print(f"[bold]{who}[/] ({prio}) seq {result['seq']}: {text}")
+    console.rule("1 March - 13 May 2022, compressed")
+    await scenario.Replay(eucom, ndmc, line, lambda text: console.print(text, highlight=False)).run(days=days)
     await wait_for(lambda: _drained(eucom, ndmc), "every message to be receipted")
-    console.rule("Status")
-    for name, home in homes.items():
+    await _show(eucom, ndmc, line)
+
+
+async def _show(eucom: Path, ndmc: Path, line: str) -> None:
+    console.rule("What the record shows")
+    tests = await call(eucom, {"op": "view", "line": line, "what": "tests"})
+    med = tests["answer_ms_median"]
+    console.print(
+        f"Line tests sent by EUCOM: {tests['sent']}, passed {tests['passed']}, missed {tests['missed']}; "
+        f"answer time median {med / 1000 if med else 0:.0f} s, worst {(tests['answer_ms_worst'] or 0) / 1000:.0f} s"
+    )
+    for pair in await call(eucom, {"op": "view", "line": line, "what": "calls"}):
+        reqs = ", ".join(str(v) for v in pair["requests"].values())
+        console.print(
+            f"{' <-> '.join(pair['principals'])}: requests {reqs} (EUCOM, NDMC); unanswered {pair['unanswered']}, "
+            f"declined {pair['declined']}, accepted {pair['accepted']}"
+        )
+        for c in pair["calls"]:
+            gap = f" (first in {c['days_since_previous']} days)" if "days_since_previous" in c else ""
+            console.print(f"  call {scenario.iso(c['start'])}{gap}")
+            for side, ro in sorted(c["readouts"].items()):
+                console.print(f"    {side} readout ({ro['lang']}, {ro['by']}): {ro['text']}", highlight=False)
+    for f in await call(eucom, {"op": "view", "line": line, "what": "flash"}):
+        console.print(f"FLASH seq {f['seq']}: {f['state']}" + (f" by {f['acked_by']}" if f["acked_by"] else ""))
+    for name, home in (("EUCOM", eucom), ("NDMC", ndmc)):
         st = await call(home, {"op": "status"})
         ln = st["lines"][0]
-        paths = ", ".join(
-            f"{p} {'up' if v['up'] else 'down'}" + (f" rtt {v['rtt_ms']:.2f} ms" if v["rtt_ms"] is not None else "")
-            for p, v in sorted(ln["paths"].items())
-        )
+        paths = ", ".join(f"{p} {'up' if v['up'] else 'down'}" for p, v in sorted(ln["paths"].items()))
         console.print(
             f"[bold]{name}[/]: line {ln['line'][:8]} with {ln['peer']} "
             f"{'in sync' if ln['synced'] else 'NOT in sync'}; ours seq {ln['our_seq']}, theirs seq {ln['their_seq']}, "

@@ -531,6 +531,9 @@ class Station:
         if op == "resolve":
             session = self.session(request["line"])
             return check_operator_content(self.ops[session.line], request["kind"], request["content"])
+        if op == "has":
+            session = self.session(request["line"])
+            return any(eid.startswith(request["id"]) for eid in self.ops[session.line].entries)
         if op == "view":
             return self.view(request["line"], request["what"])
         if op == "clock":

@@ -23,7 +23,7 @@ class SimClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-        self.wall += int(seconds * 1000)
+        self.wall += round(seconds * 1000)  # int() would turn 2.01 s into 2009 ms
 
 
 def make_station(root: Path, name: str, lang: str, port: int, limits: Limits | None = None) -> StationDir:

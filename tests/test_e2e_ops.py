@@ -175,5 +175,4 @@ async def _calls(p: StationProc, line: str, pred: Any) -> bool:
 
 async def _has(p: StationProc, eid: str) -> bool:
     line = (await p.status_line())["line"]
-    out = await asyncio.to_thread(rl, p.home, "log", line[:8], "--json", "--limit", "1000")
-    return any(r["id"] == eid for r in json.loads(out.stdout))
+    return bool(await p.call({"op": "has", "line": line, "id": eid}))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from redline import canonical
 from redline.config import Limits
@@ -71,9 +71,17 @@ def _head_obj(h: ChainHead) -> dict[str, Any]:
     return {"seq": h.seq, "id": h.id}
 
 
+def _int(value: Any) -> TypeGuard[int]:
+    """A JSON integer (``True`` is not one, though Python says it is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _head(obj: Any, what: str) -> ChainHead:
     try:
-        return ChainHead(seq=obj["seq"], id=obj["id"])
+        seq, eid = obj["seq"], obj["id"]
+        if not _int(seq) or not (eid is None or isinstance(eid, str)):
+            raise TypeError("seq must be an integer and id a string or null")
+        return ChainHead(seq=seq, id=eid)
     except (KeyError, TypeError, ValueError) as exc:
         raise RemoteProtocolError(f"{what} is not a chain head") from exc
 
@@ -101,6 +109,8 @@ class Link:
         self.confirmed = confirmed  # our operator confirmed
         self.synced = False
         self.recover_to = 0  # > our_head.seq while recovering our own chain from the peer
+        self._own_hi = 0  # highest of our own seqs handed over as OwnEnvelopeIn while recovering
+        self._recover_path: str | None = None  # where our recovery request went; None: ask again
         self.halted = False  # the peer equivocated: nothing more is accepted from it
         self._paths: dict[str, _Path] = {}
         self._buffer: dict[int, bytes] = {}
@@ -145,6 +155,13 @@ class Link:
         out: list[Output] = [PathDown(path=path, reason=reason)]
         if not self._open_paths():
             self.synced = False  # the next HELLO decides again
+        if path == self._recover_path:
+            # The answer to our recovery request may be lost with the path: ask on another one,
+            # or on the next path whose HELLO arrives.
+            self._recover_path = None
+            others = [p for p in self._open_paths() if p != path]
+            if self.recover_to and others:
+                out += self._ask_recovery(others[0])
         return out
 
     def can_send(self) -> bool:
@@ -173,6 +190,7 @@ class Link:
         self.our_head = head
         if self.recover_to and head.seq >= self.recover_to:
             self.recover_to = 0
+            self._recover_path = None
             out: list[Output] = []
             if self._open_paths():
                 self.synced = True
@@ -273,7 +291,7 @@ class Link:
             raise RemoteProtocolError("HELLO names another line or station than this connection is paired for")
         mine, yours = _head(obj.get("mine"), "HELLO mine"), _head(obj.get("yours"), "HELLO yours")
         t, confirmed = obj.get("time"), obj.get("confirmed")
-        if not isinstance(t, int) or not isinstance(confirmed, bool):
+        if not _int(t) or not isinstance(confirmed, bool):
             raise RemoteProtocolError("HELLO time or confirmed field is malformed")
         out: list[Output] = [
             PathOpen(path=path, peer_head=mine, peer_has_ours=yours, peer_time=t, peer_confirmed=confirmed)
@@ -285,11 +303,9 @@ class Link:
                 self.recover_to = yours.seq
                 self.synced = False
                 out.append(Recovering(from_seq=self.our_head.seq + 1, to_seq=yours.seq))
-                out += self.send_raw(
-                    FrameType.GAP,
-                    canonical.encode({"station": self.us, "from": self.our_head.seq + 1, "to": yours.seq}),
-                    path,
-                )
+                self._recover_path = None
+            if self._recover_path is None:
+                out += self._ask_recovery(path)
             return out
         if yours.seq == self.our_head.seq and yours.id != self.our_head.id:
             out.append(Forked(seq=yours.seq, ours=self.our_head.id, theirs=yours.id))
@@ -301,9 +317,16 @@ class Link:
             out.append(Synced())
         return out
 
+    def _ask_recovery(self, path: str) -> list[Output]:
+        """Ask the peer for our own envelopes we do not hold (nor were already handed)."""
+        self._recover_path = path
+        first = max(self.our_head.seq, self._own_hi) + 1
+        gap = {"station": self.us, "from": first, "to": self.recover_to}
+        return [*self.send_raw(FrameType.GAP, canonical.encode(gap), path)] if first <= self.recover_to else []
+
     def _on_heartbeat(self, path: str, p: _Path, obj: dict[str, Any], now: float, wall: int) -> list[Output]:
         t, echo, hold = obj.get("t"), obj.get("echo"), obj.get("hold")
-        if not isinstance(t, int) or not (echo is None or isinstance(echo, int)) or not isinstance(hold, int):
+        if not _int(t) or not (echo is None or _int(echo)) or not _int(hold):
             raise RemoteProtocolError("heartbeat fields are malformed")
         p.peer_t, p.peer_t_at = t, now
         out: list[Output] = []
@@ -316,7 +339,7 @@ class Link:
 
     def _on_gap(self, path: str, obj: dict[str, Any]) -> list[Output]:
         station, a, b = obj.get("station"), obj.get("from"), obj.get("to")
-        if station not in (self.us, self.peer) or not isinstance(a, int) or not isinstance(b, int) or not 0 < a <= b:
+        if station not in (self.us, self.peer) or not _int(a) or not _int(b) or not 0 < a <= b:
             raise RemoteProtocolError("gap request is malformed")
         if b - a >= self.limits.max_gap_buffer and station == self.us:
             b = a + self.limits.max_gap_buffer - 1
@@ -329,10 +352,11 @@ class Link:
             seq, sender = header.get("seq"), header.get("sender")
         except RedlineError as exc:
             raise RemoteProtocolError(f"malformed envelope: {exc}") from exc
-        if not isinstance(seq, int) or seq < 1:
+        if not _int(seq) or seq < 1:
             raise RemoteProtocolError("envelope header has no valid seq")
         if sender == self.us:
-            if self.recover_to and self.our_head.seq < seq <= self.recover_to:
+            if self.recover_to and max(self.our_head.seq, self._own_hi) < seq <= self.recover_to:
+                self._own_hi = seq  # each of our own envelopes is handed over once, even if asked twice
                 return [OwnEnvelopeIn(seq=seq, raw=raw)]
             return []  # a late copy of our own envelope: nothing to do
         if sender != self.peer:
