@@ -97,7 +97,7 @@ class Replay:
 
     async def run(self, *, days: int | None = None) -> None:
         await self.opening()
-        end = ms("2022-05-13T00:00:00Z")
+        end = ms("2022-05-12T00:00:00Z")
         day = ms("2022-03-01T00:00:00Z")
         if days is not None:
             end = min(end, day + days * DAY)
@@ -144,6 +144,7 @@ class Replay:
         return pending
 
     async def may_13(self) -> None:
+        await self.test_answered(ms("2022-05-12T08:00:00Z"))
         at = ms("2022-05-12T09:00:00Z")
         await self.clock(at)
         req = await self.act(self.eucom, "CALL_REQUEST", {
@@ -156,6 +157,8 @@ class Replay:
         await self.act(self.ndmc, "CALL_REPLY", {"request": req["id"], "answer": "accept",
                                                  "time": ms("2022-05-13T11:00:00Z")}, priority="priority")  # fmt: skip
         self.say("2022-05-12 16:30Z  NDMC accepts: 13 May 11:00Z")
+        await self.test_answered(ms("2022-05-12T20:00:00Z"))
+        await self.test_answered(ms("2022-05-13T08:00:00Z"))
         await self.clock(ms("2022-05-13T12:05:00Z"))
         rec = await self.act(self.eucom, "CALL_RECORD", {
             "request": req["id"], "start": ms("2022-05-13T11:00:00Z"), "end": ms("2022-05-13T12:00:00Z"),

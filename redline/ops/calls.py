@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from redline.ops.model import Entry, Intent, Outbox, ref_id
@@ -116,8 +117,15 @@ class Calls:
                 s["last_call_at"] = end
         for s in pairs.values():
             if s["last_call_at"] is not None:
-                s["days_since_last_call"] = (now - s["last_call_at"]) // DAY_MS
+                s["days_since_last_call"] = _days(s["last_call_at"], now)
             calls = s["calls"]
             for prev, nxt in itertools.pairwise(calls):
-                nxt["days_since_previous"] = (int(nxt["start"]) - int(prev["end"])) // DAY_MS
+                nxt["days_since_previous"] = _days(int(prev["end"]), int(nxt["start"]))
         return list(pairs.values())
+
+
+def _days(earlier: int, later: int) -> int:
+    """Calendar days between two times, counted by UTC date as the press counts them."""
+    a = datetime.fromtimestamp(earlier / 1000, UTC).date()
+    b = datetime.fromtimestamp(later / 1000, UTC).date()
+    return (b - a).days
