@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import os
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,8 @@ def safety_code(line: str, root_inviter: bytes, root_joiner: bytes, nonce_i: byt
 
 
 def normalize_code(text: str) -> str:
-    digits = "".join(c for c in text if c.isdigit())
+    # Any script's decimal digits read as the same digits (a keyboard may type Arabic-Indic ones).
+    digits = "".join(str(unicodedata.decimal(c)) for c in text if unicodedata.decimal(c, None) is not None)
     if len(digits) != 8:
         raise PairingError("a safety code is eight digits, like 1234-5678")
     return f"{digits[:4]}-{digits[4:]}"
@@ -174,14 +176,14 @@ def check_join(invite: Invite, msg: dict[str, Any], now: int) -> tuple[Party, by
     """Inviter side: check a JOIN against the invite; return the joiner and its nonce."""
     if msg.get("step") != "join" or msg.get("invite") != invite.id:
         raise PairingError("the joining station used a token this station did not issue (foreign token)")
-    if invite.used:
-        raise PairingError("this pairing token was already used; issue a new one with 'redline invite'")
-    if now > invite.expires:
-        raise PairingError("this pairing token has expired; issue a new one with 'redline invite'")
     body = {k: v for k, v in msg.items() if k != "proof"}
     expected = hmac.new(invite.secret, canonical.encode(body), hashlib.sha256).hexdigest()
     if not isinstance(msg.get("proof"), str) or not hmac.compare_digest(expected, msg["proof"]):
         raise PairingError("the joining station does not hold this token's secret")
+    if invite.used:
+        raise PairingError("this pairing token was already used; issue a new one with 'redline invite'")
+    if now > invite.expires:
+        raise PairingError("this pairing token has expired; issue a new one with 'redline invite'")
     party = Party.from_obj(msg.get("party"))
     party.check()
     try:

@@ -26,6 +26,7 @@ from redline.errors import (
     LimitError,
     LocalProtocolError,
     RedlineError,
+    StorageError,
     UnknownKeyError,
     VerificationError,
 )
@@ -57,6 +58,7 @@ class PathStatus:
 class _Pending:
     envelopes: list[Envelope] = field(default_factory=list)
     own: list[Envelope] = field(default_factory=list)
+    suspects: list[Envelope] = field(default_factory=list)  # valid envelopes at a seq already taken
     receipt: Signed | None = None
     receipt_seq: int = 0
 
@@ -285,17 +287,22 @@ class LineSession:
             return []  # a copy of what we hold: dropped before any signature check
         try:
             env = open_envelope(rawenv, self._lookup)
+            if env.header.line != self.line or env.header.sender != self.peer:
+                raise VerificationError("envelope names another line or sender")
         except RedlineError as exc:
             return self._run(self.link.rejected(seq, str(exc)), wall)
-        if seq > self.ledger.head(self.line, self.peer)[0]:
-            return []  # still pending in this batch; the commit decides
-        try:
-            self.ledger.append(env, wall)
-        except EquivocationError as exc:
-            self.halted = True
-            self.link.halt()
-            self.alarm("alarm", f"EQUIVOCATION on line {self.line[:8]}: {exc}")
+        # A second validly signed envelope at a seq we hold or are about to store: keep it and let
+        # the ledger judge it after this batch's envelopes are in (it may still be pending here).
+        self._pending.suspects.append(env)
         return []
+
+    def _equivocated(self, exc: EquivocationError) -> list[Action]:
+        """Both kept as evidence; this direction halts; both ends alarm (we tell the peer)."""
+        self.halted = True
+        self.link.halt()
+        text = f"EQUIVOCATION on line {self.line[:8]}: {exc}"
+        self.alarm("alarm", text)
+        return [*self.link.send_raw(FrameType.ERROR, canonical.encode({"message": text}))]
 
     def _on_receipt(self, raw: bytes) -> list[Action]:
         try:
@@ -354,10 +361,17 @@ class LineSession:
         try:
             signed = Signed.decode(raw)
             peek = Checkpoint.peek(signed)
+            if peek.by == self.us:
+                return self._adopt_own_proposal(signed)
             cp = Checkpoint.open(signed, self._lookup(self.peer, peek.key))
             last = self.ledger.last_checkpoint(self.line)
-            if last and last[0] == cp.n and last[1] == signed:
-                return [*self.link.send_raw(FrameType.COSIGN, last[2].encode(), path)]  # a resend: answer again
+            if last and cp.n <= last[0]:
+                # The proposer lost what we countersigned (it restarted before our COSIGN arrived):
+                # give it back checkpoint n, its own proposal and our cosign, instead of refusing.
+                stored = next((c for c in self.ledger.checkpoints(self.line) if c[0] == cp.n), None)
+                if stored is not None:
+                    return [*self.link.send_raw(FrameType.CHECKPOINT, stored[1].encode(), path),
+                            *self.link.send_raw(FrameType.COSIGN, stored[2].encode(), path)]  # fmt: skip
             if cp.line != self.line or cp.by != self.peer:
                 raise CheckpointError("checkpoint proposal is for another line or from another station")
             if cp.n != (last[0] + 1 if last else 1) or cp.prev != (last[1].digest(Checkpoint.DOMAIN) if last else None):
@@ -380,6 +394,17 @@ class LineSession:
         self.ledger.add_checkpoint(self.line, cp.n, signed, cosign)
         return [*self.link.send_raw(FrameType.COSIGN, cosign.encode(), path)]
 
+    def _adopt_own_proposal(self, signed: Signed) -> list[Action]:
+        """The peer returned a proposal of ours it countersigned: make it our outstanding one, so
+        the COSIGN that follows completes it (after we lost it in a restart)."""
+        cp = Checkpoint.open(signed, self._lookup(self.us, Checkpoint.peek(signed).key))
+        last = self.ledger.last_checkpoint(self.line)
+        if cp.line == self.line and cp.n == (last[0] + 1 if last else 1) and cp.prev == (
+            last[1].digest(Checkpoint.DOMAIN) if last else None
+        ):
+            self._proposal = signed
+        return []
+
     def _on_cosign(self, raw: bytes) -> list[Action]:
         if self._proposal is None:
             return []
@@ -394,6 +419,7 @@ class LineSession:
             return []
         self.ledger.add_checkpoint(self.line, Checkpoint.peek(self._proposal).n, self._proposal, signed)
         self._proposal = None
+        self._checkpoint_due = True  # if more happened meanwhile, the next flush covers it (else a no-op)
         return []
 
     # -- group commit ----------------------------------------------------------------------------
@@ -406,12 +432,20 @@ class LineSession:
             for env in pending.own:
                 self.ledger.append(env, wall)
                 self.on_stored(env, True, wall)
+                self._match_outbox(env)
             if pending.own:
                 out += self._run(self.link.signed(self._our_tail), wall)
             for env in pending.envelopes:
                 self.ledger.append(env, wall)
                 self.on_stored(env, False, wall)
                 self.disk_bytes += len(env.header_bytes) + len(env.body_bytes or b"") + 72
+            for env in pending.suspects:
+                try:
+                    self.ledger.append(env, wall)
+                except EquivocationError as exc:
+                    out += self._equivocated(exc)
+                except StorageError:
+                    pass  # beyond what we hold: not a conflict, just early; it will come again in order
             if pending.envelopes:
                 last = pending.envelopes[-1]
                 self.link.stored(ChainHead(seq=last.seq, id=last.id))
@@ -432,6 +466,15 @@ class LineSession:
                 self._checkpoint_due = True  # our operational message is now receipted: cover it
             out += self._maybe_propose(wall)
         return out
+
+    def _match_outbox(self, env: Envelope) -> None:
+        """A recovered envelope of ours may be one this (restored) store still has as pending in its
+        outbox: mark that item signed so it is not signed and sent a second time."""
+        kind, content = env.kind, env.content()
+        for item in self.ledger.pending(self.line, 64):
+            if item.kind == kind and item.content == content:
+                self.ledger.mark_signed(item.local, env.seq, env.id)
+                return
 
     def _checkpointed(self, station: str) -> int:
         last = self.ledger.last_checkpoint(self.line)
