@@ -385,7 +385,7 @@ class Consistency:
 @dataclass
 class BundleReport:
     line: str
-    names: dict[str, str]  # fingerprint -> name its root certified (or a short fingerprint)
+    names: dict[str, str]  # fingerprint -> the name its root certified (else the bundle's, marked so)
     trusted: bool  # both roots match fingerprints given from outside
     exported_by: str = ""
     exported_at: int = 0
@@ -511,7 +511,9 @@ def when(ms: int | None) -> str:
 
 
 def _span(name: str, lo: int, hi: int) -> str:
-    return f"{name} {lo}..{hi}" if hi >= lo else f"{name} none"
+    if hi < lo:
+        return f"{name} none"
+    return f"{name} {lo}" if hi == lo else f"{name} {lo}..{hi}"
 
 
 # -- verifying a bundle ------------------------------------------------------------------------------
@@ -563,6 +565,8 @@ def verify_bundle(
         return report
     report.trusted = True
     report.names = {s.fingerprint: _certified_name(s, roots[s.fingerprint], report) for s in parsed.stations}
+    if len(set(report.names.values())) < 2:  # two stations that chose one name stay apart in the report
+        report.names = {fp: f"{name} ({fp[:8]})" for fp, name in report.names.items()}
     if parsed.exported_by not in roots:
         report.problems.append(Problem("bundle exported_by", "names a station that is not one of this line's two"))
     _check_order(parsed, report)

@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +20,19 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from redline import canonical
+from redline.bundle import (
+    BundleReport,
+    build_bundle,
+    export_checkpoint,
+    parse_checkpoint,
+    read_bundle,
+    verify_bundle,
+    write_bundle,
+)
 from redline.envelope import split
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
@@ -266,12 +277,60 @@ def _report_obj(r: LineReport) -> dict[str, Any]:
         "checkpoints": r.checkpoints, "receipts": r.receipts, "problems": [str(p) for p in r.problems],
     }  # fmt: skip
 
+def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | None, as_json: bool) -> None:
+    if len(keys) < 2:
+        fail("give both stations' root fingerprints, from outside the bundle: --key FINGERPRINT --key FINGERPRINT")
+
+    def check() -> BundleReport:
+        bundle = read_bundle(path)
+        other = parse_checkpoint(read_bundle(checkpoint)) if checkpoint is not None else None
+        return verify_bundle(
+            bundle, list(keys), other.signed if other else None, other_certs=other.certs if other else None
+        )
+
+    report: BundleReport = run(check)
+
+    def human(d: dict[str, Any]) -> None:
+        for s in d["summary"]:
+            bad = s.startswith(("PROBLEM", "FAILED", "NOT VERIFIED"))
+            console.print(escape(s), style="bold red" if bad else ("green" if s.startswith("VERIFIED") else None))
+
+    emit(as_json, report.to_obj(), human)
+    if not report.ok:
+        sys.exit(2)
+
 @main.command()
 @station_option
 @click.option("--peer-fingerprint", default=None, help="Check the pinned peer root against this fingerprint.")
+@click.option(
+    "--bundle", "bundle_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Verify this bundle file (redline export) instead of the station's store; needs --key twice.",
+)
+@click.option(
+    "--key", "keys", multiple=True, metavar="FINGERPRINT",
+    help="With --bundle: a station's root fingerprint, from outside the bundle (64 hex digits, or the 32 read "
+         "aloud at pairing). Give both stations'.",
+)  # fmt: skip
+@click.option(
+    "--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="With --bundle: the other side's checkpoint file (redline export --checkpoint), to find a cut tail "
+         "or a split view.",
+)  # fmt: skip
 @json_option
-def verify(station: str | None, peer_fingerprint: str | None, as_json: bool) -> None:
-    """Verify every line: signatures, chains, seqs, seen-links, Merkle heads, checkpoints, keys."""
+def verify(
+    station: str | None, peer_fingerprint: str | None, bundle_path: Path | None, keys: tuple[str, ...],
+    checkpoint_path: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Verify every line: signatures, chains, seqs, seen-links, Merkle heads, checkpoints, keys.
+
+    With --bundle, verify an exported bundle instead, on any machine, against the stations'
+    fingerprints given with --key; no station is needed.
+    """
+    if bundle_path is not None:
+        _verify_bundle_file(bundle_path, keys, checkpoint_path, as_json)
+        return
+    if keys or checkpoint_path is not None:
+        fail("--key and --checkpoint go with --bundle FILE")
     home = StationDir(station_path(station))
 
     def check() -> list[LineReport]:
@@ -309,6 +368,70 @@ def verify(station: str | None, peer_fingerprint: str | None, as_json: bool) -> 
     emit(as_json, data, human)
     if any(not r.ok for r in reports):
         sys.exit(2)
+
+@main.command()
+@station_option
+@click.argument("line")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="File to write (default: redline-LINE-STATION.bundle.json, or .checkpoint.json with --checkpoint).",
+)
+@click.option(
+    "--redact", multiple=True, metavar="ID",
+    help="Leave out this envelope's body (id, or 8+ hex digits of it); its salted hash stays signed. Repeatable.",
+)
+@click.option(
+    "--checkpoint", "checkpoint_only", is_flag=True,
+    help="Write only the last co-signed checkpoint: what a verifier checks the other side's bundle against.",
+)
+@json_option
+def export(
+    station: str | None, line: str, out: Path | None, redact: tuple[str, ...], checkpoint_only: bool, as_json: bool
+) -> None:
+    """Write LINE's transcript as a bundle anyone can verify without either station (docs/BUNDLE.md)."""
+    home = StationDir(station_path(station))
+
+    def make() -> dict[str, Any]:
+        name = home.config().name
+        our_root = bytes.fromhex((home.keys / "root.pub").read_text().strip())
+        ledger = home.open_ledger()
+        try:
+            record = ledger.find_line(line)
+            data = ledger.line_data(record.line, name)
+            us = ledger.station
+        finally:
+            ledger.close()
+        now = int(time.time() * 1000)
+        kind = "checkpoint" if checkpoint_only else "bundle"
+        path = out or Path(f"redline-{record.line[:8]}-{name}.{kind}.json")
+        fingerprints = [us, record.peer]
+        if checkpoint_only:
+            obj = export_checkpoint(data, us, exported_at=now)
+            write_bundle(path, obj)
+            return {"path": str(path), "kind": kind, "line": record.line, "checkpoint": obj["n"],
+                    "fingerprints": fingerprints, "summary": []}  # fmt: skip
+        roots = {us: our_root, record.peer: bytes.fromhex(record.peer_root)}
+        obj = build_bundle(data, roots, us, set(redact), exported_at=now)
+        write_bundle(path, obj)
+        report = verify_bundle(obj, fingerprints)  # what a third party will be shown, checked here first
+        return {"path": str(path), "kind": kind, "line": record.line, "redacted": report.redacted,
+                "fingerprints": fingerprints, "ok": report.ok, "summary": report.summary()}  # fmt: skip
+
+    data = run(make)
+
+    def human(d: dict[str, Any]) -> None:
+        console.print(f"Wrote {d['kind']} of line {d['line'][:8]} to [bold]{escape(d['path'])}[/]")
+        for s in d["summary"]:
+            console.print(f"  {escape(s)}", style="bold red" if s.startswith("PROBLEM") else None)
+        if d["kind"] == "bundle":
+            keys = " ".join(f"--key {fp}" for fp in d["fingerprints"])
+            console.print(
+                "To check it anywhere, with both fingerprints obtained from outside the bundle:\n"
+                f"  redline verify --bundle {escape(d['path'])} {keys}",
+                soft_wrap=True,
+            )
+
+    emit(as_json, data, human)
 
 @main.command()
 @click.option("--dir", "workdir", default=None, help="Where to put the two demo stations (default: a temp dir).")
