@@ -328,6 +328,8 @@ class Station:
         session = self.session(line)
         ops = self.ops[session.line]
         content = check_operator_content(ops, kind, content)
+        if kind == "CALL_REQUEST" and "expires" not in content:
+            content = {**content, "expires": self.wall() + int(self.limits.call_request_ttl_seconds * 1000)}
         if kind in PERSON_SIGNED_KINDS:
             persons.check_content(content, {p.name: p for p in persons.load_users(self.home.path)})
         prio = (prio or DEFAULT_PRIORITY.get(kind, "PRIORITY")).upper()
