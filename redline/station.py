@@ -65,6 +65,7 @@ class Station:
         self._stopping = asyncio.Event()
         self._receipt_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.ops: dict[str, LineOps] = {}
+        self._accepts: list[tuple[LineSession, str, str, dict[str, Any], str | None, asyncio.Future[int]]] = []
         # Demo and test stations may run on a shifted clock (control op "clock"); real ones may not.
         self.clock_offset_ms = 0
         self._clock_settable = os.environ.get("REDLINE_SETTABLE_CLOCK") == "1"
@@ -337,19 +338,50 @@ class Station:
             raise LocalProtocolError(f"priority must be one of {', '.join(p.lower() for p in PRIORITIES)}")
         if kind not in KINDS:
             raise LocalProtocolError(f"unknown message kind {kind!r}")
-        wall = self.wall()
-        with self.ledger.batch():
-            roster = self._roster_intent(ops)
-            if roster is not None:
-                session.accept(roster.kind, roster.prio, roster.content, roster.idem, wall)
-            item = session.accept(kind, prio, content, idem, wall)
-            actions = session.flush(wall)
-        await self._perform(session, actions)
-        item = self.ledger.outbox_item(item.local)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._accepts.append((session, kind, prio, content, idem, fut))
+        if len(self._accepts) == 1:
+            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._commit_accepts()))
+        local = await fut
+        item = self.ledger.outbox_item(local)
         return {
             "line": session.line, "outbox": item.local, "seq": item.seq, "id": item.envelope_id, "kind": kind,
             "state": "signed and sent" if item.seq else "accepted; waiting in the outbox until the line is in sync",
         }  # fmt: skip
+
+    async def _commit_accepts(self) -> None:
+        """Group commit for operators: every request that arrived in this turn of the event loop is
+        made durable (and signed, where the line is in sync) in one transaction, one fsync; each
+        caller hears back only after that commit."""
+        batch, self._accepts = self._accepts, []
+        wall = self.wall()
+        done: list[tuple[asyncio.Future[int], int | BaseException]] = []
+        touched: dict[str, LineSession] = {}
+        try:
+            with self.ledger.batch():
+                for session, kind, prio, content, idem, fut in batch:
+                    try:
+                        roster = self._roster_intent(self.ops[session.line])
+                        if roster is not None:
+                            session.accept(roster.kind, roster.prio, roster.content, roster.idem, wall)
+                        done.append((fut, session.accept(kind, prio, content, idem, wall).local))
+                        touched[session.line] = session
+                    except RedlineError as exc:
+                        done.append((fut, exc))
+                flushed = [(s, s.flush(wall)) for s in touched.values()]
+        except RedlineError as exc:
+            for _, _, _, _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for fut, outcome in done:
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+        for session, actions in flushed:
+            self._wake_receipt_waiters(session)
+            await self._perform(session, actions)
 
     def _roster_intent(self, ops: LineOps) -> Intent | None:
         """A ROSTER envelope when our users differ from what we last published to the peer."""
@@ -493,24 +525,36 @@ class Station:
             await server.serve_forever()
 
     async def _control_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Requests on one connection are started as they arrive (so pipelined sends share a group
+        commit) and answered in the order they came."""
+        answers: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
+
+        async def respond() -> None:
+            while (task := await answers.get()) is not None:
+                writer.write(json.dumps(await task).encode() + b"\n")
+                await writer.drain()
+
+        responder = asyncio.ensure_future(respond())
         try:
             while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                    result = await self.control(request)
-                    reply: dict[str, Any] = {"ok": True, "result": result}
-                except RedlineError as exc:
-                    reply = {"ok": False, "error": str(exc)}
-                except (ValueError, KeyError, TypeError) as exc:
-                    reply = {"ok": False, "error": f"bad request: {exc}"}
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
+                answers.put_nowait(asyncio.ensure_future(self._answer(line)))
         except (asyncio.LimitOverrunError, ValueError):
             writer.write(json.dumps({"ok": False, "error": "control request over 16 MiB refused"}).encode() + b"\n")
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            answers.put_nowait(None)
+            with contextlib.suppress(ConnectionError):
+                await responder
             writer.close()
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            return {"ok": True, "result": await self.control(json.loads(line))}
+        except RedlineError as exc:
+            return {"ok": False, "error": str(exc)}
+        except (ValueError, KeyError, TypeError) as exc:
+            return {"ok": False, "error": f"bad request: {exc}"}
 
     async def control(self, request: dict[str, Any]) -> Any:
         op = request.get("op")
