@@ -45,7 +45,10 @@ def _normalize(value: Any, depth: int) -> Any:
         for k in value:
             if not isinstance(k, str):
                 raise EncodingError(f"object key {k!r} is not a string")
-        return {k: _normalize(value[k], depth + 1) for k in sorted(value, key=_utf16_key)}
+        # Code-point order equals UTF-16 order unless a key holds characters above U+FFFF or in
+        # U+E000..U+FFFF together with surrogates; ASCII keys (all of ours) take the fast path.
+        keys = sorted(value) if all(k.isascii() for k in value) else sorted(value, key=_utf16_key)
+        return {k: _normalize(value[k], depth + 1) for k in keys}
     raise EncodingError(f"type {type(value).__name__} cannot be encoded canonically")
 
 

@@ -16,7 +16,7 @@ import hashlib
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nacl.signing
@@ -136,6 +136,8 @@ class Envelope:
     body_bytes: bytes | None  # None once redacted
     sig: bytes
     id: str  # hex SHA-256 of the signed bytes
+    # The body's content as decoded when the envelope was sealed or opened (not part of equality).
+    parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def seq(self) -> int:
@@ -153,6 +155,8 @@ class Envelope:
         """The body's content object ({} for a redacted body)."""
         if self.body_bytes is None:
             return {}
+        if self.parsed is not None:
+            return self.parsed
         content: dict[str, Any] = canonical.decode_object(self.body_bytes, "envelope body")["content"]
         return content
 
@@ -163,7 +167,7 @@ class Envelope:
         )
 
     def redacted(self) -> Envelope:
-        return Envelope(self.header, self.header_bytes, None, self.sig, self.id)
+        return Envelope(self.header, self.header_bytes, None, self.sig, self.id, {})
 
 
 def envelope_id(header_bytes: bytes) -> str:
@@ -205,7 +209,7 @@ def seal(
         prev=prev, seen_seq=seen_seq, seen_id=seen_id, body_hash=body_hash(body), lang=lang,
     )  # fmt: skip
     hb = canonical.encode(header.to_obj())
-    return Envelope(header, hb, body, sign(signer, DOMAIN, hb), envelope_id(hb))
+    return Envelope(header, hb, body, sign(signer, DOMAIN, hb), envelope_id(hb), content)
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,7 @@ def open_envelope(raw: RawEnvelope | bytes, keys: KeyLookup) -> Envelope:
     if isinstance(raw, bytes):
         raw = split(raw)
     header = Header.from_obj(canonical.decode_object(raw.header_bytes, "envelope header"))
+    content: dict[str, Any] | None = {}
     if raw.body_bytes is not None:
         body = canonical.decode_object(raw.body_bytes, "envelope body")
         require(body, "envelope body", {"content": dict, "salt": str})
@@ -255,6 +260,9 @@ def open_envelope(raw: RawEnvelope | bytes, keys: KeyLookup) -> Envelope:
             raise SchemaError("envelope body: salt must be 32 lowercase hex digits")
         if body_hash(raw.body_bytes) != header.body_hash:
             raise EncodingError(f"envelope seq {header.seq}: body does not match the hash its header signs")
+        if not isinstance(body["content"], dict):
+            raise SchemaError("envelope body: content must be an object")
+        content = body["content"]
     public = keys(header.sender, header.key)
     verify(public, DOMAIN, raw.header_bytes, raw.sig, f"envelope seq {header.seq} ({header.kind})")
-    return Envelope(header, raw.header_bytes, raw.body_bytes, raw.sig, raw.id)
+    return Envelope(header, raw.header_bytes, raw.body_bytes, raw.sig, raw.id, content)

@@ -109,6 +109,8 @@ class LineSession:
             self.link.halt()
         self.synced = False
         self.disk_bytes = ledger.line_bytes(self.line)
+        self.outbox_count = ledger.pending_count(self.line)  # kept in memory: checked on every accept
+        self._max_local = ledger.max_outbox_local()
 
     # -- key lookup for verification -----------------------------------------------------------
     def _lookup(self, sender: str, key_id: str) -> bytes:
@@ -159,9 +161,13 @@ class LineSession:
                 f"line {self.line[:8]} uses {self.disk_bytes} bytes of disk, at its limit (max_line_disk_bytes); "
                 "archive the transcript and raise the limit"
             )
-        if self.ledger.pending_count(self.line) >= self.limits.max_outbox:
+        if self.outbox_count >= self.limits.max_outbox:
             raise LocalProtocolError(f"the outbox holds {self.limits.max_outbox} unsent messages; the line is full")
-        return self.ledger.accept(self.line, kind, prio, content, idem, wall)
+        item = self.ledger.accept(self.line, kind, prio, content, idem, wall)
+        if item.local > self._max_local:  # new, not a repeat of an idempotency key
+            self._max_local = item.local
+            self.outbox_count += 1
+        return item
 
     def confirm(self, wall: int) -> list[Action]:
         self.record = _replace(self.record, confirmed_local=True)
@@ -325,8 +331,8 @@ class LineSession:
         if first > last or station not in (self.us, self.peer):
             return []
         out: list[Action] = []
-        for _, raw in self.ledger.raw_envelopes(self.line, station, first - 1, last - first + 1):
-            out += self.link.send_envelope(_seq_of(raw), raw, path)
+        for seq, raw in self.ledger.raw_envelopes(self.line, station, first - 1, last - first + 1):
+            out += self.link.send_envelope(seq, raw, path, ours=station == self.us)
         return out
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -474,6 +480,7 @@ class LineSession:
         for item in self.ledger.pending(self.line, 64):
             if item.kind == kind and item.content == content:
                 self.ledger.mark_signed(item.local, env.seq, env.id)
+                self.outbox_count -= 1
                 return
 
     def _checkpointed(self, station: str) -> int:
@@ -496,6 +503,7 @@ class LineSession:
             self.on_stored(env, True, wall)
             self.disk_bytes += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             self.ledger.mark_signed(item.local, env.seq, env.id)
+            self.outbox_count -= 1
             self._our_tail = ChainHead(seq=env.seq, id=env.id)
             self.link.signed(self._our_tail)
             out += self.link.send_envelope(env.seq, env.encode())
@@ -522,7 +530,7 @@ class LineSession:
             "halted": self.halted,
             "our_seq": our_seq,
             "their_seq": self.ledger.head(self.line, self.peer)[0],
-            "outbox": self.ledger.pending_count(self.line),
+            "outbox": self.outbox_count,
             "unreceipted": our_seq - self.link.peer_has_ours,
             "paths": {
                 p: {"up": s.up, "rtt_ms": s.rtt_ms, "skew_ms": s.skew_ms, "last_rx": s.last_rx_wall, "reason": s.reason}

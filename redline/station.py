@@ -97,7 +97,12 @@ class Station:
         return session
 
     def _observe(self, line: str, env: Envelope, ours: bool, stored_at: int) -> None:
-        for a in self.ops[line].observe(_entry(env, ours, stored_at)):
+        h = env.header
+        entry = Entry(
+            sender=h.sender, ours=ours, seq=h.seq, id=env.id, kind=h.kind, prio=h.prio, sent_at=h.sent_at,
+            stored_at=stored_at, lang=h.lang, content=env.content(),
+        )  # fmt: skip
+        for a in self.ops[line].observe(entry):
             self.alarm(line, a.level, a.text)
 
     def alarm(self, line: str, level: str, text: str) -> None:

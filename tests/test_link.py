@@ -787,7 +787,7 @@ def test_resending_the_peers_own_envelopes_does_not_use_our_window() -> None:
     d = opened(limits=Limits(window=4))
     theirs = chain(B_SIGN, B, 6)
     for env in theirs:
-        d.a.send_envelope(env.seq, env.encode(), "p0")
+        d.a.send_envelope(env.seq, env.encode(), "p0", ours=False)
     assert d.a.sent_hi == 0
     assert d.a.can_send()
 

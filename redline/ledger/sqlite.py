@@ -19,6 +19,7 @@ from redline import merkle
 from redline.envelope import Envelope
 from redline.errors import EncodingError, EquivocationError, SchemaVersionError, StorageError
 from redline.identity import SignedCert
+from redline.ledger import integrity
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
 from redline.ledger.verify import LineData, StoredRow
 from redline.statements import Signed
@@ -79,6 +80,8 @@ class Ledger:
         if not create and not path.exists():
             raise StorageError(f"no store at {path}; create the station with 'redline init'")
         self.path = path
+        if not create:
+            integrity.check_files(path)  # truncation, a WAL that would lose commits: before SQLite reads it
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.DatabaseError as exc:
@@ -87,6 +90,8 @@ class Ledger:
             if not create:
                 # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
                 # we refuse must be left exactly as it was.
+                self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                integrity.quick_check(path, self._db)  # zeroed or overwritten pages
                 self._check_schema()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -138,25 +143,39 @@ class Ledger:
     def batch(self) -> Iterator[None]:
         """Group commit: everything inside shares one transaction and one fsync."""
         if self._depth == 0:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"the store cannot start a transaction, nothing was accepted: {exc}") from exc
         self._depth += 1
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
             self._depth -= 1
             if self._depth == 0:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 self._logs.clear()  # caches may hold rows that were rolled back
                 self._heads.clear()
+            if isinstance(exc, sqlite3.DatabaseError):
+                # A write failed before COMMIT (disk full, I/O error): same promise as a failed commit.
+                raise StorageError(f"a write failed, nothing from this batch was accepted: {exc}") from exc
             raise
         self._depth -= 1
         if self._depth == 0:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
+                self._rollback()
                 self._logs.clear()
                 self._heads.clear()
                 raise StorageError(f"commit failed, nothing from this batch was accepted: {exc}") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (a full disk, an I/O error), and a ROLLBACK
+        # that fails leaves nothing committed either: either way the batch is gone, say why it failed.
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self._db.execute("ROLLBACK")
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
         with self.batch():
@@ -351,6 +370,10 @@ class Ledger:
 
     def pending(self, line: str, limit: int = -1) -> list[OutboxItem]:
         return self._outbox_where("line=? AND seq IS NULL", (line,), limit)
+
+    def max_outbox_local(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(local), 0) FROM outbox").fetchone()
+        return int(row[0])
 
     def pending_count(self, line: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE line=? AND seq IS NULL", (line,)).fetchone()

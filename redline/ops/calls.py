@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, ref_id
+from redline.ops.model import Entry, Intent, Outbox, as_int, ref_id
 
 DAY_MS = 86_400_000
 
@@ -29,9 +29,11 @@ class Request:
 
     @property
     def state(self) -> str:
+        if self.expired:  # the requester's decision stands, even over a reply that crossed it
+            return "expired"
         if self.reply is not None:
             return "accepted" if self.reply.content.get("answer") == "accept" else "declined"
-        return "expired" if self.expired else "open"
+        return "open"
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -47,19 +49,21 @@ class Call:
 
     @property
     def pair(self) -> tuple[str, str]:
-        roles = sorted(str(r) for r in self.entry.content.get("principals", ["?", "?"]))[:2]
+        principals = self.entry.content.get("principals")
+        roles = sorted(str(r) for r in principals)[:2] if isinstance(principals, list) and principals else ["?"]
         return (roles[0], roles[-1])
 
 
 class Calls:
-    def __init__(self) -> None:
+    def __init__(self, *, ttl_ms: int = 7 * DAY_MS) -> None:
+        self.ttl_ms = ttl_ms  # a request without its own expiry lapses after this
         self.requests: dict[str, Request] = {}
         self.calls: dict[str, Call] = {}
 
     def observe(self, e: Entry, out: Outbox) -> None:
         c = e.content
         if e.kind == "CALL_REQUEST":
-            self.requests[e.id] = Request(e, int(c.get("expires", e.stored_at + 7 * DAY_MS)))
+            self.requests[e.id] = Request(e, as_int(c.get("expires"), e.stored_at + self.ttl_ms))
             if not e.ours:
                 out.alarm("warning", f"CALL REQUEST from the peer's {c.get('from_role')} to our {c.get('to_role')}: "
                                      f"{c.get('subject')}", e.stored_at)  # fmt: skip
@@ -69,7 +73,7 @@ class Calls:
                 r.reply = e
         elif e.kind == "CALL_EXPIRED":
             r = self.requests.get(ref_id(c.get("request")) or "")
-            if r is not None and r.reply is None:
+            if r is not None and e.ours == r.entry.ours:  # only the requester decides
                 r.expired = True
         elif e.kind == "CALL_RECORD":
             self.calls[e.id] = Call(e)
@@ -80,7 +84,9 @@ class Calls:
 
     def due(self, now: int, out: Outbox) -> None:
         for r in self.requests.values():
-            if r.entry.ours and r.state == "open" and now > r.expires:
+            # A reply stored after the expiry is late: the deadline runs on our clock (as for tests).
+            late = r.reply is None or r.reply.stored_at > r.expires
+            if r.entry.ours and not r.expired and late and now > r.expires:
                 out.intents.append(Intent(kind="CALL_EXPIRED", prio="PRIORITY", content={"request": r.entry.ref},
                                           idem=f"call-expired:{r.entry.id}"))  # fmt: skip
 
@@ -98,7 +104,7 @@ class Calls:
             s["requests"][r.entry.sender] = s["requests"].get(r.entry.sender, 0) + 1
             key = {"declined": "declined", "expired": "unanswered", "accepted": "accepted", "open": "open"}[r.state]
             s[key] += 1
-        for call in sorted(self.calls.values(), key=lambda c: int(c.entry.content.get("start", 0))):
+        for call in sorted(self.calls.values(), key=lambda c: as_int(c.entry.content.get("start"), 0)):
             s = slot(call.pair)
             c = call.entry.content
             s["calls"].append({
@@ -112,7 +118,7 @@ class Calls:
                     for ours, ro in call.readouts.items()
                 },
             })  # fmt: skip
-            end = int(c.get("end", 0))
+            end = as_int(c.get("end"), 0)
             if s["last_call_at"] is None or end > s["last_call_at"]:
                 s["last_call_at"] = end
         for s in pairs.values():
@@ -120,7 +126,7 @@ class Calls:
                 s["days_since_last_call"] = _days(s["last_call_at"], now)
             calls = s["calls"]
             for prev, nxt in itertools.pairwise(calls):
-                nxt["days_since_previous"] = _days(int(prev["end"]), int(nxt["start"]))
+                nxt["days_since_previous"] = _days(as_int(prev["end"], 0), as_int(nxt["start"], 0))
         return list(pairs.values())
 
 

@@ -26,7 +26,7 @@ class LineOps:
             answer_ms=int(limits.test_answer_seconds * 1000), times=limits.test_times_utc, since=since
         )
         self.flash = FlashTracker(ack_ms=int(limits.flash_ack_seconds * 1000), levels=limits.escalation_levels)
-        self.calls = Calls()
+        self.calls = Calls(ttl_ms=int(limits.call_request_ttl_seconds * 1000))
         self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}  # ours? -> name -> person
         self.translations: dict[str, list[dict[str, Any]]] = {}
         self.entries: dict[str, Entry] = {}

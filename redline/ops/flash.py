@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, ref_id
+from redline.ops.model import Entry, Intent, Outbox, as_int, ref_id
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Flash:
     escalations: list[tuple[str, int]] = field(default_factory=list)  # (level, when)
     ack: Entry | None = None
     missed_alarmed: bool = False
+    alarmed: set[str] = field(default_factory=set)  # levels alarmed here: once each, however often re-derived
 
     @property
     def acked_by(self) -> str | None:
@@ -49,15 +50,15 @@ class FlashTracker:
 
     def observe(self, e: Entry, out: Outbox) -> None:
         if e.kind == "FLASH" or (e.prio == "FLASH" and e.kind == "TEXT"):
-            deadline = e.stored_at + int(e.content.get("ack_within_ms", self.ack_ms))
+            deadline = e.stored_at + as_int(e.content.get("ack_within_ms"), self.ack_ms)
             self.flashes[e.id] = Flash(e, deadline)
             if not e.ours:
                 out.alarm("alarm", f"FLASH from the peer: {self.levels[0]} must acknowledge within "
                                    f"{self.ack_ms // 1000} s ('redline ack')", e.stored_at)  # fmt: skip
             return
         target = self.flashes.get(ref_id(e.content.get("ref") or e.content.get("flash")) or "")
-        if target is None:
-            return
+        if target is None or e.ours == target.entry.ours:
+            return  # only the FLASH's receiver reads, escalates and acknowledges it
         if e.kind == "READ":
             target.read.append((str(e.content.get("by", "?")), e.stored_at))
         elif e.kind == "ESCALATED":
@@ -66,7 +67,7 @@ class FlashTracker:
                 target.missed_alarmed = True
                 out.alarm("alarm", f"FLASH seq {target.entry.seq} was NOT acknowledged by the peer in time",
                           e.stored_at)  # fmt: skip
-        elif e.kind == "ACK" and target.ack is None and e.ours != target.entry.ours:
+        elif e.kind == "ACK" and target.ack is None:
             target.ack = e
 
     def receipted(self, envelope_id: str, at: int) -> None:
@@ -84,7 +85,9 @@ class FlashTracker:
             for i, level in enumerate(self.levels[1:], start=1):
                 if now >= f.entry.stored_at + i * step and level not in done:
                     out.intents.append(self._escalate(f, level, i))
-                    out.alarm("alarm", f"FLASH seq {f.entry.seq} not acknowledged: escalated to {level}", now)
+                    if level not in f.alarmed:
+                        f.alarmed.add(level)
+                        out.alarm("alarm", f"FLASH seq {f.entry.seq} not acknowledged: escalated to {level}", now)
             if now >= f.deadline and "deadline-missed" not in done:
                 out.intents.append(self._escalate(f, "deadline-missed", len(self.levels)))
                 if not f.missed_alarmed:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, ref_id
+from redline.ops.model import Entry, Intent, Outbox, as_int, ref_id
 
 TEST_TEXT = "Line test. Please answer to confirm the line is attended."
+MISSED_HERE = "LINE TEST MISSED here: the peer's test was not answered in time"
 
 
 @dataclass
@@ -58,7 +59,7 @@ class LineTests:
 
     def observe(self, e: Entry, out: Outbox) -> None:
         if e.kind == "TEST":
-            deadline = e.stored_at + int(e.content.get("answer_within_ms", self.answer_window))
+            deadline = e.stored_at + as_int(e.content.get("answer_within_ms"), self.answer_window)
             (self.ours if e.ours else self.theirs)[e.id] = LineTest(e, deadline)
             if e.ours and isinstance(e.content.get("slot"), str):
                 self.slots_sent.add(e.content["slot"])
@@ -73,6 +74,10 @@ class LineTests:
             test = (self.ours if e.ours else self.theirs).get(ref_id(e.content.get("test")) or "")
             if test is not None:
                 test.result = str(e.content.get("result"))
+                if not e.ours and test.result == "missed" and not test.alarmed:
+                    # The tester decided before our own copy of the deadline passed: alarm here too.
+                    test.alarmed = True
+                    out.alarm("alarm", MISSED_HERE, e.stored_at)
 
     def receipted(self, test_id: str, at: int) -> None:
         t = self.ours.get(test_id)
@@ -94,7 +99,7 @@ class LineTests:
         for t in self.theirs.values():
             if t.answer is None and t.result is None and now > t.deadline and not t.alarmed:
                 t.alarmed = True
-                out.alarm("alarm", "LINE TEST MISSED here: the peer's test was not answered in time", now)
+                out.alarm("alarm", MISSED_HERE, now)
         for label, at in slot_times(now, self.times)[:1]:  # only the latest slot: no storm after downtime
             if at >= self.since and label not in self.slots_sent:
                 out.intents.append(self.intent(label))

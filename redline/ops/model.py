@@ -59,6 +59,12 @@ class Outbox:
         self.alarms.append(Alarm(level=level, text=text, at=at))
 
 
+def as_int(value: Any, default: int) -> int:
+    """A number from an envelope body, or ``default`` when it is not one: the peer need not run our
+    code, and one malformed field must not stop a station from storing or replaying its line."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def ref_id(value: Any) -> str | None:
     """The envelope id inside a reference, or None when the reference is malformed."""
     if isinstance(value, dict) and isinstance(value.get("id"), str):

@@ -135,35 +135,84 @@ _RAD: Final = math.pi / 180
 # Conservative metres per degree for the index boxes (see the module docstring).
 _M_PER_DEG_LAT_MIN: Final = 110_574.0
 _M_PER_DEG_LON_EQ_MIN: Final = 111_319.0
-_BOX_SLACK: Final = 1.01
+_BOX_SLACK: Final = 1.05
+_DENSIFY_DEG: Final = 0.05  # keeps a projected edge within about 1 m of its curve
 
 
-def _scales(lat0: float) -> tuple[float, float]:
-    """Metres per degree of longitude and of latitude at ``lat0`` on the WGS84 ellipsoid."""
-    s = math.sin(lat0 * _RAD)
-    w = 1 - _WGS84_E2 * s * s
-    n = _WGS84_A / math.sqrt(w)  # prime-vertical radius of curvature
-    m = _WGS84_A * (1 - _WGS84_E2) / (w * math.sqrt(w))  # meridional radius of curvature
-    return n * math.cos(lat0 * _RAD) * _RAD, m * _RAD
+FloatArray = npt.NDArray[np.float64]
+LonLat = tuple[float, float]
 
 
-def _to_local(geom: Any, lon0: float, lat0: float, kx: float, ky: float) -> Any:
-    origin = np.array([lon0, lat0])
-    scale = np.array([kx, ky])
-    return shapely.transform(geom, lambda c: (c - origin) * scale)
+_WGS84_B: Final = _WGS84_A * (1 - _WGS84_F)
+_WGS84_EP2: Final = _WGS84_E2 / (1 - _WGS84_E2)
 
 
-def _from_local(geom: Any, lon0: float, lat0: float, kx: float, ky: float) -> Any:
-    origin = np.array([lon0, lat0])
-    scale = np.array([kx, ky])
-    return shapely.transform(geom, lambda c: c / scale + origin)
+def _ecef(lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    phi, lam = lat * _RAD, lon * _RAD
+    sp, cp = np.sin(phi), np.cos(phi)
+    n = _WGS84_A / np.sqrt(1 - _WGS84_E2 * sp * sp)
+    return n * cp * np.cos(lam), n * cp * np.sin(lam), n * (1 - _WGS84_E2) * sp
+
+
+class _Plane:
+    """The plane tangent to the WGS84 ellipsoid at (lon0, lat0): metres east and north.
+
+    Points are taken to the plane straight down its normal (an orthographic view of the ellipsoid).
+    The ellipsoid is exact at the centre (scales, convergence of meridians); a point r metres away
+    moves inward by about r**3 / (6 R**2) (0.4 m at 100 km, 26 m at 400 km), so a distance between
+    points on either side of the centre comes out short by about (d / R)**2 / 24 of itself.
+    """
+
+    __slots__ = ("cl", "cp", "lat0", "lon0", "sl", "sp", "x0", "y0", "z0")
+
+    def __init__(self, lon0: float, lat0: float) -> None:
+        self.lon0, self.lat0 = lon0, lat0
+        self.sl, self.cl = math.sin(lon0 * _RAD), math.cos(lon0 * _RAD)
+        self.sp, self.cp = math.sin(lat0 * _RAD), math.cos(lat0 * _RAD)
+        n = _WGS84_A / math.sqrt(1 - _WGS84_E2 * self.sp * self.sp)
+        self.x0, self.y0, self.z0 = n * self.cp * self.cl, n * self.cp * self.sl, n * (1 - _WGS84_E2) * self.sp
+
+    def forward(self, c: FloatArray) -> FloatArray:
+        x, y, z = _ecef(c[:, 0], c[:, 1])
+        dx, dy, dz = x - self.x0, y - self.y0, z - self.z0
+        out = np.empty_like(c)
+        out[:, 0] = -self.sl * dx + self.cl * dy
+        out[:, 1] = -self.sp * self.cl * dx - self.sp * self.sl * dy + self.cp * dz
+        return out
+
+    def inverse(self, c: FloatArray) -> FloatArray:
+        """Exact: from the plane up its normal to the ellipsoid, then geodetic lon/lat (Bowring)."""
+        e, n = c[:, 0], c[:, 1]
+        ux, uy, uz = self.cp * self.cl, self.cp * self.sl, self.sp
+        qx = self.x0 - self.sl * e - self.sp * self.cl * n
+        qy = self.y0 + self.cl * e - self.sp * self.sl * n
+        qz = self.z0 + self.cp * n
+        # q + t * up on the ellipsoid: A t^2 + B t + C = 0; the root near 0, in the cancellation-free form.
+        ia, ib = 1 / (_WGS84_A * _WGS84_A), 1 / (_WGS84_B * _WGS84_B)
+        qa = (ux * ux + uy * uy) * ia + uz * uz * ib
+        qb = 2 * ((qx * ux + qy * uy) * ia + qz * uz * ib)
+        qc = (qx * qx + qy * qy) * ia + qz * qz * ib - 1
+        t = -2 * qc / (qb + np.sqrt(qb * qb - 4 * qa * qc))
+        x, y, z = qx + t * ux, qy + t * uy, qz + t * uz
+        p = np.hypot(x, y)
+        theta = np.arctan2(z * _WGS84_A, p * _WGS84_B)
+        lat = np.arctan2(z + _WGS84_EP2 * _WGS84_B * np.sin(theta) ** 3, p - _WGS84_E2 * _WGS84_A * np.cos(theta) ** 3)
+        out = np.empty_like(c)
+        out[:, 0] = np.arctan2(y, x) / _RAD
+        out[:, 1] = lat / _RAD
+        return out
+
+    def point(self, x: float, y: float) -> LonLat:
+        lon, lat = self.inverse(np.array([[x, y]]))[0].tolist()
+        return float(lon), float(lat)
 
 
 def _index_box(bounds: tuple[float, float, float, float], extra_m: float) -> tuple[float, float, float, float]:
     """``bounds`` widened by ``extra_m`` metres, never less (see the module docstring for why)."""
     minx, miny, maxx, maxy = bounds
     reach = (extra_m + LIMITS.max_margin_m + LIMITS.max_radius_m) * _BOX_SLACK / _M_PER_DEG_LAT_MIN
-    lat = min(89.9, max(abs(miny), abs(maxy)) + reach)
+    # +1 degree: a geodesic bulges poleward of its end points (about 0.4 degree for 600 km at lat 80).
+    lat = min(89.9, max(abs(miny), abs(maxy)) + reach + 1.0)
     dlat = extra_m * _BOX_SLACK / _M_PER_DEG_LAT_MIN + 1e-9
     dlon = extra_m * _BOX_SLACK / (_M_PER_DEG_LON_EQ_MIN * math.cos(lat * _RAD)) + 1e-9
     return (minx - dlon, miny - dlat, maxx + dlon, maxy + dlat)
@@ -291,10 +340,10 @@ def _parse_area(area: object, radius_m: int) -> _Shape:
             raise NoticeError("Point needs radius_m > 0 (the radius of the area around the point, in metres)")
         lon, lat = _position(coords)
         geom = shapely.Point(lon, lat)
-        kx, ky = _scales(lat)
         disc = shapely.buffer(shapely.Point(0.0, 0.0), float(radius_m), quad_segs=16)
-        display = _from_local(disc, lon, lat, kx, ky)
-        bounds = (lon - radius_m / kx, lat - radius_m / ky, lon + radius_m / kx, lat + radius_m / ky)
+        display = shapely.transform(disc, _Plane(lon, lat).inverse)
+        minx, miny, maxx, maxy = (float(b) for b in display.bounds)
+        bounds = (minx, miny, maxx, maxy)
         normal = (lon, lat)
         points = 1
     else:
@@ -526,8 +575,6 @@ def _check_ref(ref: str, name: str) -> None:
 
 # --- conflicts ----------------------------------------------------------------------------------
 
-LonLat = tuple[float, float]
-
 
 @dataclass(frozen=True, kw_only=True)
 class Conflict:
@@ -572,28 +619,43 @@ class Conflict:
         return content
 
 
-def _separation(a: _Shape, b: _Shape) -> tuple[float, tuple[LonLat, LonLat] | None]:
-    """Metres between two areas (0 if they touch or overlap) and their nearest points when apart."""
+def _separation(a: _Shape, b: _Shape, limit: float) -> tuple[float, tuple[LonLat, LonLat] | None] | None:
+    """Metres between two areas (0 if they touch or overlap) and their nearest points when apart;
+    None as soon as they are certainly more than ``limit`` metres apart."""
     if shapely.intersects(a.geom, b.geom):
         return 0.0, None
-    lon0 = (a.bounds[0] + a.bounds[2] + b.bounds[0] + b.bounds[2]) / 4
-    lat0 = (a.bounds[1] + a.bounds[3] + b.bounds[1] + b.bounds[3]) / 4
+    # Edges are straight in lon/lat (RFC 7946) but curve slightly in the plane: densify first.
+    ga = shapely.segmentize(a.geom, _DENSIFY_DEG) if a.radius_m == 0 else a.geom
+    gb = shapely.segmentize(b.geom, _DENSIFY_DEG) if b.radius_m == 0 else b.geom
+    # A cheap lower bound: lon/lat scaled by the fewest metres a degree can hold on the way (+1 degree
+    # of latitude for the poleward bulge of a geodesic). Most candidates from the index stop here.
+    reach = min(89.9, max(abs(a.bounds[1]), abs(a.bounds[3]), abs(b.bounds[1]), abs(b.bounds[3])) + 1.0)
+    scale = np.array([_M_PER_DEG_LON_EQ_MIN * math.cos(reach * _RAD), _M_PER_DEG_LAT_MIN])
+    sa, sb = shapely.transform([ga, gb], lambda c: c * scale)
+    radii = a.radius_m + b.radius_m
+    if shapely.distance(sa, sb) * (1 - 1e-3) - 2.0 - radii > limit:
+        return None
+    # First centre: the middle of the nearest points in that scaled view; then re-centre the tangent
+    # plane on the middle of its own nearest points until it settles (0.1 m: the distance is flat there).
+    (u1, v1), (u2, v2) = shapely.get_coordinates(shapely.shortest_line(sa, sb)).tolist()
+    plane = _Plane((u1 + u2) / 2 / scale[0], (v1 + v2) / 2 / scale[1])
     for _ in range(4):
-        kx, ky = _scales(lat0)
-        line = shapely.shortest_line(_to_local(a.geom, lon0, lat0, kx, ky), _to_local(b.geom, lon0, lat0, kx, ky))
-        (x1, y1), (x2, y2) = shapely.get_coordinates(line).tolist()
-        mid_lon, mid_lat = lon0 + (x1 + x2) / 2 / kx, lat0 + (y1 + y2) / 2 / ky
-        if abs(mid_lon - lon0) < 1e-7 and abs(mid_lat - lat0) < 1e-7:
+        pa, pb = shapely.transform([ga, gb], plane.forward)
+        (x1, y1), (x2, y2) = shapely.get_coordinates(shapely.shortest_line(pa, pb)).tolist()
+        lon0, lat0 = plane.point((x1 + x2) / 2, (y1 + y2) / 2)
+        if abs(lon0 - plane.lon0) < 1e-6 and abs(lat0 - plane.lat0) < 1e-6:
             break
-        lon0, lat0 = mid_lon, mid_lat
+        plane = _Plane(lon0, lat0)
     d = math.hypot(x2 - x1, y2 - y1)
-    gap = d - a.radius_m - b.radius_m
+    gap = d - radii
     if gap <= 0:
         return 0.0, None
     ux, uy = (x2 - x1) / d, (y2 - y1) / d
-    pa = (lon0 + (x1 + ux * a.radius_m) / kx, lat0 + (y1 + uy * a.radius_m) / ky)
-    pb = (lon0 + (x2 - ux * b.radius_m) / kx, lat0 + (y2 - uy * b.radius_m) / ky)
-    return gap, (pa, pb)
+    ends = plane.inverse(
+        np.array([[x1 + ux * a.radius_m, y1 + uy * a.radius_m], [x2 - ux * b.radius_m, y2 - uy * b.radius_m]])
+    )
+    (lon1, lat1), (lon2, lat2) = ends.tolist()
+    return gap, ((lon1, lat1), (lon2, lat2))
 
 
 def _overlaps(a: Notice, b: Notice) -> bool:
@@ -605,9 +667,10 @@ def check_pair(a: Notice, b: Notice) -> Conflict | None:
     if not _overlaps(a, b):
         return None
     margin = max(a.margin_m, b.margin_m)
-    distance, nearest = _separation(a._shape, b._shape)
-    if distance > margin:
+    found = _separation(a._shape, b._shape, margin)
+    if found is None or found[0] > margin:
         return None
+    distance, nearest = found
     where: Mapping[str, Any]
     if nearest is None:
         overlap = shapely.intersection(a._shape.display, b._shape.display)
@@ -639,7 +702,6 @@ def check_pair(a: Notice, b: Notice) -> Conflict | None:
 
 # --- the spatial index --------------------------------------------------------------------------
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -659,83 +721,97 @@ def _filter(cols: IntArray, n: Notice) -> BoolArray:
 
 
 class _Index:
-    """STRtree over a bulk snapshot + a vectorised list of later additions; removals are tombstones."""
+    """STRtree over the rows present at the last build, plus rows appended since (scanned with numpy).
+
+    One row per notice ever inserted since the last build: its index box, (start, end, floor,
+    ceiling) and whether it is still alive. Removals are tombstones; a build drops them.
+    """
 
     def __init__(self, rebuild_after: int) -> None:
         self.rebuild_after = rebuild_after
         self.rebuilds = 0
         self._tree: Any = None
-        self._tree_refs: list[str] = []
-        self._tree_cols: IntArray = np.empty((0, 4), dtype=np.int64)
-        self._tree_alive: BoolArray = np.empty(0, dtype=np.bool_)
-        self._tree_dead = 0
-        self._d_refs: list[str] = []
-        self._d_box: FloatArray = np.empty((64, 4), dtype=np.float64)
-        self._d_cols: IntArray = np.empty((64, 4), dtype=np.int64)
-        self._d_alive: BoolArray = np.zeros(64, dtype=np.bool_)
-        self._pos: dict[str, tuple[bool, int]] = {}
+        self._boxes: FloatArray = np.empty((0, 4), dtype=np.float64)
+        self._cols: IntArray = np.empty((0, 4), dtype=np.int64)
+        self._alive: BoolArray = np.empty(0, dtype=np.bool_)
+        self._refs: list[str] = []
+        self._pos: dict[str, int] = {}
+        self._rows = 0  # rows in use
+        self._tree_rows = 0  # rows [0, _tree_rows) are in the tree
+        self._dead = 0
 
-    def rebuild(self, notices: Sequence[Notice]) -> FloatArray:
-        """Index exactly ``notices``; returns their boxes (row i is notices[i])."""
+    def load(self, notices: Sequence[Notice]) -> tuple[FloatArray, IntArray]:
+        """Index exactly ``notices`` (row i is notices[i]); returns their boxes and columns."""
+        self._boxes = np.array([_box_of(n) for n in notices], dtype=np.float64).reshape(-1, 4)
+        self._cols = np.array([_cols_of(n) for n in notices], dtype=np.int64).reshape(-1, 4)
+        self._alive = np.ones(len(notices), dtype=np.bool_)
+        self._refs = [n.ref for n in notices]
+        self._pos = {ref: i for i, ref in enumerate(self._refs)}
+        self._rows, self._dead = len(notices), 0
+        self.rebuild()
+        return self._boxes, self._cols
+
+    def rebuild(self) -> None:
         self.rebuilds += 1
-        boxes = np.array([_box_of(n) for n in notices], dtype=np.float64).reshape(-1, 4)
-        self._tree = shapely.STRtree(shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]))
-        self._tree_refs = [n.ref for n in notices]
-        self._tree_cols = np.array([_cols_of(n) for n in notices], dtype=np.int64).reshape(-1, 4)
-        self._tree_alive = np.ones(len(notices), dtype=np.bool_)
-        self._tree_dead = 0
-        self._d_refs = []
-        self._d_alive[:] = False
-        self._pos = {ref: (True, i) for i, ref in enumerate(self._tree_refs)}
-        return boxes
+        n = self._rows
+        if self._dead:
+            keep = np.flatnonzero(self._alive[:n])
+            self._boxes, self._cols = self._boxes[keep], self._cols[keep]
+            self._refs = [self._refs[i] for i in keep.tolist()]
+            self._pos = {ref: i for i, ref in enumerate(self._refs)}
+            n = self._rows = len(keep)
+            self._alive = np.ones(n, dtype=np.bool_)
+            self._dead = 0
+        b = self._boxes[:n]
+        self._tree = shapely.STRtree(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])) if n else None
+        self._tree_rows = n
 
     def insert(self, n: Notice) -> None:
-        i = len(self._d_refs)
-        if i == len(self._d_alive):
-            grow = 2 * i
-            self._d_box = np.resize(self._d_box, (grow, 4))
-            self._d_cols = np.resize(self._d_cols, (grow, 4))
-            self._d_alive = np.concatenate([self._d_alive, np.zeros(grow - i, dtype=np.bool_)])
-        self._d_box[i] = _box_of(n)
-        self._d_cols[i] = _cols_of(n)
-        self._d_alive[i] = True
-        self._d_refs.append(n.ref)
-        self._pos[n.ref] = (False, i)
+        row = self._rows
+        if row == len(self._alive):
+            grow = max(64, 2 * row)
+            self._boxes = np.concatenate([self._boxes[:row], np.zeros((grow - row, 4))])
+            self._cols = np.concatenate([self._cols[:row], np.zeros((grow - row, 4), dtype=np.int64)])
+            self._alive = np.concatenate([self._alive[:row], np.zeros(grow - row, dtype=np.bool_)])
+        self._boxes[row] = _box_of(n)
+        self._cols[row] = _cols_of(n)
+        self._alive[row] = True
+        if row < len(self._refs):
+            self._refs[row] = n.ref
+        else:
+            self._refs.append(n.ref)
+        self._pos[n.ref] = row
+        self._rows = row + 1
 
     def remove(self, ref: str) -> None:
-        in_tree, i = self._pos.pop(ref)
-        if in_tree:
-            self._tree_alive[i] = False
-            self._tree_dead += 1
-        else:
-            self._d_alive[i] = False
+        self._alive[self._pos.pop(ref)] = False
+        self._dead += 1
 
     def stale(self, alive: int) -> bool:
         """Whether the next query should come from a fresh tree (too many additions or tombstones)."""
-        return len(self._d_refs) > self.rebuild_after or self._tree_dead > max(self.rebuild_after, alive // 4)
+        return self._rows - self._tree_rows > self.rebuild_after or self._dead > max(self.rebuild_after, alive // 4)
 
     def candidates(self, n: Notice) -> list[str]:
         """Refs whose box meets ``n``'s and whose window and band overlap ``n``'s (a superset of conflicts)."""
         box = _box_of(n)
-        out: list[str] = []
-        if self._tree is not None and self._tree_refs:
+        hits: list[int] = []
+        if self._tree is not None:
             idx = self._tree.query(shapely.box(*box))
-            idx = idx[self._tree_alive[idx]]
-            idx = idx[_filter(self._tree_cols[idx], n)]
-            out.extend(self._tree_refs[i] for i in idx.tolist())
-        k = len(self._d_refs)
-        if k:
-            b = self._d_box[:k]
+            idx = idx[self._alive[idx]]
+            hits.extend(idx[_filter(self._cols[idx], n)].tolist())
+        lo, hi = self._tree_rows, self._rows
+        if hi > lo:
+            b = self._boxes[lo:hi]
             hit = (
-                self._d_alive[:k]
+                self._alive[lo:hi]
                 & (b[:, 0] <= box[2])
                 & (b[:, 2] >= box[0])
                 & (b[:, 1] <= box[3])
                 & (b[:, 3] >= box[1])
-                & _filter(self._d_cols[:k], n)
+                & _filter(self._cols[lo:hi], n)
             )
-            out.extend(self._d_refs[i] for i in np.flatnonzero(hit).tolist())
-        return out
+            hits.extend((np.flatnonzero(hit) + lo).tolist())
+        return [self._refs[i] for i in hits]
 
 
 # --- the board ----------------------------------------------------------------------------------
@@ -767,11 +843,10 @@ class NoticeBoard:
             self._notices[n.ref] = n
         self._ends = [(n.end, n.ref) for n in notices]
         heapq.heapify(self._ends)
-        boxes = self._index.rebuild(notices)
+        boxes, cols = self._index.load(notices)
         if len(notices) < 2:
             return
         geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
-        cols = np.array([_cols_of(n) for n in notices], dtype=np.int64)
         tree = self._index._tree
         for lo in range(0, len(notices), 4096):
             qi, ti = tree.query(geoms[lo : lo + 4096])
@@ -808,7 +883,7 @@ class NoticeBoard:
     def check(self, notice: Notice, *, replacing: str | None = None) -> list[Conflict]:
         """The conflicts ``notice`` would have, without changing the board (e.g. before filing it)."""
         if self._index.stale(len(self._notices)):
-            self._index.rebuild(list(self._notices.values()))
+            self._index.rebuild()
         found: list[Conflict] = []
         for ref in self._index.candidates(notice):
             if ref == replacing or ref == notice.ref:

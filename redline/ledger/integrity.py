@@ -1,0 +1,160 @@
+"""Is a store whole? Checked every time a store is opened, before the station uses it.
+
+Why our own checks and not only SQLite's: SQLite treats damage to the write-ahead log as the end
+of the log. A flipped bit in one WAL frame makes it ignore that frame *and every committed
+transaction after it*, silently, and the first connection that closes then checkpoints what is
+left and deletes the WAL, so the loss becomes permanent and the evidence is gone. A store file cut
+short reads as a smaller database until a query reaches the missing pages. So:
+
+1. ``check_files`` reads the raw bytes before SQLite is given the store: the database header
+   against the file size (truncation), and every WAL frame with SQLite's own checksum rule
+   (https://www.sqlite.org/fileformat2.html#walformat), looking for committed transactions
+   *beyond* the first bad frame, which SQLite would drop.
+2. ``quick_check`` runs ``PRAGMA quick_check`` (every b-tree page, cell and freelist; zeroed or
+   overwritten pages) on a separate read-only connection, so that a refused store is never
+   checkpointed: its files are kept as they were found, for the recovery and for evidence.
+
+Damage is reported as ``StorageError`` naming what is damaged and how to recover (``RECOVERY``).
+A WAL cut short at a frame boundary cannot be told from a crash before COMMIT; the peer's HELLO
+catches that case (it holds more of our chain: we recover it, guarantee 2).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from pathlib import Path
+
+from redline.errors import StorageError
+
+_DB_MAGIC = b"SQLite format 3\x00"
+_WAL_MAGICS = (0x377F0682, 0x377F0683)  # checksums in little-endian / big-endian words
+_WAL_HEADER = struct.Struct(">IIIIIIII")
+_FRAME_HEADER = struct.Struct(">IIIIII")
+
+
+def recovery(path: Path) -> str:
+    """What the operator does about a damaged store (docs/OPERATIONS.md section 5)."""
+    return (
+        f"The station will not start on a damaged store: nothing it holds is rewritten or dropped. To recover: "
+        f"move {path.name} and its -wal and -shm files aside (keep them as evidence), put the latest backup in "
+        f"their place (sqlite3 {path.name} \".backup FILE\" makes one) and start again: the station then "
+        "re-fetches from the peer, and verifies, whatever the backup lacks, both chains, and no seq is reused. "
+        "With no backup, the peer's copy is whole: ask its operator for its bundle ('redline export') and "
+        "pair again"
+    )
+
+
+def _damaged(path: Path, what: str) -> StorageError:
+    return StorageError(f"store {path} is damaged: {what}. {recovery(path)}")
+
+
+def _checksum(data: bytes, s0: int, s1: int, big_endian: bool) -> tuple[int, int]:
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def _wal_pages(path: Path, wal: Path) -> tuple[int, set[int]]:
+    """(database size in pages after the last commit SQLite will read, pages the WAL holds).
+
+    Raises if the WAL holds committed transactions that SQLite would not read."""
+    try:
+        data = wal.read_bytes()
+    except FileNotFoundError:
+        return 0, set()
+    if len(data) < _WAL_HEADER.size:
+        return 0, set()  # an empty WAL (or one whose header was never finished): nothing committed
+    magic, _version, page_size, _cp, salt1, salt2, c1, c2 = _WAL_HEADER.unpack_from(data)
+    frame_size = _FRAME_HEADER.size + page_size
+    valid_size = page_size >= 512 and page_size & (page_size - 1) == 0 and page_size <= 65536
+    frames = (len(data) - _WAL_HEADER.size) // frame_size if valid_size else 0
+    big = magic == _WAL_MAGICS[1]
+    if magic not in _WAL_MAGICS or not valid_size or _checksum(data[:24], 0, 0, big) != (c1, c2):
+        if frames:
+            raise _damaged(path, f"the header of its write-ahead log {wal.name} is corrupt, so SQLite would ignore "
+                           f"all {frames} frame(s) it holds: every transaction since the last checkpoint")  # fmt: skip
+        return 0, set()
+    s0, s1 = c1, c2
+    db_pages, pages, held = 0, set[int](), set[int]()
+    bad_at: int | None = None
+    for i in range(frames):
+        off = _WAL_HEADER.size + i * frame_size
+        page, commit, f_salt1, f_salt2, f_c1, f_c2 = _FRAME_HEADER.unpack_from(data, off)
+        if (f_salt1, f_salt2) != (salt1, salt2):
+            bad_at = i  # a frame of an older generation of the log: the normal end
+            break
+        s0, s1 = _checksum(data[off : off + 8], s0, s1, big)
+        s0, s1 = _checksum(data[off + 24 : off + frame_size], s0, s1, big)
+        if (s0, s1) != (f_c1, f_c2) or page == 0:
+            bad_at = i
+            break
+        pages.add(page)
+        if commit:
+            db_pages, held = commit, set(pages)
+    if bad_at is not None:
+        lost = 0
+        for j in range(bad_at, frames):
+            _, commit, f_salt1, f_salt2, _, _ = _FRAME_HEADER.unpack_from(data, _WAL_HEADER.size + j * frame_size)
+            if (f_salt1, f_salt2) == (salt1, salt2) and commit:
+                lost += 1
+        if lost:
+            raise _damaged(
+                path,
+                f"its write-ahead log {wal.name} is corrupt at frame {bad_at + 1} of {frames}; SQLite would "
+                f"silently drop the {lost} committed transaction(s) after it (if the machine lost power while "
+                "writing, the last of them may be one that was never acknowledged)",
+            )
+    return db_pages, held
+
+
+def check_files(path: Path) -> None:
+    """Refuse a store whose files are cut short or whose WAL would lose committed transactions.
+
+    Reads only; run it before SQLite opens the store. A file that is not an SQLite database at all
+    is left to SQLite (its own error says so)."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+        size = f.seek(0, 2)
+    if len(header) < 100 or not header.startswith(_DB_MAGIC):
+        if 0 < size < 100 and _DB_MAGIC.startswith(header[:16]):
+            raise _damaged(path, f"the file is truncated to {size} bytes, shorter than an SQLite header")
+        return
+    (page_size,) = struct.unpack_from(">H", header, 16)
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        raise _damaged(path, f"its header names an impossible page size ({page_size})")
+    wal_pages, in_wal = _wal_pages(path, path.with_name(path.name + "-wal"))
+    if size % page_size:
+        raise _damaged(path, f"the file is truncated: {size} bytes is not a whole number of {page_size}-byte pages")
+    (change, header_pages) = struct.unpack_from(">II", header, 24)
+    (valid_for,) = struct.unpack_from(">I", header, 92)
+    needed = wal_pages or (header_pages if header_pages and change == valid_for else 0)
+    missing = [p for p in range(size // page_size + 1, needed + 1) if p not in in_wal]
+    if missing:
+        raise _damaged(
+            path,
+            f"the file is truncated: it holds {size // page_size} pages of {page_size} bytes, the database has "
+            f"{needed}, and {len(missing)} of the missing pages are nowhere else (not in the write-ahead log)",
+        )
+
+
+def quick_check(path: Path, db: sqlite3.Connection) -> None:
+    """``PRAGMA quick_check`` on a separate read-only connection, while ``db`` (the caller's, which
+    has read the store) is open. On damage ``db`` is closed first, so the read-only connection is
+    the last to close the WAL and cannot checkpoint it: a store found damaged keeps its files as
+    they were (nothing checkpointed into it, no WAL deleted), for the recovery and for evidence."""
+    ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        try:
+            rows = [str(r[0]) for r in ro.execute("PRAGMA quick_check(20)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            db.close()
+            shown = "; ".join(rows[:5]) + (f"; and {len(rows) - 5} more" if len(rows) > 5 else "")
+            raise _damaged(path, f"SQLite's integrity check found {len(rows)} problem(s): {shown}")
+    finally:
+        ro.close()
