@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -186,6 +187,8 @@ class Station:
                 data = len(payload).to_bytes(4, "big") + payload
                 await self._perform(session, session.receive(path, data, time.monotonic(), self.wall()))
                 self._schedule_flush()
+        except StorageError as exc:
+            self._storage_failed(session, exc)
         except RedlineError as exc:
             log.info("path %s of line %s: %s", path, line[:8], exc)
         finally:
@@ -224,9 +227,36 @@ class Station:
         """Group commit: everything that arrived in this burst shares one fsync."""
         self._flush_scheduled = False
         for session in list(self.sessions.values()):
-            actions = session.flush(self.wall())
+            try:
+                actions = session.flush(self.wall())
+            except StorageError as exc:
+                self._storage_failed(session, exc)
+                continue
             self._wake_receipt_waiters(session)
             await self._perform(session, actions)
+
+    def _storage_failed(self, session: LineSession, exc: StorageError) -> None:
+        """A write failed (disk full, I/O error): that transaction stored, receipted and sent nothing.
+
+        The session's memory ran ahead of the store (chain tails, link, outbox count, ops), so it is
+        rebuilt from the store, as a restart would, and the line's connections are dropped: the peer
+        redials and resends whatever we did not receipt. Until the store takes writes again every
+        acceptance fails the same way, with this reason; nothing unstored is ever acknowledged."""
+        line = session.line
+        self.alarm(
+            line, "alarm",
+            f"STORAGE FAILURE: {exc}. Nothing that was not stored has been receipted or acknowledged; the line "
+            "accepts nothing until the store can be written again (free disk space, check the disk); the peer "
+            "keeps and resends what we did not receipt",
+        )  # fmt: skip
+        for (conn_line, _), conn in list(self._conns.items()):
+            if conn_line == line:
+                conn.abort()
+        if self.sessions.get(line) is session:
+            try:
+                self._open_session(self.ledger.line(line))
+            except (RedlineError, sqlite3.DatabaseError) as again:
+                self.alarm(line, "alarm", f"STORAGE FAILURE: the store cannot be read back either: {again}")
 
     def _wake_receipt_waiters(self, session: LineSession) -> None:
         waiters = self._receipt_waiters.get(session.line)
@@ -267,7 +297,10 @@ class Station:
         now, wall = time.monotonic(), self.wall()
         for session in list(self.sessions.values()):
             await self._perform(session, session.tick(now, wall))
-            self._ops_due(session, wall)
+            try:
+                self._ops_due(session, wall)
+            except StorageError as exc:
+                self._storage_failed(session, exc)
         self._schedule_flush()
 
     def _ops_due(self, session: LineSession, wall: int) -> None:
@@ -333,7 +366,7 @@ class Station:
         """File anything an operator may file (ops.engine.OPERATOR_KINDS), checked before acceptance."""
         session = self.session(line)
         ops = self.ops[session.line]
-        content = check_operator_content(ops, kind, content)
+        content = check_operator_content(ops, kind, content, functools.partial(self._find, session.line))
         if kind == "CALL_REQUEST" and "expires" not in content:
             content = {**content, "expires": self.wall() + int(self.limits.call_request_ttl_seconds * 1000)}
         if kind in PERSON_SIGNED_KINDS:
@@ -378,6 +411,9 @@ class Station:
             for _, _, _, _, _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
+            if isinstance(exc, StorageError):  # rolled back: the sessions' memory ran ahead of the store
+                for session in {id(item[0]): item[0] for item in batch}.values():
+                    self._storage_failed(session, exc)
             return
         for fut, outcome in done:
             if isinstance(outcome, BaseException):
@@ -387,6 +423,16 @@ class Station:
         for session, actions in flushed:
             self._wake_receipt_waiters(session)
             await self._perform(session, actions)
+
+    def _find(self, line: str, prefix: str) -> list[Entry]:
+        """Envelopes of ``line`` whose id starts with ``prefix``: ops' own, then the ledger's."""
+        found = [e for eid, e in self.ops[line].entries.items() if eid.startswith(prefix)]
+        if found or len(prefix) < 6:
+            return found
+        return [
+            _entry(split(raw), sender == self.keys.fingerprint, stored_at)
+            for sender, raw, stored_at in self.ledger.find_by_id_prefix(line, prefix, limit=2)
+        ]
 
     def _roster_intent(self, ops: LineOps) -> Intent | None:
         """A ROSTER envelope when our users differ from what we last published to the peer."""
@@ -416,7 +462,12 @@ class Station:
                 "that safety code does not match the one computed for this line; do NOT confirm. Compare "
                 "again by voice; if they still differ, the pairing may be intercepted: pair again"
             )
-        await self._perform(session, session.confirm(self.wall()))
+        try:
+            actions = session.confirm(self.wall())
+        except StorageError as exc:
+            self._storage_failed(session, exc)
+            raise
+        await self._perform(session, actions)
         self._schedule_flush()
         return {"line": session.line, "confirmed_local": True, "confirmed_peer": session.record.confirmed_peer}
 
@@ -581,10 +632,11 @@ class Station:
             )  # fmt: skip
         if op == "resolve":
             session = self.session(request["line"])
-            return check_operator_content(self.ops[session.line], request["kind"], request["content"])
+            find = functools.partial(self._find, session.line)
+            return check_operator_content(self.ops[session.line], request["kind"], request["content"], find)
         if op == "has":
             session = self.session(request["line"])
-            return any(eid.startswith(request["id"]) for eid in self.ops[session.line].entries)
+            return bool(self._find(session.line, request["id"]))
         if op == "view":
             return self.view(request["line"], request["what"])
         if op == "clock":

@@ -314,6 +314,16 @@ class Ledger:
             )
         )
 
+    def find_by_id_prefix(self, line: str, prefix: str, limit: int = 2) -> list[tuple[str, bytes, int]]:
+        """(sender, raw, stored_at) of envelopes whose id starts with ``prefix`` (hex)."""
+        if not all(c in "0123456789abcdef" for c in prefix):
+            return []
+        rows = self._db.execute(
+            "SELECT sender, raw, stored_at FROM envelopes WHERE line=? AND id >= ? AND id < ? LIMIT ?",
+            (line, prefix, prefix + "g", limit),
+        ).fetchall()
+        return [(r[0], bytes(r[1]), r[2]) for r in rows]
+
     def stored_at(self, line: str, sender: str, seq: int) -> int:
         row = self._db.execute(
             "SELECT stored_at FROM envelopes WHERE line=? AND sender=? AND seq=?", (line, sender, seq)

@@ -8,6 +8,7 @@ overdue fires on the first ``due``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from redline.config import Limits
@@ -29,13 +30,16 @@ class LineOps:
         self.calls = Calls(ttl_ms=int(limits.call_request_ttl_seconds * 1000))
         self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}  # ours? -> name -> person
         self.translations: dict[str, list[dict[str, Any]]] = {}
+        # Envelopes ops may need to find again by id. Plain TEXT is not kept here (a line carries
+        # mostly text, and memory must stay flat): references to it are found in the ledger.
         self.entries: dict[str, Entry] = {}
         self.refused: list[tuple[Entry, str]] = []
         self._our_seq_to_id: dict[int, str] = {}
 
     def observe(self, e: Entry) -> list[Alarm]:
         out = Outbox()
-        self.entries[e.id] = e
+        if e.kind != "TEXT":
+            self.entries[e.id] = e
         if e.ours:
             self._our_seq_to_id[e.seq] = e.id
         if e.kind == "ROSTER":
@@ -104,9 +108,12 @@ _TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def check_operator_content(ops: LineOps, kind: str, content: dict[str, Any]) -> dict[str, Any]:
+def check_operator_content(
+    ops: LineOps, kind: str, content: dict[str, Any], find: Callable[[str], list[Entry]] | None = None
+) -> dict[str, Any]:
     """Refuse what an operator may not file, before it is accepted; return the content with each
-    reference completed to (sender, seq, id) from a unique id prefix."""
+    reference completed to (sender, seq, id) from a unique id prefix. ``find`` looks up envelopes
+    ops does not keep (plain TEXT) by id prefix."""
     from redline.errors import LocalProtocolError
 
     if kind not in OPERATOR_KINDS:
@@ -124,6 +131,8 @@ def check_operator_content(ops: LineOps, kind: str, content: dict[str, Any]) -> 
         raise LocalProtocolError(f"{kind} must name the envelope it answers ('{field}': an id of 6+ hex digits)")
     kinds, whose = _TARGETS[kind]
     matches = [e for eid, e in ops.entries.items() if eid.startswith(prefix)]
+    if find is not None:
+        matches += [e for e in find(prefix) if e.id not in ops.entries]
     if len(matches) != 1:
         raise LocalProtocolError(f"no single envelope on this line has an id starting {prefix!r}")
     target = matches[0]

@@ -52,6 +52,7 @@ derives it from the envelope, so a peer cannot claim, amend or withdraw a ref th
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import re
@@ -203,8 +204,23 @@ class _Plane:
         return out
 
     def point(self, x: float, y: float) -> LonLat:
-        lon, lat = self.inverse(np.array([[x, y]]))[0].tolist()
-        return float(lon), float(lat)
+        """``inverse`` for one point, in plain floats (numpy costs more than the sums for one point)."""
+        ux, uy, uz = self.cp * self.cl, self.cp * self.sl, self.sp
+        qx = self.x0 - self.sl * x - self.sp * self.cl * y
+        qy = self.y0 + self.cl * x - self.sp * self.sl * y
+        qz = self.z0 + self.cp * y
+        ia, ib = 1 / (_WGS84_A * _WGS84_A), 1 / (_WGS84_B * _WGS84_B)
+        qa = (ux * ux + uy * uy) * ia + uz * uz * ib
+        qb = 2 * ((qx * ux + qy * uy) * ia + qz * uz * ib)
+        qc = (qx * qx + qy * qy) * ia + qz * qz * ib - 1
+        t = -2 * qc / (qb + math.sqrt(qb * qb - 4 * qa * qc))
+        px, py, pz = qx + t * ux, qy + t * uy, qz + t * uz
+        p = math.hypot(px, py)
+        theta = math.atan2(pz * _WGS84_A, p * _WGS84_B)
+        lat = math.atan2(
+            pz + _WGS84_EP2 * _WGS84_B * math.sin(theta) ** 3, p - _WGS84_E2 * _WGS84_A * math.cos(theta) ** 3
+        )
+        return math.atan2(py, px) / _RAD, lat / _RAD
 
 
 def _index_box(bounds: tuple[float, float, float, float], extra_m: float) -> tuple[float, float, float, float]:
@@ -581,9 +597,11 @@ class Conflict:
     """Two active notices that conflict: when, at which altitudes, how far apart, and where.
 
     ``a`` is the notice whose arrival found the conflict, ``b`` the one already on the board.
-    ``distance_m`` is rounded up to whole metres, so 0 means the areas touch or overlap. ``where`` is
-    GeoJSON for a map: the overlap of the two areas when they touch or overlap, else the midpoint
-    between their nearest points; ``nearest`` gives those two points (None when they touch).
+    ``distance_m`` is rounded up to whole metres, so 0 means the areas touch or overlap; ``nearest``
+    gives the nearest points of a's and b's areas when they are apart (None when they touch).
+    ``where`` is GeoJSON for a map, worked out when first asked for (a board may hold hundreds of
+    thousands of conflicts and show a few): the overlap of the two areas when they touch or overlap,
+    else the midpoint between the nearest points.
     """
 
     a: str
@@ -592,8 +610,22 @@ class Conflict:
     band_overlap: tuple[int, int]
     distance_m: int
     margin_m: int
-    where: Mapping[str, Any] = field(hash=False)
     nearest: tuple[LonLat, LonLat] | None = None
+    _areas: tuple[_Shape, _Shape] | None = field(default=None, repr=False, compare=False, hash=False)
+
+    @functools.cached_property
+    def where(self) -> Mapping[str, Any]:
+        if self.nearest is not None:
+            (lon1, lat1), (lon2, lat2) = self.nearest
+            return _geojson(shapely.Point((lon1 + lon2) / 2, (lat1 + lat2) / 2))
+        if self._areas is None:
+            return MappingProxyType({"type": "GeometryCollection", "geometries": ()})
+        a, b = self._areas
+        overlap = shapely.intersection(a.display, b.display)
+        if overlap.is_empty:  # discs that touch closer than their 64-gons show
+            ca, cb = a.geom.centroid, b.geom.centroid
+            overlap = shapely.Point((ca.x + cb.x) / 2, (ca.y + cb.y) / 2)
+        return _geojson(overlap)
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -636,14 +668,15 @@ def _separation(a: _Shape, b: _Shape, limit: float) -> tuple[float, tuple[LonLat
     if shapely.distance(sa, sb) * (1 - 1e-3) - 2.0 - radii > limit:
         return None
     # First centre: the middle of the nearest points in that scaled view; then re-centre the tangent
-    # plane on the middle of its own nearest points until it settles (0.1 m: the distance is flat there).
+    # plane on the middle of its own nearest points until it moves less than 0.01 degree (about 1 km:
+    # a plane centred that close measures the gap to well under a metre).
     (u1, v1), (u2, v2) = shapely.get_coordinates(shapely.shortest_line(sa, sb)).tolist()
     plane = _Plane((u1 + u2) / 2 / scale[0], (v1 + v2) / 2 / scale[1])
     for _ in range(4):
         pa, pb = shapely.transform([ga, gb], plane.forward)
         (x1, y1), (x2, y2) = shapely.get_coordinates(shapely.shortest_line(pa, pb)).tolist()
         lon0, lat0 = plane.point((x1 + x2) / 2, (y1 + y2) / 2)
-        if abs(lon0 - plane.lon0) < 1e-6 and abs(lat0 - plane.lat0) < 1e-6:
+        if abs(lon0 - plane.lon0) < 0.01 and abs(lat0 - plane.lat0) < 0.01:
             break
         plane = _Plane(lon0, lat0)
     d = math.hypot(x2 - x1, y2 - y1)
@@ -671,23 +704,10 @@ def check_pair(a: Notice, b: Notice) -> Conflict | None:
     if found is None or found[0] > margin:
         return None
     distance, nearest = found
-    where: Mapping[str, Any]
-    if nearest is None:
-        overlap = shapely.intersection(a._shape.display, b._shape.display)
-        if overlap.is_empty:  # discs that touch closer than their 64-gons show
-            overlap = shapely.Point(
-                (a._shape.geom.centroid.x + b._shape.geom.centroid.x) / 2,
-                (a._shape.geom.centroid.y + b._shape.geom.centroid.y) / 2,
-            )
-        where = _geojson(overlap)
-        rounded: tuple[LonLat, LonLat] | None = None
-    else:
+    rounded: tuple[LonLat, LonLat] | None = None
+    if nearest is not None:
         (lon1, lat1), (lon2, lat2) = nearest
-        where = _geojson(shapely.Point((lon1 + lon2) / 2, (lat1 + lat2) / 2))
-        rounded = (
-            (round(lon1, DECIMALS), round(lat1, DECIMALS)),
-            (round(lon2, DECIMALS), round(lat2, DECIMALS)),
-        )
+        rounded = ((round(lon1, DECIMALS), round(lat1, DECIMALS)), (round(lon2, DECIMALS), round(lat2, DECIMALS)))
     return Conflict(
         a=a.ref,
         b=b.ref,
@@ -695,8 +715,8 @@ def check_pair(a: Notice, b: Notice) -> Conflict | None:
         band_overlap=(max(a.floor_m, b.floor_m), min(a.ceiling_m, b.ceiling_m)),
         distance_m=math.ceil(distance),
         margin_m=margin,
-        where=where,
         nearest=rounded,
+        _areas=(a._shape, b._shape) if nearest is None else None,
     )
 
 
