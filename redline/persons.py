@@ -151,6 +151,9 @@ def parse_roster(content: dict[str, Any]) -> dict[str, Person]:
     for u in users:
         if not isinstance(u, dict):
             raise SchemaError("ROSTER user must be an object")
-        p = Person(name=str(u.get("name")), role=str(u.get("role")), key=str(u.get("key")))
+        name, role, key = u.get("name"), u.get("role"), u.get("key")
+        if not (isinstance(name, str) and isinstance(role, str) and isinstance(key, str)):
+            raise SchemaError("ROSTER user needs string name, role and key")
+        p = Person(name=name, role=role, key=key)
         roster[p.name] = p
     return roster

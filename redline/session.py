@@ -459,10 +459,10 @@ class LineSession:
                     line=self.line, by=self.us, key=self.keys.key_id, of=self.peer, seq=last.seq, id=last.id,
                     received_at=wall,
                 ).sign(self.keys.signing)  # fmt: skip
-                self.ledger.add_receipt(self.line, self.us, last.seq, receipt)
+                self.ledger.add_receipt(self.line, self.us, last.seq, receipt, wall)
                 out += self.link.send_raw(FrameType.RECEIPT, receipt.encode())
             if pending.receipt is not None:
-                self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt)
+                self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt, wall)
                 self.on_receipted(pending.receipt_seq, wall)
             out += self._sign_pending(wall)
             covered = self._checkpointed(self.us)

@@ -90,9 +90,8 @@ class Station:
         # quietly, then the first tick fires whatever is overdue.
         for sender, _, raw, stored_at in self.ledger.stored_in_order(record.line):
             ops.observe(_entry(split(raw), sender == self.keys.fingerprint, stored_at))
-        latest = self.ledger.latest_receipt(record.line, record.peer)
-        if latest:
-            ops.receipted(latest[0], self.wall())
+        for seq, stored_at in self.ledger.receipt_times(record.line, record.peer):
+            ops.receipted(seq, stored_at)
         session.on_stored = functools.partial(self._observe, record.line)
         session.on_receipted = ops.receipted
         return session

@@ -36,12 +36,12 @@ _FRAME_HEADER = struct.Struct(">IIIIII")
 def recovery(path: Path) -> str:
     """What the operator does about a damaged store (docs/OPERATIONS.md section 5)."""
     return (
-        f"The station will not start on a damaged store: nothing it holds is rewritten or dropped. To recover: "
-        f"move {path.name} and its -wal and -shm files aside (keep them as evidence), put the latest backup in "
-        f"their place (sqlite3 {path.name} \".backup FILE\" makes one) and start again: the station then "
-        "re-fetches from the peer, and verifies, whatever the backup lacks, both chains, and no seq is reused. "
-        "With no backup, the peer's copy is whole: ask its operator for its bundle ('redline export') and "
-        "pair again"
+        "The station will not start on it, so nothing it holds is rewritten or dropped. To recover, restore "
+        f"the latest backup: move {path.name}, {path.name}-wal and {path.name}-shm aside (keep them as "
+        f"evidence), copy the backup (made with: sqlite3 {path.name} \".backup FILE\") to {path} and start the "
+        "station: it re-fetches from the peer, and verifies, whatever the backup lacks of both chains, and "
+        "reuses no seq. With no backup, the peer's copy is whole: ask its operator for a bundle of the line "
+        "('redline export') and pair again"
     )
 
 
@@ -126,7 +126,9 @@ def check_files(path: Path) -> None:
     page_size = 65536 if page_size == 1 else page_size
     if page_size < 512 or page_size & (page_size - 1):
         raise _damaged(path, f"its header names an impossible page size ({page_size})")
-    wal_pages, in_wal = _wal_pages(path, path.with_name(path.name + "-wal"))
+    # SQLite keeps the WAL beside the real file when the store's path is a symbolic link.
+    real = path.resolve()
+    wal_pages, in_wal = _wal_pages(path, real.with_name(real.name + "-wal"))
     if size % page_size:
         raise _damaged(path, f"the file is truncated: {size} bytes is not a whole number of {page_size}-byte pages")
     (change, header_pages) = struct.unpack_from(">II", header, 24)
@@ -146,7 +148,7 @@ def quick_check(path: Path, db: sqlite3.Connection) -> None:
     has read the store) is open. On damage ``db`` is closed first, so the read-only connection is
     the last to close the WAL and cannot checkpoint it: a store found damaged keeps its files as
     they were (nothing checkpointed into it, no WAL deleted), for the recovery and for evidence."""
-    ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    ro = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         try:
             rows = [str(r[0]) for r in ro.execute("PRAGMA quick_check(20)").fetchall()]

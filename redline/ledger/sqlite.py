@@ -48,7 +48,7 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_pending ON outbox (line, seq);
 CREATE TABLE receipts (
-    line TEXT NOT NULL, by TEXT NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL
+    line TEXT NOT NULL, by TEXT NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL, stored_at INTEGER NOT NULL
 );
 CREATE INDEX receipts_by ON receipts (line, by, seq);
 CREATE TABLE checkpoints (
@@ -399,8 +399,15 @@ class Ledger:
         self._write("UPDATE outbox SET seq=?, envelope_id=? WHERE local=? AND seq IS NULL", (seq, envelope_id, local))
 
     # -- receipts and checkpoints --------------------------------------------------------------
-    def add_receipt(self, line: str, by: str, seq: int, signed: Signed) -> None:
-        self._write("INSERT INTO receipts VALUES (?, ?, ?, ?)", (line, by, seq, signed.encode()))
+    def add_receipt(self, line: str, by: str, seq: int, signed: Signed, stored_at: int = 0) -> None:
+        self._write("INSERT INTO receipts VALUES (?, ?, ?, ?, ?)", (line, by, seq, signed.encode(), stored_at))
+
+    def receipt_times(self, line: str, by: str) -> list[tuple[int, int]]:
+        """(seq, stored_at) of every receipt ``by`` gave on ``line``, in the order stored."""
+        rows = self._db.execute(
+            "SELECT seq, stored_at FROM receipts WHERE line=? AND by=? ORDER BY rowid", (line, by)
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
 
     def latest_receipt(self, line: str, by: str) -> tuple[int, Signed] | None:
         row = self._db.execute(

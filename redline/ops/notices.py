@@ -19,24 +19,30 @@ The rules, each decided once here:
   a Polygon, a MultiPolygon, or a Point with ``radius_m`` (a disc). Areas that touch are at
   distance 0 and conflict whatever the margin.
 
-**Distances.** Between two areas we take the nearest points in a local tangent-plane
-(equirectangular) projection whose scales are the WGS84 ellipsoid's radii of curvature at the
-projection centre, re-centred on the midpoint of the nearest points until it settles (at most four
-rounds, usually two). Both RFC 7946 edges and this projection are affine in lon/lat, so overlap,
-touching and intersections are exact; only the metre value is approximate. Measured against
-Vincenty's ellipsoidal geodesic (tests/test_notices.py): the error is under 0.01 % for nearest points
-up to 100 km apart and under 0.1 % up to 400 km, at latitudes to 70 degrees. A Point's disc is
-exact: its distance is the centre's distance minus the radius. For display, a disc is drawn as a
-64-sided polygon (its edge is at most 0.12 % inside the true circle).
+**Distances.** Overlap and touching are decided exactly, in lon/lat (where RFC 7946 edges are
+straight), so areas that touch are at distance 0 whatever the projection. For areas apart, the nearest
+points are found in the plane tangent to the WGS84 ellipsoid at the midpoint of the nearest points
+(an orthographic view through ECEF coordinates), re-centred until the centre moves less than 0.01
+degree (one or two rounds, at most four). Edges are first densified to 0.05 degree, because a straight
+lon/lat edge curves slightly in the plane (the chord stays within about 1 m). A disc's distance is its
+centre's distance minus the radius, exactly. Measured against Vincenty's inverse formula on the
+ellipsoid (tests/test_notices.py, and a sweep to 400 km): under 0.002 % for nearest points up to
+100 km apart and under 0.02 % up to 400 km, at any latitude up to 85 degrees. The error is a shortfall
+of about (d / R)**2 / 24, so it errs towards reporting a conflict. A local *equirectangular*
+projection was tried first and dropped: it draws meridians parallel, so the gap between two areas
+side by side comes out as wide at their poleward ends as at their other ends; at lat 50 two squares
+11 km tall and 7.17 km apart were measured 15 m too far apart, enough to miss a conflict at the edge
+of the margin. Before any projection, a cheap lower bound (lon/lat scaled by the fewest metres a
+degree can hold there) sets aside most candidates that are clearly too far apart.
 
 **Index.** Every active notice's bounds are widened by its radius and margin, in degrees, with
 deliberately low metres-per-degree figures (110,574 m per degree of latitude, the ellipsoid's
 minimum; 111,319 m x cos(lat) per degree of longitude, at a latitude pushed poleward by the largest
-possible radius + margin, plus 1 %), so the boxes of any two conflicting notices always intersect.
-The boxes live in a ``shapely.STRtree`` built in bulk plus a small, vectorised list of what was added
-since; removals are tombstones; the tree is rebuilt once the list or the tombstones grow past a
-threshold. Candidates from the boxes are filtered by window and band with numpy before any geometry
-is measured. ``NoticeBoard.add`` against 100,000 active notices: see bench/notices_bench.py.
+possible radius + margin and 1 degree more, plus 5 %), so the boxes of any two conflicting notices
+always intersect. The boxes live in a ``shapely.STRtree`` built in bulk plus the rows added since,
+scanned with numpy; removals are tombstones; the tree is rebuilt when either passes
+``rebuild_after`` (4,096). Candidates from the boxes are filtered by window and band with numpy
+before any geometry is measured. Timings against 100,000 active notices: bench/notices_bench.py.
 
 **Limits** (``NoticeLimits``) keep the approximations honest and the input bounded: areas at most
 20 degrees across and within +/-85 degrees latitude (no antimeridian crossing: split such an area),
