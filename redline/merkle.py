@@ -187,30 +187,39 @@ class CompactRange:
 class MerkleLog:
     """An append-only tree that answers roots and proofs for any past size in O(log n) hashes.
 
-    It caches the hash of every complete, aligned subtree as appends create it (about 2n hashes
-    in memory), so a checkpoint at an older size is checked without rehashing the chain.
+    It keeps the hash of every complete, aligned subtree as appends create it, level by level in
+    flat byte arrays (about 64 bytes per leaf in all), so a checkpoint at an older size is checked
+    without rehashing the chain and a million-envelope chain costs about 64 MB.
     """
 
     def __init__(self) -> None:
-        self.leaves: list[bytes] = []
-        self._nodes: dict[tuple[int, int], bytes] = {}  # (height, index) -> hash of 2**height leaves
+        self._levels: list[bytearray] = [bytearray()]  # level h holds the complete 2**h-leaf subtrees
 
     @property
     def size(self) -> int:
-        return len(self.leaves)
+        return len(self._levels[0]) // 32
+
+    @property
+    def leaves(self) -> list[bytes]:
+        level = self._levels[0]
+        return [bytes(level[i : i + 32]) for i in range(0, len(level), 32)]
 
     def append(self, leaf: bytes) -> None:
-        index = len(self.leaves)
-        self.leaves.append(leaf)
+        if len(leaf) != 32:
+            raise MerkleError("a leaf hash is 32 bytes")
+        index = self.size
+        self._levels[0] += leaf
         node, h = leaf, 0
         while index & 1:  # this leaf completes a subtree at each trailing one bit
             node = node_hash(self._node(h, index - 1), node)
             index >>= 1
             h += 1
-            self._nodes[(h, index)] = node
+            if len(self._levels) == h:
+                self._levels.append(bytearray())
+            self._levels[h] += node
 
     def _node(self, height: int, index: int) -> bytes:
-        return self.leaves[index] if height == 0 else self._nodes[(height, index)]
+        return bytes(self._levels[height][index * 32 : index * 32 + 32])
 
     def range_hash(self, lo: int, hi: int) -> bytes:
         """MTH of leaves[lo:hi]."""
