@@ -35,6 +35,7 @@ class Limits:
     # Liveness (seconds): heartbeat interval, silence that marks a path dead, redial backoff.
     heartbeat_interval: float = 1.0
     path_dead_after: float = 3.0
+    line_down_alarm_seconds: float = 10.0
     redial_initial: float = 0.2
     redial_max: float = 5.0
     # Pre-authentication: handshake deadline and connections per source address.

@@ -108,6 +108,8 @@ class LineSession:
         if self.halted:
             self.link.halt()
         self.synced = False
+        self._down_since: float | None = None
+        self._down_alarmed = False
         self.disk_bytes = ledger.line_bytes(self.line)
         self.outbox_count = ledger.pending_count(self.line)  # kept in memory: checked on every accept
         self._max_local = ledger.max_outbox_local()
@@ -136,12 +138,28 @@ class LineSession:
 
     def tick(self, now: float, wall: int) -> list[Action]:
         out = self._run(self.link.tick(now, wall), wall)
+        self._watch_line(now)
         if (
             self.is_proposer and self.link.synced and self.link.active
             and wall - self._last_checkpoint_wall >= self.limits.checkpoint_every_seconds * 1000
         ):  # fmt: skip
             self._checkpoint_due = True
         return out
+
+    def _watch_line(self, now: float) -> None:
+        """Alarm once when no path to the peer has been up for ``line_down_alarm_seconds`` (each
+        end decides for itself, so a cut line alarms at both ends), and once when it is back."""
+        if any(p.up for p in self.paths.values()):
+            if self._down_alarmed:
+                self.alarm("info", f"LINE UP again: a path to {self.record.peer_name} is open")
+            self._down_since, self._down_alarmed = None, False
+            return
+        if self._down_since is None:
+            self._down_since = now
+        elif not self._down_alarmed and now - self._down_since >= self.limits.line_down_alarm_seconds:
+            self._down_alarmed = True
+            self.alarm("alarm", f"LINE DOWN: no path to {self.record.peer_name} for "
+                                f"{self.limits.line_down_alarm_seconds:g} s")  # fmt: skip
 
     @property
     def is_proposer(self) -> bool:
