@@ -108,6 +108,8 @@ class LineSession:
         if self.halted:
             self.link.halt()
         self.synced = False
+        self._receipt_saved = 0
+        self._cp_sizes: dict[str, int] | None = None  # heads of the last checkpoint, cached
         self._down_since: float | None = None
         self._down_alarmed = False
         self.disk_bytes = ledger.line_bytes(self.line)
@@ -332,6 +334,8 @@ class LineSession:
         try:
             signed = Signed.decode(raw)
             peek = Receipt.peek(signed)
+            if peek.seq <= self.link.peer_has_ours:
+                return []  # a copy (another path) or an older receipt: nothing new, not verified
             receipt = Receipt.open(signed, self._lookup(self.peer, peek.key))
             if receipt.line != self.line or receipt.by != self.peer or receipt.of != self.us:
                 raise VerificationError("receipt is for another line or station")
@@ -415,7 +419,7 @@ class LineSession:
         cosign = Cosign(
             line=self.line, checkpoint=signed.digest(Checkpoint.DOMAIN), by=self.us, key=self.keys.key_id, time=wall
         ).sign(self.keys.signing)
-        self.ledger.add_checkpoint(self.line, cp.n, signed, cosign)
+        self._store_checkpoint(cp.n, signed, cosign)
         return [*self.link.send_raw(FrameType.COSIGN, cosign.encode(), path)]
 
     def _adopt_own_proposal(self, signed: Signed) -> list[Action]:
@@ -441,7 +445,7 @@ class LineSession:
         except RedlineError as exc:
             self.alarm("warning", f"refused a checkpoint countersignature: {exc}")
             return []
-        self.ledger.add_checkpoint(self.line, Checkpoint.peek(self._proposal).n, self._proposal, signed)
+        self._store_checkpoint(Checkpoint.peek(self._proposal).n, self._proposal, signed)
         self._proposal = None
         self._checkpoint_due = True  # if more happened meanwhile, the next flush covers it (else a no-op)
         return []
@@ -480,8 +484,14 @@ class LineSession:
                 self.ledger.add_receipt(self.line, self.us, last.seq, receipt, wall)
                 out += self.link.send_raw(FrameType.RECEIPT, receipt.encode())
             if pending.receipt is not None:
-                self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt, wall)
                 self.on_receipted(pending.receipt_seq, wall)
+                if pending.envelopes or pending.own or self._receipt_due(wall):
+                    self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt, wall)
+                    self._receipt_saved = wall
+                else:
+                    # Keep it for the next commit that happens anyway (or the next second): a
+                    # receipt alone is not worth an fsync, and the peer repeats it after a restart.
+                    self._pending.receipt, self._pending.receipt_seq = pending.receipt, pending.receipt_seq
             out += self._sign_pending(wall)
             covered = self._checkpointed(self.us)
             if self.link.peer_has_ours - covered >= self.limits.checkpoint_every_envelopes:
@@ -501,9 +511,18 @@ class LineSession:
                 self.outbox_count -= 1
                 return
 
+    def _receipt_due(self, wall: int) -> bool:
+        return wall - self._receipt_saved >= 1000
+
     def _checkpointed(self, station: str) -> int:
-        last = self.ledger.last_checkpoint(self.line)
-        return Checkpoint.peek(last[1]).head(station).size if last else 0
+        if self._cp_sizes is None:
+            last = self.ledger.last_checkpoint(self.line)
+            self._cp_sizes = {h.station: h.size for h in Checkpoint.peek(last[1]).heads} if last else {}
+        return self._cp_sizes.get(station, 0)
+
+    def _store_checkpoint(self, n: int, proposal: Signed, cosign: Signed) -> None:
+        self.ledger.add_checkpoint(self.line, n, proposal, cosign)
+        self._cp_sizes = None
 
     def _sign_pending(self, wall: int) -> list[Action]:
         out: list[Action] = []

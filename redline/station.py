@@ -185,6 +185,7 @@ class Station:
                 # transport strips the length prefix; the sans-IO decoder wants the whole frame
                 data = len(payload).to_bytes(4, "big") + payload
                 await self._perform(session, session.receive(path, data, time.monotonic(), self.wall()))
+                self._wake_receipt_waiters(session)  # the peer's verified receipt is what they wait for
                 self._schedule_flush()
         except StorageError as exc:
             self._storage_failed(session, exc)
@@ -342,6 +343,9 @@ class Station:
 
     # -- operations ----------------------------------------------------------------------------------
     def session(self, line: str) -> LineSession:
+        """A line by exact id (the common case, from scripts), else by id prefix or peer name."""
+        if line in self.sessions:
+            return self.sessions[line]
         record = self.ledger.find_line(line)
         return self.sessions[record.line]
 

@@ -18,6 +18,8 @@ The rules, each decided once here:
 - **Areas** are GeoJSON geometries in WGS84 lon/lat (RFC 7946: edges are straight lines in lon/lat):
   a Polygon, a MultiPolygon, or a Point with ``radius_m`` (a disc). Areas that touch are at
   distance 0 and conflict whatever the margin.
+- **Both ends agree**: a pair is always worked out with its two notices in ref order, so the answer
+  (down to the last bit of the distance) does not depend on which notice a station saw first.
 
 **Distances.** Overlap and touching are decided exactly, in lon/lat (where RFC 7946 edges are
 straight), so areas that touch are at distance 0 whatever the projection. For areas apart, the nearest
@@ -45,7 +47,8 @@ scanned with numpy; removals are tombstones; the tree is rebuilt when either pas
 before any geometry is measured. Timings against 100,000 active notices: bench/notices_bench.py.
 
 **Limits** (``NoticeLimits``) keep the approximations honest and the input bounded: areas at most
-20 degrees across and within +/-85 degrees latitude (no antimeridian crossing: split such an area),
+20 degrees across and within +/-85 degrees latitude (an area may touch the 180th meridian but not
+cross it: file the two halves as two notices; areas on either side of it are compared across it),
 margin at most 100 km, radius at most 200 km, 10,000 points, windows at most 366 days, bands within
 -12,000 m .. 1,000,000 m (ballistic trajectories).
 
@@ -58,6 +61,7 @@ derives it from the envelope, so a peer cannot claim, amend or withdraw a ref th
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import math
@@ -76,6 +80,20 @@ from shapely.geometry import mapping
 from shapely.validation import explain_validity
 
 from redline.errors import RedlineError, SchemaError
+
+__all__ = [
+    "AREA_TYPES",
+    "DECIMALS",
+    "KINDS",
+    "LIMITS",
+    "Conflict",
+    "Notice",
+    "NoticeBoard",
+    "NoticeBoardError",
+    "NoticeError",
+    "NoticeLimits",
+    "check_pair",
+]
 
 KINDS: Final = ("air", "strike", "naval", "exercise", "other")
 AREA_TYPES: Final = ("Polygon", "MultiPolygon", "Point")
@@ -205,7 +223,8 @@ class _Plane:
         theta = np.arctan2(z * _WGS84_A, p * _WGS84_B)
         lat = np.arctan2(z + _WGS84_EP2 * _WGS84_B * np.sin(theta) ** 3, p - _WGS84_E2 * _WGS84_A * np.cos(theta) ** 3)
         out = np.empty_like(c)
-        out[:, 0] = np.arctan2(y, x) / _RAD
+        # Longitudes stay continuous round the centre (a disc on the 180th meridian runs on past it).
+        out[:, 0] = self.lon0 + (np.arctan2(y, x) / _RAD - self.lon0 + 180.0) % 360.0 - 180.0
         out[:, 1] = lat / _RAD
         return out
 
@@ -226,7 +245,7 @@ class _Plane:
         lat = math.atan2(
             pz + _WGS84_EP2 * _WGS84_B * math.sin(theta) ** 3, p - _WGS84_E2 * _WGS84_A * math.cos(theta) ** 3
         )
-        return math.atan2(py, px) / _RAD, lat / _RAD
+        return self.lon0 + (math.atan2(py, px) / _RAD - self.lon0 + 180.0) % 360.0 - 180.0, lat / _RAD
 
 
 def _index_box(bounds: tuple[float, float, float, float], extra_m: float) -> tuple[float, float, float, float]:
@@ -282,6 +301,8 @@ Ring = tuple[tuple[float, float], ...]
 def _ring(value: object, label: str, ring: str) -> Ring:
     if not isinstance(value, list | tuple) or not value:
         raise NoticeError(f"{label}: its {ring} must be a list of [lon, lat] positions")
+    if len(value) > LIMITS.max_points:
+        raise NoticeError(f"{label}: its {ring} has {len(value)} points; at most {LIMITS.max_points}")
     points = tuple(_position(p) for p in value)
     if points[0] != points[-1]:
         raise NoticeError(
@@ -343,6 +364,28 @@ class _Shape:
     bounds: tuple[float, float, float, float]  # of the display area
     geojson: Mapping[str, Any]
 
+    def shifted(self, dx: float) -> _Shape:
+        """The same area ``dx`` degrees east (to compare across the 180th meridian)."""
+        move = np.array([dx, 0.0])
+        w, s, e, n = self.bounds
+        return _Shape(
+            geom=shapely.transform(self.geom, lambda c: c + move),
+            radius_m=self.radius_m,
+            display=shapely.transform(self.display, lambda c: c + move),
+            bounds=(w + dx, s, e + dx, n),
+            geojson=self.geojson,
+        )
+
+
+def _facing(a: _Shape, b: _Shape) -> _Shape:
+    """``b``, moved by 360 degrees when it lies closer to ``a`` the other way round the globe."""
+    gap = (b.bounds[0] + b.bounds[2]) / 2 - (a.bounds[0] + a.bounds[2]) / 2
+    return b.shifted(-360.0) if gap > 180 else b.shifted(360.0) if gap < -180 else b
+
+
+def _wrap(lon: float) -> float:
+    return lon - 360.0 if lon > 180 else lon + 360.0 if lon < -180 else lon
+
 
 def _parse_area(area: object, radius_m: int) -> _Shape:
     if not isinstance(area, Mapping):
@@ -383,7 +426,9 @@ def _parse_area(area: object, radius_m: int) -> _Shape:
             if not shapely.is_valid(geom):
                 reason = _explain(geom, "area")
                 at = reason.rpartition(" at ")[2]
-                raise NoticeError(f"area: the polygons of the MultiPolygon overlap at {at}")
+                raise NoticeError(
+                    f"area: the polygons of the MultiPolygon overlap or share an edge at {at} (merge them into one)"
+                )
             normal = tuple(r for r, _ in parts)
             points = sum(len(r) for rings, _ in parts for r in rings)
         display = geom
@@ -617,13 +662,16 @@ class Conflict:
     distance_m: int
     margin_m: int
     nearest: tuple[LonLat, LonLat] | None = None
+    # The two areas in ref order (not a, b order), so both ends draw the same overlap.
     _areas: tuple[_Shape, _Shape] | None = field(default=None, repr=False, compare=False, hash=False)
 
     @functools.cached_property
     def where(self) -> Mapping[str, Any]:
         if self.nearest is not None:
             (lon1, lat1), (lon2, lat2) = self.nearest
-            return _geojson(shapely.Point((lon1 + lon2) / 2, (lat1 + lat2) / 2))
+            if abs(lon2 - lon1) > 180:  # the two points face each other across the 180th meridian
+                lon2 += 360.0 if lon2 < lon1 else -360.0
+            return _geojson(shapely.Point(_wrap((lon1 + lon2) / 2), (lat1 + lat2) / 2))
         if self._areas is None:
             return MappingProxyType({"type": "GeometryCollection", "geometries": ()})
         a, b = self._areas
@@ -631,7 +679,7 @@ class Conflict:
         if overlap.is_empty:  # discs that touch closer than their 64-gons show
             ca, cb = a.geom.centroid, b.geom.centroid
             overlap = shapely.Point((ca.x + cb.x) / 2, (ca.y + cb.y) / 2)
-        return _geojson(overlap)
+        return _geojson(shapely.normalize(overlap))
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -640,6 +688,11 @@ class Conflict:
 
     def other(self, ref: str) -> str:
         return self.b if ref == self.a else self.a
+
+    def swapped(self) -> Conflict:
+        """The same conflict seen from ``b``."""
+        nearest = None if self.nearest is None else (self.nearest[1], self.nearest[0])
+        return dataclasses.replace(self, a=self.b, b=self.a, nearest=nearest)  # _areas stay in ref order
 
     def to_content(self) -> dict[str, Any]:
         """Canonical-encodable form (coordinates as decimal strings), e.g. for the API or a report."""
@@ -702,18 +755,33 @@ def _overlaps(a: Notice, b: Notice) -> bool:
 
 
 def check_pair(a: Notice, b: Notice) -> Conflict | None:
-    """The conflict between ``a`` and ``b``, or None: the rule itself, without any index."""
+    """The conflict between ``a`` and ``b``, or None: the rule itself, without any index.
+
+    Worked out with the two in ref order whichever is given first, so both ends, which may receive
+    them in either order, get the same answer to the last bit.
+    """
     if not _overlaps(a, b):
         return None
+    if b.ref < a.ref:
+        c = _check(b, a)
+        return None if c is None else c.swapped()
+    return _check(a, b)
+
+
+def _check(a: Notice, b: Notice) -> Conflict | None:
     margin = max(a.margin_m, b.margin_m)
-    found = _separation(a._shape, b._shape, margin)
+    b_shape = _facing(a._shape, b._shape)
+    found = _separation(a._shape, b_shape, margin)
     if found is None or found[0] > margin:
         return None
     distance, nearest = found
     rounded: tuple[LonLat, LonLat] | None = None
     if nearest is not None:
         (lon1, lat1), (lon2, lat2) = nearest
-        rounded = ((round(lon1, DECIMALS), round(lat1, DECIMALS)), (round(lon2, DECIMALS), round(lat2, DECIMALS)))
+        rounded = (
+            (round(_wrap(lon1), DECIMALS), round(lat1, DECIMALS)),
+            (round(_wrap(lon2), DECIMALS), round(lat2, DECIMALS)),
+        )
     return Conflict(
         a=a.ref,
         b=b.ref,
@@ -722,7 +790,7 @@ def check_pair(a: Notice, b: Notice) -> Conflict | None:
         distance_m=math.ceil(distance),
         margin_m=margin,
         nearest=rounded,
-        _areas=(a._shape, b._shape) if nearest is None else None,
+        _areas=(a._shape, b_shape) if nearest is None else None,
     )
 
 
@@ -758,6 +826,7 @@ class _Index:
         self.rebuilds = 0
         self._tree: Any = None
         self._boxes: FloatArray = np.empty((0, 4), dtype=np.float64)
+        self._geoms: npt.NDArray[np.object_] = np.empty(0, dtype=object)  # the boxes as shapely polygons
         self._cols: IntArray = np.empty((0, 4), dtype=np.int64)
         self._alive: BoolArray = np.empty(0, dtype=np.bool_)
         self._refs: list[str] = []
@@ -765,41 +834,49 @@ class _Index:
         self._rows = 0  # rows in use
         self._tree_rows = 0  # rows [0, _tree_rows) are in the tree
         self._dead = 0
+        self._min_x, self._max_x = math.inf, -math.inf  # west- and east-most box edge held
 
-    def load(self, notices: Sequence[Notice]) -> tuple[FloatArray, IntArray]:
+    def load(self, notices: Sequence[Notice]) -> tuple[npt.NDArray[np.object_], IntArray]:
         """Index exactly ``notices`` (row i is notices[i]); returns their boxes and columns."""
         self._boxes = np.array([_box_of(n) for n in notices], dtype=np.float64).reshape(-1, 4)
+        b = self._boxes
+        self._geoms = shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])
         self._cols = np.array([_cols_of(n) for n in notices], dtype=np.int64).reshape(-1, 4)
         self._alive = np.ones(len(notices), dtype=np.bool_)
         self._refs = [n.ref for n in notices]
         self._pos = {ref: i for i, ref in enumerate(self._refs)}
         self._rows, self._dead = len(notices), 0
         self.rebuild()
-        return self._boxes, self._cols
+        return self._geoms, self._cols
 
     def rebuild(self) -> None:
         self.rebuilds += 1
         n = self._rows
         if self._dead:
             keep = np.flatnonzero(self._alive[:n])
-            self._boxes, self._cols = self._boxes[keep], self._cols[keep]
+            self._boxes, self._geoms, self._cols = self._boxes[keep], self._geoms[keep], self._cols[keep]
             self._refs = [self._refs[i] for i in keep.tolist()]
             self._pos = {ref: i for i, ref in enumerate(self._refs)}
             n = self._rows = len(keep)
             self._alive = np.ones(n, dtype=np.bool_)
             self._dead = 0
-        b = self._boxes[:n]
-        self._tree = shapely.STRtree(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])) if n else None
+        self._tree = shapely.STRtree(self._geoms[:n]) if n else None
         self._tree_rows = n
+        self._min_x = float(self._boxes[:n, 0].min()) if n else math.inf
+        self._max_x = float(self._boxes[:n, 2].max()) if n else -math.inf
 
     def insert(self, n: Notice) -> None:
         row = self._rows
         if row == len(self._alive):
             grow = max(64, 2 * row)
             self._boxes = np.concatenate([self._boxes[:row], np.zeros((grow - row, 4))])
+            self._geoms = np.concatenate([self._geoms[:row], np.full(grow - row, None, dtype=object)])
             self._cols = np.concatenate([self._cols[:row], np.zeros((grow - row, 4), dtype=np.int64)])
             self._alive = np.concatenate([self._alive[:row], np.zeros(grow - row, dtype=np.bool_)])
-        self._boxes[row] = _box_of(n)
+        box = _box_of(n)
+        self._boxes[row] = box
+        self._geoms[row] = shapely.box(*box)
+        self._min_x, self._max_x = min(self._min_x, box[0]), max(self._max_x, box[2])
         self._cols[row] = _cols_of(n)
         self._alive[row] = True
         if row < len(self._refs):
@@ -819,8 +896,17 @@ class _Index:
 
     def candidates(self, n: Notice) -> list[str]:
         """Refs whose box meets ``n``'s and whose window and band overlap ``n``'s (a superset of conflicts)."""
-        box = _box_of(n)
+        w, s, e, north = _box_of(n)
         hits: list[int] = []
+        self._query((w, s, e, north), n, hits)
+        # Across the 180th meridian: the same box a turn of the globe west or east, if anything is there.
+        if e - 360 >= self._min_x:
+            self._query((w - 360, s, e - 360, north), n, hits)
+        if w + 360 <= self._max_x:
+            self._query((w + 360, s, e + 360, north), n, hits)
+        return [self._refs[i] for i in hits]
+
+    def _query(self, box: tuple[float, float, float, float], n: Notice, hits: list[int]) -> None:
         if self._tree is not None:
             idx = self._tree.query(shapely.box(*box))
             idx = idx[self._alive[idx]]
@@ -837,7 +923,6 @@ class _Index:
                 & _filter(self._cols[lo:hi], n)
             )
             hits.extend((np.flatnonzero(hit) + lo).tolist())
-        return [self._refs[i] for i in hits]
 
 
 # --- the board ----------------------------------------------------------------------------------
@@ -869,22 +954,29 @@ class NoticeBoard:
             self._notices[n.ref] = n
         self._ends = [(n.end, n.ref) for n in notices]
         heapq.heapify(self._ends)
-        boxes, cols = self._index.load(notices)
+        geoms, cols = self._index.load(notices)
         if len(notices) < 2:
             return
-        geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
         tree = self._index._tree
         for lo in range(0, len(notices), 4096):
             qi, ti = tree.query(geoms[lo : lo + 4096])
-            qi = qi + lo
-            keep = qi > ti
-            qi, ti = qi[keep], ti[keep]
-            q, t = cols[qi], cols[ti]
-            keep = (q[:, 0] < t[:, 1]) & (t[:, 0] < q[:, 1]) & (q[:, 2] <= t[:, 3]) & (t[:, 2] <= q[:, 3])
-            for i, j in zip(qi[keep].tolist(), ti[keep].tolist(), strict=True):
-                c = check_pair(notices[i], notices[j])
-                if c is not None:
-                    self._record(c)
+            keep = qi + lo > ti
+            self._pairs(notices, cols, qi[keep] + lo, ti[keep])
+        # Pairs across the 180th meridian: each eastern box moved a turn west meets its western partner.
+        boxes = self._index._boxes[: len(notices)]
+        east = np.flatnonzero(boxes[:, 2] - 360 >= boxes[:, 0].min())
+        if len(east):
+            b = boxes[east]
+            qi, ti = tree.query(shapely.box(b[:, 0] - 360, b[:, 1], b[:, 2] - 360, b[:, 3]))
+            self._pairs(notices, cols, east[qi], ti)
+
+    def _pairs(self, notices: list[Notice], cols: IntArray, qi: IntArray, ti: IntArray) -> None:
+        q, t = cols[qi], cols[ti]
+        keep = (q[:, 0] < t[:, 1]) & (t[:, 0] < q[:, 1]) & (q[:, 2] <= t[:, 3]) & (t[:, 2] <= q[:, 3])
+        for i, j in zip(qi[keep].tolist(), ti[keep].tolist(), strict=True):
+            c = check_pair(notices[i], notices[j])
+            if c is not None:
+                self._record(c)
 
     # --- reading -------------------------------------------------------------------------------
 
