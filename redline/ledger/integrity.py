@@ -143,20 +143,51 @@ def check_files(path: Path) -> None:
         )
 
 
-def quick_check(path: Path, db: sqlite3.Connection) -> None:
+def sidecars(path: Path) -> set[Path]:
+    """The store's -wal and -shm files that exist now (SQLite keeps them beside the real file)."""
+    real = path.resolve()
+    return {p for p in (real.with_name(real.name + "-wal"), real.with_name(real.name + "-shm")) if p.exists()}
+
+
+def quick_check(path: Path, db: sqlite3.Connection, existed: set[Path]) -> None:
     """``PRAGMA quick_check`` on a separate read-only connection, while ``db`` (the caller's, which
     has read the store) is open. On damage ``db`` is closed first, so the read-only connection is
     the last to close the WAL and cannot checkpoint it: a store found damaged keeps its files as
-    they were (nothing checkpointed into it, no WAL deleted), for the recovery and for evidence."""
+    they were (nothing checkpointed into it, no WAL deleted), for the recovery and for evidence;
+    only an empty WAL and its index that opening it created (not in ``existed``) are removed."""
     ro = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    rows = ["the check did not finish"]
     try:
         try:
             rows = [str(r[0]) for r in ro.execute("PRAGMA quick_check(20)").fetchall()]
         except sqlite3.DatabaseError as exc:
-            rows = [str(exc)]
+            rows = _damaged_tables(ro) or [str(exc)]  # the check itself stopped: say which table it hit
+    finally:
         if rows != ["ok"]:
             db.close()
-            shown = "; ".join(rows[:5]) + (f"; and {len(rows) - 5} more" if len(rows) > 5 else "")
-            raise _damaged(path, f"SQLite's integrity check found {len(rows)} problem(s): {shown}")
-    finally:
         ro.close()
+    if rows != ["ok"]:
+        created = sidecars(path) - existed
+        wal = [p for p in created if p.name.endswith("-wal")]
+        if not wal or wal[0].stat().st_size == 0:
+            for p in created:
+                p.unlink(missing_ok=True)
+        shown = "; ".join(rows[:5]) + (f"; and {len(rows) - 5} more" if len(rows) > 5 else "")
+        raise _damaged(path, f"SQLite's integrity check found {len(rows)} problem(s): {shown}")
+
+
+def _damaged_tables(ro: sqlite3.Connection) -> list[str]:
+    """One line per table whose own check fails, naming the table (``envelopes`` is the transcript)."""
+    try:
+        tables = [str(r[0]) for r in ro.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY rootpage")]
+    except sqlite3.DatabaseError:
+        return []
+    out = []
+    for table in tables:
+        quoted = table.replace('"', '""')
+        try:
+            rows = [str(r[0]) for r in ro.execute(f'PRAGMA quick_check("{quoted}")').fetchall()]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        out += [f"table {table}: {row}" for row in rows if row != "ok"]
+    return out

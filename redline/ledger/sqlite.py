@@ -34,8 +34,8 @@ CREATE TABLE certs (
 CREATE TABLE envelopes (
     line TEXT NOT NULL, sender TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
     kind TEXT NOT NULL, raw BLOB NOT NULL, stored_at INTEGER NOT NULL,
-    PRIMARY KEY (line, sender, seq)
-) WITHOUT ROWID;
+    UNIQUE (line, sender, seq)
+);
 CREATE UNIQUE INDEX envelopes_id ON envelopes (line, id);
 CREATE TABLE equivocations (
     line TEXT NOT NULL, sender TEXT NOT NULL, seq INTEGER NOT NULL, first BLOB NOT NULL,
@@ -48,7 +48,8 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_pending ON outbox (line, seq);
 CREATE TABLE receipts (
-    line TEXT NOT NULL, by TEXT NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL, stored_at INTEGER NOT NULL
+    line TEXT NOT NULL, by TEXT NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL, stored_at INTEGER NOT NULL,
+    UNIQUE (line, by, seq)
 );
 CREATE INDEX receipts_by ON receipts (line, by, seq);
 CREATE TABLE checkpoints (
@@ -56,6 +57,8 @@ CREATE TABLE checkpoints (
     PRIMARY KEY (line, n)
 );
 """
+# (The envelopes table keeps its rowid: rows hold ~1.5 KB blobs, which a WITHOUT ROWID b-tree
+# stores inline and rewrites on splits; the rowid also gives the true storage order.)
 
 
 def _statement(raw: bytes) -> Signed:
@@ -66,6 +69,13 @@ def _statement(raw: bytes) -> Signed:
         return Signed.decode(raw)
     except EncodingError:
         return Signed(raw, b"")
+
+
+def _hint(exc: sqlite3.DatabaseError) -> str:
+    """SQLite says "disk I/O error" when the OS refuses a write for lack of room (EFBIG, quotas)."""
+    if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_IOERR"):
+        return " (the disk refused a write: it may be full, over a quota or failing; check free space and system log)"
+    return ""
 
 
 def leaf_of(envelope_id: str) -> bytes:
@@ -80,6 +90,7 @@ class Ledger:
         if not create and not path.exists():
             raise StorageError(f"no store at {path}; create the station with 'redline init'")
         self.path = path
+        sidecars = integrity.sidecars(path)
         if not create:
             integrity.check_files(path)  # truncation, a WAL that would lose commits: before SQLite reads it
         try:
@@ -91,7 +102,7 @@ class Ledger:
                 # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
                 # we refuse must be left exactly as it was.
                 self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                integrity.quick_check(path, self._db)  # zeroed or overwritten pages
+                integrity.quick_check(path, self._db, sidecars)  # zeroed or overwritten pages
                 self._check_schema()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -146,7 +157,8 @@ class Ledger:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
-                raise StorageError(f"the store cannot start a transaction, nothing was accepted: {exc}") from exc
+                why = f"{exc}{_hint(exc)}"
+                raise StorageError(f"the store cannot start a transaction, nothing was accepted: {why}") from exc
         self._depth += 1
         try:
             yield
@@ -158,7 +170,7 @@ class Ledger:
                 self._heads.clear()
             if isinstance(exc, sqlite3.DatabaseError):
                 # A write failed before COMMIT (disk full, I/O error): same promise as a failed commit.
-                raise StorageError(f"a write failed, nothing from this batch was accepted: {exc}") from exc
+                raise StorageError(f"a write failed, nothing from this batch was accepted: {exc}{_hint(exc)}") from exc
             raise
         self._depth -= 1
         if self._depth == 0:
@@ -168,7 +180,7 @@ class Ledger:
                 self._rollback()
                 self._logs.clear()
                 self._heads.clear()
-                raise StorageError(f"commit failed, nothing from this batch was accepted: {exc}") from exc
+                raise StorageError(f"commit failed, nothing from this batch was accepted: {exc}{_hint(exc)}") from exc
 
     def _rollback(self) -> None:
         # SQLite may already have rolled back by itself (a full disk, an I/O error), and a ROLLBACK
@@ -309,7 +321,7 @@ class Ledger:
         yield from (
             (r[0], r[1], bytes(r[2]), r[3])
             for r in self._db.execute(
-                "SELECT sender, seq, raw, stored_at FROM envelopes WHERE line=? ORDER BY stored_at, sender, seq",
+                "SELECT sender, seq, raw, stored_at FROM envelopes WHERE line=? ORDER BY rowid",
                 (line,),
             )
         )
@@ -400,7 +412,9 @@ class Ledger:
 
     # -- receipts and checkpoints --------------------------------------------------------------
     def add_receipt(self, line: str, by: str, seq: int, signed: Signed, stored_at: int = 0) -> None:
-        self._write("INSERT INTO receipts VALUES (?, ?, ?, ?, ?)", (line, by, seq, signed.encode(), stored_at))
+        # One receipt per seq is enough evidence: copies that came over another path are not kept.
+        row = (line, by, seq, signed.encode(), stored_at)
+        self._write("INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?)", row)
 
     def receipt_times(self, line: str, by: str) -> list[tuple[int, int]]:
         """(seq, stored_at) of every receipt ``by`` gave on ``line``, in the order stored."""
