@@ -7,6 +7,7 @@ only checks the signature against the roster it publishes.
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,3 +301,73 @@ def register(main: click.Group) -> None:
         """Attach a translation of message REF; the original stays authoritative."""
         content = {"ref": ref, "text": text, "lang": lang, "translator": translator}
         emit(as_json, act(station, line, "TRANSLATION", content), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @click.option("--kind", type=click.Choice(["air", "strike", "naval", "exercise", "other"]), required=True)
+    @click.option("--area", required=True, help="GeoJSON Polygon, MultiPolygon or Point (text, or @FILE).")
+    @click.option("--radius", "radius_m", type=int, default=None, help="Radius in metres, for a Point.")
+    @click.option("--floor", "floor_m", type=int, required=True, help="Altitude floor, metres above sea level.")
+    @click.option("--ceiling", "ceiling_m", type=int, required=True, help="Altitude ceiling, metres.")
+    @click.option("--start", required=True, help="UTC, e.g. 2022-05-13T12:00Z.")
+    @click.option("--end", required=True, help="UTC.")
+    @click.option("--margin", "margin_m", type=int, default=0, help="Safety margin in metres.")
+    @click.option("--text", default="", help="Free text.")
+    @click.option("--amends", default=None, help="Id (prefix) of our earlier notice this one replaces.")
+    @json_option
+    def notice(
+        station: str | None, line: str, kind: str, area: str, radius_m: int | None, floor_m: int, ceiling_m: int,
+        start: str, end: str, margin_m: int, text: str, amends: str | None, as_json: bool,
+    ) -> None:  # fmt: skip
+        """File a deconfliction notice: checked in full, then against every active notice of both sides."""
+        raw = Path(area[1:]).read_text() if area.startswith("@") else area
+        try:
+            geometry = json.loads(raw, parse_float=str, parse_int=str)
+        except ValueError as exc:
+            fail(f"--area is not valid JSON: {exc}")
+        content: dict[str, Any] = {
+            "kind": kind, "area": geometry, "floor_m": floor_m, "ceiling_m": ceiling_m,
+            "start": parse_time(start), "end": parse_time(end), "margin_m": margin_m, "text": text,
+        }  # fmt: skip
+        if radius_m is not None:
+            content["radius_m"] = radius_m
+        if amends:
+            content["amends"] = amends
+        emit(as_json, act(station, line, "NOTICE", content, priority="priority"), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @click.argument("notice_id")
+    @json_option
+    def withdraw(station: str | None, line: str, notice_id: str, as_json: bool) -> None:
+        """Withdraw our notice NOTICE_ID (id prefix)."""
+        emit(as_json, act(station, line, "NOTICE_WITHDRAW", {"notice": notice_id}, priority="priority"), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @json_option
+    def notices(station: str | None, line: str, as_json: bool) -> None:
+        """Active notices of both sides, and every conflicting pair with where and when they overlap."""
+        d = control(station, {"op": "view", "line": line, "what": "notices"})
+
+        def human(v: dict[str, Any]) -> None:
+            table = Table("id", "side", "kind", "window (UTC)", "band (m)", "margin", "text")
+            for n in v["active"]:
+                table.add_row((n["id"] or "")[:10], "ours" if n["ours"] else "theirs", n["kind"],
+                              f"{when(n['start'])} to {when(n['end'])}", f"{n['floor_m']}-{n['ceiling_m']}",
+                              f"{n['margin_m']} m", n["text"])  # fmt: skip
+            console.print(table)
+            for c in v["conflicts"]:
+                a, b = ((i or "")[:10] for i in c["ids"])
+                console.print(
+                    f"[bold red]CONFLICT[/] {a} and {b}: {c['distance_m']} m apart (margin {c['margin_m']} m), "
+                    f"{when(c['time_overlap'][0])} to {when(c['time_overlap'][1])}, "
+                    f"{c['band_overlap'][0]}-{c['band_overlap'][1]} m; where: {json.dumps(c['where'])[:200]}"
+                )
+            if not v["conflicts"]:
+                console.print("no conflicts among the active notices")
+
+        emit(as_json, d, human)

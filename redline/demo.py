@@ -160,6 +160,14 @@ async def _show(eucom: Path, ndmc: Path, line: str) -> None:
             console.print(f"  call {scenario.iso(c['start'])}{gap}")
             for side, ro in sorted(c["readouts"].items()):
                 console.print(f"    {side} readout ({ro['lang']}, {ro['by']}): {ro['text']}", highlight=False)
+    for name, home in (("EUCOM", eucom), ("NDMC", ndmc)):
+        view = await call(home, {"op": "view", "line": line, "what": "notices"})
+        for c in view["conflicts"]:
+            console.print(
+                f"[bold red]NOTICE CONFLICT[/] seen at {name}: {c['distance_m']} m apart (margin {c['margin_m']} m), "
+                f"{scenario.iso(c['time_overlap'][0])} to {scenario.iso(c['time_overlap'][1])}, "
+                f"{c['band_overlap'][0]}-{c['band_overlap'][1]} m"
+            )
     for f in await call(eucom, {"op": "view", "line": line, "what": "flash"}):
         console.print(f"FLASH seq {f['seq']}: {f['state']}" + (f" by {f['acked_by']}" if f["acked_by"] else ""))
     for name, home in (("EUCOM", eucom), ("NDMC", ndmc)):

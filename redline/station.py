@@ -454,9 +454,11 @@ class Station:
             return [f.view() for f in sorted(ops.flash.flashes.values(), key=lambda f: f.entry.stored_at)]
         if what == "calls":
             return ops.calls.summary(now, self.keys.fingerprint, session.peer)
+        if what == "notices":
+            return ops.notices_view(now)
         if what == "refused":
             return [{"kind": e.kind, "seq": e.seq, "ours": e.ours, "reason": r} for e, r in ops.refused]
-        raise LocalProtocolError(f"unknown view {what!r}: tests, flash, calls or refused")
+        raise LocalProtocolError(f"unknown view {what!r}: tests, flash, calls, notices or refused")
 
     async def confirm(self, line: str, code: str) -> dict[str, Any]:
         session = self.session(line)

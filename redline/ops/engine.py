@@ -17,6 +17,7 @@ from redline.ops.calls import Calls
 from redline.ops.flash import FlashTracker
 from redline.ops.linetests import LineTests
 from redline.ops.model import Alarm, Entry, Intent, Outbox, ref_id
+from redline.ops.notices import Notice, NoticeBoard
 from redline.persons import PERSON_SIGNED_KINDS, Person, check_content, parse_roster
 
 
@@ -30,6 +31,8 @@ class LineOps:
         self.calls = Calls(ttl_ms=int(limits.call_request_ttl_seconds * 1000))
         self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}  # ours? -> name -> person
         self.translations: dict[str, list[dict[str, Any]]] = {}
+        self.board = NoticeBoard()
+        self.notice_refs: dict[str, str] = {}  # notice ref ("<filer>:<seq>") -> envelope id
         # Envelopes ops may need to find again by id. Plain TEXT is not kept here (a line carries
         # mostly text, and memory must stay flat): references to it are found in the ledger.
         self.entries: dict[str, Entry] = {}
@@ -58,6 +61,9 @@ class LineOps:
                 who = "our" if e.ours else "the peer's"
                 out.alarm("alarm", f"refused {e.kind} seq {e.seq} from {who} station: {exc}", e.stored_at)
                 return out.alarms
+        if e.kind in ("NOTICE", "NOTICE_WITHDRAW"):
+            self._notice(e, out)
+            return out.alarms
         if e.kind == "TRANSLATION":
             target = ref_id(e.content.get("ref"))
             if target:
@@ -69,6 +75,45 @@ class LineOps:
         self.flash.observe(e, out)
         self.calls.observe(e, out)
         return out.alarms
+
+    def _notice(self, e: Entry, out: Outbox) -> None:
+        """Both ends run the same check on the same notices, so both see the same conflicts."""
+        who = "our" if e.ours else "the peer's"
+        try:
+            if e.kind == "NOTICE":
+                ref = f"{e.sender}:{e.seq}"
+                notice = Notice.from_content(e.content, ref=ref)
+                conflicts = self.board.add(notice)
+                self.notice_refs[ref] = e.id
+                for c in conflicts:
+                    other = self.board.get(c.other(ref))
+                    whose = "our" if other is not None and other.filer == self.us else "the peer's"
+                    out.alarm(
+                        "alarm",
+                        f"NOTICE CONFLICT: {who} {notice.kind} notice seq {e.seq} conflicts with {whose} "
+                        f"{other.kind if other else ''} notice: {c.distance_m} m apart (margin {c.margin_m} m), "
+                        f"{_window(c.time_overlap)}, {c.band_overlap[0]}-{c.band_overlap[1]} m",
+                        e.stored_at,
+                    )
+            else:
+                target = e.content.get("notice")
+                ref = f"{target.get('sender')}:{target.get('seq')}" if isinstance(target, dict) else ""
+                self.board.withdraw(ref, by=e.sender)
+        except RedlineError as exc:
+            self.refused.append((e, str(exc)))
+            out.alarm("warning", f"{who} {e.kind} seq {e.seq} could not be checked: {exc}", e.stored_at)
+
+    def notices_view(self, now: int) -> dict[str, Any]:
+        return {
+            "active": [
+                {"ref": n.ref, "id": self.notice_refs.get(n.ref), "ours": n.filer == self.us, **n.to_content()}
+                for n in self.board.active()
+            ],
+            "conflicts": [
+                {**c.to_content(), "ids": [self.notice_refs.get(c.a), self.notice_refs.get(c.b)]}
+                for c in self.board.conflicts()
+            ],
+        }
 
     def receipted(self, our_seq: int, at: int) -> None:
         """The peer receipted our chain up to ``our_seq``."""
@@ -82,6 +127,8 @@ class LineOps:
         self.tests.due(now, out)
         self.flash.due(now, out)
         self.calls.due(now, out)
+        for ref in self.board.expire(now):
+            self.notice_refs.pop(ref, None)
         return out.intents, out.alarms
 
     def person_roster(self) -> dict[str, Person]:
@@ -121,6 +168,8 @@ def check_operator_content(
     field = OPERATOR_KINDS[kind]
     if field is None:
         return content
+    if kind == "NOTICE":
+        return _check_notice(ops, content, find)
     optional = field.endswith("?")
     field = field.rstrip("?")
     if optional and field not in content:
@@ -140,3 +189,27 @@ def check_operator_content(
         side = {"peer": "the peer's ", "ours": "our own ", "either": ""}[whose]
         raise LocalProtocolError(f"{kind} must answer {side}{' or '.join(kinds)}, not {target.kind} seq {target.seq}")
     return {**content, field: target.ref}
+
+
+def _check_notice(ops: LineOps, content: dict[str, Any], find: Callable[[str], list[Entry]] | None) -> dict[str, Any]:
+    """A notice is validated in full before it is accepted: bad geometry, inverted windows or bands
+    are refused with the reason and nothing is sent. ``amends`` names our earlier notice by id."""
+    from redline.errors import LocalProtocolError
+
+    amends = content.get("amends")
+    if isinstance(amends, str) and ":" not in amends:
+        matches = [e for eid, e in ops.entries.items() if eid.startswith(amends) and e.kind == "NOTICE" and e.ours]
+        if len(matches) != 1:
+            raise LocalProtocolError(f"amends must name one of our own notices; no single one has id {amends!r}")
+        content = {**content, "amends": f"{matches[0].sender}:{matches[0].seq}"}
+        if content["amends"] not in ops.notice_refs:
+            raise LocalProtocolError("that notice is no longer active (withdrawn or expired); file a new one")
+    Notice.from_content(content, ref=f"{ops.us}:0")
+    return content
+
+
+def _window(span: tuple[int, int]) -> str:
+    from datetime import UTC, datetime
+
+    a, b = (datetime.fromtimestamp(t / 1000, UTC).strftime("%d %b %H:%MZ") for t in span)
+    return f"{a} to {b}"
