@@ -293,14 +293,46 @@ def register(main: click.Group) -> None:
     @click.argument("ref")
     @click.argument("text")
     @click.option("--lang", required=True, help="Language of the translation.")
-    @click.option("--translator", required=True, help="Who translated it.")
+    @click.option("--translator", required=True, help="Who translated it (or reviewed the machine draft).")
+    @click.option("--machine", is_flag=True, help="Draft TEXT with an installed offline machine translator.")
     @json_option
     def translate(
-        station: str | None, line: str, ref: str, text: str, lang: str, translator: str, as_json: bool
-    ) -> None:
-        """Attach a translation of message REF; the original stays authoritative."""
+        station: str | None, line: str, ref: str, text: str, lang: str, translator: str, machine: bool,
+        as_json: bool,
+    ) -> None:  # fmt: skip
+        """Attach a translation of message REF; the original stays authoritative.
+
+        With --machine, TEXT is the original to draft from (e.g. copied from 'redline show') and
+        the translator named is the person who reviewed the draft."""
+        if machine:
+            from redline.ops.translation import machine_translate
+
+            source = control(station, {"op": "status"})["lines"][0].get("peer_lang", "auto")
+            text, backend = run(lambda: machine_translate(text, source, lang))
+            translator = f"{translator} (reviewing {backend} machine draft)"
         content = {"ref": ref, "text": text, "lang": lang, "translator": translator}
         emit(as_json, act(station, line, "TRANSLATION", content), show_result)
+
+    @main.command()
+    @station_option
+    @click.argument("line")
+    @click.argument("ref")
+    @click.option("--user", default=None, help="Record that this person read it (files READ).")
+    @json_option
+    def show(station: str | None, line: str, ref: str, user: str | None, as_json: bool) -> None:
+        """Show message REF with its translations; with --user, record that the person read it."""
+        d = control(station, {"op": "show", "line": line, "id": ref})
+        if user:
+            d["read"] = act(station, line, "READ", {"ref": d["id"], "by": user})
+
+        def human(m: dict[str, Any]) -> None:
+            console.print(f"{m['kind']} seq {m['seq']} from {'us' if m['ours'] else 'the peer'} "
+                          f"({m['lang']}, {when(m['sent_at'])}):")  # fmt: skip
+            console.print(m["content"].get("text", json.dumps(m["content"], ensure_ascii=False)), highlight=False)
+            for t in m["translations"]:
+                console.print(f"  [{t['lang']}] {t['text']} — {t['translator']}", highlight=False)
+
+        emit(as_json, d, human)
 
     @main.command()
     @station_option

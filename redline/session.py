@@ -560,6 +560,7 @@ class LineSession:
             "line": self.line,
             "peer": self.record.peer_name,
             "peer_fingerprint": self.peer,
+            "peer_lang": self.record.peer_lang,
             "confirmed": {"local": self.record.confirmed_local, "peer": self.record.confirmed_peer},
             "safety_code": self.record.safety_code if not self.record.active else None,
             "active": self.record.active,

@@ -639,6 +639,16 @@ class Station:
             session = self.session(request["line"])
             find = functools.partial(self._find, session.line)
             return check_operator_content(self.ops[session.line], request["kind"], request["content"], find)
+        if op == "show":
+            session = self.session(request["line"])
+            found = self._find(session.line, request["id"])
+            if len(found) != 1:
+                raise LocalProtocolError(f"no single envelope on this line has an id starting {request['id']!r}")
+            e = found[0]
+            return {
+                "id": e.id, "seq": e.seq, "kind": e.kind, "ours": e.ours, "lang": e.lang, "sent_at": e.sent_at,
+                "content": e.content, "translations": self.ops[session.line].translations.get(e.id, []),
+            }  # fmt: skip
         if op == "has":
             session = self.session(request["line"])
             return bool(self._find(session.line, request["id"]))

@@ -165,11 +165,11 @@ def check_operator_content(
 
     if kind not in OPERATOR_KINDS:
         raise LocalProtocolError(f"{kind} is not something an operator files")
+    if kind == "NOTICE":
+        return _check_notice(ops, content, find)
     field = OPERATOR_KINDS[kind]
     if field is None:
         return content
-    if kind == "NOTICE":
-        return _check_notice(ops, content, find)
     optional = field.endswith("?")
     field = field.rstrip("?")
     if optional and field not in content:
