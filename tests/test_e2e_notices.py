@@ -74,8 +74,9 @@ def test_notices_conflict_at_both_ends_and_bad_geometry_is_refused(
             mt = await asyncio.to_thread(rl, b.home, "translate", line[:8], msg["id"][:10], "text", "--lang", "ru",
                                          "--translator", "Orlov", "--machine")  # fmt: skip
             assert mt.returncode != 0 and "no offline machine translation" in mt.stderr
-            await asyncio.to_thread(ok, rl(b.home, "translate", line[:8], msg["id"][:10],
-                                           "Пожалуйста, подтвердите окно.", "--lang", "ru", "--translator", "Orlov"))  # fmt: skip
+            ru = "Пожалуйста, подтвердите окно."
+            args = ("translate", line[:8], msg["id"][:10], ru, "--lang", "ru", "--translator", "Orlov")
+            await asyncio.to_thread(ok, rl(b.home, *args))
             shown = await asyncio.to_thread(ok, rl(b.home, "show", line[:8], msg["id"][:10], "--json"))
             assert shown["translations"][0]["lang"] == "ru" and shown["content"]["text"].startswith("Please")
         finally:
