@@ -78,15 +78,32 @@ def _int(text: str) -> int:
     # raises a bare ValueError): no canonical integer here has more than 16 digits.
     if len(text.lstrip("-")) > 16:
         raise EncodingError(f"integer with {len(text)} characters is outside the range JSON numbers keep exactly")
-    return int(text)
+    value = int(text)
+    if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        raise EncodingError(f"integer {value} is outside the range JSON numbers keep exactly (±2**53-1)")
+    return value
 
 
 def _no_constant(text: str) -> Any:
     raise EncodingError(f"{text} is not valid JSON")
 
 
+_sorted_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
 def decode(data: bytes) -> Any:
     """Parse canonical bytes; raise EncodingError unless ``data`` is exactly canonical."""
+    # Fast path (every header and most bodies): ASCII input, shallow. With ASCII keys, code-point
+    # order is RFC 8785's order, so C json's sorted dump is the canonical form; a duplicate key
+    # cannot survive the byte comparison (the dump holds each key once). Anything else, or any
+    # mismatch, takes the full path below, which also gives the precise reason.
+    if data.isascii() and data.count(b"{") + data.count(b"[") <= 32:
+        try:
+            value = json.loads(data, parse_float=_no_float, parse_int=_int, parse_constant=_no_constant)
+            if _sorted_dumps(value).encode("utf-8") == data:
+                return value
+        except (ValueError, UnicodeEncodeError, RecursionError, EncodingError):
+            pass
     try:
         text = data.decode("utf-8")
         value = json.loads(
