@@ -1,0 +1,60 @@
+"""Render the README's screenshots (SVG) from a real demo run: python scripts/screenshots.py
+
+Runs the demo into a temporary directory, restarts both stations on the demo's 13 May 2022 clock,
+and records what `redline status`, `calls`, `tests`, `notices` and `verify` print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["REDLINE_SETTABLE_CLOCK"] = "1"
+
+from redline import cli  # noqa: E402
+from redline.demo import run_demo  # noqa: E402
+from redline.scenario import ms  # noqa: E402
+from tests.procs import StationProc  # noqa: E402
+
+
+def shoot(name: str, args: list[str], station: Path) -> None:
+    cli.console.record = True
+    cli.console.width = 110
+    cli.console.force_terminal = True
+    result = CliRunner().invoke(cli.main, [*args, "--station", str(station)], catch_exceptions=False)
+    if result.exit_code not in (0, 2):
+        raise SystemExit(f"{args}: {result.output}")
+    cli.console.save_svg(str(ROOT / "docs" / "img" / f"{name}.svg"), title=f"redline {' '.join(args)}")
+
+
+async def main(work: Path) -> None:
+    eucom, ndmc = StationProc(work / "eucom"), StationProc(work / "ndmc")
+    await eucom.start()
+    await ndmc.start()
+    try:
+        for p in (eucom, ndmc):
+            await p.call({"op": "clock", "set_ms": ms("2022-05-13T13:05:00Z")})
+        await asyncio.sleep(2.5)  # let both paths come up and measure a round trip
+        line = (await eucom.status_line())["line"][:8]
+        await asyncio.to_thread(shoot, "status", ["status"], work / "eucom")
+        await asyncio.to_thread(shoot, "calls", ["calls", line], work / "eucom")
+        await asyncio.to_thread(shoot, "notices", ["notices", line], work / "ndmc")
+        await asyncio.to_thread(shoot, "tests", ["tests", line], work / "eucom")
+        await asyncio.to_thread(shoot, "flashes", ["flashes", line], work / "eucom")
+    finally:
+        eucom.stop()
+        ndmc.stop()
+    shoot("verify", ["verify"], work / "ndmc")
+
+
+if __name__ == "__main__":
+    workdir = Path(tempfile.mkdtemp(prefix="redline-shots-"))
+    run_demo(workdir, wait=False)
+    asyncio.run(main(workdir))
