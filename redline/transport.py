@@ -444,12 +444,13 @@ class Server:
         *,
         server_cert: Path,
         server_key: Path,
-        pins: Callable[[], Sequence[bytes]],
+        pins: Callable[[], Sequence[bytes]] | None,
         on_connection: Callable[[Connection], Awaitable[None]],
         limits: Limits,
         on_refused: Callable[[str], None] | None = None,
     ) -> Server:
-        """Listen for the paired peer. ``pins()`` returns the DER certificates of the paired peers."""
+        """Listen for the paired peer. ``pins()`` returns the DER certificates of the paired peers
+        (``None``: a pairing listener, see ``start_pairing``)."""
         self = cls(
             server_cert=server_cert,
             server_key=server_key,
@@ -475,17 +476,10 @@ class Server:
         on_refused: Callable[[str], None] | None = None,
     ) -> Server:
         """Listen for a joiner during pairing: TLS 1.3, no client certificate, ``peer_spki`` None."""
-        self = cls(
-            server_cert=server_cert,
-            server_key=server_key,
-            pins=None,
-            on_connection=on_connection,
-            limits=limits,
-            on_refused=on_refused,
-        )
-        self._context()
-        await self._listen(host, port)
-        return self
+        return await cls.start(
+            host, port, server_cert=server_cert, server_key=server_key, pins=None,
+            on_connection=on_connection, limits=limits, on_refused=on_refused,
+        )  # fmt: skip
 
     async def _listen(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
