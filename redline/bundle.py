@@ -29,7 +29,7 @@ from typing import Any
 
 from redline import identity, merkle
 from redline.envelope import RawEnvelope, split
-from redline.errors import EncodingError, MerkleError, VerificationError
+from redline.errors import BundleError, EncodingError, MerkleError, VerificationError
 from redline.identity import HEX32, HEX64, SignedCert
 from redline.ledger.verify import LineData, LineReport, Problem, StoredRow, verify_line
 from redline.statements import Checkpoint, Cosign, Receipt, Signed
@@ -41,10 +41,6 @@ MIN_FINGERPRINT_DIGITS = 32  # the part read aloud at pairing (identity.show_fin
 MIN_REDACT_PREFIX = 8
 
 _HEX = re.compile(r"\A(?:[0-9a-f]{2})*\Z")
-
-
-class BundleError(VerificationError):
-    """A bundle or checkpoint file cannot be made or read, or a verifier's input is unusable."""
 
 
 # -- making a bundle -----------------------------------------------------------------------------

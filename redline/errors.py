@@ -84,3 +84,23 @@ class SchemaVersionError(StorageError):
 
 class LimitError(RedlineError):
     """An input is over a documented limit (message size, queue length, disk use)."""
+
+
+class TransportError(RedlineError):
+    """A path could not be opened, or broke."""
+
+
+class ConnectionClosedError(TransportError):
+    """The connection is closed: by the peer, by the network, or by us."""
+
+
+class BundleError(VerificationError):
+    """A bundle or checkpoint file cannot be made or read, or a verifier's input is unusable."""
+
+
+class NoticeError(SchemaError):
+    """A notice is malformed or impossible; it was not filed, sent or put on the board."""
+
+
+class NoticeBoardError(RedlineError):
+    """The board cannot do what was asked (unknown or duplicate ref, wrong filer); it is unchanged."""

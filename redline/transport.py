@@ -83,9 +83,10 @@ from typing import NoReturn
 from redline.config import Limits
 from redline.errors import (
     ConfigError,
+    ConnectionClosedError,
     LocalProtocolError,
-    RedlineError,
     RemoteProtocolError,
+    TransportError,
     UnknownKeyError,
 )
 from redline.identity import spki_hash
@@ -97,14 +98,6 @@ HEADER_BYTES = _HEADER.size
 
 # Stream buffer: large enough that a typical frame needs few pause/resume cycles.
 _STREAM_LIMIT = 256 * 1024
-
-
-class TransportError(RedlineError):
-    """A path could not be opened, or broke. (Candidate for errors.py.)"""
-
-
-class ConnectionClosedError(TransportError):
-    """The connection is closed: by the peer, by the network, or by us."""
 
 
 # --- frames ------------------------------------------------------------------------------------

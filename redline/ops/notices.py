@@ -79,7 +79,7 @@ import shapely
 from shapely.geometry import mapping
 from shapely.validation import explain_validity
 
-from redline.errors import RedlineError, SchemaError
+from redline.errors import NoticeBoardError, NoticeError
 
 __all__ = [
     "AREA_TYPES",
@@ -117,14 +117,6 @@ class NoticeLimits:
 
 
 LIMITS: Final = NoticeLimits()
-
-
-class NoticeError(SchemaError):
-    """A notice is malformed or impossible; it was not filed, sent or put on the board."""
-
-
-class NoticeBoardError(RedlineError):
-    """The board cannot do what was asked (unknown or duplicate ref, wrong filer); it is unchanged."""
 
 
 # --- small helpers ------------------------------------------------------------------------------
