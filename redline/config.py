@@ -25,6 +25,7 @@ class Limits:
     # Flow: envelopes in flight before a receipt, and out-of-order envelopes held for a gap.
     window: int = 512
     max_gap_buffer: int = 4096
+    max_gap_buffer_bytes: int = 16 * 1024 * 1024
     max_outbox: int = 100_000
     # Group commit: everything that arrives in one burst shares one fsync; at most this many
     # outbox messages are signed per commit.

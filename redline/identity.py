@@ -230,7 +230,13 @@ def new_tls_identity(key_path: Path, cert_path: Path, name: str) -> bytes:
     from cryptography.x509.oid import NameOID
 
     key = Ed25519PrivateKey.generate()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"redline station {name}")])
+    # The key's own hash is in the name: a peer trusts pinned certificates as anchors looked up by
+    # subject, so two stations (or two keys of one station) must never share a subject.
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    tag = hashlib.sha256(spki).hexdigest()[:16]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"redline station {name} {tag}")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()

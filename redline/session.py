@@ -130,7 +130,9 @@ class LineSession:
 
     def path_down(self, path: str, reason: str, wall: int) -> list[Action]:
         status = self.paths.setdefault(path, PathStatus())
-        status.up, status.reason = False, reason
+        if status.up or not status.reason:  # a path we closed ourselves keeps the reason we gave
+            status.reason = reason
+        status.up = False
         return self._run(self.link.path_down(path, reason), wall)
 
     def receive(self, path: str, data: bytes, now: float, wall: int) -> list[Action]:
@@ -280,7 +282,8 @@ class LineSession:
                 raise VerificationError(f"envelope seq {h.seq} does not follow seq {self._their_tail.seq}")
             if h.seen_seq > self._our_tail.seq:
                 raise VerificationError(f"envelope claims to have seen our seq {h.seen_seq}, which we never sent")
-            if self.disk_bytes + len(raw) > self.limits.max_line_disk_bytes:
+            pending_bytes = sum(len(e.header_bytes) + len(e.body_bytes or b"") + 72 for e in self._pending.envelopes)
+            if self.disk_bytes + pending_bytes + len(raw) > self.limits.max_line_disk_bytes:
                 raise LimitError("this line is at its disk limit (max_line_disk_bytes); not stored, not receipted")
         except RedlineError as exc:
             self.alarm("alarm", f"refused envelope seq {seq} from {self.record.peer_name}: {exc}")

@@ -128,7 +128,6 @@ class Station:
             server = await transport.Server.start(
                 host, port, server_cert=self.home.keys / "tls.crt", server_key=self.home.keys / "tls.key",
                 pins=self._pins, on_connection=functools.partial(self._inbound, addr), limits=self.limits,
-                on_refused=lambda msg: log.warning("%s", msg),
             )  # fmt: skip
             self._servers.append(server)
         for session in self.sessions.values():
@@ -163,6 +162,8 @@ class Station:
         session = self.sessions.get(line)
         if session is not None:
             status = session.paths.setdefault(path, PathStatus())
+            if message.endswith(" closed") and status.reason and not status.reason.startswith("connection closed"):
+                message = status.reason.split("; redialling")[0]  # keep why it closed, not just that it did
             status.up, status.reason = False, f"{message}; redialling in {delay:.1f} s"
 
     async def _inbound(self, listen_addr: str, conn: transport.Connection) -> None:
@@ -178,6 +179,7 @@ class Station:
         if old is not None:
             old.abort()
         self._conns[(line, path)] = conn
+        reason = "connection closed"
         try:
             await self._perform(session, session.path_up(path, time.monotonic(), self.wall()))
             while not conn.closed:
@@ -190,11 +192,12 @@ class Station:
         except StorageError as exc:
             self._storage_failed(session, exc)
         except RedlineError as exc:
-            log.info("path %s of line %s: %s", path, line[:8], exc)
+            reason = str(exc)
+            log.warning("path %s of line %s closed: %s", path, line[:8], exc)
         finally:
             if self._conns.get((line, path)) is conn:
                 del self._conns[(line, path)]
-                await self._perform(session, session.path_down(path, "connection closed", self.wall()))
+                await self._perform(session, session.path_down(path, reason, self.wall()))
             conn.close()
 
     async def _perform(self, session: LineSession, actions: list[Action]) -> None:
@@ -211,6 +214,7 @@ class Station:
                 except RedlineError:
                     conn.abort()
             elif isinstance(act, Close):
+                log.warning("closing path %s of line %s: %s", act.path, session.line[:8], act.reason)
                 conn.close()
         for conn in touched.values():
             try:

@@ -190,6 +190,8 @@ class Link:
     def signed(self, head: ChainHead) -> list[Output]:
         """Our chain grew (a new envelope, or one recovered from the peer)."""
         self.our_head = head
+        if self.recover_to and head.seq < self.recover_to and head.seq >= self._own_hi and self._recover_path:
+            return self._ask_recovery(self._recover_path)  # the peer capped its answer: ask for the rest
         if self.recover_to and head.seq >= self.recover_to:
             self.recover_to = 0
             self._recover_path = None
@@ -287,7 +289,9 @@ class Link:
 
     def _on_hello(self, path: str, obj: dict[str, Any]) -> list[Output]:
         versions = obj.get("versions")
-        if not isinstance(versions, list) or not set(versions) & set(VERSIONS):
+        if not isinstance(versions, list) or not all(_int(v) for v in versions):
+            raise RemoteProtocolError("HELLO versions must be a list of integers")
+        if not set(versions) & set(VERSIONS):
             raise RemoteProtocolError(f"peer speaks protocol versions {versions}, we speak {list(VERSIONS)}")
         if obj.get("line") != self.line or obj.get("station") != self.peer:
             raise RemoteProtocolError("HELLO names another line or station than this connection is paired for")
@@ -343,7 +347,7 @@ class Link:
         station, a, b = obj.get("station"), obj.get("from"), obj.get("to")
         if station not in (self.us, self.peer) or not _int(a) or not _int(b) or not 0 < a <= b:
             raise RemoteProtocolError("gap request is malformed")
-        if b - a >= self.limits.max_gap_buffer and station == self.us:
+        if b - a >= self.limits.max_gap_buffer:  # either chain: the asker asks again for the rest
             b = a + self.limits.max_gap_buffer - 1
         return [GapRequest(path=path, station=str(station), from_seq=a, to_seq=b)]
 
@@ -375,13 +379,12 @@ class Link:
         if self.recover_to:
             # Our own chain is being recovered from the peer: its envelopes may name our seqs we
             # do not hold yet, so hold them until ``signed`` ends the recovery (guarantee 2).
-            if len(self._buffer) < self.limits.max_gap_buffer:
-                self._buffer.setdefault(seq, raw)
+            if seq not in self._buffer:
+                self._hold(seq, raw)
             return []
         if seq > self.next_in:
             out: list[Output] = []
-            if len(self._buffer) < self.limits.max_gap_buffer:
-                self._buffer[seq] = raw
+            self._hold(seq, raw)
             asked, at = self._gap_asked
             if asked != self.next_in or now - at > 1.0:
                 self._gap_asked = (self.next_in, now)
@@ -396,6 +399,15 @@ class Link:
         for s in [s for s in self._buffer if s < self.next_in]:
             del self._buffer[s]
         return out
+
+    def _hold(self, seq: int, raw: bytes) -> None:
+        """Keep an out-of-order envelope while its gap is refilled, within count and byte budgets
+        (what does not fit is dropped: the peer resends it after the gap closes)."""
+        if len(self._buffer) >= self.limits.max_gap_buffer:
+            return
+        if sum(map(len, self._buffer.values())) + len(raw) > self.limits.max_gap_buffer_bytes:
+            return
+        self._buffer[seq] = raw
 
     def _deliver(self, seq: int, raw: bytes, envelope_id: str) -> EnvelopeIn:
         self.next_in = seq + 1

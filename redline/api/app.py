@@ -1,0 +1,744 @@
+"""The HTTP API and WebSocket a duty console (or a script) uses: ``create_app(station)``.
+
+Runs in the station's own event loop, on the running ``Station`` object: reads are the station's
+views, writes go through ``Station.send`` / ``Station.act`` exactly as the control socket's do, so
+the API adds no path around the station's checks. The only work taken off the loop is what would
+stall it: Argon2id at login and transcript verification (on its own read-only connection).
+
+Errors are rendered in one place (``_error``): ``{"error": message}`` with 400 for bad input, 401
+not logged in or wrong password, 403 the role may not, 404 unknown line, 409 conflict (already
+done, idempotency key reused, halted line), 429 locked out, 503 the store failed. The OpenAPI
+schema is built from the same table the routes are (``ROUTES``), so it cannot fall behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from redline import canonical, persons
+from redline.api.auth import CAPABILITIES, COOKIE, OPERATE, READ, ApiConfig, ApiError, LoginGuard, Session, Sessions
+from redline.config import parse_hostport
+from redline.envelope import split
+from redline.errors import (
+    ConfigError,
+    EquivocationError,
+    NoticeBoardError,
+    RedlineError,
+    StorageError,
+    TransportError,
+)
+from redline.home import StationDir
+from redline.ledger.verify import LineReport, verify_line
+from redline.session import LineSession
+from redline.station import Station
+
+log = logging.getLogger("redline.api")
+CONSOLE = Path(__file__).resolve().parent.parent / "console"
+VIEWS = ("tests", "flash", "calls", "notices", "refused")
+PRIORITIES = ("routine", "priority", "flash")
+NOTICE_KINDS = ("air", "strike", "naval", "exercise", "other")
+TEST_TEXT = "Line test (on demand). Please answer to confirm the line is attended."
+ANSWER_TEXT = "Test received. Line attended."
+
+
+# -- errors: rendered here and nowhere else -------------------------------------------------------
+def _status_of(exc: RedlineError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    if isinstance(exc, NoticeBoardError | EquivocationError):
+        return 409
+    if isinstance(exc, TransportError):
+        return 502
+    if isinstance(exc, StorageError):
+        return 503
+    return 400  # LocalProtocolError, VerificationError (schema, notice, signature), LimitError, PairingError
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, RedlineError):
+        status, message = _status_of(exc), str(exc)
+    elif isinstance(exc, HTTPException):
+        status, message = exc.status_code, {404: "no such page", 405: "method not allowed here"}.get(
+            exc.status_code, str(exc.detail)
+        )
+    else:
+        log.exception("API request %s %s failed", request.method, request.url.path)
+        status, message = 500, f"internal error ({type(exc).__name__}); the station log has the details"
+    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+# -- request bodies ---------------------------------------------------------------------------------
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ApiError(400, "send the request body as JSON (Content-Type: application/json)")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(400, f"request body over {limit} bytes refused")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise ApiError(400, f"request body over {limit} bytes refused")
+    try:
+        # Decimal keeps coordinates exactly as written ("36.2750"): signed notices hold no floats.
+        body = json.loads(raw or b"{}", parse_float=Decimal)
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _str(body: dict[str, Any], name: str, default: str | None = None, *, max_len: int = 1 << 20) -> str:
+    value = body.get(name, default)
+    if value is None:
+        raise ApiError(400, f"'{name}' is required")
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be a string")
+    if len(value) > max_len:
+        raise ApiError(400, f"'{name}' is over {max_len} characters")
+    return value
+
+
+def _opt_str(body: dict[str, Any], name: str) -> str | None:
+    return _str(body, name) if body.get(name) is not None else None
+
+
+def _int(body: dict[str, Any], name: str, default: int | None = None) -> int:
+    value = body.get(name, default)
+    if value is None:
+        raise ApiError(400, f"'{name}' is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"'{name}' must be a whole number (got {value!r})")
+    return value
+
+
+def _time(body: dict[str, Any], name: str) -> int:
+    """UTC milliseconds, or an ISO 8601 time with a zone ('2022-05-13T12:00Z')."""
+    value = body.get(name)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ApiError(400, f"'{name}' {value!r} is not a time like 2022-05-13T12:00Z") from None
+        if dt.tzinfo is None:
+            raise ApiError(400, f"'{name}' {value!r} has no time zone; write it in UTC with a trailing Z")
+        return int(dt.astimezone(UTC).timestamp() * 1000)
+    return _int(body, name)
+
+
+def _area(value: Any) -> Any:
+    """GeoJSON as given (an object, or JSON text), with every coordinate as a decimal string."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value, parse_float=Decimal)
+        except ValueError as exc:
+            raise ApiError(400, f"'area' is not valid GeoJSON (not JSON: {exc})") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "'area' must be a GeoJSON Polygon, MultiPolygon or Point object")
+    return {k: _coords(v) if k == "coordinates" else _plain(v) for k, v in value.items()}
+
+
+def _coords(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_coords(v) for v in value]
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value  # anything else is refused by the notice check, with the reason
+
+
+def _plain(value: Any) -> Any:
+    """Decimals outside coordinates become floats again, for the notice check to refuse by name."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return float(value) if isinstance(value, Decimal) else value
+
+
+# -- reading the transcript -------------------------------------------------------------------------
+def _summary(kind: str, content: dict[str, Any]) -> str:
+    if isinstance(content.get("text"), str):
+        return str(content["text"])
+    person = content.get("person")
+    by = f" by {person.get('name')}" if isinstance(person, dict) else ""
+    if kind == "ROSTER" and isinstance(content.get("users"), list):
+        users = [u for u in content["users"] if isinstance(u, dict)]
+        return "roster: " + ", ".join(f"{u.get('name')} ({u.get('role')})" for u in users)
+    if isinstance(content.get("principals"), list):
+        return f"call record: {' ↔ '.join(map(str, content['principals']))}{by}"
+    for key in ("ref", "test", "call", "flash", "notice", "request"):
+        ref = content.get(key)
+        if isinstance(ref, dict) and "seq" in ref:
+            extra = "".join(f" ({content[k]})" for k in ("level", "result", "answer") if k in content)
+            return f"{kind} of seq {ref['seq']}{by}{extra}"
+    text = json.dumps({k: v for k, v in content.items() if k != "person"}, ensure_ascii=False)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def transcript(station: Station, session: LineSession, limit: int) -> dict[str, Any]:
+    """Both sides of a line, oldest first, with receipt and acknowledgement state, then the outbox."""
+    ledger, record = station.ledger, session.record
+    us = station.keys.fingerprint
+    flashes = {f["id"]: f for f in station.view(record.line, "flash")}
+    rows: list[dict[str, Any]] = []
+    for fp, ours in ((us, True), (record.peer, False)):
+        receipt = ledger.latest_receipt(record.line, record.peer if ours else us)
+        receipted = receipt[0] if receipt else 0
+        head = ledger.head(record.line, fp)[0]
+        for seq, raw in ledger.raw_envelopes(record.line, fp, max(0, head - limit)):
+            env = split(raw)
+            h = canonical.decode_object(env.header_bytes, "envelope header")
+            content = canonical.decode_object(env.body_bytes, "envelope body")["content"] if env.body_bytes else {}
+            flash = flashes.get(env.id)
+            rows.append({
+                "from": "us" if ours else record.peer_name, "ours": ours, "seq": seq, "id": env.id,
+                "kind": h["kind"], "priority": h["prio"], "sent_at": h["sent_at"],
+                "stored_at": ledger.stored_at(record.line, fp, seq), "lang": h["lang"],
+                "text": _summary(h["kind"], content), "content": content, "receipted": seq <= receipted,
+                "state": ("stored by the peer" if seq <= receipted else "sent, not yet receipted") if ours
+                else "stored here",
+                "ack": None if flash is None else {
+                    "state": flash["state"], "by": flash["acked_by"], "at": flash["acked_at"],
+                    "deadline": flash["deadline"], "escalations": flash["escalations"],
+                },
+            })  # fmt: skip
+    rows.sort(key=lambda r: (r["stored_at"], not r["ours"], r["seq"]))
+    outbox = [
+        {"from": "us", "ours": True, "seq": None, "id": None, "outbox": item.local, "kind": item.kind,
+         "priority": item.prio, "sent_at": None, "stored_at": item.accepted_at, "lang": None,
+         "text": _summary(item.kind, item.content), "content": item.content, "receipted": False,
+         "state": "in the outbox: waits until the line is in sync", "ack": None}
+        for item in ledger.pending(record.line, limit)
+    ]  # fmt: skip
+    return {"line": record.line, "peer": record.peer_name, "rows": rows[-limit:], "outbox": outbox}
+
+
+def _report_obj(r: LineReport) -> dict[str, Any]:
+    return {
+        "line": r.line, "ok": r.ok, "chains": {r.names.get(k, k): v for k, v in r.chain_sizes.items()},
+        "cosigned": {r.names.get(k, k): v for k, v in r.cosigned_sizes.items()},
+        "one_sided_tail": {r.names.get(k, k): r.tail(k) for k in r.chain_sizes},
+        "checkpoints": r.checkpoints, "receipts": r.receipts, "problems": [str(p) for p in r.problems],
+    }  # fmt: skip
+
+
+def verify_station(home: StationDir) -> list[dict[str, Any]]:
+    """What ``redline verify`` checks, on a connection of its own that cannot write, from one snapshot.
+
+    Runs in a worker thread while the station keeps writing: every line's data is read inside one
+    read transaction (WAL keeps that snapshot whole), then verified with no database in hand."""
+    our_root = bytes.fromhex((home.keys / "root.pub").read_text().strip())
+    name = home.config().name
+    ledger = home.open_ledger()
+    try:
+        db = ledger._db  # Ledger has no read-only mode yet; query_only makes this connection one
+        db.execute("PRAGMA query_only=ON")
+        db.execute("BEGIN")
+        try:
+            us = ledger.station
+            held = [(record, ledger.line_data(record.line, name)) for record in ledger.lines()]
+        finally:
+            db.execute("ROLLBACK")
+    finally:
+        ledger.close()
+    return [
+        _report_obj(verify_line(data, {us: our_root, record.peer: bytes.fromhex(record.peer_root)}))
+        for record, data in held
+    ]
+
+
+# -- the route table (also the OpenAPI schema) ------------------------------------------------------
+@dataclass(frozen=True)
+class Op:
+    method: str  # GET, POST or WS
+    path: str
+    handler: str  # Api method name
+    summary: str
+    role: str | None  # capability needed; None: no login
+    body: dict[str, Any] | None = None  # JSON schema of the request body
+    query: dict[str, str] = field(default_factory=dict)  # query parameter -> description
+
+
+def _obj(required: list[str], **props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props, "additionalProperties": False}
+
+
+STR, INT = {"type": "string"}, {"type": "integer"}
+TIME = {"oneOf": [INT, STR], "description": "UTC ms, or ISO 8601 with a zone: 2022-05-13T12:00Z"}
+LINE_VIEW = "the line id, an 8+ hex digit prefix of it, or the peer station's name"
+ROUTES: tuple[Op, ...] = (
+    Op("POST", "/api/login", "login", "Log in with a station user's name and password", None,
+       _obj(["user", "password"], user=STR, password=STR)),
+    Op("POST", "/api/logout", "logout", "Log out: the session and its unlocked key are dropped", None),
+    Op("GET", "/api/me", "me", "Who is logged in, with which role and until when", READ),
+    Op("GET", "/api/status", "status", "Station, lines, paths (up/down, rtt, skew), outbox, latest alarms", READ),
+    Op("GET", "/api/verify", "verify", "Verify every line's transcript, as 'redline verify' does", READ),
+    Op("GET", "/api/lines/{line}/log", "log", "Both sides of the transcript with receipt and ACK state, and the outbox",
+       READ, query={"limit": "envelopes of each side, newest (default 100, at most 1000)"}),
+    *(Op("GET", f"/api/lines/{{line}}/{what}", "view", summary, READ) for what, summary in (
+        ("tests", "Line test history and the peer's tests waiting for our answer ('redline tests')"),
+        ("flash", "FLASH messages both ways: receipted, escalated, acknowledged by whom ('redline flashes')"),
+        ("calls", "Call requests and calls per pair of principals, both readouts side by side ('redline calls')"),
+        ("notices", "Active notices of both sides and every conflicting pair ('redline notices')"),
+        ("refused", "Person-signed envelopes that did not count (bad or unknown signature), with the reason"),
+    )),
+    Op("POST", "/api/lines/{line}/send", "send", "Send a message; durable on return (idempotent by key)", OPERATE,
+       _obj(["text"], text=STR, priority={"enum": list(PRIORITIES)}, idempotency_key=STR,
+            wait_receipt={"type": "boolean"})),
+    Op("POST", "/api/lines/{line}/ack", "ack", "Acknowledge the peer's FLASH, signed as the logged-in person",
+       OPERATE, _obj(["flash_id"], flash_id=STR)),
+    Op("POST", "/api/lines/{line}/answer", "answer", "Answer the peer's line test, signed as the logged-in person",
+       OPERATE, _obj([], test_id=STR, text=STR)),
+    Op("POST", "/api/lines/{line}/test", "test", "Send a line test now; a person at the peer must answer", OPERATE,
+       _obj([])),
+    Op("POST", "/api/lines/{line}/notice", "notice", "File a deconfliction notice (checked in full first)", OPERATE,
+       _obj(["kind", "area", "floor_m", "ceiling_m", "start", "end"], kind={"enum": list(NOTICE_KINDS)},
+            area={"type": "object", "description": "GeoJSON Polygon, MultiPolygon or Point (lon/lat)"},
+            radius_m=INT, floor_m=INT, ceiling_m=INT, start=TIME, end=TIME, margin_m=INT, text=STR, amends=STR)),
+    Op("POST", "/api/lines/{line}/withdraw", "withdraw", "Withdraw one of our notices", OPERATE,
+       _obj(["notice_id"], notice_id=STR)),
+    Op("POST", "/api/lines/{line}/readout", "readout", "File this side's readout of a call, signed as the person",
+       OPERATE, _obj(["call_id", "text"], call_id=STR, text=STR)),
+    Op("POST", "/api/lines/{line}/confirm", "confirm", "Confirm the line's safety code after comparing it by voice",
+       "confirm", _obj(["code"], code=STR)),
+    Op("WS", "/api/events", "events", "WebSocket: status changes and alarms as they happen", READ),
+    Op("GET", "/api/openapi.json", "openapi", "This schema", None),
+)  # fmt: skip
+
+
+def openapi_schema() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    error = {"description": "refused", "content": {"application/json": {"schema": _obj(["error"], error=STR)}}}
+    for op in ROUTES:
+        method = "get" if op.method == "WS" else op.method.lower()
+        params = [{"name": "line", "in": "path", "required": True, "schema": STR, "description": LINE_VIEW}] if (
+            "{line}" in op.path) else []  # fmt: skip
+        params += [{"name": q, "in": "query", "required": False, "schema": INT, "description": d}
+                   for q, d in op.query.items()]  # fmt: skip
+        entry: dict[str, Any] = {
+            "summary": op.summary, "operationId": op.handler + (op.path.rsplit("/", 1)[-1] if op.handler == "view"
+                                                                else ""),
+            "parameters": params,
+            "responses": {"200": {"description": "done"}, "400": error, "401": error, "403": error, "404": error,
+                          "409": error},
+        }  # fmt: skip
+        if op.role:
+            entry["security"] = [{"session": []}]
+            entry["x-redline-capability"] = op.role
+        if op.body is not None:
+            entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
+        if op.method == "WS":
+            entry["description"] = "Upgrade to a WebSocket. Messages are JSON: hello, status, alarm, logout."
+            entry["responses"] = {"101": {"description": "switching protocols"}}
+        paths.setdefault(op.path, {})[method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "redline station API", "version": "1",
+                 "description": "The duty console's API; docs/API.md says how sessions and signing work."},
+        "paths": paths,
+        "components": {"securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": COOKIE}}},
+    }  # fmt: skip
+
+
+# -- the handlers -----------------------------------------------------------------------------------
+class Api:
+    def __init__(self, station: Station, config: ApiConfig) -> None:
+        self.station, self.config = station, config
+        self.sessions = Sessions(config)
+        self.guard = LoginGuard(config)
+        self._verifying: asyncio.Task[list[dict[str, Any]]] | None = None
+
+    # who
+    def who(self, conn: HTTPConnection, capability: str | None) -> Session | None:
+        session = self.sessions.get(conn.cookies.get(COOKIE))
+        if capability is None:
+            return session
+        if session is None:
+            raise ApiError(401, "not logged in (or the session expired, or the station restarted): log in")
+        session.require(capability)
+        return session
+
+    def line(self, line: str) -> LineSession:
+        try:
+            return self.station.session(line)
+        except StorageError as exc:
+            raise ApiError(404, str(exc)) from None
+
+    def _me(self, s: Session) -> dict[str, Any]:
+        return {"user": s.name, "role": s.role, "expires": int(s.expires * 1000),
+                "capabilities": sorted(CAPABILITIES.get(s.role, ())), "station": self.station.config.name}  # fmt: skip
+
+    async def login(self, request: Request, _: Session | None) -> Response:
+        body = await _body(request, 4096)
+        name, password = _str(body, "user", max_len=64), _str(body, "password", max_len=1024)
+        person, key = await self.guard.login(self.station.home.path, name, password)
+        cookie, session = self.sessions.create(person, key)
+        log.warning("console login: %s (%s)", person.name, person.role)
+        response = JSONResponse(self._me(session))
+        response.set_cookie(
+            COOKIE, cookie, max_age=int(self.config.session_seconds), path="/", httponly=True, samesite="strict",
+            secure=request.url.scheme == "https",
+        )  # fmt: skip
+        return response
+
+    async def logout(self, request: Request, session: Session | None) -> Response:
+        if session is not None:
+            self.sessions.drop(session)
+            log.warning("console logout: %s", session.name)
+        response = JSONResponse({"logged_out": True})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    async def me(self, request: Request, session: Session) -> dict[str, Any]:
+        return self._me(session)
+
+    async def status(self, request: Request, session: Session) -> dict[str, Any]:
+        return {**self.station.status(), "now": self.station.wall(), "you": self._me(session)}
+
+    async def verify(self, request: Request, session: Session) -> dict[str, Any]:
+        # One run at a time: callers arriving meanwhile share its answer.
+        if self._verifying is None or self._verifying.done():
+            self._verifying = asyncio.ensure_future(asyncio.to_thread(verify_station, self.station.home))
+        lines = await asyncio.shield(self._verifying)
+        return {"ok": all(r["ok"] for r in lines), "lines": lines, "checked_at": self.station.wall()}
+
+    async def log(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 0 < int(raw) <= 1000:
+            raise ApiError(400, "limit must be a whole number from 1 to 1000")
+        return transcript(self.station, line, int(raw))
+
+    async def view(self, request: Request, session: Session) -> Any:
+        line = self.line(request.path_params["line"])
+        return self.station.view(line.line, request.url.path.rsplit("/", 1)[-1])
+
+    async def send(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _body(request, self.config.max_body_bytes)
+        text = _str(body, "text")
+        priority = _str(body, "priority", "routine").lower()
+        if priority not in PRIORITIES:
+            raise ApiError(400, f"priority must be one of {', '.join(PRIORITIES)}")
+        key = _opt_str(body, "idempotency_key")
+        self._writable(line)
+        kind = "FLASH" if priority == "flash" else "TEXT"
+        # API keys live apart from the station's own ("roster:", "escalated:"), which they must never block.
+        result = await self.station.send(line.line, text, kind=kind, prio=priority, idem=_idem(key))
+        held = self.station.ledger.outbox_item(result["outbox"])
+        if key is not None and (held.kind, held.content.get("text")) != (kind, text):
+            raise ApiError(409, f"idempotency key {key!r} was already used for a different message "
+                                f"(outbox #{held.local}); this one was NOT sent")  # fmt: skip
+        if body.get("wait_receipt") is True and result["seq"]:
+            try:
+                await self.station.wait_receipted(line.line, result["seq"])
+            except StorageError as exc:
+                raise ApiError(504, str(exc)) from None
+            result["state"] = "receipted by the peer"
+        return result
+
+    async def ack(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _body(request, 4096)
+        flash_id = _str(body, "flash_id", max_len=64)
+        for f in self.station.view(line.line, "flash"):
+            if len(flash_id) >= 6 and f["id"].startswith(flash_id) and not f["ours"] and f["acked_by"]:
+                raise ApiError(409, f"that FLASH (seq {f['seq']}) was already acknowledged by {f['acked_by']}")
+        return await self._signed(session, line, "ACK", {"ref": flash_id}, key_field="ref")
+
+    async def answer(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _body(request, 64 * 1024)
+        test_id = _opt_str(body, "test_id")
+        pending = self.station.view(line.line, "tests")["to_answer"]
+        if test_id is None:
+            if not pending:
+                raise ApiError(409, "no unanswered line test from the peer")
+            test_id = pending[0]["id"]
+        elif len(test_id) >= 6 and not any(t["id"].startswith(test_id) for t in pending):
+            raise ApiError(409, f"no unanswered line test from the peer has id {test_id!r} (answered already?)")
+        content = {"test": test_id, "text": _str(body, "text", ANSWER_TEXT)}
+        return await self._signed(session, line, "TEST_ANSWER", content, key_field="test")
+
+    async def test(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        await _body(request, 4096)
+        self._writable(line)
+        return await self.station.act(line.line, "TEST", {"text": TEST_TEXT}, prio="priority")
+
+    async def notice(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _body(request, self.config.max_body_bytes)
+        kind = _str(body, "kind")
+        if kind not in NOTICE_KINDS:
+            raise ApiError(400, f"kind must be one of {', '.join(NOTICE_KINDS)}")
+        if "area" not in body:
+            raise ApiError(400, "'area' is required: a GeoJSON Polygon, MultiPolygon or Point")
+        content: dict[str, Any] = {
+            "kind": kind, "area": _area(body["area"]), "floor_m": _int(body, "floor_m"),
+            "ceiling_m": _int(body, "ceiling_m"), "start": _time(body, "start"), "end": _time(body, "end"),
+            "margin_m": _int(body, "margin_m", 0), "text": _str(body, "text", ""),
+        }  # fmt: skip
+        if body.get("radius_m") is not None:
+            content["radius_m"] = _int(body, "radius_m")
+        if body.get("amends") is not None:
+            content["amends"] = _str(body, "amends")
+        self._writable(line)
+        # The station checks the notice in full (geometry, window, band, limits) before accepting it:
+        # a bad one raises NoticeError (400, with the reason) and nothing is stored or sent.
+        return await self.station.act(line.line, "NOTICE", content, prio="priority")
+
+    async def withdraw(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _body(request, 4096)
+        self._writable(line)
+        content = {"notice": _str(body, "notice_id", max_len=64)}
+        return await self.station.act(line.line, "NOTICE_WITHDRAW", content, prio="priority")
+
+    async def readout(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _body(request, self.config.max_body_bytes)
+        content = {"call": _str(body, "call_id", max_len=64), "text": _str(body, "text")}
+        return await self._signed(session, line, "READOUT", content)
+
+    async def confirm(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _body(request, 4096)
+        if line.record.confirmed_local:
+            raise ApiError(409, "this line's safety code is already confirmed here")
+        result = await self.station.confirm(line.line, _str(body, "code", max_len=64))
+        log.warning("console: %s confirmed the safety code of line %s", session.name, line.line[:8])
+        return result
+
+    async def openapi(self, request: Request, _: Session | None) -> dict[str, Any]:
+        return openapi_schema()
+
+    def _writable(self, line: LineSession) -> None:
+        if line.halted:
+            raise ApiError(409, f"line {line.line[:8]} is HALTED (equivocation): nothing more can be sent on it")
+
+    async def _signed(
+        self, session: Session, line: LineSession, kind: str, content: dict[str, Any], *, key_field: str | None = None
+    ) -> dict[str, Any]:
+        """Resolve the reference, sign as the logged-in person (their key, unlocked at login), file."""
+        self._writable(line)
+        resolved = await self.station.control({"op": "resolve", "line": line.line, "kind": kind, "content": content})
+        signed = persons.sign_content(resolved, session.person, session.signing_key())
+        target = resolved.get(key_field) if key_field else None
+        # One ACK / answer per person and target even if the button is pressed twice: the second
+        # returns the first. Per person, so someone else can still act if the first was refused.
+        idem = f"api:{kind}:{target['id']}:{session.name}" if isinstance(target, dict) and "id" in target else None
+        result: dict[str, Any] = await self.station.act(line.line, kind, signed, idem=idem)
+        log.warning("console: %s filed %s on line %s", session.name, kind, line.line[:8])
+        return result
+
+    # -- live events --------------------------------------------------------------------------------
+    async def events(self, ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            _same_origin(ws)
+            session = self.who(ws, READ)
+        except ApiError as exc:
+            await ws.send_json({"type": "error", "error": str(exc)})
+            await ws.close(code=4401 if exc.status == 401 else 4403, reason=str(exc)[:120])
+            return
+        assert session is not None
+        cookie = ws.cookies.get(COOKIE)
+        reader = asyncio.ensure_future(_drain(ws))
+        try:
+            alarms = self.station.alarms
+            last = alarms[-1] if alarms else None
+            status = _status_only(self.station.status())
+            await ws.send_json({"type": "hello", "you": self._me(session), "status": status,
+                                "alarms": alarms[-20:], "now": self.station.wall()})  # fmt: skip
+            while True:
+                done, _ = await asyncio.wait({reader}, timeout=self.config.poll_seconds)
+                if done:
+                    return  # the console went away
+                if self.sessions.get(cookie) is None:
+                    await ws.send_json({"type": "logout", "error": "the session ended: log in again"})
+                    await ws.close(code=4401)
+                    return
+                for alarm in _new_alarms(self.station.alarms, last):
+                    await ws.send_json({"type": "alarm", "alarm": alarm})
+                    last = alarm
+                now = _status_only(self.station.status())
+                if now != status:
+                    status = now
+                    await ws.send_json({"type": "status", "status": status, "now": self.station.wall()})
+        except (WebSocketDisconnect, RuntimeError, ConnectionError):
+            return
+        finally:
+            reader.cancel()
+
+
+def _idem(key: str | None) -> str | None:
+    return None if key is None else "api:" + key
+
+
+def _status_only(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k != "alarms"}
+
+
+def _new_alarms(alarms: list[dict[str, Any]], last: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Alarms after ``last`` (by identity: the station trims its list, so indexes shift)."""
+    if last is None:
+        return list(alarms)
+    for i in range(len(alarms) - 1, -1, -1):
+        if alarms[i] is last:
+            return alarms[i + 1 :]
+    return list(alarms)
+
+
+async def _drain(ws: WebSocket) -> None:
+    """Read (and ignore) what the console sends, until it disconnects."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+
+# -- assembly ---------------------------------------------------------------------------------------
+Handler = Callable[[Request, Any], Awaitable[Any]]
+
+
+def _endpoint(api: Api, op: Op) -> Callable[[Request], Awaitable[Response]]:
+    handler: Handler = getattr(api, op.handler)
+
+    async def endpoint(request: Request) -> Response:
+        if op.method == "POST":
+            _same_origin(request)
+        session = api.who(request, op.role)
+        result = await handler(request, session)
+        if isinstance(result, Response):
+            return result
+        return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+    return endpoint
+
+
+def _same_origin(conn: HTTPConnection) -> None:
+    """Refuse a request a page of another site started (SameSite=Strict is the first line)."""
+    origin = conn.headers.get("origin")
+    if origin is None:  # not a browser, or a same-origin GET: nothing to check
+        return
+    host = conn.headers.get("host", "")
+    if origin.split("://", 1)[-1] != host:
+        raise ApiError(403, f"request from another site ({origin}) refused")
+
+
+class _Headers:
+    """Security headers on every HTTP response: no framing, no sniffing, scripts only from here."""
+
+    CSP = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", self.CSP.encode()), (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                ]  # fmt: skip
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(station: Station, config: ApiConfig | None = None) -> Starlette:
+    """The API and the console for one running station, to serve in the station's event loop."""
+    api = Api(station, config or ApiConfig())
+    routes: list[BaseRoute] = []
+    for op in ROUTES:
+        if op.method == "WS":
+            routes.append(WebSocketRoute(op.path, api.events))
+        else:
+            routes.append(Route(op.path, _endpoint(api, op), methods=[op.method], name=op.handler + op.path))
+    routes.append(Mount("/", app=StaticFiles(directory=CONSOLE, html=True), name="console"))
+    app = Starlette(
+        routes=routes, middleware=[Middleware(_Headers)],
+        exception_handlers={RedlineError: _error, HTTPException: _error, Exception: _error},
+    )
+    app.state.api = api
+    return app
+
+
+# -- serving inside `redline serve` ----------------------------------------------------------------
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the station owns SIGINT/SIGTERM and stops us itself
+
+
+class HttpServer:
+    """uvicorn in the station's event loop, on a socket bound before it starts (so 'in use' is clear)."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], addr: str) -> None:
+        self._server, self._task, self.addr = server, task, addr
+
+    @classmethod
+    async def start(cls, station: Station, addr: str, config: ApiConfig | None = None) -> HttpServer:
+        host, port = parse_hostport(addr)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot serve the console on {addr}: {exc.strerror or exc}") from None
+        sock.listen(128)
+        sock.setblocking(False)
+        bound = f"{host}:{sock.getsockname()[1]}"
+        server = _Server(uvicorn.Config(
+            create_app(station, config), ws="wsproto", lifespan="off", log_level="warning", access_log=False,
+            timeout_graceful_shutdown=2, proxy_headers=True,
+        ))  # fmt: skip
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if task.done() or time.monotonic() > deadline:
+                server.should_exit = True
+                raise ConfigError(f"the console server did not start on {addr}")
+            await asyncio.sleep(0.02)
+        return cls(server, task, bound)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(self._task, 5)
