@@ -99,7 +99,11 @@ def init(
 @main.command()
 @station_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every path event.")
-def serve(station: str | None, verbose: bool) -> None:
+@click.option(
+    "--http", "http_addr", default=None, metavar="HOST:PORT",
+    help="Also serve the duty console and HTTP API (docs/API.md) here: plain HTTP, so loopback or behind a TLS proxy.",
+)  # fmt: skip
+def serve(station: str | None, verbose: bool, http_addr: str | None) -> None:
     """Run the station: listen, dial the paired peers, keep the lines in sync."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s")
     home = StationDir(station_path(station))
@@ -109,10 +113,20 @@ def serve(station: str | None, verbose: bool) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, st.stop)
-        console.print(f"Station [bold]{st.config.name}[/] serving on {', '.join(st.config.listen)} (Ctrl-C stops)")
+        http = None
         try:
-            await st.run_forever()
+            await st.start()
+            console.print(f"Station [bold]{st.config.name}[/] serving on {', '.join(st.config.listen)} (Ctrl-C stops)")
+            if http_addr:
+                from redline.api import HttpServer  # the API's dependencies load only when asked for
+
+                # uvicorn in this same event loop: the API works on the running station, one writer
+                http = await HttpServer.start(st, http_addr)
+                console.print(f"Duty console and API on [bold]http://{http.addr}/[/]")
+            await st.wait_stopped()
         finally:
+            if http is not None:
+                await http.stop()
             await st.close()
 
     run(lambda: asyncio.run(main_()))

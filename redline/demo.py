@@ -61,11 +61,12 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
         tmp = tempfile.mkdtemp(prefix="redline-demo-")
         workdir = Path(tmp)
     workdir.mkdir(parents=True, exist_ok=True)
-    p = free_ports(4)
+    p = free_ports(6)
     stations = {
         "EUCOM": (StationDir(workdir / "eucom"), "en", [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]),
         "NDMC": (StationDir(workdir / "ndmc"), "ru", [f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"]),
     }
+    consoles = {"EUCOM": f"127.0.0.1:{p[4]}", "NDMC": f"127.0.0.1:{p[5]}"}
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for name, (home, lang, listen) in stations.items():
@@ -77,11 +78,14 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
             log = open(home.path / "serve.log", "ab")  # noqa: SIM115 - lives as long as the process
             env = {**os.environ, "REDLINE_SETTABLE_CLOCK": "1"}  # the demo replays 2022 in compressed time
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "redline", "serve", "--station", str(home.path)],
+                [sys.executable, "-m", "redline", "serve", "--station", str(home.path), "--http", consoles[name]],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             ))  # fmt: skip
         asyncio.run(_script(stations, days=days))
         e, n = stations["EUCOM"][0].path, stations["NDMC"][0].path
+        console.print("\n[bold]Duty consoles[/] (open in a browser; demo password [bold]demo-password-1[/]):")
+        console.print(f"  EUCOM  http://{consoles['EUCOM']}/   log in as 'Duty Officer Miller'", highlight=False)
+        console.print(f"  NDMC   http://{consoles['NDMC']}/   log in as 'Dezhurny Orlov'", highlight=False)
         rl = Path(sys.executable).parent / "redline"
         console.print("\n[bold]Drive either station from another terminal:[/]", soft_wrap=True)
         commands = (

@@ -326,6 +326,10 @@ class Station:
 
     async def run_forever(self) -> None:
         await self.start()
+        await self.wait_stopped()
+
+    async def wait_stopped(self) -> None:
+        """Return once ``stop()`` was called (a signal, or the control op ``stop``)."""
         await self._stopping.wait()
 
     def stop(self) -> None:
