@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +143,7 @@ async def drive(page: Any, a: Station, b: Station, line: str, url: str) -> None:
     await expect(ack).to_be_visible(timeout=TIMEOUT)
     await expect(page.locator("#verify-state")).to_have_text("VERIFIED", timeout=TIMEOUT)
     IMG.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(IMG / "console-flash.png"), full_page=True)
+    await _shot(page, "console-flash.png")
 
     await ack.click()
     await expect(banner).to_be_hidden(timeout=TIMEOUT)
@@ -161,7 +163,7 @@ async def drive(page: Any, a: Station, b: Station, line: str, url: str) -> None:
     await expect(page.locator("#verify-state")).to_have_text("VERIFIED", timeout=TIMEOUT)
     with contextlib.suppress(Exception):
         await page.wait_for_timeout(300)
-    await page.screenshot(path=str(IMG / "console.png"), full_page=True)
+    await _shot(page, "console.png")
 
 
 def _peer_texts(b: Station, line: str) -> list[dict[str, Any]]:
@@ -169,3 +171,10 @@ def _peer_texts(b: Station, line: str) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = transcript(b, b.sessions[line], 50)["rows"]
     return rows
+
+
+async def _shot(page: Any, name: str) -> None:
+    """README screenshots: written only when asked (REDLINE_SCREENSHOTS=1), so a test run never
+    changes tracked files; otherwise into the test's temp dir, to prove the page renders."""
+    target = IMG if os.environ.get("REDLINE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir())
+    await page.screenshot(path=str(target / name), full_page=True)
