@@ -215,7 +215,8 @@ class Station:
                     conn.abort()
             elif isinstance(act, Close):
                 log.warning("closing path %s of line %s: %s", act.path, session.line[:8], act.reason)
-                conn.close()
+                conn.close()  # lets a final ERROR frame go out; a silent (black-holed) peer never
+                asyncio.get_running_loop().call_later(1.0, conn.abort)  # answers the TLS close
         for conn in touched.values():
             try:
                 await conn.drain()
@@ -599,9 +600,10 @@ class Station:
         answers: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
 
         async def respond() -> None:
-            while (task := await answers.get()) is not None:
-                writer.write(json.dumps(await task).encode() + b"\n")
-                await writer.drain()
+            with contextlib.suppress(asyncio.CancelledError):  # the station is stopping
+                while (task := await answers.get()) is not None:
+                    writer.write(json.dumps(await task).encode() + b"\n")
+                    await writer.drain()
 
         responder = asyncio.ensure_future(respond())
         try:

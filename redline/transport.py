@@ -369,7 +369,11 @@ async def dial(host: str, port: int, *, cert: Path, key: Path, pins: Collection[
             f"cannot connect to {addr}: {_reason(exc)}; is the peer station running and is the path open?"
         ) from exc
     sslobj = writer.get_extra_info("ssl_object")
-    der = sslobj.getpeercert(binary_form=True) if isinstance(sslobj, ssl.SSLObject) else None
+    try:
+        der = sslobj.getpeercert(binary_form=True) if isinstance(sslobj, ssl.SSLObject) else None
+    except ValueError:
+        writer.transport.abort()
+        raise TransportError(f"TLS handshake with {addr} did not complete (the stream broke)") from None
     if der is None:  # not possible in TLS 1.3 without PSK, which we never offer
         writer.transport.abort()
         raise RemoteProtocolError(f"peer at {addr} presented no TLS certificate")
@@ -605,7 +609,10 @@ class Server:
         if self._pins is None:
             return Connection(reader, writer, peer=addr, peer_spki=None, limits=self._limits, dialled=False)
         sslobj = writer.get_extra_info("ssl_object")
-        der = sslobj.getpeercert(binary_form=True) if isinstance(sslobj, ssl.SSLObject) else None
+        try:
+            der = sslobj.getpeercert(binary_form=True) if isinstance(sslobj, ssl.SSLObject) else None
+        except ValueError:  # the stream broke right as the handshake ended: a failed handshake
+            der = None
         got = spki_hash(der) if der else None
         if got is None or got not in allowed:
             writer.transport.abort()
