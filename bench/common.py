@@ -65,11 +65,15 @@ def fmt(value: float, unit: str) -> str:
     if unit == "/s":
         return f"{value:,.0f} /s"
     if unit == "ms":
-        return f"{value:.3f} ms"
+        return f"{value:.3f} ms" if value < 1000 else f"{value:,.0f} ms"
     if unit == "µs":
         if value < 10:
             return f"{value:.2f} µs"
         return f"{value:.1f} µs" if value < 1000 else f"{value:,.0f} µs"
+    if unit == "s":
+        return f"{value:.3f} s" if value < 100 else f"{value:,.0f} s"
+    if unit == "MB":
+        return f"{value:,.1f} MB"
     if unit == "x":
         return f"{value:.2f}x"
     return f"{value:g} {unit}".strip()

@@ -190,9 +190,9 @@ def measure(limits: Figures, folder: Path | None = None, *, quick: bool = False)
     return f
 
 
-def report(f: Figures, lim: Figures) -> str:
+def rows(f: Figures, lim: Figures) -> list[Row]:
     commit_rate = 1e6 / lim["sqlite_full_p50_us"]
-    rows = [
+    out = [
         Row("append, batch 1 (one fsync per envelope)", f["append_1_per_s"], "/s",
             "1 / SQLite FULL commit", commit_rate),
         Row("append, batch 1: one commit, median", f["append_1_batch_p50_us"], "µs",
@@ -215,7 +215,11 @@ def report(f: Figures, lim: Figures) -> str:
         Row("line_data + verify_line (what `redline verify` does)", f["verify_total_per_s"], "/s",
             "1 / Ed25519 verify", 1e6 / lim["verify_us"], note=f"reading took {f['verify_load_s']:.2f} s"),
     ]  # fmt: skip
-    return table("Ledger and verification (issue 2)", rows)
+    return out
+
+
+def report(f: Figures, lim: Figures) -> str:
+    return table("Ledger and verification (issue 2)", rows(f, lim))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -249,36 +249,37 @@ def measure(folder: Path | None = None, *, quick: bool = False) -> Figures:
     return f
 
 
+def rows(f: Figures) -> list[Row]:
+    return [
+        Row("SQLite WAL FULL, 1 row/commit, median", f["sqlite_full_p50_us"], "µs", "LIMITS.md", 195),
+        Row("SQLite WAL FULL, 1 row/commit, p99", f["sqlite_full_p99_us"], "µs", "LIMITS.md", 555),
+        Row(
+            "SQLite WAL FULL, 1 row/commit, CPU per commit",
+            f["sqlite_full_cpu_us"],
+            "µs",
+            note="user + kernel: the guest's fsync is not free",
+        ),
+        Row("SQLite WAL FULL, 100 rows/commit", f["sqlite_full_100rows_per_s"], "/s", "LIMITS.md", 133_000),
+        Row("write 1 KiB + fsync, median", f["fsync_p50_us"], "µs", "LIMITS.md", 226),
+        Row("write 1 KiB + fsync, p99", f["fsync_p99_us"], "µs", "LIMITS.md", 628),
+        Row("Ed25519 sign (PyNaCl)", f["sign_us"], "µs", "LIMITS.md", 19.2),
+        Row("Ed25519 verify (PyNaCl)", f["verify_us"], "µs", "LIMITS.md", 41.6),
+        Row("SHA-256, 1 KiB", f["sha256_1k_us"], "µs", "LIMITS.md", 0.80),
+        Row("TLS 1.3 mutual-auth echo RTT, median", f["tls_rtt_p50_us"], "µs", "LIMITS.md", 126),
+        Row("TLS 1.3 mutual-auth echo RTT, p99", f["tls_rtt_p99_us"], "µs", "LIMITS.md", 179),
+        Row("TLS 1.3 pipelined echo", f["tls_echo_per_s"], "/s", "LIMITS.md", 144_000),
+        Row(
+            "implied durable-ack latency (2 commits + 2 signs + 2 verifies + RTT)",
+            f["implied_latency_us"],
+            "µs",
+            "LIMITS.md",
+            640,
+        ),
+    ]
+
+
 def report(f: Figures) -> str:
-    return table(
-        "Machine limits (this run)",
-        [
-            Row("SQLite WAL FULL, 1 row/commit, median", f["sqlite_full_p50_us"], "µs", "LIMITS.md", 195),
-            Row("SQLite WAL FULL, 1 row/commit, p99", f["sqlite_full_p99_us"], "µs", "LIMITS.md", 555),
-            Row(
-                "SQLite WAL FULL, 1 row/commit, CPU per commit",
-                f["sqlite_full_cpu_us"],
-                "µs",
-                note="user + kernel: the guest's fsync is not free",
-            ),
-            Row("SQLite WAL FULL, 100 rows/commit", f["sqlite_full_100rows_per_s"], "/s", "LIMITS.md", 133_000),
-            Row("write 1 KiB + fsync, median", f["fsync_p50_us"], "µs", "LIMITS.md", 226),
-            Row("write 1 KiB + fsync, p99", f["fsync_p99_us"], "µs", "LIMITS.md", 628),
-            Row("Ed25519 sign (PyNaCl)", f["sign_us"], "µs", "LIMITS.md", 19.2),
-            Row("Ed25519 verify (PyNaCl)", f["verify_us"], "µs", "LIMITS.md", 41.6),
-            Row("SHA-256, 1 KiB", f["sha256_1k_us"], "µs", "LIMITS.md", 0.80),
-            Row("TLS 1.3 mutual-auth echo RTT, median", f["tls_rtt_p50_us"], "µs", "LIMITS.md", 126),
-            Row("TLS 1.3 mutual-auth echo RTT, p99", f["tls_rtt_p99_us"], "µs", "LIMITS.md", 179),
-            Row("TLS 1.3 pipelined echo", f["tls_echo_per_s"], "/s", "LIMITS.md", 144_000),
-            Row(
-                "implied durable-ack latency (2 commits + 2 signs + 2 verifies + RTT)",
-                f["implied_latency_us"],
-                "µs",
-                "LIMITS.md",
-                640,
-            ),
-        ],
-    )
+    return table("Machine limits (this run)", rows(f))
 
 
 def main(argv: list[str] | None = None) -> None:

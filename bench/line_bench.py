@@ -253,10 +253,10 @@ def measure(
         return f
 
 
-def report(f: Figures, lim: Figures) -> str:
+def rows(f: Figures, lim: Figures) -> list[Row]:
     implied = lim["implied_latency_us"]
     three = 3 * lim["sqlite_full_p50_us"] + 2 * lim["sign_us"] + 2 * lim["verify_us"] + lim["tls_rtt_p50_us"]
-    rows = [
+    out = [
         Row("control round trip (status), median", f["control_p50_us"], "µs", "TLS echo RTT", lim["tls_rtt_p50_us"],
             note="what the measuring client adds"),
         Row("local accept (send, no wait), median", f["accept_p50_us"], "µs", "SQLite FULL commit",
@@ -280,7 +280,11 @@ def report(f: Figures, lim: Figures) -> str:
         Row("CPU per message at B (receiver)", f["tput_cpu_b_us"], "µs", "Ed25519 verify", lim["verify_us"],
             note=f"of which kernel {f['tput_cpu_b_sys_us']:.0f} µs"),
     ]  # fmt: skip
-    return table(f"Line over real TLS, two station processes, {f['paths']:.0f} paths (issue 3)", rows)
+    return out
+
+
+def report(f: Figures, lim: Figures) -> str:
+    return table(f"Line over real TLS, two station processes, {f['paths']:.0f} paths (issue 3)", rows(f, lim))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ class Limits:
     checkpoint_every_seconds: float = 60.0
     # Liveness (seconds): heartbeat interval, silence that marks a path dead, redial backoff.
     heartbeat_interval: float = 1.0
-    path_dead_after: float = 3.0
+    path_dead_after: float = 2.5  # two missed heartbeats and slack: a dead path is noticed under 3 s
     line_down_alarm_seconds: float = 10.0
     redial_initial: float = 0.2
     redial_max: float = 5.0

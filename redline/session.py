@@ -59,6 +59,7 @@ class _Pending:
     envelopes: list[Envelope] = field(default_factory=list)
     own: list[Envelope] = field(default_factory=list)
     suspects: list[Envelope] = field(default_factory=list)  # valid envelopes at a seq already taken
+    bytes: int = 0  # disk the pending envelopes will take
     receipt: Signed | None = None
     receipt_seq: int = 0
 
@@ -282,13 +283,13 @@ class LineSession:
                 raise VerificationError(f"envelope seq {h.seq} does not follow seq {self._their_tail.seq}")
             if h.seen_seq > self._our_tail.seq:
                 raise VerificationError(f"envelope claims to have seen our seq {h.seen_seq}, which we never sent")
-            pending_bytes = sum(len(e.header_bytes) + len(e.body_bytes or b"") + 72 for e in self._pending.envelopes)
-            if self.disk_bytes + pending_bytes + len(raw) > self.limits.max_line_disk_bytes:
+            if self.disk_bytes + self._pending.bytes + len(raw) > self.limits.max_line_disk_bytes:
                 raise LimitError("this line is at its disk limit (max_line_disk_bytes); not stored, not receipted")
         except RedlineError as exc:
             self.alarm("alarm", f"refused envelope seq {seq} from {self.record.peer_name}: {exc}")
             return self._run(self.link.rejected(seq, str(exc)), wall)
         self._pending.envelopes.append(env)
+        self._pending.bytes += len(raw)
         self._their_tail = ChainHead(seq=h.seq, id=env.id)
         if h.kind in OPERATIONAL_KINDS:
             self._checkpoint_due = True

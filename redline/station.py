@@ -407,11 +407,12 @@ class Station:
         wall = self.wall()
         done: list[tuple[asyncio.Future[int], int | BaseException]] = []
         touched: dict[str, LineSession] = {}
+        people = persons.load_users(self.home.path)  # once per batch, not per request
         try:
             with self.ledger.batch():
                 for session, kind, prio, content, idem, fut in batch:
                     try:
-                        roster = self._roster_intent(self.ops[session.line])
+                        roster = self._roster_intent(self.ops[session.line], people)
                         if roster is not None:
                             session.accept(roster.kind, roster.prio, roster.content, roster.idem, wall)
                         done.append((fut, session.accept(kind, prio, content, idem, wall).local))
@@ -446,9 +447,9 @@ class Station:
             for sender, raw, stored_at in self.ledger.find_by_id_prefix(line, prefix, limit=2)
         ]
 
-    def _roster_intent(self, ops: LineOps) -> Intent | None:
+    def _roster_intent(self, ops: LineOps, people: list[persons.Person] | None = None) -> Intent | None:
         """A ROSTER envelope when our users differ from what we last published to the peer."""
-        roster = persons.roster_content(persons.load_users(self.home.path))
+        roster = persons.roster_content(persons.load_users(self.home.path) if people is None else people)
         if not roster["users"] or parse_roster(roster) == ops.person_roster():
             return None
         idem = "roster:" + hashlib.sha256(canonical.encode(roster)).hexdigest()

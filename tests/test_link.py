@@ -433,7 +433,7 @@ def test_heartbeat_timeout_closes_a_silent_path() -> None:
     d.pump()
     d.tick(1.0)
     d.pump()
-    d.tick(1.0)  # 3.0 s since the last frame from b: not more than path_dead_after
+    d.tick(LIMITS.path_dead_after - 2.0)  # exactly path_dead_after since the last frame from b
     d.pump()
     assert d.a.paths["p0"] is PathState.OPEN
     assert not d.of("a", Close)
