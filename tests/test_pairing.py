@@ -430,3 +430,44 @@ def test_normalize_code_refuses_anything_but_eight_digits(text: str) -> None:
 
 def test_normalize_code_reads_non_ascii_digits_as_digits() -> None:
     assert normalize_code("١٢٣٤-٥٦٧٨") == "1234-5678"
+
+
+# -- fuzzing the token parser (issue: Hypothesis for tokens) -------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_any_text_as_a_token_is_a_pairing_error_or_a_token(text: str) -> None:
+    try:
+        token = Token.decode(text)
+    except PairingError:
+        return
+    assert len(token.secret) == 16 and token.encode().startswith("rl1-")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_behind_the_prefix_are_refused_as_a_pairing_error(data: bytes) -> None:
+    text = "rl1-" + base64.urlsafe_b64encode(data).decode().rstrip("=")
+    with pytest.raises(PairingError):
+        Token.decode(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(min_size=1, max_size=40),
+    addrs=st.lists(st.from_regex(r"\A127\.0\.0\.1:[1-9][0-9]{3}\Z"), min_size=1, max_size=4),
+    secret=st.binary(min_size=16, max_size=16),
+    expires=st.integers(min_value=0, max_value=2**53 - 1),
+)
+def test_tokens_round_trip_and_any_damage_is_refused(name: str, addrs: list[str], secret: bytes, expires: int) -> None:
+    token = Token(
+        id="ab" * 8, name=name, addrs=tuple(addrs), pair_addr=addrs[0], station="cd" * 32, spki="ef" * 32,
+        secret=secret, commit="01" * 32, expires=expires,
+    )  # fmt: skip
+    text = token.encode()
+    assert Token.decode(text) == token
+    with pytest.raises(PairingError):
+        Token.decode(text[: len(text) // 2])
