@@ -57,41 +57,7 @@ RELEASE_NOTE = {
 }
 
 
-class StallRelay(Relay):
-    """``tests.procs.Relay`` that can also go silent: ``stall()`` drops every byte in both directions
-    and keeps the sockets open (a black hole: no RST, no FIN), ``release()`` forwards again."""
-
-    def __init__(self, listen_port: int, target_port: int) -> None:
-        super().__init__(listen_port, target_port)
-        self.stalled = False
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self.writers |= {writer, up_writer}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    if not self.stalled:
-                        dst.write(data)
-                        await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        with contextlib.suppress(asyncio.CancelledError):  # the loop is shutting down
-            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-
-    def stall(self) -> None:
-        self.stalled = True
-
-    def release(self) -> None:
-        self.stalled = False
+StallRelay = Relay  # tests.procs.Relay can stall (black-hole) and release a path
 
 
 @dataclass

@@ -90,12 +90,20 @@ async def pipelined(home: Path, requests: list[dict[str, Any]]) -> list[dict[str
 
 
 class Relay:
-    """A TCP relay standing in for one network path; ``cut`` drops it like a severed cable."""
+    """A TCP relay standing in for one network path; ``cut`` drops it like a severed cable and
+    ``stall`` turns it into a black hole (sockets open, no byte forwarded) until ``release``."""
 
     def __init__(self, listen_port: int, target_port: int) -> None:
         self.listen_port, self.target_port = listen_port, target_port
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.stalled = False
+
+    def stall(self) -> None:
+        self.stalled = True
+
+    def release(self) -> None:
+        self.stalled = False
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
@@ -111,14 +119,16 @@ class Relay:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
+                    if not self.stalled:
+                        dst.write(data)
+                        await dst.drain()
             except (ConnectionError, OSError):
                 pass
             finally:
                 dst.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        with contextlib.suppress(asyncio.CancelledError):  # the loop is shutting down
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
     async def cut(self) -> None:
         if self.server is not None:
