@@ -11,12 +11,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from redline import identity, merkle
-from redline.envelope import Envelope, KeyLookup, open_envelope, split
+from redline.envelope import KeyLookup, open_envelope, split
 from redline.errors import UnknownKeyError, VerificationError
 from redline.identity import SignedCert
 from redline.statements import Checkpoint, Cosign, Receipt, Signed
+
+
+class Held(NamedTuple):
+    """What the cross-chain checks need of a verified envelope (not the envelope: at a million
+    envelopes, keeping bodies and parsed headers would cost gigabytes)."""
+
+    seq: int
+    id: str
+    seen_seq: int
+    seen_id: str | None
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,7 @@ def verify_line(data: LineData, roots: dict[str, bytes]) -> LineReport:
                 f"signed with key {key_id}, which the station's pinned root never certified (substituted key?)"
             ) from None
 
-    envelopes: dict[str, list[Envelope]] = {}
+    envelopes: dict[str, list[Held]] = {}
     for fp in stations:
         envelopes[fp] = _verify_chain(data, fp, lookup, report)
     _verify_seen(data, envelopes, report)
@@ -120,8 +131,8 @@ def _verified_keys(data: LineData, roots: dict[str, bytes], report: LineReport) 
     return keys
 
 
-def _verify_chain(data: LineData, fp: str, lookup: KeyLookup, report: LineReport) -> list[Envelope]:
-    chain: list[Envelope] = []
+def _verify_chain(data: LineData, fp: str, lookup: KeyLookup, report: LineReport) -> list[Held]:
+    chain: list[Held] = []
     log = merkle.MerkleLog()
     report.logs[fp] = log
     where = f"{_name(data, fp)} chain"
@@ -150,14 +161,14 @@ def _verify_chain(data: LineData, fp: str, lookup: KeyLookup, report: LineReport
         if problem:
             report.problems.append(Problem(at, problem))
             break
-        chain.append(env)
+        chain.append(Held(h.seq, env.id, h.seen_seq, h.seen_id))
         log.append(merkle.leaf_hash(bytes.fromhex(env.id)))
         prev = env.id
     report.chain_sizes[fp] = len(chain)
     return chain
 
 
-def _verify_seen(data: LineData, envelopes: dict[str, list[Envelope]], report: LineReport) -> None:
+def _verify_seen(data: LineData, envelopes: dict[str, list[Held]], report: LineReport) -> None:
     """Each envelope's ``seen`` must name an envelope the other chain holds, never going back."""
     stations = sorted(envelopes)
     if len(stations) != 2:
@@ -166,8 +177,7 @@ def _verify_seen(data: LineData, envelopes: dict[str, list[Envelope]], report: L
         other = envelopes[other_fp]
         other_complete = len(other) == len(data.chains[other_fp])
         last = 0
-        for env in envelopes[fp]:
-            h = env.header
+        for h in envelopes[fp]:
             at = f"{_name(data, fp)} chain, seq {h.seq}"
             problem = None
             if h.seen_seq < last:
@@ -212,7 +222,7 @@ def _signing_key(keys: dict[str, dict[str, bytes]], station: str, key_id: str) -
 
 
 def _verify_receipts(
-    data: LineData, keys: dict[str, dict[str, bytes]], envelopes: dict[str, list[Envelope]], report: LineReport
+    data: LineData, keys: dict[str, dict[str, bytes]], envelopes: dict[str, list[Held]], report: LineReport
 ) -> None:
     for i, signed in enumerate(data.receipts, start=1):
         at = f"line {data.line[:8]}, receipt {i}"
