@@ -221,23 +221,9 @@ class _Plane:
         return out
 
     def point(self, x: float, y: float) -> LonLat:
-        """``inverse`` for one point, in plain floats (numpy costs more than the sums for one point)."""
-        ux, uy, uz = self.cp * self.cl, self.cp * self.sl, self.sp
-        qx = self.x0 - self.sl * x - self.sp * self.cl * y
-        qy = self.y0 + self.cl * x - self.sp * self.sl * y
-        qz = self.z0 + self.cp * y
-        ia, ib = 1 / (_WGS84_A * _WGS84_A), 1 / (_WGS84_B * _WGS84_B)
-        qa = (ux * ux + uy * uy) * ia + uz * uz * ib
-        qb = 2 * ((qx * ux + qy * uy) * ia + qz * uz * ib)
-        qc = (qx * qx + qy * qy) * ia + qz * qz * ib - 1
-        t = -2 * qc / (qb + math.sqrt(qb * qb - 4 * qa * qc))
-        px, py, pz = qx + t * ux, qy + t * uy, qz + t * uz
-        p = math.hypot(px, py)
-        theta = math.atan2(pz * _WGS84_A, p * _WGS84_B)
-        lat = math.atan2(
-            pz + _WGS84_EP2 * _WGS84_B * math.sin(theta) ** 3, p - _WGS84_E2 * _WGS84_A * math.cos(theta) ** 3
-        )
-        return self.lon0 + (math.atan2(py, px) / _RAD - self.lon0 + 180.0) % 360.0 - 180.0, lat / _RAD
+        """``inverse`` for one point."""
+        lon, lat = self.inverse(np.array([[x, y]], dtype=float))[0].tolist()
+        return lon, lat
 
 
 def _index_box(bounds: tuple[float, float, float, float], extra_m: float) -> tuple[float, float, float, float]:
