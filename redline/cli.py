@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from redline import canonical
@@ -33,14 +31,16 @@ from redline.bundle import (
     verify_bundle,
     write_bundle,
 )
+from redline.display import SafeConsole, SafeFormatter, styled
 from redline.envelope import split
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
 from redline.ledger.verify import LineReport, verify_line
 from redline.station import Station, call
 
-console = Console()
-err = Console(stderr=True)
+# Every string printed is data (message text, names, reasons): no markup, control codes escaped.
+console = SafeConsole()
+err = SafeConsole(stderr=True)
 
 station_option = click.option(
     "--station", "station", envvar="REDLINE_STATION", default=None,
@@ -49,7 +49,7 @@ station_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 def fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(styled(("error:", "bold red"), f" {message}"))
     sys.exit(1)
 
 def run(fn: Callable[[], Any]) -> Any:
@@ -90,8 +90,8 @@ def init(
     data = {"station": str(home.path), "name": name, "fingerprint": keys.fingerprint, "listen": list(listen)}
 
     def human(d: dict[str, Any]) -> None:
-        console.print(f"Station [bold]{name}[/] created in {home.path}")
-        console.print(f"Root fingerprint: [bold]{d['fingerprint']}[/]")
+        console.print(styled("Station ", (name, "bold"), f" created in {home.path}"))
+        console.print(styled("Root fingerprint: ", (d["fingerprint"], "bold")))
         console.print(f"Root key: {home.keys / 'root.key'} — move it to offline storage; only key rotation needs it.")
 
     emit(as_json, data, human)
@@ -105,7 +105,9 @@ def init(
 )  # fmt: skip
 def serve(station: str | None, verbose: bool, http_addr: str | None) -> None:
     """Run the station: listen, dial the paired peers, keep the lines in sync."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(asctime)s %(message)s"))  # peer text in a log line stays data
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     home = StationDir(station_path(station))
 
     async def main_() -> None:
@@ -116,13 +118,14 @@ def serve(station: str | None, verbose: bool, http_addr: str | None) -> None:
         http = None
         try:
             await st.start()
-            console.print(f"Station [bold]{st.config.name}[/] serving on {', '.join(st.config.listen)} (Ctrl-C stops)")
+            where = ", ".join(st.config.listen)
+            console.print(styled("Station ", (st.config.name, "bold"), f" serving on {where} (Ctrl-C stops)"))
             if http_addr:
                 from redline.api import HttpServer  # the API's dependencies load only when asked for
 
                 # uvicorn in this same event loop: the API works on the running station, one writer
                 http = await HttpServer.start(st, http_addr)
-                console.print(f"Duty console and API on [bold]http://{http.addr}/[/]")
+                console.print(styled("Duty console and API on ", (f"http://{http.addr}/", "bold")))
             await st.wait_stopped()
         finally:
             if http is not None:
@@ -142,18 +145,32 @@ def invite(station: str | None, as_json: bool) -> None:
     data = control(station, {"op": "invite"})
     emit(as_json, data, lambda d: console.print(
         f"Give this token to the other station's operator (expires {when(d['expires'])}):\n\n{d['token']}\n\n"
-        "They run: redline pair TOKEN", soft_wrap=True))  # fmt: skip
+        "They run: redline pair (and paste it at the prompt)", soft_wrap=True))  # fmt: skip
 
 @main.command()
 @station_option
-@click.argument("token")
+@click.argument("token", required=False, metavar="")
+@click.option("--token-file", type=click.File("r"), default=None, help="Read the token from this file ('-': stdin).")
 @json_option
-def pair(station: str | None, token: str, as_json: bool) -> None:
-    """Pair with the station that issued TOKEN; prints the safety code to compare by voice."""
-    data = control(station, {"op": "pair", "token": token})
-    emit(as_json, data, lambda d: console.print(
-        f"Paired with [bold]{d['peer']}[/] on line {d['line'][:8]}.\nSafety code: [bold]{d['safety_code']}[/]\n"
-        f"Compare it with the other operator by voice, then run: redline confirm {d['line'][:8]} CODE"))  # fmt: skip
+def pair(station: str | None, token: str | None, token_file: Any, as_json: bool) -> None:
+    """Pair with the station that issued a token; prints the safety code to compare by voice.
+
+    The token is a secret: it is read from --token-file, from standard input when that is not a
+    terminal, or else asked for at a prompt that does not echo. Never from the command line, where
+    ps and the shell history would show it."""
+    if token is not None:
+        fail("do not put the pairing token on the command line (ps and the shell history show it): run "
+             "'redline pair' and paste it at the prompt, or 'redline pair --token-file FILE'")  # fmt: skip
+    if token_file is not None:
+        text = token_file.read()
+    elif not sys.stdin.isatty():
+        text = sys.stdin.read()
+    else:
+        text = click.prompt("Pairing token", hide_input=True)
+    data = control(station, {"op": "pair", "token": text.strip()})
+    emit(as_json, data, lambda d: console.print(styled(
+        "Paired with ", (d["peer"], "bold"), f" on line {d['line'][:8]}.\nSafety code: ", (d["safety_code"], "bold"),
+        f"\nCompare it with the other operator by voice, then run: redline confirm {d['line'][:8]} CODE")))  # fmt: skip
 
 @main.command()
 @station_option
@@ -208,25 +225,27 @@ def status(station: str | None, as_json: bool) -> None:
     data = control(station, {"op": "status"})
 
     def human(d: dict[str, Any]) -> None:
-        console.print(f"Station [bold]{d['station']}[/] {d['fingerprint'][:16]}  listening on {', '.join(d['listen'])}")
+        where = ", ".join(d["listen"])
+        console.print(styled("Station ", (d["station"], "bold"), f" {d['fingerprint'][:16]}  listening on {where}"))
         for ln in d["lines"]:
             here, peer = (("yes" if ln["confirmed"][k] else "no") for k in ("local", "peer"))
-            state = ("[green]IN SYNC[/]" if ln["synced"] else "[red]NOT IN SYNC[/]") if ln["active"] else (
-                f"[yellow]WAITING FOR SAFETY-CODE CONFIRMATION[/] (here: {here}, peer: {peer})"
-            )
+            state: str | tuple[str, str] = (("IN SYNC", "green") if ln["synced"] else ("NOT IN SYNC", "red")) if (
+                ln["active"]
+            ) else f"WAITING FOR SAFETY-CODE CONFIRMATION (here: {here}, peer: {peer})"
             if ln["halted"]:
-                state = "[bold red]HALTED: EQUIVOCATION[/]"
-            console.print(f"\nLine {ln['line'][:8]} with [bold]{ln['peer']}[/]: {state}")
+                state = ("HALTED: EQUIVOCATION", "bold red")
+            console.print(styled(f"\nLine {ln['line'][:8]} with ", (ln["peer"], "bold"), ": ", state))
             console.print(
                 f"  ours: seq {ln['our_seq']}  theirs: seq {ln['their_seq']}  outbox: {ln['outbox']}  "
                 f"unreceipted: {ln['unreceipted']}"
             )
             if ln["outbox"] and not ln["synced"]:
-                console.print(f"  [yellow]{ln['outbox']} message(s) wait in the outbox: no path to the peer is up[/]")
+                waiting = f"  {ln['outbox']} message(s) wait in the outbox: no path to the peer is up"
+                console.print(waiting, style="yellow")
             table = Table("path", "state", "round trip", "skew", "last heard", box=None)
             for name, p in sorted(ln["paths"].items()):
                 table.add_row(
-                    name, "[green]up[/]" if p["up"] else f"[red]down[/] {p['reason']}",
+                    name, styled(("up", "green")) if p["up"] else styled(("down", "red"), f" {p['reason']}"),
                     f"{p['rtt_ms']:.2f} ms" if p["rtt_ms"] is not None else "-",
                     f"{p['skew_ms']:+.0f} ms" if p["skew_ms"] is not None else "-", when(p["last_rx"]),
                 )  # fmt: skip
@@ -307,7 +326,7 @@ def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | No
     def human(d: dict[str, Any]) -> None:
         for s in d["summary"]:
             bad = s.startswith(("PROBLEM", "FAILED", "NOT VERIFIED"))
-            console.print(escape(s), style="bold red" if bad else ("green" if s.startswith("VERIFIED") else None))
+            console.print(s, style="bold red" if bad else ("green" if s.startswith("VERIFIED") else None))
 
     emit(as_json, report.to_obj(), human)
     if not report.ok:
@@ -369,13 +388,13 @@ def verify(
 
     def human(ds: list[dict[str, Any]]) -> None:
         for d in ds:
-            mark = "[green]VERIFIED[/]" if d["ok"] else "[bold red]FAILED[/]"
-            console.print(f"Line {d['line'][:8]}: {mark}")
+            mark = ("VERIFIED", "green") if d["ok"] else ("FAILED", "bold red")
+            console.print(styled(f"Line {d['line'][:8]}: ", mark))
             console.print(f"  envelopes: {d['chains']}  co-signed prefix: {d['cosigned']}  "
                           f"one-sided tail: {d['one_sided_tail']}")  # fmt: skip
             console.print(f"  checkpoints: {d['checkpoints']}  receipts: {d['receipts']}")
             for p in d["problems"][:1]:
-                console.print(f"  [bold red]first problem:[/] {p}")
+                console.print(styled("  ", ("first problem:", "bold red"), f" {p}"))
         if not ds:
             console.print("no lines to verify")
 
@@ -434,14 +453,14 @@ def export(
     data = run(make)
 
     def human(d: dict[str, Any]) -> None:
-        console.print(f"Wrote {d['kind']} of line {d['line'][:8]} to [bold]{escape(d['path'])}[/]")
+        console.print(styled(f"Wrote {d['kind']} of line {d['line'][:8]} to ", (d["path"], "bold")))
         for s in d["summary"]:
-            console.print(f"  {escape(s)}", style="bold red" if s.startswith("PROBLEM") else None)
+            console.print(f"  {s}", style="bold red" if s.startswith("PROBLEM") else None)
         if d["kind"] == "bundle":
             keys = " ".join(f"--key {fp}" for fp in d["fingerprints"])
             console.print(
                 "To check it anywhere, with both fingerprints obtained from outside the bundle:\n"
-                f"  redline verify --bundle {escape(d['path'])} {keys}",
+                f"  redline verify --bundle {d['path']} {keys}",
                 soft_wrap=True,
             )
 

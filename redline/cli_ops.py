@@ -18,6 +18,7 @@ from rich.table import Table
 
 from redline import persons
 from redline.cli import console, control, emit, fail, json_option, run, station_option, when
+from redline.display import styled
 from redline.home import station_path
 
 
@@ -140,7 +141,7 @@ def register(main: click.Group) -> None:
             console.print(table)
             for t in h["to_answer"]:
                 due = when(t["deadline"])
-                console.print(f"[bold red]the peer's test {t['id'][:12]} waits for an answer until {due}[/]")
+                console.print(f"the peer's test {t['id'][:12]} waits for an answer until {due}", style="bold red")
 
         emit(as_json, d, human)
 
@@ -328,9 +329,9 @@ def register(main: click.Group) -> None:
         def human(m: dict[str, Any]) -> None:
             console.print(f"{m['kind']} seq {m['seq']} from {'us' if m['ours'] else 'the peer'} "
                           f"({m['lang']}, {when(m['sent_at'])}):")  # fmt: skip
-            console.print(m["content"].get("text", json.dumps(m["content"], ensure_ascii=False)), highlight=False)
+            console.print(m["content"].get("text", json.dumps(m["content"], ensure_ascii=False)))
             for t in m["translations"]:
-                console.print(f"  [{t['lang']}] {t['text']} — {t['translator']}", highlight=False)
+                console.print(f"  [{t['lang']}] {t['text']} — {t['translator']}")
 
         emit(as_json, d, human)
 
@@ -394,11 +395,11 @@ def register(main: click.Group) -> None:
             console.print(table)
             for c in v["conflicts"]:
                 a, b = ((i or "")[:10] for i in c["ids"])
-                console.print(
-                    f"[bold red]CONFLICT[/] {a} and {b}: {c['distance_m']} m apart (margin {c['margin_m']} m), "
+                console.print(styled(
+                    ("CONFLICT", "bold red"), f" {a} and {b}: {c['distance_m']} m apart (margin {c['margin_m']} m), "
                     f"{when(c['time_overlap'][0])} to {when(c['time_overlap'][1])}, "
                     f"{c['band_overlap'][0]}-{c['band_overlap'][1]} m; where: {json.dumps(c['where'])[:200]}"
-                )
+                ))
             if not v["conflicts"]:
                 console.print("no conflicts among the active notices")
 

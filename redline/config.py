@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,8 @@ class StationConfig:
         limits = {k: tuple(v) if isinstance(v, list) else v for k, v in limits.items()}
         try:
             return cls(
-                name=obj["name"],
-                lang=obj["lang"],
+                name=check_station_name(obj["name"]),
+                lang=check_lang(obj["lang"]),
                 listen=tuple(obj["listen"]),
                 advertise=tuple(obj.get("advertise", ())),
                 limits=Limits(**limits),
@@ -104,6 +105,30 @@ class StationConfig:
             raise ConfigError(f"{path} not found; create the station with 'redline init'") from exc
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+
+
+# A station's name and language are shown to the other side's operators and written in its
+# transcript: letters of any script, digits, space and ``.()-``, 1-64 characters; a BCP 47 tag.
+_STATION_NAME = re.compile(r"\A[^\W_][\w .()-]{0,63}\Z")
+_LANG = re.compile(r"\A[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}\Z")
+
+
+def check_station_name(name: object, whose: str = "station") -> str:
+    """The one rule for station names (ours at init, the peer's at pairing)."""
+    if not isinstance(name, str) or not _STATION_NAME.match(name) or name != name.strip():
+        shown = repr(name)[:40] + ("…" if len(repr(name)) > 40 else "")
+        raise ConfigError(
+            f"{whose} name {shown} is not allowed: 1-64 letters, digits, spaces or .()- , starting with a letter "
+            "or digit"
+        )
+    return name
+
+
+def check_lang(lang: object, whose: str = "station") -> str:
+    """The one rule for a station's language: a BCP 47 tag such as en, ru or en-GB."""
+    if not isinstance(lang, str) or not _LANG.match(lang):
+        raise ConfigError(f"{whose} language {repr(lang)[:20]} is not a language tag such as en, ru or en-GB")
+    return lang
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

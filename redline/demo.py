@@ -19,16 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from redline import scenario
 from redline.config import Limits
+from redline.display import SafeConsole, styled
 from redline.errors import RedlineError
 from redline.home import StationDir
 from redline.scenario import add_demo_users
 from redline.station import call
 
-console = Console()
+console = SafeConsole()
 
 def free_ports(n: int) -> list[int]:
     socks, ports = [], []
@@ -74,7 +73,7 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
                 # The line is tested by the US side (SCENARIO.md): NDMC runs no test schedule.
                 limits = Limits(test_times_utc=()) if name == "NDMC" else Limits()
                 keys = home.init(name=name, lang=lang, listen=listen, limits=limits)
-                console.print(f"[bold]{name}[/] created: root fingerprint {keys.fingerprint[:32]}…")
+                console.print(styled((name, "bold"), f" created: root fingerprint {keys.fingerprint[:32]}…"))
             log = open(home.path / "serve.log", "ab")  # noqa: SIM115 - lives as long as the process
             env = {**os.environ, "REDLINE_SETTABLE_CLOCK": "1"}  # the demo replays 2022 in compressed time
             procs.append(subprocess.Popen(
@@ -83,11 +82,13 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
             ))  # fmt: skip
         asyncio.run(_script(stations, days=days))
         e, n = stations["EUCOM"][0].path, stations["NDMC"][0].path
-        console.print("\n[bold]Duty consoles[/] (open in a browser; demo password [bold]demo-password-1[/]):")
-        console.print(f"  EUCOM  http://{consoles['EUCOM']}/   log in as 'Duty Officer Miller'", highlight=False)
-        console.print(f"  NDMC   http://{consoles['NDMC']}/   log in as 'Dezhurny Orlov'", highlight=False)
+        console.print(styled(
+            "\n", ("Duty consoles", "bold"), " (open in a browser; demo password ", ("demo-password-1", "bold"), "):"
+        ))
+        console.print(f"  EUCOM  http://{consoles['EUCOM']}/   log in as 'Duty Officer Miller'")
+        console.print(f"  NDMC   http://{consoles['NDMC']}/   log in as 'Dezhurny Orlov'")
         rl = Path(sys.executable).parent / "redline"
-        console.print("\n[bold]Drive either station from another terminal:[/]", soft_wrap=True)
+        console.print("\nDrive either station from another terminal:", style="bold", soft_wrap=True)
         commands = (
             f"REDLINE_STATION={e} {rl} status",
             f"REDLINE_STATION={e} {rl} send NDMC 'Line test. Please answer.'",
@@ -95,9 +96,9 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
             f"REDLINE_STATION={n} {rl} verify",
         )
         for cmd in commands:
-            console.print("  " + cmd, soft_wrap=True, highlight=False)
+            console.print("  " + cmd, soft_wrap=True)
         if wait:
-            console.print("The two stations keep running. [bold]Ctrl-C[/] stops both cleanly.")
+            console.print(styled("The two stations keep running. ", ("Ctrl-C", "bold"), " stops both cleanly."))
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
     finally:
@@ -133,14 +134,14 @@ async def _script(stations: dict[str, tuple[StationDir, str, list[str]]], days: 
     line = paired["line"]
     console.print(f"NDMC pairs with it. Line id {line[:8]}.")
     eucom_line = await wait_for(lambda: _line(eucom), "EUCOM to record the line")
-    console.print(f"  safety code at NDMC:  [bold]{paired['safety_code']}[/]")
-    console.print(f"  safety code at EUCOM: [bold]{eucom_line['safety_code']}[/]")
+    console.print(styled("  safety code at NDMC:  ", (paired["safety_code"], "bold")))
+    console.print(styled("  safety code at EUCOM: ", (eucom_line["safety_code"], "bold")))
     console.print("The operators read the codes to each other by voice; they match, so both confirm.")
     await call(eucom, {"op": "confirm", "line": line, "code": eucom_line["safety_code"]})
     await call(ndmc, {"op": "confirm", "line": line, "code": paired["safety_code"]})
     await wait_for(lambda: _synced(eucom, ndmc), "the line to come up and sync")
     console.rule("1 March - 13 May 2022, compressed")
-    await scenario.Replay(eucom, ndmc, line, lambda text: console.print(text, highlight=False)).run(days=days)
+    await scenario.Replay(eucom, ndmc, line, lambda text: console.print(text)).run(days=days)
     await wait_for(lambda: _drained(eucom, ndmc), "every message to be receipted")
     await _show(eucom, ndmc, line)
 
@@ -163,26 +164,27 @@ async def _show(eucom: Path, ndmc: Path, line: str) -> None:
             gap = f" (first in {c['days_since_previous']} days)" if "days_since_previous" in c else ""
             console.print(f"  call {scenario.iso(c['start'])}{gap}")
             for side, ro in sorted(c["readouts"].items()):
-                console.print(f"    {side} readout ({ro['lang']}, {ro['by']}): {ro['text']}", highlight=False)
+                console.print(f"    {side} readout ({ro['lang']}, {ro['by']}): {ro['text']}")
     for name, home in (("EUCOM", eucom), ("NDMC", ndmc)):
         view = await call(home, {"op": "view", "line": line, "what": "notices"})
         for c in view["conflicts"]:
-            console.print(
-                f"[bold red]NOTICE CONFLICT[/] seen at {name}: {c['distance_m']} m apart (margin {c['margin_m']} m), "
+            console.print(styled(
+                ("NOTICE CONFLICT", "bold red"),
+                f" seen at {name}: {c['distance_m']} m apart (margin {c['margin_m']} m), "
                 f"{scenario.iso(c['time_overlap'][0])} to {scenario.iso(c['time_overlap'][1])}, "
                 f"{c['band_overlap'][0]}-{c['band_overlap'][1]} m"
-            )
+            ))
     for f in await call(eucom, {"op": "view", "line": line, "what": "flash"}):
         console.print(f"FLASH seq {f['seq']}: {f['state']}" + (f" by {f['acked_by']}" if f["acked_by"] else ""))
     for name, home in (("EUCOM", eucom), ("NDMC", ndmc)):
         st = await call(home, {"op": "status"})
         ln = st["lines"][0]
         paths = ", ".join(f"{p} {'up' if v['up'] else 'down'}" for p, v in sorted(ln["paths"].items()))
-        console.print(
-            f"[bold]{name}[/]: line {ln['line'][:8]} with {ln['peer']} "
+        console.print(styled(
+            (name, "bold"), f": line {ln['line'][:8]} with {ln['peer']} "
             f"{'in sync' if ln['synced'] else 'NOT in sync'}; ours seq {ln['our_seq']}, theirs seq {ln['their_seq']}, "
             f"outbox {ln['outbox']}, unreceipted {ln['unreceipted']}; paths: {paths}"
-        )
+        ))
 
 
 async def _line(home: Path) -> dict[str, Any] | None:

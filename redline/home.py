@@ -24,7 +24,7 @@ from pathlib import Path
 import nacl.signing
 
 from redline import identity
-from redline.config import Limits, StationConfig, parse_hostport
+from redline.config import Limits, StationConfig, check_lang, check_station_name, parse_hostport
 from redline.errors import ConfigError
 from redline.identity import KeyCert, SignedCert
 from redline.ledger.sqlite import Ledger
@@ -111,6 +111,8 @@ class StationDir:
         """Create keys, certificates, config and an empty store. Refuses to overwrite anything."""
         if self.exists() or self.keys.exists():
             raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
+        check_station_name(name)
+        check_lang(lang)
         if not listen:
             raise ConfigError("give at least one --listen HOST:PORT")
         for addr in [*listen, *(advertise or [])]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redline import canonical, identity
+from redline.config import check_lang, check_station_name, parse_hostport
 from redline.errors import PairingError, RedlineError
 from redline.identity import SignedCert
 
@@ -110,6 +111,7 @@ class Token:
             id=obj["id"], name=obj["name"], addrs=tuple(obj["addrs"]), pair_addr=obj["pair"], station=obj["station"],
             spki=obj["spki"], secret=secret, commit=obj["commit"], expires=obj["expires"],
         )  # fmt: skip
+        # (name and addrs are only shown; the station and addresses that count come with the REVEAL)
 
 
 def new_invite(*, name: str, addrs: tuple[str, ...], pair_addr: str, station: str, spki: str, now: int, ttl_ms: int,
@@ -149,7 +151,8 @@ class Party:
             return cls(
                 root=bytes.fromhex(obj["root"]), signing_cert=SignedCert.from_obj(obj["signing_cert"]),
                 tls_cert=SignedCert.from_obj(obj["tls_cert"]), tls_der=bytes.fromhex(obj["tls_der"]),
-                name=str(obj["name"]), lang=str(obj["lang"]), addrs=tuple(str(a) for a in obj["addrs"]),
+                name=check_station_name(obj["name"], "the other station's"),
+                lang=check_lang(obj["lang"], "the other station's"), addrs=_addrs(obj["addrs"]),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError, RedlineError) as exc:
             raise PairingError(f"the other station's pairing message is malformed: {exc}") from exc
@@ -164,6 +167,20 @@ class Party:
         if signing.role != "signing" or tls.role != "tls" or tls.key != identity.spki_hash(self.tls_der):
             raise PairingError("the other station's TLS certificate is not the one its root certified")
         return identity.fingerprint(self.root)
+
+
+MAX_ADDRS = 8  # paths a station may advertise
+
+
+def _addrs(value: Any) -> tuple[str, ...]:
+    """The other station's advertised addresses: a short list of HOST:PORT strings."""
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_ADDRS:
+        raise PairingError(f"the other station must advertise 1 to {MAX_ADDRS} addresses")
+    for addr in value:
+        if not isinstance(addr, str) or len(addr) > 300:
+            raise PairingError("the other station advertised a malformed address")
+        parse_hostport(addr)
+    return tuple(value)
 
 
 def join_message(token: Token, me: Party, nonce: bytes) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from redline.home import StationDir, StationKeys
 from redline.ledger.model import LineRecord
 from redline.ledger.sqlite import Ledger
 from redline.ops.engine import LineOps, check_operator_content
-from redline.ops.model import Entry, Intent
+from redline.ops.model import Alarm, Entry, Intent
 from redline.persons import PERSON_SIGNED_KINDS, parse_roster
 from redline.protocol.events import Action, Close, Send
 from redline.protocol.framing import FrameType, encode_frame
@@ -57,6 +57,7 @@ class Station:
         self.sessions: dict[str, LineSession] = {}
         self.alarms: list[dict[str, Any]] = []
         self._on_alarm = on_alarm
+        self._alarm_queue: list[tuple[str, str, str]] = []
         self._conns: dict[tuple[str, str], transport.Connection] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[transport.Server] = []
@@ -97,20 +98,52 @@ class Station:
         return session
 
     def _observe(self, line: str, env: Envelope, ours: bool, stored_at: int) -> None:
+        """Interpret a stored envelope (runs inside the ledger batch that stores it). Storage comes
+        first: a fault in interpretation is alarmed and never rolls the batch back, so it can
+        never stop a direction of the line from being stored and receipted."""
         h = env.header
-        entry = Entry(
-            sender=h.sender, ours=ours, seq=h.seq, id=env.id, kind=h.kind, prio=h.prio, sent_at=h.sent_at,
-            stored_at=stored_at, lang=h.lang, content=env.content(),
-        )  # fmt: skip
-        for a in self.ops[line].observe(entry):
+        try:
+            entry = Entry(
+                sender=h.sender, ours=ours, seq=h.seq, id=env.id, kind=h.kind, prio=h.prio, sent_at=h.sent_at,
+                stored_at=stored_at, lang=h.lang, content=env.content(),
+            )  # fmt: skip
+            alarms = self.ops[line].observe(entry)
+        except Exception:  # a bug in ops/ on hostile content must not lose the envelope: it is stored
+            log.exception("operations could not interpret %s seq %d of line %s", h.kind, h.seq, line[:8])
+            text = f"INTERNAL ERROR interpreting {h.kind} seq {h.seq}: stored, not acted on; see the station log"
+            alarms = [Alarm(level="alarm", text=text, at=stored_at)]
+        for a in alarms:
             self.alarm(line, a.level, a.text)
 
     def alarm(self, line: str, level: str, text: str) -> None:
-        self.alarms.append({"time": self.wall(), "line": line, "level": level, "text": text})
+        """Record an alarm; a repeat of the latest one of the line (same level and text) counts up
+        instead of adding a row, so a peer cannot flood the list. The sinks (terminal, log,
+        WebSocket) run later, outside whatever ledger batch raised the alarm, and their failure is
+        logged and never propagates."""
+        now = self.wall()
+        last = next((a for a in reversed(self.alarms) if a["line"] == line), None)
+        if last is not None and last["level"] == level and last["text"] == text:
+            last["count"] = last.get("count", 1) + 1
+            last["last"] = now
+            return
+        self.alarms.append({"time": now, "line": line, "level": level, "text": text, "count": 1, "last": now})
         del self.alarms[:-200]
-        log.log(logging.WARNING if level != "info" else logging.INFO, "%s: %s", line[:8], text)
-        if self._on_alarm:
-            self._on_alarm(line, level, text)
+        self._alarm_queue.append((line, level, text))
+        if len(self._alarm_queue) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self._deliver_alarms)
+            except RuntimeError:  # no loop (a tool using the station synchronously): deliver now
+                self._deliver_alarms()
+
+    def _deliver_alarms(self) -> None:
+        queue, self._alarm_queue = self._alarm_queue, []
+        for line, level, text in queue:
+            try:
+                log.log(logging.WARNING if level != "info" else logging.INFO, "%s: %s", line[:8], text)
+                if self._on_alarm:
+                    self._on_alarm(line, level, text)
+            except Exception:  # a broken sink never stops storage or the line
+                log.exception("an alarm sink failed")
 
     def _pins(self) -> list[bytes]:
         return [bytes.fromhex(s.record.peer_tls_cert) for s in self.sessions.values()]
@@ -237,6 +270,12 @@ class Station:
             except StorageError as exc:
                 self._storage_failed(session, exc)
                 continue
+            except Exception as exc:  # a bug must not leave memory ahead of the store, silently
+                log.exception("storing on line %s failed", session.line[:8])
+                self.alarm(session.line, "alarm", f"INTERNAL ERROR while storing: {exc!r}; the batch was rolled "
+                           "back, nothing in it was receipted, and the line restarts from the store")  # fmt: skip
+                self._restart_session(session)
+                continue
             self._wake_receipt_waiters(session)
             await self._perform(session, actions)
 
@@ -254,6 +293,11 @@ class Station:
             "accepts nothing until the store can be written again (free disk space, check the disk); the peer "
             "keeps and resends what we did not receipt",
         )  # fmt: skip
+        self._restart_session(session)
+
+    def _restart_session(self, session: LineSession) -> None:
+        """Rebuild a line's session from the store, as a restart would, and drop its connections."""
+        line = session.line
         for (conn_line, _), conn in list(self._conns.items()):
             if conn_line == line:
                 conn.abort()

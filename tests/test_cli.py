@@ -15,11 +15,13 @@ from redline.config import StationConfig
 from tests.procs import StationProc, free_ports, wait_until
 
 
-def rl(*args: str, station: Path | None = None) -> subprocess.CompletedProcess[str]:
+def rl(*args: str, station: Path | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     if station is not None:
         env["REDLINE_STATION"] = str(station)
-    return subprocess.run([sys.executable, "-m", "redline", *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "redline", *args], capture_output=True, text=True, env=env, timeout=60, input=stdin
+    )
 
 
 def init_pair(tmp: Path) -> tuple[Path, Path]:
@@ -74,15 +76,15 @@ def test_ceremony_and_bad_input_through_the_cli(tmp_path: Path) -> None:
     def ceremony() -> None:
         # malformed and damaged tokens
         for bad in ("hello", "rl1-!!!!", "rl1-eyJ2IjoxfQ"):
-            out = rl("pair", bad, station=b_home)
+            out = rl("pair", station=b_home, stdin=bad)
             assert out.returncode != 0 and "token" in out.stderr, out.stderr
         token = json.loads(rl("invite", "--json", station=a_home).stdout)["token"]
-        paired = rl("pair", token, "--json", station=b_home)
+        paired = rl("pair", "--json", station=b_home, stdin=token)
         assert paired.returncode == 0, paired.stderr
         info = json.loads(paired.stdout)
         line, code = info["line"], info["safety_code"]
         # a token is single-use
-        again = rl("pair", token, station=b_home)
+        again = rl("pair", station=b_home, stdin=token)
         assert again.returncode != 0 and "already used" in again.stderr
         # until both confirm, the line carries no traffic and says so
         st = json.loads(rl("status", "--json", station=b_home).stdout)["lines"][0]
@@ -164,7 +166,7 @@ def test_expired_and_foreign_tokens_are_refused(tmp_path: Path) -> None:
         try:
             token = (await a.call({"op": "invite"}))["token"]
             await asyncio.sleep(0.3)  # the token's real expiry is wall-clock time; nothing else sleeps
-            out = await asyncio.to_thread(rl, "pair", token, station=b_home)
+            out = await asyncio.to_thread(rl, "pair", station=b_home, stdin=token)
             assert out.returncode != 0 and "expired" in out.stderr
             obj["limits"]["invite_ttl_seconds"] = 600
             cfg_path.write_text(json.dumps(obj))
@@ -173,7 +175,7 @@ def test_expired_and_foreign_tokens_are_refused(tmp_path: Path) -> None:
             token = (await a.call({"op": "invite"}))["token"]
             a.stop()
             await a.start()
-            out = await asyncio.to_thread(rl, "pair", token, station=b_home)
+            out = await asyncio.to_thread(rl, "pair", station=b_home, stdin=token)
             assert out.returncode != 0
             assert "cannot reach" in out.stderr or "did not issue" in out.stderr
             assert not (await b.call({"op": "status"}))["lines"]  # nothing was recorded

@@ -1,0 +1,82 @@
+"""Untrusted text on a terminal or in a log: always data, never markup or control codes.
+
+Message text, subjects, readouts, notice names, station and person names and ERROR reasons come
+from the peer, a user or a file. Printed as they are, they can carry Rich markup (``[/b]`` raises
+``MarkupError``; ``[link=…]`` forges a link), ANSI escapes that rewrite the operator's screen, and
+bidirectional overrides that make ``EUCOM`` read as something else. So every terminal console of
+the package is a ``SafeConsole`` (markup, emoji and highlighting off; every string it renders is
+passed through ``shown``), every log line goes through ``SafeFormatter``, and our own emphasis is
+built with ``styled`` from ``Text`` parts rather than markup. ``tests/test_attacks_text.py`` checks
+that no other ``Console`` is made anywhere in the package.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+# Bidirectional controls (Unicode category Cf) that reorder what follows them on screen.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_KEEP = frozenset("\n\t")
+
+
+def _visible(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: str, limit: int | None = None, *, newlines: bool = True) -> str:
+    """``text`` with every control character and bidi override made visible as an escape, cut to
+    ``limit`` characters (with an ellipsis) when given. Newlines and tabs stay unless
+    ``newlines`` is false (one-line contexts such as log lines and table cells)."""
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - 1, 0)] + "…"
+    if text.isprintable() and not (_BIDI & set(text)):
+        return text
+    out = []
+    for ch in text:
+        if ch in _KEEP and newlines:
+            out.append(ch)
+        elif ch in _BIDI or (not ch.isprintable() and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs")):
+            out.append(_visible(ch))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Our own emphasis around data: ``styled("Station ", (name, "bold"), " created")``. Every
+    part is data: markup in it is printed as written."""
+    text = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            text.append(shown(part[0]), style=part[1])
+        else:
+            text.append(shown(part))
+    return text
+
+
+class SafeConsole(Console):
+    """A Rich console for which every string is data: no markup, no emoji codes, no highlighting,
+    control characters shown as escapes. Tables and ``print`` render strings through
+    ``render_str``, so cells are covered too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs["markup"] = False
+        kwargs["emoji"] = False
+        return super().render_str(shown(text), **kwargs)
+
+
+class SafeFormatter(logging.Formatter):
+    """A log message is one line and carries no control characters, whatever the peer sent (our
+    own tracebacks, appended after the message, keep their lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown(super().formatMessage(record), newlines=False)
