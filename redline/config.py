@@ -22,7 +22,12 @@ class Limits:
     max_text_bytes: int = 64 * 1024
     max_body_bytes: int = 256 * 1024
     max_frame_bytes: int = 1024 * 1024
+    # Disk per line and direction: the peer's envelopes can never use up the room for ours. The
+    # last ``line_disk_reserve_bytes`` of our budget take only what must always get through (FLASH,
+    # ACK, a test's answer, our recorded outcomes); an alarm rises at ``line_disk_warn_fraction``.
     max_line_disk_bytes: int = 4 * 1024**3
+    line_disk_reserve_bytes: int = 64 * 1024**2
+    line_disk_warn_fraction: float = 0.8
     # Flow: envelopes in flight before a receipt, and out-of-order envelopes held for a gap.
     window: int = 512
     max_gap_buffer: int = 4096
@@ -110,7 +115,8 @@ class StationConfig:
 # A station's name and language are shown to the other side's operators and written in its
 # transcript: letters of any script, digits, space and ``.()-``, 1-64 characters; a BCP 47 tag.
 _STATION_NAME = re.compile(r"\A[^\W_][\w .()-]{0,63}\Z")
-_LANG = re.compile(r"\A[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}\Z")
+LANG_TAG = re.compile(r"\A[a-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")  # also the envelope header's ``lang`` rule
+MAX_LANG_CHARS = 35  # a station's own tag; RFC 5646 tags in use fit well within it
 
 
 def check_station_name(name: object, whose: str = "station") -> str:
@@ -126,7 +132,7 @@ def check_station_name(name: object, whose: str = "station") -> str:
 
 def check_lang(lang: object, whose: str = "station") -> str:
     """The one rule for a station's language: a BCP 47 tag such as en, ru or en-GB."""
-    if not isinstance(lang, str) or not _LANG.match(lang):
+    if not isinstance(lang, str) or len(lang) > MAX_LANG_CHARS or not LANG_TAG.match(lang):
         raise ConfigError(f"{whose} language {repr(lang)[:20]} is not a language tag such as en, ru or en-GB")
     return lang
 

@@ -22,6 +22,7 @@ from typing import Any
 import nacl.signing
 
 from redline import canonical
+from redline.config import LANG_TAG
 from redline.errors import EncodingError, SchemaError
 from redline.identity import HEX32, HEX64, domain, require, sign, verify
 
@@ -37,8 +38,10 @@ KINDS = (
 )  # fmt: skip
 # Kinds that change what people must act on: each is followed by a checkpoint (guarantee 3).
 OPERATIONAL_KINDS = frozenset(KINDS) - {"TEXT", "READ", "TRANSLATION"}
+# What a station must always be able to say, even with its disk budget nearly spent: it may use
+# the reserve (Limits.line_disk_reserve_bytes).
+RESERVE_KINDS = frozenset({"FLASH", "ACK", "READ", "TEST", "TEST_ANSWER", "TEST_RESULT", "ESCALATED", "CALL_EXPIRED"})
 _KIND = re.compile(r"\A[A-Z][A-Z0-9_]{0,31}\Z")  # unknown kinds from a newer peer must fit this
-_LANG = re.compile(r"\A[a-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
 SALT_BYTES = 16
 _U32 = struct.Struct(">I")
 
@@ -88,7 +91,7 @@ class Header:
             raise SchemaError("envelope: seen id must be a 64-hex-digit envelope id")
         if not HEX64.match(self.body_hash):
             raise SchemaError("envelope: body hash must be 64 lowercase hex digits")
-        if not _LANG.match(self.lang):
+        if not LANG_TAG.match(self.lang):
             raise SchemaError(f"envelope: language tag {self.lang!r} is not a BCP 47 tag like 'en' or 'ru'")
 
     def to_obj(self) -> dict[str, Any]:

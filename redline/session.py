@@ -19,7 +19,7 @@ from typing import Any
 
 from redline import canonical
 from redline.config import Limits
-from redline.envelope import OPERATIONAL_KINDS, Envelope, open_envelope, seal, split
+from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, open_envelope, seal, split
 from redline.errors import (
     CheckpointError,
     EquivocationError,
@@ -99,6 +99,10 @@ class LineSession:
         self._their_tail = their  # head of the peer's chain including verified-but-unstored envelopes
         self._our_tail = our
         latest = ledger.latest_receipt(self.line, self.peer)
+        # The highest of our seqs the peer has receipted in a signed receipt we hold (stored, or
+        # pending in this batch). HELLO's unsigned claim moves the link's flow control only; what
+        # status, log and senders waiting for a receipt call "receipted" is this.
+        self.receipted_seq = latest[0] if latest else 0
         if latest:
             self.link.receipted(latest[0])
         self._proposal: Signed | None = None  # our outstanding checkpoint proposal
@@ -113,7 +117,9 @@ class LineSession:
         self._cp_sizes: dict[str, int] | None = None  # heads of the last checkpoint, cached
         self._down_since: float | None = None
         self._down_alarmed = False
-        self.disk_bytes = ledger.line_bytes(self.line)
+        self.disk_ours = ledger.line_bytes(self.line, self.us)  # each direction has its own budget
+        self.disk_theirs = ledger.line_bytes(self.line, self.peer)
+        self._disk_warned: set[str] = set()
         self.outbox_count = ledger.pending_count(self.line)  # kept in memory: checked on every accept
         self._max_local = ledger.max_outbox_local()
 
@@ -179,10 +185,14 @@ class LineSession:
             raise LocalProtocolError(
                 f"message body is {size} bytes; the limit is {self.limits.max_body_bytes} (max_body_bytes)"
             )
-        if self.disk_bytes + size > self.limits.max_line_disk_bytes:
-            raise LocalProtocolError(
-                f"line {self.line[:8]} uses {self.disk_bytes} bytes of disk, at its limit (max_line_disk_bytes); "
-                "archive the transcript and raise the limit"
+        # The reserve is at most a quarter of the budget, so a small budget still carries text.
+        reserve = min(self.limits.line_disk_reserve_bytes, self.limits.max_line_disk_bytes // 4)
+        room = self.limits.max_line_disk_bytes - (0 if kind in RESERVE_KINDS else reserve)
+        if self.disk_ours + size > room:
+            raise LimitError(
+                f"our messages on line {self.line[:8]} use {self.disk_ours} bytes of disk, at their limit "
+                f"(max_line_disk_bytes, less line_disk_reserve_bytes kept for FLASH, ACK and tests); archive the "
+                "transcript and raise the limit"
             )
         if self.outbox_count >= self.limits.max_outbox:
             raise LocalProtocolError(f"the outbox holds {self.limits.max_outbox} unsent messages; the line is full")
@@ -230,9 +240,13 @@ class LineSession:
             self.synced = True
             return [*self.link.send_raw(FrameType.CHECKPOINT, self._proposal.encode())] if self._proposal else []
         if isinstance(e, ev.PathOpen):
+            # Our latest receipt goes out on every path that opens: the peer may have lost the
+            # one we sent (it was killed before saving it), and nothing else repeats it.
+            latest = self.ledger.latest_receipt(self.line, self.us)
+            out: list[Action] = [*self.link.send_raw(FrameType.RECEIPT, latest[1].encode(), e.path)] if latest else []
             if e.peer_confirmed and not self.record.confirmed_peer:
-                return self._on_confirm(wall)
-            return []
+                return out + self._on_confirm(wall)
+            return out
         if isinstance(e, ev.ConfirmIn):
             return self._on_confirm(wall)
         if isinstance(e, ev.OwnEnvelopeIn):
@@ -283,8 +297,11 @@ class LineSession:
                 raise VerificationError(f"envelope seq {h.seq} does not follow seq {self._their_tail.seq}")
             if h.seen_seq > self._our_tail.seq:
                 raise VerificationError(f"envelope claims to have seen our seq {h.seen_seq}, which we never sent")
-            if self.disk_bytes + self._pending.bytes + len(raw) > self.limits.max_line_disk_bytes:
-                raise LimitError("this line is at its disk limit (max_line_disk_bytes); not stored, not receipted")
+            if self.disk_theirs + self._pending.bytes + len(raw) > self.limits.max_line_disk_bytes:
+                raise LimitError(
+                    "the peer's envelopes on this line are at their disk limit (max_line_disk_bytes); not stored, "
+                    "not receipted"
+                )
         except RedlineError as exc:
             self.alarm("alarm", f"refused envelope seq {seq} from {self.record.peer_name}: {exc}")
             return self._run(self.link.rejected(seq, str(exc)), wall)
@@ -338,7 +355,7 @@ class LineSession:
         try:
             signed = Signed.decode(raw)
             peek = Receipt.peek(signed)
-            if peek.seq <= self.link.peer_has_ours:
+            if peek.seq <= self.receipted_seq:
                 return []  # a copy (another path) or an older receipt: nothing new, not verified
             receipt = Receipt.open(signed, self._lookup(self.peer, peek.key))
             if receipt.line != self.line or receipt.by != self.peer or receipt.of != self.us:
@@ -348,8 +365,8 @@ class LineSession:
         except RedlineError as exc:
             self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
             return []
-        if receipt.seq > self._pending.receipt_seq:
-            self._pending.receipt, self._pending.receipt_seq = signed, receipt.seq
+        self._pending.receipt, self._pending.receipt_seq = signed, receipt.seq
+        self.receipted_seq = receipt.seq
         self.link.receipted(receipt.seq)
         return []
 
@@ -473,7 +490,9 @@ class LineSession:
             for env in pending.envelopes:
                 self.ledger.append(env, wall)
                 self.on_stored(env, False, wall)
-                self.disk_bytes += len(env.header_bytes) + len(env.body_bytes or b"") + 72
+                self.disk_theirs += len(env.header_bytes) + len(env.body_bytes or b"") + 72
+            if pending.envelopes:
+                self._watch_disk(self.peer, self.disk_theirs)
             for env in pending.suspects:
                 try:
                     self.ledger.append(env, wall)
@@ -496,8 +515,9 @@ class LineSession:
                     self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt, wall)
                     self._receipt_saved = wall
                 else:
-                    # Keep it for the next commit that happens anyway (or the next second): a
-                    # receipt alone is not worth an fsync, and the peer repeats it after a restart.
+                    # Keep it for the next commit that happens anyway (or the next second, or
+                    # ``close``): a receipt alone is not worth an fsync. If we are killed first, the
+                    # peer sends it again when a path opens (``PathOpen`` above).
                     self._pending.receipt, self._pending.receipt_seq = pending.receipt, pending.receipt_seq
             out += self._sign_pending(wall)
             covered = self._checkpointed(self.us)
@@ -507,6 +527,13 @@ class LineSession:
                 self._checkpoint_due = True  # our operational message is now receipted: cover it
             out += self._maybe_propose(wall)
         return out
+
+    def close(self, wall: int) -> None:
+        """A clean stop: save the peer's receipt still held in memory."""
+        if self._pending.receipt is not None:
+            with self.ledger.batch():
+                self.ledger.add_receipt(self.line, self.peer, self._pending.receipt_seq, self._pending.receipt, wall)
+            self._pending.receipt = None
 
     def _match_outbox(self, env: Envelope) -> None:
         """A recovered envelope of ours may be one this (restored) store still has as pending in its
@@ -545,7 +572,8 @@ class LineSession:
             )  # fmt: skip
             self.ledger.append(env, wall)
             self.on_stored(env, True, wall)
-            self.disk_bytes += len(env.header_bytes) + len(env.body_bytes or b"") + 72
+            self.disk_ours += len(env.header_bytes) + len(env.body_bytes or b"") + 72
+            self._watch_disk(self.us, self.disk_ours)
             self.ledger.mark_signed(item.local, env.seq, env.id)
             self.outbox_count -= 1
             self._our_tail = ChainHead(seq=env.seq, id=env.id)
@@ -555,6 +583,22 @@ class LineSession:
                 self._checkpoint_due = True
                 self._op_seq = env.seq
         return out
+
+    def _watch_disk(self, sender: str, used: int) -> None:
+        """Alarm once when a direction passes the warning fraction of its budget (again after it
+        fell back below, when the limit was raised)."""
+        limit = self.limits.max_line_disk_bytes
+        if used < limit * self.limits.line_disk_warn_fraction:
+            self._disk_warned.discard(sender)
+            return
+        if sender not in self._disk_warned:
+            self._disk_warned.add(sender)
+            whose = "our" if sender == self.us else f"{self.record.peer_name}'s"
+            self.alarm(
+                "alarm",
+                f"DISK: {whose} envelopes on line {self.line[:8]} use {used} of {limit} bytes "
+                f"({used / limit:.0%}, max_line_disk_bytes); archive the transcript and raise the limit",
+            )
 
     def _their_tail_stored(self) -> ChainHead:
         seq, eid = self.ledger.head(self.line, self.peer)
@@ -576,7 +620,7 @@ class LineSession:
             "our_seq": our_seq,
             "their_seq": self.ledger.head(self.line, self.peer)[0],
             "outbox": self.outbox_count,
-            "unreceipted": our_seq - self.link.peer_has_ours,
+            "unreceipted": our_seq - self.receipted_seq,
             "paths": {
                 p: {"up": s.up, "rtt_ms": s.rtt_ms, "skew_ms": s.skew_ms, "last_rx": s.last_rx_wall, "reason": s.reason}
                 for p, s in self.paths.items()

@@ -311,7 +311,7 @@ class Station:
         waiters = self._receipt_waiters.get(session.line)
         if not waiters:
             return
-        done = session.link.peer_has_ours
+        done = session.receipted_seq
         keep = []
         for seq, fut in waiters:
             if seq <= done:
@@ -324,7 +324,7 @@ class Station:
     async def wait_receipted(self, line: str, seq: int, timeout: float = 30.0) -> None:
         """Return once the peer has receipted our envelope ``seq`` (stored it durably)."""
         session = self.session(line)
-        if session.link.peer_has_ours >= seq:
+        if session.receipted_seq >= seq:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._receipt_waiters.setdefault(session.line, []).append((seq, fut))
@@ -390,6 +390,11 @@ class Station:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for session in self.sessions.values():
+            try:
+                session.close(self.wall())
+            except StorageError as exc:
+                log.error("line %s: could not save the peer's latest receipt at stop: %s", session.line[:8], exc)
         with contextlib.suppress(FileNotFoundError):
             self.home.control_path.unlink()
         self.ledger.close()

@@ -208,7 +208,7 @@ def transcript(station: Station, session: LineSession, limit: int) -> dict[str, 
         receipt = ledger.latest_receipt(record.line, record.peer if ours else us)
         receipted = receipt[0] if receipt else 0
         if ours:  # the peer's latest verified receipt may still wait for our next commit
-            receipted = max(receipted, session.link.peer_has_ours)
+            receipted = max(receipted, session.receipted_seq)
         head = ledger.head(record.line, fp)[0]
         for seq, raw in ledger.raw_envelopes(record.line, fp, max(0, head - limit)):
             env = split(raw)

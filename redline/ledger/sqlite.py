@@ -353,8 +353,11 @@ class Ledger:
             for r in rows
         ]
 
-    def line_bytes(self, line: str) -> int:
-        row = self._db.execute("SELECT COALESCE(SUM(length(raw)), 0) FROM envelopes WHERE line=?", (line,)).fetchone()
+    def line_bytes(self, line: str, sender: str) -> int:
+        """Disk the envelopes ``sender`` signed on ``line`` take (one direction's budget)."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(length(raw)), 0) FROM envelopes WHERE line=? AND sender=?", (line, sender)
+        ).fetchone()
         return int(row[0])
 
     # -- outbox --------------------------------------------------------------------------------
