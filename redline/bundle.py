@@ -192,8 +192,10 @@ def parse_checkpoint(obj: Any) -> CheckpointFile:
 def write_bundle(path: Path, bundle: Mapping[str, Any]) -> None:
     """Write a bundle (or checkpoint file) durably: a temporary file, fsync, then rename."""
     data = (json.dumps(bundle, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # A fresh name, created exclusively and never through a symbolic link: a link planted at a
+    # predictable temporary name cannot make us write somewhere else.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         os.write(fd, data)
         os.fsync(fd)

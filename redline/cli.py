@@ -57,6 +57,8 @@ def run(fn: Callable[[], Any]) -> Any:
         return fn()
     except RedlineError as exc:
         fail(str(exc))
+    except OSError as exc:  # a file or socket of ours: one line, never a traceback
+        fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
 
 def when(ms: int | None) -> str:
     if not ms:

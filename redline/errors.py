@@ -86,6 +86,22 @@ class LimitError(RedlineError):
     """An input is over a documented limit (message size, queue length, disk use)."""
 
 
+class ControlError(RedlineError):
+    """The local control socket failed: no station runs, or the connection broke before an answer."""
+
+
+class StationNotRunningError(ControlError):
+    """No station answers on the control socket: nothing was sent to it."""
+
+
+class ControlRefusedError(ControlError):
+    """The running station answered the request with a refusal (its reason is the message)."""
+
+
+class ReceiptTimeoutError(RedlineError):
+    """Our envelope is durable here, but the peer has not receipted it in the time asked for."""
+
+
 class TransportError(RedlineError):
     """A path could not be opened, or broke."""
 
@@ -104,3 +120,7 @@ class NoticeError(SchemaError):
 
 class NoticeBoardError(RedlineError):
     """The board cannot do what was asked (unknown or duplicate ref, wrong filer); it is unchanged."""
+
+
+class RoleError(VerificationError):
+    """A person signed something their role does not allow (an auditor's ACK); it counts nowhere."""

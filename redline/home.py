@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,29 @@ class StationDir:
                 f"{self.path} is not a station directory; create one with "
                 f"'redline init --station {self.path} --name NAME --lang LANG --listen HOST:PORT'"
             )
+
+    def check_private(self) -> None:
+        """Refuse to run on a station whose secrets others could read or replace: the directory,
+        its keys and users folders and every secret file must belong to us and be closed to group
+        and others. The message names each problem and the command that fixes it."""
+        uid = os.getuid()
+        problems: list[str] = []
+        folders = [self.path, self.keys, self.path / "users"]
+        secrets = [self.keys / n for n in ("root.key", "signing.key", "tls.key")]
+        secrets += sorted((self.path / "users").glob("*.json"))
+        for target in folders + secrets:
+            try:
+                st = target.stat()
+            except FileNotFoundError:
+                continue  # root.key lives offline; a station may have no users yet
+            mode = stat.S_IMODE(st.st_mode)
+            if st.st_uid != uid:
+                problems.append(f"{target} belongs to uid {st.st_uid}, not to this user (run: chown {uid} {target})")
+            if mode & 0o077:
+                want = 0o700 if target in folders else 0o600
+                problems.append(f"{target} is open to others (mode {mode:o}; run: chmod {want:o} {target})")
+        if problems:
+            raise ConfigError("the station's secrets are not private: " + "; ".join(problems))
 
     def load_keys(self) -> StationKeys:
         self.require()

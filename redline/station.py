@@ -26,7 +26,17 @@ from typing import Any
 from redline import canonical, identity, pairing, persons, transport
 from redline.config import StationConfig, parse_hostport
 from redline.envelope import KINDS, PRIORITIES, Envelope, RawEnvelope, split
-from redline.errors import LimitError, LocalProtocolError, PairingError, RedlineError, StorageError
+from redline.errors import (
+    ControlError,
+    ControlRefusedError,
+    LimitError,
+    LocalProtocolError,
+    PairingError,
+    ReceiptTimeoutError,
+    RedlineError,
+    StationNotRunningError,
+    StorageError,
+)
 from redline.home import StationDir, StationKeys
 from redline.ledger.model import LineRecord
 from redline.ledger.sqlite import Ledger
@@ -50,6 +60,8 @@ def wall_ms() -> int:
 class Station:
     def __init__(self, home: StationDir, *, on_alarm: Callable[[str, str, str], None] | None = None) -> None:
         self.home = home
+        home.require()
+        home.check_private()
         self.config: StationConfig = home.config()
         self.keys: StationKeys = home.load_keys()
         self.ledger: Ledger = home.open_ledger()
@@ -332,7 +344,7 @@ class Station:
             async with asyncio.timeout(timeout):
                 await fut
         except TimeoutError:
-            raise StorageError(
+            raise ReceiptTimeoutError(
                 f"envelope seq {seq} is durable here but the peer has not receipted it within {timeout:g} s; "
                 "it stays in the transcript and will be resent when a path is up"
             ) from None
@@ -757,24 +769,44 @@ def _pair_decode(payload: bytes) -> dict[str, Any]:
 
 
 async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
-    """Send one request to a running station's control socket (used by the CLI)."""
+    """Send one request to a running station's control socket (used by the CLI).
+
+    Every failure is one ``ControlError`` saying whether the request may have been accepted:
+    before it was written, certainly not; after, perhaps (``redline log`` tells)."""
     path = StationDir(home).control_path
     try:
         reader, writer = await asyncio.open_unix_connection(str(path), limit=CONTROL_LIMIT)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise StorageError(
+        raise StationNotRunningError(
             f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"
         ) from exc
+    except OSError as exc:
+        raise StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}") from exc
+    maybe = (
+        f"the station at {home} stopped answering ({{why}}); the request may or may not have been accepted: check "
+        f"with 'redline log --station {home}' (or 'redline status') before repeating it"
+    )
     try:
-        writer.write(json.dumps(request).encode() + b"\n")
-        await writer.drain()
-        async with asyncio.timeout(timeout):
-            line = await reader.readline()
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+        except OSError as exc:
+            raise ControlError(maybe.format(why=f"connection lost while sending: {exc.strerror or exc}")) from exc
+        try:
+            async with asyncio.timeout(timeout):
+                line = await reader.readline()
+        except TimeoutError:
+            raise ControlError(maybe.format(why=f"no answer within {timeout:g} s")) from None
+        except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
+            raise ControlError(maybe.format(why=f"connection lost: {exc}")) from exc
     finally:
         writer.close()
     if not line:
-        raise StorageError("the station closed the control connection without answering")
-    reply = json.loads(line)
+        raise ControlError(maybe.format(why="it closed the connection without answering"))
+    try:
+        reply = json.loads(line)
+    except ValueError as exc:
+        raise ControlError(maybe.format(why="its answer was cut off")) from exc
     if not reply.get("ok"):
-        raise RedlineError(reply.get("error", "the station refused"))
+        raise ControlRefusedError(str(reply.get("error", "the station refused")))
     return reply["result"]
