@@ -31,7 +31,7 @@ from redline.bundle import (
     verify_bundle,
     write_bundle,
 )
-from redline.display import SafeConsole, SafeFormatter, styled
+from redline.display import SafeConsole, SafeFormatter, shown, styled
 from redline.envelope import split
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
@@ -49,7 +49,7 @@ station_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 def fail(message: str) -> None:
-    err.print(styled(("error:", "bold red"), f" {message}"))
+    err.print(styled(("error:", "bold red"), f" {message}"), soft_wrap=True)  # one line, whatever the width
     sys.exit(1)
 
 def run(fn: Callable[[], Any]) -> Any:
@@ -261,12 +261,15 @@ def status(station: str | None, as_json: bool) -> None:
 @station_option
 @click.argument("line")
 @click.option("--limit", default=50, help="Show the last N envelopes of each side.")
+@click.option("--all", "show_all", is_flag=True, help="Show every envelope of both sides.")
 @json_option
-def log_(station: str | None, line: str, limit: int, as_json: bool) -> None:
+def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bool) -> None:
     """Both sides of LINE's transcript, oldest first, with receipt state."""
     home = StationDir(station_path(station))
+    total = 0
 
     def collect() -> list[dict[str, Any]]:
+        nonlocal total
         ledger = home.open_ledger()
         try:
             record = ledger.find_line(line)
@@ -276,7 +279,8 @@ def log_(station: str | None, line: str, limit: int, as_json: bool) -> None:
                 receipt = ledger.latest_receipt(record.line, record.peer if fp == us else us)
                 receipted = receipt[0] if receipt else 0
                 head = ledger.head(record.line, fp)[0]
-                for seq, raw in ledger.raw_envelopes(record.line, fp, max(0, head - limit)):
+                total += head
+                for seq, raw in ledger.raw_envelopes(record.line, fp, 0 if show_all else max(0, head - limit)):
                     env = split(raw)
                     h = canonical.decode_object(env.header_bytes, "header")
                     content = canonical.decode_object(env.body_bytes, "body")["content"] if env.body_bytes else {}
@@ -298,9 +302,12 @@ def log_(station: str | None, line: str, limit: int, as_json: bool) -> None:
         for r in rs:
             table.add_row(
                 when(r["sent_at"]), r["from"], str(r["seq"]), r["kind"], r["priority"],
-                "✓ stored" if r["receipted"] else "pending", r["text"],
+                "✓ stored" if r["receipted"] else "pending", shown(r["text"], 300),
             )  # fmt: skip
         console.print(table)
+        if len(rs) < total:
+            console.print(f"{len(rs)} of {total} entries shown (the last {limit} of each side); --all for every "
+                          "entry; 'redline show LINE ID' for one whole message", style="yellow")  # fmt: skip
 
     emit(as_json, rows, human)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from redline import canonical, identity
 from redline.config import check_lang, check_station_name, parse_hostport
-from redline.errors import PairingError, RedlineError
+from redline.errors import ConfigError, PairingError, RedlineError
 from redline.identity import SignedCert
 
 TOKEN_PREFIX = "rl1-"
@@ -177,9 +177,12 @@ def _addrs(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not 0 < len(value) <= MAX_ADDRS:
         raise PairingError(f"the other station must advertise 1 to {MAX_ADDRS} addresses")
     for addr in value:
-        if not isinstance(addr, str) or len(addr) > 300:
-            raise PairingError("the other station advertised a malformed address")
-        parse_hostport(addr)
+        try:
+            if not isinstance(addr, str) or len(addr) > 300:
+                raise ConfigError("not a HOST:PORT string")
+            parse_hostport(addr)
+        except ConfigError as exc:
+            raise PairingError(f"the other station advertised a malformed address: {exc}") from None
     return tuple(value)
 
 

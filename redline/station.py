@@ -443,7 +443,7 @@ class Station:
         if kind == "CALL_REQUEST" and "expires" not in content:
             content = {**content, "expires": self.wall() + int(self.limits.call_request_ttl_seconds * 1000)}
         if kind in PERSON_SIGNED_KINDS:
-            persons.check_content(content, {p.name: p for p in persons.load_users(self.home.path)})
+            persons.check_signer(kind, content, {p.name: p for p in persons.load_users(self.home.path)})
         prio = (prio or DEFAULT_PRIORITY.get(kind, "PRIORITY")).upper()
         if prio not in PRIORITIES:
             raise LocalProtocolError(f"priority must be one of {', '.join(p.lower() for p in PRIORITIES)}")
@@ -675,9 +675,13 @@ class Station:
             writer.write(json.dumps({"ok": False, "error": "control request over 16 MiB refused"}).encode() + b"\n")
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # The station is stopping. End quietly: asyncio's stream server would otherwise log
+            # the cancelled handler as an "exception in callback" with a traceback.
+            responder.cancel()
         finally:
             answers.put_nowait(None)
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await responder
             writer.close()
 
