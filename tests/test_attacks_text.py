@@ -159,8 +159,8 @@ def test_hostile_text_in_every_peer_field_is_stored_receipted_and_rendered(tmp_p
             await b.call({"op": "act", "line": line, "kind": "TRANSLATION", "content": {
                 "ref": req["id"], "lang": "en", "text": short[4], "translator": short[5]}})  # fmt: skip
             await b.call({"op": "act", "line": line, "kind": "NOTICE", "content": {
-                "kind": "air", "area": {"type": "Point", "coordinates": ["30.0", "50.0"]}, "radius_m": 1000, "floor_m": 0,
-                "ceiling_m": 1000, "start": 1_900_000_000_000, "end": 1_900_000_360_000, "margin_m": 0,
+                "kind": "air", "area": {"type": "Point", "coordinates": ["30.0", "50.0"]}, "radius_m": 1000,
+                "floor_m": 0, "ceiling_m": 1000, "start": 1_900_000_000_000, "end": 1_900_000_360_000, "margin_m": 0,
                 "text": short[0]}})  # fmt: skip
             await wait_until(lambda: _settled(a, b), "hostile traffic receipted both ways", 60)
         finally:
