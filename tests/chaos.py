@@ -161,6 +161,14 @@ async def _send_until_accepted(
         await asyncio.sleep(0.05)
 
 
+# What the outside review put in text fields; every run carries some of it (never a traceback,
+# never an envelope left unstored).
+HOSTILE_TEXT = (
+    "Agenda items [/draft] to follow", "[bold red]FAKE[/] [link=https://evil.example]x[/link]",
+    "\x1b[2J\x1b[31mwiped\x1b]0;t\x07", "ctl \x00\x01\x08\r\x7f\x9b", "\u202eMOCUE\u202c", ":warning:",
+)
+
+
 async def _traffic(
     proc: StationProc, line: str, cfg: ChaosConfig, stop: asyncio.Event, accepted: list[str], result: ChaosResult
 ) -> None:
@@ -173,6 +181,8 @@ async def _traffic(
         for _ in range(rng.choice((1, 1, 2, 5, 10, 30))):
             size = rng.choice((0, 0, 0, 40, 400, 3000, rng.randint(1, 60_000)))
             text = f"{label} {cfg.seed} {i:06d} " + ("ж" * (size // 2) if name == "ndmc" else "x" * size)
+            if rng.random() < 0.2:  # hostile text: markup, escapes, controls, bidi overrides (issue 9)
+                text += " " + rng.choice(HOSTILE_TEXT)
             req: dict[str, Any] = {"op": "send", "line": line, "text": text, "idem": f"chaos-{name}-{i}"}
             if rng.random() < cfg.flash_share:
                 req |= {"kind": "FLASH", "priority": "flash"}
