@@ -56,6 +56,21 @@ class Limits:
     flash_ack_seconds: float = 120.0
     escalation_levels: tuple[str, ...] = ("duty", "deputy", "supervisor")
     call_request_ttl_seconds: float = 7 * 86400.0
+    # Our deadlines are ours: a peer's FLASH may ask for an acknowledgement within ack_within_ms and
+    # its TEST for an answer within answer_within_ms, but that is advisory. The receiving station's
+    # deadlines run on the two windows above; only with honour_peer_windows does it take the peer's
+    # request, and then clamped to [peer_window_min_seconds, peer_window_max_seconds] (at least 1 s).
+    # What our operators file is held to the same bounds.
+    honour_peer_windows: bool = False
+    peer_window_min_seconds: float = 60.0
+    peer_window_max_seconds: float = 3600.0
+    # Notices: points per notice and active notices per side (each side's own and the peer's,
+    # counted apart). Over either, the notice is refused: at the sender before it is sent, at the
+    # receiver it is stored (signed evidence) but not put on the board.
+    max_notice_points: int = 2000
+    max_active_notices_per_side: int = 200
+    # People per ROSTER, and people pinned per side in all (a person, once seen, stays pinned).
+    max_roster_people: int = 500
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,24 @@ import nacl.signing
 import nacl.utils
 
 from redline import canonical, identity
-from redline.errors import ConfigError, SchemaError, SignatureError
+from redline.errors import ConfigError, RoleError, SchemaError, SignatureError
 
-ROLES = ("duty", "deputy", "supervisor", "auditor", "admin")
-PERSON_SIGNED_KINDS = frozenset({"ACK", "TEST_ANSWER", "CALL_RECORD", "READOUT"})
+# THE table of roles and what each may do: the HTTP API (api/auth.py), the station when an
+# operator files (Station.act) and ops when the peer's envelopes are received all read it.
+# "read" sees the line; "operate" files messages and actions and signs ACK, TEST_ANSWER,
+# CALL_RECORD and READOUT; "confirm" confirms a line's safety code. Users are managed with the CLI.
+READ, OPERATE, CONFIRM = "read", "operate", "confirm"
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "duty": frozenset({READ, OPERATE}),
+    "deputy": frozenset({READ, OPERATE}),
+    "supervisor": frozenset({READ, OPERATE, CONFIRM}),
+    "auditor": frozenset({READ}),
+    "admin": frozenset({READ}),
+}
+ROLES = tuple(CAPABILITIES)
+# The capability a person needs to sign each person-signed kind.
+SIGNING_NEEDS: dict[str, str] = {"ACK": OPERATE, "TEST_ANSWER": OPERATE, "CALL_RECORD": OPERATE, "READOUT": OPERATE}
+PERSON_SIGNED_KINDS = frozenset(SIGNING_NEEDS)
 _NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}\Z")
 DOMAIN = "person"
 # Argon2id cost: "moderate" is libsodium's recommendation for interactive logins of sensitive data.
@@ -82,6 +96,23 @@ def add_user(station: Path, name: str, role: str, password: str, *, ops: int = O
     sealed = box.encrypt(key.encode())
     record = {**person.to_obj(), "salt": salt.hex(), "ops": ops, "mem": mem, "sealed": sealed.hex()}
     identity.write_secret(path, json.dumps(record, indent=2).encode())
+    return person
+
+
+def remove_user(station: Path, name: str) -> Person:
+    """Remove a user: their sealed key file is deleted, so nobody can unlock it again, and the
+    station's console ends their session at its next request (it re-reads the users folder)."""
+    path = users_dir(station) / f"{name}.json"
+    if not _NAME.match(name) or not path.exists():
+        raise ConfigError(f"no user {name!r} at this station (see 'redline user list')")
+    obj = json.loads(path.read_text())
+    person = Person(name=obj["name"], role=obj["role"], key=obj["key"])
+    path.unlink()
+    fd = os.open(users_dir(station), os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the removal is durable before we say it is done
+    finally:
+        os.close(fd)
     return person
 
 
@@ -139,15 +170,38 @@ def check_content(content: dict[str, Any], roster: dict[str, Person]) -> Person:
     return person
 
 
+def may(role: str, capability: str) -> bool:
+    return capability in CAPABILITIES.get(role, frozenset())
+
+
+def check_role(person: Person, kind: str) -> None:
+    """Refuse (RoleError) a person-signed ``kind`` that ``person``'s role may not sign."""
+    need = SIGNING_NEEDS.get(kind)
+    if need is not None and not may(person.role, need):
+        allowed = ", ".join(r for r in ROLES if may(r, need))
+        raise RoleError(f"{person.name} is {person.role}: only {allowed} may sign {kind}")
+
+
+def check_signer(kind: str, content: dict[str, Any], roster: dict[str, Person]) -> Person:
+    """The one rule for a person-signed envelope, where it is filed (``Station.act``, against our
+    users) and where it is received (ops, against the sender's pinned roster): the signature
+    verifies under the person's key on ``roster`` and the person's role may sign ``kind``."""
+    person = check_content(content, roster)
+    check_role(person, kind)
+    return person
+
+
 def roster_content(people: list[Person]) -> dict[str, Any]:
     return {"users": [p.to_obj() for p in people]}
 
 
-def parse_roster(content: dict[str, Any]) -> dict[str, Person]:
+def parse_roster(content: dict[str, Any], *, max_people: int | None = None) -> dict[str, Person]:
     users = content.get("users")
     if not isinstance(users, list):
         raise SchemaError("ROSTER content needs a list of users")
-    roster = {}
+    if max_people is not None and len(users) > max_people:
+        raise SchemaError(f"ROSTER lists {len(users)} people; at most {max_people} (max_roster_people)")
+    roster: dict[str, Person] = {}
     for u in users:
         if not isinstance(u, dict):
             raise SchemaError("ROSTER user must be an object")
@@ -155,5 +209,78 @@ def parse_roster(content: dict[str, Any]) -> dict[str, Person]:
         if not (isinstance(name, str) and isinstance(role, str) and isinstance(key, str)):
             raise SchemaError("ROSTER user needs string name, role and key")
         p = Person(name=name, role=role, key=key)
+        if p.name in roster:
+            raise SchemaError(f"ROSTER lists {p.name} twice")
         roster[p.name] = p
     return roster
+
+
+def _names(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RosterChange:
+    """What one published ROSTER did to the pins of its station's people."""
+
+    added: list[str]  # pinned now, on first sight
+    roles: list[tuple[str, str, str]]  # (name, old role, new role): same key, role changed
+    key_refused: list[str]  # would change a pinned key: refused, the pin stays
+    drop_refused: list[str]  # would drop a pinned person: refused, the pin stays
+    over_limit: list[str]  # new names past max_people: not pinned
+
+    def refusal(self) -> str | None:
+        """Why (part of) the ROSTER was refused, naming each person, or None."""
+        parts = []
+        if self.key_refused:
+            parts.append(f"it changes the pinned key of {_names(self.key_refused)}")
+        if self.drop_refused:
+            parts.append(f"it drops {_names(self.drop_refused)}, whose key is pinned")
+        if self.over_limit:
+            parts.append(f"{_names(self.over_limit)} would pass the limit of pinned people")
+        if not parts:
+            return None
+        return "; ".join(parts) + ": refused for those people, their pinned keys stay in force"
+
+
+@dataclass
+class RosterPins:
+    """One station's people as this side trusts them: each person's key pinned on first sight.
+
+    A later ROSTER may add people and change a pinned person's role (alarmed), but not change or
+    drop a pinned key: that is refused for the person, whose old pin stays in force, so the
+    station's admin cannot swap whose signature an "acknowledged by" names. A person's key changes
+    only by key rotation (``rotate``). Pins are derived from the ROSTER envelopes in transcript
+    order, so replaying the ledger at start gives the same pins.
+    """
+
+    max_people: int = 500
+    people: dict[str, Person] = field(default_factory=dict)
+
+    def apply(self, published: dict[str, Person]) -> RosterChange:
+        added: list[str] = []
+        roles: list[tuple[str, str, str]] = []
+        key_refused: list[str] = []
+        over: list[str] = []
+        for name, p in published.items():
+            pinned = self.people.get(name)
+            if pinned is None:
+                if len(self.people) >= self.max_people:
+                    over.append(name)
+                    continue
+                self.people[name] = p
+                added.append(name)
+            elif p.key != pinned.key:
+                key_refused.append(name)
+            elif p.role != pinned.role:
+                self.people[name] = p
+                roles.append((name, pinned.role, p.role))
+        dropped = [name for name in self.people if name not in published]
+        return RosterChange(added=added, roles=roles, key_refused=key_refused, drop_refused=dropped, over_limit=over)
+
+    def rotate(self, person: Person) -> None:
+        """Replace ``person.name``'s pinned key. The seam for person-key rotation: to be called only
+        once a rotation is verified (a KEY envelope certified by the station's root key, not built
+        yet), never for a ROSTER."""
+        self.people[person.name] = person

@@ -29,16 +29,8 @@ from redline.errors import ConfigError, RedlineError, SignatureError
 
 COOKIE = "redline_session"
 
-# What each role may do. "operate" files messages and actions (send, ACK, test answers, notices,
-# readouts); "confirm" confirms a line's safety code. Users are managed with the CLI only.
-READ, OPERATE, CONFIRM = "read", "operate", "confirm"
-CAPABILITIES: dict[str, frozenset[str]] = {
-    "duty": frozenset({READ, OPERATE}),
-    "deputy": frozenset({READ, OPERATE}),
-    "supervisor": frozenset({READ, OPERATE, CONFIRM}),
-    "auditor": frozenset({READ}),
-    "admin": frozenset({READ}),
-}
+# What each role may do: the one table, in persons.py (the station and ops enforce the same one).
+READ, OPERATE, CONFIRM, CAPABILITIES = persons.READ, persons.OPERATE, persons.CONFIRM, persons.CAPABILITIES
 WHY_NOT = {
     OPERATE: "only a duty officer, deputy or supervisor may do this",
     CONFIRM: "only a supervisor may confirm a line's safety code",

@@ -6,6 +6,10 @@ if it does not reply before the expiry the requesting side records CALL_EXPIRED 
 Either side files the CALL_RECORD (start, end, participants) once a call happened, and each side
 files its own READOUT in its own language; both are shown side by side and neither is authoritative
 over the other: the transcript settles what was requested, answered and held.
+
+Numbers in the peer's bodies decide nothing here: a peer's ``expires`` is shown, never run (only the
+requester decides expiry, on its own request); a call's ``start`` and ``end`` are shown and counted
+only when they are times (``model.as_time``), so a huge or negative one cannot break the summary.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, as_int, ref_id
+from redline.ops.model import Entry, Intent, Outbox, as_int, as_time, ref_id
 
 DAY_MS = 86_400_000
+MAX_PRINCIPALS = 16  # of a CALL_RECORD's principals, the first this many name its pair
 
 
 @dataclass
@@ -50,7 +55,10 @@ class Call:
     @property
     def pair(self) -> tuple[str, str]:
         principals = self.entry.content.get("principals")
-        roles = sorted(str(r) for r in principals)[:2] if isinstance(principals, list) and principals else ["?"]
+        if isinstance(principals, list) and principals:
+            roles = sorted(str(r)[:200] for r in principals[:MAX_PRINCIPALS])
+        else:
+            roles = ["?"]
         return (roles[0], roles[-1])
 
 
@@ -104,11 +112,11 @@ class Calls:
             s["requests"][r.entry.sender] = s["requests"].get(r.entry.sender, 0) + 1
             key = {"declined": "declined", "expired": "unanswered", "accepted": "accepted", "open": "open"}[r.state]
             s[key] += 1
-        for call in sorted(self.calls.values(), key=lambda c: as_int(c.entry.content.get("start"), 0)):
+        for call in sorted(self.calls.values(), key=lambda c: as_time(c.entry.content.get("start")) or 0):
             s = slot(call.pair)
             c = call.entry.content
             s["calls"].append({
-                "id": call.entry.id, "start": c.get("start"), "end": c.get("end"),
+                "id": call.entry.id, "start": as_time(c.get("start")), "end": as_time(c.get("end")),
                 "participants": c.get("participants"), "filed_by": call.entry.sender,
                 "readouts": {
                     ("ours" if ours else "theirs"): {
@@ -118,15 +126,15 @@ class Calls:
                     for ours, ro in call.readouts.items()
                 },
             })  # fmt: skip
-            end = as_int(c.get("end"), 0)
-            if s["last_call_at"] is None or end > s["last_call_at"]:
+            end = as_time(c.get("end"))
+            if end is not None and (s["last_call_at"] is None or end > s["last_call_at"]):
                 s["last_call_at"] = end
         for s in pairs.values():
             if s["last_call_at"] is not None:
                 s["days_since_last_call"] = _days(s["last_call_at"], now)
             calls = s["calls"]
             for prev, nxt in itertools.pairwise(calls):
-                nxt["days_since_previous"] = _days(as_int(prev["end"], 0), as_int(nxt["start"], 0))
+                nxt["days_since_previous"] = _days(as_time(prev["end"]) or 0, as_time(nxt["start"]) or 0)
         return list(pairs.values())
 
 

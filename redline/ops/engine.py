@@ -4,6 +4,12 @@ Fed every stored envelope (``observe``) and the receipts (``receipted``); asked 
 given time (``due``). Pure: no I/O, no clock reads. The station replays the ledger into a fresh
 ``LineOps`` at start, so pending escalations, tests and requests survive a crash and anything
 overdue fires on the first ``due``.
+
+What the peer sends is stored before ops sees it (it is signed evidence); what ops will not act on
+is kept in ``refused`` with the reason and alarmed. People: each side's roster is pinned person by
+person on first sight (``persons.RosterPins``), and a person-signed envelope counts only when it
+verifies under the pinned key and the person's role may sign it (``persons.check_signer``).
+Numbers in the peer's bodies never set our deadlines, counts or sizes beyond our ``Limits``.
 """
 
 from __future__ import annotations
@@ -12,24 +18,45 @@ from collections.abc import Callable
 from typing import Any
 
 from redline.config import Limits
-from redline.errors import RedlineError
+from redline.errors import NoticeBoardError, RedlineError
 from redline.ops.calls import Calls
 from redline.ops.flash import FlashTracker
 from redline.ops.linetests import LineTests
-from redline.ops.model import Alarm, Entry, Intent, Outbox, ref_id
-from redline.ops.notices import Notice, NoticeBoard
-from redline.persons import PERSON_SIGNED_KINDS, Person, check_content, parse_roster
+from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox, ref_id
+from redline.ops.notices import Conflict, Notice, NoticeBoard
+from redline.persons import PERSON_SIGNED_KINDS, Person, RosterPins, check_signer, parse_roster
+
+NOTICES_PAGE = 100  # notices (and conflicts) per page of the notices view, by default
+NOTICES_PAGE_MAX = 500
+CONFLICTS_NAMED = 3  # conflicts spelled out in a notice's one conflict alarm; the rest are counted
+
+
+def peer_window_bounds(limits: Limits) -> tuple[int, int] | None:
+    """The bounds a requested deadline window is clamped to, in ms, or None: use our own windows."""
+    if not limits.honour_peer_windows:
+        return None
+    low = max(1000, int(limits.peer_window_min_seconds * 1000))
+    return low, max(low, int(limits.peer_window_max_seconds * 1000))
 
 
 class LineOps:
     def __init__(self, *, us: str, peer: str, limits: Limits, since: int) -> None:
         self.us, self.peer = us, peer
+        self.limits = limits
+        bounds = peer_window_bounds(limits)
         self.tests = LineTests(
-            answer_ms=int(limits.test_answer_seconds * 1000), times=limits.test_times_utc, since=since
+            answer_ms=int(limits.test_answer_seconds * 1000), times=limits.test_times_utc, since=since, bounds=bounds
         )
-        self.flash = FlashTracker(ack_ms=int(limits.flash_ack_seconds * 1000), levels=limits.escalation_levels)
+        self.flash = FlashTracker(
+            ack_ms=int(limits.flash_ack_seconds * 1000), levels=limits.escalation_levels, bounds=bounds
+        )
         self.calls = Calls(ttl_ms=int(limits.call_request_ttl_seconds * 1000))
-        self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}  # ours? -> name -> person
+        # Each side's roster as last published (ours? -> name -> person), and the pins that decide
+        # whose signature counts: the same rule for both sides, so both ends agree on every ACK.
+        self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}
+        self.pins: dict[bool, RosterPins] = {
+            side: RosterPins(max_people=limits.max_roster_people) for side in (True, False)
+        }
         self.translations: dict[str, list[dict[str, Any]]] = {}
         self.board = NoticeBoard()
         self.notice_refs: dict[str, str] = {}  # notice ref ("<filer>:<seq>") -> envelope id
@@ -46,14 +73,11 @@ class LineOps:
         if e.ours:
             self._our_seq_to_id[e.seq] = e.id
         if e.kind == "ROSTER":
-            try:
-                self.rosters[e.ours] = parse_roster(e.content)
-            except RedlineError as exc:
-                out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {exc}", e.stored_at)
+            self._roster(e, out)
             return out.alarms
         if e.kind in PERSON_SIGNED_KINDS:
             try:
-                check_content(e.content, self.rosters[e.ours])
+                check_signer(e.kind, e.content, self.pins[e.ours].people)
             except RedlineError as exc:
                 # The envelope stays in the transcript (it is the sender's signed statement), but it
                 # does not count as an acknowledgement, answer, record or readout.
@@ -76,23 +100,56 @@ class LineOps:
         self.calls.observe(e, out)
         return out.alarms
 
+    def _roster(self, e: Entry, out: Outbox) -> None:
+        """A ROSTER pins each new person's key; it cannot change or drop a pinned one (refused for
+        that person, alarmed naming them); a role change is taken and alarmed."""
+        whose = "our" if e.ours else "the peer's"
+        try:
+            published = parse_roster(e.content, max_people=self.limits.max_roster_people)
+        except RedlineError as exc:
+            self.refused.append((e, str(exc)))
+            out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {exc}", e.stored_at)
+            return
+        self.rosters[e.ours] = published
+        change = self.pins[e.ours].apply(published)
+        why = change.refusal()
+        if why is not None:
+            self.refused.append((e, why))
+            fix = "; a person's key changes only by key rotation, never by a new roster" if change.key_refused else ""
+            out.alarm("alarm", f"PINNED KEY: {whose} ROSTER seq {e.seq}: {why}{fix}", e.stored_at)
+        for name, old, new in change.roles:
+            out.alarm("warning", f"{whose} ROSTER seq {e.seq} changes {name}'s role from {old} to {new}", e.stored_at)
+
     def _notice(self, e: Entry, out: Outbox) -> None:
-        """Both ends run the same check on the same notices, so both see the same conflicts."""
+        """Both ends run the same check on the same notices, so both see the same conflicts.
+
+        A notice over our limits (points, active notices of its side) is refused here: stored, as
+        signed evidence, but not put on the board, and said once. A new notice's conflicts give one
+        alarm, naming the nearest few and counting the rest."""
         who = "our" if e.ours else "the peer's"
         try:
             if e.kind == "NOTICE":
+                for gone in self.board.expire(e.stored_at):  # what ended no longer counts against a side
+                    self.notice_refs.pop(gone, None)
                 ref = f"{e.sender}:{e.seq}"
-                notice = Notice.from_content(e.content, ref=ref)
+                amends = e.content.get("amends")
+                most = self.limits.max_active_notices_per_side
+                if not (isinstance(amends, str) and amends in self.board) and self.board.count(e.sender) >= most:
+                    raise NoticeBoardError(
+                        f"{who} side already has {self.board.count(e.sender)} active notices; at most {most} per "
+                        "side (max_active_notices_per_side): withdraw or amend one first"
+                    )
+                notice = Notice.from_content(e.content, ref=ref, max_points=self.limits.max_notice_points)
                 conflicts = self.board.add(notice)
                 self.notice_refs[ref] = e.id
-                for c in conflicts:
-                    other = self.board.get(c.other(ref))
-                    whose = "our" if other is not None and other.filer == self.us else "the peer's"
+                if conflicts:
+                    named = "; ".join(self._conflict_text(ref, c) for c in conflicts[:CONFLICTS_NAMED])
+                    rest = len(conflicts) - CONFLICTS_NAMED
+                    more = f"; and {rest} more ('redline notices')" if rest > 0 else ""
                     out.alarm(
                         "alarm",
-                        f"NOTICE CONFLICT: {who} {notice.kind} notice seq {e.seq} conflicts with {whose} "
-                        f"{other.kind if other else ''} notice: {c.distance_m} m apart (margin {c.margin_m} m), "
-                        f"{_window(c.time_overlap)}, {c.band_overlap[0]}-{c.band_overlap[1]} m",
+                        f"NOTICE CONFLICT: {who} {notice.kind} notice seq {e.seq} conflicts with {len(conflicts)} "
+                        f"active notice{'s' if len(conflicts) > 1 else ''}: {named}{more}",
                         e.stored_at,
                     )
             else:
@@ -101,17 +158,60 @@ class LineOps:
                 self.board.withdraw(ref, by=e.sender)
         except RedlineError as exc:
             self.refused.append((e, str(exc)))
-            out.alarm("warning", f"{who} {e.kind} seq {e.seq} could not be checked: {exc}", e.stored_at)
+            out.alarm("warning", f"{who} {e.kind} seq {e.seq} refused, not on the board: {exc}", e.stored_at)
 
-    def notices_view(self, now: int) -> dict[str, Any]:
+    def _conflict_text(self, ref: str, c: Conflict) -> str:
+        other = self.board.get(c.other(ref))
+        if other is None:  # pragma: no cover - a conflict is only ever with a notice on the board
+            return f"notice {c.other(ref)}"
+        whose = "our" if other.filer == self.us else "the peer's"
+        return (
+            f"{whose} {other.kind} notice seq {other.ref.rpartition(':')[2]}, {c.distance_m} m apart "
+            f"(margin {c.margin_m} m), {_window(c.time_overlap)}, {c.band_overlap[0]}-{c.band_overlap[1]} m"
+        )
+
+    def notices_view(
+        self, now: int, *, offset: int = 0, limit: int = NOTICES_PAGE, notice: str | None = None
+    ) -> dict[str, Any]:
+        """Active notices and conflicts, a page at a time (``offset``, ``limit``; ``total`` and
+        ``conflicts_total`` say how many there are), each area shown by its outline of at most
+        ``notices.OUTLINE_POINTS`` points: cheap to build and bounded in size whatever the board
+        holds. ``notice`` (a notice's envelope id, or a unique prefix of it, or its ref) gives that
+        one notice in full, with every conflict it has."""
+        if notice is not None:
+            return self._notice_detail(notice)
+        offset = max(0, offset)
+        limit = min(max(1, limit), NOTICES_PAGE_MAX)
+        conflicts = self.board.conflicts()[offset : offset + limit]
         return {
-            "active": [
-                {"ref": n.ref, "id": self.notice_refs.get(n.ref), "ours": n.filer == self.us, **n.to_content()}
-                for n in self.board.active()
-            ],
+            "total": len(self.board),
+            "offset": offset,
+            "limit": limit,
+            "active": [self._notice_row(n) | n.summary() for n in self.board.active(offset, limit)],
+            "conflicts_total": self.board.conflict_count(),
             "conflicts": [
-                {**c.to_content(), "ids": [self.notice_refs.get(c.a), self.notice_refs.get(c.b)]}
-                for c in self.board.conflicts()
+                {**c.summary(), "ids": [self.notice_refs.get(c.a), self.notice_refs.get(c.b)]} for c in conflicts
+            ],
+        }
+
+    def _notice_row(self, n: Notice) -> dict[str, Any]:
+        return {"ref": n.ref, "id": self.notice_refs.get(n.ref), "ours": n.filer == self.us,
+                "conflicts": self.board.conflict_count(n.ref)}  # fmt: skip
+
+    def _notice_detail(self, wanted: str) -> dict[str, Any]:
+        refs = [ref for ref, eid in self.notice_refs.items() if ref == wanted or eid.startswith(wanted)]
+        if len(wanted) < 6 or len(refs) != 1 or refs[0] not in self.board:
+            raise NoticeBoardError(f"no single active notice has the id or ref {wanted!r}")
+        n = self.board.get(refs[0])
+        assert n is not None
+        full = {**self._notice_row(n), **n.to_content(), "points": n.points}
+        if n.radius_m:
+            full["display_area"] = n.to_content(area=n.display_area())["area"]
+        return {
+            "notice": full,
+            "conflicts": [
+                {**c.summary(), "ids": [self.notice_refs.get(c.a), self.notice_refs.get(c.b)]}
+                for c in self.board.conflicts(n.ref)
             ],
         }
 
@@ -171,6 +271,7 @@ def check_operator_content(
 
     if kind not in OPERATOR_KINDS:
         raise LocalProtocolError(f"{kind} is not something an operator files")
+    _check_numbers(ops.limits, kind, content)
     if kind == "NOTICE":
         return _check_notice(ops, content, find)
     field = OPERATOR_KINDS[kind]
@@ -197,9 +298,35 @@ def check_operator_content(
     return {**content, field: target.ref}
 
 
+# Deadline windows an operator may ask the peer for (ms): held to the bounds a receiver honours.
+_WINDOWS = {"FLASH": "ack_within_ms", "TEST": "answer_within_ms"}
+
+
+def _check_numbers(limits: Limits, kind: str, content: dict[str, Any]) -> None:
+    """What we file is held to the bounds we hold the peer to: a requested window within
+    [peer_window_min_seconds, peer_window_max_seconds], a call request's expiry a time."""
+    from redline.errors import LocalProtocolError
+
+    name = _WINDOWS.get(kind)
+    if name is not None and name in content:
+        value = content[name]
+        low = max(1000, int(limits.peer_window_min_seconds * 1000))
+        high = max(low, int(limits.peer_window_max_seconds * 1000))
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise LocalProtocolError(
+                f"{name} must be a whole number of milliseconds from {low} to {high} (peer_window_min_seconds, "
+                f"peer_window_max_seconds), not {value!r}; the receiving station runs its deadline on its own window"
+            )
+    if kind == "CALL_REQUEST" and "expires" in content:
+        value = content["expires"]
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TIME_MS:
+            raise LocalProtocolError(f"expires must be a time (ms since 1970, UTC), not {value!r}")
+
+
 def _check_notice(ops: LineOps, content: dict[str, Any], find: Callable[[str], list[Entry]] | None) -> dict[str, Any]:
-    """A notice is validated in full before it is accepted: bad geometry, inverted windows or bands
-    are refused with the reason and nothing is sent. ``amends`` names our earlier notice by id."""
+    """A notice is validated in full before it is accepted: bad geometry, inverted windows or bands,
+    too many points or too many active notices are refused with the reason and nothing is sent.
+    ``amends`` names our earlier notice by id."""
     from redline.errors import LocalProtocolError
 
     amends = content.get("amends")
@@ -210,7 +337,13 @@ def _check_notice(ops: LineOps, content: dict[str, Any], find: Callable[[str], l
         content = {**content, "amends": f"{matches[0].sender}:{matches[0].seq}"}
         if content["amends"] not in ops.notice_refs:
             raise LocalProtocolError("that notice is no longer active (withdrawn or expired); file a new one")
-    Notice.from_content(content, ref=f"{ops.us}:0")
+    most = ops.limits.max_active_notices_per_side
+    if "amends" not in content and ops.board.count(ops.us) >= most:
+        raise LocalProtocolError(
+            f"we already have {ops.board.count(ops.us)} active notices; at most {most} per side "
+            "(max_active_notices_per_side): withdraw or amend one first"
+        )
+    Notice.from_content(content, ref=f"{ops.us}:0", max_points=ops.limits.max_notice_points)
     return content
 
 

@@ -5,6 +5,11 @@ deputy, then supervisor) until a person acknowledges (ACK, signed by that person
 each step and records it as ESCALATED, so the sender sees every step: accepted, receipted, read,
 escalated to whom, acknowledged by whom and when. When the deadline passes unacknowledged, a final
 ESCALATED with level "deadline-missed" is recorded and both ends alarm.
+
+The deadline runs on the receiver's own window (``flash_ack_seconds``): a FLASH's
+``ack_within_ms`` is the sender's request, honoured only when the receiver is configured to, and
+then within its own bounds (``model.window_ms``). What the peer can repeat without limit (READ,
+ESCALATED) is kept once per reader and per level, so the view stays small.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, as_int, ref_id
+from redline.ops.model import Entry, Intent, Outbox, ref_id, window_ms
+
+MAX_KEPT = 32  # READs (one per reader) and ESCALATED steps (one per level) kept per FLASH
 
 
 @dataclass
@@ -44,25 +51,30 @@ class Flash:
 
 
 class FlashTracker:
-    def __init__(self, *, ack_ms: int, levels: tuple[str, ...]) -> None:
-        self.ack_ms, self.levels = ack_ms, levels
+    def __init__(self, *, ack_ms: int, levels: tuple[str, ...], bounds: tuple[int, int] | None = None) -> None:
+        self.ack_ms, self.levels, self.bounds = ack_ms, levels, bounds
         self.flashes: dict[str, Flash] = {}
 
     def observe(self, e: Entry, out: Outbox) -> None:
         if e.kind == "FLASH" or (e.prio == "FLASH" and e.kind == "TEXT"):
-            deadline = e.stored_at + as_int(e.content.get("ack_within_ms"), self.ack_ms)
-            self.flashes[e.id] = Flash(e, deadline)
+            window = window_ms(e.content.get("ack_within_ms"), self.ack_ms, self.bounds)
+            self.flashes[e.id] = Flash(e, e.stored_at + window)
             if not e.ours:
                 out.alarm("alarm", f"FLASH from the peer: {self.levels[0]} must acknowledge within "
-                                   f"{self.ack_ms // 1000} s ('redline ack')", e.stored_at)  # fmt: skip
+                                   f"{window // 1000} s ('redline ack')", e.stored_at)  # fmt: skip
             return
         target = self.flashes.get(ref_id(e.content.get("ref") or e.content.get("flash")) or "")
         if target is None or e.ours == target.entry.ours:
             return  # only the FLASH's receiver reads, escalates and acknowledges it
         if e.kind == "READ":
-            target.read.append((str(e.content.get("by", "?")), e.stored_at))
+            by = str(e.content.get("by", "?"))[:100]
+            if len(target.read) < MAX_KEPT and all(w != by for w, _ in target.read):
+                target.read.append((by, e.stored_at))
         elif e.kind == "ESCALATED":
-            target.escalations.append((str(e.content.get("level")), e.stored_at))
+            level = str(e.content.get("level"))[:100]
+            room = len(target.escalations) < MAX_KEPT or level == "deadline-missed"
+            if room and all(lv != level for lv, _ in target.escalations):
+                target.escalations.append((level, e.stored_at))
             if not e.ours and e.content.get("level") == "deadline-missed" and not target.missed_alarmed:
                 target.missed_alarmed = True
                 out.alarm("alarm", f"FLASH seq {target.entry.seq} was NOT acknowledged by the peer in time",

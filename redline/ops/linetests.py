@@ -5,6 +5,8 @@ station receipts it at once (machine level) and a duty officer there answers wit
 signed by that person, within ``test_answer_seconds``. The testing station alone decides the
 outcome and records it as TEST_RESULT (passed / missed). Both ends alarm on a miss: the tester when
 its deadline passes, the answering side when its own copy of the deadline passes unanswered.
+Each side's copy runs on its own window (``test_answer_seconds``): a TEST's ``answer_within_ms`` is
+advisory (``model.window_ms``), so a peer cannot make our station alarm a miss early or never.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, as_int, ref_id
+from redline.ops.model import Entry, Intent, Outbox, ref_id, window_ms
 
 TEST_TEXT = "Line test. Please answer to confirm the line is attended."
 MISSED_HERE = "LINE TEST MISSED here: the peer's test was not answered in time"
@@ -49,8 +51,11 @@ def slot_times(now: int, times: tuple[str, ...]) -> list[tuple[str, int]]:
 
 
 class LineTests:
-    def __init__(self, *, answer_ms: int, times: tuple[str, ...], since: int) -> None:
+    def __init__(
+        self, *, answer_ms: int, times: tuple[str, ...], since: int, bounds: tuple[int, int] | None = None
+    ) -> None:
         self.answer_window = answer_ms
+        self.bounds = bounds
         self.times = times
         self.since = since  # the line's creation: no slot before it
         self.ours: dict[str, LineTest] = {}  # tests we sent, by id
@@ -59,13 +64,13 @@ class LineTests:
 
     def observe(self, e: Entry, out: Outbox) -> None:
         if e.kind == "TEST":
-            deadline = e.stored_at + as_int(e.content.get("answer_within_ms"), self.answer_window)
-            (self.ours if e.ours else self.theirs)[e.id] = LineTest(e, deadline)
+            window = window_ms(e.content.get("answer_within_ms"), self.answer_window, self.bounds)
+            (self.ours if e.ours else self.theirs)[e.id] = LineTest(e, e.stored_at + window)
             if e.ours and isinstance(e.content.get("slot"), str):
                 self.slots_sent.add(e.content["slot"])
             if not e.ours:
                 out.alarm("alarm", f"LINE TEST from the peer: a duty officer must answer it ('redline answer') "
-                                   f"within {self.answer_window // 1000} s", e.stored_at)  # fmt: skip
+                                   f"within {window // 1000} s", e.stored_at)  # fmt: skip
         elif e.kind == "TEST_ANSWER":
             test = (self.theirs if e.ours else self.ours).get(ref_id(e.content.get("test")) or "")
             if test is not None and test.answer is None:
@@ -95,7 +100,8 @@ class LineTests:
                 if not t.alarmed:
                     t.alarmed = True
                     dead = "" if t.receipted_at else " and the peer station never receipted it: the line may be dead"
-                    out.alarm("alarm", f"LINE TEST MISSED: no answer within {self.answer_window // 1000} s{dead}", now)
+                    within = (t.deadline - t.entry.stored_at) // 1000
+                    out.alarm("alarm", f"LINE TEST MISSED: no answer within {within} s{dead}", now)
         for t in self.theirs.values():
             if t.answer is None and t.result is None and now > t.deadline and not t.alarmed:
                 t.alarmed = True

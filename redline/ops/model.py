@@ -65,6 +65,27 @@ def as_int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+# The last millisecond of the year 9999: later (or negative) times are not times, they are noise
+# that would make ``datetime`` raise in a view.
+MAX_TIME_MS = 253_402_300_799_999
+
+
+def as_time(value: Any) -> int | None:
+    """A UTC time (ms since 1970) from an envelope body, or None when it is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIME_MS else None
+
+
+def window_ms(requested: Any, own_ms: int, bounds: tuple[int, int] | None) -> int:
+    """The window a deadline runs on at this station: our own (``own_ms``), unless we honour a
+    requested one (``bounds`` given, from config), and then clamped to ``bounds``. The request in a
+    peer's envelope is advisory: a negative, zero, huge or non-integer one cannot move our
+    deadlines outside what we configured."""
+    if bounds is None or not isinstance(requested, int) or isinstance(requested, bool):
+        return own_ms
+    low, high = bounds
+    return min(max(requested, low), high)
+
+
 def ref_id(value: Any) -> str | None:
     """The envelope id inside a reference, or None when the reference is malformed."""
     if isinstance(value, dict) and isinstance(value.get("id"), str):

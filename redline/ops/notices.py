@@ -64,6 +64,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import heapq
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -121,6 +122,7 @@ LIMITS: Final = NoticeLimits()
 
 # --- small helpers ------------------------------------------------------------------------------
 
+_MAX_TIME_MS: Final = 253_402_300_799_999  # the last millisecond of 9999: ``datetime`` goes no further
 _DECIMAL_RE = re.compile(r"-?(0|[1-9][0-9]{0,2})(\.[0-9]{1,7})?")
 _QUANTUM = Decimal(1).scaleb(-DECIMALS)
 
@@ -341,18 +343,67 @@ class _Shape:
     display: Any  # the area as drawn: the polygon(s), or a 64-sided disc
     bounds: tuple[float, float, float, float]  # of the display area
     geojson: Mapping[str, Any]
+    outline: Any  # ``display`` with at most OUTLINE_POINTS points (itself when it has no more)
 
     def shifted(self, dx: float) -> _Shape:
         """The same area ``dx`` degrees east (to compare across the 180th meridian)."""
         move = np.array([dx, 0.0])
         w, s, e, n = self.bounds
+        display = shapely.transform(self.display, lambda c: c + move)
         return _Shape(
             geom=shapely.transform(self.geom, lambda c: c + move),
             radius_m=self.radius_m,
-            display=shapely.transform(self.display, lambda c: c + move),
+            display=display,
             bounds=(w + dx, s, e + dx, n),
             geojson=self.geojson,
+            outline=display if self.outline is self.display else shapely.transform(self.outline, lambda c: c + move),
         )
+
+    @property
+    def exact_outline(self) -> bool:
+        return self.outline is self.display
+
+
+# Lists and maps show each area with at most this many points (a 64-sided disc is shown whole):
+# a board of large polygons must not make every view carry, or compute with, all their points.
+OUTLINE_POINTS: Final = 100
+
+
+def _outline(display: Any) -> Any:
+    """``display`` simplified to at most OUTLINE_POINTS points, for showing, never for measuring."""
+    if shapely.get_num_coordinates(display) <= OUTLINE_POINTS:
+        return display
+    w, s, e, n = display.bounds
+    tolerance = max(e - w, n - s) / 2000
+    for shape in (display, shapely.convex_hull(display)):
+        for _ in range(16):
+            simpler = shapely.simplify(shape, tolerance, preserve_topology=True)
+            if simpler.is_empty or simpler.geom_type not in ("Polygon", "MultiPolygon"):
+                break
+            if shapely.get_num_coordinates(simpler) <= OUTLINE_POINTS:
+                return simpler
+            tolerance *= 2
+    return shapely.box(w, s, e, n)
+
+
+def count_positions(coords: object, limit: int) -> int:
+    """How many [lon, lat] positions ``coords`` (nested GeoJSON coordinates) holds, counted before
+    anything is built from them; NoticeError as soon as there are more than ``limit``."""
+    count, nodes, stack = 0, 0, [coords]
+    while stack:
+        node = stack.pop()
+        nodes += 1
+        if nodes > 4 * limit + 1000:
+            raise NoticeError(f"area coordinates hold too many empty or nested lists (over {limit} points)")
+        if not isinstance(node, list | tuple) or not node:
+            continue
+        if not isinstance(node[0], list | tuple):
+            count += 1
+            if count > limit:
+                raise NoticeError(f"area has more than {limit} points; at most {limit} (max_notice_points)")
+            continue
+        stack.extend(node)
+    return count
 
 
 def _facing(a: _Shape, b: _Shape) -> _Shape:
@@ -424,7 +475,9 @@ def _parse_area(area: object, radius_m: int) -> _Shape:
     if reach > LIMITS.max_abs_lat:
         raise NoticeError(f"area reaches latitude {reach:.2f}; notices are limited to +/-{LIMITS.max_abs_lat} degrees")
     geojson = MappingProxyType({"type": kind, "coordinates": normal})
-    return _Shape(geom=geom, radius_m=radius_m, display=display, bounds=bounds, geojson=geojson)
+    return _Shape(
+        geom=geom, radius_m=radius_m, display=display, bounds=bounds, geojson=geojson, outline=_outline(display)
+    )
 
 
 def _coords_out(value: Any) -> Any:
@@ -522,8 +575,11 @@ class Notice:
             raise NoticeError(f"altitude floor {self.floor_m} m is below {lim.min_floor_m} m")
         if self.ceiling_m > lim.max_ceiling_m:
             raise NoticeError(f"altitude ceiling {self.ceiling_m} m is above {lim.max_ceiling_m} m")
-        if self.start < 0:
-            raise NoticeError(f"window start {self.start} is before 1970")
+        for name in ("start", "end"):  # checked before either is shown as a date, which would overflow
+            if getattr(self, name) < 0:
+                raise NoticeError(f"window {name} {getattr(self, name)} is before 1970")
+            if getattr(self, name) > _MAX_TIME_MS:
+                raise NoticeError(f"window {name} {getattr(self, name)} is after the year 9999")
         if self.end < self.start:
             raise NoticeError(f"window ends before it starts (start {_utc(self.start)}, end {_utc(self.end)})")
         if self.end == self.start:
@@ -557,11 +613,29 @@ class Notice:
         """The area as GeoJSON for a map: a Point's disc drawn as a 64-sided polygon."""
         return _geojson(self._shape.display) if self.radius_m else self.area
 
-    def to_content(self) -> dict[str, Any]:
+    @property
+    def points(self) -> int:
+        """How many positions the area is given by."""
+        return int(shapely.get_num_coordinates(self._shape.geom))
+
+    def summary(self) -> dict[str, Any]:
+        """The form for lists and maps, cheap to build and bounded in size: ``to_content`` with the
+        area as its outline of at most OUTLINE_POINTS points when it has more (``area_outline``);
+        ``points`` says how many the area has. ``to_content`` gives the area itself."""
+        exact = self.radius_m > 0 or self._shape.exact_outline
+        area = self.area if exact else _geojson(self._shape.outline)
+        content = self.to_content(area=area)
+        content["points"] = self.points
+        if not exact:
+            content["area_outline"] = True
+        return content
+
+    def to_content(self, *, area: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The envelope content form: canonical-encodable (ints and strings only, no floats)."""
+        area = self.area if area is None else area
         content: dict[str, Any] = {
             "kind": self.kind,
-            "area": {"type": self.area["type"], "coordinates": _coords_out(self.area["coordinates"])},
+            "area": {"type": area["type"], "coordinates": _coords_out(area["coordinates"])},
             "floor_m": self.floor_m,
             "ceiling_m": self.ceiling_m,
             "start": self.start,
@@ -576,8 +650,9 @@ class Notice:
         return content
 
     @classmethod
-    def from_content(cls, content: object, *, ref: str) -> Notice:
-        """Parse the content form; ``ref`` comes from the envelope (sender and seq), not the content."""
+    def from_content(cls, content: object, *, ref: str, max_points: int | None = None) -> Notice:
+        """Parse the content form; ``ref`` comes from the envelope (sender and seq), not the content.
+        ``max_points`` (a station's ``max_notice_points``) is checked before any geometry is built."""
         if not isinstance(content, Mapping):
             raise NoticeError("notice content must be a JSON object")
         missing = [k for k in _CONTENT_REQUIRED if k not in content]
@@ -591,6 +666,7 @@ class Notice:
                 raise NoticeError(f"{name} {value!r} is a floating-point number; signed notices hold none")
         area = content["area"]
         if isinstance(area, Mapping):
+            count_positions(area.get("coordinates"), min(max_points or LIMITS.max_points, LIMITS.max_points))
             _check_content_coords(area.get("coordinates", []))
         amends = content.get("amends")
         if amends is not None and not isinstance(amends, str):
@@ -659,6 +735,30 @@ class Conflict:
             overlap = shapely.Point((ca.x + cb.x) / 2, (ca.y + cb.y) / 2)
         return _geojson(shapely.normalize(overlap))
 
+    @functools.cached_property
+    def where_outline(self) -> tuple[Mapping[str, Any], bool]:
+        """``where`` worked out on the two areas' outlines (see ``OUTLINE_POINTS``), and whether
+        that is exact (both areas small enough to be their own outline): cheap for any areas."""
+        if self.nearest is not None or self._areas is None:
+            return self.where, True
+        a, b = self._areas
+        if a.exact_outline and b.exact_outline:
+            return self.where, True
+        overlap = shapely.intersection(a.outline, b.outline)
+        if overlap.is_empty:  # outlines may part where the areas touch: show where they meet
+            (x1, y1), (x2, y2) = shapely.get_coordinates(shapely.shortest_line(a.outline, b.outline)).tolist()
+            overlap = shapely.Point((x1 + x2) / 2, (y1 + y2) / 2)
+        return _geojson(shapely.normalize(overlap)), False
+
+    def summary(self) -> dict[str, Any]:
+        """``to_content`` for lists: ``where`` from the outlines (``where_outline``), marked
+        ``where_outline`` when that is not the exact overlap; bounded in size and cost."""
+        where, exact = self.where_outline
+        content = self.to_content(where=where)
+        if not exact:
+            content["where_outline"] = True
+        return content
+
     @property
     def pair(self) -> tuple[str, str]:
         """The two refs in sorted order: the same at both ends whoever filed first."""
@@ -672,7 +772,7 @@ class Conflict:
         nearest = None if self.nearest is None else (self.nearest[1], self.nearest[0])
         return dataclasses.replace(self, a=self.b, b=self.a, nearest=nearest)  # _areas stay in ref order
 
-    def to_content(self) -> dict[str, Any]:
+    def to_content(self, *, where: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Canonical-encodable form (coordinates as decimal strings), e.g. for the API or a report."""
         content: dict[str, Any] = {
             "a": self.a,
@@ -681,7 +781,7 @@ class Conflict:
             "band_overlap": list(self.band_overlap),
             "distance_m": self.distance_m,
             "margin_m": self.margin_m,
-            "where": _geojson_content(self.where),
+            "where": _geojson_content(self.where if where is None else where),
         }
         if self.nearest is not None:
             content["nearest"] = _coords_out(self.nearest)
@@ -921,6 +1021,7 @@ class NoticeBoard:
         self._conflicts: dict[tuple[str, str], Conflict] = {}
         self._involved: dict[str, set[tuple[str, str]]] = {}
         self._ends: list[tuple[int, str]] = []
+        self._per_filer: dict[str, int] = {}
         self._index = _Index(rebuild_after)
         self._load(list(notices))
 
@@ -930,6 +1031,7 @@ class NoticeBoard:
             if n.ref in self._notices:
                 raise NoticeBoardError(f"notice {n.ref} is listed twice")
             self._notices[n.ref] = n
+            self._per_filer[n.filer] = self._per_filer.get(n.filer, 0) + 1
         self._ends = [(n.end, n.ref) for n in notices]
         heapq.heapify(self._ends)
         geoms, cols = self._index.load(notices)
@@ -967,9 +1069,20 @@ class NoticeBoard:
     def get(self, ref: str) -> Notice | None:
         return self._notices.get(ref)
 
-    def active(self) -> list[Notice]:
-        """Active notices, in the order they came onto the board."""
-        return list(self._notices.values())
+    def active(self, offset: int = 0, limit: int | None = None) -> list[Notice]:
+        """Active notices, in the order they came onto the board (``limit`` of them from ``offset``)."""
+        if offset == 0 and limit is None:
+            return list(self._notices.values())
+        stop = None if limit is None else offset + limit
+        return list(itertools.islice(self._notices.values(), offset, stop))
+
+    def count(self, filer: str) -> int:
+        """How many active notices ``filer`` has on the board."""
+        return self._per_filer.get(filer, 0)
+
+    def conflict_count(self, ref: str | None = None) -> int:
+        """How many current conflicts there are (involving ``ref``, if given)."""
+        return len(self._conflicts) if ref is None else len(self._involved.get(ref, ()))
 
     def conflicts(self, ref: str | None = None) -> list[Conflict]:
         """Every current conflict (or those involving ``ref``), sorted by the pair of refs."""
@@ -1048,13 +1161,17 @@ class NoticeBoard:
 
     def _insert(self, notice: Notice, found: list[Conflict]) -> None:
         self._notices[notice.ref] = notice
+        self._per_filer[notice.filer] = self._per_filer.get(notice.filer, 0) + 1
         self._index.insert(notice)
         heapq.heappush(self._ends, (notice.end, notice.ref))
         for c in found:
             self._record(c)
 
     def _remove(self, ref: str) -> list[Conflict]:
-        del self._notices[ref]
+        filer = self._notices.pop(ref).filer
+        self._per_filer[filer] -= 1
+        if not self._per_filer[filer]:
+            del self._per_filer[filer]
         self._index.remove(ref)
         cleared: list[Conflict] = []
         for key in sorted(self._involved.pop(ref, set())):
