@@ -82,6 +82,17 @@ def register(main: click.Group) -> None:
         note = f"user {name} ({role}) added, key {p.key_id}; the roster goes to the peer with the next message"
         emit(as_json, p.to_obj(), lambda d: console.print(note))
 
+    @user.command("remove")
+    @station_option
+    @click.argument("name")
+    @json_option
+    def user_remove(station: str | None, name: str, as_json: bool) -> None:
+        """Remove NAME: their sealed key is deleted and their console session ends at its next request."""
+        p = run(lambda: persons.remove_user(station_path(station), name))
+        note = (f"user {name} ({p.role}) removed: their key can no longer be unlocked here, and a console "
+                "session of theirs ends at its next request")  # fmt: skip
+        emit(as_json, p.to_obj(), lambda d: console.print(note))
+
     @user.command("list")
     @station_option
     @json_option

@@ -7,6 +7,7 @@ silently leave a default in force.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -74,6 +75,58 @@ class Limits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApiConfig:
+    """Every limit and setting of the HTTP API and console (``config.json``, section ``api``)."""
+
+    session_seconds: float = 12 * 3600.0  # one duty shift; then log in again
+    # Login guard. An attempt is counted *before* its password is checked, so parallel guesses
+    # beyond a limit are refused (429) without any Argon2 work.
+    max_failures: int = 5  # wrong passwords for one user name before it is locked out
+    max_failures_per_source: int = 20  # wrong passwords (any user name) from one source address
+    failure_window_seconds: float = 900.0  # failures older than this (since the first) are forgotten
+    lockout_seconds: float = 60.0  # short: a lockout is also a way to keep the duty officer out
+    failure_delay_seconds: float = 1.0  # first wrong password; doubles per failure, capped at 8 s
+    max_concurrent_unlocks: int = 2  # Argon2id "moderate" takes 256 MiB per unlock
+    max_waiting_logins: int = 4  # logins queued for an unlock slot; beyond: 503 at once
+    poll_seconds: float = 0.5  # how often /api/events looks at the station for changes
+    max_body_bytes: int = 1024 * 1024  # a request body; a message is capped lower by the station
+    # Who the console is for. Host names it answers to besides the loopback names and the address
+    # it listens on ("console.example.org", or "name:port" to allow one port only); Origin is
+    # checked against the same list.
+    allowed_hosts: tuple[str, ...] = ()
+    https: bool = False  # browsers reach the console over https (a TLS proxy): cookies are Secure
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed; from anyone else those headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("max_failures", "max_failures_per_source", "max_concurrent_unlocks", "max_waiting_logins"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config.json: api.{name} must be at least 1")
+        for host in self.allowed_hosts:
+            parse_host(host)
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"config.json: api.trusted_proxies: {proxy!r} is not an address or network") from None
+
+
+_HOST = re.compile(r"\A(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?\Z")
+
+
+def parse_host(text: str) -> tuple[str, int | None]:
+    """A Host header or an ``allowed_hosts`` entry as (lower-case host, port or None); IPv6 in brackets."""
+    if text.count(":") > 1 and not text.startswith("["):
+        text = f"[{text}]"  # a bare IPv6 address, as written in a config
+    m = _HOST.match(text.strip())
+    if m is None or (m["port"] is not None and not 0 < int(m["port"]) < 65536):
+        raise ConfigError(f"{text!r} is not a host name, or NAME:PORT")
+    host = f"[{m['v6'].lower()}]" if m["v6"] else m["name"].lower().rstrip(".")
+    return host, int(m["port"]) if m["port"] else None
+
+
+@dataclass(frozen=True, kw_only=True)
 class StationConfig:
     name: str
     lang: str
@@ -81,6 +134,7 @@ class StationConfig:
     # Addresses the peer should dial, when they differ from ``listen`` (NAT, a relay, a test proxy).
     advertise: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -93,6 +147,7 @@ class StationConfig:
             "listen": list(self.listen),
             "advertise": list(self.advertise),
             "limits": dataclasses.asdict(self.limits),
+            "api": dataclasses.asdict(self.api),
         }
 
     @classmethod
@@ -103,6 +158,11 @@ class StationConfig:
         if unknown:
             raise ConfigError(f"config.json: unknown limit(s) {sorted(unknown)}; known: {sorted(known)}")
         limits = {k: tuple(v) if isinstance(v, list) else v for k, v in limits.items()}
+        api = obj.get("api", {})
+        unknown = set(api) - {f.name for f in dataclasses.fields(ApiConfig)}
+        if unknown:
+            raise ConfigError(f"config.json: unknown api setting(s) {sorted(unknown)}")
+        api = {k: tuple(v) if isinstance(v, list) else v for k, v in api.items()}
         try:
             return cls(
                 name=check_station_name(obj["name"]),
@@ -110,6 +170,7 @@ class StationConfig:
                 listen=tuple(obj["listen"]),
                 advertise=tuple(obj.get("advertise", ())),
                 limits=Limits(**limits),
+                api=ApiConfig(**api),
             )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"config.json is incomplete or malformed: {exc}") from exc

@@ -6,9 +6,11 @@ the API adds no path around the station's checks. The only work taken off the lo
 stall it: Argon2id at login and transcript verification (on its own read-only connection).
 
 Errors are rendered in one place (``_error``): ``{"error": message}`` with 400 for bad input, 401
-not logged in or wrong password, 403 the role may not, 404 unknown line, 409 conflict (already
-done, idempotency key reused, halted line), 429 locked out, 503 the store failed. The OpenAPI
-schema is built from the same table the routes are (``ROUTES``), so it cannot fall behind them.
+not logged in or wrong password (or the user was removed), 403 the role may not or another site
+asked, 404 unknown line, 409 conflict (already done, idempotency key reused, halted line), 421 a
+Host that is not ours (``hosts.py``), 429 too many login attempts, 503 the store failed or too many
+logins are being checked. The OpenAPI schema is built from the same table the routes are
+(``ROUTES``), so it cannot fall behind them.
 """
 
 from __future__ import annotations
@@ -38,7 +40,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from redline import canonical, persons
-from redline.api.auth import CAPABILITIES, COOKIE, OPERATE, READ, ApiConfig, ApiError, LoginGuard, Session, Sessions
+from redline.api.auth import (
+    CAPABILITIES,
+    COOKIE,
+    OPERATE,
+    READ,
+    ApiConfig,
+    ApiError,
+    LoginGuard,
+    Proxies,
+    Session,
+    Sessions,
+    Users,
+)
+from redline.api.hosts import HostCheck, Hosts
 from redline.config import parse_hostport
 from redline.envelope import split
 from redline.errors import (
@@ -50,6 +65,7 @@ from redline.errors import (
     TransportError,
 )
 from redline.home import StationDir
+from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import LineReport, verify_line
 from redline.session import LineSession
 from redline.station import Station
@@ -250,20 +266,18 @@ def _report_obj(r: LineReport) -> dict[str, Any]:
 def verify_station(home: StationDir) -> list[dict[str, Any]]:
     """What ``redline verify`` checks, on a connection of its own that cannot write, from one snapshot.
 
-    Runs in a worker thread while the station keeps writing: every line's data is read inside one
-    read transaction (WAL keeps that snapshot whole), then verified with no database in hand."""
+    Runs in a worker thread of the station's process while the station keeps writing, so the store
+    is opened read-only through SQLite and nothing else (``Ledger.open_read_only``: its raw files
+    are never opened here, which would drop the station's locks on them); every line's data is read
+    inside one read transaction, then verified with no database in hand."""
     our_root = bytes.fromhex((home.keys / "root.pub").read_text().strip())
     name = home.config().name
-    ledger = home.open_ledger()
+    home.require()
+    ledger = Ledger.open_read_only(home.ledger_path)
     try:
-        db = ledger._db  # Ledger has no read-only mode yet; query_only makes this connection one
-        db.execute("PRAGMA query_only=ON")
-        db.execute("BEGIN")
-        try:
+        with ledger.snapshot():
             us = ledger.station
             held = [(record, ledger.line_data(record.line, name)) for record in ledger.lines()]
-        finally:
-            db.execute("ROLLBACK")
     finally:
         ledger.close()
     return [
@@ -367,21 +381,53 @@ def openapi_schema() -> dict[str, Any]:
 
 # -- the handlers -----------------------------------------------------------------------------------
 class Api:
-    def __init__(self, station: Station, config: ApiConfig) -> None:
+    def __init__(
+        self, station: Station, config: ApiConfig, *, listen: tuple[str, int] | None = None,
+        clock: Callable[[], float] | None = None, sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:  # fmt: skip
         self.station, self.config = station, config
         self.sessions = Sessions(config)
-        self.guard = LoginGuard(config)
+        self.users = Users(station.home.path)
+        self.proxies = Proxies(config)
+        self.hosts = Hosts(config, listen)
+        self.guard = LoginGuard(config, clock=clock or time.monotonic, sleep=sleep or asyncio.sleep)
         self._verifying: asyncio.Task[list[dict[str, Any]]] | None = None
 
     # who
     def who(self, conn: HTTPConnection, capability: str | None) -> Session | None:
-        session = self.sessions.get(conn.cookies.get(COOKIE))
+        session = self.current(conn.cookies.get(COOKIE))
         if capability is None:
             return session
         if session is None:
             raise ApiError(401, "not logged in (or the session expired, or the station restarted): log in")
         session.require(capability)
         return session
+
+    def current(self, cookie: str | None) -> Session | None:
+        """The session of ``cookie``, with its person's role as the users folder says *now*: a user
+        removed (or re-created with another key) is logged out here and then; a changed role holds
+        from this request on."""
+        session = self.sessions.get(cookie)
+        if session is None:
+            return None
+        now = self.users.current().get(session.name)
+        if now is None or now.key != session.person.key:
+            self.sessions.drop(session)
+            log.warning("console: %s's session ended: no longer a user of this station", session.name)
+            raise ApiError(401, f"{session.name} is no longer a user of this station: logged out")
+        if now.role != session.person.role:
+            log.warning("console: %s's role is now %s (was %s)", session.name, now.role, session.person.role)
+            session.person = now
+        return session
+
+    def check_origin(self, conn: HTTPConnection) -> None:
+        """Refuse a request a page of another site started (SameSite=Strict is the first line): its
+        Origin must be one of our own names (``hosts.py``), never merely equal to its Host."""
+        origin = conn.headers.get("origin")
+        if origin is None:  # not a browser, or a same-origin GET: nothing to check
+            return
+        if not self.hosts.origin_allowed(origin):
+            raise ApiError(403, f"request from another site ({origin[:100]}) refused")
 
     def line(self, line: str) -> LineSession:
         try:
@@ -396,13 +442,14 @@ class Api:
     async def login(self, request: Request, _: Session | None) -> Response:
         body = await _body(request, 4096)
         name, password = _str(body, "user", max_len=64), _str(body, "password", max_len=1024)
-        person, key = await self.guard.login(self.station.home.path, name, password)
+        source = self.proxies.source(request)
+        person, key = await self.guard.login(self.station.home.path, self.users.current(), name, password, source)
         cookie, session = self.sessions.create(person, key)
-        log.warning("console login: %s (%s)", person.name, person.role)
+        log.warning("console login: %s (%s) from %s", person.name, person.role, source)
         response = JSONResponse(self._me(session))
         response.set_cookie(
             COOKIE, cookie, max_age=int(self.config.session_seconds), path="/", httponly=True, samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=self.proxies.https(request),
         )  # fmt: skip
         return response
 
@@ -561,7 +608,7 @@ class Api:
     async def events(self, ws: WebSocket) -> None:
         await ws.accept()
         try:
-            _same_origin(ws)
+            self.check_origin(ws)
             session = self.who(ws, READ)
         except ApiError as exc:
             await ws.send_json({"type": "error", "error": str(exc)})
@@ -580,8 +627,13 @@ class Api:
                 done, _ = await asyncio.wait({reader}, timeout=self.config.poll_seconds)
                 if done:
                     return  # the console went away
-                if self.sessions.get(cookie) is None:
-                    await ws.send_json({"type": "logout", "error": "the session ended: log in again"})
+                try:
+                    ended = self.current(cookie) is None
+                    why = "the session ended: log in again"
+                except ApiError as exc:  # the user was removed meanwhile
+                    ended, why = True, str(exc)
+                if ended:
+                    await ws.send_json({"type": "logout", "error": why})
                     await ws.close(code=4401)
                     return
                 for alarm in _new_alarms(self.station.alarms, last):
@@ -633,7 +685,7 @@ def _endpoint(api: Api, op: Op) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         if op.method == "POST":
-            _same_origin(request)
+            api.check_origin(request)
         session = api.who(request, op.role)
         result = await handler(request, session)
         if isinstance(result, Response):
@@ -641,16 +693,6 @@ def _endpoint(api: Api, op: Op) -> Callable[[Request], Awaitable[Response]]:
         return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
     return endpoint
-
-
-def _same_origin(conn: HTTPConnection) -> None:
-    """Refuse a request a page of another site started (SameSite=Strict is the first line)."""
-    origin = conn.headers.get("origin")
-    if origin is None:  # not a browser, or a same-origin GET: nothing to check
-        return
-    host = conn.headers.get("host", "")
-    if origin.split("://", 1)[-1] != host:
-        raise ApiError(403, f"request from another site ({origin}) refused")
 
 
 class _Headers:
@@ -682,9 +724,16 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(station: Station, config: ApiConfig | None = None) -> Starlette:
-    """The API and the console for one running station, to serve in the station's event loop."""
-    api = Api(station, config or ApiConfig())
+def create_app(
+    station: Station, config: ApiConfig | None = None, *, listen: tuple[str, int] | None = None,
+    clock: Callable[[], float] | None = None, sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> Starlette:  # fmt: skip
+    """The API and the console for one running station, to serve in the station's event loop.
+
+    ``config`` defaults to the station's own (``config.json``, section ``api``); ``listen`` is the
+    address served on (its host and port join the names the console answers to); ``clock`` and
+    ``sleep`` drive the login guard's time (tests)."""
+    api = Api(station, config or station.config.api, listen=listen, clock=clock, sleep=sleep)
     routes: list[BaseRoute] = []
     for op in ROUTES:
         if op.method == "WS":
@@ -693,7 +742,7 @@ def create_app(station: Station, config: ApiConfig | None = None) -> Starlette:
             routes.append(Route(op.path, _endpoint(api, op), methods=[op.method], name=op.handler + op.path))
     routes.append(Mount("/", app=StaticFiles(directory=CONSOLE, html=True), name="console"))
     app = Starlette(
-        routes=routes, middleware=[Middleware(_Headers)],
+        routes=routes, middleware=[Middleware(_Headers), Middleware(HostCheck, hosts=api.hosts)],
         exception_handlers={RedlineError: _error, HTTPException: _error, Exception: _error},
     )
     app.state.api = api
@@ -727,9 +776,12 @@ class HttpServer:
         sock.listen(128)
         sock.setblocking(False)
         bound = f"{host}:{sock.getsockname()[1]}"
+        app = create_app(station, config, listen=(f"[{host}]" if ":" in host else host, sock.getsockname()[1]))
+        # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1, whoever that is;
+        # the API believes them only from api.trusted_proxies (auth.Proxies).
         server = _Server(uvicorn.Config(
-            create_app(station, config), ws="wsproto", lifespan="off", log_level="warning", access_log=False,
-            timeout_graceful_shutdown=2, proxy_headers=True,
+            app, ws="wsproto", lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2,
+            proxy_headers=False,
         ))  # fmt: skip
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         deadline = time.monotonic() + 10

@@ -17,12 +17,26 @@ short reads as a smaller database until a query reaches the missing pages. So:
 Damage is reported as ``StorageError`` naming what is damaged and how to recover (``RECOVERY``).
 A WAL cut short at a frame boundary cannot be told from a crash before COMMIT; the peer's HELLO
 catches that case (it holds more of our chain: we recover it, guarantee 2).
+
+The raw read is safe only while *this process* does not have the store open through SQLite. On
+POSIX, closing any descriptor of a file drops every fcntl lock the process holds on it
+(https://www.sqlite.org/howtocorrupt.html, section 2.2): after one ``open()``/``close()`` of
+``ledger.sqlite`` beside the station's own connection, the next outside reader finds no lock,
+believes it is the last connection, checkpoints and deletes the live WAL, and every commit after
+that goes to an unlinked file. So the ledger registers every store it opens (``holding``) and
+``check_files`` refuses, with ``StoreInUseError``, to read the files of a store this process
+holds; readers in the same process use ``Ledger.open_read_only``, which is SQLite only.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import struct
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from redline.errors import StorageError
@@ -31,6 +45,58 @@ _DB_MAGIC = b"SQLite format 3\x00"
 _WAL_MAGICS = (0x377F0682, 0x377F0683)  # checksums in little-endian / big-endian words
 _WAL_HEADER = struct.Struct(">IIIIIIII")
 _FRAME_HEADER = struct.Struct(">IIIIII")
+
+
+class StoreInUseError(RuntimeError):
+    """Internal error: code tried to read the raw files of a store this process has open through
+    SQLite. Not a ``RedlineError``: no input causes it, only a bug, and it must not be shown as one."""
+
+
+# Stores this process has open through SQLite, by (device, inode) of the database file, so that
+# another name for the same file (a symbolic link, a relative path) is the same store. The lock
+# also makes "check the raw files, then let SQLite open them" one step against other threads (the
+# console verifies in a worker thread while the station's thread writes).
+_lock = threading.RLock()
+_open: Counter[tuple[int, int]] = Counter()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)  # a stat opens no descriptor, so it cannot drop a lock
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def is_open_here(path: Path) -> bool:
+    """Whether this process has the store at ``path`` open through SQLite (a ``Ledger``)."""
+    key = _file_id(path)
+    with _lock:
+        return key is not None and _open[key] > 0
+
+
+@contextmanager
+def opening() -> Iterator[None]:
+    """Hold while checking a store's files and opening it, so no other thread opens it meanwhile."""
+    with _lock:
+        yield
+
+
+def hold(path: Path) -> tuple[int, int]:
+    """Record that this process now has the store open through SQLite; ``release`` the key after."""
+    key = _file_id(path)
+    if key is None:
+        raise StorageError(f"store {path} vanished while it was being opened")
+    with _lock:
+        _open[key] += 1
+    return key
+
+
+def release(key: tuple[int, int]) -> None:
+    with _lock:
+        _open[key] -= 1
+        if _open[key] <= 0:
+            del _open[key]
 
 
 def recovery(path: Path) -> str:
@@ -114,7 +180,19 @@ def check_files(path: Path) -> None:
     """Refuse a store whose files are cut short or whose WAL would lose committed transactions.
 
     Reads only; run it before SQLite opens the store. A file that is not an SQLite database at all
-    is left to SQLite (its own error says so)."""
+    is left to SQLite (its own error says so). Refuses (``StoreInUseError``) a store this process
+    has open through SQLite: closing our descriptor would drop that connection's locks."""
+    with _lock:  # no other thread of ours opens the store between this check and the read
+        _check_files(path)
+
+
+def _check_files(path: Path) -> None:
+    if is_open_here(path):
+        raise StoreInUseError(
+            f"internal error: refusing to read the files of store {path} with plain file I/O while this process "
+            "has it open through SQLite: closing that descriptor would drop every lock SQLite holds on it, and "
+            "another process could then delete the live write-ahead log. Use Ledger.open_read_only"
+        )
     with open(path, "rb") as f:
         header = f.read(100)
         size = f.seek(0, 2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,43 +79,76 @@ def _hint(exc: sqlite3.DatabaseError) -> str:
     return ""
 
 
+def _close(db: sqlite3.Connection, key: tuple[int, int]) -> None:
+    try:
+        db.close()
+    finally:
+        integrity.release(key)
+
+
 def leaf_of(envelope_id: str) -> bytes:
     """The Merkle leaf hash of an envelope: SHA-256(0x00 || 32-byte id)."""
     return merkle.leaf_hash(bytes.fromhex(envelope_id))
 
 
 class Ledger:
-    """One station's store. Not thread-safe: one writer, the station's own thread."""
+    """One station's store. Not thread-safe: one writer, the station's own thread.
 
-    def __init__(self, path: Path, *, create: bool = False, station: str | None = None) -> None:
+    ``Ledger.open_read_only(path)`` is for readers (the console's verify, reports): a connection
+    that cannot write, safe beside the station's own in the same process. Every Ledger registers
+    its store with ``integrity`` while open, because nothing may then open the store's files by any
+    means but SQLite (module ``integrity`` says why)."""
+
+    def __init__(
+        self, path: Path, *, create: bool = False, station: str | None = None, read_only: bool = False
+    ) -> None:
         if not create and not path.exists():
             raise StorageError(f"no store at {path}; create the station with 'redline init'")
+        if create and read_only:
+            raise ValueError("a store cannot be created read-only")
         self.path = path
-        sidecars = integrity.sidecars(path)
-        if not create:
-            integrity.check_files(path)  # truncation, a WAL that would lose commits: before SQLite reads it
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"store {path} cannot be opened: {exc}") from exc
-        try:
-            if not create:
-                # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
-                # we refuse must be left exactly as it was.
-                self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                integrity.quick_check(path, self._db, sidecars)  # zeroed or overwritten pages
-                self._check_schema()
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            if create:
-                self._create(station)
-                self._check_schema()
-        except BaseException as exc:
-            self._db.close()  # a refused store is released at once, not whenever the GC runs
-            if isinstance(exc, sqlite3.DatabaseError):
+        self.read_only = read_only
+        with integrity.opening():  # no other thread of ours opens or raw-reads the store meanwhile
+            # A store this process already holds was checked when it was opened, and its raw files
+            # must not be read again (that would drop the holder's locks): SQLite only, from here.
+            held = integrity.is_open_here(path)
+            sidecars = integrity.sidecars(path)
+            if not create and not held:
+                integrity.check_files(path)  # truncation, a WAL that would lose commits: before SQLite reads it
+            try:
+                if read_only:
+                    uri = path.resolve().as_uri() + "?mode=ro"
+                    self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                else:
+                    self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            except sqlite3.DatabaseError as exc:
                 raise StorageError(f"store {path} cannot be opened: {exc}") from exc
-            raise
+            try:
+                if not create:
+                    # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
+                    # we refuse must be left exactly as it was.
+                    self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    if not held:
+                        integrity.quick_check(path, self._db, sidecars)  # zeroed or overwritten pages
+                    self._check_schema()
+                if read_only:
+                    self._db.execute("PRAGMA query_only=ON")
+                else:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=FULL")
+                    self._db.execute("PRAGMA foreign_keys=ON")
+                if create:
+                    self._create(station)
+                    self._check_schema()
+                key = integrity.hold(path)
+            except BaseException as exc:
+                self._db.close()  # a refused store is released at once, not whenever the GC runs
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise StorageError(f"store {path} cannot be opened: {exc}") from exc
+                raise
+        # Closed by close(), or by the garbage collector if a caller forgets: either way the
+        # connection is closed before the store stops counting as open here.
+        self._closer = weakref.finalize(self, _close, self._db, key)
         self._depth = 0
         self._logs: dict[tuple[str, str], merkle.MerkleLog] = {}
         self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}
@@ -147,7 +181,28 @@ class Ledger:
         return str(row[0])
 
     def close(self) -> None:
-        self._db.close()
+        self._closer()
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> Ledger:
+        """A reader's connection: refuses writes, and never touches the files but through SQLite."""
+        return cls(path, read_only=True)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside sees one state of the store (one read transaction; WAL keeps it whole
+        while the station commits meanwhile). Nothing inside may write."""
+        if self._db.in_transaction:
+            raise StorageError("a snapshot cannot start inside a transaction")
+        self._logs.clear()  # caches may be older or newer than the snapshot
+        self._heads.clear()
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("ROLLBACK")
+            self._logs.clear()
+            self._heads.clear()
 
     # -- transactions --------------------------------------------------------------------------
     @contextlib.contextmanager

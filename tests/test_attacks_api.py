@@ -1,0 +1,415 @@
+"""Attacks on the console's HTTP API, each test named after the attack it blocks (python-tuf's way),
+each asserting that the trusted state is unchanged afterwards and that the honest path still works.
+
+In-process over httpx.ASGITransport against two real stations (tests/test_api.py's pair), plus
+one real uvicorn server for the defaults that depend on the listening address. Time is a clock
+the test moves (``Pair.clock``), never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from redline import persons
+from redline.api import ApiConfig, HttpServer, create_app
+from redline.config import StationConfig
+from redline.errors import ConfigError
+from tests.procs import free_ports
+from tests.test_api import CONFIG, FAST, PASSWORD, AsgiWebSocket, FakeClock, Pair, error, eventually, station_pair
+
+ROOT = Path(__file__).resolve().parent.parent
+WRONG = "not the password at all"
+
+
+def run(tmp_path: Path, scenario: Callable[[Pair], Awaitable[None]], config: ApiConfig = CONFIG) -> None:
+    async def main() -> None:
+        async with station_pair(tmp_path, config=config) as pair:
+            await scenario(pair)
+
+    asyncio.run(main())
+
+
+def client(p: Pair, config: ApiConfig | None = None, *, source: str = "127.0.0.1",
+           clock: FakeClock | None = None) -> httpx.AsyncClient:  # fmt: skip
+    """Another client of station A: its own app (config, clock) or A's, from address ``source``."""
+    app = p.app if config is None else create_app(p.a, config, clock=clock or p.clock)
+    transport = httpx.ASGITransport(app=app, client=(source, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def statuses(responses: list[httpx.Response]) -> Counter[int]:
+    return Counter(r.status_code for r in responses)
+
+
+def login_body(user: str = "Duty EUCOM", password: str = PASSWORD) -> dict[str, str]:
+    return {"user": user, "password": password}
+
+
+def sent_texts(p: Pair) -> list[str]:
+    """Every message text station A ever accepted (its outbox keeps each, signed or waiting)."""
+    ledger = p.a.ledger
+    items = [ledger.outbox_item(n) for n in range(1, ledger.max_outbox_local() + 1)]
+    return [str(i.content["text"]) for i in items if i.kind in ("TEXT", "FLASH")]
+
+
+@contextlib.contextmanager
+def api_log(caplog: pytest.LogCaptureFixture) -> Any:
+    caplog.set_level(logging.WARNING, logger="redline.api")
+    yield caplog
+
+
+# -- 6. console login cannot be guessed or jammed ------------------------------------------------------
+GUARD = dataclasses.replace(CONFIG, max_failures=5, max_failures_per_source=1000, max_waiting_logins=100)
+
+
+def test_parallel_password_guesses_beyond_the_limit_get_429_without_argon2_work(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(p: Pair) -> None:
+        guard = p.app.state.api.guard
+        with api_log(caplog):
+            guesses = await asyncio.gather(*(p.client.post("/api/login", json=login_body(password=f"{WRONG} {i}"))
+                                              for i in range(60)))  # fmt: skip
+        # counted before they were checked: only max_failures of them ever reached Argon2
+        assert statuses(guesses) == {401: 5, 429: 55}, statuses(guesses)
+        assert guard.unlocks_started == 5
+        assert "redline_session" not in p.client.cookies and len(p.app.state.api.sessions) == 0
+        # the name is locked: even the right password is refused, and costs no Argon2 either
+        assert "locked for" in error(await p.login(), 429)
+        assert guard.unlocks_started == 5
+        # every failure is logged with the user name and the source; no password is ever logged
+        failures = [r.getMessage() for r in caplog.records if "login failed" in r.getMessage()]
+        assert len(failures) == 5 and all("'Duty EUCOM' from 127.0.0.1" in m for m in failures), failures
+        assert any("locked out" in r.getMessage() for r in caplog.records)
+        assert not any(WRONG in r.getMessage() or PASSWORD in r.getMessage() for r in caplog.records)
+        # once the lockout is over, the duty officer gets in at once
+        p.clock.advance(GUARD.lockout_seconds)
+        assert (await p.login()).status_code == 200
+        assert guard.unlocks_started == 6
+
+    run(tmp_path, scenario, GUARD)
+
+
+def test_a_login_flood_gets_503_at_once_instead_of_an_endless_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = dataclasses.replace(CONFIG, max_failures=1000, max_failures_per_source=1000, max_concurrent_unlocks=1,
+                                 max_waiting_logins=2)  # fmt: skip
+    gate = threading.Event()
+    real_unlock = persons.unlock
+
+    def held_unlock(home: Path, name: str, password: str) -> Any:
+        gate.wait(30)  # Argon2 that takes as long as the test says
+        return real_unlock(home, name, password)
+
+    monkeypatch.setattr(persons, "unlock", held_unlock)
+
+    async def scenario(p: Pair) -> None:
+        with api_log(caplog):
+            flood = [asyncio.ensure_future(p.client.post("/api/login", json=login_body(password=WRONG)))
+                     for _ in range(10)]  # fmt: skip
+            # one unlock runs and two wait; the other seven are refused while those are still held
+            await eventually(lambda: sum(f.done() for f in flood) == 7, "the seven over the bound answered")
+            refused = [f.result() for f in flood if f.done()]
+            assert statuses(refused) == {503: 7}
+            assert "busy" in refused[0].json()["error"]
+            assert p.app.state.api.guard.unlocks_started == 1
+            gate.set()
+            answered = await asyncio.gather(*flood)
+        assert statuses(answered) == {503: 7, 401: 3}
+        assert any("(503)" in r.getMessage() for r in caplog.records)
+        # the queue drained: a valid login is not starved
+        r = await p.login()
+        assert r.status_code == 200, r.text
+
+    run(tmp_path, scenario, config)
+
+
+def test_guessing_across_many_user_names_is_limited_per_source_address(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = dataclasses.replace(CONFIG, max_failures=1000, max_failures_per_source=5)
+
+    async def scenario(p: Pair) -> None:
+        names = ["Duty EUCOM", "Auditor", "Chief", "Nobody", "Somebody"]
+        async with client(p, source="203.0.113.7") as attacker:
+            with api_log(caplog):
+                for name in names:  # five wrong guesses, five different names (one made up)
+                    error(await attacker.post("/api/login", json=login_body(name, WRONG)), 401)
+                for name in [*names, "Another"]:
+                    assert "from 203.0.113.7" in error(await attacker.post("/api/login", json=login_body(name)), 429)
+            assert any("'Nobody' from 203.0.113.7" in r.getMessage() for r in caplog.records)
+            # another address is not jammed by it
+            async with client(p, source="198.51.100.2") as officer:
+                r = await officer.post("/api/login", json=login_body())
+                assert r.status_code == 200, r.text
+            p.clock.advance(config.lockout_seconds)
+            assert (await attacker.post("/api/login", json=login_body("Chief"))).status_code == 200
+
+    run(tmp_path, scenario, config)
+
+
+def test_guesses_behind_a_trusted_proxy_count_per_client_not_per_proxy(tmp_path: Path) -> None:
+    config = dataclasses.replace(CONFIG, max_failures=1000, max_failures_per_source=2, trusted_proxies=("10.0.0.1",))
+
+    async def scenario(p: Pair) -> None:
+        async with client(p, config, source="10.0.0.1") as proxy:
+            forwarded = {"x-forwarded-for": "203.0.113.7"}
+            for _ in range(2):
+                error(await proxy.post("/api/login", json=login_body(password=WRONG), headers=forwarded), 401)
+            r = await proxy.post("/api/login", json=login_body(), headers=forwarded)
+            assert "from 203.0.113.7" in error(r, 429)
+            # the proxy's other clients are not locked out with the guesser
+            r = await proxy.post("/api/login", json=login_body(), headers={"x-forwarded-for": "198.51.100.2"})
+            assert r.status_code == 200, r.text
+        async with client(p, config, source="203.0.113.99") as direct:
+            # from anyone but the trusted proxy, X-Forwarded-For is ignored: it cannot pick a fresh source
+            for i in range(2):
+                error(await direct.post("/api/login", json=login_body(password=WRONG),
+                                        headers={"x-forwarded-for": f"192.0.2.{i}"}), 401)  # fmt: skip
+            assert "from 203.0.113.99" in error(await direct.post("/api/login", json=login_body(),
+                                                                  headers={"x-forwarded-for": "192.0.2.50"}), 429)
+
+    run(tmp_path, scenario, config)
+
+
+# -- 7. only our own Host --------------------------------------------------------------------------------
+def test_dns_rebinding_host_header_is_refused(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        assert (await p.login()).status_code == 200  # a real session: its cookie goes with every request
+        before = sent_texts(p)
+        evil = {"host": "evil.example:8080"}
+        for r in (
+            await p.client.get("/api/status", headers=evil),
+            await p.client.get(f"/api/lines/{p.line}/log", headers=evil),
+            await p.client.post(f"/api/lines/{p.line}/send", json={"text": "rebound"}, headers=evil),
+            await p.client.post(f"/api/lines/{p.line}/send", json={"text": "rebound"},
+                                headers={**evil, "origin": "http://evil.example:8080"}),
+            await p.client.post("/api/login", json=login_body(), headers=evil),
+            await p.client.get("/", headers=evil),
+            await p.client.get("/api/status", headers={"host": "testserver.evil.example"}),
+        ):
+            assert "answers only to its own host names" in error(r, 421)
+        assert sent_texts(p) == before  # nothing accepted or sent
+        # our own names still work
+        assert (await p.client.get("/api/status")).status_code == 200
+        assert (await p.client.get("/api/status", headers={"host": "localhost"})).status_code == 200
+
+    run(tmp_path, scenario)
+
+
+def test_rebinding_origin_with_a_valid_host_is_refused(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        assert (await p.login()).status_code == 200
+        before = sent_texts(p)
+        url = f"/api/lines/{p.line}/send"
+        for origin in ("http://evil.example", "http://evil.example:8080", "null", "http://testserver.evil.example",
+                       "file://", "http://localhost.evil.example"):  # fmt: skip
+            r = await p.client.post(url, json={"text": "cross-site"}, headers={"origin": origin})
+            assert "another site" in error(r, 403), origin
+        assert sent_texts(p) == before
+        ok = await p.client.post(url, json={"text": "same site"}, headers={"origin": "http://testserver"})
+        assert ok.status_code == 200, ok.text
+
+    run(tmp_path, scenario)
+
+
+def test_dns_rebinding_websocket_is_refused(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        cookie = p.client.cookies["redline_session"]
+        rebound = AsgiWebSocket(p.app, cookie=cookie, host="evil.example:8080", origin="http://evil.example:8080")
+        first = await rebound._next()
+        assert first["type"] == "websocket.close"  # refused before it was accepted: nothing was sent
+        assert await _closed(rebound) is None
+        foreign = AsgiWebSocket(p.app, cookie=cookie, origin="http://evil.example")
+        assert "another site" in (await foreign.receive())["error"]
+        assert await foreign.closed_with() == 4403
+        ours = AsgiWebSocket(p.app, cookie=cookie)
+        assert (await ours.receive())["type"] == "hello"
+        await p.client.post("/api/logout")
+        while (await ours.receive())["type"] != "logout":
+            pass
+        assert await ours.closed_with() == 4401
+
+    run(tmp_path, scenario)
+
+
+async def _closed(ws: AsgiWebSocket) -> None:
+    ws.outbox.put_nowait({"type": "websocket.disconnect", "code": 1008})
+    await asyncio.wait_for(ws.task, 5)
+
+
+def test_a_page_on_another_local_port_is_another_origin(tmp_path: Path) -> None:
+    """The default list is the loopback names and the listening address, on the listening port: a
+    page of another local service (localhost:3000) is same-site for cookies but not our origin."""
+
+    async def scenario(p: Pair) -> None:
+        app = create_app(p.a, dataclasses.replace(CONFIG, allowed_hosts=()), listen=("127.0.0.1", 8080))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080") as c:
+            assert (await c.post("/api/login", json=login_body())).status_code == 200
+            url = f"/api/lines/{p.line}/send"
+            before = sent_texts(p)
+            for origin in ("http://localhost:3000", "http://127.0.0.1:3000", "http://127.0.0.1"):
+                assert "another site" in error(await c.post(url, json={"text": "x"}, headers={"origin": origin}), 403)
+            assert sent_texts(p) == before
+            for origin in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"):
+                r = await c.post(url, json={"text": f"from {origin}"}, headers={"origin": origin})
+                assert r.status_code == 200, r.text
+            error(await c.get("/api/me", headers={"host": "127.0.0.1:3000"}), 421)
+            error(await c.get("/api/me", headers={"host": "testserver"}), 421)  # not configured here
+
+    run(tmp_path, scenario)
+
+
+def test_a_real_server_refuses_foreign_hosts_and_ignores_untrusted_forwarding_headers(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        (port,) = free_ports(1)
+        http = await HttpServer.start(p.a, f"127.0.0.1:{port}", dataclasses.replace(CONFIG, allowed_hosts=()))
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+                r = await c.post("/api/login", json=login_body(), headers={"x-forwarded-proto": "https",
+                                                                           "x-forwarded-for": "192.0.2.1"})  # fmt: skip
+                assert r.status_code == 200, r.text
+                assert "secure" not in r.headers["set-cookie"].lower()  # a header anyone can send proves nothing
+                assert (await c.get("/api/me")).status_code == 200
+                assert "own host names" in error(await c.get("/api/me", headers={"host": f"evil.example:{port}"}), 421)
+                assert (await c.get("/", headers={"host": f"localhost:{port}"})).status_code == 200
+        finally:
+            await http.stop()
+
+    run(tmp_path, scenario)
+
+
+# -- 11. secrets and sessions ----------------------------------------------------------------------------
+def test_cookie_is_secure_only_when_https_is_configured_or_said_by_a_trusted_proxy(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        https = {"x-forwarded-proto": "https"}
+        cases = [  # (config, source, headers, Secure?)
+            (CONFIG, "127.0.0.1", {}, False),
+            (CONFIG, "127.0.0.1", https, False),  # no trusted proxy: the header is ignored, even from loopback
+            (dataclasses.replace(CONFIG, https=True), "127.0.0.1", {}, True),
+            (dataclasses.replace(CONFIG, trusted_proxies=("10.0.0.0/8",)), "10.1.2.3", https, True),
+            (dataclasses.replace(CONFIG, trusted_proxies=("10.0.0.0/8",)), "10.1.2.3", {}, False),
+            (dataclasses.replace(CONFIG, trusted_proxies=("10.0.0.0/8",)), "192.0.2.1", https, False),
+        ]
+        for config, source, headers, secure in cases:
+            async with client(p, config, source=source, clock=FakeClock()) as c:
+                r = await c.post("/api/login", json=login_body(), headers=headers)
+                assert r.status_code == 200, r.text
+                flags = [f.strip().lower() for f in r.headers["set-cookie"].split(";")]
+                assert ("secure" in flags) is secure, (config, source, headers)
+                assert "httponly" in flags and "samesite=strict" in flags
+
+    run(tmp_path, scenario)
+
+
+def _set_role(home: Path, name: str, role: str) -> None:
+    path = persons.users_dir(home) / f"{name}.json"
+    obj = json.loads(path.read_text())
+    path.write_text(json.dumps({**obj, "role": role}, indent=2))
+
+
+def test_demoted_supervisor_is_limited_to_the_new_role_at_the_next_request(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        assert (await p.login("Chief")).json()["role"] == "supervisor"
+        url = f"/api/lines/{p.line}"
+        assert (await p.client.post(f"{url}/send", json={"text": "as supervisor"})).status_code == 200
+        before = sent_texts(p)
+        _set_role(p.a.home.path, "Chief", "auditor")  # demoted, with no restart and no new login
+        assert "logged in as auditor" in error(await p.client.post(f"{url}/send", json={"text": "as auditor"}), 403)
+        assert "auditor" in error(await p.client.post(f"{url}/confirm", json={"code": "000000"}), 403)
+        assert sent_texts(p) == before == ["as supervisor"]
+        me = (await p.client.get("/api/me")).json()
+        assert me["role"] == "auditor" and me["capabilities"] == ["read"]
+        assert (await p.client.get(f"{url}/log")).status_code == 200  # what the new role may, it still may
+        _set_role(p.a.home.path, "Chief", "duty")  # and a promotion holds at once too
+        assert (await p.client.post(f"{url}/send", json={"text": "as duty"})).status_code == 200
+
+    run(tmp_path, scenario)
+
+
+def test_removed_user_cookie_gets_401_at_once(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        cookie = p.client.cookies["redline_session"]
+        ws = AsgiWebSocket(p.app, cookie=cookie)
+        assert (await ws.receive())["type"] == "hello"
+        async with client(p) as auditor:
+            assert (await auditor.post("/api/login", json=login_body("Auditor"))).status_code == 200
+            before = sent_texts(p)
+            removed = await asyncio.to_thread(_cli, "user", "remove", "Duty EUCOM", "--station", str(p.a.home.path))
+            assert removed.returncode == 0, removed.stderr
+            assert "removed" in removed.stdout
+            url = f"/api/lines/{p.line}"
+            # refused at once (by the POST's own check, or the WebSocket's poll got there first)
+            error(await p.client.post(f"{url}/send", json={"text": "after"}), 401)
+            assert "not logged in" in error(await p.client.get("/api/me"), 401)  # the session is gone for good
+            assert sent_texts(p) == before
+            while (msg := await ws.receive())["type"] != "logout":
+                pass
+            assert await ws.closed_with() == 4401
+            assert "no user 'Duty EUCOM'" in error(await p.login(), 401)
+            assert (await auditor.get("/api/me")).json()["user"] == "Auditor"  # others keep their sessions
+            # re-created under the same name with a new key: an old cookie is still not a session
+            await p.login("Chief")
+            chief = p.client.cookies["redline_session"]
+            await asyncio.to_thread(_cli, "user", "remove", "Chief", "--station", str(p.a.home.path))
+            persons.add_user(p.a.home.path, "Chief", "supervisor", PASSWORD, **FAST)
+            p.client.cookies.set("redline_session", chief)
+            error(await p.client.get("/api/me"), 401)
+        assert msg["error"]
+
+    run(tmp_path, scenario)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "400"}
+    cmd = [sys.executable, "-m", "redline", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_user_remove_of_an_unknown_or_malformed_name_changes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "st"
+    persons.users_dir(home).mkdir(parents=True)
+    persons.add_user(home, "Duty", "duty", PASSWORD, **FAST)
+    for name in ("Nobody", "../Duty", "Duty/../Duty"):
+        with pytest.raises(ConfigError, match="no user"):
+            persons.remove_user(home, name)
+    assert [p.name for p in persons.load_users(home)] == ["Duty"]
+
+
+# -- settings ------------------------------------------------------------------------------------------
+def test_api_settings_live_in_config_json_and_unknown_ones_are_refused() -> None:
+    base = {"name": "EUCOM", "lang": "en", "listen": ["127.0.0.1:7401"]}
+    api = {"https": True, "allowed_hosts": ["console.example.org"], "trusted_proxies": ["10.0.0.1"],
+           "max_waiting_logins": 8}  # fmt: skip
+    config = StationConfig.from_obj({**base, "api": api})
+    assert config.api.https and config.api.allowed_hosts == ("console.example.org",)
+    assert StationConfig.from_obj(config.to_obj()) == config
+    with pytest.raises(ConfigError, match="unknown api setting"):
+        StationConfig.from_obj({**base, "api": {"allowed_host": ["typo.example"]}})
+    for bad in ({"allowed_hosts": ["http://x/"]}, {"trusted_proxies": ["proxy.example"]}, {"max_waiting_logins": 0}):
+        with pytest.raises(ConfigError):
+            StationConfig.from_obj({**base, "api": bad})
+
+
+def test_every_api_setting_is_documented() -> None:
+    api_md = (ROOT / "docs" / "API.md").read_text()
+    missing = [f.name for f in dataclasses.fields(ApiConfig) if f"`{f.name}`" not in api_md]
+    assert not missing, f"docs/API.md does not describe: {missing}"
