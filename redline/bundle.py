@@ -18,6 +18,7 @@ Pure except ``write_bundle`` and ``read_bundle``, the only functions that touch 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,10 +30,11 @@ from typing import Any
 
 from redline import identity, merkle
 from redline.envelope import RawEnvelope, split
-from redline.errors import BundleError, EncodingError, MerkleError, VerificationError
+from redline.errors import BundleError, CertificateError, EncodingError, MerkleError, VerificationError
+from redline.gate import extends, verified_keys
 from redline.identity import HEX32, HEX64, SignedCert
 from redline.ledger.verify import LineData, LineReport, Problem, StoredRow, verify_line
-from redline.statements import Checkpoint, Cosign, Receipt, Signed
+from redline.statements import Checkpoint, Cosign, Signed
 
 BUNDLE_FORMAT = "redline-bundle/1"
 CHECKPOINT_FORMAT = "redline-checkpoint/1"
@@ -211,7 +213,10 @@ def read_bundle(path: Path) -> dict[str, Any]:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise BundleError(f"{path} is {size} bytes, over the {MAX_FILE_BYTES}-byte limit for a bundle")
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
+        if data.startswith(b"\xef\xbb\xbf"):
+            raise BundleError(f"{path} starts with a byte order mark; a bundle is plain UTF-8 JSON without one")
+        text = data.decode("utf-8")
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
@@ -579,8 +584,7 @@ def verify_bundle(
     )
     r = verify_line(data, roots)
     report.line_report = r
-    keys = _keys(data.certs, roots)
-    report.receipted = _receipted(data, keys, r)
+    report.receipted = dict(r.receipted)
     report.redacted = _redacted(data, r)
     if r.last_checkpoint is not None:
         report.last_cosign_time = _cosign_time(data, r.last_checkpoint.n)
@@ -646,34 +650,14 @@ def _check_order(parsed: _Parsed, report: BundleReport) -> None:
 
 
 def _keys(certs: Mapping[str, Sequence[SignedCert]], roots: Mapping[str, bytes]) -> dict[str, dict[str, bytes]]:
+    """Signing keys the trusted roots certified (the gate's rule, one certificate at a time: the
+    bundle's own bad certificates are reported by verify_line, an outside one is just not used)."""
     keys: dict[str, dict[str, bytes]] = {fp: {} for fp in roots}
     for fp, held in certs.items():
-        if fp not in roots:
-            continue
-        for c in held:
-            try:
-                cert = c.verify(roots[fp])
-            except VerificationError:
-                continue  # verify_line reports the bundle's own bad certificates
-            if cert.role == "signing":
-                keys[fp][cert.key_id] = bytes.fromhex(cert.key)
+        for c in held if fp in roots else ():
+            with contextlib.suppress(CertificateError):
+                keys[fp].update(verified_keys({fp: roots[fp]}, {fp: [c]})[fp])
     return keys
-
-
-def _receipted(data: LineData, keys: dict[str, dict[str, bytes]], r: LineReport) -> dict[str, int]:
-    """Per chain, the highest seq the other station receipted with the id the bundle holds."""
-    ids = {fp: [row.id for row in rows[: r.chain_sizes.get(fp, 0)]] for fp, rows in data.chains.items()}
-    out = {fp: 0 for fp in data.chains}
-    for signed in data.receipts:
-        try:
-            peek = Receipt.peek(signed)
-            rc = Receipt.open(signed, keys[peek.by][peek.key])
-        except (VerificationError, KeyError):
-            continue
-        chain = ids.get(rc.of, [])
-        if rc.line == data.line and rc.by != rc.of and rc.seq <= len(chain) and chain[rc.seq - 1] == rc.id:
-            out[rc.of] = max(out[rc.of], rc.seq)
-    return out
 
 
 def _redacted(data: LineData, r: LineReport) -> list[str]:
@@ -738,6 +722,12 @@ def _check_against(
             f"SPLIT VIEW: both stations signed a different checkpoint {cp.n} from the one in the bundle: "
             "two histories were signed"
         )
+    last = r.last_checkpoint
+    if last is not None and cp.n > last.n:  # a later checkpoint must extend the bundle's (gate rule)
+        try:
+            extends(last, held[last.n].digest(Checkpoint.DOMAIN), cp)
+        except VerificationError as exc:
+            fail(f"does not extend the bundle's checkpoints: {exc}")
     for h in sorted(cp.heads, key=lambda h: (r.names.get(h.station, ""), h.station)):
         name = r.names.get(h.station, h.station[:12])
         size = r.chain_sizes.get(h.station, 0)

@@ -320,8 +320,9 @@ def _report_obj(r: LineReport) -> dict[str, Any]:
     }  # fmt: skip
 
 def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | None, as_json: bool) -> None:
-    if len(keys) < 2:
-        fail("give both stations' root fingerprints, from outside the bundle: --key FINGERPRINT --key FINGERPRINT")
+    if len(keys) != 2:
+        fail("give exactly the two stations' root fingerprints, from outside the bundle: --key FINGERPRINT "
+             "--key FINGERPRINT")  # fmt: skip
 
     def check() -> BundleReport:
         bundle = read_bundle(path)

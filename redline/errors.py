@@ -48,8 +48,59 @@ class UnknownKeyError(VerificationError):
     """A key id is not one we were given from outside (pinned at pairing or on the command line)."""
 
 
-class ChainError(VerificationError):
-    """A chain link is broken: prev, seq, seen or line do not agree with what is held."""
+# -- the rules of the trust gate (gate.py): one class per rule broken ---------------------------------
+
+
+class CertificateError(VerificationError):
+    """A key certificate is not signed by the station's pinned root, or a root is not the one pinned."""
+
+
+class WrongLineError(VerificationError):
+    """An envelope or statement names another line (replayed from elsewhere)."""
+
+
+class WrongSenderError(VerificationError):
+    """Signed by a station that is not this line's, or not the one expected here."""
+
+
+class RedactedBodyError(VerificationError):
+    """An envelope arrived without its body where only a full envelope is acceptable (the wire)."""
+
+
+class SeqOrderError(VerificationError):
+    """An envelope's seq is not the next of its chain (a gap, a repeat, a renumbering)."""
+
+
+class PrevLinkError(VerificationError):
+    """An envelope does not name the previous envelope of its chain as ``prev``."""
+
+
+class SeenBackwardsError(VerificationError):
+    """An envelope's ``seen`` goes back from what its chain's previous envelope had seen."""
+
+
+class SeenBeyondError(VerificationError):
+    """An envelope claims to have seen an envelope of the other chain that is not held."""
+
+
+class SeenIdError(VerificationError):
+    """An envelope's ``seen`` names the other chain's seq with an id that is not the one held."""
+
+
+class SelfReceiptError(VerificationError):
+    """A station receipted its own chain: worth nothing."""
+
+
+class ReceiptBeyondChainError(VerificationError):
+    """A receipt for a seq the receipted chain does not hold."""
+
+
+class ReceiptMismatchError(VerificationError):
+    """A receipt names a different envelope at a seq from the one the chain holds: evidence."""
+
+
+class NotEquivocationError(VerificationError):
+    """Offered as equivocation evidence, but not two envelopes of one station at one seq of this line."""
 
 
 class MerkleError(VerificationError):
@@ -68,6 +119,30 @@ class EquivocationError(VerificationError):
 
 class CheckpointError(VerificationError):
     """A checkpoint is not signed by both stations or does not match the chains held."""
+
+
+class CheckpointNumberError(CheckpointError):
+    """Checkpoint n is not the next: they run 1, 2, 3 …"""
+
+
+class CheckpointChainError(CheckpointError):
+    """A checkpoint's ``prev`` is not the digest of the checkpoint before it."""
+
+
+class CheckpointCoverageError(CheckpointError):
+    """A checkpoint covers more of a chain than is held."""
+
+
+class SplitViewError(CheckpointError):
+    """A checkpoint's tree head does not match the chain held: two histories were signed."""
+
+
+class CheckpointShrinkError(CheckpointError):
+    """A checkpoint covers less of a chain than an earlier checkpoint did."""
+
+
+class CosignError(CheckpointError):
+    """The countersignature is missing, by the proposer itself, or not over this checkpoint."""
 
 
 class PairingError(RedlineError):

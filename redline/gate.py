@@ -1,0 +1,279 @@
+"""THE trust gate: every rule that decides whether an envelope, a receipt, a checkpoint or a piece
+of equivocation evidence of one line is trusted (python-tuf's ``trusted_metadata_set`` is the model).
+
+A ``TrustedLine`` holds one line's verified state: the two stations' signing keys (certified by
+roots pinned from outside), both chains' verified tails and ``seen`` links, what each station has
+receipted, and the co-signed checkpoint chain. Untrusted input goes in as bytes; each ``accept_*``
+either raises the one ``VerificationError`` subclass that names the rule broken, leaving the state
+unchanged, or returns the verified object and advances the state.
+
+Three users replay through it and nothing else decides trust: the live session (``session.py``),
+``redline verify`` over a store (``ledger/verify.py``) and bundle verification (``bundle.py``). A
+rule added here (key rotation, a witness) holds at all three at once.
+
+What the gate does not hold is the chains themselves: ``ChainView`` gives it the id stored at a seq
+and a chain's RFC 9162 root at a size, from the ledger (live) or from the replay's own memory.
+Seqs count from 1; Merkle leaf indexes (in ``merkle.py``) count from 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from redline.envelope import Envelope, RawEnvelope, open_envelope, split
+from redline.errors import (
+    CertificateError,
+    CheckpointChainError,
+    CheckpointCoverageError,
+    CheckpointError,
+    CheckpointNumberError,
+    CheckpointShrinkError,
+    CosignError,
+    NotEquivocationError,
+    PrevLinkError,
+    ReceiptBeyondChainError,
+    ReceiptMismatchError,
+    RedactedBodyError,
+    SeenBackwardsError,
+    SeenBeyondError,
+    SeenIdError,
+    SelfReceiptError,
+    SeqOrderError,
+    SplitViewError,
+    UnknownKeyError,
+    VerificationError,
+    WrongLineError,
+    WrongSenderError,
+)
+from redline.identity import SignedCert
+from redline.statements import Checkpoint, Cosign, Receipt, Signed
+
+
+class ChainView(Protocol):
+    """What the gate reads of the chains it has accepted (the caller stores them)."""
+
+    def id_at(self, station: str, seq: int) -> str | None:
+        """The id of ``station``'s envelope at ``seq`` (from 1), if held."""
+        ...
+
+    def root_at(self, station: str, size: int) -> bytes | None:
+        """RFC 9162 root of the first ``size`` envelopes of ``station``'s chain; None if not held."""
+        ...
+
+
+@dataclass(frozen=True)
+class Tail:
+    seq: int
+    id: str | None
+
+
+@dataclass(frozen=True)
+class LastCheckpoint:
+    n: int
+    digest: str
+    sizes: Mapping[str, int]
+
+
+def verified_keys(roots: Mapping[str, bytes], certs: Mapping[str, Iterable[SignedCert]]) -> dict[str, dict[str, bytes]]:
+    """Signing keys certified by each station's root: station -> key id -> public key. A
+    certificate the root did not sign raises ``CertificateError``."""
+    keys: dict[str, dict[str, bytes]] = {fp: {} for fp in roots}
+    for fp, held in certs.items():
+        if fp not in roots:
+            raise CertificateError(f"certificates of station {fp[:12]}, which is not one of this line's two")
+        for signed in held:
+            try:
+                cert = signed.verify(roots[fp])
+            except VerificationError as exc:
+                why = f"a key certificate of station {fp[:12]} is not signed by its root: {exc}"
+                raise CertificateError(why) from exc
+            if cert.role == "signing":
+                keys[fp][cert.key_id] = bytes.fromhex(cert.key)
+    return keys
+
+
+class TrustedLine:
+    """One line's trusted state. ``stations`` are the two root fingerprints, pinned from outside."""
+
+    def __init__(
+        self,
+        line: str,
+        keys: Mapping[str, Mapping[str, bytes]],
+        view: ChainView,
+        *,
+        tails: Mapping[str, Tail] | None = None,
+        seen: Mapping[str, int] | None = None,
+        receipted: Mapping[str, int] | None = None,
+        last_checkpoint: LastCheckpoint | None = None,
+    ) -> None:
+        if len(keys) != 2:
+            raise VerificationError("a line has exactly two stations")
+        self.line = line
+        self.stations: tuple[str, str] = tuple(sorted(keys))  # type: ignore[assignment]
+        self._keys = {fp: dict(k) for fp, k in keys.items()}
+        self._view = view
+        self.tails: dict[str, Tail] = {fp: (tails or {}).get(fp, Tail(0, None)) for fp in self.stations}
+        self.seen: dict[str, int] = {fp: (seen or {}).get(fp, 0) for fp in self.stations}
+        self.receipted: dict[str, int] = {fp: (receipted or {}).get(fp, 0) for fp in self.stations}
+        self.last_checkpoint = last_checkpoint
+
+    # -- keys ------------------------------------------------------------------------------------
+    def key(self, station: str, key_id: str) -> bytes:
+        try:
+            return self._keys[station][key_id]
+        except KeyError:
+            raise UnknownKeyError(
+                f"signed with key {key_id}, which the station's pinned root never certified (substituted key?)"
+            ) from None
+
+    def other(self, station: str) -> str:
+        a, b = self.stations
+        return b if station == a else a
+
+    # -- envelopes -------------------------------------------------------------------------------
+    def accept_envelope(
+        self, raw: bytes | RawEnvelope, *, sender: str | None = None, redacted_ok: bool = False,
+        max_bytes: int = 1 << 20,
+    ) -> Envelope:  # fmt: skip
+        """The next envelope of a chain: signature, line, sender, seq, prev and seen link."""
+        rawenv = raw if isinstance(raw, RawEnvelope) else split(raw, max_bytes)
+        env = open_envelope(rawenv, self.key)
+        self._check_links(env, sender=sender, redacted_ok=redacted_ok)
+        self._advance(env)
+        return env
+
+    def accept_sealed(self, env: Envelope) -> None:
+        """One of our own envelopes, just sealed by this process: the chain rules hold (a bug
+        here would make our own record unverifiable), the signature is our own."""
+        self._check_links(env, sender=env.header.sender, redacted_ok=False)
+        self._advance(env)
+
+    def _check_links(self, env: Envelope, *, sender: str | None, redacted_ok: bool) -> None:
+        h = env.header
+        if h.line != self.line:
+            raise WrongLineError(f"envelope belongs to line {h.line[:8]}, not this one (replayed from another line)")
+        if h.sender not in self.stations or (sender is not None and h.sender != sender):
+            raise WrongSenderError(f"envelope was signed by station {h.sender[:12]}, not by the station expected")
+        if env.body_bytes is None and not redacted_ok:
+            raise RedactedBodyError("envelope arrived without its body: only stored copies may be redacted")
+        tail = self.tails[h.sender]
+        if h.seq != tail.seq + 1:
+            raise SeqOrderError(f"envelope seq {h.seq} does not follow seq {tail.seq}")
+        if h.prev != tail.id:
+            raise PrevLinkError(f"seq {h.seq} does not name the previous envelope as prev: the chain was cut or forked")
+        other = self.other(h.sender)
+        if h.seen_seq < self.seen[h.sender]:
+            raise SeenBackwardsError(f"seq {h.seq}: seen goes back from seq {self.seen[h.sender]} to {h.seen_seq}")
+        if h.seen_seq > self.tails[other].seq:
+            raise SeenBeyondError(
+                f"seq {h.seq} claims to have seen seq {h.seen_seq} of the other side, which was never sent or is not "
+                "held (entries deleted or the tail was cut)"
+            )
+        if h.seen_seq and self._view.id_at(other, h.seen_seq) != h.seen_id:
+            raise SeenIdError(
+                f"seq {h.seq} names seq {h.seen_seq} of the other side with an id that is not the one held"
+            )
+
+    def _advance(self, env: Envelope) -> None:
+        h = env.header
+        self.tails[h.sender] = Tail(h.seq, env.id)
+        self.seen[h.sender] = h.seen_seq
+
+    # -- receipts --------------------------------------------------------------------------------
+    def accept_receipt(self, signed: Signed) -> Receipt:
+        """A station's cumulative statement that it stored the other's chain up to seq N, id H."""
+        peek = Receipt.peek(signed)
+        if peek.by not in self.stations:
+            raise WrongSenderError(f"receipt by station {peek.by[:12]}, which is not one of this line's two")
+        receipt = Receipt.open(signed, self.key(peek.by, peek.key))
+        if receipt.line != self.line:
+            raise WrongLineError(f"receipt is for line {receipt.line[:8]}, not this one")
+        if receipt.of == receipt.by:
+            raise SelfReceiptError("a station receipted its own chain: a receipt is only worth the other side's word")
+        if receipt.of not in self.stations:
+            raise WrongSenderError("receipt is for a station that is not on this line")
+        if receipt.seq > self.tails[receipt.of].seq:
+            raise ReceiptBeyondChainError(
+                f"receipt for seq {receipt.seq} of a chain held only up to seq {self.tails[receipt.of].seq}"
+            )
+        if self._view.id_at(receipt.of, receipt.seq) != receipt.id:
+            raise ReceiptMismatchError(
+                f"receipted a different envelope ({receipt.id[:12]}) at seq {receipt.seq} from the one the chain holds"
+            )
+        self.receipted[receipt.of] = max(self.receipted[receipt.of], receipt.seq)
+        return receipt
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def check_proposal(self, proposal: Signed) -> Checkpoint:
+        """A checkpoint proposal: signed by one of the two, the next number, chained to the last
+        checkpoint, over tree heads of exactly what is held, never shrinking a chain."""
+        peek = Checkpoint.peek(proposal)
+        if peek.by not in self.stations:
+            raise WrongSenderError("checkpoint proposed by a station that is not on this line")
+        cp = Checkpoint.open(proposal, self.key(peek.by, peek.key))
+        if cp.line != self.line:
+            raise WrongLineError(f"checkpoint is for line {cp.line[:8]}, not this one")
+        last = self.last_checkpoint
+        if cp.n != (last.n + 1 if last else 1):
+            raise CheckpointNumberError(
+                f"checkpoint {cp.n} is not the next one: checkpoints run 1, 2, 3 … and the last was "
+                f"{last.n if last else 0}"
+            )
+        if cp.prev != (last.digest if last else None):
+            raise CheckpointChainError(f"checkpoint {cp.n} does not name checkpoint {cp.n - 1} as prev")
+        if {h.station for h in cp.heads} != set(self.stations):
+            raise CheckpointError(f"checkpoint {cp.n} covers chains of other stations than this line's two")
+        for head in cp.heads:
+            held = self.tails[head.station].seq
+            root = self._view.root_at(head.station, head.size) if head.size <= held else None
+            if root is None:
+                raise CheckpointCoverageError(
+                    f"checkpoint {cp.n} covers {head.size} envelopes of a chain held only up to {held}"
+                )
+            if root.hex() != head.root:
+                raise SplitViewError(
+                    f"checkpoint {cp.n}: the tree head at size {head.size} does not match the chain held: split view"
+                )
+            if last is not None and head.size < last.sizes.get(head.station, 0):
+                raise CheckpointShrinkError(f"checkpoint {cp.n} shrinks a chain an earlier checkpoint covered")
+        return cp
+
+    def accept_checkpoint(self, proposal: Signed, cosign: Signed) -> Checkpoint:
+        """A proposal and the other station's countersignature over exactly it."""
+        cp = self.check_proposal(proposal)
+        cpeek = Cosign.peek(cosign)
+        if cpeek.by not in self.stations or cpeek.by == cp.by:
+            raise CosignError(f"checkpoint {cp.n} is not countersigned by the other station of this line")
+        cs = Cosign.open(cosign, self.key(cpeek.by, cpeek.key))
+        digest = proposal.digest(Checkpoint.DOMAIN)
+        if cs.line != self.line or cs.checkpoint != digest:
+            raise CosignError(f"the countersignature is not over checkpoint {cp.n} of this line")
+        self.last_checkpoint = LastCheckpoint(cp.n, digest, {h.station: h.size for h in cp.heads})
+        return cp
+
+    # -- equivocation ----------------------------------------------------------------------------
+    def check_equivocation(self, a: bytes, b: bytes) -> tuple[Envelope, Envelope]:
+        """Proof that a station signed two different envelopes at one seq of THIS line: both
+        validly signed by it, and one of them the chain's own entry at that seq. Anything less
+        (two lines, an envelope the chain does not hold) proves nothing and frames no one."""
+        ea, eb = open_envelope(split(a), self.key), open_envelope(split(b), self.key)
+        ha, hb = ea.header, eb.header
+        if ha.line != self.line or hb.line != self.line:
+            raise NotEquivocationError("the two envelopes are not both of this line: that is no equivocation")
+        if ha.sender != hb.sender or ha.seq != hb.seq or ea.id == eb.id:
+            raise NotEquivocationError("the evidence is not two different envelopes of one station at one seq")
+        if self._view.id_at(ha.sender, ha.seq) not in (ea.id, eb.id):
+            raise NotEquivocationError(f"neither envelope is the chain's own entry at seq {ha.seq}")
+        return ea, eb
+
+
+def extends(last: Checkpoint, last_digest: str, later: Checkpoint) -> None:
+    """A checkpoint numbered after ``last`` (from outside a bundle, which need not hold the ones
+    between): the very next one names ``last`` as prev, and no later one shrinks a chain."""
+    if later.n == last.n + 1 and later.prev != last_digest:
+        raise CheckpointChainError(f"checkpoint {later.n} does not name checkpoint {last.n} as prev")
+    for head in later.heads:
+        if head.size < last.head(head.station).size:
+            raise CheckpointShrinkError(f"checkpoint {later.n} covers less of a chain than checkpoint {last.n}")
