@@ -6,6 +6,12 @@ cannot open it: only the person typing the password can sign. The public half is
 peer in a ROSTER envelope, so the peer checks the person's signature on ACK, TEST_ANSWER,
 CALL_RECORD and READOUT against the roster the sender published before.
 
+The receiving side pins each person's key the first time a ROSTER names them (``RosterPins``): a
+later ROSTER cannot change or drop a pinned key, so "acknowledged by" always names the key holder
+first published. What each role may do is one table here (``CAPABILITIES``), read by the HTTP API,
+by the station when an operator files and by ops when the peer's envelopes arrive
+(``check_signer``).
+
 A person signature covers the envelope content without its ``person`` field:
 ``Ed25519(person key, "redline/1/person\\0" || canonical(content minus "person"))`` and is carried as
 ``content["person"] = {"name", "role", "key", "sig"}``.

@@ -32,7 +32,7 @@ import pytest
 from redline import persons
 from redline.errors import LocalProtocolError, RoleError, SchemaError
 from redline.ops import notices as notices_mod
-from redline.ops.engine import NOTICES_PAGE_MAX, check_operator_content
+from redline.ops.engine import NOTICES_PAGE_MAX, REFUSED_KEPT, check_operator_content
 from redline.ops.notices import LIMITS as NOTICE_LIMITS
 from redline.ops.notices import OUTLINE_POINTS
 from redline.persons import Person, RosterPins, parse_roster, roster_content
@@ -209,6 +209,18 @@ def test_peer_notice_numbers_cannot_pass_our_notice_limits(field: str) -> None:
     assert len(line.a.ops.refused) >= len(HOSTILE) - 4  # the few in-range values (0, 1, ...) are fine
     line.file(line.b, "NOTICE", disc_notice(31.0, 50.0))  # the line still works
     assert line.a.ops.board.count("NDMC") == len(line.a.ops.board)
+
+
+def test_peer_flood_of_refused_envelopes_keeps_only_the_latest_refusals() -> None:
+    """Every refused envelope stays in the ledger; ops keeps the reasons of the latest 1,000."""
+    line = Line()
+    rosters(line)
+    f = line.file(line.a, "FLASH", {"text": "FLASH"}, prio="FLASH")
+    for _ in range(1500):
+        line.file(line.b, "ACK", {"ref": f.ref}, prio="FLASH")  # no person signature: refused
+    assert len(line.a.ops.refused) == REFUSED_KEPT and line.a.ops.refused[-1][0].seq == line.b.seq
+    line.file(line.b, "ACK", DEZHURNY.sign({"ref": f.ref}), prio="FLASH")
+    assert flash_view(line.a, f)["acked_by"] == "Dezhurny"
 
 
 # --- 4. notices cannot stall our loop or drown our alarms --------------------------------------------

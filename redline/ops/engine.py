@@ -29,6 +29,7 @@ from redline.persons import PERSON_SIGNED_KINDS, Person, RosterPins, check_signe
 NOTICES_PAGE = 100  # notices (and conflicts) per page of the notices view, by default
 NOTICES_PAGE_MAX = 500
 CONFLICTS_NAMED = 3  # conflicts spelled out in a notice's one conflict alarm; the rest are counted
+REFUSED_KEPT = 1000
 
 
 def peer_window_bounds(limits: Limits) -> tuple[int, int] | None:
@@ -63,6 +64,8 @@ class LineOps:
         # Envelopes ops may need to find again by id. Plain TEXT is not kept here (a line carries
         # mostly text, and memory must stay flat): references to it are found in the ledger.
         self.entries: dict[str, Entry] = {}
+        # What ops would not act on, with the reason: the latest REFUSED_KEPT (the envelopes
+        # themselves stay in the ledger), so a peer's flood of refusals cannot grow memory or views.
         self.refused: list[tuple[Entry, str]] = []
         self._our_seq_to_id: dict[int, str] = {}
 
@@ -81,7 +84,7 @@ class LineOps:
             except RedlineError as exc:
                 # The envelope stays in the transcript (it is the sender's signed statement), but it
                 # does not count as an acknowledgement, answer, record or readout.
-                self.refused.append((e, str(exc)))
+                self._refuse(e, str(exc))
                 who = "our" if e.ours else "the peer's"
                 out.alarm("alarm", f"refused {e.kind} seq {e.seq} from {who} station: {exc}", e.stored_at)
                 return out.alarms
@@ -100,6 +103,11 @@ class LineOps:
         self.calls.observe(e, out)
         return out.alarms
 
+    def _refuse(self, e: Entry, why: str) -> None:
+        self.refused.append((e, why))
+        if len(self.refused) > REFUSED_KEPT:
+            del self.refused[0]
+
     def _roster(self, e: Entry, out: Outbox) -> None:
         """A ROSTER pins each new person's key; it cannot change or drop a pinned one (refused for
         that person, alarmed naming them); a role change is taken and alarmed."""
@@ -107,14 +115,14 @@ class LineOps:
         try:
             published = parse_roster(e.content, max_people=self.limits.max_roster_people)
         except RedlineError as exc:
-            self.refused.append((e, str(exc)))
+            self._refuse(e, str(exc))
             out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {exc}", e.stored_at)
             return
         self.rosters[e.ours] = published
         change = self.pins[e.ours].apply(published)
         why = change.refusal()
         if why is not None:
-            self.refused.append((e, why))
+            self._refuse(e, why)
             fix = "; a person's key changes only by key rotation, never by a new roster" if change.key_refused else ""
             out.alarm("alarm", f"PINNED KEY: {whose} ROSTER seq {e.seq}: {why}{fix}", e.stored_at)
         for name, old, new in change.roles:
@@ -157,7 +165,7 @@ class LineOps:
                 ref = f"{target.get('sender')}:{target.get('seq')}" if isinstance(target, dict) else ""
                 self.board.withdraw(ref, by=e.sender)
         except RedlineError as exc:
-            self.refused.append((e, str(exc)))
+            self._refuse(e, str(exc))
             out.alarm("warning", f"{who} {e.kind} seq {e.seq} refused, not on the board: {exc}", e.stored_at)
 
     def _conflict_text(self, ref: str, c: Conflict) -> str:

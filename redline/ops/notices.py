@@ -50,7 +50,14 @@ before any geometry is measured. Timings against 100,000 active notices: bench/n
 20 degrees across and within +/-85 degrees latitude (an area may touch the 180th meridian but not
 cross it: file the two halves as two notices; areas on either side of it are compared across it),
 margin at most 100 km, radius at most 200 km, 10,000 points, windows at most 366 days, bands within
--12,000 m .. 1,000,000 m (ballistic trajectories).
+-12,000 m .. 1,000,000 m (ballistic trajectories). A station sets a lower point limit of its own
+(``from_content(max_points=...)``, ``config.Limits.max_notice_points``); points are counted in the
+content before any geometry is built, so an oversize area costs a count, not a polygon.
+
+**Showing.** Lists and maps get each area as its *outline*, simplified to at most ``OUTLINE_POINTS``
+(100) points and worked out once when the notice is parsed (``Notice.summary``), and each conflict's
+``where`` worked out on those outlines (``Conflict.summary``): a board of large areas costs the same
+to show as one of small ones. ``to_content`` and ``Conflict.where`` stay exact, for one notice.
 
 **Content form.** In a signed envelope body a notice is a JSON object whose coordinates are
 decimal strings (``"36.2750"``): canonical JSON holds no floats. Coordinates keep at most 7 decimals
