@@ -372,6 +372,12 @@ def test_removed_user_cookie_gets_401_at_once(tmp_path: Path) -> None:
             await asyncio.to_thread(_cli, "user", "remove", "Chief", "--station", str(p.a.home.path))
             persons.add_user(p.a.home.path, "Chief", "supervisor", PASSWORD, **FAST)
             p.client.cookies.set("redline_session", chief)
+            again = await p.login("Chief")
+            assert again.status_code == 200, again.text  # a stale cookie does not get in the way of a login
+            p.client.cookies.clear()
+            p.client.cookies.set("redline_session", again.cookies["redline_session"])
+            assert (await p.client.get("/api/me")).json()["user"] == "Chief"
+            p.client.cookies.set("redline_session", chief)
             error(await p.client.get("/api/me"), 401)
         assert msg["error"]
 

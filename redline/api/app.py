@@ -395,7 +395,12 @@ class Api:
 
     # who
     def who(self, conn: HTTPConnection, capability: str | None) -> Session | None:
-        session = self.current(conn.cookies.get(COOKIE))
+        try:
+            session = self.current(conn.cookies.get(COOKIE))
+        except ApiError:
+            if capability is None:  # logging in (or out) over a removed user's stale cookie is fine
+                return None
+            raise
         if capability is None:
             return session
         if session is None:

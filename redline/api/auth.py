@@ -215,6 +215,7 @@ class LoginGuard:
         self._unlocks = asyncio.Semaphore(config.max_concurrent_unlocks)
         self._in_unlock = 0  # admitted to an unlock: running, or waiting for a slot
         self._busy_refused = 0
+        self._sweep_at = self.MAX_TRACKED
         self.unlocks_started = 0  # Argon2 runs begun (for tests and the station log)
 
     # -- admission: everything here is synchronous, so parallel requests are counted in order ---------
@@ -256,8 +257,9 @@ class LoginGuard:
                             "(refusal %d)", name, source, self._in_unlock, self._busy_refused)  # fmt: skip
             busy = f"the station is busy checking {self._in_unlock} other logins; try again in a few seconds"
             raise ApiError(503, busy + " (if this goes on, someone may be flooding the console with logins)")
-        if len(self._sources) >= self.MAX_TRACKED:
+        if len(self._sources) >= self._sweep_at:
             self._sweep(now)
+            self._sweep_at = max(self.MAX_TRACKED, 2 * len(self._sources))  # amortized: not a scan per request
         src.pending += 1
         self._sources[source] = src
         if usr is not None:
