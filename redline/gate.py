@@ -182,11 +182,11 @@ class TrustedLine:
         self.seen[h.sender] = h.seen_seq
 
     # -- receipts --------------------------------------------------------------------------------
-    def accept_receipt(self, signed: Signed) -> Receipt:
+    def accept_receipt(self, signed: Signed, *, by: str | None = None) -> Receipt:
         """A station's cumulative statement that it stored the other's chain up to seq N, id H."""
         peek = Receipt.peek(signed)
-        if peek.by not in self.stations:
-            raise WrongSenderError(f"receipt by station {peek.by[:12]}, which is not one of this line's two")
+        if peek.by not in self.stations or (by is not None and peek.by != by):
+            raise WrongSenderError(f"receipt by station {peek.by[:12]}, not by the station expected on this line")
         receipt = Receipt.open(signed, self.key(peek.by, peek.key))
         if receipt.line != self.line:
             raise WrongLineError(f"receipt is for line {receipt.line[:8]}, not this one")

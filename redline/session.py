@@ -19,17 +19,15 @@ from typing import Any
 
 from redline import canonical
 from redline.config import Limits
-from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, open_envelope, seal, split
+from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, seal, split
 from redline.errors import (
-    CheckpointError,
     EquivocationError,
     LimitError,
     LocalProtocolError,
     RedlineError,
-    StorageError,
-    UnknownKeyError,
-    VerificationError,
+    WrongSenderError,
 )
+from redline.gate import LastCheckpoint, Tail, TrustedLine
 from redline.home import StationKeys
 from redline.identity import SignedCert
 from redline.ledger.model import LineRecord, OutboxItem
@@ -75,6 +73,34 @@ def peer_keys(record: LineRecord, certs: list[SignedCert]) -> dict[str, bytes]:
     return keys
 
 
+# A body is the content plus a salt and a small wrapper (envelope.py); the content limit is ours.
+BODY_OVERHEAD = 1024
+
+
+class _LedgerView:
+    """What the gate reads of the chains: the ledger, and the peer's envelopes verified in this
+    batch but not yet stored."""
+
+    def __init__(self, session: LineSession) -> None:
+        self._s = session
+
+    def id_at(self, station: str, seq: int) -> str | None:
+        s = self._s
+        if station == s.peer:
+            for env in s._pending.envelopes:
+                if env.seq == seq:
+                    return env.id
+        else:
+            for env in s._pending.own:
+                if env.seq == seq:
+                    return env.id
+        return s.ledger.envelope_id(s.line, station, seq)
+
+    def root_at(self, station: str, size: int) -> bytes | None:
+        log = self._s.ledger.log(self._s.line, station)
+        return log.root(size) if size <= log.size else None
+
+
 class LineSession:
     def __init__(
         self, ledger: Ledger, keys: StationKeys, record: LineRecord, *, lang: str, limits: Limits, alarm: AlarmSink
@@ -84,10 +110,6 @@ class LineSession:
         self.on_stored: StoredSink = lambda env, ours, at: None
         self.on_receipted: ReceiptSink = lambda seq, at: None
         self.us, self.peer, self.line = keys.fingerprint, record.peer, record.line
-        self.keyring: dict[str, dict[str, bytes]] = {
-            self.us: {keys.key_id: bytes(keys.signing.verify_key)},
-            self.peer: peer_keys(record, [c for _, _, c in ledger.certs(record.peer)]),
-        }
         our = ChainHead(seq=ledger.head(self.line, self.us)[0], id=ledger.head(self.line, self.us)[1])
         their = ChainHead(seq=ledger.head(self.line, self.peer)[0], id=ledger.head(self.line, self.peer)[1])
         self.link = Link(
@@ -96,8 +118,21 @@ class LineSession:
         )  # fmt: skip
         self.paths: dict[str, PathStatus] = {}
         self._pending = _Pending()
-        self._their_tail = their  # head of the peer's chain including verified-but-unstored envelopes
-        self._our_tail = our
+        last_cp = ledger.last_checkpoint(self.line)
+        # The one gate (gate.py) holds the trusted state: keys, both tails (the peer's including
+        # verified-but-unstored envelopes), seen links, receipts, the checkpoint chain.
+        self.gate = TrustedLine(
+            self.line,
+            {self.us: {keys.key_id: bytes(keys.signing.verify_key)},
+             self.peer: peer_keys(record, [c for _, _, c in ledger.certs(record.peer)])},
+            _LedgerView(self),
+            tails={self.us: Tail(our.seq, our.id), self.peer: Tail(their.seq, their.id)},
+            seen={self.us: self._seen_of(self.us, our.seq), self.peer: self._seen_of(self.peer, their.seq)},
+            last_checkpoint=LastCheckpoint(
+                last_cp[0], last_cp[1].digest(Checkpoint.DOMAIN),
+                {h.station: h.size for h in Checkpoint.peek(last_cp[1]).heads},
+            ) if last_cp else None,
+        )  # fmt: skip
         latest = ledger.latest_receipt(self.line, self.peer)
         # The highest of our seqs the peer has receipted in a signed receipt we hold (stored, or
         # pending in this batch). HELLO's unsigned claim moves the link's flow control only; what
@@ -105,6 +140,7 @@ class LineSession:
         self.receipted_seq = latest[0] if latest else 0
         if latest:
             self.link.receipted(latest[0])
+        self._own_waiting: list[tuple[int, bytes]] = []  # recovered own envelopes waiting for the peer's
         self._proposal: Signed | None = None  # our outstanding checkpoint proposal
         self._checkpoint_due = False
         self._last_checkpoint_wall = 0
@@ -123,12 +159,26 @@ class LineSession:
         self.outbox_count = ledger.pending_count(self.line)  # kept in memory: checked on every accept
         self._max_local = ledger.max_outbox_local()
 
-    # -- key lookup for verification -----------------------------------------------------------
-    def _lookup(self, sender: str, key_id: str) -> bytes:
-        try:
-            return self.keyring[sender][key_id]
-        except KeyError:
-            raise UnknownKeyError(f"envelope signed with key {key_id}, which is not certified for this line") from None
+    def _seen_of(self, station: str, seq: int) -> int:
+        """The ``seen`` seq of ``station``'s envelope at ``seq`` as stored (0 for none)."""
+        if seq == 0:
+            return 0
+        raw = self.ledger.raw_envelope(self.line, station, seq)
+        header = canonical.decode_object(split(raw).header_bytes, "envelope header")
+        seen = header["seen"]["seq"]
+        assert isinstance(seen, int)
+        return seen
+
+    @property
+    def _our_tail(self) -> ChainHead:
+        tail = self.gate.tails[self.us]
+        return ChainHead(seq=tail.seq, id=tail.id)
+
+    @property
+    def _their_tail(self) -> ChainHead:
+        """The peer's chain including verified-but-unstored envelopes."""
+        tail = self.gate.tails[self.peer]
+        return ChainHead(seq=tail.seq, id=tail.id)
 
     # -- transport-facing ------------------------------------------------------------------------
     def path_up(self, path: str, now: float, wall: int) -> list[Action]:
@@ -156,6 +206,11 @@ class LineSession:
         ):  # fmt: skip
             self._checkpoint_due = True
         return out
+
+    @property
+    def has_pending(self) -> bool:
+        """Verified input waits for the next commit."""
+        return bool(self._pending.envelopes or self._pending.own or self._pending.suspects)
 
     def _watch_line(self, now: float) -> None:
         """Alarm once when no path to the peer has been up for ``line_down_alarm_seconds`` (each
@@ -286,62 +341,78 @@ class LineSession:
         return []
 
     def _on_envelope(self, seq: int, raw: bytes, wall: int) -> list[Action]:
-        try:
-            env = open_envelope(split(raw, self.limits.max_frame_bytes), self._lookup)
-            h = env.header
-            if env.body_bytes is None:
-                raise VerificationError("envelope arrived without its body: only stored copies may be redacted")
-            if h.line != self.line or h.sender != self.peer:
-                raise VerificationError("envelope names another line or sender (replayed from elsewhere?)")
-            if h.seq != self._their_tail.seq + 1 or h.prev != self._their_tail.id:
-                raise VerificationError(f"envelope seq {h.seq} does not follow seq {self._their_tail.seq}")
-            if h.seen_seq > self._our_tail.seq:
-                raise VerificationError(f"envelope claims to have seen our seq {h.seen_seq}, which we never sent")
+        try:  # our limits first (nothing changes if they refuse), then every trust rule, in the gate
             if self.disk_theirs + self._pending.bytes + len(raw) > self.limits.max_line_disk_bytes:
                 raise LimitError(
                     "the peer's envelopes on this line are at their disk limit (max_line_disk_bytes); not stored, "
                     "not receipted"
                 )
+            rawenv = split(raw, self.limits.max_frame_bytes)
+            if rawenv.body_bytes is not None and len(rawenv.body_bytes) > self.limits.max_body_bytes + BODY_OVERHEAD:
+                raise LimitError(
+                    f"envelope body is {len(rawenv.body_bytes)} bytes, over this station's limit (max_body_bytes "
+                    f"{self.limits.max_body_bytes}); not stored, not receipted"
+                )
+            env = self.gate.accept_envelope(rawenv, sender=self.peer)
         except RedlineError as exc:
             self.alarm("alarm", f"refused envelope seq {seq} from {self.record.peer_name}: {exc}")
             return self._run(self.link.rejected(seq, str(exc)), wall)
         self._pending.envelopes.append(env)
         self._pending.bytes += len(raw)
-        self._their_tail = ChainHead(seq=h.seq, id=env.id)
-        if h.kind in OPERATIONAL_KINDS:
+        if env.header.kind in OPERATIONAL_KINDS:
             self._checkpoint_due = True
+        self._recover_waiting()
         return []
 
     def _on_own(self, seq: int, raw: bytes) -> list[Action]:
+        """One of our own envelopes, returned by the peer after this store lost it. It may have
+        seen envelopes of the peer this store lost too: it waits (bounded by the link's recovery
+        window) until the gate holds those, so both chains are recovered in causal order."""
+        if self._own_waiting or _seen_seq(raw) > self._their_tail.seq:
+            if len(self._own_waiting) < self.limits.window:
+                self._own_waiting.append((seq, raw))
+            return []
+        self._recover_own(seq, raw)
+        return []
+
+    def _recover_own(self, seq: int, raw: bytes) -> None:
         try:
-            env = open_envelope(split(raw), self._lookup)
-            if env.body_bytes is None:
-                raise VerificationError("returned envelope has no body")
-            if env.header.sender != self.us or env.header.line != self.line or seq != self._our_tail.seq + 1:
-                raise VerificationError("returned envelope is not the next of our own chain")
-            if env.header.prev != self._our_tail.id:
-                raise VerificationError("returned envelope does not extend our chain")
+            env = self.gate.accept_envelope(raw, sender=self.us)
         except RedlineError as exc:
             self.alarm("alarm", f"could not recover our envelope seq {seq} from the peer: {exc}")
-            return []
+            return
         self._pending.own.append(env)
-        self._our_tail = ChainHead(seq=seq, id=env.id)
-        return []
+
+    def _recover_waiting(self) -> None:
+        while self._own_waiting and _seen_seq(self._own_waiting[0][1]) <= self._their_tail.seq:
+            self._recover_own(*self._own_waiting.pop(0))
 
     def _on_suspect(self, seq: int, raw: bytes, wall: int) -> list[Action]:
         rawenv = split(raw)
         if self.ledger.has_id(self.line, rawenv.id) or any(e.id == rawenv.id for e in self._pending.envelopes):
             return []  # a copy of what we hold: dropped before any signature check
+        held = self._held_raw(seq)
+        if held is None:
+            return []  # beyond what we hold: not a conflict, just early; it will come again in order
         try:
-            env = open_envelope(rawenv, self._lookup)
-            if env.header.line != self.line or env.header.sender != self.peer:
-                raise VerificationError("envelope names another line or sender")
+            _, env = self.gate.check_equivocation(held, raw)
+            if env.header.sender != self.peer:
+                raise WrongSenderError("envelope names another sender")
         except RedlineError as exc:
             return self._run(self.link.rejected(seq, str(exc)), wall)
         # A second validly signed envelope at a seq we hold or are about to store: keep it and let
         # the ledger judge it after this batch's envelopes are in (it may still be pending here).
         self._pending.suspects.append(env)
         return []
+
+    def _held_raw(self, seq: int) -> bytes | None:
+        """The peer's envelope we hold at ``seq``: stored, or verified and waiting for this commit."""
+        for env in self._pending.envelopes:
+            if env.seq == seq:
+                return env.encode()
+        if self.ledger.envelope_id(self.line, self.peer, seq) is None:
+            return None
+        return self.ledger.raw_envelope(self.line, self.peer, seq)
 
     def _equivocated(self, exc: EquivocationError) -> list[Action]:
         """Both kept as evidence; this direction halts; both ends alarm (we tell the peer)."""
@@ -357,11 +428,7 @@ class LineSession:
             peek = Receipt.peek(signed)
             if peek.seq <= self.receipted_seq:
                 return []  # a copy (another path) or an older receipt: nothing new, not verified
-            receipt = Receipt.open(signed, self._lookup(self.peer, peek.key))
-            if receipt.line != self.line or receipt.by != self.peer or receipt.of != self.us:
-                raise VerificationError("receipt is for another line or station")
-            if receipt.seq > self._our_tail.seq:
-                raise VerificationError(f"receipt for our seq {receipt.seq}, which we never signed")
+            receipt = self.gate.accept_receipt(signed, by=self.peer)
         except RedlineError as exc:
             self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
             return []
@@ -412,46 +479,36 @@ class LineSession:
             peek = Checkpoint.peek(signed)
             if peek.by == self.us:
                 return self._adopt_own_proposal(signed)
-            cp = Checkpoint.open(signed, self._lookup(self.peer, peek.key))
+            if peek.by != self.peer:
+                raise WrongSenderError("checkpoint proposal from a station that is not our peer")
+            Checkpoint.open(signed, self.gate.key(self.peer, peek.key))
             last = self.ledger.last_checkpoint(self.line)
-            if last and cp.n <= last[0]:
+            if last and peek.n <= last[0]:
                 # The proposer lost what we countersigned (it restarted before our COSIGN arrived):
                 # give it back checkpoint n, its own proposal and our cosign, instead of refusing.
-                stored = next((c for c in self.ledger.checkpoints(self.line) if c[0] == cp.n), None)
+                stored = next((c for c in self.ledger.checkpoints(self.line) if c[0] == peek.n), None)
                 if stored is not None:
                     return [*self.link.send_raw(FrameType.CHECKPOINT, stored[1].encode(), path),
                             *self.link.send_raw(FrameType.COSIGN, stored[2].encode(), path)]  # fmt: skip
-            if cp.line != self.line or cp.by != self.peer:
-                raise CheckpointError("checkpoint proposal is for another line or from another station")
-            if cp.n != (last[0] + 1 if last else 1) or cp.prev != (last[1].digest(Checkpoint.DOMAIN) if last else None):
-                raise CheckpointError(f"checkpoint {cp.n} does not extend our last checkpoint")
-            prev_cp = Checkpoint.peek(last[1]) if last else None
-            for head in cp.heads:
-                held = self.ledger.head(self.line, head.station)[0]
-                if head.size > held:
-                    raise CheckpointError(f"checkpoint covers {head.size} envelopes of a chain we hold {held} of")
-                if self.ledger.log(self.line, head.station).root(head.size).hex() != head.root:
-                    raise CheckpointError("checkpoint tree head does not match the chain we hold: split view")
-                if prev_cp and head.size < prev_cp.head(head.station).size:
-                    raise CheckpointError("checkpoint shrinks a chain")
+            cp = self.gate.check_proposal(signed)
         except RedlineError as exc:
             self.alarm("alarm", f"refused to countersign a checkpoint: {exc}")
             return []
         cosign = Cosign(
             line=self.line, checkpoint=signed.digest(Checkpoint.DOMAIN), by=self.us, key=self.keys.key_id, time=wall
         ).sign(self.keys.signing)
+        self.gate.accept_checkpoint(signed, cosign)
         self._store_checkpoint(cp.n, signed, cosign)
         return [*self.link.send_raw(FrameType.COSIGN, cosign.encode(), path)]
 
     def _adopt_own_proposal(self, signed: Signed) -> list[Action]:
         """The peer returned a proposal of ours it countersigned: make it our outstanding one, so
         the COSIGN that follows completes it (after we lost it in a restart)."""
-        cp = Checkpoint.open(signed, self._lookup(self.us, Checkpoint.peek(signed).key))
-        last = self.ledger.last_checkpoint(self.line)
-        if cp.line == self.line and cp.n == (last[0] + 1 if last else 1) and cp.prev == (
-            last[1].digest(Checkpoint.DOMAIN) if last else None
-        ):
-            self._proposal = signed
+        try:
+            if self.gate.check_proposal(signed).by == self.us:
+                self._proposal = signed
+        except RedlineError:
+            pass  # not the next checkpoint here (already stored, or stale): nothing to adopt
         return []
 
     def _on_cosign(self, raw: bytes) -> list[Action]:
@@ -463,9 +520,9 @@ class LineSession:
             last = self.ledger.last_checkpoint(self.line)
             if last is not None and peek.checkpoint == last[1].digest(Checkpoint.DOMAIN):
                 return []  # the copy from the other path, over a checkpoint already stored
-            cs = Cosign.open(signed, self._lookup(self.peer, peek.key))
-            if cs.checkpoint != self._proposal.digest(Checkpoint.DOMAIN) or cs.by != self.peer:
-                raise CheckpointError("countersignature is not over our outstanding proposal")
+            if peek.by != self.peer:
+                raise WrongSenderError("countersignature from a station that is not our peer")
+            self.gate.accept_checkpoint(self._proposal, signed)
         except RedlineError as exc:
             self.alarm("warning", f"refused a checkpoint countersignature: {exc}")
             return []
@@ -498,8 +555,6 @@ class LineSession:
                     self.ledger.append(env, wall)
                 except EquivocationError as exc:
                     out += self._equivocated(exc)
-                except StorageError:
-                    pass  # beyond what we hold: not a conflict, just early; it will come again in order
             if pending.envelopes:
                 last = pending.envelopes[-1]
                 self.link.stored(ChainHead(seq=last.seq, id=last.id))
@@ -570,13 +625,13 @@ class LineSession:
                 seen_seq=self._their_tail_stored().seq, seen_id=self._their_tail_stored().id, lang=self.lang,
                 content=item.content, salt=os.urandom(16),
             )  # fmt: skip
+            self.gate.accept_sealed(env)
             self.ledger.append(env, wall)
             self.on_stored(env, True, wall)
             self.disk_ours += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             self._watch_disk(self.us, self.disk_ours)
             self.ledger.mark_signed(item.local, env.seq, env.id)
             self.outbox_count -= 1
-            self._our_tail = ChainHead(seq=env.seq, id=env.id)
             self.link.signed(self._our_tail)
             out += self.link.send_envelope(env.seq, env.encode())
             if env.kind in OPERATIONAL_KINDS:
@@ -626,6 +681,16 @@ class LineSession:
                 for p, s in self.paths.items()
             },
         }
+
+
+def _seen_seq(raw: bytes) -> int:
+    """The ``seen`` seq an envelope claims, read without trusting it (the gate checks it)."""
+    try:
+        seen = canonical.decode_object(split(raw).header_bytes, "envelope header").get("seen")
+    except RedlineError:
+        return 0
+    value = seen.get("seq") if isinstance(seen, dict) else 0
+    return value if isinstance(value, int) else 0
 
 
 def _seq_of(raw: bytes) -> int:

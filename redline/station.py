@@ -290,6 +290,8 @@ class Station:
                 continue
             self._wake_receipt_waiters(session)
             await self._perform(session, actions)
+            if session.has_pending:  # recovery handed over more in this flush: store it now
+                self._schedule_flush()
 
     def _storage_failed(self, session: LineSession, exc: StorageError) -> None:
         """A write failed (disk full, I/O error): that transaction stored, receipted and sent nothing.

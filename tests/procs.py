@@ -10,9 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from redline.config import Limits
 from redline.home import StationDir
 from redline.station import call
 
@@ -145,8 +147,11 @@ async def paired_stations(root: Path, *, relays: bool = True) -> tuple[StationPr
     eucom, ndmc = StationDir(root / "eucom"), StationDir(root / "ndmc")
     listen = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
     advertise = [f"127.0.0.1:{p[4]}", f"127.0.0.1:{p[5]}"] if relays else []
-    eucom.init(name="EUCOM", lang="en", listen=listen, advertise=advertise)
-    ndmc.init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"])
+    # The scheduled line test is set twelve hours away from now, so a test that moves the clock a
+    # few minutes never runs into one by the time of day it happens to run at.
+    far = Limits(test_times_utc=((datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M"),))
+    eucom.init(name="EUCOM", lang="en", listen=listen, advertise=advertise, limits=far)
+    ndmc.init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"], limits=far)
     rs = [Relay(p[4], p[0]), Relay(p[5], p[1])] if relays else []
     for r in rs:
         await r.start()

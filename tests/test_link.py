@@ -693,9 +693,14 @@ def test_rejected_envelope_resets_and_closes_every_path() -> None:
 # -- heads that disagree ------------------------------------------------------------------------
 def test_peer_holding_more_of_our_chain_starts_recovery_and_blocks_signing() -> None:
     """Restored backup: we hold our chain to 2, the peer holds it to 5. We sign nothing until
-    3..5 came back; the peer's own envelopes meanwhile wait (they may name our seqs 3..5)."""
+    3..5 came back; the peer's own envelopes meanwhile wait while they name our seqs we do not
+    hold again, and are handed over, in order, as soon as we do (causal order, both chains)."""
     a_env = chain(A_SIGN, A, 5)
-    (b1,) = chain(B_SIGN, B, 1)
+    b1 = seal(
+        B_SIGN, line=LINE, sender=B, key=identity.key_id(B_SIGN.verify_key.encode()), seq=1, sent_at=WALL,
+        kind="TEXT", prio="ROUTINE", prev=None, seen_seq=4, seen_id=a_env[3].id, lang="en",
+        content={"text": "saw EUCOM 4"}, salt=bytes(16),
+    )  # fmt: skip
     d = duo(a_our=head(a_env[1]), b_their=head(a_env[4]))
     d.up()
     d.route("b", d.b.path_up("p1", d.now, d.wall))  # a second path: one recovery only
@@ -704,14 +709,15 @@ def test_peer_holding_more_of_our_chain_starts_recovery_and_blocks_signing() -> 
     assert d.of("a", ev.Synced) == []
     assert not d.a.synced and not d.a.can_send()
     assert d.of("b", ev.GapRequest) == [ev.GapRequest(path="p0", station=A, from_seq=3, to_seq=5)]
-    # Our own envelopes come back as OwnEnvelopeIn; the peer's are held.
+    # Our own envelopes come back as OwnEnvelopeIn; the peer's wait while they name our seq 4.
     assert d.a.receive("p0", env_frame(b1), d.now, d.wall) == []
     assert d.a.receive("p0", env_frame(a_env[2]), d.now, d.wall) == [ev.OwnEnvelopeIn(seq=3, raw=a_env[2].encode())]
     assert d.a.receive("p0", env_frame(a_env[4]), d.now, d.wall) == [ev.OwnEnvelopeIn(seq=5, raw=a_env[4].encode())]
-    assert d.a.signed(head(a_env[3])) == []
+    assert d.a.signed(head(a_env[2])) == []  # we hold seq 3 again: the peer's seq 1 still waits
+    assert d.a.signed(head(a_env[3])) == [ev.EnvelopeIn(seq=1, raw=b1.encode())]  # seq 4: now it may go
     assert not d.a.can_send()
     out = d.a.signed(head(a_env[4]))
-    assert out == [ev.Synced(), ev.EnvelopeIn(seq=1, raw=b1.encode())]
+    assert out == [ev.Synced()]
     assert d.a.synced and d.a.can_send()
     # Once recovered, copies of our own envelopes are late copies again.
     assert d.a.receive("p0", env_frame(a_env[3]), d.now, d.wall) == []

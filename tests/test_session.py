@@ -590,7 +590,7 @@ def test_envelope_signed_by_an_unpaired_key_is_refused(sp: SessionPair) -> None:
     env = forge(sp, seq=2, text="rogue", signer=rogue, key_id=identity.key_id(rogue.verify_key.encode()))
     inject(sp, "b", env.encode())
     assert heads(sp) == before and not sp.b.ledger.has_id(sp.line, env.id)
-    assert any(who == "b" and "not certified" in text for who, _, text in alarms(sp))
+    assert any(who == "b" and "never certified" in text for who, _, text in alarms(sp))
     assert sp.b.ledger.equivocations(sp.line) == [] and not sp.b.status()["halted"]
 
 
@@ -612,7 +612,7 @@ def test_envelope_that_does_not_extend_the_chain_is_refused(sp: SessionPair) -> 
     env = forge(sp, seq=2, text="spliced", prev="ab" * 32)
     inject(sp, "b", env.encode())
     assert heads(sp) == before
-    assert any(who == "b" and "does not follow" in text for who, _, text in alarms(sp))
+    assert any(who == "b" and "does not name the previous envelope" in text for who, _, text in alarms(sp))
 
 
 # -- bad input from our own side --------------------------------------------------------------------

@@ -310,6 +310,11 @@ class Ledger:
             self._logs[key] = log
         return self._logs[key]
 
+    def envelope_id(self, line: str, sender: str, seq: int) -> str | None:
+        row = self._db.execute("SELECT id FROM envelopes WHERE line=? AND sender=? AND seq=?", (line, sender, seq))
+        found = row.fetchone()
+        return str(found[0]) if found else None
+
     def has_id(self, line: str, envelope_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM envelopes WHERE line=? AND id=?", (line, envelope_id)).fetchone()
         return row is not None

@@ -190,12 +190,15 @@ class Link:
     def signed(self, head: ChainHead) -> list[Output]:
         """Our chain grew (a new envelope, or one recovered from the peer)."""
         self.our_head = head
-        if self.recover_to and head.seq < self.recover_to and head.seq >= self._own_hi and self._recover_path:
-            return self._ask_recovery(self._recover_path)  # the peer capped its answer: ask for the rest
+        out: list[Output] = []
+        if self.recover_to and head.seq < self.recover_to:
+            out += self._release()
+            if head.seq >= self._own_hi and self._recover_path:
+                out += self._ask_recovery(self._recover_path)  # the peer capped its answer: ask for the rest
+            return out
         if self.recover_to and head.seq >= self.recover_to:
             self.recover_to = 0
             self._recover_path = None
-            out: list[Output] = []
             if self._open_paths():
                 self.synced = True
                 out.append(Synced())
@@ -378,10 +381,11 @@ class Link:
             return [SuspectDuplicate(seq=seq, raw=raw)]
         if self.recover_to:
             # Our own chain is being recovered from the peer: its envelopes may name our seqs we
-            # do not hold yet, so hold them until ``signed`` ends the recovery (guarantee 2).
+            # do not hold yet, so each is held until we do (and ours may name its seqs: both
+            # chains come back in causal order, guarantee 2).
             if seq not in self._buffer:
                 self._hold(seq, raw)
-            return []
+            return self._release()
         if seq > self.next_in:
             out: list[Output] = []
             self._hold(seq, raw)
@@ -398,6 +402,22 @@ class Link:
         # Copies of already-delivered seqs may linger in the buffer; drop them.
         for s in [s for s in self._buffer if s < self.next_in]:
             del self._buffer[s]
+        return out
+
+    def _release(self) -> list[Output]:
+        """While recovering: hand over the peer's held envelopes, in order, that name only seqs of
+        ours we hold again."""
+        out: list[Output] = []
+        while self.next_in in self._buffer:
+            raw = self._buffer[self.next_in]
+            try:
+                seen = json.loads(split(raw).header_bytes).get("seen", {}).get("seq", 0)
+            except (RedlineError, ValueError, AttributeError):
+                seen = 0  # malformed: let the station refuse it
+            if _int(seen) and seen > self.our_head.seq:
+                break
+            del self._buffer[self.next_in]
+            out.append(self._deliver(self.next_in, raw, split(raw).id))
         return out
 
     def _hold(self, seq: int, raw: bytes) -> None:
