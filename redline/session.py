@@ -426,7 +426,7 @@ class LineSession:
         try:
             signed = Signed.decode(raw)
             peek = Receipt.peek(signed)
-            if peek.seq <= self.receipted_seq:
+            if peek.of == self.us and peek.seq <= self.receipted_seq:
                 return []  # a copy (another path) or an older receipt: nothing new, not verified
             receipt = self.gate.accept_receipt(signed, by=self.peer)
         except RedlineError as exc:
