@@ -282,6 +282,36 @@ def test_peer_multipolygon_of_many_small_parts_is_counted_before_it_is_built(mon
     assert "max_notice_points" in line.a.ops.refused[0][1]
 
 
+def strip(lon: float, points: int = 2000) -> dict[str, Any]:
+    """A long thin area, 0.005 degree wide and 2.5 degrees tall, given by ``points`` positions."""
+    half = points // 2
+    side = [[f"{lon:.7f}", f"{40 + k * 2.5 / half:.7f}"] for k in range(half)]
+    other = [[f"{lon + 0.005:.7f}", y] for _, y in reversed(side)]
+    area = {"type": "Polygon", "coordinates": [[*side, *other, side[0]]]}
+    return {**polygon_notice(0, 0, 10, margin_m=100_000), "area": area}
+
+
+def test_peer_notices_drawn_as_parallel_strips_are_measured_through_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long strips side by side, each within the others' margin but apart: measured whole, every
+    pair compared every segment of one with every segment of the other (20 ms a pair, seconds per
+    notice on a full board). Every nearest-point search now runs on prepared (indexed) edges and
+    no whole-polygon distance is taken; the conflicts found are the same."""
+    calls: list[bool] = []
+    real = notices_mod.shapely.shortest_line
+
+    def shortest_line(a: Any, b: Any, **kw: Any) -> Any:
+        calls.append(bool(notices_mod.shapely.is_prepared(a)))
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(notices_mod.shapely, "shortest_line", shortest_line)
+    monkeypatch.setattr(notices_mod.shapely, "distance", lambda *a, **kw: pytest.fail("a whole-area distance"))
+    line = Line()
+    for i in range(12):
+        line.file(line.b, "NOTICE", strip(20.0 + i * 0.01, 1998))
+    assert len(line.a.ops.board) == 12 and line.a.ops.board.conflict_count() == 66  # every pair: 0.5 km apart
+    assert calls and all(calls)
+
+
 def test_our_operator_cannot_file_a_notice_over_the_point_limit() -> None:
     ops = Line().a.ops
     with pytest.raises(Exception, match=r"more than 2000 points.*max_notice_points"):

@@ -190,7 +190,7 @@ class LineOps:
             return self._notice_detail(notice)
         offset = max(0, offset)
         limit = min(max(1, limit), NOTICES_PAGE_MAX)
-        conflicts = self.board.conflicts()[offset : offset + limit]
+        conflicts = self.board.conflicts_page(offset, limit)
         return {
             "total": len(self.board),
             "offset": offset,

@@ -27,7 +27,8 @@ points are found in the plane tangent to the WGS84 ellipsoid at the midpoint of 
 (an orthographic view through ECEF coordinates), re-centred until the centre moves less than 0.01
 degree (one or two rounds, at most four). Edges are first densified to 0.05 degree, because a straight
 lon/lat edge curves slightly in the plane (the chord stays within about 1 m). A disc's distance is its
-centre's distance minus the radius, exactly. Measured against Vincenty's inverse formula on the
+centre's distance minus the radius, exactly. Nearest points are searched on the areas' prepared
+(indexed) rings, not their whole polygons, so the cost grows like n log n, not n x m, in the points. Measured against Vincenty's inverse formula on the
 ellipsoid (tests/test_notices.py, and a sweep to 400 km): under 0.002 % for nearest points up to
 100 km apart and under 0.02 % up to 400 km, at any latitude up to 85 degrees. The error is a shortfall
 of about (d / R)**2 / 24, so it errs towards reporting a conflict. A local *equirectangular*
@@ -809,16 +810,17 @@ def _separation(a: _Shape, b: _Shape, limit: float) -> tuple[float, tuple[LonLat
     scale = np.array([_M_PER_DEG_LON_EQ_MIN * math.cos(reach * _RAD), _M_PER_DEG_LAT_MIN])
     sa, sb = shapely.transform([ga, gb], lambda c: c * scale)
     radii = a.radius_m + b.radius_m
-    if shapely.distance(sa, sb) * (1 - 1e-3) - 2.0 - radii > limit:
+    shapely.prepare(sa)
+    if not shapely.dwithin(sa, sb, (limit + 2.0 + radii) / (1 - 1e-3)):
         return None
     # First centre: the middle of the nearest points in that scaled view; then re-centre the tangent
     # plane on the middle of its own nearest points until it moves less than 0.01 degree (about 1 km:
     # a plane centred that close measures the gap to well under a metre).
-    (u1, v1), (u2, v2) = shapely.get_coordinates(shapely.shortest_line(sa, sb)).tolist()
+    (u1, v1), (u2, v2) = shapely.get_coordinates(shapely.shortest_line(_edges(sa), _edges(sb))).tolist()
     plane = _Plane((u1 + u2) / 2 / scale[0], (v1 + v2) / 2 / scale[1])
     for _ in range(4):
         pa, pb = shapely.transform([ga, gb], plane.forward)
-        (x1, y1), (x2, y2) = shapely.get_coordinates(shapely.shortest_line(pa, pb)).tolist()
+        (x1, y1), (x2, y2) = shapely.get_coordinates(shapely.shortest_line(_edges(pa), _edges(pb))).tolist()
         lon0, lat0 = plane.point((x1 + x2) / 2, (y1 + y2) / 2)
         if abs(lon0 - plane.lon0) < 0.01 and abs(lat0 - plane.lat0) < 0.01:
             break
@@ -833,6 +835,16 @@ def _separation(a: _Shape, b: _Shape, limit: float) -> tuple[float, tuple[LonLat
     )
     (lon1, lat1), (lon2, lat2) = ends.tolist()
     return gap, ((lon1, lat1), (lon2, lat2))
+
+
+def _edges(geom: Any) -> Any:
+    """Where the nearest points of two areas apart lie: a disc's centre, a polygon's rings. Prepared,
+    so GEOS finds them through an index of the segments: measuring two polygons whole compares every
+    segment of one with every segment of the other (20 ms for two long 2,000-point strips side by
+    side, against 0.04 ms this way), which a peer could choose its areas to make the common case."""
+    edges = geom if geom.geom_type == "Point" else shapely.boundary(geom)
+    shapely.prepare(edges)
+    return edges
 
 
 def _overlaps(a: Notice, b: Notice) -> bool:
@@ -1095,6 +1107,11 @@ class NoticeBoard:
         """Every current conflict (or those involving ``ref``), sorted by the pair of refs."""
         keys = self._involved.get(ref, set()) if ref is not None else self._conflicts.keys()
         return [self._conflicts[k] for k in sorted(keys)]
+
+    def conflicts_page(self, offset: int, limit: int) -> list[Conflict]:
+        """``conflicts()[offset : offset + limit]`` without sorting them all (a page of a big board)."""
+        keys = heapq.nsmallest(offset + limit, self._conflicts.keys())[offset:]
+        return [self._conflicts[k] for k in keys]
 
     def check(self, notice: Notice, *, replacing: str | None = None) -> list[Conflict]:
         """The conflicts ``notice`` would have, without changing the board (e.g. before filing it)."""
