@@ -504,6 +504,17 @@ def test_roster_tricks_are_refused_whole() -> None:
         parse_roster(twice)
 
 
+def test_our_own_roster_over_the_limit_is_refused_but_counts_as_published() -> None:
+    """Both ends refuse it alike; our side still records it as published, so the station (which
+    publishes whenever its users differ from the last ROSTER) does not publish it on every tick."""
+    line = Line(limits=replace(QUIET, max_roster_people=2))
+    people = [DUTY_EUCOM.person, officer("Two", "duty").person, officer("Three", "duty").person]
+    line.file(line.a, "ROSTER", roster_content(people))
+    assert line.a.ops.person_roster() == {p.name: p for p in people}
+    for side in (line.a, line.b):
+        assert side.ops.pins[side is line.a].people == {} and "max_roster_people" in side.ops.refused[0][1]
+
+
 def test_peer_cannot_pin_more_people_than_the_limit_by_rotating_names() -> None:
     """Pins are never dropped, so new names in roster after roster would grow them without end:
     past ``max_roster_people`` in all, new names are not pinned (and alarmed)."""

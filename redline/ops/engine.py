@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redline.config import Limits
-from redline.errors import NoticeBoardError, RedlineError
+from redline.errors import NoticeBoardError, RedlineError, SchemaError
 from redline.ops.calls import Calls
 from redline.ops.flash import FlashTracker
 from redline.ops.linetests import LineTests
@@ -112,8 +112,13 @@ class LineOps:
         """A ROSTER pins each new person's key; it cannot change or drop a pinned one (refused for
         that person, alarmed naming them); a role change is taken and alarmed."""
         whose = "our" if e.ours else "the peer's"
+        most = self.limits.max_roster_people
         try:
-            published = parse_roster(e.content, max_people=self.limits.max_roster_people)
+            published = parse_roster(e.content, max_people=None if e.ours else most)
+            if e.ours:  # as published: the station compares its users with it, so it publishes once
+                self.rosters[True] = published
+            if len(published) > most:
+                raise SchemaError(f"ROSTER lists {len(published)} people; at most {most} (max_roster_people)")
         except RedlineError as exc:
             self._refuse(e, str(exc))
             out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {exc}", e.stored_at)

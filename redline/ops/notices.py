@@ -28,8 +28,9 @@ points are found in the plane tangent to the WGS84 ellipsoid at the midpoint of 
 degree (one or two rounds, at most four). Edges are first densified to 0.05 degree, because a straight
 lon/lat edge curves slightly in the plane (the chord stays within about 1 m). A disc's distance is its
 centre's distance minus the radius, exactly. Nearest points are searched on the areas' prepared
-(indexed) rings, not their whole polygons, so the cost grows like n log n, not n x m, in the points. Measured against Vincenty's inverse formula on the
-ellipsoid (tests/test_notices.py, and a sweep to 400 km): under 0.002 % for nearest points up to
+(indexed) rings, not their whole polygons, so the cost grows like n log n, not n x m, in the points.
+Measured against Vincenty's inverse formula on the ellipsoid (tests/test_notices.py, and a sweep
+to 400 km): under 0.002 % for nearest points up to
 100 km apart and under 0.02 % up to 400 km, at any latitude up to 85 degrees. The error is a shortfall
 of about (d / R)**2 / 24, so it errs towards reporting a conflict. A local *equirectangular*
 projection was tried first and dropped: it draws meridians parallel, so the gap between two areas
