@@ -87,6 +87,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from redline.errors import NoticeBoardError, NoticeError
@@ -438,6 +439,8 @@ def _parse_area(area: object, radius_m: int) -> _Shape:
     if coords is None:
         raise NoticeError("area has no coordinates")
     normal: Any
+    geom: BaseGeometry
+    display: BaseGeometry
     if kind == "Point":
         if radius_m <= 0:
             raise NoticeError("Point needs radius_m > 0 (the radius of the area around the point, in metres)")
