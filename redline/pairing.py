@@ -162,9 +162,10 @@ class Party:
         try:
             signing = self.signing_cert.verify(self.root)
             tls = self.tls_cert.verify(self.root)
-        except RedlineError as exc:
+            spki = identity.spki_hash(self.tls_der)
+        except (RedlineError, ValueError) as exc:  # ValueError: certificate bytes that are not DER
             raise PairingError(f"the other station's key certificates do not verify: {exc}") from exc
-        if signing.role != "signing" or tls.role != "tls" or tls.key != identity.spki_hash(self.tls_der):
+        if signing.role != "signing" or tls.role != "tls" or tls.key != spki:
             raise PairingError("the other station's TLS certificate is not the one its root certified")
         return identity.fingerprint(self.root)
 
@@ -222,11 +223,15 @@ def reveal_message(invite: Invite, me: Party) -> dict[str, Any]:
 def check_reveal(token: Token, msg: dict[str, Any]) -> tuple[Party, bytes, str]:
     """Joiner side: check the REVEAL against the token's commitment and fingerprint."""
     if msg.get("step") == "error":
-        raise PairingError(f"the inviting station refused: {msg.get('message')}")
+        raise PairingError(f"the inviting station refused: {str(msg.get('message'))[:500]}")
+    if msg.get("step") != "reveal":
+        raise PairingError("the inviting station's answer is not a REVEAL")
     try:
         nonce, line = bytes.fromhex(msg["nonce"]), str(msg["line"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PairingError("the inviting station's answer is malformed") from exc
+    if len(nonce) != 32:
+        raise PairingError("the inviting station's nonce must be 32 bytes")
     if not identity.HEX32.match(line) or commitment(nonce, line) != token.commit:
         raise PairingError("the inviting station's nonce does not match its commitment: do not trust this pairing")
     party = Party.from_obj(msg.get("party"))

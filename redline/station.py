@@ -574,7 +574,7 @@ class Station:
                 host, 0, server_cert=self.home.keys / "tls.crt", server_key=self.home.keys / "tls.key",
                 on_connection=self._pair_inbound, limits=self.limits,
             )  # fmt: skip
-        host, _ = parse_hostport(self.config.listen[0])
+        host, _ = parse_hostport(self.config.addresses[0])  # where the joiner can reach us (advertised)
         inv, token = pairing.new_invite(
             name=self.config.name, addrs=self.config.addresses, pair_addr=f"{host}:{self._pair_server.port}",
             station=self.keys.fingerprint, spki=identity.spki_hash(self.keys.tls_cert_der), now=self.wall(),
@@ -597,7 +597,7 @@ class Station:
             self._add_line(inv.line, party, peer_fp, code, we_invited=True)
             await conn.send(_pair_encode(pairing.reveal_message(inv, self._party())))
             self.alarm(inv.line, "info", f"paired with {party.name}; safety code {code}: compare it by voice")
-        except (PairingError, TimeoutError) as exc:
+        except (RedlineError, TimeoutError) as exc:  # a bad JOIN never kills the handler silently
             with contextlib.suppress(RedlineError):
                 await conn.send(_pair_encode({"step": "error", "message": str(exc)}))
             log.warning("pairing refused: %s", exc)

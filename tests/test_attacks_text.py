@@ -408,3 +408,28 @@ def test_sigterm_of_a_station_is_clean(tmp_path: Path) -> None:
         assert proc.proc.wait(timeout=15) == 0
 
     asyncio.run(main())
+
+
+def test_pairing_party_with_certificate_bytes_that_are_not_der_is_refused_cleanly(tmp_path: Path) -> None:
+    """A joiner holding a token sends garbage where its TLS certificate goes: a PairingError the
+    inviter answers with an error frame, not a crashed handler."""
+    d = StationDir(tmp_path / "st")
+    keys = d.init(name="NDMC", lang="ru", listen=["127.0.0.1:7401"])
+    party = pairing.Party(
+        root=keys.root_public, signing_cert=keys.signing_cert, tls_cert=keys.tls_cert, tls_der=b"not a certificate",
+        name="NDMC", lang="ru", addrs=("127.0.0.1:7401",),
+    )  # fmt: skip
+    with pytest.raises(PairingError, match="do not verify"):
+        party.check()
+    assert pairing.Party(**{**party.__dict__, "tls_der": keys.tls_cert_der}).check() == keys.fingerprint
+
+
+def test_a_reveal_that_is_not_a_reveal_is_refused() -> None:
+    token = pairing.Token(
+        id="ab" * 8, name="EUCOM", addrs=("127.0.0.1:1",), pair_addr="127.0.0.1:2", station="00" * 32,
+        spki="00" * 32, secret=b"\x00" * 16, commit="00" * 32, expires=0,
+    )  # fmt: skip
+    join = {"step": "join", "nonce": "00" * 32, "line": "00" * 16}
+    for msg in (join, {"step": "reveal", "nonce": "00", "line": "1"}):
+        with pytest.raises(PairingError):
+            pairing.check_reveal(token, msg)
