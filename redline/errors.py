@@ -153,6 +153,19 @@ class StorageError(RedlineError):
     """The ledger refused or failed an operation; the store is unchanged."""
 
 
+class NotFoundError(RedlineError):
+    """Asked for something this station does not hold (a line, an envelope, an outbox entry)."""
+
+
+class LineNotFoundError(NotFoundError):
+    """No line matches the id, id prefix or peer name given (or more than one does)."""
+
+
+class OutOfOrderError(RedlineError):
+    """The ledger was asked to store an envelope that is not the next of its chain: a bug above it
+    (the gate accepts only the next one), refused before anything was written."""
+
+
 class SchemaVersionError(StorageError):
     """The store was written by a newer (or unknown) redline; we will not touch it."""
 

@@ -20,7 +20,14 @@ import pytest
 
 from redline import identity, merkle
 from redline.envelope import Envelope, open_envelope, seal
-from redline.errors import EquivocationError, MerkleError, SchemaVersionError, StorageError
+from redline.errors import (
+    EquivocationError,
+    MerkleError,
+    NotFoundError,
+    OutOfOrderError,
+    SchemaVersionError,
+    StorageError,
+)
 from redline.ledger.model import SCHEMA_VERSION
 from redline.ledger.sqlite import Ledger, leaf_of
 
@@ -243,7 +250,7 @@ def test_seq_gap_is_refused_and_nothing_is_stored(ledger: Ledger, path: Path) ->
     envs = chain(4)
     ledger.append(envs[0], T0)
     ledger.append(envs[1], T0)
-    with pytest.raises(StorageError, match="seq 4 does not follow seq 2"):
+    with pytest.raises(OutOfOrderError, match="seq 4 does not follow seq 2"):
         ledger.append(envs[3], T0)
     assert stored_seqs(path) == [1, 2]
     assert rows_on_disk(path, "equivocations") == []
@@ -256,7 +263,7 @@ def test_seq_gap_is_refused_and_nothing_is_stored(ledger: Ledger, path: Path) ->
 
 def test_first_envelope_must_be_seq_one(ledger: Ledger, path: Path) -> None:
     envs = chain(2)
-    with pytest.raises(StorageError, match="seq 2 does not follow seq 0"):
+    with pytest.raises(OutOfOrderError, match="seq 2 does not follow seq 0"):
         ledger.append(envs[1], T0)
     assert stored_seqs(path) == []
 
@@ -265,7 +272,7 @@ def test_next_seq_with_a_wrong_prev_is_refused(ledger: Ledger, path: Path) -> No
     envs = chain(2)
     ledger.append(envs[0], T0)
     bad = envelope(2, hashlib.sha256(b"not the head").hexdigest())
-    with pytest.raises(StorageError, match="does not follow"):
+    with pytest.raises(OutOfOrderError, match="does not follow"):
         ledger.append(bad, T0)
     assert stored_seqs(path) == [1]
     assert ledger.head(LINE, A) == (1, envs[0].id)
@@ -323,7 +330,7 @@ def test_batch_rollback_leaves_nothing_and_caches_agree(ledger: Ledger, path: Pa
 def test_refused_append_inside_a_batch_rolls_back_the_whole_batch(ledger: Ledger, path: Path) -> None:
     envs = chain(4)
     ledger.append(envs[0], T0)
-    with pytest.raises(StorageError), ledger.batch():
+    with pytest.raises(OutOfOrderError), ledger.batch():
         ledger.append(envs[1], T0)
         ledger.append(envs[3], T0)  # a gap: refused, and the batch with it
     assert stored_seqs(path) == [1]
@@ -410,7 +417,7 @@ def test_pending_and_mark_signed(ledger: Ledger, path: Path) -> None:
     # A signed item is never re-signed under another seq.
     ledger.mark_signed(items[0].local, 9, "ab" * 32)
     assert ledger.outbox_item(items[0].local) == signed
-    with pytest.raises(StorageError, match="no outbox entry"):
+    with pytest.raises(NotFoundError, match="no outbox entry"):
         ledger.outbox_item(10_000)
     # Durable: a fresh open sees the same pending set.
     ledger.close()

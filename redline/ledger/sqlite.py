@@ -18,7 +18,15 @@ from typing import Any
 
 from redline import merkle
 from redline.envelope import Envelope
-from redline.errors import EncodingError, EquivocationError, SchemaVersionError, StorageError
+from redline.errors import (
+    EncodingError,
+    EquivocationError,
+    LineNotFoundError,
+    NotFoundError,
+    OutOfOrderError,
+    SchemaVersionError,
+    StorageError,
+)
 from redline.identity import SignedCert
 from redline.ledger import integrity
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
@@ -259,7 +267,7 @@ class Ledger:
         row = self._db.execute("SELECT record FROM lines WHERE line=?", (line,)).fetchone()
         if row is None:
             known = ", ".join(r.line[:8] for r in self.lines()) or "none"
-            raise StorageError(f"no line {line!r} at this station (lines: {known})")
+            raise LineNotFoundError(f"no line {line!r} at this station (lines: {known})")
         return LineRecord.from_obj(json.loads(row[0]))
 
     def find_line(self, prefix: str) -> LineRecord:
@@ -269,8 +277,8 @@ class Ledger:
             return matches[0]
         known = ", ".join(f"{r.line[:8]} ({r.peer_name})" for r in self.lines()) or "none yet"
         if not matches:
-            raise StorageError(f"no line matches {prefix!r}; lines at this station: {known}")
-        raise StorageError(f"{prefix!r} matches more than one line; give more of the id: {known}")
+            raise LineNotFoundError(f"no line matches {prefix!r}; lines at this station: {known}")
+        raise LineNotFoundError(f"{prefix!r} matches more than one line; give more of the id: {known}")
 
     def lines(self) -> list[LineRecord]:
         rows = self._db.execute("SELECT record FROM lines ORDER BY rowid").fetchall()
@@ -346,7 +354,7 @@ class Ledger:
                 seq=h.seq, first_id=row[0], second_id=env.id,
             )  # fmt: skip
         if h.seq != seq + 1 or h.prev != last_id:
-            raise StorageError(
+            raise OutOfOrderError(
                 f"envelope seq {h.seq} does not follow seq {seq} of station {h.sender[:16]}; it was not stored"
             )
         log = self.log(*key)
@@ -364,7 +372,7 @@ class Ledger:
             "SELECT raw FROM envelopes WHERE line=? AND sender=? AND seq=?", (line, sender, seq)
         ).fetchone()
         if row is None:
-            raise StorageError(f"no envelope seq {seq} from station {sender[:16]} on line {line[:8]}")
+            raise NotFoundError(f"no envelope seq {seq} from station {sender[:16]} on line {line[:8]}")
         return bytes(row[0])
 
     def raw_envelopes(self, line: str, sender: str, after: int = 0, limit: int = -1) -> Iterator[tuple[int, bytes]]:
@@ -467,7 +475,7 @@ class Ledger:
     def outbox_item(self, local: int) -> OutboxItem:
         items = self._outbox_where("local=?", (local,))
         if not items:
-            raise StorageError(f"no outbox entry {local}")
+            raise NotFoundError(f"no outbox entry {local}")
         return items[0]
 
     def mark_signed(self, local: int, seq: int, envelope_id: str) -> None:
