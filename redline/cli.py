@@ -31,6 +31,7 @@ from redline.bundle import (
     verify_bundle,
     write_bundle,
 )
+from redline.clock import SettableClock
 from redline.display import SafeConsole, SafeFormatter, shown, styled
 from redline.envelope import split
 from redline.errors import RedlineError
@@ -105,7 +106,11 @@ def init(
     "--http", "http_addr", default=None, metavar="HOST:PORT",
     help="Also serve the duty console and HTTP API (docs/API.md) here: plain HTTP, so loopback or behind a TLS proxy.",
 )  # fmt: skip
-def serve(station: str | None, verbose: bool, http_addr: str | None) -> None:
+@click.option(
+    "--settable-clock", is_flag=True, hidden=True,
+    help="Demo and test stations only: let the control operation 'clock' move this station's clock.",
+)  # fmt: skip
+def serve(station: str | None, verbose: bool, http_addr: str | None, settable_clock: bool) -> None:
     """Run the station: listen, dial the paired peers, keep the lines in sync."""
     handler = logging.StreamHandler()
     handler.setFormatter(SafeFormatter("%(asctime)s %(message)s"))  # peer text in a log line stays data
@@ -113,7 +118,10 @@ def serve(station: str | None, verbose: bool, http_addr: str | None) -> None:
     home = StationDir(station_path(station))
 
     async def main_() -> None:
-        st = Station(home, on_alarm=lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"))
+        st = Station(
+            home, on_alarm=lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"),
+            clock=SettableClock() if settable_clock else None,
+        )  # fmt: skip
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, st.stop)

@@ -75,10 +75,10 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
                 keys = home.init(name=name, lang=lang, listen=listen, limits=limits)
                 console.print(styled((name, "bold"), f" created: root fingerprint {keys.fingerprint[:32]}…"))
             log = open(home.path / "serve.log", "ab")  # noqa: SIM115 - lives as long as the process
-            env = {**os.environ, "REDLINE_SETTABLE_CLOCK": "1"}  # the demo replays 2022 in compressed time
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "redline", "serve", "--station", str(home.path), "--http", consoles[name]],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            procs.append(subprocess.Popen(  # --settable-clock: the demo replays 2022 in compressed time
+                [sys.executable, "-m", "redline", "serve", "--station", str(home.path), "--http", consoles[name],
+                 "--settable-clock"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             ))  # fmt: skip
         asyncio.run(_script(stations, days=days))
         e, n = stations["EUCOM"][0].path, stations["NDMC"][0].path

@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from redline import canonical, identity, pairing, persons, transport
+from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
 from redline.envelope import KINDS, PRIORITIES, Envelope, RawEnvelope, split
 from redline.errors import (
@@ -53,12 +53,10 @@ DEFAULT_PRIORITY = {"TEXT": "ROUTINE", "FLASH": "FLASH", "ACK": "FLASH", "READ":
 CONTROL_LIMIT = 16 * 1024 * 1024  # one control request line; message limits are checked after parsing
 
 
-def wall_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class Station:
-    def __init__(self, home: StationDir, *, on_alarm: Callable[[str, str, str], None] | None = None) -> None:
+    def __init__(
+        self, home: StationDir, *, on_alarm: Callable[[str, str, str], None] | None = None, clock: Clock | None = None
+    ) -> None:
         self.home = home
         home.require()
         home.check_private()
@@ -80,16 +78,17 @@ class Station:
         self._receipt_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.ops: dict[str, LineOps] = {}
         self._accepts: list[tuple[LineSession, str, str, dict[str, Any], str | None, asyncio.Future[int]]] = []
-        # Demo and test stations may run on a shifted clock (control op "clock"); real ones may not.
-        self.clock_offset_ms = 0
-        self._clock_settable = os.environ.get("REDLINE_SETTABLE_CLOCK") == "1"
+        # Injected: a demo or test station runs on a SettableClock (control op "clock"), a real one
+        # on the system clock, in-memory tests on a simulated one.
+        self.clock: Clock = clock or SystemClock()
+        self.wire_bytes: dict[tuple[str, str, str], int] = {}  # (line, path, sent|received) -> bytes, for metrics
         for record in self.ledger.lines():
             self._open_session(record)
 
     # -- sessions ----------------------------------------------------------------------------------
     def wall(self) -> int:
         """This station's clock (ms since 1970, UTC): what it claims in envelopes and runs ops on."""
-        return wall_ms() + self.clock_offset_ms
+        return self.clock.wall()
 
     def _open_session(self, record: LineRecord) -> LineSession:
         session = LineSession(
@@ -151,7 +150,8 @@ class Station:
         queue, self._alarm_queue = self._alarm_queue, []
         for line, level, text in queue:
             try:
-                log.log(logging.WARNING if level != "info" else logging.INFO, "%s: %s", line[:8], text)
+                log.log(logging.WARNING if level != "info" else logging.INFO, "%s: %s", line[:8], text,
+                        extra={"line": line, "event": "alarm", "alarm_level": level})  # fmt: skip
                 if self._on_alarm:
                     self._on_alarm(line, level, text)
             except Exception:  # a broken sink never stops storage or the line
@@ -226,19 +226,21 @@ class Station:
         self._conns[(line, path)] = conn
         reason = "connection closed"
         try:
-            await self._perform(session, session.path_up(path, time.monotonic(), self.wall()))
+            await self._perform(session, session.path_up(path, self.clock.monotonic(), self.wall()))
             while not conn.closed:
                 payload = await conn.recv()
                 # transport strips the length prefix; the sans-IO decoder wants the whole frame
                 data = len(payload).to_bytes(4, "big") + payload
-                await self._perform(session, session.receive(path, data, time.monotonic(), self.wall()))
+                self.wire_bytes[(line, path, "received")] = self.wire_bytes.get((line, path, "received"), 0) + len(data)
+                await self._perform(session, session.receive(path, data, self.clock.monotonic(), self.wall()))
                 self._wake_receipt_waiters(session)  # the peer's verified receipt is what they wait for
                 self._schedule_flush()
         except StorageError as exc:
             self._storage_failed(session, exc)
         except RedlineError as exc:
             reason = str(exc)
-            log.warning("path %s of line %s closed: %s", path, line[:8], exc)
+            log.warning("path %s of line %s closed: %s", path, line[:8], exc,
+                        extra={"line": line, "event": "path_closed"})  # fmt: skip
         finally:
             if self._conns.get((line, path)) is conn:
                 del self._conns[(line, path)]
@@ -255,11 +257,14 @@ class Station:
             if isinstance(act, Send):
                 try:
                     conn.write(act.data[4:])  # transport adds its own length prefix
+                    key = (session.line, act.path, "sent")
+                    self.wire_bytes[key] = self.wire_bytes.get(key, 0) + len(act.data)
                     touched[act.path] = conn
                 except RedlineError:
                     conn.abort()
             elif isinstance(act, Close):
-                log.warning("closing path %s of line %s: %s", act.path, session.line[:8], act.reason)
+                log.warning("closing path %s of line %s: %s", act.path, session.line[:8], act.reason,
+                            extra={"line": session.line, "event": "path_closing"})  # fmt: skip
                 conn.close()  # lets a final ERROR frame go out; a silent (black-holed) peer never
                 asyncio.get_running_loop().call_later(1.0, conn.abort)  # answers the TLS close
         for conn in touched.values():
@@ -357,7 +362,7 @@ class Station:
             await self.tick()
 
     async def tick(self) -> None:
-        now, wall = time.monotonic(), self.wall()
+        now, wall = self.clock.monotonic(), self.wall()
         for session in list(self.sessions.values()):
             await self._perform(session, session.tick(now, wall))
             try:
@@ -733,11 +738,11 @@ class Station:
         if op == "view":
             return self.view(request["line"], request["what"])
         if op == "clock":
-            if not self._clock_settable:
+            if not isinstance(self.clock, SettableClock):
                 raise LocalProtocolError("this station's clock is the system clock; it cannot be set")
-            self.clock_offset_ms += int(request.get("advance_ms", 0))
+            self.clock.advance(int(request.get("advance_ms", 0)))
             if "set_ms" in request:
-                self.clock_offset_ms = int(request["set_ms"]) - wall_ms()
+                self.clock.set(int(request["set_ms"]))
             await self.tick()
             return {"now": self.wall()}
         if op == "confirm":
@@ -746,6 +751,10 @@ class Station:
             return await self.invite()
         if op == "pair":
             return await self.pair(request["token"])
+        if op in ("backup", "doctor"):  # redline/backup.py, redline/doctor.py (cli_admin)
+            from redline import backup, doctor
+
+            return await (backup.station_backup(self, request) if op == "backup" else doctor.station_facts(self))
         if op == "stop":
             self.stop()
             return {"stopping": True}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -42,8 +43,11 @@ class StationProc:
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
         with open(self.log, "ab") as log:
+            # Tests that drive time start their stations on a settable clock (the harness decides,
+            # by this variable; the station itself reads no environment for it).
+            clock = ["--settable-clock"] if os.environ.get("REDLINE_SETTABLE_CLOCK") == "1" else []
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "redline", "serve", "--station", str(self.home)],
+                [sys.executable, "-m", "redline", "serve", "--station", str(self.home), *clock],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 20
