@@ -32,12 +32,13 @@ from redline.bundle import (
     write_bundle,
 )
 from redline.clock import SettableClock
+from redline.control import call
 from redline.display import SafeConsole, SafeFormatter, shown, styled
 from redline.envelope import split
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
 from redline.ledger.verify import LineReport, verify_line
-from redline.station import Station, call
+from redline.station import Station
 
 # Every string printed is data (message text, names, reasons): no markup, control codes escaped.
 console = SafeConsole()

@@ -21,11 +21,11 @@ from typing import Any
 
 from redline import scenario
 from redline.config import Limits
+from redline.control import call
 from redline.display import SafeConsole, styled
 from redline.errors import RedlineError
 from redline.home import StationDir
 from redline.scenario import add_demo_users
-from redline.station import call
 
 console = SafeConsole()
 

@@ -21,8 +21,8 @@ from typing import Any
 from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
 from redline import persons
+from redline.control import call
 from redline.errors import RedlineError
-from redline.station import call
 
 PASSWORD = "demo-password-1"  # demo users only; real users choose their own
 EUCOM_USERS = [("Duty Officer Miller", "duty"), ("Major Brooks", "deputy"), ("Col. Hayes", "supervisor")]

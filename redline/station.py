@@ -14,27 +14,22 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import json
 import logging
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-from redline import canonical, identity, pairing, persons, transport
+from redline import canonical, control, identity, pairing, persons, transport
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
 from redline.envelope import KINDS, PRIORITIES, Envelope, RawEnvelope, split
 from redline.errors import (
-    ControlError,
-    ControlRefusedError,
     LimitError,
     LocalProtocolError,
     PairingError,
     ReceiptTimeoutError,
     RedlineError,
-    StationNotRunningError,
     StorageError,
 )
 from redline.home import StationDir, StationKeys
@@ -50,7 +45,6 @@ from redline.session import LineSession, PathStatus
 log = logging.getLogger("redline.station")
 TICK = 0.1
 DEFAULT_PRIORITY = {"TEXT": "ROUTINE", "FLASH": "FLASH", "ACK": "FLASH", "READ": "FLASH", "TRANSLATION": "ROUTINE"}
-CONTROL_LIMIT = 16 * 1024 * 1024  # one control request line; message limits are checked after parsing
 
 
 class Station:
@@ -99,10 +93,16 @@ class Station:
         ops = LineOps(us=self.keys.fingerprint, peer=record.peer, limits=self.limits, since=record.created_at)
         self.ops[record.line] = ops
         # Rebuild pending tests, escalations and requests from the ledger (guarantee 8): replay
-        # quietly, then the first tick fires whatever is overdue.
-        for sender, _, raw, stored_at in self.ledger.stored_in_order(record.line):
+        # quietly, then the first tick fires whatever is overdue. Only what ops acts on is read
+        # (every kind but plain TEXT, through an index), and for our own of those only the first
+        # receipt covering each: what a replay of everything would tell ops, without reading a
+        # million envelopes and receipts (tests/test_startup.py checks the two agree).
+        ours: list[int] = []
+        for sender, seq, raw, stored_at in self.ledger.stored_for_ops(record.line):
+            if sender == self.keys.fingerprint:
+                ours.append(seq)
             ops.observe(_entry(split(raw), sender == self.keys.fingerprint, stored_at))
-        for seq, stored_at in self.ledger.receipt_times(record.line, record.peer):
+        for seq, stored_at in self.ledger.receipts_covering(record.line, record.peer, ours):
             ops.receipted(seq, stored_at)
         session.on_stored = functools.partial(self._observe, record.line)
         session.on_receipted = ops.receipted
@@ -178,7 +178,7 @@ class Station:
         for session in self.sessions.values():
             self._dial_paths(session)
         self._spawn(self._ticker())
-        self._spawn(self._control_server())
+        self._spawn(control.serve(self, self.home.control_path))
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -650,115 +650,42 @@ class Station:
         self._add_line(line, party, token.station, code, we_invited=False)
         return {"line": line, "peer": party.name, "safety_code": code}
 
-    # -- control socket --------------------------------------------------------------------------
-    async def _control_server(self) -> None:
-        path = self.home.control_path
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        old = os.umask(0o177)  # the socket is created 0600: only the station's owner may drive it
-        try:
-            server = await asyncio.start_unix_server(self._control_client, path=str(path), limit=CONTROL_LIMIT)
-        finally:
-            os.umask(old)
-        async with server:
-            await server.serve_forever()
-
-    async def _control_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Requests on one connection are started as they arrive (so pipelined sends share a group
-        commit) and answered in the order they came."""
-        answers: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
-
-        async def respond() -> None:
-            with contextlib.suppress(asyncio.CancelledError):  # the station is stopping
-                while (task := await answers.get()) is not None:
-                    writer.write(json.dumps(await task).encode() + b"\n")
-                    await writer.drain()
-
-        responder = asyncio.ensure_future(respond())
-        try:
-            while line := await reader.readline():
-                answers.put_nowait(asyncio.ensure_future(self._answer(line)))
-        except (asyncio.LimitOverrunError, ValueError):
-            writer.write(json.dumps({"ok": False, "error": "control request over 16 MiB refused"}).encode() + b"\n")
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            # The station is stopping. End quietly: asyncio's stream server would otherwise log
-            # the cancelled handler as an "exception in callback" with a traceback.
-            responder.cancel()
-        finally:
-            answers.put_nowait(None)
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await responder
-            writer.close()
-
-    async def _answer(self, line: bytes) -> dict[str, Any]:
-        try:
-            return {"ok": True, "result": await self.control(json.loads(line))}
-        except RedlineError as exc:
-            return {"ok": False, "error": str(exc)}
-        except (ValueError, KeyError, TypeError) as exc:
-            return {"ok": False, "error": f"bad request: {exc}"}
-
+    # -- control socket (control.py: the server, the client and the table of operations) ---------
     async def control(self, request: dict[str, Any]) -> Any:
-        op = request.get("op")
-        if op == "status":
-            return self.status()
-        if op == "send":
-            result = await self.send(
-                request["line"], request["text"], kind=request.get("kind", "TEXT"),
-                prio=request.get("priority", "routine"), idem=request.get("idem"),
-            )  # fmt: skip
-            if request.get("wait") == "receipt" and result["seq"]:
-                await self.wait_receipted(result["line"], result["seq"])
-                result["state"] = "receipted by the peer"
-            return result
-        if op == "act":
-            return await self.act(
-                request["line"], request["kind"], request["content"], prio=request.get("priority"),
-                idem=request.get("idem"),
-            )  # fmt: skip
-        if op == "resolve":
-            session = self.session(request["line"])
-            find = functools.partial(self._find, session.line)
-            return check_operator_content(self.ops[session.line], request["kind"], request["content"], find)
-        if op == "show":
-            session = self.session(request["line"])
-            found = self._find(session.line, request["id"])
-            if len(found) != 1:
-                raise LocalProtocolError(f"no single envelope on this line has an id starting {request['id']!r}")
-            e = found[0]
-            return {
-                "id": e.id, "seq": e.seq, "kind": e.kind, "ours": e.ours, "lang": e.lang, "sent_at": e.sent_at,
-                "content": e.content, "translations": self.ops[session.line].translations.get(e.id, []),
-            }  # fmt: skip
-        if op == "has":
-            session = self.session(request["line"])
-            return bool(self._find(session.line, request["id"]))
-        if op == "view":
-            return self.view(request["line"], request["what"])
-        if op == "clock":
-            if not isinstance(self.clock, SettableClock):
-                raise LocalProtocolError("this station's clock is the system clock; it cannot be set")
-            self.clock.advance(int(request.get("advance_ms", 0)))
-            if "set_ms" in request:
-                self.clock.set(int(request["set_ms"]))
-            await self.tick()
-            return {"now": self.wall()}
-        if op == "confirm":
-            return await self.confirm(request["line"], request["code"])
-        if op == "invite":
-            return await self.invite()
-        if op == "pair":
-            return await self.pair(request["token"])
-        if op in ("backup", "doctor"):  # redline/backup.py, redline/doctor.py (cli_admin)
-            from redline import backup, doctor
+        """Answer one control request (the socket's, or the API's own use of the same operations)."""
+        return await control.answer(self, request)
 
-            return await (backup.station_backup(self, request) if op == "backup" else doctor.station_facts(self))
-        if op == "stop":
-            self.stop()
-            return {"stopping": True}
-        raise LocalProtocolError(f"unknown control operation {op!r}")
+    def resolve(self, line: str, kind: str, content: dict[str, Any]) -> dict[str, Any]:
+        """Operator content checked and with its references resolved, before it is signed."""
+        session = self.session(line)
+        find = functools.partial(self._find, session.line)
+        return check_operator_content(self.ops[session.line], kind, content, find)
+
+    def show(self, line: str, prefix: str) -> dict[str, Any]:
+        """One envelope of ``line`` by id prefix, with its translations."""
+        session = self.session(line)
+        found = self._find(session.line, prefix)
+        if len(found) != 1:
+            raise LocalProtocolError(f"no single envelope on this line has an id starting {prefix!r}")
+        e = found[0]
+        return {
+            "id": e.id, "seq": e.seq, "kind": e.kind, "ours": e.ours, "lang": e.lang, "sent_at": e.sent_at,
+            "content": e.content, "translations": self.ops[session.line].translations.get(e.id, []),
+        }  # fmt: skip
+
+    def has(self, line: str, prefix: str) -> bool:
+        session = self.session(line)
+        return bool(self._find(session.line, prefix))
+
+    async def set_clock(self, advance_ms: int = 0, set_ms: int | None = None) -> dict[str, Any]:
+        """Move a demo or test station's clock and run what falls due; a real station refuses."""
+        if not isinstance(self.clock, SettableClock):
+            raise LocalProtocolError("this station's clock is the system clock; it cannot be set")
+        self.clock.advance(advance_ms)
+        if set_ms is not None:
+            self.clock.set(set_ms)
+        await self.tick()
+        return {"now": self.wall()}
 
 
 def _entry(env: Envelope | RawEnvelope, ours: bool, stored_at: int) -> Entry:
@@ -781,47 +708,3 @@ def _pair_decode(payload: bytes) -> dict[str, Any]:
         return canonical.decode_object(payload[1:], "pairing message")
     except RedlineError as exc:
         raise PairingError(f"malformed pairing message: {exc}") from exc
-
-
-async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
-    """Send one request to a running station's control socket (used by the CLI).
-
-    Every failure is one ``ControlError`` saying whether the request may have been accepted:
-    before it was written, certainly not; after, perhaps (``redline log`` tells)."""
-    path = StationDir(home).control_path
-    try:
-        reader, writer = await asyncio.open_unix_connection(str(path), limit=CONTROL_LIMIT)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise StationNotRunningError(
-            f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"
-        ) from exc
-    except OSError as exc:
-        raise StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}") from exc
-    maybe = (
-        f"the station at {home} stopped answering ({{why}}); the request may or may not have been accepted: check "
-        f"with 'redline log --station {home}' (or 'redline status') before repeating it"
-    )
-    try:
-        try:
-            writer.write(json.dumps(request).encode() + b"\n")
-            await writer.drain()
-        except OSError as exc:
-            raise ControlError(maybe.format(why=f"connection lost while sending: {exc.strerror or exc}")) from exc
-        try:
-            async with asyncio.timeout(timeout):
-                line = await reader.readline()
-        except TimeoutError:
-            raise ControlError(maybe.format(why=f"no answer within {timeout:g} s")) from None
-        except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
-            raise ControlError(maybe.format(why=f"connection lost: {exc}")) from exc
-    finally:
-        writer.close()
-    if not line:
-        raise ControlError(maybe.format(why="it closed the connection without answering"))
-    try:
-        reply = json.loads(line)
-    except ValueError as exc:
-        raise ControlError(maybe.format(why="its answer was cut off")) from exc
-    if not reply.get("ok"):
-        raise ControlRefusedError(str(reply.get("error", "the station refused")))
-    return reply["result"]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from redline.config import Limits
+from redline.control import call
 from redline.home import StationDir
-from redline.station import call
 
 
 def free_ports(n: int) -> list[int]:

@@ -1,0 +1,198 @@
+"""The local control socket: the server in a running station, the client the CLI uses, and THE
+table of operations (one handler per op, instead of an if-chain).
+
+The socket is created 0600 in the station's 0700 directory: only the station's owner may drive it.
+Requests are one JSON object per line; the answer is ``{"ok": true, "result": …}`` or
+``{"ok": false, "error": "one line a person can act on"}``. Requests on one connection are started
+as they arrive (so pipelined sends share a group commit) and answered in the order they came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redline.errors import (
+    ControlError,
+    ControlRefusedError,
+    LocalProtocolError,
+    RedlineError,
+    StationNotRunningError,
+)
+from redline.home import StationDir
+
+if TYPE_CHECKING:
+    from redline.station import Station
+
+CONTROL_LIMIT = 16 * 1024 * 1024  # one control request line; message limits are checked after parsing
+
+Handler = Callable[["Station", dict[str, Any]], Awaitable[Any]]
+
+
+async def _send(st: Station, r: dict[str, Any]) -> Any:
+    result = await st.send(r["line"], r["text"], kind=r.get("kind", "TEXT"), prio=r.get("priority", "routine"),
+                           idem=r.get("idem"))  # fmt: skip
+    if r.get("wait") == "receipt" and result["seq"]:
+        await st.wait_receipted(result["line"], result["seq"])
+        result["state"] = "receipted by the peer"
+    return result
+
+
+async def _act(st: Station, r: dict[str, Any]) -> Any:
+    return await st.act(r["line"], r["kind"], r["content"], prio=r.get("priority"), idem=r.get("idem"))
+
+
+async def _backup(st: Station, r: dict[str, Any]) -> Any:
+    from redline import backup  # the operability modules load only when asked for
+
+    return await backup.station_backup(st, r)
+
+
+async def _doctor(st: Station, r: dict[str, Any]) -> Any:
+    from redline import doctor
+
+    return await doctor.station_facts(st)
+
+
+async def _stop(st: Station, r: dict[str, Any]) -> Any:
+    st.stop()
+    return {"stopping": True}
+
+
+async def _now(value: Any) -> Any:
+    return value
+
+
+OPERATIONS: dict[str, Handler] = {
+    "status": lambda st, r: _now(st.status()),
+    "send": _send,
+    "act": _act,
+    "resolve": lambda st, r: _now(st.resolve(r["line"], r["kind"], r["content"])),
+    "show": lambda st, r: _now(st.show(r["line"], r["id"])),
+    "has": lambda st, r: _now(st.has(r["line"], r["id"])),
+    "view": lambda st, r: _now(st.view(r["line"], r["what"])),
+    "clock": lambda st, r: st.set_clock(int(r.get("advance_ms", 0)), int(r["set_ms"]) if "set_ms" in r else None),
+    "confirm": lambda st, r: st.confirm(r["line"], r["code"]),
+    "invite": lambda st, r: st.invite(),
+    "pair": lambda st, r: st.pair(r["token"]),
+    "backup": _backup,
+    "doctor": _doctor,
+    "stop": _stop,
+}
+
+
+async def answer(st: Station, request: dict[str, Any]) -> Any:
+    """Run one request through the table; an unknown op is a LocalProtocolError."""
+    handler = OPERATIONS.get(str(request.get("op")))
+    if handler is None:
+        raise LocalProtocolError(f"unknown control operation {request.get('op')!r}")
+    return await handler(st, request)
+
+
+# -- server ----------------------------------------------------------------------------------------
+
+
+async def serve(st: Station, path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    old = os.umask(0o177)  # the socket is created 0600: only the station's owner may drive it
+    try:
+        server = await asyncio.start_unix_server(
+            lambda r, w: _client(st, r, w), path=str(path), limit=CONTROL_LIMIT
+        )
+    finally:
+        os.umask(old)
+    async with server:
+        await server.serve_forever()
+
+
+async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    answers: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
+
+    async def respond() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # the station is stopping
+            while (task := await answers.get()) is not None:
+                writer.write(json.dumps(await task).encode() + b"\n")
+                await writer.drain()
+
+    responder = asyncio.ensure_future(respond())
+    try:
+        while line := await reader.readline():
+            answers.put_nowait(asyncio.ensure_future(_reply(st, line)))
+    except (asyncio.LimitOverrunError, ValueError):
+        writer.write(json.dumps({"ok": False, "error": "control request over 16 MiB refused"}).encode() + b"\n")
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    except asyncio.CancelledError:
+        # The station is stopping. End quietly: asyncio's stream server would otherwise log the
+        # cancelled handler as an "exception in callback" with a traceback.
+        responder.cancel()
+    finally:
+        answers.put_nowait(None)
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await responder
+        writer.close()
+
+
+async def _reply(st: Station, line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
+        return {"ok": True, "result": await answer(st, request)}
+    except RedlineError as exc:
+        return {"ok": False, "error": str(exc)}
+    except (ValueError, KeyError, TypeError) as exc:
+        return {"ok": False, "error": f"bad request: {exc}"}
+
+
+# -- client ----------------------------------------------------------------------------------------
+
+
+async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
+    """Send one request to a running station's control socket (used by the CLI).
+
+    Every failure is one ``ControlError`` saying whether the request may have been accepted:
+    before it was written, certainly not; after, perhaps (``redline log`` tells)."""
+    path = StationDir(home).control_path
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=CONTROL_LIMIT)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise StationNotRunningError(
+            f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"
+        ) from exc
+    except OSError as exc:
+        raise StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}") from exc
+    maybe = (
+        f"the station at {home} stopped answering ({{why}}); the request may or may not have been accepted: check "
+        f"with 'redline log --station {home}' (or 'redline status') before repeating it"
+    )
+    try:
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+        except OSError as exc:
+            raise ControlError(maybe.format(why=f"connection lost while sending: {exc.strerror or exc}")) from exc
+        try:
+            async with asyncio.timeout(timeout):
+                line = await reader.readline()
+        except TimeoutError:
+            raise ControlError(maybe.format(why=f"no answer within {timeout:g} s")) from None
+        except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
+            raise ControlError(maybe.format(why=f"connection lost: {exc}")) from exc
+    finally:
+        writer.close()
+    if not line:
+        raise ControlError(maybe.format(why="it closed the connection without answering"))
+    try:
+        reply = json.loads(line)
+    except ValueError as exc:
+        raise ControlError(maybe.format(why="its answer was cut off")) from exc
+    if not reply.get("ok"):
+        raise ControlRefusedError(str(reply.get("error", "the station refused")))
+    return reply["result"]
