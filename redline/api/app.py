@@ -22,7 +22,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -53,13 +53,16 @@ from redline.api.auth import (
     Sessions,
     Users,
 )
+from redline.api.console_routes import CONSOLE_SPECS, ConsoleHandlers
 from redline.api.hosts import HostCheck, Hosts
 from redline.config import parse_hostport
 from redline.envelope import split
 from redline.errors import (
     ConfigError,
     EquivocationError,
+    NotFoundError,
     NoticeBoardError,
+    ReceiptTimeoutError,
     RedlineError,
     StorageError,
     TransportError,
@@ -67,6 +70,9 @@ from redline.errors import (
 from redline.home import StationDir
 from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import LineReport, verify_line
+from redline.metrics import CONTENT_TYPE, metrics_for
+from redline.metrics import health as is_healthy
+from redline.metrics import ready as is_ready
 from redline.session import LineSession
 from redline.station import Station
 
@@ -87,6 +93,10 @@ def _status_of(exc: RedlineError) -> int:
         return 409
     if isinstance(exc, TransportError):
         return 502
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ReceiptTimeoutError):
+        return 504
     if isinstance(exc, StorageError):
         return 503
     return 400  # LocalProtocolError, VerificationError (schema, notice, signature), LimitError, PairingError
@@ -329,20 +339,29 @@ ROUTES: tuple[Op, ...] = (
     Op("POST", "/api/lines/{line}/answer", "answer", "Answer the peer's line test, signed as the logged-in person",
        OPERATE, _obj([], test_id=STR, text=STR)),
     Op("POST", "/api/lines/{line}/test", "test", "Send a line test now; a person at the peer must answer", OPERATE,
-       _obj([])),
+       _obj([], idempotency_key=STR)),
     Op("POST", "/api/lines/{line}/notice", "notice", "File a deconfliction notice (checked in full first)", OPERATE,
        _obj(["kind", "area", "floor_m", "ceiling_m", "start", "end"], kind={"enum": list(NOTICE_KINDS)},
             area={"type": "object", "description": "GeoJSON Polygon, MultiPolygon or Point (lon/lat)"},
-            radius_m=INT, floor_m=INT, ceiling_m=INT, start=TIME, end=TIME, margin_m=INT, text=STR, amends=STR)),
+            radius_m=INT, floor_m=INT, ceiling_m=INT, start=TIME, end=TIME, margin_m=INT, text=STR, amends=STR,
+            idempotency_key=STR)),
     Op("POST", "/api/lines/{line}/withdraw", "withdraw", "Withdraw one of our notices", OPERATE,
-       _obj(["notice_id"], notice_id=STR)),
+       _obj(["notice_id"], notice_id=STR, idempotency_key=STR)),
     Op("POST", "/api/lines/{line}/readout", "readout", "File this side's readout of a call, signed as the person",
-       OPERATE, _obj(["call_id", "text"], call_id=STR, text=STR)),
+       OPERATE, _obj(["call_id", "text"], call_id=STR, text=STR, idempotency_key=STR)),
     Op("POST", "/api/lines/{line}/confirm", "confirm", "Confirm the line's safety code after comparing it by voice",
        "confirm", _obj(["code"], code=STR)),
+    *(Op(**spec) for spec in CONSOLE_SPECS),  # the console's own routes (console_routes.py)
     Op("WS", "/api/events", "events", "WebSocket: status changes and alarms as they happen", READ),
     Op("GET", "/api/openapi.json", "openapi", "This schema", None),
+    Op("GET", "/health", "health", "Alive, and the store takes writes: 200 {\"ok\": true}, else 503", None),
+    Op("GET", "/ready", "ready", "Every line in sync: 200 {\"ready\": true}, else 503", None),
+    Op("GET", "/metrics", "metrics", "Prometheus metrics (text format); without login on the --metrics address",
+       READ),
 )  # fmt: skip
+# Served on the metrics-only address (redline serve --metrics), without login: nothing that changes
+# anything and nothing of the transcript's content.
+MONITORING = ("health", "ready", "metrics")
 
 
 def openapi_schema() -> dict[str, Any]:
@@ -380,7 +399,7 @@ def openapi_schema() -> dict[str, Any]:
 
 
 # -- the handlers -----------------------------------------------------------------------------------
-class Api:
+class Api(ConsoleHandlers):
     def __init__(
         self, station: Station, config: ApiConfig, *, listen: tuple[str, int] | None = None,
         clock: Callable[[], float] | None = None, sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -391,7 +410,9 @@ class Api:
         self.proxies = Proxies(config)
         self.hosts = Hosts(config, listen)
         self.guard = LoginGuard(config, clock=clock or time.monotonic, sleep=sleep or asyncio.sleep)
+        self.guard.on_failure = metrics_for(station).login_failed
         self._verifying: asyncio.Task[list[dict[str, Any]]] | None = None
+        self._first_down: dict[str, int] = {}  # line -> when first seen down, for a peer never heard
 
     # who
     def who(self, conn: HTTPConnection, capability: str | None) -> Session | None:
@@ -437,7 +458,7 @@ class Api:
     def line(self, line: str) -> LineSession:
         try:
             return self.station.session(line)
-        except StorageError as exc:
+        except NotFoundError as exc:
             raise ApiError(404, str(exc)) from None
 
     def _me(self, s: Session) -> dict[str, Any]:
@@ -509,7 +530,7 @@ class Api:
         if body.get("wait_receipt") is True and result["seq"]:
             try:
                 await self.station.wait_receipted(line.line, result["seq"])
-            except StorageError as exc:
+            except ReceiptTimeoutError as exc:
                 raise ApiError(504, str(exc)) from None
             result["state"] = "receipted by the peer"
         return result
@@ -539,9 +560,8 @@ class Api:
 
     async def test(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
-        await _body(request, 4096)
-        self._writable(line)
-        return await self.station.act(line.line, "TEST", {"text": TEST_TEXT}, prio="priority")
+        body = await _body(request, 4096)
+        return await self.act_once(body, line, "TEST", {"text": TEST_TEXT}, prio="priority")
 
     async def notice(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
@@ -560,23 +580,26 @@ class Api:
             content["radius_m"] = _int(body, "radius_m")
         if body.get("amends") is not None:
             content["amends"] = _str(body, "amends")
-        self._writable(line)
         # The station checks the notice in full (geometry, window, band, limits) before accepting it:
         # a bad one raises NoticeError (400, with the reason) and nothing is stored or sent.
-        return await self.station.act(line.line, "NOTICE", content, prio="priority")
+        return await self.act_once(body, line, "NOTICE", content, prio="priority")
 
     async def withdraw(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
         body = await _body(request, 4096)
-        self._writable(line)
         content = {"notice": _str(body, "notice_id", max_len=64)}
-        return await self.station.act(line.line, "NOTICE_WITHDRAW", content, prio="priority")
+        return await self.act_once(body, line, "NOTICE_WITHDRAW", content, prio="priority")
 
     async def readout(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
         body = await _body(request, self.config.max_body_bytes)
         content = {"call": _str(body, "call_id", max_len=64), "text": _str(body, "text")}
-        return await self._signed(session, line, "READOUT", content)
+        key = _opt_str(body, "idempotency_key")
+        idem = None if key is None else f"api:READOUT:{session.name}:{key[:128]}"
+        result = await self._signed(session, line, "READOUT", content, idem=idem)
+        if key is not None:
+            self._same(result, "READOUT", content, key)
+        return result
 
     async def confirm(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
@@ -590,12 +613,26 @@ class Api:
     async def openapi(self, request: Request, _: Session | None) -> dict[str, Any]:
         return openapi_schema()
 
+    # -- monitoring: no login for health and ready; they say one word and nothing else ----------------
+    async def health(self, request: Request, _: Session | None) -> Response:
+        ok = is_healthy(self.station)
+        return JSONResponse({"ok": ok}, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+    async def ready(self, request: Request, _: Session | None) -> Response:
+        ok = is_ready(self.station)
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+    async def metrics(self, request: Request, _: Session | None) -> Response:
+        body = metrics_for(self.station).exposition()
+        return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
     def _writable(self, line: LineSession) -> None:
         if line.halted:
             raise ApiError(409, f"line {line.line[:8]} is HALTED (equivocation): nothing more can be sent on it")
 
     async def _signed(
-        self, session: Session, line: LineSession, kind: str, content: dict[str, Any], *, key_field: str | None = None
+        self, session: Session, line: LineSession, kind: str, content: dict[str, Any], *, key_field: str | None = None,
+        idem: str | None = None,
     ) -> dict[str, Any]:
         """Resolve the reference, sign as the logged-in person (their key, unlocked at login), file."""
         self._writable(line)
@@ -604,7 +641,8 @@ class Api:
         target = resolved.get(key_field) if key_field else None
         # One ACK / answer per person and target even if the button is pressed twice: the second
         # returns the first. Per person, so someone else can still act if the first was refused.
-        idem = f"api:{kind}:{target['id']}:{session.name}" if isinstance(target, dict) and "id" in target else None
+        if isinstance(target, dict) and "id" in target:
+            idem = f"api:{kind}:{target['id']}:{session.name}"
         result: dict[str, Any] = await self.station.act(line.line, kind, signed, idem=idem)
         log.warning("console: %s filed %s on line %s", session.name, kind, line.line[:8])
         return result
@@ -732,20 +770,27 @@ class _Headers:
 def create_app(
     station: Station, config: ApiConfig | None = None, *, listen: tuple[str, int] | None = None,
     clock: Callable[[], float] | None = None, sleep: Callable[[float], Awaitable[None]] | None = None,
+    monitoring_only: bool = False,
 ) -> Starlette:  # fmt: skip
     """The API and the console for one running station, to serve in the station's event loop.
 
     ``config`` defaults to the station's own (``config.json``, section ``api``); ``listen`` is the
     address served on (its host and port join the names the console answers to); ``clock`` and
-    ``sleep`` drive the login guard's time (tests)."""
+    ``sleep`` drive the login guard's time (tests). ``monitoring_only``: the metrics-only address
+    (``redline serve --metrics``): ``/health``, ``/ready`` and ``/metrics`` without login, nothing
+    else (no console, no API, no login); the Host check holds there too."""
     api = Api(station, config or station.config.api, listen=listen, clock=clock, sleep=sleep)
     routes: list[BaseRoute] = []
     for op in ROUTES:
-        if op.method == "WS":
+        if monitoring_only:
+            if op.handler in MONITORING:
+                routes.append(Route(op.path, _endpoint(api, replace(op, role=None)), methods=[op.method]))
+        elif op.method == "WS":
             routes.append(WebSocketRoute(op.path, api.events))
         else:
             routes.append(Route(op.path, _endpoint(api, op), methods=[op.method], name=op.handler + op.path))
-    routes.append(Mount("/", app=StaticFiles(directory=CONSOLE, html=True), name="console"))
+    if not monitoring_only:
+        routes.append(Mount("/", app=StaticFiles(directory=CONSOLE, html=True), name="console"))
     app = Starlette(
         routes=routes, middleware=[Middleware(_Headers), Middleware(HostCheck, hosts=api.hosts)],
         exception_handlers={RedlineError: _error, HTTPException: _error, Exception: _error},
@@ -768,7 +813,9 @@ class HttpServer:
         self._server, self._task, self.addr = server, task, addr
 
     @classmethod
-    async def start(cls, station: Station, addr: str, config: ApiConfig | None = None) -> HttpServer:
+    async def start(
+        cls, station: Station, addr: str, config: ApiConfig | None = None, *, monitoring_only: bool = False
+    ) -> HttpServer:
         host, port = parse_hostport(addr)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -781,12 +828,14 @@ class HttpServer:
         sock.listen(128)
         sock.setblocking(False)
         bound = f"{host}:{sock.getsockname()[1]}"
-        app = create_app(station, config, listen=(f"[{host}]" if ":" in host else host, sock.getsockname()[1]))
+        listen = (f"[{host}]" if ":" in host else host, sock.getsockname()[1])
+        app = create_app(station, config, listen=listen, monitoring_only=monitoring_only)
         # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1, whoever that is;
-        # the API believes them only from api.trusted_proxies (auth.Proxies).
+        # the API believes them only from api.trusted_proxies (auth.Proxies). log_config None:
+        # uvicorn's records go to the station's own log handler (human or JSON, control codes escaped).
         server = _Server(uvicorn.Config(
             app, ws="wsproto", lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2,
-            proxy_headers=False,
+            proxy_headers=False, log_config=None,
         ))  # fmt: skip
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         deadline = time.monotonic() + 10
