@@ -217,6 +217,8 @@ class LoginGuard:
         self._busy_refused = 0
         self._sweep_at = self.MAX_TRACKED
         self.unlocks_started = 0  # Argon2 runs begun (for tests and the station log)
+        # Each refused login, by reason (wrong_password, unknown_user, locked_out, busy): metrics.
+        self.on_failure: Callable[[str], None] = lambda reason: None
 
     # -- admission: everything here is synchronous, so parallel requests are counted in order ---------
     def _fresh(self, c: _Count, now: float) -> _Count:
@@ -246,12 +248,14 @@ class LoginGuard:
             why, count = self._refusal(usr, cfg.max_failures, f"for {name}", now), usr
         if why is not None:
             count.refused += 1
+            self.on_failure("locked_out")
             if _is_power_of_ten(count.refused):
                 log.warning("console login refused (429): user %r from %s: %s (refusal %d; logged at 1, 10, 100...)",
                             name, source, why, count.refused)  # fmt: skip
             raise ApiError(429, why + "; a supervisor can see who tried in the station log")
         if known and self._in_unlock >= cfg.max_concurrent_unlocks + cfg.max_waiting_logins:
             self._busy_refused += 1
+            self.on_failure("busy")
             if _is_power_of_ten(self._busy_refused):
                 log.warning("console login refused (503): user %r from %s: %d logins already being checked "
                             "(refusal %d)", name, source, self._in_unlock, self._busy_refused)  # fmt: skip
@@ -323,6 +327,7 @@ class LoginGuard:
         if usr is not None:
             n = max(n, self._failed(usr, self.config.max_failures, now))
         log.warning("console login failed: user %r from %s: %s", name, source, why)
+        self.on_failure("unknown_user" if person is None else "wrong_password")
         locked = [who for who, c in ((repr(name), usr), (source, src)) if c is not None and c.locked_until > now]
         if locked:
             log.warning("console login: %s locked out for %.0f s", " and ".join(locked), self.config.lockout_seconds)
