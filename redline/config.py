@@ -44,6 +44,9 @@ class Limits:
     heartbeat_interval: float = 1.0
     path_dead_after: float = 2.5  # two missed heartbeats and slack: a dead path is noticed under 3 s
     line_down_alarm_seconds: float = 10.0
+    # The peer's clock, as heartbeats measure it, may be off ours by this much before both ends
+    # alarm: notice windows and deadlines are read in UTC, so a wrong clock misreads them.
+    max_clock_skew_seconds: float = 30.0
     redial_initial: float = 0.2
     redial_max: float = 5.0
     # Pre-authentication: handshake deadline and connections per source address.

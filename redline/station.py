@@ -75,6 +75,7 @@ class Station:
         # Injected: a demo or test station runs on a SettableClock (control op "clock"), a real one
         # on the system clock, in-memory tests on a simulated one.
         self.clock: Clock = clock or SystemClock()
+        self._skewed: set[str] = set()  # lines whose peer clock is off by more than max_clock_skew_seconds
         self.wire_bytes: dict[tuple[str, str, str], int] = {}  # (line, path, sent|received) -> bytes, for metrics
         for record in self.ledger.lines():
             self._open_session(record)
@@ -365,11 +366,33 @@ class Station:
         now, wall = self.clock.monotonic(), self.wall()
         for session in list(self.sessions.values()):
             await self._perform(session, session.tick(now, wall))
+            self._watch_skew(session)
             try:
                 self._ops_due(session, wall)
             except StorageError as exc:
                 self._storage_failed(session, exc)
         self._schedule_flush()
+
+    def _watch_skew(self, session: LineSession) -> None:
+        """Alarm once when the peer's clock (heartbeats measure it on every up path) is off ours by
+        more than ``max_clock_skew_seconds``, and once when it is back: each end measures the other,
+        so a wrong clock alarms at both ends."""
+        skews = [p.skew_ms for p in session.paths.values() if p.up and p.skew_ms is not None]
+        if not skews:
+            return
+        worst, limit = max(skews, key=abs), self.limits.max_clock_skew_seconds
+        if (abs(worst) > limit * 1000) == (session.line in self._skewed):
+            return
+        if session.line in self._skewed:
+            self._skewed.discard(session.line)
+            self.alarm(session.line, "info", f"clock skew back within {limit:g} s: {session.record.peer_name}'s "
+                       f"clock is {abs(worst) / 1000:.1f} s off ours")  # fmt: skip
+            return
+        self._skewed.add(session.line)
+        way = "ahead of" if worst > 0 else "behind"
+        self.alarm(session.line, "alarm", f"CLOCK SKEW: {session.record.peer_name}'s clock is {_span(worst)} {way} "
+                   f"ours (limit {limit:g} s, max_clock_skew_seconds): times and deadlines it states are misread "
+                   "until one clock is corrected")  # fmt: skip
 
     def _ops_due(self, session: LineSession, wall: int) -> None:
         """Record every time-dependent decision that is due (test results, escalations, expiries)."""
@@ -686,6 +709,17 @@ class Station:
             self.clock.set(set_ms)
         await self.tick()
         return {"now": self.wall()}
+
+
+def _span(ms: float) -> str:
+    """A clock difference as a person reads it: '1647 d 3 h', '2 min 5 s', '31.2 s'."""
+    s = abs(ms) / 1000
+    if s < 60:
+        return f"{s:.1f} s"
+    d, rest = divmod(int(s), 86400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    return " ".join([f"{n} {unit}" for n, unit in ((d, "d"), (h, "h"), (m, "min"), (sec, "s")) if n][:2])
 
 
 def _entry(env: Envelope | RawEnvelope, ours: bool, stored_at: int) -> Entry:

@@ -1,0 +1,405 @@
+"""The duty console's own routes: what a person on watch must see and do that the views alone do not.
+
+* ``GET /api/lines/{line}/watch``: the line's **conditions**, most urgent first (FLASH waiting >
+  line down > a line test missed > a line test to answer > clock skew > ...). Each is derived from
+  the station's state *now*, so it clears when its cause clears (the FLASH acknowledged, the line
+  back, the test answered or expired into a miss, the clocks agreeing again); the alarm log says
+  what happened, this says what is true. Codes and parameters, not sentences: the console words
+  them in the reader's language.
+* call requests, replies and records, translations (the forms the console needs; CALL_RECORD is
+  signed by the logged-in person like READOUT);
+* ``GET /api/lines/{line}/requests`` and ``/translations``: call requests with their state, and the
+  translations attached to each envelope;
+* ``GET``/``POST /api/console/settings``: the console language of the logged-in person (stored in
+  the station folder, ``console-settings.json``), defaulting to the station's.
+
+Every filing route takes an optional ``idempotency_key`` (``act_once``): a retry or a second click
+with the same key returns the first acceptance and files nothing; the same key for different
+content is 409. The handlers are a mixin of ``app.Api`` (registered with one line there), so they
+run with its sessions, role checks, origin checks and error rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from redline.api import app as _app
+from redline.api.auth import OPERATE, READ, ApiError, Session
+from redline.config import ApiConfig, check_lang
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from redline.session import LineSession
+    from redline.station import Station
+
+CONSOLE_LANGS = ("en", "ru")  # the console's string tables (redline/console/strings.js)
+SETTINGS_FILE = "console-settings.json"
+MAX_TEXT = 64 * 1024
+
+# Most urgent first. Level "alarm" sounds until a person acknowledges it at the console.
+CONDITIONS: tuple[tuple[str, str], ...] = (
+    ("flash", "alarm"),  # a FLASH from the peer waits for our acknowledgement
+    ("line_down", "alarm"),  # no path to the peer for line_down_alarm_seconds
+    ("halted", "alarm"),  # equivocation: nothing more can be sent
+    ("test_missed", "alarm"),  # the latest line test (ours or theirs) was missed
+    ("test_to_answer", "alarm"),  # the peer's line test waits for a person here
+    ("clock_skew", "alarm"),  # the peer's clock is off by more than max_clock_skew_seconds
+    ("not_in_sync", "warning"),
+    ("unconfirmed", "warning"),  # the safety code is not yet confirmed at both ends
+    ("notice_conflict", "warning"),
+    ("call_request", "warning"),  # the peer asks for a call and we have not replied
+    ("flash_unacked", "warning"),  # our FLASH passed its deadline without the peer's ACK
+)
+RANK = {code: i for i, (code, _) in enumerate(CONDITIONS)}
+LEVEL = dict(CONDITIONS)
+
+
+def _obj(required: list[str], **props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props, "additionalProperties": False}
+
+
+_STR, _INT = {"type": "string"}, {"type": "integer"}
+_TIME = {"oneOf": [_INT, _STR], "description": "UTC ms, or ISO 8601 with a zone: 2022-05-13T12:00Z"}
+_KEY = {"type": "string", "description": "one per form submit: a retry with it files nothing more"}
+_LIST = {"type": "array", "items": _STR}
+
+# (method, path, handler, summary, capability, body schema): app.ROUTES turns each into an Op.
+CONSOLE_SPECS: tuple[dict[str, Any], ...] = (
+    {"method": "GET", "path": "/api/console/settings", "handler": "console_settings", "role": READ,
+     "summary": "The logged-in person's console settings (language), and the languages offered"},
+    {"method": "POST", "path": "/api/console/settings", "handler": "console_set", "role": READ,
+     "summary": "Set the logged-in person's console language",
+     "body": _obj(["lang"], lang={"enum": list(CONSOLE_LANGS)})},
+    {"method": "GET", "path": "/api/lines/{line}/watch", "handler": "watch", "role": READ,
+     "summary": "What needs a person now, most urgent first; line down since; clock skew against the limit"},
+    {"method": "GET", "path": "/api/lines/{line}/requests", "handler": "requests", "role": READ,
+     "summary": "Call requests both ways with their state (open, accepted, declined, expired) and reply"},
+    {"method": "GET", "path": "/api/lines/{line}/translations", "handler": "translations", "role": READ,
+     "summary": "Translations attached to envelopes of this line, by the envelope's id"},
+    {"method": "POST", "path": "/api/lines/{line}/call-request", "handler": "call_request", "role": OPERATE,
+     "summary": "Ask for a call between one of our principals and one of theirs",
+     "body": _obj(["from_role", "to_role", "subject"], from_role=_STR, to_role=_STR, subject=_STR,
+                  windows={"type": "array", "items": {"type": "array", "items": _TIME}}, expires=_TIME,
+                  idempotency_key=_KEY)},
+    {"method": "POST", "path": "/api/lines/{line}/call-reply", "handler": "call_reply", "role": OPERATE,
+     "summary": "Accept (with a time) or decline (with a reason) the peer's call request",
+     "body": _obj(["request_id", "answer"], request_id=_STR, answer={"enum": ["accept", "decline"]}, time=_TIME,
+                  reason=_STR, idempotency_key=_KEY)},
+    {"method": "POST", "path": "/api/lines/{line}/call-record", "handler": "call_record", "role": OPERATE,
+     "summary": "Record a call that took place, signed as the logged-in person",
+     "body": _obj(["start", "end", "principals", "participants"], start=_TIME, end=_TIME, principals=_LIST,
+                  participants=_LIST, request_id=_STR, note=_STR, idempotency_key=_KEY)},
+    {"method": "POST", "path": "/api/lines/{line}/translate", "handler": "translate", "role": OPERATE,
+     "summary": "Attach a translation to an envelope; the original stays authoritative",
+     "body": _obj(["ref_id", "text", "lang"], ref_id=_STR, text=_STR, lang=_STR, translator=_STR,
+                  idempotency_key=_KEY)},
+)  # fmt: skip
+
+
+def _names(body: dict[str, Any], name: str) -> list[str]:
+    value = body.get(name)
+    if isinstance(value, str):  # a form's "Secretary, Minister"
+        value = [v.strip() for v in value.split(",")]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, f"'{name}' must be a list of names")
+    names = [v.strip() for v in value if v.strip()]
+    if not names:
+        raise ApiError(400, f"'{name}' needs at least one name")
+    if len(names) > 64 or any(len(v) > 200 for v in names):
+        raise ApiError(400, f"'{name}': at most 64 names of at most 200 characters")
+    return names
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    if not required and body.get(name) in (None, ""):
+        return None
+    value = _app._str(body, name, max_len=MAX_TEXT).strip()
+    if not value:
+        raise ApiError(400, f"'{name}' is empty")
+    return value
+
+
+def down_since(status: dict[str, Any]) -> int | None:
+    """When the peer was last heard on any path, if no path is up now (None: a path is up, or the
+    peer was never heard since this station started)."""
+    paths = status["paths"].values()
+    if any(p["up"] for p in paths):
+        return None
+    heard = [p["last_rx"] for p in paths if p["last_rx"] is not None]
+    return max(heard) if heard else None
+
+
+def worst_skew(status: dict[str, Any]) -> float | None:
+    """The peer's clock minus ours (ms) on the up path where it is furthest off, or None."""
+    skews = [p["skew_ms"] for p in status["paths"].values() if p["up"] and p["skew_ms"] is not None]
+    return max(skews, key=abs) if skews else None
+
+
+class ConsoleHandlers:
+    """Mixed into ``app.Api``: the console's routes over the same station, sessions and checks."""
+
+    station: Station
+    config: ApiConfig
+    _first_down: dict[str, int]
+
+    if TYPE_CHECKING:
+
+        def line(self, line: str) -> LineSession: ...
+
+        def _writable(self, line: LineSession) -> None: ...
+
+        async def _signed(
+            self, session: Session, line: LineSession, kind: str, content: dict[str, Any], *,
+            key_field: str | None = None, idem: str | None = None,
+        ) -> dict[str, Any]: ...  # fmt: skip
+
+    # -- settings ---------------------------------------------------------------------------------
+    def _settings_path(self) -> Any:
+        return self.station.home.path / SETTINGS_FILE
+
+    def _all_settings(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self._settings_path().read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _lang_of(self, user: str) -> str:
+        mine = self._all_settings().get(user)
+        lang = mine.get("lang") if isinstance(mine, dict) else None
+        if lang in CONSOLE_LANGS:
+            return str(lang)
+        station = self.station.config.lang.split("-")[0]
+        return station if station in CONSOLE_LANGS else "en"
+
+    async def console_settings(self, request: Request, session: Session) -> dict[str, Any]:
+        return {"lang": self._lang_of(session.name), "station_lang": self.station.config.lang,
+                "languages": list(CONSOLE_LANGS)}  # fmt: skip
+
+    async def console_set(self, request: Request, session: Session) -> dict[str, Any]:
+        body = await _app._body(request, 4096)
+        lang = _app._str(body, "lang", max_len=8)
+        if lang not in CONSOLE_LANGS:
+            raise ApiError(400, f"the console speaks {', '.join(CONSOLE_LANGS)}, not {lang!r}")
+        data = self._all_settings()
+        data[session.name] = {**(data.get(session.name) or {}), "lang": lang}
+        path = self._settings_path()
+        tmp = path.with_name(path.name + ".tmp")
+        # Written whole and renamed: a crash leaves the old settings, never half a file.
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=1, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        return await self.console_settings(request, session)
+
+    # -- what needs a person now ------------------------------------------------------------------
+    async def watch(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        return self.conditions(line)
+
+    def conditions(self, line: LineSession) -> dict[str, Any]:
+        station, lid = self.station, line.line
+        now, limits = station.wall(), station.limits
+        status = line.status()
+        ops = station.ops[lid]
+        out: list[dict[str, Any]] = []
+
+        def add(code: str, key: str, since: int | None = None, **params: Any) -> None:
+            out.append({"code": code, "key": key, "level": LEVEL[code], "rank": RANK[code], "since": since,
+                        "params": params})  # fmt: skip
+
+        for f in sorted(ops.flash.flashes.values(), key=lambda f: f.entry.stored_at):
+            if f.entry.ours:
+                if f.ack is None and now > f.deadline:
+                    add("flash_unacked", f"flash_unacked:{f.entry.id}", f.deadline, seq=f.entry.seq, id=f.entry.id)
+            elif f.ack is None:
+                add("flash", f"flash:{f.entry.id}", f.entry.stored_at, seq=f.entry.seq, id=f.entry.id,
+                    text=f.entry.content.get("text"), lang=f.entry.lang, deadline=f.deadline)  # fmt: skip
+        since = down_since(status)
+        if since is None and not any(p["up"] for p in status["paths"].values()):
+            since = self._first_down.setdefault(lid, now)  # never heard since this start
+        elif since is not None or any(p["up"] for p in status["paths"].values()):
+            self._first_down.pop(lid, None)
+        line_down = since is not None and status["active"] and now - since >= limits.line_down_alarm_seconds * 1000
+        if line_down:
+            add("line_down", f"line_down:{since}", since, peer=status["peer"])
+        if status["halted"]:
+            add("halted", "halted", None)
+        ours = sorted(ops.tests.ours.values(), key=lambda t: t.entry.stored_at)
+        decided = [t for t in ours if t.result is not None]
+        if decided and decided[-1].result == "missed":
+            t = decided[-1]
+            add("test_missed", f"test_missed:{t.entry.id}", t.deadline, side="ours", id=t.entry.id)
+        theirs = sorted(ops.tests.theirs.values(), key=lambda t: t.entry.stored_at)
+        if theirs:
+            t = theirs[-1]
+            if t.answer is None and (now > t.deadline or t.result == "missed"):
+                add("test_missed", f"test_missed:{t.entry.id}", t.deadline, side="theirs", id=t.entry.id)
+        for t in theirs:
+            if t.answer is None and t.result is None and now <= t.deadline:
+                add("test_to_answer", f"test:{t.entry.id}", t.entry.stored_at, id=t.entry.id, deadline=t.deadline)
+        skew = worst_skew(status)
+        limit_ms = int(limits.max_clock_skew_seconds * 1000)
+        if skew is not None and abs(skew) > limit_ms:
+            add("clock_skew", "clock_skew", None, skew_ms=round(skew), limit_ms=limit_ms)
+        if status["active"] and not status["synced"] and not line_down and not status["halted"]:
+            add("not_in_sync", "not_in_sync", since)
+        if not status["active"]:
+            add("unconfirmed", "unconfirmed", None, local=status["confirmed"]["local"],
+                peer=status["confirmed"]["peer"])  # fmt: skip
+        conflicts = ops.board.conflict_count()
+        if conflicts:
+            add("notice_conflict", f"notice_conflict:{conflicts}", None, count=conflicts)
+        for r in ops.calls.requests.values():
+            if not r.entry.ours and r.state == "open":
+                c = r.entry.content
+                add("call_request", f"call_request:{r.entry.id}", r.entry.stored_at, id=r.entry.id,
+                    from_role=c.get("from_role"), to_role=c.get("to_role"), subject=c.get("subject"),
+                    lang=r.entry.lang)  # fmt: skip
+        out.sort(key=lambda c: (c["rank"], c["since"] or 0))
+        return {
+            "line": lid, "peer": status["peer"], "now": now, "conditions": out, "down_since": since,
+            "skew_ms": None if skew is None else round(skew), "skew_limit_ms": limit_ms,
+        }  # fmt: skip
+
+    # -- reads the views do not give --------------------------------------------------------------
+    async def requests(self, request: Request, session: Session) -> list[dict[str, Any]]:
+        line = self.line(request.path_params["line"])
+        rows: list[dict[str, Any]] = []
+        for r in sorted(self.station.ops[line.line].calls.requests.values(), key=lambda r: r.entry.stored_at):
+            c, reply = r.entry.content, r.reply
+            rows.append({
+                "id": r.entry.id, "seq": r.entry.seq, "ours": r.entry.ours, "lang": r.entry.lang,
+                "from_role": c.get("from_role"), "to_role": c.get("to_role"), "subject": c.get("subject"),
+                "windows": c.get("windows") if isinstance(c.get("windows"), list) else [],
+                "expires": r.expires, "sent_at": r.entry.stored_at, "state": r.state,
+                "reply": None if reply is None else {
+                    "answer": reply.content.get("answer"), "time": reply.content.get("time"),
+                    "reason": reply.content.get("reason"), "lang": reply.lang, "at": reply.stored_at,
+                },
+            })  # fmt: skip
+        return rows
+
+    async def translations(self, request: Request, session: Session) -> dict[str, list[dict[str, Any]]]:
+        line = self.line(request.path_params["line"])
+        return dict(self.station.ops[line.line].translations)
+
+    # -- filing -----------------------------------------------------------------------------------
+    async def act_once(
+        self, body: dict[str, Any], line: LineSession, kind: str, content: dict[str, Any], *, prio: str | None = None
+    ) -> dict[str, Any]:
+        """``Station.act`` with the body's ``idempotency_key``: a second submit of the same form
+        returns the first acceptance and files nothing; the same key with other content is 409."""
+        self._writable(line)
+        key = _app._opt_str(body, "idempotency_key")
+        idem = None if key is None else f"api:{kind}:{key}"
+        if idem is not None and len(key or "") > 128:
+            raise ApiError(400, "'idempotency_key' is over 128 characters")
+        result: dict[str, Any] = await self.station.act(line.line, kind, content, prio=prio, idem=idem)
+        if idem is not None:
+            self._same(result, kind, content, key)
+        return result
+
+    def _same(self, result: dict[str, Any], kind: str, content: dict[str, Any], key: str | None) -> None:
+        held = self.station.ledger.outbox_item(result["outbox"])
+        # "amends" is held as the notice's ref (sender:seq), typed as its id: not compared.
+        mine = {k: v for k, v in content.items() if k not in ("person", "amends")}
+        theirs = {k: v for k, v in held.content.items() if k not in ("person", "amends")}
+        if held.kind != kind or not _same_content(mine, theirs):
+            raise ApiError(409, f"idempotency key {key!r} was already used for a different {kind} "
+                                f"(outbox #{held.local}); this one was NOT filed")  # fmt: skip
+
+    async def call_request(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _app._body(request, 64 * 1024)
+        windows = []
+        for w in body.get("windows") or []:
+            if not isinstance(w, list) or len(w) != 2:
+                raise ApiError(400, "each of 'windows' is [start, end]")
+            start, end = _app._time({"start": w[0]}, "start"), _app._time({"end": w[1]}, "end")
+            if end <= start:
+                raise ApiError(400, "a proposed window ends before it starts")
+            windows.append([start, end])
+        content: dict[str, Any] = {
+            "from_role": _text(body, "from_role"), "to_role": _text(body, "to_role"),
+            "subject": _text(body, "subject"), "windows": windows,
+        }  # fmt: skip
+        if body.get("expires") not in (None, ""):
+            content["expires"] = _app._time(body, "expires")
+            if content["expires"] <= self.station.wall():
+                raise ApiError(400, "'expires' is in the past")
+        return await self.act_once(body, line, "CALL_REQUEST", content, prio="priority")
+
+    async def call_reply(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _app._body(request, 64 * 1024)
+        answer = _app._str(body, "answer", max_len=16)
+        if answer not in ("accept", "decline"):
+            raise ApiError(400, "'answer' is accept or decline")
+        request_id = _app._str(body, "request_id", max_len=64)
+        wanted = [r for r in self.station.ops[line.line].calls.requests.values() if r.entry.id.startswith(request_id)]
+        if len(request_id) >= 6 and len(wanted) == 1 and wanted[0].state != "open":
+            raise ApiError(409, f"that call request is already {wanted[0].state}")
+        content: dict[str, Any] = {"request": request_id, "answer": answer}
+        if answer == "accept":
+            content["time"] = _app._time(body, "time")
+        elif (reason := _text(body, "reason", required=False)) is not None:
+            content["reason"] = reason
+        return await self.act_once(body, line, "CALL_REPLY", content, prio="priority")
+
+    async def call_record(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _app._body(request, 64 * 1024)
+        content: dict[str, Any] = {
+            "start": _app._time(body, "start"), "end": _app._time(body, "end"),
+            "principals": _names(body, "principals"), "participants": _names(body, "participants"),
+        }  # fmt: skip
+        if content["end"] < content["start"]:
+            raise ApiError(400, "the call ends before it starts")
+        if body.get("request_id") not in (None, ""):
+            content["request"] = _app._str(body, "request_id", max_len=64)
+        if (note := _text(body, "note", required=False)) is not None:
+            content["note"] = note
+        idem = _idem(body, "CALL_RECORD", session)
+        result = await self._signed(session, line, "CALL_RECORD", content, idem=idem)
+        if idem is not None:
+            self._same(result, "CALL_RECORD", content, idem.rpartition(":")[2])
+        return result
+
+    async def translate(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        body = await _app._body(request, 128 * 1024)
+        lang = _app._str(body, "lang", max_len=35)
+        try:
+            check_lang(lang, "translation")
+        except Exception as exc:
+            raise ApiError(400, str(exc)) from None
+        content = {
+            "ref": _app._str(body, "ref_id", max_len=64), "text": _text(body, "text"), "lang": lang,
+            "translator": _text(body, "translator", required=False) or session.name,
+        }  # fmt: skip
+        return await self.act_once(body, line, "TRANSLATION", content, prio="routine")
+
+
+def _idem(body: dict[str, Any], kind: str, session: Session) -> str | None:
+    key = _app._opt_str(body, "idempotency_key")
+    if key is not None and len(key) > 128:
+        raise ApiError(400, "'idempotency_key' is over 128 characters")
+    return None if key is None else f"api:{kind}:{session.name}:{key}"
+
+
+def _same_content(mine: Any, held: Any) -> bool:
+    """What a form sent is what is held: a reference given as an id prefix matches the completed
+    (sender, seq, id) reference the station held for it."""
+    if isinstance(held, dict) and set(held) == {"sender", "seq", "id"} and isinstance(mine, str):
+        return str(held["id"]).startswith(mine)
+    if isinstance(mine, dict) and isinstance(held, dict):
+        return mine.keys() == held.keys() and all(_same_content(mine[k], held[k]) for k in mine)
+    if isinstance(mine, list) and isinstance(held, list):
+        return len(mine) == len(held) and all(_same_content(a, b) for a, b in zip(mine, held, strict=True))
+    return bool(mine == held)
