@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Protocol
 
 from redline.errors import MerkleError
 
@@ -184,42 +185,18 @@ class CompactRange:
         return node
 
 
-class MerkleLog:
-    """An append-only tree that answers roots and proofs for any past size in O(log n) hashes.
-
-    It keeps the hash of every complete, aligned subtree as appends create it, level by level in
-    flat byte arrays (about 64 bytes per leaf in all), so a checkpoint at an older size is checked
-    without rehashing the chain and a million-envelope chain costs about 64 MB.
-    """
-
-    def __init__(self) -> None:
-        self._levels: list[bytearray] = [bytearray()]  # level h holds the complete 2**h-leaf subtrees
+class _TreeHashes:
+    """Roots and proofs for any past size of an append-only tree, over ``_node(height, index)``:
+    the hash of the complete, aligned subtree of ``2**height`` leaves starting at leaf
+    ``index * 2**height`` (RFC 9162 splits any range into such subtrees). Subclasses say where
+    those hashes come from."""
 
     @property
     def size(self) -> int:
-        return len(self._levels[0]) // 32
-
-    @property
-    def leaves(self) -> list[bytes]:
-        level = self._levels[0]
-        return [bytes(level[i : i + 32]) for i in range(0, len(level), 32)]
-
-    def append(self, leaf: bytes) -> None:
-        if len(leaf) != 32:
-            raise MerkleError("a leaf hash is 32 bytes")
-        index = self.size
-        self._levels[0] += leaf
-        node, h = leaf, 0
-        while index & 1:  # this leaf completes a subtree at each trailing one bit
-            node = node_hash(self._node(h, index - 1), node)
-            index >>= 1
-            h += 1
-            if len(self._levels) == h:
-                self._levels.append(bytearray())
-            self._levels[h] += node
+        raise NotImplementedError
 
     def _node(self, height: int, index: int) -> bytes:
-        return bytes(self._levels[height][index * 32 : index * 32 + 32])
+        raise NotImplementedError
 
     def range_hash(self, lo: int, hi: int) -> bytes:
         """MTH of leaves[lo:hi]."""
@@ -273,3 +250,135 @@ class MerkleLog:
                 proof.append(self.range_hash(lo, lo + k))
                 lo, m, complete = lo + k, m - k, False
         return proof[::-1]
+
+
+class MerkleLog(_TreeHashes):
+    """An append-only tree that answers roots and proofs for any past size in O(log n) hashes.
+
+    It keeps the hash of every complete, aligned subtree as appends create it, level by level in
+    flat byte arrays (about 64 bytes per leaf in all), so a checkpoint at an older size is checked
+    without rehashing the chain and a million-envelope chain costs about 64 MB. For a tree whose
+    subtrees are kept on disk, see ``StoredLog``.
+    """
+
+    def __init__(self) -> None:
+        self._levels: list[bytearray] = [bytearray()]  # level h holds the complete 2**h-leaf subtrees
+
+    @property
+    def size(self) -> int:
+        return len(self._levels[0]) // 32
+
+    @property
+    def leaves(self) -> list[bytes]:
+        level = self._levels[0]
+        return [bytes(level[i : i + 32]) for i in range(0, len(level), 32)]
+
+    def append(self, leaf: bytes) -> None:
+        if len(leaf) != 32:
+            raise MerkleError("a leaf hash is 32 bytes")
+        index = self.size
+        self._levels[0] += leaf
+        node, h = leaf, 0
+        while index & 1:  # this leaf completes a subtree at each trailing one bit
+            node = node_hash(self._node(h, index - 1), node)
+            index >>= 1
+            h += 1
+            if len(self._levels) == h:
+                self._levels.append(bytearray())
+            self._levels[h] += node
+
+    def _node(self, height: int, index: int) -> bytes:
+        return bytes(self._levels[height][index * 32 : index * 32 + 32])
+
+
+class NodeSource(Protocol):
+    """Where a ``StoredLog`` reads what it does not hold in memory (the ledger, in one store)."""
+
+    def leaves(self, lo: int, hi: int) -> list[bytes]:
+        """Leaf hashes ``lo`` to ``hi - 1`` (0-based, as in RFC 9162)."""
+        ...
+
+    def node(self, height: int, index: int) -> bytes:
+        """A complete, aligned subtree of height ``STORED_HEIGHT`` or more, as ``StoredLog.append``
+        handed it over for keeping."""
+        ...
+
+
+# Subtrees of 2**STORED_HEIGHT leaves and up are kept on disk: about one row per 32 leaves, and any
+# subtree below that height is rehashed from at most 64 leaf ids.
+STORED_HEIGHT = 6
+
+
+class StoredLog(_TreeHashes):
+    """An append-only tree kept mostly outside memory: O(log n) in memory, O(log n) to open.
+
+    In memory: the frontier (the roots of the perfect subtrees that make up the whole tree, left
+    to right) and the leaves of the last, incomplete block of ``2**STORED_HEIGHT``. Everything else
+    is read from ``source``: each complete, aligned subtree of ``STORED_HEIGHT`` levels or more is
+    handed to the caller by ``append`` (to be stored in the same transaction as the leaf, so the
+    kept tree can never disagree with the chain after a crash), and lower subtrees are rehashed
+    from their leaves. So the root at the current size costs no I/O, and a root or proof for an
+    older size costs O(log n) reads and at most a few hundred hashes.
+    """
+
+    def __init__(self, source: NodeSource, size: int) -> None:
+        self._source = source
+        self._size = size
+        self._peaks: dict[tuple[int, int], bytes] = {}  # (height, index) -> hash; the frontier
+        self._order: list[tuple[int, int]] = []  # the frontier's keys, left to right
+        block = 1 << STORED_HEIGHT
+        self._tail_lo = size - size % block
+        self._tail = source.leaves(self._tail_lo, size) if size % block else []
+        start = 0
+        for h in reversed(range(size.bit_length())):
+            if size >> h & 1:
+                key = (h, start >> h)
+                if h >= STORED_HEIGHT:
+                    self._peaks[key] = source.node(*key)
+                else:
+                    self._peaks[key] = root(self._tail[start - self._tail_lo : start - self._tail_lo + (1 << h)])
+                self._order.append(key)
+                start += 1 << h
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def leaves(self) -> list[bytes]:
+        return self._source.leaves(0, self._size)
+
+    def frontier(self) -> list[tuple[int, int, bytes]]:
+        """(height, index, hash) of the perfect subtrees that make up the tree, left to right."""
+        return [(h, i, self._peaks[(h, i)]) for h, i in self._order]
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add a leaf; return the subtrees it completed that the caller must keep (height, index, hash)."""
+        if len(leaf) != 32:
+            raise MerkleError("a leaf hash is 32 bytes")
+        keep: list[tuple[int, int, bytes]] = []
+        h, index, node = 0, self._size, leaf
+        while self._order and self._order[-1][0] == h:
+            node = node_hash(self._peaks.pop(self._order.pop()), node)
+            h, index = h + 1, index >> 1
+            if h >= STORED_HEIGHT:
+                keep.append((h, index, node))
+        self._peaks[(h, index)] = node
+        self._order.append((h, index))
+        self._size += 1
+        self._tail.append(leaf)
+        if self._size % (1 << STORED_HEIGHT) == 0:
+            self._tail, self._tail_lo = [], self._size
+        return keep
+
+    def _node(self, height: int, index: int) -> bytes:
+        found = self._peaks.get((height, index))
+        if found is not None:
+            return found
+        if height >= STORED_HEIGHT:
+            return self._source.node(height, index)
+        lo = index << height
+        hi = lo + (1 << height)
+        if lo >= self._tail_lo:
+            return root(self._tail[lo - self._tail_lo : hi - self._tail_lo])
+        return root(self._source.leaves(lo, hi))

@@ -344,3 +344,76 @@ def test_merkle_log_refuses_sizes_it_does_not_hold() -> None:
                  lambda: log.consistency_proof(3, 6), lambda: log.root(-1)):  # fmt: skip
         with pytest.raises(MerkleError):
             call()
+
+
+# --- StoredLog: the tree kept on disk, O(log n) in memory -----------------------------------------
+
+
+class _Source:
+    """What the ledger keeps for a StoredLog: the leaves, and the subtrees ``append`` handed over."""
+
+    def __init__(self) -> None:
+        self.leaf_list: list[bytes] = []
+        self.nodes: dict[tuple[int, int], bytes] = {}
+        self.reads = 0
+
+    def leaves(self, lo: int, hi: int) -> list[bytes]:
+        self.reads += 1
+        return self.leaf_list[lo:hi]
+
+    def node(self, height: int, index: int) -> bytes:
+        self.reads += 1
+        return self.nodes[(height, index)]
+
+    def add(self, log: merkle.StoredLog, leaf: bytes) -> None:
+        self.leaf_list.append(leaf)
+        for h, i, node in log.append(leaf):
+            assert h >= merkle.STORED_HEIGHT and (h, i) not in self.nodes
+            self.nodes[(h, i)] = node
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 700), st.integers(0, 700), st.data())
+def test_stored_log_reopened_at_any_size_answers_like_the_whole_tree(n: int, more: int, data: st.DataObject) -> None:
+    leaves = leaves_of(n + more, salt=31)
+    source = _Source()
+    live = merkle.StoredLog(source, 0)
+    for leaf in leaves[:n]:
+        source.add(live, leaf)
+    reopened = merkle.StoredLog(source, n)  # what the ledger does at start: frontier and tail only
+    assert reopened.frontier() == live.frontier()
+    assert reopened.root() == live.root() == merkle.root(leaves[:n])
+    for leaf in leaves[n:]:  # both grow on from there
+        kept = live.append(leaf)
+        source.add(reopened, leaf)
+        assert kept == [(h, i, source.nodes[(h, i)]) for h, i, _ in kept]
+    total = n + more
+    assert reopened.size == total and reopened.root() == merkle.root(leaves)
+    if total:
+        size = data.draw(st.integers(1, total), label="past size")
+        index = data.draw(st.integers(0, size - 1), label="index")
+        old = data.draw(st.integers(1, size), label="old size")
+        assert reopened.root(size) == merkle.root(leaves[:size])
+        assert reopened.inclusion_proof(index, size) == merkle.inclusion_proof(index, leaves[:size])
+        assert reopened.consistency_proof(old, size) == merkle.consistency_proof(old, leaves[:size])
+
+
+def test_stored_log_keeps_little_and_reads_little() -> None:
+    leaves = leaves_of(5000, salt=32)
+    source = _Source()
+    log = merkle.StoredLog(source, 0)
+    for leaf in leaves:
+        source.add(log, leaf)
+    assert len(source.nodes) < 5000 // 2**merkle.STORED_HEIGHT * 2  # about one subtree per 32 leaves
+    source.reads = 0
+    assert log.root() == merkle.root(leaves)
+    assert source.reads == 0  # the current root comes from the frontier alone
+    reopened = merkle.StoredLog(source, 5000)
+    assert source.reads <= 5000 .bit_length() + 1  # one read per frontier subtree, one for the tail
+    source.reads = 0
+    assert reopened.root(4321) == merkle.root(leaves[:4321])
+    assert source.reads <= 2 * 5000 .bit_length()
+    with pytest.raises(MerkleError):
+        reopened.root(5001)
+    with pytest.raises(MerkleError):
+        reopened.append(b"short")

@@ -258,7 +258,7 @@ def test_swapped_entries_with_their_index_columns_are_found(
     db.execute("BEGIN")
     db.execute("DELETE FROM envelopes WHERE sender=? AND seq IN (2, 3)", (b,))
     for seq, other in ((2, 3), (3, 2)):
-        db.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, 0)", (transcript.line, b, seq, *rows[other]))
+        db.execute("INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, 0, NULL)", (transcript.line, b, seq, *rows[other]))
     db.execute("COMMIT")
     problem = first_problem(report_of(transcript, copy))
     assert "NDMC chain, entry 2" in problem.where

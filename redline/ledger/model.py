@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Merkle subtrees, chain byte totals, the operations index, the clean-close mark
 
 
 @dataclass(frozen=True, kw_only=True)

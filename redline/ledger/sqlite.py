@@ -12,7 +12,7 @@ import contextlib
 import json
 import sqlite3
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, Outbo
 from redline.ledger.verify import LineData, StoredRow
 from redline.statements import Signed
 
-_SCHEMA = """
+_SCHEMA_1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE lines (line TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE certs (
@@ -42,7 +42,7 @@ CREATE TABLE certs (
 );
 CREATE TABLE envelopes (
     line TEXT NOT NULL, sender TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
-    kind TEXT NOT NULL, raw BLOB NOT NULL, stored_at INTEGER NOT NULL,
+    kind TEXT NOT NULL, raw BLOB NOT NULL, stored_at INTEGER NOT NULL, prio TEXT,
     UNIQUE (line, sender, seq)
 );
 CREATE UNIQUE INDEX envelopes_id ON envelopes (line, id);
@@ -67,7 +67,30 @@ CREATE TABLE checkpoints (
 );
 """
 # (The envelopes table keeps its rowid: rows hold ~1.5 KB blobs, which a WITHOUT ROWID b-tree
-# stores inline and rewrites on splits; the rowid also gives the true storage order.)
+# stores inline and rewrites on splits; the rowid also gives the true storage order. Its ``prio``
+# column came with schema 2: a store migrated from schema 1 has it only where ``_migrate`` put it.)
+
+# Schema 2: what a station needs at start without reading the whole transcript.
+# - ``merkle``: every complete, aligned subtree of 2**merkle.STORED_HEIGHT leaves or more of each
+#   chain's RFC 9162 tree, written in the transaction that appends the leaf completing it, so the
+#   tree is opened in O(log n) (``merkle.StoredLog``) and can never disagree with the chain.
+# - ``chain_bytes``: the running total of each chain's envelope bytes (the disk budget), written
+#   with each commit, instead of a SUM over every row at start.
+# - ``envelopes.prio`` and the partial index ``envelopes_ops``: the rows the operations engine must
+#   see again at start (every kind but TEXT, and TEXT sent as FLASH), found without a scan.
+_SCHEMA_2 = """
+CREATE TABLE merkle (
+    line TEXT NOT NULL, sender TEXT NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (line, sender, height, idx)
+) WITHOUT ROWID;
+CREATE TABLE chain_bytes (
+    line TEXT NOT NULL, sender TEXT NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (line, sender)
+) WITHOUT ROWID;
+CREATE INDEX envelopes_ops ON envelopes (line) WHERE kind != 'TEXT' OR prio = 'FLASH';
+"""
+_SCHEMA = _SCHEMA_1 + _SCHEMA_2
+_OPS_ROWS = "kind != 'TEXT' OR prio = 'FLASH'"  # exactly the partial index's condition, so SQLite uses it
+_CLEAN = "clean_close"  # meta key: present only while no write was committed since a clean close
 
 
 def _statement(raw: bytes) -> Signed:
@@ -97,6 +120,42 @@ def _close(db: sqlite3.Connection, key: tuple[int, int]) -> None:
 def leaf_of(envelope_id: str) -> bytes:
     """The Merkle leaf hash of an envelope: SHA-256(0x00 || 32-byte id)."""
     return merkle.leaf_hash(bytes.fromhex(envelope_id))
+
+
+class _ChainNodes:
+    """One chain's ``merkle.NodeSource``: leaves from the envelopes' ids, subtrees from ``merkle``."""
+
+    def __init__(self, db: sqlite3.Connection, line: str, sender: str) -> None:
+        self._db, self._key = db, (line, sender)
+
+    def leaves(self, lo: int, hi: int) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT id FROM envelopes WHERE line=? AND sender=? AND seq>? AND seq<=? ORDER BY seq", (*self._key, lo, hi)
+        ).fetchall()
+        if len(rows) != hi - lo:
+            raise StorageError(f"the store lacks envelopes {lo + 1}..{hi} of a chain it counts as held: it is damaged")
+        return [leaf_of(r[0]) for r in rows]
+
+    def node(self, height: int, index: int) -> bytes:
+        row = self._db.execute(
+            "SELECT hash FROM merkle WHERE line=? AND sender=? AND height=? AND idx=?", (*self._key, height, index)
+        ).fetchone()
+        if row is None:
+            raise StorageError(
+                f"the store lacks the Merkle subtree {height}/{index} of a chain it holds: it is damaged "
+                "('redline verify' rebuilds the trees from the envelopes and says what else is wrong)"
+            )
+        return bytes(row[0])
+
+
+class _NoNodes:
+    """The source of a tree built from its first leaf on: there is nothing before it to read."""
+
+    def leaves(self, lo: int, hi: int) -> list[bytes]:
+        raise AssertionError("an empty tree reads no leaves")
+
+    def node(self, height: int, index: int) -> bytes:
+        raise AssertionError("an empty tree reads no subtrees")
 
 
 class Ledger:
@@ -131,14 +190,26 @@ class Ledger:
                     self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             except sqlite3.DatabaseError as exc:
                 raise StorageError(f"store {path} cannot be opened: {exc}") from exc
+            self._depth = 0
+            self._clean = False  # the clean-close marker is in the store (no write committed since)
+            self._wrote = False  # this connection committed a write: it marks a clean close at close()
+            self._opened_clean = False
+            self._bytes: dict[tuple[str, str], int] = {}  # envelope bytes appended in the open batch
             try:
                 if not create:
                     # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
                     # we refuse must be left exactly as it was.
                     self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                    if not held:
+                    self._clean = self._marked_clean()
+                    self._opened_clean = self._clean
+                    # The page-by-page check reads the whole store (a minute at a million envelopes):
+                    # only after an unclean shutdown, when the store may hold what a crash left; after
+                    # a clean close nothing was written since that store was last whole. The raw
+                    # checks above (truncation, a WAL that would lose commits) always run: they cost
+                    # no more than the WAL a clean close leaves (none).
+                    if not held and not self._clean:
                         integrity.quick_check(path, self._db, sidecars)  # zeroed or overwritten pages
-                    self._check_schema()
+                    version = self._check_schema()
                 if read_only:
                     self._db.execute("PRAGMA query_only=ON")
                 else:
@@ -148,6 +219,8 @@ class Ledger:
                 if create:
                     self._create(station)
                     self._check_schema()
+                elif version < SCHEMA_VERSION:
+                    self._migrate(version)
                 key = integrity.hold(path)
             except BaseException as exc:
                 self._db.close()  # a refused store is released at once, not whenever the GC runs
@@ -157,8 +230,7 @@ class Ledger:
         # Closed by close(), or by the garbage collector if a caller forgets: either way the
         # connection is closed before the store stops counting as open here.
         self._closer = weakref.finalize(self, _close, self._db, key)
-        self._depth = 0
-        self._logs: dict[tuple[str, str], merkle.MerkleLog] = {}
+        self._logs: dict[tuple[str, str], merkle.StoredLog] = {}
         self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}
 
     # -- schema -------------------------------------------------------------------------------
@@ -172,16 +244,73 @@ class Ledger:
         self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self._db.execute("INSERT INTO meta VALUES ('station', ?)", (station or "",))
         self._db.execute("COMMIT")
+        self._wrote = True
 
-    def _check_schema(self) -> None:
+    def _check_schema(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             raise StorageError(f"{self.path} is not a redline store")
-        if int(row[0]) != SCHEMA_VERSION:
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"store {self.path} has schema version {row[0]}, this redline understands {SCHEMA_VERSION}; "
                 "upgrade redline before opening it (the store was not touched)"
             )
+        if version < SCHEMA_VERSION and self.read_only:
+            raise SchemaVersionError(
+                f"store {self.path} has schema version {row[0]}, older than this redline's {SCHEMA_VERSION}; "
+                "start the station (or run 'redline log' on it) once to bring it up to date (the store was not touched)"
+            )
+        return version
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store up to ``SCHEMA_VERSION`` in one transaction (all or nothing). From
+        1 to 2 this reads the whole transcript once: each chain's ids for its Merkle subtrees, every
+        row's size for the byte totals."""
+        with self.batch():
+            if version < 2:
+                self._db.execute("ALTER TABLE envelopes ADD COLUMN prio TEXT")
+                # TEXT sent as FLASH is the one TEXT the operations engine must see again. The search
+                # runs in SQLite over the raw bytes: the header comes first and none of its other
+                # fields can hold a quotation mark, so every FLASH header matches; a body that
+                # happens to hold the same bytes only makes one more row replayed, never one fewer.
+                self._db.execute(
+                    "UPDATE envelopes SET prio='FLASH' WHERE kind='TEXT' AND instr(raw, ?) > 0",
+                    (b'"prio":"FLASH"',),
+                )
+                for statement in _SCHEMA_2.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(
+                    "INSERT INTO chain_bytes SELECT line, sender, SUM(length(raw)) FROM envelopes GROUP BY line, sender"
+                )
+                chains = self._db.execute("SELECT DISTINCT line, sender FROM envelopes").fetchall()
+                for line, sender in chains:
+                    log = merkle.StoredLog(_NoNodes(), 0)
+                    rows = self._db.execute(
+                        "SELECT id FROM envelopes WHERE line=? AND sender=? ORDER BY seq", (line, sender)
+                    )
+                    for (eid,) in rows:
+                        for h, i, node in log.append(leaf_of(eid)):
+                            self._db.execute("INSERT INTO merkle VALUES (?, ?, ?, ?, ?)", (line, sender, h, i, node))
+            self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+    def _marked_clean(self) -> bool:
+        try:
+            return self._db.execute("SELECT 1 FROM meta WHERE key=?", (_CLEAN,)).fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False  # not a store of ours, or its meta table is damaged: the full checks say which
+
+    @property
+    def opened_clean(self) -> bool:
+        """Whether the store was closed cleanly before this open (so the full check was skipped)."""
+        return self._opened_clean
+
+    def check_integrity(self) -> None:
+        """The full page-by-page check (``PRAGMA quick_check``) whatever the clean-close marker says:
+        what ``redline verify`` runs. Raises ``StorageError`` naming the damage; the ledger is then
+        closed."""
+        integrity.quick_check(self.path, self._db, integrity.sidecars(self.path))
 
     @property
     def station(self) -> str:
@@ -189,6 +318,17 @@ class Ledger:
         return str(row[0])
 
     def close(self) -> None:
+        """Close the store; if this connection wrote anything, mark the close clean first, so the
+        next open skips the full integrity check. A crash, or a ledger never closed, leaves no mark."""
+        if self._wrote and not self._clean and not self.read_only and not self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # no mark: the next open checks everything
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (_CLEAN,))
+                self._db.execute("COMMIT")
+                self._clean = True
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
         self._closer()
 
     @classmethod
@@ -219,18 +359,23 @@ class Ledger:
         if self._depth == 0:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                # Every write takes the clean-close mark away, atomically with what it writes (another
+                # process may have closed cleanly meanwhile); deleting a row that is not there is free.
+                self._db.execute("DELETE FROM meta WHERE key=?", (_CLEAN,))
             except sqlite3.DatabaseError as exc:
+                self._rollback()
                 why = f"{exc}{_hint(exc)}"
                 raise StorageError(f"the store cannot start a transaction, nothing was accepted: {why}") from exc
         self._depth += 1
         try:
             yield
+            if self._depth == 1:
+                self._write_totals()
         except BaseException as exc:
             self._depth -= 1
             if self._depth == 0:
                 self._rollback()
-                self._logs.clear()  # caches may hold rows that were rolled back
-                self._heads.clear()
+                self._forget()  # caches may hold rows that were rolled back
             if isinstance(exc, sqlite3.DatabaseError):
                 # A write failed before COMMIT (disk full, I/O error): same promise as a failed commit.
                 raise StorageError(f"a write failed, nothing from this batch was accepted: {exc}{_hint(exc)}") from exc
@@ -241,9 +386,25 @@ class Ledger:
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._rollback()
-                self._logs.clear()
-                self._heads.clear()
+                self._forget()
                 raise StorageError(f"commit failed, nothing from this batch was accepted: {exc}{_hint(exc)}") from exc
+            self._clean, self._wrote = False, True
+
+    def _forget(self) -> None:
+        """Drop every cache that may hold what a rolled-back transaction wrote."""
+        self._logs.clear()
+        self._heads.clear()
+        self._bytes.clear()
+
+    def _write_totals(self) -> None:
+        """The batch's envelope bytes onto each chain's running total, in the batch's transaction."""
+        for (line, sender), added in self._bytes.items():
+            self._db.execute(
+                "INSERT INTO chain_bytes VALUES (?, ?, ?) "
+                "ON CONFLICT (line, sender) DO UPDATE SET bytes = bytes + excluded.bytes",
+                (line, sender, added),
+            )
+        self._bytes.clear()
 
     def _rollback(self) -> None:
         # SQLite may already have rolled back by itself (a full disk, an I/O error), and a ROLLBACK
@@ -306,16 +467,12 @@ class Ledger:
             self._heads[key] = (row[0], row[1]) if row else (0, None)
         return self._heads[key]
 
-    def log(self, line: str, sender: str) -> merkle.MerkleLog:
-        """The chain's Merkle tree, rebuilt from the stored ids on first use."""
+    def log(self, line: str, sender: str) -> merkle.StoredLog:
+        """The chain's Merkle tree: its frontier read back from the stored subtrees on first use
+        (O(log n), whatever the chain's length), older roots and proofs read as they are asked for."""
         key = (line, sender)
         if key not in self._logs:
-            log = merkle.MerkleLog()
-            for (eid,) in self._db.execute(
-                "SELECT id FROM envelopes WHERE line=? AND sender=? ORDER BY seq", key
-            ):
-                log.append(leaf_of(eid))
-            self._logs[key] = log
+            self._logs[key] = merkle.StoredLog(_ChainNodes(self._db, line, sender), self.head(line, sender)[0])
         return self._logs[key]
 
     def envelope_id(self, line: str, sender: str, seq: int) -> str | None:
@@ -358,13 +515,17 @@ class Ledger:
                 f"envelope seq {h.seq} does not follow seq {seq} of station {h.sender[:16]}; it was not stored"
             )
         log = self.log(*key)
+        raw = env.encode()
         with self.batch():
             self._db.execute(
-                "INSERT INTO envelopes VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (h.line, h.sender, h.seq, env.id, h.kind, env.encode(), stored_at),
+                "INSERT INTO envelopes (line, sender, seq, id, kind, raw, stored_at, prio) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (h.line, h.sender, h.seq, env.id, h.kind, raw, stored_at, h.prio),
             )
-            log.append(leaf_of(env.id))
+            for height, index, node in log.append(leaf_of(env.id)):
+                self._db.execute("INSERT INTO merkle VALUES (?, ?, ?, ?, ?)", (h.line, h.sender, height, index, node))
             self._heads[key] = (h.seq, env.id)
+            self._bytes[key] = self._bytes.get(key, 0) + len(raw)
         return True
 
     def raw_envelope(self, line: str, sender: str, seq: int) -> bytes:
@@ -381,6 +542,19 @@ class Ledger:
             for r in self._db.execute(
                 "SELECT seq, raw FROM envelopes WHERE line=? AND sender=? AND seq>? ORDER BY seq LIMIT ?",
                 (line, sender, after, limit),
+            )
+        )
+
+    def stored_for_ops(self, line: str) -> Iterator[tuple[str, int, bytes, int]]:
+        """What the operations engine must see again at start, as (sender, seq, raw, stored_at) in
+        the order stored: every envelope but plain TEXT (TEXT sent as FLASH included). Read through
+        the partial index ``envelopes_ops``: the TEXT rows, nearly all of a line, are not touched."""
+        yield from (
+            (r[0], r[1], bytes(r[2]), r[3])
+            for r in self._db.execute(
+                "SELECT sender, seq, raw, stored_at FROM envelopes INDEXED BY envelopes_ops "
+                f"WHERE line=? AND ({_OPS_ROWS}) ORDER BY rowid",
+                (line,),
             )
         )
 
@@ -422,11 +596,10 @@ class Ledger:
         ]
 
     def line_bytes(self, line: str, sender: str) -> int:
-        """Disk the envelopes ``sender`` signed on ``line`` take (one direction's budget)."""
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(length(raw)), 0) FROM envelopes WHERE line=? AND sender=?", (line, sender)
-        ).fetchone()
-        return int(row[0])
+        """Disk the envelopes ``sender`` signed on ``line`` take (one direction's budget): the running
+        total kept with each commit, plus what the open batch appended."""
+        row = self._db.execute("SELECT bytes FROM chain_bytes WHERE line=? AND sender=?", (line, sender)).fetchone()
+        return (int(row[0]) if row else 0) + self._bytes.get((line, sender), 0)
 
     # -- outbox --------------------------------------------------------------------------------
     def accept(
@@ -493,6 +666,23 @@ class Ledger:
             "SELECT seq, stored_at FROM receipts WHERE line=? AND by=? ORDER BY rowid", (line, by)
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
+
+    def receipts_covering(self, line: str, by: str, seqs: Iterable[int]) -> list[tuple[int, int]]:
+        """(seq, stored_at) of the first receipt ``by`` gave that covers each of ``seqs``, once each,
+        in seq order: what a replay of every receipt would tell about those seqs, in O(log n) each
+        (receipts are cumulative and stored in rising seq order)."""
+        found: list[tuple[int, int]] = []
+        for seq in sorted(set(seqs)):
+            if found and seq <= found[-1][0]:
+                continue  # the receipt found last covers it too
+            row = self._db.execute(
+                "SELECT seq, stored_at FROM receipts WHERE line=? AND by=? AND seq>=? ORDER BY seq LIMIT 1",
+                (line, by, seq),
+            ).fetchone()
+            if row is None:
+                break  # later seqs are not receipted either
+            found.append((row[0], row[1]))
+        return found
 
     def latest_receipt(self, line: str, by: str) -> tuple[int, Signed] | None:
         row = self._db.execute(
