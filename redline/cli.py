@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
 import time
@@ -33,11 +32,12 @@ from redline.bundle import (
 )
 from redline.clock import SettableClock
 from redline.control import call
-from redline.display import SafeConsole, SafeFormatter, shown, styled
+from redline.display import SafeConsole, shown, styled
 from redline.envelope import split
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
 from redline.ledger.verify import LineReport, verify_line
+from redline.logs import configure as configure_logs
 from redline.station import Station
 
 # Every string printed is data (message text, names, reasons): no markup, control codes escaped.
@@ -104,6 +104,14 @@ def init(
 @station_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every path event.")
 @click.option(
+    "--log-format", type=click.Choice(["human", "json"]), default="human",
+    help="human (default), or json: one JSON object per line (line id, event, level, fields; never message bodies).",
+)  # fmt: skip
+@click.option(
+    "--metrics", "metrics_addr", default=None, metavar="HOST:PORT",
+    help="Also serve /metrics (Prometheus), /health and /ready here, without login, and nothing else.",
+)  # fmt: skip
+@click.option(
     "--http", "http_addr", default=None, metavar="HOST:PORT",
     help="Also serve the duty console and HTTP API (docs/API.md) here: plain HTTP, so loopback or behind a TLS proxy.",
 )  # fmt: skip
@@ -111,22 +119,25 @@ def init(
     "--settable-clock", is_flag=True, hidden=True,
     help="Demo and test stations only: let the control operation 'clock' move this station's clock.",
 )  # fmt: skip
-def serve(station: str | None, verbose: bool, http_addr: str | None, settable_clock: bool) -> None:
+def serve(
+    station: str | None, verbose: bool, log_format: str, metrics_addr: str | None,
+    http_addr: str | None, settable_clock: bool,
+) -> None:  # fmt: skip
     """Run the station: listen, dial the paired peers, keep the lines in sync."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(SafeFormatter("%(asctime)s %(message)s"))  # peer text in a log line stays data
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    configure_logs(log_format, verbose=verbose)  # human lines (SafeFormatter), or JSON (redline/logs.py)
+    json_log = log_format == "json"
+    console.quiet = json_log  # then the log is the only output, and every alarm is in it
     home = StationDir(station_path(station))
 
     async def main_() -> None:
         st = Station(
-            home, on_alarm=lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"),
+            home, on_alarm=None if json_log else lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"),
             clock=SettableClock() if settable_clock else None,
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, st.stop)
-        http = None
+        http = monitor = None
         try:
             await st.start()
             where = ", ".join(st.config.listen)
@@ -137,8 +148,15 @@ def serve(station: str | None, verbose: bool, http_addr: str | None, settable_cl
                 # uvicorn in this same event loop: the API works on the running station, one writer
                 http = await HttpServer.start(st, http_addr)
                 console.print(styled("Duty console and API on ", (f"http://{http.addr}/", "bold")))
+            if metrics_addr:
+                from redline.api import HttpServer
+
+                monitor = await HttpServer.start(st, metrics_addr, monitoring_only=True)
+                console.print(styled("Metrics, health and readiness on ", (f"http://{monitor.addr}/metrics", "bold")))
             await st.wait_stopped()
         finally:
+            if monitor is not None:
+                await monitor.stop()
             if http is not None:
                 await http.stop()
             await st.close()
@@ -231,7 +249,11 @@ def flash(station: str | None, line: str, text: str, idem: str | None, as_json: 
 @main.command()
 @station_option
 @json_option
-def status(station: str | None, as_json: bool) -> None:
+@click.option(
+    "--exit-code", is_flag=True,
+    help="Exit 0 when every line is in sync, 2 when one is not (or none is paired); 1: the station does not answer.",
+)  # fmt: skip
+def status(station: str | None, as_json: bool, exit_code: bool) -> None:
     """Lines, paths (up/down, round trip, last heard), skew, outbox and unreceipted counts."""
     data = control(station, {"op": "status"})
 
@@ -265,6 +287,9 @@ def status(station: str | None, as_json: bool) -> None:
             console.print(f"[{a['level']}] {when(a['time'])} {a['text']}")
 
     emit(as_json, data, human)
+    if exit_code:
+        lines = data["lines"]
+        sys.exit(0 if lines and all(ln["active"] and ln["synced"] and not ln["halted"] for ln in lines) else 2)
 
 @main.command(name="log")
 @station_option
@@ -497,9 +522,11 @@ def demo(workdir: str | None, no_wait: bool, days: int | None) -> None:
 
 
 def _register_ops() -> None:
+    from redline.cli_admin import register as register_admin
     from redline.cli_ops import register
 
     register(main)
+    register_admin(main)
 
 
 _register_ops()
