@@ -20,7 +20,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from redline import canonical
+from redline import views
 from redline.bundle import (
     BundleReport,
     build_bundle,
@@ -33,7 +33,6 @@ from redline.bundle import (
 from redline.clock import SettableClock
 from redline.control import call
 from redline.display import SafeConsole, shown, styled
-from redline.envelope import split
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
 from redline.ledger.verify import LineReport, verify_line
@@ -294,64 +293,38 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
 @main.command(name="log")
 @station_option
 @click.argument("line")
-@click.option("--limit", default=50, help="Show the last N envelopes of each side.")
-@click.option("--all", "show_all", is_flag=True, help="Show every envelope of both sides.")
+@click.option("--limit", default=50, help="Show the last N entries.")
+@click.option("--all", "show_all", is_flag=True, help="Show every entry of both sides.")
 @json_option
 def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bool) -> None:
-    """Both sides of LINE's transcript, oldest first, with receipt state."""
+    """Both sides of LINE's transcript, oldest first, with receipt state (read from the store)."""
     home = StationDir(station_path(station))
-    total = 0
 
-    def collect() -> list[dict[str, Any]]:
-        nonlocal total
-        ledger = home.open_ledger()
+    def collect() -> views.Transcript:
+        ledger = home.read_ledger()  # a reader: SQLite only, read-only, one snapshot
         try:
-            record = ledger.find_line(line)
-            us = ledger.station
-            rows: list[dict[str, Any]] = []
-            for fp, who in ((us, "us"), (record.peer, record.peer_name)):
-                receipt = ledger.latest_receipt(record.line, record.peer if fp == us else us)
-                receipted = receipt[0] if receipt else 0
-                head = ledger.head(record.line, fp)[0]
-                total += head
-                for seq, raw in ledger.raw_envelopes(record.line, fp, 0 if show_all else max(0, head - limit)):
-                    env = split(raw)
-                    h = canonical.decode_object(env.header_bytes, "header")
-                    content = canonical.decode_object(env.body_bytes, "body")["content"] if env.body_bytes else {}
-                    rows.append({
-                        "from": who, "seq": seq, "id": env.id, "kind": h["kind"], "priority": h["prio"],
-                        "sent_at": h["sent_at"], "stored_at": ledger.stored_at(record.line, fp, seq),
-                        "lang": h["lang"], "text": content.get("text", json.dumps(content, ensure_ascii=False)),
-                        "receipted": seq <= receipted,
-                    })  # fmt: skip
-            rows.sort(key=lambda r: (r["stored_at"], r["from"] != "us", r["seq"]))
-            return rows
+            with ledger.snapshot():
+                return views.transcript(ledger, ledger.find_line(line), limit=None if show_all else limit)
         finally:
             ledger.close()
 
-    rows = run(collect)
+    held: views.Transcript = run(collect)
 
-    def human(rs: list[dict[str, Any]]) -> None:
+    def human(d: dict[str, Any]) -> None:
         table = Table("time (UTC)", "from", "seq", "kind", "prio", "receipt", "text")
-        for r in rs:
+        for r in held.rows:
             table.add_row(
-                when(r["sent_at"]), r["from"], str(r["seq"]), r["kind"], r["priority"],
-                "✓ stored" if r["receipted"] else "pending", shown(r["text"], 300),
+                when(r.sent_at), r.sender, str(r.seq), r.kind, r.priority, "✓ stored" if r.receipted else "pending",
+                shown(r.text, 300),
             )  # fmt: skip
+        for r in held.outbox:
+            table.add_row("-", "us", "-", r.kind, r.priority, "in the outbox", shown(r.text, 300))
         console.print(table)
-        if len(rs) < total:
-            console.print(f"{len(rs)} of {total} entries shown (the last {limit} of each side); --all for every "
-                          "entry; 'redline show LINE ID' for one whole message", style="yellow")  # fmt: skip
+        if held.partial:
+            console.print(f"{len(held.rows)} of {held.total} entries shown; --all for every entry; 'redline show "
+                          "LINE ID' for one whole message", style="yellow")  # fmt: skip
 
-    emit(as_json, rows, human)
-
-def _report_obj(r: LineReport) -> dict[str, Any]:
-    return {
-        "line": r.line, "ok": r.ok, "chains": {r.names.get(k, k): v for k, v in r.chain_sizes.items()},
-        "cosigned": {r.names.get(k, k): v for k, v in r.cosigned_sizes.items()},
-        "one_sided_tail": {r.names.get(k, k): r.tail(k) for k in r.chain_sizes},
-        "checkpoints": r.checkpoints, "receipts": r.receipts, "problems": [str(p) for p in r.problems],
-    }  # fmt: skip
+    emit(as_json, held.to_obj(), human)
 
 def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | None, as_json: bool) -> None:
     if len(keys) != 2:
@@ -428,7 +401,7 @@ def verify(
             ledger.close()
 
     reports = run(check)
-    data = [_report_obj(r) for r in reports]
+    data = [views.VerifyView.of(r).to_obj() for r in reports]
 
     def human(ds: list[dict[str, Any]]) -> None:
         for d in ds:
@@ -471,11 +444,12 @@ def export(
     def make() -> dict[str, Any]:
         name = home.config().name
         our_root = bytes.fromhex((home.keys / "root.pub").read_text().strip())
-        ledger = home.open_ledger()
+        ledger = home.read_ledger()
         try:
-            record = ledger.find_line(line)
-            data = ledger.line_data(record.line, name)
-            us = ledger.station
+            with ledger.snapshot():
+                record = ledger.find_line(line)
+                data = ledger.line_data(record.line, name)
+                us = ledger.station
         finally:
             ledger.close()
         now = int(time.time() * 1000)

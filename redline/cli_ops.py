@@ -9,28 +9,21 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from redline import persons
+from redline import persons, views
 from redline.cli import console, control, emit, fail, json_option, run, station_option, when
 from redline.display import styled
 from redline.home import station_path
 
 
 def parse_time(text: str) -> int:
-    """ISO 8601 UTC time ('2022-05-13T11:00Z') -> ms."""
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"{text!r} is not a time like 2022-05-13T11:00Z")
-    if dt.tzinfo is None:
-        fail(f"{text!r} has no time zone; write it in UTC with a trailing Z")
-    return int(dt.astimezone(UTC).timestamp() * 1000)
+    """ISO 8601 UTC time ('2022-05-13T11:00Z') -> ms (views.parse_utc: the one rule)."""
+    return int(run(lambda: views.parse_utc(text)))
 
 
 def read_password(prompt: str) -> str:

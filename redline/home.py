@@ -123,6 +123,11 @@ class StationDir:
         self.require()
         return Ledger(self.ledger_path)
 
+    def read_ledger(self) -> Ledger:
+        """A reader's connection (redline log, export, the console): read-only, SQLite only."""
+        self.require()
+        return Ledger.open_read_only(self.ledger_path)
+
     def init(
         self,
         *,

@@ -310,7 +310,7 @@ def _json_list(text: str) -> list[dict[str, Any]]:
     import json
 
     obj = json.loads(text)
-    rows = obj["entries"] if isinstance(obj, dict) and "entries" in obj else obj
+    rows = obj["rows"]
     assert isinstance(rows, list)
     return rows
 

@@ -114,7 +114,7 @@ def test_ceremony_and_bad_input_through_the_cli(tmp_path: Path) -> None:
         after = json.loads(rl("status", "--json", station=a_home).stdout)["lines"][0]["our_seq"]
         assert after == before + 1
         asyncio.run(wait_until(lambda: _drained(a_home, b_home), "traffic receipted"))
-        log = json.loads(rl("log", "NDMC", "--json", station=a_home).stdout)
+        log = json.loads(rl("log", "NDMC", "--json", station=a_home).stdout)["rows"]
         assert [r["text"] for r in log if r["from"] == "NDMC"] == ["queued before confirmation"]
         assert any(r["text"] == "Line test. Please answer." and r["receipted"] for r in log if r["from"] == "us")
         assert "VERIFIED" in rl("verify", station=a_home).stdout

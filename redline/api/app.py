@@ -23,7 +23,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from redline import canonical, persons
+from redline import persons, views
 from redline.api.auth import (
     CAPABILITIES,
     COOKIE,
@@ -56,10 +55,10 @@ from redline.api.auth import (
 from redline.api.console_routes import CONSOLE_SPECS, ConsoleHandlers
 from redline.api.hosts import HostCheck, Hosts
 from redline.config import parse_hostport
-from redline.envelope import split
 from redline.errors import (
     ConfigError,
     EquivocationError,
+    LocalProtocolError,
     NotFoundError,
     NoticeBoardError,
     ReceiptTimeoutError,
@@ -69,7 +68,7 @@ from redline.errors import (
 )
 from redline.home import StationDir
 from redline.ledger.sqlite import Ledger
-from redline.ledger.verify import LineReport, verify_line
+from redline.ledger.verify import verify_line
 from redline.metrics import CONTENT_TYPE, metrics_for
 from redline.metrics import health as is_healthy
 from redline.metrics import ready as is_ready
@@ -164,12 +163,9 @@ def _time(body: dict[str, Any], name: str) -> int:
     value = body.get(name)
     if isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ApiError(400, f"'{name}' {value!r} is not a time like 2022-05-13T12:00Z") from None
-        if dt.tzinfo is None:
-            raise ApiError(400, f"'{name}' {value!r} has no time zone; write it in UTC with a trailing Z")
-        return int(dt.astimezone(UTC).timestamp() * 1000)
+            return views.parse_utc(value, f"'{name}'")
+        except LocalProtocolError as exc:
+            raise ApiError(400, str(exc)) from None
     return _int(body, name)
 
 
@@ -204,73 +200,13 @@ def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
-# -- reading the transcript -------------------------------------------------------------------------
-def _summary(kind: str, content: dict[str, Any]) -> str:
-    if isinstance(content.get("text"), str):
-        return str(content["text"])
-    person = content.get("person")
-    by = f" by {person.get('name')}" if isinstance(person, dict) else ""
-    if kind == "ROSTER" and isinstance(content.get("users"), list):
-        users = [u for u in content["users"] if isinstance(u, dict)]
-        return "roster: " + ", ".join(f"{u.get('name')} ({u.get('role')})" for u in users)
-    if isinstance(content.get("principals"), list):
-        return f"call record: {' ↔ '.join(map(str, content['principals']))}{by}"
-    for key in ("ref", "test", "call", "flash", "notice", "request"):
-        ref = content.get(key)
-        if isinstance(ref, dict) and "seq" in ref:
-            extra = "".join(f" ({content[k]})" for k in ("level", "result", "answer") if k in content)
-            return f"{kind} of seq {ref['seq']}{by}{extra}"
-    text = json.dumps({k: v for k, v in content.items() if k != "person"}, ensure_ascii=False)
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
+# -- reading the transcript (views.py builds it) --------------------------------------------------
 def transcript(station: Station, session: LineSession, limit: int) -> dict[str, Any]:
     """Both sides of a line, oldest first, with receipt and acknowledgement state, then the outbox."""
-    ledger, record = station.ledger, session.record
-    us = station.keys.fingerprint
-    flashes = {f["id"]: f for f in station.view(record.line, "flash")}
-    rows: list[dict[str, Any]] = []
-    for fp, ours in ((us, True), (record.peer, False)):
-        receipt = ledger.latest_receipt(record.line, record.peer if ours else us)
-        receipted = receipt[0] if receipt else 0
-        if ours:  # the peer's latest verified receipt may still wait for our next commit
-            receipted = max(receipted, session.receipted_seq)
-        head = ledger.head(record.line, fp)[0]
-        for seq, raw in ledger.raw_envelopes(record.line, fp, max(0, head - limit)):
-            env = split(raw)
-            h = canonical.decode_object(env.header_bytes, "envelope header")
-            content = canonical.decode_object(env.body_bytes, "envelope body")["content"] if env.body_bytes else {}
-            flash = flashes.get(env.id)
-            rows.append({
-                "from": "us" if ours else record.peer_name, "ours": ours, "seq": seq, "id": env.id,
-                "kind": h["kind"], "priority": h["prio"], "sent_at": h["sent_at"],
-                "stored_at": ledger.stored_at(record.line, fp, seq), "lang": h["lang"],
-                "text": _summary(h["kind"], content), "content": content, "receipted": seq <= receipted,
-                "state": ("stored by the peer" if seq <= receipted else "sent, not yet receipted") if ours
-                else "stored here",
-                "ack": None if flash is None else {
-                    "state": flash["state"], "by": flash["acked_by"], "at": flash["acked_at"],
-                    "deadline": flash["deadline"], "escalations": flash["escalations"],
-                },
-            })  # fmt: skip
-    rows.sort(key=lambda r: (r["stored_at"], not r["ours"], r["seq"]))
-    outbox = [
-        {"from": "us", "ours": True, "seq": None, "id": None, "outbox": item.local, "kind": item.kind,
-         "priority": item.prio, "sent_at": None, "stored_at": item.accepted_at, "lang": None,
-         "text": _summary(item.kind, item.content), "content": item.content, "receipted": False,
-         "state": "in the outbox: waits until the line is in sync", "ack": None}
-        for item in ledger.pending(record.line, limit)
-    ]  # fmt: skip
-    return {"line": record.line, "peer": record.peer_name, "rows": rows[-limit:], "outbox": outbox}
-
-
-def _report_obj(r: LineReport) -> dict[str, Any]:
-    return {
-        "line": r.line, "ok": r.ok, "chains": {r.names.get(k, k): v for k, v in r.chain_sizes.items()},
-        "cosigned": {r.names.get(k, k): v for k, v in r.cosigned_sizes.items()},
-        "one_sided_tail": {r.names.get(k, k): r.tail(k) for k in r.chain_sizes},
-        "checkpoints": r.checkpoints, "receipts": r.receipts, "problems": [str(p) for p in r.problems],
-    }  # fmt: skip
+    flashes = {f["id"]: f for f in station.view(session.line, "flash")}
+    return views.transcript(
+        station.ledger, session.record, limit=limit, receipted_ours=session.receipted_seq, flashes=flashes
+    ).to_obj()
 
 
 def verify_station(home: StationDir) -> list[dict[str, Any]]:
@@ -291,7 +227,7 @@ def verify_station(home: StationDir) -> list[dict[str, Any]]:
     finally:
         ledger.close()
     return [
-        _report_obj(verify_line(data, {us: our_root, record.peer: bytes.fromhex(record.peer_root)}))
+        views.VerifyView.of(verify_line(data, {us: our_root, record.peer: bytes.fromhex(record.peer_root)})).to_obj()
         for record, data in held
     ]
 

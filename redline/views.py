@@ -1,0 +1,169 @@
+"""Read models shared by the CLI, the HTTP API and the console: each is built once, here, as a
+frozen dataclass with ``to_obj()`` for JSON, so every front-end shows the same thing.
+
+- ``parse_utc``: the one rule for times people type ("2022-05-13T12:00Z").
+- ``summary``: one line for an envelope of any kind.
+- ``transcript``: both sides of a line, oldest first, with receipt state, then the outbox; it
+  says how many entries exist, so a front-end can say "50 of 301 shown".
+- ``VerifyView``: a ``redline verify`` report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redline import canonical
+from redline.envelope import split
+from redline.errors import LocalProtocolError
+from redline.ledger.model import LineRecord
+from redline.ledger.sqlite import Ledger
+from redline.ledger.verify import LineReport
+
+
+def parse_utc(text: str, what: str = "time") -> int:
+    """An ISO 8601 time with a zone ('2022-05-13T11:00Z') as ms since 1970."""
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise LocalProtocolError(f"{what} {text!r} is not a time like 2022-05-13T11:00Z") from None
+    if dt.tzinfo is None:
+        raise LocalProtocolError(f"{what} {text!r} has no time zone; write it in UTC with a trailing Z")
+    return int(dt.astimezone(UTC).timestamp() * 1000)
+
+
+def summary(kind: str, content: Mapping[str, Any]) -> str:
+    """One line for an envelope: its text, or what it refers to and who signed it."""
+    if isinstance(content.get("text"), str):
+        return str(content["text"])
+    person = content.get("person")
+    by = f" by {person.get('name')}" if isinstance(person, dict) else ""
+    if kind == "ROSTER" and isinstance(content.get("users"), list):
+        users = [u for u in content["users"] if isinstance(u, dict)]
+        return "roster: " + ", ".join(f"{u.get('name')} ({u.get('role')})" for u in users)
+    if isinstance(content.get("principals"), list):
+        return f"call record: {' ↔ '.join(map(str, content['principals']))}{by}"
+    for key in ("ref", "test", "call", "flash", "notice", "request"):
+        ref = content.get(key)
+        if isinstance(ref, dict) and "seq" in ref:
+            extra = "".join(f" ({content[k]})" for k in ("level", "result", "answer") if k in content)
+            return f"{kind} of seq {ref['seq']}{by}{extra}"
+    text = json.dumps({k: v for k, v in content.items() if k != "person"}, ensure_ascii=False)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One entry of a transcript: an envelope of either side, or an unsigned outbox item."""
+
+    ours: bool
+    sender: str  # "us" or the peer's name
+    seq: int | None
+    id: str | None
+    kind: str
+    priority: str
+    sent_at: int | None
+    stored_at: int
+    lang: str | None
+    text: str
+    content: Mapping[str, Any]
+    receipted: bool
+    state: str
+    outbox: int | None = None
+    ack: Mapping[str, Any] | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        obj = asdict(self)
+        obj["from"] = obj.pop("sender")
+        return obj
+
+
+@dataclass(frozen=True)
+class Transcript:
+    line: str
+    peer: str
+    rows: tuple[Row, ...]
+    outbox: tuple[Row, ...]
+    total: int  # envelopes of both sides held; ``rows`` may be fewer
+
+    @property
+    def partial(self) -> bool:
+        return len(self.rows) < self.total
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "line": self.line, "peer": self.peer, "rows": [r.to_obj() for r in self.rows],
+            "outbox": [r.to_obj() for r in self.outbox], "total": self.total, "shown": len(self.rows),
+        }  # fmt: skip
+
+
+def transcript(
+    ledger: Ledger, record: LineRecord, *, limit: int | None = 50, receipted_ours: int = 0,
+    flashes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Transcript:  # fmt: skip
+    """The last ``limit`` entries of the line (every one with None), oldest first, then the outbox.
+    ``receipted_ours``: a receipt of the peer verified but not yet stored (a running station)."""
+    us = ledger.station
+    rows: list[Row] = []
+    total = 0
+    for fp, ours in ((us, True), (record.peer, False)):
+        receipt = ledger.latest_receipt(record.line, record.peer if ours else us)
+        receipted = max(receipt[0] if receipt else 0, receipted_ours if ours else 0)
+        head = ledger.head(record.line, fp)[0]
+        total += head
+        for seq, raw in ledger.raw_envelopes(record.line, fp, 0 if limit is None else max(0, head - limit)):
+            env = split(raw)
+            h = canonical.decode_object(env.header_bytes, "envelope header")
+            content = canonical.decode_object(env.body_bytes, "envelope body")["content"] if env.body_bytes else {}
+            flash = (flashes or {}).get(env.id)
+            rows.append(Row(
+                ours=ours, sender="us" if ours else record.peer_name, seq=seq, id=env.id, kind=h["kind"],
+                priority=h["prio"], sent_at=h["sent_at"], stored_at=ledger.stored_at(record.line, fp, seq),
+                lang=h["lang"], text=summary(h["kind"], content), content=content, receipted=seq <= receipted,
+                state=("stored by the peer" if seq <= receipted else "sent, not yet receipted") if ours
+                else "stored here",
+                ack=None if flash is None else {
+                    "state": flash["state"], "by": flash["acked_by"], "at": flash["acked_at"],
+                    "deadline": flash["deadline"], "escalations": flash["escalations"],
+                },
+            ))  # fmt: skip
+    rows.sort(key=lambda r: (r.stored_at, not r.ours, r.seq or 0))
+    outbox = tuple(
+        Row(ours=True, sender="us", seq=None, id=None, kind=item.kind, priority=item.prio, sent_at=None,
+            stored_at=item.accepted_at, lang=None, text=summary(item.kind, item.content), content=item.content,
+            receipted=False, state="in the outbox: waits until the line is in sync", outbox=item.local)
+        for item in ledger.pending(record.line, -1 if limit is None else limit)
+    )  # fmt: skip
+    shown = rows if limit is None else rows[-limit:]
+    return Transcript(line=record.line, peer=record.peer_name, rows=tuple(shown), outbox=outbox, total=total)
+
+
+@dataclass(frozen=True)
+class VerifyView:
+    line: str
+    ok: bool
+    chains: Mapping[str, int]
+    cosigned: Mapping[str, int]
+    one_sided_tail: Mapping[str, int]
+    checkpoints: int
+    receipts: int
+    problems: tuple[str, ...]
+    evidence: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def of(cls, r: LineReport) -> VerifyView:
+        name = r.names.get
+        return cls(
+            line=r.line, ok=r.ok, chains={name(k, k): v for k, v in r.chain_sizes.items()},
+            cosigned={name(k, k): v for k, v in r.cosigned_sizes.items()},
+            one_sided_tail={name(k, k): r.tail(k) for k in r.chain_sizes}, checkpoints=r.checkpoints,
+            receipts=r.receipts, problems=tuple(str(p) for p in r.problems), evidence=tuple(str(p) for p in r.evidence),
+        )  # fmt: skip
+
+    def to_obj(self) -> dict[str, Any]:
+        obj = asdict(self)
+        obj["problems"], obj["evidence"] = list(self.problems), list(self.evidence)
+        return obj
