@@ -15,12 +15,12 @@ import contextlib
 import functools
 import hashlib
 import logging
-import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redline import canonical, control, identity, pairing, persons, transport
+from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
 from redline.envelope import KINDS, PRIORITIES, Envelope, RawEnvelope, split
@@ -39,7 +39,6 @@ from redline.ops.engine import LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry, Intent
 from redline.persons import PERSON_SIGNED_KINDS, parse_roster
 from redline.protocol.events import Action, Close, Send
-from redline.protocol.framing import FrameType, encode_frame
 from redline.session import LineSession, PathStatus
 
 log = logging.getLogger("redline.station")
@@ -66,8 +65,7 @@ class Station:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[transport.Server] = []
         self._flush_scheduled = False
-        self._invites: dict[str, pairing.Invite] = {}
-        self._pair_server: transport.Server | None = None
+        self.ceremony = Ceremony(self)
         self._stopping = asyncio.Event()
         self._receipt_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.ops: dict[str, LineOps] = {}
@@ -425,8 +423,7 @@ class Station:
     async def close(self) -> None:
         for server in self._servers:
             server.close()
-        if self._pair_server is not None:
-            self._pair_server.close()
+        self.ceremony.close()
         for conn in list(self._conns.values()):
             conn.abort()
         for task in list(self._tasks):
@@ -586,51 +583,15 @@ class Station:
             "alarms": self.alarms[-20:],
         }
 
-    # -- pairing -----------------------------------------------------------------------------------
-    def _party(self) -> pairing.Party:
-        return pairing.Party(
-            root=self.keys.root_public, signing_cert=self.keys.signing_cert, tls_cert=self.keys.tls_cert,
-            tls_der=self.keys.tls_cert_der, name=self.config.name, lang=self.config.lang,
-            addrs=self.config.addresses,
-        )  # fmt: skip
-
+    # -- pairing (ceremony.py runs the key ceremony; a completed one adds a line here) -----------
     async def invite(self) -> dict[str, Any]:
-        """Issue a single-use, expiring token and listen for the joiner on a pairing port."""
-        if self._pair_server is None:
-            host, _ = parse_hostport(self.config.listen[0])
-            self._pair_server = await transport.Server.start_pairing(
-                host, 0, server_cert=self.home.keys / "tls.crt", server_key=self.home.keys / "tls.key",
-                on_connection=self._pair_inbound, limits=self.limits,
-            )  # fmt: skip
-        host, _ = parse_hostport(self.config.addresses[0])  # where the joiner can reach us (advertised)
-        inv, token = pairing.new_invite(
-            name=self.config.name, addrs=self.config.addresses, pair_addr=f"{host}:{self._pair_server.port}",
-            station=self.keys.fingerprint, spki=identity.spki_hash(self.keys.tls_cert_der), now=self.wall(),
-            ttl_ms=int(self.limits.invite_ttl_seconds * 1000),
-        )  # fmt: skip
-        self._invites[inv.id] = inv
-        return {"token": token.encode(), "expires": inv.expires}
+        return await self.ceremony.invite()
 
-    async def _pair_inbound(self, conn: transport.Connection) -> None:
-        try:
-            async with asyncio.timeout(self.limits.handshake_timeout * 2):
-                msg = _pair_decode(await conn.recv())
-            inv = self._invites.get(str(msg.get("invite")))
-            if inv is None:
-                raise PairingError("the joining station used a token this station did not issue (foreign token)")
-            party, nonce_j = pairing.check_join(inv, msg, self.wall())
-            self._invites[inv.id] = pairing.Invite(**{**inv.__dict__, "used": True})
-            peer_fp = party.check()
-            code = pairing.safety_code(inv.line, self.keys.root_public, party.root, inv.nonce, nonce_j)
-            self._add_line(inv.line, party, peer_fp, code, we_invited=True)
-            await conn.send(_pair_encode(pairing.reveal_message(inv, self._party())))
-            self.alarm(inv.line, "info", f"paired with {party.name}; safety code {code}: compare it by voice")
-        except (RedlineError, TimeoutError) as exc:  # a bad JOIN never kills the handler silently
-            with contextlib.suppress(RedlineError):
-                await conn.send(_pair_encode({"step": "error", "message": str(exc)}))
-            log.warning("pairing refused: %s", exc)
+    async def pair(self, token_text: str) -> dict[str, Any]:
+        return await self.ceremony.pair(token_text)
 
-    def _add_line(self, line: str, party: pairing.Party, peer_fp: str, code: str, *, we_invited: bool) -> None:
+    def add_line(self, line: str, party: pairing.Party, peer_fp: str, code: str, *, we_invited: bool) -> None:
+        """A line both sides agreed at pairing: pin the peer's keys, open its session, dial it."""
         record = LineRecord(
             line=line, peer=peer_fp, peer_name=party.name, peer_root=party.root.hex(),
             peer_tls_cert=party.tls_der.hex(), paths=party.addrs, peer_lang=party.lang, we_invited=we_invited,
@@ -644,34 +605,6 @@ class Station:
             self.ledger.put_cert(peer_fp, tls.key_id, "tls", party.tls_cert)
         session = self._open_session(record)
         self._dial_paths(session)
-
-    async def pair(self, token_text: str) -> dict[str, Any]:
-        token = pairing.Token.decode(token_text)
-        if self.wall() > token.expires:
-            raise PairingError("this pairing token has expired; ask the other station for a new one")
-        if token.station == self.keys.fingerprint:
-            raise PairingError("this token was issued by this very station; give it to the other station")
-        host, port = parse_hostport(token.pair_addr)
-        try:
-            conn = await transport.dial(
-                host, port, cert=self.home.keys / "tls.crt", key=self.home.keys / "tls.key", pins={token.spki},
-                limits=self.limits,
-            )  # fmt: skip
-        except RedlineError as exc:
-            raise PairingError(f"cannot reach the inviting station at {token.pair_addr}: {exc}") from exc
-        try:
-            nonce_j = os.urandom(32)
-            await conn.send(_pair_encode(pairing.join_message(token, self._party(), nonce_j)))
-            async with asyncio.timeout(self.limits.handshake_timeout * 2):
-                answer = _pair_decode(await conn.recv())
-        except (RedlineError, TimeoutError) as exc:
-            raise PairingError(f"the inviting station did not complete pairing: {exc}") from exc
-        finally:
-            conn.close()
-        party, nonce_i, line = pairing.check_reveal(token, answer)
-        code = pairing.safety_code(line, party.root, self.keys.root_public, nonce_i, nonce_j)
-        self._add_line(line, party, token.station, code, we_invited=False)
-        return {"line": line, "peer": party.name, "safety_code": code}
 
     # -- control socket (control.py: the server, the client and the table of operations) ---------
     async def control(self, request: dict[str, Any]) -> Any:
@@ -729,16 +662,3 @@ def _entry(env: Envelope | RawEnvelope, ours: bool, stored_at: int) -> Entry:
         sender=header["sender"], ours=ours, seq=header["seq"], id=env.id, kind=header["kind"], prio=header["prio"],
         sent_at=header["sent_at"], stored_at=stored_at, lang=header["lang"], content=content,
     )  # fmt: skip
-
-
-def _pair_encode(obj: dict[str, Any]) -> bytes:
-    return encode_frame(FrameType.PAIR, canonical.encode(obj))[4:]
-
-
-def _pair_decode(payload: bytes) -> dict[str, Any]:
-    if not payload or payload[0] != FrameType.PAIR:
-        raise PairingError("the other station did not answer with a pairing message")
-    try:
-        return canonical.decode_object(payload[1:], "pairing message")
-    except RedlineError as exc:
-        raise PairingError(f"malformed pairing message: {exc}") from exc
