@@ -1,6 +1,11 @@
-"""Test and benchmark helpers: two stations paired in memory, joined by simulated paths and a
-simulated clock. Real keys, real SQLite ledgers in a temporary directory, real frames; only the
-sockets are replaced by byte queues the test controls (cut, delay, reorder, duplicate)."""
+"""Test and benchmark helpers, real parts everywhere but the clock and the process boundary.
+
+- ``SessionPair``: two line sessions joined by simulated paths and a simulated clock. Real keys,
+  real SQLite ledgers in a temporary directory, real frames; only the sockets are replaced by byte
+  queues the test controls (cut, delay, reorder, duplicate).
+- ``StationPair``: two whole running stations (ops, alarms, control operations) in one process,
+  over real TLS on loopback, on a simulated clock; ``crash`` drops one as kill -9 would. The fast
+  in-memory version of what otherwise needs two station processes (tests/procs.py keeps a few)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redline.config import Limits
 from redline.home import StationDir, StationKeys
@@ -166,3 +172,134 @@ class SessionPair:
     def close(self) -> None:
         self.a.ledger.close()
         self.b.ledger.close()
+
+
+# -- two running stations in one process --------------------------------------------------------------
+
+
+@dataclass
+class StationClock:
+    """One station's view of a ``SimClock``: the shared time plus its own offset (a skewed clock)."""
+
+    sim: SimClock
+    offset_ms: int = 0
+
+    def wall(self) -> int:
+        return self.sim.wall + self.offset_ms
+
+    def monotonic(self) -> float:
+        return self.sim.now
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class StationPair:
+    """EUCOM and NDMC as two real ``Station`` objects in this process and event loop: real keys,
+    stores, TLS over loopback, ops; a simulated clock that moves only when told (``advance``), and
+    ``crash`` that drops a station's memory as kill -9 would (its store stays as committed).
+
+    Use inside a running event loop::
+
+        async with StationPair(tmp_path) as sp:
+            await sp.send("a", "hello")
+            await sp.advance(130)
+    """
+
+    def __init__(self, root: Path, *, limits: Limits | None = None) -> None:
+        from redline.station import Station
+
+        self._station = Station
+        self.limits = limits or Limits(test_times_utc=())
+        ports = _free_ports(2)
+        self.dir_a = make_station(root, "EUCOM", "en", ports[0], self.limits)
+        self.dir_b = make_station(root, "NDMC", "ru", ports[1], self.limits)
+        self.line = pair_directly(self.dir_a, self.dir_b)
+        self.sim = SimClock()
+        self.clocks = {"a": StationClock(self.sim), "b": StationClock(self.sim)}
+        self.alarms: list[tuple[str, str, str]] = []
+        self.a = self._new("a")
+        self.b = self._new("b")
+
+    def _new(self, who: str) -> Any:
+        home = self.dir_a if who == "a" else self.dir_b
+        sink = lambda line, level, text: self.alarms.append((who, level, text))  # noqa: E731
+        return self._station(home, on_alarm=sink, clock=self.clocks[who])
+
+    def station(self, who: str) -> Any:
+        return self.a if who == "a" else self.b
+
+    async def __aenter__(self) -> StationPair:
+        await self.a.start()
+        await self.b.start()
+        await self.synced()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.a.close()
+        await self.b.close()
+
+    async def synced(self, timeout: float = 10.0) -> None:
+        """Wait (real time, for the loopback TLS) until both sides are in sync with nothing waiting."""
+        import asyncio
+
+        async def settled() -> bool:
+            for st in (self.a, self.b):
+                ln = st.status()["lines"][0]
+                if not (ln["synced"] and ln["outbox"] == 0 and ln["unreceipted"] == 0):
+                    return False
+            a, b = self.a.status()["lines"][0], self.b.status()["lines"][0]
+            return bool(a["their_seq"] == b["our_seq"] and b["their_seq"] == a["our_seq"])
+
+        async with asyncio.timeout(timeout):
+            while not await settled():
+                await asyncio.sleep(0.01)
+
+    async def send(self, who: str, text: str, **kw: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.station(who).send(self.line, text, **kw)
+        await self.synced()
+        return result
+
+    async def act(self, who: str, kind: str, content: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.station(who).act(self.line, kind, content, **kw)
+        await self.synced()
+        return result
+
+    async def advance(self, seconds: float) -> None:
+        """Move the shared clock, let both stations run what fell due, and settle."""
+        self.sim.advance(seconds)
+        await self.a.tick()
+        await self.b.tick()
+        await self.synced()
+
+    async def crash(self, who: str) -> None:
+        """kill -9, in process: connections dropped, memory gone, nothing saved at stop; then the
+        station starts again from its store."""
+        st = self.station(who)
+        for conn in list(st._conns.values()):
+            conn.abort()
+        st.ceremony.close()
+        for server in st._servers:
+            server.close()
+        for task in list(st._tasks):
+            task.cancel()
+        import asyncio
+
+        await asyncio.gather(*st._tasks, return_exceptions=True)
+        st.ledger.close()  # what is not committed is gone, as after kill -9
+        fresh = self._new(who)
+        if who == "a":
+            self.a = fresh
+        else:
+            self.b = fresh
+        await fresh.start()
+        await self.synced()

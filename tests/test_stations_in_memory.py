@@ -1,0 +1,117 @@
+"""Whole stations in one process (``redline.testing.StationPair``): ops, crash-replay and clock skew
+on a simulated clock, in a fraction of the time the real-process versions take
+(tests/test_e2e_ops.py, test_e2e_ops_crash.py and test_clock_skew.py keep those).
+
+Time moves only when a test says so; nothing here sleeps to wait for a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
+
+from redline import persons
+from redline.testing import StationPair
+
+PASSWORD = "test-password-1"
+FAST = {"ops": OPSLIMIT_MIN, "mem": MEMLIMIT_MIN}
+
+
+def run(tmp_path: Path, body: Callable[[StationPair], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            await body(sp)
+
+    asyncio.run(main())
+
+
+def kinds(sp: StationPair, who: str, sender: str) -> list[str]:
+    st = sp.station(who)
+    fp = st.keys.fingerprint if sender == who else st.sessions[sp.line].peer
+    return [k for (k,) in st.ledger._db.execute(
+        "SELECT kind FROM envelopes WHERE line=? AND sender=? ORDER BY seq", (sp.line, fp))]  # fmt: skip
+
+
+async def ack(sp: StationPair, who: str, flash_id: str, name: str) -> None:
+    """A person at ``who`` acknowledges: the reference completed, then signed with their key."""
+    st = sp.station(who)
+    home = st.home.path
+    person = next(p for p in persons.load_users(home) if p.name == name)
+    resolved = await st.control({"op": "resolve", "line": sp.line, "kind": "ACK", "content": {"ref": flash_id}})
+    await sp.act(who, "ACK", persons.sign_content(resolved, person, persons.unlock(home, name, PASSWORD)))
+
+
+def test_flash_escalates_at_the_receiver_on_its_own_clock_until_a_named_ack(tmp_path: Path) -> None:
+    async def body(sp: StationPair) -> None:
+        persons.add_user(sp.dir_b.path, "Dezhurny", "duty", PASSWORD, **FAST)
+        sent = await sp.send("a", "FLASH: aircraft near the border", kind="FLASH", prio="FLASH")
+        await sp.advance(41)  # 120 s over three levels: the deputy after 40 s
+        assert kinds(sp, "b", "b").count("ESCALATED") == 1
+        await ack(sp, "b", sent["id"], "Dezhurny")
+        await sp.advance(200)  # acknowledged: no further step
+        assert kinds(sp, "b", "b").count("ESCALATED") == 1
+        [flash] = sp.a.view(sp.line, "flash")
+        assert flash["acked_by"] == "Dezhurny" and flash["state"].startswith("acknowledged")
+
+    run(tmp_path, body)
+
+
+def test_line_test_missed_is_decided_by_the_tester_and_shown_alike_at_both_ends(tmp_path: Path) -> None:
+    async def body(sp: StationPair) -> None:
+        t = await sp.act("a", "TEST", {"text": "Line test. Please answer."}, prio="PRIORITY")
+        await sp.advance(301)
+        assert "TEST_RESULT" in kinds(sp, "a", "a")
+        ours = sp.a.view(sp.line, "tests")
+        mine = next(x for x in ours["tests"] if x["id"] == t["id"])
+        assert mine["result"] == "missed" and ours["missed"] == 1
+        assert any("LINE TEST MISSED" in text for who, _, text in sp.alarms if who == "a")
+
+    run(tmp_path, body)
+
+
+def test_receiver_killed_mid_escalation_fires_each_overdue_step_once_after_restart(tmp_path: Path) -> None:
+    async def body(sp: StationPair) -> None:
+        await sp.send("a", "FLASH: unannounced launch", kind="FLASH", prio="FLASH")
+        await sp.advance(41)
+        assert kinds(sp, "b", "b").count("ESCALATED") == 1
+        await sp.crash("b")  # memory gone; rebuilt from the ledger
+        await sp.advance(41)  # the supervisor step falls due once
+        await sp.crash("b")
+        await sp.advance(1)
+        escalations = [e for e in kinds(sp, "b", "b") if e == "ESCALATED"]
+        assert len(escalations) == 2, escalations
+        assert sp.b.status()["lines"][0]["synced"]
+
+    run(tmp_path, body)
+
+
+def test_sender_killed_right_after_sending_keeps_every_message_once(tmp_path: Path) -> None:
+    async def body(sp: StationPair) -> None:
+        for i in range(5):
+            await sp.station("a").send(sp.line, f"before the crash {i}")
+        await sp.crash("a")
+        texts: list[Any] = [t for (t,) in sp.b.ledger._db.execute(
+            "SELECT kind FROM envelopes WHERE line=? AND sender=?", (sp.line, sp.a.keys.fingerprint))]  # fmt: skip
+        assert len(texts) == 5
+        assert sp.a.status()["lines"][0]["unreceipted"] == 0
+
+    run(tmp_path, body)
+
+
+def test_a_station_an_hour_fast_is_measured_and_the_line_still_works(tmp_path: Path) -> None:
+    async def body(sp: StationPair) -> None:
+        sp.clocks["a"].offset_ms = 3_600_000
+        for _ in range(4):  # heartbeats every second: a few rounds measure the skew
+            await sp.advance(1.1)
+            await asyncio.sleep(0.05)
+        paths = sp.b.status()["lines"][0]["paths"]
+        skews = [p["skew_ms"] for p in paths.values() if p["skew_ms"] is not None]
+        assert skews and all(abs(s - 3_600_000) < 1_000 for s in skews), skews
+        await sp.send("b", "НЦУО: проверка связи.")
+        await sp.send("a", "EUCOM: loud and clear.")
+
+    run(tmp_path, body)
