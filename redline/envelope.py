@@ -21,7 +21,7 @@ from typing import Any
 
 import nacl.signing
 
-from redline import canonical
+from redline import canonical, kinds
 from redline.config import LANG_TAG
 from redline.errors import EncodingError, SchemaError
 from redline.identity import HEX32, HEX64, domain, require, sign, verify
@@ -31,16 +31,12 @@ DOMAIN = "envelope"
 SIGNED_PREFIX = domain(DOMAIN)
 
 PRIORITIES = ("ROUTINE", "PRIORITY", "FLASH")
-KINDS = (
-    "TEXT", "FLASH", "READ", "ESCALATED", "ACK", "TEST", "TEST_ANSWER", "TEST_RESULT",
-    "CALL_REQUEST", "CALL_REPLY", "CALL_EXPIRED", "CALL_RECORD", "READOUT", "NOTICE",
-    "NOTICE_WITHDRAW", "TRANSLATION", "KEY", "REVOKE", "ROSTER",
-)  # fmt: skip
-# Kinds that change what people must act on: each is followed by a checkpoint (guarantee 3).
-OPERATIONAL_KINDS = frozenset(KINDS) - {"TEXT", "READ", "TRANSLATION"}
-# What a station must always be able to say, even with its disk budget nearly spent: it may use
-# the reserve (Limits.line_disk_reserve_bytes).
-RESERVE_KINDS = frozenset({"FLASH", "ACK", "READ", "TEST", "TEST_ANSWER", "TEST_RESULT", "ESCALATED", "CALL_EXPIRED"})
+# The kinds this version knows, and which of them are operational (each followed by a checkpoint,
+# guarantee 3) or may use the disk reserve (Limits.line_disk_reserve_bytes): read from THE
+# registry, ``kinds.REGISTRY``, and kept here under their old names for the session and tools.
+KINDS = kinds.NAMES
+OPERATIONAL_KINDS = kinds.OPERATIONAL
+RESERVE_KINDS = kinds.RESERVE
 _KIND = re.compile(r"\A[A-Z][A-Z0-9_]{0,31}\Z")  # unknown kinds from a newer peer must fit this
 SALT_BYTES = 16
 _U32 = struct.Struct(">I")

@@ -10,7 +10,8 @@ The receiving side pins each person's key the first time a ROSTER names them (``
 later ROSTER cannot change or drop a pinned key, so "acknowledged by" always names the key holder
 first published. What each role may do is one table here (``CAPABILITIES``), read by the HTTP API,
 by the station when an operator files and by ops when the peer's envelopes arrive
-(``check_signer``).
+(``check_signer``); which kinds a person signs is the registry's (``kinds.REGISTRY``, its
+``person`` column), and the role names and the person-name rule are the protocol's (``kinds``).
 
 A person signature covers the envelope content without its ``person`` field:
 ``Ed25519(person key, "redline/1/person\\0" || canonical(content minus "person"))`` and is carried as
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from redline import canonical, identity
+from redline import canonical, identity, kinds
 from redline.errors import ConfigError, RoleError, SchemaError, SignatureError
 
 # THE table of roles and what each may do: the HTTP API (api/auth.py), the station when an
@@ -47,11 +47,11 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "auditor": frozenset({READ}),
     "admin": frozenset({READ}),
 }
-ROLES = tuple(CAPABILITIES)
-# The capability a person needs to sign each person-signed kind.
-SIGNING_NEEDS: dict[str, str] = {"ACK": OPERATE, "TEST_ANSWER": OPERATE, "CALL_RECORD": OPERATE, "READOUT": OPERATE}
-PERSON_SIGNED_KINDS = frozenset(SIGNING_NEEDS)
-_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}\Z")
+ROLES = kinds.ROLES  # the keys of CAPABILITIES, in this order (tests/test_attacks_ops.py checks it)
+# Signing a person-signed kind (the registry's ``person`` column) needs "operate".
+PERSON_SIGNED_KINDS = kinds.PERSON_SIGNED
+SIGNING_NEEDS: dict[str, str] = {kind: OPERATE for kind in sorted(PERSON_SIGNED_KINDS)}
+_NAME = kinds.PERSON_NAME
 DOMAIN = "person"
 # Argon2id cost: "moderate" is libsodium's recommendation for interactive logins of sensitive data.
 # REDLINE_PWHASH_COST=interactive (64 MiB) is for demos and tests on small machines only.
@@ -202,23 +202,16 @@ def roster_content(people: list[Person]) -> dict[str, Any]:
 
 
 def parse_roster(content: dict[str, Any], *, max_people: int | None = None) -> dict[str, Person]:
+    """A ROSTER's people by name (SchemaError when it is not as PROTOCOL.md section 5.9 says, or
+    lists more than ``max_people``)."""
     users = content.get("users")
-    if not isinstance(users, list):
-        raise SchemaError("ROSTER content needs a list of users")
-    if max_people is not None and len(users) > max_people:
+    if max_people is not None and isinstance(users, list) and len(users) > max_people:
         raise SchemaError(f"ROSTER lists {len(users)} people; at most {max_people} (max_roster_people)")
-    roster: dict[str, Person] = {}
-    for u in users:
-        if not isinstance(u, dict):
-            raise SchemaError("ROSTER user must be an object")
-        name, role, key = u.get("name"), u.get("role"), u.get("key")
-        if not (isinstance(name, str) and isinstance(role, str) and isinstance(key, str)):
-            raise SchemaError("ROSTER user needs string name, role and key")
-        p = Person(name=name, role=role, key=key)
-        if p.name in roster:
-            raise SchemaError(f"ROSTER lists {p.name} twice")
-        roster[p.name] = p
-    return roster
+    return roster_people(kinds.Roster.parse(content))
+
+
+def roster_people(roster: kinds.Roster) -> dict[str, Person]:
+    return {u.name: Person(name=u.name, role=u.role, key=u.key) for u in roster.users}
 
 
 def _names(names: list[str], most: int = 5) -> str:

@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redline import canonical, control, identity, pairing, persons, transport
+from redline import canonical, control, identity, kinds, pairing, persons, transport
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
@@ -43,7 +43,6 @@ from redline.session import LineSession, PathStatus
 
 log = logging.getLogger("redline.station")
 TICK = 0.1
-DEFAULT_PRIORITY = {"TEXT": "ROUTINE", "FLASH": "FLASH", "ACK": "FLASH", "READ": "FLASH", "TRANSLATION": "ROUTINE"}
 
 
 class Station:
@@ -463,15 +462,14 @@ class Station:
     async def act(
         self, line: str, kind: str, content: dict[str, Any], *, prio: str | None = None, idem: str | None = None
     ) -> dict[str, Any]:
-        """File anything an operator may file (ops.engine.OPERATOR_KINDS), checked before acceptance."""
+        """File anything an operator may file (kinds.OPERATOR), checked before acceptance."""
         session = self.session(line)
         ops = self.ops[session.line]
-        content = check_operator_content(ops, kind, content, functools.partial(self._find, session.line))
-        if kind == "CALL_REQUEST" and "expires" not in content:
-            content = {**content, "expires": self.wall() + int(self.limits.call_request_ttl_seconds * 1000)}
+        find = functools.partial(self._find, session.line)
+        content = check_operator_content(ops, kind, content, find, now=self.wall())
         if kind in PERSON_SIGNED_KINDS:
             persons.check_signer(kind, content, {p.name: p for p in persons.load_users(self.home.path)})
-        prio = (prio or DEFAULT_PRIORITY.get(kind, "PRIORITY")).upper()
+        prio = (prio or kinds.default_priority(kind)).upper()
         if prio not in PRIORITIES:
             raise LocalProtocolError(f"priority must be one of {', '.join(p.lower() for p in PRIORITIES)}")
         if kind not in KINDS:
@@ -615,7 +613,7 @@ class Station:
         """Operator content checked and with its references resolved, before it is signed."""
         session = self.session(line)
         find = functools.partial(self._find, session.line)
-        return check_operator_content(self.ops[session.line], kind, content, find)
+        return check_operator_content(self.ops[session.line], kind, content, find, now=self.wall())
 
     def show(self, line: str, prefix: str) -> dict[str, Any]:
         """One envelope of ``line`` by id prefix, with its translations."""

@@ -29,7 +29,7 @@ import nacl.pwhash
 import nacl.signing
 import pytest
 
-from redline import persons
+from redline import kinds, persons
 from redline.errors import LocalProtocolError, RoleError, SchemaError
 from redline.ops import notices as notices_mod
 from redline.ops.engine import NOTICES_PAGE_MAX, REFUSED_KEPT, check_operator_content
@@ -40,7 +40,9 @@ from tests.test_ops import (
     DAY,
     DEZHURNY,
     DUTY_EUCOM,
+    EUCOM,
     NACHALNIK,
+    NDMC,
     QUIET,
     SECOND,
     T0,
@@ -66,6 +68,14 @@ def texts(side: Side, part: str) -> list[str]:
     return [t for t in side.texts() if part in t]
 
 
+def parses(kind: str, content: dict[str, Any]) -> bool:
+    try:
+        kinds.parse(kind, content)
+    except SchemaError:
+        return False
+    return True
+
+
 # --- 3. our deadlines are ours ---------------------------------------------------------------------
 
 
@@ -76,6 +86,15 @@ def test_peer_flash_ack_window_cannot_escalate_us(bad: Any) -> None:
     line = Line()
     rosters(line)
     f = line.file(line.b, "FLASH", {"text": "FLASH", "ack_within_ms": bad}, prio="FLASH")
+    if not parses("FLASH", {"text": "FLASH", "ack_within_ms": bad}):
+        # Not a window at all (PROTOCOL.md 5.9: an integer from 1): refused with the reason at both
+        # ends and alarmed, never tracked with a guess, so nothing is ever escalated for it.
+        for side in (line.a, line.b):
+            assert [(e.id, "ack_within_ms" in why) for e, why in side.ops.refused] == [(f.id, True)]
+        assert texts(line.a, f"refused FLASH seq {f.seq} from the peer's station")
+        line.advance(DAY)
+        assert line.tick(line.a) == [] and f.id not in line.a.ops.flash.flashes
+        return
     assert flash_view(line.a, f)["deadline"] == T0 + 120 * SECOND
     assert texts(line.a, "must acknowledge within 120 s")
     line.advance(1)
@@ -98,12 +117,18 @@ def test_peer_test_answer_window_cannot_make_us_alarm_a_miss(bad: Any) -> None:
     line = Line()
     rosters(line)
     t = line.file(line.b, "TEST", {"text": "Line test", "answer_within_ms": bad})
+    if not parses("TEST", {"text": "Line test", "answer_within_ms": bad}):
+        for side in (line.a, line.b):  # refused at both ends: no deadline runs on it anywhere
+            assert [(e.id, "answer_within_ms" in why) for e, why in side.ops.refused] == [(t.id, True)]
+        line.advance(DAY)
+        assert line.ticks() == ([], []) and not texts(line.a, "MISSED") and not texts(line.b, "MISSED")
+        return
     assert line.a.ops.tests.theirs[t.id].deadline == T0 + 300 * SECOND
     assert line.b.ops.tests.ours[t.id].deadline == T0 + 300 * SECOND
     line.at(T0 + 300 * SECOND)
     assert line.ticks() == ([], [])
     assert not texts(line.a, "MISSED")
-    line.file(line.a, "TEST_ANSWER", DUTY_EUCOM.sign({"test": t.ref}))
+    line.file(line.a, "TEST_ANSWER", DUTY_EUCOM.sign({"test": t.ref, "text": "Received."}))
     did = line.tick(line.b)
     assert [(i.kind, i.content["result"]) for i in did] == [("TEST_RESULT", "passed")]
     line.advance(DAY)
@@ -114,17 +139,23 @@ def test_peer_test_answer_window_cannot_make_us_alarm_a_miss(bad: Any) -> None:
 @pytest.mark.parametrize(
     ("requested", "flash_ms", "test_ms"),
     [
-        (-5, 60_000, 60_000), (0, 60_000, 60_000), (1, 60_000, 60_000), (90_000, 90_000, 90_000),
-        (10**30, 600_000, 600_000), (True, 120_000, 300_000), ("90000", 120_000, 300_000), (None, 120_000, 300_000),
+        (1, 60_000, 60_000), (59_999, 60_000, 60_000), (90_000, 90_000, 90_000), (600_001, 600_000, 600_000),
+        (2**53 - 1, 600_000, 600_000), (-5, None, None), (0, None, None), (10**30, None, None), (True, None, None),
+        ("90000", None, None), (None, None, None),
     ],
 )  # fmt: skip
-def test_honoured_peer_windows_are_clamped_to_our_bounds(requested: Any, flash_ms: int, test_ms: int) -> None:
+def test_honoured_peer_windows_are_clamped_to_our_bounds(requested: Any, flash_ms: int | None,
+                                                         test_ms: int | None) -> None:  # fmt: skip
     """A station that chooses to honour the peer's requested windows takes them only within its
-    own configured bounds; anything not a whole number falls back to its own window."""
+    own configured bounds; anything not a window (PROTOCOL.md 5.9: an integer from 1 to 2**53-1)
+    is refused whole, so no deadline runs on it."""
     limits = replace(QUIET, honour_peer_windows=True, peer_window_min_seconds=60, peer_window_max_seconds=600)
     line = Line(limits=limits)
     f = line.file(line.b, "FLASH", {"text": "x", "ack_within_ms": requested}, prio="FLASH")
     t = line.file(line.b, "TEST", {"text": "x", "answer_within_ms": requested})
+    if flash_ms is None:
+        assert [e.id for e, _ in line.a.ops.refused] == [f.id, t.id]
+        return
     assert flash_view(line.a, f)["deadline"] - T0 == flash_ms
     assert line.a.ops.tests.theirs[t.id].deadline - T0 == test_ms
 
@@ -132,7 +163,7 @@ def test_honoured_peer_windows_are_clamped_to_our_bounds(requested: Any, flash_m
 def test_honoured_peer_windows_are_never_under_a_second_whatever_the_config() -> None:
     limits = replace(QUIET, honour_peer_windows=True, peer_window_min_seconds=-10, peer_window_max_seconds=-20)
     line = Line(limits=limits)
-    f = line.file(line.b, "FLASH", {"text": "x", "ack_within_ms": -(2**53)}, prio="FLASH")
+    f = line.file(line.b, "FLASH", {"text": "x", "ack_within_ms": 1}, prio="FLASH")
     assert flash_view(line.a, f)["deadline"] - T0 == 1000
 
 
@@ -144,7 +175,7 @@ def test_our_operator_cannot_file_a_window_or_expiry_outside_our_bounds(bad: Any
         check_operator_content(ops, "FLASH", {"text": "x", "ack_within_ms": bad})
     with pytest.raises(LocalProtocolError, match="answer_within_ms must be"):
         check_operator_content(ops, "TEST", {"text": "x", "answer_within_ms": bad})
-    good = {"from_role": "Secretary", "to_role": "Minister", "subject": "x"}
+    good = {"from_role": "Secretary", "to_role": "Minister", "subject": "x", "windows": []}
     if bad in (0, 1) and not isinstance(bad, bool):  # these are times (in 1970)
         check_operator_content(ops, "CALL_REQUEST", {**good, "expires": bad})
     else:
@@ -154,28 +185,39 @@ def test_our_operator_cannot_file_a_window_or_expiry_outside_our_bounds(bad: Any
 
 
 def test_peer_call_numbers_cannot_expire_our_view_or_break_the_summary() -> None:
-    """A peer's expiry is never run here (the requester alone decides), and a call record's start
-    and end are shown only when they are times: a huge one used to make the calls view raise."""
+    """A peer's expiry is never run here (the requester alone decides); one that is not a time is
+    refused with the request. A call record's start and end are shown only when they are dates: a
+    huge one (a valid protocol integer) used to make the calls view raise."""
     line = Line()
     rosters(line)
+    request = {"from_role": "Minister", "to_role": "Secretary", "subject": "x", "windows": []}
     for bad in HOSTILE:
-        line.file(line.b, "CALL_REQUEST", {"from_role": "Minister", "to_role": "Secretary", "subject": "x",
-                                           "expires": bad})  # fmt: skip
+        line.file(line.b, "CALL_REQUEST", {**request, "expires": bad})
     for bad in ON_THE_WIRE:  # a record is signed by a person: only what canonical JSON carries
-        line.file(line.b, "CALL_RECORD", NACHALNIK.sign({"start": bad, "end": bad, "principals": ["A", "B"]}))
-    line.file(line.b, "CALL_RECORD", NACHALNIK.sign({"start": 0, "end": 1,
+        line.file(line.b, "CALL_RECORD", NACHALNIK.sign({"start": bad, "end": bad, "principals": ["A", "B"],
+                                                         "participants": ["A"]}))  # fmt: skip
+    huge = 2**53 - 1  # a time the protocol carries, past the year 9999
+    line.file(line.b, "CALL_RECORD", NACHALNIK.sign({"start": huge - 1, "end": huge, "principals": ["A", "B"],
+                                                     "participants": ["A"]}))  # fmt: skip
+    line.file(line.b, "CALL_RECORD", NACHALNIK.sign({"start": 0, "end": 1, "participants": ["A"],
                                                      "principals": [str(i) for i in range(100_000)]}))  # fmt: skip
+    accepted = list(line.a.ops.calls.requests.values())
+    assert sorted(r.expires for r in accepted) == [0, 1]  # the two that are times
+    assert len(line.a.ops.calls.calls) == 2  # start == end is no call: every ON_THE_WIRE one is refused
+    assert len(line.a.ops.refused) == len(HOSTILE) - 2 + len(ON_THE_WIRE)
+    assert all(why.startswith(("CALL_REQUEST content", "CALL_RECORD content")) for _, why in line.a.ops.refused)
     line.advance(30 * DAY)
     assert line.tick(line.a) == []  # we never expire the peer's requests
     assert all(r.state == "open" for r in line.a.ops.calls.requests.values())
-    summary = line.a.ops.calls.summary(line.now, "EUCOM", "NDMC")
+    summary = line.a.ops.calls.summary(line.now, EUCOM, NDMC)
     json.dumps(summary)  # it is built, and every time in it is a time or None
     for pair in summary:
         for call in pair["calls"]:
             for key in ("start", "end"):
                 assert call[key] is None or 0 <= call[key] <= 253_402_300_799_999
+        for outcome in pair["outcomes"]:
+            assert outcome["expires"] is None or 0 <= outcome["expires"] <= 253_402_300_799_999
     assert {tuple(p["principals"]) for p in summary} >= {("A", "B"), ("0", "9")}  # of the first 16
-    assert line.a.ops.refused == []
 
 
 def test_peer_read_and_escalated_floods_are_kept_once_per_reader_and_level() -> None:
@@ -186,8 +228,8 @@ def test_peer_read_and_escalated_floods_are_kept_once_per_reader_and_level() -> 
     f = line.file(line.a, "FLASH", {"text": "FLASH"}, prio="FLASH")
     for i in range(300):
         line.file(line.b, "READ", {"ref": f.ref, "by": "Dezhurny" if i % 2 else f"reader {i}"})
-        line.file(line.b, "ESCALATED", {"flash": f.ref, "level": "deputy" if i % 2 else f"level {i}", "step": i})
-    line.file(line.b, "ESCALATED", {"flash": f.ref, "level": "deadline-missed", "step": -1})
+        line.file(line.b, "ESCALATED", {"flash": f.ref, "level": "deputy" if i % 2 else f"level {i}", "step": i + 1})
+    line.file(line.b, "ESCALATED", {"flash": f.ref, "level": "deadline-missed", "step": 3})
     view = flash_view(line.a, f)
     assert len(view["read"]) == 32 and view["read"][0]["by"] == "reader 0"
     assert len(view["escalations"]) == 33 and view["state"] == "deadline missed"
@@ -208,7 +250,7 @@ def test_peer_notice_numbers_cannot_pass_our_notice_limits(field: str) -> None:
     assert len(line.a.ops.board) + len(line.a.ops.refused) == len(HOSTILE)
     assert len(line.a.ops.refused) >= len(HOSTILE) - 4  # the few in-range values (0, 1, ...) are fine
     line.file(line.b, "NOTICE", disc_notice(31.0, 50.0))  # the line still works
-    assert line.a.ops.board.count("NDMC") == len(line.a.ops.board)
+    assert line.a.ops.board.count(NDMC) == len(line.a.ops.board)
 
 
 def test_peer_flood_of_refused_envelopes_keeps_only_the_latest_refusals() -> None:
@@ -325,20 +367,20 @@ def test_peer_cannot_pass_the_active_notices_per_side_limit() -> None:
     line = Line(limits=replace(QUIET, max_active_notices_per_side=5))
     filed = [line.file(line.b, "NOTICE", disc_notice(20.0 + i, 50.0)) for i in range(8)]
     for side in (line.a, line.b):
-        assert side.ops.board.count("NDMC") == 5
+        assert side.ops.board.count(NDMC) == 5
         assert [e.seq for e, why in side.ops.refused if "max_active_notices_per_side" in why] == [6, 7, 8]
     with pytest.raises(LocalProtocolError, match="max_active_notices_per_side"):
         check_operator_content(line.b.ops, "NOTICE", disc_notice(40.0, 50.0))
     line.file(line.a, "NOTICE", disc_notice(20.0, 50.0))  # our side is counted apart
-    assert line.a.ops.board.count("EUCOM") == 1 and len(texts(line.a, "NOTICE CONFLICT")) == 1
-    line.file(line.b, "NOTICE", disc_notice(25.5, 50.0, amends=f"NDMC:{filed[4].seq}"))  # at the cap: replaces
-    assert line.a.ops.board.count("NDMC") == 5 and f"NDMC:{filed[4].seq}" not in line.a.ops.board
+    assert line.a.ops.board.count(EUCOM) == 1 and len(texts(line.a, "NOTICE CONFLICT")) == 1
+    line.file(line.b, "NOTICE", disc_notice(25.5, 50.0, amends=f"{NDMC}:{filed[4].seq}"))  # at the cap: replaces
+    assert line.a.ops.board.count(NDMC) == 5 and f"{NDMC}:{filed[4].seq}" not in line.a.ops.board
     line.file(line.b, "NOTICE_WITHDRAW", {"notice": filed[0].ref})
     line.file(line.b, "NOTICE", disc_notice(30.0, 50.0))
-    assert line.a.ops.board.count("NDMC") == 5 and f"NDMC:{line.b.seq}" in line.a.ops.board
+    assert line.a.ops.board.count(NDMC) == 5 and f"{NDMC}:{line.b.seq}" in line.a.ops.board
     line.at(T0 + DAY)  # every window has ended: they no longer count
     line.file(line.b, "NOTICE", disc_notice(31.0, 50.0, start=T0 + DAY, end=T0 + 2 * DAY))
-    assert line.a.ops.board.count("NDMC") == 1
+    assert line.a.ops.board.count(NDMC) == 1
 
 
 def test_many_conflicting_notices_give_one_alarm_per_notice() -> None:
@@ -471,8 +513,9 @@ def test_peer_auditor_ack_answer_record_and_readout_have_no_effect_at_the_receiv
     t = line.file(line.a, "TEST", {"text": "Line test"})
     for signer in (AUDITOR, ADMIN):
         line.file(line.b, "ACK", signer.sign({"ref": f.ref}), prio="FLASH")
-        line.file(line.b, "TEST_ANSWER", signer.sign({"test": t.ref}))
-        rec = line.file(line.b, "CALL_RECORD", signer.sign({"start": T0, "end": T0 + 1, "principals": ["A", "B"]}))
+        line.file(line.b, "TEST_ANSWER", signer.sign({"test": t.ref, "text": "Received."}))
+        rec = line.file(line.b, "CALL_RECORD", signer.sign({"start": T0, "end": T0 + 1, "principals": ["A", "B"],
+                                                            "participants": ["A", "B"]}))  # fmt: skip
         line.file(line.b, "READOUT", signer.sign({"call": rec.ref, "text": "readout"}))
     for side in (line.a, line.b):
         assert [e.kind for e, _ in side.ops.refused] == ["ACK", "TEST_ANSWER", "CALL_RECORD", "READOUT"] * 2
@@ -499,7 +542,7 @@ def test_roster_tricks_are_refused_whole() -> None:
     line.file(line.b, "ROSTER", many)
     assert line.a.ops.pins[False].people == before
     assert [why for _, why in line.a.ops.refused] == [
-        "ROSTER lists Dezhurny twice", "ROSTER lists 4 people; at most 3 (max_roster_people)"]  # fmt: skip
+        "ROSTER content lists Dezhurny twice", "ROSTER lists 4 people; at most 3 (max_roster_people)"]  # fmt: skip
     with pytest.raises(SchemaError):
         parse_roster(twice)
 

@@ -7,9 +7,11 @@ Either side files the CALL_RECORD (start, end, participants) once a call happene
 files its own READOUT in its own language; both are shown side by side and neither is authoritative
 over the other: the transcript settles what was requested, answered and held.
 
-Numbers in the peer's bodies decide nothing here: a peer's ``expires`` is shown, never run (only the
-requester decides expiry, on its own request); a call's ``start`` and ``end`` are shown and counted
-only when they are times (``model.as_time``), so a huge or negative one cannot break the summary.
+One side decides each outcome (guarantee 7), so both ends show the same: the replier's first
+CALL_REPLY stored in time, or the requester's CALL_EXPIRED, which stands over a reply that crossed
+it. Numbers in the peer's bodies decide nothing here: a peer's ``expires`` is shown, never run (only
+the requester decides expiry, on its own request); a call's ``start`` and ``end`` are shown as dates
+only up to the year 9999 (``model.as_time``), so a huge one cannot break the summary.
 """
 
 from __future__ import annotations
@@ -19,84 +21,95 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, as_int, as_time, ref_id
+from redline import kinds
+from redline.ops.model import Entry, Intent, Outbox, as_time
 
 DAY_MS = 86_400_000
 MAX_PRINCIPALS = 16  # of a CALL_RECORD's principals, the first this many name its pair
+MAX_ROLE = 200  # characters of a principal's name shown
 
 
 @dataclass
 class Request:
     entry: Entry
-    expires: int
+    body: kinds.CallRequest
     reply: Entry | None = None
+    answer: kinds.CallReply | None = None
     expired: bool = False
+
+    @property
+    def expires(self) -> int:
+        return self.body.expires
 
     @property
     def state(self) -> str:
         if self.expired:  # the requester's decision stands, even over a reply that crossed it
             return "expired"
-        if self.reply is not None:
-            return "accepted" if self.reply.content.get("answer") == "accept" else "declined"
+        if self.answer is not None:
+            return "accepted" if self.answer.answer == "accept" else "declined"
         return "open"
 
     @property
     def pair(self) -> tuple[str, str]:
-        c = self.entry.content
-        a, b = str(c.get("from_role", "?")), str(c.get("to_role", "?"))
+        a, b = self.body.from_role[:MAX_ROLE], self.body.to_role[:MAX_ROLE]
         return (a, b) if a <= b else (b, a)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.entry.id, "seq": self.entry.seq, "requested_by": self.entry.sender,
+            "from_role": self.body.from_role, "to_role": self.body.to_role, "subject": self.body.subject,
+            "expires": as_time(self.body.expires), "state": self.state,
+            "time": as_time(self.answer.time) if self.answer is not None and not self.expired else None,
+        }  # fmt: skip
 
 
 @dataclass
 class Call:
     entry: Entry
-    readouts: dict[bool, Entry] = field(default_factory=dict)  # ours? -> READOUT
+    body: kinds.CallRecord
+    readouts: dict[bool, tuple[Entry, kinds.Readout]] = field(default_factory=dict)  # ours? -> READOUT
 
     @property
     def pair(self) -> tuple[str, str]:
-        principals = self.entry.content.get("principals")
-        if isinstance(principals, list) and principals:
-            roles = sorted(str(r)[:200] for r in principals[:MAX_PRINCIPALS])
-        else:
-            roles = ["?"]
+        roles = sorted(r[:MAX_ROLE] for r in self.body.principals[:MAX_PRINCIPALS])
         return (roles[0], roles[-1])
 
 
 class Calls:
-    def __init__(self, *, ttl_ms: int = 7 * DAY_MS) -> None:
-        self.ttl_ms = ttl_ms  # a request without its own expiry lapses after this
+    def __init__(self) -> None:
         self.requests: dict[str, Request] = {}
         self.calls: dict[str, Call] = {}
 
-    def observe(self, e: Entry, out: Outbox) -> None:
-        c = e.content
-        if e.kind == "CALL_REQUEST":
-            self.requests[e.id] = Request(e, as_int(c.get("expires"), e.stored_at + self.ttl_ms))
-            if not e.ours:
-                out.alarm("warning", f"CALL REQUEST from the peer's {c.get('from_role')} to our {c.get('to_role')}: "
-                                     f"{c.get('subject')}", e.stored_at)  # fmt: skip
-        elif e.kind == "CALL_REPLY":
-            r = self.requests.get(ref_id(c.get("request")) or "")
-            if r is not None and r.reply is None and not r.expired and e.ours != r.entry.ours:
-                r.reply = e
-        elif e.kind == "CALL_EXPIRED":
-            r = self.requests.get(ref_id(c.get("request")) or "")
-            if r is not None and e.ours == r.entry.ours:  # only the requester decides
-                r.expired = True
-        elif e.kind == "CALL_RECORD":
-            self.calls[e.id] = Call(e)
-        elif e.kind == "READOUT":
-            call = self.calls.get(ref_id(c.get("call")) or "")
-            if call is not None:
-                call.readouts.setdefault(e.ours, e)
+    def observe(self, e: Entry, body: kinds.Body, out: Outbox) -> None:
+        match body:
+            case kinds.CallRequest():
+                self.requests[e.id] = Request(e, body)
+                if not e.ours:
+                    out.alarm("warning", f"CALL REQUEST from the peer's {body.from_role} to our {body.to_role}: "
+                                         f"{body.subject}", e.stored_at)  # fmt: skip
+            case kinds.CallReply():
+                r = self.requests.get(body.request.id)
+                if r is not None and r.reply is None and not r.expired and e.ours != r.entry.ours:
+                    r.reply, r.answer = e, body
+            case kinds.CallExpired():
+                r = self.requests.get(body.request.id)
+                if r is not None and e.ours == r.entry.ours:  # only the requester decides
+                    r.expired = True
+            case kinds.CallRecord():
+                self.calls[e.id] = Call(e, body)
+            case kinds.Readout():
+                call = self.calls.get(body.call.id)
+                if call is not None:
+                    call.readouts.setdefault(e.ours, (e, body))
 
     def due(self, now: int, out: Outbox) -> None:
         for r in self.requests.values():
             # A reply stored after the expiry is late: the deadline runs on our clock (as for tests).
             late = r.reply is None or r.reply.stored_at > r.expires
             if r.entry.ours and not r.expired and late and now > r.expires:
-                out.intents.append(Intent(kind="CALL_EXPIRED", prio="PRIORITY", content={"request": r.entry.ref},
-                                          idem=f"call-expired:{r.entry.id}"))  # fmt: skip
+                body = kinds.CallExpired(request=r.entry.reference())
+                out.intents.append(Intent(kind="CALL_EXPIRED", prio=kinds.default_priority("CALL_EXPIRED"),
+                                          content=body.to_content(), idem=f"call-expired:{r.entry.id}"))  # fmt: skip
 
     def summary(self, now: int, us: str, peer: str) -> list[dict[str, Any]]:
         pairs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -104,7 +117,8 @@ class Calls:
         def slot(pair: tuple[str, str]) -> dict[str, Any]:
             return pairs.setdefault(pair, {
                 "principals": list(pair), "requests": {us: 0, peer: 0}, "declined": 0, "unanswered": 0,
-                "accepted": 0, "open": 0, "calls": [], "last_call_at": None, "days_since_last_call": None,
+                "accepted": 0, "open": 0, "outcomes": [], "calls": [], "last_call_at": None,
+                "days_since_last_call": None,
             })  # fmt: skip
 
         for r in sorted(self.requests.values(), key=lambda r: r.entry.stored_at):
@@ -112,21 +126,19 @@ class Calls:
             s["requests"][r.entry.sender] = s["requests"].get(r.entry.sender, 0) + 1
             key = {"declined": "declined", "expired": "unanswered", "accepted": "accepted", "open": "open"}[r.state]
             s[key] += 1
-        for call in sorted(self.calls.values(), key=lambda c: as_time(c.entry.content.get("start")) or 0):
+            s["outcomes"].append(r.view())
+        for call in sorted(self.calls.values(), key=lambda c: c.body.start):
             s = slot(call.pair)
-            c = call.entry.content
+            c = call.body
             s["calls"].append({
-                "id": call.entry.id, "start": as_time(c.get("start")), "end": as_time(c.get("end")),
-                "participants": c.get("participants"), "filed_by": call.entry.sender,
+                "id": call.entry.id, "start": as_time(c.start), "end": as_time(c.end),
+                "participants": list(c.participants), "filed_by": call.entry.sender,
                 "readouts": {
-                    ("ours" if ours else "theirs"): {
-                        "text": ro.content.get("text"), "lang": ro.lang,
-                        "by": (ro.content.get("person") or {}).get("name"),
-                    }
-                    for ours, ro in call.readouts.items()
+                    ("ours" if ours else "theirs"): {"text": ro.text, "lang": entry.lang, "by": ro.person.name}
+                    for ours, (entry, ro) in call.readouts.items()
                 },
             })  # fmt: skip
-            end = as_time(c.get("end"))
+            end = as_time(c.end)
             if end is not None and (s["last_call_at"] is None or end > s["last_call_at"]):
                 s["last_call_at"] = end
         for s in pairs.values():

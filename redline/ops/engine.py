@@ -17,14 +17,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from redline import kinds
 from redline.config import Limits
-from redline.errors import NoticeBoardError, RedlineError, SchemaError
+from redline.errors import LocalProtocolError, NoticeBoardError, RedlineError, SchemaError
 from redline.ops.calls import Calls
 from redline.ops.flash import FlashTracker
 from redline.ops.linetests import LineTests
-from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox, ref_id
-from redline.ops.notices import Conflict, Notice, NoticeBoard
-from redline.persons import PERSON_SIGNED_KINDS, Person, RosterPins, check_signer, parse_roster
+from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox
+from redline.ops.notices import Conflict, Notice, NoticeBoard, count_positions
+from redline.persons import Person, RosterPins, check_signer, roster_people
 
 NOTICES_PAGE = 100  # notices (and conflicts) per page of the notices view, by default
 NOTICES_PAGE_MAX = 500
@@ -51,7 +52,7 @@ class LineOps:
         self.flash = FlashTracker(
             ack_ms=int(limits.flash_ack_seconds * 1000), levels=limits.escalation_levels, bounds=bounds
         )
-        self.calls = Calls(ttl_ms=int(limits.call_request_ttl_seconds * 1000))
+        self.calls = Calls()
         # Each side's roster as last published (ours? -> name -> person), and the pins that decide
         # whose signature counts: the same rule for both sides, so both ends agree on every ACK.
         self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}
@@ -67,61 +68,121 @@ class LineOps:
         # What ops would not act on, with the reason: the latest REFUSED_KEPT (the envelopes
         # themselves stay in the ledger), so a peer's flood of refusals cannot grow memory or views.
         self.refused: list[tuple[Entry, str]] = []
+        self.unknown_kinds: dict[str, int] = {}  # kinds stored but not acted on (a newer peer's), how many
         self._our_seq_to_id: dict[int, str] = {}
 
     def observe(self, e: Entry) -> list[Alarm]:
         out = Outbox()
-        if e.kind != "TEXT":
-            self.entries[e.id] = e
         if e.ours:
             self._our_seq_to_id[e.seq] = e.id
-        if e.kind == "ROSTER":
-            self._roster(e, out)
+        if e.kind == "TEXT" and e.prio != "FLASH":
+            return out.alarms  # plain text: shown, never acted on (the station does not even replay it)
+        self.entries[e.id] = e
+        row = kinds.spec(e.kind)
+        if row is None or row.reserved:
+            self._unknown(e, row, out)
             return out.alarms
-        if e.kind in PERSON_SIGNED_KINDS:
-            try:
+        try:
+            body = self._parse(row, e)
+            self._check_refs(row, e, body)
+            if row.person:
                 check_signer(e.kind, e.content, self.pins[e.ours].people)
-            except RedlineError as exc:
-                # The envelope stays in the transcript (it is the sender's signed statement), but it
-                # does not count as an acknowledgement, answer, record or readout.
-                self._refuse(e, str(exc))
-                who = "our" if e.ours else "the peer's"
-                out.alarm("alarm", f"refused {e.kind} seq {e.seq} from {who} station: {exc}", e.stored_at)
-                return out.alarms
-        if e.kind in ("NOTICE", "NOTICE_WITHDRAW"):
-            self._notice(e, out)
+        except RedlineError as exc:
+            # The envelope stays in the transcript (it is the sender's signed statement), but ops
+            # does not act on it: no deadline, acknowledgement, answer, record, readout or notice.
+            self._refuse(e, str(exc))
+            out.alarm(*self._refusal(row, e, exc))
             return out.alarms
-        if e.kind == "TRANSLATION":
-            target = ref_id(e.content.get("ref"))
-            if target:
-                self.translations.setdefault(target, []).append(
-                    {"lang": e.lang, "text": e.content.get("text"), "translator": e.content.get("translator"),
-                     "ours": e.ours}
+        match body:
+            case kinds.Roster():
+                self._roster(e, body, out)
+            case kinds.Notice() | kinds.NoticeWithdraw():
+                self._notice(e, body, out)
+            case kinds.Translation():
+                self.translations.setdefault(body.ref.id, []).append(
+                    {"lang": body.lang, "text": body.text, "translator": body.translator, "ours": e.ours}
                 )
-        self.tests.observe(e, out)
-        self.flash.observe(e, out)
-        self.calls.observe(e, out)
+            case _:
+                self.tests.observe(e, body, out)
+                self.flash.observe(e, body, out)
+                self.calls.observe(e, body, out)
         return out.alarms
+
+    def _parse(self, row: kinds.Kind, e: Entry) -> kinds.Body:
+        """The body, parsed once (the receiver's rule: unknown members are ignored, but in NOTICE)."""
+        area = e.content.get("area") if row.body is kinds.Notice else None
+        if isinstance(area, dict):
+            # Counted against our own limit before anything is read from it: a peer's 8,000-point
+            # area costs a count, not 16,000 coordinates parsed.
+            count_positions(area.get("coordinates"), self.limits.max_notice_points)
+        return row.body.parse(e.content)
+
+    def _check_refs(self, row: kinds.Kind, e: Entry, body: kinds.Body) -> None:
+        """Each reference names an envelope of a kind the registry allows, of the side it allows.
+        Plain TEXT is not kept here, so a reference that may name one and is not found passes (the
+        trackers find nothing to act on)."""
+        named = dict(body.refs())
+        for rule in row.refs:
+            ref = named.get(rule.member)
+            if ref is None:
+                continue  # an optional reference, absent
+            target = self.entries.get(ref.id)
+            wanted = " or ".join(rule.targets)
+            if target is None:
+                if "TEXT" in rule.targets:
+                    continue
+                raise SchemaError(f"{e.kind} '{rule.member}' names no {wanted} held on this line")
+            side_ok = {kinds.PEER: target.ours != e.ours, kinds.OWN: target.ours == e.ours}.get(rule.whose, True)
+            if target.kind not in rule.targets or not side_ok:
+                whose = {kinds.PEER: "the other side's ", kinds.OWN: "its sender's own "}.get(rule.whose, "")
+                side = "our" if target.ours else "the peer's"
+                raise SchemaError(
+                    f"{e.kind} '{rule.member}' must name {whose}{wanted}, not {side} {target.kind} seq {target.seq}"
+                )
+
+    def _refusal(self, row: kinds.Kind, e: Entry, exc: RedlineError) -> tuple[str, str, int]:
+        """(level, text, at) of the alarm for a refused envelope."""
+        who = "our" if e.ours else "the peer's"
+        if row.person:
+            return "alarm", f"refused {e.kind} seq {e.seq} from {who} station: {exc}", e.stored_at
+        if row.body is kinds.Roster:
+            return "warning", f"ROSTER seq {e.seq} is malformed and was ignored: {exc}", e.stored_at
+        if row.body in (kinds.Notice, kinds.NoticeWithdraw):
+            return "warning", f"{who} {e.kind} seq {e.seq} refused, not on the board: {exc}", e.stored_at
+        urgent = row.priority == "FLASH" or e.prio == "FLASH" or row.body is kinds.Test
+        text = (f"refused {e.kind} seq {e.seq} from {who} station: its content is not as the protocol says "
+                f"({exc}); it is stored and shown, not acted on")  # fmt: skip
+        return ("alarm" if urgent else "warning"), text, e.stored_at
+
+    def _unknown(self, e: Entry, row: kinds.Kind | None, out: Outbox) -> None:
+        """A kind this version does not act on (a newer peer's, or KEY and REVOKE, reserved): stored,
+        receipted and shown like any other, never dropped; said once per kind."""
+        seen = self.unknown_kinds.get(e.kind, 0)
+        self.unknown_kinds[e.kind] = seen + 1
+        if seen:
+            return
+        what = "is reserved in version 1" if row is not None else "is not one this station knows (a newer peer's?)"
+        who = "our" if e.ours else "the peer's"
+        out.alarm("info", f"{who} {e.kind} seq {e.seq}: the kind {what}; it is stored and shown, not acted on",
+                  e.stored_at)  # fmt: skip
 
     def _refuse(self, e: Entry, why: str) -> None:
         self.refused.append((e, why))
         if len(self.refused) > REFUSED_KEPT:
             del self.refused[0]
 
-    def _roster(self, e: Entry, out: Outbox) -> None:
+    def _roster(self, e: Entry, body: kinds.Roster, out: Outbox) -> None:
         """A ROSTER pins each new person's key; it cannot change or drop a pinned one (refused for
         that person, alarmed naming them); a role change is taken and alarmed."""
         whose = "our" if e.ours else "the peer's"
         most = self.limits.max_roster_people
-        try:
-            published = parse_roster(e.content, max_people=None if e.ours else most)
-            if e.ours:  # as published: the station compares its users with it, so it publishes once
-                self.rosters[True] = published
-            if len(published) > most:
-                raise SchemaError(f"ROSTER lists {len(published)} people; at most {most} (max_roster_people)")
-        except RedlineError as exc:
-            self._refuse(e, str(exc))
-            out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {exc}", e.stored_at)
+        published = roster_people(body)
+        if e.ours:  # as published: the station compares its users with it, so it publishes once
+            self.rosters[True] = published
+        if len(published) > most:
+            over = f"ROSTER lists {len(published)} people; at most {most} (max_roster_people)"
+            self._refuse(e, over)
+            out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {over}", e.stored_at)
             return
         self.rosters[e.ours] = published
         change = self.pins[e.ours].apply(published)
@@ -133,7 +194,7 @@ class LineOps:
         for name, old, new in change.roles:
             out.alarm("warning", f"{whose} ROSTER seq {e.seq} changes {name}'s role from {old} to {new}", e.stored_at)
 
-    def _notice(self, e: Entry, out: Outbox) -> None:
+    def _notice(self, e: Entry, body: kinds.Notice | kinds.NoticeWithdraw, out: Outbox) -> None:
         """Both ends run the same check on the same notices, so both see the same conflicts.
 
         A notice over our limits (points, active notices of its side) is refused here: stored, as
@@ -141,18 +202,17 @@ class LineOps:
         alarm, naming the nearest few and counting the rest."""
         who = "our" if e.ours else "the peer's"
         try:
-            if e.kind == "NOTICE":
+            if isinstance(body, kinds.Notice):
                 for gone in self.board.expire(e.stored_at):  # what ended no longer counts against a side
                     self.notice_refs.pop(gone, None)
                 ref = f"{e.sender}:{e.seq}"
-                amends = e.content.get("amends")
                 most = self.limits.max_active_notices_per_side
-                if not (isinstance(amends, str) and amends in self.board) and self.board.count(e.sender) >= most:
+                if not (body.amends is not None and body.amends in self.board) and self.board.count(e.sender) >= most:
                     raise NoticeBoardError(
                         f"{who} side already has {self.board.count(e.sender)} active notices; at most {most} per "
                         "side (max_active_notices_per_side): withdraw or amend one first"
                     )
-                notice = Notice.from_content(e.content, ref=ref, max_points=self.limits.max_notice_points)
+                notice = Notice.from_body(body, ref=ref, max_points=self.limits.max_notice_points)
                 conflicts = self.board.add(notice)
                 self.notice_refs[ref] = e.id
                 if conflicts:
@@ -166,9 +226,7 @@ class LineOps:
                         e.stored_at,
                     )
             else:
-                target = e.content.get("notice")
-                ref = f"{target.get('sender')}:{target.get('seq')}" if isinstance(target, dict) else ""
-                self.board.withdraw(ref, by=e.sender)
+                self.board.withdraw(body.notice_ref, by=e.sender)
         except RedlineError as exc:
             self._refuse(e, str(exc))
             out.alarm("warning", f"{who} {e.kind} seq {e.seq} refused, not on the board: {exc}", e.stored_at)
@@ -255,60 +313,65 @@ class LineOps:
         return self.rosters[True]
 
 
-# What an operator may file, and which earlier envelope (if any) it must name, by content field.
-OPERATOR_KINDS: dict[str, str | None] = {
-    "TEXT": None, "FLASH": None, "TEST": None, "TEST_ANSWER": "test", "ACK": "ref", "READ": "ref",
-    "CALL_REQUEST": None, "CALL_REPLY": "request", "CALL_RECORD": "request?", "READOUT": "call",
-    "TRANSLATION": "ref", "NOTICE": None, "NOTICE_WITHDRAW": "notice",
-}  # fmt: skip
-# The kind each reference must point at, and whose it must be (the peer's, ours, or either).
-_TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
-    "TEST_ANSWER": (("TEST",), "peer"),
-    "ACK": (("FLASH", "TEXT"), "peer"),
-    "READ": (("FLASH", "TEXT"), "peer"),
-    "CALL_REPLY": (("CALL_REQUEST",), "peer"),
-    "CALL_RECORD": (("CALL_REQUEST",), "either"),
-    "READOUT": (("CALL_RECORD",), "either"),
-    "TRANSLATION": (("TEXT", "FLASH", "READOUT", "NOTICE", "CALL_REQUEST", "CALL_REPLY", "TEST"), "either"),
-    "NOTICE_WITHDRAW": (("NOTICE",), "ours"),
-}
-
-
 def check_operator_content(
-    ops: LineOps, kind: str, content: dict[str, Any], find: Callable[[str], list[Entry]] | None = None
+    ops: LineOps,
+    kind: str,
+    content: dict[str, Any],
+    find: Callable[[str], list[Entry]] | None = None,
+    *,
+    now: int | None = None,
 ) -> dict[str, Any]:
-    """Refuse what an operator may not file, before it is accepted; return the content with each
-    reference completed to (sender, seq, id) from a unique id prefix. ``find`` looks up envelopes
-    ops does not keep (plain TEXT) by id prefix."""
-    from redline.errors import LocalProtocolError
-
-    if kind not in OPERATOR_KINDS:
+    """Refuse what an operator may not file, before it is accepted, and return the content to sign:
+    each reference completed to (sender, seq, id) from a unique id prefix and checked against the
+    registry (kind and side), a CALL_REQUEST's ``expires`` filled in (``now`` + call_request_ttl)
+    when missing, and the whole validated as PROTOCOL.md 5.9 says for senders (``kinds.parse``
+    strict: no member the schema does not list). Content of a person-signed kind may come before
+    its ``person`` member (to be signed) or with it. ``find`` looks up envelopes ops does not keep
+    (plain TEXT) by id prefix."""
+    row = kinds.spec(kind)
+    if row is None or not row.operator:
         raise LocalProtocolError(f"{kind} is not something an operator files")
     _check_numbers(ops.limits, kind, content)
+    if kind == "CALL_REQUEST" and "expires" not in content and now is not None:
+        content = {**content, "expires": now + int(ops.limits.call_request_ttl_seconds * 1000)}
     if kind == "NOTICE":
-        return _check_notice(ops, content, find)
-    field = OPERATOR_KINDS[kind]
-    if field is None:
-        return content
-    optional = field.endswith("?")
-    field = field.rstrip("?")
-    if optional and field not in content:
-        return content
-    wanted = content.get(field)
+        content = _check_notice(ops, content, find)
+    for rule in row.refs:
+        if rule.optional and rule.member not in content:
+            continue
+        content = {**content, rule.member: _resolve(ops, kind, rule, content.get(rule.member), find).ref}
+    unsigned = row.person and "person" not in content
+    try:
+        row.body.parse({**content, "person": _PLACEHOLDER} if unsigned else content, strict=True)
+    except SchemaError as exc:
+        raise LocalProtocolError(f"{kind} cannot be filed: {exc}") from None
+    return content
+
+
+# Stands in for the person signature of content still to be signed, so the rest is checked whole.
+_PLACEHOLDER = {"name": "placeholder", "role": "duty", "key": "0" * 64, "sig": "0" * 128}
+
+
+def _resolve(
+    ops: LineOps, kind: str, rule: kinds.RefRule, wanted: object, find: Callable[[str], list[Entry]] | None
+) -> Entry:
+    """The one envelope a reference (an id prefix of 6+ hex digits, or a reference) names."""
     prefix = wanted.get("id") if isinstance(wanted, dict) else wanted
     if not isinstance(prefix, str) or len(prefix) < 6:
-        raise LocalProtocolError(f"{kind} must name the envelope it answers ('{field}': an id of 6+ hex digits)")
-    kinds, whose = _TARGETS[kind]
+        raise LocalProtocolError(f"{kind} must name the envelope it answers ('{rule.member}': an id of 6+ hex digits)")
     matches = [e for eid, e in ops.entries.items() if eid.startswith(prefix)]
     if find is not None:
         matches += [e for e in find(prefix) if e.id not in ops.entries]
     if len(matches) != 1:
         raise LocalProtocolError(f"no single envelope on this line has an id starting {prefix!r}")
     target = matches[0]
-    if target.kind not in kinds or (whose == "peer" and target.ours) or (whose == "ours" and not target.ours):
-        side = {"peer": "the peer's ", "ours": "our own ", "either": ""}[whose]
-        raise LocalProtocolError(f"{kind} must answer {side}{' or '.join(kinds)}, not {target.kind} seq {target.seq}")
-    return {**content, field: target.ref}
+    wrong_side = (rule.whose == kinds.PEER and target.ours) or (rule.whose == kinds.OWN and not target.ours)
+    if target.kind not in rule.targets or wrong_side:
+        side = {kinds.PEER: "the peer's ", kinds.OWN: "our own "}.get(rule.whose, "")
+        raise LocalProtocolError(
+            f"{kind} must answer {side}{' or '.join(rule.targets)}, not {target.kind} seq {target.seq}"
+        )
+    return target
 
 
 # Deadline windows an operator may ask the peer for (ms): held to the bounds a receiver honours.
@@ -318,8 +381,6 @@ _WINDOWS = {"FLASH": "ack_within_ms", "TEST": "answer_within_ms"}
 def _check_numbers(limits: Limits, kind: str, content: dict[str, Any]) -> None:
     """What we file is held to the bounds we hold the peer to: a requested window within
     [peer_window_min_seconds, peer_window_max_seconds], a call request's expiry a time."""
-    from redline.errors import LocalProtocolError
-
     name = _WINDOWS.get(kind)
     if name is not None and name in content:
         value = content[name]
@@ -340,8 +401,6 @@ def _check_notice(ops: LineOps, content: dict[str, Any], find: Callable[[str], l
     """A notice is validated in full before it is accepted: bad geometry, inverted windows or bands,
     too many points or too many active notices are refused with the reason and nothing is sent.
     ``amends`` names our earlier notice by id."""
-    from redline.errors import LocalProtocolError
-
     amends = content.get("amends")
     if isinstance(amends, str) and ":" not in amends:
         matches = [e for eid, e in ops.entries.items() if eid.startswith(amends) and e.kind == "NOTICE" and e.ours]

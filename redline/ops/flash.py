@@ -17,36 +17,43 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, ref_id, window_ms
+from redline import kinds
+from redline.ops.model import Entry, Intent, Outbox, window_ms
 
 MAX_KEPT = 32  # READs (one per reader) and ESCALATED steps (one per level) kept per FLASH
+MAX_SHOWN = 100  # characters of a reader's name or a level kept
 
 
 @dataclass
 class Flash:
     entry: Entry
+    text: str
     deadline: int
     receipted_at: int | None = None
     read: list[tuple[str, int]] = field(default_factory=list)  # (who, when)
     escalations: list[tuple[str, int]] = field(default_factory=list)  # (level, when)
     ack: Entry | None = None
+    acked_by: str | None = None
     missed_alarmed: bool = False
     alarmed: set[str] = field(default_factory=set)  # levels alarmed here: once each, however often re-derived
 
     @property
-    def acked_by(self) -> str | None:
-        return None if self.ack is None else (self.ack.content.get("person") or {}).get("name")
+    def state(self) -> str:
+        """Decided by the FLASH's receiver alone (its ACK, its ESCALATED), so both ends say the same."""
+        if self.ack is not None:
+            return "acknowledged"
+        if any(lv == "deadline-missed" for lv, _ in self.escalations):
+            return "deadline missed"
+        return "waiting for acknowledgement"
 
     def view(self) -> dict[str, Any]:
         return {
             "id": self.entry.id, "seq": self.entry.seq, "ours": self.entry.ours,
-            "text": self.entry.content.get("text"), "accepted_at": self.entry.stored_at,
+            "text": self.text, "accepted_at": self.entry.stored_at,
             "receipted_at": self.receipted_at, "read": [{"by": w, "at": t} for w, t in self.read],
             "escalations": [{"level": lv, "at": t} for lv, t in self.escalations],
             "acked_by": self.acked_by, "acked_at": self.ack.stored_at if self.ack else None,
-            "deadline": self.deadline,
-            "state": "acknowledged" if self.ack else ("deadline missed" if any(
-                lv == "deadline-missed" for lv, _ in self.escalations) else "waiting for acknowledgement"),
+            "deadline": self.deadline, "state": self.state,
         }  # fmt: skip
 
 
@@ -55,32 +62,41 @@ class FlashTracker:
         self.ack_ms, self.levels, self.bounds = ack_ms, levels, bounds
         self.flashes: dict[str, Flash] = {}
 
-    def observe(self, e: Entry, out: Outbox) -> None:
-        if e.kind == "FLASH" or (e.prio == "FLASH" and e.kind == "TEXT"):
-            window = window_ms(e.content.get("ack_within_ms"), self.ack_ms, self.bounds)
-            self.flashes[e.id] = Flash(e, e.stored_at + window)
-            if not e.ours:
-                out.alarm("alarm", f"FLASH from the peer: {self.levels[0]} must acknowledge within "
-                                   f"{window // 1000} s ('redline ack')", e.stored_at)  # fmt: skip
-            return
-        target = self.flashes.get(ref_id(e.content.get("ref") or e.content.get("flash")) or "")
-        if target is None or e.ours == target.entry.ours:
-            return  # only the FLASH's receiver reads, escalates and acknowledges it
-        if e.kind == "READ":
-            by = str(e.content.get("by", "?"))[:100]
-            if len(target.read) < MAX_KEPT and all(w != by for w, _ in target.read):
-                target.read.append((by, e.stored_at))
-        elif e.kind == "ESCALATED":
-            level = str(e.content.get("level"))[:100]
-            room = len(target.escalations) < MAX_KEPT or level == "deadline-missed"
-            if room and all(lv != level for lv, _ in target.escalations):
-                target.escalations.append((level, e.stored_at))
-            if not e.ours and e.content.get("level") == "deadline-missed" and not target.missed_alarmed:
-                target.missed_alarmed = True
-                out.alarm("alarm", f"FLASH seq {target.entry.seq} was NOT acknowledged by the peer in time",
-                          e.stored_at)  # fmt: skip
-        elif e.kind == "ACK" and target.ack is None:
-            target.ack = e
+    def observe(self, e: Entry, body: kinds.Body, out: Outbox) -> None:
+        match body:
+            case kinds.Flash() | kinds.Text() if e.kind == "FLASH" or e.prio == "FLASH":
+                requested = body.ack_within_ms if isinstance(body, kinds.Flash) else None
+                window = window_ms(requested, self.ack_ms, self.bounds)
+                self.flashes[e.id] = Flash(e, body.text, e.stored_at + window)
+                if not e.ours:
+                    out.alarm("alarm", f"FLASH from the peer: {self.levels[0]} must acknowledge within "
+                                       f"{window // 1000} s ('redline ack')", e.stored_at)  # fmt: skip
+            case kinds.Read():
+                target = self._answered(e, body.ref)
+                by = body.by[:MAX_SHOWN]
+                if target is not None and len(target.read) < MAX_KEPT and all(w != by for w, _ in target.read):
+                    target.read.append((by, e.stored_at))
+            case kinds.Escalated():
+                target = self._answered(e, body.flash)
+                if target is None:
+                    return
+                level = body.level[:MAX_SHOWN]
+                room = len(target.escalations) < MAX_KEPT or level == "deadline-missed"
+                if room and all(lv != level for lv, _ in target.escalations):
+                    target.escalations.append((level, e.stored_at))
+                if not e.ours and body.level == "deadline-missed" and not target.missed_alarmed:
+                    target.missed_alarmed = True
+                    out.alarm("alarm", f"FLASH seq {target.entry.seq} was NOT acknowledged by the peer in time",
+                              e.stored_at)  # fmt: skip
+            case kinds.Ack():
+                target = self._answered(e, body.ref)
+                if target is not None and target.ack is None:
+                    target.ack, target.acked_by = e, body.person.name
+
+    def _answered(self, e: Entry, ref: kinds.Ref) -> Flash | None:
+        """The FLASH ``e`` reads, escalates or acknowledges: only its receiver may."""
+        target = self.flashes.get(ref.id)
+        return None if target is None or e.ours == target.entry.ours else target
 
     def receipted(self, envelope_id: str, at: int) -> None:
         f = self.flashes.get(envelope_id)
@@ -107,10 +123,9 @@ class FlashTracker:
                     out.alarm("alarm", f"FLASH seq {f.entry.seq} from the peer was not acknowledged in time", now)
 
     def _escalate(self, f: Flash, level: str, step: int) -> Intent:
-        return Intent(
-            kind="ESCALATED", prio="FLASH", content={"flash": f.entry.ref, "level": level, "step": step},
-            idem=f"escalated:{f.entry.id}:{level}",
-        )  # fmt: skip
+        body = kinds.Escalated(flash=f.entry.reference(), level=level, step=step)
+        return Intent(kind="ESCALATED", prio=kinds.default_priority("ESCALATED"), content=body.to_content(),
+                      idem=f"escalated:{f.entry.id}:{level}")  # fmt: skip
 
     def pending_levels(self, now: int) -> dict[str, str]:
         """For each unacknowledged FLASH we received: the level currently alerted."""

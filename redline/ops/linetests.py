@@ -2,11 +2,17 @@
 
 The testing station sends TEST on its schedule (``test_times_utc``) or on demand; the peer's
 station receipts it at once (machine level) and a duty officer there answers with TEST_ANSWER,
-signed by that person, within ``test_answer_seconds``. The testing station alone decides the
-outcome and records it as TEST_RESULT (passed / missed). Both ends alarm on a miss: the tester when
-its deadline passes, the answering side when its own copy of the deadline passes unanswered.
-Each side's copy runs on its own window (``test_answer_seconds``): a TEST's ``answer_within_ms`` is
-advisory (``model.window_ms``), so a peer cannot make our station alarm a miss early or never.
+signed by that person, within ``test_answer_seconds``.
+
+One side decides each outcome (guarantee 7): the tester alone, on its own clock, records it as
+TEST_RESULT (passed / missed) and alarms a miss. The answering side shows that verdict and never a
+guess of its own: while a test waits for an answer or a verdict it is "awaiting the tester's
+verdict"; when its own copy of the deadline passes unanswered it *warns* its duty officer to answer
+now (the tester may still take the answer: its clock, window and the network are not ours); it
+alarms "LINE TEST MISSED here" only when the tester's verdict says missed, and says so when a
+verdict says passed after such a warning. Each side's copy runs on its own window
+(``test_answer_seconds``): a TEST's ``answer_within_ms`` is advisory (``model.window_ms``), so a
+peer cannot make our station warn early or never.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redline.ops.model import Entry, Intent, Outbox, ref_id, window_ms
+from redline import kinds
+from redline.ops.model import Entry, Intent, Outbox, window_ms
 
 TEST_TEXT = "Line test. Please answer to confirm the line is attended."
-MISSED_HERE = "LINE TEST MISSED here: the peer's test was not answered in time"
+MISSED_HERE = "LINE TEST MISSED here: the tester recorded that its test was not answered in time"
+AWAITING = "awaiting the tester's verdict"
 
 
 @dataclass
@@ -28,12 +36,18 @@ class LineTest:
     deadline: int  # ms, on the storing station's clock
     receipted_at: int | None = None
     answer: Entry | None = None
-    result: str | None = None  # passed | missed
-    alarmed: bool = False
+    answered_by: str | None = None  # the name in the answer's person signature
+    result: str | None = None  # passed | missed: the tester's TEST_RESULT, first one only
+    result_at: int | None = None  # when the verdict was stored here
+    alarmed: bool = False  # the verdict's alarm was raised here (tester: missed; answerer: missed)
+    warned: bool = False  # answering side: our copy of the deadline passed unanswered
 
     @property
     def answer_ms(self) -> int | None:
         return None if self.answer is None else self.answer.stored_at - self.entry.stored_at
+
+    def at(self) -> str:
+        return datetime.fromtimestamp(self.entry.stored_at / 1000, UTC).strftime("%d %b %H:%MZ")
 
 
 def slot_times(now: int, times: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -62,27 +76,33 @@ class LineTests:
         self.theirs: dict[str, LineTest] = {}  # tests we must answer, by id
         self.slots_sent: set[str] = set()
 
-    def observe(self, e: Entry, out: Outbox) -> None:
-        if e.kind == "TEST":
-            window = window_ms(e.content.get("answer_within_ms"), self.answer_window, self.bounds)
-            (self.ours if e.ours else self.theirs)[e.id] = LineTest(e, e.stored_at + window)
-            if e.ours and isinstance(e.content.get("slot"), str):
-                self.slots_sent.add(e.content["slot"])
-            if not e.ours:
-                out.alarm("alarm", f"LINE TEST from the peer: a duty officer must answer it ('redline answer') "
-                                   f"within {window // 1000} s", e.stored_at)  # fmt: skip
-        elif e.kind == "TEST_ANSWER":
-            test = (self.theirs if e.ours else self.ours).get(ref_id(e.content.get("test")) or "")
-            if test is not None and test.answer is None:
-                test.answer = e
-        elif e.kind == "TEST_RESULT":
-            test = (self.ours if e.ours else self.theirs).get(ref_id(e.content.get("test")) or "")
-            if test is not None:
-                test.result = str(e.content.get("result"))
-                if not e.ours and test.result == "missed" and not test.alarmed:
-                    # The tester decided before our own copy of the deadline passed: alarm here too.
+    def observe(self, e: Entry, body: kinds.Body, out: Outbox) -> None:
+        match body:
+            case kinds.Test():
+                window = window_ms(body.answer_within_ms, self.answer_window, self.bounds)
+                (self.ours if e.ours else self.theirs)[e.id] = LineTest(e, e.stored_at + window)
+                if e.ours and body.slot is not None:
+                    self.slots_sent.add(body.slot)
+                if not e.ours:
+                    out.alarm("alarm", f"LINE TEST from the peer: a duty officer must answer it ('redline answer') "
+                                       f"within {window // 1000} s", e.stored_at)  # fmt: skip
+            case kinds.TestAnswer():
+                test = (self.theirs if e.ours else self.ours).get(body.test.id)
+                if test is not None and test.answer is None:
+                    test.answer, test.answered_by = e, body.person.name
+            case kinds.TestResult():
+                test = (self.ours if e.ours else self.theirs).get(body.test.id)
+                if test is None or test.result is not None:
+                    return
+                test.result, test.result_at = body.result, e.stored_at
+                if e.ours:
+                    return
+                if body.result == "missed" and not test.alarmed:
                     test.alarmed = True
-                    out.alarm("alarm", MISSED_HERE, e.stored_at)
+                    out.alarm("alarm", f"{MISSED_HERE} (its test of {test.at()})", e.stored_at)
+                elif body.result == "passed" and test.warned:
+                    out.alarm("info", f"LINE TEST of {test.at()} PASSED: the tester's verdict (our copy of its "
+                                      "deadline had passed; the tester's had not)", e.stored_at)  # fmt: skip
 
     def receipted(self, test_id: str, at: int) -> None:
         t = self.ours.get(test_id)
@@ -103,20 +123,24 @@ class LineTests:
                     within = (t.deadline - t.entry.stored_at) // 1000
                     out.alarm("alarm", f"LINE TEST MISSED: no answer within {within} s{dead}", now)
         for t in self.theirs.values():
-            if t.answer is None and t.result is None and now > t.deadline and not t.alarmed:
-                t.alarmed = True
-                out.alarm("alarm", MISSED_HERE, now)
+            # Not a verdict: the tester decides, on its own clock (guarantee 7). We only urge an answer.
+            if t.answer is None and t.result is None and now > t.deadline and not t.warned:
+                t.warned = True
+                out.alarm("warning", f"LINE TEST from the peer ({t.at()}) still unanswered after our copy of its "
+                                     f"deadline: answer it now ('redline answer'); {AWAITING}", now)  # fmt: skip
         for label, at in slot_times(now, self.times)[:1]:  # only the latest slot: no storm after downtime
             if at >= self.since and label not in self.slots_sent:
                 out.intents.append(self.intent(label))
 
     def intent(self, slot: str | None, text: str = TEST_TEXT) -> Intent:
-        content: dict[str, Any] = {"text": text, "answer_within_ms": self.answer_window}
-        if slot:
-            content["slot"] = slot
-        return Intent(kind="TEST", prio="PRIORITY", content=content, idem=f"test:slot:{slot}" if slot else None)
+        body = kinds.Test(text=text, answer_within_ms=self.answer_window, slot=slot or None)
+        return Intent(kind="TEST", prio=kinds.default_priority("TEST"), content=body.to_content(),
+                      idem=f"test:slot:{slot}" if slot else None)  # fmt: skip
 
     def history(self, now: int) -> dict[str, Any]:
+        """Our tests with the verdicts we recorded, and the peer's tests with the verdicts the
+        peer recorded: ``tests[i].result`` here is ``received[j].result`` at the peer, for the
+        same id, once the verdict has arrived there (until then "pending")."""
         tests = sorted(self.ours.values(), key=lambda t: t.entry.stored_at)
         answered = [t.answer_ms for t in tests if t.answer_ms is not None and t.result == "passed"]
         proven = [t.answer.stored_at for t in tests if t.answer is not None and t.result == "passed"]
@@ -131,11 +155,19 @@ class LineTests:
             "tests": [
                 {
                     "id": t.entry.id, "sent_at": t.entry.stored_at, "receipted_at": t.receipted_at,
-                    "answered_at": t.answer.stored_at if t.answer else None,
-                    "answered_by": (t.answer.content.get("person") or {}).get("name") if t.answer else None,
+                    "answered_at": t.answer.stored_at if t.answer else None, "answered_by": t.answered_by,
                     "answer_ms": t.answer_ms, "result": t.result or "pending",
                 }
                 for t in tests
+            ],
+            "received": [
+                {
+                    "id": t.entry.id, "stored_at": t.entry.stored_at, "deadline": t.deadline,
+                    "answered_at": t.answer.stored_at if t.answer else None, "answered_by": t.answered_by,
+                    "result": t.result or "pending", "decided_at": t.result_at,
+                    "state": t.result or (AWAITING if t.answer is not None or now > t.deadline else "to answer"),
+                }
+                for t in sorted(self.theirs.values(), key=lambda t: t.entry.stored_at)
             ],
             "to_answer": [
                 {"id": t.entry.id, "sent_at": t.entry.stored_at, "deadline": t.deadline}
@@ -145,8 +177,10 @@ class LineTests:
 
 
 def _result(t: LineTest, result: str) -> Intent:
-    content: dict[str, Any] = {"test": t.entry.ref, "result": result}
-    if t.answer is not None:
-        content["answered_by"] = (t.answer.content.get("person") or {}).get("name")
-        content["answer_ms"] = t.answer_ms
-    return Intent(kind="TEST_RESULT", prio="PRIORITY", content=content, idem=f"test-result:{t.entry.id}")
+    answered = t.answer is not None
+    body = kinds.TestResult(
+        test=t.entry.reference(), result=result, answered_by=t.answered_by if answered else None,
+        answer_ms=t.answer_ms if answered else None,
+    )  # fmt: skip
+    return Intent(kind="TEST_RESULT", prio=kinds.default_priority("TEST_RESULT"), content=body.to_content(),
+                  idem=f"test-result:{t.entry.id}")  # fmt: skip

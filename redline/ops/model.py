@@ -5,13 +5,16 @@ they were stored) as an ``Entry`` and the time as an argument, and answers with 
 (envelopes the station should send) and ``Alarm``s. Rebuilding after a crash is replaying the
 ledger into a fresh instance; anything overdue comes out of the first ``due(now)`` at once.
 Each intent carries an idempotency key, so a decision is accepted once even when it is re-derived
-before the first copy was signed.
+before the first copy was signed. An ``Entry`` carries the content as stored; ops parses it once,
+into the kind's body type (``kinds``), and reads only typed fields from there on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from redline import kinds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +34,10 @@ class Entry:
     def ref(self) -> dict[str, Any]:
         """How bodies name an envelope: (sender, seq, id)."""
         return {"sender": self.sender, "seq": self.seq, "id": self.id}
+
+    def reference(self) -> kinds.Ref:
+        """``ref`` as the typed reference of a body."""
+        return kinds.Ref(sender=self.sender, seq=self.seq, id=self.id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,35 +66,22 @@ class Outbox:
         self.alarms.append(Alarm(level=level, text=text, at=at))
 
 
-def as_int(value: Any, default: int) -> int:
-    """A number from an envelope body, or ``default`` when it is not one: the peer need not run our
-    code, and one malformed field must not stop a station from storing or replaying its line."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-# The last millisecond of the year 9999: later (or negative) times are not times, they are noise
-# that would make ``datetime`` raise in a view.
+# The last millisecond of the year 9999: a later time (which the protocol's integers can carry) is
+# noise that would make ``datetime`` raise in a view.
 MAX_TIME_MS = 253_402_300_799_999
 
 
-def as_time(value: Any) -> int | None:
-    """A UTC time (ms since 1970) from an envelope body, or None when it is not one."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIME_MS else None
+def as_time(value: int | None) -> int | None:
+    """A time a view can show as a UTC date, or None when it is past the year 9999 (or absent)."""
+    return value if value is not None and 0 <= value <= MAX_TIME_MS else None
 
 
-def window_ms(requested: Any, own_ms: int, bounds: tuple[int, int] | None) -> int:
+def window_ms(requested: int | None, own_ms: int, bounds: tuple[int, int] | None) -> int:
     """The window a deadline runs on at this station: our own (``own_ms``), unless we honour a
     requested one (``bounds`` given, from config), and then clamped to ``bounds``. The request in a
-    peer's envelope is advisory: a negative, zero, huge or non-integer one cannot move our
-    deadlines outside what we configured."""
-    if bounds is None or not isinstance(requested, int) or isinstance(requested, bool):
+    peer's envelope is advisory: whatever its size, it cannot move our deadlines outside what we
+    configured."""
+    if bounds is None or requested is None:
         return own_ms
     low, high = bounds
     return min(max(requested, low), high)
-
-
-def ref_id(value: Any) -> str | None:
-    """The envelope id inside a reference, or None when the reference is malformed."""
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return str(value["id"])
-    return None

@@ -90,6 +90,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
+from redline import kinds
 from redline.errors import NoticeBoardError, NoticeError
 
 __all__ = [
@@ -106,8 +107,8 @@ __all__ = [
     "check_pair",
 ]
 
-KINDS: Final = ("air", "strike", "naval", "exercise", "other")
-AREA_TYPES: Final = ("Polygon", "MultiPolygon", "Point")
+KINDS: Final = kinds.NOTICE_KINDS  # the registry's, as PROTOCOL.md section 5.9 lists them
+AREA_TYPES: Final = kinds.AREA_TYPES
 DECIMALS: Final = 7  # coordinate precision: 1e-7 degree is about 1 cm
 
 
@@ -660,6 +661,18 @@ class Notice:
         if self.amends is not None:
             content["amends"] = self.amends
         return content
+
+    @classmethod
+    def from_body(cls, body: kinds.Notice, *, ref: str, max_points: int | None = None) -> Notice:
+        """A notice from a NOTICE envelope's parsed body (``kinds.Notice``, whose content rules are
+        already checked); ``ref`` comes from the envelope. ``max_points`` is checked before any
+        geometry is built."""
+        count_positions(body.area.coordinates, min(max_points or LIMITS.max_points, LIMITS.max_points))
+        return cls(
+            ref=ref, kind=body.kind, area={"type": body.area.type, "coordinates": body.area.coordinates},
+            floor_m=body.floor_m, ceiling_m=body.ceiling_m, start=body.start, end=body.end, margin_m=body.margin_m,
+            text=body.text, radius_m=body.radius_m or 0, amends=body.amends,
+        )  # fmt: skip
 
     @classmethod
     def from_content(cls, content: object, *, ref: str, max_points: int | None = None) -> Notice:
