@@ -1,43 +1,125 @@
 // redline duty console: vanilla JS over the station's API only (docs/API.md). No build step.
-// Everything the peer wrote is put on the page as text (textContent), never as HTML.
+//
+// Rules this file keeps:
+// - Everything a station or a person wrote is put on the page as text (textContent, never HTML),
+//   marked with the language it was written in (lang="..."); the console's own words come from
+//   strings.js in the reader's language.
+// - Panels are updated in place (reconcile): an unchanged row is never rebuilt, so focus, a half
+//   typed readout or an open form survive every refresh.
+// - The alarm area shows what is true now (GET /watch), most urgent first, until it clears; an
+//   alarm sounds again and again until a person silences or settles it; when the browser keeps the
+//   sound off, the console says so.
+// - Every form files once: one idempotency key per submit, its buttons disabled while in flight.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = {
-  me: null, status: null, line: null, ws: null, wsRetry: null, alarmsSeen: 0, banner: [],
-  audio: null, lastCounters: "", refreshTimer: null, composeKey: null,
+const S = {
+  me: null, settings: null, lang: "en", status: null, line: null, ws: null, wsRetry: null, live: false,
+  watch: null, conditions: [], silenced: new Set(), audio: null, lastBeep: 0, notified: new Set(),
+  clockOffset: 0, refreshTimer: null, watchTimer: null, verify: null, views: {}, map: null,
+  noticeSig: "", noticeIds: "", draw: null, lastCounters: "", langOf: new Map(),
 };
+window.redlineBeeps = 0; // patterns actually played (the console test counts them)
+window.redlineRefreshes = 0; // completed panel refreshes (the focus test waits for one)
+window.redlineNotifications = 0;
 
-// -- small helpers ------------------------------------------------------------------------------
+// -- words -----------------------------------------------------------------------------------------
+const STR = () => window.REDLINE_STRINGS[S.lang] || window.REDLINE_STRINGS.en;
+function t(key, params) {
+  let s = STR()[key];
+  if (s === undefined) s = window.REDLINE_STRINGS.en[key] ?? key;
+  return s.replace(/\{(\w+)\}/g, (_, k) => (params && params[k] !== undefined && params[k] !== null ? String(params[k]) : ""));
+}
+// The same, as nodes: a parameter may be an element (a text in its own language, a countdown).
+function tx(key, params) {
+  let s = STR()[key];
+  if (s === undefined) s = window.REDLINE_STRINGS.en[key] ?? key;
+  const out = [];
+  let last = 0;
+  for (const m of s.matchAll(/\{(\w+)\}/g)) {
+    out.push(s.slice(last, m.index));
+    const v = params ? params[m[1]] : "";
+    out.push(v instanceof Node ? v : String(v ?? ""));
+    last = m.index + m[0].length;
+  }
+  out.push(s.slice(last));
+  return out.filter((x) => x !== "");
+}
+function applyStatic() {
+  document.documentElement.lang = S.lang;
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  $("lang-select").value = S.lang;
+  if (S.me) {
+    $("call-record-submit").textContent = t("calls.submit_record", { user: S.me.user });
+    $("whoami").textContent = `${S.me.user} (${t("role." + S.me.role)})`;
+    $("console-title").textContent = `redline — ${S.me.station}`;
+  }
+  updateTitle();
+}
+function setLang(lang) {
+  if (!window.REDLINE_STRINGS[lang] || lang === S.lang) return;
+  S.lang = lang;
+  try { localStorage.setItem("redline.lang", lang); } catch (e) { /* private mode */ }
+  applyStatic();
+  rerenderAll();
+}
+
+// -- small helpers -----------------------------------------------------------------------------------
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
 }
-const svg = (tag, attrs) => {
-  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
-  return el;
-};
+// Text someone wrote, in the language they wrote it in.
+const said = (text, lang, tag) => h(tag || "span", { lang: lang || null, class: "said" }, text ?? "");
 const pad = (n) => String(n).padStart(2, "0");
 function utc(ms, withDate) {
-  if (!ms) return "-";
-  const d = new Date(ms);
-  const t = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}Z`;
-  return withDate ? `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${t}` : t;
+  if (ms === null || ms === undefined || ms === "") return "-";
+  const d = new Date(Number(ms));
+  if (Number.isNaN(d.getTime())) return "-";
+  const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}Z`;
+  return withDate ? `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${time}` : time;
 }
-const secs = (ms) => (ms === null || ms === undefined ? "-" : `${(ms / 1000).toFixed(1)} s`);
+function dur(ms) {
+  let s = Math.max(0, Math.round(Math.abs(ms) / 1000));
+  const d = Math.floor(s / 86400); s -= d * 86400;
+  const hh = Math.floor(s / 3600); s -= hh * 3600;
+  const m = Math.floor(s / 60); s -= m * 60;
+  const parts = [];
+  if (d) parts.push(t("dur.d", { n: d }));
+  if (hh) parts.push(t("dur.h", { n: hh }));
+  if (m) parts.push(t("dur.min", { n: m }));
+  if (s || !parts.length) parts.push(t("dur.s", { n: s }));
+  return parts.slice(0, 2).join(" ");
+}
+const secs = (ms) => (ms === null || ms === undefined ? "-" : dur(ms));
 const short = (id) => (id ? id.slice(0, 10) : "-");
-function replace(id, ...children) { const el = $(id); el.replaceChildren(...children.flat()); return el; }
+const now = () => Date.now() + S.clockOffset;
+// A countdown or a "for how long" that the one-second ticker keeps current (never part of a row's
+// signature, so ticking never rebuilds a row).
+const countdown = (deadline) => h("span", { class: "countdown", "data-deadline": deadline }, leftText(deadline));
+const since = (at) => h("span", { class: "since", "data-since": at }, dur(now() - at));
+function leftText(deadline) {
+  const left = Number(deadline) - now();
+  return left >= 0 ? t("dur.left", { dur: dur(left) }) : t("dur.over", { dur: dur(-left) });
+}
+function uuid() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+}
+const can = (cap) => !!S.me && S.me.capabilities.includes(cap);
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -45,59 +127,137 @@ class ApiError extends Error {
 async function api(method, path, body) {
   const opts = { method, headers: {}, credentials: "same-origin" };
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
-  const r = await fetch(path, opts);
+  let r;
+  try { r = await fetch(path, opts); } catch (e) { throw new ApiError(0, t("login.lost")); }
   let data = null;
   try { data = await r.json(); } catch (e) { data = { error: `${r.status} ${r.statusText}` }; }
   if (r.status === 401 && path !== "/api/login") { showLogin(data.error); throw new ApiError(401, data.error); }
   if (!r.ok) throw new ApiError(r.status, data.error || `${r.status}`);
   return data;
 }
-const lineUrl = (what) => `/api/lines/${encodeURIComponent(state.line)}/${what}`;
-const can = (cap) => !!state.me && state.me.capabilities.includes(cap);
+const lineUrl = (what) => `/api/lines/${encodeURIComponent(S.line)}/${what}`;
 
-// -- sound: WebAudio, started by the login click (browsers need a gesture) ------------------------
-function audioOn() {
-  if (!state.audio) {
+// -- updating in place -------------------------------------------------------------------------------
+// Children of `parent` become one element per item, in order. An item whose signature did not
+// change keeps its element (and so the focus, the caret, a half-typed text in it); a changed one
+// is rebuilt, with the focus and any typed values carried over to its new element.
+function reconcile(parent, items, keyOf, render, sigOf) {
+  const old = new Map();
+  for (const el of [...parent.children]) {
+    if (el.dataset.key !== undefined) old.set(el.dataset.key, el);
+    else el.remove();
+  }
+  let i = 0;
+  for (const item of items) {
+    const key = String(keyOf(item));
+    const sig = `${S.lang}|${sigOf ? sigOf(item) : JSON.stringify(item)}`;
+    let el = old.get(key);
+    if (el && el.dataset.sig === sig) old.delete(key);
+    else {
+      const fresh = render(item);
+      fresh.dataset.key = key;
+      fresh.dataset.sig = sig;
+      if (el) { carryOver(el, fresh); el.replaceWith(fresh); old.delete(key); }
+      el = fresh;
+    }
+    const at = parent.children[i];
+    if (at !== el) parent.insertBefore(el, at || null);
+    i++;
+  }
+  for (const el of old.values()) el.remove();
+}
+function carryOver(from, to) {
+  for (const input of from.querySelectorAll("input[name], textarea[name], select[name]")) {
+    const twin = to.querySelector(`[name="${input.name}"]`);
+    if (twin && input.type !== "hidden" && input.value) twin.value = input.value;
+  }
+  const active = document.activeElement;
+  if (active && from.contains(active)) {
+    const f = active.dataset.focus || (active.name ? `name:${active.name}` : null);
+    const twin = f && (f.startsWith("name:") ? to.querySelector(`[name="${f.slice(5)}"]`) : to.querySelector(`[data-focus="${f}"]`));
+    if (twin) queueMicrotask(() => twin.focus());
+  }
+}
+function setText(el, text, cls) {
+  if (el.textContent !== text) el.textContent = text;
+  if (cls !== undefined && el.className !== cls) el.className = cls;
+}
+
+// -- sound -------------------------------------------------------------------------------------------
+// Browsers start a page's audio only after a person clicked or typed on it. After a reload no one
+// has, so the console says plainly that the sound is off and turns it on at the first click or key.
+function audioState() { return S.audio ? S.audio.state : "none"; }
+function ensureAudio() {
+  if (!S.audio) {
     const Ctx = window.AudioContext || window.webkitAudioContext;
-    if (Ctx) state.audio = new Ctx();
+    if (!Ctx) return null;
+    S.audio = new Ctx();
+    S.audio.addEventListener("statechange", updateSoundFlag);
   }
-  if (state.audio && state.audio.state === "suspended") state.audio.resume();
+  return S.audio;
 }
-function beep(times) {
-  const ctx = state.audio;
-  if (!ctx) return;
-  for (let i = 0; i < times; i++) {
-    const osc = ctx.createOscillator(), gain = ctx.createGain();
-    osc.type = "square"; osc.frequency.value = i % 2 ? 660 : 880;
-    gain.gain.value = 0.2;
-    osc.connect(gain).connect(ctx.destination);
-    const t = ctx.currentTime + i * 0.3;
-    osc.start(t); osc.stop(t + 0.2);
-  }
+function unlockAudio() {
+  const ctx = ensureAudio();
+  if (ctx && ctx.state !== "running") ctx.resume().then(updateSoundFlag, updateSoundFlag);
+  updateSoundFlag();
 }
-window.redlineBeeps = 0; // counted for the console test
+function updateSoundFlag() {
+  const off = audioState() !== "running";
+  const flag = $("sound-toggle");
+  flag.hidden = !off || !S.me;
+  document.body.classList.toggle("sound-is-off", off);
+}
+function tone(ctx, at, freq, length) {
+  const osc = ctx.createOscillator(), gain = ctx.createGain();
+  osc.type = "square"; osc.frequency.value = freq;
+  gain.gain.setValueAtTime(0.18, at);
+  gain.gain.setValueAtTime(0, at + length);
+  osc.connect(gain).connect(ctx.destination);
+  osc.start(at); osc.stop(at + length + 0.02);
+}
+function playPattern(code) {
+  const ctx = S.audio;
+  if (!ctx || ctx.state !== "running") return false;
+  const t0 = ctx.currentTime + 0.02;
+  const pattern = code === "flash" || code === "connection" ? [880, 660, 880, 660, 880] : [880, 660, 880];
+  pattern.forEach((f, i) => tone(ctx, t0 + i * 0.22, f, 0.16));
+  window.redlineBeeps += 1;
+  return true;
+}
+// What still sounds: alarm-level conditions nobody silenced. A FLASH repeats every 3 s, any other
+// alarm every 6 s, until silenced, acknowledged, answered, or its condition clears.
+function soundTick() {
+  const loud = S.conditions.filter((c) => c.level === "alarm" && !S.silenced.has(c.key));
+  if (!loud.length) return;
+  const period = loud[0].code === "flash" || loud[0].code === "connection" ? 3000 : 6000;
+  if (Date.now() - S.lastBeep < period) return;
+  if (playPattern(loud[0].code)) S.lastBeep = Date.now();
+}
+function silence(key) {
+  S.silenced.add(key);
+  try { sessionStorage.setItem("redline.silenced", JSON.stringify([...S.silenced])); } catch (e) { /* ignore */ }
+  renderAlarms();
+}
 
-// -- login ---------------------------------------------------------------------------------------
+// -- login -------------------------------------------------------------------------------------------
 function showLogin(message) {
-  if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
-  clearTimeout(state.wsRetry);
-  state.live = false;
-  dismissBanner();
-  clearInterval(state.refreshTimer);
-  state.me = null;
-  $("console").hidden = true;
+  if (S.ws) { S.ws.onclose = null; S.ws.close(); S.ws = null; }
+  clearTimeout(S.wsRetry); clearInterval(S.refreshTimer); clearInterval(S.watchTimer);
+  S.live = false; S.me = null; S.conditions = []; S.watch = null;
+  $("console").hidden = true; $("top").hidden = true; $("alarm-area").hidden = true;
   $("login-screen").hidden = false;
   $("login-error").textContent = message || "";
   $("login-password").value = "";
+  updateSoundFlag(); updateTitle();
 }
 async function login(ev) {
   ev.preventDefault();
-  audioOn();
+  unlockAudio();
   $("login-error").textContent = "";
   $("login-submit").disabled = true;
   try {
     const me = await api("POST", "/api/login", { user: $("login-user").value, password: $("login-password").value });
-    start(me);
+    await start(me);
   } catch (e) {
     $("login-error").textContent = e.message;
   } finally {
@@ -106,121 +266,260 @@ async function login(ev) {
   }
 }
 async function start(me) {
-  state.me = me;
-  state.lastCounters = "";
-  $("login-screen").hidden = true;
-  $("console").hidden = false;
-  $("whoami").textContent = `${me.user} (${me.role})`;
+  S.me = me;
+  S.lastCounters = "";
+  try { S.settings = await api("GET", "/api/console/settings"); } catch (e) { S.settings = { lang: S.lang, station_lang: "en" }; }
+  S.lang = S.settings.lang in window.REDLINE_STRINGS ? S.settings.lang : "en";
+  $("login-screen").hidden = true; $("console").hidden = false; $("top").hidden = false; $("alarm-area").hidden = false;
   $("station-name").textContent = me.station;
-  for (const id of ["compose-form", "tests-send", "notice-form"]) $(id).hidden = !can("operate");
+  for (const el of document.querySelectorAll(".operate")) el.hidden = !can("operate");
+  $("translate-translator").value = me.user;
+  const base = (S.settings.station_lang || "en").split("-")[0];
+  $("translate-lang").value = ["en", "ru"].includes(base) ? base : S.lang;
+  applyStatic();
+  ensureAudio(); updateSoundFlag(); updateNotifyButton();
+  initMap();
   connect();
-  clearInterval(state.refreshTimer);
-  state.refreshTimer = setInterval(refreshViews, 5000);
+  clearInterval(S.refreshTimer); clearInterval(S.watchTimer);
+  S.refreshTimer = setInterval(refreshViews, 5000);
+  S.watchTimer = setInterval(refreshWatch, 1000);
   runVerify();
 }
 
-// -- live events ---------------------------------------------------------------------------------
+// -- live events -------------------------------------------------------------------------------------
 function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/events`);
-  state.ws = ws;
+  S.ws = ws;
   ws.onmessage = (m) => {
     const msg = JSON.parse(m.data);
     if (msg.type === "hello") {
       setConnection(true);
       $("alarms").replaceChildren(); // hello brings the latest 20 again, also after a reconnect
-      for (const a of msg.alarms) addAlarm(a, false);
+      for (const a of msg.alarms) addAlarm(a);
       setStatus(msg.status, msg.now);
+      refreshWatch();
     } else if (msg.type === "status") setStatus(msg.status, msg.now);
-    else if (msg.type === "alarm") addAlarm(msg.alarm, true);
+    else if (msg.type === "alarm") { addAlarm(msg.alarm); refreshWatch(); }
     else if (msg.type === "logout" || msg.type === "error") showLogin(msg.error);
   };
   ws.onclose = (ev) => {
-    if (ev.code === 4401 || ev.code === 4403) { showLogin("the session ended: log in again"); return; }
+    if (ev.code === 4401 || ev.code === 4403) { showLogin(t("login.lost")); return; }
     setConnection(false);
-    state.wsRetry = setTimeout(connect, 2000);
+    S.wsRetry = setTimeout(connect, 2000);
   };
 }
 function setConnection(up) {
-  const el = $("connection");
-  el.textContent = up ? "LIVE" : "CONNECTION TO STATION LOST";
-  el.className = `conn ${up ? "live" : "lost"}`;
-  if (!up && state.live) showBanner({ level: "alarm", text: "CONNECTION TO THE STATION LOST: this console is not live" }, true);
-  state.live = up;
+  S.live = up;
+  setText($("connection"), t(up ? "conn.live" : "conn.lost"), `conn ${up ? "live" : "lost"}`);
+  $("connection").dataset.i18n = up ? "conn.live" : "conn.lost";
+  renderAlarms();
 }
 
-// -- alarms --------------------------------------------------------------------------------------
-function addAlarm(a, fresh) {
-  const li = h("li", { class: a.level }, `${utc(a.time, true)}  `, a.text);
+// The station's alarm log, as the station wrote it (English), without the command-line hints the
+// terminal gets: at the console the button is on the page.
+function addAlarm(a) {
+  const text = String(a.text).replace(/\s*\('?redline [^)]*\)/g, "");
+  const li = h("li", { class: a.level }, h("span", { class: "time" }, `${utc(a.time, true)} `), said(text, "en"),
+    a.count > 1 ? ` ×${a.count}` : "");
   const list = $("alarms");
   list.prepend(li);
   while (list.children.length > 100) list.lastChild.remove();
-  if (fresh && a.level !== "info") showBanner(a, true);
-}
-function showBanner(a, sound) {
-  state.banner.push(a);
-  const banner = $("alarm-banner");
-  banner.hidden = false;
-  banner.className = `banner ${a.level === "alarm" ? "flashing" : "warning"}`;
-  $("alarm-text").textContent = a.text;
-  $("alarm-count").textContent = state.banner.length > 1 ? `${state.banner.length} alarms` : "";
-  if (sound && a.level === "alarm") { beep(3); window.redlineBeeps += 1; }
-}
-function dismissBanner() {
-  state.banner = [];
-  $("alarm-banner").hidden = true;
 }
 
-// -- status --------------------------------------------------------------------------------------
-function lineWord(ln) {
-  if (ln.halted) return ["HALTED: EQUIVOCATION", "bad"];
-  if (!ln.active) return ["WAITING FOR SAFETY-CODE CONFIRMATION", "wait"];
-  return ln.synced ? ["IN SYNC", "good"] : ["NOT IN SYNC", "bad"];
+// -- conditions: the alarm area, the title, the favicon, notifications -------------------------------
+async function refreshWatch() {
+  if (!S.line || !S.me) return;
+  try {
+    S.watch = await api("GET", lineUrl("watch"));
+    S.clockOffset = S.watch.now - Date.now();
+  } catch (e) { if (e.status === 401) return; }
+  renderAlarms();
+  renderLineExtras();
+  if (S.views.tests) renderTests(S.views.tests); // a test whose window closed meanwhile loses its ANSWER
 }
-function setStatus(status, now) {
-  state.status = status;
-  if (now) state.clockOffset = now - Date.now();
+function currentConditions() {
+  const list = [];
+  if (S.me && !S.live) list.push({ code: "connection", key: "connection", level: "alarm", rank: -1, params: {} });
+  if (S.watch && S.live) list.push(...S.watch.conditions);
+  return list;
+}
+function conditionText(c) {
+  const peer = S.watch ? S.watch.peer : "";
+  const p = c.params || {};
+  switch (c.code) {
+    case "flash": return [...tx("cond.flash", { peer, seq: p.seq, deadline: utc(p.deadline), left: countdown(p.deadline) }), ": ",
+      said(p.text, p.lang, "q")];
+    case "line_down": return tx("cond.line_down", { peer, dur: since(c.since) });
+    case "test_missed": return tx(`cond.test_missed.${p.side}`, { peer });
+    case "test_to_answer": return tx("cond.test_to_answer", { peer, deadline: utc(p.deadline), left: countdown(p.deadline) });
+    case "clock_skew": return tx("cond.clock_skew", { peer, dur: dur(p.skew_ms), limit: dur(p.limit_ms),
+      way: t(p.skew_ms > 0 ? "cond.clock_skew.ahead" : "cond.clock_skew.behind") });
+    case "notice_conflict": return tx("cond.notice_conflict", { n: p.count });
+    case "call_request": return [...tx("cond.call_request", { peer, from: said(p.from_role, p.lang), to: said(p.to_role, "en") }),
+      said(p.subject, p.lang)];
+    case "flash_unacked": return tx("cond.flash_unacked", { seq: p.seq });
+    default: return tx(`cond.${c.code}`, { peer });
+  }
+}
+function renderAlarms() {
+  const list = currentConditions();
+  S.conditions = list;
+  const area = $("alarm-list");
+  if (!list.length) {
+    reconcile(area, [{ code: "none" }], () => "none",
+      () => h("li", { class: "alarm-none" }, t("alarms.none")), () => "none");
+  } else {
+    reconcile(area, list.map((c, i) => ({ ...c, first: i === 0 })), (c) => c.key, renderCondition,
+      (c) => JSON.stringify([c.first, c.params, c.since, S.silenced.has(c.key), S.me && S.me.capabilities]));
+  }
+  for (const c of list.filter((x) => x.level === "alarm" && !S.notified.has(x.key))) { S.notified.add(c.key); notify(c); }
+  $("alarm-area").className = `alarm-area ${list.length ? (list[0].level === "alarm" ? "has-alarm" : "has-warning") : "calm"}`;
+  updateTitle();
+  soundTick();
+}
+function renderCondition(c) {
+  const silenced = S.silenced.has(c.key);
+  const cls = `cond ${c.level} ${c.first ? "first" : "rest"}${c.code === "flash" ? " flashing" : ""}${silenced ? " silenced" : ""}`;
+  const buttons = [];
+  if (c.code === "flash" && can("operate")) {
+    buttons.push(h("button", { type: "button", class: "danger", "data-focus": "cond-ack", onclick: (e) => ackFlash(c.params.id, e.target) },
+      t("act.ack", { user: S.me.user })));
+  }
+  if (c.code === "test_to_answer" && can("operate")) {
+    buttons.push(h("button", { type: "button", class: "go", "data-focus": "cond-answer", onclick: (e) => answerTest(c.params.id, e.target) },
+      t("act.answer", { user: S.me.user })));
+  }
+  if (c.level === "alarm" && !silenced) {
+    buttons.push(h("button", { type: "button", "data-focus": "cond-silence", onclick: () => silence(c.key) }, t("alarms.silence")));
+  }
+  return h("li", { class: cls, "data-code": c.code },
+    h("span", { class: "cond-text" }, conditionText(c)),
+    silenced ? h("span", { class: "cond-silenced" }, ` (${t("alarms.silenced")})`) : null,
+    buttons.length ? h("span", { class: "cond-actions" }, buttons) : null);
+}
+function updateTitle() {
+  const list = S.me ? S.conditions : [];
+  const alarms = list.filter((c) => c.level === "alarm");
+  const base = S.me ? `${S.me.station} — ${t("title")}` : t("title");
+  if (!list.length) document.title = base;
+  else document.title = `${alarms.length ? "‼ " : ""}${t("short." + list[0].code)}${list.length > 1 ? ` (+${list.length - 1})` : ""} — ${base}`;
+  setFavicon(alarms.length ? "#ff3b3b" : list.length ? "#ffc400" : "#2ee66b", alarms.length || list.length);
+}
+let lastIcon = "";
+function setFavicon(color, count) {
+  const sig = `${color}:${count}`;
+  if (sig === lastIcon) return;
+  lastIcon = sig;
+  const c = document.createElement("canvas");
+  c.width = c.height = 64;
+  const g = c.getContext("2d");
+  if (!g) return;
+  g.fillStyle = color; g.beginPath(); g.arc(32, 32, 30, 0, Math.PI * 2); g.fill();
+  if (count) {
+    g.fillStyle = "#000"; g.font = "bold 40px sans-serif"; g.textAlign = "center"; g.textBaseline = "middle";
+    g.fillText(count > 9 ? "!" : String(count), 32, 34);
+  }
+  $("favicon").href = c.toDataURL("image/png");
+}
+function notify(c) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  try {
+    const n = new Notification(`${t("short." + c.code)} — ${S.me ? S.me.station : "redline"}`, {
+      body: $("alarm-list").querySelector(`[data-key="${CSS.escape(c.key)}"] .cond-text`)?.textContent || t("short." + c.code),
+      tag: c.key, requireInteraction: c.code === "flash",
+    });
+    n.onclick = () => { window.focus(); n.close(); };
+    window.redlineNotifications += 1;
+  } catch (e) { /* a browser that allows only service-worker notifications */ }
+}
+function updateNotifyButton() {
+  const b = $("notify-enable");
+  b.hidden = !("Notification" in window) || Notification.permission !== "default" || !S.me;
+}
+
+// -- status ------------------------------------------------------------------------------------------
+function lineWord(ln) {
+  if (ln.halted) return ["state.halted", "bad"];
+  if (!ln.active) return ["state.waiting", "wait"];
+  return ln.synced ? ["state.in_sync", "good"] : ["state.not_in_sync", "bad"];
+}
+function setStatus(status, at) {
+  S.status = status;
+  if (at) S.clockOffset = at - Date.now();
   const sel = $("line-select");
   const ids = status.lines.map((l) => l.line);
   if (sel.options.length !== ids.length || [...sel.options].some((o, i) => o.value !== ids[i])) {
     sel.replaceChildren(...status.lines.map((l) => h("option", { value: l.line }, `${l.peer} · ${l.line.slice(0, 8)}`)));
-    if (!ids.includes(state.line)) state.line = ids[0] || null;
-    sel.value = state.line;
+    if (!ids.includes(S.line)) { S.line = ids[0] || null; refreshWatch(); }
+    sel.value = S.line;
   }
-  const ln = status.lines.find((l) => l.line === state.line);
-  if (!ln) { replace("line-state", "NO LINE YET"); return; }
+  renderLine();
+  const ln = status.lines.find((l) => l.line === S.line);
+  const counters = ln ? `${ln.line}:${ln.our_seq}:${ln.their_seq}:${ln.outbox}:${ln.unreceipted}` : "";
+  if (counters !== S.lastCounters) { S.lastCounters = counters; refreshViews(); }
+}
+function renderLine() {
+  const status = S.status;
+  if (!status) return;
+  const ln = status.lines.find((l) => l.line === S.line);
+  if (!ln) { setText($("line-state"), t("state.no_line"), "state-word wait"); return; }
   const [word, cls] = lineWord(ln);
-  const el = $("line-state");
-  el.textContent = word;
-  el.className = `state-word ${cls}`;
-  $("line-peer").textContent = `with ${ln.peer} (${ln.peer_lang})`;
-  $("line-counters").textContent =
-    `ours: seq ${ln.our_seq}   theirs: seq ${ln.their_seq}   outbox: ${ln.outbox}   unreceipted: ${ln.unreceipted}`;
-  replace("paths", Object.entries(ln.paths).sort().map(([name, p]) => h("tr", {},
-    h("td", {}, name),
-    h("td", { class: p.up ? "good" : "bad" }, p.up ? "UP" : "DOWN"),
-    h("td", {}, p.rtt_ms === null ? "-" : `${p.rtt_ms.toFixed(1)} ms`),
-    h("td", {}, p.skew_ms === null ? "-" : `${p.skew_ms >= 0 ? "+" : ""}${Math.round(p.skew_ms)} ms`),
-    h("td", {}, p.up ? utc(p.last_rx) : (p.reason || "-")),
-  )));
+  setText($("line-state"), t(word), `state-word ${cls}`);
+  setText($("line-peer"), t("state.with", { peer: ln.peer, lang: ln.peer_lang }));
+  setText($("line-counters"), t("state.counters", { ours: ln.our_seq, theirs: ln.their_seq, outbox: ln.outbox, unreceipted: ln.unreceipted }));
+  const limit = S.watch ? S.watch.skew_limit_ms : null;
+  reconcile($("paths"), Object.entries(ln.paths).sort(), ([name]) => name, ([name, p]) => {
+    const over = limit !== null && p.skew_ms !== null && Math.abs(p.skew_ms) > limit;
+    return h("tr", {},
+      h("td", {}, name),
+      h("td", { class: p.up ? "good state" : "bad state" }, t(p.up ? "paths.up" : "paths.down")),
+      h("td", {}, p.rtt_ms === null ? "-" : `${p.rtt_ms.toFixed(1)} ms`),
+      h("td", { class: over ? "bad" : "" }, p.skew_ms === null ? "-" : `${p.skew_ms >= 0 ? "+" : "−"}${dur(p.skew_ms)}`),
+      h("td", {}, p.up ? utc(p.last_rx) : said(p.reason || "-", "en")));
+  }, ([, p]) => JSON.stringify([p.up, p.rtt_ms === null ? null : Math.round(p.rtt_ms), p.skew_ms === null ? null : Math.round(p.skew_ms / 1000),
+    p.up ? Math.floor((p.last_rx || 0) / 5000) : p.reason, limit]));
   const confirm = $("confirm-form");
   confirm.hidden = ln.active || ln.confirmed.local || !can("confirm");
-  if (!confirm.hidden) $("confirm-note").textContent = `safety code here: ${ln.safety_code}`;
-  const counters = `${ln.line}:${ln.our_seq}:${ln.their_seq}:${ln.outbox}:${ln.unreceipted}`;
-  if (counters !== state.lastCounters) { state.lastCounters = counters; refreshViews(); }
+  if (!confirm.hidden) setText($("confirm-note"), t("confirm.note", { code: ln.safety_code }));
+  renderLineExtras();
+}
+// Line down for how long, and the clock skew against the limit (from /watch).
+function renderLineExtras() {
+  const w = S.watch;
+  const down = $("line-down");
+  const ln = S.status && S.status.lines.find((l) => l.line === S.line);
+  const isDown = ln && !Object.values(ln.paths).some((p) => p.up);
+  if (w && isDown) {
+    const key = `${w.down_since}|${S.lang}`;
+    if (down.dataset.sig !== key) {
+      down.dataset.sig = key;
+      const from = w.down_since || now();
+      down.replaceChildren(...tx(w.down_since ? "state.down_for" : "state.down_never", { dur: since(from), at: utc(w.down_since, true) }));
+    }
+    down.hidden = false;
+  } else { down.hidden = true; down.dataset.sig = ""; }
+  const skew = $("line-skew");
+  if (w && w.skew_ms !== null) {
+    const over = Math.abs(w.skew_ms) > w.skew_limit_ms;
+    setText(skew, t("state.skew", { skew: dur(w.skew_ms), limit: dur(w.skew_limit_ms) }), `skew ${over ? "bad" : "dim"}`);
+  } else setText(skew, "");
 }
 
-// -- views ---------------------------------------------------------------------------------------
+// -- views -------------------------------------------------------------------------------------------
 let refreshing = false, again = false;
 async function refreshViews() {
-  if (!state.line || !state.me) return;
+  if (!S.line || !S.me) return;
   if (refreshing) { again = true; return; }
   refreshing = true;
   try {
-    const [log, flash, tests, calls, notices] = await Promise.all([
+    const [log, flash, tests, calls, notices, requests, translations] = await Promise.all([
       api("GET", `${lineUrl("log")}?limit=200`), api("GET", lineUrl("flash")), api("GET", lineUrl("tests")),
-      api("GET", lineUrl("calls")), api("GET", lineUrl("notices")),
+      api("GET", lineUrl("calls")), api("GET", lineUrl("notices")), api("GET", lineUrl("requests")),
+      api("GET", lineUrl("translations")),
     ]);
-    renderLog(log); renderFlash(flash); renderTests(tests); renderCalls(calls); renderNotices(notices);
+    S.views = { log, flash, tests, calls, notices, requests, translations };
+    rerenderAll();
+    window.redlineRefreshes += 1;
   } catch (e) {
     if (e.status !== 401) console.warn("refresh failed", e);
   } finally {
@@ -228,255 +527,568 @@ async function refreshViews() {
     if (again) { again = false; refreshViews(); }
   }
 }
+function rerenderAll() {
+  const v = S.views;
+  renderLine();
+  renderAlarms();
+  if (!v.log) return;
+  S.langOf = new Map(v.log.rows.map((r) => [r.id, r.lang]));
+  renderLog(v.log, v.translations); renderFlash(v.flash); renderTests(v.tests);
+  renderCalls(v.calls, v.requests); renderNotices(v.notices);
+  if (S.verify) renderVerify(S.verify);
+}
 
-function renderLog(log) {
-  const rows = [...log.rows].reverse().map((r) => {
-    const ack = r.ack ? `${r.ack.by ? `✓ ACK by ${r.ack.by}` : r.ack.state.toUpperCase()}` : "";
-    const receipt = r.ours ? (r.receipted ? "✓ RECEIPTED" : "SENT, NO RECEIPT YET") : "✓ STORED";
-    return h("tr", { class: r.priority === "FLASH" ? "flash" : "", "data-id": r.id },
-      h("td", {}, utc(r.stored_at, true)), h("td", {}, r.from), h("td", {}, r.seq),
-      h("td", {}, r.kind, r.priority !== "ROUTINE" ? ` ${r.priority}` : ""), h("td", { class: "text" }, r.text),
-      h("td", { class: r.receipted || !r.ours ? "good receipt" : "wait receipt" }, receipt),
+// What an envelope says, in the reader's words around what its author wrote.
+function describe(r) {
+  const c = r.content || {};
+  const lang = r.lang || (r.ours && S.settings ? S.settings.station_lang : null);
+  const by = c.person && c.person.name ? c.person.name : "?";
+  switch (r.kind) {
+    case "TEXT": case "FLASH": case "TEST": return [said(c.text ?? r.text, lang)];
+    case "CALL_REQUEST": return tx("kind.call_request", {
+      from: said(c.from_role, lang), to: said(c.to_role, lang), subject: said(c.subject, lang),
+      windows: (Array.isArray(c.windows) && c.windows.length ? c.windows.map((w) => `${utc(w[0], true)} – ${utc(w[1])}`).join("; ") : t("kind.none")),
+      expires: utc(c.expires, true) });
+    case "CALL_REPLY": return c.answer === "accept" ? tx("kind.call_reply.accept", { time: utc(c.time, true) })
+      : [...tx("kind.call_reply.decline"), c.reason ? ": " : "", c.reason ? said(c.reason, lang) : null];
+    case "CALL_EXPIRED": return tx("kind.call_expired");
+    case "CALL_RECORD": return tx("kind.call_record", { principals: said((c.principals || []).join(" ↔ "), lang),
+      start: utc(c.start, true), end: utc(c.end) });
+    case "READOUT": return [...tx("kind.readout"), ": ", said(c.text, lang)];
+    case "TEST_ANSWER": return [...tx("kind.test_answer", { by }), c.text ? ": " : "", c.text ? said(c.text, lang) : null];
+    case "TEST_RESULT": return tx("kind.test_result", { result: t(`result.${c.result}`) });
+    case "NOTICE": return [...tx("kind.notice", { kind: t(`kinds.${c.kind}`), start: utc(c.start, true), end: utc(c.end, true),
+      floor: c.floor_m, ceiling: c.ceiling_m }), c.text ? ": " : "", c.text ? said(c.text, lang) : null];
+    case "NOTICE_WITHDRAW": return tx("kind.notice_withdraw");
+    case "ACK": return tx("kind.ack", { by });
+    case "TRANSLATION": return [...tx("kind.translation", { lang: c.lang }), ": ", said(c.text, c.lang)];
+    case "ROSTER": return tx("kind.roster", { names: (c.users || []).map((u) => u && u.name).join(", ") });
+    case "ESCALATED": return tx("kind.escalated", { level: c.level });
+    default: return [said(r.text, "en")]; // a kind this console does not know: the station's summary
+  }
+}
+const TRANSLATABLE = new Set(["TEXT", "FLASH", "READOUT", "NOTICE", "CALL_REQUEST", "CALL_REPLY", "TEST"]);
+
+function renderLog(log, translations) {
+  const rows = [...log.outbox].reverse().map((r) => ({ ...r, key: `outbox:${r.outbox}` }))
+    .concat([...log.rows].reverse().map((r) => ({ ...r, key: r.id })));
+  reconcile($("log"), rows, (r) => r.key, (r) => {
+    const trs = (r.id && translations[r.id]) || [];
+    const ack = r.ack ? (r.ack.by ? t("log.acked", { by: r.ack.by }) : t(`ack.${r.ack.state}`)) : "";
+    const receipt = r.outbox ? t("log.outbox") : r.ours ? t(r.receipted ? "log.receipted" : "log.not_receipted") : t("log.stored");
+    return h("tr", { class: `${r.priority === "FLASH" ? "flash" : ""}${r.outbox ? " outbox" : ""}`, "data-id": r.id || null },
+      h("td", {}, utc(r.stored_at, true)), h("td", {}, r.ours ? t("log.us") : r.from), h("td", {}, r.seq ?? "-"),
+      h("td", {}, r.kind, r.priority && r.priority !== "ROUTINE" ? ` ${r.priority}` : ""),
+      h("td", { class: "text" }, describe(r),
+        trs.map((x) => h("div", { class: "translation" }, h("span", { class: "dim" }, t("log.translation", { lang: x.lang, by: x.translator }), " "),
+          said(x.text, x.lang))),
+        r.id && TRANSLATABLE.has(r.kind) && can("operate")
+          ? h("button", { type: "button", class: "small", "data-focus": "translate", onclick: () => openTranslate(r) }, t("log.translate")) : null),
+      h("td", { class: r.outbox ? "wait receipt" : r.receipted || !r.ours ? "good receipt" : "wait receipt" }, receipt),
       h("td", { class: r.ack ? (r.ack.by ? "good ack" : "bad ack") : "ack" }, ack));
-  });
-  const outbox = log.outbox.map((r) => h("tr", { class: "outbox", "data-outbox": r.outbox },
-    h("td", {}, utc(r.stored_at, true)), h("td", {}, "us"), h("td", {}, "-"), h("td", {}, r.kind),
-    h("td", { class: "text" }, r.text), h("td", { class: "wait receipt" }, "IN OUTBOX"), h("td", {}, "")));
-  replace("log", outbox.reverse(), rows);
+  }, (r) => JSON.stringify([r.receipted, r.ack, r.seq, ((r.id && translations[r.id]) || []).length]));
+}
+function openTranslate(r) {
+  const form = $("translate-form");
+  form.hidden = false;
+  $("translate-pick").hidden = true;
+  $("translate-ref").value = r.id;
+  $("translate-orig-label").textContent = t("tr.original", { lang: r.lang || "?" });
+  $("translate-orig").replaceChildren(...describe(r));
+  $("translate-text").focus();
 }
 
 function renderFlash(flashes) {
-  const now = Date.now() + (state.clockOffset || 0);
   const waiting = flashes.filter((f) => !f.ours && !f.acked_by);
-  replace("flash-waiting", waiting.length ? waiting.map((f) => h("div", { class: "flash-item", "data-id": f.id },
-    h("div", { class: "bad" }, `INCOMING FLASH seq ${f.seq} — ACKNOWLEDGE BY ${utc(f.deadline)}`,
-      f.deadline ? ` (${Math.max(0, Math.round((f.deadline - now) / 1000))} s left)` : ""),
-    h("div", { class: "text" }, f.text || ""),
-    f.escalations.length ? h("div", { class: "wait" }, "escalated: ", f.escalations.map((e) => e.level).join(", ")) : null,
-    can("operate") ? h("button", { class: "danger ack-button", type: "button", onclick: () => ack(f.id) },
-      `ACKNOWLEDGE as ${state.me.user}`) : h("div", { class: "summary" }, "(your role cannot acknowledge)"),
-  )) : h("div", { class: "summary" }, "no FLASH waiting for acknowledgement"));
-  replace("flash-history", [...flashes].reverse().slice(0, 20).map((f) => h("tr", {},
-    h("td", {}, f.ours ? "out" : "in"), h("td", {}, f.seq), h("td", {}, f.text || ""), h("td", {}, utc(f.receipted_at)),
-    h("td", {}, f.escalations.map((e) => e.level).join(", ") || "-"),
-    h("td", { class: f.acked_by ? "good" : "bad" }, f.acked_by ? `${f.acked_by} ${utc(f.acked_at)}` : f.state.toUpperCase()))));
+  const box = $("flash-waiting");
+  if (!waiting.length) reconcile(box, [0], () => "none", () => h("div", { class: "summary" }, t("flash.none")), () => "none");
+  else reconcile(box, waiting, (f) => f.id, (f) => h("div", { class: "flash-item", "data-id": f.id },
+    h("div", { class: "bad" }, tx("flash.incoming", { seq: f.seq, deadline: utc(f.deadline), left: countdown(f.deadline) })),
+    said(f.text || "", S.langOf.get(f.id), "div"),
+    f.escalations.length ? h("div", { class: "wait" }, t("flash.escalated", { levels: f.escalations.map((e) => e.level).join(", ") })) : null,
+    can("operate") ? h("button", { class: "danger ack-button", type: "button", "data-focus": "ack", onclick: (e) => ackFlash(f.id, e.target) },
+      t("act.ack", { user: S.me.user })) : h("div", { class: "summary" }, t("flash.cannot"))),
+  (f) => JSON.stringify([f.escalations, f.state]));
+  reconcile($("flash-history"), [...flashes].reverse().slice(0, 20), (f) => f.id, (f) => h("tr", {},
+    h("td", {}, t(f.ours ? "flash.out" : "flash.in")), h("td", {}, f.seq), h("td", {}, said(f.text || "", S.langOf.get(f.id))),
+    h("td", {}, utc(f.receipted_at)), h("td", {}, f.escalations.map((e) => e.level).join(", ") || "-"),
+    h("td", { class: f.acked_by ? "good" : "bad" }, f.acked_by ? `${f.acked_by} ${utc(f.acked_at)}` : t(`ack.${f.state}`))),
+  (f) => JSON.stringify([f.receipted_at, f.escalations, f.acked_by, f.state]));
 }
 
-async function ack(id) {
-  try { await api("POST", lineUrl("ack"), { flash_id: id }); dismissBanner(); refreshViews(); }
-  catch (e) { alert(`ACK refused: ${e.message}`); }
+// One press files once: the button is disabled while in flight and the API's idempotency is per
+// person and FLASH (or test), so a second press returns the first acknowledgement.
+async function ackFlash(id, button) {
+  if (button) button.disabled = true;
+  try { await api("POST", lineUrl("ack"), { flash_id: id }); S.silenced.add(`flash:${id}`); }
+  catch (e) { showFailure(button, e); }
+  finally { if (button) button.disabled = false; refreshWatch(); refreshViews(); }
+}
+async function answerTest(id, button) {
+  if (button) button.disabled = true;
+  try { await api("POST", lineUrl("answer"), { test_id: id }); }
+  catch (e) { showFailure(button, e); }
+  finally { if (button) button.disabled = false; refreshWatch(); refreshViews(); }
+}
+function showFailure(button, e) {
+  const where = button && button.parentElement;
+  if (!where) return;
+  let out = where.querySelector(".result");
+  if (!out) { out = h("span", { class: "result bad", role: "status" }); where.append(out); }
+  out.textContent = t("result.refused", { error: e.message });
+  out.className = "result bad";
 }
 
-function renderTests(t) {
-  replace("tests-to-answer", t.to_answer.map((x) => h("div", { class: "test-item" },
-    h("div", { class: "wait" }, `LINE TEST from the peer — answer by ${utc(x.deadline)}`),
-    can("operate") ? h("button", { class: "go", type: "button", onclick: () => answer(x.id) },
-      `ANSWER as ${state.me.user}`) : null)));
-  const since = t.since_last_proven_ms;
-  $("tests-summary").textContent = `sent ${t.sent}: passed ${t.passed}, missed ${t.missed}, pending ${t.pending}; ` +
-    `median answer ${secs(t.answer_ms_median)}, worst ${secs(t.answer_ms_worst)}; line last proven ` +
-    (since === null ? "never" : `${(since / 3600000).toFixed(1)} h ago`);
-  replace("tests", [...t.tests].reverse().slice(0, 20).map((x) => h("tr", {},
-    h("td", {}, utc(x.sent_at, true)), h("td", {}, utc(x.receipted_at)), h("td", {}, x.answered_by || "-"),
-    h("td", {}, secs(x.answer_ms)),
-    h("td", { class: x.result === "passed" ? "good" : x.result === "missed" ? "bad" : "wait" }, x.result.toUpperCase()))));
-}
-async function answer(id) {
-  try { await api("POST", lineUrl("answer"), { test_id: id }); refreshViews(); }
-  catch (e) { alert(`answer refused: ${e.message}`); }
-}
-
-function renderCalls(pairs) {
-  if (!pairs.length) { replace("calls", h("div", { class: "summary" }, "no call requests or calls yet")); return; }
-  replace("calls", pairs.map((p) => h("div", {},
-    h("h3", {}, p.principals.join(" ↔ ")),
-    h("div", { class: "summary" }, `accepted ${p.accepted}, declined ${p.declined}, unanswered ${p.unanswered}, ` +
-      `open ${p.open}; days since last call: ${p.days_since_last_call ?? "no call yet"}`),
-    p.calls.map((c) => {
-      const ro = (side, label) => {
-        const r = c.readouts[side];
-        return h("div", { class: "readout" }, h("strong", {}, label), h("div", {}, r ? r.text : "(not filed)"),
-          r ? h("div", { class: "by" }, `— ${r.by} (${r.lang})`) : null);
-      };
-      return h("div", { class: "call" }, h("div", {}, `call ${utc(c.start, true)} to ${utc(c.end)}`),
-        h("div", { class: "readouts" }, ro("ours", "OUR READOUT"), ro("theirs", "THEIR READOUT")));
-    }))));
+function renderTests(tv) {
+  const n = now();
+  const items = tv.to_answer.map((x) => ({ ...x, expired: n > x.deadline }));
+  const box = $("tests-to-answer");
+  if (!items.length) reconcile(box, [0], () => "none", () => h("div", { class: "summary" }, t("tests.none")), () => "none");
+  else reconcile(box, items, (x) => x.id, (x) => x.expired
+    ? h("div", { class: "test-item expired", "data-id": x.id }, h("div", { class: "bad" }, t("tests.expired", { sent: utc(x.sent_at, true), deadline: utc(x.deadline) })))
+    : h("div", { class: "test-item", "data-id": x.id },
+      h("div", { class: "wait" }, tx("tests.incoming", { deadline: utc(x.deadline), left: countdown(x.deadline) })),
+      can("operate") ? h("button", { class: "go answer-button", type: "button", "data-focus": "answer", onclick: (e) => answerTest(x.id, e.target) },
+        t("act.answer", { user: S.me.user })) : null),
+  (x) => String(x.expired));
+  const last = tv.since_last_proven_ms;
+  setText($("tests-summary"), t("tests.summary", { sent: tv.sent, passed: tv.passed, missed: tv.missed, pending: tv.pending,
+    median: secs(tv.answer_ms_median), worst: secs(tv.answer_ms_worst), since: last === null ? t("tests.never") : t("tests.ago", { dur: dur(last) }) }));
+  reconcile($("tests"), [...tv.tests].reverse().slice(0, 20), (x) => x.id, (x) => h("tr", {},
+    h("td", {}, utc(x.sent_at, true)), h("td", {}, utc(x.receipted_at)), h("td", {}, x.answered_by || "-"), h("td", {}, secs(x.answer_ms)),
+    h("td", { class: x.result === "passed" ? "good" : x.result === "missed" ? "bad" : "wait" }, t(`result.${x.result}`))),
+  (x) => JSON.stringify([x.receipted_at, x.answered_by, x.result]));
 }
 
-// -- notices on a map: an equirectangular plot of the areas, no tiles (no internet) -----------------
-function rings(area) {
-  const num = (c) => [Number(c[0]), Number(c[1])];
-  if (area.type === "Polygon") return [area.coordinates.map((r) => r.map(num))];
-  if (area.type === "MultiPolygon") return area.coordinates.map((p) => p.map((r) => r.map(num)));
-  return [];
+// -- calls -------------------------------------------------------------------------------------------
+function renderCalls(pairs, requests) {
+  const reqs = [...requests].reverse();
+  const list = $("call-requests");
+  if (!reqs.length) reconcile(list, [0], () => "none", () => h("li", { class: "summary" }, t("calls.none")), () => "none");
+  else reconcile(list, reqs, (r) => r.id, (r) => {
+    const reply = r.reply;
+    return h("li", { class: `request ${r.state}`, "data-id": r.id },
+      h("div", {}, h("strong", { class: r.state === "open" ? "wait" : r.state === "accepted" ? "good" : "bad" }, t(`calls.state.${r.state}`)), " ",
+        tx("calls.request_line", { who: t(r.ours ? "calls.ours" : "calls.theirs"), from: said(r.from_role, r.lang), to: said(r.to_role, r.lang) }),
+        said(r.subject, r.lang)),
+      h("div", { class: "summary" }, t("calls.expires", { at: utc(r.expires, true) }),
+        r.windows.length ? ` · ${t("calls.windows", { windows: r.windows.map((w) => `${utc(w[0], true)} – ${utc(w[1])}`).join("; ") })}` : "",
+        reply && reply.answer === "accept" ? ` · ${t("calls.reply_at", { time: utc(reply.time, true) })}` : "",
+        reply && reply.reason ? [` · ${t("calls.reason")}`, said(reply.reason, reply.lang)] : ""),
+      !r.ours && r.state === "open" && can("operate") ? h("form", { class: "reply-form form-grid", "data-url": "call-reply", "aria-label": t("calls.reply") },
+        h("input", { type: "hidden", name: "request_id", value: r.id }),
+        h("label", {}, h("span", {}, t("calls.time")), " ", h("input", { type: "datetime-local", name: "time" })),
+        h("label", {}, h("span", {}, t("calls.decline_reason")), " ", h("input", { name: "reason" })),
+        h("div", { class: "wide row" },
+          h("button", { type: "submit", name: "answer", value: "accept", class: "go", "data-focus": "accept" }, t("calls.accept")),
+          h("button", { type: "submit", name: "answer", value: "decline", class: "danger", "data-focus": "decline" }, t("calls.decline")),
+          h("span", { class: "result", role: "status" }))) : null);
+  }, (r) => JSON.stringify([r.state, r.reply]));
+  const sel = $("call-record-request");
+  const options = [["", t("calls.no_request")], ...requests.filter((r) => r.state !== "declined").map((r) => [r.id, `${r.from_role} → ${r.to_role}: ${r.subject}`])];
+  const sig = JSON.stringify(options);
+  if (sel.dataset.sig !== sig) {
+    const keep = sel.value;
+    sel.replaceChildren(...options.map(([v, label]) => h("option", { value: v }, label)));
+    sel.value = keep; sel.dataset.sig = sig;
+  }
+  const calls = pairs.flatMap((p) => p.calls.map((c) => ({ ...c, pair: p })));
+  const box = $("calls");
+  if (!calls.length) { reconcile(box, [0], () => "none", () => h("div", { class: "summary" }, t("calls.norecords")), () => "none"); return; }
+  reconcile(box, calls.reverse(), (c) => c.id, (c) => {
+    const ro = (side, label) => {
+      const r = c.readouts[side];
+      return h("div", { class: `readout ${side}` }, h("strong", {}, t(label)),
+        r ? said(r.text, r.lang, "div") : h("div", { class: "dim" }, t("calls.not_filed")),
+        r ? h("div", { class: "by" }, t("calls.by", { by: r.by }), " (", r.lang, ")") : null);
+    };
+    return h("div", { class: "call", "data-id": c.id },
+      h("h4", {}, said(c.pair.principals.join(" ↔ "), null), " — ", t("calls.call", { start: utc(c.start, true), end: utc(c.end) })),
+      h("div", { class: "summary" }, t("calls.summary", c.pair), c.pair.days_since_last_call !== null ? ` · ${t("calls.days", { days: c.pair.days_since_last_call })}` : ""),
+      h("div", { class: "readouts" }, ro("ours", "calls.our_readout"), ro("theirs", "calls.their_readout")),
+      !c.readouts.ours && can("operate") ? h("form", { class: "readout-form", "data-url": "readout" },
+        h("input", { type: "hidden", name: "call_id", value: c.id }),
+        h("label", { class: "stack" }, h("span", {}, t("calls.readout_text")), h("textarea", { name: "text", rows: 3, required: true })),
+        h("div", { class: "row" }, h("button", { type: "submit", "data-focus": "readout" }, t("calls.submit_readout", { user: S.me.user })),
+          h("span", { class: "result", role: "status" }))) : null);
+  }, (c) => JSON.stringify([c.readouts, c.pair.accepted, c.pair.declined, c.pair.open, c.pair.days_since_last_call]));
 }
+
+// -- notices: table, map and conflicts ----------------------------------------------------------------
 function renderNotices(v) {
   const conflicted = new Set(v.conflicts.flatMap((c) => c.ids));
-  replace("notice-conflicts", v.conflicts.map((c) => h("div", { class: "conflict-line" },
-    `CONFLICT ${short(c.ids[0])} ↔ ${short(c.ids[1])}: ${c.distance_m} m apart (margin ${c.margin_m} m), ` +
-    `${utc(c.time_overlap[0], true)} to ${utc(c.time_overlap[1])}, ${c.band_overlap[0]}-${c.band_overlap[1]} m`)));
-  replace("notices", v.active.map((n) => h("tr", { class: conflicted.has(n.id) ? "bad" : "" },
-    h("td", {}, short(n.id)), h("td", {}, n.ours ? "ours" : "theirs"), h("td", {}, n.kind),
-    h("td", {}, `${utc(n.start, true)} to ${utc(n.end, true)}`), h("td", {}, `${n.floor_m}-${n.ceiling_m}`),
-    h("td", {}, `${n.margin_m} m`), h("td", {}, n.text))));
-  drawMap(v, conflicted);
-}
-function drawMap(v, conflicted) {
-  const map = $("map");
-  map.replaceChildren();
-  const shapes = v.active.map((n) => {
-    if (n.area.type === "Point") {
-      const [lon, lat] = n.area.coordinates.map(Number);
-      return { n, point: [lon, lat], r: (n.radius_m || 0) / 111320 };
-    }
-    return { n, polys: rings(n.area) };
-  });
-  const pts = [];
-  for (const s of shapes) {
-    if (s.point) {
-      const rx = s.r / Math.max(0.05, Math.cos(s.point[1] * Math.PI / 180)); // degrees of longitude
-      pts.push([s.point[0] - rx, s.point[1] - s.r], [s.point[0] + rx, s.point[1] + s.r]);
-    }
-    else s.polys.forEach((p) => p.forEach((r) => pts.push(...r)));
-  }
-  const W = 1200, H = 500;
-  if (!pts.length) {
-    const t = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "grat-label" });
-    t.textContent = "no active notices";
-    map.append(t);
-    return;
-  }
-  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-  for (const [x, y] of pts) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
-  const k = Math.cos(((y0 + y1) / 2) * Math.PI / 180); // shrink longitude so shapes are not stretched
-  const padDeg = Math.max(x1 - x0, y1 - y0, 0.1) * 0.15;
-  x0 -= padDeg; x1 += padDeg; y0 -= padDeg; y1 += padDeg;
-  const scale = Math.min(W / ((x1 - x0) * k), H / (y1 - y0));
-  const ox = (W - (x1 - x0) * k * scale) / 2, oy = (H - (y1 - y0) * scale) / 2;
-  const X = (lon) => ox + (lon - x0) * k * scale, Y = (lat) => oy + (y1 - lat) * scale;
-  const step = [0.1, 0.25, 0.5, 1, 2, 5, 10].find((s) => (y1 - y0) / s <= 8) || 10;
-  for (let g = Math.ceil(x0 / step) * step; g <= x1; g += step) {
-    map.append(svg("line", { x1: X(g), x2: X(g), y1: 0, y2: H, class: "grat" }));
-    const t = svg("text", { x: X(g) + 2, y: H - 4, class: "grat-label" }); t.textContent = `${g.toFixed(2)}°E`; map.append(t);
-  }
-  for (let g = Math.ceil(y0 / step) * step; g <= y1; g += step) {
-    map.append(svg("line", { x1: 0, x2: W, y1: Y(g), y2: Y(g), class: "grat" }));
-    const t = svg("text", { x: 4, y: Y(g) - 2, class: "grat-label" }); t.textContent = `${g.toFixed(2)}°N`; map.append(t);
-  }
-  const path = (polys) => polys.map((p) => p.map((r) => "M" + r.map(([x, y]) => `${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join("L") + "Z").join("")).join("");
-  for (const s of shapes) {
-    const cls = `area ${s.n.ours ? "ours" : "theirs"}${conflicted.has(s.n.id) ? " conflict" : ""}`;
-    let el, lx, ly;
-    if (s.point) {
-      // a disc of radius_m: as many pixels across as north-south, since X() already shrinks longitude
-      el = svg("circle", { cx: X(s.point[0]), cy: Y(s.point[1]), r: Math.max(3, s.r * scale), class: cls });
-      [lx, ly] = [X(s.point[0]), Y(s.point[1])];
-    } else {
-      el = svg("path", { d: path(s.polys), class: cls, "fill-rule": "evenodd" });
-      const r0 = s.polys[0][0];
-      [lx, ly] = [X(r0.reduce((a, c) => a + c[0], 0) / r0.length), Y(r0.reduce((a, c) => a + c[1], 0) / r0.length)];
-    }
-    el.setAttribute("data-id", s.n.id || "");
-    const title = svg("title", {}); title.textContent = `${s.n.ours ? "ours" : "theirs"} ${s.n.kind} ${s.n.floor_m}-${s.n.ceiling_m} m: ${s.n.text}`;
-    el.append(title);
-    map.append(el);
-    const label = svg("text", { x: lx, y: ly, "text-anchor": "middle", class: "label" });
-    label.textContent = `${s.n.kind.toUpperCase()} ${s.n.ours ? "(ours)" : "(theirs)"}`;
-    map.append(label);
-  }
-  for (const c of v.conflicts) {
-    const w = c.where;
-    if (!w) continue;
-    if (w.type === "Point") map.append(svg("circle", { cx: X(Number(w.coordinates[0])), cy: Y(Number(w.coordinates[1])), r: 8, class: "where" }));
-    else if (w.type === "Polygon" || w.type === "MultiPolygon") map.append(svg("path", { d: path(rings(w)), class: "where" }));
-  }
+  reconcile($("notice-conflicts"), v.conflicts, (c) => c.ids.join(":"), (c) => h("div", { class: "conflict-line" },
+    t("notices.conflict_line", { a: short(c.ids[0]), b: short(c.ids[1]), d: c.distance_m, m: c.margin_m, from: utc(c.time_overlap[0], true),
+      to: utc(c.time_overlap[1]), floor: c.band_overlap[0], ceiling: c.band_overlap[1] })), (c) => JSON.stringify(c));
+  const body = $("notices");
+  if (!v.active.length) reconcile(body, [0], () => "none", () => h("tr", {}, h("td", { colspan: 8, class: "summary" }, t("notices.none"))), () => "none");
+  else reconcile(body, v.active, (n) => n.id || n.ref, (n) => h("tr", { class: conflicted.has(n.id) ? "conflicted" : "", "data-id": n.id },
+    h("td", {}, short(n.id)), h("td", {}, t(n.ours ? "notices.ours" : "notices.theirs")), h("td", {}, t(`kinds.${n.kind}`)),
+    h("td", {}, `${utc(n.start, true)} – ${utc(n.end, true)}`), h("td", {}, `${n.floor_m}–${n.ceiling_m}`), h("td", {}, `${n.margin_m} m`),
+    h("td", {}, said(n.text, S.langOf.get(n.id))),
+    h("td", {}, n.ours && can("operate") ? h("form", { class: "withdraw-form", "data-url": "withdraw", "data-arm": "1" },
+      h("input", { type: "hidden", name: "notice_id", value: n.id }),
+      h("button", { type: "submit", class: "small", "data-focus": "withdraw", "aria-label": `${t("notices.withdraw")} ${short(n.id)}` }, t("notices.withdraw")),
+      h("span", { class: "result", role: "status" })) : null)),
+  (n) => JSON.stringify([conflicted.has(n.id), n.conflicts]));
+  drawNotices(v, conflicted);
 }
 
-// -- actions -------------------------------------------------------------------------------------
-async function send(ev) {
-  ev.preventDefault();
-  const text = $("compose-text").value;
-  if (!text.trim()) return;
-  const priority = $("compose-priority").value;
-  // One key per message, kept across retries until the station has it: a retry never sends twice.
-  state.composeKey = state.composeKey || (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) + Date.now());
-  const result = $("compose-result");
-  result.textContent = "sending…"; result.className = "result wait";
-  $("compose-send").disabled = true;
-  try {
-    const r = await api("POST", lineUrl("send"), { text, priority, idempotency_key: state.composeKey });
-    state.composeKey = null;
-    $("compose-text").value = "";
-    result.textContent = r.seq ? `ACCEPTED: seq ${r.seq}, ${r.state}` : `ACCEPTED: ${r.state}`;
-    result.className = "result good";
-    refreshViews();
-  } catch (e) {
-    result.textContent = `NOT SENT: ${e.message}`; result.className = "result bad";
-    if (e.status && e.status < 500 && e.status !== 409) state.composeKey = null;
-  } finally {
-    $("compose-send").disabled = false;
+function initMap() {
+  if (S.map || !window.L) return;
+  const map = L.map("map", { worldCopyJump: true, minZoom: 2, maxZoom: 12, zoomSnap: 0.5, attributionControl: true });
+  map.attributionControl.setPrefix(false);
+  map.attributionControl.addAttribution("Natural Earth");
+  map.setView([48, 30], 4);
+  S.map = map;
+  S.noticeLayer = L.layerGroup().addTo(map);
+  S.drawLayer = L.layerGroup().addTo(map);
+  const labels = () => map.getContainer().classList.toggle("labels-off", map.getZoom() < 4);
+  map.on("zoomend", labels); labels();
+  map.on("click", (e) => { if (S.draw) addDrawPoint(e.latlng); });
+  fetch("vendor/natural-earth/ne_110m.json").then((r) => r.json()).then((world) => {
+    S.world = world;
+    const countries = world.features.filter((f) => f.properties.name);
+    L.geoJSON({ type: "FeatureCollection", features: countries }, { interactive: false, style: { stroke: false, fillColor: "#1d2733", fillOpacity: 1 } }).addTo(map);
+    for (const f of world.features.filter((f) => f.properties.layer)) {
+      const coast = f.properties.layer === "coastline";
+      L.geoJSON(f, { interactive: false, style: { color: coast ? "#8fb3c9" : "#7d8a99", weight: coast ? 1.2 : 1, dashArray: coast ? null : "4 3", fill: false } }).addTo(map);
+    }
+    S.countryLayer = L.layerGroup().addTo(map);
+    labelCountries();
+    S.noticeLayer.remove(); S.noticeLayer.addTo(map); S.drawLayer.remove(); S.drawLayer.addTo(map);
+  }).catch(() => {});
+}
+function labelCountries() {
+  if (!S.countryLayer || !S.world) return;
+  S.countryLayer.clearLayers();
+  for (const f of S.world.features.filter((x) => x.properties.name)) {
+    const name = f.properties.name;
+    const ru = S.lang === "ru" && window.REDLINE_COUNTRIES_RU[name];
+    const center = L.geoJSON(f).getBounds().getCenter();
+    const label = h("span", { lang: ru ? "ru" : "en" }, ru || name);
+    L.tooltip({ permanent: true, direction: "center", className: "country-label", interactive: false })
+      .setLatLng(center).setContent(label).addTo(S.countryLayer);
   }
 }
-async function sendTest() {
-  try { await api("POST", lineUrl("test"), {}); refreshViews(); } catch (e) { alert(`test refused: ${e.message}`); }
+const ll = (c) => [Number(c[1]), Number(c[0])];
+function areaLayers(area, radius, style) {
+  if (area.type === "Point") return [L.circle(ll(area.coordinates), { ...style, radius: Number(radius) || 1000 })];
+  const polys = area.type === "Polygon" ? [area.coordinates] : area.type === "MultiPolygon" ? area.coordinates : [];
+  return polys.map((p) => L.polygon(p.map((ring) => ring.map(ll)), style));
 }
-async function fileNotice(ev) {
-  ev.preventDefault();
-  const num = (id) => ($(id).value === "" ? undefined : Number($(id).value));
-  const body = {
-    kind: $("notice-kind").value, area: $("notice-area").value, floor_m: num("notice-floor"),
-    ceiling_m: num("notice-ceiling"), start: $("notice-start").value, end: $("notice-end").value,
-    margin_m: num("notice-margin") || 0, text: $("notice-text").value,
-  };
-  if (num("notice-radius") !== undefined) body.radius_m = num("notice-radius");
-  const result = $("notice-result");
+function drawNotices(v, conflicted) {
+  if (!S.map) return;
+  const sig = `${S.lang}|${JSON.stringify([v.active.map((n) => [n.id, n.area, n.radius_m]), v.conflicts.map((c) => c.ids)])}`;
+  if (sig === S.noticeSig) return;
+  S.noticeSig = sig;
+  S.noticeLayer.clearLayers();
+  const bounds = [];
+  for (const n of v.active) {
+    const bad = conflicted.has(n.id);
+    const color = bad ? "#ff3b3b" : n.ours ? "#35c8ff" : "#ff9d2e";
+    const style = { color, weight: bad ? 4 : 2, fillColor: n.ours ? "#35c8ff" : "#ff9d2e", fillOpacity: 0.22, className: `area ${n.ours ? "ours" : "theirs"}${bad ? " conflict" : ""}` };
+    for (const layer of areaLayers(n.area, n.radius_m, style)) {
+      layer.bindTooltip(h("span", {}, `${t(n.ours ? "notices.ours" : "notices.theirs")} · ${t(`kinds.${n.kind}`)} · ${n.floor_m}–${n.ceiling_m} m · `,
+        said(n.text, S.langOf.get(n.id))));
+      layer.addTo(S.noticeLayer);
+      bounds.push(layer.getBounds());
+    }
+  }
+  for (const c of v.conflicts) {
+    if (!c.where) continue;
+    for (const layer of areaLayers(c.where, 3000, { color: "#ff3b3b", weight: 1, fillColor: "#ff3b3b", fillOpacity: 0.6, className: "where" })) layer.addTo(S.noticeLayer);
+  }
+  S.noticeBounds = bounds;
+  const ids = v.active.map((n) => n.id).join(",");
+  if (ids !== S.noticeIds) { S.noticeIds = ids; fitNotices(); } // new notices: show them; a refresh keeps the person's view
+}
+function fitNotices() {
+  if (!S.map || !S.noticeBounds || !S.noticeBounds.length) return;
+  const b = S.noticeBounds.reduce((acc, x) => acc.extend(x), L.latLngBounds(S.noticeBounds[0].getSouthWest(), S.noticeBounds[0].getNorthEast()));
+  S.map.fitBounds(b.pad(0.3), { maxZoom: 9 });
+}
+
+// -- notice form: an area drawn on the map or typed ----------------------------------------------------
+function startDraw() {
+  S.draw = { points: [] };
+  $("draw-finish").hidden = false;
+  $("map").classList.add("drawing");
+  $("draw-status").textContent = t("notices.f.drawing", { n: 0 });
+  $("map").scrollIntoView({ block: "center" });
+}
+function addDrawPoint(latlng) {
+  S.draw.points.push(latlng);
+  const lines = S.draw.points.map((p) => `${p.lat.toFixed(4)}, ${p.lng.toFixed(4)}`);
+  $("notice-area").value = lines.join("\n");
+  $("draw-status").textContent = t("notices.f.drawing", { n: S.draw.points.length });
+  previewArea();
+}
+function finishDraw() {
+  S.draw = null;
+  $("draw-finish").hidden = true;
+  $("map").classList.remove("drawing");
+  $("draw-status").textContent = "";
+  previewArea();
+}
+function clearArea() {
+  $("notice-area").value = "";
+  if (S.draw) S.draw.points = [];
+  previewArea();
+}
+function previewArea() {
+  if (!S.drawLayer) return;
+  S.drawLayer.clearLayers();
   try {
-    const r = await api("POST", lineUrl("notice"), body);
-    result.textContent = `FILED: ${r.state}`; result.className = "result good";
-    refreshViews();
-  } catch (e) { result.textContent = `REFUSED: ${e.message}`; result.className = "result bad"; }
+    const area = parseArea($("notice-area").value, $("notice-radius").value, true);
+    if (area) for (const l of areaLayers(JSON.parse(area), $("notice-radius").value || 1000, { color: "#ffffff", weight: 2, dashArray: "6 4", fillOpacity: 0.1 })) l.addTo(S.drawLayer);
+  } catch (e) { /* shown when filed */ }
+}
+class Invalid extends Error {
+  constructor(message, field) { super(message); this.field = field; }
+}
+const NUM = /^-?\d{1,3}(\.\d+)?$/;
+// The area as GeoJSON text with every coordinate exactly as typed (the station keeps decimals as
+// written): pasted GeoJSON is passed on as is; "lat, lon" lines become a Polygon (or a Point).
+function parseArea(text, radius, lenient) {
+  const raw = text.trim();
+  if (!raw) { if (lenient) return null; throw new Invalid(t("v.area_empty"), "notice-area"); }
+  if (raw.startsWith("{")) {
+    let obj;
+    try { obj = JSON.parse(raw); } catch (e) { throw new Invalid(t("v.area_json", { error: e.message }), "notice-area"); }
+    if (!obj || !["Polygon", "MultiPolygon", "Point"].includes(obj.type)) throw new Invalid(t("v.area_json", { error: "type" }), "notice-area");
+    if (obj.type === "Point" && !radius && !lenient) throw new Invalid(t("v.radius"), "notice-radius");
+    return raw;
+  }
+  const pts = [];
+  raw.split(/\n|;/).map((l) => l.trim()).filter(Boolean).forEach((line, i) => {
+    const parts = line.split(/[\s,]+/).filter(Boolean);
+    if (parts.length !== 2 || !NUM.test(parts[0]) || !NUM.test(parts[1])) throw new Invalid(t("v.area_line", { n: i + 1, text: line }), "notice-area");
+    const [lat, lon] = parts;
+    if (Math.abs(Number(lat)) > 90 || Math.abs(Number(lon)) > 180) throw new Invalid(t("v.area_range", { n: i + 1 }), "notice-area");
+    pts.push([lon, lat]);
+  });
+  if (pts.length === 1) {
+    if (!radius && !lenient) throw new Invalid(t("v.radius"), "notice-radius");
+    return `{"type":"Point","coordinates":[${pts[0][0]},${pts[0][1]}]}`;
+  }
+  if (pts.length < 3) { if (lenient) return null; throw new Invalid(t("v.area_points"), "notice-area"); }
+  const first = pts[0], last = pts[pts.length - 1];
+  if (Number(first[0]) !== Number(last[0]) || Number(first[1]) !== Number(last[1])) pts.push(first);
+  return `{"type":"Polygon","coordinates":[[${pts.map(([x, y]) => `[${x},${y}]`).join(",")}]]}`;
+}
+const utcInput = (v) => (v ? `${v.length === 16 ? v : v.slice(0, 16)}Z` : "");
+function intField(form, name, label, required) {
+  const el = form.elements[name];
+  const v = el.value.trim();
+  if (!v) { if (required) throw new Invalid(t("v.required", { field: label }), el.id); return undefined; }
+  if (!/^-?\d+$/.test(v)) throw new Invalid(t("v.number", { field: label }), el.id);
+  return Number(v);
+}
+function required(form, name, label) {
+  const el = form.elements[name];
+  if (!el.value.trim()) throw new Invalid(t("v.required", { field: label }), el.id || null);
+  return el.value.trim();
+}
+function noticeBody(form) {
+  const radius = intField(form, "radius_m", t("notices.f.radius"), false);
+  const body = { kind: form.elements.kind.value, area: parseArea(form.elements.area.value, radius, false) };
+  if (radius !== undefined && body.area.includes('"Point"')) body.radius_m = radius;
+  body.floor_m = intField(form, "floor_m", t("notices.f.floor"), true);
+  body.ceiling_m = intField(form, "ceiling_m", t("notices.f.ceiling"), true);
+  if (body.ceiling_m <= body.floor_m) throw new Invalid(t("v.band"), "notice-ceiling");
+  body.start = utcInput(required(form, "start", t("notices.f.start")));
+  body.end = utcInput(required(form, "end", t("notices.f.end")));
+  if (Date.parse(body.end) <= Date.parse(body.start)) throw new Invalid(t("v.window"), "notice-end");
+  body.margin_m = intField(form, "margin_m", t("notices.f.margin"), false) || 0;
+  body.text = form.elements.text.value;
+  return body;
+}
+
+// -- every form: one idempotency key per submit, buttons disabled in flight -----------------------
+const BODIES = {
+  send: (f) => {
+    const text = f.elements.text.value;
+    if (!text.trim()) throw new Invalid(t("result.empty"), "compose-text");
+    return { text, priority: f.querySelector("[data-prio][aria-pressed=true]").dataset.prio };
+  },
+  test: () => ({}),
+  translate: (f) => ({ ref_id: f.elements.ref_id.value, text: required(f, "text", t("tr.text")), lang: f.elements.lang.value,
+    translator: f.elements.translator.value.trim() || undefined }),
+  "call-request": (f) => {
+    const body = { from_role: required(f, "from_role", t("calls.from_role")), to_role: required(f, "to_role", t("calls.to_role")),
+      subject: required(f, "subject", t("calls.subject")), windows: [] };
+    const ws = f.elements.window_start.value, we = f.elements.window_end.value;
+    if (ws && we) {
+      if (Date.parse(utcInput(we)) <= Date.parse(utcInput(ws))) throw new Invalid(t("v.window"), null);
+      body.windows.push([utcInput(ws), utcInput(we)]);
+    }
+    if (f.elements.expires.value) body.expires = utcInput(f.elements.expires.value);
+    return body;
+  },
+  "call-reply": (f, submitter) => {
+    const answer = submitter ? submitter.value : "decline";
+    const body = { request_id: f.elements.request_id.value, answer };
+    if (answer === "accept") body.time = utcInput(required(f, "time", t("calls.time")));
+    else if (f.elements.reason.value.trim()) body.reason = f.elements.reason.value.trim();
+    return body;
+  },
+  "call-record": (f) => {
+    const body = { start: utcInput(required(f, "start", t("calls.start"))), end: utcInput(required(f, "end", t("calls.end"))),
+      principals: required(f, "principals", t("calls.principals")), participants: required(f, "participants", t("calls.participants")) };
+    if (Date.parse(body.end) < Date.parse(body.start)) throw new Invalid(t("v.window"), null);
+    if (f.elements.request_id.value) body.request_id = f.elements.request_id.value;
+    if (f.elements.note.value.trim()) body.note = f.elements.note.value.trim();
+    return body;
+  },
+  readout: (f) => ({ call_id: f.elements.call_id.value, text: required(f, "text", t("calls.readout_text")) }),
+  notice: noticeBody,
+  withdraw: (f) => ({ notice_id: f.elements.notice_id.value }),
+};
+const AFTER = {
+  send: (f, r) => { f.elements.text.value = ""; return r.seq ? t("result.accepted", { seq: r.seq, state: r.state }) : t("result.accepted_outbox"); },
+  notice: (f) => { f.reset(); clearArea(); return t("result.filed"); },
+  translate: (f) => { f.elements.text.value = ""; f.hidden = true; $("translate-pick").hidden = false; return t("result.filed"); },
+  "call-request": (f) => { f.reset(); return t("result.filed"); },
+  "call-record": (f) => { f.reset(); return t("result.filed"); },
+};
+async function submitForm(ev) {
+  const form = ev.target;
+  const url = form.dataset.url;
+  if (!url || !BODIES[url]) return;
+  ev.preventDefault();
+  if (form.dataset.busy) return; // a second click while the first is in flight
+  const out = form.querySelector(".result");
+  // A destructive one-click action (WITHDRAW) asks for a second, deliberate press; a double click
+  // is not one.
+  if (form.dataset.arm) {
+    const armed = Number(form.dataset.armed || 0);
+    if (!armed || Date.now() - armed > 8000 || Date.now() - armed < 400) {
+      if (!armed || Date.now() - armed > 8000) {
+        form.dataset.armed = String(Date.now());
+        if (out) { out.textContent = t("notices.confirm_withdraw", { id: short(form.elements.notice_id.value) }); out.className = "result wait"; }
+      }
+      return;
+    }
+  }
+  let body;
+  try { body = BODIES[url](form, ev.submitter); }
+  catch (e) {
+    if (!(e instanceof Invalid)) throw e;
+    if (out) { out.textContent = e.message; out.className = "result bad"; }
+    if (e.field && $(e.field)) $(e.field).focus();
+    return;
+  }
+  form._key = form._key || uuid(); // kept across a retry until the station answered for it
+  body.idempotency_key = form._key;
+  const buttons = [...form.querySelectorAll("button[type=submit], button:not([type])")];
+  form.dataset.busy = "1";
+  form.setAttribute("aria-busy", "true");
+  for (const b of buttons) b.disabled = true;
+  if (out) { out.textContent = t("result.sending"); out.className = "result wait"; }
+  try {
+    const r = await api("POST", lineUrl(url), body);
+    form._key = null;
+    delete form.dataset.armed;
+    const said_ = AFTER[url] ? AFTER[url](form, r) : t("result.filed");
+    if (out) { out.textContent = said_; out.className = "result good"; }
+    refreshViews(); refreshWatch();
+  } catch (e) {
+    if (out) { out.textContent = t("result.refused", { error: e.message }); out.className = "result bad"; }
+    // Refused for what it said: a new submit is a new request. Lost on the way (no answer, 5xx):
+    // the retry keeps the key, so the station files it at most once.
+    if (e.status >= 400 && e.status < 500) form._key = null;
+  } finally {
+    delete form.dataset.busy;
+    form.removeAttribute("aria-busy");
+    for (const b of buttons) b.disabled = false;
+  }
 }
 async function confirmCode(ev) {
   ev.preventDefault();
-  try { await api("POST", lineUrl("confirm"), { code: $("confirm-code").value }); }
-  catch (e) { alert(e.message); }
+  const out = ev.target.querySelector(".result");
+  try { await api("POST", lineUrl("confirm"), { code: $("confirm-code").value }); out.textContent = t("result.filed"); out.className = "result good"; }
+  catch (e) { out.textContent = t("result.refused", { error: e.message }); out.className = "result bad"; }
 }
+function choosePriority(button) {
+  for (const b of $("compose-priority").querySelectorAll("[data-prio]")) b.setAttribute("aria-pressed", String(b === button));
+  $("compose-form").classList.toggle("is-flash", button.dataset.prio === "flash");
+}
+
+// -- verification --------------------------------------------------------------------------------------
 async function runVerify() {
-  const el = $("verify-state");
-  el.textContent = "CHECKING…"; el.className = "state-word small wait";
-  try {
-    const v = await api("GET", "/api/verify");
-    el.textContent = v.ok ? "VERIFIED" : "FAILED";
-    el.className = `state-word small ${v.ok ? "good" : "bad"}`;
-    replace("verify-detail", v.lines.map((l) => h("div", {},
-      `line ${l.line.slice(0, 8)}: envelopes ${JSON.stringify(l.chains)}, co-signed ${JSON.stringify(l.cosigned)}, ` +
-      `one-sided tail ${JSON.stringify(l.one_sided_tail)}, checkpoints ${l.checkpoints}`,
-      l.problems.length ? h("div", { class: "bad" }, `first problem: ${l.problems[0]}`) : null)),
-      h("div", {}, `checked ${utc(v.checked_at, true)}`));
-  } catch (e) {
-    el.textContent = "NOT CHECKED"; el.className = "state-word small bad";
+  setText($("verify-state"), t("verify.checking"), "state-word small wait");
+  $("verify-state").dataset.i18n = "verify.checking";
+  try { S.verify = await api("GET", "/api/verify"); renderVerify(S.verify); }
+  catch (e) {
+    setText($("verify-state"), t("verify.not_checked"), "state-word small bad");
     $("verify-detail").textContent = e.message;
   }
 }
+function renderVerify(v) {
+  const el = $("verify-state");
+  el.dataset.i18n = v.ok ? "verify.ok" : "verify.failed";
+  setText(el, t(el.dataset.i18n), `state-word small ${v.ok ? "good" : "bad"}`);
+  const j = (o) => Object.entries(o).map(([k, x]) => `${k} ${x}`).join(", ");
+  $("verify-detail").replaceChildren(...v.lines.map((l) => h("div", {},
+    t("verify.line", { line: l.line.slice(0, 8), chains: j(l.chains), cosigned: j(l.cosigned), tail: j(l.one_sided_tail), cp: l.checkpoints }),
+    l.problems.length ? h("div", { class: "bad" }, t("verify.problem"), said(l.problems[0], "en")) : null)),
+  h("div", {}, t("verify.checked", { at: utc(v.checked_at, true) })));
+}
 
-function tickClock() {
-  $("clock").textContent = utc(Date.now() + (state.clockOffset || 0), true);
+// -- the one-second ticker: clock, countdowns, how long down, the sound ---------------------------------
+function tick() {
+  $("clock").textContent = utc(now(), true);
+  for (const el of document.querySelectorAll(".countdown")) {
+    const text = leftText(el.dataset.deadline);
+    if (el.textContent !== text) el.textContent = text;
+  }
+  for (const el of document.querySelectorAll(".since")) {
+    const text = dur(now() - Number(el.dataset.since));
+    if (el.textContent !== text) el.textContent = text;
+  }
+  soundTick();
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
+  let lang = null;
+  try { lang = localStorage.getItem("redline.lang"); } catch (e) { /* ignore */ }
+  S.lang = lang && window.REDLINE_STRINGS[lang] ? lang : (navigator.language || "en").toLowerCase().startsWith("ru") ? "ru" : "en";
+  try { S.silenced = new Set(JSON.parse(sessionStorage.getItem("redline.silenced") || "[]")); } catch (e) { /* ignore */ }
+  applyStatic();
   $("login-form").addEventListener("submit", login);
-  $("logout").addEventListener("click", async () => { try { await api("POST", "/api/logout"); } catch (e) {} showLogin(""); });
-  $("alarm-dismiss").addEventListener("click", dismissBanner);
-  $("compose-form").addEventListener("submit", send);
-  $("tests-send").addEventListener("click", sendTest);
-  $("notice-form").addEventListener("submit", fileNotice);
+  $("logout").addEventListener("click", async () => { try { await api("POST", "/api/logout"); } catch (e) { /* gone already */ } showLogin(""); });
   $("confirm-form").addEventListener("submit", confirmCode);
   $("verify-run").addEventListener("click", runVerify);
-  $("line-select").addEventListener("change", (e) => { state.line = e.target.value; state.lastCounters = ""; if (state.status) setStatus(state.status); });
-  document.addEventListener("click", audioOn);
-  setInterval(tickClock, 1000);
+  $("sound-toggle").addEventListener("click", unlockAudio);
+  $("notify-enable").addEventListener("click", async () => {
+    try { await Notification.requestPermission(); } catch (e) { /* ignore */ }
+    updateNotifyButton();
+  });
+  $("lang-select").addEventListener("change", async (e) => {
+    const want = e.target.value;
+    setLang(want);
+    labelCountries();
+    if (S.me) { try { await api("POST", "/api/console/settings", { lang: want }); } catch (err) { /* kept locally */ } }
+  });
+  $("line-select").addEventListener("change", (e) => { S.line = e.target.value; S.lastCounters = ""; S.watch = null; refreshWatch(); if (S.status) setStatus(S.status); });
+  document.addEventListener("submit", submitForm);
+  document.addEventListener("redline-refresh", refreshViews); // "refresh now" (the console test waits on it)
+  $("compose-priority").addEventListener("click", (e) => { const b = e.target.closest("[data-prio]"); if (b) choosePriority(b); });
+  $("compose-text").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("compose-form").requestSubmit(); } });
+  $("draw-start").addEventListener("click", startDraw);
+  $("draw-finish").addEventListener("click", finishDraw);
+  $("draw-clear").addEventListener("click", clearArea);
+  $("notice-area").addEventListener("input", previewArea);
+  $("notice-radius").addEventListener("input", previewArea);
+  $("map-fit").addEventListener("click", fitNotices);
+  $("translate-cancel").addEventListener("click", () => { $("translate-form").hidden = true; $("translate-pick").hidden = false; });
+  // Any click or key on the page is the gesture a browser wants before it plays sound.
+  document.addEventListener("pointerdown", unlockAudio, true);
+  document.addEventListener("keydown", unlockAudio, true);
+  setInterval(tick, 1000);
   try {
     const me = await fetch("/api/me", { credentials: "same-origin" });
-    if (me.ok) start(await me.json()); else showLogin("");
-  } catch (e) { showLogin("the station does not answer"); }
+    if (me.ok) await start(await me.json()); else showLogin("");
+  } catch (e) { showLogin(t("login.lost")); }
 });
