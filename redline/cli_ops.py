@@ -15,7 +15,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from redline import persons, views
+from redline import kinds, persons, views
 from redline.cli import console, control, emit, fail, json_option, run, station_option, when
 from redline.display import styled
 from redline.home import station_path
@@ -35,7 +35,7 @@ def read_password(prompt: str) -> str:
 def act(station: str | None, line: str, kind: str, content: dict[str, Any], *, user: str | None = None,
         priority: str | None = None, idem: str | None = None) -> dict[str, Any]:  # fmt: skip
     """File an operator action; sign it as ``user`` first when the kind needs a person."""
-    if kind in persons.PERSON_SIGNED_KINDS:
+    if kind in kinds.PERSON_SIGNED:
         if not user:
             fail(f"{kind} must be signed by a person: give --user NAME (the password is asked for)")
         assert user is not None
@@ -342,7 +342,7 @@ def register(main: click.Group) -> None:
     @main.command()
     @station_option
     @click.argument("line")
-    @click.option("--kind", type=click.Choice(["air", "strike", "naval", "exercise", "other"]), required=True)
+    @click.option("--kind", type=click.Choice(kinds.NOTICE_KINDS), required=True)
     @click.option("--area", required=True, help="GeoJSON Polygon, MultiPolygon or Point (text, or @FILE).")
     @click.option("--radius", "radius_m", type=int, default=None, help="Radius in metres, for a Point.")
     @click.option("--floor", "floor_m", type=int, required=True, help="Altitude floor, metres above sea level.")

@@ -10,13 +10,12 @@ frozen dataclass with ``to_obj()`` for JSON, so every front-end shows the same t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redline import canonical
+from redline import canonical, kinds
 from redline.envelope import split
 from redline.errors import LocalProtocolError
 from redline.ledger.model import LineRecord
@@ -36,23 +35,8 @@ def parse_utc(text: str, what: str = "time") -> int:
 
 
 def summary(kind: str, content: Mapping[str, Any]) -> str:
-    """One line for an envelope: its text, or what it refers to and who signed it."""
-    if isinstance(content.get("text"), str):
-        return str(content["text"])
-    person = content.get("person")
-    by = f" by {person.get('name')}" if isinstance(person, dict) else ""
-    if kind == "ROSTER" and isinstance(content.get("users"), list):
-        users = [u for u in content["users"] if isinstance(u, dict)]
-        return "roster: " + ", ".join(f"{u.get('name')} ({u.get('role')})" for u in users)
-    if isinstance(content.get("principals"), list):
-        return f"call record: {' ↔ '.join(map(str, content['principals']))}{by}"
-    for key in ("ref", "test", "call", "flash", "notice", "request"):
-        ref = content.get(key)
-        if isinstance(ref, dict) and "seq" in ref:
-            extra = "".join(f" ({content[k]})" for k in ("level", "result", "answer") if k in content)
-            return f"{kind} of seq {ref['seq']}{by}{extra}"
-    text = json.dumps({k: v for k, v in content.items() if k != "person"}, ensure_ascii=False)
-    return text if len(text) <= 200 else text[:199] + "…"
+    """One line for an envelope: the registry's summary of its body (``kinds.summarize``)."""
+    return kinds.summarize(kind, content)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from redline import persons, views
+from redline import kinds, persons, views
 from redline.api.auth import (
     CAPABILITIES,
     COOKIE,
@@ -79,7 +79,7 @@ log = logging.getLogger("redline.api")
 CONSOLE = Path(__file__).resolve().parent.parent / "console"
 VIEWS = ("tests", "flash", "calls", "notices", "refused")
 PRIORITIES = ("routine", "priority", "flash")
-NOTICE_KINDS = ("air", "strike", "naval", "exercise", "other")
+NOTICE_KINDS = kinds.NOTICE_KINDS
 TEST_TEXT = "Line test (on demand). Please answer to confirm the line is attended."
 ANSWER_TEXT = "Test received. Line attended."
 

@@ -44,7 +44,7 @@ CONDITIONS: tuple[tuple[str, str], ...] = (
     ("flash", "alarm"),  # a FLASH from the peer waits for our acknowledgement
     ("line_down", "alarm"),  # no path to the peer for line_down_alarm_seconds
     ("halted", "alarm"),  # equivocation: nothing more can be sent
-    ("test_missed", "alarm"),  # the latest line test (ours or theirs) was missed
+    ("test_missed", "alarm"),  # the tester's verdict on the latest line test (ours or theirs): missed
     ("test_to_answer", "alarm"),  # the peer's line test waits for a person here
     ("clock_skew", "alarm"),  # the peer's clock is off by more than max_clock_skew_seconds
     ("not_in_sync", "warning"),
@@ -235,14 +235,18 @@ class ConsoleHandlers:
         if decided and decided[-1].result == "missed":
             t = decided[-1]
             add("test_missed", f"test_missed:{t.entry.id}", t.deadline, side="ours", id=t.entry.id)
+        # The peer's tests: the tester alone decides a miss (guarantee 7). Past our copy of the
+        # deadline and with no verdict yet, an answer may still count: the test stays to answer,
+        # marked overdue; once the verdict says missed, it is a miss here too and ANSWER is gone.
         theirs = sorted(ops.tests.theirs.values(), key=lambda t: t.entry.stored_at)
-        if theirs:
-            t = theirs[-1]
-            if t.answer is None and (now > t.deadline or t.result == "missed"):
-                add("test_missed", f"test_missed:{t.entry.id}", t.deadline, side="theirs", id=t.entry.id)
+        missed = [t for t in theirs if t.result == "missed"]
+        if missed and not any(t.entry.stored_at > missed[-1].entry.stored_at and t.answer is not None for t in theirs):
+            t = missed[-1]
+            add("test_missed", f"test_missed:{t.entry.id}", t.deadline, side="theirs", id=t.entry.id)
         for t in theirs:
-            if t.answer is None and t.result is None and now <= t.deadline:
-                add("test_to_answer", f"test:{t.entry.id}", t.entry.stored_at, id=t.entry.id, deadline=t.deadline)
+            if t.answer is None and t.result is None:
+                add("test_to_answer", f"test:{t.entry.id}", t.entry.stored_at, id=t.entry.id, deadline=t.deadline,
+                    overdue=now > t.deadline)  # fmt: skip
         skew = worst_skew(status)
         limit_ms = int(limits.max_clock_skew_seconds * 1000)
         if skew is not None and abs(skew) > limit_ms:
@@ -307,9 +311,11 @@ class ConsoleHandlers:
 
     def _same(self, result: dict[str, Any], kind: str, content: dict[str, Any], key: str | None) -> None:
         held = self.station.ledger.outbox_item(result["outbox"])
-        # "amends" is held as the notice's ref (sender:seq), typed as its id: not compared.
-        mine = {k: v for k, v in content.items() if k not in ("person", "amends")}
-        theirs = {k: v for k, v in held.content.items() if k not in ("person", "amends")}
+        # "amends" is held as the notice's ref (sender:seq), typed as its id: not compared; a call
+        # request's "expires" may have been filled in by the station.
+        skip = {"person", "amends"} | ({"expires"} - content.keys() if kind == "CALL_REQUEST" else set())
+        mine = {k: v for k, v in content.items() if k not in skip}
+        theirs = {k: v for k, v in held.content.items() if k not in skip}
         if held.kind != kind or not _same_content(mine, theirs):
             raise ApiError(409, f"idempotency key {key!r} was already used for a different {kind} "
                                 f"(outbox #{held.local}); this one was NOT filed")  # fmt: skip
