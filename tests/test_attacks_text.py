@@ -138,6 +138,7 @@ def test_a_raising_alarm_sink_cannot_stop_storage(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_hostile_text_in_every_peer_field_is_stored_receipted_and_rendered(tmp_path: Path) -> None:
     """Hostile strings in every field the peer controls (text, FLASH, call request and reply, call
     record, readout, notice, translation, ERROR frame reason), then 100 more messages each way:
@@ -318,6 +319,7 @@ def _json_list(text: str) -> list[dict[str, Any]]:
 # -- the CLI never prints a traceback ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["reset before reading", "closed after reading", "half an answer"])
 def test_station_dying_mid_request_gives_one_clear_line(tmp_path: Path, how: str) -> None:
     home = tmp_path / "st"
@@ -346,6 +348,7 @@ def test_station_dying_mid_request_gives_one_clear_line(tmp_path: Path, how: str
     assert "may or may not have been accepted" in out.stderr and "redline log" in out.stderr
 
 
+@pytest.mark.slow
 def test_no_station_running_says_nothing_was_sent(tmp_path: Path) -> None:
     home = tmp_path / "st"
     StationDir(home).init(name="EUCOM", lang="en", listen=["127.0.0.1:7401"])
@@ -356,6 +359,7 @@ def test_no_station_running_says_nothing_was_sent(tmp_path: Path) -> None:
 # -- secrets and files -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pairing_token_on_the_command_line_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "st"
     StationDir(home).init(name="EUCOM", lang="en", listen=["127.0.0.1:7401"])
@@ -395,6 +399,7 @@ def test_bundle_temporary_file_does_not_follow_a_planted_symlink(tmp_path: Path,
     assert out.exists() and victim.read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_sigterm_of_a_station_is_clean(tmp_path: Path) -> None:
     """(The clean stop saves the held receipt: the process exits 0 on SIGTERM.)"""
     d = StationDir(tmp_path / "st")
