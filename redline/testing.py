@@ -191,7 +191,8 @@ class StationClock:
         return self.sim.now
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free right now (tests/procs.py, benches)."""
     import socket
 
     socks = [socket.socket() for _ in range(n)]
@@ -220,7 +221,7 @@ class StationPair:
 
         self._station = Station
         self.limits = limits or Limits(test_times_utc=())
-        ports = _free_ports(2)
+        ports = free_ports(2)
         self.dir_a = make_station(root, "EUCOM", "en", ports[0], self.limits)
         self.dir_b = make_station(root, "NDMC", "ru", ports[1], self.limits)
         self.line = pair_directly(self.dir_a, self.dir_b)
