@@ -480,6 +480,19 @@ def test_the_login_page_has_no_axe_violations(pair: Pair, browser: Any) -> None:
         context.close()
 
 
+def test_a_line_test_the_tester_called_missed_offers_no_answer(pair: Pair, browser: Any) -> None:
+    test = pair.act(pair.eucom, "TEST", {"text": "Line test"})
+    with console(browser, pair.ndmc.url, "Dezhurny") as page:
+        item = page.locator(f'#tests-to-answer [data-id="{test["id"]}"]')
+        expect(item.locator("button.answer-button")).to_be_visible()
+        for proc in (pair.ndmc, pair.eucom):  # both clocks past the window: overdue here, missed there
+            ctl(proc.home, {"op": "clock", "advance_ms": 301_000})
+        expect(item).to_have_class(re.compile("expired"))
+        expect(item.locator("button")).to_have_count(0)
+        expect(page.locator('#alarm-list li[data-code="test_missed"]')).to_be_visible()
+        expect(page.locator(f'#alarm-list li[data-key="test:{test["id"]}"]')).to_have_count(0)
+
+
 def test_a_peer_clock_years_off_alarms_at_both_ends(pair: Pair, browser: Any) -> None:
     with console(browser, pair.eucom.url, "Duty EUCOM") as page:
         ctl(pair.ndmc.home, {"op": "clock", "advance_ms": -YEARS_4_5})
@@ -489,7 +502,7 @@ def test_a_peer_clock_years_off_alarms_at_both_ends(pair: Pair, browser: Any) ->
             expect(skew).to_contain_text("behind")
             expect(page.locator("#line-skew")).to_have_class(re.compile("bad"))
             for proc in (pair.eucom, pair.ndmc):
-                wait_for(lambda p=proc: any(a["text"].startswith("CLOCK SKEW") for a in
+                wait_for(lambda p=proc: any(a["text"].startswith("CLOCK SKEW") and "1643 d" in a["text"] for a in
                                             ctl(p.home, {"op": "status"})["alarms"]), f"the alarm at {proc.home.name}")
         finally:
             ctl(pair.ndmc.home, {"op": "clock", "advance_ms": YEARS_4_5})

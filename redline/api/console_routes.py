@@ -309,6 +309,10 @@ class ConsoleHandlers:
             self._same(result, kind, content, key)
         return result
 
+    def _held(self, line: str, idem: str) -> bool:
+        """Whether this idempotency key was already accepted on the line (a retry of one submit)."""
+        return bool(self.station.ledger._outbox_where("line=? AND idem=?", (line, idem), 1))
+
     def _same(self, result: dict[str, Any], kind: str, content: dict[str, Any], key: str | None) -> None:
         held = self.station.ledger.outbox_item(result["outbox"])
         # "amends" is held as the notice's ref (sender:seq), typed as its id: not compared; a call
@@ -349,7 +353,9 @@ class ConsoleHandlers:
             raise ApiError(400, "'answer' is accept or decline")
         request_id = _app._str(body, "request_id", max_len=64)
         wanted = [r for r in self.station.ops[line.line].calls.requests.values() if r.entry.id.startswith(request_id)]
-        if len(request_id) >= 6 and len(wanted) == 1 and wanted[0].state != "open":
+        key = _app._opt_str(body, "idempotency_key")
+        retry = key is not None and self._held(line.line, f"api:CALL_REPLY:{key}")
+        if len(request_id) >= 6 and len(wanted) == 1 and wanted[0].state != "open" and not retry:
             raise ApiError(409, f"that call request is already {wanted[0].state}")
         content: dict[str, Any] = {"request": request_id, "answer": answer}
         if answer == "accept":

@@ -351,7 +351,7 @@ function conditionText(c) {
       said(p.text, p.lang, "q")];
     case "line_down": return tx("cond.line_down", { peer, dur: since(c.since) });
     case "test_missed": return tx(`cond.test_missed.${p.side}`, { peer });
-    case "test_to_answer": return tx("cond.test_to_answer", { peer, deadline: utc(p.deadline), left: countdown(p.deadline) });
+    case "test_to_answer": return tx(p.overdue ? "cond.test_overdue" : "cond.test_to_answer", { peer, deadline: utc(p.deadline), left: countdown(p.deadline) });
     case "clock_skew": return tx("cond.clock_skew", { peer, dur: dur(p.skew_ms), limit: dur(p.limit_ms),
       way: t(p.skew_ms > 0 ? "cond.clock_skew.ahead" : "cond.clock_skew.behind") });
     case "notice_conflict": return tx("cond.notice_conflict", { n: p.count });
@@ -640,17 +640,20 @@ function showFailure(button, e) {
 }
 
 function renderTests(tv) {
+  // The tester decides a miss: past our copy of the deadline the test is overdue and may still be
+  // answered; once the tester's verdict says missed (a test_missed condition), ANSWER is gone.
   const n = now();
-  const items = tv.to_answer.map((x) => ({ ...x, expired: n > x.deadline }));
+  const missed = new Set((S.watch ? S.watch.conditions : []).filter((c) => c.code === "test_missed").map((c) => c.params.id));
+  const items = tv.to_answer.map((x) => ({ ...x, expired: missed.has(x.id), overdue: n > x.deadline }));
   const box = $("tests-to-answer");
   if (!items.length) reconcile(box, [0], () => "none", () => h("div", { class: "summary" }, t("tests.none")), () => "none");
   else reconcile(box, items, (x) => x.id, (x) => x.expired
-    ? h("div", { class: "test-item expired", "data-id": x.id }, h("div", { class: "bad" }, t("tests.expired", { sent: utc(x.sent_at, true), deadline: utc(x.deadline) })))
-    : h("div", { class: "test-item", "data-id": x.id },
-      h("div", { class: "wait" }, tx("tests.incoming", { deadline: utc(x.deadline), left: countdown(x.deadline) })),
+    ? h("div", { class: "test-item expired", "data-id": x.id }, h("div", { class: "bad" }, t("tests.expired", { sent: utc(x.sent_at, true) })))
+    : h("div", { class: `test-item${x.overdue ? " overdue" : ""}`, "data-id": x.id },
+      h("div", { class: x.overdue ? "bad" : "wait" }, tx(x.overdue ? "tests.overdue" : "tests.incoming", { deadline: utc(x.deadline), left: countdown(x.deadline) })),
       can("operate") ? h("button", { class: "go answer-button", type: "button", "data-focus": "answer", onclick: (e) => answerTest(x.id, e.target) },
         t("act.answer", { user: S.me.user })) : null),
-  (x) => String(x.expired));
+  (x) => `${x.expired}|${x.overdue}`);
   const last = tv.since_last_proven_ms;
   setText($("tests-summary"), t("tests.summary", { sent: tv.sent, passed: tv.passed, missed: tv.missed, pending: tv.pending,
     median: secs(tv.answer_ms_median), worst: secs(tv.answer_ms_worst), since: last === null ? t("tests.never") : t("tests.ago", { dur: dur(last) }) }));

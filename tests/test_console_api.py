@@ -1,0 +1,182 @@
+"""The console's own API routes (redline/api/console_routes.py), in-process over httpx.ASGITransport
+against two real stations in the test's event loop (tests/test_api.py's pair).
+
+- /watch lists what needs a person now, most urgent first, and each condition clears with its cause;
+- every filing route files once per idempotency key, even when the same submit arrives twice at
+  once, and refuses the key reused for different content (409, nothing filed);
+- call requests, replies, records and translations are filed and read back with their state;
+- the console language is per person, defaults to the station's, and is kept at the station;
+- the station alarms once when the peer's clock is off by more than max_clock_skew_seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.test_api import SQUARE, Pair, error, eventually, run
+
+
+def _ours(p: Pair, kind: str) -> list[Any]:
+    """Our envelopes of a kind, filed by a person (a scheduled line test is the station's own)."""
+    ops = p.a.ops[p.line]
+    return [e for e in ops.entries.values() if e.ours and e.kind == kind and "slot" not in e.content]
+
+
+async def _watch(p: Pair) -> dict[str, Any]:
+    r = await p.client.get(f"/api/lines/{p.line}/watch")
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def test_watch_puts_a_flash_above_a_line_test_and_each_clears_with_its_cause(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        assert (await _watch(p))["conditions"] == []
+        flash = await p.b.send(p.line, "FLASH: aircraft crossing", kind="FLASH", prio="FLASH")
+        test = await p.b.act(p.line, "TEST", {"text": "Line test"}, prio="priority")
+        await eventually(lambda: test["id"] in p.a.ops[p.line].tests.theirs, "the test at EUCOM")
+        w = await _watch(p)
+        codes = [c["code"] for c in w["conditions"]]
+        assert codes[0] == "flash" and set(codes[1:]) == {"test_to_answer"}, codes  # (a scheduled test may be there)
+        assert f"test:{test['id']}" in [c["key"] for c in w["conditions"]]
+        top = w["conditions"][0]
+        assert top["params"]["id"] == flash["id"] and top["params"]["lang"] == "ru" and top["level"] == "alarm"
+        assert w["skew_limit_ms"] == 30_000 and w["down_since"] is None
+        url = f"/api/lines/{p.line}"
+        assert (await p.client.post(f"{url}/ack", json={"flash_id": flash["id"]})).status_code == 200
+        assert {c["code"] for c in (await _watch(p))["conditions"]} == {"test_to_answer"}
+        assert (await p.client.post(f"{url}/answer", json={"test_id": test["id"]})).status_code == 200
+        assert f"test:{test['id']}" not in [c["key"] for c in (await _watch(p))["conditions"]]
+
+    run(tmp_path, scenario)
+
+
+def test_a_missed_test_and_a_skewed_clock_are_conditions_and_the_skew_alarms_once(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        session = p.a.sessions[p.line]
+        test = await p.b.act(p.line, "TEST", {"text": "Line test"}, prio="priority")
+        await eventually(lambda: test["id"] in p.a.ops[p.line].tests.theirs, "the test at EUCOM")
+        theirs = p.a.ops[p.line].tests.theirs[test["id"]]
+        theirs.deadline = p.a.wall() - 1  # our copy of its window closed unanswered: overdue, still to answer
+        due = [c for c in (await _watch(p))["conditions"] if c["key"] == f"test:{test['id']}"]
+        assert due and due[0]["params"]["overdue"] is True
+        theirs.result = "missed"  # the tester's verdict: now a miss here too, and no longer to answer
+        w = await _watch(p)
+        missed = [c for c in w["conditions"] if c["code"] == "test_missed"]
+        assert missed and missed[0]["params"] == {"side": "theirs", "id": test["id"]}
+        assert f"test:{test['id']}" not in [c["key"] for c in w["conditions"]]
+        # heartbeats measured the peer 4.5 years behind on every path: a condition, and one alarm
+        for path in session.paths.values():
+            path.skew_ms = -142_000_000_000.0
+        w = await _watch(p)
+        skew = [c for c in w["conditions"] if c["code"] == "clock_skew"]
+        assert skew and skew[0]["params"]["skew_ms"] == -142_000_000_000
+        p.a._watch_skew(session)
+        p.a._watch_skew(session)
+        alarms = [a for a in p.a.alarms if a["text"].startswith("CLOCK SKEW")]
+        assert len(alarms) == 1 and "behind ours" in alarms[0]["text"] and "1643 d" in alarms[0]["text"], alarms
+
+    run(tmp_path, scenario)
+
+
+def test_each_filing_route_files_once_per_idempotency_key(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        url = f"/api/lines/{p.line}"
+        now = p.a.wall()
+        notice = {"kind": "air", "area": SQUARE, "floor_m": 0, "ceiling_m": 1000, "start": now, "end": now + 3_600_000,
+                  "idempotency_key": "notice-1"}  # fmt: skip
+        request = {"from_role": "Secretary", "to_role": "Minister", "subject": "A call", "idempotency_key": "req-1"}
+        for route, body, kind in (("notice", notice, "NOTICE"), ("call-request", request, "CALL_REQUEST"),
+                                  ("test", {"idempotency_key": "test-1"}, "TEST")):  # fmt: skip
+            # a double click: the same submit twice at once
+            r1, r2 = await asyncio.gather(p.client.post(f"{url}/{route}", json=body),
+                                          p.client.post(f"{url}/{route}", json=body))  # fmt: skip
+            assert r1.status_code == r2.status_code == 200, (r1.text, r2.text)
+            assert r1.json()["id"] == r2.json()["id"]
+            assert len(_ours(p, kind)) == 1, kind
+        # the same key for something else: refused, nothing filed
+        other = {**request, "subject": "Another call"}
+        assert "was already used" in error(await p.client.post(f"{url}/call-request", json=other), 409)
+        assert len(_ours(p, "CALL_REQUEST")) == 1
+        notice_id = _ours(p, "NOTICE")[0].id
+        for _ in range(2):
+            r = await p.client.post(f"{url}/withdraw", json={"notice_id": notice_id[:12], "idempotency_key": "w-1"})
+            assert r.status_code == 200, r.text
+        assert len(_ours(p, "NOTICE_WITHDRAW")) == 1
+
+    run(tmp_path, scenario)
+
+
+def test_call_request_reply_record_readout_and_translation_through_the_console_routes(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        url = f"/api/lines/{p.line}"
+        now = p.a.wall()
+        # the peer asks; we reply once, signed off by the form's key
+        wanted = {"from_role": "Minister", "to_role": "Secretary", "subject": "Обсуждение", "windows": []}
+        asked = await p.b.act(p.line, "CALL_REQUEST", wanted, prio="priority")
+        await eventually(lambda: asked["id"] in p.a.ops[p.line].calls.requests, "the request at EUCOM")
+        reqs = (await p.client.get(f"{url}/requests")).json()
+        assert reqs[0]["state"] == "open" and not reqs[0]["ours"] and reqs[0]["lang"] == "ru"
+        assert "call_request" in [c["code"] for c in (await _watch(p))["conditions"]]
+        bad = {"request_id": asked["id"], "answer": "accept"}
+        assert "'time' is required" in error(await p.client.post(f"{url}/call-reply", json=bad), 400)
+        reply = {"request_id": asked["id"][:10], "answer": "accept", "time": "2030-05-13T12:00Z",
+                 "idempotency_key": "k"}
+        for _ in range(2):
+            assert (await p.client.post(f"{url}/call-reply", json=reply)).status_code == 200
+        assert len(_ours(p, "CALL_REPLY")) == 1
+        assert (await p.client.get(f"{url}/requests")).json()[0]["state"] == "accepted"
+        assert "call_request" not in [c["code"] for c in (await _watch(p))["conditions"]]
+        again = {**reply, "idempotency_key": "k2"}
+        assert "already accepted" in error(await p.client.post(f"{url}/call-reply", json=again), 409)
+        # the call took place: recorded (signed by the person), then our readout
+        record = {"start": now - 7_200_000, "end": now - 3_600_000, "principals": "Secretary, Minister",
+                  "participants": ["Secretary", "Minister", "interpreters"], "request_id": asked["id"][:8],
+                  "idempotency_key": "rec"}  # fmt: skip
+        r = await p.client.post(f"{url}/call-record", json=record)
+        assert r.status_code == 200, r.text
+        assert (await p.client.post(f"{url}/call-record", json=record)).json()["id"] == r.json()["id"]
+        rec = _ours(p, "CALL_RECORD")
+        assert len(rec) == 1 and rec[0].content["person"]["name"] == "Duty EUCOM"
+        assert rec[0].content["principals"] == ["Secretary", "Minister"]
+        backwards = {**record, "end": now - 9_000_000, "idempotency_key": "x"}
+        assert "ends before it starts" in error(await p.client.post(f"{url}/call-record", json=backwards), 400)
+        readout = {"call_id": rec[0].id, "text": "The Secretary urged a ceasefire.", "idempotency_key": "ro"}
+        for _ in range(2):
+            assert (await p.client.post(f"{url}/readout", json=readout)).status_code == 200
+        assert len(_ours(p, "READOUT")) == 1
+        # a translation of the peer's request, by this person unless named
+        tr = {"ref_id": asked["id"], "text": "Discussion", "lang": "en", "idempotency_key": "t"}
+        for _ in range(2):
+            assert (await p.client.post(f"{url}/translate", json=tr)).status_code == 200
+        got = (await p.client.get(f"{url}/translations")).json()[asked["id"]]
+        assert got == [{"lang": "en", "text": "Discussion", "translator": "Duty EUCOM", "ours": True}]
+        assert "language" in error(await p.client.post(f"{url}/translate", json={**tr, "lang": "English!"}), 400)
+        await eventually(lambda: asked["id"] in p.b.ops[p.line].translations, "the translation at NDMC")
+
+    run(tmp_path, scenario)
+
+
+def test_the_console_language_is_per_person_and_defaults_to_the_station(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        await p.login("Auditor")  # any role may choose its language
+        got = (await p.client.get("/api/console/settings")).json()
+        assert got == {"lang": "en", "station_lang": "en", "languages": ["en", "ru"]}
+        assert (await p.client.post("/api/console/settings", json={"lang": "ru"})).json()["lang"] == "ru"
+        assert "not 'de'" in error(await p.client.post("/api/console/settings", json={"lang": "de"}), 400)
+        await p.client.post("/api/logout")
+        await p.login()
+        assert (await p.client.get("/api/console/settings")).json()["lang"] == "en"  # another person's choice
+        await p.client.post("/api/logout")
+        await p.login("Auditor")
+        assert (await p.client.get("/api/console/settings")).json()["lang"] == "ru"  # kept at the station
+        assert (p.a.home.path / "console-settings.json").stat().st_mode & 0o077 == 0
+        error(await p.client.post(f"/api/lines/{p.line}/call-request", json={"from_role": "a"}), 403)
+
+    run(tmp_path, scenario)
