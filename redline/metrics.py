@@ -224,22 +224,25 @@ def _collect(station: Station) -> Iterator[Metric]:
         for direction, used in (("sent", session.disk_ours), ("received", session.disk_theirs)):
             disk.add_metric([line, direction], used)
             disk_limit.add_metric([line, direction], limit)
+        # ops' own read models (the views the CLI and the console show), not its internals
+        flashes = station.view(line, "flash")
+        for direction, ours in (("sent", True), ("received", False)):
+            waiting = [f for f in flashes if f["ours"] == ours and f["state"] != "acknowledged"]
+            flash_pending.add_metric([line, direction], len(waiting))
+            oldest = min((f["accepted_at"] for f in waiting), default=now)
+            flash_age.add_metric([line, direction], max(0.0, _s(now - oldest)))
+            steps = sum(len(f["escalations"]) for f in flashes if f["ours"] == ours)
+            escalations.add_metric([line, direction], steps)
+        tests = station.view(line, "tests")
         ops = station.ops.get(line)
-        if ops is not None:
-            for direction, ours in (("sent", True), ("received", False)):
-                waiting = [f for f in ops.flash.flashes.values() if f.entry.ours == ours and f.ack is None]
-                flash_pending.add_metric([line, direction], len(waiting))
-                oldest = min((f.entry.stored_at for f in waiting), default=now)
-                flash_age.add_metric([line, direction], max(0.0, _s(now - oldest)))
-                steps = sum(len(f.escalations) for f in ops.flash.flashes.values() if f.entry.ours == ours)
-                escalations.add_metric([line, direction], steps)
-            missed.add_metric([line, "peer"], sum(1 for t in ops.tests.ours.values() if t.result == "missed"))
-            missed.add_metric([line, "us"], sum(1 for t in ops.tests.theirs.values() if t.result == "missed"))
-            ok = [t.answer.stored_at for t in ops.tests.ours.values() if t.result == "passed" and t.answer]
-            passed.add_metric([line], len(ok))
-            if ok:
-                proven_at.add_metric([line], _s(max(ok)))
-            proven_age.add_metric([line], max(0.0, _s(now - max(ok, default=record.created_at))))
+        missed.add_metric([line, "peer"], tests["missed"])
+        ours_missed = sum(1 for t in ops.tests.theirs.values() if t.result == "missed") if ops is not None else 0
+        missed.add_metric([line, "us"], ours_missed)
+        passed.add_metric([line], tests["passed"])
+        since = tests["since_last_proven_ms"]
+        if since is not None:
+            proven_at.add_metric([line], _s(now - since))
+        proven_age.add_metric([line], max(0.0, _s(since if since is not None else now - record.created_at)))
         _checkpoint(station, session.line, session.us, session.peer, now, checkpoint_at, checkpoint_lag)
         for path, p in sorted(st["paths"].items()):
             path_up.add_metric([line, path], int(p["up"]))
@@ -302,14 +305,15 @@ def health(station: Station) -> bool:
     """Alive (this runs in the station's event loop, so the loop answered) and the store takes a
     write transaction now, and the latest one that wrote did not fail for the disk's sake."""
     metrics = metrics_for(station)
-    if metrics.last_commit_failed:
-        return False
     try:
         with station.ledger.batch():  # BEGIN IMMEDIATE: takes the write lock; an empty COMMIT writes nothing
-            pass
+            if metrics.last_commit_failed:
+                # Has the disk come back? Only a real write (one page, to the WAL, fsynced) tells; it
+                # rewrites a value with itself, so the store's content does not change.
+                station.ledger._db.execute("UPDATE meta SET value=value WHERE key='station'")
     except StorageError:
         return False
-    return True
+    return not metrics.last_commit_failed
 
 
 def ready(station: Station) -> bool:

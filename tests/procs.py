@@ -23,8 +23,9 @@ from redline.testing import free_ports
 class StationProc:
     """``redline serve`` in its own process, driven through its control socket."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, args: tuple[str, ...] = ()) -> None:
         self.home = home
+        self.args = args  # more options for 'redline serve' (--http, --metrics, --log-format...)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "serve.log"
 
@@ -37,7 +38,7 @@ class StationProc:
             # by this variable; the station itself reads no environment for it).
             clock = ["--settable-clock"] if os.environ.get("REDLINE_SETTABLE_CLOCK") == "1" else []
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "redline", "serve", "--station", str(self.home), *clock],
+                [sys.executable, "-m", "redline", "serve", "--station", str(self.home), *clock, *self.args],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 20
@@ -135,8 +136,11 @@ class Relay:
         self.writers.clear()
 
 
-async def paired_stations(root: Path, *, relays: bool = True) -> tuple[StationProc, StationProc, str, list[Relay]]:
-    """EUCOM (inviter, two paths through relays) and NDMC, paired by the real ceremony, confirmed."""
+async def paired_stations(
+    root: Path, *, relays: bool = True, serve_args: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+) -> tuple[StationProc, StationProc, str, list[Relay]]:
+    """EUCOM (inviter, two paths through relays) and NDMC, paired by the real ceremony, confirmed.
+    ``serve_args``: more 'redline serve' options for EUCOM and for NDMC."""
     p = free_ports(6)
     eucom, ndmc = StationDir(root / "eucom"), StationDir(root / "ndmc")
     listen = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
@@ -149,7 +153,7 @@ async def paired_stations(root: Path, *, relays: bool = True) -> tuple[StationPr
     rs = [Relay(p[4], p[0]), Relay(p[5], p[1])] if relays else []
     for r in rs:
         await r.start()
-    a, b = StationProc(eucom.path), StationProc(ndmc.path)
+    a, b = StationProc(eucom.path, serve_args[0]), StationProc(ndmc.path, serve_args[1])
     await a.start()
     await b.start()
     token = (await a.call({"op": "invite"}))["token"]
