@@ -385,10 +385,16 @@ def register(main: click.Group) -> None:
     @main.command()
     @station_option
     @click.argument("line")
+    @click.option("--offset", default=0, help="Skip this many notices (and conflicts): the next page.")
+    @click.option("--limit", default=100, help="Notices (and conflicts) per page.")
+    @click.option("--notice", "notice_id", default=None, help="Show this one notice (id prefix) whole.")
     @json_option
-    def notices(station: str | None, line: str, as_json: bool) -> None:
+    def notices(
+        station: str | None, line: str, offset: int, limit: int, notice_id: str | None, as_json: bool
+    ) -> None:
         """Active notices of both sides, and every conflicting pair with where and when they overlap."""
-        d = control(station, {"op": "view", "line": line, "what": "notices"})
+        request = {"op": "view", "line": line, "what": "notices", "offset": offset, "limit": limit}
+        d = control(station, {**request, "notice": notice_id} if notice_id else request)
 
         def human(v: dict[str, Any]) -> None:
             table = Table("id", "side", "kind", "window (UTC)", "band (m)", "margin", "text")
@@ -406,5 +412,9 @@ def register(main: click.Group) -> None:
                 ))
             if not v["conflicts"]:
                 console.print("no conflicts among the active notices")
+            shown_n, total = len(v["active"]), v.get("total", len(v["active"]))
+            if shown_n < total or len(v["conflicts"]) < v.get("conflicts_total", 0):
+                page = f"{shown_n} of {total} notices and {len(v['conflicts'])} of {v['conflicts_total']} conflicts"
+                console.print(f"{page} shown; --offset {offset + limit} for the next page", style="yellow")
 
         emit(as_json, d, human)

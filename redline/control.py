@@ -75,7 +75,10 @@ OPERATIONS: dict[str, Handler] = {
     "resolve": lambda st, r: _now(st.resolve(r["line"], r["kind"], r["content"])),
     "show": lambda st, r: _now(st.show(r["line"], r["id"])),
     "has": lambda st, r: _now(st.has(r["line"], r["id"])),
-    "view": lambda st, r: _now(st.view(r["line"], r["what"])),
+    "view": lambda st, r: _now(st.view(
+        r["line"], r["what"], offset=int(r.get("offset", 0)), limit=int(r["limit"]) if "limit" in r else None,
+        notice=str(r["notice"]) if r.get("notice") else None,
+    )),
     "clock": lambda st, r: st.set_clock(int(r.get("advance_ms", 0)), int(r["set_ms"]) if "set_ms" in r else None),
     "confirm": lambda st, r: st.confirm(r["line"], r["code"]),
     "invite": lambda st, r: st.invite(),

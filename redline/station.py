@@ -541,7 +541,11 @@ class Station:
         idem = "roster:" + hashlib.sha256(canonical.encode(roster)).hexdigest()
         return Intent(kind="ROSTER", prio="PRIORITY", content=roster, idem=idem)
 
-    def view(self, line: str, what: str) -> Any:
+    def view(
+        self, line: str, what: str, *, offset: int = 0, limit: int | None = None, notice: str | None = None
+    ) -> Any:
+        """A read view of ``line``; ``notices`` comes a page at a time (``offset``, ``limit``) or one
+        notice whole (``notice``: an id prefix)."""
         session = self.session(line)
         ops, now = self.ops[session.line], self.wall()
         if what == "tests":
@@ -551,7 +555,9 @@ class Station:
         if what == "calls":
             return ops.calls.summary(now, self.keys.fingerprint, session.peer)
         if what == "notices":
-            return ops.notices_view(now)
+            if limit is None:
+                return ops.notices_view(now, offset=offset, notice=notice)
+            return ops.notices_view(now, offset=offset, limit=limit, notice=notice)
         if what == "refused":
             return [{"kind": e.kind, "seq": e.seq, "ours": e.ours, "reason": r} for e, r in ops.refused]
         raise LocalProtocolError(f"unknown view {what!r}: tests, flash, calls, notices or refused")

@@ -445,7 +445,14 @@ class Api(ConsoleHandlers):
 
     async def view(self, request: Request, session: Session) -> Any:
         line = self.line(request.path_params["line"])
-        return self.station.view(line.line, request.url.path.rsplit("/", 1)[-1])
+        q = request.query_params  # notices: a page at a time, or one notice whole
+        try:
+            offset, limit = int(q.get("offset", 0)), (int(q["limit"]) if "limit" in q else None)
+        except ValueError:
+            raise ApiError(400, "offset and limit must be whole numbers") from None
+        return self.station.view(
+            line.line, request.url.path.rsplit("/", 1)[-1], offset=offset, limit=limit, notice=q.get("notice")
+        )
 
     async def send(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
