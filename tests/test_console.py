@@ -292,10 +292,10 @@ def test_a_flash_waiting_at_login_leads_the_alarms_sounds_until_acknowledged_and
         expect(flag).to_be_visible()
         expect(flag).to_contain_text("SOUND IS OFF")
         assert page.evaluate("window.redlineBeeps") == 0
+        shot(page, "console-flash.png")
         flag.click()
         expect(flag).to_be_hidden()
         page.wait_for_function("() => window.redlineBeeps >= 1", timeout=TIMEOUT)
-        shot(page, "console-flash.png")
 
         # acknowledged: the FLASH condition clears; the test is now the most urgent, then answered
         page.locator("#alarm-list li.first button.danger").click()
