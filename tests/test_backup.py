@@ -35,6 +35,7 @@ from tests.test_api import Pair
 from tests.test_api import run as run_pair
 
 pytestmark = pytest.mark.timeout(240)
+ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "a passphrase kept apart from the backup"
 FAST_ENV = {"REDLINE_PWHASH_COST": "interactive"}  # Argon2id at 64 MiB: tests on a small machine
 
@@ -112,10 +113,9 @@ def test_backup_under_traffic_restores_and_the_line_resumes_with_no_seq_reused_a
             sent_b = await send_many(b, line, "NDMC", 20)
             # The backup is taken while both stations keep sending.
             traffic = asyncio.gather(send_many(a, line, "EUCOM", 60, 20), send_many(b, line, "NDMC", 60, 20))
-            took = await asyncio.to_thread(
-                rl, "backup", str(dest), "--secrets", "encrypt", "--passphrase-file", str(passfile), "--json",
-                station=a.home,
-            )  # fmt: skip
+            backup_args = ("backup", str(dest), "--station", str(a.home), "--secrets", "encrypt", "--passphrase-file",
+                           str(passfile))  # fmt: skip
+            took = await asyncio.to_thread(rl, *backup_args, "--json")
             more_a, more_b = await traffic
             sent_a, sent_b = sent_a + more_a, sent_b + more_b
             # ...and after it: a tail the backup certainly lacks, which NDMC holds.
@@ -134,7 +134,8 @@ def test_backup_under_traffic_restores_and_the_line_resumes_with_no_seq_reused_a
             # EUCOM's disk is lost: the process is killed and its whole directory is gone.
             a.kill9()
             shutil.move(a.home, tmp_path / "lost-eucom")
-            restored = rl("restore", str(dest), "--passphrase-file", str(passfile), station=a.home)
+            restore_args = ("restore", str(dest), "--station", str(a.home), "--passphrase-file", str(passfile))
+            restored = rl(*restore_args)
             assert restored.returncode == 0, restored.stderr
             assert "signs nothing until the peer" in restored.stdout
             assert not (a.home / "keys" / "root.key").exists()  # the root key was never in the backup
@@ -172,8 +173,20 @@ def test_backup_under_traffic_restores_and_the_line_resumes_with_no_seq_reused_a
         assert chain(store_a, line, fb) == chain(store_b, line, fb)
         assert equivocations(store_a) == equivocations(store_b) == 0
         assert verified(a.home) and verified(b.home)
+        # The procedure in docs/OPERATIONS.md is this one: the same commands with the same options.
+        assert _flags(backup_args) == _documented("backup") and _flags(restore_args) == _documented("restore")
 
     asyncio.run(main())
+
+
+def _flags(args: tuple[str, ...]) -> tuple[str, list[str]]:
+    return args[0], sorted(a for a in args if a.startswith("--"))
+
+
+def _documented(command: str) -> tuple[str, list[str]]:
+    section = (ROOT / "docs" / "OPERATIONS.md").read_text().split("## 10. Backup and restore")[1].split("\n## ")[0]
+    line = next(ln for ln in section.splitlines() if ln.startswith(f"redline {command} "))
+    return command, sorted(w for w in line.split() if w.startswith("--"))
 
 
 def test_the_station_copies_its_store_in_a_worker_thread_while_it_runs(

@@ -28,7 +28,8 @@ from redline import backup, doctor
 from redline.doctor import CRITICAL, OK, WARNING, Facts, Finding, examine, worst
 from redline.home import StationDir
 from redline.testing import make_station
-from tests.procs import free_ports, paired_stations
+from tests.procs import both, free_ports, paired_stations, wait_until
+from tests.test_metrics import measured
 
 pytestmark = pytest.mark.timeout(180)
 HOUR_MS = 3_600_000
@@ -50,6 +51,7 @@ def test_doctor_on_a_healthy_running_station_finds_nothing_to_fix(tmp_path: Path
     async def main() -> None:
         a, b, _, _ = await paired_stations(tmp_path, relays=False)
         try:
+            await wait_until(lambda: both(a, b, measured), "heartbeats measured the round trip and the clocks")
             offline = tmp_path / "offline-usb"
             offline.mkdir()
             shutil.move(a.home / "keys" / "root.key", offline / "root.key")  # as docs/OPERATIONS.md says

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from tests.test_api import FAST, PASSWORD, Pair
 from tests.test_api import run as run_pair
 
 pytestmark = pytest.mark.timeout(180)
+ROOT = Path(__file__).resolve().parent.parent
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -114,9 +116,16 @@ def test_metrics_of_a_real_pair_parse_and_say_what_the_line_is_doing(
         assert marker not in text
         names = {family.name for family in text_string_to_metric_families(text)}
         assert all(n.startswith("redline_") for n in names), names
+        # docs/OPERATIONS.md lists every metric, and its alert rules name only metrics that exist.
+        section = (ROOT / "docs" / "OPERATIONS.md").read_text().split("## 9. Monitoring")[1].split("\n## ")[0]
+        documented = set(re.findall(r"`(redline_[a-z_]+)`", section))
+        assert all({n, f"{n}_total"} & documented for n in names), names - documented
+        rules = section.split("```yaml")[1].split("```")[0]
+        exposed = names | {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        assert set(re.findall(r"\bredline_[a-z_]+", rules)) <= exposed
         for family in text_string_to_metric_families(text):
             if family.type == "counter":
-                assert all(s.name.endswith(("_total", "_created")) for s in family.samples), family.name
+                assert all(s.name.endswith("_total") for s in family.samples), family.name
 
         for side, st, m in (("EUCOM", st_a, got), ("NDMC", st_b, got_b)):
             assert value(m, "redline_line_in_sync", line=line) == 1, side
