@@ -1,15 +1,21 @@
 """The seed scenario end to end: `redline demo` replays 1 March - 13 May 2022 over two real
 station processes; afterwards both stores are read back independently and must show the figures
-SCENARIO.md reports."""
+SCENARIO.md reports. Then the same scenario between two station processes driven here, and every
+outcome compared at both ends as each station shows it (guarantee 7: one side decides, both show
+the same; tests/test_outcomes.py is the fast version over ops alone)."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from redline import scenario
 from redline.config import Limits
 from redline.envelope import split
 from redline.home import StationDir
@@ -18,6 +24,7 @@ from redline.ops.engine import LineOps
 from redline.ops.model import Entry
 from redline.scenario import ms
 from redline.station import _entry
+from tests.procs import StationProc, both, free_ports, wait_until
 
 
 def replay(home: Path) -> tuple[LineOps, str]:
@@ -75,7 +82,109 @@ def test_demo_replays_the_seed_scenario(tmp_path: Path) -> None:
     flashes = [f.view() for f in eucom.flash.flashes.values() if f.entry.ours]
     assert flashes[-1]["acked_by"] == "Dezhurny Orlov"
 
+    # each store, read back alone, shows every outcome as the other does (guarantee 7)
+    assert decided_tests(ndmc.tests.history(now), "received") == decided_tests(tests, "tests")
+    assert flash_states([f.view() for f in eucom.flash.flashes.values()]) == flash_states(
+        [f.view() for f in ndmc.flash.flashes.values()]
+    )
+    assert request_outcomes(eucom.calls.summary(now, eucom.us, eucom.peer)) == request_outcomes(
+        ndmc.calls.summary(now, ndmc.us, ndmc.peer)
+    )
+
     for home in ("eucom", "ndmc"):
         result = subprocess.run([sys.executable, "-m", "redline", "verify", "--station", str(tmp_path / home)],
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
         assert result.returncode == 0 and "VERIFIED" in result.stdout, result.stdout
+
+
+# --- every outcome, at both ends -------------------------------------------------------------------
+
+
+def decided_tests(view: dict[str, Any], side: str) -> dict[str, tuple[str, str | None]]:
+    return {t["id"]: (t["result"], t["answered_by"]) for t in view[side]}
+
+
+def flash_states(view: list[dict[str, Any]]) -> dict[str, tuple[str, str | None, list[str]]]:
+    return {f["id"]: (f["state"], f["acked_by"], [e["level"] for e in f["escalations"]]) for f in view}
+
+
+def request_outcomes(view: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each pair's counts by outcome and each request's outcome, as one end shows them."""
+    keys = ("requests", "declined", "unanswered", "accepted", "open")
+    return {
+        tuple(pair["principals"]): ({k: pair[k] for k in keys}, sorted((o["id"], o["state"]) for o in pair["outcomes"]))
+        for pair in view
+    }
+
+
+def alarms_logged(home: Path, pattern: str) -> set[str]:
+    """What the station's alarms matching ``pattern`` say (its first group), from its log."""
+    return set(re.findall(pattern, (home / "serve.log").read_text(errors="replace")))
+
+
+@pytest.mark.timeout(600)
+def test_both_ends_show_the_same_outcome_of_every_test_flash_and_call_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scenario between two station processes on settable clocks, which the script sets one
+    after the other (so a test may reach NDMC before NDMC's clock has moved to the test's time: its
+    copy of the deadline then passes first, as it did in the demo). At the end, as each station
+    shows it: every line test has the tester's result at both ends, every FLASH the same state,
+    acknowledger and escalation steps, every call request the same outcome; NDMC never alarmed a
+    miss that EUCOM contradicts, and every warning it gave on its own clock was answered by
+    EUCOM's verdict."""
+    env = {"REDLINE_SETTABLE_CLOCK": "1", "REDLINE_PWHASH_COST": "interactive"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    eucom, ndmc = tmp_path / "eucom", tmp_path / "ndmc"
+    p = free_ports(4)
+    StationDir(eucom).init(name="EUCOM", lang="en", listen=[f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"])
+    StationDir(ndmc).init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"],
+                          limits=Limits(test_times_utc=()))  # fmt: skip
+    views: dict[str, dict[str, Any]] = {}
+
+    async def run() -> None:
+        a, b = StationProc(eucom), StationProc(ndmc)
+        await a.start()
+        await b.start()
+        try:
+            for proc in (a, b):  # as `redline demo` does: the line is set up on 1 March 2022
+                await proc.call({"op": "clock", "set_ms": ms("2022-03-01T06:00:00Z")})
+            scenario.add_demo_users(eucom, ndmc)
+            paired = await b.call({"op": "pair", "token": (await a.call({"op": "invite"}))["token"]})
+            line = paired["line"]
+            await wait_until(lambda: a.status_line(), "EUCOM to record the line")
+            for proc in (a, b):
+                await proc.call({"op": "confirm", "line": line, "code": paired["safety_code"]})
+            await wait_until(lambda: both(a, b, lambda ln: ln["active"] and ln["synced"]), "line in sync")
+            await scenario.Replay(eucom, ndmc, line, lambda _: None).run()
+
+            def settled(ln: dict[str, Any]) -> bool:
+                return bool(ln["synced"] and ln["outbox"] == 0 and ln["unreceipted"] == 0)
+
+            for _ in range(3):  # a tick on either side may decide something more: until both are quiet
+                await wait_until(lambda: both(a, b, settled), "both ends to hold everything")
+                for proc in (a, b):
+                    await proc.call({"op": "clock", "advance_ms": 1000})
+            for name, proc in (("eucom", a), ("ndmc", b)):
+                views[name] = {what: await proc.call({"op": "view", "line": line, "what": what})
+                               for what in ("tests", "flash", "calls", "refused")}  # fmt: skip
+        finally:
+            a.stop()
+            b.stop()
+
+    asyncio.run(run())
+    e, n = views["eucom"], views["ndmc"]
+    ours = decided_tests(e["tests"], "tests")
+    assert len(ours) == 2 * 73 + 1 and {r for r, _ in ours.values()} == {"passed"}
+    assert decided_tests(n["tests"], "received") == ours  # EUCOM's verdicts, shown at NDMC
+    assert decided_tests(n["tests"], "tests") == decided_tests(e["tests"], "received") == {}
+    assert flash_states(e["flash"]) == flash_states(n["flash"]) and len(e["flash"]) == 1
+    assert request_outcomes(e["calls"]) == request_outcomes(n["calls"])
+    assert sum(len(o) for _, o in request_outcomes(e["calls"]).values()) == 9
+    assert e["refused"] == n["refused"] == []
+    # No miss alarmed at either end (EUCOM recorded every test passed); each warning NDMC gave
+    # when its own copy of a deadline passed was followed by EUCOM's verdict, PASSED.
+    assert alarms_logged(eucom, "(MISSED)") == alarms_logged(ndmc, "(MISSED)") == set()
+    urged = alarms_logged(ndmc, r"LINE TEST from the peer \((.+?)\) still unanswered")
+    assert alarms_logged(ndmc, r"LINE TEST of (.+?) PASSED: the tester's verdict") == urged
