@@ -800,7 +800,7 @@ REGISTRY: Final = _table(
     Kind(name="TRANSLATION", body=Translation, purpose="a translation of an envelope's content", sent_by="either",
          priority="ROUTINE", operational=False, operator=True,
          refs=(RefRule(member="ref", targets=_TRANSLATABLE, whose=EITHER),)),
-    Kind(name="KEY", body=Key, purpose="key rotation: new key certificates (reserved)",
+    Kind(name="KEY", body=Key, purpose="key rotation: new key certificates (reserved, section 5.9)",
          sent_by="the key's station", reserved=True),
     Kind(name="REVOKE", body=Revoke, purpose="revocation after a lost root key, naming the last trusted "
          "checkpoint (reserved)", sent_by="the revoking station", reserved=True),

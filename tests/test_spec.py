@@ -5,11 +5,19 @@
   safety code, PAIR frame); each side's checks accept the other's message.
 - tests/vectors/kinds.json: one envelope of every kind (section 5.8) is resealed byte for byte,
   the chains link up, and every person signature verifies against the roster in force (5.10).
-- docs/schemas/<KIND>.json: one per kind in envelope.KINDS and no other, each a valid draft 2020-12
-  schema whose examples, and every vector's content, validate; the examples are kinds.json's.
+- docs/schemas/<KIND>.json: one per kind of the registry (redline/kinds.py) and no other, each a
+  valid draft 2020-12 schema whose examples, and every vector's content, validate; the examples are
+  kinds.json's.
+- The registry agrees with section 5.8's table (sent by, person-signed, default priority) and with
+  5.10; every kind has a body type; each schema example parses (strictly, as a sender must) into a
+  body whose content form is the example again and validates; and the body types accept exactly
+  what the schemas accept, over thousands of mutations of the examples (every member dropped,
+  replaced by hostile values, or joined by an unknown one), but for the rules section 5.9 states
+  that a schema cannot express.
 - Real traffic: a full run of the demo scenario between two station processes, plus the kinds the
   scenario does not file (READ, TRANSLATION, NOTICE_WITHDRAW) filed through the CLI, is read back
-  from both ledgers and every content validates against its kind's schema.
+  from both ledgers and every content validates against its kind's schema and parses strictly
+  into its body type.
 - The worked examples of Appendix A.2 and A.3 verify from the values printed in the document.
 """
 
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import importlib.util
@@ -33,9 +42,9 @@ import jsonschema
 import nacl.signing
 import pytest
 
-from redline import canonical, envelope, identity, pairing, persons
+from redline import canonical, envelope, identity, kinds, pairing, persons
 from redline.envelope import KINDS, open_envelope
-from redline.errors import PairingError, SignatureError, UnknownKeyError
+from redline.errors import PairingError, SchemaError, SignatureError, UnknownKeyError
 from redline.identity import KeyCert, SignedCert
 from redline.protocol.framing import FrameDecoder, FrameType
 from redline.statements import Checkpoint, Signed
@@ -447,6 +456,152 @@ def test_schemas_refuse_what_the_spec_forbids() -> None:
     assert _invalid("ROSTER", {"users": [{**example["ROSTER"]["users"][0], "role": "king"}]})
 
 
+# --- the registry of kinds and its body types ------------------------------------------------------
+
+
+def _section_58_rows() -> dict[str, list[str]]:
+    """Section 5.8's table: kind -> [purpose, sent by, person-signed, default priority]."""
+    text = PROTOCOL[PROTOCOL.index("### 5.8 Kinds") : PROTOCOL.index("### 5.9")]
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_the_registry_is_section_5_8s_table() -> None:
+    """One row per kind of section 5.8, in its order, saying what the table says."""
+    table = _section_58_rows()
+    assert list(table) == list(kinds.NAMES) == list(KINDS)
+    for name, row in kinds.REGISTRY.items():
+        purpose, sent_by, signed, priority = table[name]
+        assert row.name == name and row.purpose == purpose.replace("`", "") and row.sent_by == sent_by, name
+        assert row.person == (signed == "**yes**") and row.priority == priority, name
+    assert kinds.PERSON_SIGNED == {"ACK", "TEST_ANSWER", "CALL_RECORD", "READOUT"} == persons.PERSON_SIGNED_KINDS
+    assert kinds.OPERATIONAL == set(kinds.NAMES) - {"TEXT", "READ", "TRANSLATION"} == envelope.OPERATIONAL_KINDS
+    assert envelope.RESERVE_KINDS == kinds.RESERVE and {k for k in kinds.NAMES if kinds.REGISTRY[k].reserved} == {
+        "KEY", "REVOKE"}  # fmt: skip
+    assert kinds.ROLES == persons.ROLES == tuple(persons.CAPABILITIES)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_has_a_body_type_and_its_references_are_typed(kind: str) -> None:
+    row = kinds.REGISTRY[kind]
+    assert issubclass(row.body, kinds.Body) and kind == row.body.KIND
+    fields = {f.name: f for f in dataclasses.fields(row.body)}
+    assert set(fields) == set(schema(kind)["properties"]), "a body has exactly the members its schema lists"
+    assert set(schema(kind).get("required", ())) == {n for n, f in fields.items() if f.default is not None}
+    assert ("person" in fields) == row.person
+    for rule in row.refs:
+        assert rule.member in fields and "Ref" in str(fields[rule.member].type), (kind, rule.member)
+        assert set(rule.targets) <= set(kinds.NAMES) and rule.whose in (kinds.PEER, kinds.OWN, kinds.EITHER)
+        assert rule.optional == (rule.member not in schema(kind).get("required", ()))
+    ref_members = {n for n, p in schema(kind)["properties"].items() if p.get("$ref") == "#/$defs/ref"}
+    assert ref_members == {r.member for r in row.refs}, "every reference a schema has is in the registry"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_schema_example_parses_into_a_body_whose_content_validates(kind: str) -> None:
+    for example in schema(kind)["examples"]:
+        body = kinds.parse(kind, example, strict=True)
+        content = body.to_content()
+        validator(kind).validate(content)
+        assert content == example
+        assert kinds.parse(kind, content, strict=True) == body
+        assert body.summary() and "\n" not in body.summary()
+
+
+HOSTILE: list[Any] = [None, True, False, 0, -1, 1, 2**53 - 1, 2**53, "", " ", "x", "200", "2022-05-13T08:00Z",
+                      "a" * 64, "A" * 64, "ab" * 64, [], [1], ["x"], {}, {"x": 1}]  # fmt: skip
+
+
+def _mutants(value: Any) -> list[Any]:
+    """``value`` changed in one place: a member dropped, a member or item replaced by each hostile
+    value, an unknown member added, an item dropped or repeated (long lists: first and last only)."""
+    out: list[Any] = []
+    if isinstance(value, dict):
+        out.append({**value, "zz_unknown": 1})
+        for k, v in value.items():
+            out.append({kk: vv for kk, vv in value.items() if kk != k})
+            out += [{**value, k: h} for h in HOSTILE]
+            out += [{**value, k: m} for m in _mutants(v)]
+    elif isinstance(value, list):
+        if value:
+            out += [value[1:], [*value, value[-1]]]
+        for i in sorted({0, len(value) - 1} if len(value) > 3 else range(len(value))):
+            out += [[*value[:i], h, *value[i + 1 :]] for h in HOSTILE]
+            out += [[*value[:i], m, *value[i + 1 :]] for m in _mutants(value[i])]
+    return out
+
+
+def _beyond_the_schema(kind: str, c: dict[str, Any]) -> bool:
+    """Whether schema-valid content breaks a rule of section 5.9 that its schema cannot express."""
+    if kind == "CALL_REQUEST":
+        return any(start >= end for start, end in c["windows"])
+    if kind == "CALL_RECORD":
+        return bool(c["start"] >= c["end"])
+    if kind == "ROSTER":
+        return len({u["name"] for u in c["users"]}) < len(c["users"])
+    if kind == "NOTICE":
+
+        def positions(node: Any) -> list[Any]:
+            return [node] if isinstance(node[0], str) else [p for n in node for p in positions(n)]
+
+        out_of_range = any(not (-180 <= float(lon) <= 180 and -90 <= float(lat) <= 90)
+                           for lon, lat in positions(c["area"]["coordinates"]))  # fmt: skip
+        window = not c["start"] < c["end"] <= c["start"] + 366 * 86_400_000
+        return out_of_range or window or c["floor_m"] >= c["ceiling_m"]
+    return False
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_body_types_accept_exactly_what_the_schemas_accept(kind: str) -> None:
+    """Over every one-place mutation of every example and vector of the kind: strict parsing (the
+    sender's rule) succeeds exactly when the schema validates, but for section 5.9's rules beyond
+    the schema; lenient parsing (the receiver's) also takes unknown members, except in NOTICE."""
+    seeds = [*schema(kind)["examples"], *(v["input"]["content"] for v in KIND_ENVELOPES if v["input"]["kind"] == kind)]
+    checked = 0
+    for seed in seeds:
+        for content in _mutants(seed):
+            valid = validator(kind).is_valid(content)
+            expected = valid and not _beyond_the_schema(kind, content)
+            try:
+                kinds.parse(kind, content, strict=True)
+                parsed = True
+            except SchemaError:
+                parsed = False
+            assert parsed == expected, f"{kind}: schema says {valid}, body type says {parsed}: {content!r:.300}"
+            checked += 1
+        unknown = {**seed, "zz_from_a_newer_peer": {"any": ["thing"]}}
+        with pytest.raises(SchemaError, match="does not define: zz_from_a_newer_peer"):
+            kinds.parse(kind, unknown, strict=True)
+        if kind == "NOTICE":  # an unknown member makes a notice one that cannot be checked safely
+            with pytest.raises(SchemaError):
+                kinds.parse(kind, unknown)
+        else:
+            assert kinds.parse(kind, unknown) == kinds.parse(kind, seed, strict=True)
+    assert checked > 40
+
+
+def test_what_a_receiver_ignores_and_what_it_does_not() -> None:
+    """Lenient parsing ignores unknown members at every level (but in NOTICE) and takes ESCALATED's
+    reference under ``ref`` (section 5.9); it never takes a known member of the wrong form."""
+    ack = schema("ACK")["examples"][0]
+    loose = {**ack, "ref": {**ack["ref"], "note": 1}, "person": {**ack["person"], "title": "Capt."}}
+    assert kinds.parse("ACK", loose) == kinds.parse("ACK", ack)
+    escalated = schema("ESCALATED")["examples"][0]
+    aliased = {"ref": escalated["flash"], "level": escalated["level"], "step": escalated["step"]}
+    assert kinds.parse("ESCALATED", aliased) == kinds.parse("ESCALATED", escalated)
+    with pytest.raises(SchemaError):
+        kinds.parse("ESCALATED", aliased, strict=True)
+    with pytest.raises(SchemaError, match="'person': 'sig'"):
+        kinds.parse("ACK", {**ack, "person": {**ack["person"], "sig": ack["person"]["sig"].upper()}})
+    with pytest.raises(SchemaError, match="WEATHER is not a kind this station knows"):
+        kinds.parse("WEATHER", {})
+    assert kinds.summarize("WEATHER", {"text": "rain", "person": {"sig": "x"}}) == '{"text": "rain"}'
+
+
 # --- real traffic against the schemas -----------------------------------------------------------
 
 
@@ -540,6 +695,7 @@ def test_real_traffic_validates_against_the_schemas(tmp_path: Path, monkeypatch:
             seen[kind] = seen.get(kind, 0) + 1
             errors = [e.message for e in validator(kind).iter_errors(content)]
             assert not errors, f"{home.name} stored a {kind} that breaks docs/schemas/{kind}.json: {errors}; {content}"
+            assert kinds.parse(kind, content, strict=True).to_content() == content
     assert set(seen) == set(KINDS) - {"KEY", "REVOKE"}, sorted(seen)
 
 
