@@ -5,11 +5,17 @@ given time (``due``). Pure: no I/O, no clock reads. The station replays the ledg
 ``LineOps`` at start, so pending escalations, tests and requests survive a crash and anything
 overdue fires on the first ``due``.
 
-What the peer sends is stored before ops sees it (it is signed evidence); what ops will not act on
-is kept in ``refused`` with the reason and alarmed. People: each side's roster is pinned person by
-person on first sight (``persons.RosterPins``), and a person-signed envelope counts only when it
-verifies under the pinned key and the person's role may sign it (``persons.check_signer``).
-Numbers in the peer's bodies never set our deadlines, counts or sizes beyond our ``Limits``.
+What the peer sends is stored before ops sees it (it is signed evidence). Ops parses each
+envelope's content once, into its kind's body type (``kinds.REGISTRY``), and reads only typed
+fields from there on; content that does not parse, a reference to an envelope of a kind or side
+the registry does not allow, or a person signature that does not count is kept in ``refused``
+with the reason and alarmed, and not acted on at all (no default is filled in). Kinds this version
+does not act on (a newer peer's, and the reserved KEY and REVOKE) are stored and shown, never
+dropped. People: each side's roster is pinned person by person on first sight
+(``persons.RosterPins``), and a person-signed envelope counts only when it verifies under the
+pinned key and the person's role may sign it (``persons.check_signer``). Numbers in the peer's
+bodies never set our deadlines, counts or sizes beyond our ``Limits``. Each time-dependent outcome
+is decided by one side and recorded as an envelope; the other shows that verdict (guarantee 7).
 """
 
 from __future__ import annotations
