@@ -221,7 +221,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise BackupError(f"{folder / MANIFEST} is not valid JSON: {exc}") from None
     if manifest.get("format") != FORMAT:
         raise BackupError(f"{folder} is not a redline backup this version reads ({FORMAT})")
-    for rel, digest in manifest["files"].items():
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        raise BackupError(f"{folder / MANIFEST} lists no files")
+    for rel in (STORE, "config.json", *PUBLIC_KEYS):
+        if rel not in listed:
+            raise BackupError(f"the backup's manifest does not list {rel}")
+    # Nothing restored may be a file the manifest does not vouch for (a user slipped in, a key).
+    extra = sorted(set(_files(folder)) - set(listed))
+    if extra:
+        raise BackupError(f"the backup holds files its manifest does not list: {', '.join(extra[:5])}")
+    for rel, digest in listed.items():
         path = folder / rel
         if Path(rel).is_absolute() or ".." in Path(rel).parts or not path.is_file():
             raise BackupError(f"backup file {rel} is missing")
@@ -284,7 +294,10 @@ def restore(
                 else:
                     child.unlink()
         raise
-    return {"station": manifest["station"], "path": str(target), "taken_at": manifest["taken_at"], "lines": lines}
+    return {
+        "station": manifest["station"], "fingerprint": home.load_keys().fingerprint, "path": str(target),
+        "taken_at": manifest["taken_at"], "lines": lines,
+    }  # fmt: skip
 
 
 def _secrets(

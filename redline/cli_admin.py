@@ -141,6 +141,7 @@ def register(main: click.Group) -> None:
             age = bk.age_text(d["age_ms"])
             console.print(styled("Restored ", (d["station"], "bold"), f" into {d['path']} from the backup taken at "
                                  f"{when(d['taken_at'])} ({age} old)."), soft_wrap=True)  # fmt: skip
+            console.print(f"  root fingerprint {d['fingerprint']}: compare it with the one you keep", soft_wrap=True)
             for ln in d["lines"]:
                 console.print(f"  line {ln['line'][:8]} with {ln['peer']}: the backup holds our chain to seq "
                               f"{ln['our_seq']} and theirs to seq {ln['their_seq']}")  # fmt: skip

@@ -268,6 +268,20 @@ def test_a_tampered_backup_is_refused_before_anything_is_restored(tmp_path: Path
     assert not target.exists()
 
 
+def test_a_user_slipped_into_a_backup_is_refused(tmp_path: Path) -> None:
+    """A person added to the backup's users/ after it was taken would be published in our ROSTER and
+    pinned by the peer: every file restored must be one the manifest lists, with its hash."""
+    home, _ = _station_with_traffic(tmp_path)
+    dest = tmp_path / "bk"
+    assert rl("backup", str(dest), "--secrets", "omit", station=home.path).returncode == 0
+    (dest / "users").mkdir(mode=0o700, exist_ok=True)
+    (dest / "users" / "Intruder.json").write_text("{}")
+    target = tmp_path / "restored"
+    out = rl("restore", str(dest), "--keys-from", str(home.keys), station=target)
+    assert out.returncode == 1 and "files its manifest does not list: users/Intruder.json" in out.stderr
+    assert not target.exists()
+
+
 def test_restore_with_another_stations_keys_is_refused(tmp_path: Path) -> None:
     home, _ = _station_with_traffic(tmp_path)
     dest = tmp_path / "bk"
