@@ -47,6 +47,7 @@ def findings(out: subprocess.CompletedProcess[str]) -> list[dict[str, str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_doctor_on_a_healthy_running_station_finds_nothing_to_fix(tmp_path: Path) -> None:
     async def main() -> None:
         a, b, _, _ = await paired_stations(tmp_path, relays=False)

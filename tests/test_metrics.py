@@ -69,6 +69,7 @@ async def send(p: StationProc, line: str, text: str, priority: str = "routine") 
 
 
 # -- a real pair, scraped --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_metrics_of_a_real_pair_parse_and_say_what_the_line_is_doing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,6 +190,7 @@ async def _escalations_seen(client: httpx.AsyncClient, port: int) -> bool:
     return any(v == 2 for v in labelled(got, "redline_flash_escalations_total").values())
 
 
+@pytest.mark.slow
 def test_health_ready_and_the_exit_code_follow_the_line(tmp_path: Path) -> None:
     """/health and /ready on the metrics-only address, and 'redline status --exit-code': in sync,
     then the peer gone (not ready, still healthy), then the station itself gone (exit 1)."""
@@ -209,6 +211,9 @@ def test_health_ready_and_the_exit_code_follow_the_line(tmp_path: Path) -> None:
                     for path in ("/", "/api/status", "/api/openapi.json"):
                         assert (await client.get(f"http://127.0.0.1:{port}{path}")).status_code == 404
                     assert (await client.post(f"http://127.0.0.1:{port}/api/login", json={})).status_code == 404
+                    # DNS rebinding: a page of another site, pointed at this address, reads nothing.
+                    rebound = await client.get(f"http://127.0.0.1:{port}/metrics", headers={"host": "evil.example"})
+                    assert rebound.status_code == 421 and "redline_" not in rebound.text
                 ok = await asyncio.to_thread(rl, "status", "--exit-code", station=b.home)
                 assert ok.returncode == 0, ok.stderr
                 a.stop()
@@ -280,6 +285,7 @@ def test_a_failed_commit_keeps_health_failing_until_a_real_write_succeeds(tmp_pa
 
 
 # -- JSON logs --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_json_log_is_one_object_per_line_and_never_carries_a_message_body(tmp_path: Path) -> None:
     marker = f"MARKER-{uuid.uuid4().hex}"
 
