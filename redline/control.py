@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from redline.home import StationDir
 if TYPE_CHECKING:
     from redline.station import Station
 
+log = logging.getLogger("redline.control")
 CONTROL_LIMIT = 16 * 1024 * 1024  # one control request line; message limits are checked after parsing
 
 Handler = Callable[["Station", dict[str, Any]], Awaitable[Any]]
@@ -150,8 +152,11 @@ async def _reply(st: Station, line: bytes) -> dict[str, Any]:
         return {"ok": True, "result": await answer(st, request)}
     except RedlineError as exc:
         return {"ok": False, "error": str(exc)}
-    except (ValueError, KeyError, TypeError) as exc:
-        return {"ok": False, "error": f"bad request: {exc}"}
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        return {"ok": False, "error": f"bad request: {exc!r}"[:500]}
+    except Exception as exc:  # a bug must answer this request, not kill the connection's responder
+        log.exception("control request failed")
+        return {"ok": False, "error": f"internal error: {exc!r}"[:500]}
 
 
 # -- client ----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 from redline import canonical
 from redline.config import Limits
+from redline.display import shown
 from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, seal, split
 from redline.errors import (
     EquivocationError,
@@ -327,7 +328,7 @@ class LineSession:
             self.alarm("alarm", f"FORK: the peer holds a different envelope at our seq {e.seq}; line halted")
             return []
         if isinstance(e, ev.PeerError):
-            self.alarm("warning", f"peer closed path {e.path}: {e.message}")
+            self.alarm("warning", f"peer closed path {e.path}: {shown(e.message, 500, newlines=False)}")
             return []
         if isinstance(e, ev.PathDown):
             self.synced = self.link.synced

@@ -23,6 +23,7 @@ from redline import canonical, control, identity, kinds, pairing, persons, trans
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
+from redline.display import shown
 from redline.envelope import KINDS, PRIORITIES, Envelope, RawEnvelope, split
 from redline.errors import (
     LimitError,
@@ -42,6 +43,8 @@ from redline.protocol.events import Action, Close, Send
 from redline.session import LineSession, PathStatus
 
 log = logging.getLogger("redline.station")
+MAX_ALARM_CHARS = 2000
+MAX_IDEM_CHARS = 200
 TICK = 0.1
 
 
@@ -129,6 +132,9 @@ class Station:
         instead of adding a row, so a peer cannot flood the list. The sinks (terminal, log,
         WebSocket) run later, outside whatever ledger batch raised the alarm, and their failure is
         logged and never propagates."""
+        # One line, bounded, whatever peer text it quotes: an alarm can never forge another alarm's
+        # line on a terminal, nor hold a megabyte.
+        text = shown(text, MAX_ALARM_CHARS, newlines=False)
         now = self.wall()
         last = next((a for a in reversed(self.alarms) if a["line"] == line), None)
         if last is not None and last["level"] == level and last["text"] == text:
@@ -449,6 +455,8 @@ class Station:
         self, line: str, text: str, *, kind: str = "TEXT", prio: str = "ROUTINE", idem: str | None = None
     ) -> dict[str, Any]:
         """Accept a text message: durable in the outbox (and signed, if the line is in sync) on return."""
+        if not isinstance(text, str) or not isinstance(prio, str) or not isinstance(kind, str):
+            raise LocalProtocolError("text, kind and priority must be strings")
         size = len(text.encode("utf-8"))
         if size > self.limits.max_text_bytes:
             raise LimitError(
@@ -463,6 +471,10 @@ class Station:
         self, line: str, kind: str, content: dict[str, Any], *, prio: str | None = None, idem: str | None = None
     ) -> dict[str, Any]:
         """File anything an operator may file (kinds.OPERATOR), checked before acceptance."""
+        if idem is not None and (not isinstance(idem, str) or len(idem) > MAX_IDEM_CHARS):
+            raise LocalProtocolError(f"an idempotency key is a string of at most {MAX_IDEM_CHARS} characters")
+        if not isinstance(content, dict):
+            raise LocalProtocolError("content must be a JSON object")
         session = self.session(line)
         ops = self.ops[session.line]
         find = functools.partial(self._find, session.line)

@@ -183,11 +183,11 @@ def test_the_unlock_runs_off_the_event_loop(tmp_path: Path) -> None:
         counter = asyncio.ensure_future(count())
         slow = {"ops": nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE, "mem": nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE}
         persons.add_user(p.a.home.path, "Slow", "duty", PASSWORD, **slow)
-        started = time.monotonic()
         assert (await p.login("Slow")).status_code == 200
-        took = time.monotonic() - started
         counter.cancel()
-        assert ticks >= took / 0.01 * 0.3, (ticks, took)
+        # Argon2id on the event loop would leave no turn for the counter until it is done (0 or 1
+        # tick); off the loop the counter keeps turning. No wall-clock ratio: the machine is shared.
+        assert ticks >= 3, ticks
 
     run(tmp_path, scenario)
 

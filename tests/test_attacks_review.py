@@ -245,11 +245,6 @@ def _peer_error(sp: SessionPair, message: str) -> list[str]:
 FORGED = "bye\n[alarm] 00000000 LINE UP again: a path to NDMC is open\n[info] all is well"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session._on_event(PeerError) puts the peer's ERROR reason into the alarm as is; the serve "
-    "terminal's alarm sink and 'redline status' print it with SafeConsole, which keeps newlines: forged lines",
-)
 def test_peer_error_reason_cannot_forge_alarm_lines_on_the_operators_terminal(sp: SessionPair) -> None:
     (text,) = _peer_error(sp, FORGED)
     out = io.StringIO()
@@ -257,11 +252,6 @@ def test_peer_error_reason_cannot_forge_alarm_lines_on_the_operators_terminal(sp
     assert len(out.getvalue().rstrip("\n").splitlines()) == 1, out.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the peer's ERROR reason is not cut: a 1 MiB reason becomes a 1 MiB alarm, kept (200 of them), "
-    "logged and shown to every console; link._error cuts our own reasons at 500 characters",
-)
 def test_peer_error_reason_of_a_megabyte_is_cut_in_the_alarm(sp: SessionPair) -> None:
     (text,) = _peer_error(sp, "x" * ((1 << 20) - 64))
     assert len(text) <= 2000
@@ -332,12 +322,6 @@ def _run_stations(tmp_path: Path, body: Any) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="station.act passes a non-string idempotency key to SQLite; the bind error is a StorageError: the "
-    "whole group commit (other operators' sends too) is refused, a false STORAGE FAILURE is raised and the "
-    "line's connections are dropped",
-)
 def test_control_request_with_an_idempotency_key_that_is_not_a_string_changes_nothing(tmp_path: Path) -> None:
     async def body(pair: StationPair) -> None:
         good = {"op": "send", "line": pair.line, "text": "an honest operator's message"}
@@ -363,12 +347,6 @@ BAD_FIELDS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control._reply catches only RedlineError, ValueError, KeyError and TypeError: an AttributeError "
-    "or OverflowError from a field of the wrong type kills the connection's responder (no answer, and a "
-    "traceback in the station's log) instead of one clear 'bad request' line",
-)
 def test_control_request_with_fields_of_the_wrong_type_gets_one_clear_refusal(tmp_path: Path) -> None:
     async def body(pair: StationPair) -> None:
         crashed = []

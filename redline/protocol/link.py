@@ -287,7 +287,7 @@ class Link:
         if ftype is FrameType.CONFIRM:
             return [ConfirmIn()]
         if ftype is FrameType.ERROR:
-            return [PeerError(path=path, message=str(obj.get("message", "")))]
+            return [PeerError(path=path, message=str(obj.get("message", ""))[:500])]  # the peer's words, bounded
         raise RemoteProtocolError(f"unexpected {ftype.name} frame")  # pragma: no cover - table forbids it
 
     def _on_hello(self, path: str, obj: dict[str, Any]) -> list[Output]:
