@@ -60,6 +60,13 @@ class Limits:
     flash_ack_seconds: float = 120.0
     escalation_levels: tuple[str, ...] = ("duty", "deputy", "supervisor")
     call_request_ttl_seconds: float = 7 * 86400.0
+    # Voice calls (ops/voice.py, media.py): a ring times out unanswered after ring_seconds on the
+    # caller's clock; at most max_calls_per_line ring or talk at once; audio packets are capped in size
+    # (AUDIO frame payload) and rate per direction, and what is over is dropped and counted.
+    ring_seconds: float = 60.0
+    max_calls_per_line: int = 1
+    max_audio_packet_bytes: int = 1500
+    max_audio_packets_per_second: int = 100
     # Our deadlines are ours: a peer's FLASH may ask for an acknowledgement within ack_within_ms and
     # its TEST for an answer within answer_within_ms, but that is advisory. The receiving station's
     # deadlines run on the two windows above; only with honour_peer_windows does it take the peer's

@@ -489,6 +489,126 @@ class Readout(Body):
         return self.text
 
 
+# --- voice calls (issue 16): signalling on the signed line, the audio evidence at the end ----------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallRing(Body):
+    """A person rings the peer station; with ``test`` the ring is the caller's voice line test."""
+
+    KIND = "CALL_RING"
+    person: PersonSig
+    test: Ref | None = None
+
+    @classmethod
+    def _read(cls, o: _Obj) -> Self:
+        return cls(person=o.person(), test=o.ref("test") if o.has("test") else None)
+
+    def summary(self) -> str:
+        return f"voice call ringing{' (voice line test)' if self.test else ''}{_by(self.person)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallAnswer(Body):
+    KIND = "CALL_ANSWER"
+    ring: Ref
+    person: PersonSig
+
+    @classmethod
+    def _read(cls, o: _Obj) -> Self:
+        return cls(ring=o.ref("ring"), person=o.person())
+
+    def summary(self) -> str:
+        return f"voice call of seq {self.ring.seq} picked up{_by(self.person)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallDecline(Body):
+    KIND = "CALL_DECLINE"
+    ring: Ref
+    reason: str | None = None
+
+    @classmethod
+    def _read(cls, o: _Obj) -> Self:
+        return cls(ring=o.ref("ring"), reason=o.string("reason", max_len=500) if o.has("reason") else None)
+
+    def summary(self) -> str:
+        return f"voice call of seq {self.ring.seq} declined" + (f": {self.reason}" if self.reason else "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallUnanswered(Body):
+    KIND = "CALL_UNANSWERED"
+    ring: Ref
+
+    @classmethod
+    def _read(cls, o: _Obj) -> Self:
+        return cls(ring=o.ref("ring"))
+
+    def summary(self) -> str:
+        return f"voice call of seq {self.ring.seq} unanswered"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallHangup(Body):
+    """``answer`` names the pick-up this hang-up ends; without it the caller cancels a ring."""
+
+    KIND = "CALL_HANGUP"
+    ring: Ref
+    answer: Ref | None = None
+
+    @classmethod
+    def _read(cls, o: _Obj) -> Self:
+        return cls(ring=o.ref("ring"), answer=o.ref("answer") if o.has("answer") else None)
+
+    def summary(self) -> str:
+        return f"voice call of seq {self.ring.seq} {'hung up' if self.answer else 'cancelled before pick-up'}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioDigest:
+    """One direction of a call's audio as one station saw it (PROTOCOL.md section 8.9)."""
+
+    digest: str
+    packets: int
+    ms: int
+
+    @classmethod
+    def read(cls, value: object, where: str, strict: bool) -> AudioDigest:
+        o = _Obj(value, where, ("digest", "packets", "ms"), strict)
+        return cls(
+            digest=o.string("digest", pattern=HEX64, what="a SHA-256 digest (64 lower-case hex digits)"),
+            packets=o.integer("packets"), ms=o.integer("ms"),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallAudio(Body):
+    """Each station's digests of the audio it sent and received on one call, filed after the call
+    ended; ``interrupted`` when the station stopped mid-call."""
+
+    KIND = "CALL_AUDIO"
+    ring: Ref
+    sent: AudioDigest
+    received: AudioDigest
+    interrupted: bool | None = None
+
+    @classmethod
+    def _read(cls, o: _Obj) -> Self:
+        interrupted = o.get("interrupted") if o.has("interrupted") else None
+        if interrupted is not None and not isinstance(interrupted, bool):
+            raise SchemaError(f"{o.at('interrupted')} must be true or false, not {_show(interrupted)}")
+        return cls(
+            ring=o.ref("ring"), sent=AudioDigest.read(o.get("sent"), o.at("sent"), o.strict),
+            received=AudioDigest.read(o.get("received"), o.at("received"), o.strict), interrupted=interrupted,
+        )  # fmt: skip
+
+    def summary(self) -> str:
+        cut = ", interrupted" if self.interrupted else ""
+        return (f"audio of call seq {self.ring.seq}: sent {self.sent.packets} packets, received "
+                f"{self.received.packets}{cut}")  # fmt: skip
+
+
 Position = tuple[str, str]
 Polygon = tuple[tuple[Position, ...], ...]
 
@@ -806,6 +926,24 @@ REGISTRY: Final = _table(
          "checkpoint (reserved)", sent_by="the revoking station", reserved=True),
     Kind(name="ROSTER", body=Roster, purpose="the names, roles and public keys of a station's people",
          sent_by="the station"),
+    Kind(name="CALL_RING", body=CallRing, purpose="a person rings the peer station for a voice call (with a "
+         "test: a voice line test)", sent_by="the caller", person=True, operator=True,
+         refs=(RefRule(member="test", targets=("TEST",), whose=OWN, optional=True),)),
+    Kind(name="CALL_ANSWER", body=CallAnswer, purpose="a person picks up the peer's ring", sent_by="the ring's "
+         "receiver", person=True, reserve=True, operator=True,
+         refs=(RefRule(member="ring", targets=("CALL_RING",), whose=PEER),)),
+    Kind(name="CALL_DECLINE", body=CallDecline, purpose="the peer's ring is declined (by a person, or busy)",
+         sent_by="the ring's receiver", operator=True,
+         refs=(RefRule(member="ring", targets=("CALL_RING",), whose=PEER),)),
+    Kind(name="CALL_UNANSWERED", body=CallUnanswered, purpose="the caller's own ring timed out unanswered",
+         sent_by="the caller", reserve=True, refs=(RefRule(member="ring", targets=("CALL_RING",), whose=OWN),)),
+    Kind(name="CALL_HANGUP", body=CallHangup, purpose="a voice call is hung up (or the caller cancels its ring)",
+         sent_by="either", operator=True,
+         refs=(RefRule(member="ring", targets=("CALL_RING",), whose=EITHER),
+               RefRule(member="answer", targets=("CALL_ANSWER",), whose=EITHER, optional=True))),
+    Kind(name="CALL_AUDIO", body=CallAudio, purpose="digests of the audio a station sent and received on a "
+         "call, filed after it ended", sent_by="either (one each)", reserve=True,
+         refs=(RefRule(member="ring", targets=("CALL_RING",), whose=EITHER),)),
 )  # fmt: skip
 
 NAMES: Final = tuple(REGISTRY)

@@ -34,7 +34,7 @@ from typing import Any
 
 import nacl.signing
 
-from redline import canonical, envelope, identity, merkle, pairing, persons
+from redline import canonical, envelope, identity, media, merkle, pairing, persons
 from redline.identity import KeyCert
 from redline.protocol.framing import FrameType, encode_frame
 from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
@@ -515,6 +515,29 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
         "checkpoint": {"n": 1, "digest": cps.digest(Checkpoint.DOMAIN)},
         "reason": "root key lost in a fire; new ceremony follows",
     })  # fmt: skip
+    # A voice line test (issue 16): the ring names the test, the pick-up answers it, both ends file
+    # the audio digests (section 8.9) of two real-looking packet streams; then a busy decline and a
+    # ring that timed out.
+    voice_test = send("alpha", "TEST", "PRIORITY", {"text": "Voice line test. Please pick up."})
+    ring = send("alpha", "CALL_RING", "PRIORITY", {"test": ref("alpha", voice_test)}, signer="Col. Hayes")
+    pickup = send("bravo", "CALL_ANSWER", "PRIORITY", {"ring": ref("alpha", ring)}, signer="Dezhurny Orlov")
+    send("alpha", "CALL_HANGUP", "PRIORITY", {"ring": ref("alpha", ring), "answer": ref("bravo", pickup)})
+    call_id = ref("alpha", ring)["id"]
+    said = {label: [(i, 20 * i, hashlib.sha256(f"{label} opus {i}".encode()).digest()[:40]) for i in range(50)]
+            for label in ("alpha", "bravo")}  # fmt: skip
+    direction = {
+        label: {"digest": media.digest_of(call_id, stations[label]["fingerprint"], said[label]), "packets": 50,
+                "ms": 980}
+        for label in ("alpha", "bravo")
+    }  # fmt: skip
+    send("alpha", "CALL_AUDIO", "PRIORITY",
+         {"ring": ref("alpha", ring), "sent": direction["alpha"], "received": direction["bravo"]})  # fmt: skip
+    send("bravo", "CALL_AUDIO", "PRIORITY",
+         {"ring": ref("alpha", ring), "sent": direction["bravo"], "received": direction["alpha"]})  # fmt: skip
+    busy = send("bravo", "CALL_RING", "PRIORITY", {}, signer="Polkovnik Volkov")
+    send("alpha", "CALL_DECLINE", "PRIORITY", {"ring": ref("bravo", busy), "reason": "busy"})
+    lapsed_ring = send("alpha", "CALL_RING", "PRIORITY", {}, signer="Duty Officer Miller")
+    send("alpha", "CALL_UNANSWERED", "PRIORITY", {"ring": ref("alpha", lapsed_ring)})
     return {
         "line": KINDS_LINE,
         "people": {

@@ -128,7 +128,8 @@ def test_kinds() -> None:
     assert envelope.KINDS == (
         "TEXT", "FLASH", "READ", "ESCALATED", "ACK", "TEST", "TEST_ANSWER", "TEST_RESULT",
         "CALL_REQUEST", "CALL_REPLY", "CALL_EXPIRED", "CALL_RECORD", "READOUT", "NOTICE",
-        "NOTICE_WITHDRAW", "TRANSLATION", "KEY", "REVOKE", "ROSTER",
+        "NOTICE_WITHDRAW", "TRANSLATION", "KEY", "REVOKE", "ROSTER", "CALL_RING", "CALL_ANSWER", "CALL_DECLINE",
+        "CALL_UNANSWERED", "CALL_HANGUP", "CALL_AUDIO",
     )  # fmt: skip
     assert set(envelope.KINDS) - {"TEXT", "READ", "TRANSLATION"} == envelope.OPERATIONAL_KINDS
 

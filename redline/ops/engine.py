@@ -31,6 +31,7 @@ from redline.ops.flash import FlashTracker
 from redline.ops.linetests import LineTests
 from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox
 from redline.ops.notices import Conflict, Notice, NoticeBoard, count_positions
+from redline.ops.voice import VOICE_KINDS, Voice
 from redline.persons import Person, RosterPins, check_signer, roster_people
 
 NOTICES_PAGE = 100  # notices (and conflicts) per page of the notices view, by default
@@ -59,6 +60,7 @@ class LineOps:
             ack_ms=int(limits.flash_ack_seconds * 1000), levels=limits.escalation_levels, bounds=bounds
         )
         self.calls = Calls()
+        self.voice = Voice(ring_ms=int(limits.ring_seconds * 1000), max_calls=limits.max_calls_per_line)
         # Each side's roster as last published (ours? -> name -> person), and the pins that decide
         # whose signature counts: the same rule for both sides, so both ends agree on every ACK.
         self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}
@@ -112,6 +114,9 @@ class LineOps:
                 self.tests.observe(e, body, out)
                 self.flash.observe(e, body, out)
                 self.calls.observe(e, body, out)
+                self.voice.observe(e, body, out)
+                if isinstance(body, kinds.CallAnswer) and (test := self.voice.test_of(body.ring.id)) is not None:
+                    self.tests.answered_by_voice(test.id, e, body.person.name)  # a voice line test
         return out.alarms
 
     def _parse(self, row: kinds.Kind, e: Entry) -> kinds.Body:
@@ -304,12 +309,14 @@ class LineOps:
             eid = pending.pop(seq)
             self.tests.receipted(eid, at)
             self.flash.receipted(eid, at)
+            self.voice.receipted(eid)
 
     def due(self, now: int) -> tuple[list[Intent], list[Alarm]]:
         out = Outbox()
         self.tests.due(now, out)
         self.flash.due(now, out)
         self.calls.due(now, out)
+        self.voice.due(now, out)
         for ref in self.board.expire(now):
             self.notice_refs.pop(ref, None)
         return out.intents, out.alarms
@@ -346,6 +353,8 @@ def check_operator_content(
         if rule.optional and rule.member not in content:
             continue
         content = {**content, rule.member: _resolve(ops, kind, rule, content.get(rule.member), find).ref}
+    if kind in VOICE_KINDS:
+        ops.voice.check_filing(kind, content)
     unsigned = row.person and "person" not in content
     try:
         row.body.parse({**content, "person": _PLACEHOLDER} if unsigned else content, strict=True)

@@ -104,6 +104,13 @@ class LineTests:
                     out.alarm("info", f"LINE TEST of {test.at()} PASSED: the tester's verdict (our copy of its "
                                       "deadline had passed; the tester's had not)", e.stored_at)  # fmt: skip
 
+    def answered_by_voice(self, test_id: str, pickup: Entry, person: str) -> None:
+        """A voice line test (``ops.voice``): the peer's pick-up of the ring naming our test, or our
+        pick-up of the peer's, is the answer, signed by the person who picked up."""
+        test = self.ours.get(test_id) if not pickup.ours else self.theirs.get(test_id)
+        if test is not None and test.answer is None:
+            test.answer, test.answered_by = pickup, person
+
     def receipted(self, test_id: str, at: int) -> None:
         t = self.ours.get(test_id)
         if t is not None and t.receipted_at is None:

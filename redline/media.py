@@ -1,0 +1,243 @@
+"""Voice audio between two stations: the AUDIO frame's packets, their evidence hash, their bounds.
+
+Audio rides the line's own TLS paths as AUDIO frames (``protocol.framing.FrameType.AUDIO``), outside
+the ledger: nothing here is stored, signed or receipted. What makes it evidence is the running hash
+(PROTOCOL.md section 8.9): each station hashes, per direction and in packet order, the encoded
+packets it sent and those it received; at the end of the call each station files its two digests
+in a CALL_AUDIO envelope, and the two stations' digests of one direction must be equal.
+
+Rules of this module:
+
+- The station never decodes or re-encodes audio: what it hashes and relays is exactly what the
+  speaker's encoder (the console's WebCodecs Opus encoder, or a headless participant) produced.
+  So this module has no codec; tests make real Opus packets with PyAV (``opus_packets``).
+- Packets are sent on every open path (like envelopes); the first copy of a packet seq wins, later
+  copies are dropped. Packets are hashed in seq order: one arriving early (a new path got ahead of
+  an old one) waits in a bounded reorder buffer.
+- Bounded: a packet over ``max_audio_packet_bytes``, packets faster than
+  ``max_audio_packets_per_second``, packets for a call that is not live here (before the pick-up,
+  after the end, another call) are dropped and counted, and close nothing: an attacker on a path
+  can stall audio (TLS stops it injecting any), a confused peer cannot take the line down.
+- Pure: no I/O, no clock; ``now`` is passed in (ms).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from redline.errors import RemoteProtocolError
+
+DOMAIN: Final = b"redline/1/audio\x00"
+_HEAD = struct.Struct(">32sII")  # call (the ring's envelope id), packet seq, timestamp (ms since pick-up)
+_ITEM = struct.Struct(">III")  # seq, timestamp, length: the packet boundary in the hash
+REORDER_PACKETS: Final = 64  # packets held while an earlier seq may still come on another path
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioPacket:
+    """One encoded audio packet (an Opus packet of 20 ms, as produced by the speaker's encoder)."""
+
+    call: str  # the CALL_RING envelope id, hex
+    seq: int  # 0, 1, 2... per call and direction
+    ts: int  # ms since the call was picked up, on the sender's clock
+    data: bytes
+
+    def encode(self) -> bytes:
+        return _HEAD.pack(bytes.fromhex(self.call), self.seq, self.ts) + self.data
+
+    @classmethod
+    def decode(cls, payload: bytes) -> AudioPacket:
+        if len(payload) < _HEAD.size + 1:
+            raise RemoteProtocolError(f"AUDIO frame of {len(payload)} bytes is shorter than a packet")
+        call, seq, ts = _HEAD.unpack_from(payload)
+        return cls(call=call.hex(), seq=seq, ts=ts, data=payload[_HEAD.size :])
+
+
+class AudioHash:
+    """The running SHA-256 of one direction of one call (PROTOCOL.md section 8.9):
+    ``SHA-256(DOMAIN || call id (32 bytes) || sender fingerprint (32 bytes) ||
+    for each packet in seq order: u32 seq || u32 ts || u32 len || data)``."""
+
+    def __init__(self, call: str, sender: str) -> None:
+        self._h = hashlib.sha256(DOMAIN + bytes.fromhex(call) + bytes.fromhex(sender))
+        self.packets = 0
+        self.first_ts: int | None = None
+        self.last_ts = 0
+
+    def add(self, seq: int, ts: int, data: bytes) -> None:
+        self._h.update(_ITEM.pack(seq, ts, len(data)) + data)
+        self.packets += 1
+        if self.first_ts is None:
+            self.first_ts = ts
+        self.last_ts = ts
+
+    @property
+    def ms(self) -> int:
+        return 0 if self.first_ts is None else max(0, self.last_ts - self.first_ts)
+
+    def digest(self) -> str:
+        return self._h.copy().hexdigest()
+
+    def result(self) -> dict[str, int | str]:
+        """The CALL_AUDIO direction object."""
+        return {"digest": self.digest(), "packets": self.packets, "ms": self.ms}
+
+
+def digest_of(call: str, sender: str, packets: list[tuple[int, int, bytes]]) -> str:
+    """The digest of a whole direction at once (for tests, vectors and ``verify``)."""
+    h = AudioHash(call, sender)
+    for seq, ts, data in packets:
+        h.add(seq, ts, data)
+    return h.digest()
+
+
+@dataclass
+class PathAudio:
+    """Audio health of one path as seen by the receiver."""
+
+    packets: int = 0  # copies received on this path (first or not)
+    first: int = 0  # packets whose first copy came on this path
+    last_at: int | None = None  # ms, when the last copy arrived
+
+
+@dataclass
+class Counters:
+    sent: int = 0
+    received: int = 0
+    duplicates: int = 0  # later copies of a packet already taken (another path)
+    oversized: int = 0
+    too_fast: int = 0
+    not_live: int = 0  # before the pick-up, after the end, or another call
+    malformed: int = 0
+    late: int = 0  # behind the reorder window: lost for the record
+
+
+@dataclass
+class CallMedia:
+    """One live call's audio at one station: what it sent and received, hashed."""
+
+    call: str
+    us: str
+    peer: str
+    started_at: int  # ms, our pick-up (or the peer's, as we stored it)
+    max_bytes: int
+    max_rate: int  # packets per second, per direction
+    sent: AudioHash = field(init=False)
+    received: AudioHash = field(init=False)
+    counters: Counters = field(default_factory=Counters)
+    paths: dict[str, PathAudio] = field(default_factory=dict)
+    next_out: int = 0
+    next_in: int = 0
+    _held: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    _window: tuple[int, int] = (0, 0)  # (second, packets in it) for the rate limit
+    ended: bool = False
+
+    def __post_init__(self) -> None:
+        self.sent = AudioHash(self.call, self.us)
+        self.received = AudioHash(self.call, self.peer)
+
+    def packet(self, data: bytes, now: int) -> AudioPacket:
+        """Our next packet: numbered, timestamped and hashed as sent (call only while live)."""
+        if len(data) + _HEAD.size > self.max_bytes:
+            raise ValueError(f"audio packet of {len(data)} bytes is over max_audio_packet_bytes")
+        p = AudioPacket(call=self.call, seq=self.next_out, ts=max(0, now - self.started_at), data=data)
+        self.next_out += 1
+        self.sent.add(p.seq, p.ts, p.data)
+        self.counters.sent += 1
+        return p
+
+    def receive(self, path: str, payload: bytes, now: int) -> list[AudioPacket]:
+        """A peer's AUDIO frame on ``path``: the packets now in order for playout (none, one, or
+        several released from the reorder buffer). Whatever is refused is counted, never raised."""
+        c = self.counters
+        if len(payload) > self.max_bytes:
+            c.oversized += 1
+            return []
+        try:
+            p = AudioPacket.decode(payload)
+        except RemoteProtocolError:
+            c.malformed += 1
+            return []
+        if p.call != self.call or self.ended:
+            c.not_live += 1
+            return []
+        health = self.paths.setdefault(path, PathAudio())
+        health.packets += 1
+        health.last_at = now
+        if p.seq < self.next_in or p.seq in self._held:
+            c.duplicates += 1
+            return []
+        second, count = self._window
+        if now // 1000 != second:
+            second, count = now // 1000, 0
+        if count >= self.max_rate:
+            c.too_fast += 1
+            return []
+        self._window = (second, count + 1)
+        health.first += 1
+        if p.seq > self.next_in:
+            if len(self._held) >= REORDER_PACKETS or p.seq - self.next_in > 10 * REORDER_PACKETS:
+                # The gap will not fill in time: skip over it (those packets are lost for the
+                # record, and the digests will say so).
+                c.late += p.seq - self.next_in - len(self._held)
+                self._release_all()
+                self.next_in = p.seq
+            else:
+                self._held[p.seq] = (p.ts, p.data)
+                return []
+        out = [self._take(p.seq, p.ts, p.data)]
+        while self.next_in in self._held:
+            ts, data = self._held.pop(self.next_in)
+            out.append(self._take(self.next_in, ts, data))
+        return out
+
+    def _take(self, seq: int, ts: int, data: bytes) -> AudioPacket:
+        self.received.add(seq, ts, data)
+        self.counters.received += 1
+        self.next_in = seq + 1
+        return AudioPacket(call=self.call, seq=seq, ts=ts, data=data)
+
+    def _release_all(self) -> None:
+        for seq in sorted(self._held):
+            ts, data = self._held.pop(seq)
+            self._take(seq, ts, data)
+
+    def end(self) -> dict[str, object]:
+        """Stop taking packets; the content of our CALL_AUDIO (without ``ring``)."""
+        if not self.ended:
+            self._release_all()
+            self.ended = True
+        return {"sent": self.sent.result(), "received": self.received.result()}
+
+    def health(self, now: int) -> dict[str, dict[str, int | None]]:
+        """Per path: packets received, how many came first there, ms since the last one."""
+        return {
+            p: {"packets": h.packets, "first": h.first, "silent_ms": None if h.last_at is None else now - h.last_at}
+            for p, h in self.paths.items()
+        }
+
+
+def opus_packets(seconds: float, freq: float = 440.0, rate: int = 48_000) -> list[bytes]:
+    """Real Opus packets (20 ms each) of a sine tone, encoded by PyAV's libopus: for tests and the
+    headless participant. PyAV is imported here only."""
+    import av
+    import numpy as np
+
+    enc = av.CodecContext.create("libopus", "w")
+    assert isinstance(enc, av.AudioCodecContext)
+    enc.sample_rate, enc.layout, enc.format = rate, "mono", "s16"
+    enc.bit_rate = 24_000
+    frame_samples = rate // 50
+    total = int(seconds * rate) // frame_samples * frame_samples
+    t = np.arange(total) / rate
+    pcm = (np.sin(2 * np.pi * freq * t) * 12_000).astype(np.int16)
+    out: list[bytes] = []
+    for i in range(0, total, frame_samples):
+        frame = av.AudioFrame.from_ndarray(pcm[i : i + frame_samples].reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = rate, i
+        out += [bytes(p) for p in enc.encode(frame)]
+    out += [bytes(p) for p in enc.encode(None)]
+    return out
