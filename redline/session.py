@@ -22,9 +22,11 @@ from redline.config import Limits
 from redline.display import shown
 from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, seal, split
 from redline.errors import (
+    CheckpointNumberError,
     EquivocationError,
     LimitError,
     LocalProtocolError,
+    ReceiptBeyondChainError,
     RedlineError,
     WrongSenderError,
 )
@@ -120,6 +122,7 @@ class LineSession:
         self.paths: dict[str, PathStatus] = {}
         self._pending = _Pending()
         last_cp = ledger.last_checkpoint(self.line)
+        self.link.checkpoint_n = last_cp[0] if last_cp else 0
         # The one gate (gate.py) holds the trusted state: keys, both tails (the peer's including
         # verified-but-unstored envelopes), seen links, receipts, the checkpoint chain.
         self.gate = TrustedLine(
@@ -142,6 +145,10 @@ class LineSession:
         if latest:
             self.link.receipted(latest[0])
         self._own_waiting: list[tuple[int, bytes]] = []  # recovered own envelopes waiting for the peer's
+        self._receipt_later: bytes | None = None  # the peer's receipt of what we are still recovering
+        self._peer_checkpoint = 0  # the last checkpoint the peer holds, as its HELLO said
+        self._resent_at = 0  # when the proposer last sent the peer what it lacks (wall ms)
+        self._resent: set[str] = set()  # digests of stored checkpoints sent again: their cosigns are copies
         self._proposal: Signed | None = None  # our outstanding checkpoint proposal
         self._checkpoint_due = False
         self._last_checkpoint_wall = 0
@@ -201,6 +208,7 @@ class LineSession:
     def tick(self, now: float, wall: int) -> list[Action]:
         out = self._run(self.link.tick(now, wall), wall)
         self._watch_line(now)
+        out += self._catch_up_checkpoints(wall)
         if (
             self.is_proposer and self.link.synced and self.link.active
             and wall - self._last_checkpoint_wall >= self.limits.checkpoint_every_seconds * 1000
@@ -294,8 +302,13 @@ class LineSession:
             return self._resend(e.path, e.station, e.from_seq, e.to_seq)
         if isinstance(e, ev.Synced):
             self.synced = True
-            return [*self.link.send_raw(FrameType.CHECKPOINT, self._proposal.encode())] if self._proposal else []
+            later, self._receipt_later = self._receipt_later, None
+            synced: list[Action] = self._on_receipt(later) if later is not None else []
+            if self._proposal:
+                synced += self.link.send_raw(FrameType.CHECKPOINT, self._proposal.encode())
+            return synced
         if isinstance(e, ev.PathOpen):
+            self._peer_checkpoint = e.peer_checkpoint
             # Our latest receipt goes out on every path that opens: the peer may have lost the
             # one we sent (it was killed before saving it), and nothing else repeats it.
             latest = self.ledger.latest_receipt(self.line, self.us)
@@ -370,8 +383,10 @@ class LineSession:
         seen envelopes of the peer this store lost too: it waits (bounded by the link's recovery
         window) until the gate holds those, so both chains are recovered in causal order."""
         if self._own_waiting or _seen_seq(raw) > self._their_tail.seq:
-            if len(self._own_waiting) < self.limits.window:
+            if len(self._own_waiting) < self.limits.max_gap_buffer:
                 self._own_waiting.append((seq, raw))
+            else:  # no room: the link asks for it again once what waits is signed
+                self.link.forget_own(seq)
             return []
         self._recover_own(seq, raw)
         return []
@@ -431,6 +446,9 @@ class LineSession:
                 return []  # a copy (another path) or an older receipt: nothing new, not verified
             receipt = self.gate.accept_receipt(signed, by=self.peer)
         except RedlineError as exc:
+            if isinstance(exc, ReceiptBeyondChainError) and self.link.recover_to:
+                self._receipt_later = raw  # of envelopes we are still recovering: judged when done
+                return []
             self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
             return []
         self._pending.receipt, self._pending.receipt_seq = signed, receipt.seq
@@ -492,6 +510,13 @@ class LineSession:
                     return [*self.link.send_raw(FrameType.CHECKPOINT, stored[1].encode(), path),
                             *self.link.send_raw(FrameType.COSIGN, stored[2].encode(), path)]  # fmt: skip
             cp = self.gate.check_proposal(signed)
+        except CheckpointNumberError as exc:
+            last_n = self.gate.last_checkpoint.n if self.gate.last_checkpoint else 0
+            if Checkpoint.peek(signed).n > last_n + 1:  # we lack some (a restored store): the proposer gives them
+                self.alarm("info", f"checkpoint proposal ahead of ours ({exc}); waiting for the ones between")
+            else:
+                self.alarm("alarm", f"refused to countersign a checkpoint: {exc}")
+            return []
         except RedlineError as exc:
             self.alarm("alarm", f"refused to countersign a checkpoint: {exc}")
             return []
@@ -519,8 +544,10 @@ class LineSession:
             signed = Signed.decode(raw)
             peek = Cosign.peek(signed)
             last = self.ledger.last_checkpoint(self.line)
-            if last is not None and peek.checkpoint == last[1].digest(Checkpoint.DOMAIN):
-                return []  # the copy from the other path, over a checkpoint already stored
+            if (last is not None and peek.checkpoint == last[1].digest(Checkpoint.DOMAIN)) or (
+                peek.checkpoint in self._resent
+            ):
+                return []  # a copy (the other path), or the peer's cosign of one we gave it again
             if peek.by != self.peer:
                 raise WrongSenderError("countersignature from a station that is not our peer")
             self.gate.accept_checkpoint(self._proposal, signed)
@@ -613,6 +640,28 @@ class LineSession:
     def _store_checkpoint(self, n: int, proposal: Signed, cosign: Signed) -> None:
         self.ledger.add_checkpoint(self.line, n, proposal, cosign)
         self._cp_sizes = None
+        self.link.checkpoint_n = n
+
+    def _catch_up_checkpoints(self, wall: int) -> list[Action]:
+        """The proposer gives a peer that lacks checkpoints (its store was restored from an older
+        copy: its HELLO says how far it holds) the ones it stored, a batch at a time and again at
+        most every ``checkpoint_every_seconds``, then its outstanding proposal. The peer takes
+        them through the gate once it holds the chains they cover, and countersigns."""
+        last = self.ledger.last_checkpoint(self.line)
+        behind = self.is_proposer and self.link.synced and last is not None and self._peer_checkpoint < last[0]
+        if not behind or wall - self._resent_at < self.limits.checkpoint_every_seconds * 1000:
+            return []
+        self._resent_at = wall
+        out: list[Action] = []
+        missing = self.ledger.checkpoints(self.line)[self._peer_checkpoint : self._peer_checkpoint + 64]
+        for n, proposal, cosign in missing:
+            self._resent.add(proposal.digest(Checkpoint.DOMAIN))
+            out += self.link.send_raw(FrameType.CHECKPOINT, proposal.encode())
+            out += self.link.send_raw(FrameType.COSIGN, cosign.encode())
+            self._peer_checkpoint = n
+        if self._proposal is not None:
+            out += self.link.send_raw(FrameType.CHECKPOINT, self._proposal.encode())
+        return out
 
     def _sign_pending(self, wall: int) -> list[Action]:
         out: list[Action] = []

@@ -128,11 +128,6 @@ def test_recovery_of_own_chain_interleaved_with_the_peers_still_works_within_lim
         sp.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session._on_own drops own envelopes beyond `window` waiting in _own_waiting, while the link "
-    "(_own_hi) counts them as handed over and never asks for them again: recovery and signing stall forever",
-)
 def test_restored_store_with_more_interleaved_envelopes_than_the_window_is_not_stalled(tmp_path: Path) -> None:
     sp = _interleaved_then_restore(tmp_path, Limits(window=4), rounds=10)
     try:
@@ -147,11 +142,6 @@ def test_restored_store_with_more_interleaved_envelopes_than_the_window_is_not_s
         sp.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="link._envelope while recovering holds the peer's envelopes within max_gap_buffer and drops the "
-    "rest without a GAP request; our own envelopes that saw them wait for them forever (until a reconnect)",
-)
 def test_peer_envelopes_beyond_the_gap_buffer_during_recovery_do_not_stall_it(tmp_path: Path) -> None:
     sp = _interleaved_then_restore(tmp_path, Limits(window=64, max_gap_buffer=4), rounds=10)
     try:
@@ -166,11 +156,6 @@ def test_peer_envelopes_beyond_the_gap_buffer_during_recovery_do_not_stall_it(tm
         sp.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the peer's receipt arrives (PathOpen) while we still recover and is refused as beyond our chain; "
-    "nothing sends it again, so receipted_seq/'unreceipted' stay wrong until we send something new",
-)
 def test_receipt_refused_during_recovery_does_not_leave_recovered_envelopes_unreceipted(
     sp: SessionPair, tmp_path: Path
 ) -> None:
@@ -189,12 +174,6 @@ def test_receipt_refused_during_recovery_does_not_leave_recovered_envelopes_unre
 # -- checkpoints after a restore (guarantee 3): liveness --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a store restored from before checkpoint n no longer holds it; as the non-proposer it refuses the "
-    "peer's proposal n+1 (CheckpointNumberError) and nothing gives checkpoint n back: no checkpoint is ever "
-    "countersigned again, FLASHes stay uncovered, and the proposer's proposal stays outstanding",
-)
 def test_restored_non_proposer_missing_a_checkpoint_countersigns_again(sp: SessionPair, tmp_path: Path) -> None:
     who = "a" if not sp.a.is_proposer else "b"  # the restored side must be the one that countersigns
     other = "b" if who == "a" else "a"

@@ -45,6 +45,7 @@ class PathOpen:
     peer_has_ours: ChainHead  # our chain, as the peer holds it
     peer_time: int
     peer_confirmed: bool
+    peer_checkpoint: int = 0  # the last checkpoint the peer holds co-signed (0: none, or an older peer)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -111,12 +111,15 @@ class Link:
         self.synced = False
         self.recover_to = 0  # > our_head.seq while recovering our own chain from the peer
         self._own_hi = 0  # highest of our own seqs handed over as OwnEnvelopeIn while recovering
+        self._own_cap = 1 << 62  # none beyond this is handed over (the station had no room; see forget_own)
         self._recover_path: str | None = None  # where our recovery request went; None: ask again
         self.halted = False  # the peer equivocated: nothing more is accepted from it
         self._paths: dict[str, _Path] = {}
         self._buffer: dict[int, bytes] = {}
         self._recent: OrderedDict[int, str] = OrderedDict()
         self._gap_asked: tuple[int, float] = (0, -1e9)
+        self.checkpoint_n = 0  # our last co-signed checkpoint, told in HELLO (the station keeps it current)
+        self._peer_said = 0  # the peer's own head as its HELLO said: what we may still ask it for
 
     # -- frames out ------------------------------------------------------------------------------
     def _frame(self, path: str, ftype: FrameType, obj: Any) -> Send:
@@ -130,7 +133,7 @@ class Link:
             {
                 "versions": list(VERSIONS), "line": self.line, "station": self.us,
                 "mine": _head_obj(self.our_head), "yours": _head_obj(self.their_head),
-                "time": wall, "confirmed": self.confirmed,
+                "time": wall, "confirmed": self.confirmed, "checkpoint": self.checkpoint_n,
             },
         )  # fmt: skip
 
@@ -302,9 +305,12 @@ class Link:
         t, confirmed = obj.get("time"), obj.get("confirmed")
         if not _int(t) or not isinstance(confirmed, bool):
             raise RemoteProtocolError("HELLO time or confirmed field is malformed")
+        cp = obj.get("checkpoint", 0)  # an older peer does not say: 0
+        self._peer_said = max(self._peer_said, mine.seq)
         out: list[Output] = [
-            PathOpen(path=path, peer_head=mine, peer_has_ours=yours, peer_time=t, peer_confirmed=confirmed)
-        ]
+            PathOpen(path=path, peer_head=mine, peer_has_ours=yours, peer_time=t, peer_confirmed=confirmed,
+                     peer_checkpoint=cp if _int(cp) and cp >= 0 else 0)
+        ]  # fmt: skip
         self.peer_has_ours = max(self.peer_has_ours, min(yours.seq, self.our_head.seq))
         if yours.seq > self.our_head.seq:
             # The peer holds more of our chain than we do: we were restored from an old copy.
@@ -329,6 +335,7 @@ class Link:
     def _ask_recovery(self, path: str) -> list[Output]:
         """Ask the peer for our own envelopes we do not hold (nor were already handed)."""
         self._recover_path = path
+        self._own_cap = self.recover_to  # asked again: whatever was forgotten may be handed over
         first = max(self.our_head.seq, self._own_hi) + 1
         gap = {"station": self.us, "from": first, "to": self.recover_to}
         return [*self.send_raw(FrameType.GAP, canonical.encode(gap), path)] if first <= self.recover_to else []
@@ -367,7 +374,7 @@ class Link:
         if not _int(seq) or seq < 1:
             raise RemoteProtocolError("envelope header has no valid seq")
         if sender == self.us:
-            if self.recover_to and max(self.our_head.seq, self._own_hi) < seq <= self.recover_to:
+            if self.recover_to and max(self.our_head.seq, self._own_hi) < seq <= min(self.recover_to, self._own_cap):
                 self._own_hi = seq  # each of our own envelopes is handed over once, even if asked twice
                 return [OwnEnvelopeIn(seq=seq, raw=raw)]
             return []  # a late copy of our own envelope: nothing to do
@@ -418,7 +425,21 @@ class Link:
                 break
             del self._buffer[self.next_in]
             out.append(self._deliver(self.next_in, raw, split(raw).id))
+        if self.next_in not in self._buffer and self.next_in <= self._peer_said and self._gap_asked[0] != self.next_in:
+            # What the gap buffer had no room for while we recovered: ask for it again, once per seq.
+            path = self._recover_path or next(iter(self._open_paths()), None)
+            if path is not None:
+                self._gap_asked = (self.next_in, self._gap_asked[1])
+                last = min(self._peer_said, self.next_in + self.limits.max_gap_buffer - 1)
+                gap = {"station": self.peer, "from": self.next_in, "to": last}
+                out += self.send_raw(FrameType.GAP, canonical.encode(gap), path)
         return out
+
+    def forget_own(self, seq: int) -> None:
+        """The station had no room for our own recovered envelope ``seq``: hand over nothing from it
+        on until recovery asks for it again (when the station has signed what it holds)."""
+        self._own_hi = min(self._own_hi, seq - 1)
+        self._own_cap = min(self._own_cap, seq - 1)
 
     def _hold(self, seq: int, raw: bytes) -> None:
         """Keep an out-of-order envelope while its gap is refilled, within count and byte budgets
