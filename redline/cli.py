@@ -8,7 +8,6 @@ its control socket (``control.sock``, mode 0600 in a 0700 directory: only its ow
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -32,7 +31,7 @@ from redline.bundle import (
 )
 from redline.clock import SettableClock
 from redline.control import call
-from redline.display import SafeConsole, shown, styled
+from redline.display import SafeConsole, json_text, shown, styled
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
 from redline.ledger.verify import LineReport, verify_line
@@ -68,7 +67,7 @@ def when(ms: int | None) -> str:
 
 def emit(as_json: bool, data: Any, human: Callable[[Any], None]) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+        click.echo(json_text(data))
     else:
         human(data)
 

@@ -12,6 +12,7 @@ that no other ``Console`` is made anywhere in the package.
 
 from __future__ import annotations
 
+import json
 import logging
 import unicodedata
 from typing import Any
@@ -58,6 +59,14 @@ def styled(*parts: str | tuple[str, str]) -> Text:
         else:
             text.append(shown(part))
     return text
+
+
+def json_text(data: object) -> str:
+    """JSON for a terminal or a script: readable (not every letter escaped) but with every bidi
+    override, DEL and C1 control written as a ``\\uXXXX`` escape, which is the same JSON value and
+    cannot reorder or rewrite what an operator sees (json already escapes C0 controls)."""
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+    return "".join(f"\\u{ord(ch):04x}" if ch in _BIDI or 0x7F <= ord(ch) <= 0x9F else ch for ch in text)
 
 
 class SafeConsole(Console):

@@ -438,3 +438,16 @@ def test_a_reveal_that_is_not_a_reveal_is_refused() -> None:
     for msg in (join, {"step": "reveal", "nonce": "00", "line": "1"}):
         with pytest.raises(PairingError):
             pairing.check_reveal(token, msg)
+
+
+def test_bidi_and_c1_controls_in_json_output_are_escaped_and_the_json_is_the_same() -> None:
+    """`--json` is for scripts but lands on terminals: a bidi override or C1 control in peer text
+    is written as a JSON escape (the same value) so it cannot reorder what an operator sees."""
+    import json
+
+    from redline.display import json_text
+
+    data = {"text": "EUCOM \u202eMOCUE\u202c \x85\x9b\x7f ok НЦУО", "n": 1}
+    out = json_text(data)
+    assert json.loads(out) == data
+    assert not ({"\u202e", "\u202c", "\x85", "\x9b", "\x7f"} & set(out)) and "НЦУО" in out
