@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redline import canonical, control, identity, kinds, pairing, persons, transport
+from redline import canonical, control, identity, kinds, media, pairing, persons, transport
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
@@ -40,6 +40,8 @@ from redline.ops.engine import LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry, Intent
 from redline.persons import PERSON_SIGNED_KINDS, parse_roster
 from redline.protocol.events import Action, Close, Send
+from redline.protocol.framing import FrameType
+from redline.protocol.state import PathState
 from redline.session import LineSession, PathStatus
 
 log = logging.getLogger("redline.station")
@@ -77,6 +79,10 @@ class Station:
         self.clock: Clock = clock or SystemClock()
         self._skewed: set[str] = set()  # lines whose peer clock is off by more than max_clock_skew_seconds
         self.wire_bytes: dict[tuple[str, str, str], int] = {}  # (line, path, sent|received) -> bytes, for metrics
+        # Voice (media.py): the audio of each line's current call, outside the ledger; who hears it.
+        self.media: dict[str, media.CallMedia] = {}
+        self.audio_dropped: dict[str, int] = {}  # line -> AUDIO frames for no call live here
+        self.audio_listeners: list[Callable[[str, media.AudioPacket], None]] = []
         for record in self.ledger.lines():
             self._open_session(record)
 
@@ -236,6 +242,9 @@ class Station:
                 # transport strips the length prefix; the sans-IO decoder wants the whole frame
                 data = len(payload).to_bytes(4, "big") + payload
                 self.wire_bytes[(line, path, "received")] = self.wire_bytes.get((line, path, "received"), 0) + len(data)
+                if payload[:1] == bytes([FrameType.AUDIO]):
+                    await self._audio_in(session, path, payload[1:])
+                    continue
                 await self._perform(session, session.receive(path, data, self.clock.monotonic(), self.wall()))
                 self._wake_receipt_waiters(session)  # the peer's verified receipt is what they wait for
                 self._schedule_flush()
@@ -397,12 +406,80 @@ class Station:
                    f"ours (limit {limit:g} s, max_clock_skew_seconds): times and deadlines it states are misread "
                    "until one clock is corrected")  # fmt: skip
 
+    # -- voice (media.py; the calls themselves are ops/voice.py's) ------------------------------------
+    def _call_media(self, line: str, call_id: str) -> media.CallMedia | None:
+        """The audio of ``call_id`` while it may still flow here: picked up and our CALL_AUDIO not
+        yet filed (after our own hang-up the peer's last packets are still on their way)."""
+        call = self.ops[line].voice.calls.get(call_id)
+        if call is None or call.answer is None or True in call.audio:
+            return None
+        m = self.media.get(line)
+        if m is None or m.call != call_id:
+            m = media.CallMedia(
+                call=call_id, us=self.keys.fingerprint, peer=self.sessions[line].peer, started_at=call.answer.stored_at,
+                max_bytes=self.limits.max_audio_packet_bytes, max_rate=self.limits.max_audio_packets_per_second,
+            )  # fmt: skip
+            self.media[line] = m
+        return m
+
+    async def _audio_in(self, session: LineSession, path: str, payload: bytes) -> None:
+        """A peer's AUDIO frame: taken only on an open path of a confirmed line, for a call that was
+        picked up; anything else is dropped and counted, and closes nothing."""
+        if not session.record.active or session.link.paths.get(path) is not PathState.OPEN:
+            self.audio_dropped[session.line] = self.audio_dropped.get(session.line, 0) + 1
+            return
+        if session.has_pending:
+            # What came before this frame on the path (a pick-up) is stored before it is judged.
+            await self._flush()
+        call_id = payload[:32].hex() if len(payload) >= 32 else ""
+        m = self._call_media(session.line, call_id)
+        if m is None:
+            self.audio_dropped[session.line] = self.audio_dropped.get(session.line, 0) + 1
+            return
+        for packet in m.receive(path, payload, self.wall()):
+            for listener in list(self.audio_listeners):
+                try:
+                    listener(session.line, packet)
+                except Exception:  # a broken listener (a closed console) never stops the call
+                    log.exception("an audio listener failed")
+
+    async def send_audio(self, line: str, data: bytes) -> media.AudioPacket:
+        """Send one encoded audio packet of the live call on every open path of ``line``, at once
+        (not behind the group commit: only heartbeats share the paths' order with it)."""
+        session = self.session(line)
+        call = self.ops[session.line].voice.live()
+        if call is None or not session.record.active:
+            raise LocalProtocolError("no voice call is live on this line: audio goes only to a picked-up call")
+        m = self._call_media(session.line, call.id)
+        assert m is not None
+        packet = m.packet(data, self.wall())
+        frame = bytes([FrameType.AUDIO]) + packet.encode()
+        actions: list[Action] = [
+            Send(path=p, data=len(frame).to_bytes(4, "big") + frame)
+            for p, state in session.link.paths.items()
+            if state is PathState.OPEN
+        ]
+        await self._perform(session, actions)
+        return packet
+
+    def _audio_intents(self, line: str) -> list[Intent]:
+        """CALL_AUDIO for each call over whose audio can no longer arrive here (ops/voice.py)."""
+        out = []
+        for call in self.ops[line].voice.audio_due():
+            m = self._call_media(line, call.id)
+            assert m is not None
+            body = {"ring": call.ring.ref, **m.end()}
+            out.append(Intent(kind="CALL_AUDIO", prio=kinds.default_priority("CALL_AUDIO"), content=body,
+                              idem=f"call-audio:{call.id}"))  # fmt: skip
+        return out
+
     def _ops_due(self, session: LineSession, wall: int) -> None:
         """Record every time-dependent decision that is due (test results, escalations, expiries)."""
         if not session.record.active:
             return
         ops = self.ops[session.line]
         intents, alarms = ops.due(wall)
+        intents += self._audio_intents(session.line)
         roster_intent = self._roster_intent(ops)
         if roster_intent is not None:
             intents.insert(0, roster_intent)
@@ -570,9 +647,16 @@ class Station:
             if limit is None:
                 return ops.notices_view(now, offset=offset, notice=notice)
             return ops.notices_view(now, offset=offset, limit=limit, notice=notice)
+        if what == "voice":
+            m = self.media.get(session.line)
+            audio = None if m is None else {
+                "call": m.call, "sent": m.sent.result(), "received": m.received.result(),
+                "dropped": vars(m.counters), "paths": m.health(now),
+            }  # fmt: skip
+            return {**ops.voice.view(), "audio": audio, "dropped_no_call": self.audio_dropped.get(session.line, 0)}
         if what == "refused":
             return [{"kind": e.kind, "seq": e.seq, "ours": e.ours, "reason": r} for e, r in ops.refused]
-        raise LocalProtocolError(f"unknown view {what!r}: tests, flash, calls, notices or refused")
+        raise LocalProtocolError(f"unknown view {what!r}: tests, flash, calls, notices, voice or refused")
 
     async def confirm(self, line: str, code: str) -> dict[str, Any]:
         session = self.session(line)

@@ -26,6 +26,7 @@ class FrameType(IntEnum):
     CONFIRM = 8
     ERROR = 9
     PAIR = 10
+    AUDIO = 11  # voice packets (media.py): demultiplexed by the station, never fed to the link
 
 
 def encode_frame(ftype: FrameType, payload: bytes) -> bytes:

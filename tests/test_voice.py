@@ -1,0 +1,176 @@
+"""Voice between two whole stations (``redline.testing.StationPair``) over real loopback TLS, on two
+paths: ring, pick up, real Opus packets (PyAV) both ways as AUDIO frames, a path cut mid-call with the
+audio going on over the other, hang-up, and both stations' CALL_AUDIO digests equal per direction.
+Plus the attacks on the audio frame, named after them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
+
+from redline import canonical, persons
+from redline.config import Limits
+from redline.envelope import split
+from redline.home import StationDir
+from redline.media import AudioPacket, opus_packets
+from redline.protocol.framing import FrameType
+from redline.testing import SimClock, StationClock, StationPair, free_ports, make_station, pair_directly
+from tests.test_spec import validator
+
+PASSWORD = "test-password-1"
+FAST = {"ops": OPSLIMIT_MIN, "mem": MEMLIMIT_MIN}
+
+
+class TwoPathPair(StationPair):
+    """StationPair whose EUCOM listens on two addresses: NDMC dials both, so the line has two paths."""
+
+    def __init__(self, root: Path) -> None:
+        from redline.station import Station
+
+        self._station = Station
+        self.limits = Limits(test_times_utc=())
+        ports = free_ports(3)
+        self.dir_a = StationDir(root / "EUCOM")
+        self.dir_a.init(name="EUCOM", lang="en", listen=[f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"],
+                        limits=self.limits)  # fmt: skip
+        self.dir_b = make_station(root, "NDMC", "ru", ports[2], self.limits)
+        self.line = pair_directly(self.dir_a, self.dir_b)
+        self.sim = SimClock()
+        self.clocks = {"a": StationClock(self.sim), "b": StationClock(self.sim)}
+        self.alarms: list[tuple[str, str, str]] = []
+        self.a = self._new("a")
+        self.b = self._new("b")
+
+
+async def signed_act(sp: StationPair, who: str, kind: str, content: dict[str, Any], name: str) -> dict[str, Any]:
+    st = sp.station(who)
+    home = st.home.path
+    person = next(p for p in persons.load_users(home) if p.name == name)
+    resolved = await st.control({"op": "resolve", "line": sp.line, "kind": kind, "content": content})
+    return await sp.act(who, kind, persons.sign_content(resolved, person, persons.unlock(home, name, PASSWORD)))
+
+
+def stored(st: Any, line: str, kind: str) -> list[tuple[bool, dict[str, Any]]]:
+    out = []
+    for sender, _, raw, _ in st.ledger.stored_in_order(line):
+        env = split(raw)
+        header = canonical.decode_object(env.header_bytes, "header")
+        if header["kind"] == kind:
+            body = canonical.decode_object(env.body_bytes, "body")["content"]
+            out.append((sender == st.keys.fingerprint, body))
+    return out
+
+
+async def until(cond: Any, what: str, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+def paths_open(st: Any, line: str) -> int:
+    return sum(1 for s in st.sessions[line].link.paths.values() if s.name == "OPEN")
+
+
+async def ring_and_pick_up(sp: StationPair) -> tuple[str, str]:
+    persons.add_user(sp.dir_a.path, "Duty EUCOM", "duty", PASSWORD, **FAST)
+    persons.add_user(sp.dir_b.path, "Dezhurny", "duty", PASSWORD, **FAST)
+    ring = await signed_act(sp, "a", "CALL_RING", {}, "Duty EUCOM")
+    assert sp.b.view(sp.line, "voice")["current"]["state"] == "ringing"
+    pickup = await signed_act(sp, "b", "CALL_ANSWER", {"ring": ring["id"]}, "Dezhurny")
+    assert sp.a.view(sp.line, "voice")["current"]["state"] == "live" == sp.b.view(sp.line, "voice")["current"]["state"]
+    return ring["id"], pickup["id"]
+
+
+def test_audio_both_ways_over_tls_survives_a_path_cut_and_both_call_audio_digests_match(tmp_path: Path) -> None:
+    tone_a, tone_b = opus_packets(1.0, 1000.0)[:50], opus_packets(1.0, 440.0)[:50]  # real Opus, 20 ms each
+
+    async def main() -> None:
+        async with TwoPathPair(tmp_path) as sp:
+            await until(lambda: paths_open(sp.a, sp.line) == 2 == paths_open(sp.b, sp.line), "two paths open")
+            heard: dict[str, list[AudioPacket]] = {"a": [], "b": []}
+            sp.a.audio_listeners.append(lambda line, p: heard["a"].append(p))
+            sp.b.audio_listeners.append(lambda line, p: heard["b"].append(p))
+            ring, pickup = await ring_and_pick_up(sp)
+            for i in range(25):
+                await sp.a.send_audio(sp.line, tone_a[i])
+                await sp.b.send_audio(sp.line, tone_b[i])
+                sp.sim.advance(0.02)
+            await until(lambda: len(heard["a"]) == 25 == len(heard["b"]), "the first half heard")
+            # Cut the second path for good: its listener closes and its connection dies mid-call.
+            sp.a._servers[1].close()
+            port = sp.a.config.listen[1].rsplit(":", 1)[1]
+            second = next(p for p in sp.b.sessions[sp.line].link.paths if p.endswith(port))
+            sp.b._conns[(sp.line, second)].abort()
+            await until(lambda: paths_open(sp.a, sp.line) == 1 == paths_open(sp.b, sp.line), "one path left")
+            for i in range(25, 50):
+                await sp.a.send_audio(sp.line, tone_a[i])
+                await sp.b.send_audio(sp.line, tone_b[i])
+                sp.sim.advance(0.02)
+            await until(lambda: len(heard["a"]) == 50 == len(heard["b"]), "the second half heard on the other path")
+            assert [p.data for p in heard["b"]] == tone_a and [p.data for p in heard["a"]] == tone_b
+            assert [p.seq for p in heard["b"]] == list(range(50))
+            health = sp.b.view(sp.line, "voice")["audio"]["paths"]
+            assert len(health) == 2 and sum(h["first"] for h in health.values()) == 50
+            # NDMC hangs up; each side files CALL_AUDIO once no more audio can reach it.
+            await sp.act("b", "CALL_HANGUP", {"ring": ring, "answer": pickup})
+            await sp.advance(1)
+            await sp.advance(1)
+            for st in (sp.a, sp.b):
+                audio = stored(st, sp.line, "CALL_AUDIO")
+                assert len(audio) == 2, audio
+                for _, content in audio:
+                    validator("CALL_AUDIO").validate(content)
+                ours = next(c for mine, c in audio if mine)
+                theirs = next(c for mine, c in audio if not mine)
+                assert ours["sent"] == theirs["received"] and ours["received"] == theirs["sent"]
+                assert ours["sent"]["packets"] == 50 == ours["received"]["packets"]
+                view = st.view(sp.line, "voice")
+                assert view["calls"][-1]["state"] == "ended" and view["calls"][-1]["audio"]["evidence"] == "match"
+            for kind in ("CALL_RING", "CALL_ANSWER", "CALL_HANGUP"):
+                for _, content in stored(sp.a, sp.line, kind):
+                    validator(kind).validate(content)
+            assert not [a for a in sp.alarms if "MISMATCH" in a[2]]
+
+    asyncio.run(main())
+
+
+def test_audio_frames_before_the_call_is_answered_are_dropped(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            persons.add_user(sp.dir_a.path, "Duty EUCOM", "duty", PASSWORD, **FAST)
+            ring = await signed_act(sp, "a", "CALL_RING", {}, "Duty EUCOM")
+            with pytest.raises(Exception, match="no voice call is live"):
+                await sp.a.send_audio(sp.line, b"early")
+            # A peer that sends audio anyway, before anyone picked up: dropped, counted, line up.
+            frame = bytes([FrameType.AUDIO]) + AudioPacket(call=ring["id"], seq=0, ts=0, data=b"x" * 50).encode()
+            for conn in [c for (line, _), c in sp.a._conns.items() if line == sp.line]:
+                conn.write(frame)
+                await conn.drain()
+            await until(lambda: sp.b.audio_dropped.get(sp.line, 0) >= 1, "the early frame dropped")
+            assert sp.b.view(sp.line, "voice")["audio"] is None
+            paths = sp.b.status()["lines"][0]["paths"]
+            assert paths and all(p["up"] for p in paths.values())
+            await sp.send("a", "still up")
+
+    asyncio.run(main())
+
+
+def test_a_peers_oversized_audio_frame_closes_nothing_but_is_dropped_and_counted(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            ring, _ = await ring_and_pick_up(sp)
+            big = bytes([FrameType.AUDIO]) + AudioPacket(call=ring, seq=0, ts=0, data=b"z" * 5000).encode()
+            for conn in [c for (line, _), c in sp.a._conns.items() if line == sp.line]:
+                conn.write(big)
+                await conn.drain()
+            await until(lambda: (sp.b.view(sp.line, "voice")["audio"] or {}).get("dropped", {}).get("oversized") == 1,
+                        "the oversized frame counted")  # fmt: skip
+            await sp.a.send_audio(sp.line, b"ok" * 30)
+            await until(lambda: sp.b.view(sp.line, "voice")["audio"]["received"]["packets"] == 1, "audio goes on")
+            await sp.send("a", "still up")
+
+    asyncio.run(main())
