@@ -496,10 +496,12 @@ def demo(workdir: str | None, no_wait: bool, days: int | None) -> None:
 
 def _register_ops() -> None:
     from redline.cli_admin import register as register_admin
+    from redline.cli_keys import register as register_keys
     from redline.cli_ops import register
 
     register(main)
     register_admin(main)
+    register_keys(main)
 
 
 _register_ops()

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redline import rotation
 from redline.errors import (
     ControlError,
     ControlRefusedError,
@@ -88,6 +89,7 @@ OPERATIONS: dict[str, Handler] = {
     "backup": _backup,
     "doctor": _doctor,
     "stop": _stop,
+    "rotate_signing": lambda st, r: rotation.file_running(st),
 }
 
 

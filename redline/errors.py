@@ -55,6 +55,12 @@ class CertificateError(VerificationError):
     """A key certificate is not signed by the station's pinned root, or a root is not the one pinned."""
 
 
+class KeyWindowError(VerificationError):
+    """An envelope is signed by a certified key outside that key's window in seq terms (a key a KEY
+    envelope retired, or one whose KEY envelope has not opened it yet), or a KEY envelope does not
+    name a new signing key its station's pinned root certified."""
+
+
 class WrongLineError(VerificationError):
     """An envelope or statement names another line (replayed from elsewhere)."""
 

@@ -11,6 +11,14 @@ Three users replay through it and nothing else decides trust: the live session (
 ``redline verify`` over a store (``ledger/verify.py``) and bundle verification (``bundle.py``). A
 rule added here (key rotation, a witness) holds at all three at once.
 
+Keys have windows in seq terms (guarantee 6, PROTOCOL.md section 5.9 ``KEY``): a station's chain is
+signed by one key at a time. The first envelope fixes the first key (any key the pinned root
+certified); a KEY envelope at seq s, signed by the key valid at s, names a new signing key the same
+root certified: the old key's window closes at s, the new one's opens at s + 1. Every envelope
+must be signed by the key whose window holds its seq (``KeyWindowError``), so an envelope signed
+with a retired key at a higher seq, or with the new key before s + 1, is refused; live, in
+``verify`` and in bundles alike, since all three replay the chains through this gate in order.
+
 What the gate does not hold is the chains themselves: ``ChainView`` gives it the id stored at a seq
 and a chain's RFC 9162 root at a size, from the ledger (live) or from the replay's own memory.
 Seqs count from 1; Merkle leaf indexes (in ``merkle.py``) count from 0.
@@ -31,6 +39,7 @@ from redline.errors import (
     CheckpointNumberError,
     CheckpointShrinkError,
     CosignError,
+    KeyWindowError,
     NotEquivocationError,
     PrevLinkError,
     ReceiptBeyondChainError,
@@ -47,7 +56,7 @@ from redline.errors import (
     WrongLineError,
     WrongSenderError,
 )
-from redline.identity import SignedCert
+from redline.identity import KeyCert, SignedCert
 from redline.statements import Checkpoint, Cosign, Receipt, Signed
 
 
@@ -67,6 +76,15 @@ class ChainView(Protocol):
 class Tail:
     seq: int
     id: str | None
+
+
+@dataclass(frozen=True)
+class KeyWindow:
+    """A signing key's window in seq terms: it signs seqs ``first`` .. ``last`` (None: still open)."""
+
+    key_id: str
+    first: int
+    last: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,7 @@ class TrustedLine:
         seen: Mapping[str, int] | None = None,
         receipted: Mapping[str, int] | None = None,
         last_checkpoint: LastCheckpoint | None = None,
+        roots: Mapping[str, bytes] | None = None,
     ) -> None:
         if len(keys) != 2:
             raise VerificationError("a line has exactly two stations")
@@ -118,6 +137,11 @@ class TrustedLine:
         self.seen: dict[str, int] = {fp: (seen or {}).get(fp, 0) for fp in self.stations}
         self.receipted: dict[str, int] = {fp: (receipted or {}).get(fp, 0) for fp in self.stations}
         self.last_checkpoint = last_checkpoint
+        # The pinned roots: a KEY envelope's new key is trusted only under its station's root.
+        self._roots = dict(roots or {})
+        # Each station's key windows, in seq order; the last one is open. Empty until the
+        # station's first envelope (or ``resume_keys``) fixes its first key.
+        self.windows: dict[str, list[KeyWindow]] = {fp: [] for fp in self.stations}
 
     # -- keys ------------------------------------------------------------------------------------
     def key(self, station: str, key_id: str) -> bytes:
@@ -141,14 +165,97 @@ class TrustedLine:
         rawenv = raw if isinstance(raw, RawEnvelope) else split(raw, max_bytes)
         env = open_envelope(rawenv, self.key)
         self._check_links(env, sender=sender, redacted_ok=redacted_ok)
+        rotation = self._check_key(env)
         self._advance(env)
+        self._rotate(env, rotation)
         return env
 
     def accept_sealed(self, env: Envelope) -> None:
         """One of our own envelopes, just sealed by this process: the chain rules hold (a bug
         here would make our own record unverifiable), the signature is our own."""
         self._check_links(env, sender=env.header.sender, redacted_ok=False)
+        rotation = self._check_key(env)
         self._advance(env)
+        self._rotate(env, rotation)
+
+    # -- key windows -----------------------------------------------------------------------------
+    def current_key(self, station: str) -> str | None:
+        """The key id that signs ``station``'s next envelope (None: its first envelope decides)."""
+        windows = self.windows[station]
+        return windows[-1].key_id if windows else None
+
+    def key_at(self, station: str, seq: int) -> str | None:
+        """The key id whose window holds ``station``'s ``seq`` (None: no window fixed yet)."""
+        for w in self.windows[station]:
+            if w.first <= seq and (w.last is None or seq <= w.last):
+                return w.key_id
+        return self.current_key(station)
+
+    def resume_keys(self, station: str, first_key: str | None, key_envelopes: list[Envelope]) -> None:
+        """Rebuild a station's windows from its stored chain, at start: the key id its seq 1 names
+        and its KEY envelopes in seq order (stored, so verified when they were accepted; the
+        rotation rules run again all the same)."""
+        if first_key is None:
+            return
+        self.windows[station] = [KeyWindow(first_key, 1)]
+        for env in key_envelopes:
+            self._rotate(env, self._check_key(env))
+
+    def _check_key(self, env: Envelope) -> list[tuple[KeyCert, bytes]] | None:
+        """The envelope is signed by the key valid at its seq; for a KEY envelope, the new signing
+        key(s) it names, each certified by the station's pinned root (nothing changes here)."""
+        h = env.header
+        expected = self.key_at(h.sender, h.seq)
+        if expected is not None and h.key != expected:
+            retired = next((w for w in self.windows[h.sender] if w.key_id == h.key), None)
+            if retired is not None and retired.last is not None:
+                why = f"whose window closed at seq {retired.last} (a KEY envelope retired it)"
+            else:
+                why = "which is not the key valid at that seq (a KEY envelope has not opened its window)"
+            raise KeyWindowError(f"seq {h.seq} is signed with key {h.key}, {why}; the key valid there is {expected}")
+        if h.kind != "KEY":
+            return None
+        if env.body_bytes is None:
+            raise RedactedBodyError(f"KEY envelope seq {h.seq} has no body: a KEY changes trust and is never redacted")
+        root = self._roots.get(h.sender)
+        if root is None:
+            raise KeyWindowError(f"KEY envelope seq {h.seq}: no pinned root was given to check its new key against")
+        from redline import kinds  # kinds is the registry; imported here so the gate loads without it
+
+        try:
+            body = kinds.Key.parse(env.content(), strict=True)
+        except VerificationError as exc:
+            raise KeyWindowError(f"KEY envelope seq {h.seq} does not name new keys as section 5.9 says: {exc}") from exc
+        new: list[tuple[KeyCert, bytes]] = []
+        for c in body.certs:
+            signed = SignedCert(bytes.fromhex(c.data), bytes.fromhex(c.sig))
+            try:
+                cert = signed.verify(root)
+            except VerificationError as exc:
+                raise KeyWindowError(
+                    f"KEY envelope seq {h.seq} names a key its station's pinned root did not certify: {exc}"
+                ) from exc
+            if cert.role != "signing":
+                continue  # a TLS key: carried for the record (rotation of TLS keys is not acted on yet)
+            if any(w.key_id == cert.key_id for w in self.windows[h.sender]) or cert.key_id == h.key:
+                raise KeyWindowError(
+                    f"KEY envelope seq {h.seq} names key {cert.key_id}, which already signed this chain: a key "
+                    "counts once"
+                )
+            new.append((cert, bytes.fromhex(cert.key)))
+        if len(new) > 1:
+            raise KeyWindowError(f"KEY envelope seq {h.seq} names {len(new)} signing keys; a station signs with one")
+        return new
+
+    def _rotate(self, env: Envelope, rotation: list[tuple[KeyCert, bytes]] | None) -> None:
+        h = env.header
+        windows = self.windows[h.sender]
+        if not windows:
+            windows.append(KeyWindow(h.key, 1 if h.seq == 1 else h.seq))
+        for cert, public in rotation or ():
+            windows[-1] = KeyWindow(windows[-1].key_id, windows[-1].first, h.seq)
+            windows.append(KeyWindow(cert.key_id, h.seq + 1))
+            self._keys[h.sender][cert.key_id] = public
 
     def _check_links(self, env: Envelope, *, sender: str | None, redacted_ok: bool) -> None:
         h = env.header
@@ -266,6 +373,9 @@ class TrustedLine:
             raise NotEquivocationError("the evidence is not two different envelopes of one station at one seq")
         if self._view.id_at(ha.sender, ha.seq) not in (ea.id, eb.id):
             raise NotEquivocationError(f"neither envelope is the chain's own entry at seq {ha.seq}")
+        valid = self.key_at(ha.sender, ha.seq)
+        if valid is not None and not ha.key == hb.key == valid:
+            raise KeyWindowError(f"the two envelopes at seq {ha.seq} are not both signed by the key valid there")
         return ea, eb
 
 

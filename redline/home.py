@@ -9,6 +9,8 @@ Layout::
     keys/signing.key       online signing key seed (0600)
     keys/tls.key tls.crt   TLS key (0600) and self-signed certificate
     keys/certs.json        the root's certificates over the signing and TLS keys
+    keys/signing.next.key  while a rotation is under way: the next signing key (0600) and
+    keys/signing.next.cert.json   the root's certificate over it (redline/keys.py)
     ledger.sqlite          the transcript (ledger/sqlite.py)
     control.sock           local control socket for the CLI (0600, owner only)
 """
@@ -19,12 +21,13 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nacl.signing
 
 from redline import identity
+from redline import keys as keyfiles
 from redline.config import Limits, StationConfig, check_lang, check_station_name, parse_hostport
 from redline.errors import ConfigError
 from redline.identity import KeyCert, SignedCert
@@ -40,6 +43,8 @@ class StationKeys:
     signing_cert: SignedCert
     tls_cert: SignedCert
     tls_cert_der: bytes
+    next_signing: nacl.signing.SigningKey | None = None  # a rotation under way (redline/keys.py)
+    next_cert: SignedCert | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -48,6 +53,19 @@ class StationKeys:
     @property
     def key_id(self) -> str:
         return identity.key_id(bytes(self.signing.verify_key))
+
+    @property
+    def next_key_id(self) -> str | None:
+        return identity.key_id(bytes(self.next_signing.verify_key)) if self.next_signing is not None else None
+
+    def for_key(self, key_id: str) -> StationKeys | None:
+        """These keys signing with ``key_id`` (the current or the next key), or None if not held."""
+        if key_id == self.key_id:
+            return self
+        if key_id == self.next_key_id and self.next_signing is not None and self.next_cert is not None:
+            return replace(self, signing=self.next_signing, signing_cert=self.next_cert,
+                           next_signing=None, next_cert=None)  # fmt: skip
+        return None
 
 
 class StationDir:
@@ -90,7 +108,7 @@ class StationDir:
         uid = os.getuid()
         problems: list[str] = []
         folders = [self.path, self.keys, self.path / "users"]
-        secrets = [self.keys / n for n in ("root.key", "signing.key", "tls.key")]
+        secrets = [self.keys / n for n in ("root.key", "signing.key", "tls.key", keyfiles.NEXT_KEY)]
         secrets += sorted((self.path / "users").glob("*.json"))
         for target in folders + secrets:
             try:
@@ -108,15 +126,19 @@ class StationDir:
 
     def load_keys(self) -> StationKeys:
         self.require()
+        keyfiles.finish_signing(self.keys)  # a promotion a crash interrupted (redline/keys.py)
         root_public = bytes.fromhex((self.keys / "root.pub").read_text().strip())
         certs = json.loads((self.keys / "certs.json").read_text())
         der = _pem_to_der((self.keys / "tls.crt").read_bytes())
+        pending = keyfiles.pending_signing(self.keys)
         return StationKeys(
             root_public=root_public,
             signing=identity.load_signing_key(self.keys / "signing.key"),
             signing_cert=SignedCert.from_obj(certs["signing"]),
             tls_cert=SignedCert.from_obj(certs["tls"]),
             tls_cert_der=der,
+            next_signing=pending[0] if pending else None,
+            next_cert=pending[1] if pending else None,
         )
 
     def open_ledger(self) -> Ledger:

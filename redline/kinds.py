@@ -2,7 +2,7 @@
 
 One row per kind (``REGISTRY``) says everything the rest of redline needs to know about it: its
 default priority, whether it is operational (followed by a checkpoint), person-signed, allowed the
-disk reserve, filed by an operator or decided by the station, reserved (KEY, REVOKE: stored and
+disk reserve, filed by an operator or decided by the station, reserved (REVOKE: stored and
 shown, not acted on in version 1), what it references and whose, its body type and its purpose.
 Everything else reads this table: ``envelope`` (known kinds, operational and reserve kinds),
 ``session`` (through ``envelope``), ``persons`` (which kinds a person signs), ``ops`` (parsing,
@@ -757,7 +757,9 @@ class KeyCertificate:
 
 @dataclass(frozen=True, kw_only=True)
 class Key(Body):
-    """Reserved in version 1 (section 5.9): parsed for the record, acted on by nobody."""
+    """Key rotation (section 5.9, guarantee 6): one or two new key certificates, each signed by the
+    sender's root; at most one of role ``signing``. The gate (``gate.py``) verifies the certificates
+    and moves the sender's key window; this type only reads the form."""
 
     KIND = "KEY"
     certs: tuple[KeyCertificate, ...]
@@ -772,7 +774,7 @@ class Key(Body):
         return cls(certs=tuple(certs))
 
     def summary(self) -> str:
-        return f"KEY: {len(self.certs)} new key certificate{'s' if len(self.certs) > 1 else ''} (reserved)"
+        return f"KEY: {len(self.certs)} new key certificate{'s' if len(self.certs) > 1 else ''}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -862,7 +864,7 @@ class Kind:
     person: bool = False  # carries the acting person's signature (section 5.10)
     reserve: bool = False  # may use the disk reserve (Limits.line_disk_reserve_bytes)
     operator: bool = False  # an operator files it; the others are decided by the station
-    reserved: bool = False  # KEY, REVOKE: stored and shown like an unknown kind, not acted on
+    reserved: bool = False  # REVOKE: stored and shown like an unknown kind, not acted on
     refs: tuple[RefRule, ...] = ()
 
 
@@ -920,8 +922,8 @@ REGISTRY: Final = _table(
     Kind(name="TRANSLATION", body=Translation, purpose="a translation of an envelope's content", sent_by="either",
          priority="ROUTINE", operational=False, operator=True,
          refs=(RefRule(member="ref", targets=_TRANSLATABLE, whose=EITHER),)),
-    Kind(name="KEY", body=Key, purpose="key rotation: new key certificates (reserved, section 5.9)",
-         sent_by="the key's station", reserved=True),
+    Kind(name="KEY", body=Key, purpose="key rotation: the next signing key, certified by the sender's root",
+         sent_by="the key's station"),
     Kind(name="REVOKE", body=Revoke, purpose="revocation after a lost root key, naming the last trusted "
          "checkpoint (reserved)", sent_by="the revoking station", reserved=True),
     Kind(name="ROSTER", body=Roster, purpose="the names, roles and public keys of a station's people",

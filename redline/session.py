@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redline import canonical
+from redline import keys as keyfiles
 from redline.config import Limits
 from redline.display import shown
-from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, seal, split
+from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, Header, seal, split
 from redline.errors import (
     CheckpointNumberError,
+    ConfigError,
     EquivocationError,
     LimitError,
     LocalProtocolError,
@@ -65,9 +67,9 @@ class _Pending:
     receipt_seq: int = 0
 
 
-def peer_keys(record: LineRecord, certs: list[SignedCert]) -> dict[str, bytes]:
-    """Signing keys of the peer that its pinned root certified: key id -> public key."""
-    root = bytes.fromhex(record.peer_root)
+def peer_keys(root_hex: str, certs: list[SignedCert]) -> dict[str, bytes]:
+    """Signing keys of a station that its pinned root certified: key id -> public key."""
+    root = bytes.fromhex(root_hex)
     keys: dict[str, bytes] = {}
     for signed in certs:
         cert = signed.verify(root)
@@ -127,8 +129,9 @@ class LineSession:
         # verified-but-unstored envelopes), seen links, receipts, the checkpoint chain.
         self.gate = TrustedLine(
             self.line,
-            {self.us: {keys.key_id: bytes(keys.signing.verify_key)},
-             self.peer: peer_keys(record, [c for _, _, c in ledger.certs(record.peer)])},
+            {self.us: {**peer_keys(keys.root_public.hex(), [c for _, _, c in ledger.certs(self.us)]),
+                       keys.key_id: bytes(keys.signing.verify_key)},
+             self.peer: peer_keys(record.peer_root, [c for _, _, c in ledger.certs(record.peer)])},
             _LedgerView(self),
             tails={self.us: Tail(our.seq, our.id), self.peer: Tail(their.seq, their.id)},
             seen={self.us: self._seen_of(self.us, our.seq), self.peer: self._seen_of(self.peer, their.seq)},
@@ -136,7 +139,9 @@ class LineSession:
                 last_cp[0], last_cp[1].digest(Checkpoint.DOMAIN),
                 {h.station: h.size for h in Checkpoint.peek(last_cp[1]).heads},
             ) if last_cp else None,
+            roots={self.us: keys.root_public, self.peer: bytes.fromhex(record.peer_root)},
         )  # fmt: skip
+        self._resume_keys(our.seq, their.seq)
         latest = ledger.latest_receipt(self.line, self.peer)
         # The highest of our seqs the peer has receipted in a signed receipt we hold (stored, or
         # pending in this batch). HELLO's unsigned claim moves the link's flow control only; what
@@ -166,6 +171,27 @@ class LineSession:
         self._disk_warned: set[str] = set()
         self.outbox_count = ledger.pending_count(self.line)  # kept in memory: checked on every accept
         self._max_local = ledger.max_outbox_local()
+
+    def _resume_keys(self, our_seq: int, their_seq: int) -> None:
+        """Both chains' key windows from the KEY envelopes they hold (guarantee 6), and our signing
+        key for this line: the one our own chain says signs its next seq. The chain decides, not
+        the key files: after a crash between sealing a KEY and promoting the key files, this line
+        signs with the next key while keys/signing.key still holds the old one (redline/keys.py)."""
+        for station, seq in ((self.us, our_seq), (self.peer, their_seq)):
+            if seq == 0:
+                continue
+            first = _stored(self.ledger.raw_envelope(self.line, station, 1)).header.key
+            rotations = [_stored(raw) for raw in self.ledger.raw_of_kind(self.line, station, "KEY")]
+            self.gate.resume_keys(station, first, rotations)
+        current = self.gate.current_key(self.us)
+        if current is not None:
+            keys = self.keys.for_key(current)
+            if keys is None:
+                raise ConfigError(
+                    f"line {self.line[:8]}: our chain is signed by key {current} from its last KEY envelope on, and "
+                    "this station holds neither it nor its next key (keys/signing.next.key); restore the key files"
+                )
+            self.keys = keys
 
     def _seen_of(self, station: str, seq: int) -> int:
         """The ``seen`` seq of ``station``'s envelope at ``seq`` as stored (0 for none)."""
@@ -574,6 +600,8 @@ class LineSession:
                 out += self._run(self.link.signed(self._our_tail), wall)
             for env in pending.envelopes:
                 self.ledger.append(env, wall)
+                if env.kind == "KEY":  # the gate checked each certificate under the peer's pinned root
+                    self._put_certs(env)
                 self.on_stored(env, False, wall)
                 self.disk_theirs += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             if pending.envelopes:
@@ -669,6 +697,9 @@ class LineSession:
             return out
         room = self.limits.window - (self.link.sent_hi - self.link.peer_has_ours)
         for item in self.ledger.pending(self.line, min(room, self.limits.group_commit_rows)):
+            switch = self._switch_for(item.kind, item.content)
+            if switch is False:
+                break
             env = seal(
                 self.keys.signing, line=self.line, sender=self.us, key=self.keys.key_id,
                 seq=self._our_tail.seq + 1, sent_at=wall, kind=item.kind, prio=item.prio, prev=self._our_tail.id,
@@ -676,6 +707,8 @@ class LineSession:
                 content=item.content, salt=os.urandom(16),
             )  # fmt: skip
             self.gate.accept_sealed(env)
+            if isinstance(switch, StationKeys):  # sealed with the old key; the new one signs from the next seq
+                self.keys = switch
             self.ledger.append(env, wall)
             self.on_stored(env, True, wall)
             self.disk_ours += len(env.header_bytes) + len(env.body_bytes or b"") + 72
@@ -688,6 +721,28 @@ class LineSession:
                 self._checkpoint_due = True
                 self._op_seq = env.seq
         return out
+
+    def _switch_for(self, kind: str, content: dict[str, Any]) -> StationKeys | bool | None:
+        """For our KEY in the outbox: the keys this line signs with once it is sealed (None: not a
+        KEY; False: we do not hold the key it names, so it is not sealed: fail closed)."""
+        if kind != "KEY":
+            return None
+        nxt = self.keys.next_key_id
+        named = nxt is not None and self.keys.next_cert in keyfiles.certs_in(content)
+        switched = self.keys.for_key(nxt) if named and nxt is not None else None
+        if switched is None:
+            self.alarm(
+                "alarm",
+                f"line {self.line[:8]}: a KEY in the outbox names a key this station does not hold as its next "
+                "signing key (keys/signing.next.key); nothing more is signed on this line",
+            )
+            return False
+        return switched
+
+    def _put_certs(self, env: Envelope) -> None:
+        for cert in keyfiles.certs_in(env.content()):
+            key = canonical.decode_object(cert.data, "key certificate")
+            self.ledger.put_cert(env.header.sender, str(key["key_id"]), str(key["role"]), cert)
 
     def _watch_disk(self, sender: str, used: int) -> None:
         """Alarm once when a direction passes the warning fraction of its budget (again after it
@@ -747,6 +802,14 @@ def _seq_of(raw: bytes) -> int:
     seq = canonical.decode_object(split(raw).header_bytes, "envelope header")["seq"]
     assert isinstance(seq, int)
     return seq
+
+
+def _stored(raw: bytes) -> Envelope:
+    """One of the envelopes this store holds, read without a signature check (it was checked when
+    stored; the gate's rotation rules run on it again)."""
+    r = split(raw)
+    header = Header.from_obj(canonical.decode_object(r.header_bytes, "envelope header"))
+    return Envelope(header, r.header_bytes, r.body_bytes, r.sig, r.id)
 
 
 def _replace(record: LineRecord, **changes: Any) -> LineRecord:

@@ -310,6 +310,15 @@ class Station:
             await self._perform(session, actions)
             if session.has_pending:  # recovery handed over more in this flush: store it now
                 self._schedule_flush()
+        self._promote_keys()
+
+    def _promote_keys(self) -> None:
+        """A signing-key rotation is complete once every line's chain signs with the next key:
+        the key files follow (redline/rotation.py; a no-op unless a rotation is under way)."""
+        if self.keys.next_signing is not None:
+            from redline import rotation
+
+            rotation.promote_if_done(self)
 
     def _storage_failed(self, session: LineSession, exc: StorageError) -> None:
         """A write failed (disk full, I/O error): that transaction stored, receipted and sent nothing.
@@ -611,6 +620,7 @@ class Station:
         for session, actions in flushed:
             self._wake_receipt_waiters(session)
             await self._perform(session, actions)
+        self._promote_keys()
 
     def _find(self, line: str, prefix: str) -> list[Entry]:
         """Envelopes of ``line`` whose id starts with ``prefix``: ops' own, then the ledger's."""

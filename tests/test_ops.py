@@ -875,21 +875,21 @@ def test_malformed_numbers_from_the_peer_are_refused_and_do_not_break_ops(bad: A
 
 
 def test_unknown_and_reserved_kinds_are_kept_and_shown_never_acted_on() -> None:
-    """A newer peer's kind, and the reserved KEY and REVOKE, are stored (the station did that),
-    findable by id, not refused, and said once per kind; nothing else changes."""
+    """A newer peer's kind, and the reserved REVOKE, are stored (the station did that), findable by
+    id, not refused, and said once per kind; nothing else changes. (KEY is acted on by the gate:
+    tests/test_keys.py.)"""
     line = Line()
     rosters(line)
     before = snapshot(line.b.ops, line.now)
     weather = [line.file(line.a, "WEATHER", {"text": f"rain {i}"}) for i in range(3)]
-    key = line.file(line.a, "KEY", {"certs": "not even a list"})  # reserved: its content is not read either
-    line.file(line.a, "REVOKE", {})
+    revoke = line.file(line.a, "REVOKE", {"checkpoint": "not even an object"})  # reserved: content not read
     for side in (line.a, line.b):
-        assert side.ops.unknown_kinds == {"WEATHER": 3, "KEY": 1, "REVOKE": 1}
-        assert side.ops.refused == [] and {e.id for e in weather} | {key.id} <= set(side.ops.entries)
+        assert side.ops.unknown_kinds == {"WEATHER": 3, "REVOKE": 1}
+        assert side.ops.refused == [] and {e.id for e in weather} | {revoke.id} <= set(side.ops.entries)
     infos = [a for a in line.b.alarms if a.level == "info"]
     n = weather[0].seq
     said = [a.text.split(":")[0] for a in infos]
-    assert said == [f"the peer's WEATHER seq {n}", f"the peer's KEY seq {n + 3}", f"the peer's REVOKE seq {n + 4}"]
+    assert said == [f"the peer's WEATHER seq {n}", f"the peer's REVOKE seq {n + 3}"]
     assert "not one this station knows" in infos[0].text and "reserved in version 1" in infos[1].text
     after = snapshot(line.b.ops, line.now)
     assert {k: v for k, v in after.items() if k != "refused"} == {k: v for k, v in before.items() if k != "refused"}

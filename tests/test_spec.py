@@ -380,8 +380,8 @@ def test_every_kind_has_a_schema_and_a_vector_and_nothing_else_does() -> None:
     assert sorted(p.stem for p in SCHEMA_FILES) == sorted(KINDS)
     assert sorted({v["input"]["kind"] for v in KIND_ENVELOPES}) == sorted(KINDS)
     for kind in KINDS:
-        assert f"#### `{kind}`" in PROTOCOL or kind in ("KEY", "REVOKE"), f"PROTOCOL.md section 5.9 lacks {kind}"
-    assert "#### `KEY` and `REVOKE` (reserved)" in PROTOCOL
+        assert f"#### `{kind}`" in PROTOCOL or kind == "REVOKE", f"PROTOCOL.md section 5.9 lacks {kind}"
+    assert "#### `REVOKE` (reserved)" in PROTOCOL
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -483,7 +483,7 @@ def test_the_registry_is_section_5_8s_table() -> None:
         persons.PERSON_SIGNED_KINDS)
     assert kinds.OPERATIONAL == set(kinds.NAMES) - {"TEXT", "READ", "TRANSLATION"} == envelope.OPERATIONAL_KINDS
     assert envelope.RESERVE_KINDS == kinds.RESERVE and {k for k in kinds.NAMES if kinds.REGISTRY[k].reserved} == {
-        "KEY", "REVOKE"}  # fmt: skip
+        "REVOKE"}  # fmt: skip
     assert kinds.ROLES == persons.ROLES == tuple(persons.CAPABILITIES)
 
 

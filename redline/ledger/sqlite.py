@@ -536,6 +536,15 @@ class Ledger:
             raise NotFoundError(f"no envelope seq {seq} from station {sender[:16]} on line {line[:8]}")
         return bytes(row[0])
 
+    def raw_of_kind(self, line: str, sender: str, kind: str) -> list[bytes]:
+        """``sender``'s envelopes of one operational ``kind`` (KEY: the gate's key windows at start),
+        in seq order, found through the operational-kinds index."""
+        rows = self._db.execute(
+            f"SELECT raw FROM envelopes WHERE line=? AND ({_OPS_ROWS}) AND sender=? AND kind=? ORDER BY seq",
+            (line, sender, kind),
+        )
+        return [bytes(r[0]) for r in rows]
+
     def raw_envelopes(self, line: str, sender: str, after: int = 0, limit: int = -1) -> Iterator[tuple[int, bytes]]:
         yield from (
             (r[0], bytes(r[1]))

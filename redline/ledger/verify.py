@@ -137,7 +137,7 @@ def verify_line(data: LineData, roots: dict[str, bytes]) -> LineReport:
         report.problems.append(Problem(f"line {data.line[:8]}", "a line's transcript holds exactly two chains"))
         return report
     replay = _Replay(stations)
-    gate = TrustedLine(data.line, _verified_keys(data, roots, report), replay)
+    gate = TrustedLine(data.line, _verified_keys(data, roots, report), replay, roots=roots)
     _replay_chains(data, gate, replay, report)
     for fp in stations:
         report.logs[fp] = replay.logs[fp]

@@ -10,7 +10,7 @@ envelope's content once, into its kind's body type (``kinds.REGISTRY``), and rea
 fields from there on; content that does not parse, a reference to an envelope of a kind or side
 the registry does not allow, or a person signature that does not count is kept in ``refused``
 with the reason and alarmed, and not acted on at all (no default is filled in). Kinds this version
-does not act on (a newer peer's, and the reserved KEY and REVOKE) are stored and shown, never
+does not act on (a newer peer's, and the reserved REVOKE) are stored and shown, never
 dropped. People: each side's roster is pinned person by person on first sight
 (``persons.RosterPins``), and a person-signed envelope counts only when it verifies under the
 pinned key and the person's role may sign it (``persons.check_signer``). Numbers in the peer's
@@ -106,6 +106,10 @@ class LineOps:
                 self._roster(e, body, out)
             case kinds.Notice() | kinds.NoticeWithdraw():
                 self._notice(e, body, out)
+            case kinds.Key():  # the gate moved the key window; people are told which key signs now
+                who = "we" if e.ours else "the peer"
+                out.alarm("info", f"KEY seq {e.seq}: {who} rotated the signing key; envelopes after seq {e.seq} are "
+                                  "signed by the new key, certified by the station's root", e.stored_at)  # fmt: skip
             case kinds.Translation():
                 self.translations.setdefault(body.ref.id, []).append(
                     {"lang": body.lang, "text": body.text, "translator": body.translator, "ours": e.ours}
@@ -166,7 +170,7 @@ class LineOps:
         return ("alarm" if urgent else "warning"), text, e.stored_at
 
     def _unknown(self, e: Entry, row: kinds.Kind | None, out: Outbox) -> None:
-        """A kind this version does not act on (a newer peer's, or KEY and REVOKE, reserved): stored,
+        """A kind this version does not act on (a newer peer's, or REVOKE, reserved): stored,
         receipted and shown like any other, never dropped; said once per kind."""
         seen = self.unknown_kinds.get(e.kind, 0)
         self.unknown_kinds[e.kind] = seen + 1

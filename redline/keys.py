@@ -1,0 +1,141 @@
+"""Online signing-key rotation (guarantee 6): the files, their order, and recovery after a crash.
+
+``redline keys rotate --signing --root-key PATH`` runs in three steps, each durable before the next:
+
+1. **prepare** (``prepare_signing``): a new signing key and the root's certificate over it are
+   written beside the current ones as ``keys/signing.next.key`` and ``keys/signing.next.cert.json``
+   (written, fsynced, renamed into place). The root key is read from the path given at that moment
+   and never copied. Then a KEY envelope naming the new key is filed in each line's outbox and the
+   certificate among our own in the store (one commit).
+2. **switch**, per line (``session.py``): the KEY envelope is sealed with the *old* key at seq s;
+   from s + 1 that line signs with the new key. The gate (``gate.py``) holds the same windows, so
+   the chain and the key files can never disagree about which key signs: the chain decides.
+3. **promote** (``promote_signing``), once every line has switched: ``keys/certs.json`` names the
+   new certificate (written, fsynced, renamed), then ``signing.next.key`` is renamed over
+   ``signing.key`` and the next certificate file removed.
+
+A crash anywhere leaves one of these states, each of which the station takes up at start: the
+next files without a KEY envelope filed (``keys rotate`` again files it: ``pending_signing``);
+a KEY in the outbox (sealed when the line is next in sync); KEY sealed on some lines (each line's
+chain says which key signs it, ``StationKeys.for_key``); certs.json promoted but not the key file
+(``finish_signing`` completes the rename). Nothing here writes the store: the callers do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+
+from redline import identity
+from redline.errors import ConfigError
+from redline.identity import KeyCert, SignedCert
+
+NEXT_KEY = "signing.next.key"
+NEXT_CERT = "signing.next.cert.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``path`` whole or not at all: a new file, fsynced, renamed over the old one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_root(path: Path, root_public: bytes) -> nacl.signing.SigningKey:
+    """The station's root key from wherever the operator keeps it; refused unless it is this
+    station's root (a wrong key would certify a key the peer can never trust)."""
+    root = identity.load_signing_key(path)
+    if bytes(root.verify_key) != root_public:
+        raise ConfigError(
+            f"{path} is not this station's root key (its fingerprint is not {identity.fingerprint(root_public)[:16]}…)"
+        )
+    return root
+
+
+def pending_signing(keys_dir: Path) -> tuple[nacl.signing.SigningKey, SignedCert] | None:
+    """A prepared next signing key and its certificate, if a rotation is under way."""
+    key_path, cert_path = keys_dir / NEXT_KEY, keys_dir / NEXT_CERT
+    if not key_path.exists():
+        return None
+    key = identity.load_signing_key(key_path)
+    if not cert_path.exists():
+        raise ConfigError(f"{key_path} has no certificate beside it ({NEXT_CERT}); run 'redline keys rotate' again")
+    cert = SignedCert.from_obj(json.loads(cert_path.read_text()))
+    return key, cert
+
+
+def prepare_signing(
+    keys_dir: Path, root: nacl.signing.SigningKey, name: str
+) -> tuple[nacl.signing.SigningKey, SignedCert]:
+    """Step 1: a new signing key and the root's certificate over it, durable beside the current
+    ones. A rotation already prepared is returned as it is (the command is safe to repeat)."""
+    held = pending_signing(keys_dir)
+    if held is not None:
+        return held
+    (keys_dir / NEXT_CERT).unlink(missing_ok=True)
+    key = nacl.signing.SigningKey.generate()
+    public = bytes(key.verify_key)
+    fp = identity.fingerprint(bytes(root.verify_key))
+    cert = identity.certify(
+        root,
+        KeyCert(station=fp, name=name, role="signing", key=public.hex(), key_id=identity.key_id(public),
+                issued_at=int(time.time() * 1000)),
+    )  # fmt: skip
+    # The certificate first: a key file without one is refused at start, a certificate alone is
+    # just made again.
+    _write_atomic(keys_dir / NEXT_CERT, (json.dumps(cert.to_obj()) + "\n").encode())
+    _write_atomic(keys_dir / NEXT_KEY, key.encode().hex().encode("ascii") + b"\n")
+    return key, cert
+
+
+def key_content(cert: SignedCert) -> dict[str, Any]:
+    """The KEY envelope's content naming the new key (PROTOCOL.md section 5.9)."""
+    return {"certs": [cert.to_obj()]}
+
+
+def certs_in(content: dict[str, Any]) -> list[SignedCert]:
+    """The certificates a KEY envelope carries (already checked by the gate)."""
+    return [SignedCert.from_obj(c) for c in content.get("certs", [])]
+
+
+def promote_signing(keys_dir: Path, cert: SignedCert) -> None:
+    """Step 3: the new key becomes the station's signing key on disk (every line signs with it)."""
+    certs_path = keys_dir / "certs.json"
+    certs = json.loads(certs_path.read_text())
+    certs["signing"] = cert.to_obj()
+    _write_atomic(certs_path, (json.dumps(certs, indent=2) + "\n").encode(), mode=0o644)
+    finish_signing(keys_dir)
+
+
+def finish_signing(keys_dir: Path) -> None:
+    """Complete a promotion a crash interrupted: certs.json already names the next key."""
+    key_path, cert_path = keys_dir / NEXT_KEY, keys_dir / NEXT_CERT
+    if not cert_path.exists():
+        return
+    named = SignedCert.from_obj(json.loads((keys_dir / "certs.json").read_text())["signing"])
+    if named != SignedCert.from_obj(json.loads(cert_path.read_text())):
+        return  # not promoted yet: the rotation is still under way
+    if key_path.exists():
+        os.replace(key_path, keys_dir / "signing.key")
+    cert_path.unlink()
+    _fsync_dir(keys_dir)
