@@ -34,7 +34,7 @@ from redline.control import call
 from redline.display import SafeConsole, json_text, shown, styled
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
-from redline.ledger.verify import LineReport, verify_line
+from redline.ledger.verify import LineReport, verify_line, workers_for
 from redline.logs import configure as configure_logs
 from redline.station import Station
 
@@ -386,6 +386,7 @@ def verify(
         keys_root = bytes.fromhex((home.keys / "root.pub").read_text().strip()) if home.exists() else b""
         ledger = home.open_ledger()
         try:
+            ledger.check_integrity()  # the full check, whatever the clean-close mark says
             reports = []
             for record in ledger.lines():
                 if peer_fingerprint and record.peer != peer_fingerprint:
@@ -394,7 +395,8 @@ def verify(
                         f"given ({peer_fingerprint[:16]}): the store's pairing record was changed"
                     )
                 roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
-                reports.append(verify_line(ledger.line_data(record.line, home.config().name), roots))
+                with ledger.stored_line(record.line, home.config().name) as held:  # streamed, not loaded
+                    reports.append(verify_line(held, roots, workers=workers_for(held)))
             return reports
         finally:
             ledger.close()

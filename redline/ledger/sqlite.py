@@ -13,6 +13,7 @@ import json
 import sqlite3
 import weakref
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,7 @@ CREATE INDEX envelopes_ops ON envelopes (line) WHERE kind != 'TEXT' OR prio = 'F
 """
 _SCHEMA = _SCHEMA_1 + _SCHEMA_2
 _OPS_ROWS = "kind != 'TEXT' OR prio = 'FLASH'"  # exactly the partial index's condition, so SQLite uses it
+OUTBOX_KEPT = 4096  # outbox items kept in memory for their sender's reply
 _CLEAN = "clean_close"  # meta key: present only while no write was committed since a clean close
 
 
@@ -158,6 +160,110 @@ class _NoNodes:
         raise AssertionError("an empty tree reads no subtrees")
 
 
+class StoredLine:
+    """One line of a store as ``verify.LineSource``: everything but the chains and receipts is read
+    at once (certificates, checkpoints, equivocation evidence: a few rows); the chains are read row
+    by row in seq order and the receipts in the order stored, as the verification asks for them."""
+
+    def __init__(self, ledger: Ledger, line: str, our_name: str) -> None:
+        record = ledger.line(line)
+        self._db, self._path = ledger._db, str(ledger.path)
+        self.line = line
+        fps = [ledger.station, record.peer]
+        self.names = {ledger.station: our_name, record.peer: record.peer_name}
+        self.certs = {fp: [c for _, _, c in ledger.certs(fp)] for fp in fps}
+        self.checkpoints = [
+            (r[0], _statement(bytes(r[1])), _statement(bytes(r[2])))
+            for r in self._db.execute("SELECT n, proposal, cosign FROM checkpoints WHERE line=? ORDER BY n", (line,))
+        ]
+        self.equivocations = [(e.sender, e.seq, e.first, e.second) for e in ledger.equivocations(line)]
+        count = "SELECT count(*) FROM envelopes WHERE line=? AND sender=?"
+        self._held = {fp: int(self._db.execute(count, (line, fp)).fetchone()[0]) for fp in fps}
+
+    def stations(self) -> list[str]:
+        return sorted(self._held)
+
+    def held(self, station: str) -> int:
+        return self._held.get(station, 0)
+
+    def chain(self, station: str) -> Iterator[StoredRow]:
+        rows = self._db.execute(
+            "SELECT seq, id, raw FROM envelopes WHERE line=? AND sender=? ORDER BY seq", (self.line, station)
+        )
+        return (StoredRow(r[0], r[1], bytes(r[2])) for r in rows)
+
+    def chain_parts(self, station: str, size: int) -> Iterator[StoredRange]:
+        """The chain in runs of ``size`` rows (the last one open-ended), their bounds found in the
+        (line, sender, seq) index alone; each run is read by the worker it is handed to."""
+        lo: Any = None
+        while True:
+            where, args = _seq_range(self.line, station, lo, None)
+            query = f"SELECT seq FROM envelopes {where} ORDER BY seq LIMIT 1 OFFSET ?"
+            hi = self._db.execute(query, (*args, size - 1)).fetchone()
+            yield StoredRange(self._path, self.line, station, lo, None if hi is None else hi[0])
+            if hi is None:
+                return
+            lo = hi[0]
+
+    def iter_receipts(self) -> Iterator[Signed]:
+        rows = self._db.execute("SELECT raw FROM receipts WHERE line=? ORDER BY rowid", (self.line,))
+        return (_statement(bytes(r[0])) for r in rows)
+
+
+@dataclass(frozen=True)
+class StoredRange:
+    """The rows ``lo < seq <= hi`` of one chain (``None``: no bound), in seq order, read by whichever
+    process holds this (a worker of ``redline verify``) through a read-only SQLite connection of
+    its own: SQLite only, never the store's files, so no lock of the station's is at risk. The
+    rows are never rewritten once stored, so the worker reads what the verifier's snapshot holds."""
+
+    path: str
+    line: str
+    sender: str
+    lo: Any
+    hi: Any
+
+    def rows(self) -> list[StoredRow]:
+        db = _READERS.get(self.path)
+        if db is None:
+            db = sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+            db.execute("PRAGMA query_only=ON")
+            _READERS[self.path] = db
+        where, args = _seq_range(self.line, self.sender, self.lo, self.hi)
+        rows = db.execute(f"SELECT seq, id, raw FROM envelopes {where} ORDER BY seq", args)
+        return [StoredRow(r[0], r[1], bytes(r[2])) for r in rows]
+
+
+def _seq_range(line: str, sender: str, lo: Any, hi: Any) -> tuple[str, tuple[Any, ...]]:
+    """WHERE clause for ``lo < seq <= hi`` of one chain, each bound left out when None (not an OR
+    with NULL, which would keep SQLite from seeking in the index)."""
+    where, args = "WHERE line=? AND sender=?", [line, sender]
+    if lo is not None:
+        where, args = where + " AND seq>?", [*args, lo]
+    if hi is not None:
+        where, args = where + " AND seq<=?", [*args, hi]
+    return where, tuple(args)
+
+
+_READERS: dict[str, sqlite3.Connection] = {}  # a worker's read-only connection, per store
+
+
+class _Batch:
+    """``Ledger.batch()``: a plain object rather than a generator, since it is entered for every
+    write (a generator-based context manager cost more than the row it wrapped)."""
+
+    __slots__ = ("_ledger",)
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def __enter__(self) -> None:
+        self._ledger._begin()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._ledger._end(exc)
+
+
 class Ledger:
     """One station's store. Not thread-safe: one writer, the station's own thread.
 
@@ -194,7 +300,11 @@ class Ledger:
             self._clean = False  # the clean-close marker is in the store (no write committed since)
             self._wrote = False  # this connection committed a write: it marks a clean close at close()
             self._opened_clean = False
+            self._checked = False  # PRAGMA quick_check ran when this ledger opened the store
             self._bytes: dict[tuple[str, str], int] = {}  # envelope bytes appended in the open batch
+            # Outbox items this connection accepted, until their sender reads them back once signed
+            # (``outbox_item``): the reply to a send, without a query and a JSON parse.
+            self._outbox: dict[int, OutboxItem] = {}
             try:
                 if not create:
                     # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
@@ -209,6 +319,7 @@ class Ledger:
                     # no more than the WAL a clean close leaves (none).
                     if not held and not self._clean:
                         integrity.quick_check(path, self._db, sidecars)  # zeroed or overwritten pages
+                        self._checked = True
                     version = self._check_schema()
                 if read_only:
                     self._db.execute("PRAGMA query_only=ON")
@@ -307,10 +418,12 @@ class Ledger:
         return self._opened_clean
 
     def check_integrity(self) -> None:
-        """The full page-by-page check (``PRAGMA quick_check``) whatever the clean-close marker says:
-        what ``redline verify`` runs. Raises ``StorageError`` naming the damage; the ledger is then
-        closed."""
-        integrity.quick_check(self.path, self._db, integrity.sidecars(self.path))
+        """The full page-by-page check (``PRAGMA quick_check``) whatever the clean-close mark says,
+        unless it already ran when this ledger opened the store: what ``redline verify`` runs.
+        Raises ``StorageError`` naming the damage; the ledger is then closed."""
+        if not self._checked:
+            integrity.quick_check(self.path, self._db, integrity.sidecars(self.path))
+            self._checked = True
 
     @property
     def station(self) -> str:
@@ -353,9 +466,12 @@ class Ledger:
             self._heads.clear()
 
     # -- transactions --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Group commit: everything inside shares one transaction and one fsync."""
+    def batch(self) -> _Batch:
+        """Group commit: everything inside shares one transaction and one fsync. Batches nest: only
+        the outermost one begins and commits."""
+        return _Batch(self)
+
+    def _begin(self) -> None:
         if self._depth == 0:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -367,34 +483,43 @@ class Ledger:
                 why = f"{exc}{_hint(exc)}"
                 raise StorageError(f"the store cannot start a transaction, nothing was accepted: {why}") from exc
         self._depth += 1
-        try:
-            yield
-            if self._depth == 1:
+
+    def _end(self, exc: BaseException | None) -> None:
+        """Leave a batch: commit the outermost one, or roll everything back if ``exc`` ended it."""
+        if exc is None and self._depth == 1:
+            try:
                 self._write_totals()
-        except BaseException as exc:
-            self._depth -= 1
-            if self._depth == 0:
-                self._rollback()
-                self._forget()  # caches may hold rows that were rolled back
-            if isinstance(exc, sqlite3.DatabaseError):
-                # A write failed before COMMIT (disk full, I/O error): same promise as a failed commit.
-                raise StorageError(f"a write failed, nothing from this batch was accepted: {exc}{_hint(exc)}") from exc
-            raise
+            except BaseException as failed:
+                self._abandon(failed)
+                raise  # pragma: no cover - _abandon raises
+        if exc is not None:
+            self._abandon(exc)
+            return
         self._depth -= 1
         if self._depth == 0:
             try:
                 self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
+            except sqlite3.DatabaseError as err:
                 self._rollback()
                 self._forget()
-                raise StorageError(f"commit failed, nothing from this batch was accepted: {exc}{_hint(exc)}") from exc
+                raise StorageError(f"commit failed, nothing from this batch was accepted: {err}{_hint(err)}") from err
             self._clean, self._wrote = False, True
+
+    def _abandon(self, exc: BaseException) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._rollback()
+            self._forget()  # caches may hold rows that were rolled back
+        if isinstance(exc, sqlite3.DatabaseError):
+            # A write failed before COMMIT (disk full, I/O error): same promise as a failed commit.
+            raise StorageError(f"a write failed, nothing from this batch was accepted: {exc}{_hint(exc)}") from exc
 
     def _forget(self) -> None:
         """Drop every cache that may hold what a rolled-back transaction wrote."""
         self._logs.clear()
         self._heads.clear()
         self._bytes.clear()
+        self._outbox.clear()
 
     def _write_totals(self) -> None:
         """The batch's envelope bytes onto each chain's running total, in the batch's transaction."""
@@ -625,9 +750,13 @@ class Ledger:
             (line, kind, prio, json.dumps(content, sort_keys=True, ensure_ascii=False), idem, accepted_at),
         )
         assert cur.lastrowid is not None
-        return OutboxItem(
+        item = OutboxItem(
             local=cur.lastrowid, line=line, kind=kind, prio=prio, content=content, idem=idem, accepted_at=accepted_at
         )
+        if len(self._outbox) >= OUTBOX_KEPT:
+            self._outbox.clear()  # nobody read these back: forget them, the store has them
+        self._outbox[item.local] = item
+        return item
 
     def _outbox_where(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
         rows = self._db.execute(
@@ -655,13 +784,21 @@ class Ledger:
         return int(row[0])
 
     def outbox_item(self, local: int) -> OutboxItem:
+        kept = self._outbox.pop(local, None)
+        if kept is not None:
+            return kept
         items = self._outbox_where("local=?", (local,))
         if not items:
             raise NotFoundError(f"no outbox entry {local}")
         return items[0]
 
     def mark_signed(self, local: int, seq: int, envelope_id: str) -> None:
-        self._write("UPDATE outbox SET seq=?, envelope_id=? WHERE local=? AND seq IS NULL", (seq, envelope_id, local))
+        cur = self._write(
+            "UPDATE outbox SET seq=?, envelope_id=? WHERE local=? AND seq IS NULL", (seq, envelope_id, local)
+        )
+        kept = self._outbox.get(local)
+        if kept is not None and kept.seq is None and cur.rowcount == 1:
+            self._outbox[local] = replace(kept, seq=seq, envelope_id=envelope_id)
 
     # -- receipts and checkpoints --------------------------------------------------------------
     def add_receipt(self, line: str, by: str, seq: int, signed: Signed, stored_at: int = 0) -> None:
@@ -719,6 +856,14 @@ class Ledger:
         return (row[0], Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
 
     # -- verification input --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stored_line(self, line: str, our_name: str = "our station") -> Iterator[StoredLine]:
+        """One line as ``verify.LineSource``, read in one read transaction (one state of the store,
+        however long the verification takes and whatever the station commits meanwhile): the
+        chains and receipts are streamed, never loaded whole."""
+        with self.snapshot():
+            yield StoredLine(self, line, our_name)
+
     def line_data(self, line: str, our_name: str = "our station") -> LineData:
         """Everything held for one line, as bytes, for ``ledger.verify.verify_line``."""
         record = self.line(line)

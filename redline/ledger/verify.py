@@ -5,15 +5,30 @@ root keys given from outside, and walks it: key certificates, every envelope (ca
 body hash, signature, line, sender, seq, prev, id), seen-links across the chains, equivocation
 evidence, receipts and co-signed checkpoints against the RFC 9162 heads it rebuilt itself. It
 reports problems in words an operator can act on, first problem first; no database here.
+
+It reads a line through ``LineSource``: a bundle's or a test's ``LineData`` (lists in memory) or a
+store's rows (``ledger.sqlite.StoredLine``), streamed: what stays in memory is 32 bytes of id and
+about 64 bytes of Merkle tree per envelope, never the envelopes. With ``workers``, the signatures
+(``open_envelope``: canonical form, body hash, Ed25519; a pure function of the bytes and the keys)
+are checked ahead of the replay in worker processes, one per core; every rule that decides trust
+still runs in the gate, in this process, in causal order, on the very envelopes the workers opened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import NamedTuple, Protocol
 
 from redline import canonical, identity, merkle
-from redline.envelope import split
+from redline.envelope import Envelope, Header, open_envelope, split
 from redline.errors import (
     CertificateError,
     CheckpointChainError,
@@ -49,8 +64,65 @@ class StoredRow:
     raw: bytes
 
 
+class ChainPart(Protocol):
+    """A run of one chain's rows that a worker process can read by itself (picklable)."""
+
+    def rows(self) -> list[StoredRow]: ...
+
+
+class LineSource(Protocol):
+    """Everything held for one line, as bytes: what ``verify_line`` reads."""
+
+    @property
+    def line(self) -> str: ...
+
+    @property
+    def names(self) -> dict[str, str]: ...  # station fingerprint -> name (for messages only)
+
+    @property
+    def certs(self) -> dict[str, list[SignedCert]]: ...  # station fingerprint -> certificates held
+
+    @property
+    def checkpoints(self) -> list[tuple[int, Signed, Signed]]: ...
+
+    @property
+    def equivocations(self) -> list[tuple[str, int, bytes, bytes]]: ...  # sender, seq, a, b
+
+    def stations(self) -> list[str]:
+        """The fingerprints of the chains held, sorted."""
+        ...
+
+    def chain(self, station: str) -> Iterator[StoredRow]:
+        """The chain's rows in stored seq order."""
+        ...
+
+    def chain_parts(self, station: str, size: int) -> Iterator[ChainPart]:
+        """The same rows, in runs of at most ``size`` that a worker process reads by itself."""
+        ...
+
+    def held(self, station: str) -> int:
+        """How many rows the chain holds."""
+        ...
+
+    def iter_receipts(self) -> Iterator[Signed]:
+        """Every receipt held, in the order stored."""
+        ...
+
+
+@dataclass(frozen=True)
+class _HeldRows:
+    """Rows already in memory, sent to a worker as they are."""
+
+    held_rows: list[StoredRow]
+
+    def rows(self) -> list[StoredRow]:
+        return self.held_rows
+
+
 @dataclass(frozen=True, kw_only=True)
 class LineData:
+    """A line held in memory (a bundle, a test): a ``LineSource``."""
+
     line: str
     names: dict[str, str]  # station fingerprint -> name (for messages only)
     certs: dict[str, list[SignedCert]]  # station fingerprint -> certificates held
@@ -58,6 +130,22 @@ class LineData:
     receipts: list[Signed] = field(default_factory=list)
     checkpoints: list[tuple[int, Signed, Signed]] = field(default_factory=list)
     equivocations: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)  # sender, seq, a, b
+
+    def stations(self) -> list[str]:
+        return sorted(self.chains)
+
+    def chain(self, station: str) -> Iterator[StoredRow]:
+        return iter(self.chains[station])
+
+    def chain_parts(self, station: str, size: int) -> Iterator[ChainPart]:
+        rows = self.chains[station]
+        return (_HeldRows(rows[i : i + size]) for i in range(0, len(rows), size))
+
+    def held(self, station: str) -> int:
+        return len(self.chains.get(station, []))
+
+    def iter_receipts(self) -> Iterator[Signed]:
+        return iter(self.receipts)
 
 
 @dataclass(frozen=True)
@@ -121,11 +209,12 @@ class _Replay:
         return log.root(size) if log is not None and size <= log.size else None
 
 
-def verify_line(data: LineData, roots: dict[str, bytes]) -> LineReport:
+def verify_line(data: LineSource, roots: dict[str, bytes], *, workers: int = 0) -> LineReport:
     """Verify one line against root public keys given from outside (fingerprint -> key), by
-    replaying everything it holds through the trust gate (``gate.TrustedLine``)."""
+    replaying everything it holds through the trust gate (``gate.TrustedLine``). ``workers``: that
+    many processes check signatures ahead of the replay (0: all in this process)."""
     report = LineReport(data.line, data.names)
-    stations = sorted(data.chains)
+    stations = data.stations()
     for fp in stations:
         if fp not in roots:
             report.problems.append(Problem(_name(data, fp), "no trusted root key was given for this station"))
@@ -138,7 +227,9 @@ def verify_line(data: LineData, roots: dict[str, bytes]) -> LineReport:
         return report
     replay = _Replay(stations)
     gate = TrustedLine(data.line, _verified_keys(data, roots, report), replay, roots=roots)
-    _replay_chains(data, gate, replay, report)
+    with _openers(gate, data, workers) as opener:
+        chains = {fp: _ChainReader(opener.chain(data, fp)) for fp in stations}
+        _replay_chains(data, chains, gate, replay, report)
     for fp in stations:
         report.logs[fp] = replay.logs[fp]
     _verify_equivocations(data, gate, report)
@@ -148,13 +239,13 @@ def verify_line(data: LineData, roots: dict[str, bytes]) -> LineReport:
     return report
 
 
-def _name(data: LineData, fp: str) -> str:
+def _name(data: LineSource, fp: str) -> str:
     return f"line {data.line[:8]}, {data.names.get(fp, fp[:12])}"
 
 
-def _verified_keys(data: LineData, roots: dict[str, bytes], report: LineReport) -> dict[str, dict[str, bytes]]:
+def _verified_keys(data: LineSource, roots: dict[str, bytes], report: LineReport) -> dict[str, dict[str, bytes]]:
     """Every certificate the pinned roots signed; each one that does not verify is a problem."""
-    keys: dict[str, dict[str, bytes]] = {fp: {} for fp in data.chains}
+    keys: dict[str, dict[str, bytes]] = {fp: {} for fp in data.stations()}
     for fp, certs in data.certs.items():
         for i, signed in enumerate(certs):
             try:
@@ -167,34 +258,205 @@ def _verified_keys(data: LineData, roots: dict[str, bytes], report: LineReport) 
     return keys
 
 
-def _replay_chains(data: LineData, gate: TrustedLine, replay: _Replay, report: LineReport) -> None:
+# -- reading the chains, with signatures checked ahead in worker processes ---------------------------
+
+
+class _Next(NamedTuple):
+    row: StoredRow
+    seen: int  # the seen seq its header claims (0 if unreadable): the replay's causal order
+    opened: Envelope | None  # opened by a worker; None: the gate opens it (and names what is wrong)
+
+
+PARALLEL_FROM = 20_000  # envelopes in a line: below this, starting worker processes costs more than it saves
+BATCH = 512  # rows per task sent to a worker
+AHEAD = 6  # tasks in flight per chain: enough to keep every worker busy, and little memory
+
+
+def workers_for(data: LineSource) -> int:
+    """How many worker processes should check ``data``'s signatures: one per core for a large line."""
+    held = sum(data.held(fp) for fp in data.stations())
+    return (os.cpu_count() or 1) if held >= PARALLEL_FROM else 0
+
+
+class _Serial:
+    """Opens nothing ahead: the gate does it all, in this process."""
+
+    def chain(self, data: LineSource, station: str) -> Iterator[Iterator[_Next]]:
+        rows = data.chain(station)
+        while batch := list(islice(rows, BATCH)):
+            yield (_Next(row, _seen_seq(row.raw), None) for row in batch)
+
+
+class _Workers:
+    """Worker processes that read and open the chains' rows ahead of the replay. No threads: this
+    process sends each task down one worker's pipe and reads the answers in the order it needs
+    them, so the replay never waits for a thread to get the interpreter lock."""
+
+    def __init__(self, n: int, keys: dict[str, dict[str, bytes]]) -> None:
+        # spawn, not fork: a forked child would hold copies of the store's SQLite descriptors, and
+        # closing any of them drops this process's locks on the store (ledger/integrity.py).
+        ctx = multiprocessing.get_context("spawn")
+        self._conns: list[multiprocessing.connection.Connection] = []
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, keys), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self._sent = 0
+        self._queued: list[deque[int]] = [deque() for _ in range(n)]  # task numbers each worker holds
+        self._done: dict[int, list[tuple[StoredRow, tuple[Header, str] | None]]] = {}
+
+    def _submit(self, part: ChainPart) -> int:
+        task = self._sent
+        self._sent += 1
+        w = min(range(len(self._conns)), key=lambda i: len(self._queued[i]))  # the least busy
+        self._conns[w].send((task, part))
+        self._queued[w].append(task)
+        return task
+
+    def _result(self, task: int) -> list[tuple[StoredRow, tuple[Header, str] | None]]:
+        while task not in self._done:
+            w = next(i for i, q in enumerate(self._queued) if task in q)
+            got, rows = self._conns[w].recv()
+            if isinstance(rows, BaseException):
+                raise rows
+            self._queued[w].remove(got)
+            self._done[got] = rows
+        return self._done.pop(task)
+
+    def chain(self, data: LineSource, station: str) -> Iterator[Iterator[_Next]]:
+        parts = data.chain_parts(station, BATCH)
+        ahead: deque[int] = deque()
+        while True:
+            while len(ahead) < AHEAD and (part := next(parts, None)) is not None:
+                ahead.append(self._submit(part))
+            if not ahead:
+                return
+            yield (_opened(row, got) for row, got in self._result(ahead.popleft()))
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with suppress(OSError):
+                conn.send(None)
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self._conns:
+            conn.close()
+
+
+def _opened(row: StoredRow, got: tuple[Header, str] | None) -> _Next:
+    if got is None:  # refused by open_envelope: the gate opens it again and says why
+        return _Next(row, _seen_seq(row.raw), None)
+    header, eid = got
+    raw = split(row.raw)
+    return _Next(row, header.seen_seq, Envelope(header, raw.header_bytes, raw.body_bytes, raw.sig, eid))
+
+
+@contextmanager
+def _openers(gate: TrustedLine, data: LineSource, workers: int) -> Iterator[_Serial | _Workers]:
+    if workers <= 0:
+        yield _Serial()
+        return
+    pool = _Workers(workers, gate.signing_keys())
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+class _ChainReader:
+    """One chain's rows, each with its claimed seen seq (and, with workers, opened), in order."""
+
+    def __init__(self, batches: Iterator[Iterator[_Next]]) -> None:
+        self._batches = batches
+        self._batch: Iterator[_Next] = iter(())
+        self._current: _Next | None = None
+
+    def peek(self) -> _Next | None:
+        while self._current is None:
+            self._current = next(self._batch, None)
+            if self._current is None:
+                batch = next(self._batches, None)
+                if batch is None:
+                    return None
+                self._batch = batch
+        return self._current
+
+    def pop(self) -> None:
+        self._current = None
+
+
+def _worker(conn: multiprocessing.connection.Connection, keys: dict[str, dict[str, bytes]]) -> None:
+    """A worker process: read each part's rows and ``open_envelope`` them under the gate's keys;
+    answer the header and id of those that open, None for the others (the gate opens those again
+    and names the rule broken)."""
+
+    def key(station: str, key_id: str) -> bytes:
+        try:
+            return keys[station][key_id]
+        except KeyError:
+            raise UnknownKeyError(f"key {key_id} is not certified") from None
+
+    while (task := conn.recv()) is not None:
+        number, part = task
+        try:
+            out: list[tuple[StoredRow, tuple[Header, str] | None]] = []
+            for row in part.rows():
+                try:
+                    env = open_envelope(split(row.raw), key)
+                except VerificationError:
+                    out.append((row, None))
+                    continue
+                out.append((row, (env.header, env.id)))
+        except Exception as exc:  # a store that cannot be read: the replay raises it, as it would itself
+            conn.send((number, exc))
+            continue
+        conn.send((number, out))
+
+
+def _replay_chains(
+    data: LineSource, chains: dict[str, _ChainReader], gate: TrustedLine, replay: _Replay, report: LineReport
+) -> None:
     """Both chains through the gate in causal order: an envelope goes in once the envelope of
     the other chain it says it had seen is in. Honest transcripts always have such an order (a
     station only sees what was sent before); when no chain can go on, the next envelope goes in
     anyway and the gate names what is wrong with it, unless the other chain already broke before
     what it had seen (then that break is the problem, reported there)."""
-    stations = sorted(data.chains)
+    stations = sorted(chains)
     pos = {fp: 0 for fp in stations}
     stopped: set[str] = set()
     while True:
-        ready = [fp for fp in stations if fp not in stopped and pos[fp] < len(data.chains[fp])]
+        ready = [fp for fp in stations if fp not in stopped and chains[fp].peek() is not None]
         if not ready:
             break
-        unblocked = [fp for fp in ready if _seen_seq(data.chains[fp][pos[fp]].raw) <= replay.size(gate.other(fp))]
+        unblocked = [fp for fp in ready if _peeked(chains[fp]).seen <= replay.size(gate.other(fp))]
         fp = unblocked[0] if unblocked else ready[0]
         if not unblocked and gate.other(fp) in stopped:
             stopped.add(fp)
             continue
-        row, expect = data.chains[fp][pos[fp]], pos[fp] + 1
-        problem = _accept_row(gate, fp, row, expect)
+        nxt, expect = _peeked(chains[fp]), pos[fp] + 1
+        problem = _accept_row(gate, fp, nxt.row, expect, nxt.opened)
         if problem is not None:
             report.problems.append(Problem(f"{_name(data, fp)} chain, entry {expect}", problem))
             stopped.add(fp)
             continue
-        replay.add(fp, row.id)
+        chains[fp].pop()
+        replay.add(fp, nxt.row.id)
         pos[fp] += 1
     for fp in stations:
         report.chain_sizes[fp] = pos[fp]
+
+
+def _peeked(chain: _ChainReader) -> _Next:
+    nxt = chain.peek()
+    assert nxt is not None
+    return nxt
 
 
 def _seen_seq(raw: bytes) -> int:
@@ -206,11 +468,11 @@ def _seen_seq(raw: bytes) -> int:
         return 0  # the gate will say what is wrong with it
 
 
-def _accept_row(gate: TrustedLine, fp: str, row: StoredRow, expect: int) -> str | None:
+def _accept_row(gate: TrustedLine, fp: str, row: StoredRow, expect: int, opened: Envelope | None = None) -> str | None:
     """One stored row through the gate; a problem in words, or None. Index columns that disagree
     with the signed bytes are storage damage, told apart from what the gate refuses."""
     try:
-        env = gate.accept_envelope(row.raw, sender=fp, redacted_ok=True)
+        env = gate.accept_envelope(row.raw, sender=fp, redacted_ok=True, verified=opened)
     except SeqOrderError as exc:
         try:
             signed_seq = canonical.decode_object(split(row.raw).header_bytes, "envelope header")["seq"]
@@ -234,7 +496,7 @@ def _accept_row(gate: TrustedLine, fp: str, row: StoredRow, expect: int) -> str 
     return None
 
 
-def _verify_equivocations(data: LineData, gate: TrustedLine, report: LineReport) -> None:
+def _verify_equivocations(data: LineSource, gate: TrustedLine, report: LineReport) -> None:
     for sender, seq, a, b in data.equivocations:
         at = f"{_name(data, sender)}, seq {seq}"
         try:
@@ -254,16 +516,16 @@ def _verify_equivocations(data: LineData, gate: TrustedLine, report: LineReport)
         )  # fmt: skip
 
 
-def _verify_receipts(data: LineData, gate: TrustedLine, report: LineReport) -> None:
+def _verify_receipts(data: LineSource, gate: TrustedLine, report: LineReport) -> None:
     """Every receipt through the gate. One that contradicts the chain is evidence and is reported
     as such; one for a chain that already failed earlier is not counted (reported there)."""
-    for i, signed in enumerate(data.receipts, start=1):
+    for i, signed in enumerate(data.iter_receipts(), start=1):
         at = f"line {data.line[:8]}, receipt {i}"
         try:
             gate.accept_receipt(signed)
         except (ReceiptBeyondChainError, ReceiptMismatchError) as exc:
             peek = Receipt.peek(signed)
-            if peek.seq <= len(data.chains.get(peek.of, [])) and report.chain_sizes.get(peek.of, 0) < peek.seq:
+            if peek.seq <= data.held(peek.of) and report.chain_sizes.get(peek.of, 0) < peek.seq:
                 continue  # that chain already failed before this seq; reported there
             by, of = data.names.get(peek.by, peek.by[:12]), data.names.get(peek.of, peek.of[:12])
             if isinstance(exc, ReceiptMismatchError):
@@ -280,7 +542,7 @@ def _verify_receipts(data: LineData, gate: TrustedLine, report: LineReport) -> N
         report.receipts += 1
 
 
-def _verify_checkpoints(data: LineData, gate: TrustedLine, report: LineReport) -> None:
+def _verify_checkpoints(data: LineSource, gate: TrustedLine, report: LineReport) -> None:
     for n, proposal, cosign in data.checkpoints:
         at = f"line {data.line[:8]}, checkpoint {n}"
         try:
