@@ -158,7 +158,8 @@ def finish_store(la: Ledger, sa: StationDir, sb: StationDir, line: str, ka: Any,
             # What the ledger keeps with each commit (schema 2): the same chains have the same Merkle
             # subtrees and byte totals, so they are copied too.
             lb._db.execute("INSERT OR IGNORE INTO main.merkle SELECT * FROM src.merkle WHERE line=?", (line,))
-            lb._db.execute("INSERT OR REPLACE INTO main.chain_bytes SELECT * FROM src.chain_bytes WHERE line=?", (line,))
+            copy = "INSERT OR REPLACE INTO main.chain_bytes SELECT * FROM src.chain_bytes WHERE line=?"
+            lb._db.execute(copy, (line,))
         lb._db.execute("DETACH DATABASE src")
         lb._heads.clear()
         lb._logs.clear()
