@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -59,6 +60,8 @@ def run(fn: Callable[[], Any]) -> Any:
         fail(str(exc))
     except OSError as exc:  # a file or socket of ours: one line, never a traceback
         fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+    except sqlite3.Error as exc:  # damage found while reading (not by the checks at open): one line
+        fail(f"the store could not be read ({exc}): it may be damaged; 'redline doctor' says what to do")
 
 def when(ms: int | None) -> str:
     if not ms:
