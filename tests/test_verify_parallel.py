@@ -1,0 +1,176 @@
+"""``redline verify`` streamed from the store and on every core decides exactly what it decided before.
+
+Three ways to verify one store must give the same report, problem for problem, for an intact
+transcript and for every tampering: the old way (``Ledger.line_data`` loads everything, the gate
+opens each envelope), the store streamed row by row (``Ledger.stored_line``) and the store streamed
+with worker processes opening the envelopes ahead of the gate (``workers=2``). The chains are cut
+into runs of a few rows here (``BATCH``), so every run boundary, the look-ahead and the causal
+interleaving of the two chains are exercised on a small transcript. Worker processes only open
+envelopes; what they refuse, the gate opens again itself and names the rule broken.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from redline.ledger import verify
+from redline.ledger.sqlite import Ledger
+from redline.ledger.verify import LineReport, verify_line
+from redline.testing import SessionPair
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, dict[str, bytes], str]]:
+    pair = SessionPair(tmp_path_factory.mktemp("parallel"), paths=1)
+    pair.run()
+    for i in range(60):
+        pair.send("a", f"EUCOM {i}")
+        if i % 3:
+            pair.send("b", f"NDMC {i}")
+        if i % 7 == 0:
+            pair.run()
+        if i == 30:
+            pair.send("a", "FLASH: checkpoint me", kind="FLASH", prio="FLASH")
+            pair.run()
+    pair.run()
+    pair.tick(1.0)
+    pair.run()
+    roots = {pair.a.us: pair.dir_a.load_keys().root_public, pair.b.us: pair.dir_b.load_keys().root_public}
+    pair.close()
+    yield pair.dir_a.path, pair.line, roots, pair.b.us
+
+
+@pytest.fixture(autouse=True)
+def small_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify, "BATCH", 5)
+    monkeypatch.setattr(verify, "AHEAD", 3)
+
+
+def summary(r: LineReport) -> dict[str, Any]:
+    return {
+        "problems": [str(p) for p in r.problems],
+        "evidence": [str(p) for p in r.evidence],
+        "chains": r.chain_sizes,
+        "cosigned": r.cosigned_sizes,
+        "checkpoints": r.checkpoints,
+        "receipts": r.receipts,
+        "receipted": r.receipted,
+        "roots": {fp: log.root().hex() for fp, log in r.logs.items()},
+    }
+
+
+def three_ways(store: Path, line: str, roots: dict[str, bytes]) -> list[dict[str, Any]]:
+    ledger = Ledger(store)
+    try:
+        out = [summary(verify_line(ledger.line_data(line, "EUCOM"), roots))]
+        for workers in (0, 2):
+            with ledger.stored_line(line, "EUCOM") as held:
+                out.append(summary(verify_line(held, roots, workers=workers)))
+        return out
+    finally:
+        ledger.close()
+
+
+Built = tuple[Path, str, dict[str, bytes], str]
+
+
+def tampered(built: Built, tmp: Path, edit: Callable[[sqlite3.Connection], object]) -> Path:
+    home = tmp / "copy"
+    shutil.copytree(built[0], home)
+    db = sqlite3.connect(home / "ledger.sqlite")
+    edit(db)
+    db.commit()
+    db.close()
+    return home / "ledger.sqlite"
+
+
+def test_an_intact_store_verifies_alike_three_ways(built: tuple[Path, str, dict[str, bytes], str]) -> None:
+    serial, streamed, parallel = three_ways(built[0] / "ledger.sqlite", built[1], built[2])
+    assert serial["problems"] == [] and sum(serial["chains"].values()) > 100
+    assert serial == streamed == parallel
+
+
+def _flip(raw: bytes, at: int) -> bytes:
+    return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1 :]
+
+
+def _edit_raw(db: sqlite3.Connection, sender: str, seq: int, change: Callable[[bytes], bytes]) -> None:
+    (raw,) = db.execute("SELECT raw FROM envelopes WHERE sender=? AND seq=?", (sender, seq)).fetchone()
+    db.execute("UPDATE envelopes SET raw=? WHERE sender=? AND seq=?", (change(bytes(raw)), sender, seq))
+
+
+ATTACKS: dict[str, Callable[[sqlite3.Connection, str], object]] = {
+    "forged signature": lambda db, b: _edit_raw(db, b, 17, lambda raw: raw[:-1] + bytes([raw[-1] ^ 1])),
+    "edited body": lambda db, b: _edit_raw(db, b, 2, lambda raw: raw.replace(b"NDMC 2", b"NDMC 9")),
+    "deleted entry": lambda db, b: db.execute("DELETE FROM envelopes WHERE sender=? AND seq=11", (b,)),
+    "deleted last entries of one chain": lambda db, b: db.execute(
+        "DELETE FROM envelopes WHERE sender!=? AND seq>40", (b,)
+    ),
+    "changed seq": lambda db, b: db.execute("UPDATE envelopes SET seq=99 WHERE sender=? AND seq=20", (b,)),
+    "seq stored as text": lambda db, b: db.execute("UPDATE envelopes SET seq='7th' WHERE sender=? AND seq=7", (b,)),
+    "deleted receipts and a checkpoint": lambda db, b: db.executescript(
+        "DELETE FROM checkpoints WHERE n=1; DELETE FROM receipts WHERE rowid % 2 = 0;"
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_a_tampered_store_is_reported_alike_three_ways(
+    built: tuple[Path, str, dict[str, bytes], str], tmp_path: Path, attack: str
+) -> None:
+    store = tampered(built, tmp_path, lambda db: ATTACKS[attack](db, built[3]))
+    serial, streamed, parallel = three_ways(store, built[1], built[2])
+    assert serial["problems"], f"{attack} was not found at all"
+    assert serial == streamed == parallel
+
+
+def test_random_bit_flips_are_reported_alike_three_ways(
+    built: tuple[Path, str, dict[str, bytes], str], tmp_path: Path
+) -> None:
+    rng = random.Random(20261202)
+    db = sqlite3.connect(built[0] / "ledger.sqlite")
+    rows = db.execute("SELECT rowid, length(raw) FROM envelopes").fetchall()
+    db.close()
+    for n in range(8):
+        rowid, size = rng.choice(rows)
+        at = rng.randrange(size)
+
+        def flip(db: sqlite3.Connection, rowid: int = rowid, at: int = at) -> None:
+            (raw,) = db.execute("SELECT raw FROM envelopes WHERE rowid=?", (rowid,)).fetchone()
+            db.execute("UPDATE envelopes SET raw=? WHERE rowid=?", (_flip(bytes(raw), at), rowid))
+
+        store = tampered(built, tmp_path / str(n), flip)
+        serial, streamed, parallel = three_ways(store, built[1], built[2])
+        assert serial["problems"], f"a flip at byte {at} of row {rowid} was not found"
+        assert serial == streamed == parallel, (rowid, at)
+
+
+def test_cli_verify_over_a_large_line_uses_workers_and_agrees(
+    built: tuple[Path, str, dict[str, bytes], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command itself, with the threshold for workers lowered so this small line uses them."""
+    home = tmp_path / "copy"
+    shutil.copytree(built[0], home)
+    script = (
+        "import sys; from redline.ledger import verify; verify.PARALLEL_FROM = 10; verify.BATCH = 7; "
+        "from redline.cli import main; sys.argv = ['redline', 'verify', '--station', sys.argv[1], '--json']; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(home)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and '"ok": true' in out.stdout, out.stdout + out.stderr
+    ledger = Ledger(home / "ledger.sqlite")
+    try:
+        with ledger.stored_line(built[1]) as held:
+            assert verify.workers_for(held) == 0  # the real threshold: a line this small stays in process
+    finally:
+        ledger.close()
