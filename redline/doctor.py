@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import sqlite3
 from dataclasses import dataclass, field
@@ -198,7 +199,38 @@ def examine(home: StationDir, facts: Facts, thresholds: Thresholds | None = None
     out += _disk(home, facts, limits, t)
     out += _certificates(home, facts, t)
     out += _backups(home, facts, t)
+    out += _dependencies()
     return out
+
+
+# What redline needs at least (pyproject.toml says the same); libsodium through PyNaCl does the
+# Ed25519 checks, OpenSSL through Python and cryptography the TLS 1.3.
+_NEEDS = {"pynacl": "1.5", "cryptography": "42", "click": "8.1", "rich": "13", "shapely": "2", "starlette": "0.37",
+          "uvicorn": "0.29", "prometheus-client": "0.17"}  # fmt: skip
+
+
+def _dependencies() -> list[Finding]:
+    """The version of every dependency, libsodium and OpenSSL; one too old is a warning."""
+    import ssl
+    from importlib import metadata
+
+    def parts(version: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+    found, old = [], []
+    for name, least in _NEEDS.items():
+        try:
+            have = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            old.append(f"{name} is missing (needs {least} or later)")
+            continue
+        found.append(f"{name} {have}")
+        if parts(have) < parts(least):
+            old.append(f"{name} {have} is older than {least}")
+    found.append(ssl.OPENSSL_VERSION)  # libsodium comes inside the PyNaCl wheel, with its version
+    if old:
+        return [Finding("versions", WARNING, "; ".join(old), "reinstall: pip install -U redline (in its venv)")]
+    return [Finding("versions", OK, ", ".join(found))]
 
 
 def worst(findings: list[Finding]) -> str:

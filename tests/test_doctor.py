@@ -203,3 +203,16 @@ def test_exit_codes_follow_the_worst_finding() -> None:
     assert worst([Finding("a", OK, "")]) == OK
     assert worst([Finding("a", OK, ""), Finding("b", WARNING, "")]) == WARNING
     assert worst([Finding("a", CRITICAL, ""), Finding("b", WARNING, "")]) == CRITICAL
+
+
+def test_the_doctor_names_every_dependency_and_warns_about_an_old_one(monkeypatch: Any) -> None:
+    from importlib import metadata
+
+    from redline import doctor
+
+    [ok] = doctor._dependencies()
+    assert ok.severity == doctor.OK and "pynacl" in ok.text and "OpenSSL" in ok.text
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "0.1" if name == "shapely" else real(name))
+    [old] = doctor._dependencies()
+    assert old.severity == doctor.WARNING and "shapely 0.1 is older than 2" in old.text and old.fix
