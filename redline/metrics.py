@@ -135,7 +135,7 @@ def _meter_commits(ledger: Ledger, metrics: StationMetrics) -> None:
             state["envelopes"] += 1
         return stored
 
-    ledger.batch = batch  # type: ignore[method-assign]
+    ledger.batch = batch  # type: ignore[method-assign,assignment]
     ledger.append = append  # type: ignore[method-assign]
 
 

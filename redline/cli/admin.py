@@ -18,7 +18,7 @@ import click
 
 from redline import backup as bk
 from redline import doctor as dr
-from redline.cli import console, emit, json_option, run, station_option, when
+from redline.cli.common import console, emit, json_option, run, station_option, when
 from redline.control import call
 from redline.display import styled
 from redline.errors import ControlError, StationNotRunningError

@@ -15,7 +15,7 @@ import click
 
 from redline import keys as keyfiles
 from redline import rotation
-from redline.cli import console, emit, json_option, run, station_option
+from redline.cli.common import console, emit, json_option, run, station_option
 from redline.control import call
 from redline.errors import ConfigError, StationNotRunningError
 from redline.home import StationDir, station_path

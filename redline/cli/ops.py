@@ -16,7 +16,7 @@ import click
 from rich.table import Table
 
 from redline import kinds, persons, views
-from redline.cli import console, control, emit, fail, json_option, run, station_option, when
+from redline.cli.common import console, control, emit, fail, json_option, run, station_option, when
 from redline.display import styled
 from redline.home import station_path
 

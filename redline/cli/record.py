@@ -1,0 +1,225 @@
+"""The record: ``log`` and ``verify`` read the store directly (read-only), so they work with the
+station stopped too; ``export`` writes a bundle anyone can verify; ``verify --bundle`` checks one."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from redline import views
+from redline.bundle import (
+    BundleReport,
+    build_bundle,
+    export_checkpoint,
+    parse_checkpoint,
+    read_bundle,
+    verify_bundle,
+    write_bundle,
+)
+from redline.cli.common import console, emit, fail, json_option, main, run, station_option, when
+from redline.display import shown, styled
+from redline.errors import RedlineError
+from redline.home import StationDir, station_path
+from redline.ledger.verify import LineReport, verify_line, workers_for
+
+
+@main.command(name="log")
+@station_option
+@click.argument("line")
+@click.option("--limit", default=50, help="Show the last N entries.")
+@click.option("--all", "show_all", is_flag=True, help="Show every entry of both sides.")
+@json_option
+def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bool) -> None:
+    """Both sides of LINE's transcript, oldest first, with receipt state (read from the store)."""
+    home = StationDir(station_path(station))
+
+    def collect() -> views.Transcript:
+        ledger = home.read_ledger()  # a reader: SQLite only, read-only, one snapshot
+        try:
+            with ledger.snapshot():
+                return views.transcript(ledger, ledger.find_line(line), limit=None if show_all else limit)
+        finally:
+            ledger.close()
+
+    held: views.Transcript = run(collect)
+
+    def human(d: dict[str, Any]) -> None:
+        table = Table("time (UTC)", "from", "seq", "kind", "prio", "receipt", "text")
+        for r in held.rows:
+            table.add_row(
+                when(r.sent_at), r.sender, str(r.seq), r.kind, r.priority, "✓ stored" if r.receipted else "pending",
+                shown(r.text, 300),
+            )  # fmt: skip
+        for r in held.outbox:
+            table.add_row("-", "us", "-", r.kind, r.priority, "in the outbox", shown(r.text, 300))
+        console.print(table)
+        if held.partial:
+            console.print(f"{len(held.rows)} of {held.total} entries shown; --all for every entry; 'redline show "
+                          "LINE ID' for one whole message", style="yellow")  # fmt: skip
+
+    emit(as_json, held.to_obj(), human)
+
+def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | None, as_json: bool) -> None:
+    if len(keys) != 2:
+        fail("give exactly the two stations' root fingerprints, from outside the bundle: --key FINGERPRINT "
+             "--key FINGERPRINT")  # fmt: skip
+
+    def check() -> BundleReport:
+        bundle = read_bundle(path)
+        other = parse_checkpoint(read_bundle(checkpoint)) if checkpoint is not None else None
+        return verify_bundle(
+            bundle, list(keys), other.signed if other else None, other_certs=other.certs if other else None
+        )
+
+    report: BundleReport = run(check)
+
+    def human(d: dict[str, Any]) -> None:
+        for s in d["summary"]:
+            bad = s.startswith(("PROBLEM", "FAILED", "NOT VERIFIED"))
+            console.print(s, style="bold red" if bad else ("green" if s.startswith("VERIFIED") else None))
+
+    emit(as_json, report.to_obj(), human)
+    if not report.ok:
+        sys.exit(2)
+
+@main.command()
+@station_option
+@click.option("--peer-fingerprint", default=None, help="Check the pinned peer root against this fingerprint.")
+@click.option(
+    "--bundle", "bundle_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Verify this bundle file (redline export) instead of the station's store; needs --key twice.",
+)
+@click.option(
+    "--key", "keys", multiple=True, metavar="FINGERPRINT",
+    help="With --bundle: a station's root fingerprint, from outside the bundle (64 hex digits, or the 32 read "
+         "aloud at pairing). Give both stations'.",
+)  # fmt: skip
+@click.option(
+    "--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="With --bundle: the other side's checkpoint file (redline export --checkpoint), to find a cut tail "
+         "or a split view.",
+)  # fmt: skip
+@json_option
+def verify(
+    station: str | None, peer_fingerprint: str | None, bundle_path: Path | None, keys: tuple[str, ...],
+    checkpoint_path: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Verify every line: signatures, chains, seqs, seen-links, Merkle heads, checkpoints, keys.
+
+    With --bundle, verify an exported bundle instead, on any machine, against the stations'
+    fingerprints given with --key; no station is needed.
+    """
+    if bundle_path is not None:
+        _verify_bundle_file(bundle_path, keys, checkpoint_path, as_json)
+        return
+    if keys or checkpoint_path is not None:
+        fail("--key and --checkpoint go with --bundle FILE")
+    home = StationDir(station_path(station))
+
+    def check() -> list[LineReport]:
+        keys_root = bytes.fromhex((home.keys / "root.pub").read_text().strip()) if home.exists() else b""
+        ledger = home.open_ledger()
+        try:
+            ledger.check_integrity()  # the full check, whatever the clean-close mark says
+            reports = []
+            for record in ledger.lines():
+                if peer_fingerprint and record.peer != peer_fingerprint:
+                    raise RedlineError(
+                        f"line {record.line[:8]}: the pinned peer root {record.peer[:16]} is not the fingerprint "
+                        f"given ({peer_fingerprint[:16]}): the store's pairing record was changed"
+                    )
+                roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
+                with ledger.stored_line(record.line, home.config().name) as held:  # streamed, not loaded
+                    reports.append(verify_line(held, roots, workers=workers_for(held)))
+            return reports
+        finally:
+            ledger.close()
+
+    reports = run(check)
+    data = [views.VerifyView.of(r).to_obj() for r in reports]
+
+    def human(ds: list[dict[str, Any]]) -> None:
+        for d in ds:
+            mark = ("VERIFIED", "green") if d["ok"] else ("FAILED", "bold red")
+            console.print(styled(f"Line {d['line'][:8]}: ", mark))
+            console.print(f"  envelopes: {d['chains']}  co-signed prefix: {d['cosigned']}  "
+                          f"one-sided tail: {d['one_sided_tail']}")  # fmt: skip
+            console.print(f"  checkpoints: {d['checkpoints']}  receipts: {d['receipts']}")
+            for p in d["problems"][:1]:
+                console.print(styled("  ", ("first problem:", "bold red"), f" {p}"))
+        if not ds:
+            console.print("no lines to verify")
+
+    emit(as_json, data, human)
+    if any(not r.ok for r in reports):
+        sys.exit(2)
+
+@main.command()
+@station_option
+@click.argument("line")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="File to write (default: redline-LINE-STATION.bundle.json, or .checkpoint.json with --checkpoint).",
+)
+@click.option(
+    "--redact", multiple=True, metavar="ID",
+    help="Leave out this envelope's body (id, or 8+ hex digits of it); its salted hash stays signed. Repeatable.",
+)
+@click.option(
+    "--checkpoint", "checkpoint_only", is_flag=True,
+    help="Write only the last co-signed checkpoint: what a verifier checks the other side's bundle against.",
+)
+@json_option
+def export(
+    station: str | None, line: str, out: Path | None, redact: tuple[str, ...], checkpoint_only: bool, as_json: bool
+) -> None:
+    """Write LINE's transcript as a bundle anyone can verify without either station (docs/BUNDLE.md)."""
+    home = StationDir(station_path(station))
+
+    def make() -> dict[str, Any]:
+        name = home.config().name
+        our_root = bytes.fromhex((home.keys / "root.pub").read_text().strip())
+        ledger = home.read_ledger()
+        try:
+            with ledger.snapshot():
+                record = ledger.find_line(line)
+                data = ledger.line_data(record.line, name)
+                us = ledger.station
+        finally:
+            ledger.close()
+        now = int(time.time() * 1000)
+        kind = "checkpoint" if checkpoint_only else "bundle"
+        path = out or Path(f"redline-{record.line[:8]}-{name}.{kind}.json")
+        fingerprints = [us, record.peer]
+        if checkpoint_only:
+            obj = export_checkpoint(data, us, exported_at=now)
+            write_bundle(path, obj)
+            return {"path": str(path), "kind": kind, "line": record.line, "checkpoint": obj["n"],
+                    "fingerprints": fingerprints, "summary": []}  # fmt: skip
+        roots = {us: our_root, record.peer: bytes.fromhex(record.peer_root)}
+        obj = build_bundle(data, roots, us, set(redact), exported_at=now)
+        write_bundle(path, obj)
+        report = verify_bundle(obj, fingerprints)  # what a third party will be shown, checked here first
+        return {"path": str(path), "kind": kind, "line": record.line, "redacted": report.redacted,
+                "fingerprints": fingerprints, "ok": report.ok, "summary": report.summary()}  # fmt: skip
+
+    data = run(make)
+
+    def human(d: dict[str, Any]) -> None:
+        console.print(styled(f"Wrote {d['kind']} of line {d['line'][:8]} to ", (d["path"], "bold")))
+        for s in d["summary"]:
+            console.print(f"  {s}", style="bold red" if s.startswith("PROBLEM") else None)
+        if d["kind"] == "bundle":
+            keys = " ".join(f"--key {fp}" for fp in d["fingerprints"])
+            console.print(
+                "To check it anywhere, with both fingerprints obtained from outside the bundle:\n"
+                f"  redline verify --bundle {d['path']} {keys}",
+                soft_wrap=True,
+            )
+
+    emit(as_json, data, human)

@@ -1,0 +1,245 @@
+"""Running a station and its line: init, serve, invite/pair/confirm, send, flash, status, demo.
+
+Commands that change a running station talk to it through its control socket (``control.sock``,
+mode 0600 in a 0700 directory: only its owner)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from redline.cli.common import console, control, emit, err, fail, json_option, main, run, station_option, when
+from redline.clock import SettableClock
+from redline.display import styled
+from redline.home import StationDir, station_path
+from redline.logs import configure as configure_logs
+from redline.station import Station
+
+
+@main.command()
+@station_option
+@click.option("--name", required=True, help="Station name, e.g. EUCOM.")
+@click.option("--lang", required=True, help="Language the station writes in, e.g. en or ru.")
+@click.option("--listen", multiple=True, required=True, help="HOST:PORT to listen on; repeat for more paths.")
+@click.option("--advertise", multiple=True, help="HOST:PORT the peer should dial, if not the --listen ones.")
+@json_option
+def init(
+    station: str | None, name: str, lang: str, listen: tuple[str, ...], advertise: tuple[str, ...], as_json: bool
+) -> None:
+    """Create a station: root, signing and TLS keys, config and an empty store."""
+    home = StationDir(station_path(station))
+    keys = run(lambda: home.init(name=name, lang=lang, listen=list(listen), advertise=list(advertise)))
+    data = {"station": str(home.path), "name": name, "fingerprint": keys.fingerprint, "listen": list(listen)}
+
+    def human(d: dict[str, Any]) -> None:
+        console.print(styled("Station ", (name, "bold"), f" created in {home.path}"))
+        console.print(styled("Root fingerprint: ", (d["fingerprint"], "bold")))
+        console.print(f"Root key: {home.keys / 'root.key'} — move it to offline storage; only key rotation needs it.")
+
+    emit(as_json, data, human)
+
+@main.command()
+@station_option
+@click.option("-v", "--verbose", is_flag=True, help="Log every path event.")
+@click.option(
+    "--log-format", type=click.Choice(["human", "json"]), default="human",
+    help="human (default), or json: one JSON object per line (line id, event, level, fields; never message bodies).",
+)  # fmt: skip
+@click.option(
+    "--metrics", "metrics_addr", default=None, metavar="HOST:PORT",
+    help="Also serve /metrics (Prometheus), /health and /ready here, without login, and nothing else.",
+)  # fmt: skip
+@click.option(
+    "--http", "http_addr", default=None, metavar="HOST:PORT",
+    help="Also serve the duty console and HTTP API (docs/API.md) here: plain HTTP, so loopback or behind a TLS proxy.",
+)  # fmt: skip
+@click.option(
+    "--settable-clock", is_flag=True, hidden=True,
+    help="Demo and test stations only: let the control operation 'clock' move this station's clock.",
+)  # fmt: skip
+def serve(
+    station: str | None, verbose: bool, log_format: str, metrics_addr: str | None,
+    http_addr: str | None, settable_clock: bool,
+) -> None:  # fmt: skip
+    """Run the station: listen, dial the paired peers, keep the lines in sync."""
+    configure_logs(log_format, verbose=verbose)  # human lines (SafeFormatter), or JSON (redline/logs.py)
+    json_log = log_format == "json"
+    console.quiet = json_log  # then the log is the only output, and every alarm is in it
+    home = StationDir(station_path(station))
+
+    async def main_() -> None:
+        st = Station(
+            home, on_alarm=None if json_log else lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"),
+            clock=SettableClock() if settable_clock else None,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, st.stop)
+        http = monitor = None
+        try:
+            await st.start()
+            where = ", ".join(st.config.listen)
+            console.print(styled("Station ", (st.config.name, "bold"), f" serving on {where} (Ctrl-C stops)"))
+            if http_addr:
+                from redline.api import HttpServer  # the API's dependencies load only when asked for
+
+                # uvicorn in this same event loop: the API works on the running station, one writer
+                http = await HttpServer.start(st, http_addr)
+                console.print(styled("Duty console and API on ", (f"http://{http.addr}/", "bold")))
+            if metrics_addr:
+                from redline.api import HttpServer
+
+                monitor = await HttpServer.start(st, metrics_addr, monitoring_only=True)
+                console.print(styled("Metrics, health and readiness on ", (f"http://{monitor.addr}/metrics", "bold")))
+            await st.wait_stopped()
+        finally:
+            if monitor is not None:
+                await monitor.stop()
+            if http is not None:
+                await http.stop()
+            await st.close()
+
+    run(lambda: asyncio.run(main_()))
+
+
+@main.command()
+@station_option
+@json_option
+def invite(station: str | None, as_json: bool) -> None:
+    """Print a single-use, expiring pairing token for the other station."""
+    data = control(station, {"op": "invite"})
+    emit(as_json, data, lambda d: console.print(
+        f"Give this token to the other station's operator (expires {when(d['expires'])}):\n\n{d['token']}\n\n"
+        "They run: redline pair (and paste it at the prompt)", soft_wrap=True))  # fmt: skip
+
+@main.command()
+@station_option
+@click.argument("token", required=False, metavar="")
+@click.option("--token-file", type=click.File("r"), default=None, help="Read the token from this file ('-': stdin).")
+@json_option
+def pair(station: str | None, token: str | None, token_file: Any, as_json: bool) -> None:
+    """Pair with the station that issued a token; prints the safety code to compare by voice.
+
+    The token is a secret: it is read from --token-file, from standard input when that is not a
+    terminal, or else asked for at a prompt that does not echo. Never from the command line, where
+    ps and the shell history would show it."""
+    if token is not None:
+        fail("do not put the pairing token on the command line (ps and the shell history show it): run "
+             "'redline pair' and paste it at the prompt, or 'redline pair --token-file FILE'")  # fmt: skip
+    if token_file is not None:
+        text = token_file.read()
+    elif not sys.stdin.isatty():
+        text = sys.stdin.read()
+    else:
+        text = click.prompt("Pairing token", hide_input=True)
+    data = control(station, {"op": "pair", "token": text.strip()})
+    emit(as_json, data, lambda d: console.print(styled(
+        "Paired with ", (d["peer"], "bold"), f" on line {d['line'][:8]}.\nSafety code: ", (d["safety_code"], "bold"),
+        f"\nCompare it with the other operator by voice, then run: redline confirm {d['line'][:8]} CODE")))  # fmt: skip
+
+@main.command()
+@station_option
+@click.argument("line")
+@click.argument("code")
+@json_option
+def confirm(station: str | None, line: str, code: str, as_json: bool) -> None:
+    """Confirm LINE's safety CODE after comparing it by voice."""
+    data = control(station, {"op": "confirm", "line": line, "code": code})
+    emit(as_json, data, lambda d: console.print(
+        "Confirmed here. " + ("The other side has confirmed too: the line is open." if d["confirmed_peer"]
+                              else "Waiting for the other operator to confirm; no traffic until then.")))  # fmt: skip
+
+def _send(station: str | None, line: str, text: str, priority: str, kind: str, idem: str | None, as_json: bool) -> None:
+    request = {"op": "send", "line": line, "text": text, "priority": priority, "kind": kind, "idem": idem}
+    data = control(station, request)
+
+    def human(d: dict[str, Any]) -> None:
+        if d["id"]:
+            console.print(f"accepted: seq {d['seq']}, id {d['id']}")
+        else:
+            console.print(f"accepted as outbox #{d['outbox']}: {d['state']}")
+
+    emit(as_json, data, human)
+
+@main.command()
+@station_option
+@click.argument("line")
+@click.argument("text")
+@click.option("--priority", type=click.Choice(["routine", "priority", "flash"]), default="routine")
+@click.option("--idempotency-key", "idem", default=None, help="Retrying with the same key never sends twice.")
+@json_option
+def send(station: str | None, line: str, text: str, priority: str, idem: str | None, as_json: bool) -> None:
+    """Send TEXT on LINE; returns once it is durable (and prints its envelope id)."""
+    _send(station, line, text, priority, "FLASH" if priority == "flash" else "TEXT", idem, as_json)
+
+@main.command()
+@station_option
+@click.argument("line")
+@click.argument("text")
+@click.option("--idempotency-key", "idem", default=None)
+@json_option
+def flash(station: str | None, line: str, text: str, idem: str | None, as_json: bool) -> None:
+    """Send a FLASH message on LINE."""
+    _send(station, line, text, "flash", "FLASH", idem, as_json)
+
+@main.command()
+@station_option
+@json_option
+@click.option(
+    "--exit-code", is_flag=True,
+    help="Exit 0 when every line is in sync, 2 when one is not (or none is paired); 1: the station does not answer.",
+)  # fmt: skip
+def status(station: str | None, as_json: bool, exit_code: bool) -> None:
+    """Lines, paths (up/down, round trip, last heard), skew, outbox and unreceipted counts."""
+    data = control(station, {"op": "status"})
+
+    def human(d: dict[str, Any]) -> None:
+        where = ", ".join(d["listen"])
+        console.print(styled("Station ", (d["station"], "bold"), f" {d['fingerprint'][:16]}  listening on {where}"))
+        for ln in d["lines"]:
+            here, peer = (("yes" if ln["confirmed"][k] else "no") for k in ("local", "peer"))
+            state: str | tuple[str, str] = (("IN SYNC", "green") if ln["synced"] else ("NOT IN SYNC", "red")) if (
+                ln["active"]
+            ) else f"WAITING FOR SAFETY-CODE CONFIRMATION (here: {here}, peer: {peer})"
+            if ln["halted"]:
+                state = ("HALTED: EQUIVOCATION", "bold red")
+            console.print(styled(f"\nLine {ln['line'][:8]} with ", (ln["peer"], "bold"), ": ", state))
+            console.print(
+                f"  ours: seq {ln['our_seq']}  theirs: seq {ln['their_seq']}  outbox: {ln['outbox']}  "
+                f"unreceipted: {ln['unreceipted']}"
+            )
+            if ln["outbox"] and not ln["synced"]:
+                waiting = f"  {ln['outbox']} message(s) wait in the outbox: no path to the peer is up"
+                console.print(waiting, style="yellow")
+            table = Table("path", "state", "round trip", "skew", "last heard", box=None)
+            for name, p in sorted(ln["paths"].items()):
+                table.add_row(
+                    name, styled(("up", "green")) if p["up"] else styled(("down", "red"), f" {p['reason']}"),
+                    f"{p['rtt_ms']:.2f} ms" if p["rtt_ms"] is not None else "-",
+                    f"{p['skew_ms']:+.0f} ms" if p["skew_ms"] is not None else "-", when(p["last_rx"]),
+                )  # fmt: skip
+            console.print(table)
+        for a in d["alarms"][-5:]:
+            console.print(f"[{a['level']}] {when(a['time'])} {a['text']}")
+
+    emit(as_json, data, human)
+    if exit_code:
+        lines = data["lines"]
+        sys.exit(0 if lines and all(ln["active"] and ln["synced"] and not ln["halted"] for ln in lines) else 2)
+
+
+@main.command()
+@click.option("--dir", "workdir", default=None, help="Where to put the two demo stations (default: a temp dir).")
+@click.option("--no-wait", is_flag=True, help="Exit after the scripted exchange instead of waiting for Ctrl-C.")
+@click.option("--days", type=int, default=None, help="Replay only the first N days (quick look).")
+def demo(workdir: str | None, no_wait: bool, days: int | None) -> None:
+    """Two stations, EUCOM and NDMC, on this machine: paired, confirmed, replaying 1 March - 13 May 2022."""
+    from redline.demo import run_demo
+
+    run(lambda: run_demo(Path(workdir) if workdir else None, wait=not no_wait, days=days))
