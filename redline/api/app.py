@@ -53,6 +53,7 @@ from redline.api.auth import (
     Users,
 )
 from redline.api.console_routes import CONSOLE_SPECS, ConsoleHandlers
+from redline.api.console_voice import VOICE_SPECS, ConsoleVoice, VoiceConn, VoiceHandlers
 from redline.api.hosts import HostCheck, Hosts
 from redline.config import parse_hostport
 from redline.errors import (
@@ -67,7 +68,6 @@ from redline.errors import (
     TransportError,
 )
 from redline.home import StationDir
-from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import verify_line
 from redline.metrics import CONTENT_TYPE, metrics_for
 from redline.metrics import health as is_healthy
@@ -213,13 +213,13 @@ def verify_station(home: StationDir) -> list[dict[str, Any]]:
     """What ``redline verify`` checks, on a connection of its own that cannot write, from one snapshot.
 
     Runs in a worker thread of the station's process while the station keeps writing, so the store
-    is opened read-only through SQLite and nothing else (``Ledger.open_read_only``: its raw files
-    are never opened here, which would drop the station's locks on them); every line's data is read
+    is opened read-only (``StationDir.read_ledger``; SQLite's through SQLite and nothing else: its raw
+    files are never opened here, which would drop the station's locks on them); every line's data is read
     inside one read transaction, then verified with no database in hand."""
     our_root = bytes.fromhex((home.keys / "root.pub").read_text().strip())
     name = home.config().name
     home.require()
-    ledger = Ledger.open_read_only(home.ledger_path)
+    ledger = home.read_ledger()
     try:
         with ledger.snapshot():
             us = ledger.station
@@ -266,6 +266,8 @@ ROUTES: tuple[Op, ...] = (
         ("calls", "Call requests and calls per pair of principals, both readouts side by side ('redline calls')"),
         ("notices", "Active notices of both sides and every conflicting pair ('redline notices')"),
         ("refused", "Person-signed envelopes that did not count (bad or unknown signature), with the reason"),
+        ("voice", "Voice calls: the current one (ringing or live, who, since when), recent ones with their audio "
+                  "evidence, this station's audio counts and each path's audio health"),
     )),
     Op("POST", "/api/lines/{line}/send", "send", "Send a message; durable on return (idempotent by key)", OPERATE,
        _obj(["text"], text=STR, priority={"enum": list(PRIORITIES)}, idempotency_key=STR,
@@ -288,7 +290,9 @@ ROUTES: tuple[Op, ...] = (
     Op("POST", "/api/lines/{line}/confirm", "confirm", "Confirm the line's safety code after comparing it by voice",
        "confirm", _obj(["code"], code=STR)),
     *(Op(**spec) for spec in CONSOLE_SPECS),  # the console's own routes (console_routes.py)
-    Op("WS", "/api/events", "events", "WebSocket: status changes and alarms as they happen", READ),
+    *(Op(**spec) for spec in VOICE_SPECS),  # voice calls (console_voice.py)
+    Op("WS", "/api/events", "events", "WebSocket: status changes and alarms as they happen; voice audio both ways",
+       READ),
     Op("GET", "/api/openapi.json", "openapi", "This schema", None),
     Op("GET", "/health", "health", "Alive, and the store takes writes: 200 {\"ok\": true}, else 503", None),
     Op("GET", "/ready", "ready", "Every line in sync: 200 {\"ready\": true}, else 503", None),
@@ -322,7 +326,10 @@ def openapi_schema() -> dict[str, Any]:
         if op.body is not None:
             entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
         if op.method == "WS":
-            entry["description"] = "Upgrade to a WebSocket. Messages are JSON: hello, status, alarm, logout."
+            entry["description"] = (
+                "Upgrade to a WebSocket. Text messages are JSON: hello, status, alarm, logout, "
+                "joined, audio_refused; binary messages are voice audio (docs/API.md)."
+            )
             entry["responses"] = {"101": {"description": "switching protocols"}}
         paths.setdefault(op.path, {})[method] = entry
     return {
@@ -335,7 +342,7 @@ def openapi_schema() -> dict[str, Any]:
 
 
 # -- the handlers -----------------------------------------------------------------------------------
-class Api(ConsoleHandlers):
+class Api(ConsoleHandlers, VoiceHandlers):
     def __init__(
         self, station: Station, config: ApiConfig, *, listen: tuple[str, int] | None = None,
         clock: Callable[[], float] | None = None, sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -349,6 +356,7 @@ class Api(ConsoleHandlers):
         self.guard.on_failure = metrics_for(station).login_failed
         self._verifying: asyncio.Task[list[dict[str, Any]]] | None = None
         self._first_down: dict[str, int] = {}  # line -> when first seen down, for a peer never heard
+        self.voice = ConsoleVoice(station)  # consoles on voice calls (console_voice.py)
 
     # who
     def who(self, conn: HTTPConnection, capability: str | None) -> Session | None:
@@ -450,9 +458,11 @@ class Api(ConsoleHandlers):
             offset, limit = int(q.get("offset", 0)), (int(q["limit"]) if "limit" in q else None)
         except ValueError:
             raise ApiError(400, "offset and limit must be whole numbers") from None
-        return self.station.view(
-            line.line, request.url.path.rsplit("/", 1)[-1], offset=offset, limit=limit, notice=q.get("notice")
-        )
+        what = request.url.path.rsplit("/", 1)[-1]
+        result = self.station.view(line.line, what, offset=offset, limit=limit, notice=q.get("notice"))
+        if what == "voice":  # what the consoles sent this station, taken or refused (console_voice.py)
+            result = {**result, "console": dict(self.voice.counters.get(line.line, {}))}
+        return result
 
     async def send(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
@@ -602,17 +612,31 @@ class Api(ConsoleHandlers):
             return
         assert session is not None
         cookie = ws.cookies.get(COOKIE)
-        reader = asyncio.ensure_future(_drain(ws))
+        conn = self.voice.connect(session)
+        reader = asyncio.ensure_future(_read(ws, self.voice, conn))
+        # One sender: the status poll and the voice relay (console_voice.py) share this loop.
+        outgoing: asyncio.Future[bytes | dict[str, Any]] = asyncio.ensure_future(conn.out.get())
+        loop = asyncio.get_running_loop()
         try:
             alarms = self.station.alarms
             last = alarms[-1] if alarms else None
             status = _status_only(self.station.status())
             await ws.send_json({"type": "hello", "you": self._me(session), "status": status,
                                 "alarms": alarms[-20:], "now": self.station.wall()})  # fmt: skip
+            next_poll = loop.time() + self.config.poll_seconds
             while True:
-                done, _ = await asyncio.wait({reader}, timeout=self.config.poll_seconds)
-                if done:
+                wait = max(0.0, next_poll - loop.time())
+                pending: set[asyncio.Future[Any]] = {reader, outgoing}
+                done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
                     return  # the console went away
+                if outgoing in done:
+                    item = outgoing.result()
+                    outgoing = asyncio.ensure_future(conn.out.get())
+                    await (ws.send_bytes(item) if isinstance(item, bytes) else ws.send_json(item))
+                    if loop.time() < next_poll:
+                        continue
+                next_poll = loop.time() + self.config.poll_seconds
                 try:
                     ended = self.current(cookie) is None
                     why = "the session ended: log in again"
@@ -633,6 +657,8 @@ class Api(ConsoleHandlers):
             return
         finally:
             reader.cancel()
+            outgoing.cancel()
+            self.voice.disconnect(conn)
 
 
 def _idem(key: str | None) -> str | None:
@@ -653,13 +679,18 @@ def _new_alarms(alarms: list[dict[str, Any]], last: dict[str, Any] | None) -> li
     return list(alarms)
 
 
-async def _drain(ws: WebSocket) -> None:
-    """Read (and ignore) what the console sends, until it disconnects."""
+async def _read(ws: WebSocket, voice: ConsoleVoice, conn: VoiceConn) -> None:
+    """What the console sends, until it disconnects: voice (``join``, ``leave``, audio chunks);
+    anything else is ignored."""
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            try:
+                await voice.take(conn, message)
+            except Exception:  # one bad chunk never ends the console's events
+                log.exception("console: a voice message failed")
 
 
 # -- assembly ---------------------------------------------------------------------------------------

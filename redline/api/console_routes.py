@@ -42,6 +42,7 @@ MAX_TEXT = 64 * 1024
 # Most urgent first. Level "alarm" sounds until a person acknowledges it at the console.
 CONDITIONS: tuple[tuple[str, str], ...] = (
     ("flash", "alarm"),  # a FLASH from the peer waits for our acknowledgement
+    ("voice_ring", "alarm"),  # the peer rings (a voice call): pick up or decline, until it times out
     ("line_down", "alarm"),  # no path to the peer for line_down_alarm_seconds
     ("halted", "alarm"),  # equivocation: nothing more can be sent
     ("test_missed", "alarm"),  # the tester's verdict on the latest line test (ours or theirs): missed
@@ -220,6 +221,10 @@ class ConsoleHandlers:
             elif f.ack is None:
                 add("flash", f"flash:{f.entry.id}", f.entry.stored_at, seq=f.entry.seq, id=f.entry.id,
                     text=f.entry.content.get("text"), lang=f.entry.lang, deadline=f.deadline)  # fmt: skip
+        for call in ops.voice.open_calls():
+            if not call.ours and call.state == "ringing":
+                add("voice_ring", f"voice_ring:{call.id}", call.ring.stored_at, id=call.id,
+                    caller=call.body.person.name, deadline=call.deadline, test=call.test is not None)  # fmt: skip
         since = down_since(status)
         if since is None and not any(p["up"] for p in status["paths"].values()):
             since = self._first_down.setdefault(lid, now)  # never heard since this start

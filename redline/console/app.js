@@ -219,6 +219,11 @@ function playPattern(code) {
   const ctx = S.audio;
   if (!ctx || ctx.state !== "running") return false;
   const t0 = ctx.currentTime + 0.02;
+  if (code === "voice_ring") { // a telephone's double ring
+    for (const [i, at] of [0, 0.05, 0.1, 0.15, 0.4, 0.45, 0.5, 0.55].entries()) tone(ctx, t0 + at, i % 2 ? 480 : 440, 0.04);
+    window.redlineBeeps += 1;
+    return true;
+  }
   const pattern = code === "flash" || code === "connection" ? [880, 660, 880, 660, 880] : [880, 660, 880];
   pattern.forEach((f, i) => tone(ctx, t0 + i * 0.22, f, 0.16));
   window.redlineBeeps += 1;
@@ -229,7 +234,7 @@ function playPattern(code) {
 function soundTick() {
   const loud = S.conditions.filter((c) => c.level === "alarm" && !S.silenced.has(c.key));
   if (!loud.length) return;
-  const period = loud[0].code === "flash" || loud[0].code === "connection" ? 3000 : 6000;
+  const period = ["flash", "connection", "voice_ring"].includes(loud[0].code) ? 3000 : 6000;
   if (Date.now() - S.lastBeep < period) return;
   if (playPattern(loud[0].code)) S.lastBeep = Date.now();
 }
@@ -241,6 +246,7 @@ function silence(key) {
 
 // -- login -------------------------------------------------------------------------------------------
 function showLogin(message) {
+  stopMedia();
   if (S.ws) { S.ws.onclose = null; S.ws.close(); S.ws = null; }
   clearTimeout(S.wsRetry); clearInterval(S.refreshTimer); clearInterval(S.watchTimer);
   S.live = false; S.me = null; S.conditions = []; S.watch = null;
@@ -290,7 +296,9 @@ async function start(me) {
 function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/events`);
   S.ws = ws;
+  ws.binaryType = "arraybuffer"; // the peer's voice audio (voiceIn)
   ws.onmessage = (m) => {
+    if (typeof m.data !== "string") { voiceIn(m.data); return; }
     const msg = JSON.parse(m.data);
     if (msg.type === "hello") {
       setConnection(true);
@@ -301,7 +309,9 @@ function connect() {
     } else if (msg.type === "status") setStatus(msg.status, msg.now);
     else if (msg.type === "alarm") { addAlarm(msg.alarm); refreshWatch(); }
     else if (msg.type === "logout" || msg.type === "error") showLogin(msg.error);
+    else if (msg.type === "joined" || msg.type === "join_refused" || msg.type === "audio_refused") voiceNote(msg);
   };
+  ws.onopen = () => { if (V.call) voiceSend({ type: "join", call: V.call }); }; // back on the call after a reconnect
   ws.onclose = (ev) => {
     if (ev.code === 4401 || ev.code === 4403) { showLogin(t("login.lost")); return; }
     setConnection(false);
@@ -335,6 +345,7 @@ async function refreshWatch() {
   } catch (e) { if (e.status === 401) return; }
   renderAlarms();
   renderLineExtras();
+  refreshVoice();
   if (S.views.tests) renderTests(S.views.tests); // a test whose window closed meanwhile loses its ANSWER
 }
 function currentConditions() {
@@ -358,6 +369,8 @@ function conditionText(c) {
     case "call_request": return [...tx("cond.call_request", { peer, from: said(p.from_role, p.lang), to: said(p.to_role, "en") }),
       said(p.subject, p.lang)];
     case "flash_unacked": return tx("cond.flash_unacked", { seq: p.seq });
+    case "voice_ring": return tx(p.test ? "cond.voice_ring_test" : "cond.voice_ring", { peer, caller: said(p.caller, null),
+      deadline: utc(p.deadline), left: countdown(p.deadline) });
     default: return tx(`cond.${c.code}`, { peer });
   }
 }
@@ -388,6 +401,12 @@ function renderCondition(c) {
   if (c.code === "test_to_answer" && can("operate")) {
     buttons.push(h("button", { type: "button", class: "go", "data-focus": "cond-answer", onclick: (e) => answerTest(c.params.id, e.target) },
       t("act.answer", { user: S.me.user })));
+  }
+  if (c.code === "voice_ring" && can("operate")) {
+    buttons.push(h("button", { type: "button", class: "go", "data-focus": "cond-pickup", onclick: (e) => pickUp(c.params.id, e.target) },
+      t("voice.pickup", { user: S.me.user })));
+    buttons.push(h("button", { type: "button", class: "danger", "data-focus": "cond-decline", onclick: (e) => declineCall(c.params.id, e.target) },
+      t("voice.decline")));
   }
   if (c.level === "alarm" && !silenced) {
     buttons.push(h("button", { type: "button", "data-focus": "cond-silence", onclick: () => silence(c.key) }, t("alarms.silence")));
@@ -1018,6 +1037,192 @@ function choosePriority(button) {
   $("compose-form").classList.toggle("is-flash", button.dataset.prio === "flash");
 }
 
+// -- voice -------------------------------------------------------------------------------------------
+// The microphone is encoded here (WebCodecs AudioEncoder, Opus, 20 ms packets) and each packet goes
+// to the station as one binary WebSocket message: u8 1 | call id (32 bytes) | u32 packet number |
+// u32 timestamp ms | Opus. The station hashes and forwards exactly these bytes, so the evidence
+// covers what this browser encoded. The peer's packets come back in the same shape and are decoded
+// (AudioDecoder) and played in order with a short playout buffer. Nothing is sent until the call
+// is live; the station would refuse it anyway.
+const V = {
+  call: null, live: false, muted: false, stream: null, reader: null, encoder: null, decoder: null,
+  number: 0, playAt: 0, view: null,
+};
+window.redlineVoice = { sent: 0, heard: 0, played: 0, refused: [], error: null };
+const hexToBytes = (hex) => Uint8Array.from(hex.match(/../g), (b) => parseInt(b, 16));
+const bytesToHex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+function voiceSend(obj) { if (S.ws && S.ws.readyState === 1) S.ws.send(JSON.stringify(obj)); }
+function voiceError(key) {
+  window.redlineVoice.error = key;
+  $("voice-error").textContent = key ? t(key) : "";
+  if (key) $("voice-error").dataset.i18n = key; else delete $("voice-error").dataset.i18n;
+}
+function voiceNote(msg) {
+  if (msg.type === "audio_refused") {
+    window.redlineVoice.refused.push(msg.reason);
+    setText($("voice-result"), t("voice.refused", { reason: msg.reason }), "result bad");
+  }
+}
+async function joinCall(id) {
+  if (V.call === id) return;
+  stopMedia();
+  V.call = id; V.number = 0; V.playAt = 0; V.muted = false;
+  voiceSend({ type: "join", call: id });
+  voiceError(null);
+  if (!can("operate")) return;
+  if (!("AudioEncoder" in window) || !("MediaStreamTrackProcessor" in window) || !("AudioDecoder" in window)) {
+    voiceError("voice.no_webcodecs"); return;
+  }
+  let stream;
+  try { stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } }); }
+  catch (e) { voiceError("voice.no_mic"); return; }
+  if (V.call !== id) { for (const tr of stream.getTracks()) tr.stop(); return; }
+  V.stream = stream;
+  const track = stream.getAudioTracks()[0];
+  V.encoder = new AudioEncoder({ output: sendChunk, error: () => voiceError("voice.no_webcodecs") });
+  V.reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
+  pumpMic(V.reader, V.encoder);
+}
+async function pumpMic(reader, encoder) {
+  for (;;) {
+    let r;
+    try { r = await reader.read(); } catch (e) { return; }
+    if (r.done || !r.value) return;
+    const frame = r.value;
+    try {
+      if (encoder.state === "unconfigured") {
+        encoder.configure({ codec: "opus", sampleRate: frame.sampleRate, numberOfChannels: frame.numberOfChannels, bitrate: 24000 });
+      }
+      if (encoder.state === "configured" && V.live && !V.muted && V.encoder === encoder) encoder.encode(frame);
+    } catch (e) { /* closed meanwhile */ }
+    frame.close();
+    if (V.encoder !== encoder) return;
+  }
+}
+function sendChunk(chunk) {
+  if (!V.call || !V.live || V.muted || !S.ws || S.ws.readyState !== 1) return;
+  if (S.ws.bufferedAmount > 32 * 1024) return; // a stalled socket: drop audio rather than queue it
+  const buf = new Uint8Array(41 + chunk.byteLength);
+  const dv = new DataView(buf.buffer);
+  buf[0] = 1; buf.set(hexToBytes(V.call), 1);
+  dv.setUint32(33, V.number++ >>> 0); dv.setUint32(37, Math.floor(chunk.timestamp / 1000) >>> 0);
+  chunk.copyTo(buf.subarray(41));
+  S.ws.send(buf);
+  window.redlineVoice.sent += 1;
+}
+function voiceIn(data) {
+  if (!(data instanceof ArrayBuffer) || data.byteLength < 42) return;
+  const dv = new DataView(data);
+  if (dv.getUint8(0) !== 1 || bytesToHex(new Uint8Array(data, 1, 32)) !== V.call) return;
+  window.redlineVoice.heard += 1;
+  if (!("AudioDecoder" in window)) return;
+  if (!V.decoder) {
+    V.decoder = new AudioDecoder({ output: playFrame, error: () => { V.decoder = null; } });
+    V.decoder.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 1 });
+  }
+  V.decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: dv.getUint32(37) * 1000, data: new Uint8Array(data, 41) }));
+}
+function playFrame(frame) {
+  const ctx = ensureAudio();
+  try {
+    if (!ctx) return;
+    const pcm = new Float32Array(frame.numberOfFrames);
+    frame.copyTo(pcm, { planeIndex: 0, format: "f32-planar" });
+    const buffer = ctx.createBuffer(1, frame.numberOfFrames, frame.sampleRate);
+    buffer.copyToChannel(pcm, 0);
+    const src = ctx.createBufferSource();
+    src.buffer = buffer; src.connect(ctx.destination);
+    // 60 ms of playout buffer; if playout fell far behind (a stall), start again from now.
+    if (V.playAt < ctx.currentTime || V.playAt - ctx.currentTime > 0.5) V.playAt = ctx.currentTime + 0.06;
+    src.start(V.playAt);
+    V.playAt += buffer.duration;
+    window.redlineVoice.played += 1;
+  } finally { frame.close(); }
+}
+function stopMedia() {
+  if (V.call) voiceSend({ type: "leave" });
+  if (V.reader) { V.reader.cancel().catch(() => {}); V.reader = null; }
+  if (V.stream) { for (const tr of V.stream.getTracks()) tr.stop(); V.stream = null; }
+  for (const c of [V.encoder, V.decoder]) { try { if (c && c.state !== "closed") c.close(); } catch (e) { /* closed */ } }
+  V.encoder = null; V.decoder = null; V.call = null; V.live = false;
+}
+function toggleMute() {
+  V.muted = !V.muted;
+  const b = $("voice-mute");
+  b.setAttribute("aria-pressed", String(V.muted));
+  b.dataset.i18n = V.muted ? "voice.unmute" : "voice.mute";
+  b.textContent = t(b.dataset.i18n);
+  renderVoice();
+}
+async function voiceAction(route, body, button) {
+  if (button) button.disabled = true;
+  try { const r = await api("POST", lineUrl(route), body); setText($("voice-result"), ""); return r; }
+  catch (e) { showFailure(button, e); setText($("voice-result"), t("result.refused", { error: e.message }), "result bad"); return null; }
+  finally { if (button) button.disabled = false; refreshWatch(); }
+}
+async function ringPeer(button) {
+  unlockAudio();
+  const r = await voiceAction("ring", { idempotency_key: uuid() }, button);
+  if (r && r.id) joinCall(r.id);
+}
+async function pickUp(id, button) {
+  unlockAudio();
+  const r = await voiceAction("pick-up", { ring_id: id }, button);
+  if (r) { S.silenced.add(`voice_ring:${id}`); joinCall(id); }
+}
+async function declineCall(id, button) { await voiceAction("decline", { ring_id: id }, button); }
+async function hangUp(button) { if (V.view && V.view.current) await voiceAction("hang-up", { ring_id: V.view.current.id }, button); }
+let voiceBusy = false;
+async function refreshVoice() {
+  if (!S.line || !S.me || voiceBusy) return;
+  voiceBusy = true;
+  try { V.view = await api("GET", lineUrl("voice")); renderVoice(); }
+  catch (e) { /* the next tick tries again */ }
+  finally { voiceBusy = false; }
+}
+function renderVoice() {
+  const v = V.view;
+  if (!v) return;
+  const peer = S.watch ? S.watch.peer : "";
+  const cur = v.current;
+  // The call this console is on ended, was declined or timed out (a view older than our own ring or
+  // pick-up does not list it yet: that is no reason to stop).
+  const onIt = V.call ? v.calls.find((c) => c.id === V.call) : null;
+  if (onIt && onIt.state !== "ringing" && onIt.state !== "live") stopMedia();
+  V.live = !!cur && cur.state === "live" && V.call === cur.id;
+  const word = !cur ? "voice.idle" : cur.state === "live" ? "voice.live" : cur.ours ? "voice.ringing_out" : "voice.ringing_in";
+  setText($("voice-state"), t(word, { peer }), `state-word small ${!cur ? "dim" : cur.state === "live" ? "good" : "wait"}`);
+  $("voice-state").dataset.voiceState = cur ? cur.state : "none";
+  const who = [];
+  if (cur) {
+    who.push(...tx(cur.ours ? "voice.who_out" : "voice.who_in", { caller: said(cur.caller, null), peer }));
+    if (cur.answered_at) who.push(" — ", ...tx("voice.answered", { who: said(cur.answered_by, null), dur: since(cur.answered_at) }));
+  }
+  const whoKey = cur ? `${cur.id}|${cur.state}|${S.lang}` : "";
+  if ($("voice-who").dataset.key !== whoKey) { $("voice-who").replaceChildren(...who); $("voice-who").dataset.key = whoKey; }
+  const mine = V.call && cur && V.call === cur.id;
+  setText($("voice-mic"), !mine ? (cur ? t("voice.mic_none") : "")
+    : t(V.muted ? "voice.mic_muted" : "voice.mic_on", { sent: window.redlineVoice.sent, heard: window.redlineVoice.heard }));
+  $("voice-call").hidden = !!cur;
+  $("voice-call").disabled = !S.status || !(S.status.lines.find((l) => l.line === S.line) || {}).synced;
+  $("voice-hangup").hidden = !cur || (!cur.ours && cur.state === "ringing");
+  $("voice-mute").hidden = !mine || cur.state !== "live";
+  const paths = v.audio && (!cur || v.audio.call === cur.id) ? Object.entries(v.audio.paths) : [];
+  reconcile($("voice-paths"), paths, ([p]) => p, ([p, x]) => h("tr", {},
+    h("td", {}, p), h("td", {}, String(x.packets)), h("td", {}, String(x.first)),
+    h("td", { class: x.silent_ms === null || x.silent_ms > 1000 ? "bad" : "good" },
+      x.silent_ms === null ? "-" : t("voice.silent_ago", { dur: dur(x.silent_ms) }))));
+  reconcile($("voice-calls"), [...v.calls].reverse().slice(0, 5), (c) => c.id, (c) => {
+    const ev = c.audio.evidence;
+    const evText = ev === "match" ? t("voice.evidence.match", { sent: c.audio.ours.sent.packets, received: c.audio.ours.received.packets })
+      : ev === "mismatch" ? t("voice.evidence.mismatch") : c.answered_at && c.ended_at ? t("voice.evidence.pending") : "";
+    return h("li", { "data-id": c.id, "data-state": c.state, "data-evidence": ev || "" },
+      t("voice.row", { dir: t(c.ours ? "voice.dir.out" : "voice.dir.in"), at: utc(c.rang_at, true), state: t(`voice.state.${c.state}`),
+        by: c.answered_by ? t("voice.by", { who: c.answered_by }) : "" }),
+      evText ? h("div", { class: ev === "mismatch" ? "bad" : ev === "match" ? "good" : "wait" }, evText) : null);
+  });
+}
+
 // -- verification --------------------------------------------------------------------------------------
 async function runVerify() {
   setText($("verify-state"), t("verify.checking"), "state-word small wait");
@@ -1085,6 +1290,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("notice-area").addEventListener("input", previewArea);
   $("notice-radius").addEventListener("input", previewArea);
   $("map-fit").addEventListener("click", fitNotices);
+  $("voice-call").addEventListener("click", (e) => ringPeer(e.target));
+  $("voice-hangup").addEventListener("click", (e) => hangUp(e.target));
+  $("voice-mute").addEventListener("click", toggleMute);
   $("translate-cancel").addEventListener("click", () => { $("translate-form").hidden = true; $("translate-pick").hidden = false; });
   // Any click or key on the page is the gesture a browser wants before it plays sound.
   document.addEventListener("pointerdown", unlockAudio, true);
