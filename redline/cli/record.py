@@ -125,17 +125,17 @@ def verify(
         keys_root = bytes.fromhex((home.keys / "root.pub").read_text().strip()) if home.exists() else b""
         ledger = home.open_ledger()
         try:
-            ledger.check_integrity()  # the full check, whatever the clean-close mark says
             reports = []
-            for record in ledger.lines():
-                if peer_fingerprint and record.peer != peer_fingerprint:
-                    raise RedlineError(
-                        f"line {record.line[:8]}: the pinned peer root {record.peer[:16]} is not the fingerprint "
-                        f"given ({peer_fingerprint[:16]}): the store's pairing record was changed"
-                    )
-                roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
-                with ledger.stored_line(record.line, home.config().name) as held:  # streamed, not loaded
-                    reports.append(verify_line(held, roots, workers=workers_for(held)))
+            with ledger.checked_meanwhile():  # the full check too, whatever the clean-close mark says
+                for record in ledger.lines():
+                    if peer_fingerprint and record.peer != peer_fingerprint:
+                        raise RedlineError(
+                            f"line {record.line[:8]}: the pinned peer root {record.peer[:16]} is not the fingerprint "
+                            f"given ({peer_fingerprint[:16]}): the store's pairing record was changed"
+                        )
+                    roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
+                    with ledger.stored_line(record.line, home.config().name) as held:  # streamed, not loaded
+                        reports.append(verify_line(held, roots, workers=workers_for(held)))
             return reports
         finally:
             ledger.close()

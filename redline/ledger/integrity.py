@@ -236,22 +236,55 @@ def quick_check(path: Path, db: sqlite3.Connection, existed: set[Path]) -> None:
     ro = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     rows = ["the check did not finish"]
     try:
-        try:
-            rows = [str(r[0]) for r in ro.execute("PRAGMA quick_check(20)").fetchall()]
-        except sqlite3.DatabaseError as exc:
-            rows = _damaged_tables(ro) or [str(exc)]  # the check itself stopped: say which table it hit
+        rows = _check_rows(ro)
     finally:
         if rows != ["ok"]:
             db.close()
         ro.close()
     if rows != ["ok"]:
-        created = sidecars(path) - existed
-        wal = [p for p in created if p.name.endswith("-wal")]
-        if not wal or wal[0].stat().st_size == 0:
-            for p in created:
-                p.unlink(missing_ok=True)
-        shown = "; ".join(rows[:5]) + (f"; and {len(rows) - 5} more" if len(rows) > 5 else "")
-        raise _damaged(path, f"SQLite's integrity check found {len(rows)} problem(s): {shown}")
+        _refuse(path, rows, existed)
+
+
+def _check_rows(ro: sqlite3.Connection) -> list[str]:
+    try:
+        return [str(r[0]) for r in ro.execute("PRAGMA quick_check(20)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return _damaged_tables(ro) or [str(exc)]  # the check itself stopped: say which table it hit
+
+
+def _refuse(path: Path, rows: list[str], existed: set[Path]) -> None:
+    created = sidecars(path) - existed
+    wal = [p for p in created if p.name.endswith("-wal")]
+    if not wal or wal[0].stat().st_size == 0:
+        for p in created:
+            p.unlink(missing_ok=True)
+    shown = "; ".join(rows[:5]) + (f"; and {len(rows) - 5} more" if len(rows) > 5 else "")
+    raise _damaged(path, f"SQLite's integrity check found {len(rows)} problem(s): {shown}")
+
+
+class BackgroundCheck:
+    """``quick_check`` in a thread, on its own read-only connection, while the caller goes on
+    reading the store (``redline verify``): SQLite runs the check without holding the interpreter
+    lock, and it mostly waits for the disk. ``result(db)`` waits for it and, on damage, closes
+    ``db`` before the check's connection, for the reason ``quick_check`` gives."""
+
+    def __init__(self, path: Path, existed: set[Path]) -> None:
+        self._path, self._existed = path, existed
+        self._ro = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+        self._rows = ["the check did not finish"]
+        self._thread = threading.Thread(target=self._run, name="redline-quick-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._rows = _check_rows(self._ro)
+
+    def result(self, db: sqlite3.Connection) -> None:
+        self._thread.join()
+        if self._rows != ["ok"]:
+            db.close()
+        self._ro.close()
+        if self._rows != ["ok"]:
+            _refuse(self._path, self._rows, self._existed)
 
 
 def _damaged_tables(ro: sqlite3.Connection) -> list[str]:

@@ -425,6 +425,23 @@ class Ledger:
             integrity.quick_check(self.path, self._db, integrity.sidecars(self.path))
             self._checked = True
 
+    @contextlib.contextmanager
+    def checked_meanwhile(self) -> Iterator[None]:
+        """``check_integrity``, run in a thread while the block reads the store; on leaving, wait
+        for it. A damaged store raises its ``StorageError`` in preference to whatever the block
+        raised (damage explains it), and the ledger is then closed."""
+        if self._checked:
+            yield
+            return
+        check = integrity.BackgroundCheck(self.path, integrity.sidecars(self.path))
+        try:
+            yield
+        except BaseException:
+            check.result(self._db)
+            raise
+        check.result(self._db)
+        self._checked = True
+
     @property
     def station(self) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key='station'").fetchone()

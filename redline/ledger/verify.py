@@ -23,7 +23,7 @@ import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import islice
 from typing import NamedTuple, Protocol
 
@@ -307,7 +307,7 @@ class _Workers:
             self._procs.append(proc)
         self._sent = 0
         self._queued: list[deque[int]] = [deque() for _ in range(n)]  # task numbers each worker holds
-        self._done: dict[int, list[tuple[StoredRow, tuple[Header, str] | None]]] = {}
+        self._done: dict[int, list[_Opened]] = {}
 
     def _submit(self, part: ChainPart) -> int:
         task = self._sent
@@ -317,7 +317,7 @@ class _Workers:
         self._queued[w].append(task)
         return task
 
-    def _result(self, task: int) -> list[tuple[StoredRow, tuple[Header, str] | None]]:
+    def _result(self, task: int) -> list[_Opened]:
         while task not in self._done:
             w = next(i for i, q in enumerate(self._queued) if task in q)
             got, rows = self._conns[w].recv()
@@ -335,7 +335,7 @@ class _Workers:
                 ahead.append(self._submit(part))
             if not ahead:
                 return
-            yield (_opened(row, got) for row, got in self._result(ahead.popleft()))
+            yield (_opened(*got) for got in self._result(ahead.popleft()))
 
     def close(self) -> None:
         for conn in self._conns:
@@ -350,12 +350,22 @@ class _Workers:
             conn.close()
 
 
-def _opened(row: StoredRow, got: tuple[Header, str] | None) -> _Next:
+# What a worker answers per row, as plain tuples (a pickled dataclass costs twice as much to send):
+# the row (seq, id, raw), and the opened header's field values with the envelope id, or None.
+_Opened = tuple[int, str, bytes, "tuple[tuple[object, ...], str] | None"]
+_HEADER_FIELDS = tuple(f.name for f in fields(Header))
+
+
+def _opened(seq: int, stored_id: str, raw: bytes, got: tuple[tuple[object, ...], str] | None) -> _Next:
+    row = StoredRow(seq, stored_id, raw)
     if got is None:  # refused by open_envelope: the gate opens it again and says why
-        return _Next(row, _seen_seq(row.raw), None)
-    header, eid = got
-    raw = split(row.raw)
-    return _Next(row, header.seen_seq, Envelope(header, raw.header_bytes, raw.body_bytes, raw.sig, eid))
+        return _Next(row, _seen_seq(raw), None)
+    values, eid = got
+    # The header the worker built and validated, rebuilt here the way unpickling it would be.
+    header = object.__new__(Header)
+    header.__dict__.update(zip(_HEADER_FIELDS, values, strict=True))
+    parts = split(raw)
+    return _Next(row, header.seen_seq, Envelope(header, parts.header_bytes, parts.body_bytes, parts.sig, eid))
 
 
 @contextmanager
@@ -406,14 +416,15 @@ def _worker(conn: multiprocessing.connection.Connection, keys: dict[str, dict[st
     while (task := conn.recv()) is not None:
         number, part = task
         try:
-            out: list[tuple[StoredRow, tuple[Header, str] | None]] = []
+            out: list[_Opened] = []
             for row in part.rows():
                 try:
                     env = open_envelope(split(row.raw), key)
                 except VerificationError:
-                    out.append((row, None))
+                    out.append((row.seq, row.id, row.raw, None))
                     continue
-                out.append((row, (env.header, env.id)))
+                values = tuple(getattr(env.header, name) for name in _HEADER_FIELDS)
+                out.append((row.seq, row.id, row.raw, (values, env.id)))
         except Exception as exc:  # a store that cannot be read: the replay raises it, as it would itself
             conn.send((number, exc))
             continue
@@ -428,19 +439,26 @@ def _replay_chains(
     station only sees what was sent before); when no chain can go on, the next envelope goes in
     anyway and the gate names what is wrong with it, unless the other chain already broke before
     what it had seen (then that break is the problem, reported there)."""
-    stations = sorted(chains)
-    pos = {fp: 0 for fp in stations}
+    a, b = sorted(chains)  # two: verify_line checked
+    pos = {a: 0, b: 0}
     stopped: set[str] = set()
     while True:
-        ready = [fp for fp in stations if fp not in stopped and chains[fp].peek() is not None]
-        if not ready:
+        next_a = None if a in stopped else chains[a].peek()
+        next_b = None if b in stopped else chains[b].peek()
+        # The first chain (in station order) whose next envelope saw only what is in goes first;
+        # if neither may, the first that has any goes in anyway and the gate says what is wrong.
+        if next_a is not None and next_a.seen <= replay.size(b):
+            fp, nxt = a, next_a
+        elif next_b is not None and next_b.seen <= replay.size(a):
+            fp, nxt = b, next_b
+        elif next_a is not None or next_b is not None:
+            fp, nxt = (a, next_a) if next_a is not None else (b, next_b)  # type: ignore[assignment]
+            if gate.other(fp) in stopped:
+                stopped.add(fp)
+                continue
+        else:
             break
-        unblocked = [fp for fp in ready if _peeked(chains[fp]).seen <= replay.size(gate.other(fp))]
-        fp = unblocked[0] if unblocked else ready[0]
-        if not unblocked and gate.other(fp) in stopped:
-            stopped.add(fp)
-            continue
-        nxt, expect = _peeked(chains[fp]), pos[fp] + 1
+        expect = pos[fp] + 1
         problem = _accept_row(gate, fp, nxt.row, expect, nxt.opened)
         if problem is not None:
             report.problems.append(Problem(f"{_name(data, fp)} chain, entry {expect}", problem))
@@ -448,15 +466,8 @@ def _replay_chains(
             continue
         chains[fp].pop()
         replay.add(fp, nxt.row.id)
-        pos[fp] += 1
-    for fp in stations:
-        report.chain_sizes[fp] = pos[fp]
-
-
-def _peeked(chain: _ChainReader) -> _Next:
-    nxt = chain.peek()
-    assert nxt is not None
-    return nxt
+        pos[fp] = expect
+    report.chain_sizes[a], report.chain_sizes[b] = pos[a], pos[b]
 
 
 def _seen_seq(raw: bytes) -> int:
