@@ -136,6 +136,14 @@ def parse_host(text: str) -> tuple[str, int | None]:
     return host, int(m["port"]) if m["port"] else None
 
 
+def _check_store(store: object) -> str:
+    if store == "":
+        return ""
+    if not isinstance(store, str) or not store.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"config.json: store must be a postgresql:// URL or absent, not {store!r}")
+    return store
+
+
 @dataclass(frozen=True, kw_only=True)
 class StationConfig:
     name: str
@@ -145,6 +153,9 @@ class StationConfig:
     advertise: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     api: ApiConfig = field(default_factory=ApiConfig)
+    # Where the ledger lives: "" for ledger.sqlite in the station folder, else a postgresql:// URL
+    # without a password (libpq reads that from PGPASSFILE, ~/.pgpass or PGPASSWORD).
+    store: str = ""
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -158,6 +169,7 @@ class StationConfig:
             "advertise": list(self.advertise),
             "limits": dataclasses.asdict(self.limits),
             "api": dataclasses.asdict(self.api),
+            **({"store": self.store} if self.store else {}),
         }
 
     @classmethod
@@ -181,6 +193,7 @@ class StationConfig:
                 advertise=tuple(obj.get("advertise", ())),
                 limits=Limits(**limits),
                 api=ApiConfig(**api),
+                store=_check_store(obj.get("store", "")),
             )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"config.json is incomplete or malformed: {exc}") from exc

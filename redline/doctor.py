@@ -33,6 +33,7 @@ from redline import backup
 from redline.config import Limits, StationConfig, parse_hostport
 from redline.errors import ConfigError, RedlineError
 from redline.home import StationDir
+from redline.ledger.interface import LedgerStore
 from redline.ledger.sqlite import Ledger
 from redline.statements import Checkpoint
 
@@ -93,7 +94,7 @@ def quick_check(path: Path) -> list[str]:
         return [str(exc)]
 
 
-def _line_extras(ledger: Ledger, line: str, us: str, peer: str, now: int) -> dict[str, Any]:
+def _line_extras(ledger: LedgerStore, line: str, us: str, peer: str, now: int) -> dict[str, Any]:
     """Checkpoint time and lag, read from the ledger (the station's own, or a read-only one)."""
     last = ledger.last_checkpoint(line)
     covered: dict[str, int] = {}

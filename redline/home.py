@@ -31,7 +31,8 @@ from redline import keys as keyfiles
 from redline.config import Limits, StationConfig, check_lang, check_station_name, parse_hostport
 from redline.errors import ConfigError
 from redline.identity import KeyCert, SignedCert
-from redline.ledger.sqlite import Ledger
+from redline.ledger.interface import LedgerStore
+from redline.ledger.stores import open_store, store_url
 
 
 @dataclass(frozen=True)
@@ -141,14 +142,16 @@ class StationDir:
             next_cert=pending[1] if pending else None,
         )
 
-    def open_ledger(self) -> Ledger:
+    def open_ledger(self) -> LedgerStore:
+        """The station's ledger: ledger.sqlite here, or the PostgreSQL database config.json names."""
         self.require()
-        return Ledger(self.ledger_path)
+        return open_store(self.config().store, self.ledger_path)
 
-    def read_ledger(self) -> Ledger:
-        """A reader's connection (redline log, export, the console): read-only, SQLite only."""
+    def read_ledger(self) -> LedgerStore:
+        """A reader's connection (redline log, export, the console): read-only (for SQLite, through
+        SQLite only)."""
         self.require()
-        return Ledger.open_read_only(self.ledger_path)
+        return open_store(self.config().store, self.ledger_path, read_only=True)
 
     def init(
         self,
@@ -158,8 +161,10 @@ class StationDir:
         listen: list[str],
         advertise: list[str] | None = None,
         limits: Limits | None = None,
+        store: str = "",
     ) -> StationKeys:
-        """Create keys, certificates, config and an empty store. Refuses to overwrite anything."""
+        """Create keys, certificates, config and an empty store. Refuses to overwrite anything.
+        ``store``: "" for ledger.sqlite in the folder, or a postgresql:// URL without a password."""
         if self.exists() or self.keys.exists():
             raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
         check_station_name(name)
@@ -168,9 +173,12 @@ class StationDir:
             raise ConfigError("give at least one --listen HOST:PORT")
         for addr in [*listen, *(advertise or [])]:
             parse_hostport(addr)
+        if store:
+            store_url(store)  # no password in it, before anything is created
         config = StationConfig(
-            name=name, lang=lang, listen=tuple(listen), advertise=tuple(advertise or ()), limits=limits or Limits()
-        )
+            name=name, lang=lang, listen=tuple(listen), advertise=tuple(advertise or ()), limits=limits or Limits(),
+            store=store,
+        )  # fmt: skip
         self.keys.mkdir(parents=True, mode=0o700)
         os.chmod(self.path, 0o700)
         root = identity.new_signing_key(self.keys / "root.key")
@@ -194,7 +202,7 @@ class StationDir:
             json.dumps({"signing": signing_cert.to_obj(), "tls": tls_cert.to_obj()}, indent=2) + "\n"
         )
         config.save(self.config_path)
-        ledger = Ledger(self.ledger_path, create=True, station=fp)
+        ledger = open_store(store, self.ledger_path, create=True, station=fp)
         ledger.put_cert(fp, identity.key_id(signing_pub), "signing", signing_cert)
         ledger.put_cert(fp, tls_spki[:32], "tls", tls_cert)
         ledger.close()

@@ -30,10 +30,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from redline.errors import StorageError
+from redline.ledger.sqlite import Ledger
 from redline.statements import Checkpoint
 
 if TYPE_CHECKING:
-    from redline.ledger.sqlite import Ledger
     from redline.station import Station
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -76,7 +76,8 @@ class StationMetrics:
             self.login_failures.labels(reason)  # present at 0 from the start, so rate() sees the first
         self.last_commit_failed = False  # the latest write transaction failed for the disk's sake
         self.registry.register(_StationCollector(station))
-        _meter_commits(station.ledger, self)
+        if isinstance(station.ledger, Ledger):  # SQLite's commit counter; PostgreSQL's: its own views
+            _meter_commits(station.ledger, self)
 
     def login_failed(self, reason: str) -> None:
         self.login_failures.labels(reason if reason in LOGIN_FAILURE_REASONS else "wrong_password").inc()
@@ -310,7 +311,7 @@ def health(station: Station) -> bool:
     metrics = metrics_for(station)
     try:
         with station.ledger.batch():  # BEGIN IMMEDIATE: takes the write lock; an empty COMMIT writes nothing
-            if metrics.last_commit_failed:
+            if metrics.last_commit_failed and isinstance(station.ledger, Ledger):
                 # Has the disk come back? Only a real write (one page, to the WAL, fsynced) tells; it
                 # rewrites a value with itself, so the store's content does not change.
                 station.ledger._db.execute("UPDATE meta SET value=value WHERE key='station'")

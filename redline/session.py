@@ -35,8 +35,8 @@ from redline.errors import (
 from redline.gate import LastCheckpoint, Tail, TrustedLine
 from redline.home import StationKeys
 from redline.identity import SignedCert
+from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord, OutboxItem
-from redline.ledger.sqlite import Ledger
 from redline.protocol import events as ev
 from redline.protocol.events import Action, ChainHead, Close, Send
 from redline.protocol.framing import FrameType
@@ -108,7 +108,7 @@ class _LedgerView:
 
 class LineSession:
     def __init__(
-        self, ledger: Ledger, keys: StationKeys, record: LineRecord, *, lang: str, limits: Limits, alarm: AlarmSink
+        self, ledger: LedgerStore, keys: StationKeys, record: LineRecord, *, lang: str, limits: Limits, alarm: AlarmSink
     ) -> None:
         self.ledger, self.keys, self.record, self.lang, self.limits = ledger, keys, record, lang, limits
         self.alarm = alarm

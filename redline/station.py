@@ -34,8 +34,8 @@ from redline.errors import (
     StorageError,
 )
 from redline.home import StationDir, StationKeys
+from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
-from redline.ledger.sqlite import Ledger
 from redline.ops.engine import LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry, Intent
 from redline.persons import PERSON_SIGNED_KINDS, parse_roster
@@ -59,7 +59,7 @@ class Station:
         home.check_private()
         self.config: StationConfig = home.config()
         self.keys: StationKeys = home.load_keys()
-        self.ledger: Ledger = home.open_ledger()
+        self.ledger: LedgerStore = home.open_ledger()
         self.limits = self.config.limits
         self.sessions: dict[str, LineSession] = {}
         self.alarms: list[dict[str, Any]] = []

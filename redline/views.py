@@ -18,8 +18,8 @@ from typing import Any
 from redline import canonical, kinds
 from redline.envelope import split
 from redline.errors import LocalProtocolError
+from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
-from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import LineReport
 
 
@@ -85,7 +85,7 @@ class Transcript:
 
 
 def transcript(
-    ledger: Ledger, record: LineRecord, *, limit: int | None = 50, receipted_ours: int = 0,
+    ledger: LedgerStore, record: LineRecord, *, limit: int | None = 50, receipted_ours: int = 0,
     flashes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Transcript:  # fmt: skip
     """The last ``limit`` entries of the line (every one with None), oldest first, then the outbox.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.pg import pg_url, postgres_server  # noqa: F401  (a real PostgreSQL server: tests/pg.py)
+
 SLOW_MODULES = {
     "test_attacks", "test_chaos", "test_cli", "test_clock_skew", "test_console", "test_crash",
     "test_e2e_attacks_ops", "test_e2e_kill", "test_e2e_line", "test_e2e_notices", "test_e2e_ops",

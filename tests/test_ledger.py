@@ -1,7 +1,10 @@
-"""The SQLite ledger (redline.ledger.sqlite): append rules, group commit, outbox, schema and Merkle log.
+"""The ledger: append rules, group commit, outbox, schema and Merkle log, on both backends.
 
-Every test runs on a real SQLite file in a temporary directory. Refusals assert that the store is
-unchanged afterwards, both on disk (a fresh connection) and in the ledger's in-memory caches.
+Tests that take the ``store`` fixture (or ``ledger``) run twice: on a real SQLite file in a
+temporary directory, and on a new database of a real PostgreSQL server the test setup started
+(tests/pg.py; redline.ledger.postgres). The rest are about SQLite's file itself. Refusals assert
+that the store is unchanged afterwards, both in the database (a fresh connection) and in the
+ledger's in-memory caches.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from redline.errors import (
     SchemaVersionError,
     StorageError,
 )
+from redline.ledger.interface import LedgerStore
 from redline.ledger.model import SCHEMA_VERSION
 from redline.ledger.sqlite import Ledger, leaf_of
+from redline.ledger.stores import open_store
 
 
 def _key(name: str) -> nacl.signing.SigningKey:
@@ -75,8 +80,50 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "ledger.sqlite"
 
 
+class Store:
+    """Where a test's ledger lives (a SQLite file, or a PostgreSQL database), and what a fresh
+    connection to it sees: committed state only, not the ledger's caches."""
+
+    def __init__(self, url: str, path: Path) -> None:
+        self.url, self.path = url, path  # url "" means the SQLite file at path
+
+    def open(self, *, create: bool = False, station: str | None = None) -> LedgerStore:
+        return open_store(self.url, self.path, create=create, station=station)
+
+    def rows(self, table: str) -> list[tuple[Any, ...]]:
+        if not self.url:
+            return rows_on_disk(self.path, table)
+        import psycopg
+
+        with psycopg.connect(self.url) as db:
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
+                    for r in db.execute(f"SELECT * FROM {table} ORDER BY 1")]  # type: ignore[arg-type]  # fmt: skip
+
+    def seqs(self, sender: str = A) -> list[int]:
+        if not self.url:
+            return stored_seqs(self.path, sender)
+        import psycopg
+
+        with psycopg.connect(self.url) as db:
+            return [r[0] for r in db.execute("SELECT seq FROM envelopes WHERE sender=%s ORDER BY seq", (sender,))]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, path: Path) -> Store:
+    if request.param == "postgres":
+        return Store(request.getfixturevalue("pg_url"), path)
+    return Store("", path)
+
+
 @pytest.fixture
-def ledger(path: Path) -> Iterator[Ledger]:
+def ledger(store: Store) -> Iterator[LedgerStore]:
+    led = store.open(create=True, station=A)
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def sqlite_ledger(path: Path) -> Iterator[Ledger]:
     led = Ledger(path, create=True, station=A)
     yield led
     led.close()
@@ -112,12 +159,14 @@ def test_opening_a_missing_store_is_refused_and_creates_nothing(path: Path) -> N
     assert not path.exists()
 
 
-def test_creating_over_an_existing_store_is_refused(ledger: Ledger, path: Path) -> None:
+def test_creating_over_an_existing_store_is_refused(ledger: LedgerStore, store: Store) -> None:
     ledger.append(envelope(1, None), T0)
     with pytest.raises(StorageError, match="already exists"):
-        Ledger(path, create=True, station=B)
-    assert stored_seqs(path) == [1]
-    assert Ledger(path).station == A
+        store.open(create=True, station=B)
+    assert store.seqs() == [1]
+    again = store.open()
+    assert again.station == A
+    again.close()
 
 
 def test_a_file_that_is_not_a_database_is_refused_with_a_storage_error(path: Path) -> None:
@@ -126,7 +175,8 @@ def test_a_file_that_is_not_a_database_is_refused_with_a_storage_error(path: Pat
         Ledger(path)
 
 
-def test_wal_mode_and_synchronous_full_are_actually_in_force(ledger: Ledger, path: Path) -> None:
+def test_wal_mode_and_synchronous_full_are_actually_in_force(sqlite_ledger: Ledger, path: Path) -> None:
+    ledger = sqlite_ledger
     # Guarantee 1 rests on these two settings: ask SQLite, not the source code.
     assert ledger._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # 2 = FULL
@@ -171,13 +221,13 @@ def test_store_from_a_newer_redline_is_refused_and_left_untouched(path: Path, jo
 # -- appending -----------------------------------------------------------------------------------
 
 
-def test_envelopes_append_in_order_and_heads_follow(ledger: Ledger, path: Path) -> None:
+def test_envelopes_append_in_order_and_heads_follow(ledger: LedgerStore, store: Store) -> None:
     envs = chain(5)
     assert ledger.head(LINE, A) == (0, None)
     for env in envs:
         assert ledger.append(env, T0) is True
         assert ledger.head(LINE, A) == (env.seq, env.id)
-    assert stored_seqs(path) == [1, 2, 3, 4, 5]
+    assert store.seqs() == [1, 2, 3, 4, 5]
     assert ledger.head(LINE, B) == (0, None)
     for env in envs:
         raw = ledger.raw_envelope(LINE, A, env.seq)
@@ -188,22 +238,22 @@ def test_envelopes_append_in_order_and_heads_follow(ledger: Ledger, path: Path) 
     assert [seq for seq, _ in ledger.raw_envelopes(LINE, A, after=1, limit=2)] == [2, 3]
 
 
-def test_two_chains_of_a_line_count_seq_independently(ledger: Ledger, path: Path) -> None:
+def test_two_chains_of_a_line_count_seq_independently(ledger: LedgerStore, store: Store) -> None:
     for env in chain(3):
         ledger.append(env, T0)
     for env in chain(2, sender=B, signer=B_SIGN):
         ledger.append(env, T0)
     assert ledger.head(LINE, A)[0] == 3
     assert ledger.head(LINE, B)[0] == 2
-    assert stored_seqs(path, B) == [1, 2]
+    assert store.seqs(B) == [1, 2]
 
 
-def test_heads_survive_reopening(ledger: Ledger, path: Path) -> None:
+def test_heads_survive_reopening(ledger: LedgerStore, store: Store) -> None:
     envs = chain(4)
     for env in envs:
         ledger.append(env, T0)
     ledger.close()
-    reopened = Ledger(path)
+    reopened = store.open()
     try:
         assert reopened.head(LINE, A) == (4, envs[-1].id)
         assert reopened.append(envelope(5, envs[-1].id), T0) is True
@@ -211,24 +261,24 @@ def test_heads_survive_reopening(ledger: Ledger, path: Path) -> None:
         reopened.close()
 
 
-def test_exact_duplicate_is_dropped_and_returns_false(ledger: Ledger, path: Path) -> None:
+def test_exact_duplicate_is_dropped_and_returns_false(ledger: LedgerStore, store: Store) -> None:
     envs = chain(3)
     for env in envs:
         ledger.append(env, T0)
-    before = rows_on_disk(path, "envelopes")
+    before = store.rows("envelopes")
     assert ledger.append(envs[1], T0 + 99) is False
     assert ledger.append(envs[2], T0 + 99) is False
-    assert rows_on_disk(path, "envelopes") == before
-    assert rows_on_disk(path, "equivocations") == []
+    assert store.rows("envelopes") == before
+    assert store.rows("equivocations") == []
     assert ledger.head(LINE, A) == (3, envs[2].id)
 
 
 @pytest.mark.parametrize("at", [1, 2, 3])
-def test_equivocation_is_kept_as_evidence_and_raised(ledger: Ledger, path: Path, at: int) -> None:
+def test_equivocation_is_kept_as_evidence_and_raised(ledger: LedgerStore, store: Store, at: int) -> None:
     envs = chain(3)
     for env in envs:
         ledger.append(env, T0)
-    before = rows_on_disk(path, "envelopes")
+    before = store.rows("envelopes")
     # The same station's key, the same seq and prev, a different body: a second history.
     fork = envelope(at, envs[at - 2].id if at > 1 else None, text="a different story")
     assert fork.id != envs[at - 1].id
@@ -236,24 +286,24 @@ def test_equivocation_is_kept_as_evidence_and_raised(ledger: Ledger, path: Path,
         ledger.append(fork, T0 + 5)
     assert (info.value.seq, info.value.first_id, info.value.second_id) == (at, envs[at - 1].id, fork.id)
     # The chain keeps the first; the evidence holds both, committed (a fresh connection sees it).
-    assert rows_on_disk(path, "envelopes") == before
+    assert store.rows("envelopes") == before
     assert ledger.head(LINE, A) == (3, envs[2].id)
     (evidence,) = ledger.equivocations(LINE)
     assert (evidence.sender, evidence.seq, evidence.detected_at) == (A, at, T0 + 5)
     assert evidence.first == envs[at - 1].encode()
     assert evidence.second == fork.encode()
-    assert len(rows_on_disk(path, "equivocations")) == 1
+    assert len(store.rows("equivocations")) == 1
     assert ledger.equivocations(OTHER_LINE) == []
 
 
-def test_seq_gap_is_refused_and_nothing_is_stored(ledger: Ledger, path: Path) -> None:
+def test_seq_gap_is_refused_and_nothing_is_stored(ledger: LedgerStore, store: Store) -> None:
     envs = chain(4)
     ledger.append(envs[0], T0)
     ledger.append(envs[1], T0)
     with pytest.raises(OutOfOrderError, match="seq 4 does not follow seq 2"):
         ledger.append(envs[3], T0)
-    assert stored_seqs(path) == [1, 2]
-    assert rows_on_disk(path, "equivocations") == []
+    assert store.seqs() == [1, 2]
+    assert store.rows("equivocations") == []
     assert ledger.head(LINE, A) == (2, envs[1].id)
     assert ledger.log(LINE, A).size == 2
     assert not ledger.has_id(LINE, envs[3].id)
@@ -261,20 +311,20 @@ def test_seq_gap_is_refused_and_nothing_is_stored(ledger: Ledger, path: Path) ->
     assert ledger.append(envs[2], T0) and ledger.append(envs[3], T0)
 
 
-def test_first_envelope_must_be_seq_one(ledger: Ledger, path: Path) -> None:
+def test_first_envelope_must_be_seq_one(ledger: LedgerStore, store: Store) -> None:
     envs = chain(2)
     with pytest.raises(OutOfOrderError, match="seq 2 does not follow seq 0"):
         ledger.append(envs[1], T0)
-    assert stored_seqs(path) == []
+    assert store.seqs() == []
 
 
-def test_next_seq_with_a_wrong_prev_is_refused(ledger: Ledger, path: Path) -> None:
+def test_next_seq_with_a_wrong_prev_is_refused(ledger: LedgerStore, store: Store) -> None:
     envs = chain(2)
     ledger.append(envs[0], T0)
     bad = envelope(2, hashlib.sha256(b"not the head").hexdigest())
     with pytest.raises(OutOfOrderError, match="does not follow"):
         ledger.append(bad, T0)
-    assert stored_seqs(path) == [1]
+    assert store.seqs() == [1]
     assert ledger.head(LINE, A) == (1, envs[0].id)
 
 
@@ -285,20 +335,20 @@ class Boom(Exception):
     pass
 
 
-def test_batch_commits_everything_once_at_the_end(ledger: Ledger, path: Path) -> None:
+def test_batch_commits_everything_once_at_the_end(ledger: LedgerStore, store: Store) -> None:
     envs = chain(3)
     with ledger.batch():
         for env in envs:
             ledger.append(env, T0)
         ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "x"}, "k", T0)
         # Inside the batch another connection sees nothing yet: one transaction, one fsync.
-        assert stored_seqs(path) == []
-        assert rows_on_disk(path, "outbox") == []
-    assert stored_seqs(path) == [1, 2, 3]
-    assert len(rows_on_disk(path, "outbox")) == 1
+        assert store.seqs() == []
+        assert store.rows("outbox") == []
+    assert store.seqs() == [1, 2, 3]
+    assert len(store.rows("outbox")) == 1
 
 
-def test_batch_rollback_leaves_nothing_and_caches_agree(ledger: Ledger, path: Path) -> None:
+def test_batch_rollback_leaves_nothing_and_caches_agree(ledger: LedgerStore, store: Store) -> None:
     envs = chain(6)
     ledger.append(envs[0], T0)
     ledger.append(envs[1], T0)
@@ -312,8 +362,8 @@ def test_batch_rollback_leaves_nothing_and_caches_agree(ledger: Ledger, path: Pa
         assert ledger.head(LINE, A)[0] == 5
         raise Boom
     # On disk: nothing from the batch.
-    assert stored_seqs(path) == [1, 2]
-    assert rows_on_disk(path, "outbox") == []
+    assert store.seqs() == [1, 2]
+    assert store.rows("outbox") == []
     # In memory: heads and the Merkle log agree with the disk, not with the rolled-back batch.
     assert ledger.head(LINE, A) == (2, envs[1].id)
     assert ledger.log(LINE, A).size == 2
@@ -323,23 +373,26 @@ def test_batch_rollback_leaves_nothing_and_caches_agree(ledger: Ledger, path: Pa
     # And the ledger goes on from the committed head (no "cannot start a transaction" left over).
     for env in envs[2:]:
         assert ledger.append(env, T0) is True
-    assert stored_seqs(path) == [1, 2, 3, 4, 5, 6]
+    assert store.seqs() == [1, 2, 3, 4, 5, 6]
     assert ledger.log(LINE, A).root() == merkle.root([leaf_of(e.id) for e in envs])
 
 
-def test_refused_append_inside_a_batch_rolls_back_the_whole_batch(ledger: Ledger, path: Path) -> None:
+def test_refused_append_inside_a_batch_rolls_back_the_whole_batch(ledger: LedgerStore, store: Store) -> None:
     envs = chain(4)
     ledger.append(envs[0], T0)
     with pytest.raises(OutOfOrderError), ledger.batch():
         ledger.append(envs[1], T0)
         ledger.append(envs[3], T0)  # a gap: refused, and the batch with it
-    assert stored_seqs(path) == [1]
+    assert store.seqs() == [1]
     assert ledger.head(LINE, A) == (1, envs[0].id)
     assert ledger.log(LINE, A).size == 1
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE (POSIX)")
-def test_commit_that_fails_on_a_full_disk_accepts_nothing_and_the_ledger_goes_on(ledger: Ledger, path: Path) -> None:
+def test_commit_that_fails_on_a_full_disk_accepts_nothing_and_the_ledger_goes_on(
+    sqlite_ledger: Ledger, path: Path
+) -> None:
+    ledger = sqlite_ledger
     # A file-size limit makes the WAL write at COMMIT fail the way a full disk does (EFBIG/ENOSPC).
     envs = chain(1)
     ledger.append(envs[0], T0)
@@ -373,25 +426,25 @@ def test_commit_that_fails_on_a_full_disk_accepts_nothing_and_the_ledger_goes_on
 # -- outbox --------------------------------------------------------------------------------------
 
 
-def test_outbox_accept_is_idempotent_by_key(ledger: Ledger, path: Path) -> None:
+def test_outbox_accept_is_idempotent_by_key(ledger: LedgerStore, store: Store) -> None:
     first = ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "Confirm you read me."}, "key-1", T0)
     again = ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "Confirm you read me."}, "key-1", T0 + 10)
     # A retry whose content differs still returns the first acceptance unchanged: never sends twice.
     changed = ledger.accept(LINE, "FLASH", "FLASH", {"text": "something else"}, "key-1", T0 + 20)
     assert again == first and changed == first
-    assert len(rows_on_disk(path, "outbox")) == 1
+    assert len(store.rows("outbox")) == 1
     # The key is per line; and no key means no deduplication.
     other_line = ledger.accept(OTHER_LINE, "TEXT", "ROUTINE", {"text": "Confirm you read me."}, "key-1", T0)
     n1 = ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "no key"}, None, T0)
     n2 = ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "no key"}, None, T0)
     assert len({first.local, other_line.local, n1.local, n2.local}) == 4
-    assert len(rows_on_disk(path, "outbox")) == 4
+    assert len(store.rows("outbox")) == 4
 
 
-def test_idempotency_key_survives_reopening(ledger: Ledger, path: Path) -> None:
+def test_idempotency_key_survives_reopening(ledger: LedgerStore, store: Store) -> None:
     first = ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "once"}, "retry-me", T0)
     ledger.close()
-    reopened = Ledger(path)
+    reopened = store.open()
     try:
         assert reopened.accept(LINE, "TEXT", "ROUTINE", {"text": "once"}, "retry-me", T0 + 1) == first
         assert reopened.pending_count(LINE) == 1
@@ -399,7 +452,7 @@ def test_idempotency_key_survives_reopening(ledger: Ledger, path: Path) -> None:
         reopened.close()
 
 
-def test_pending_and_mark_signed(ledger: Ledger, path: Path) -> None:
+def test_pending_and_mark_signed(ledger: LedgerStore, store: Store) -> None:
     items = [ledger.accept(LINE, "TEXT", "ROUTINE", {"text": f"m{i}"}, f"k{i}", T0 + i) for i in range(4)]
     ledger.accept(OTHER_LINE, "TEXT", "ROUTINE", {"text": "elsewhere"}, None, T0)
     assert [i.local for i in ledger.pending(LINE)] == [i.local for i in items]
@@ -421,7 +474,7 @@ def test_pending_and_mark_signed(ledger: Ledger, path: Path) -> None:
         ledger.outbox_item(10_000)
     # Durable: a fresh open sees the same pending set.
     ledger.close()
-    reopened = Ledger(path)
+    reopened = store.open()
     try:
         assert [i.local for i in reopened.pending(LINE)] == [items[2].local, items[3].local]
     finally:
@@ -431,7 +484,7 @@ def test_pending_and_mark_signed(ledger: Ledger, path: Path) -> None:
 # -- Merkle log ----------------------------------------------------------------------------------
 
 
-def test_merkle_log_rebuilt_after_reopen_equals_the_live_one(ledger: Ledger, path: Path) -> None:
+def test_merkle_log_rebuilt_after_reopen_equals_the_live_one(ledger: LedgerStore, store: Store) -> None:
     envs = chain(37)
     live = ledger.log(LINE, A)  # built empty, then grown by appends
     roots_live = []
@@ -444,7 +497,7 @@ def test_merkle_log_rebuilt_after_reopen_equals_the_live_one(ledger: Ledger, pat
     assert live.leaves == leaves
     old_roots = [live.root(size) for size in range(0, 38)]
     ledger.close()
-    reopened = Ledger(path)
+    reopened = store.open()
     try:
         rebuilt = reopened.log(LINE, A)  # read back from the stored subtrees, not rebuilt from every id
         assert rebuilt.leaves == leaves
@@ -455,12 +508,12 @@ def test_merkle_log_rebuilt_after_reopen_equals_the_live_one(ledger: Ledger, pat
         reopened.close()
 
 
-def test_inclusion_and_consistency_proofs_from_the_ledger_verify(ledger: Ledger, path: Path) -> None:
+def test_inclusion_and_consistency_proofs_from_the_ledger_verify(ledger: LedgerStore, store: Store) -> None:
     envs = chain(21)
     for env in envs:
         ledger.append(env, T0)
     ledger.close()
-    reopened = Ledger(path)
+    reopened = store.open()
     try:
         log = reopened.log(LINE, A)
         for size in range(1, 22):

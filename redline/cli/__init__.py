@@ -5,12 +5,13 @@ translations), ``admin`` (backup, restore, doctor), ``keys`` (key rotation)."""
 
 from __future__ import annotations
 
-from redline.cli import admin, keys, ops, record, station
+from redline.cli import admin, keys, ops, record, station, store
 from redline.cli.common import console, control, emit, err, fail, json_option, main, run, station_option, when
 
 ops.register(main)
 admin.register(main)
 keys.register(main)
+store.register(main)
 
 __all__ = [
     "console", "control", "emit", "err", "fail", "json_option", "main", "record", "run", "station", "station_option",

@@ -28,13 +28,18 @@ from redline.station import Station
 @click.option("--lang", required=True, help="Language the station writes in, e.g. en or ru.")
 @click.option("--listen", multiple=True, required=True, help="HOST:PORT to listen on; repeat for more paths.")
 @click.option("--advertise", multiple=True, help="HOST:PORT the peer should dial, if not the --listen ones.")
+@click.option(
+    "--store", default="", metavar="URL",
+    help="postgresql://USER@HOST:PORT/DB to keep the ledger in PostgreSQL (no password: PGPASSFILE or ~/.pgpass).",
+)  # fmt: skip
 @json_option
 def init(
-    station: str | None, name: str, lang: str, listen: tuple[str, ...], advertise: tuple[str, ...], as_json: bool
+    station: str | None, name: str, lang: str, listen: tuple[str, ...], advertise: tuple[str, ...], store: str,
+    as_json: bool,
 ) -> None:
     """Create a station: root, signing and TLS keys, config and an empty store."""
     home = StationDir(station_path(station))
-    keys = run(lambda: home.init(name=name, lang=lang, listen=list(listen), advertise=list(advertise)))
+    keys = run(lambda: home.init(name=name, lang=lang, listen=list(listen), advertise=list(advertise), store=store))
     data = {"station": str(home.path), "name": name, "fingerprint": keys.fingerprint, "listen": list(listen)}
 
     def human(d: dict[str, Any]) -> None:

@@ -1,0 +1,722 @@
+"""The durable transcript in a PostgreSQL database (psycopg 3): for a station that must survive
+losing a machine. The same promises as ``ledger.sqlite`` (``ledger.interface`` lists them):
+
+- "Accepted" means committed here: every method that changes state runs inside ``batch()`` — one
+  transaction, one commit, however many envelopes it holds (group commit) — or commits before it
+  returns. ``synchronous_commit`` is at least ``on`` for the session, so a commit has been
+  flushed to the WAL (and, with a synchronous standby, to it) when COMMIT returns.
+- The database itself refuses a second envelope at a used (line, sender, seq) and a second row
+  with a used (line, id): UNIQUE constraints, so no code path can store a fork. A different valid
+  envelope at a used seq is kept in ``equivocations`` as evidence.
+- The schema is versioned in ``meta``; steps run at open in one transaction, and a schema newer
+  than this redline's is refused before anything is written.
+- Each chain's complete Merkle subtrees (``merkle.StoredLog``) and its byte total are written in
+  the transaction of the envelope that completes them, as in SQLite.
+
+The DSN never carries a password (``store_url`` refuses one): libpq reads it from ``PGPASSFILE``
+(or ``~/.pgpass``), ``PGPASSWORD`` or a client certificate, never from the command line or
+config.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from redline import merkle
+from redline.envelope import Envelope
+from redline.errors import (
+    EquivocationError,
+    LineNotFoundError,
+    NotFoundError,
+    OutOfOrderError,
+    SchemaVersionError,
+    StorageError,
+)
+from redline.identity import SignedCert
+from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
+from redline.ledger.stores import shown_url
+from redline.ledger.verify import LineData, LineSource, StoredRow
+from redline.statements import Signed
+
+# Schema steps by version: a new store runs them all from 1, an older one those above its version,
+# in one transaction. PostgreSQL stores start at version 2 (what SQLite's schema 2 holds), so the
+# version numbers mean the same store content on both backends.
+_STEPS: dict[int, str] = {
+    2: """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE lines (pos BIGINT GENERATED ALWAYS AS IDENTITY, line TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE certs (
+    pos BIGINT GENERATED ALWAYS AS IDENTITY, station TEXT NOT NULL, key_id TEXT NOT NULL, role TEXT NOT NULL,
+    data BYTEA NOT NULL, sig BYTEA NOT NULL, PRIMARY KEY (station, key_id)
+);
+CREATE TABLE envelopes (
+    pos BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    line TEXT NOT NULL, sender TEXT NOT NULL, seq BIGINT NOT NULL CHECK (seq > 0), id TEXT COLLATE "C" NOT NULL,
+    kind TEXT NOT NULL, raw BYTEA NOT NULL, stored_at BIGINT NOT NULL, prio TEXT,
+    CONSTRAINT envelopes_one_per_seq UNIQUE (line, sender, seq),
+    CONSTRAINT envelopes_one_per_id UNIQUE (line, id)
+);
+CREATE INDEX envelopes_ops ON envelopes (line, pos) WHERE kind <> 'TEXT' OR prio = 'FLASH';
+CREATE TABLE equivocations (
+    pos BIGINT GENERATED ALWAYS AS IDENTITY, line TEXT NOT NULL, sender TEXT NOT NULL, seq BIGINT NOT NULL,
+    first BYTEA NOT NULL, second BYTEA NOT NULL, detected_at BIGINT NOT NULL
+);
+CREATE TABLE outbox (
+    local BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, line TEXT NOT NULL, kind TEXT NOT NULL,
+    prio TEXT NOT NULL, content TEXT NOT NULL, idem TEXT, accepted_at BIGINT NOT NULL, seq BIGINT,
+    envelope_id TEXT, UNIQUE (line, idem)
+);
+CREATE INDEX outbox_pending ON outbox (line, local) WHERE seq IS NULL;
+CREATE TABLE receipts (
+    pos BIGINT GENERATED ALWAYS AS IDENTITY, line TEXT NOT NULL, by_station TEXT NOT NULL, seq BIGINT NOT NULL,
+    raw BYTEA NOT NULL, stored_at BIGINT NOT NULL, UNIQUE (line, by_station, seq)
+);
+CREATE TABLE checkpoints (
+    line TEXT NOT NULL, n BIGINT NOT NULL, proposal BYTEA NOT NULL, cosign BYTEA NOT NULL, PRIMARY KEY (line, n)
+);
+CREATE TABLE merkle (
+    line TEXT NOT NULL, sender TEXT NOT NULL, height INTEGER NOT NULL, idx BIGINT NOT NULL, hash BYTEA NOT NULL,
+    PRIMARY KEY (line, sender, height, idx)
+);
+CREATE TABLE chain_bytes (line TEXT NOT NULL, sender TEXT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY (line, sender));
+""",
+}
+_OPS_ROWS = "kind <> 'TEXT' OR prio = 'FLASH'"  # exactly the partial index's condition
+_STRONG_ENOUGH = {"on", "remote_apply"}  # synchronous_commit values that flush before COMMIT returns
+
+
+def leaf_of(envelope_id: str) -> bytes:
+    return merkle.leaf_hash(bytes.fromhex(envelope_id))
+
+
+def _statement(raw: bytes) -> Signed:
+    from redline.errors import EncodingError
+
+    try:
+        return Signed.decode(raw)
+    except EncodingError:
+        return Signed(raw, b"")
+
+
+class _ChainNodes:
+    """One chain's ``merkle.NodeSource``: leaves from the envelopes' ids, subtrees from ``merkle``."""
+
+    def __init__(self, db: psycopg.Connection[Any], line: str, sender: str) -> None:
+        self._db, self._key = db, (line, sender)
+
+    def leaves(self, lo: int, hi: int) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT id FROM envelopes WHERE line=%s AND sender=%s AND seq>%s AND seq<=%s ORDER BY seq",
+            (*self._key, lo, hi),
+        ).fetchall()
+        if len(rows) != hi - lo:
+            raise StorageError(f"the store lacks envelopes {lo + 1}..{hi} of a chain it counts as held: it is damaged")
+        return [leaf_of(r[0]) for r in rows]
+
+    def node(self, height: int, index: int) -> bytes:
+        row = self._db.execute(
+            "SELECT hash FROM merkle WHERE line=%s AND sender=%s AND height=%s AND idx=%s", (*self._key, height, index)
+        ).fetchone()
+        if row is None:
+            raise StorageError(f"the store lacks the Merkle subtree {height}/{index} of a chain it holds: damaged")
+        return bytes(row[0])
+
+
+def _close(db: psycopg.Connection[Any]) -> None:
+    with contextlib.suppress(psycopg.Error):
+        db.close()
+
+
+class _Batch:
+    __slots__ = ("_ledger",)
+
+    def __init__(self, ledger: PgLedger) -> None:
+        self._ledger = ledger
+
+    def __enter__(self) -> None:
+        self._ledger._begin()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._ledger._end(exc)
+
+
+class PgLedger:
+    """One station's store in PostgreSQL. Not thread-safe: one writer, the station's own thread."""
+
+    def __init__(self, url: str, *, create: bool = False, station: str | None = None, read_only: bool = False) -> None:
+        if create and read_only:
+            raise ValueError("a store cannot be created read-only")
+        self.url = url
+        self.read_only = read_only
+        shown = shown_url(url)
+        try:
+            self._db: psycopg.Connection[Any] = psycopg.connect(url, autocommit=True, application_name="redline")
+        except psycopg.Error as exc:
+            raise StorageError(f"store {shown} cannot be opened: {exc}".strip()) from exc
+        self._depth = 0
+        self._bytes: dict[tuple[str, str], int] = {}
+        self._logs: dict[tuple[str, str], merkle.StoredLog] = {}
+        self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}
+        try:
+            # Nothing is written before the schema is known: a store we refuse stays as it was.
+            exists = self._db.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+            if create:
+                if exists and exists[0]:
+                    raise StorageError(f"a store already exists at {shown}")
+            elif not (exists and exists[0]):
+                raise StorageError(f"no store at {shown}; create the station with 'redline init --store'")
+            else:
+                version = self._check_schema()
+            if read_only:
+                self._db.execute("SET default_transaction_read_only = on")
+            else:
+                level = self._db.execute("SHOW synchronous_commit").fetchone()
+                if level is None or level[0] not in _STRONG_ENOUGH:
+                    self._db.execute("SET synchronous_commit = on")
+            if create:
+                self._migrate(0, station or "")
+            elif version < SCHEMA_VERSION:
+                self._migrate(version, None)
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, psycopg.Error):
+                raise StorageError(f"store {shown} cannot be opened: {exc}") from exc
+            raise
+        self._closer = weakref.finalize(self, _close, self._db)
+
+    # -- schema -------------------------------------------------------------------------------
+    def _check_schema(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            raise StorageError(f"{shown_url(self.url)} is not a redline store")
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store {shown_url(self.url)} has schema version {row[0]}, this redline understands "
+                f"{SCHEMA_VERSION}; upgrade redline before opening it (the store was not touched)"
+            )
+        if version < SCHEMA_VERSION and self.read_only:
+            raise SchemaVersionError(
+                f"store {shown_url(self.url)} has schema version {row[0]}, older than this redline's "
+                f"{SCHEMA_VERSION}; start the station once to bring it up to date (the store was not touched)"
+            )
+        return version
+
+    def _migrate(self, version: int, station: str | None) -> None:
+        """Every step above ``version`` in one transaction (all or nothing). A second process
+        migrating at the same time waits on the lock and then finds the work done."""
+        with self.batch():
+            self._db.execute("SELECT pg_advisory_xact_lock(7469211)")  # one migrator at a time
+            if version and self._check_schema() >= SCHEMA_VERSION:
+                return
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                sql = _STEPS.get(step)
+                if sql is None:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            if station is not None:
+                self._db.execute("INSERT INTO meta VALUES ('station', %s)", (station,))
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
+            else:
+                self._db.execute("UPDATE meta SET value=%s WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+    @property
+    def station(self) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
+        return str(row[0]) if row else ""
+
+    @property
+    def opened_clean(self) -> bool:
+        return True  # PostgreSQL recovers its own WAL; there is no page check for us to skip
+
+    def check_integrity(self) -> None:
+        """PostgreSQL checks its own pages (data checksums, amcheck): nothing for redline to run."""
+
+    @contextlib.contextmanager
+    def checked_meanwhile(self) -> Iterator[None]:
+        self.check_integrity()
+        yield
+
+    def close(self) -> None:
+        self._closer()
+
+    @classmethod
+    def open_read_only(cls, url: str) -> PgLedger:
+        return cls(url, read_only=True)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside sees one state of the store (one REPEATABLE READ, READ ONLY transaction)."""
+        if self._depth or self._db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise StorageError("a snapshot cannot start inside a transaction")
+        self._logs.clear()
+        self._heads.clear()
+        self._db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                self._db.execute("ROLLBACK")
+            self._logs.clear()
+            self._heads.clear()
+
+    # -- transactions --------------------------------------------------------------------------
+    def batch(self) -> _Batch:
+        """Group commit: everything inside shares one transaction and one WAL flush."""
+        return _Batch(self)
+
+    def _begin(self) -> None:
+        if self._depth == 0:
+            try:
+                self._db.execute("BEGIN")
+            except psycopg.Error as exc:
+                self._rollback()
+                raise StorageError(f"the store cannot start a transaction, nothing was accepted: {exc}") from exc
+        self._depth += 1
+
+    def _end(self, exc: BaseException | None) -> None:
+        if exc is None and self._depth == 1:
+            try:
+                self._write_totals()
+            except BaseException as failed:
+                self._abandon(failed)
+                raise  # pragma: no cover - _abandon raises
+        if exc is not None:
+            self._abandon(exc)
+            return
+        self._depth -= 1
+        if self._depth == 0:
+            try:
+                self._db.execute("COMMIT")
+            except psycopg.Error as err:
+                self._rollback()
+                self._forget()
+                # A connection lost during COMMIT leaves the outcome unknown to us: the caller treats it
+                # as not accepted (nothing receipted, nothing sent), and the peer's resend or our reopen
+                # finds the truth (a duplicate is dropped by (seq, id)).
+                raise StorageError(f"commit failed, nothing from this batch was accepted: {err}") from err
+
+    def _abandon(self, exc: BaseException) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._rollback()
+            self._forget()
+        if isinstance(exc, psycopg.Error):
+            raise StorageError(f"a write failed, nothing from this batch was accepted: {exc}") from exc
+
+    def _rollback(self) -> None:
+        if self._db.closed:
+            return
+        if self._db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                self._db.execute("ROLLBACK")
+
+    def _forget(self) -> None:
+        self._logs.clear()
+        self._heads.clear()
+        self._bytes.clear()
+
+    def _write_totals(self) -> None:
+        for (line, sender), added in self._bytes.items():
+            self._db.execute(
+                "INSERT INTO chain_bytes VALUES (%s, %s, %s) "
+                "ON CONFLICT (line, sender) DO UPDATE SET bytes = chain_bytes.bytes + excluded.bytes",
+                (line, sender, added),
+            )
+        self._bytes.clear()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> psycopg.Cursor[Any]:
+        with self.batch():
+            return self._db.execute(sql, args)
+
+    def _q(self, sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
+        try:
+            return self._db.execute(sql, args)
+        except psycopg.Error as exc:
+            if self._depth == 0:
+                self._rollback()
+            raise StorageError(f"the store refused a read: {exc}") from exc
+
+    # -- lines and keys ------------------------------------------------------------------------
+    def put_line(self, record: LineRecord) -> None:
+        self._write(
+            "INSERT INTO lines (line, record) VALUES (%s, %s) ON CONFLICT (line) DO UPDATE SET record=excluded.record",
+            (record.line, json.dumps(record.to_obj(), sort_keys=True)),
+        )
+
+    def line(self, line: str) -> LineRecord:
+        row = self._q("SELECT record FROM lines WHERE line=%s", (line,)).fetchone()
+        if row is None:
+            known = ", ".join(r.line[:8] for r in self.lines()) or "none"
+            raise LineNotFoundError(f"no line {line!r} at this station (lines: {known})")
+        return LineRecord.from_obj(json.loads(row[0]))
+
+    def find_line(self, prefix: str) -> LineRecord:
+        matches = [r for r in self.lines() if r.line.startswith(prefix) or r.peer_name == prefix]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(f"{r.line[:8]} ({r.peer_name})" for r in self.lines()) or "none yet"
+        if not matches:
+            raise LineNotFoundError(f"no line matches {prefix!r}; lines at this station: {known}")
+        raise LineNotFoundError(f"{prefix!r} matches more than one line; give more of the id: {known}")
+
+    def lines(self) -> list[LineRecord]:
+        rows = self._q("SELECT record FROM lines ORDER BY pos").fetchall()
+        return [LineRecord.from_obj(json.loads(r[0])) for r in rows]
+
+    def put_cert(self, station: str, key_id: str, role: str, cert: SignedCert) -> None:
+        self._write(
+            "INSERT INTO certs (station, key_id, role, data, sig) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (station, key_id, role, cert.data, cert.sig),
+        )
+
+    def certs(self, station: str) -> list[tuple[str, str, SignedCert]]:
+        rows = self._q("SELECT key_id, role, data, sig FROM certs WHERE station=%s ORDER BY pos", (station,))
+        return [(r[0], r[1], SignedCert(bytes(r[2]), bytes(r[3]))) for r in rows.fetchall()]
+
+    # -- chains --------------------------------------------------------------------------------
+    def head(self, line: str, sender: str) -> tuple[int, str | None]:
+        key = (line, sender)
+        if key not in self._heads:
+            row = self._q(
+                "SELECT seq, id FROM envelopes WHERE line=%s AND sender=%s ORDER BY seq DESC LIMIT 1", key
+            ).fetchone()
+            self._heads[key] = (int(row[0]), row[1]) if row else (0, None)
+        return self._heads[key]
+
+    def log(self, line: str, sender: str) -> merkle.StoredLog:
+        key = (line, sender)
+        if key not in self._logs:
+            self._logs[key] = merkle.StoredLog(_ChainNodes(self._db, line, sender), self.head(line, sender)[0])
+        return self._logs[key]
+
+    def envelope_id(self, line: str, sender: str, seq: int) -> str | None:
+        row = self._q("SELECT id FROM envelopes WHERE line=%s AND sender=%s AND seq=%s", (line, sender, seq)).fetchone()
+        return str(row[0]) if row else None
+
+    def has_id(self, line: str, envelope_id: str) -> bool:
+        return self._q("SELECT 1 FROM envelopes WHERE line=%s AND id=%s", (line, envelope_id)).fetchone() is not None
+
+    def append(self, env: Envelope, stored_at: int) -> bool:
+        """Store a verified envelope as the next in its sender's chain (``ledger.sqlite.Ledger.append``)."""
+        h = env.header
+        key = (h.line, h.sender)
+        seq, last_id = self.head(*key)
+        if h.seq <= seq:
+            row = self._q(
+                "SELECT id, raw FROM envelopes WHERE line=%s AND sender=%s AND seq=%s", (*key, h.seq)
+            ).fetchone()
+            if row is None:
+                raise StorageError(f"the store lacks seq {h.seq} of a chain whose head is {seq}: it is damaged")
+            if row[0] == env.id:
+                return False
+            with self.batch():
+                self._db.execute(
+                    "INSERT INTO equivocations (line, sender, seq, first, second, detected_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    (h.line, h.sender, h.seq, bytes(row[1]), env.encode(), stored_at),
+                )
+            raise EquivocationError(
+                f"station {h.sender[:16]} signed two different envelopes at seq {h.seq} on line {h.line[:8]}: "
+                "both are kept as evidence and this direction is halted",
+                seq=h.seq, first_id=row[0], second_id=env.id,
+            )  # fmt: skip
+        if h.seq != seq + 1 or h.prev != last_id:
+            raise OutOfOrderError(
+                f"envelope seq {h.seq} does not follow seq {seq} of station {h.sender[:16]}; it was not stored"
+            )
+        log = self.log(*key)
+        raw = env.encode()
+        with self.batch():
+            self._db.execute(
+                "INSERT INTO envelopes (line, sender, seq, id, kind, raw, stored_at, prio) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (h.line, h.sender, h.seq, env.id, h.kind, raw, stored_at, h.prio),
+            )
+            for height, index, node in log.append(leaf_of(env.id)):
+                self._db.execute(
+                    "INSERT INTO merkle VALUES (%s, %s, %s, %s, %s)", (h.line, h.sender, height, index, node)
+                )
+            self._heads[key] = (h.seq, env.id)
+            self._bytes[key] = self._bytes.get(key, 0) + len(raw)
+        return True
+
+    def raw_envelope(self, line: str, sender: str, seq: int) -> bytes:
+        sql = "SELECT raw FROM envelopes WHERE line=%s AND sender=%s AND seq=%s"
+        row = self._q(sql, (line, sender, seq)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no envelope seq {seq} from station {sender[:16]} on line {line[:8]}")
+        return bytes(row[0])
+
+    def raw_of_kind(self, line: str, sender: str, kind: str) -> list[bytes]:
+        rows = self._q(
+            f"SELECT raw FROM envelopes WHERE line=%s AND ({_OPS_ROWS}) AND sender=%s AND kind=%s ORDER BY seq",
+            (line, sender, kind),
+        )
+        return [bytes(r[0]) for r in rows.fetchall()]
+
+    def raw_envelopes(self, line: str, sender: str, after: int = 0, limit: int = -1) -> Iterator[tuple[int, bytes]]:
+        rows = self._q(
+            "SELECT seq, raw FROM envelopes WHERE line=%s AND sender=%s AND seq>%s ORDER BY seq LIMIT %s",
+            (line, sender, after, limit if limit >= 0 else None),
+        ).fetchall()
+        yield from ((int(r[0]), bytes(r[1])) for r in rows)
+
+    def stored_for_ops(self, line: str) -> Iterator[tuple[str, int, bytes, int]]:
+        rows = self._q(
+            f"SELECT sender, seq, raw, stored_at FROM envelopes WHERE line=%s AND ({_OPS_ROWS}) ORDER BY pos", (line,)
+        ).fetchall()
+        yield from ((r[0], int(r[1]), bytes(r[2]), int(r[3])) for r in rows)
+
+    def stored_in_order(self, line: str) -> Iterator[tuple[str, int, bytes, int]]:
+        rows = self._q("SELECT sender, seq, raw, stored_at FROM envelopes WHERE line=%s ORDER BY pos", (line,))
+        yield from ((r[0], int(r[1]), bytes(r[2]), int(r[3])) for r in rows.fetchall())
+
+    def find_by_id_prefix(self, line: str, prefix: str, limit: int = 2) -> list[tuple[str, bytes, int]]:
+        if not all(c in "0123456789abcdef" for c in prefix):
+            return []
+        rows = self._q(
+            "SELECT sender, raw, stored_at FROM envelopes WHERE line=%s AND id >= %s AND id < %s LIMIT %s",
+            (line, prefix, prefix + "g", limit),
+        ).fetchall()
+        return [(r[0], bytes(r[1]), int(r[2])) for r in rows]
+
+    def stored_at(self, line: str, sender: str, seq: int) -> int:
+        row = self._q(
+            "SELECT stored_at FROM envelopes WHERE line=%s AND sender=%s AND seq=%s", (line, sender, seq)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def equivocations(self, line: str | None = None) -> list[Equivocation]:
+        rows = self._q(
+            "SELECT line, sender, seq, first, second, detected_at FROM equivocations "
+            "WHERE %s::text IS NULL OR line=%s ORDER BY pos",
+            (line, line),
+        ).fetchall()
+        return [
+            Equivocation(
+                line=r[0], sender=r[1], seq=int(r[2]), first=bytes(r[3]), second=bytes(r[4]), detected_at=int(r[5])
+            )
+            for r in rows
+        ]
+
+    def line_bytes(self, line: str, sender: str) -> int:
+        row = self._q("SELECT bytes FROM chain_bytes WHERE line=%s AND sender=%s", (line, sender)).fetchone()
+        return (int(row[0]) if row else 0) + self._bytes.get((line, sender), 0)
+
+    # -- outbox --------------------------------------------------------------------------------
+    def accept(
+        self, line: str, kind: str, prio: str, content: dict[str, Any], idem: str | None, accepted_at: int
+    ) -> OutboxItem:
+        if idem is not None:
+            existing = self._outbox_where("line=%s AND idem=%s", (line, idem))
+            if existing:
+                return existing[0]
+        cur = self._write(
+            "INSERT INTO outbox (line, kind, prio, content, idem, accepted_at) VALUES (%s, %s, %s, %s, %s, %s) "
+            "RETURNING local",
+            (line, kind, prio, json.dumps(content, sort_keys=True, ensure_ascii=False), idem, accepted_at),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        return OutboxItem(
+            local=int(row[0]), line=line, kind=kind, prio=prio, content=content, idem=idem, accepted_at=accepted_at
+        )
+
+    def _outbox_where(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
+        where = where.replace("?", "%s")  # callers write SQLite's placeholders; no clause holds a literal ?
+        rows = self._q(
+            "SELECT local, line, kind, prio, content, idem, accepted_at, seq, envelope_id FROM outbox "
+            f"WHERE {where} ORDER BY local LIMIT %s",
+            (*args, limit if limit >= 0 else None),
+        ).fetchall()
+        return [
+            OutboxItem(
+                local=int(r[0]), line=r[1], kind=r[2], prio=r[3], content=json.loads(r[4]), idem=r[5],
+                accepted_at=int(r[6]), seq=None if r[7] is None else int(r[7]), envelope_id=r[8],
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    def pending(self, line: str, limit: int = -1) -> list[OutboxItem]:
+        return self._outbox_where("line=%s AND seq IS NULL", (line,), limit)
+
+    def max_outbox_local(self) -> int:
+        row = self._q("SELECT COALESCE(MAX(local), 0) FROM outbox").fetchone()
+        return int(row[0]) if row else 0
+
+    def pending_count(self, line: str) -> int:
+        row = self._q("SELECT COUNT(*) FROM outbox WHERE line=%s AND seq IS NULL", (line,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def outbox_item(self, local: int) -> OutboxItem:
+        items = self._outbox_where("local=%s", (local,))
+        if not items:
+            raise NotFoundError(f"no outbox entry {local}")
+        return items[0]
+
+    def mark_signed(self, local: int, seq: int, envelope_id: str) -> None:
+        self._write(
+            "UPDATE outbox SET seq=%s, envelope_id=%s WHERE local=%s AND seq IS NULL", (seq, envelope_id, local)
+        )
+
+    # -- receipts and checkpoints --------------------------------------------------------------
+    def add_receipt(self, line: str, by: str, seq: int, signed: Signed, stored_at: int = 0) -> None:
+        self._write(
+            "INSERT INTO receipts (line, by_station, seq, raw, stored_at) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (line, by, seq, signed.encode(), stored_at),
+        )
+
+    def receipt_times(self, line: str, by: str) -> list[tuple[int, int]]:
+        rows = self._q(
+            "SELECT seq, stored_at FROM receipts WHERE line=%s AND by_station=%s ORDER BY pos", (line, by)
+        ).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def receipts_covering(self, line: str, by: str, seqs: Iterable[int]) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        for seq in sorted(set(seqs)):
+            if found and seq <= found[-1][0]:
+                continue
+            row = self._q(
+                "SELECT seq, stored_at FROM receipts WHERE line=%s AND by_station=%s AND seq>=%s ORDER BY seq LIMIT 1",
+                (line, by, seq),
+            ).fetchone()
+            if row is None:
+                break
+            found.append((int(row[0]), int(row[1])))
+        return found
+
+    def latest_receipt(self, line: str, by: str) -> tuple[int, Signed] | None:
+        row = self._q(
+            "SELECT seq, raw FROM receipts WHERE line=%s AND by_station=%s ORDER BY seq DESC LIMIT 1", (line, by)
+        ).fetchone()
+        return (int(row[0]), Signed.decode(bytes(row[1]))) if row else None
+
+    def receipts(self, line: str) -> list[tuple[str, Signed]]:
+        rows = self._q("SELECT by_station, raw FROM receipts WHERE line=%s ORDER BY pos", (line,)).fetchall()
+        return [(r[0], Signed.decode(bytes(r[1]))) for r in rows]
+
+    def add_checkpoint(self, line: str, n: int, proposal: Signed, cosign: Signed) -> None:
+        self._write("INSERT INTO checkpoints VALUES (%s, %s, %s, %s)", (line, n, proposal.encode(), cosign.encode()))
+
+    def checkpoints(self, line: str) -> list[tuple[int, Signed, Signed]]:
+        rows = self._q("SELECT n, proposal, cosign FROM checkpoints WHERE line=%s ORDER BY n", (line,)).fetchall()
+        return [(int(r[0]), Signed.decode(bytes(r[1])), Signed.decode(bytes(r[2]))) for r in rows]
+
+    def last_checkpoint(self, line: str) -> tuple[int, Signed, Signed] | None:
+        row = self._q(
+            "SELECT n, proposal, cosign FROM checkpoints WHERE line=%s ORDER BY n DESC LIMIT 1", (line,)
+        ).fetchone()
+        return (int(row[0]), Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
+
+    # -- verification input --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stored_line(self, line: str, our_name: str = "our station") -> Iterator[LineSource]:
+        """One line as ``verify.LineSource`` inside one REPEATABLE READ snapshot; worker processes
+        read their runs of a chain on connections of their own (rows are never rewritten once stored)."""
+        with self.snapshot():
+            yield PgStoredLine(self, line, our_name)
+
+    def line_data(self, line: str, our_name: str = "our station") -> LineData:
+        record = self.line(line)
+        stations = [self.station, record.peer]
+        chains = {
+            fp: [
+                StoredRow(int(r[0]), r[1], bytes(r[2]))
+                for r in self._q(
+                    "SELECT seq, id, raw FROM envelopes WHERE line=%s AND sender=%s ORDER BY seq", (line, fp)
+                ).fetchall()
+            ]
+            for fp in stations
+        }
+        receipts = self._q("SELECT raw FROM receipts WHERE line=%s ORDER BY pos", (line,)).fetchall()
+        checkpoints = self._q(
+            "SELECT n, proposal, cosign FROM checkpoints WHERE line=%s ORDER BY n", (line,)
+        ).fetchall()
+        return LineData(
+            line=line,
+            names={self.station: our_name, record.peer: record.peer_name},
+            certs={fp: [c for _, _, c in self.certs(fp)] for fp in stations},
+            chains=chains,
+            receipts=[_statement(bytes(r[0])) for r in receipts],
+            checkpoints=[(int(r[0]), _statement(bytes(r[1])), _statement(bytes(r[2]))) for r in checkpoints],
+            equivocations=[(e.sender, e.seq, e.first, e.second) for e in self.equivocations(line)],
+        )
+
+
+class PgStoredLine:
+    """One line of a PostgreSQL store as ``verify.LineSource`` (``ledger.sqlite.StoredLine``'s twin)."""
+
+    def __init__(self, ledger: PgLedger, line: str, our_name: str) -> None:
+        record = ledger.line(line)
+        self._ledger, self._url = ledger, ledger.url
+        self.line = line
+        fps = [ledger.station, record.peer]
+        self.names = {ledger.station: our_name, record.peer: record.peer_name}
+        self.certs = {fp: [c for _, _, c in ledger.certs(fp)] for fp in fps}
+        self.checkpoints = [
+            (int(r[0]), _statement(bytes(r[1])), _statement(bytes(r[2])))
+            for r in ledger._q("SELECT n, proposal, cosign FROM checkpoints WHERE line=%s ORDER BY n", (line,))
+        ]
+        self.equivocations = [(e.sender, e.seq, e.first, e.second) for e in ledger.equivocations(line)]
+        count = "SELECT count(*) FROM envelopes WHERE line=%s AND sender=%s"
+        self._held = {fp: int((ledger._q(count, (line, fp)).fetchone() or (0,))[0]) for fp in fps}
+
+    def stations(self) -> list[str]:
+        return sorted(self._held)
+
+    def held(self, station: str) -> int:
+        return self._held.get(station, 0)
+
+    def chain(self, station: str) -> Iterator[StoredRow]:
+        sql = "SELECT seq, id, raw FROM envelopes WHERE line=%s AND sender=%s ORDER BY seq"
+        rows = self._ledger._q(sql, (self.line, station)).fetchall()
+        return (StoredRow(int(r[0]), r[1], bytes(r[2])) for r in rows)
+
+    def chain_parts(self, station: str, size: int) -> Iterator[PgRange]:
+        """Runs of ``size`` rows, their bounds found in the (line, sender, seq) index, the last one
+        open-ended: whatever seqs the store holds (gaps included) are read exactly once."""
+        lo = 0
+        sql = "SELECT seq FROM envelopes WHERE line=%s AND sender=%s AND seq>%s ORDER BY seq LIMIT 1 OFFSET %s"
+        while True:
+            hi = self._ledger._q(sql, (self.line, station, lo, size - 1)).fetchone()
+            yield PgRange(self._url, self.line, station, lo, None if hi is None else int(hi[0]))
+            if hi is None:
+                return
+            lo = int(hi[0])
+
+    def iter_receipts(self) -> Iterator[Signed]:
+        rows = self._ledger._q("SELECT raw FROM receipts WHERE line=%s ORDER BY pos", (self.line,)).fetchall()
+        return (_statement(bytes(r[0])) for r in rows)
+
+
+@dataclass(frozen=True)
+class PgRange:
+    """Rows ``lo < seq <= hi`` of one chain, read by a worker process on a read-only connection of its own."""
+
+    url: str
+    line: str
+    sender: str
+    lo: int
+    hi: int | None  # None: to the end of the chain
+
+    def rows(self) -> list[StoredRow]:
+        hi = 2**63 - 1 if self.hi is None else self.hi
+        with psycopg.connect(self.url, autocommit=True, application_name="redline verify") as db:
+            db.execute("SET default_transaction_read_only = on")
+            rows = db.execute(
+                "SELECT seq, id, raw FROM envelopes WHERE line=%s AND sender=%s AND seq>%s AND seq<=%s ORDER BY seq",
+                (self.line, self.sender, self.lo, hi),
+            ).fetchall()
+        return [StoredRow(int(r[0]), r[1], bytes(r[2])) for r in rows]
