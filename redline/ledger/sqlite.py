@@ -13,7 +13,7 @@ import json
 import sqlite3
 import weakref
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -814,8 +814,11 @@ class Ledger:
             "UPDATE outbox SET seq=?, envelope_id=? WHERE local=? AND seq IS NULL", (seq, envelope_id, local)
         )
         kept = self._outbox.get(local)
-        if kept is not None and kept.seq is None and cur.rowcount == 1:
-            self._outbox[local] = replace(kept, seq=seq, envelope_id=envelope_id)
+        if kept is not None and kept.seq is None and cur.rowcount == 1:  # (not dataclasses.replace: slow)
+            self._outbox[local] = OutboxItem(
+                local=local, line=kept.line, kind=kept.kind, prio=kept.prio, content=kept.content, idem=kept.idem,
+                accepted_at=kept.accepted_at, seq=seq, envelope_id=envelope_id,
+            )  # fmt: skip
 
     # -- receipts and checkpoints --------------------------------------------------------------
     def add_receipt(self, line: str, by: str, seq: int, signed: Signed, stored_at: int = 0) -> None:
