@@ -306,8 +306,18 @@ async def test_migrate_moves_a_sqlite_station_to_postgres_byte_for_byte_and_it_c
         await sp.send("b", "NDMC to PostgreSQL")
         await sp.advance(130)
         assert sp.a.ledger.head(sp.line, fps[0])[0] == len(held_before["chains"][fps[0]]) + 1
-        assert verify_line(sp.a.ledger.line_data(sp.line), {fps[0]: sp.a.keys.root_public,
-                                                            fps[1]: sp.b.keys.root_public}).ok  # fmt: skip
+        roots = {fps[0]: sp.a.keys.root_public, fps[1]: sp.b.keys.root_public}
+        assert verify_line(sp.a.ledger.line_data(sp.line), roots).ok
+    # What 'redline verify' reads: the line streamed from one snapshot, chains read by worker
+    # processes on connections of their own; the same verdict.
+    led = sp.dir_a.open_ledger()
+    try:
+        with led.stored_line(sp.line, "EUCOM") as held:
+            streamed = verify_line(held, roots, workers=2)
+        assert streamed.ok, [str(p) for p in streamed.problems]
+        assert streamed.chain_sizes == verify_line(led.line_data(sp.line), roots).chain_sizes
+    finally:
+        led.close()
     # Migrating again is refused: the station is already on PostgreSQL.
     with pytest.raises(ConfigError, match="already keeps its ledger"):
         migrate_to_postgres(sp.dir_a, pg_url)
