@@ -720,6 +720,26 @@ def test_unreadable_files_are_refused(tmp_path: Path, text: str, message: str) -
         read_bundle(path)
 
 
+def test_a_bundle_with_a_byte_order_mark_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf{}")
+    with pytest.raises(BundleError, match="byte order mark"):
+        read_bundle(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "keys"), [("\ufeff{}", 2), ('{"a": 1, "a": 2}', 2), ("{nope", 2), ("{}", 1), ("{}", 3)]
+)
+def test_input_errors_exit_1_and_say_so_in_one_line(tmp_path: Path, text: str, keys: int) -> None:
+    """Exit codes as BUNDLE.md says: 1 for an input error (a BOM, a member twice, not JSON, not
+    exactly two fingerprints), never a traceback; 2 is kept for a problem found in a bundle."""
+    path = tmp_path / "in.json"
+    path.write_text(text, encoding="utf-8")
+    out = _rl("verify", "--bundle", str(path), *(["--key", "ab" * 32] * keys), cwd=tmp_path)
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="cannot read"):
         read_bundle(tmp_path / "nothing.json")
