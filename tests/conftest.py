@@ -23,6 +23,7 @@ SLOW_MODULES = {
 SLOW_TESTS = {
     "test_real_traffic_validates_against_the_schemas", "test_cli_export_and_verify_on_another_machine",
     "test_cli_verify_exits_0_on_a_good_store_and_2_on_a_tampered_one",
+    "test_input_errors_exit_1_and_say_so_in_one_line",
 }  # fmt: skip
 
 
