@@ -23,6 +23,7 @@ import stat
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nacl.signing
 
@@ -31,8 +32,9 @@ from redline import keys as keyfiles
 from redline.config import Limits, StationConfig, check_lang, check_station_name, parse_hostport
 from redline.errors import ConfigError
 from redline.identity import KeyCert, SignedCert
-from redline.ledger.interface import LedgerStore
-from redline.ledger.stores import open_store, store_url
+
+if TYPE_CHECKING:  # the ledger loads when a store is opened: 'redline status' never opens one
+    from redline.ledger.interface import LedgerStore
 
 
 @dataclass(frozen=True)
@@ -145,12 +147,16 @@ class StationDir:
     def open_ledger(self) -> LedgerStore:
         """The station's ledger: ledger.sqlite here, or the PostgreSQL database config.json names."""
         self.require()
+        from redline.ledger.stores import open_store
+
         return open_store(self.config().store, self.ledger_path)
 
     def read_ledger(self) -> LedgerStore:
         """A reader's connection (redline log, export, the console): read-only (for SQLite, through
         SQLite only)."""
         self.require()
+        from redline.ledger.stores import open_store
+
         return open_store(self.config().store, self.ledger_path, read_only=True)
 
     def init(
@@ -165,6 +171,8 @@ class StationDir:
     ) -> StationKeys:
         """Create keys, certificates, config and an empty store. Refuses to overwrite anything.
         ``store``: "" for ledger.sqlite in the folder, or a postgresql:// URL without a password."""
+        from redline.ledger.stores import open_store, store_url
+
         if self.exists() or self.keys.exists():
             raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
         check_station_name(name)

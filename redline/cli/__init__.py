@@ -5,15 +5,7 @@ translations), ``admin`` (backup, restore, doctor), ``keys`` (key rotation)."""
 
 from __future__ import annotations
 
-from redline.cli import admin, keys, ops, record, station, store
+# The modules are not imported here: ``main`` (common.LazyGroup) imports the one of the command run.
 from redline.cli.common import console, control, emit, err, fail, json_option, main, run, station_option, when
 
-ops.register(main)
-admin.register(main)
-keys.register(main)
-store.register(main)
-
-__all__ = [
-    "console", "control", "emit", "err", "fail", "json_option", "main", "record", "run", "station", "station_option",
-    "when",
-]  # fmt: skip
+__all__ = ["console", "control", "emit", "err", "fail", "json_option", "main", "run", "station_option", "when"]

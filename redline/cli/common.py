@@ -3,16 +3,15 @@ line for any error, JSON or human output, the control-socket call, and the comma
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from redline.control import call
 from redline.display import SafeConsole, json_text, styled
 from redline.errors import RedlineError
 from redline.home import station_path
@@ -52,11 +51,73 @@ def emit(as_json: bool, data: Any, human: Callable[[Any], None]) -> None:
     else:
         human(data)
 
-@click.group()
+# The module of each command: 'redline status' imports redline.cli.station and what status uses,
+# not the station itself, the API, numpy or shapely; 'redline --version' imports none of them. A
+# command missing here is still found (every module is loaded then); tests/test_cli_start.py
+# checks the table against the commands.
+COMMAND_MODULES = {
+    **dict.fromkeys(["init", "serve", "invite", "pair", "confirm", "send", "flash", "status", "demo"], "station"),
+    **dict.fromkeys(["log", "verify", "export"], "record"),
+    **dict.fromkeys(
+        ["user", "test", "tests", "answer", "ack", "flashes", "call", "calls", "readout", "show", "translate", "notice",
+         "notices", "withdraw"],
+        "ops",
+    ),
+    **dict.fromkeys(["backup", "restore", "doctor"], "admin"),
+    "keys": "keys",
+    "store": "store",
+}
+
+
+class LazyGroup(click.Group):
+    """The ``redline`` group: a command's module is imported when that command runs, so a command
+    starts with only what it uses; ``commands`` (and --help) loads them all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._held: MutableMapping[str, click.Command] = {}
+        self._loaded: set[str] = set()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def commands(self) -> MutableMapping[str, click.Command]:
+        for module in dict.fromkeys(COMMAND_MODULES.values()):
+            self._load(module)
+        return self._held
+
+    @commands.setter
+    def commands(self, value: MutableMapping[str, click.Command]) -> None:
+        self._held = value
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        if name is None:
+            raise TypeError("Command has no name.")
+        self._held[name] = cmd
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self._held and cmd_name in COMMAND_MODULES:
+            self._load(COMMAND_MODULES[cmd_name])
+        return self._held.get(cmd_name) or self.commands.get(cmd_name)
+
+    def _load(self, module: str) -> None:
+        if module in self._loaded:
+            return
+        self._loaded.add(module)
+        loaded = importlib.import_module(f"redline.cli.{module}")
+        register = getattr(loaded, "register", None)
+        if register is not None:
+            register(self)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="redline")
 def main() -> None:
     """redline: a verified hotline between two stations that do not trust each other."""
 
 
 def control(station: str | None, request: dict[str, Any]) -> Any:
+    import asyncio  # here, not at the top: each command loads only what it uses (redline --version: click)
+
+    from redline.control import call
+
     return run(lambda: asyncio.run(call(station_path(station), request)))

@@ -6,26 +6,18 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
-from redline import views
-from redline.bundle import (
-    BundleReport,
-    build_bundle,
-    export_checkpoint,
-    parse_checkpoint,
-    read_bundle,
-    verify_bundle,
-    write_bundle,
-)
 from redline.cli.common import console, emit, fail, json_option, main, run, station_option, when
 from redline.display import shown, styled
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
-from redline.ledger.verify import LineReport, verify_line, workers_for
+
+if TYPE_CHECKING:  # each command imports what it uses, when it runs (the CLI starts in a few ms)
+    from redline.bundle import BundleReport
+    from redline.ledger.verify import LineReport
 
 
 @main.command(name="log")
@@ -36,6 +28,10 @@ from redline.ledger.verify import LineReport, verify_line, workers_for
 @json_option
 def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bool) -> None:
     """Both sides of LINE's transcript, oldest first, with receipt state (read from the store)."""
+    from rich.table import Table
+
+    from redline import views
+
     home = StationDir(station_path(station))
 
     def collect() -> views.Transcript:
@@ -68,6 +64,8 @@ def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | No
     if len(keys) != 2:
         fail("give exactly the two stations' root fingerprints, from outside the bundle: --key FINGERPRINT "
              "--key FINGERPRINT")  # fmt: skip
+
+    from redline.bundle import parse_checkpoint, read_bundle, verify_bundle
 
     def check() -> BundleReport:
         bundle = read_bundle(path)
@@ -119,6 +117,9 @@ def verify(
         return
     if keys or checkpoint_path is not None:
         fail("--key and --checkpoint go with --bundle FILE")
+    from redline import views
+    from redline.ledger.verify import verify_line, workers_for
+
     home = StationDir(station_path(station))
 
     def check() -> list[LineReport]:
@@ -179,6 +180,8 @@ def export(
     station: str | None, line: str, out: Path | None, redact: tuple[str, ...], checkpoint_only: bool, as_json: bool
 ) -> None:
     """Write LINE's transcript as a bundle anyone can verify without either station (docs/BUNDLE.md)."""
+    from redline.bundle import build_bundle, export_checkpoint, verify_bundle, write_bundle
+
     home = StationDir(station_path(station))
 
     def make() -> dict[str, Any]:

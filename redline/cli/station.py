@@ -5,21 +5,15 @@ mode 0600 in a 0700 directory: only its owner)."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from redline.cli.common import console, control, emit, err, fail, json_option, main, run, station_option, when
-from redline.clock import SettableClock
 from redline.display import styled
 from redline.home import StationDir, station_path
-from redline.logs import configure as configure_logs
-from redline.station import Station
 
 
 @main.command()
@@ -73,6 +67,14 @@ def serve(
     http_addr: str | None, settable_clock: bool,
 ) -> None:  # fmt: skip
     """Run the station: listen, dial the paired peers, keep the lines in sync."""
+    # The station (and numpy, shapely, the ledger) loads here, not when any command is run.
+    import asyncio
+    import signal
+
+    from redline.clock import SettableClock
+    from redline.logs import configure as configure_logs
+    from redline.station import Station
+
     configure_logs(log_format, verbose=verbose)  # human lines (SafeFormatter), or JSON (redline/logs.py)
     json_log = log_format == "json"
     console.quiet = json_log  # then the log is the only output, and every alarm is in it
@@ -222,6 +224,8 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
             if ln["outbox"] and not ln["synced"]:
                 waiting = f"  {ln['outbox']} message(s) wait in the outbox: no path to the peer is up"
                 console.print(waiting, style="yellow")
+            from rich.table import Table
+
             table = Table("path", "state", "round trip", "skew", "last heard", box=None)
             for name, p in sorted(ln["paths"].items()):
                 table.add_row(

@@ -314,10 +314,14 @@ class Ledger:
                     self._opened_clean = self._clean
                     # The page-by-page check reads the whole store (a minute at a million envelopes):
                     # only after an unclean shutdown, when the store may hold what a crash left; after
-                    # a clean close nothing was written since that store was last whole. The raw
-                    # checks above (truncation, a WAL that would lose commits) always run: they cost
-                    # no more than the WAL a clean close leaves (none).
-                    if not held and not self._clean:
+                    # a clean close nothing was written since that store was last whole. Not for a
+                    # reader either ('redline log' beside a running station): a read-only connection
+                    # never checkpoints, so it can neither make damage permanent nor lose evidence, and
+                    # SQLite reports a damaged page it reads; the readers that owe an answer about the
+                    # whole store check it themselves (verify, doctor, backup). The raw checks above
+                    # (truncation, a WAL that would lose commits) always run: they cost no more than
+                    # the WAL holds, and nothing at all after a clean close.
+                    if not held and not self._clean and not read_only:
                         integrity.quick_check(path, self._db, sidecars)  # zeroed or overwritten pages
                         self._checked = True
                     version = self._check_schema()

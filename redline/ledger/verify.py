@@ -16,16 +16,13 @@ still runs in the gate, in this process, in causal order, on the very envelopes 
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
-import multiprocessing.process
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from itertools import islice
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from redline import canonical, identity, merkle
 from redline.envelope import Envelope, Header, open_envelope, split
@@ -53,6 +50,10 @@ from redline.errors import (
 from redline.gate import TrustedLine, verified_keys
 from redline.identity import SignedCert
 from redline.statements import Checkpoint, Receipt, Signed
+
+if TYPE_CHECKING:  # multiprocessing is imported when workers start: the CLI's other commands skip it
+    import multiprocessing.connection
+    import multiprocessing.process
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,8 @@ class _Workers:
     def __init__(self, n: int, keys: dict[str, dict[str, bytes]]) -> None:
         # spawn, not fork: a forked child would hold copies of the store's SQLite descriptors, and
         # closing any of them drops this process's locks on the store (ledger/integrity.py).
+        import multiprocessing
+
         ctx = multiprocessing.get_context("spawn")
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
