@@ -25,15 +25,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import nacl.signing
-
-from redline import identity
-from redline import keys as keyfiles
 from redline.config import Limits, StationConfig, check_lang, check_station_name, parse_hostport
 from redline.errors import ConfigError
-from redline.identity import KeyCert, SignedCert
 
-if TYPE_CHECKING:  # the ledger loads when a store is opened: 'redline status' never opens one
+if TYPE_CHECKING:  # keys and the ledger load when they are used: 'redline status' uses neither
+    import nacl.signing
+
+    from redline.identity import SignedCert
     from redline.ledger.interface import LedgerStore
 
 
@@ -51,14 +49,20 @@ class StationKeys:
 
     @property
     def fingerprint(self) -> str:
+        from redline import identity
+
         return identity.fingerprint(self.root_public)
 
     @property
     def key_id(self) -> str:
+        from redline import identity
+
         return identity.key_id(bytes(self.signing.verify_key))
 
     @property
     def next_key_id(self) -> str | None:
+        from redline import identity
+
         return identity.key_id(bytes(self.next_signing.verify_key)) if self.next_signing is not None else None
 
     def for_key(self, key_id: str) -> StationKeys | None:
@@ -108,6 +112,8 @@ class StationDir:
         """Refuse to run on a station whose secrets others could read or replace: the directory,
         its keys and users folders and every secret file must belong to us and be closed to group
         and others. The message names each problem and the command that fixes it."""
+        from redline import keys as keyfiles
+
         uid = os.getuid()
         problems: list[str] = []
         folders = [self.path, self.keys, self.path / "users"]
@@ -128,6 +134,10 @@ class StationDir:
             raise ConfigError("the station's secrets are not private: " + "; ".join(problems))
 
     def load_keys(self) -> StationKeys:
+        from redline import identity
+        from redline import keys as keyfiles
+        from redline.identity import SignedCert
+
         self.require()
         keyfiles.finish_signing(self.keys)  # a promotion a crash interrupted (redline/keys.py)
         root_public = bytes.fromhex((self.keys / "root.pub").read_text().strip())
@@ -171,6 +181,8 @@ class StationDir:
     ) -> StationKeys:
         """Create keys, certificates, config and an empty store. Refuses to overwrite anything.
         ``store``: "" for ledger.sqlite in the folder, or a postgresql:// URL without a password."""
+        from redline import identity
+        from redline.identity import KeyCert
         from redline.ledger.stores import open_store, store_url
 
         if self.exists() or self.keys.exists():

@@ -9,15 +9,25 @@ runs, after every module is loaded, but then starts slowly).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+import pytest
 
 from redline.cli import main
 from redline.cli.common import COMMAND_MODULES
+from redline.control import call
+from redline.control_client import call_blocking
+from redline.errors import RedlineError
+from redline.home import StationDir
 from redline.testing import make_station, pair_directly
 
 HEAVY = ("numpy", "shapely", "starlette", "uvicorn", "redline.station", "redline.api", "redline.ops.engine")
@@ -61,6 +71,7 @@ def test_status_and_send_load_neither_the_station_nor_the_api(tmp_path: object) 
         loaded = modules_after(args)
         assert "redline.cli.station" in loaded and "redline.cli.ops" not in loaded, args
         assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")], args
+        assert "asyncio" not in loaded and "nacl.signing" not in loaded, args
 
 
 def test_log_loads_the_store_but_not_asyncio_or_the_station(tmp_path: Path) -> None:
@@ -70,3 +81,53 @@ def test_log_loads_the_store_but_not_asyncio_or_the_station(tmp_path: Path) -> N
     assert "redline.cli.record" in loaded and "redline.ledger.sqlite" in loaded and "redline.views" in loaded
     assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")]
     assert "asyncio" not in loaded
+
+
+# -- the blocking control client answers as control.call does ---------------------------------------
+
+
+def _serve_once(path: Path, answer: bytes | None) -> threading.Thread:
+    """A control socket that reads one request and answers ``answer`` (None: closes without a word)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def run() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            if answer is not None:
+                conn.sendall(answer)
+        server.close()
+        path.unlink()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _outcome(fn: Callable[[], Any]) -> tuple[str, str]:
+    try:
+        return "ok", json.dumps(fn())
+    except RedlineError as exc:
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b'{"ok": true, "result": {"n": 42}}\n', b'{"ok": false, "error": "nope"}\n', b'{"ok": tr', b"", None],
+    ids=["answered", "refused", "cut off", "closed at once", "closed without answering"],
+)
+def test_the_blocking_client_answers_as_the_event_loop_one(tmp_path: Path, answer: bytes | None) -> None:
+    home = tmp_path / "station"
+    home.mkdir()
+    sock = StationDir(home).control_path
+    got = []
+    for client in (lambda: call_blocking(home, {"op": "status"}), lambda: asyncio.run(call(home, {"op": "status"}))):
+        thread = _serve_once(sock, answer)
+        got.append(_outcome(client))
+        thread.join(timeout=10)
+    assert got[0] == got[1]
+    assert _outcome(lambda: call_blocking(home, {"op": "status"})) == _outcome(
+        lambda: asyncio.run(call(home, {"op": "status"}))
+    )  # and with no socket at all: "no running station"

@@ -1,0 +1,83 @@
+"""The control socket's client for the command line: ``control.call`` without an event loop.
+
+``redline status`` or ``send`` is one request and one answer, and importing asyncio costs a fifth
+of the command's whole run; so the CLI speaks the same protocol (one JSON object per line, in
+and out, over the station's UNIX socket) through a plain blocking socket. Every failure is the
+same one ``ControlError`` as ``control.call`` raises, with the same words, saying whether the
+request may have been accepted (tests/test_cli_start.py holds the two to the same answers).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from redline.errors import ControlError, ControlRefusedError, StationNotRunningError
+from redline.home import StationDir
+
+CONTROL_LIMIT = 16 * 1024 * 1024  # control.CONTROL_LIMIT: the longest line either side reads
+
+
+def call_blocking(home: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
+    """Send one request to a running station's control socket and return its result."""
+    path = StationDir(home).control_path
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise StationNotRunningError(
+                f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"
+            ) from exc
+        except OSError as exc:
+            raise StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}") from exc
+        maybe = (
+            f"the station at {home} stopped answering ({{why}}); the request may or may not have been accepted: "
+            f"check with 'redline log --station {home}' (or 'redline status') before repeating it"
+        )
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+        except OSError as exc:
+            raise ControlError(maybe.format(why=f"connection lost while sending: {exc.strerror or exc}")) from exc
+        line = _read_line(sock, timeout, maybe)
+    finally:
+        sock.close()
+    if not line:
+        raise ControlError(maybe.format(why="it closed the connection without answering"))
+    try:
+        reply = json.loads(line)
+    except ValueError as exc:
+        raise ControlError(maybe.format(why="its answer was cut off")) from exc
+    if not reply.get("ok"):
+        raise ControlRefusedError(str(reply.get("error", "the station refused")))
+    return reply["result"]
+
+
+def _read_line(sock: socket.socket, timeout: float, maybe: str) -> bytes:
+    """One answer line (with its newline), or what came before the station closed the connection."""
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ControlError(maybe.format(why=f"no answer within {timeout:g} s"))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            raise ControlError(maybe.format(why=f"no answer within {timeout:g} s")) from None
+        except OSError as exc:
+            raise ControlError(maybe.format(why=f"connection lost: {exc}")) from exc
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if b"\n" in chunk:
+            data = b"".join(chunks)
+            return data[: data.index(b"\n") + 1]
+        if size > CONTROL_LIMIT:
+            raise ControlError(maybe.format(why="connection lost: its answer is over 16 MiB"))
