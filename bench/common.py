@@ -65,7 +65,9 @@ def fmt(value: float, unit: str) -> str:
     if unit == "/s":
         return f"{value:,.0f} /s"
     if unit == "ms":
-        return f"{value:.3f} ms" if value < 1000 else f"{value:,.0f} ms"
+        if value < 10:
+            return f"{value:.3f} ms"
+        return f"{value:.1f} ms" if value < 1000 else f"{value:,.0f} ms"
     if unit == "µs":
         if value < 10:
             return f"{value:.2f} µs"

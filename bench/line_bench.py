@@ -253,6 +253,21 @@ def measure(
         return f
 
 
+def measure_baseline(rev: str, *, quick: bool = False) -> Figures:
+    """The same measurement by revision ``rev``'s own code and bench (``bench.baseline``): its two
+    stations, its line_bench, in this run, for the "before" column."""
+    from bench import baseline
+
+    code = (
+        "import json\n"
+        "from bench import line_bench\n"
+        f"print(json.dumps(line_bench.measure({{}}, quick={quick!r})))\n"
+    )
+    with baseline.tree(rev) as old:
+        figures: Figures = baseline.run_python(old, code)
+    return figures
+
+
 def rows(f: Figures, lim: Figures) -> list[Row]:
     implied = lim["implied_latency_us"]
     three = 3 * lim["sqlite_full_p50_us"] + 2 * lim["sign_us"] + 2 * lim["verify_us"] + lim["tls_rtt_p50_us"]

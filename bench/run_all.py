@@ -1,6 +1,6 @@
 """Every benchmark in one run, each figure beside this run's own machine limits (issue 6).
 
-``.venv/bin/python -m bench.run_all [--quick] [--json FILE] [--profile DIR] [--skip PART ...]``;
+``.venv/bin/python -m bench.run_all [--quick] [--json FILE] [--profile DIR] [--skip PART ...] [--baseline REV]``;
 ``scripts/bench`` installs the peers' requirements first and runs this.
 
 Parts, in order: machine limits (before), ledger and verification, the line (latency and
@@ -37,13 +37,13 @@ from typing import Any
 
 import nacl
 
-from bench import failover, ledger_bench, line_bench, memory, notices_bench
+from bench import baseline, cli_start, failover, ledger_bench, line_bench, memory, notices_bench
 from bench import limits as machine
 from bench.common import Figures, Row, fmt, table
 from bench.peers import run_peer
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("ledger", "line", "peers", "failover", "notices", "memory")
+PARTS = ("ledger", "line", "peers", "failover", "notices", "memory", "cli")
 
 
 def describe() -> dict[str, str]:
@@ -245,6 +245,7 @@ def aims(res: dict[str, Any], lim: Figures) -> list[dict[str, Any]]:
             unit="ms",
             ref=10.0,
         )
+    close_to_the_machine(res, lim, aim)
     if mem:
         worst = max(mem["full_idle_rss_a_mb"], mem["full_load_rss_a_mb"], mem["full_idle_rss_b_mb"],
                     mem["full_load_rss_b_mb"])  # fmt: skip
@@ -259,8 +260,70 @@ def aims(res: dict[str, Any], lim: Figures) -> list[dict[str, Any]]:
     return out
 
 
+CPU_AIM_US = 80.0  # CPU per message at each station ("close to the machine")
+CLI_AIM_S = 0.1
+
+
+def close_to_the_machine(res: dict[str, Any], lim: Figures, aim: Callable[..., None]) -> None:
+    """The aims of issue "Close to the machine": start-up in seconds at any size, verify on every
+    core in little memory, half the CPU per message, a CLI that starts fast."""
+    mem = res.get("memory", {})
+    if mem:
+        aim(f"start-up holding {mem['held_a']:,.0f} envelopes ≤ 5 s (clean stop, EUCOM)", mem["startup_a_s"],
+            memory.STARTUP_AIM_S, at_most=True, unit="s", ref=memory.STARTUP_AIM_S)  # fmt: skip
+    ver = mem if "verify_per_s" in mem else res.get("verify", {})
+    if ver:
+        bound = 1e6 / lim["verify_us"]
+        aim(f"redline verify ≥ {memory.VERIFY_AIM}x one core's Ed25519 verify (both cores)", ver["verify_per_s"],
+            memory.VERIFY_AIM * bound, at_most=False, unit="/s", ref=bound)  # fmt: skip
+    if "verify_rss_sum_mb" in ver:
+        aim("redline verify peak RSS ≤ 300 MB (verifier and workers)", ver["verify_rss_sum_mb"],
+            memory.VERIFY_RSS_AIM_MB, at_most=True, unit="MB", ref=memory.VERIFY_RSS_AIM_MB)  # fmt: skip
+    line = res.get("line", {})
+    if line:
+        for side, key in (("A (sender)", "tput_cpu_a_us"), ("B (receiver)", "tput_cpu_b_us")):
+            aim(f"CPU per message at {side} ≤ 80 µs", line[key], CPU_AIM_US, at_most=True, unit="µs", ref=CPU_AIM_US)
+    cli = res.get("cli", {})
+    for name in cli_start.COMMANDS if cli else ():
+        label = "--version" if name == "version" else name
+        aim(f"`redline {label}` as a whole process ≤ 0.1 s", cli[f"{name}_s"], CLI_AIM_S, at_most=True, unit="s",
+            ref=CLI_AIM_S)  # fmt: skip
+
+
+def before_after(res: dict[str, Any], lim: Figures) -> str:
+    """The baseline revision's figures next to this one's, both measured in this run."""
+    rev = res.get("baseline", "")
+    lines = [f"## Before ({rev}) and after (this revision), measured in this run", "",
+             "| figure | before | after | after / before | reference (same run) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    line, old = res.get("line", {}), res.get("line_before", {})
+
+    def row(what: str, unit: str, b: float, a: float, ref: str = "") -> None:
+        ratio = f"{a / b:.2f}x" if b and b == b and a == a else ""
+        lines.append(f"| {what} | {fmt(b, unit)} | {fmt(a, unit)} | {ratio} | {ref} |")
+
+    if line and old:
+        row("CPU per message at A (sender)", "µs", old["tput_cpu_a_us"], line["tput_cpu_a_us"],
+            f"Ed25519 sign {fmt(lim['sign_us'], 'µs')}")  # fmt: skip
+        row("CPU per message at B (receiver)", "µs", old["tput_cpu_b_us"], line["tput_cpu_b_us"],
+            f"Ed25519 verify {fmt(lim['verify_us'], 'µs')}")  # fmt: skip
+        row("durable send-to-receipt, p50", "µs", old["durable_p50_us"], line["durable_p50_us"],
+            f"implied limit {fmt(lim['implied_latency_us'], 'µs')}")  # fmt: skip
+        row("durable send-to-receipt, p99", "µs", old["durable_p99_us"], line["durable_p99_us"], "aim 2,000 µs")
+        row("throughput, stored at B", "/s", old["tput_stored_per_s"], line["tput_stored_per_s"], "aim 12,000 /s")
+        row("in-memory session pair, CPU per message (both sides)", "µs", old["mem_cpu_us"], line["mem_cpu_us"])
+    cli = res.get("cli", {})
+    for name in cli_start.COMMANDS if cli else ():
+        if f"before_{name}_s" in cli:
+            label = "--version" if name == "version" else name
+            row(f"`redline {label}`, whole process", "ms", 1000 * cli[f"before_{name}_s"], 1000 * cli[f"{name}_s"],
+                f"`python -c pass` {1000 * cli['python_pass_s']:.0f} ms")  # fmt: skip
+    return "\n".join(lines) if len(lines) > 4 else ""
+
+
 def aims_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["## Aims (issue 6)", "", "| aim | this run | target | ratio (target) | met | miss by |", "|" + "---|" * 6]
+    lines = ["## Aims (issue 6, and \"Close to the machine\")", "",
+             "| aim | this run | target | ratio (target) | met | miss by |", "|" + "---|" * 6]  # fmt: skip
     for a in rows:
         unit = a["unit"]
         val, tgt = fmt(a["value"], unit), fmt(a["target"], unit)
@@ -306,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write every figure to FILE")
     parser.add_argument("--profile", metavar="DIR", type=Path, help="py-spy the stations of the line part into DIR")
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="leave these parts out")
+    parser.add_argument("--baseline", default=baseline.BASELINE, metavar="REV",
+                        help="the revision measured in this run for the 'before' figures ('none': none)")  # fmt: skip
     args = parser.parse_args(argv)
     quick: bool = args.quick
 
@@ -326,8 +391,19 @@ def main(argv: list[str] | None = None) -> None:
     before = timed("machine limits (before)", lambda: machine.measure(quick=quick), took)
     if "ledger" not in args.skip:
         res["ledger"] = timed("ledger", lambda: ledger_bench.measure(before, quick=quick), took)
+    rev = None if args.baseline == "none" else args.baseline
+    if rev:
+        res["baseline"] = baseline.describe(rev)
+        info["baseline"] = res["baseline"]
+        print(f"baseline (the 'before' figures, measured in this run): {res['baseline']}")
     if "line" not in args.skip:
         res["line"] = timed("line", lambda: line_bench.measure(before, quick=quick, profile=args.profile), took)
+        if rev:
+            try:
+                res["line_before"] = timed("line (baseline)", lambda: line_bench.measure_baseline(rev, quick=quick),
+                                           took)  # fmt: skip
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                skipped["line (baseline)"] = str(exc)[-300:]
     if "peers" not in args.skip:
         peers: dict[str, Any] = {}
         for name in ("prosody", "synapse"):
@@ -347,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
         res["notices"] = timed("notices", lambda: notices_bench.measure(quick=quick), took)
     if "memory" not in args.skip:
         res["memory"] = timed("memory", lambda: memory.measure(quick=quick, verify=not quick), took)
+    if "cli" not in args.skip:
+        res["cli"] = timed("cli", lambda: cli_start.measure(quick=quick, rev=rev), took)
     after = timed("machine limits (after)", lambda: machine.measure(quick=quick), took)
     lim = mean_limits(before, after)
 
@@ -375,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
         ratios.update(ratio_fields("failover", rows))
     ver = res.get("verify") or res.get("memory")
     if ver and "verify_per_s" in ver:
-        rows = [memory.verify_row(ver, lim)]
+        rows = memory.verify_rows(ver, lim)
         out.append(table("4. `redline verify`", rows))
         ratios.update(ratio_fields("verify", rows))
     if "notices" in res:
@@ -386,6 +464,13 @@ def main(argv: list[str] | None = None) -> None:
         rows = memory.rows(res["memory"])
         out.append(memory.report(res["memory"]))
         ratios.update(ratio_fields("memory", rows))
+    if "cli" in res:
+        rows = cli_start.rows(res["cli"])
+        out.append(table(f"7. The CLI as a whole process, median of {res['cli']['n']:.0f} runs", rows))
+        ratios.update(ratio_fields("cli", rows))
+    compared = before_after(res, lim)
+    if compared:
+        out.append(compared)
     goals = aims(res, lim)
     for g in goals:
         ratios[f"aims.{slug(g['aim'])}_ratio"] = g["ratio"]

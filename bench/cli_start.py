@@ -1,0 +1,146 @@
+"""The ``redline`` command as a whole process: how long ``--version``, ``status``, ``send`` and
+``log`` take from exec to exit, next to ``python -c pass`` (the interpreter's own start, the floor)
+measured in the same run, and the same commands of the baseline revision (``bench.baseline``).
+
+Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``status`` and
+``send`` talk to a running station over its control socket and ``log`` reads a real store beside
+it (read-only). Each command runs ``n`` times after one warm-up run (the page cache holds the
+files then); the median and the 90th percentile of the wall time are reported. The baseline's
+``log`` reads a copy of the store taken back to schema 1 (the old code refuses schema 2).
+
+Run alone: ``.venv/bin/python -m bench.cli_start [--quick] [--baseline REV]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import baseline as base
+from bench.common import Figures, Row, percentile, table
+from tests.procs import StationProc, paired_stations
+
+AIM_S = 0.1
+COMMANDS = ("version", "status", "send", "log")
+
+
+def redline_argv() -> list[str]:
+    """What an operator runs: the console script beside this interpreter (else ``python -m redline``)."""
+    script = Path(sys.executable).with_name("redline")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "redline"]
+
+
+def timed(
+    argv: list[str], n: int, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float, int]:
+    """(median s, p90 s, exit status of the last run) of ``n`` runs after one warm-up."""
+    samples: list[float] = []
+    code = 0
+    for i in range(n + 1):
+        began = time.perf_counter()
+        out = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=120)
+        if i:
+            samples.append(time.perf_counter() - began)
+        code = out.returncode
+    return statistics.median(samples), percentile(samples, 0.9), code
+
+
+def schema_1_copy(store: Path, dest: Path) -> None:
+    """A copy of a live store (SQLite's backup, nothing else touches its files) taken back to schema 1."""
+    src = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
+    dst = sqlite3.connect(dest)
+    try:
+        src.backup(dst)
+        dst.executescript(
+            "DROP TABLE merkle; DROP TABLE chain_bytes; DROP INDEX envelopes_ops; "
+            "ALTER TABLE envelopes DROP COLUMN prio; UPDATE meta SET value='1' WHERE key='schema_version'; "
+            "DELETE FROM meta WHERE key='clean_close';"
+        )
+        dst.commit()
+    finally:
+        src.close()
+        dst.close()
+
+
+def argvs(redline: list[str], home: Path, line: str, log_home: Path) -> dict[str, list[str]]:
+    return {
+        "version": [*redline, "--version"],
+        "status": [*redline, "status", "--station", str(home)],
+        "send": [*redline, "send", "--station", str(home), line, "cli start bench"],
+        "log": [*redline, "log", "--station", str(log_home), line],
+    }
+
+
+async def run(root: Path, n: int, rev: str | None) -> Figures:
+    f: Figures = {"n": float(n)}
+    a, b, line, _ = await paired_stations(root, relays=False)
+    try:
+        for _ in range(5):  # a little of a transcript for log to show
+            await a.call({"op": "send", "line": line, "text": "hello"})
+        f["python_pass_s"], f["python_pass_p90_s"], _ = timed([sys.executable, "-c", "pass"], n)
+        for name, argv in argvs(redline_argv(), a.home, line, a.home).items():
+            f[f"{name}_s"], f[f"{name}_p90_s"], code = timed(argv, n)
+            f[f"{name}_exit"] = float(code)
+        if rev:
+            f.update(await asyncio.to_thread(before, rev, root, a, line, n))
+    finally:
+        a.stop()
+        b.stop()
+    return f
+
+
+def before(rev: str, root: Path, a: StationProc, line: str, n: int) -> Figures:
+    f: Figures = {}
+    old_home = root / "eucom-schema-1"
+    shutil.copytree(a.home, old_home, ignore=shutil.ignore_patterns("ledger.sqlite*", "control.sock", "*.log"))
+    schema_1_copy(a.home / "ledger.sqlite", old_home / "ledger.sqlite")
+    with base.tree(rev) as old:
+        redline = [sys.executable, "-m", "redline"]  # the old tree's own package, from its folder
+        for name, argv in argvs(redline, a.home, line, old_home).items():
+            f[f"before_{name}_s"], f[f"before_{name}_p90_s"], code = timed(argv, n, cwd=old, env=base.env(old))
+            f[f"before_{name}_exit"] = float(code)
+    return f
+
+
+def measure(folder: Path | None = None, *, quick: bool = False, rev: str | None = base.BASELINE) -> Figures:
+    with tempfile.TemporaryDirectory(prefix="redline-cli-start-", dir=folder) as tmp:
+        return asyncio.run(run(Path(tmp), 3 if quick else 15, rev))
+
+
+def rows(f: Figures) -> list[Row]:
+    out = [Row("`python -c pass` (the interpreter alone)", f["python_pass_s"] * 1000, "ms",
+               note=f"p90 {f['python_pass_p90_s'] * 1000:.0f} ms")]  # fmt: skip
+    for name in COMMANDS:
+        label = "--version" if name == "version" else name
+        exit_note = "" if not f.get(f"{name}_exit") else f"; exit {f[f'{name}_exit']:.0f}"
+        note = f"p90 {f[f'{name}_p90_s'] * 1000:.0f} ms; {f[f'{name}_s'] / f['python_pass_s']:.1f}x python -c pass"
+        if f"before_{name}_s" in f:
+            bexit = f" (exit {f[f'before_{name}_exit']:.0f})" if f.get(f"before_{name}_exit") else ""
+            note += f"; before: {f[f'before_{name}_s'] * 1000:.0f} ms{bexit}"
+        out.append(Row(f"`redline {label}`, whole process", f[f"{name}_s"] * 1000, "ms", "aim", AIM_S * 1000,
+                       note=note + exit_note))  # fmt: skip
+    return out
+
+
+def report(f: Figures) -> str:
+    return table(f"CLI start: the command as a whole process, median of {f['n']:.0f} runs", rows(f))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 runs each instead of 15")
+    parser.add_argument("--baseline", default=base.BASELINE, help="revision for the 'before' figures ('none': none)")
+    args = parser.parse_args(argv)
+    print(report(measure(quick=args.quick, rev=None if args.baseline == "none" else args.baseline)))
+
+
+if __name__ == "__main__":
+    main()
