@@ -66,7 +66,12 @@ def store_locks(pid: int, store: Path) -> list[str]:
     inode = os.stat(store).st_ino
     with open("/proc/locks") as f:
         rows = f.read().splitlines()
-    return [row for row in rows if row.split()[4] == str(pid) and row.split()[5].rsplit(":", 1)[-1] == str(inode)]
+    # The leading ordinal ("6:") numbers every lock on the machine and moves when other processes
+    # take or drop theirs: only the rest of the row says what this process holds.
+    return [
+        " ".join(row.split()[1:]) for row in rows
+        if row.split()[4] == str(pid) and row.split()[5].rsplit(":", 1)[-1] == str(inode)
+    ]  # fmt: skip
 
 
 def rl(*args: str) -> subprocess.CompletedProcess[str]:
