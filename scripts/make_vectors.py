@@ -496,13 +496,6 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
         "ref": ref("alpha", text), "text": "Проверка связи. Подтвердите приём.", "lang": "ru",
         "translator": "Lt. Ivanova",
     })  # fmt: skip
-    root = nacl.signing.SigningKey(bytes.fromhex(alpha["root_seed"]))
-    new_signing = nacl.signing.SigningKey(seed("alpha signing 2")).verify_key.encode()
-    rotated = identity.certify(root, KeyCert(
-        station=alpha["fingerprint"], name=alpha["name"], role="signing", key=new_signing.hex(),
-        key_id=identity.key_id(new_signing), issued_at=clock[0],
-    ))  # fmt: skip
-    send("alpha", "KEY", "PRIORITY", {"certs": [rotated.to_obj()]})
     heads = []
     for label in ("alpha", "bravo"):
         leaves = [merkle.leaf_hash(bytes.fromhex(v["output"]["id"])) for v in chains[label]]
@@ -538,6 +531,15 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
     send("alpha", "CALL_DECLINE", "PRIORITY", {"ring": ref("bravo", busy), "reason": "busy"})
     lapsed_ring = send("alpha", "CALL_RING", "PRIORITY", {}, signer="Duty Officer Miller")
     send("alpha", "CALL_UNANSWERED", "PRIORITY", {"ring": ref("alpha", lapsed_ring)})
+    # Alpha's signing key rotates last: from the KEY on, its chain is signed by the new key (the
+    # window rule, PROTOCOL.md §7.5), and these vectors sign with one key only.
+    root = nacl.signing.SigningKey(bytes.fromhex(alpha["root_seed"]))
+    new_signing = nacl.signing.SigningKey(seed("alpha signing 2")).verify_key.encode()
+    rotated = identity.certify(root, KeyCert(
+        station=alpha["fingerprint"], name=alpha["name"], role="signing", key=new_signing.hex(),
+        key_id=identity.key_id(new_signing), issued_at=clock[0],
+    ))  # fmt: skip
+    send("alpha", "KEY", "PRIORITY", {"certs": [rotated.to_obj()]})
     return {
         "line": KINDS_LINE,
         "people": {

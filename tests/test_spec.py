@@ -794,3 +794,33 @@ def test_worked_example_person_signature_verifies() -> None:
 def test_worked_example_envelope_is_the_first_vector() -> None:
     # A.1 is checked byte for byte by tests/test_vectors.py; here only that it is still where it was.
     assert "### A.1 Worked example: Alpha's first envelope" in PROTOCOL
+
+
+def test_the_published_kinds_chain_obeys_every_acceptance_rule() -> None:
+    """The vectors are a transcript another implementation may replay: both chains, in the order
+    they were made, go through the one trust gate (seq, prev, seen, key windows: Alpha's KEY is
+    its last envelope, so every envelope is signed by the key valid at its seq)."""
+    from redline.gate import TrustedLine
+
+    spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "scripts" / "make_vectors.py")
+    assert spec is not None and spec.loader is not None
+    mv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mv)
+    stations = [mv._station("alpha", "Station Alpha"), mv._station("bravo", "Station Bravo")]
+    roots = {s["fingerprint"]: bytes.fromhex(s["root_public"]) for s in stations}
+    keys = {s["fingerprint"]: {s["key_id"]: bytes.fromhex(s["signing_public"])} for s in stations}
+    held: dict[tuple[str, int], str] = {}
+
+    class View:
+        def id_at(self, station: str, seq: int) -> str | None:
+            return held.get((station, seq))
+
+        def root_at(self, station: str, size: int) -> bytes | None:
+            return None
+
+    data = json.loads((VECTORS / "kinds.json").read_text())
+    gate = TrustedLine(data["line"], keys, View(), roots=roots)
+    for v in data["envelopes"]:
+        env = gate.accept_envelope(bytes.fromhex(v["output"]["wire"]))
+        held[(env.header.sender, env.seq)] = env.id
+    assert len(held) == len(data["envelopes"])
