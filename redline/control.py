@@ -72,7 +72,7 @@ async def _now(value: Any) -> Any:
 
 
 OPERATIONS: dict[str, Handler] = {
-    "status": lambda st, r: _now(st.status()),
+    "status": lambda st, r: _now(st.status().to_obj()),
     "send": _send,
     "act": _act,
     "resolve": lambda st, r: _now(st.resolve(r["line"], r["kind"], r["content"])),

@@ -115,7 +115,7 @@ async def station_facts(station: Station) -> dict[str, Any]:
     the store's quick check runs in a worker thread on a read-only connection of its own."""
     now = station.wall()
     lines = []
-    for row in station.status()["lines"]:
+    for row in station.status().to_obj()["lines"]:
         session = station.sessions[row["line"]]
         ops = station.ops.get(row["line"])
         history = ops.tests.history(now) if ops is not None else {}

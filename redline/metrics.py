@@ -217,14 +217,14 @@ def _collect(station: Station) -> Iterator[Metric]:
         st = session.status()
         record = session.record
         line_info.add_metric([line, record.peer_name], 1)
-        active.add_metric([line], int(st["active"]))
-        up.add_metric([line], int(any(p["up"] for p in st["paths"].values())))
-        in_sync.add_metric([line], int(st["synced"]))
-        halted.add_metric([line], int(st["halted"]))
-        outbox.add_metric([line], st["outbox"])
-        unreceipted.add_metric([line], st["unreceipted"])
-        envelopes.add_metric([line, "sent"], st["our_seq"])
-        envelopes.add_metric([line, "received"], st["their_seq"])
+        active.add_metric([line], int(st.active))
+        up.add_metric([line], int(any(p.up for p in st.paths.values())))
+        in_sync.add_metric([line], int(st.synced))
+        halted.add_metric([line], int(st.halted))
+        outbox.add_metric([line], st.outbox)
+        unreceipted.add_metric([line], st.unreceipted)
+        envelopes.add_metric([line, "sent"], st.our_seq)
+        envelopes.add_metric([line, "received"], st.their_seq)
         for direction, used in (("sent", session.disk_ours), ("received", session.disk_theirs)):
             disk.add_metric([line, direction], used)
             disk_limit.add_metric([line, direction], limit)
@@ -248,14 +248,14 @@ def _collect(station: Station) -> Iterator[Metric]:
             proven_at.add_metric([line], _s(now - since))
         proven_age.add_metric([line], max(0.0, _s(since if since is not None else now - record.created_at)))
         _checkpoint(station, session.line, session.us, session.peer, now, checkpoint_at, checkpoint_lag)
-        for path, p in sorted(st["paths"].items()):
-            path_up.add_metric([line, path], int(p["up"]))
-            if p["rtt_ms"] is not None:
-                rtt.add_metric([line, path], _s(p["rtt_ms"]))
-            if p["skew_ms"] is not None:
-                skew.add_metric([line, path], _s(p["skew_ms"]))
-            if p["last_rx"]:
-                heard.add_metric([line, path], _s(p["last_rx"]))
+        for path, p in sorted(st.paths.items()):
+            path_up.add_metric([line, path], int(p.up))
+            if p.rtt_ms is not None:
+                rtt.add_metric([line, path], _s(p.rtt_ms))
+            if p.skew_ms is not None:
+                skew.add_metric([line, path], _s(p.skew_ms))
+            if p.last_rx:
+                heard.add_metric([line, path], _s(p.last_rx))
     for (line, path, direction), count in sorted(getattr(station, "wire_bytes", {}).items()):
         wire.add_metric([line, path, direction], count)
     yield from (line_info, active, up, in_sync, halted, outbox, unreceipted, envelopes, disk, disk_limit)

@@ -42,6 +42,7 @@ from redline.protocol.events import Action, ChainHead, Close, Send
 from redline.protocol.framing import FrameType
 from redline.protocol.link import Link
 from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
+from redline.status import LineStatus, PathView
 
 AlarmSink = Callable[[str, str], None]  # (level, text)
 StoredSink = Callable[[Envelope, bool, int], None]  # (envelope, ours, stored_at): feeds ops/
@@ -765,27 +766,20 @@ class LineSession:
         return ChainHead(seq=seq, id=eid)
 
     # -- status ----------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> LineStatus:
         our_seq = self._our_tail.seq
-        return {
-            "line": self.line,
-            "peer": self.record.peer_name,
-            "peer_fingerprint": self.peer,
-            "peer_lang": self.record.peer_lang,
-            "confirmed": {"local": self.record.confirmed_local, "peer": self.record.confirmed_peer},
-            "safety_code": self.record.safety_code if not self.record.active else None,
-            "active": self.record.active,
-            "synced": self.link.synced,
-            "halted": self.halted,
-            "our_seq": our_seq,
-            "their_seq": self.ledger.head(self.line, self.peer)[0],
-            "outbox": self.outbox_count,
-            "unreceipted": our_seq - self.receipted_seq,
-            "paths": {
-                p: {"up": s.up, "rtt_ms": s.rtt_ms, "skew_ms": s.skew_ms, "last_rx": s.last_rx_wall, "reason": s.reason}
+        return LineStatus(
+            line=self.line, peer=self.record.peer_name, peer_fingerprint=self.peer, peer_lang=self.record.peer_lang,
+            confirmed_local=self.record.confirmed_local, confirmed_peer=self.record.confirmed_peer,
+            safety_code=self.record.safety_code if not self.record.active else None, active=self.record.active,
+            synced=self.link.synced, halted=self.halted, our_seq=our_seq,
+            their_seq=self.ledger.head(self.line, self.peer)[0], outbox=self.outbox_count,
+            unreceipted=our_seq - self.receipted_seq,
+            paths={
+                p: PathView(up=s.up, rtt_ms=s.rtt_ms, skew_ms=s.skew_ms, last_rx=s.last_rx_wall, reason=s.reason)
                 for p, s in self.paths.items()
             },
-        }
+        )  # fmt: skip
 
 
 def _seen_seq(raw: bytes) -> int:

@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redline import canonical, control, identity, kinds, media, pairing, persons, transport
+from redline import canonical, control, identity, kinds, media, pairing, persons, transport, views
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
@@ -684,14 +684,11 @@ class Station:
         self._schedule_flush()
         return {"line": session.line, "confirmed_local": True, "confirmed_peer": session.record.confirmed_peer}
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "station": self.config.name,
-            "fingerprint": self.keys.fingerprint,
-            "listen": list(self.config.listen),
-            "lines": [s.status() for s in self.sessions.values()],
-            "alarms": self.alarms[-20:],
-        }
+    def status(self) -> views.StationStatus:
+        return views.StationStatus(
+            station=self.config.name, fingerprint=self.keys.fingerprint, listen=tuple(self.config.listen),
+            lines=tuple(s.status() for s in self.sessions.values()), alarms=tuple(self.alarms[-20:]),
+        )
 
     # -- pairing (ceremony.py runs the key ceremony; a completed one adds a line here) -----------
     async def invite(self) -> dict[str, Any]:

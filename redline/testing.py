@@ -255,11 +255,11 @@ class StationPair:
 
         async def settled() -> bool:
             for st in (self.a, self.b):
-                ln = st.status()["lines"][0]
-                if not (ln["synced"] and ln["outbox"] == 0 and ln["unreceipted"] == 0):
+                ln = st.status().lines[0]
+                if not (ln.synced and ln.outbox == 0 and ln.unreceipted == 0):
                     return False
-            a, b = self.a.status()["lines"][0], self.b.status()["lines"][0]
-            return bool(a["their_seq"] == b["our_seq"] and b["their_seq"] == a["our_seq"])
+            a, b = self.a.status().lines[0], self.b.status().lines[0]
+            return bool(a.their_seq == b.our_seq and b.their_seq == a.our_seq)
 
         async with asyncio.timeout(timeout):
             while not await settled():

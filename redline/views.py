@@ -6,6 +6,8 @@ frozen dataclass with ``to_obj()`` for JSON, so every front-end shows the same t
 - ``transcript``: both sides of a line, oldest first, with receipt state, then the outbox; it
   says how many entries exist, so a front-end can say "50 of 301 shown".
 - ``VerifyView``: a ``redline verify`` report.
+- ``StationStatus``/``LineStatus``/``PathView`` (in ``redline.status``, which the fast CLI
+  commands import alone): what status shows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from redline.errors import LocalProtocolError
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
 from redline.ledger.verify import LineReport
+from redline.status import LineStatus, PathView, StationStatus
+
+__all__ = ["LineStatus", "PathView", "Row", "StationStatus", "Transcript", "VerifyView", "parse_utc", "summary",
+           "transcript"]  # fmt: skip
 
 
 def parse_utc(text: str, what: str = "time") -> int:
@@ -151,3 +157,4 @@ class VerifyView:
         obj = asdict(self)
         obj["problems"], obj["evidence"] = list(self.problems), list(self.evidence)
         return obj
+

@@ -17,7 +17,7 @@ SLOW_MODULES = {
     "test_attacks", "test_chaos", "test_cli", "test_clock_skew", "test_console", "test_crash",
     "test_e2e_attacks_ops", "test_e2e_kill", "test_e2e_line", "test_e2e_notices", "test_e2e_ops",
     "test_e2e_ops_crash", "test_e2e_scenario", "test_storage_faults", "test_store_locks", "test_backup",
-    "test_metrics", "test_startup",
+    "test_metrics", "test_startup", "test_console_voice", "test_doctor", "test_verify_parallel",
 }  # fmt: skip
 # Single tests that start real processes in otherwise fast modules.
 SLOW_TESTS = {

@@ -51,7 +51,7 @@ class Pair:
     clock: FakeClock
 
     def our_seq(self) -> int:
-        return int(self.a.sessions[self.line].status()["our_seq"])
+        return int(self.a.sessions[self.line].status().to_obj()["our_seq"])
 
     async def login(self, user: str = "Duty EUCOM", password: str = PASSWORD) -> httpx.Response:
         return await self.client.post("/api/login", json={"user": user, "password": password})

@@ -623,7 +623,7 @@ def test_auditor_cannot_file_an_ack_through_station_act(tmp_path: Path) -> None:
             await b.send(line, "FLASH: aircraft near the border", kind="FLASH", prio="FLASH")
             await until(lambda: a.ops[line].flash.flashes, "EUCOM to hold the FLASH")
             [fid] = a.ops[line].flash.flashes
-            before = a.sessions[line].status()["our_seq"]
+            before = a.sessions[line].status().to_obj()["our_seq"]
             for who in ("Revizor", "Duty EUCOM"):
                 key = persons.unlock(da.path, who, PASSWORD)
                 # As the CLI does: complete the reference first, then sign what will be filed.
@@ -633,7 +633,7 @@ def test_auditor_cannot_file_an_ack_through_station_act(tmp_path: Path) -> None:
                 if who == "Revizor":
                     with pytest.raises(RoleError, match="Revizor is auditor: only duty, deputy, supervisor may sign"):
                         await a.control(request)
-                    assert a.sessions[line].status()["our_seq"] == before  # nothing was accepted
+                    assert a.sessions[line].status().to_obj()["our_seq"] == before  # nothing was accepted
                 else:
                     await a.control(request)
             await until(lambda: b.view(line, "flash")[0]["acked_by"] == "Duty EUCOM", "NDMC to see the ACK")

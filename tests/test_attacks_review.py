@@ -167,8 +167,8 @@ def test_receipt_refused_during_recovery_does_not_leave_recovered_envelopes_unre
     _restore(sp, "a", backup)
     _settle(sp)
     _tick(sp, 3)
-    assert sp.a.status()["our_seq"] == 3 and sp.a.status()["synced"]
-    assert sp.a.status()["unreceipted"] == 0  # the peer holds all three, and signed a receipt saying so
+    assert sp.a.status().to_obj()["our_seq"] == 3 and sp.a.status().to_obj()["synced"]
+    assert sp.a.status().to_obj()["unreceipted"] == 0  # the peer holds all three, and signed a receipt saying so
 
 
 # -- checkpoints after a restore (guarantee 3): liveness --------------------------------------------
@@ -338,6 +338,6 @@ def test_control_request_with_fields_of_the_wrong_type_gets_one_clear_refusal(tm
                 continue
             assert answer["ok"] is False and "\n" not in answer["error"], answer
         assert crashed == []
-        assert pair.a.status()["lines"][0]["our_seq"] == 0  # nothing was accepted
+        assert pair.a.status().to_obj()["lines"][0]["our_seq"] == 0  # nothing was accepted
 
     _run_stations(tmp_path, body)

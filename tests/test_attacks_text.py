@@ -234,7 +234,7 @@ def test_our_own_budget_keeps_a_reserve_for_flash_and_acks(tmp_path: Path) -> No
                 sp.run()
         sp.send("a", "FLASH still goes out", kind="FLASH", prio="FLASH")  # the reserve is for this
         sp.run()
-        assert sp.b.status()["their_seq"] == sp.a.status()["our_seq"]
+        assert sp.b.status().to_obj()["their_seq"] == sp.a.status().to_obj()["our_seq"]
         assert any(text.startswith("DISK: our envelopes") for who, _, text in sp.alarms if who == "a")
         sp.send("b", "NDMC's own budget is untouched by EUCOM's")
         sp.run()
@@ -253,12 +253,12 @@ def test_receipt_held_in_memory_is_resent_by_the_peer_after_a_crash(tmp_path: Pa
         sp.run()  # the first receipt is saved; the next, within a second of it, is held in memory
         sp.send("a", "two")
         sp.run()
-        assert sp.a.status()["unreceipted"] == 0
+        assert sp.a.status().to_obj()["unreceipted"] == 0
         assert sp.a.ledger.latest_receipt(sp.line, sp.b.us)[0] == 1, "held, not yet saved"  # type: ignore[index]
         sp.restart("a")  # kill -9: the held receipt is gone from memory
-        assert sp.a.status()["unreceipted"] == 1
+        assert sp.a.status().to_obj()["unreceipted"] == 1
         sp.run()  # the paths open again: NDMC sends its latest receipt on each
-        assert sp.a.status()["unreceipted"] == 0
+        assert sp.a.status().to_obj()["unreceipted"] == 0
         assert sp.a.ledger.latest_receipt(sp.line, sp.b.us)[0] == 2  # type: ignore[index]
     finally:
         sp.close()

@@ -471,15 +471,15 @@ def test_heartbeat_timeout_in_a_session_pair_takes_the_path_down(tmp_path: Path)
             p0.b_to_a.clear()  # b's heartbeats on path0 are lost
             sp.run()
         assert sp.clock.now - last_rx > sp.limits.path_dead_after
-        status = sp.a.status()
+        status = sp.a.status().to_obj()
         assert status["paths"]["path0"]["up"] is False
         assert "no frames" in status["paths"]["path0"]["reason"]
         assert status["paths"]["path1"]["up"] is True
         assert status["synced"]  # path1 still carries the line
-        assert sp.b.status()["paths"]["path0"]["up"] is False
+        assert sp.b.status().to_obj()["paths"]["path0"]["up"] is False
         sp.send("a", "still here")
         sp.run()
-        assert sp.b.status()["their_seq"] == 1
+        assert sp.b.status().to_obj()["their_seq"] == 1
     finally:
         sp.close()
 
@@ -494,10 +494,10 @@ def test_all_paths_silent_in_a_session_pair_unsyncs_and_holds_the_outbox(tmp_pat
                 p.a_to_b.clear()
                 p.b_to_a.clear()
         assert not any(p.up for p in sp.paths)
-        assert not sp.a.status()["synced"] and not sp.b.status()["synced"]
+        assert not sp.a.status().to_obj()["synced"] and not sp.b.status().to_obj()["synced"]
         sp.send("a", "waits")
         sp.run()
-        assert sp.a.status()["outbox"] == 1 and sp.a.status()["our_seq"] == 0
+        assert sp.a.status().to_obj()["outbox"] == 1 and sp.a.status().to_obj()["our_seq"] == 0
     finally:
         sp.close()
 
@@ -535,11 +535,11 @@ def test_session_pair_reports_rtt_and_skew_per_path(tmp_path: Path) -> None:
         sp.run()
         sp.tick(1.0)
         sp.run()
-        assert all(v["rtt_ms"] is None for v in sp.a.status()["paths"].values())
+        assert all(v["rtt_ms"] is None for v in sp.a.status().to_obj()["paths"].values())
         sp.tick(1.0)
         sp.run()
         for s in (sp.a, sp.b):
-            for info in s.status()["paths"].values():
+            for info in s.status().to_obj()["paths"].values():
                 assert info["rtt_ms"] == 0.0 and info["skew_ms"] == 0.0
                 assert info["last_rx"] == sp.clock.wall
     finally:

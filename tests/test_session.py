@@ -174,7 +174,7 @@ def test_messages_both_ways_are_delivered_exactly_once_in_order_over_two_paths(
             chain = peer.ledger.raw_envelopes(sp.line, me.us)
             stored = [seq for seq, raw in chain if split(raw).id == item.envelope_id]
             assert stored == [n]  # in the peer's ledger exactly once
-        st = me.status()
+        st = me.status().to_obj()
         assert st["outbox"] == 0 and st["unreceipted"] == 0 and not st["halted"]
         latest = me.ledger.latest_receipt(sp.line, peer.us)
         assert latest is not None and latest[0] == 6  # the peer's signed receipt is kept
@@ -194,12 +194,12 @@ def test_a_gap_is_requested_and_filled_and_storage_stays_in_order(sp: SessionPai
     while p1.a_to_b:
         answers += deliver(sp, "b", "path1", p1.a_to_b.popleft())
     sp.flush()
-    assert sp.b.status()["their_seq"] == 0  # nothing stored out of order
+    assert sp.b.status().to_obj()["their_seq"] == 0  # nothing stored out of order
     gaps = [canonical.decode_object(p, "gap") for t, p in frames(p1.b_to_a) if t is FrameType.GAP]
     assert gaps == [{"station": sp.a.us, "from": 1, "to": 2}]
     sp.run()
     assert texts(sp.b.ledger, sp.line, sp.a.us) == [f"m{i}" for i in range(5)]
-    assert sp.a.status()["unreceipted"] == 0
+    assert sp.a.status().to_obj()["unreceipted"] == 0
     assert sp.alarms == []
     assert_verifies(sp)
 
@@ -244,15 +244,15 @@ def test_messages_accepted_while_every_path_is_down_wait_unsigned_then_go(sp: Se
     for i in range(20):
         sp.send("a", f"m{i}")
     sp.run()
-    st = sp.a.status()
+    st = sp.a.status().to_obj()
     assert st["outbox"] == 20 and st["our_seq"] == 0 and not st["synced"]
     assert sp.a.ledger.head(sp.line, sp.a.us) == (0, None)  # durable, but nothing signed
     for p in sp.paths:
         sp.connect(p)
     sp.run()
-    assert sp.a.status()["outbox"] == 0
+    assert sp.a.status().to_obj()["outbox"] == 0
     assert texts(sp.b.ledger, sp.line, sp.a.us) == [f"m{i}" for i in range(20)]
-    assert sp.a.status()["unreceipted"] == 0
+    assert sp.a.status().to_obj()["unreceipted"] == 0
     assert_verifies(sp)
 
 
@@ -262,13 +262,13 @@ def test_signed_envelopes_lost_in_flight_are_resent_after_reconnect(sp: SessionP
     sp.flush()
     for p in sp.paths:
         sp.disconnect(p)  # every frame in flight is lost
-    assert sp.a.status()["our_seq"] == 5 and sp.a.status()["unreceipted"] == 5
-    assert sp.b.status()["their_seq"] == 0
+    assert sp.a.status().to_obj()["our_seq"] == 5 and sp.a.status().to_obj()["unreceipted"] == 5
+    assert sp.b.status().to_obj()["their_seq"] == 0
     for p in sp.paths:
         sp.connect(p)
     sp.run()
     assert texts(sp.b.ledger, sp.line, sp.a.us) == [f"m{i}" for i in range(5)]
-    assert sp.a.status()["unreceipted"] == 0
+    assert sp.a.status().to_obj()["unreceipted"] == 0
 
 
 def test_switching_paths_mid_traffic_loses_nothing(sp: SessionPair) -> None:
@@ -300,7 +300,7 @@ def test_restart_mid_traffic_loses_nothing_and_duplicates_nothing(sp: SessionPai
     assert texts(sp.b.ledger, sp.line, sp.a.us) == texts(sp.a.ledger, sp.line, sp.a.us) == want_a
     assert texts(sp.a.ledger, sp.line, sp.b.us) == texts(sp.b.ledger, sp.line, sp.b.us) == want_b
     for s in (sp.a, sp.b):
-        assert s.status()["outbox"] == 0 and s.status()["unreceipted"] == 0
+        assert s.status().to_obj()["outbox"] == 0 and s.status().to_obj()["unreceipted"] == 0
     assert alarms(sp) == []
     assert_verifies(sp)
 
@@ -313,7 +313,7 @@ def test_restart_before_anything_was_signed_keeps_the_outbox(sp: SessionPair) ->
     sp.restart("a")  # restart reconnects every path
     sp.run()
     assert texts(sp.b.ledger, sp.line, sp.a.us) == ["m0", "m1", "m2"]
-    assert sp.a.status()["outbox"] == 0
+    assert sp.a.status().to_obj()["outbox"] == 0
 
 
 def test_idempotency_key_accepts_a_retried_message_once(sp: SessionPair) -> None:
@@ -361,7 +361,7 @@ def test_restored_backup_recovers_its_tail_from_the_peer_before_signing_anything
     assert held_by_b[0] == 10
 
     _restore_a(sp, backup)
-    assert sp.a.status()["our_seq"] == 3
+    assert sp.a.status().to_obj()["our_seq"] == 3
     local = sp.send("a", "after restore")
     sp.run()
 
@@ -414,7 +414,7 @@ def test_helping_the_peer_recover_does_not_stall_our_own_sending(tmp_path: Path)
         sp.run()
         sp.send("b", "b0")
         sp.run()
-        assert sp.b.status()["outbox"] == 0
+        assert sp.b.status().to_obj()["outbox"] == 0
         assert texts(sp.a.ledger, sp.line, sp.b.us) == ["b0"]
     finally:
         sp.close()
@@ -465,7 +465,7 @@ def test_restored_backup_with_a_pending_outbox_does_not_send_twice(sp: SessionPa
     _restore_a(sp, backup)
     sp.run()
     assert texts(sp.b.ledger, sp.line, sp.a.us) == ["m0", "m1", "m2", "pending 1", "pending 2"]
-    assert sp.a.status()["outbox"] == 0
+    assert sp.a.status().to_obj()["outbox"] == 0
 
 
 # -- guarantee 2: equivocation --------------------------------------------------------------------
@@ -482,7 +482,7 @@ def test_equivocation_is_kept_as_evidence_and_halts_the_direction(sp: SessionPai
     (evidence,) = sp.b.ledger.equivocations(sp.line)
     assert evidence.sender == sp.a.us and evidence.seq == 2
     assert evidence.first == original and evidence.second == forged.encode()
-    assert sp.b.status()["halted"]
+    assert sp.b.status().to_obj()["halted"]
     assert any(level == "alarm" and "EQUIVOCATION" in text for who, level, text in sp.alarms if who == "b")
     assert heads(sp) == before
     assert texts(sp.b.ledger, sp.line, sp.a.us) == ["m0", "m1", "m2"]
@@ -493,7 +493,7 @@ def test_equivocation_is_kept_as_evidence_and_halts_the_direction(sp: SessionPai
     assert sp.b.ledger.head(sp.line, sp.a.us) == before["b holds a"]
     sp.restart("b")
     sp.run()
-    assert sp.b.status()["halted"]
+    assert sp.b.status().to_obj()["halted"]
     assert sp.b.ledger.head(sp.line, sp.a.us) == before["b holds a"]
     # The evidence is in the transcript: verification shows the fork.
     roots = {sp.a.us: sp.a.keys.root_public, sp.b.us: sp.b.keys.root_public}
@@ -513,7 +513,7 @@ def test_equivocation_sent_on_two_paths_at_once_is_detected(sp: SessionPair) -> 
     sp.paths[1].a_to_b.append(encode_frame(FrameType.ENVELOPE, other.encode()))
     sp.run()
     assert len(sp.b.ledger.equivocations(sp.line)) == 1
-    assert sp.b.status()["halted"]
+    assert sp.b.status().to_obj()["halted"]
 
 
 def test_equivocation_alarms_both_ends(sp: SessionPair) -> None:
@@ -540,7 +540,7 @@ def test_copy_of_a_stored_envelope_with_a_corrupted_signature_is_dropped_uncheck
     inject(sp, "b", corrupted)  # after a restart the ledger knows the id
     assert sp.alarms == []
     assert all(p.up for p in sp.paths)
-    assert sp.b.ledger.equivocations(sp.line) == [] and not sp.b.status()["halted"]
+    assert sp.b.ledger.equivocations(sp.line) == [] and not sp.b.status().to_obj()["halted"]
     assert heads(sp) == before
     assert sp.b.ledger.raw_envelope(sp.line, sp.a.us, 2) == raw
 
@@ -556,7 +556,7 @@ def test_forged_equivocation_with_a_bad_signature_is_not_evidence(sp: SessionPai
                    key_id=sp.dir_a.load_keys().key_id)  # fmt: skip
     inject(sp, "b", forged.encode())
     assert sp.b.ledger.equivocations(sp.line) == []
-    assert not sp.b.status()["halted"]
+    assert not sp.b.status().to_obj()["halted"]
     assert heads(sp) == before
 
 
@@ -591,7 +591,7 @@ def test_envelope_signed_by_an_unpaired_key_is_refused(sp: SessionPair) -> None:
     inject(sp, "b", env.encode())
     assert heads(sp) == before and not sp.b.ledger.has_id(sp.line, env.id)
     assert any(who == "b" and "never certified" in text for who, _, text in alarms(sp))
-    assert sp.b.ledger.equivocations(sp.line) == [] and not sp.b.status()["halted"]
+    assert sp.b.ledger.equivocations(sp.line) == [] and not sp.b.status().to_obj()["halted"]
 
 
 def test_envelope_signed_by_another_key_under_the_peers_key_id_is_refused(sp: SessionPair) -> None:

@@ -84,7 +84,7 @@ def test_receiver_killed_mid_escalation_fires_each_overdue_step_once_after_resta
         await sp.advance(1)
         escalations = [e for e in kinds(sp, "b", "b") if e == "ESCALATED"]
         assert len(escalations) == 2, escalations
-        assert sp.b.status()["lines"][0]["synced"]
+        assert sp.b.status().to_obj()["lines"][0]["synced"]
 
     run(tmp_path, body)
 
@@ -97,7 +97,7 @@ def test_sender_killed_right_after_sending_keeps_every_message_once(tmp_path: Pa
         texts: list[Any] = [t for (t,) in sp.b.ledger._db.execute(
             "SELECT kind FROM envelopes WHERE line=? AND sender=?", (sp.line, sp.a.keys.fingerprint))]  # fmt: skip
         assert len(texts) == 5
-        assert sp.a.status()["lines"][0]["unreceipted"] == 0
+        assert sp.a.status().to_obj()["lines"][0]["unreceipted"] == 0
 
     run(tmp_path, body)
 
@@ -108,7 +108,7 @@ def test_a_station_an_hour_fast_is_measured_and_the_line_still_works(tmp_path: P
         for _ in range(4):  # heartbeats every second: a few rounds measure the skew
             await sp.advance(1.1)
             await asyncio.sleep(0.05)
-        paths = sp.b.status()["lines"][0]["paths"]
+        paths = sp.b.status().to_obj()["lines"][0]["paths"]
         skews = [p["skew_ms"] for p in paths.values() if p["skew_ms"] is not None]
         assert skews and all(abs(s - 3_600_000) < 1_000 for s in skews), skews
         await sp.send("b", "НЦУО: проверка связи.")

@@ -152,7 +152,7 @@ def test_audio_frames_before_the_call_is_answered_are_dropped(tmp_path: Path) ->
                 await conn.drain()
             await until(lambda: sp.b.audio_dropped.get(sp.line, 0) >= 1, "the early frame dropped")
             assert sp.b.view(sp.line, "voice")["audio"] is None
-            paths = sp.b.status()["lines"][0]["paths"]
+            paths = sp.b.status().to_obj()["lines"][0]["paths"]
             assert paths and all(p["up"] for p in paths.values())
             await sp.send("a", "still up")
 

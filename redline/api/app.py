@@ -435,7 +435,7 @@ class Api(ConsoleHandlers, VoiceHandlers):
         return self._me(session)
 
     async def status(self, request: Request, session: Session) -> dict[str, Any]:
-        return {**self.station.status(), "now": self.station.wall(), "you": self._me(session)}
+        return {**self.station.status().to_obj(), "now": self.station.wall(), "you": self._me(session)}
 
     async def verify(self, request: Request, session: Session) -> dict[str, Any]:
         # One run at a time: callers arriving meanwhile share its answer.
@@ -620,7 +620,7 @@ class Api(ConsoleHandlers, VoiceHandlers):
         try:
             alarms = self.station.alarms
             last = alarms[-1] if alarms else None
-            status = _status_only(self.station.status())
+            status = _status_only(self.station.status().to_obj())
             await ws.send_json({"type": "hello", "you": self._me(session), "status": status,
                                 "alarms": alarms[-20:], "now": self.station.wall()})  # fmt: skip
             next_poll = loop.time() + self.config.poll_seconds
@@ -649,7 +649,7 @@ class Api(ConsoleHandlers, VoiceHandlers):
                 for alarm in _new_alarms(self.station.alarms, last):
                     await ws.send_json({"type": "alarm", "alarm": alarm})
                     last = alarm
-                now = _status_only(self.station.status())
+                now = _status_only(self.station.status().to_obj())
                 if now != status:
                     status = now
                     await ws.send_json({"type": "status", "status": status, "now": self.station.wall()})

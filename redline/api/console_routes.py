@@ -206,7 +206,7 @@ class ConsoleHandlers:
     def conditions(self, line: LineSession) -> dict[str, Any]:
         station, lid = self.station, line.line
         now, limits = station.wall(), station.limits
-        status = line.status()
+        status = line.status().to_obj()  # the conditions read the same JSON the console gets
         ops = station.ops[lid]
         out: list[dict[str, Any]] = []
 

@@ -204,43 +204,46 @@ def flash(station: str | None, line: str, text: str, idem: str | None, as_json: 
 )  # fmt: skip
 def status(station: str | None, as_json: bool, exit_code: bool) -> None:
     """Lines, paths (up/down, round trip, last heard), skew, outbox and unreceipted counts."""
+    from redline.status import StationStatus
+
     data = control(station, {"op": "status"})
+    held = StationStatus.from_obj(data)  # the station's own typed status, back from its JSON
 
     def human(d: dict[str, Any]) -> None:
-        where = ", ".join(d["listen"])
-        console.print(styled("Station ", (d["station"], "bold"), f" {d['fingerprint'][:16]}  listening on {where}"))
-        for ln in d["lines"]:
-            here, peer = (("yes" if ln["confirmed"][k] else "no") for k in ("local", "peer"))
-            state: str | tuple[str, str] = (("IN SYNC", "green") if ln["synced"] else ("NOT IN SYNC", "red")) if (
-                ln["active"]
+        where = ", ".join(held.listen)
+        console.print(styled("Station ", (held.station, "bold"), f" {held.fingerprint[:16]}  listening on {where}"))
+        for ln in held.lines:
+            here, peer = ("yes" if ln.confirmed_local else "no"), ("yes" if ln.confirmed_peer else "no")
+            state: str | tuple[str, str] = (("IN SYNC", "green") if ln.synced else ("NOT IN SYNC", "red")) if (
+                ln.active
             ) else f"WAITING FOR SAFETY-CODE CONFIRMATION (here: {here}, peer: {peer})"
-            if ln["halted"]:
+            if ln.halted:
                 state = ("HALTED: EQUIVOCATION", "bold red")
-            console.print(styled(f"\nLine {ln['line'][:8]} with ", (ln["peer"], "bold"), ": ", state))
+            console.print(styled(f"\nLine {ln.line[:8]} with ", (ln.peer, "bold"), ": ", state))
             console.print(
-                f"  ours: seq {ln['our_seq']}  theirs: seq {ln['their_seq']}  outbox: {ln['outbox']}  "
-                f"unreceipted: {ln['unreceipted']}"
+                f"  ours: seq {ln.our_seq}  theirs: seq {ln.their_seq}  outbox: {ln.outbox}  "
+                f"unreceipted: {ln.unreceipted}"
             )
-            if ln["outbox"] and not ln["synced"]:
-                waiting = f"  {ln['outbox']} message(s) wait in the outbox: no path to the peer is up"
+            if ln.outbox and not ln.synced:
+                waiting = f"  {ln.outbox} message(s) wait in the outbox: no path to the peer is up"
                 console.print(waiting, style="yellow")
             from rich.table import Table
 
             table = Table("path", "state", "round trip", "skew", "last heard", box=None)
-            for name, p in sorted(ln["paths"].items()):
+            for name, p in sorted(ln.paths.items()):
                 table.add_row(
-                    name, styled(("up", "green")) if p["up"] else styled(("down", "red"), f" {p['reason']}"),
-                    f"{p['rtt_ms']:.2f} ms" if p["rtt_ms"] is not None else "-",
-                    f"{p['skew_ms']:+.0f} ms" if p["skew_ms"] is not None else "-", when(p["last_rx"]),
+                    name, styled(("up", "green")) if p.up else styled(("down", "red"), f" {p.reason}"),
+                    f"{p.rtt_ms:.2f} ms" if p.rtt_ms is not None else "-",
+                    f"{p.skew_ms:+.0f} ms" if p.skew_ms is not None else "-", when(p.last_rx),
                 )  # fmt: skip
             console.print(table)
-        for a in d["alarms"][-5:]:
+        for a in held.alarms[-5:]:
             console.print(f"[{a['level']}] {when(a['time'])} {a['text']}")
 
     emit(as_json, data, human)
     if exit_code:
-        lines = data["lines"]
-        sys.exit(0 if lines and all(ln["active"] and ln["synced"] and not ln["halted"] for ln in lines) else 2)
+        lines = held.lines
+        sys.exit(0 if lines and all(ln.active and ln.synced and not ln.halted for ln in lines) else 2)
 
 
 @main.command()

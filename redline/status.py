@@ -1,0 +1,83 @@
+"""What ``redline status``, the API's status and the console show of a station now: one typed
+object built by the station, sent as JSON over the control socket and the API (``to_obj``) and
+read back by the CLI (``from_obj``). Standard library only: the fast commands import it alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PathView:
+    """One path of a line as the station sees it now."""
+
+    up: bool
+    rtt_ms: float | None
+    skew_ms: float | None
+    last_rx: int | None
+    reason: str
+
+    def to_obj(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LineStatus:
+    """A line now: confirmation, sync, both heads, what waits, each path."""
+
+    line: str
+    peer: str
+    peer_fingerprint: str
+    peer_lang: str
+    confirmed_local: bool
+    confirmed_peer: bool
+    safety_code: str | None  # shown until both operators confirmed, then None
+    active: bool
+    synced: bool
+    halted: bool
+    our_seq: int
+    their_seq: int
+    outbox: int
+    unreceipted: int
+    paths: Mapping[str, PathView]
+
+    def to_obj(self) -> dict[str, Any]:
+        obj = {k: v for k, v in asdict(self).items() if k not in ("confirmed_local", "confirmed_peer", "paths")}
+        obj["confirmed"] = {"local": self.confirmed_local, "peer": self.confirmed_peer}
+        obj["paths"] = {name: p.to_obj() for name, p in self.paths.items()}
+        return obj
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> LineStatus:
+        fields = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__ and k not in ("paths",)}
+        return cls(
+            **fields, confirmed_local=bool(obj["confirmed"]["local"]), confirmed_peer=bool(obj["confirmed"]["peer"]),
+            paths={name: PathView(**p) for name, p in obj["paths"].items()},
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StationStatus:
+    """What ``redline status``, the API's status and the console show: one typed object, sent as
+    JSON over the control socket and the API (``to_obj``) and read back by the CLI (``from_obj``)."""
+
+    station: str
+    fingerprint: str
+    listen: tuple[str, ...]
+    lines: tuple[LineStatus, ...]
+    alarms: tuple[Mapping[str, Any], ...]
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "station": self.station, "fingerprint": self.fingerprint, "listen": list(self.listen),
+            "lines": [ln.to_obj() for ln in self.lines], "alarms": [dict(a) for a in self.alarms],
+        }  # fmt: skip
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> StationStatus:
+        return cls(
+            station=obj["station"], fingerprint=obj["fingerprint"], listen=tuple(obj["listen"]),
+            lines=tuple(LineStatus.from_obj(ln) for ln in obj["lines"]), alarms=tuple(obj["alarms"]),
+        )  # fmt: skip
