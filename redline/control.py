@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -40,14 +41,14 @@ Handler = Callable[["Station", dict[str, Any]], Awaitable[Any]]
 async def _send(st: Station, r: dict[str, Any]) -> Any:
     result = await st.send(r["line"], r["text"], kind=r.get("kind", "TEXT"), prio=r.get("priority", "routine"),
                            idem=r.get("idem"))  # fmt: skip
-    if r.get("wait") == "receipt" and result["seq"]:
-        await st.wait_receipted(result["line"], result["seq"])
-        result["state"] = "receipted by the peer"
-    return result
+    if r.get("wait") == "receipt" and result.seq:
+        await st.wait_receipted(result.line, result.seq)
+        result = dataclasses.replace(result, state="receipted by the peer")
+    return result.to_obj()
 
 
 async def _act(st: Station, r: dict[str, Any]) -> Any:
-    return await st.act(r["line"], r["kind"], r["content"], prio=r.get("priority"), idem=r.get("idem"))
+    return (await st.act(r["line"], r["kind"], r["content"], prio=r.get("priority"), idem=r.get("idem"))).to_obj()
 
 
 async def _backup(st: Station, r: dict[str, Any]) -> Any:

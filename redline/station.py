@@ -539,7 +539,7 @@ class Station:
 
     async def send(
         self, line: str, text: str, *, kind: str = "TEXT", prio: str = "ROUTINE", idem: str | None = None
-    ) -> dict[str, Any]:
+    ) -> views.Accepted:
         """Accept a text message: durable in the outbox (and signed, if the line is in sync) on return."""
         if not isinstance(text, str) or not isinstance(prio, str) or not isinstance(kind, str):
             raise LocalProtocolError("text, kind and priority must be strings")
@@ -555,7 +555,7 @@ class Station:
 
     async def act(
         self, line: str, kind: str, content: dict[str, Any], *, prio: str | None = None, idem: str | None = None
-    ) -> dict[str, Any]:
+    ) -> views.Accepted:
         """File anything an operator may file (kinds.OPERATOR), checked before acceptance."""
         if idem is not None and (not isinstance(idem, str) or len(idem) > MAX_IDEM_CHARS):
             raise LocalProtocolError(f"an idempotency key is a string of at most {MAX_IDEM_CHARS} characters")
@@ -578,10 +578,10 @@ class Station:
             asyncio.get_running_loop().call_soon(lambda: self._spawn(self._commit_accepts()))
         local = await fut
         item = self.ledger.outbox_item(local)
-        return {
-            "line": session.line, "outbox": item.local, "seq": item.seq, "id": item.envelope_id, "kind": kind,
-            "state": "signed and sent" if item.seq else "accepted; waiting in the outbox until the line is in sync",
-        }  # fmt: skip
+        return views.Accepted(
+            line=session.line, outbox=item.local, seq=item.seq, id=item.envelope_id, kind=kind,
+            state="signed and sent" if item.seq else "accepted; waiting in the outbox until the line is in sync",
+        )  # fmt: skip
 
     async def _commit_accepts(self) -> None:
         """Group commit for operators: every request that arrived in this turn of the event loop is

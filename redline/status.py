@@ -10,6 +10,22 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """What the station says when it accepts an operator's message: durable in the outbox, and
+    signed with its seq and id if the line was in sync."""
+
+    line: str
+    outbox: int
+    seq: int | None
+    id: str | None
+    kind: str
+    state: str
+
+    def to_obj(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class PathView:
     """One path of a line as the station sees it now."""
 

@@ -266,12 +266,12 @@ class StationPair:
                 await asyncio.sleep(0.01)
 
     async def send(self, who: str, text: str, **kw: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await self.station(who).send(self.line, text, **kw)
+        result: dict[str, Any] = (await self.station(who).send(self.line, text, **kw)).to_obj()
         await self.synced()
         return result
 
     async def act(self, who: str, kind: str, content: dict[str, Any], **kw: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await self.station(who).act(self.line, kind, content, **kw)
+        result: dict[str, Any] = (await self.station(who).act(self.line, kind, content, **kw)).to_obj()
         await self.synced()
         return result
 

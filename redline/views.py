@@ -23,10 +23,12 @@ from redline.errors import LocalProtocolError
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
 from redline.ledger.verify import LineReport
-from redline.status import LineStatus, PathView, StationStatus
+from redline.status import Accepted, LineStatus, PathView, StationStatus
 
-__all__ = ["LineStatus", "PathView", "Row", "StationStatus", "Transcript", "VerifyView", "parse_utc", "summary",
-           "transcript"]  # fmt: skip
+__all__ = [
+    "Accepted", "LineStatus", "PathView", "Row", "StationStatus", "Transcript", "VerifyView", "parse_utc", "summary",
+    "transcript",
+]  # fmt: skip
 
 
 def parse_utc(text: str, what: str = "time") -> int:

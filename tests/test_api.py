@@ -292,7 +292,7 @@ def test_a_message_sent_while_the_peer_is_down_waits_in_the_outbox(tmp_path: Pat
 
 def test_ack_of_a_flash_is_signed_by_the_logged_in_person(tmp_path: Path) -> None:
     async def scenario(p: Pair) -> None:
-        flash = await p.b.send(p.line, "FLASH: aircraft near the border", kind="FLASH", prio="FLASH")
+        flash = (await p.b.send(p.line, "FLASH: aircraft near the border", kind="FLASH", prio="FLASH")).to_obj()
         await p.login()
         url = f"/api/lines/{p.line}"
         await eventually(lambda: any(f["id"] == flash["id"] for f in p.a.view(p.line, "flash")), "the FLASH here")
@@ -320,7 +320,7 @@ def test_answer_of_a_line_test_is_signed_by_the_logged_in_person(tmp_path: Path)
         await p.login()
         url = f"/api/lines/{p.line}"
         assert "no unanswered line test" in error(await p.client.post(f"{url}/answer", json={}), 409)
-        test = await p.b.act(p.line, "TEST", {"text": "Line test"}, prio="priority")
+        test = (await p.b.act(p.line, "TEST", {"text": "Line test"}, prio="priority")).to_obj()
         await eventually(lambda: p.a.view(p.line, "tests")["to_answer"], "the test here")
         r = await p.client.post(f"{url}/answer", json={})
         assert r.status_code == 200, r.text

@@ -35,8 +35,8 @@ def test_watch_puts_a_flash_above_a_line_test_and_each_clears_with_its_cause(tmp
     async def scenario(p: Pair) -> None:
         await p.login()
         assert (await _watch(p))["conditions"] == []
-        flash = await p.b.send(p.line, "FLASH: aircraft crossing", kind="FLASH", prio="FLASH")
-        test = await p.b.act(p.line, "TEST", {"text": "Line test"}, prio="priority")
+        flash = (await p.b.send(p.line, "FLASH: aircraft crossing", kind="FLASH", prio="FLASH")).to_obj()
+        test = (await p.b.act(p.line, "TEST", {"text": "Line test"}, prio="priority")).to_obj()
         await eventually(lambda: test["id"] in p.a.ops[p.line].tests.theirs, "the test at EUCOM")
         w = await _watch(p)
         codes = [c["code"] for c in w["conditions"]]
@@ -58,7 +58,7 @@ def test_a_missed_test_and_a_skewed_clock_are_conditions_and_the_skew_alarms_onc
     async def scenario(p: Pair) -> None:
         await p.login()
         session = p.a.sessions[p.line]
-        test = await p.b.act(p.line, "TEST", {"text": "Line test"}, prio="priority")
+        test = (await p.b.act(p.line, "TEST", {"text": "Line test"}, prio="priority")).to_obj()
         await eventually(lambda: test["id"] in p.a.ops[p.line].tests.theirs, "the test at EUCOM")
         theirs = p.a.ops[p.line].tests.theirs[test["id"]]
         theirs.deadline = p.a.wall() - 1  # our copy of its window closed unanswered: overdue, still to answer
@@ -119,7 +119,7 @@ def test_call_request_reply_record_readout_and_translation_through_the_console_r
         now = p.a.wall()
         # the peer asks; we reply once, signed off by the form's key
         wanted = {"from_role": "Minister", "to_role": "Secretary", "subject": "Обсуждение", "windows": []}
-        asked = await p.b.act(p.line, "CALL_REQUEST", wanted, prio="priority")
+        asked = (await p.b.act(p.line, "CALL_REQUEST", wanted, prio="priority")).to_obj()
         await eventually(lambda: asked["id"] in p.a.ops[p.line].calls.requests, "the request at EUCOM")
         reqs = (await p.client.get(f"{url}/requests")).json()
         assert reqs[0]["state"] == "open" and not reqs[0]["ours"] and reqs[0]["lang"] == "ru"

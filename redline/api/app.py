@@ -476,17 +476,17 @@ class Api(ConsoleHandlers, VoiceHandlers):
         kind = "FLASH" if priority == "flash" else "TEXT"
         # API keys live apart from the station's own ("roster:", "escalated:"), which they must never block.
         result = await self.station.send(line.line, text, kind=kind, prio=priority, idem=_idem(key))
-        held = self.station.ledger.outbox_item(result["outbox"])
+        held = self.station.ledger.outbox_item(result.outbox)
         if key is not None and (held.kind, held.content.get("text")) != (kind, text):
             raise ApiError(409, f"idempotency key {key!r} was already used for a different message "
                                 f"(outbox #{held.local}); this one was NOT sent")  # fmt: skip
-        if body.get("wait_receipt") is True and result["seq"]:
+        if body.get("wait_receipt") is True and result.seq:
             try:
-                await self.station.wait_receipted(line.line, result["seq"])
+                await self.station.wait_receipted(line.line, result.seq)
             except ReceiptTimeoutError as exc:
                 raise ApiError(504, str(exc)) from None
-            result["state"] = "receipted by the peer"
-        return result
+            result = replace(result, state="receipted by the peer")
+        return result.to_obj()
 
     async def ack(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
@@ -596,7 +596,7 @@ class Api(ConsoleHandlers, VoiceHandlers):
         # returns the first. Per person, so someone else can still act if the first was refused.
         if isinstance(target, dict) and "id" in target:
             idem = f"api:{kind}:{target['id']}:{session.name}"
-        result: dict[str, Any] = await self.station.act(line.line, kind, signed, idem=idem)
+        result = (await self.station.act(line.line, kind, signed, idem=idem)).to_obj()
         log.warning("console: %s filed %s on line %s", session.name, kind, line.line[:8])
         return result
 

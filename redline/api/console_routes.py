@@ -309,7 +309,7 @@ class ConsoleHandlers:
         idem = None if key is None else f"api:{kind}:{key}"
         if idem is not None and len(key or "") > 128:
             raise ApiError(400, "'idempotency_key' is over 128 characters")
-        result: dict[str, Any] = await self.station.act(line.line, kind, content, prio=prio, idem=idem)
+        result = (await self.station.act(line.line, kind, content, prio=prio, idem=idem)).to_obj()
         if idem is not None:
             self._same(result, kind, content, key)
         return result
