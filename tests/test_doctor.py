@@ -216,3 +216,18 @@ def test_the_doctor_names_every_dependency_and_warns_about_an_old_one(monkeypatc
     monkeypatch.setattr(metadata, "version", lambda name: "0.1" if name == "shapely" else real(name))
     [old] = doctor._dependencies()
     assert old.severity == doctor.WARNING and "shapely 0.1 is older than 2" in old.text and old.fix
+
+
+def test_the_doctor_of_a_postgres_station_does_not_read_a_sqlite_file_that_is_not_there(tmp_path: Path) -> None:
+    from redline import doctor
+    from redline.home import StationDir
+
+    home = StationDir(tmp_path / "st")
+    home.init(name="EUCOM", lang="en", listen=["127.0.0.1:7401"])
+    cfg = json.loads(home.config_path.read_text())
+    cfg["store"] = "postgresql://redline@db.example/redline_eucom"
+    home.config_path.write_text(json.dumps(cfg))
+    facts = doctor.stopped_facts(home, 0, doctor.Thresholds())
+    assert facts.integrity == [doctor.ON_POSTGRES]
+    [store] = [f for f in doctor.examine(home, facts) if f.check == "store"]
+    assert store.severity == doctor.OK and "PostgreSQL" in store.text
