@@ -17,6 +17,8 @@ still runs in the gate, in this process, in causal order, on the very envelopes 
 from __future__ import annotations
 
 import os
+import pickle
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -42,6 +44,7 @@ from redline.errors import (
     SeenIdError,
     SeqOrderError,
     SignatureError,
+    StorageError,
     UnknownKeyError,
     VerificationError,
     WrongLineError,
@@ -289,9 +292,11 @@ class _Serial:
 
 
 class _Workers:
-    """Worker processes that read and open the chains' rows ahead of the replay. No threads: this
-    process sends each task down one worker's pipe and reads the answers in the order it needs
-    them, so the replay never waits for a thread to get the interpreter lock."""
+    """Worker processes that read and open the chains' rows ahead of the replay. This process
+    sends each task down one worker's pipe; one thread per worker takes its answers off the pipe
+    as they come (the read itself runs without the interpreter lock), so a worker never waits for
+    the replay to want its answer before it starts on the next task; the replay unpickles an answer
+    when it needs it."""
 
     def __init__(self, n: int, keys: dict[str, dict[str, bytes]]) -> None:
         # spawn, not fork: a forked child would hold copies of the store's SQLite descriptors, and
@@ -301,6 +306,9 @@ class _Workers:
         ctx = multiprocessing.get_context("spawn")
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._arrived = threading.Condition()
+        self._answers: dict[int, bytes] = {}  # task -> its pickled answer, taken off the pipe
+        self._lost: BaseException | None = None
         for _ in range(n):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(child, keys), daemon=True)
@@ -308,37 +316,54 @@ class _Workers:
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
+            threading.Thread(target=self._take, args=(parent,), daemon=True).start()
         self._sent = 0
-        self._queued: list[deque[int]] = [deque() for _ in range(n)]  # task numbers each worker holds
-        self._done: dict[int, list[_Opened]] = {}
+        self._queued = [0] * n  # tasks each worker holds
 
-    def _submit(self, part: ChainPart) -> int:
+    def _take(self, conn: multiprocessing.connection.Connection) -> None:
+        try:
+            while True:
+                task = conn.recv()
+                answer = conn.recv_bytes()
+                with self._arrived:
+                    self._answers[task] = answer
+                    self._arrived.notify_all()
+        except (EOFError, OSError) as exc:
+            with self._arrived:
+                self._lost = self._lost or exc
+                self._arrived.notify_all()
+
+    def _submit(self, part: ChainPart) -> tuple[int, int]:
         task = self._sent
         self._sent += 1
-        w = min(range(len(self._conns)), key=lambda i: len(self._queued[i]))  # the least busy
+        w = min(range(len(self._conns)), key=lambda i: self._queued[i])  # the least busy
         self._conns[w].send((task, part))
-        self._queued[w].append(task)
-        return task
+        self._queued[w] += 1
+        return task, w
 
-    def _result(self, task: int) -> list[_Opened]:
-        while task not in self._done:
-            w = next(i for i, q in enumerate(self._queued) if task in q)
-            got, rows = self._conns[w].recv()
-            if isinstance(rows, BaseException):
-                raise rows
-            self._queued[w].remove(got)
-            self._done[got] = rows
-        return self._done.pop(task)
+    def _result(self, task: int, w: int) -> list[_Opened]:
+        with self._arrived:
+            while task not in self._answers:
+                if self._lost is not None and not self._procs[w].is_alive():
+                    raise StorageError(f"a verify worker stopped: {self._lost!r}")
+                self._arrived.wait(1.0)
+            answer = self._answers.pop(task)
+        self._queued[w] -= 1
+        rows = pickle.loads(answer)
+        if isinstance(rows, BaseException):
+            raise rows
+        opened: list[_Opened] = rows
+        return opened
 
     def chain(self, data: LineSource, station: str) -> Iterator[Iterator[_Next]]:
         parts = data.chain_parts(station, BATCH)
-        ahead: deque[int] = deque()
+        ahead: deque[tuple[int, int]] = deque()
         while True:
             while len(ahead) < AHEAD and (part := next(parts, None)) is not None:
                 ahead.append(self._submit(part))
             if not ahead:
                 return
-            yield (_opened(*got) for got in self._result(ahead.popleft()))
+            yield (_opened(*got) for got in self._result(*ahead.popleft()))
 
     def close(self) -> None:
         for conn in self._conns:
@@ -429,9 +454,11 @@ def _worker(conn: multiprocessing.connection.Connection, keys: dict[str, dict[st
                 values = tuple(getattr(env.header, name) for name in _HEADER_FIELDS)
                 out.append((row.seq, row.id, row.raw, (values, env.id)))
         except Exception as exc:  # a store that cannot be read: the replay raises it, as it would itself
-            conn.send((number, exc))
+            conn.send(number)
+            conn.send_bytes(pickle.dumps(exc))
             continue
-        conn.send((number, out))
+        conn.send(number)
+        conn.send_bytes(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _replay_chains(
