@@ -126,54 +126,66 @@ def _checksum(data: bytes, s0: int, s1: int, big_endian: bool) -> tuple[int, int
 def _wal_pages(path: Path, wal: Path) -> tuple[int, set[int]]:
     """(database size in pages after the last commit SQLite will read, pages the WAL holds).
 
-    Raises if the WAL holds committed transactions that SQLite would not read."""
+    Raises if the WAL holds committed transactions that SQLite would not read. Reads the WAL one
+    frame at a time: memory stays one page whatever the WAL's size."""
     try:
-        data = wal.read_bytes()
+        f = open(wal, "rb")  # noqa: SIM115 - closed below; the WAL may be large
     except FileNotFoundError:
         return 0, set()
-    if len(data) < _WAL_HEADER.size:
-        return 0, set()  # an empty WAL (or one whose header was never finished): nothing committed
-    magic, _version, page_size, _cp, salt1, salt2, c1, c2 = _WAL_HEADER.unpack_from(data)
-    frame_size = _FRAME_HEADER.size + page_size
-    valid_size = page_size >= 512 and page_size & (page_size - 1) == 0 and page_size <= 65536
-    frames = (len(data) - _WAL_HEADER.size) // frame_size if valid_size else 0
-    big = magic == _WAL_MAGICS[1]
-    if magic not in _WAL_MAGICS or not valid_size or _checksum(data[:24], 0, 0, big) != (c1, c2):
-        if frames:
-            raise _damaged(path, f"the header of its write-ahead log {wal.name} is corrupt, so SQLite would ignore "
-                           f"all {frames} frame(s) it holds: every transaction since the last checkpoint")  # fmt: skip
-        return 0, set()
-    s0, s1 = c1, c2
-    db_pages, pages, held = 0, set[int](), set[int]()
-    bad_at: int | None = None
-    for i in range(frames):
-        off = _WAL_HEADER.size + i * frame_size
-        page, commit, f_salt1, f_salt2, f_c1, f_c2 = _FRAME_HEADER.unpack_from(data, off)
-        if (f_salt1, f_salt2) != (salt1, salt2):
-            bad_at = i  # a frame of an older generation of the log: the normal end
-            break
-        s0, s1 = _checksum(data[off : off + 8], s0, s1, big)
-        s0, s1 = _checksum(data[off + 24 : off + frame_size], s0, s1, big)
-        if (s0, s1) != (f_c1, f_c2) or page == 0:
-            bad_at = i
-            break
-        pages.add(page)
-        if commit:
-            db_pages, held = commit, set(pages)
-    if bad_at is not None:
-        lost = 0
-        for j in range(bad_at, frames):
-            _, commit, f_salt1, f_salt2, _, _ = _FRAME_HEADER.unpack_from(data, _WAL_HEADER.size + j * frame_size)
-            if (f_salt1, f_salt2) == (salt1, salt2) and commit:
-                lost += 1
-        if lost:
-            raise _damaged(
-                path,
-                f"its write-ahead log {wal.name} is corrupt at frame {bad_at + 1} of {frames}; SQLite would "
-                f"silently drop the {lost} committed transaction(s) after it (if the machine lost power while "
-                "writing, the last of them may be one that was never acknowledged)",
-            )
-    return db_pages, held
+    with f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        head = f.read(_WAL_HEADER.size)
+        if len(head) < _WAL_HEADER.size:
+            return 0, set()  # an empty WAL (or one whose header was never finished): nothing committed
+        magic, _version, page_size, _cp, salt1, salt2, c1, c2 = _WAL_HEADER.unpack_from(head)
+        frame_size = _FRAME_HEADER.size + page_size
+        valid_size = page_size >= 512 and page_size & (page_size - 1) == 0 and page_size <= 65536
+        frames = (size - _WAL_HEADER.size) // frame_size if valid_size else 0
+        big = magic == _WAL_MAGICS[1]
+        if magic not in _WAL_MAGICS or not valid_size or _checksum(head[:24], 0, 0, big) != (c1, c2):
+            if frames:
+                raise _damaged(path, f"the header of its write-ahead log {wal.name} is corrupt, so SQLite would "
+                               f"ignore all {frames} frame(s) it holds: every transaction since the last "
+                               "checkpoint")  # fmt: skip
+            return 0, set()
+        s0, s1 = c1, c2
+        db_pages, order, committed = 0, list[int](), 0  # pages in frame order; how many up to the last commit
+        bad_at: int | None = None
+        for i in range(frames):
+            frame = f.read(frame_size)
+            if len(frame) < frame_size:
+                break  # the file was cut meanwhile (a writer beside us reset its log): its end
+            page, commit, f_salt1, f_salt2, f_c1, f_c2 = _FRAME_HEADER.unpack_from(frame)
+            if (f_salt1, f_salt2) != (salt1, salt2):
+                bad_at = i  # a frame of an older generation of the log: the normal end
+                break
+            s0, s1 = _checksum(frame[:8], s0, s1, big)
+            s0, s1 = _checksum(frame[24:], s0, s1, big)
+            if (s0, s1) != (f_c1, f_c2) or page == 0:
+                bad_at = i
+                break
+            order.append(page)
+            if commit:
+                db_pages, committed = commit, len(order)
+        if bad_at is not None:
+            lost = 0
+            for j in range(bad_at, frames):
+                f.seek(_WAL_HEADER.size + j * frame_size)
+                header = f.read(_FRAME_HEADER.size)
+                if len(header) < _FRAME_HEADER.size:
+                    break
+                _, commit, f_salt1, f_salt2, _, _ = _FRAME_HEADER.unpack(header)
+                if (f_salt1, f_salt2) == (salt1, salt2) and commit:
+                    lost += 1
+            if lost:
+                raise _damaged(
+                    path,
+                    f"its write-ahead log {wal.name} is corrupt at frame {bad_at + 1} of {frames}; SQLite would "
+                    f"silently drop the {lost} committed transaction(s) after it (if the machine lost power while "
+                    "writing, the last of them may be one that was never acknowledged)",
+                )
+    return db_pages, set(order[:committed])
 
 
 def check_files(path: Path) -> None:
