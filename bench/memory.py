@@ -317,6 +317,8 @@ def verify_cli(home: Path) -> Figures:
     the CPU it and its worker processes used, and the resident size of the verifier and of its
     workers (``VmRSS`` sampled every 50 ms; also ``wait4``'s peak, the largest single process)."""
     peaks = {"main": 0.0, "workers": 0.0, "sum": 0.0}
+    wal = home / "ledger.sqlite-wal"
+    wal_mb = wal.stat().st_size / 1e6 if wal.exists() else 0.0  # a stopped station leaves none if it closed cleanly
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         began = time.perf_counter()
         proc = subprocess.Popen(
@@ -355,6 +357,7 @@ def verify_cli(home: Path) -> Figures:
         "verify_rss_workers_mb": peaks["workers"],
         "verify_rss_sum_mb": peaks["sum"],
         "verify_cpu_us": (usage.ru_utime + usage.ru_stime) / max(1, n) * 1e6,
+        "verify_wal_mb": wal_mb,
     }
 
 
@@ -444,7 +447,7 @@ def verify_rows(f: Figures, lim: Figures) -> list[Row]:
             Row("`redline verify`: peak RSS, verifier and workers together", f["verify_rss_sum_mb"], "MB", "aim",
                 VERIFY_RSS_AIM_MB, note=f"verifier {f['verify_rss_main_mb']:,.0f} MB, workers "
                 f"{f['verify_rss_workers_mb']:,.0f} MB (sampled every 50 ms); largest one process (wait4) "
-                f"{f['verify_peak_rss_mb']:,.0f} MB"),
+                f"{f['verify_peak_rss_mb']:,.0f} MB; WAL left by the station {f.get('verify_wal_mb', 0):,.0f} MB"),
             Row("`redline verify`: CPU per envelope, all processes", f["verify_cpu_us"], "µs", "Ed25519 verify",
                 lim["verify_us"], note=f"{os.cpu_count()} cores"),
         ]  # fmt: skip
