@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redline import rotation
+from redline.control_client import CONTROL_LIMIT, maybe_accepted, result_of
 from redline.errors import (
     ControlError,
-    ControlRefusedError,
     LocalProtocolError,
     RedlineError,
     StationNotRunningError,
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from redline.station import Station
 
 log = logging.getLogger("redline.control")
-CONTROL_LIMIT = 16 * 1024 * 1024  # one control request line; message limits are checked after parsing
 
 Handler = Callable[["Station", dict[str, Any]], Awaitable[Any]]
 
@@ -179,10 +178,7 @@ async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> An
         ) from exc
     except OSError as exc:
         raise StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}") from exc
-    maybe = (
-        f"the station at {home} stopped answering ({{why}}); the request may or may not have been accepted: check "
-        f"with 'redline log --station {home}' (or 'redline status') before repeating it"
-    )
+    maybe = maybe_accepted(home)
     try:
         try:
             writer.write(json.dumps(request).encode() + b"\n")
@@ -198,12 +194,4 @@ async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> An
             raise ControlError(maybe.format(why=f"connection lost: {exc}")) from exc
     finally:
         writer.close()
-    if not line:
-        raise ControlError(maybe.format(why="it closed the connection without answering"))
-    try:
-        reply = json.loads(line)
-    except ValueError as exc:
-        raise ControlError(maybe.format(why="its answer was cut off")) from exc
-    if not reply.get("ok"):
-        raise ControlRefusedError(str(reply.get("error", "the station refused")))
-    return reply["result"]
+    return result_of(line, maybe)

@@ -18,7 +18,7 @@ from typing import Any
 from redline.errors import ControlError, ControlRefusedError, StationNotRunningError
 from redline.home import StationDir
 
-CONTROL_LIMIT = 16 * 1024 * 1024  # control.CONTROL_LIMIT: the longest line either side reads
+CONTROL_LIMIT = 16 * 1024 * 1024  # the longest line either side reads; message limits are checked after parsing
 
 
 def call_blocking(home: Path, request: dict[str, Any], timeout: float = 30.0) -> Any:
@@ -34,10 +34,7 @@ def call_blocking(home: Path, request: dict[str, Any], timeout: float = 30.0) ->
             ) from exc
         except OSError as exc:
             raise StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}") from exc
-        maybe = (
-            f"the station at {home} stopped answering ({{why}}); the request may or may not have been accepted: "
-            f"check with 'redline log --station {home}' (or 'redline status') before repeating it"
-        )
+        maybe = maybe_accepted(home)
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as exc:
@@ -45,6 +42,19 @@ def call_blocking(home: Path, request: dict[str, Any], timeout: float = 30.0) ->
         line = _read_line(sock, timeout, maybe)
     finally:
         sock.close()
+    return result_of(line, maybe)
+
+
+def maybe_accepted(home: Path) -> str:
+    """The words for a station that stopped answering after the request went out ({why} to fill)."""
+    return (
+        f"the station at {home} stopped answering ({{why}}); the request may or may not have been accepted: "
+        f"check with 'redline log --station {home}' (or 'redline status') before repeating it"
+    )
+
+
+def result_of(line: bytes, maybe: str) -> Any:
+    """The result in the station's answer line, or the one clear error it means (both clients)."""
     if not line:
         raise ControlError(maybe.format(why="it closed the connection without answering"))
     try:
