@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redline import rotation
-from redline.control_client import CONTROL_LIMIT, maybe_accepted, result_of
+from redline.control_client import CONTROL_LIMIT, maybe_accepted, not_running, result_of
 from redline.errors import (
     ControlError,
     LocalProtocolError,
     RedlineError,
-    StationNotRunningError,
 )
 from redline.home import StationDir
 
@@ -172,12 +171,8 @@ async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> An
     path = StationDir(home).control_path
     try:
         reader, writer = await asyncio.open_unix_connection(str(path), limit=CONTROL_LIMIT)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise StationNotRunningError(
-            f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"
-        ) from exc
     except OSError as exc:
-        raise StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}") from exc
+        raise not_running(home, exc) from exc
     maybe = maybe_accepted(home)
     try:
         try:

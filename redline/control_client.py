@@ -28,12 +28,8 @@ def call_blocking(home: Path, request: dict[str, Any], timeout: float = 30.0) ->
     try:
         try:
             sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise StationNotRunningError(
-                f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"
-            ) from exc
         except OSError as exc:
-            raise StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}") from exc
+            raise not_running(home, exc) from exc
         maybe = maybe_accepted(home)
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
@@ -43,6 +39,15 @@ def call_blocking(home: Path, request: dict[str, Any], timeout: float = 30.0) ->
     finally:
         sock.close()
     return result_of(line, maybe)
+
+
+def not_running(home: Path, exc: OSError) -> StationNotRunningError:
+    """Nothing was sent: no station answers on the socket (both clients)."""
+    if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+        return StationNotRunningError(
+            f"no running station at {home} (no control socket); start it with 'redline serve --station {home}'"
+        )
+    return StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}")
 
 
 def maybe_accepted(home: Path) -> str:

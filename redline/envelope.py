@@ -287,6 +287,18 @@ def split(data: bytes, max_size: int = 1 << 20) -> RawEnvelope:
     return RawEnvelope(header, body, data[start + blen :])
 
 
+def peek_seen_seq(raw: bytes) -> int:
+    """The ``seen`` seq an envelope claims, read without trusting anything (the gate checks it):
+    what orders the two chains' envelopes for the gate (recovery, verify's causal replay). 0 when
+    it cannot be read; the gate then says what is wrong with the envelope."""
+    try:
+        seen = canonical.decode_object(split(raw).header_bytes, "envelope header").get("seen")
+    except (EncodingError, SchemaError):
+        return 0
+    value = seen.get("seq") if isinstance(seen, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 KeyLookup = Callable[[str, str], bytes]
 """(sender fingerprint, key id) -> raw Ed25519 public key; raises UnknownKeyError."""
 

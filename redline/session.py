@@ -21,7 +21,7 @@ from redline import canonical
 from redline import keys as keyfiles
 from redline.config import Limits
 from redline.display import shown
-from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, Header, seal, split
+from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, Header, peek_seen_seq, seal, split
 from redline.errors import (
     CheckpointNumberError,
     ConfigError,
@@ -409,7 +409,7 @@ class LineSession:
         """One of our own envelopes, returned by the peer after this store lost it. It may have
         seen envelopes of the peer this store lost too: it waits (bounded by the link's recovery
         window) until the gate holds those, so both chains are recovered in causal order."""
-        if self._own_waiting or _seen_seq(raw) > self._their_tail.seq:
+        if self._own_waiting or peek_seen_seq(raw) > self._their_tail.seq:
             if len(self._own_waiting) < self.limits.max_gap_buffer:
                 self._own_waiting.append((seq, raw))
             else:  # no room: the link asks for it again once what waits is signed
@@ -427,7 +427,7 @@ class LineSession:
         self._pending.own.append(env)
 
     def _recover_waiting(self) -> None:
-        while self._own_waiting and _seen_seq(self._own_waiting[0][1]) <= self._their_tail.seq:
+        while self._own_waiting and peek_seen_seq(self._own_waiting[0][1]) <= self._their_tail.seq:
             self._recover_own(*self._own_waiting.pop(0))
 
     def _on_suspect(self, seq: int, raw: bytes, wall: int) -> list[Action]:
@@ -780,16 +780,6 @@ class LineSession:
                 for p, s in self.paths.items()
             },
         )  # fmt: skip
-
-
-def _seen_seq(raw: bytes) -> int:
-    """The ``seen`` seq an envelope claims, read without trusting it (the gate checks it)."""
-    try:
-        seen = canonical.decode_object(split(raw).header_bytes, "envelope header").get("seen")
-    except RedlineError:
-        return 0
-    value = seen.get("seq") if isinstance(seen, dict) else 0
-    return value if isinstance(value, int) else 0
 
 
 def _seq_of(raw: bytes) -> int:

@@ -27,7 +27,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from redline import canonical, identity, merkle
-from redline.envelope import Envelope, Header, open_envelope, split
+from redline.envelope import Envelope, Header, open_envelope, peek_seen_seq, split
 from redline.errors import (
     CertificateError,
     CheckpointChainError,
@@ -288,7 +288,7 @@ class _Serial:
     def chain(self, data: LineSource, station: str) -> Iterator[Iterator[_Next]]:
         rows = data.chain(station)
         while batch := list(islice(rows, BATCH)):
-            yield (_Next(row, _seen_seq(row.raw), None) for row in batch)
+            yield (_Next(row, peek_seen_seq(row.raw), None) for row in batch)
 
 
 class _Workers:
@@ -387,7 +387,7 @@ _HEADER_FIELDS = tuple(f.name for f in fields(Header))
 def _opened(seq: int, stored_id: str, raw: bytes, got: tuple[tuple[object, ...], str] | None) -> _Next:
     row = StoredRow(seq, stored_id, raw)
     if got is None:  # refused by open_envelope: the gate opens it again and says why
-        return _Next(row, _seen_seq(raw), None)
+        return _Next(row, peek_seen_seq(raw), None)
     values, eid = got
     # The header the worker built and validated, rebuilt here the way unpickling it would be.
     header = object.__new__(Header)
@@ -498,15 +498,6 @@ def _replay_chains(
         replay.add(fp, nxt.row.id)
         pos[fp] = expect
     report.chain_sizes[a], report.chain_sizes[b] = pos[a], pos[b]
-
-
-def _seen_seq(raw: bytes) -> int:
-    try:
-        seen = canonical.decode_object(split(raw).header_bytes, "envelope header").get("seen")
-        value = seen.get("seq") if isinstance(seen, dict) else 0
-        return value if isinstance(value, int) else 0
-    except VerificationError:
-        return 0  # the gate will say what is wrong with it
 
 
 def _accept_row(gate: TrustedLine, fp: str, row: StoredRow, expect: int, opened: Envelope | None = None) -> str | None:
