@@ -25,6 +25,7 @@ from redline.control import call
 from redline.display import SafeConsole, styled
 from redline.errors import RedlineError
 from redline.home import StationDir
+from redline.ops.views import CallPairView, FlashView, LineTestsView, NoticesPage
 from redline.scenario import add_demo_users
 
 console = SafeConsole()
@@ -148,34 +149,36 @@ async def _script(stations: dict[str, tuple[StationDir, str, list[str]]], days: 
 
 async def _show(eucom: Path, ndmc: Path, line: str) -> None:
     console.rule("What the record shows")
-    tests = await call(eucom, {"op": "view", "line": line, "what": "tests"})
-    med = tests["answer_ms_median"]
+    tests: LineTestsView = await scenario.read_view(eucom, line, "tests")
+    med = tests.answer_ms_median
     console.print(
-        f"Line tests sent by EUCOM: {tests['sent']}, passed {tests['passed']}, missed {tests['missed']}; "
-        f"answer time median {med / 1000 if med else 0:.0f} s, worst {(tests['answer_ms_worst'] or 0) / 1000:.0f} s"
+        f"Line tests sent by EUCOM: {tests.sent}, passed {tests.passed}, missed {tests.missed}; "
+        f"answer time median {med / 1000 if med else 0:.0f} s, worst {(tests.answer_ms_worst or 0) / 1000:.0f} s"
     )
-    for pair in await call(eucom, {"op": "view", "line": line, "what": "calls"}):
-        reqs = ", ".join(str(v) for v in pair["requests"].values())
+    pairs: tuple[CallPairView, ...] = await scenario.read_view(eucom, line, "calls")
+    for pair in pairs:
+        reqs = ", ".join(str(v) for v in pair.requests.values())
         console.print(
-            f"{' <-> '.join(pair['principals'])}: requests {reqs} (EUCOM, NDMC); unanswered {pair['unanswered']}, "
-            f"declined {pair['declined']}, accepted {pair['accepted']}"
+            f"{' <-> '.join(pair.principals)}: requests {reqs} (EUCOM, NDMC); unanswered {pair.unanswered}, "
+            f"declined {pair.declined}, accepted {pair.accepted}"
         )
-        for c in pair["calls"]:
-            gap = f" (first in {c['days_since_previous']} days)" if "days_since_previous" in c else ""
-            console.print(f"  call {scenario.iso(c['start'])}{gap}")
-            for side, ro in sorted(c["readouts"].items()):
-                console.print(f"    {side} readout ({ro['lang']}, {ro['by']}): {ro['text']}")
+        for c in pair.calls:
+            gap = f" (first in {c.days_since_previous} days)" if c.days_since_previous is not None else ""
+            console.print(f"  call {scenario.iso(c.start or 0)}{gap}")
+            for side, ro in sorted(c.readouts.items()):
+                console.print(f"    {side} readout ({ro.lang}, {ro.by}): {ro.text}")
     for name, home in (("EUCOM", eucom), ("NDMC", ndmc)):
-        view = await call(home, {"op": "view", "line": line, "what": "notices"})
-        for c in view["conflicts"]:
+        notices: NoticesPage = await scenario.read_view(home, line, "notices")
+        for k in notices.conflicts:
             console.print(styled(
                 ("NOTICE CONFLICT", "bold red"),
-                f" seen at {name}: {c['distance_m']} m apart (margin {c['margin_m']} m), "
-                f"{scenario.iso(c['time_overlap'][0])} to {scenario.iso(c['time_overlap'][1])}, "
-                f"{c['band_overlap'][0]}-{c['band_overlap'][1]} m"
+                f" seen at {name}: {k.distance_m} m apart (margin {k.margin_m} m), "
+                f"{scenario.iso(k.time_overlap[0])} to {scenario.iso(k.time_overlap[1])}, "
+                f"{k.band_overlap[0]}-{k.band_overlap[1]} m"
             ))
-    for f in await call(eucom, {"op": "view", "line": line, "what": "flash"}):
-        console.print(f"FLASH seq {f['seq']}: {f['state']}" + (f" by {f['acked_by']}" if f["acked_by"] else ""))
+    flashes: tuple[FlashView, ...] = await scenario.read_view(eucom, line, "flash")
+    for f in flashes:
+        console.print(f"FLASH seq {f.seq}: {f.state}" + (f" by {f.acked_by}" if f.acked_by else ""))
     for name, home in (("EUCOM", eucom), ("NDMC", ndmc)):
         st = await call(home, {"op": "status"})
         ln = st["lines"][0]

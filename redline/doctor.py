@@ -120,13 +120,12 @@ async def station_facts(station: Station) -> dict[str, Any]:
     lines = []
     for row in station.status().to_obj()["lines"]:
         session = station.sessions[row["line"]]
-        ops = station.ops.get(row["line"])
-        history = ops.tests.history(now) if ops is not None else {}
+        history = station.tests_view(row["line"])
         lines.append({
             **row, "disk_sent": session.disk_ours, "disk_received": session.disk_theirs,
             "created_at": session.record.created_at, "peer_tls_cert": session.record.peer_tls_cert,
-            "since_last_proven_ms": history.get("since_last_proven_ms"),
-            "last_test": (history.get("tests") or [{}])[-1].get("result"),
+            "since_last_proven_ms": history.since_last_proven_ms,
+            "last_test": history.tests[-1].result if history.tests else None,
             **_line_extras(station.ledger, row["line"], session.us, session.peer, now),
         })  # fmt: skip
     if station.config.store:  # PostgreSQL: its own checks; the transcript is checked by 'redline verify'

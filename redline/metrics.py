@@ -229,21 +229,20 @@ def _collect(station: Station) -> Iterator[Metric]:
             disk.add_metric([line, direction], used)
             disk_limit.add_metric([line, direction], limit)
         # ops' own read models (the views the CLI and the console show), not its internals
-        flashes = station.view(line, "flash")
+        flashes = station.flash_view(line)
         for direction, ours in (("sent", True), ("received", False)):
-            waiting = [f for f in flashes if f["ours"] == ours and f["state"] != "acknowledged"]
+            waiting = [f for f in flashes if f.ours == ours and f.state != "acknowledged"]
             flash_pending.add_metric([line, direction], len(waiting))
-            oldest = min((f["accepted_at"] for f in waiting), default=now)
+            oldest = min((f.accepted_at for f in waiting), default=now)
             flash_age.add_metric([line, direction], max(0.0, _s(now - oldest)))
-            steps = sum(len(f["escalations"]) for f in flashes if f["ours"] == ours)
+            steps = sum(len(f.escalations) for f in flashes if f.ours == ours)
             escalations.add_metric([line, direction], steps)
-        tests = station.view(line, "tests")
-        ops = station.ops.get(line)
-        missed.add_metric([line, "peer"], tests["missed"])
-        ours_missed = sum(1 for t in ops.tests.theirs.values() if t.result == "missed") if ops is not None else 0
-        missed.add_metric([line, "us"], ours_missed)
-        passed.add_metric([line], tests["passed"])
-        since = tests["since_last_proven_ms"]
+        tests = station.tests_view(line)
+        missed.add_metric([line, "peer"], tests.missed)
+        # "us": the peer's tests that we missed, by the verdicts the peer recorded (tests_view.received)
+        missed.add_metric([line, "us"], sum(1 for t in tests.received if t.result == "missed"))
+        passed.add_metric([line], tests.passed)
+        since = tests.since_last_proven_ms
         if since is not None:
             proven_at.add_metric([line], _s(now - since))
         proven_age.add_metric([line], max(0.0, _s(since if since is not None else now - record.created_at)))

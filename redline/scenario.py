@@ -23,11 +23,18 @@ from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 from redline import persons
 from redline.control import call
 from redline.errors import RedlineError
+from redline.ops.views import VIEWS, LineTestsView, ToAnswer
+from redline.readmodel import from_obj
 
 PASSWORD = "demo-password-1"  # demo users only; real users choose their own
 EUCOM_USERS = [("Duty Officer Miller", "duty"), ("Major Brooks", "deputy"), ("Col. Hayes", "supervisor")]
 NDMC_USERS = [("Dezhurny Orlov", "duty"), ("Mayor Sokolov", "deputy"), ("Polkovnik Volkov", "supervisor")]
 DAY = 86_400_000
+
+
+async def read_view(home: Path, line: str, what: str) -> Any:
+    """A running station's read view, typed as the station built it (``ops.views.VIEWS``)."""
+    return from_obj(await call(home, {"op": "view", "line": line, "what": what}), VIEWS[what], f"{what} view")
 
 
 def ms(text: str) -> int:
@@ -93,7 +100,7 @@ class Replay:
         raise RedlineError(f"scenario: timed out waiting for {what}")
 
     async def view(self, home: Path, what: str) -> Any:
-        return await call(home, {"op": "view", "line": self.line, "what": what})
+        return await read_view(home, self.line, what)
 
     async def run(self, *, days: int | None = None) -> None:
         await self.opening()
@@ -136,12 +143,12 @@ class Replay:
         await self.clock(at)
         pending = await self.wait(lambda: self._to_answer(), f"the {iso(at)} test to reach NDMC")
         await self.clock(at + self.rng.randint(40, 200) * 1000)  # a person takes a minute or two
-        answer = {"test": pending[0]["id"], "text": "Проверка принята. Дежурный на связи."}
+        answer = {"test": pending[0].id, "text": "Проверка принята. Дежурный на связи."}
         await self.act(self.ndmc, "TEST_ANSWER", answer, user=NDMC_USERS[0][0])
 
-    async def _to_answer(self) -> list[dict[str, Any]]:
-        pending: list[dict[str, Any]] = (await self.view(self.ndmc, "tests"))["to_answer"]
-        return pending
+    async def _to_answer(self) -> tuple[ToAnswer, ...]:
+        view: LineTestsView = await self.view(self.ndmc, "tests")
+        return view.to_answer
 
     async def may_13(self) -> None:
         await self.test_answered(ms("2022-05-12T08:00:00Z"))

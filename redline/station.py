@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redline import canonical, control, identity, kinds, media, pairing, persons, transport, views
+from redline import canonical, control, identity, kinds, media, pairing, persons, readmodel, transport, views
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
@@ -38,6 +38,15 @@ from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
 from redline.ops.engine import LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry, Intent
+from redline.ops.views import (
+    VIEWS,
+    CallPairView,
+    FlashView,
+    LineTestsView,
+    NoticeDetail,
+    NoticesPage,
+    RefusedView,
+)
 from redline.persons import PERSON_SIGNED_KINDS, parse_roster
 from redline.protocol.events import Action, Close, Send
 from redline.protocol.framing import FrameType
@@ -640,33 +649,55 @@ class Station:
         idem = "roster:" + hashlib.sha256(canonical.encode(roster)).hexdigest()
         return Intent(kind="ROSTER", prio="PRIORITY", content=roster, idem=idem)
 
+    # -- read views (ops/views.py types them; readmodel.to_obj makes them JSON) ---------------------
+    def tests_view(self, line: str) -> LineTestsView:
+        session = self.session(line)
+        return self.ops[session.line].tests.history(self.wall())
+
+    def flash_view(self, line: str) -> tuple[FlashView, ...]:
+        flashes = self.ops[self.session(line).line].flash.flashes.values()
+        return tuple(f.view() for f in sorted(flashes, key=lambda f: f.entry.stored_at))
+
+    def calls_view(self, line: str) -> tuple[CallPairView, ...]:
+        session = self.session(line)
+        return self.ops[session.line].calls.summary(self.wall(), self.keys.fingerprint, session.peer)
+
+    def notices_view(
+        self, line: str, *, offset: int = 0, limit: int | None = None, notice: str | None = None
+    ) -> NoticesPage | NoticeDetail:
+        """A page of notices (``offset``, ``limit``), or one notice whole (``notice``: an id prefix)."""
+        ops = self.ops[self.session(line).line]
+        if limit is None:
+            return ops.notices_view(self.wall(), offset=offset, notice=notice)
+        return ops.notices_view(self.wall(), offset=offset, limit=limit, notice=notice)
+
+    def voice_view(self, line: str) -> dict[str, Any]:
+        session = self.session(line)
+        m = self.media.get(session.line)
+        audio = None if m is None else {
+            "call": m.call, "sent": m.sent.result(), "received": m.received.result(),
+            "dropped": vars(m.counters), "paths": m.health(self.wall()),
+        }  # fmt: skip
+        voice = self.ops[session.line].voice.view()
+        return {**voice, "audio": audio, "dropped_no_call": self.audio_dropped.get(session.line, 0)}
+
+    def refused_view(self, line: str) -> tuple[RefusedView, ...]:
+        return self.ops[self.session(line).line].refused_view()
+
     def view(
         self, line: str, what: str, *, offset: int = 0, limit: int | None = None, notice: str | None = None
     ) -> Any:
-        """A read view of ``line``; ``notices`` comes a page at a time (``offset``, ``limit``) or one
-        notice whole (``notice``: an id prefix)."""
-        session = self.session(line)
-        ops, now = self.ops[session.line], self.wall()
-        if what == "tests":
-            return ops.tests.history(now)
-        if what == "flash":
-            return [f.view() for f in sorted(ops.flash.flashes.values(), key=lambda f: f.entry.stored_at)]
-        if what == "calls":
-            return ops.calls.summary(now, self.keys.fingerprint, session.peer)
+        """The read view ``what`` of ``line`` as JSON-ready data: the one entry of the control
+        socket and the API (``VIEWS`` names them)."""
         if what == "notices":
-            if limit is None:
-                return ops.notices_view(now, offset=offset, notice=notice)
-            return ops.notices_view(now, offset=offset, limit=limit, notice=notice)
-        if what == "voice":
-            m = self.media.get(session.line)
-            audio = None if m is None else {
-                "call": m.call, "sent": m.sent.result(), "received": m.received.result(),
-                "dropped": vars(m.counters), "paths": m.health(now),
-            }  # fmt: skip
-            return {**ops.voice.view(), "audio": audio, "dropped_no_call": self.audio_dropped.get(session.line, 0)}
-        if what == "refused":
-            return [{"kind": e.kind, "seq": e.seq, "ours": e.ours, "reason": r} for e, r in ops.refused]
-        raise LocalProtocolError(f"unknown view {what!r}: tests, flash, calls, notices, voice or refused")
+            return readmodel.to_obj(self.notices_view(line, offset=offset, limit=limit, notice=notice))
+        views_of: dict[str, Callable[[str], Any]] = {
+            "tests": self.tests_view, "flash": self.flash_view, "calls": self.calls_view,
+            "voice": self.voice_view, "refused": self.refused_view,
+        }  # fmt: skip
+        if what not in views_of:
+            raise LocalProtocolError(f"unknown view {what!r}: {', '.join(VIEWS)}")
+        return readmodel.to_obj(views_of[what](line))
 
     async def confirm(self, line: str, code: str) -> dict[str, Any]:
         session = self.session(line)

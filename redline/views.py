@@ -23,6 +23,7 @@ from redline.errors import LocalProtocolError
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
 from redline.ledger.verify import LineReport
+from redline.ops.views import FlashView
 from redline.status import Accepted, LineStatus, PathView, StationStatus
 
 __all__ = [
@@ -94,7 +95,7 @@ class Transcript:
 
 def transcript(
     ledger: LedgerStore, record: LineRecord, *, limit: int | None = 50, receipted_ours: int = 0,
-    flashes: Mapping[str, Mapping[str, Any]] | None = None,
+    flashes: Mapping[str, FlashView] | None = None,
 ) -> Transcript:  # fmt: skip
     """The last ``limit`` entries of the line (every one with None), oldest first, then the outbox.
     ``receipted_ours``: a receipt of the peer verified but not yet stored (a running station)."""
@@ -118,8 +119,8 @@ def transcript(
                 state=("stored by the peer" if seq <= receipted else "sent, not yet receipted") if ours
                 else "stored here",
                 ack=None if flash is None else {
-                    "state": flash["state"], "by": flash["acked_by"], "at": flash["acked_at"],
-                    "deadline": flash["deadline"], "escalations": flash["escalations"],
+                    "state": flash.state, "by": flash.acked_by, "at": flash.acked_at, "deadline": flash.deadline,
+                    "escalations": [{"level": e.level, "at": e.at} for e in flash.escalations],
                 },
             ))  # fmt: skip
     rows.sort(key=lambda r: (r.stored_at, not r.ours, r.seq or 0))

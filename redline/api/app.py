@@ -203,7 +203,7 @@ def _plain(value: Any) -> Any:
 # -- reading the transcript (views.py builds it) --------------------------------------------------
 def transcript(station: Station, session: LineSession, limit: int) -> dict[str, Any]:
     """Both sides of a line, oldest first, with receipt and acknowledgement state, then the outbox."""
-    flashes = {f["id"]: f for f in station.view(session.line, "flash")}
+    flashes = {f.id: f for f in station.flash_view(session.line)}
     return views.transcript(
         station.ledger, session.record, limit=limit, receipted_ours=session.receipted_seq, flashes=flashes
     ).to_obj()
@@ -492,21 +492,21 @@ class Api(ConsoleHandlers, VoiceHandlers):
         line = self.line(request.path_params["line"])
         body = await _body(request, 4096)
         flash_id = _str(body, "flash_id", max_len=64)
-        for f in self.station.view(line.line, "flash"):
-            if len(flash_id) >= 6 and f["id"].startswith(flash_id) and not f["ours"] and f["acked_by"]:
-                raise ApiError(409, f"that FLASH (seq {f['seq']}) was already acknowledged by {f['acked_by']}")
+        for f in self.station.flash_view(line.line):
+            if len(flash_id) >= 6 and f.id.startswith(flash_id) and not f.ours and f.acked_by:
+                raise ApiError(409, f"that FLASH (seq {f.seq}) was already acknowledged by {f.acked_by}")
         return await self._signed(session, line, "ACK", {"ref": flash_id}, key_field="ref")
 
     async def answer(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
         body = await _body(request, 64 * 1024)
         test_id = _opt_str(body, "test_id")
-        pending = self.station.view(line.line, "tests")["to_answer"]
+        pending = self.station.tests_view(line.line).to_answer
         if test_id is None:
             if not pending:
                 raise ApiError(409, "no unanswered line test from the peer")
-            test_id = pending[0]["id"]
-        elif len(test_id) >= 6 and not any(t["id"].startswith(test_id) for t in pending):
+            test_id = pending[0].id
+        elif len(test_id) >= 6 and not any(t.id.startswith(test_id) for t in pending):
             raise ApiError(409, f"no unanswered line test from the peer has id {test_id!r} (answered already?)")
         content = {"test": test_id, "text": _str(body, "text", ANSWER_TEXT)}
         return await self._signed(session, line, "TEST_ANSWER", content, key_field="test")

@@ -46,8 +46,12 @@ def when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 def emit(as_json: bool, data: Any, human: Callable[[Any], None]) -> None:
+    """``data`` for a person (``human``) or, with --json, as JSON: a typed view in the same JSON the
+    API answers (``readmodel.to_obj``)."""
     if as_json:
-        click.echo(json_text(data))
+        from redline.readmodel import to_obj
+
+        click.echo(json_text(to_obj(data)))
     else:
         human(data)
 
@@ -121,3 +125,13 @@ def control(station: str | None, request: dict[str, Any]) -> Any:
     from redline.control_client import call_blocking
 
     return run(lambda: call_blocking(station_path(station), request))
+
+
+def read_view(station: str | None, line: str, what: str, **extra: Any) -> Any:
+    """A running station's read view ``what`` of ``line``, as the typed view it built
+    (``ops.views.VIEWS[what]``), so the CLI renders the same objects as the API and the console."""
+    from redline.ops.views import VIEWS
+    from redline.readmodel import from_obj
+
+    obj = control(station, {"op": "view", "line": line, "what": what, **extra})
+    return run(lambda: from_obj(obj, VIEWS[what], f"{what} view"))

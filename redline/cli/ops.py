@@ -16,9 +16,10 @@ import click
 from rich.table import Table
 
 from redline import kinds, persons, views
-from redline.cli.common import console, control, emit, fail, json_option, run, station_option, when
+from redline.cli.common import console, control, emit, fail, json_option, read_view, run, station_option, when
 from redline.display import styled
 from redline.home import station_path
+from redline.ops.views import CallPairView, FlashView, LineTestsView, NoticeDetail, NoticesPage, ToAnswer
 
 
 def parse_time(text: str) -> int:
@@ -117,10 +118,10 @@ def register(main: click.Group) -> None:
     def answer(station: str | None, line: str, test_id: str | None, user: str, text: str, as_json: bool) -> None:
         """Answer the peer's line test (the oldest unanswered one, unless TEST_ID is given)."""
         if test_id is None:
-            pending = control(station, {"op": "view", "line": line, "what": "tests"})["to_answer"]
+            pending: tuple[ToAnswer, ...] = read_view(station, line, "tests").to_answer
             if not pending:
                 fail("no unanswered line test from the peer")
-            test_id = pending[0]["id"]
+            test_id = pending[0].id
         emit(as_json, act(station, line, "TEST_ANSWER", {"test": test_id, "text": text}, user=user), show_result)
 
     @main.command()
@@ -129,25 +130,25 @@ def register(main: click.Group) -> None:
     @json_option
     def tests(station: str | None, line: str, as_json: bool) -> None:
         """Line test history: passed, answer times, time since the line was last proven."""
-        d = control(station, {"op": "view", "line": line, "what": "tests"})
+        view: LineTestsView = read_view(station, line, "tests")
 
-        def human(h: dict[str, Any]) -> None:
-            med = f"{h['answer_ms_median'] / 1000:.1f} s" if h["answer_ms_median"] is not None else "-"
-            worst = f"{h['answer_ms_worst'] / 1000:.1f} s" if h["answer_ms_worst"] is not None else "-"
-            since = h["since_last_proven_ms"]
+        def human(h: LineTestsView) -> None:
+            med = f"{h.answer_ms_median / 1000:.1f} s" if h.answer_ms_median is not None else "-"
+            worst = f"{h.answer_ms_worst / 1000:.1f} s" if h.answer_ms_worst is not None else "-"
+            since = h.since_last_proven_ms
             proven = f"{since / 3_600_000:.1f} h ago" if since is not None else "never"
-            console.print(f"tests sent {h['sent']}: passed {h['passed']}, missed {h['missed']}, pending {h['pending']}")
+            console.print(f"tests sent {h.sent}: passed {h.passed}, missed {h.missed}, pending {h.pending}")
             console.print(f"answer time: median {med}, worst {worst}; line last proven {proven}")
             table = Table("sent (UTC)", "receipted", "answered by", "answer time", "result")
-            for t in h["tests"][-20:]:
-                took = f"{t['answer_ms'] / 1000:.1f} s" if t["answer_ms"] is not None else "-"
-                table.add_row(when(t["sent_at"]), when(t["receipted_at"]), t["answered_by"] or "-", took, t["result"])
+            for t in h.tests[-20:]:
+                took = f"{t.answer_ms / 1000:.1f} s" if t.answer_ms is not None else "-"
+                table.add_row(when(t.sent_at), when(t.receipted_at), t.answered_by or "-", took, t.result)
             console.print(table)
-            for t in h["to_answer"]:
-                due = when(t["deadline"])
-                console.print(f"the peer's test {t['id'][:12]} waits for an answer until {due}", style="bold red")
+            for w in h.to_answer:
+                console.print(f"the peer's test {w.id[:12]} waits for an answer until {when(w.deadline)}",
+                              style="bold red")  # fmt: skip
 
-        emit(as_json, d, human)
+        emit(as_json, view, human)
 
     @main.command()
     @station_option
@@ -165,18 +166,18 @@ def register(main: click.Group) -> None:
     @json_option
     def flashes(station: str | None, line: str, as_json: bool) -> None:
         """FLASH messages both ways: receipted, read, escalated, acknowledged by whom and when."""
-        d = control(station, {"op": "view", "line": line, "what": "flash"})
+        view: tuple[FlashView, ...] = read_view(station, line, "flash")
 
-        def human(fs: list[dict[str, Any]]) -> None:
+        def human(fs: tuple[FlashView, ...]) -> None:
             table = Table("dir", "seq", "text", "receipted", "escalations", "acknowledged", "state")
             for f in fs:
-                esc = ", ".join(e["level"] for e in f["escalations"]) or "-"
-                ackd = f"{f['acked_by']} {when(f['acked_at'])}" if f["acked_by"] else "-"
-                table.add_row("out" if f["ours"] else "in", str(f["seq"]), f["text"] or "", when(f["receipted_at"]),
-                              esc, ackd, f["state"])  # fmt: skip
+                esc = ", ".join(e.level for e in f.escalations) or "-"
+                ackd = f"{f.acked_by} {when(f.acked_at)}" if f.acked_by else "-"
+                table.add_row("out" if f.ours else "in", str(f.seq), f.text or "", when(f.receipted_at),
+                              esc, ackd, f.state)  # fmt: skip
             console.print(table)
 
-        emit(as_json, d, human)
+        emit(as_json, view, human)
 
     @main.group()
     def call() -> None:
@@ -267,30 +268,30 @@ def register(main: click.Group) -> None:
     @json_option
     def calls(station: str | None, line: str, as_json: bool) -> None:
         """Per pair of principals: requests, declines, unanswered, days since the last call; readouts side by side."""
-        d = control(station, {"op": "view", "line": line, "what": "calls"})
+        view: tuple[CallPairView, ...] = read_view(station, line, "calls")
 
-        def human(pairs: list[dict[str, Any]]) -> None:
+        def human(pairs: tuple[CallPairView, ...]) -> None:
             for p in pairs:
-                console.rule(" ↔ ".join(p["principals"]))
-                made = ", ".join(str(n) for n in p["requests"].values())
-                since = p["days_since_last_call"]
+                console.rule(" ↔ ".join(p.principals))
+                made = ", ".join(str(n) for n in p.requests.values())
+                since = p.days_since_last_call
                 console.print(
-                    f"requests made {made} (ours, theirs); accepted {p['accepted']}, declined {p['declined']}, "
-                    f"unanswered {p['unanswered']}, open {p['open']}; days since last call: "
+                    f"requests made {made} (ours, theirs); accepted {p.accepted}, declined {p.declined}, "
+                    f"unanswered {p.unanswered}, open {p.open}; days since last call: "
                     f"{since if since is not None else 'no call yet'}"
                 )
-                for c in p["calls"]:
-                    gap = f" — first in {c['days_since_previous']} days" if "days_since_previous" in c else ""
-                    console.print(f"\ncall {when(c['start'])} to {when(c['end'])}{gap}")
+                for c in p.calls:
+                    gap = f" — first in {c.days_since_previous} days" if c.days_since_previous is not None else ""
+                    console.print(f"\ncall {when(c.start)} to {when(c.end)}{gap}")
                     table = Table("our readout", "their readout", expand=True)
-                    ours, theirs = c["readouts"].get("ours"), c["readouts"].get("theirs")
+                    ours, theirs = c.readouts.get("ours"), c.readouts.get("theirs")
                     table.add_row(
-                        f"{ours['text']}\n— {ours['by']} ({ours['lang']})" if ours else "(not filed)",
-                        f"{theirs['text']}\n— {theirs['by']} ({theirs['lang']})" if theirs else "(not filed)",
+                        f"{ours.text}\n— {ours.by} ({ours.lang})" if ours else "(not filed)",
+                        f"{theirs.text}\n— {theirs.by} ({theirs.lang})" if theirs else "(not filed)",
                     )
                     console.print(table)
 
-        emit(as_json, d, human)
+        emit(as_json, view, human)
 
     @main.command()
     @station_option
@@ -393,28 +394,28 @@ def register(main: click.Group) -> None:
         station: str | None, line: str, offset: int, limit: int, notice_id: str | None, as_json: bool
     ) -> None:
         """Active notices of both sides, and every conflicting pair with where and when they overlap."""
-        request = {"op": "view", "line": line, "what": "notices", "offset": offset, "limit": limit}
-        d = control(station, {**request, "notice": notice_id} if notice_id else request)
+        extra = {"notice": notice_id} if notice_id else {}
+        view: NoticesPage | NoticeDetail = read_view(station, line, "notices", offset=offset, limit=limit, **extra)
 
-        def human(v: dict[str, Any]) -> None:
+        def human(v: NoticesPage | NoticeDetail) -> None:
             table = Table("id", "side", "kind", "window (UTC)", "band (m)", "margin", "text")
-            for n in v["active"]:
-                table.add_row((n["id"] or "")[:10], "ours" if n["ours"] else "theirs", n["kind"],
-                              f"{when(n['start'])} to {when(n['end'])}", f"{n['floor_m']}-{n['ceiling_m']}",
-                              f"{n['margin_m']} m", n["text"])  # fmt: skip
+            for n in v.active if isinstance(v, NoticesPage) else (v.notice,):
+                table.add_row((n.id or "")[:10], "ours" if n.ours else "theirs", n.kind,
+                              f"{when(n.start)} to {when(n.end)}", f"{n.floor_m}-{n.ceiling_m}",
+                              f"{n.margin_m} m", n.text)  # fmt: skip
             console.print(table)
-            for c in v["conflicts"]:
-                a, b = ((i or "")[:10] for i in c["ids"])
+            for c in v.conflicts:
+                a, b = ((i or "")[:10] for i in c.ids)
                 console.print(styled(
-                    ("CONFLICT", "bold red"), f" {a} and {b}: {c['distance_m']} m apart (margin {c['margin_m']} m), "
-                    f"{when(c['time_overlap'][0])} to {when(c['time_overlap'][1])}, "
-                    f"{c['band_overlap'][0]}-{c['band_overlap'][1]} m; where: {json.dumps(c['where'])[:200]}"
+                    ("CONFLICT", "bold red"), f" {a} and {b}: {c.distance_m} m apart (margin {c.margin_m} m), "
+                    f"{when(c.time_overlap[0])} to {when(c.time_overlap[1])}, "
+                    f"{c.band_overlap[0]}-{c.band_overlap[1]} m; where: {json.dumps(c.where)[:200]}"
                 ))
-            if not v["conflicts"]:
+            if not v.conflicts:
                 console.print("no conflicts among the active notices")
-            shown_n, total = len(v["active"]), v.get("total", len(v["active"]))
-            if shown_n < total or len(v["conflicts"]) < v.get("conflicts_total", 0):
-                page = f"{shown_n} of {total} notices and {len(v['conflicts'])} of {v['conflicts_total']} conflicts"
+            if isinstance(v, NoticesPage) and (len(v.active) < v.total or len(v.conflicts) < v.conflicts_total):
+                page = (f"{len(v.active)} of {v.total} notices and {len(v.conflicts)} of {v.conflicts_total} "
+                        "conflicts")  # fmt: skip
                 console.print(f"{page} shown; --offset {offset + limit} for the next page", style="yellow")
 
-        emit(as_json, d, human)
+        emit(as_json, view, human)

@@ -16,13 +16,12 @@ only up to the year 9999 (``model.as_time``), so a huge one cannot break the sum
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from redline import kinds
 from redline.ops.model import Entry, Intent, Outbox, as_time
+from redline.ops.views import CallPairView, CallRecordView, CallRequestView, ReadoutView
 
 DAY_MS = 86_400_000
 MAX_PRINCIPALS = 16  # of a CALL_RECORD's principals, the first this many name its pair
@@ -54,13 +53,13 @@ class Request:
         a, b = self.body.from_role[:MAX_ROLE], self.body.to_role[:MAX_ROLE]
         return (a, b) if a <= b else (b, a)
 
-    def view(self) -> dict[str, Any]:
-        return {
-            "id": self.entry.id, "seq": self.entry.seq, "requested_by": self.entry.sender,
-            "from_role": self.body.from_role, "to_role": self.body.to_role, "subject": self.body.subject,
-            "expires": as_time(self.body.expires), "state": self.state,
-            "time": as_time(self.answer.time) if self.answer is not None and not self.expired else None,
-        }  # fmt: skip
+    def view(self) -> CallRequestView:
+        return CallRequestView(
+            id=self.entry.id, seq=self.entry.seq, requested_by=self.entry.sender,
+            from_role=self.body.from_role, to_role=self.body.to_role, subject=self.body.subject,
+            expires=as_time(self.body.expires), state=self.state,
+            time=as_time(self.answer.time) if self.answer is not None and not self.expired else None,
+        )  # fmt: skip
 
 
 @dataclass
@@ -111,43 +110,47 @@ class Calls:
                 out.intents.append(Intent(kind="CALL_EXPIRED", prio=kinds.default_priority("CALL_EXPIRED"),
                                           content=body.to_content(), idem=f"call-expired:{r.entry.id}"))  # fmt: skip
 
-    def summary(self, now: int, us: str, peer: str) -> list[dict[str, Any]]:
-        pairs: dict[tuple[str, str], dict[str, Any]] = {}
-
-        def slot(pair: tuple[str, str]) -> dict[str, Any]:
-            return pairs.setdefault(pair, {
-                "principals": list(pair), "requests": {us: 0, peer: 0}, "declined": 0, "unanswered": 0,
-                "accepted": 0, "open": 0, "outcomes": [], "calls": [], "last_call_at": None,
-                "days_since_last_call": None,
-            })  # fmt: skip
-
+    def summary(self, now: int, us: str, peer: str) -> tuple[CallPairView, ...]:
+        requests: dict[tuple[str, str], list[Request]] = {}
+        calls: dict[tuple[str, str], list[Call]] = {}
         for r in sorted(self.requests.values(), key=lambda r: r.entry.stored_at):
-            s = slot(r.pair)
-            s["requests"][r.entry.sender] = s["requests"].get(r.entry.sender, 0) + 1
-            key = {"declined": "declined", "expired": "unanswered", "accepted": "accepted", "open": "open"}[r.state]
-            s[key] += 1
-            s["outcomes"].append(r.view())
+            requests.setdefault(r.pair, []).append(r)
         for call in sorted(self.calls.values(), key=lambda c: c.body.start):
-            s = slot(call.pair)
-            c = call.body
-            s["calls"].append({
-                "id": call.entry.id, "start": as_time(c.start), "end": as_time(c.end),
-                "participants": list(c.participants), "filed_by": call.entry.sender,
-                "readouts": {
-                    ("ours" if ours else "theirs"): {"text": ro.text, "lang": entry.lang, "by": ro.person.name}
-                    for ours, (entry, ro) in call.readouts.items()
-                },
-            })  # fmt: skip
-            end = as_time(c.end)
-            if end is not None and (s["last_call_at"] is None or end > s["last_call_at"]):
-                s["last_call_at"] = end
-        for s in pairs.values():
-            if s["last_call_at"] is not None:
-                s["days_since_last_call"] = _days(s["last_call_at"], now)
-            calls = s["calls"]
-            for prev, nxt in itertools.pairwise(calls):
-                nxt["days_since_previous"] = _days(as_time(prev["end"]) or 0, as_time(nxt["start"]) or 0)
-        return list(pairs.values())
+            calls.setdefault(call.pair, []).append(call)
+        return tuple(
+            _pair_view(pair, requests.get(pair, []), calls.get(pair, []), now, us, peer)
+            for pair in dict.fromkeys([*requests, *calls])
+        )
+
+
+def _pair_view(
+    pair: tuple[str, str], requests: list[Request], calls: list[Call], now: int, us: str, peer: str
+) -> CallPairView:
+    made = {us: 0, peer: 0}
+    for r in requests:
+        made[r.entry.sender] = made.get(r.entry.sender, 0) + 1
+    states = [r.state for r in requests]
+    records: list[CallRecordView] = []
+    last: int | None = None
+    for call in calls:
+        c = call.body
+        start, end = as_time(c.start), as_time(c.end)
+        records.append(CallRecordView(
+            id=call.entry.id, start=start, end=end, participants=tuple(c.participants),
+            filed_by=call.entry.sender,
+            readouts={
+                ("ours" if ours else "theirs"): ReadoutView(text=ro.text, lang=entry.lang, by=ro.person.name)
+                for ours, (entry, ro) in call.readouts.items()
+            },
+            days_since_previous=_days(records[-1].end or 0, start or 0) if records else None,
+        ))  # fmt: skip
+        if end is not None and (last is None or end > last):
+            last = end
+    return CallPairView(
+        principals=pair, requests=made, declined=states.count("declined"), unanswered=states.count("expired"),
+        accepted=states.count("accepted"), open=states.count("open"), outcomes=tuple(r.view() for r in requests),
+        calls=tuple(records), last_call_at=last, days_since_last_call=None if last is None else _days(last, now),
+    )  # fmt: skip
 
 
 def _days(earlier: int, later: int) -> int:

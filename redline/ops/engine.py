@@ -31,6 +31,7 @@ from redline.ops.flash import FlashTracker
 from redline.ops.linetests import LineTests
 from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox
 from redline.ops.notices import Conflict, Notice, NoticeBoard, count_positions
+from redline.ops.views import ConflictRow, NoticeDetail, NoticeRow, NoticesPage, RefusedView
 from redline.ops.voice import VOICE_KINDS, Voice
 from redline.persons import Person, RosterPins, check_signer, roster_people
 
@@ -258,7 +259,7 @@ class LineOps:
 
     def notices_view(
         self, now: int, *, offset: int = 0, limit: int = NOTICES_PAGE, notice: str | None = None
-    ) -> dict[str, Any]:
+    ) -> NoticesPage | NoticeDetail:
         """Active notices and conflicts, a page at a time (``offset``, ``limit``; ``total`` and
         ``conflicts_total`` say how many there are), each area shown by its outline of at most
         ``notices.OUTLINE_POINTS`` points: cheap to build and bounded in size whatever the board
@@ -268,38 +269,43 @@ class LineOps:
             return self._notice_detail(notice)
         offset = max(0, offset)
         limit = min(max(1, limit), NOTICES_PAGE_MAX)
-        conflicts = self.board.conflicts_page(offset, limit)
-        return {
-            "total": len(self.board),
-            "offset": offset,
-            "limit": limit,
-            "active": [self._notice_row(n) | n.summary() for n in self.board.active(offset, limit)],
-            "conflicts_total": self.board.conflict_count(),
-            "conflicts": [
-                {**c.summary(), "ids": [self.notice_refs.get(c.a), self.notice_refs.get(c.b)]} for c in conflicts
-            ],
-        }
+        return NoticesPage(
+            total=len(self.board), offset=offset, limit=limit,
+            active=tuple(self._notice_row(n, n.summary()) for n in self.board.active(offset, limit)),
+            conflicts_total=self.board.conflict_count(),
+            conflicts=tuple(self._conflict_row(c) for c in self.board.conflicts_page(offset, limit)),
+        )  # fmt: skip
 
-    def _notice_row(self, n: Notice) -> dict[str, Any]:
-        return {"ref": n.ref, "id": self.notice_refs.get(n.ref), "ours": n.filer == self.us,
-                "conflicts": self.board.conflict_count(n.ref)}  # fmt: skip
+    def _notice_row(self, n: Notice, content: dict[str, Any]) -> NoticeRow:
+        return NoticeRow(ref=n.ref, id=self.notice_refs.get(n.ref), ours=n.filer == self.us,
+                         conflicts=self.board.conflict_count(n.ref), **content)  # fmt: skip
 
-    def _notice_detail(self, wanted: str) -> dict[str, Any]:
+    def _conflict_row(self, c: Conflict) -> ConflictRow:
+        content = c.summary()
+        nearest = content.pop("nearest", None)
+        return ConflictRow(
+            **content | {"time_overlap": c.time_overlap, "band_overlap": c.band_overlap},
+            ids=(self.notice_refs.get(c.a), self.notice_refs.get(c.b)),
+            nearest=None if nearest is None else (tuple(nearest[0]), tuple(nearest[1])),
+        )  # fmt: skip
+
+    def _notice_detail(self, wanted: str) -> NoticeDetail:
         refs = [ref for ref, eid in self.notice_refs.items() if ref == wanted or eid.startswith(wanted)]
         if len(wanted) < 6 or len(refs) != 1 or refs[0] not in self.board:
             raise NoticeBoardError(f"no single active notice has the id or ref {wanted!r}")
         n = self.board.get(refs[0])
         assert n is not None
-        full = {**self._notice_row(n), **n.to_content(), "points": n.points}
+        content = n.to_content() | {"points": n.points}
         if n.radius_m:
-            full["display_area"] = n.to_content(area=n.display_area())["area"]
-        return {
-            "notice": full,
-            "conflicts": [
-                {**c.summary(), "ids": [self.notice_refs.get(c.a), self.notice_refs.get(c.b)]}
-                for c in self.board.conflicts(n.ref)
-            ],
-        }
+            content["display_area"] = n.to_content(area=n.display_area())["area"]
+        return NoticeDetail(
+            notice=self._notice_row(n, content),
+            conflicts=tuple(self._conflict_row(c) for c in self.board.conflicts(n.ref)),
+        )
+
+    def refused_view(self) -> tuple[RefusedView, ...]:
+        """The peer's envelopes ops kept off its state, with why (the newest ``REFUSED_KEPT``)."""
+        return tuple(RefusedView(kind=e.kind, seq=e.seq, ours=e.ours, reason=why) for e, why in self.refused)
 
     def receipted(self, our_seq: int, at: int) -> None:
         """The peer receipted our chain up to ``our_seq``."""

@@ -15,10 +15,10 @@ ESCALATED) is kept once per reader and per level, so the view stays small.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from redline import kinds
 from redline.ops.model import Entry, Intent, Outbox, window_ms
+from redline.ops.views import EscalationMark, FlashView, ReadMark
 
 MAX_KEPT = 32  # READs (one per reader) and ESCALATED steps (one per level) kept per FLASH
 MAX_SHOWN = 100  # characters of a reader's name or a level kept
@@ -46,15 +46,15 @@ class Flash:
             return "deadline missed"
         return "waiting for acknowledgement"
 
-    def view(self) -> dict[str, Any]:
-        return {
-            "id": self.entry.id, "seq": self.entry.seq, "ours": self.entry.ours,
-            "text": self.text, "accepted_at": self.entry.stored_at,
-            "receipted_at": self.receipted_at, "read": [{"by": w, "at": t} for w, t in self.read],
-            "escalations": [{"level": lv, "at": t} for lv, t in self.escalations],
-            "acked_by": self.acked_by, "acked_at": self.ack.stored_at if self.ack else None,
-            "deadline": self.deadline, "state": self.state,
-        }  # fmt: skip
+    def view(self) -> FlashView:
+        return FlashView(
+            id=self.entry.id, seq=self.entry.seq, ours=self.entry.ours, text=self.text,
+            accepted_at=self.entry.stored_at, receipted_at=self.receipted_at,
+            read=tuple(ReadMark(by=w, at=t) for w, t in self.read),
+            escalations=tuple(EscalationMark(level=lv, at=t) for lv, t in self.escalations),
+            acked_by=self.acked_by, acked_at=self.ack.stored_at if self.ack else None,
+            deadline=self.deadline, state=self.state,
+        )  # fmt: skip
 
 
 class FlashTracker:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from redline import kinds
 from redline.ops.model import Entry, Intent, Outbox, window_ms
+from redline.ops.views import LineTestsView, ReceivedTest, SentTest, ToAnswer
 
 TEST_TEXT = "Line test. Please answer to confirm the line is attended."
 MISSED_HERE = "LINE TEST MISSED here: the tester recorded that its test was not answered in time"
@@ -144,43 +144,43 @@ class LineTests:
         return Intent(kind="TEST", prio=kinds.default_priority("TEST"), content=body.to_content(),
                       idem=f"test:slot:{slot}" if slot else None)  # fmt: skip
 
-    def history(self, now: int) -> dict[str, Any]:
+    def history(self, now: int) -> LineTestsView:
         """Our tests with the verdicts we recorded, and the peer's tests with the verdicts the
         peer recorded: ``tests[i].result`` here is ``received[j].result`` at the peer, for the
         same id, once the verdict has arrived there (until then "pending")."""
         tests = sorted(self.ours.values(), key=lambda t: t.entry.stored_at)
         answered = [t.answer_ms for t in tests if t.answer_ms is not None and t.result == "passed"]
         proven = [t.answer.stored_at for t in tests if t.answer is not None and t.result == "passed"]
-        return {
-            "sent": len(tests),
-            "passed": sum(1 for t in tests if t.result == "passed"),
-            "missed": sum(1 for t in tests if t.result == "missed"),
-            "pending": sum(1 for t in tests if t.result is None),
-            "answer_ms_median": statistics.median(answered) if answered else None,
-            "answer_ms_worst": max(answered) if answered else None,
-            "since_last_proven_ms": now - max(proven) if proven else None,
-            "tests": [
-                {
-                    "id": t.entry.id, "sent_at": t.entry.stored_at, "receipted_at": t.receipted_at,
-                    "answered_at": t.answer.stored_at if t.answer else None, "answered_by": t.answered_by,
-                    "answer_ms": t.answer_ms, "result": t.result or "pending",
-                }
+        return LineTestsView(
+            sent=len(tests),
+            passed=sum(1 for t in tests if t.result == "passed"),
+            missed=sum(1 for t in tests if t.result == "missed"),
+            pending=sum(1 for t in tests if t.result is None),
+            answer_ms_median=statistics.median(answered) if answered else None,
+            answer_ms_worst=max(answered) if answered else None,
+            since_last_proven_ms=now - max(proven) if proven else None,
+            tests=tuple(
+                SentTest(
+                    id=t.entry.id, sent_at=t.entry.stored_at, receipted_at=t.receipted_at,
+                    answered_at=t.answer.stored_at if t.answer else None, answered_by=t.answered_by,
+                    answer_ms=t.answer_ms, result=t.result or "pending",
+                )
                 for t in tests
-            ],
-            "received": [
-                {
-                    "id": t.entry.id, "stored_at": t.entry.stored_at, "deadline": t.deadline,
-                    "answered_at": t.answer.stored_at if t.answer else None, "answered_by": t.answered_by,
-                    "result": t.result or "pending", "decided_at": t.result_at,
-                    "state": t.result or (AWAITING if t.answer is not None or now > t.deadline else "to answer"),
-                }
+            ),
+            received=tuple(
+                ReceivedTest(
+                    id=t.entry.id, stored_at=t.entry.stored_at, deadline=t.deadline,
+                    answered_at=t.answer.stored_at if t.answer else None, answered_by=t.answered_by,
+                    result=t.result or "pending", decided_at=t.result_at,
+                    state=t.result or (AWAITING if t.answer is not None or now > t.deadline else "to answer"),
+                )
                 for t in sorted(self.theirs.values(), key=lambda t: t.entry.stored_at)
-            ],
-            "to_answer": [
-                {"id": t.entry.id, "sent_at": t.entry.stored_at, "deadline": t.deadline}
+            ),
+            to_answer=tuple(
+                ToAnswer(id=t.entry.id, sent_at=t.entry.stored_at, deadline=t.deadline)
                 for t in self.theirs.values() if t.answer is None
-            ],
-        }  # fmt: skip
+            ),
+        )  # fmt: skip
 
 
 def _result(t: LineTest, result: str) -> Intent:
