@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redline import rotation
+from redline import readmodel, rotation
 from redline.control_client import CONTROL_LIMIT, maybe_accepted, not_running, result_of
 from redline.errors import (
     ControlError,
@@ -75,7 +75,7 @@ OPERATIONS: dict[str, Handler] = {
     "send": _send,
     "act": _act,
     "resolve": lambda st, r: _now(st.resolve(r["line"], r["kind"], r["content"])),
-    "show": lambda st, r: _now(st.show(r["line"], r["id"])),
+    "show": lambda st, r: _now(readmodel.to_obj(st.show(r["line"], r["id"]))),
     "has": lambda st, r: _now(st.has(r["line"], r["id"])),
     "view": lambda st, r: _now(st.view(
         r["line"], r["what"], offset=int(r.get("offset", 0)), limit=int(r["limit"]) if "limit" in r else None,

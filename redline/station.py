@@ -41,11 +41,14 @@ from redline.ops.model import Alarm, Entry, Intent
 from redline.ops.views import (
     VIEWS,
     CallPairView,
+    CallRequestView,
     FlashView,
     LineTestsView,
+    MessageView,
     NoticeDetail,
     NoticesPage,
     RefusedView,
+    TranslationView,
 )
 from redline.persons import PERSON_SIGNED_KINDS, parse_roster
 from redline.protocol.events import Action, Close, Send
@@ -662,6 +665,9 @@ class Station:
         session = self.session(line)
         return self.ops[session.line].calls.summary(self.wall(), self.keys.fingerprint, session.peer)
 
+    def requests_view(self, line: str) -> tuple[CallRequestView, ...]:
+        return self.ops[self.session(line).line].calls.requests_view()
+
     def notices_view(
         self, line: str, *, offset: int = 0, limit: int | None = None, notice: str | None = None
     ) -> NoticesPage | NoticeDetail:
@@ -755,17 +761,21 @@ class Station:
         find = functools.partial(self._find, session.line)
         return check_operator_content(self.ops[session.line], kind, content, find, now=self.wall())
 
-    def show(self, line: str, prefix: str) -> dict[str, Any]:
+    def show(self, line: str, prefix: str) -> MessageView:
         """One envelope of ``line`` by id prefix, with its translations."""
         session = self.session(line)
         found = self._find(session.line, prefix)
         if len(found) != 1:
             raise LocalProtocolError(f"no single envelope on this line has an id starting {prefix!r}")
         e = found[0]
-        return {
-            "id": e.id, "seq": e.seq, "kind": e.kind, "ours": e.ours, "lang": e.lang, "sent_at": e.sent_at,
-            "content": e.content, "translations": self.ops[session.line].translations.get(e.id, []),
-        }  # fmt: skip
+        return MessageView(
+            id=e.id, seq=e.seq, kind=e.kind, ours=e.ours, lang=e.lang, sent_at=e.sent_at, content=e.content,
+            translations=tuple(self.ops[session.line].translations.get(e.id, ())),
+        )
+
+    def translations_view(self, line: str) -> dict[str, tuple[TranslationView, ...]]:
+        """Every translation of ``line``, by the id of the envelope it translates."""
+        return {eid: tuple(ts) for eid, ts in self.ops[self.session(line).line].translations.items()}
 
     def has(self, line: str, prefix: str) -> bool:
         session = self.session(line)

@@ -25,6 +25,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from redline import readmodel
 from redline.api import app as _app
 from redline.api.auth import OPERATE, READ, ApiError, Session
 from redline.config import ApiConfig, check_lang
@@ -277,26 +278,13 @@ class ConsoleHandlers:
         }  # fmt: skip
 
     # -- reads the views do not give --------------------------------------------------------------
-    async def requests(self, request: Request, session: Session) -> list[dict[str, Any]]:
+    async def requests(self, request: Request, session: Session) -> Any:
         line = self.line(request.path_params["line"])
-        rows: list[dict[str, Any]] = []
-        for r in sorted(self.station.ops[line.line].calls.requests.values(), key=lambda r: r.entry.stored_at):
-            c, reply = r.entry.content, r.reply
-            rows.append({
-                "id": r.entry.id, "seq": r.entry.seq, "ours": r.entry.ours, "lang": r.entry.lang,
-                "from_role": c.get("from_role"), "to_role": c.get("to_role"), "subject": c.get("subject"),
-                "windows": c.get("windows") if isinstance(c.get("windows"), list) else [],
-                "expires": r.expires, "sent_at": r.entry.stored_at, "state": r.state,
-                "reply": None if reply is None else {
-                    "answer": reply.content.get("answer"), "time": reply.content.get("time"),
-                    "reason": reply.content.get("reason"), "lang": reply.lang, "at": reply.stored_at,
-                },
-            })  # fmt: skip
-        return rows
+        return readmodel.to_obj(self.station.requests_view(line.line))
 
-    async def translations(self, request: Request, session: Session) -> dict[str, list[dict[str, Any]]]:
+    async def translations(self, request: Request, session: Session) -> Any:
         line = self.line(request.path_params["line"])
-        return dict(self.station.ops[line.line].translations)
+        return readmodel.to_obj(self.station.translations_view(line.line))
 
     # -- filing -----------------------------------------------------------------------------------
     async def act_once(

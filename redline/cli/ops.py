@@ -19,7 +19,15 @@ from redline import kinds, persons, views
 from redline.cli.common import console, control, emit, fail, json_option, read_view, run, station_option, when
 from redline.display import styled
 from redline.home import station_path
-from redline.ops.views import CallPairView, FlashView, LineTestsView, NoticeDetail, NoticesPage, ToAnswer
+from redline.ops.views import (
+    CallPairView,
+    FlashView,
+    LineTestsView,
+    MessageView,
+    NoticeDetail,
+    NoticesPage,
+    ToAnswer,
+)  # fmt: skip
 
 
 def parse_time(text: str) -> int:
@@ -327,18 +335,19 @@ def register(main: click.Group) -> None:
     @json_option
     def show(station: str | None, line: str, ref: str, user: str | None, as_json: bool) -> None:
         """Show message REF with its translations; with --user, record that the person read it."""
-        d = control(station, {"op": "show", "line": line, "id": ref})
-        if user:
-            d["read"] = act(station, line, "READ", {"ref": d["id"], "by": user})
+        from redline.readmodel import from_obj, to_obj
 
-        def human(m: dict[str, Any]) -> None:
-            console.print(f"{m['kind']} seq {m['seq']} from {'us' if m['ours'] else 'the peer'} "
-                          f"({m['lang']}, {when(m['sent_at'])}):")  # fmt: skip
-            console.print(m["content"].get("text", json.dumps(m["content"], ensure_ascii=False)))
-            for t in m["translations"]:
-                console.print(f"  [{t['lang']}] {t['text']} — {t['translator']}")
+        m = run(lambda: from_obj(control(station, {"op": "show", "line": line, "id": ref}), MessageView, "show"))
+        read = act(station, line, "READ", {"ref": m.id, "by": user}) if user else None
 
-        emit(as_json, d, human)
+        def human(m: MessageView) -> None:
+            console.print(f"{m.kind} seq {m.seq} from {'us' if m.ours else 'the peer'} "
+                          f"({m.lang}, {when(m.sent_at)}):")  # fmt: skip
+            console.print(m.content.get("text", json.dumps(m.content, ensure_ascii=False)))
+            for t in m.translations:
+                console.print(f"  [{t.lang}] {t.text} — {t.translator}")
+
+        emit(as_json, to_obj(m) | ({"read": read} if read is not None else {}), lambda _: human(m))
 
     @main.command()
     @station_option

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from redline import kinds
 from redline.ops.model import Entry, Intent, Outbox, as_time
-from redline.ops.views import CallPairView, CallRecordView, CallRequestView, ReadoutView
+from redline.ops.views import CallPairView, CallRecordView, CallReplyView, CallRequestView, ReadoutView
 
 DAY_MS = 86_400_000
 MAX_PRINCIPALS = 16  # of a CALL_RECORD's principals, the first this many name its pair
@@ -54,11 +54,16 @@ class Request:
         return (a, b) if a <= b else (b, a)
 
     def view(self) -> CallRequestView:
+        reply = None if self.reply is None or self.answer is None else CallReplyView(
+            answer=self.answer.answer, time=as_time(self.answer.time), reason=self.answer.reason,
+            lang=self.reply.lang, at=self.reply.stored_at,
+        )  # fmt: skip
         return CallRequestView(
-            id=self.entry.id, seq=self.entry.seq, requested_by=self.entry.sender,
+            id=self.entry.id, seq=self.entry.seq, ours=self.entry.ours, requested_by=self.entry.sender,
             from_role=self.body.from_role, to_role=self.body.to_role, subject=self.body.subject,
+            lang=self.entry.lang, windows=self.body.windows, sent_at=self.entry.stored_at,
             expires=as_time(self.body.expires), state=self.state,
-            time=as_time(self.answer.time) if self.answer is not None and not self.expired else None,
+            time=as_time(self.answer.time) if self.answer is not None and not self.expired else None, reply=reply,
         )  # fmt: skip
 
 
@@ -109,6 +114,10 @@ class Calls:
                 body = kinds.CallExpired(request=r.entry.reference())
                 out.intents.append(Intent(kind="CALL_EXPIRED", prio=kinds.default_priority("CALL_EXPIRED"),
                                           content=body.to_content(), idem=f"call-expired:{r.entry.id}"))  # fmt: skip
+
+    def requests_view(self) -> tuple[CallRequestView, ...]:
+        """Every call request of the line, oldest first, with its reply and state."""
+        return tuple(r.view() for r in sorted(self.requests.values(), key=lambda r: r.entry.stored_at))
 
     def summary(self, now: int, us: str, peer: str) -> tuple[CallPairView, ...]:
         requests: dict[tuple[str, str], list[Request]] = {}

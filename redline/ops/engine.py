@@ -31,7 +31,7 @@ from redline.ops.flash import FlashTracker
 from redline.ops.linetests import LineTests
 from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox
 from redline.ops.notices import Conflict, Notice, NoticeBoard, count_positions
-from redline.ops.views import ConflictRow, NoticeDetail, NoticeRow, NoticesPage, RefusedView
+from redline.ops.views import ConflictRow, NoticeDetail, NoticeRow, NoticesPage, RefusedView, TranslationView
 from redline.ops.voice import VOICE_KINDS, Voice
 from redline.persons import Person, RosterPins, check_signer, roster_people
 
@@ -68,7 +68,7 @@ class LineOps:
         self.pins: dict[bool, RosterPins] = {
             side: RosterPins(max_people=limits.max_roster_people) for side in (True, False)
         }
-        self.translations: dict[str, list[dict[str, Any]]] = {}
+        self.translations: dict[str, list[TranslationView]] = {}  # envelope id -> its translations
         self.board = NoticeBoard()
         self.notice_refs: dict[str, str] = {}  # notice ref ("<filer>:<seq>") -> envelope id
         # Envelopes ops may need to find again by id. Plain TEXT is not kept here (a line carries
@@ -113,7 +113,7 @@ class LineOps:
                                   "signed by the new key, certified by the station's root", e.stored_at)  # fmt: skip
             case kinds.Translation():
                 self.translations.setdefault(body.ref.id, []).append(
-                    {"lang": body.lang, "text": body.text, "translator": body.translator, "ours": e.ours}
+                    TranslationView(lang=body.lang, text=body.text, translator=body.translator, ours=e.ours)
                 )
             case _:
                 self.tests.observe(e, body, out)

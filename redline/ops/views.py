@@ -104,16 +104,30 @@ class FlashView:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CallReplyView:
+    answer: str  # accept | decline
+    time: int | None  # with accept
+    reason: str | None  # with decline
+    lang: str
+    at: int  # stored here
+
+
+@dataclass(frozen=True, kw_only=True)
 class CallRequestView:
     id: str
     seq: int
+    ours: bool
     requested_by: str
     from_role: str
     to_role: str
     subject: str
+    lang: str
+    windows: tuple[tuple[int, int], ...]  # proposed (start, end) pairs, as the requester sent them
+    sent_at: int  # stored here
     expires: int | None  # None: past the year 9999 (model.as_time)
     state: str  # open | accepted | declined | expired
     time: int | None  # the accepted time
+    reply: CallReplyView | None  # the first reply stored in time (a late one stands only until CALL_EXPIRED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,6 +221,31 @@ class NoticeDetail:
 
     notice: NoticeRow
     conflicts: tuple[ConflictRow, ...]
+
+
+# -- one message and its translations (ops/engine.py) -----------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranslationView:
+    lang: str
+    text: str
+    translator: str
+    ours: bool  # filed by this station
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageView:
+    """One envelope of a line, found by id prefix, with the translations attached to it."""
+
+    id: str
+    seq: int
+    kind: str
+    ours: bool
+    lang: str
+    sent_at: int
+    content: Mapping[str, Any]
+    translations: tuple[TranslationView, ...]
 
 
 # -- what the peer sent that ops refused (ops/engine.py) --------------------------------------------
