@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redline import canonical, kinds
 from redline.envelope import split
@@ -23,8 +23,10 @@ from redline.errors import LocalProtocolError
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
 from redline.ledger.verify import LineReport
-from redline.ops.views import FlashView
 from redline.status import Accepted, LineStatus, PathView, StationStatus
+
+if TYPE_CHECKING:  # a type only: 'redline log' does not pay for importing every view
+    from redline.ops.views import FlashView
 
 __all__ = [
     "Accepted", "LineStatus", "PathView", "Row", "StationStatus", "Transcript", "VerifyView", "parse_utc", "summary",
