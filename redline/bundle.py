@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from redline import identity, merkle
+from redline import canonical, identity, kinds, merkle, recording
 from redline.envelope import RawEnvelope, split
 from redline.errors import BundleError, CertificateError, EncodingError, MerkleError, VerificationError
-from redline.gate import extends, verified_keys
+from redline.gate import accept_recording, extends, verified_keys
 from redline.identity import HEX32, HEX64, SignedCert
 from redline.ledger.verify import LineData, LineReport, Problem, StoredRow, verify_line
 from redline.statements import Checkpoint, Cosign, Signed
@@ -49,9 +49,13 @@ _HEX = re.compile(r"\A(?:[0-9a-f]{2})*\Z")
 
 
 def build_bundle(
-    line_data: LineData, roots: Mapping[str, bytes], exporter: str, redact: Iterable[str] = (), *, exported_at: int
+    line_data: LineData, roots: Mapping[str, bytes], exporter: str, redact: Iterable[str] = (), *, exported_at: int,
+    recordings: Sequence[bytes] = (),
 ) -> dict[str, Any]:
     """The bundle of one line as held by ``exporter``, with the bodies named in ``redact`` removed.
+
+    ``recordings`` (the exporter's sealed call recordings, ``recording.py``) go in a ``recordings``
+    member, which a bundle without them does not have.
 
     ``redact`` holds envelope ids or unique id prefixes of at least 8 hex digits. A redacted
     envelope keeps its header and signature; the header's salted body hash still commits to the
@@ -66,6 +70,13 @@ def build_bundle(
     if exporter not in stations:
         raise BundleError(f"the exporter {exporter[:16]} is not one of the two stations of line {line_data.line[:8]}")
     chosen = _resolve_redactions(line_data, redact)
+    carried = []
+    for data in recordings:
+        try:
+            rec = recording.parse(data)
+        except VerificationError as exc:
+            raise BundleError(f"a recording to export is unusable: {exc}") from None
+        carried.append({"station": exporter, "call": rec.call, "direction": rec.direction, "ogg": data.hex()})
 
     def env_hex(raw: bytes, eid: str) -> str:
         return (_redact_raw(raw) if eid in chosen else raw).hex()
@@ -93,6 +104,7 @@ def build_bundle(
             {"sender": sender, "seq": seq, "first": env_hex(a, _id_of(a)), "second": env_hex(b, _id_of(b))}
             for sender, seq, a, b in line_data.equivocations
         ],
+        **({"recordings": carried} if carried else {}),
     }
 
 
@@ -310,12 +322,14 @@ class _Parsed:
     receipts: list[Signed]
     checkpoints: list[tuple[int, Signed, Signed]]
     equivocations: list[tuple[str, int, bytes, bytes]]
+    recordings: list[tuple[str, str, str, bytes]]  # (recording station, call, direction, Ogg bytes)
 
 
 def _parse(bundle: Any) -> _Parsed:
     _require(bundle, "bundle", {
         "format": str, "line": str, "exported_by": str, "exported_at": int, "stations": list,
         "receipts": list, "checkpoints": list, "equivocations": list,
+        **({"recordings": list} if isinstance(bundle, dict) and "recordings" in bundle else {}),
     })  # fmt: skip
     if bundle["format"] != BUNDLE_FORMAT:
         raise _Bad("bundle", f"format is {bundle['format']!r}; this verifier reads {BUNDLE_FORMAT!r}")
@@ -353,7 +367,17 @@ def _parse(bundle: Any) -> _Parsed:
         _require(e, at, {"sender": str, "seq": int, "first": str, "second": str})
         sender = _hex_str(e["sender"], HEX64, f"{at} sender", "a station fingerprint")
         equivocations.append((sender, e["seq"], _hex(e["first"], f"{at} first"), _hex(e["second"], f"{at} second")))
-    return _Parsed(line, exported_by, bundle["exported_at"], stations, receipts, checkpoints, equivocations)
+    recordings = []
+    for i, e in enumerate(bundle.get("recordings", [])):
+        at = f"bundle recordings[{i}]"
+        _require(e, at, {"station": str, "call": str, "direction": str, "ogg": str})
+        station = _hex_str(e["station"], HEX64, f"{at} station", "a station fingerprint")
+        call = _hex_str(e["call"], HEX64, f"{at} call", "a CALL_RING id")
+        if e["direction"] not in recording.DIRECTIONS:
+            raise _Bad(f"{at} direction", "is not 'sent' or 'received'")
+        recordings.append((station, call, e["direction"], _hex(e["ogg"], f"{at} ogg")))
+    return _Parsed(line, exported_by, bundle["exported_at"], stations, receipts, checkpoints, equivocations,
+                   recordings)  # fmt: skip
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -398,6 +422,7 @@ class BundleReport:
     redacted: list[str] = field(default_factory=list)  # ids of verified envelopes without a body
     receipted: dict[str, int] = field(default_factory=dict)  # chain -> highest seq the other side receipted
     last_cosign_time: int | None = None
+    recordings: list[str] = field(default_factory=list)  # call recordings that match their signed CALL_AUDIO
 
     @property
     def all_problems(self) -> list[Problem]:
@@ -456,6 +481,9 @@ class BundleReport:
                 if n == 1
                 else f"{n} bodies redacted (ids {ids}) — their hashes are still covered by the signatures"
             )
+        if self.recordings:
+            out.append(f"{len(self.recordings)} call recording(s) match the audio digests signed in CALL_AUDIO: "
+                       + ", ".join(self.recordings))  # fmt: skip
         c = self.consistency
         if c is None:
             out.append(
@@ -491,6 +519,7 @@ class BundleReport:
             "checkpoints": r.checkpoints if r else 0,
             "receipts": r.receipts if r else 0,
             "redacted": list(self.redacted),
+            "recordings": list(self.recordings),
             "consistency": None if self.consistency is None else {
                 "checkpoint": self.consistency.n,
                 "ok": self.consistency.ok,
@@ -588,6 +617,8 @@ def verify_bundle(
     report.redacted = _redacted(data, r)
     if r.last_checkpoint is not None:
         report.last_cosign_time = _cosign_time(data, r.last_checkpoint.n)
+    if parsed.recordings:
+        _check_recordings(parsed, data, r, report)
     if other_checkpoint is not None:
         extra = {fp: [*data.certs.get(fp, []), *(other_certs or {}).get(fp, [])] for fp in roots}
         report.consistency = _check_against(data, r, _keys(extra, roots), other_checkpoint)
@@ -672,6 +703,41 @@ def _redacted(data: LineData, r: LineReport) -> list[str]:
         if env.body_bytes is None and env.id not in out:
             out.append(env.id)
     return out
+
+
+def _check_recordings(parsed: _Parsed, data: LineData, r: LineReport, report: BundleReport) -> None:
+    """Each carried recording against its station's CALL_AUDIO among the verified envelopes
+    (``gate.accept_recording`` is the rule)."""
+    audio: dict[tuple[str, str], kinds.CallAudio] = {}  # (station, call) -> its verified CALL_AUDIO
+    for fp, rows in data.chains.items():
+        for row in rows[: r.chain_sizes.get(fp, 0)]:
+            try:
+                env = split(row.raw)
+                kind = canonical.decode_object(env.header_bytes, "header")["kind"]
+                if env.body_bytes is None or kind != "CALL_AUDIO":
+                    continue
+                body = kinds.CallAudio.parse(canonical.decode_object(env.body_bytes, "body")["content"])
+            except (VerificationError, KeyError, TypeError):
+                continue
+            audio.setdefault((fp, body.ring.id), body)
+    for i, (station, call, direction, ogg) in enumerate(parsed.recordings):
+        where = f"bundle recordings[{i}]"
+        signed = audio.get((station, call))
+        if station not in r.chain_sizes or signed is None:
+            report.problems.append(Problem(where, f"no verified CALL_AUDIO of call {call[:12]} by that station"))
+            continue
+        peer = next(fp for fp in r.chain_sizes if fp != station)
+        try:
+            rec = accept_recording(ogg, signed, station, peer)
+        except VerificationError as exc:
+            report.problems.append(Problem(where, str(exc)))
+            continue
+        if (rec.call, rec.direction) != (call, direction):
+            report.problems.append(Problem(where, f"the file is the {rec.direction} recording of call "
+                                                  f"{rec.call[:12]}, not what the bundle says"))  # fmt: skip
+            continue
+        cut = " (interrupted)" if signed.interrupted else ""
+        report.recordings.append(f"{report._name(station)} {direction} {call[:12]}{cut}")
 
 
 def _cosign_time(data: LineData, n: int) -> int | None:

@@ -208,6 +208,15 @@ class BundleError(VerificationError):
     """A bundle or checkpoint file cannot be made or read, or a verifier's input is unusable."""
 
 
+class RecordingError(VerificationError):
+    """A call recording (recording.py) is not a whole, sealed redline Ogg Opus recording."""
+
+
+class RecordingMismatchError(VerificationError):
+    """A call recording's packets do not hash to the digest its station signed in CALL_AUDIO (or it
+    is of another call, sender or direction than the bundle says)."""
+
+
 class NoticeError(SchemaError):
     """A notice is malformed or impossible; it was not filed, sent or put on the board."""
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from redline import media, recording
 from redline.envelope import Envelope, RawEnvelope, open_envelope, split
 from redline.errors import (
     CertificateError,
@@ -44,6 +45,7 @@ from redline.errors import (
     PrevLinkError,
     ReceiptBeyondChainError,
     ReceiptMismatchError,
+    RecordingMismatchError,
     RedactedBodyError,
     SeenBackwardsError,
     SeenBeyondError,
@@ -57,6 +59,8 @@ from redline.errors import (
     WrongSenderError,
 )
 from redline.identity import KeyCert, SignedCert
+from redline.kinds import CallAudio
+from redline.recording import Parsed
 from redline.statements import Checkpoint, Cosign, Receipt, Signed
 
 
@@ -400,3 +404,23 @@ def extends(last: Checkpoint, last_digest: str, later: Checkpoint) -> None:
     for head in later.heads:
         if head.size < last.head(head.station).size:
             raise CheckpointShrinkError(f"checkpoint {later.n} covers less of a chain than checkpoint {last.n}")
+
+
+def accept_recording(data: bytes, audio: CallAudio, recorder: str, peer: str) -> Parsed:
+    """A call recording (PROTOCOL.md section 8.10) is evidence as far as its packets hash, by the
+    section 8.9 rule, to the digest its recording station signed in CALL_AUDIO: ``audio`` is that
+    station's verified CALL_AUDIO body, ``recorder`` its fingerprint, ``peer`` the other station's.
+    Raises ``RecordingError`` (not a sealed recording) or ``RecordingMismatchError``."""
+    rec = recording.parse(data)
+    if rec.call != audio.ring.id:
+        raise RecordingMismatchError(f"the recording is of call {rec.call[:12]}, not {audio.ring.id[:12]}")
+    if rec.sender != (recorder if rec.direction == "sent" else peer):
+        raise RecordingMismatchError(f"the recording's {rec.direction} packets name the wrong sender")
+    signed = audio.sent if rec.direction == "sent" else audio.received
+    digest = media.digest_of(rec.call, rec.sender, rec.packets)
+    if digest != signed.digest or len(rec.packets) != signed.packets:
+        raise RecordingMismatchError(
+            f"the {rec.direction} recording of call {rec.call[:12]} ({len(rec.packets)} packets) does not hash to the "
+            f"digest signed in its station's CALL_AUDIO ({signed.packets} packets): it was altered, cut or swapped"
+        )
+    return rec

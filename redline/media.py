@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -134,6 +135,8 @@ class CallMedia:
     _held: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     _window: tuple[int, int] = (0, 0)  # (second, packets in it) for the rate limit
     ended: bool = False
+    # Told each packet as it enters a hash (True: sent), in hash order: the station's recording.
+    sink: Callable[[bool, AudioPacket], None] | None = None
 
     def __post_init__(self) -> None:
         self.sent = AudioHash(self.call, self.us)
@@ -141,12 +144,16 @@ class CallMedia:
 
     def packet(self, data: bytes, now: int) -> AudioPacket:
         """Our next packet: numbered, timestamped and hashed as sent (call only while live)."""
+        if self.ended:
+            raise ValueError("this call's audio is over here")
         if len(data) + _HEAD.size > self.max_bytes:
             raise ValueError(f"audio packet of {len(data)} bytes is over max_audio_packet_bytes")
         p = AudioPacket(call=self.call, seq=self.next_out, ts=max(0, now - self.started_at), data=data)
         self.next_out += 1
         self.sent.add(p.seq, p.ts, p.data)
         self.counters.sent += 1
+        if self.sink is not None:
+            self.sink(True, p)
         return p
 
     def receive(self, path: str, payload: bytes, now: int) -> list[AudioPacket]:
@@ -198,12 +205,25 @@ class CallMedia:
         self.received.add(seq, ts, data)
         self.counters.received += 1
         self.next_in = seq + 1
-        return AudioPacket(call=self.call, seq=seq, ts=ts, data=data)
+        p = AudioPacket(call=self.call, seq=seq, ts=ts, data=data)
+        if self.sink is not None:
+            self.sink(False, p)
+        return p
 
     def _release_all(self) -> None:
         for seq in sorted(self._held):
             ts, data = self._held.pop(seq)
             self._take(seq, ts, data)
+
+    def restore(self, sent: list[tuple[int, int, bytes]], received: list[tuple[int, int, bytes]]) -> None:
+        """After a restart mid-call: the hashes of what the recordings kept, and no more audio."""
+        for seq, ts, data in sent:
+            self.sent.add(seq, ts, data)
+        for seq, ts, data in received:
+            self.received.add(seq, ts, data)
+        self.next_out = sent[-1][0] + 1 if sent else 0
+        self.next_in = received[-1][0] + 1 if received else 0
+        self.ended = True
 
     def end(self) -> dict[str, object]:
         """Stop taking packets; the content of our CALL_AUDIO (without ``ring``)."""

@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redline import canonical, control, identity, kinds, media, pairing, persons, readmodel, transport, views
+from redline import canonical, control, identity, kinds, media, pairing, persons, readmodel, recording, transport, views
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
@@ -95,6 +95,8 @@ class Station:
         self.media: dict[str, media.CallMedia] = {}
         self.audio_dropped: dict[str, int] = {}  # line -> AUDIO frames for no call live here
         self.audio_listeners: list[Callable[[str, media.AudioPacket], None]] = []
+        self.recordings: dict[str, recording.CallRecording] = {}  # call id -> its recording, while it runs
+        self._restored: dict[str, media.CallMedia] = {}  # call id -> audio of a call this process did not see end
         for record in self.ledger.lines():
             self._open_session(record)
 
@@ -125,7 +127,26 @@ class Station:
             ops.receipted(seq, stored_at)
         session.on_stored = functools.partial(self._observe, record.line)
         session.on_receipted = ops.receipted
+        self._recover_calls(record.line, record.peer)
         return session
+
+    def _recover_calls(self, line: str, peer: str) -> None:
+        """Calls picked up whose CALL_AUDIO we never filed: this process did not see them end (kill -9,
+        power cut), so their audio here is over. Their digests are taken from what the recordings
+        kept, sealed now; the call is hung up and its CALL_AUDIO filed ``interrupted`` (ops/voice.py)."""
+        for call in self.ops[line].voice.calls.values():
+            if call.answer is None or True in call.audio:
+                continue
+            packets, problems = recording.recover(self.home.path, line, call.id, self.keys.fingerprint, peer)
+            m = media.CallMedia(
+                call=call.id, us=self.keys.fingerprint, peer=peer, started_at=call.answer.stored_at,
+                max_bytes=self.limits.max_audio_packet_bytes, max_rate=self.limits.max_audio_packets_per_second,
+            )  # fmt: skip
+            m.restore(packets["sent"], packets["received"])
+            call.interrupted = True
+            self._restored[call.id] = m
+            for p in problems:
+                self.alarm(line, "alarm", f"RECORDING of the call of seq {call.ring.seq} unreadable after restart: {p}")
 
     def _observe(self, line: str, env: Envelope, ours: bool, stored_at: int) -> None:
         """Interpret a stored envelope (runs inside the ledger batch that stores it). Storage comes
@@ -434,12 +455,19 @@ class Station:
         call = self.ops[line].voice.calls.get(call_id)
         if call is None or call.answer is None or True in call.audio:
             return None
+        if call_id in self._restored:
+            return self._restored[call_id]
         m = self.media.get(line)
         if m is None or m.call != call_id:
+            peer = self.sessions[line].peer
             m = media.CallMedia(
-                call=call_id, us=self.keys.fingerprint, peer=self.sessions[line].peer, started_at=call.answer.stored_at,
+                call=call_id, us=self.keys.fingerprint, peer=peer, started_at=call.answer.stored_at,
                 max_bytes=self.limits.max_audio_packet_bytes, max_rate=self.limits.max_audio_packets_per_second,
             )  # fmt: skip
+            # Each packet goes to the call's recording as it enters the hash (recording.py).
+            rec = recording.CallRecording(self.home.path, line, call_id, self.keys.fingerprint, peer)
+            m.sink = rec.add
+            self.recordings[call_id] = rec
             self.media[line] = m
         return m
 
@@ -490,6 +518,12 @@ class Station:
             m = self._call_media(line, call.id)
             assert m is not None
             body = {"ring": call.ring.ref, **m.end()}
+            if call.interrupted:
+                body["interrupted"] = True
+            rec = self.recordings.pop(call.id, None)
+            # Sealed (fsynced) before CALL_AUDIO is filed: the recording the digests name is on disk.
+            for problem in rec.seal() if rec is not None else []:
+                self.alarm(line, "alarm", f"RECORDING of the call of seq {call.ring.seq} incomplete: {problem}")
             out.append(Intent(kind="CALL_AUDIO", prio=kinds.default_priority("CALL_AUDIO"), content=body,
                               idem=f"call-audio:{call.id}"))  # fmt: skip
         return out

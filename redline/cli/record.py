@@ -175,11 +175,18 @@ def verify(
     "--checkpoint", "checkpoint_only", is_flag=True,
     help="Write only the last co-signed checkpoint: what a verifier checks the other side's bundle against.",
 )
+@click.option(
+    "--recordings", "with_recordings", is_flag=True,
+    help="Include this station's sealed call recordings (Ogg Opus); verify --bundle checks each against the "
+    "audio digests signed in CALL_AUDIO.",
+)
 @json_option
 def export(
-    station: str | None, line: str, out: Path | None, redact: tuple[str, ...], checkpoint_only: bool, as_json: bool
-) -> None:
+    station: str | None, line: str, out: Path | None, redact: tuple[str, ...], checkpoint_only: bool,
+    with_recordings: bool, as_json: bool,
+) -> None:  # fmt: skip
     """Write LINE's transcript as a bundle anyone can verify without either station (docs/BUNDLE.md)."""
+    from redline import recording
     from redline.bundle import build_bundle, export_checkpoint, verify_bundle, write_bundle
 
     home = StationDir(station_path(station))
@@ -205,7 +212,8 @@ def export(
             return {"path": str(path), "kind": kind, "line": record.line, "checkpoint": obj["n"],
                     "fingerprints": fingerprints, "summary": []}  # fmt: skip
         roots = {us: our_root, record.peer: bytes.fromhex(record.peer_root)}
-        obj = build_bundle(data, roots, us, set(redact), exported_at=now)
+        files = recording.sealed_recordings(home.path, record.line) if with_recordings else []
+        obj = build_bundle(data, roots, us, set(redact), exported_at=now, recordings=[f.read_bytes() for f in files])
         write_bundle(path, obj)
         report = verify_bundle(obj, fingerprints)  # what a third party will be shown, checked here first
         return {"path": str(path), "kind": kind, "line": record.line, "redacted": report.redacted,

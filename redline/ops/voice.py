@@ -58,6 +58,7 @@ class VoiceCall:
     hangup_receipted: bool = False  # our own hang-up was receipted by the peer
     audio: dict[bool, tuple[Entry, kinds.CallAudio]] = field(default_factory=dict)  # ours? -> CALL_AUDIO
     evidence: str | None = None  # match | mismatch, once both CALL_AUDIO are held
+    interrupted: bool = False  # picked up before this station's process started: its audio here is over
 
     @property
     def id(self) -> str:
@@ -83,6 +84,8 @@ class VoiceCall:
         """Over, it was picked up, and no more of its audio can arrive here."""
         if self.answer is None or self.outcome is None or True in self.audio:
             return False
+        if self.interrupted:  # we take no more of its audio: file as soon as it is over
+            return True
         end = self.outcome_entry
         return end is None or not end.ours or self.hangup_receipted or self.outcome != "ended"
 
@@ -205,6 +208,11 @@ class Voice:
                 body = kinds.CallUnanswered(ring=call.ring.reference())
                 out.intents.append(Intent(kind="CALL_UNANSWERED", prio=kinds.default_priority("CALL_UNANSWERED"),
                                           content=body.to_content(), idem=f"call-unanswered:{call.id}"))  # fmt: skip
+            if call.interrupted and call.state == "live" and call.answer is not None:
+                # This station stopped mid-call: the call is over; say so on the line.
+                hangup = kinds.CallHangup(ring=call.ring.reference(), answer=call.answer.reference())
+                out.intents.append(Intent(kind="CALL_HANGUP", prio=kinds.default_priority("CALL_HANGUP"),
+                                          content=hangup.to_content(), idem=f"call-interrupted:{call.id}"))  # fmt: skip
             if call.busy and call.outcome is None:
                 decline = kinds.CallDecline(ring=call.ring.reference(), reason=BUSY)
                 out.intents.append(Intent(kind="CALL_DECLINE", prio=kinds.default_priority("CALL_DECLINE"),
