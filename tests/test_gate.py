@@ -139,7 +139,9 @@ def attack_self_receipt(sp: SessionPair) -> Attack:
                   "its own chain")  # fmt: skip
 
 
-def _checkpoint_pair(sp: SessionPair, n_delta: int, prev: str | None = "same") -> tuple[Signed, Signed]:
+def _checkpoint_pair(
+    sp: SessionPair, n_delta: int, prev: str | None = "same", *, size_delta: int = 0, root: str | None = None
+) -> tuple[Signed, Signed]:
     """A checkpoint over what is held, proposed by NDMC and countersigned... by NDMC's forger, who
     holds only NDMC's key: for the transcript users it comes with a real EUCOM cosign made by the
     test (what a forged store would hold)."""
@@ -148,7 +150,10 @@ def _checkpoint_pair(sp: SessionPair, n_delta: int, prev: str | None = "same") -
     heads = []
     for fp in sorted((sp.a.us, sp.b.us)):
         size = sp.a.ledger.head(sp.line, fp)[0]
-        heads.append(Head(station=fp, size=size, root=sp.a.ledger.log(sp.line, fp).root(size).hex()))
+        tree_root = sp.a.ledger.log(sp.line, fp).root(size).hex()
+        if fp == sp.a.us:  # the forger's changes apply to EUCOM's chain: what EUCOM holds, not NDMC's word
+            size, tree_root = size + size_delta, root or tree_root
+        heads.append(Head(station=fp, size=size, root=tree_root))
     cp = Checkpoint(
         line=sp.line, n=n_last + n_delta, prev=last.digest(Checkpoint.DOMAIN) if prev == "same" else prev,
         heads=(heads[0], heads[1]), by=kb.fingerprint, key=kb.key_id, time=sp.clock.wall,
@@ -172,9 +177,79 @@ def attack_checkpoint_breaks_the_chain(sp: SessionPair) -> Attack:
                   errors.CheckpointChainError, "does not extend the previous checkpoint")  # fmt: skip
 
 
+def _with_checkpoint(cp: Signed, cs: Signed) -> Callable[[LineData], LineData]:
+    return lambda d: dataclasses.replace(d, checkpoints=[*d.checkpoints, (Checkpoint.peek(cp).n, cp, cs)])
+
+
+def attack_checkpoint_split_view(sp: SessionPair) -> Attack:
+    """NDMC proposes a tree head over EUCOM's chain that is not the chain EUCOM holds."""
+    cp, cs = _checkpoint_pair(sp, 1, root="66" * 32)
+    return Attack((FrameType.CHECKPOINT, cp.encode()), _with_checkpoint(cp, cs), errors.SplitViewError, "split view")
+
+
+def attack_checkpoint_covers_more_than_held(sp: SessionPair) -> Attack:
+    cp, cs = _checkpoint_pair(sp, 1, size_delta=5)
+    return Attack((FrameType.CHECKPOINT, cp.encode()), _with_checkpoint(cp, cs), errors.CheckpointCoverageError,
+                  "envelopes of EUCOM but only")  # fmt: skip
+
+
+def attack_unknown_key(sp: SessionPair) -> Attack:
+    """An envelope signed by a key NDMC's pinned root never certified (a substituted key)."""
+    from nacl.signing import SigningKey
+
+    rogue = SigningKey.generate()
+    env = next_b(sp)
+    forged = seal(rogue, **{**_fields_of(env), "key": "ee" * 16})
+    return Attack((FrameType.ENVELOPE, forged.encode()), with_envelope(forged), errors.UnknownKeyError,
+                  "never certified")  # fmt: skip
+
+
+def _altered(sp: SessionPair, env: Envelope, raw: bytes) -> Callable[[LineData], LineData]:
+    def add(data: LineData) -> LineData:
+        chains = dict(data.chains)
+        chains[sp.b.us] = [*chains[sp.b.us], StoredRow(env.seq, env.id, raw)]
+        return dataclasses.replace(data, chains=chains)
+
+    return add
+
+
+def attack_body_altered_after_signing(sp: SessionPair) -> Attack:
+    """NDMC's own key, but the body is not the one the signed header's hash names ("A" -> "B")."""
+    env = next_b(sp, content={"text": "forged A"})
+    raw = bytearray(env.encode())
+    raw[bytes(raw).rindex(b"forged A") + len("forged ")] ^= 0x03
+    return Attack((FrameType.ENVELOPE, bytes(raw)), _altered(sp, env, bytes(raw)), errors.EncodingError,
+                  "body does not match")  # fmt: skip
+
+
+def attack_forged_signature(sp: SessionPair) -> Attack:
+    """The right header and body under a signature NDMC's key did not make (its last byte changed)."""
+    env = next_b(sp)
+    raw = env.encode()[:-1] + bytes([env.encode()[-1] ^ 0x01])
+    return Attack((FrameType.ENVELOPE, raw), _altered(sp, env, raw), errors.SignatureError, "signature")
+
+
+def attack_receipt_beyond_chain(sp: SessionPair) -> Attack:
+    seq = sp.a.ledger.head(sp.line, sp.a.us)[0]
+    signed = _receipt(sp, seq=seq + 3, id="88" * 32)
+    return Attack((FrameType.RECEIPT, signed.encode()), with_receipt(signed), errors.ReceiptBeyondChainError,
+                  "which the transcript does not hold")  # fmt: skip
+
+
+def _fields_of(env: Envelope) -> dict[str, Any]:
+    h = env.header
+    return {
+        "line": h.line, "sender": h.sender, "key": h.key, "seq": h.seq, "sent_at": h.sent_at, "kind": h.kind,
+        "prio": h.prio, "prev": h.prev, "seen_seq": h.seen_seq, "seen_id": h.seen_id, "lang": h.lang,
+        "content": {"text": "forged"}, "salt": os.urandom(16),
+    }  # fmt: skip
+
+
 ATTACKS = [
     attack_seen_id, attack_seen_backwards, attack_seen_beyond, attack_prev, attack_other_line,
-    attack_receipt_mismatch, attack_self_receipt, attack_checkpoint_skips_a_number, attack_checkpoint_breaks_the_chain,
+    attack_receipt_mismatch, attack_self_receipt, attack_receipt_beyond_chain, attack_checkpoint_skips_a_number,
+    attack_checkpoint_breaks_the_chain, attack_checkpoint_split_view, attack_checkpoint_covers_more_than_held,
+    attack_unknown_key, attack_body_altered_after_signing, attack_forged_signature,
 ]  # fmt: skip
 
 
