@@ -473,6 +473,7 @@ class BundleReport:
                 note = f"receipted by {by} up to {receipted}" if receipted >= lo else f"not receipted by {by}"
                 tails.append(f"{_span(self._name(fp), lo, hi)} (signed by {self._name(fp)} only; {note})")
         out.append("one-sided tail: " + ("; ".join(tails) if tails else "none"))
+        out += [f"REVOKED: {f.describe(self._name(f.station))}" for f in r.flagged]
         if self.redacted:
             ids = ", ".join(i[:12] for i in self.redacted)
             n = len(self.redacted)
@@ -520,6 +521,11 @@ class BundleReport:
             "receipts": r.receipts if r else 0,
             "redacted": list(self.redacted),
             "recordings": list(self.recordings),
+            "revoked": [
+                {"station": names(f.station), "first": f.first, "last": f.last, "key": f.revoked.key_id,
+                 "revoke_seq": f.revoked.revoke_seq, "checkpoint": f.revoked.checkpoint, "reason": f.revoked.reason}
+                for f in r.flagged
+            ] if r else [],
             "consistency": None if self.consistency is None else {
                 "checkpoint": self.consistency.n,
                 "ok": self.consistency.ok,

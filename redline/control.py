@@ -89,7 +89,15 @@ OPERATIONS: dict[str, Handler] = {
     "doctor": _doctor,
     "stop": _stop,
     "rotate_signing": lambda st, r: rotation.file_running(st),
+    "revoke": lambda st, r: rotation.file_running(st, revokes=_revokes(r.get("contents"))),
 }
+
+
+def _revokes(value: Any) -> dict[str, dict[str, Any]]:
+    """The REVOKE content of each line, as ``redline keys revoke`` built it (the gate checks it)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+        raise LocalProtocolError("revoke: 'contents' must map line ids to REVOKE contents")
+    return value
 
 
 async def answer(st: Station, request: dict[str, Any]) -> Any:

@@ -61,6 +61,12 @@ class KeyWindowError(VerificationError):
     name a new signing key its station's pinned root certified."""
 
 
+class RevocationError(VerificationError):
+    """A REVOKE envelope is not as section 5.9 says: its revocation is not signed by the station's
+    pinned root, names a key that never signed the chain or one already revoked, or its checkpoint
+    is not one both stations co-signed over the chain held."""
+
+
 class WrongLineError(VerificationError):
     """An envelope or statement names another line (replayed from elsewhere)."""
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redline import media, recording
 from redline.envelope import Envelope, RawEnvelope, open_envelope, split
@@ -47,6 +47,7 @@ from redline.errors import (
     ReceiptMismatchError,
     RecordingMismatchError,
     RedactedBodyError,
+    RevocationError,
     SeenBackwardsError,
     SeenBeyondError,
     SeenIdError,
@@ -89,6 +90,44 @@ class KeyWindow:
     key_id: str
     first: int
     last: int | None = None
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """A REVOKE's effect: what ``key_id`` signed of ``station``'s chain after seq ``after`` (the size
+    of the co-signed checkpoint the REVOKE names) and before the REVOKE itself (``revoke_seq``) is
+    "signed by a revoked key"."""
+
+    station: str
+    key_id: str
+    after: int
+    revoke_seq: int
+    checkpoint: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """A run of a station's envelopes, seqs ``first`` .. ``last``, signed by a revoked key."""
+
+    station: str
+    first: int
+    last: int
+    revoked: Revoked
+
+    def describe(self, name: str) -> str:
+        r = self.revoked
+        span = f"seq {self.first}" if self.first == self.last else f"seqs {self.first}-{self.last}"
+        return (
+            f"{name} {span}: signed by a revoked key ({r.key_id[:12]}, revoked by {name}'s root in its REVOKE at "
+            f"seq {r.revoke_seq}, after checkpoint {r.checkpoint}: {r.reason})"
+        )
+
+
+@dataclass(frozen=True)
+class _KeyChange:
+    new: list[tuple[KeyCert, bytes]]
+    revoked: Revoked | None
 
 
 @dataclass(frozen=True)
@@ -146,6 +185,8 @@ class TrustedLine:
         # Each station's key windows, in seq order; the last one is open. Empty until the
         # station's first envelope (or ``resume_keys``) fixes its first key.
         self.windows: dict[str, list[KeyWindow]] = {fp: [] for fp in self.stations}
+        # Each station's revocations (REVOKE envelopes), in seq order.
+        self.revocations: dict[str, list[Revoked]] = {fp: [] for fp in self.stations}
 
     # -- keys ------------------------------------------------------------------------------------
     def key(self, station: str, key_id: str) -> bytes:
@@ -210,17 +251,19 @@ class TrustedLine:
 
     def resume_keys(self, station: str, first_key: str | None, key_envelopes: list[Envelope]) -> None:
         """Rebuild a station's windows from its stored chain, at start: the key id its seq 1 names
-        and its KEY envelopes in seq order (stored, so verified when they were accepted; the
-        rotation rules run again all the same)."""
+        and its KEY and REVOKE envelopes in seq order (stored, so verified when they were accepted;
+        the rules run again all the same)."""
         if first_key is None:
             return
         self.windows[station] = [KeyWindow(first_key, 1)]
-        for env in key_envelopes:
+        self.revocations[station] = []
+        for env in sorted(key_envelopes, key=lambda e: e.seq):
             self._rotate(env, self._check_key(env))
 
-    def _check_key(self, env: Envelope) -> list[tuple[KeyCert, bytes]] | None:
-        """The envelope is signed by the key valid at its seq; for a KEY envelope, the new signing
-        key(s) it names, each certified by the station's pinned root (nothing changes here)."""
+    def _check_key(self, env: Envelope) -> _KeyChange | None:
+        """The envelope is signed by the key valid at its seq; for a KEY or REVOKE envelope, what it
+        changes: the new signing key it names, certified by the station's pinned root, and for a
+        REVOKE the root's revocation (nothing changes here)."""
         h = env.header
         expected = self.key_at(h.sender, h.seq)
         if expected is not None and h.key != expected:
@@ -230,49 +273,147 @@ class TrustedLine:
             else:
                 why = "which is not the key valid at that seq (a KEY envelope has not opened its window)"
             raise KeyWindowError(f"seq {h.seq} is signed with key {h.key}, {why}; the key valid there is {expected}")
-        if h.kind != "KEY":
+        if h.kind not in ("KEY", "REVOKE"):
             return None
         if env.body_bytes is None:
-            raise RedactedBodyError(f"KEY envelope seq {h.seq} has no body: a KEY changes trust and is never redacted")
+            raise RedactedBodyError(
+                f"{h.kind} envelope seq {h.seq} has no body: a {h.kind} changes trust and is never redacted"
+            )
         root = self._roots.get(h.sender)
         if root is None:
-            raise KeyWindowError(f"KEY envelope seq {h.seq}: no pinned root was given to check its new key against")
+            raise KeyWindowError(f"{h.kind} envelope seq {h.seq}: no pinned root was given to check it against")
         from redline import kinds  # kinds is the registry; imported here so the gate loads without it
 
+        if h.kind == "KEY":
+            try:
+                body = kinds.Key.parse(env.content(), strict=True)
+            except VerificationError as exc:
+                why = f"KEY envelope seq {h.seq} does not name new keys as section 5.9 says: {exc}"
+                raise KeyWindowError(why) from exc
+            return _KeyChange(self._new_keys(env, body.certs, root), None)
         try:
-            body = kinds.Key.parse(env.content(), strict=True)
+            revoke = kinds.Revoke.parse(env.content(), strict=True)
         except VerificationError as exc:
-            raise KeyWindowError(f"KEY envelope seq {h.seq} does not name new keys as section 5.9 says: {exc}") from exc
+            raise RevocationError(f"REVOKE envelope seq {h.seq} is not as section 5.9 says: {exc}") from exc
+        new = self._new_keys(env, revoke.certs or (), root)
+        return _KeyChange(new, self._check_revocation(env, revoke, root, bool(new)))
+
+    def _new_keys(self, env: Envelope, certs: Iterable[Any], root: bytes) -> list[tuple[KeyCert, bytes]]:
+        """The new signing key(s) a KEY or REVOKE names, each certified by the pinned ``root``."""
+        h = env.header
         new: list[tuple[KeyCert, bytes]] = []
-        for c in body.certs:
+        for c in certs:
             signed = SignedCert(bytes.fromhex(c.data), bytes.fromhex(c.sig))
             try:
                 cert = signed.verify(root)
             except VerificationError as exc:
                 raise KeyWindowError(
-                    f"KEY envelope seq {h.seq} names a key its station's pinned root did not certify: {exc}"
+                    f"{h.kind} envelope seq {h.seq} names a key its station's pinned root did not certify: {exc}"
                 ) from exc
             if cert.role != "signing":
                 continue  # a TLS key: carried for the record (rotation of TLS keys is not acted on yet)
             if any(w.key_id == cert.key_id for w in self.windows[h.sender]) or cert.key_id == h.key:
                 raise KeyWindowError(
-                    f"KEY envelope seq {h.seq} names key {cert.key_id}, which already signed this chain: a key "
-                    "counts once"
+                    f"{h.kind} envelope seq {h.seq} names key {cert.key_id}, which already signed this chain: a "
+                    "key counts once"
                 )
             new.append((cert, bytes.fromhex(cert.key)))
         if len(new) > 1:
-            raise KeyWindowError(f"KEY envelope seq {h.seq} names {len(new)} signing keys; a station signs with one")
+            why = f"{h.kind} envelope seq {h.seq} names {len(new)} signing keys; a station signs with one"
+            raise KeyWindowError(why)
         return new
 
-    def _rotate(self, env: Envelope, rotation: list[tuple[KeyCert, bytes]] | None) -> None:
+    def _check_revocation(self, env: Envelope, body: Any, root: bytes, rotates: bool) -> Revoked:
+        """A REVOKE's revocation: signed by the sender's pinned root for this line, naming a key that
+        signed this chain and is not revoked yet, and a checkpoint both stations co-signed over the
+        chain held (its proposal and cosign travel in the REVOKE, so every verifier checks it from
+        the REVOKE and the chain alone). A REVOKE of the key still signing must rotate away from it."""
+        from redline.revocation import Revocation
+
+        h = env.header
+        where = f"REVOKE envelope seq {h.seq}"
+        try:
+            rev = Revocation.open(Signed(bytes.fromhex(body.revocation.data), bytes.fromhex(body.revocation.sig)), root)
+        except VerificationError as exc:
+            raise RevocationError(f"{where}: its revocation is not signed by the station's pinned root: {exc}") from exc
+        if rev.line != self.line:
+            raise RevocationError(f"{where}: its revocation is for line {rev.line[:8]}, not this one")
+        if not any(w.key_id == rev.key for w in self.windows[h.sender]):
+            raise RevocationError(f"{where} revokes key {rev.key}, which never signed this chain")
+        if any(r.key_id == rev.key for r in self.revocations[h.sender]):
+            raise RevocationError(f"{where} revokes key {rev.key}, which is already revoked: a key counts once")
+        if self.current_key(h.sender) == rev.key and not rotates:
+            raise RevocationError(
+                f"{where} revokes key {rev.key}, which signs this chain now, without naming the next signing key"
+            )
+        try:
+            proof = body.checkpoint
+            proposal, cosign = Signed.decode(bytes.fromhex(proof.proposal)), Signed.decode(bytes.fromhex(proof.cosign))
+            peek, cpeek = Checkpoint.peek(proposal), Cosign.peek(cosign)
+            if peek.by not in self.stations or cpeek.by != self.other(peek.by):
+                raise CosignError("the checkpoint is not proposed by one station and countersigned by the other")
+            cp = Checkpoint.open(proposal, self.key(peek.by, peek.key))
+            cs = Cosign.open(cosign, self.key(cpeek.by, cpeek.key))
+        except VerificationError as exc:
+            raise RevocationError(f"{where}: the checkpoint it names is not one both stations signed: {exc}") from exc
+        digest = proposal.digest(Checkpoint.DOMAIN)
+        if cp.line != self.line or cs.line != self.line or cs.checkpoint != digest:
+            raise RevocationError(f"{where}: the countersignature is not over the checkpoint it names, of this line")
+        if digest != rev.checkpoint_digest or cp.n != rev.checkpoint_n:
+            raise RevocationError(f"{where}: the revocation names checkpoint {rev.checkpoint_n}, not the one carried")
+        for head in cp.heads:
+            if head.station not in self.stations:
+                raise RevocationError(f"{where}: checkpoint {cp.n} covers a chain of another line")
+            held = self.tails[head.station].seq
+            if head.station != h.sender and head.size > held:
+                continue  # the other chain may not be replayed that far yet; its head is checked when it is
+            root_held = self._view.root_at(head.station, head.size) if head.size <= held else None
+            if root_held is None or root_held.hex() != head.root:
+                raise RevocationError(
+                    f"{where}: checkpoint {cp.n} does not cover the chain held (size {head.size}): split view"
+                )
+        return Revoked(
+            station=h.sender, key_id=rev.key, after=cp.head(h.sender).size, revoke_seq=h.seq,
+            checkpoint=cp.n, reason=rev.reason,
+        )  # fmt: skip
+
+    def _rotate(self, env: Envelope, change: _KeyChange | None) -> None:
         h = env.header
         windows = self.windows[h.sender]
         if not windows:
             windows.append(KeyWindow(h.key, 1 if h.seq == 1 else h.seq))
-        for cert, public in rotation or ():
+        if change is None:
+            return
+        for cert, public in change.new:
             windows[-1] = KeyWindow(windows[-1].key_id, windows[-1].first, h.seq)
             windows.append(KeyWindow(cert.key_id, h.seq + 1))
             self._keys[h.sender][cert.key_id] = public
+        if change.revoked is not None:
+            self.revocations[h.sender].append(change.revoked)
+
+    # -- revocation ------------------------------------------------------------------------------
+    def revoked_at(self, station: str, seq: int) -> Revoked | None:
+        """The revocation that flags ``station``'s envelope at ``seq`` as signed by a revoked key."""
+        key = self.key_at(station, seq)
+        for r in self.revocations[station]:
+            if r.key_id == key and r.after < seq < r.revoke_seq:
+                return r
+        return None
+
+    def flagged(self) -> list[Flagged]:
+        """Every run of envelopes signed by a revoked key after the checkpoint its REVOKE names: the
+        revoked key's window within (checkpoint size, REVOKE seq), per station, in seq order."""
+        out: list[Flagged] = []
+        for station in self.stations:
+            for r in self.revocations[station]:
+                for w in self.windows[station]:
+                    if w.key_id != r.key_id:
+                        continue
+                    lo = max(w.first, r.after + 1)
+                    hi = min(w.last if w.last is not None else self.tails[station].seq, r.revoke_seq - 1)
+                    if lo <= hi:
+                        out.append(Flagged(station, lo, hi, r))
+        return out
 
     def _check_links(self, env: Envelope, *, sender: str | None, redacted_ok: bool) -> None:
         h = env.header

@@ -2,8 +2,9 @@
 
 One row per kind (``REGISTRY``) says everything the rest of redline needs to know about it: its
 default priority, whether it is operational (followed by a checkpoint), person-signed, allowed the
-disk reserve, filed by an operator or decided by the station, reserved (REVOKE: stored and
-shown, not acted on in version 1), what it references and whose, its body type and its purpose.
+disk reserve, filed by an operator or decided by the station, reserved (stored and shown, not
+acted on: none since REVOKE is specified), what it references and whose, its body type and its
+purpose.
 Everything else reads this table: ``envelope`` (known kinds, operational and reserve kinds),
 ``session`` (through ``envelope``), ``persons`` (which kinds a person signs), ``ops`` (parsing,
 references, what an operator may file), the station (default priority) and the API and CLI (one-line
@@ -33,8 +34,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Self
 
+from redline import canonical
 from redline.config import LANG_TAG
-from redline.errors import SchemaError
+from redline.errors import SchemaError, VerificationError
 from redline.identity import HEX64
 
 # --- the protocol's common types (section 5.9) ------------------------------------------------------
@@ -778,27 +780,48 @@ class Key(Body):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CheckpointName:
-    n: int
-    digest: str
+class CheckpointProof:
+    proposal: str  # hex of the checkpoint proposal's statement wire form (section 6.1)
+    cosign: str  # hex of its countersignature's
 
 
 @dataclass(frozen=True, kw_only=True)
 class Revoke(Body):
-    """Reserved in version 1 (section 5.9): parsed for the record, acted on by nobody."""
+    """Revocation of a signing key after a compromise (section 5.9, guarantee 6): the root's signed
+    revocation, the co-signed checkpoint it names (proposal and cosign, in the statement wire
+    form) and, when the revoked key still signs, the next key's certificate. The gate
+    (``gate.py``) verifies all of it and flags what the key signed after the checkpoint; this type
+    only reads the form."""
 
     KIND = "REVOKE"
-    checkpoint: CheckpointName
-    reason: str
+    revocation: KeyCertificate  # {data, sig}: the statement signed by the root (revocation.py)
+    checkpoint: CheckpointProof
+    certs: tuple[KeyCertificate, ...] | None = None  # absent: the revoked key no longer signs
 
     @classmethod
     def _read(cls, o: _Obj) -> Self:
-        co = _Obj(o.get("checkpoint"), o.at("checkpoint"), ("n", "digest"), o.strict)
-        checkpoint = CheckpointName(n=co.integer("n", 1), digest=co.string("digest", pattern=HEX64, what="a digest"))
-        return cls(checkpoint=checkpoint, reason=o.string("reason", min_len=1))
+        ro = _Obj(o.get("revocation"), o.at("revocation"), ("data", "sig"), o.strict)
+        revocation = KeyCertificate(data=ro.string("data", pattern=_HEX_BYTES, what="hex bytes"),
+                                    sig=ro.string("sig", pattern=_HEX128, what="a signature"))  # fmt: skip
+        co = _Obj(o.get("checkpoint"), o.at("checkpoint"), ("proposal", "cosign"), o.strict)
+        proof = CheckpointProof(proposal=co.string("proposal", pattern=_HEX_BYTES, what="hex bytes"),
+                                cosign=co.string("cosign", pattern=_HEX_BYTES, what="hex bytes"))  # fmt: skip
+        certs = []
+        for i, c in enumerate(o.items("certs", 1, 2) if o.has("certs") else []):
+            eo = _Obj(c, f"{o.at('certs')}[{i}]", ("data", "sig"), o.strict)
+            certs.append(KeyCertificate(data=eo.string("data", pattern=_HEX_BYTES, what="hex bytes"),
+                                        sig=eo.string("sig", pattern=_HEX128, what="a signature")))  # fmt: skip
+        return cls(revocation=revocation, checkpoint=proof, certs=tuple(certs) if o.has("certs") else None)
 
     def summary(self) -> str:
-        return f"REVOKE: trusts checkpoint {self.checkpoint.n} at most ({self.reason}) (reserved)"
+        try:
+            obj = canonical.decode_object(bytes.fromhex(self.revocation.data), "revocation")
+        except (VerificationError, ValueError):
+            return "REVOKE: a signing key revoked by the station's root"
+        cp = obj.get("checkpoint")
+        n = cp.get("n") if isinstance(cp, dict) else "?"
+        key, reason = str(obj.get("key"))[:12], str(obj.get("reason"))[:200]
+        return f"REVOKE: signing key {key} revoked after checkpoint {n} ({reason})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -864,7 +887,7 @@ class Kind:
     person: bool = False  # carries the acting person's signature (section 5.10)
     reserve: bool = False  # may use the disk reserve (Limits.line_disk_reserve_bytes)
     operator: bool = False  # an operator files it; the others are decided by the station
-    reserved: bool = False  # REVOKE: stored and shown like an unknown kind, not acted on
+    reserved: bool = False  # stored and shown like an unknown kind, not acted on (none in version 1)
     refs: tuple[RefRule, ...] = ()
 
 
@@ -924,8 +947,8 @@ REGISTRY: Final = _table(
          refs=(RefRule(member="ref", targets=_TRANSLATABLE, whose=EITHER),)),
     Kind(name="KEY", body=Key, purpose="key rotation: the next signing key, certified by the sender's root",
          sent_by="the key's station"),
-    Kind(name="REVOKE", body=Revoke, purpose="revocation after a lost root key, naming the last trusted "
-         "checkpoint (reserved)", sent_by="the revoking station", reserved=True),
+    Kind(name="REVOKE", body=Revoke, purpose="revocation of a stolen signing key by the root, naming the last "
+         "checkpoint co-signed before the compromise", sent_by="the key's station", priority="FLASH"),
     Kind(name="ROSTER", body=Roster, purpose="the names, roles and public keys of a station's people",
          sent_by="the station"),
     Kind(name="CALL_RING", body=CallRing, purpose="a person rings the peer station for a voice call (with a "

@@ -1,6 +1,10 @@
 """Signing-key rotation in a running or stopped station: filing the KEY envelopes (step 1's second
 half) and promoting the key files once every line signs with the new key (step 3). The files and
 their order are ``keys.py``'s; the window rules are the gate's; the switch is the session's.
+
+Revocation (``redline keys revoke``) is a rotation too: the same next key, but on each line that
+has a co-signed checkpoint to name, a REVOKE (signed by the root, ``revocation.py``) stands in for
+the KEY and carries the next key's certificate; a line with nothing to name gets a plain KEY.
 """
 
 from __future__ import annotations
@@ -8,23 +12,77 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from redline import identity
+import nacl.signing
+
+from redline import identity, revocation
 from redline import keys as keyfiles
-from redline.errors import LocalProtocolError, StorageError
+from redline.errors import LocalProtocolError, SchemaError, StorageError
 from redline.home import StationDir
+from redline.statements import Cosign
 
 if TYPE_CHECKING:
+    from redline.ledger.interface import LedgerStore
     from redline.station import Station
 
 
-def idem(line: str, key_id: str) -> str:
-    """The KEY's idempotency key: filing the same rotation twice files one KEY per line."""
-    return f"redline-key-rotation:{key_id}"
+def idem(line: str, key_id: str, kind: str = "KEY") -> str:
+    """The KEY's (or REVOKE's) idempotency key: filing the same rotation twice files one per line."""
+    return f"redline-key-rotation:{key_id}" if kind == "KEY" else f"redline-revoke:{key_id}"
 
 
-def file_offline(home: StationDir) -> dict[str, Any]:
-    """A stopped station: the prepared next key's KEY filed in every line's outbox and its
-    certificate among our own, in one commit. The station seals them when each line is in sync."""
+def _filing(
+    revokes: dict[str, dict[str, Any]] | None, line: str, cert: identity.SignedCert
+) -> tuple[str, str, dict[str, Any]]:
+    """What to file on ``line``: its REVOKE if there is one, else the KEY naming ``cert``."""
+    if revokes and line in revokes:
+        return "REVOKE", "FLASH", revokes[line]
+    return "KEY", "PRIORITY", keyfiles.key_content(cert)
+
+
+def revoke_contents(
+    ledger: LedgerStore, root: nacl.signing.SigningKey, *, key: str, cert: identity.SignedCert, reason: str,
+    issued_at: int, checkpoint: int | None = None, line: str | None = None, before: int | None = None,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:  # fmt: skip
+    """The REVOKE content of each line (``key`` revoked, ``cert`` the next key), and the lines that
+    have no co-signed checkpoint to name (they get a KEY). The checkpoint named is ``checkpoint``
+    on ``line`` (the only line, if None), or on every line the last one countersigned before
+    ``before`` (ms)."""
+    records = ledger.lines()
+    if checkpoint is not None:
+        if line is None and len(records) != 1:
+            raise LocalProtocolError("this station has several lines: say which one the checkpoint is of (--line)")
+        records = [ledger.find_line(line)] if line is not None else records
+    elif before is None:
+        raise LocalProtocolError(
+            "say which checkpoint was the last before the compromise: --checkpoint N or --before TIME"
+        )
+    out: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
+    for rec in records:
+        held = ledger.checkpoints(rec.line)
+        if checkpoint is not None:
+            chosen = next((c for c in held if c[0] == checkpoint), None)
+            if chosen is None:
+                raise LocalProtocolError(f"line {rec.line[:8]} holds no co-signed checkpoint {checkpoint}")
+        else:
+            assert before is not None
+            earlier = [c for c in held if Cosign.peek(c[2]).time < before]
+            chosen = earlier[-1] if earlier else None
+        if chosen is None or ledger.head(rec.line, identity.fingerprint(bytes(root.verify_key)))[0] == 0:
+            missing.append(rec.line)
+            continue
+        try:
+            out[rec.line] = revocation.build(root, line=rec.line, key=key, checkpoint=chosen, reason=reason,
+                                             issued_at=issued_at, certs=[cert])  # fmt: skip
+        except SchemaError as exc:
+            raise LocalProtocolError(str(exc)) from exc
+    return out, missing
+
+
+def file_offline(home: StationDir, revokes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A stopped station: the prepared next key's KEY (or the line's REVOKE) filed in every line's
+    outbox and its certificate among our own, in one commit. The station seals them when each line
+    is in sync."""
     keys = home.load_keys()
     if keys.next_signing is None or keys.next_cert is None:
         raise LocalProtocolError("no next signing key is prepared (keys/signing.next.key)")
@@ -35,17 +93,19 @@ def file_offline(home: StationDir) -> dict[str, Any]:
             ledger.put_cert(keys.fingerprint, kid, "signing", keys.next_cert)
             lines = [r.line for r in ledger.lines()]
             for line in lines:
-                ledger.accept(line, "KEY", "PRIORITY", keyfiles.key_content(keys.next_cert), idem(line, kid), 0)
+                kind, prio, content = _filing(revokes, line, keys.next_cert)
+                ledger.accept(line, kind, prio, content, idem(line, kid, kind), 0)
     finally:
         ledger.close()
     if not lines:
         keyfiles.promote_signing(home.keys, keys.next_cert)
-    return {"key_id": kid, "lines": lines, "running": False}
+    return {"key_id": kid, "lines": lines, "revoked": sorted(revokes or {}), "running": False}
 
 
-async def file_running(st: Station) -> dict[str, Any]:
-    """A running station: take up the prepared next key and file a KEY on every line (one commit);
-    each line switches when its KEY is sealed, and the files are promoted when all have."""
+async def file_running(st: Station, revokes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A running station: take up the prepared next key and file a KEY (or the line's REVOKE) on
+    every line (one commit); each line switches when its KEY is sealed, and the files are promoted
+    when all have."""
     pending = keyfiles.pending_signing(st.home.keys)
     if pending is None:
         raise LocalProtocolError("no next signing key is prepared (keys/signing.next.key); run 'redline keys rotate'")
@@ -59,7 +119,8 @@ async def file_running(st: Station) -> dict[str, Any]:
             for s in st.sessions.values():
                 if s.keys.key_id != kid:
                     s.keys = replace(s.keys, next_signing=key, next_cert=cert)
-                    s.accept("KEY", "PRIORITY", keyfiles.key_content(cert), idem(s.line, kid), wall)
+                    kind, prio, content = _filing(revokes, s.line, cert)
+                    s.accept(kind, prio, content, idem(s.line, kid, kind), wall)
             flushed = [(s, s.flush(wall)) for s in st.sessions.values()]
     except StorageError as exc:
         for s in list(st.sessions.values()):
@@ -68,7 +129,7 @@ async def file_running(st: Station) -> dict[str, Any]:
     for s, actions in flushed:
         await st._perform(s, actions)
     promote_if_done(st)
-    return {"key_id": kid, "lines": sorted(st.sessions), "running": True}
+    return {"key_id": kid, "lines": sorted(st.sessions), "revoked": sorted(revokes or {}), "running": True}
 
 
 def promote_if_done(st: Station) -> None:

@@ -182,7 +182,8 @@ class LineSession:
             if seq == 0:
                 continue
             first = _stored(self.ledger.raw_envelope(self.line, station, 1)).header.key
-            rotations = [_stored(raw) for raw in self.ledger.raw_of_kind(self.line, station, "KEY")]
+            rotations = [_stored(raw) for kind in ("KEY", "REVOKE")
+                         for raw in self.ledger.raw_of_kind(self.line, station, kind)]  # fmt: skip
             self.gate.resume_keys(station, first, rotations)
         current = self.gate.current_key(self.us)
         if current is not None:
@@ -601,8 +602,10 @@ class LineSession:
                 out += self._run(self.link.signed(self._our_tail), wall)
             for env in pending.envelopes:
                 self.ledger.append(env, wall)
-                if env.kind == "KEY":  # the gate checked each certificate under the peer's pinned root
+                if env.kind in ("KEY", "REVOKE"):  # the gate checked each certificate under the pinned root
                     self._put_certs(env)
+                if env.kind == "REVOKE":
+                    self._revoked(env)
                 self.on_stored(env, False, wall)
                 self.disk_theirs += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             if pending.envelopes:
@@ -710,6 +713,8 @@ class LineSession:
             self.gate.accept_sealed(env)
             if isinstance(switch, StationKeys):  # sealed with the old key; the new one signs from the next seq
                 self.keys = switch
+            if env.kind == "REVOKE":
+                self._revoked(env)
             self.ledger.append(env, wall)
             self.on_stored(env, True, wall)
             self.disk_ours += len(env.header_bytes) + len(env.body_bytes or b"") + 72
@@ -726,7 +731,7 @@ class LineSession:
     def _switch_for(self, kind: str, content: dict[str, Any]) -> StationKeys | bool | None:
         """For our KEY in the outbox: the keys this line signs with once it is sealed (None: not a
         KEY; False: we do not hold the key it names, so it is not sealed: fail closed)."""
-        if kind != "KEY":
+        if kind not in ("KEY", "REVOKE") or (kind == "REVOKE" and not content.get("certs")):
             return None
         nxt = self.keys.next_key_id
         named = nxt is not None and self.keys.next_cert in keyfiles.certs_in(content)
@@ -739,6 +744,19 @@ class LineSession:
             )
             return False
         return switched
+
+    def _revoked(self, env: Envelope) -> None:
+        """A REVOKE the gate accepted (ours or the peer's): said at both ends, naming exactly what
+        it flags as signed by a revoked key."""
+        whose = "our" if env.header.sender == self.us else f"{self.record.peer_name}'s"
+        name = "our station" if env.header.sender == self.us else self.record.peer_name
+        runs = [f.describe(name) for f in self.gate.flagged() if f.revoked.revoke_seq == env.seq
+                and f.station == env.header.sender]  # fmt: skip
+        self.alarm(
+            "alarm",
+            f"REVOKE seq {env.seq} on line {self.line[:8]}: {whose} root revoked a signing key; "
+            + ("; ".join(runs) if runs else "nothing it signed on this line after the named checkpoint"),
+        )
 
     def _put_certs(self, env: Envelope) -> None:
         for cert in keyfiles.certs_in(env.content()):

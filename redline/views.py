@@ -147,6 +147,7 @@ class VerifyView:
     receipts: int
     problems: tuple[str, ...]
     evidence: tuple[str, ...] = field(default=())
+    revoked: tuple[str, ...] = field(default=())  # runs of envelopes signed by a revoked key (a REVOKE)
 
     @classmethod
     def of(cls, r: LineReport) -> VerifyView:
@@ -156,10 +157,11 @@ class VerifyView:
             cosigned={name(k, k): v for k, v in r.cosigned_sizes.items()},
             one_sided_tail={name(k, k): r.tail(k) for k in r.chain_sizes}, checkpoints=r.checkpoints,
             receipts=r.receipts, problems=tuple(str(p) for p in r.problems), evidence=tuple(str(p) for p in r.evidence),
+            revoked=tuple(f.describe(name(f.station, f.station[:12])) for f in r.flagged),
         )  # fmt: skip
 
     def to_obj(self) -> dict[str, Any]:
         obj = asdict(self)
-        obj["problems"], obj["evidence"] = list(self.problems), list(self.evidence)
+        obj["problems"], obj["evidence"], obj["revoked"] = list(self.problems), list(self.evidence), list(self.revoked)
         return obj
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import nacl.signing
 
-from redline import canonical, envelope, identity, media, merkle, pairing, persons
+from redline import canonical, envelope, identity, media, merkle, pairing, persons, revocation
 from redline.identity import KeyCert
 from redline.protocol.framing import FrameType, encode_frame
 from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
@@ -426,7 +426,8 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
     def ref(label: str, seq: int) -> dict[str, Any]:
         return {"sender": stations[label]["fingerprint"], "seq": seq, "id": chains[label][seq - 1]["output"]["id"]}
 
-    def send(label: str, kind: str, prio: str, content: dict[str, Any], signer: str | None = None) -> int:
+    def send(label: str, kind: str, prio: str, content: dict[str, Any], signer: str | None = None,
+             station: dict[str, str] | None = None) -> int:  # fmt: skip
         if signer is not None:
             p, key = people[label][signer]
             content = persons.sign_content(content, p, key)
@@ -435,7 +436,7 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
         seq = len(chain) + 1
         clock[0] += 60_000
         v = _seal(
-            f"{label}-{seq}-{kind.lower()}", stations[label], line=KINDS_LINE, seq=seq,
+            f"{label}-{seq}-{kind.lower()}", station or stations[label], line=KINDS_LINE, seq=seq,
             prev=chain[-1]["output"]["id"] if chain else None, seen_seq=len(seen),
             seen_id=seen[-1]["output"]["id"] if seen else None, sent_at=clock[0], kind=kind, prio=prio,
             lang="en" if label == "alpha" else "ru", content=content,
@@ -504,10 +505,9 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
     cp = Checkpoint(line=KINDS_LINE, n=1, prev=None, heads=(heads[0], heads[1]), by=alpha["fingerprint"],
                     key=alpha["key_id"], time=clock[0] + 1000)  # fmt: skip
     cps = cp.sign(nacl.signing.SigningKey(bytes.fromhex(alpha["signing_seed"])))
-    send("alpha", "REVOKE", "FLASH", {
-        "checkpoint": {"n": 1, "digest": cps.digest(Checkpoint.DOMAIN)},
-        "reason": "root key lost in a fire; new ceremony follows",
-    })  # fmt: skip
+    co = Cosign(line=KINDS_LINE, checkpoint=cps.digest(Checkpoint.DOMAIN), by=bravo["fingerprint"],
+                key=bravo["key_id"], time=clock[0] + 2000)  # fmt: skip
+    cos = co.sign(nacl.signing.SigningKey(bytes.fromhex(bravo["signing_seed"])))
     # A voice line test (issue 16): the ring names the test, the pick-up answers it, both ends file
     # the audio digests (section 8.9) of two real-looking packet streams; then a busy decline and a
     # ring that timed out.
@@ -539,7 +539,19 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
         station=alpha["fingerprint"], name=alpha["name"], role="signing", key=new_signing.hex(),
         key_id=identity.key_id(new_signing), issued_at=clock[0],
     ))  # fmt: skip
-    send("alpha", "KEY", "PRIORITY", {"certs": [rotated.to_obj()]})
+    key_seq = send("alpha", "KEY", "PRIORITY", {"certs": [rotated.to_obj()]})
+    # Then Alpha's root revokes the first key (stolen, say, after checkpoint 1): the REVOKE is
+    # signed by the new key and carries checkpoint 1 with Bravo's cosign; it needs no next key,
+    # since the KEY already retired the revoked one. Alpha's envelopes after checkpoint 1 up to the
+    # KEY are flagged "signed by a revoked key" (PROTOCOL.md section 5.9, REVOKE).
+    second = {**alpha, "signing_seed": seed("alpha signing 2").hex(), "key_id": identity.key_id(new_signing)}
+    rev = revocation.Revocation(
+        station=alpha["fingerprint"], line=KINDS_LINE, key=alpha["key_id"], checkpoint_n=1,
+        checkpoint_digest=cps.digest(Checkpoint.DOMAIN), reason="signing key copied off the station",
+        issued_at=clock[0] + 3000,
+    )  # fmt: skip
+    revs = rev.sign(root)
+    revoke_seq = send("alpha", "REVOKE", "FLASH", revocation.content(revs, cps, cos, []), station=second)
     return {
         "line": KINDS_LINE,
         "people": {
@@ -552,6 +564,18 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
             "name": "the checkpoint the REVOKE names: Alpha's checkpoint 1 over both chains before it",
             "input": {"signing_seed": alpha["signing_seed"], "domain": Checkpoint.DOMAIN, "object": cp.to_obj()},
             "output": _signed_outputs(Checkpoint.DOMAIN, cps.data, cps.sig),
+        },
+        "cosign": {
+            "name": "Bravo's countersignature of that checkpoint, carried in the REVOKE",
+            "input": {"signing_seed": bravo["signing_seed"], "domain": Cosign.DOMAIN, "object": co.to_obj()},
+            "output": _signed_outputs(Cosign.DOMAIN, cos.data, cos.sig),
+        },
+        "revocation": {
+            "name": "Alpha's root revokes Alpha's first signing key after checkpoint 1",
+            "input": {"root_seed": alpha["root_seed"], "domain": revocation.DOMAIN, "object": rev.to_obj()},
+            "output": _signed_outputs(revocation.DOMAIN, revs.data, revs.sig),
+            "flagged": {"station": alpha["fingerprint"], "first": cp.head(alpha["fingerprint"]).size + 1,
+                        "last": key_seq, "revoke_seq": revoke_seq},
         },
     }
 

@@ -874,22 +874,21 @@ def test_malformed_numbers_from_the_peer_are_refused_and_do_not_break_ops(bad: A
     assert flash_view(line.b, f)["deadline"] == line.now + 120 * SECOND
 
 
-def test_unknown_and_reserved_kinds_are_kept_and_shown_never_acted_on() -> None:
-    """A newer peer's kind, and the reserved REVOKE, are stored (the station did that), findable by
-    id, not refused, and said once per kind; nothing else changes. (KEY is acted on by the gate:
-    tests/test_keys.py.)"""
+def test_unknown_kinds_are_kept_and_shown_never_acted_on() -> None:
+    """A newer peer's kind is stored (the station did that), findable by id, not refused, and said
+    once per kind; nothing else changes. (KEY and REVOKE are acted on by the gate, which refuses
+    one that is not as section 5.9 says before ops see it: tests/test_keys*.py.)"""
     line = Line()
     rosters(line)
     before = snapshot(line.b.ops, line.now)
     weather = [line.file(line.a, "WEATHER", {"text": f"rain {i}"}) for i in range(3)]
-    revoke = line.file(line.a, "REVOKE", {"checkpoint": "not even an object"})  # reserved: content not read
     for side in (line.a, line.b):
-        assert side.ops.unknown_kinds == {"WEATHER": 3, "REVOKE": 1}
-        assert side.ops.refused == [] and {e.id for e in weather} | {revoke.id} <= set(side.ops.entries)
+        assert side.ops.unknown_kinds == {"WEATHER": 3}
+        assert side.ops.refused == [] and {e.id for e in weather} <= set(side.ops.entries)
     infos = [a for a in line.b.alarms if a.level == "info"]
     n = weather[0].seq
     said = [a.text.split(":")[0] for a in infos]
-    assert said == [f"the peer's WEATHER seq {n}", f"the peer's REVOKE seq {n + 3}"]
-    assert "not one this station knows" in infos[0].text and "reserved in version 1" in infos[1].text
+    assert said == [f"the peer's WEATHER seq {n}"]
+    assert "not one this station knows" in infos[0].text
     after = snapshot(line.b.ops, line.now)
     assert {k: v for k, v in after.items() if k != "refused"} == {k: v for k, v in before.items() if k != "refused"}

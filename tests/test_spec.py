@@ -42,7 +42,7 @@ import jsonschema
 import nacl.signing
 import pytest
 
-from redline import canonical, envelope, identity, kinds, pairing, persons
+from redline import canonical, envelope, identity, kinds, pairing, persons, revocation
 from redline.envelope import KINDS, open_envelope
 from redline.errors import PairingError, SchemaError, SignatureError, UnknownKeyError
 from redline.identity import KeyCert, SignedCert
@@ -95,6 +95,11 @@ def lookup(sender: str, key_id: str) -> bytes:
     for s in KEYS["stations"]:
         if (s["fingerprint"], s["key_id"]) == (sender, key_id):
             return bytes.fromhex(s["signing_public"])
+    for v in KIND_ENVELOPES:  # a key a KEY vector rotated to (its window is the gate's, not checked here)
+        for c in v["input"]["content"].get("certs", []) if v["input"]["kind"] == "KEY" else []:
+            cert = json.loads(bytes.fromhex(c["data"]))
+            if (cert["station"], cert["key_id"]) == (sender, key_id):
+                return bytes.fromhex(cert["key"])
     raise UnknownKeyError(f"no key {key_id}")
 
 
@@ -357,7 +362,7 @@ def test_person_signature_vector(vector: dict[str, Any]) -> None:
         persons.check_content(content, {signer.name: persons.Person(name=signer.name, role=signer.role, key=other.key)})
 
 
-def test_kinds_reserved_key_and_revoke_vectors() -> None:
+def test_kinds_key_and_revoke_vectors() -> None:
     alpha = STATIONS["alpha"]
     (key,) = [v for v in KIND_ENVELOPES if v["input"]["kind"] == "KEY"]
     (cert,) = key["input"]["content"]["certs"]
@@ -369,8 +374,19 @@ def test_kinds_reserved_key_and_revoke_vectors() -> None:
     signed = Checkpoint.from_obj(cp["input"]["object"]).sign(signer)
     assert signed.data.hex() == cp["output"]["canonical"] and signed.sig.hex() == cp["output"]["signature"]
     assert signed.digest(Checkpoint.DOMAIN) == cp["output"]["digest"]
-    assert revoke["input"]["content"]["checkpoint"] == {"n": 1, "digest": cp["output"]["digest"]}
     assert Checkpoint.open(Signed.decode(bytes.fromhex(cp["output"]["wire"])), signer.verify_key.encode())
+    # the REVOKE carries that checkpoint and Bravo's cosign, and the root-signed revocation naming it
+    assert revoke["input"]["content"]["checkpoint"] == {"proposal": cp["output"]["wire"],
+                                                        "cosign": KINDS_VECTORS["cosign"]["output"]["wire"]}
+    rv = KINDS_VECTORS["revocation"]
+    root = signing_key(rv["input"]["root_seed"])
+    rev = revocation.Revocation.from_obj(rv["input"]["object"])
+    signed = rev.sign(root)
+    assert signed.data.hex() == rv["output"]["canonical"] and signed.sig.hex() == rv["output"]["signature"]
+    assert revoke["input"]["content"]["revocation"] == {"data": signed.data.hex(), "sig": signed.sig.hex()}
+    opened = revocation.Revocation.open(signed, bytes.fromhex(alpha["root_public"]))
+    assert opened.key == alpha["key_id"] and opened.checkpoint_digest == cp["output"]["digest"]
+    assert opened.checkpoint_n == 1 and rv["output"]["signed"].startswith(b"redline/1/revoke\x00".hex())
 
 
 # --- schemas --------------------------------------------------------------------------------------
@@ -380,8 +396,7 @@ def test_every_kind_has_a_schema_and_a_vector_and_nothing_else_does() -> None:
     assert sorted(p.stem for p in SCHEMA_FILES) == sorted(KINDS)
     assert sorted({v["input"]["kind"] for v in KIND_ENVELOPES}) == sorted(KINDS)
     for kind in KINDS:
-        assert f"#### `{kind}`" in PROTOCOL or kind == "REVOKE", f"PROTOCOL.md section 5.9 lacks {kind}"
-    assert "#### `REVOKE` (reserved)" in PROTOCOL
+        assert f"#### `{kind}`\n" in PROTOCOL, f"PROTOCOL.md section 5.9 lacks {kind}"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -482,8 +497,7 @@ def test_the_registry_is_section_5_8s_table() -> None:
     assert kinds.PERSON_SIGNED == {"ACK", "TEST_ANSWER", "CALL_RECORD", "READOUT", "CALL_RING", "CALL_ANSWER"} == (
         persons.PERSON_SIGNED_KINDS)
     assert kinds.OPERATIONAL == set(kinds.NAMES) - {"TEXT", "READ", "TRANSLATION"} == envelope.OPERATIONAL_KINDS
-    assert envelope.RESERVE_KINDS == kinds.RESERVE and {k for k in kinds.NAMES if kinds.REGISTRY[k].reserved} == {
-        "REVOKE"}  # fmt: skip
+    assert envelope.RESERVE_KINDS == kinds.RESERVE and not any(kinds.REGISTRY[k].reserved for k in kinds.NAMES)
     assert kinds.ROLES == persons.ROLES == tuple(persons.CAPABILITIES)
 
 
@@ -799,7 +813,8 @@ def test_worked_example_envelope_is_the_first_vector() -> None:
 def test_the_published_kinds_chain_obeys_every_acceptance_rule() -> None:
     """The vectors are a transcript another implementation may replay: both chains, in the order
     they were made, go through the one trust gate (seq, prev, seen, key windows: Alpha's KEY is
-    its last envelope, so every envelope is signed by the key valid at its seq)."""
+    its last envelope but the REVOKE its new key signs, so every envelope is signed by the key
+    valid at its seq; the REVOKE's checkpoint covers the chains held)."""
     from redline.gate import TrustedLine
 
     spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "scripts" / "make_vectors.py")
@@ -816,7 +831,12 @@ def test_the_published_kinds_chain_obeys_every_acceptance_rule() -> None:
             return held.get((station, seq))
 
         def root_at(self, station: str, size: int) -> bytes | None:
-            return None
+            from redline import merkle
+
+            ids = [held.get((station, seq)) for seq in range(1, size + 1)]
+            if None in ids:
+                return None
+            return merkle.root([merkle.leaf_hash(bytes.fromhex(i)) for i in ids if i is not None])
 
     data = json.loads((VECTORS / "kinds.json").read_text())
     gate = TrustedLine(data["line"], keys, View(), roots=roots)
@@ -824,3 +844,7 @@ def test_the_published_kinds_chain_obeys_every_acceptance_rule() -> None:
         env = gate.accept_envelope(bytes.fromhex(v["output"]["wire"]))
         held[(env.header.sender, env.seq)] = env.id
     assert len(held) == len(data["envelopes"])
+    # the REVOKE (last) flags exactly the run the vectors say: Alpha's first key after checkpoint 1
+    want = data["revocation"]["flagged"]
+    assert [(f.station, f.first, f.last, f.revoked.revoke_seq) for f in gate.flagged()] == [
+        (want["station"], want["first"], want["last"], want["revoke_seq"])]

@@ -24,7 +24,7 @@ from redline.home import StationDir, station_path
 def register(main: click.Group) -> None:
     @main.group()
     def keys() -> None:
-        """The station's online keys: rotate the signing key under the root."""
+        """The station's online keys: rotate the signing key under the root, or revoke it."""
 
     @keys.command()
     @station_option
@@ -53,6 +53,64 @@ def register(main: click.Group) -> None:
             emit(as_json, result, lambda r: console.print(
                 f"new signing key {r['key_id']}: KEY filed on {len(r['lines'])} line(s)"
                 + ("" if r["running"] else "; the station seals it when it next runs")
+            ))  # fmt: skip
+
+        run(go)
+
+    @keys.command()
+    @station_option
+    @click.option("--root-key", "root_key", required=True, type=click.Path(path_type=Path, dir_okay=False),
+                  help="the station's root key file (read now, never copied; may live offline)")  # fmt: skip
+    @click.option("--checkpoint", type=int, default=None,
+                  help="the last checkpoint both sides co-signed before the compromise (with --line on a station of "
+                       "several lines)")  # fmt: skip
+    @click.option("--line", default=None, help="the line whose checkpoint --checkpoint names (id or prefix)")
+    @click.option("--before", default=None, metavar="TIME",
+                  help="instead of --checkpoint: on every line, the last checkpoint countersigned before TIME "
+                       "(UTC, like 2026-12-03T04:00Z), when the key may first have been stolen")  # fmt: skip
+    @click.option("--reason", required=True, help="why, for the record (1 to 500 characters)")
+    @json_option
+    def revoke(station: str | None, root_key: Path, checkpoint: int | None, line: str | None, before: str | None,
+               reason: str, as_json: bool) -> None:  # fmt: skip
+        """Revoke the current signing key after a compromise: the root signs a REVOKE on each line
+        naming the last checkpoint co-signed before it (what the key signed after it is flagged
+        'signed by a revoked key' at both ends and in every bundle) and the next signing key."""
+
+        def go() -> None:
+            import time
+
+            from redline import revocation
+            from redline.views import parse_utc
+
+            if (checkpoint is None) == (before is None):
+                raise ConfigError("name the last checkpoint before the compromise: --checkpoint N or --before TIME")
+            if not 0 < len(reason) <= revocation.MAX_REASON:
+                raise ConfigError(f"--reason is 1 to {revocation.MAX_REASON} characters")
+            before_ms = parse_utc(before, "--before") if before is not None else None
+            home = StationDir(station_path(station))
+            home.require()
+            current = home.load_keys()
+            root = keyfiles.read_root(root_key, current.root_public)
+            _, cert = keyfiles.prepare_signing(home.keys, root, home.config().name)
+            ledger = home.read_ledger()
+            try:
+                contents, bare = rotation.revoke_contents(
+                    ledger, root, key=current.key_id, cert=cert, reason=reason, issued_at=int(time.time() * 1000),
+                    checkpoint=checkpoint, line=line, before=before_ms,
+                )  # fmt: skip
+            finally:
+                ledger.close()
+            del root
+            try:
+                result = asyncio.run(call(home.path, {"op": "revoke", "contents": contents}))
+            except StationNotRunningError:
+                result = rotation.file_offline(home, contents)
+            result = {**result, "revoked_key": current.key_id, "without_checkpoint": bare}
+            emit(as_json, result, lambda r: console.print(
+                f"signing key {r['revoked_key']} revoked on {len(r['revoked'])} line(s); new signing key "
+                f"{r['key_id']}" + (f"; {len(r['without_checkpoint'])} line(s) had no co-signed checkpoint before "
+                                    "the compromise and only rotate (KEY)" if r["without_checkpoint"] else "")
+                + ("" if r["running"] else "; the station seals them when it next runs")
             ))  # fmt: skip
 
         run(go)

@@ -153,6 +153,8 @@ def verify(
             console.print(f"  checkpoints: {d['checkpoints']}  receipts: {d['receipts']}")
             for p in d["problems"][:1]:
                 console.print(styled("  ", ("first problem:", "bold red"), f" {p}"))
+            for f in d["revoked"]:
+                console.print(styled("  ", ("REVOKED:", "bold red"), f" {f}"))
         if not ds:
             console.print("no lines to verify")
 

@@ -50,7 +50,7 @@ from redline.errors import (
     WrongLineError,
     WrongSenderError,
 )
-from redline.gate import TrustedLine, verified_keys
+from redline.gate import Flagged, TrustedLine, verified_keys
 from redline.identity import SignedCert
 from redline.statements import Checkpoint, Receipt, Signed
 
@@ -176,6 +176,9 @@ class LineReport:
     # evidence against a station, listed apart so a report never drops it.
     evidence: list[Problem] = field(default_factory=list)
     receipted: dict[str, int] = field(default_factory=dict)  # per chain, the highest seq the other receipted
+    # Runs of envelopes signed by a key their station's root revoked (a REVOKE, PROTOCOL.md 5.9):
+    # verified and kept, flagged so that no reader takes them for the station's word.
+    flagged: list[Flagged] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -236,6 +239,7 @@ def verify_line(data: LineSource, roots: dict[str, bytes], *, workers: int = 0) 
         _replay_chains(data, chains, gate, replay, report)
     for fp in stations:
         report.logs[fp] = replay.logs[fp]
+    report.flagged = gate.flagged()
     _verify_equivocations(data, gate, report)
     _verify_receipts(data, gate, report)
     report.receipted = dict(gate.receipted)
