@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from redline import canonical, kinds
 from redline.envelope import split
 from redline.errors import LocalProtocolError
-from redline.ledger.interface import LedgerStore
-from redline.ledger.model import LineRecord
-from redline.ledger.verify import LineReport
 from redline.status import Accepted, LineStatus, PathView, StationStatus
 
-if TYPE_CHECKING:  # a type only: 'redline log' does not pay for importing every view
+if TYPE_CHECKING:  # types only: 'redline log' imports neither every view nor verification and the gate
+    from redline.ledger.interface import LedgerStore
+    from redline.ledger.model import LineRecord
+    from redline.ledger.verify import LineReport
     from redline.ops.views import FlashView
 
 __all__ = [

@@ -3,8 +3,9 @@
 ``redline`` loads a command's module when that command runs (``cli.common.LazyGroup`` and its
 table ``COMMAND_MODULES``): ``--version`` imports no module of redline's commands, ``status`` and
 ``send`` neither the station nor the API, numpy, shapely, starlette or uvicorn; ``log`` not
-even asyncio. The table must name the module of every command (a command missing from it still
-runs, after every module is loaded, but then starts slowly).
+even asyncio, nor verification and the trust gate (the store's read types are in ``ledger.model``).
+The table must name the module of every command (a command missing from it still runs, after every
+module is loaded, but then starts slowly).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def test_log_loads_the_store_but_not_asyncio_or_the_station(tmp_path: Path) -> N
     assert "redline.cli.record" in loaded and "redline.ledger.sqlite" in loaded and "redline.views" in loaded
     assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")]
     assert "asyncio" not in loaded
+    # reading a store is not verifying it: neither verification nor the trust gate loads
+    assert not {"redline.ledger.verify", "redline.gate", "redline.ops.views"} & loaded
 
 
 # -- the blocking control client answers as control.call does ---------------------------------------

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from redline import merkle
-from redline.envelope import Envelope
-from redline.identity import SignedCert
-from redline.ledger.model import Equivocation, LineRecord, OutboxItem
-from redline.ledger.verify import LineData, LineSource
-from redline.statements import Signed
+if TYPE_CHECKING:  # types only: a reader of the store ('redline log') imports neither verification nor signing
+    from redline import merkle
+    from redline.envelope import Envelope
+    from redline.identity import SignedCert
+    from redline.ledger.model import Equivocation, LineData, LineRecord, LineSource, OutboxItem
+    from redline.statements import Signed
 
 
 class LedgerStore(Protocol):

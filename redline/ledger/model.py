@@ -1,9 +1,19 @@
-"""What the ledger stores, as plain typed records (no I/O here)."""
+"""What the ledger stores, as plain typed records (no I/O here), and what a reader of one line's
+transcript sees (``LineSource``: a store's rows or a bundle's ``LineData``, for ``ledger.verify``).
+
+The verification types live here, not in ``ledger.verify``, so that opening a store (``redline
+log``, the console) does not import verification and the trust gate.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from redline.identity import SignedCert
+    from redline.statements import Signed
 
 SCHEMA_VERSION = 2  # 2: Merkle subtrees, chain byte totals, the operations index, the clean-close mark
 
@@ -68,3 +78,96 @@ class Equivocation:
     first: bytes  # the envelope we hold at that seq (wire bytes)
     second: bytes  # the other validly signed envelope (wire bytes)
     detected_at: int
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One stored envelope: the index columns as stored, and the bytes."""
+
+    seq: int
+    id: str
+    raw: bytes
+
+
+class ChainPart(Protocol):
+    """A run of one chain's rows that a worker process can read by itself (picklable)."""
+
+    def rows(self) -> list[StoredRow]: ...
+
+
+class LineSource(Protocol):
+    """Everything held for one line, as bytes: what ``verify_line`` reads."""
+
+    @property
+    def line(self) -> str: ...
+
+    @property
+    def names(self) -> dict[str, str]: ...  # station fingerprint -> name (for messages only)
+
+    @property
+    def certs(self) -> dict[str, list[SignedCert]]: ...  # station fingerprint -> certificates held
+
+    @property
+    def checkpoints(self) -> list[tuple[int, Signed, Signed]]: ...
+
+    @property
+    def equivocations(self) -> list[tuple[str, int, bytes, bytes]]: ...  # sender, seq, a, b
+
+    def stations(self) -> list[str]:
+        """The fingerprints of the chains held, sorted."""
+        ...
+
+    def chain(self, station: str) -> Iterator[StoredRow]:
+        """The chain's rows in stored seq order."""
+        ...
+
+    def chain_parts(self, station: str, size: int) -> Iterator[ChainPart]:
+        """The same rows, in runs of at most ``size`` that a worker process reads by itself."""
+        ...
+
+    def held(self, station: str) -> int:
+        """How many rows the chain holds."""
+        ...
+
+    def iter_receipts(self) -> Iterator[Signed]:
+        """Every receipt held, in the order stored."""
+        ...
+
+
+@dataclass(frozen=True)
+class _HeldRows:
+    """Rows already in memory, sent to a worker as they are."""
+
+    held_rows: list[StoredRow]
+
+    def rows(self) -> list[StoredRow]:
+        return self.held_rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineData:
+    """A line held in memory (a bundle, a test): a ``LineSource``."""
+
+    line: str
+    names: dict[str, str]  # station fingerprint -> name (for messages only)
+    certs: dict[str, list[SignedCert]]  # station fingerprint -> certificates held
+    chains: dict[str, list[StoredRow]]  # station fingerprint -> rows in stored seq order
+    receipts: list[Signed] = field(default_factory=list)
+    checkpoints: list[tuple[int, Signed, Signed]] = field(default_factory=list)
+    equivocations: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)  # sender, seq, a, b
+
+    def stations(self) -> list[str]:
+        return sorted(self.chains)
+
+    def chain(self, station: str) -> Iterator[StoredRow]:
+        return iter(self.chains[station])
+
+    def chain_parts(self, station: str, size: int) -> Iterator[ChainPart]:
+        rows = self.chains[station]
+        return (_HeldRows(rows[i : i + size]) for i in range(0, len(rows), size))
+
+    def held(self, station: str) -> int:
+        return len(self.chains.get(station, []))
+
+    def iter_receipts(self) -> Iterator[Signed]:
+        return iter(self.receipts)

@@ -30,8 +30,7 @@ from redline.errors import (
 )
 from redline.identity import SignedCert
 from redline.ledger import integrity
-from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
-from redline.ledger.verify import LineData, StoredRow
+from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineData, LineRecord, OutboxItem, StoredRow
 from redline.statements import Signed
 
 _SCHEMA_1 = """

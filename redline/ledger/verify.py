@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from itertools import islice
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 from redline import canonical, identity, merkle
 from redline.envelope import Envelope, Header, open_envelope, peek_seen_seq, split
@@ -51,105 +51,15 @@ from redline.errors import (
     WrongSenderError,
 )
 from redline.gate import Flagged, TrustedLine, verified_keys
-from redline.identity import SignedCert
-from redline.statements import Checkpoint, Receipt, Signed
+from redline.ledger.model import ChainPart as ChainPart
+from redline.ledger.model import LineData as LineData
+from redline.ledger.model import LineSource as LineSource
+from redline.ledger.model import StoredRow as StoredRow
+from redline.statements import Checkpoint, Receipt
 
 if TYPE_CHECKING:  # multiprocessing is imported when workers start: the CLI's other commands skip it
     import multiprocessing.connection
     import multiprocessing.process
-
-
-@dataclass(frozen=True)
-class StoredRow:
-    """One stored envelope: the index columns as stored, and the bytes."""
-
-    seq: int
-    id: str
-    raw: bytes
-
-
-class ChainPart(Protocol):
-    """A run of one chain's rows that a worker process can read by itself (picklable)."""
-
-    def rows(self) -> list[StoredRow]: ...
-
-
-class LineSource(Protocol):
-    """Everything held for one line, as bytes: what ``verify_line`` reads."""
-
-    @property
-    def line(self) -> str: ...
-
-    @property
-    def names(self) -> dict[str, str]: ...  # station fingerprint -> name (for messages only)
-
-    @property
-    def certs(self) -> dict[str, list[SignedCert]]: ...  # station fingerprint -> certificates held
-
-    @property
-    def checkpoints(self) -> list[tuple[int, Signed, Signed]]: ...
-
-    @property
-    def equivocations(self) -> list[tuple[str, int, bytes, bytes]]: ...  # sender, seq, a, b
-
-    def stations(self) -> list[str]:
-        """The fingerprints of the chains held, sorted."""
-        ...
-
-    def chain(self, station: str) -> Iterator[StoredRow]:
-        """The chain's rows in stored seq order."""
-        ...
-
-    def chain_parts(self, station: str, size: int) -> Iterator[ChainPart]:
-        """The same rows, in runs of at most ``size`` that a worker process reads by itself."""
-        ...
-
-    def held(self, station: str) -> int:
-        """How many rows the chain holds."""
-        ...
-
-    def iter_receipts(self) -> Iterator[Signed]:
-        """Every receipt held, in the order stored."""
-        ...
-
-
-@dataclass(frozen=True)
-class _HeldRows:
-    """Rows already in memory, sent to a worker as they are."""
-
-    held_rows: list[StoredRow]
-
-    def rows(self) -> list[StoredRow]:
-        return self.held_rows
-
-
-@dataclass(frozen=True, kw_only=True)
-class LineData:
-    """A line held in memory (a bundle, a test): a ``LineSource``."""
-
-    line: str
-    names: dict[str, str]  # station fingerprint -> name (for messages only)
-    certs: dict[str, list[SignedCert]]  # station fingerprint -> certificates held
-    chains: dict[str, list[StoredRow]]  # station fingerprint -> rows in stored seq order
-    receipts: list[Signed] = field(default_factory=list)
-    checkpoints: list[tuple[int, Signed, Signed]] = field(default_factory=list)
-    equivocations: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)  # sender, seq, a, b
-
-    def stations(self) -> list[str]:
-        return sorted(self.chains)
-
-    def chain(self, station: str) -> Iterator[StoredRow]:
-        return iter(self.chains[station])
-
-    def chain_parts(self, station: str, size: int) -> Iterator[ChainPart]:
-        rows = self.chains[station]
-        return (_HeldRows(rows[i : i + size]) for i in range(0, len(rows), size))
-
-    def held(self, station: str) -> int:
-        return len(self.chains.get(station, []))
-
-    def iter_receipts(self) -> Iterator[Signed]:
-        return iter(self.receipts)
 
 
 @dataclass(frozen=True)
