@@ -6,7 +6,13 @@ Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``s
 ``send`` talk to a running station over its control socket and ``log`` reads a real store beside
 it (read-only). Each command runs ``n`` times after one warm-up run (the page cache holds the
 files then); the median and the 90th percentile of the wall time are reported. The baseline's
-``log`` reads a copy of the store taken back to schema 1 (the old code refuses schema 2).
+``log`` reads a copy of the store (taken back to schema 1 when the old code knows only that).
+
+Both trees run as an installed package does: ``python -m redline`` with the tree first on the path
+(not the venv's console script, which an editable install points at the shared checkout, whatever
+tree the bench runs from), and with the tree's bytecode compiled beforehand (``compileall``, as pip
+does at install). Before 3 Dec 2026 neither was so: with ``PYTHONDONTWRITEBYTECODE`` set in the
+bench's environment every run compiled redline's modules again (about 30-40 ms of a command's time).
 
 Run alone: ``.venv/bin/python -m bench.cli_start [--quick] [--baseline REV]``.
 """
@@ -32,10 +38,13 @@ AIM_S = 0.1
 COMMANDS = ("version", "status", "send", "log")
 
 
-def redline_argv() -> list[str]:
-    """What an operator runs: the console script beside this interpreter (else ``python -m redline``)."""
-    script = Path(sys.executable).with_name("redline")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "redline"]
+HERE = Path(__file__).resolve().parent.parent  # the tree this bench belongs to
+
+
+def installed(tree: Path) -> None:
+    """Compile ``tree``'s package to bytecode, as an install does (no command then compiles at start)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "redline")], check=True, timeout=300,
+                   capture_output=True)  # fmt: skip
 
 
 def timed(
@@ -70,6 +79,17 @@ def schema_1_copy(store: Path, dest: Path) -> None:
         dst.close()
 
 
+def live_copy(store: Path, dest: Path) -> None:
+    """A copy of a live store through SQLite's backup (nothing else touches its files)."""
+    src = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
+    dst = sqlite3.connect(dest)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 def argvs(redline: list[str], home: Path, line: str, log_home: Path) -> dict[str, list[str]]:
     return {
         "version": [*redline, "--version"],
@@ -86,8 +106,10 @@ async def run(root: Path, n: int, rev: str | None) -> Figures:
         for _ in range(5):  # a little of a transcript for log to show
             await a.call({"op": "send", "line": line, "text": "hello"})
         f["python_pass_s"], f["python_pass_p90_s"], _ = timed([sys.executable, "-c", "pass"], n)
-        for name, argv in argvs(redline_argv(), a.home, line, a.home).items():
-            f[f"{name}_s"], f[f"{name}_p90_s"], code = timed(argv, n)
+        installed(HERE)
+        redline = [sys.executable, "-m", "redline"]  # this tree's own package, from its folder
+        for name, argv in argvs(redline, a.home, line, a.home).items():
+            f[f"{name}_s"], f[f"{name}_p90_s"], code = timed(argv, n, cwd=HERE, env=base.env(HERE))
             f[f"{name}_exit"] = float(code)
         if rev:
             f.update(await asyncio.to_thread(before, rev, root, a, line, n))
@@ -101,8 +123,13 @@ def before(rev: str, root: Path, a: StationProc, line: str, n: int) -> Figures:
     f: Figures = {}
     old_home = root / "eucom-schema-1"
     shutil.copytree(a.home, old_home, ignore=shutil.ignore_patterns("ledger.sqlite*", "control.sock", "*.log"))
-    schema_1_copy(a.home / "ledger.sqlite", old_home / "ledger.sqlite")
     with base.tree(rev) as old:
+        model = old / "redline" / "ledger" / "model.py"
+        if not model.exists() or "SCHEMA_VERSION = 1" in model.read_text():
+            schema_1_copy(a.home / "ledger.sqlite", old_home / "ledger.sqlite")
+        else:
+            live_copy(a.home / "ledger.sqlite", old_home / "ledger.sqlite")
+        installed(old)
         redline = [sys.executable, "-m", "redline"]  # the old tree's own package, from its folder
         for name, argv in argvs(redline, a.home, line, old_home).items():
             f[f"before_{name}_s"], f[f"before_{name}_p90_s"], code = timed(argv, n, cwd=old, env=base.env(old))
