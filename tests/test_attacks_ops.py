@@ -35,7 +35,9 @@ from redline.ops import notices as notices_mod
 from redline.ops.engine import NOTICES_PAGE_MAX, REFUSED_KEPT, check_operator_content
 from redline.ops.notices import LIMITS as NOTICE_LIMITS
 from redline.ops.notices import OUTLINE_POINTS
+from redline.ops.views import NoticeDetail, NoticesPage
 from redline.persons import Person, RosterPins, parse_roster, roster_content
+from redline.readmodel import to_obj
 from tests.test_ops import (
     DAY,
     DEZHURNY,
@@ -62,6 +64,12 @@ from tests.test_ops import (
 # carries no floats and no integers past 2**53 - 1, but ops must not rely on that: those are kept.
 HOSTILE: list[Any] = [-1, -(2**53), 0, 1, 2**53, 2**63, 10**30, True, False, None, "60000", 1.5, [1000], {"ms": 1}]
 ON_THE_WIRE = [-1, -(2**53 - 1), 0, 1, 2**53 - 1, True, False, None, "60000", [1000], {"ms": 1}]
+
+
+def page_of(view: NoticesPage | NoticeDetail) -> NoticesPage:
+    """The notices view asked for a page (no ``notice``) is a page."""
+    assert isinstance(view, NoticesPage)
+    return view
 
 
 def texts(side: Side, part: str) -> list[str]:
@@ -95,7 +103,7 @@ def test_peer_flash_ack_window_cannot_escalate_us(bad: Any) -> None:
         line.advance(DAY)
         assert line.tick(line.a) == [] and f.id not in line.a.ops.flash.flashes
         return
-    assert flash_view(line.a, f)["deadline"] == T0 + 120 * SECOND
+    assert flash_view(line.a, f).deadline == T0 + 120 * SECOND
     assert texts(line.a, "must acknowledge within 120 s")
     line.advance(1)
     assert line.tick(line.a) == []  # nothing signed within milliseconds
@@ -104,7 +112,7 @@ def test_peer_flash_ack_window_cannot_escalate_us(bad: Any) -> None:
     line.at(T0 + 40 * SECOND)
     assert levels(line.tick(line.a)) == ["deputy"]
     line.file(line.a, "ACK", DUTY_EUCOM.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] == flash_view(line.b, f)["acked_by"] == "Duty EUCOM"
+    assert flash_view(line.a, f).acked_by == flash_view(line.b, f).acked_by == "Duty EUCOM"
     line.advance(DAY)
     assert line.tick(line.a) == []
     assert not texts(line.a, "was not acknowledged in time")
@@ -156,7 +164,7 @@ def test_honoured_peer_windows_are_clamped_to_our_bounds(requested: Any, flash_m
     if flash_ms is None:
         assert [e.id for e, _ in line.a.ops.refused] == [f.id, t.id]
         return
-    assert flash_view(line.a, f)["deadline"] - T0 == flash_ms
+    assert flash_view(line.a, f).deadline - T0 == flash_ms
     assert line.a.ops.tests.theirs[t.id].deadline - T0 == test_ms
 
 
@@ -164,7 +172,7 @@ def test_honoured_peer_windows_are_never_under_a_second_whatever_the_config() ->
     limits = replace(QUIET, honour_peer_windows=True, peer_window_min_seconds=-10, peer_window_max_seconds=-20)
     line = Line(limits=limits)
     f = line.file(line.b, "FLASH", {"text": "x", "ack_within_ms": 1}, prio="FLASH")
-    assert flash_view(line.a, f)["deadline"] - T0 == 1000
+    assert flash_view(line.a, f).deadline - T0 == 1000
 
 
 @pytest.mark.parametrize("bad", HOSTILE, ids=repr)
@@ -210,14 +218,14 @@ def test_peer_call_numbers_cannot_expire_our_view_or_break_the_summary() -> None
     assert line.tick(line.a) == []  # we never expire the peer's requests
     assert all(r.state == "open" for r in line.a.ops.calls.requests.values())
     summary = line.a.ops.calls.summary(line.now, EUCOM, NDMC)
-    json.dumps(summary)  # it is built, and every time in it is a time or None
+    json.dumps(to_obj(summary))  # it is built, and every time in it is a time or None
     for pair in summary:
-        for call in pair["calls"]:
-            for key in ("start", "end"):
-                assert call[key] is None or 0 <= call[key] <= 253_402_300_799_999
-        for outcome in pair["outcomes"]:
-            assert outcome["expires"] is None or 0 <= outcome["expires"] <= 253_402_300_799_999
-    assert {tuple(p["principals"]) for p in summary} >= {("A", "B"), ("0", "9")}  # of the first 16
+        for call in pair.calls:
+            for time in (call.start, call.end):
+                assert time is None or 0 <= time <= 253_402_300_799_999
+        for outcome in pair.outcomes:
+            assert outcome.expires is None or 0 <= outcome.expires <= 253_402_300_799_999
+    assert {p.principals for p in summary} >= {("A", "B"), ("0", "9")}  # of the first 16
 
 
 def test_peer_read_and_escalated_floods_are_kept_once_per_reader_and_level() -> None:
@@ -231,8 +239,8 @@ def test_peer_read_and_escalated_floods_are_kept_once_per_reader_and_level() -> 
         line.file(line.b, "ESCALATED", {"flash": f.ref, "level": "deputy" if i % 2 else f"level {i}", "step": i + 1})
     line.file(line.b, "ESCALATED", {"flash": f.ref, "level": "deadline-missed", "step": 3})
     view = flash_view(line.a, f)
-    assert len(view["read"]) == 32 and view["read"][0]["by"] == "reader 0"
-    assert len(view["escalations"]) == 33 and view["state"] == "deadline missed"
+    assert len(view.read) == 32 and view.read[0].by == "reader 0"
+    assert len(view.escalations) == 33 and view.state == "deadline missed"
     assert len(texts(line.a, "NOT acknowledged by the peer in time")) == 1
 
 
@@ -262,7 +270,7 @@ def test_peer_flood_of_refused_envelopes_keeps_only_the_latest_refusals() -> Non
         line.file(line.b, "ACK", {"ref": f.ref}, prio="FLASH")  # no person signature: refused
     assert len(line.a.ops.refused) == REFUSED_KEPT and line.a.ops.refused[-1][0].seq == line.b.seq
     line.file(line.b, "ACK", DEZHURNY.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] == "Dezhurny"
+    assert flash_view(line.a, f).acked_by == "Dezhurny"
 
 
 # --- 4. notices cannot stall our loop or drown our alarms --------------------------------------------
@@ -306,7 +314,7 @@ def test_peer_40_notices_of_8000_points_are_refused_cheaply(monkeypatch: pytest.
         assert len(side.ops.refused) == 40
         assert all("max_notice_points" in why for _, why in side.ops.refused)
         assert len(texts(side, "refused, not on the board")) == 40 and not texts(side, "CONFLICT")
-    assert len(json.dumps(line.a.ops.notices_view(line.now))) < 200
+    assert len(json.dumps(to_obj(line.a.ops.notices_view(line.now)))) < 200
     # The line still works: a notice within the limits is checked and shown.
     line.file(line.b, "NOTICE", polygon_notice(28.0, 45.0, 1000))
     assert built and len(line.a.ops.board) == 1
@@ -405,21 +413,24 @@ def test_notices_view_is_paginated_and_bounded_in_bytes_whatever_the_areas() -> 
     for i in range(40):
         line.file(line.b, "NOTICE", polygon_notice(28.0 + i * 0.01, 45.0, 1999))
     ops = line.a.ops
-    view = ops.notices_view(line.now)
-    assert (view["total"], view["offset"], view["limit"], view["conflicts_total"]) == (40, 0, 100, 780)
-    assert len(view["active"]) == 40 and len(view["conflicts"]) == 100
-    for n in view["active"]:
-        assert n["area_outline"] and n["points"] == 2000 and n["conflicts"] == 39
-        assert len(n["area"]["coordinates"][0]) <= OUTLINE_POINTS
-    assert all(c["where_outline"] for c in view["conflicts"])
+    view = page_of(ops.notices_view(line.now))
+    assert (view.total, view.offset, view.limit, view.conflicts_total) == (40, 0, 100, 780)
+    assert len(view.active) == 40 and len(view.conflicts) == 100
+    for n in view.active:
+        assert n.area_outline and n.points == 2000 and n.conflicts == 39
+        assert len(n.area["coordinates"][0]) <= OUTLINE_POINTS
+    assert all(c.where_outline for c in view.conflicts)
     assert not any("where" in c.__dict__ for c in ops.board.conflicts())  # no exact overlap computed
-    assert len(json.dumps(view)) < 600_000
-    page = ops.notices_view(line.now, offset=770, limit=50)
-    assert len(page["active"]) == 0 and len(page["conflicts"]) == 10 and page["conflicts_total"] == 780
-    assert ops.notices_view(line.now, limit=10**9)["limit"] == NOTICES_PAGE_MAX
-    assert ops.notices_view(line.now, offset=-5, limit=-5)["limit"] == 1
-    one = ops.notices_view(line.now, notice=view["active"][0]["id"][:10])
-    assert len(one["notice"]["area"]["coordinates"][0]) == 2000 and len(one["conflicts"]) == 39
+    assert len(json.dumps(to_obj(view))) < 600_000
+    page = page_of(ops.notices_view(line.now, offset=770, limit=50))
+    assert len(page.active) == 0 and len(page.conflicts) == 10 and page.conflicts_total == 780
+    assert page_of(ops.notices_view(line.now, limit=10**9)).limit == NOTICES_PAGE_MAX
+    assert page_of(ops.notices_view(line.now, offset=-5, limit=-5)).limit == 1
+    first = view.active[0].id
+    assert first is not None
+    one = ops.notices_view(line.now, notice=first[:10])
+    assert isinstance(one, NoticeDetail)
+    assert len(one.notice.area["coordinates"][0]) == 2000 and len(one.conflicts) == 39
     with pytest.raises(Exception, match="no single active notice"):
         ops.notices_view(line.now, notice="0000")
 
@@ -428,10 +439,10 @@ def test_small_areas_are_shown_exactly_in_the_view() -> None:
     line = Line()
     line.file(line.b, "NOTICE", disc_notice(30.0, 50.0))
     line.file(line.a, "NOTICE", polygon_notice(30.05, 50.0, 40))
-    view = line.a.ops.notices_view(line.now)
-    assert [n["area"]["type"] for n in view["active"]] == ["Point", "Polygon"]
-    assert not any("area_outline" in n for n in view["active"])
-    assert len(view["conflicts"]) == 1 and "where_outline" not in view["conflicts"][0]
+    view = page_of(line.a.ops.notices_view(line.now))
+    assert [n.area["type"] for n in view.active] == ["Point", "Polygon"]
+    assert not any(n.area_outline for n in view.active)
+    assert len(view.conflicts) == 1 and not view.conflicts[0].where_outline
 
 
 # --- 8. a person is who the roster said, and does only what the role allows ----------------------
@@ -462,12 +473,12 @@ def test_peer_roster_key_swap_is_refused_and_alarmed() -> None:
         assert side.ops.pins[side is line.b].people["Dezhurny"] == DEZHURNY.person
     f = line.file(line.a, "FLASH", {"text": "FLASH"}, prio="FLASH")
     line.file(line.b, "ACK", fake.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] is None and flash_view(line.b, f)["acked_by"] is None
+    assert flash_view(line.a, f).acked_by is None and flash_view(line.b, f).acked_by is None
     assert "not the one on the roster" in line.a.ops.refused[-1][1]
     line.advance(40 * SECOND)
     assert levels(line.tick(line.b)) == ["deputy"]
     line.file(line.b, "ACK", DEZHURNY.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] == "Dezhurny"
+    assert flash_view(line.a, f).acked_by == "Dezhurny"
     for side in (line.a, line.b):  # the pins survive a restart: replayed, they come out the same
         fresh = rebuild(side)
         assert snapshot(fresh, line.now) == snapshot(side.ops, line.now)
@@ -488,7 +499,7 @@ def test_peer_roster_removing_a_pinned_person_is_refused_and_alarmed() -> None:
     assert any("changes the pinned key of Dezhurny" in t for t in texts(line.a, "PINNED KEY"))
     f = line.file(line.a, "FLASH", {"text": "FLASH"}, prio="FLASH")
     line.file(line.b, "ACK", DEZHURNY.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] == "Dezhurny"
+    assert flash_view(line.a, f).acked_by == "Dezhurny"
 
 
 def test_peer_roster_role_change_is_taken_and_alarmed() -> None:
@@ -499,7 +510,7 @@ def test_peer_roster_role_change_is_taken_and_alarmed() -> None:
     assert texts(line.a, "changes Zamestitel's role from deputy to auditor")
     f = line.file(line.a, "FLASH", {"text": "FLASH"}, prio="FLASH")
     line.file(line.b, "ACK", ZAMESTITEL.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] is None  # an auditor now: the ACK counts nowhere
+    assert flash_view(line.a, f).acked_by is None  # an auditor now: the ACK counts nowhere
 
 
 def test_peer_auditor_ack_answer_record_and_readout_have_no_effect_at_the_receiver() -> None:
@@ -521,13 +532,13 @@ def test_peer_auditor_ack_answer_record_and_readout_have_no_effect_at_the_receiv
         assert [e.kind for e, _ in side.ops.refused] == ["ACK", "TEST_ANSWER", "CALL_RECORD", "READOUT"] * 2
         assert all(isinstance(why, str) and "may sign" in why for _, why in side.ops.refused)
         assert "Revizor is auditor: only duty, deputy, supervisor may sign ACK" in side.ops.refused[0][1]
-        assert flash_view(side, f)["acked_by"] is None and side.ops.calls.calls == {}
+        assert flash_view(side, f).acked_by is None and side.ops.calls.calls == {}
     line.advance(40 * SECOND)
     assert levels(line.tick(line.b)) == ["deputy"]
     line.advance(5 * 60 * SECOND)
     assert [i.content["result"] for i in line.tick(line.a) if i.kind == "TEST_RESULT"] == ["missed"]
     line.file(line.b, "ACK", DEZHURNY.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] == "Dezhurny"
+    assert flash_view(line.a, f).acked_by == "Dezhurny"
 
 
 def test_roster_tricks_are_refused_whole() -> None:
@@ -636,7 +647,7 @@ def test_auditor_cannot_file_an_ack_through_station_act(tmp_path: Path) -> None:
                     assert a.sessions[line].status().to_obj()["our_seq"] == before  # nothing was accepted
                 else:
                     await a.control(request)
-            await until(lambda: b.view(line, "flash")[0]["acked_by"] == "Duty EUCOM", "NDMC to see the ACK")
+            await until(lambda: b.flash_view(line)[0].acked_by == "Duty EUCOM", "NDMC to see the ACK")
         finally:
             await a.close()
             await b.close()

@@ -35,6 +35,7 @@ from redline.errors import SchemaError
 from redline.ops.engine import LineOps, check_operator_content
 from redline.ops.linetests import slot_times
 from redline.ops.model import Alarm, Entry, Intent
+from redline.ops.views import FlashView
 from redline.persons import Person, parse_roster, roster_content, sign_content
 
 SECOND, MINUTE, HOUR, DAY = 1000, 60_000, 3_600_000, 86_400_000
@@ -175,7 +176,7 @@ def rosters(line: Line) -> None:
     line.file(line.b, "ROSTER", roster_content([DEZHURNY.person, ZAMESTITEL.person, NACHALNIK.person]))
 
 
-def flash_view(side: Side, flash: Entry) -> dict[str, Any]:
+def flash_view(side: Side, flash: Entry) -> FlashView:
     return side.ops.flash.flashes[flash.id].view()
 
 
@@ -241,7 +242,7 @@ def test_answer_within_the_deadline_passes() -> None:
     rosters(line)
     test = line.file(line.a, "TEST", line.a.ops.tests.intent(None).content)
     assert any("LINE TEST from the peer" in t for t in line.b.texts())
-    assert line.b.ops.tests.history(line.now)["to_answer"][0]["deadline"] == T0 + 300 * SECOND
+    assert line.b.ops.tests.history(line.now).to_answer[0].deadline == T0 + 300 * SECOND
     line.advance(300 * SECOND)  # exactly at the deadline still counts
     answer(line, test)
     result = line.tick(line.a)
@@ -254,7 +255,7 @@ def test_answer_within_the_deadline_passes() -> None:
     line.ticks()
     assert line.a.ops.tests.ours[test.id].result == "passed" == line.b.ops.tests.theirs[test.id].result
     assert not any("MISSED" in t for t in line.a.texts() + line.b.texts())
-    assert line.b.ops.tests.history(line.now)["to_answer"] == []
+    assert line.b.ops.tests.history(line.now).to_answer == ()
 
 
 @pytest.mark.parametrize("first", ["tester", "answerer"])
@@ -273,7 +274,7 @@ def test_no_answer_by_the_deadline_misses_and_both_ends_alarm(first: str) -> Non
         assert not any("MISSED" in t for t in line.b.texts())  # and guesses no verdict
         [urge] = [t for t in line.b.texts() if "still unanswered after our copy of its deadline" in t]
         assert "awaiting the tester's verdict" in urge
-        assert line.b.ops.tests.history(line.now)["received"][0]["state"] == "awaiting the tester's verdict"
+        assert line.b.ops.tests.history(line.now).received[0].state == "awaiting the tester's verdict"
     result = line.tick(line.a)
     assert [(i.kind, i.content["result"]) for i in result] == [("TEST_RESULT", "missed")]
     missed = [t for t in line.a.texts() if "LINE TEST MISSED" in t]
@@ -287,7 +288,7 @@ def test_no_answer_by_the_deadline_misses_and_both_ends_alarm(first: str) -> Non
     assert sum("LINE TEST MISSED" in t for t in line.a.texts()) == 1
     assert sum("LINE TEST MISSED" in t for t in line.b.texts()) == 1
     assert line.b.ops.tests.theirs[test.id].result == "missed"
-    assert line.b.ops.tests.history(line.now)["to_answer"][0]["id"] == test.id  # still shown as unanswered
+    assert line.b.ops.tests.history(line.now).to_answer[0].id == test.id  # still shown as unanswered
 
 
 def test_an_answer_after_the_deadline_still_misses() -> None:
@@ -297,7 +298,7 @@ def test_an_answer_after_the_deadline_still_misses() -> None:
     line.advance(300 * SECOND + 1)
     answer(line, test)  # stored by the tester after its deadline, before its next tick
     assert [i.content["result"] for i in line.tick(line.a)] == ["missed"]
-    assert line.a.ops.tests.history(line.now)["passed"] == 0
+    assert line.a.ops.tests.history(line.now).passed == 0
 
 
 def test_a_test_never_receipted_says_the_line_may_be_dead() -> None:
@@ -309,7 +310,7 @@ def test_a_test_never_receipted_says_the_line_may_be_dead() -> None:
     [missed] = [t for t in line.a.texts() if "LINE TEST MISSED" in t]
     assert "never receipted" in missed and "the line may be dead" in missed
     hist = line.a.ops.tests.history(line.now)
-    assert hist["tests"][0]["receipted_at"] is None and hist["since_last_proven_ms"] is None
+    assert hist.tests[0].receipted_at is None and hist.since_last_proven_ms is None
 
 
 def test_history_figures() -> None:
@@ -328,12 +329,12 @@ def test_history_figures() -> None:
     line.tick(line.a)
     line.file(line.a, "TEST", line.a.ops.tests.intent(None).content)  # still pending
     hist = line.a.ops.tests.history(line.now)
-    assert (hist["sent"], hist["passed"], hist["missed"], hist["pending"]) == (5, 3, 1, 1)
-    assert hist["answer_ms_median"] == 20 * SECOND and hist["answer_ms_worst"] == 30 * SECOND
-    assert hist["since_last_proven_ms"] == line.now - last_answer
-    assert [t["result"] for t in hist["tests"]] == ["passed", "passed", "passed", "missed", "pending"]
-    assert {t["answered_by"] for t in hist["tests"][:3]} == {"Dezhurny"}
-    assert all(t["receipted_at"] == t["sent_at"] for t in hist["tests"])
+    assert (hist.sent, hist.passed, hist.missed, hist.pending) == (5, 3, 1, 1)
+    assert hist.answer_ms_median == 20 * SECOND and hist.answer_ms_worst == 30 * SECOND
+    assert hist.since_last_proven_ms == line.now - last_answer
+    assert [t.result for t in hist.tests] == ["passed", "passed", "passed", "missed", "pending"]
+    assert {t.answered_by for t in hist.tests[:3]} == {"Dezhurny"}
+    assert all(t.receipted_at == t.sent_at for t in hist.tests)
 
 
 def test_a_test_answer_without_a_valid_person_signature_does_not_pass() -> None:
@@ -371,9 +372,9 @@ def test_flash_escalates_duty_deputy_supervisor_then_deadline_missed() -> None:
     assert steps == [(40 * SECOND, "deputy"), (80 * SECOND, "supervisor"), (120 * SECOND, "deadline-missed")]
     # The sender sees every step as the receiver recorded it, and both ends alarm.
     view = flash_view(line.a, f)
-    assert [(s["level"], s["at"] - T0) for s in view["escalations"]] == [
+    assert [(s.level, s.at - T0) for s in view.escalations] == [
         ("deputy", 40 * SECOND), ("supervisor", 80 * SECOND), ("deadline-missed", 120 * SECOND)]  # fmt: skip
-    assert view["state"] == "deadline missed" and view["receipted_at"] == T0 and view["acked_by"] is None
+    assert view.state == "deadline missed" and view.receipted_at == T0 and view.acked_by is None
     assert sum("NOT acknowledged by the peer in time" in t for t in line.a.texts()) == 1
     assert sum("was not acknowledged in time" in t for t in line.b.texts()) == 1
     assert [t for t in line.b.texts() if "escalated to" in t] == [
@@ -391,7 +392,7 @@ def test_overdue_escalation_steps_all_fire_at_once_in_order() -> None:
     assert levels(did) == ["deputy", "supervisor", "deadline-missed"]
     assert [i.content["step"] for i in did] == [1, 2, 3]
     assert [i.idem for i in did] == [f"escalated:{f.id}:{lv}" for lv in ("deputy", "supervisor", "deadline-missed")]
-    assert [s["level"] for s in flash_view(line.a, f)["escalations"]] == ["deputy", "supervisor", "deadline-missed"]
+    assert [s.level for s in flash_view(line.a, f).escalations] == ["deputy", "supervisor", "deadline-missed"]
 
 
 def test_a_valid_ack_stops_the_escalation() -> None:
@@ -406,8 +407,8 @@ def test_a_valid_ack_stops_the_escalation() -> None:
         line.advance(40 * SECOND)
         assert line.ticks() == ([], [])
     view = flash_view(line.a, f)
-    assert view["state"] == "acknowledged" and view["acked_by"] == "Zamestitel" and view["acked_at"] == ack.stored_at
-    assert [s["level"] for s in view["escalations"]] == ["deputy"]
+    assert view.state == "acknowledged" and view.acked_by == "Zamestitel" and view.acked_at == ack.stored_at
+    assert [s.level for s in view.escalations] == ["deputy"]
     assert line.a.ops.refused == [] and line.b.ops.refused == []
     assert line.b.ops.flash.pending_levels(line.now) == {}
     assert not any("NOT acknowledged" in t for t in line.a.texts())
@@ -425,8 +426,8 @@ def _acks_refused(line: Line, f: Entry, content: dict[str, Any], reason: str) ->
         line.advance(10 * SECOND)
         line.ticks()
     view = flash_view(line.a, f)
-    assert view["acked_by"] is None and view["state"] == "deadline missed"
-    assert [s["level"] for s in view["escalations"]] == ["deputy", "supervisor", "deadline-missed"]
+    assert view.acked_by is None and view.state == "deadline missed"
+    assert [s.level for s in view.escalations] == ["deputy", "supervisor", "deadline-missed"]
 
 
 def test_ack_without_a_person_signature_is_refused() -> None:
@@ -483,7 +484,7 @@ def test_an_ack_by_the_flash_sender_itself_does_not_count() -> None:
     line.file(line.a, "ACK", DUTY_EUCOM.sign({"ref": f.ref}), prio="FLASH")
     line.advance(40 * SECOND)
     assert levels(line.tick(line.b)) == ["deputy"]
-    assert flash_view(line.a, f)["acked_by"] is None
+    assert flash_view(line.a, f).acked_by is None
 
 
 def test_escalation_recorded_by_the_flash_sender_does_not_count() -> None:
@@ -493,7 +494,7 @@ def test_escalation_recorded_by_the_flash_sender_does_not_count() -> None:
     f = flash(line)
     for level, step in (("deputy", 1), ("supervisor", 2), ("deadline-missed", 3)):
         line.file(line.a, "ESCALATED", {"flash": f.ref, "level": level, "step": step}, prio="FLASH")
-    assert flash_view(line.a, f)["escalations"] == [] == flash_view(line.b, f)["escalations"]
+    assert flash_view(line.a, f).escalations == () == flash_view(line.b, f).escalations
     assert not any("NOT acknowledged" in t for t in line.b.texts())
     line.advance(40 * SECOND)
     assert levels(line.tick(line.b)) == ["deputy"]
@@ -504,7 +505,7 @@ def test_a_text_with_flash_priority_is_a_flash() -> None:
     f = line.file(line.a, "TEXT", {"text": "urgent"}, prio="FLASH")
     line.advance(40 * SECOND)
     assert levels(line.tick(line.b)) == ["deputy"]
-    assert flash_view(line.a, f)["escalations"][0]["level"] == "deputy"
+    assert flash_view(line.a, f).escalations[0].level == "deputy"
 
 
 def test_escalation_follows_the_configured_levels_and_deadline() -> None:
@@ -558,7 +559,7 @@ def test_a_malformed_roster_is_ignored_and_the_previous_one_stays() -> None:
     assert any("is malformed and was ignored" in t for t in line.a.texts())
     f = flash(line)
     line.file(line.b, "ACK", DEZHURNY.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] == "Dezhurny"
+    assert flash_view(line.a, f).acked_by == "Dezhurny"
 
 
 def test_each_side_is_checked_against_its_own_roster() -> None:
@@ -567,7 +568,7 @@ def test_each_side_is_checked_against_its_own_roster() -> None:
     line.file(line.a, "ROSTER", roster_content([DUTY_EUCOM.person, DEZHURNY.person]))
     f = flash(line)
     line.file(line.b, "ACK", DEZHURNY.sign({"ref": f.ref}), prio="FLASH")
-    assert flash_view(line.a, f)["acked_by"] is None
+    assert flash_view(line.a, f).acked_by is None
     assert "not on the sending station's published roster" in line.a.ops.refused[0][1]
 
 
@@ -703,17 +704,17 @@ def test_call_record_and_both_readouts_side_by_side() -> None:
     now = utc("2022-05-16T08:00:00")
     for side, us, peer, mine, theirs in ((line.a, EUCOM, NDMC, "en", "ru"), (line.b, NDMC, EUCOM, "ru", "en")):
         [pair] = side.ops.calls.summary(now, us, peer)
-        assert pair["principals"] == ["Minister", "Secretary"]
-        assert pair["requests"] == {EUCOM: 2, NDMC: 0}
-        assert (pair["accepted"], pair["declined"], pair["unanswered"], pair["open"]) == (1, 1, 0, 0)
-        assert [c["id"] for c in pair["calls"]] == [feb.id, rec.id]
-        may = pair["calls"][1]
-        assert may["days_since_previous"] == 84  # "the first in 84 days"
-        assert "days_since_previous" not in pair["calls"][0] and pair["calls"][0]["readouts"] == {}
-        assert may["filed_by"] == EUCOM and may["participants"] == ["Secretary", "Minister"]
-        assert may["readouts"]["ours"]["lang"] == mine and may["readouts"]["theirs"]["lang"] == theirs
-        assert {ro["by"] for ro in may["readouts"].values()} == {"Duty EUCOM", "Nachalnik"}
-        assert pair["last_call_at"] == utc("2022-05-13T12:00:00") and pair["days_since_last_call"] == 3
+        assert pair.principals == ("Minister", "Secretary")
+        assert pair.requests == {EUCOM: 2, NDMC: 0}
+        assert (pair.accepted, pair.declined, pair.unanswered, pair.open) == (1, 1, 0, 0)
+        assert [c.id for c in pair.calls] == [feb.id, rec.id]
+        may = pair.calls[1]
+        assert may.days_since_previous == 84  # "the first in 84 days"
+        assert pair.calls[0].days_since_previous is None and pair.calls[0].readouts == {}
+        assert may.filed_by == EUCOM and may.participants == ("Secretary", "Minister")
+        assert may.readouts["ours"].lang == mine and may.readouts["theirs"].lang == theirs
+        assert {ro.by for ro in may.readouts.values()} == {"Duty EUCOM", "Nachalnik"}
+        assert pair.last_call_at == utc("2022-05-13T12:00:00") and pair.days_since_last_call == 3
     assert [e.kind for e, _ in line.a.ops.refused] == ["READOUT"]
 
 
@@ -731,8 +732,8 @@ def test_days_between_calls_are_counted_by_utc_date() -> None:
     record("2022-02-12T00:30:00", "2022-02-12T01:00:00")  # one hour later, but the next UTC day
     record("2022-02-12T22:00:00", "2022-02-12T23:59:59")  # the same UTC day
     [pair] = line.a.ops.calls.summary(utc("2022-02-13T00:00:01"), EUCOM, NDMC)
-    assert [c.get("days_since_previous") for c in pair["calls"]] == [None, 1, 0]
-    assert pair["days_since_last_call"] == 1
+    assert [c.days_since_previous for c in pair.calls] == [None, 1, 0]
+    assert pair.days_since_last_call == 1
 
 
 def test_summary_counts_requests_by_side_and_outcome() -> None:
@@ -749,10 +750,12 @@ def test_summary_counts_requests_by_side_and_outcome() -> None:
     line.advance(2 * HOUR)
     line.ticks()  # two of ours expire; the peer's is still open
     [pair] = line.a.ops.calls.summary(line.now, EUCOM, NDMC)
-    assert pair["requests"] == {EUCOM: 4, NDMC: 1}
-    assert (pair["accepted"], pair["declined"], pair["unanswered"], pair["open"]) == (1, 1, 2, 1)
-    assert pair["calls"] == [] and pair["days_since_last_call"] is None
-    assert line.b.ops.calls.summary(line.now, NDMC, EUCOM) == [pair]
+    assert pair.requests == {EUCOM: 4, NDMC: 1}
+    assert (pair.accepted, pair.declined, pair.unanswered, pair.open) == (1, 1, 2, 1)
+    assert pair.calls == () and pair.days_since_last_call is None
+    # The same at both ends but for which side made each request.
+    theirs = tuple(replace(o, ours=not o.ours) for o in pair.outcomes)
+    assert line.b.ops.calls.summary(line.now, NDMC, EUCOM) == (replace(pair, outcomes=theirs),)
 
 
 # --- idempotency and rebuilding ---------------------------------------------------------------------
@@ -821,7 +824,7 @@ def test_replaying_the_transcript_rebuilds_the_same_state_and_fires_what_is_over
     req = request(line, expires=line.now + HOUR)
     line.advance(45 * SECOND)
     line.ticks()  # EUCOM: passed; NDMC: f_open escalated to deputy
-    assert [s["level"] for s in flash_view(line.a, f_open)["escalations"]] == ["deputy"]
+    assert [s.level for s in flash_view(line.a, f_open).escalations] == ["deputy"]
     # Crash both stations; rebuild each from what it stored.
     for side in (line.a, line.b):
         assert snapshot(rebuild(side), line.now) == snapshot(side.ops, line.now)
@@ -868,10 +871,10 @@ def test_malformed_numbers_from_the_peer_are_refused_and_do_not_break_ops(bad: A
     assert sum("refused FLASH seq" in t for t in line.b.texts()) == 1
     line.advance(8 * DAY)
     assert line.ticks() == ([], [])
-    assert line.b.ops.calls.summary(line.now, NDMC, EUCOM) == []
+    assert line.b.ops.calls.summary(line.now, NDMC, EUCOM) == ()
     assert snapshot(rebuild(line.b), line.now) == snapshot(line.b.ops, line.now)
     f = flash(line)  # the line still works
-    assert flash_view(line.b, f)["deadline"] == line.now + 120 * SECOND
+    assert flash_view(line.b, f).deadline == line.now + 120 * SECOND
 
 
 def test_unknown_kinds_are_kept_and_shown_never_acted_on() -> None:

@@ -28,6 +28,7 @@ import pytest
 from redline.config import Limits
 from redline.ops.engine import LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry
+from redline.ops.views import CallPairView, CallRequestView
 from redline.persons import roster_content
 from tests.test_ops import DEZHURNY, DUTY_EUCOM, EUCOM, NDMC, SECOND, Officer, utc
 
@@ -179,8 +180,8 @@ class World:
 
 def outcomes(tester: End, answerer: End, now: int) -> int:
     """Every line test ``tester`` decided, as both ends show it; how many it recorded missed."""
-    decided = {t["id"]: (t["result"], t["answered_by"]) for t in tester.ops.tests.history(now)["tests"]}
-    shown = {t["id"]: (t["result"], t["answered_by"]) for t in answerer.ops.tests.history(now)["received"]}
+    decided = {t.id: (t.result, t.answered_by) for t in tester.ops.tests.history(now).tests}
+    shown = {t.id: (t.result, t.answered_by) for t in answerer.ops.tests.history(now).received}
     assert decided == shown
     assert "pending" not in {r for r, _ in decided.values()}
     missed = sum(1 for r, _ in decided.values() if r == "missed")
@@ -197,11 +198,20 @@ def requests(side: End) -> dict[str, str]:
     return {rid: r.state for rid, r in side.ops.calls.requests.items()}
 
 
-def calls_view(side: End, now: int) -> list[dict[str, Any]]:
+def calls_view(side: End, now: int) -> list[CallPairView]:
     """The calls view, each pair's requests in id order (each end lists them in the order it
-    stored them)."""
+    stored them), without what is local to an end by definition: whether this end made the
+    request (checked here), when this end stored the request and its reply, and the reply to an
+    expired request (a reply that crossed the CALL_EXPIRED is kept where it arrived first, and is
+    ignored where it arrived after: the outcome, "expired", is the same at both ends)."""
     summary = side.ops.calls.summary(side.clock(now), EUCOM, NDMC)
-    return [{**pair, "outcomes": sorted(pair["outcomes"], key=lambda o: o["id"])} for pair in summary]
+    assert all(o.ours == (o.requested_by == side.fp) for pair in summary for o in pair.outcomes)
+
+    def alike(o: CallRequestView) -> CallRequestView:
+        reply = None if o.reply is None or o.state == "expired" else replace(o.reply, at=0)
+        return replace(o, ours=False, sent_at=0, reply=reply)
+
+    return [replace(pair, outcomes=tuple(sorted(map(alike, pair.outcomes), key=lambda o: o.id))) for pair in summary]
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -235,11 +245,11 @@ def test_the_demo_race_a_lagging_answerer_warns_but_shows_the_testers_pass() -> 
     world.t += 60 * SECOND
     world.tick(b)
     assert not b.texts("MISSED") and b.texts("still unanswered after our copy of its deadline")
-    assert b.ops.tests.history(b.clock(world.t))["received"][0]["state"] == "awaiting the tester's verdict"
+    assert b.ops.tests.history(b.clock(world.t)).received[0].state == "awaiting the tester's verdict"
     world.file(b, "TEST_ANSWER", DEZHURNY.sign({"test": test.ref, "text": "Test received."}))
     world.rush()  # stored by EUCOM a minute after its test: within any of its windows
     world.tick(a)
-    assert a.ops.tests.history(world.t)["tests"][0]["result"] == "passed"
+    assert a.ops.tests.history(world.t).tests[0].result == "passed"
     world.settle()
-    assert b.ops.tests.history(world.t)["received"][0]["result"] == "passed"
+    assert b.ops.tests.history(world.t).received[0].result == "passed"
     assert not b.texts("MISSED") and b.texts("PASSED: the tester's verdict")
