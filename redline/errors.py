@@ -165,6 +165,12 @@ class StorageError(RedlineError):
     """The ledger refused or failed an operation; the store is unchanged."""
 
 
+class FencedError(StorageError):
+    """This process is deposed: the store's lease has a newer term than the one it holds (another
+    process of the station took over). The write was refused inside its own transaction, so
+    nothing of it is stored and nothing of it may be sent; the process must step down."""
+
+
 class NotFoundError(RedlineError):
     """Asked for something this station does not hold (a line, an envelope, an outbox entry)."""
 

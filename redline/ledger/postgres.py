@@ -12,6 +12,11 @@ losing a machine. The same promises as ``ledger.sqlite`` (``ledger.interface`` l
   than this redline's is refused before anything is written.
 - Each chain's complete Merkle subtrees (``merkle.StoredLog``) and its byte total are written in
   the transaction of the envelope that completes them, as in SQLite.
+- Fencing (an HA pair, ``ledger.lease``): once ``hold`` gave this handle a lease term, every
+  write transaction first reads the lease row ``FOR SHARE`` and goes on only if that term is
+  still the store's; otherwise it rolls back and raises ``FencedError``, and so does every later
+  write. A handle whose lease ran out by its own monotonic clock (not renewed in time: paused,
+  cut off from the database) refuses to write before asking the store at all.
 
 The DSN never carries a password (``store_url`` refuses one): libpq reads it from ``PGPASSFILE``
 (or ``~/.pgpass``), ``PGPASSWORD`` or a client certificate, never from the command line or
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ from redline import merkle
 from redline.envelope import Envelope
 from redline.errors import (
     EquivocationError,
+    FencedError,
     LineNotFoundError,
     NotFoundError,
     OutOfOrderError,
@@ -40,6 +47,7 @@ from redline.errors import (
     StorageError,
 )
 from redline.identity import SignedCert
+from redline.ledger import lease
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
 from redline.ledger.stores import shown_url
 from redline.ledger.verify import LineData, LineSource, StoredRow
@@ -164,6 +172,11 @@ class PgLedger:
         self._bytes: dict[tuple[str, str], int] = {}
         self._logs: dict[tuple[str, str], merkle.StoredLog] = {}
         self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}
+        # The lease this handle writes under (``hold``): holder, term, its length, and until when
+        # (monotonic, from the send of the last renewal) it is certainly ours. None: no fencing.
+        self._fence: tuple[str, int, float] | None = None
+        self._valid_until = 0.0
+        self._deposed = ""
         try:
             # Nothing is written before the schema is known: a store we refuse stays as it was.
             exists = self._db.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
@@ -276,12 +289,95 @@ class PgLedger:
 
     def _begin(self) -> None:
         if self._depth == 0:
+            if self._fence is not None:
+                self._check_lease_time()
             try:
                 self._db.execute("BEGIN")
+                if self._fence is not None:
+                    self._check_term()
             except psycopg.Error as exc:
                 self._rollback()
                 raise StorageError(f"the store cannot start a transaction, nothing was accepted: {exc}") from exc
         self._depth += 1
+
+    # -- fencing (ledger/lease.py) -------------------------------------------------------------
+    def hold(self, holder: str, term: int, seconds: float, since: float) -> None:
+        """Write only under lease ``term`` from now on. ``since``: the monotonic time the request
+        that won (or last renewed) the term was sent; the lease is ours until ``since + seconds``.
+        The connection is named after the holder (a taker can end it) and a transaction left
+        open by a paused process is rolled back by the server."""
+        self._db.execute("SELECT set_config('application_name', %s, false)", (lease.app_name(holder),))
+        ms = max(1000, int(seconds * 1000))
+        self._db.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+        self._fence, self._valid_until, self._deposed = (holder, term, seconds), since + seconds, ""
+
+    @property
+    def term(self) -> int | None:
+        return None if self._fence is None else self._fence[1]
+
+    @property
+    def deposed(self) -> str:
+        """Why this handle may no longer write ("" while it may)."""
+        return self._deposed
+
+    def renew_lease(self) -> lease.LeaseState | None:
+        """Extend the held lease (between transactions only: None if one is open, try again)."""
+        if self._fence is None or self._depth or self._deposed:
+            if self._deposed:
+                raise FencedError(self._deposed)
+            return None
+        holder, term, seconds = self._fence
+        sent = time.monotonic()
+        try:
+            state = lease.renew(self._db, holder, term, seconds)
+        except FencedError as exc:
+            self._deposed = str(exc)
+            raise
+        self._valid_until = sent + seconds
+        return state
+
+    def read_lease(self) -> lease.LeaseState | None:
+        try:
+            return lease.read(self._db)
+        except psycopg.Error as exc:
+            raise StorageError(f"the lease cannot be read: {exc}") from exc
+
+    def database_role(self) -> str:
+        """"primary" or "standby" (in recovery, read-only), as the server we are connected to says."""
+        row = self._q("SELECT pg_is_in_recovery()").fetchone()
+        return "standby" if row and row[0] else "primary"
+
+    def lease_still_ours(self) -> None:
+        """Raise ``FencedError`` once the held lease has run out by this process's clock."""
+        self._check_lease_time()
+
+    def _check_lease_time(self) -> None:
+        if not self._deposed and time.monotonic() >= self._valid_until:
+            assert self._fence is not None
+            self._deposed = (
+                f"DEPOSED: the lease at term {self._fence[1]} was not renewed in time (this process was paused, "
+                "or cut off from the database); it commits and sends nothing more and steps down"
+            )
+        if self._deposed:
+            raise FencedError(self._deposed)
+
+    def _check_term(self) -> None:
+        """Inside the transaction just begun: the lease row, locked FOR SHARE until it ends, still
+        at our term. A takeover waits for this transaction, or this one sees the new term."""
+        assert self._fence is not None
+        row = self._db.execute("SELECT term FROM lease WHERE id = 1 FOR SHARE").fetchone()
+        if row is not None and int(row[0]) == self._fence[1]:
+            return
+        self._rollback()
+        self._deposed = lease.deposed_message(self._fence[1], self.read_lease())
+        raise FencedError(self._deposed)
+
+    def release_lease(self) -> None:
+        """A clean stop: end our term now, so the standby takes over without waiting for expiry."""
+        if self._fence is None or self._deposed or self._db.closed:
+            return
+        with contextlib.suppress(psycopg.Error):
+            lease.release(self._db, self._fence[0], self._fence[1])
 
     def _end(self, exc: BaseException | None) -> None:
         if exc is None and self._depth == 1:
