@@ -235,6 +235,53 @@ def register(main: click.Group) -> None:
             content["reason"] = reason
         emit(as_json, act(station, line, "CALL_REPLY", content, priority="priority"), show_result)
 
+    @call.command("join")
+    @click.argument("line")
+    @click.option("--url", required=True, help="The station's console address, e.g. http://127.0.0.1:8001/.")
+    @click.option("--user", required=True, help="Station user to take part as (the password is asked for).")
+    @click.option("--ring", "ring", flag_value=True, help="Ring the peer (default: wait for its ring and pick up).")
+    @click.option("--pick-up", "ring", flag_value=False, default=False, help="Wait for the peer's ring; pick it up.")
+    @click.option("--play", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                  help="Audio file to say (WAV, or anything ffmpeg reads).")  # fmt: skip
+    @click.option("--tone", type=float, default=None, help="Say a sine tone of this many Hz instead of a file.")
+    @click.option("--seconds", type=float, default=3.0, show_default=True, help="Length of --tone.")
+    @click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Write what the peer said to this WAV file.")  # fmt: skip
+    @click.option("--hang-up", is_flag=True, help="Hang up once our audio is said (default: stay until the call ends).")
+    @click.option("--stay", type=float, default=30.0, show_default=True,
+                  help="Seconds to stay on after our audio when not hanging up.")  # fmt: skip
+    @click.option("--test-id", default=None, help="With --ring: the ring is the voice line test of this TEST.")
+    @click.option("--timeout", type=float, default=60.0, show_default=True,
+                  help="Seconds to wait for a ring or a pick-up.")  # fmt: skip
+    @click.option("--insecure", is_flag=True, help="Accept the console's self-signed certificate (a test station).")
+    @json_option
+    def call_join(line: str, url: str, user: str, ring: bool, play: Path | None, tone: float | None, seconds: float,
+                  record: Path | None, hang_up: bool, stay: float, test_id: str | None, timeout: float,
+                  insecure: bool, as_json: bool) -> None:  # fmt: skip
+        """Take part in a voice call without a browser (a headless participant): ring the peer or pick
+        up its ring, say a WAV file or a tone, record what the peer says; as a console does, through
+        the station's API, signed as --user."""
+        import asyncio
+
+        from redline import participant
+
+        if (play is None) == (tone is None):
+            fail("give exactly one of --play FILE or --tone HZ")
+        pcm = run(lambda: participant.read_wav(play) if play is not None else participant.tone(seconds, tone or 0))
+        password = read_password(f"password for {user}")
+        say = (lambda s: None) if as_json else (lambda s: console.print(s))
+        result = run(lambda: asyncio.run(participant.join(
+            url, line, user, password, ring=ring, play=pcm, record=record, test_id=test_id, stay=stay,
+            hang_up=hang_up, timeout=timeout, insecure=insecure, say=say)))  # fmt: skip
+
+        def human(d: dict[str, Any]) -> None:
+            console.print(f"call {d['call'][:12]}: sent {d['sent']} packets, heard {d['heard']}; now {d['state']}"
+                          + (f"; recorded to {d['record']}" if d["record"] else ""))  # fmt: skip
+            for r in d["refused"]:
+                console.print(styled(("refused:", "bold red"), f" {r}"))
+
+        emit(as_json, result, human)
+
     @call.command("record")
     @station_option
     @click.argument("line")
