@@ -49,6 +49,10 @@ class Limits:
     max_clock_skew_seconds: float = 30.0
     redial_initial: float = 0.2
     redial_max: float = 5.0
+    # An HA pair on PostgreSQL (redline/standby.py): the active process's lease lasts this long
+    # by the database's clock and is renewed four times in it; a standby asks for it this often.
+    lease_seconds: float = 3.0
+    lease_poll_seconds: float = 0.25
     # Pre-authentication: handshake deadline and connections per source address.
     handshake_timeout: float = 5.0
     max_preauth_per_source: int = 8

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redline import canonical, control, identity, kinds, media, pairing, persons, readmodel, recording, transport, views
 from redline.ceremony import Ceremony
@@ -26,6 +26,7 @@ from redline.config import StationConfig, parse_hostport
 from redline.display import shown
 from redline.envelope import KINDS, PRIORITIES, Envelope, RawEnvelope, split
 from redline.errors import (
+    FencedError,
     LimitError,
     LocalProtocolError,
     PairingError,
@@ -56,6 +57,9 @@ from redline.protocol.framing import FrameType
 from redline.protocol.state import PathState
 from redline.session import LineSession, PathStatus
 
+if TYPE_CHECKING:
+    from redline.standby import Pair  # psycopg loads only for a station on PostgreSQL
+
 log = logging.getLogger("redline.station")
 MAX_ALARM_CHARS = 2000
 MAX_IDEM_CHARS = 200
@@ -64,14 +68,18 @@ TICK = 0.1
 
 class Station:
     def __init__(
-        self, home: StationDir, *, on_alarm: Callable[[str, str, str], None] | None = None, clock: Clock | None = None
-    ) -> None:
+        self, home: StationDir, *, on_alarm: Callable[[str, str, str], None] | None = None, clock: Clock | None = None,
+        ha: Pair | None = None,
+    ) -> None:  # fmt: skip
         self.home = home
         home.require()
         home.check_private()
         self.config: StationConfig = home.config()
         self.keys: StationKeys = home.load_keys()
         self.ledger: LedgerStore = home.open_ledger()
+        self.ha = ha  # one process of an HA pair on PostgreSQL (standby.py): writes only under its lease
+        if ha is not None:
+            ha.attach(self.ledger)
         self.limits = self.config.limits
         self.sessions: dict[str, LineSession] = {}
         self.alarms: list[dict[str, Any]] = []
@@ -222,6 +230,8 @@ class Station:
             self._dial_paths(session)
         self._spawn(self._ticker())
         self._spawn(control.serve(self, self.home.control_path))
+        if self.ha is not None:
+            self._spawn(self.ha.keep(self))
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -262,6 +272,9 @@ class Station:
 
     async def _run_path(self, line: str, path: str, conn: transport.Connection) -> None:
         """Feed one connection's frames to its line until it closes."""
+        if self.ha is not None and not self.ha.may_serve(self):  # a deposed process serves no path
+            conn.abort()
+            return
         session = self.sessions[line]
         old = self._conns.get((line, path))
         if old is not None:
@@ -360,6 +373,9 @@ class Station:
         rebuilt from the store, as a restart would, and the line's connections are dropped: the peer
         redials and resends whatever we did not receipt. Until the store takes writes again every
         acceptance fails the same way, with this reason; nothing unstored is ever acknowledged."""
+        if isinstance(exc, FencedError):
+            self.step_down(str(exc))
+            return
         line = session.line
         self.alarm(
             line, "alarm",
@@ -557,6 +573,20 @@ class Station:
     def stop(self) -> None:
         self._stopping.set()
 
+    def step_down(self, reason: str) -> None:
+        """Deposed (standby.py): alarm, drop every path, listen no more, and stop; the ledger
+        already refuses every write, so nothing more is committed or sent."""
+        if self.ha is None or self._stopping.is_set():  # once: a stopped station is done with the pair
+            return
+        self.ha.stepped_down(reason)
+        for line in self.sessions:
+            self.alarm(line, "alarm", reason)
+        for conn in list(self._conns.values()):
+            conn.abort()
+        for server in self._servers:
+            server.close()
+        self.stop()
+
     async def close(self) -> None:
         for server in self._servers:
             server.close()
@@ -573,6 +603,8 @@ class Station:
                 log.error("line %s: could not save the peer's latest receipt at stop: %s", session.line[:8], exc)
         with contextlib.suppress(FileNotFoundError):
             self.home.control_path.unlink()
+        if self.ha is not None:
+            self.ha.release()  # the standby takes over at its next poll, not at expiry
         self.ledger.close()
 
     # -- operations ----------------------------------------------------------------------------------
@@ -759,6 +791,7 @@ class Station:
         return views.StationStatus(
             station=self.config.name, fingerprint=self.keys.fingerprint, listen=tuple(self.config.listen),
             lines=tuple(s.status() for s in self.sessions.values()), alarms=tuple(self.alarms[-20:]),
+            ha=None if self.ha is None else self.ha.view(),
         )
 
     # -- pairing (ceremony.py runs the key ceremony; a completed one adds a line here) -----------

@@ -75,6 +75,25 @@ class LineStatus:
 
 
 @dataclass(frozen=True)
+class HaView:
+    """This process in an HA pair on PostgreSQL (redline/standby.py): its role, the lease's term
+    and since when (the database's clock, ISO 8601), who holds it, and the database's role."""
+
+    role: str  # "active", "standby" or "deposed"
+    holder: str  # this process (host:pid:random)
+    term: int | None  # the lease's term as last read (ours while active)
+    since: str  # when that term began
+    expires: str  # when it lapses unless renewed
+    active_holder: str  # who holds it ("" if nobody yet)
+    active_address: str
+    database: str  # "primary", "standby" (read-only) or "unreachable: why"
+    store: str  # the store's URL, never a password
+
+    def to_obj(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class StationStatus:
     """What ``redline status``, the API's status and the console show: one typed object, sent as
     JSON over the control socket and the API (``to_obj``) and read back by the CLI (``from_obj``)."""
@@ -84,16 +103,20 @@ class StationStatus:
     listen: tuple[str, ...]
     lines: tuple[LineStatus, ...]
     alarms: tuple[Mapping[str, Any], ...]
+    ha: HaView | None = None  # a station on PostgreSQL: this process's part in the pair
 
     def to_obj(self) -> dict[str, Any]:
         return {
             "station": self.station, "fingerprint": self.fingerprint, "listen": list(self.listen),
             "lines": [ln.to_obj() for ln in self.lines], "alarms": [dict(a) for a in self.alarms],
+            **({"ha": self.ha.to_obj()} if self.ha is not None else {}),
         }  # fmt: skip
 
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> StationStatus:
+        ha = obj.get("ha")
         return cls(
             station=obj["station"], fingerprint=obj["fingerprint"], listen=tuple(obj["listen"]),
             lines=tuple(LineStatus.from_obj(ln) for ln in obj["lines"]), alarms=tuple(obj["alarms"]),
+            ha=HaView(**ha) if isinstance(ha, Mapping) else None,
         )  # fmt: skip

@@ -81,13 +81,33 @@ def serve(
     home = StationDir(station_path(station))
 
     async def main_() -> None:
-        st = Station(
-            home, on_alarm=None if json_log else lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"),
-            clock=SettableClock() if settable_clock else None,
-        )  # fmt: skip
+        # A station on PostgreSQL is one process of an HA pair (redline/standby.py): it runs while
+        # it holds the store's lease, and waits as the standby before and after.
+        pair = None
+        if home.config().store:
+            from redline.standby import Pair
+
+            pair = Pair(home)
+        stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, st.stop)
+            loop.add_signal_handler(sig, stopping.set)
+        while True:
+            if pair is not None:
+                console.print(f"Standby: waiting for the lease of the store {pair.view().store} ({pair.holder})")
+                if not await pair.wait_active(stopping):
+                    return
+            await run_station(pair, stopping)
+            if pair is None or pair.role != "deposed" or stopping.is_set():
+                return
+
+    async def run_station(pair: Any, stopping: asyncio.Event) -> None:
+        st = Station(
+            home, on_alarm=None if json_log else lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"),
+            clock=SettableClock() if settable_clock else None, ha=pair,
+        )  # fmt: skip
+        stopper = asyncio.ensure_future(stopping.wait())
+        stopper.add_done_callback(lambda _: st.stop())
         http = monitor = None
         try:
             await st.start()
@@ -106,6 +126,7 @@ def serve(
                 console.print(styled("Metrics, health and readiness on ", (f"http://{monitor.addr}/metrics", "bold")))
             await st.wait_stopped()
         finally:
+            stopper.cancel()
             if monitor is not None:
                 await monitor.stop()
             if http is not None:
@@ -212,6 +233,12 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
     def human(d: dict[str, Any]) -> None:
         where = ", ".join(held.listen)
         console.print(styled("Station ", (held.station, "bold"), f" {held.fingerprint[:16]}  listening on {where}"))
+        if held.ha is not None:  # one process of an HA pair on PostgreSQL
+            ha = held.ha
+            role = {"active": ("ACTIVE", "green"), "standby": ("STANDBY", "yellow")}.get(ha.role, ("DEPOSED", "red"))
+            active = f"{ha.active_holder} at {ha.active_address}" if ha.active_holder else "none (lease lapsed)"
+            console.print(styled("This process: ", role, f" ({ha.holder}); lease term {ha.term} since {ha.since}"))
+            console.print(f"Active process: {active}; database: {ha.database} ({ha.store})")
         for ln in held.lines:
             here, peer = ("yes" if ln.confirmed_local else "no"), ("yes" if ln.confirmed_peer else "no")
             state: str | tuple[str, str] = (("IN SYNC", "green") if ln.synced else ("NOT IN SYNC", "red")) if (

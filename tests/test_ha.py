@@ -1,0 +1,325 @@
+"""An HA pair of real processes (redline/standby.py): EUCOM runs as two ``redline serve`` processes
+on one PostgreSQL store (tests/pg.py), listening on two loopback ports that stand in for two
+hosts; NDMC (SQLite) dials both addresses, which the pairing token carried. Traffic runs both
+ways while the active EUCOM process is killed (kill -9) or paused (SIGSTOP), and the checker of
+the proving ground (tests/chaos.py) then reads both transcripts: every accepted message delivered
+exactly once and in order, both chains byte-equal at both ends, ``redline verify`` passing at
+both, no equivocation in any log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from redline.config import Limits, StationConfig
+from redline.home import StationDir
+from redline.testing import free_ports
+from tests.chaos import compare, scan_log, traffic_texts, verify_cli
+from tests.pg import PgServer
+from tests.procs import StationProc, pipelined, wait_until
+
+pytestmark = pytest.mark.slow
+
+KILLS = int(os.environ.get("REDLINE_HA_KILLS", "20"))
+
+
+@dataclass
+class Pair:
+    """EUCOM's two processes (a, b), NDMC, the line, and what each side had accepted."""
+
+    a: StationProc
+    b: StationProc
+    ndmc: StationProc
+    line: str
+    url: str
+    accepted: dict[str, list[str]] = field(default_factory=lambda: {"eucom": [], "ndmc": []})
+
+    def procs(self) -> list[StationProc]:
+        return [self.a, self.b, self.ndmc]
+
+
+async def role(p: StationProc) -> str:
+    try:
+        st = await p.call({"op": "status"})
+    except Exception:
+        return "down"
+    return str(st.get("ha", {}).get("role", "?"))
+
+
+async def active(pair: Pair) -> StationProc | None:
+    for p in (pair.a, pair.b):
+        if p.proc is not None and p.proc.poll() is None and await role(p) == "active":
+            return p
+    return None
+
+
+async def synced(p: StationProc) -> bool:
+    st = await p.call({"op": "status"})
+    return bool(st["lines"] and st["lines"][0]["synced"] and any(x["up"] for x in st["lines"][0]["paths"].values()))
+
+
+@pytest.fixture
+def ha_pair(tmp_path: Path, postgres_server: PgServer) -> Iterator[Pair]:
+    name = "ha_" + uuid.uuid4().hex[:12]
+    postgres_server.admin(f"CREATE DATABASE {name}")
+    url = postgres_server.url(name)
+    p = free_ports(4)
+    far = (datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M")
+    hosts = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
+    a_dir, b_dir = StationDir(tmp_path / "eucom-a"), tmp_path / "eucom-b"
+    a_dir.init(name="EUCOM", lang="en", listen=hosts[:1], advertise=hosts, store=url,
+               limits=Limits(test_times_utc=(far,)))  # fmt: skip
+    # The second host: the same station folder (keys, config), listening on its own address.
+    shutil.copytree(a_dir.path, b_dir)
+    config = StationConfig.load(StationDir(b_dir).config_path)
+    obj = config.to_obj() | {"listen": hosts[1:]}
+    StationDir(b_dir).config_path.write_text(json.dumps(obj))
+    ndmc = StationDir(tmp_path / "ndmc")
+    # The peer of a pair redials each address within a second: one of the two is always refused.
+    fast = Limits(test_times_utc=(far,), redial_max=1.0)
+    ndmc.init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}"], limits=fast)
+    pair = Pair(StationProc(a_dir.path), StationProc(b_dir), StationProc(ndmc.path), "", url)
+
+    async def setup() -> None:
+        await pair.a.start()
+        await wait_until(lambda: _is(pair.a, "active"), "a active", 20)
+        await pair.b.start()
+        await wait_until(lambda: _is(pair.b, "standby"), "b standby", 20)
+        await pair.ndmc.start()
+        token = (await pair.a.call({"op": "invite"}))["token"]
+        paired = await pair.ndmc.call({"op": "pair", "token": token})
+        pair.line = paired["line"]
+        await wait_until(lambda: _has_line(pair.a), "the line at EUCOM", 20)
+        for p_ in (pair.a, pair.ndmc):
+            await p_.call({"op": "confirm", "line": pair.line, "code": paired["safety_code"]})
+        await wait_until(lambda: _both_synced(pair.a, pair.ndmc), "line in sync", 30)
+
+    try:
+        asyncio.run(setup())
+        yield pair
+    finally:
+        for proc in pair.procs():
+            with contextlib.suppress(Exception):
+                if proc.proc is not None:
+                    proc.proc.send_signal(signal.SIGCONT)
+            proc.stop()
+        postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def _is(p: StationProc, want: str) -> bool:
+    return await role(p) == want
+
+
+async def _has_line(p: StationProc) -> bool:
+    return bool((await p.call({"op": "status"}))["lines"])
+
+
+async def _both_synced(x: StationProc, y: StationProc) -> bool:
+    return await synced(x) and await synced(y)
+
+
+# -- traffic -----------------------------------------------------------------------------------------
+async def _send(pair: Pair, side: str, reqs: list[dict[str, Any]]) -> None:
+    """Send a burst to EUCOM's active process (whichever it is now) or to NDMC, until accepted:
+    a retry reuses the idempotency keys, so what was accepted just before a kill comes back as the
+    same outbox item, from the store, at the process that took over."""
+    while True:
+        targets = [pair.ndmc] if side == "ndmc" else [pair.a, pair.b]
+        for p in targets:
+            if p.proc is None or p.proc.poll() is not None:
+                continue
+            try:
+                async with asyncio.timeout(10):
+                    replies = await pipelined(p.home, reqs)
+            except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+                continue
+            if all(r.get("ok") for r in replies):
+                return
+        await asyncio.sleep(0.05)
+
+
+async def traffic(pair: Pair, side: str, stop: asyncio.Event) -> None:
+    label = "EUCOM" if side == "eucom" else "НЦУО"
+    i = 0
+    while not stop.is_set():
+        burst = []
+        for _ in range(3):
+            text = f"{label} ha {i:06d} " + "x" * (i % 7 * 100)
+            burst.append((text, {"op": "send", "line": pair.line, "text": text, "idem": f"ha-{side}-{i}"}))
+            i += 1
+        await _send(pair, side, [r for _, r in burst])
+        pair.accepted[side] += [t for t, _ in burst]
+        await asyncio.sleep(0.05)
+
+
+# -- the checker -------------------------------------------------------------------------------------
+def check(pair: Pair) -> list[str]:
+    """chaos.check's rules, reading EUCOM's transcript from PostgreSQL."""
+    problems: list[str] = []
+    homes = {"eucom": pair.a.home, "ndmc": pair.ndmc.home}
+    fp = {side: StationDir(h).load_keys().fingerprint for side, h in homes.items()}
+    chains: dict[tuple[str, str], list[bytes]] = {}
+    for holder, home in homes.items():
+        ledger = StationDir(home).read_ledger()
+        try:
+            for sender in homes:
+                chains[(holder, sender)] = [raw for _, raw in ledger.raw_envelopes(pair.line, fp[sender])]
+            if ledger.equivocations(pair.line):
+                problems.append(f"{holder.upper()} holds equivocation evidence")
+        finally:
+            ledger.close()
+    for sender, receiver, prefix in (("eucom", "ndmc", "EUCOM "), ("ndmc", "eucom", "НЦУО ")):
+        expected = pair.accepted[sender]
+        problems += compare(f"{sender} -> {receiver}", expected, traffic_texts(chains[(receiver, sender)], prefix))
+        problems += compare(f"{sender}'s own chain", expected, traffic_texts(chains[(sender, sender)], prefix))
+        if chains[(receiver, sender)] != chains[(sender, sender)]:
+            problems.append(f"{sender.upper()}'s chain differs between the two ends (a fork, or something "
+                            "sent that the store does not hold)")  # fmt: skip
+    for home in (pair.a.home, pair.ndmc.home):
+        verdict = verify_cli(home)
+        if verdict.returncode != 0 or "VERIFIED" not in verdict.stdout:
+            problems.append(f"redline verify failed at {home.name}: {verdict.stdout[-600:]}{verdict.stderr[-300:]}")
+    for p in pair.procs():
+        for finding in scan_log(p.log.read_text(errors="replace")):
+            if "EQUIVOCATION" in finding or "FORK" in finding or "traceback" in finding:
+                problems.append(f"{p.home.name} log: {finding}")
+    return problems
+
+
+async def converge(pair: Pair) -> None:
+    async def done() -> bool:
+        act = await active(pair)
+        if act is None:
+            return False
+        x, y = (await act.status_line()), (await pair.ndmc.status_line())
+        return bool(
+            x["synced"] and y["synced"] and x["outbox"] == y["outbox"] == 0
+            and x["unreceipted"] == y["unreceipted"] == 0 and x["our_seq"] == y["their_seq"]
+            and y["our_seq"] == x["their_seq"]
+        )  # fmt: skip
+
+    await wait_until(done, "convergence after the traffic", 60)
+
+
+def _report(name: str, values: list[float]) -> None:
+    if values:
+        print(f"\n{name}: n={len(values)} median {statistics.median(values):.2f} s, max {max(values):.2f} s, "
+              f"all {[round(v, 2) for v in values]}")  # fmt: skip
+
+
+# -- the tests ---------------------------------------------------------------------------------------
+def test_kill_9_of_the_active_process_under_two_way_traffic_loses_duplicates_and_forks_nothing(
+    ha_pair: Pair,
+) -> None:
+    pair = ha_pair
+    failovers: list[float] = []
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        senders = [asyncio.ensure_future(traffic(pair, side, stop)) for side in ("eucom", "ndmc")]
+        try:
+            for _ in range(KILLS):
+                await asyncio.sleep(0.5)  # traffic flows through the active one
+                victim = await active(pair)
+                assert victim is not None, "no active EUCOM process"
+                other = pair.b if victim is pair.a else pair.a
+                before = (await pair.ndmc.status_line())["their_seq"]
+                victim.kill9()
+                t0 = time.monotonic()
+
+                async def flowing(other: StationProc = other, before: int = before) -> bool:
+                    # The other process took over and the peer stores new EUCOM envelopes from it.
+                    return await _is(other, "active") and (await pair.ndmc.status_line())["their_seq"] > before
+
+                await wait_until(flowing, "traffic from the process that took over", 30)
+                failovers.append(time.monotonic() - t0)
+                await victim.start()  # back as the standby
+                await wait_until(lambda v=victim: _is(v, "standby"), "the killed process back as standby", 20)
+        finally:
+            stop.set()
+            await asyncio.gather(*senders)
+        await converge(pair)
+
+    asyncio.run(run())
+    for proc in pair.procs():
+        proc.stop()
+    _report(f"failover after kill -9 (lease {Limits().lease_seconds:g} s)", failovers)
+    problems = check(pair)
+    assert not problems, "\n".join(problems)
+    assert len(pair.accepted["eucom"]) > KILLS and len(pair.accepted["ndmc"]) > KILLS
+
+
+def test_a_paused_active_process_is_deposed_commits_and_sends_nothing_and_steps_down_with_an_alarm(
+    ha_pair: Pair,
+) -> None:
+    pair = ha_pair
+
+    async def run() -> float:
+        stop = asyncio.Event()
+        senders = [asyncio.ensure_future(traffic(pair, side, stop)) for side in ("eucom", "ndmc")]
+        try:
+            await asyncio.sleep(1.0)
+            assert pair.a.proc is not None
+            pair.a.proc.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            await wait_until(lambda: _is(pair.b, "active"), "the standby took over", 30)
+            took = time.monotonic() - t0
+            await wait_until(lambda: synced(pair.b), "traffic through the new active process", 30)
+            seen = (await pair.ndmc.status_line())["their_seq"]
+            pair.a.proc.send_signal(signal.SIGCONT)
+            # The old process wakes up with a line session, connections and a lease it believes in.
+            await wait_until(lambda: _is(pair.a, "standby"), "the old process back as standby", 30)
+            st = await pair.a.call({"op": "status"})
+            assert any("DEPOSED" in a["text"] for a in st["alarms"]), st["alarms"]
+            assert st["ha"]["active_holder"] == (await pair.b.call({"op": "status"}))["ha"]["holder"]
+            await asyncio.sleep(1.0)
+            assert (await pair.ndmc.status_line())["their_seq"] >= seen
+        finally:
+            stop.set()
+            await asyncio.gather(*senders)
+        await converge(pair)
+        return took
+
+    took = asyncio.run(run())
+    for proc in pair.procs():
+        proc.stop()
+    _report("takeover after SIGSTOP", [took])
+    log = pair.a.log.read_text(errors="replace")
+    assert "DEPOSED" in log
+    problems = check(pair)
+    assert not problems, "\n".join(problems)
+
+
+def test_status_of_a_standby_says_so_and_refuses_operations(ha_pair: Pair) -> None:
+    async def run() -> None:
+        st = await ha_pair.b.call({"op": "status"})
+        assert st["ha"]["role"] == "standby" and st["lines"] == []
+        act = (await ha_pair.a.call({"op": "status"}))["ha"]
+        assert act["role"] == "active" and act["term"] == st["ha"]["term"] and act["database"] == "primary"
+        assert st["ha"]["active_holder"] == act["holder"]
+        with pytest.raises(Exception, match="standby of the pair"):
+            await ha_pair.b.call({"op": "send", "line": ha_pair.line, "text": "x"})
+
+    asyncio.run(run())
+    shown = subprocess.run([sys.executable, "-m", "redline", "status", "--station", str(ha_pair.b.home)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    words = " ".join(shown.stdout.split())  # rich wraps at the terminal's width
+    assert "This process: STANDBY" in words and "lease term 1" in words and "database: primary" in words, words
