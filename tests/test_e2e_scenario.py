@@ -10,6 +10,7 @@ import asyncio
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from redline.home import StationDir
 from redline.ledger.sqlite import Ledger
 from redline.ops.engine import LineOps
 from redline.ops.model import Entry
+from redline.ops.views import VIEWS, CallPairView, FlashView, LineTestsView, ReceivedTest, SentTest
+from redline.readmodel import from_obj
 from redline.scenario import ms
 from redline.station import _entry
 from tests.procs import StationProc, both, free_ports, wait_until
@@ -57,30 +60,30 @@ def test_demo_replays_the_seed_scenario(tmp_path: Path) -> None:
 
     # tested twice a day from 1 March, every test answered by a named NDMC duty officer
     tests = eucom.tests.history(now)
-    assert tests["sent"] == tests["passed"] == 2 * 73 + 1 and tests["missed"] == 0
-    assert {t["answered_by"] for t in tests["tests"]} == {"Dezhurny Orlov"}
+    assert tests.sent == tests.passed == 2 * 73 + 1 and tests.missed == 0
+    assert {t.answered_by for t in tests.tests} == {"Dezhurny Orlov"}
 
     # weeks of unanswered requests, then the 13 May call: the first in 84 days, both readouts
-    pairs = {tuple(p["principals"]): p for p in eucom.calls.summary(now, eucom.us, eucom.peer)}
+    pairs = {p.principals: p for p in eucom.calls.summary(now, eucom.us, eucom.peer)}
     ministers = pairs[("Minister", "Secretary")]
-    assert ministers["requests"][eucom.us] == 6 and ministers["unanswered"] == 5 and ministers["accepted"] == 1
-    call = ministers["calls"][-1]
-    assert call["days_since_previous"] == 84
-    assert call["readouts"]["ours"]["lang"] == "en" and "ceasefire" in call["readouts"]["ours"]["text"]
-    assert call["readouts"]["theirs"]["lang"] == "ru"
-    assert "американской стороны" in call["readouts"]["theirs"]["text"]
+    assert ministers.requests[eucom.us] == 6 and ministers.unanswered == 5 and ministers.accepted == 1
+    call = ministers.calls[-1]
+    assert call.days_since_previous == 84
+    assert call.readouts["ours"].lang == "en" and "ceasefire" in call.readouts["ours"].text
+    assert call.readouts["theirs"].lang == "ru"
+    assert "американской стороны" in call.readouts["theirs"].text
     chiefs = pairs[("Chairman", "Chief of General Staff")]
-    assert chiefs["unanswered"] == 3 and not chiefs["calls"]
+    assert chiefs.unanswered == 3 and not chiefs.calls
     # the other side's record says the same, from its own side
-    theirs = {tuple(p["principals"]): p for p in ndmc.calls.summary(now, ndmc.us, ndmc.peer)}
-    assert theirs[("Minister", "Secretary")]["calls"][-1]["readouts"]["ours"]["lang"] == "ru"
+    theirs = {p.principals: p for p in ndmc.calls.summary(now, ndmc.us, ndmc.peer)}
+    assert theirs[("Minister", "Secretary")].calls[-1].readouts["ours"].lang == "ru"
 
     # two notices near the border conflict, at both ends; the FLASH about it acknowledged by name
     for ops in (eucom, ndmc):
         conflicts = ops.board.conflicts()
         assert len(conflicts) == 1 and conflicts[0].distance_m == 0
     flashes = [f.view() for f in eucom.flash.flashes.values() if f.entry.ours]
-    assert flashes[-1]["acked_by"] == "Dezhurny Orlov"
+    assert flashes[-1].acked_by == "Dezhurny Orlov"
 
     # each store, read back alone, shows every outcome as the other does (guarantee 7)
     assert decided_tests(ndmc.tests.history(now), "received") == decided_tests(tests, "tests")
@@ -100,19 +103,22 @@ def test_demo_replays_the_seed_scenario(tmp_path: Path) -> None:
 # --- every outcome, at both ends -------------------------------------------------------------------
 
 
-def decided_tests(view: dict[str, Any], side: str) -> dict[str, tuple[str, str | None]]:
-    return {t["id"]: (t["result"], t["answered_by"]) for t in view[side]}
+def decided_tests(view: LineTestsView, side: str) -> dict[str, tuple[str, str | None]]:
+    tests: Sequence[SentTest | ReceivedTest] = view.tests if side == "tests" else view.received
+    return {t.id: (t.result, t.answered_by) for t in tests}
 
 
-def flash_states(view: list[dict[str, Any]]) -> dict[str, tuple[str, str | None, list[str]]]:
-    return {f["id"]: (f["state"], f["acked_by"], [e["level"] for e in f["escalations"]]) for f in view}
+def flash_states(view: Sequence[FlashView]) -> dict[str, tuple[str, str | None, list[str]]]:
+    return {f.id: (f.state, f.acked_by, [e.level for e in f.escalations]) for f in view}
 
 
-def request_outcomes(view: list[dict[str, Any]]) -> dict[str, Any]:
+def request_outcomes(view: Sequence[CallPairView]) -> dict[tuple[str, str], Any]:
     """Each pair's counts by outcome and each request's outcome, as one end shows them."""
-    keys = ("requests", "declined", "unanswered", "accepted", "open")
     return {
-        tuple(pair["principals"]): ({k: pair[k] for k in keys}, sorted((o["id"], o["state"]) for o in pair["outcomes"]))
+        pair.principals: (
+            (dict(pair.requests), pair.declined, pair.unanswered, pair.accepted, pair.open),
+            sorted((o.id, o.state) for o in pair.outcomes),
+        )
         for pair in view
     }
 
@@ -141,7 +147,7 @@ def test_both_ends_show_the_same_outcome_of_every_test_flash_and_call_request(
     StationDir(eucom).init(name="EUCOM", lang="en", listen=[f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"])
     StationDir(ndmc).init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"],
                           limits=Limits(test_times_utc=()))  # fmt: skip
-    views: dict[str, dict[str, Any]] = {}
+    views: dict[str, dict[str, Any]] = {}  # what each station answers, read back as the CLI does
 
     async def run() -> None:
         a, b = StationProc(eucom), StationProc(ndmc)
@@ -167,7 +173,7 @@ def test_both_ends_show_the_same_outcome_of_every_test_flash_and_call_request(
                 for proc in (a, b):
                     await proc.call({"op": "clock", "advance_ms": 1000})
             for name, proc in (("eucom", a), ("ndmc", b)):
-                views[name] = {what: await proc.call({"op": "view", "line": line, "what": what})
+                views[name] = {what: from_obj(await proc.call({"op": "view", "line": line, "what": what}), VIEWS[what])
                                for what in ("tests", "flash", "calls", "refused")}  # fmt: skip
         finally:
             a.stop()
@@ -182,7 +188,7 @@ def test_both_ends_show_the_same_outcome_of_every_test_flash_and_call_request(
     assert flash_states(e["flash"]) == flash_states(n["flash"]) and len(e["flash"]) == 1
     assert request_outcomes(e["calls"]) == request_outcomes(n["calls"])
     assert sum(len(o) for _, o in request_outcomes(e["calls"]).values()) == 9
-    assert e["refused"] == n["refused"] == []
+    assert e["refused"] == n["refused"] == ()
     # No miss alarmed at either end (EUCOM recorded every test passed); each warning NDMC gave
     # when its own copy of a deadline passed was followed by EUCOM's verdict, PASSED.
     assert alarms_logged(eucom, "(MISSED)") == alarms_logged(ndmc, "(MISSED)") == set()

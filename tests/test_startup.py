@@ -291,7 +291,7 @@ def ops_state(ops: LineOps, now: int) -> dict[str, Any]:
     return {
         "entries": sorted(ops.entries),
         "tests": ops.tests.history(now),
-        "flash": sorted((f.view() for f in ops.flash.flashes.values()), key=lambda v: v["id"]),
+        "flash": sorted((f.view() for f in ops.flash.flashes.values()), key=lambda v: v.id),
         "pending_levels": ops.flash.pending_levels(now),
         "calls": ops.calls.summary(now, ops.us, ops.peer),
         "notices": ops.notices_view(now),
