@@ -81,3 +81,30 @@ def test_ring_pick_up_talk_both_ways_and_hang_up_between_two_consoles_with_match
         assert last_call(pair, pair.eucom)["state"] == "ended" == last_call(pair, pair.ndmc)["state"]
         expect(a.locator("#voice-calls li").first).to_have_attribute("data-evidence", "match")
         assert pair.view(pair.eucom, "refused") == [] == pair.view(pair.ndmc, "refused")
+
+
+def test_a_voice_test_from_the_console_is_answered_by_picking_up_signed_by_that_person(
+    pair: Pair, browser: Any
+) -> None:
+    with console(browser, pair.eucom.url, "Duty EUCOM") as a, console(browser, pair.ndmc.url, "Dezhurny") as b:
+        expect(a.locator("#voice-test")).to_contain_text("VOICE TEST")
+        a.click("#voice-test")  # a TEST, then a ring naming it
+        expect(a.locator("#voice-state")).to_have_attribute("data-voice-state", "ringing")
+        ring = b.locator('#alarm-list li[data-code="voice_ring"]')
+        expect(ring).to_contain_text("ГОЛОСОВАЯ ПРОВЕРКА ЛИНИИ")
+        expect(b.locator("#voice-test")).to_contain_text("ГОЛОСОВАЯ ПРОВЕРКА")
+        ring.locator("button.go").click()  # picking up answers the test, signed as Dezhurny
+        for page in (a, b):
+            expect(page.locator("#voice-state")).to_have_attribute("data-voice-state", "live")
+        test_id = last_call(pair, pair.eucom)["test"]
+        assert test_id
+
+        def passed() -> dict[str, Any] | None:
+            tests = pair.view(pair.eucom, "tests")["tests"]
+            return next((x for x in tests if x["id"] == test_id and x["result"] == "passed"), None)
+
+        result = wait_for(passed, "EUCOM's voice test passed")
+        assert result["answered_by"] == "Dezhurny"
+        a.click("#voice-hangup")
+        for page in (a, b):
+            expect(page.locator("#voice-state")).to_have_attribute("data-voice-state", "none")

@@ -1165,6 +1165,15 @@ async function ringPeer(button) {
   const r = await voiceAction("ring", { idempotency_key: uuid() }, button);
   if (r && r.id) joinCall(r.id);
 }
+// A line test made as a voice test: the TEST, then a ring naming it; the peer answers it by picking up,
+// and that pick-up (signed by whoever picked up) is the test's answer.
+async function voiceTest(button) {
+  unlockAudio();
+  const test = await voiceAction("test", { idempotency_key: uuid() }, button);
+  if (!test || !test.id) return;
+  const r = await voiceAction("ring", { test_id: test.id, idempotency_key: uuid() }, button);
+  if (r && r.id) joinCall(r.id);
+}
 async function pickUp(id, button) {
   unlockAudio();
   const r = await voiceAction("pick-up", { ring_id: id }, button);
@@ -1203,8 +1212,9 @@ function renderVoice() {
   const mine = V.call && cur && V.call === cur.id;
   setText($("voice-mic"), !mine ? (cur ? t("voice.mic_none") : "")
     : t(V.muted ? "voice.mic_muted" : "voice.mic_on", { sent: window.redlineVoice.sent, heard: window.redlineVoice.heard }));
-  $("voice-call").hidden = !!cur;
-  $("voice-call").disabled = !S.status || !(S.status.lines.find((l) => l.line === S.line) || {}).synced;
+  $("voice-call").hidden = $("voice-test").hidden = !!cur;
+  $("voice-call").disabled = $("voice-test").disabled =
+    !S.status || !(S.status.lines.find((l) => l.line === S.line) || {}).synced;
   $("voice-hangup").hidden = !cur || (!cur.ours && cur.state === "ringing");
   $("voice-mute").hidden = !mine || cur.state !== "live";
   const paths = v.audio && (!cur || v.audio.call === cur.id) ? Object.entries(v.audio.paths) : [];
@@ -1291,6 +1301,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("notice-radius").addEventListener("input", previewArea);
   $("map-fit").addEventListener("click", fitNotices);
   $("voice-call").addEventListener("click", (e) => ringPeer(e.target));
+  $("voice-call").after(h("button", { id: "voice-test", type: "button", dataset: { i18n: "voice.test" },
+    onclick: (e) => voiceTest(e.target) }, t("voice.test")));
   $("voice-hangup").addEventListener("click", (e) => hangUp(e.target));
   $("voice-mute").addEventListener("click", toggleMute);
   $("translate-cancel").addEventListener("click", () => { $("translate-form").hidden = true; $("translate-pick").hidden = false; });

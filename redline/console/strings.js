@@ -283,7 +283,7 @@ Object.assign(window.REDLINE_STRINGS.ru, {
 
 // Voice calls (docs/API.md, "Voice").
 Object.assign(window.REDLINE_STRINGS.en, {
-  "panel.voice": "Voice", "voice.call": "CALL", "voice.mute": "MUTE", "voice.unmute": "UNMUTE", "voice.hangup": "HANG UP",
+  "panel.voice": "Voice", "voice.call": "CALL", "voice.test": "VOICE TEST", "voice.mute": "MUTE", "voice.unmute": "UNMUTE", "voice.hangup": "HANG UP",
   "voice.pickup": "PICK UP as {user}", "voice.decline": "DECLINE",
   "voice.idle": "NO CALL", "voice.ringing_out": "RINGING {peer}…", "voice.ringing_in": "{peer} IS RINGING", "voice.live": "ON A CALL",
   "voice.who_out": "{caller} (here) called {peer}", "voice.who_in": "{caller} ({peer}) called here",
@@ -306,7 +306,7 @@ Object.assign(window.REDLINE_STRINGS.en, {
   "short.voice_ring": "CALL RINGING",
 });
 Object.assign(window.REDLINE_STRINGS.ru, {
-  "panel.voice": "Голосовая связь", "voice.call": "ПОЗВОНИТЬ", "voice.mute": "ВЫКЛ. МИКРОФОН", "voice.unmute": "ВКЛ. МИКРОФОН",
+  "panel.voice": "Голосовая связь", "voice.call": "ПОЗВОНИТЬ", "voice.test": "ГОЛОСОВАЯ ПРОВЕРКА", "voice.mute": "ВЫКЛ. МИКРОФОН", "voice.unmute": "ВКЛ. МИКРОФОН",
   "voice.hangup": "ПОЛОЖИТЬ ТРУБКУ", "voice.pickup": "ОТВЕТИТЬ как {user}", "voice.decline": "ОТКЛОНИТЬ",
   "voice.idle": "НЕТ ВЫЗОВА", "voice.ringing_out": "ВЫЗОВ {peer}…", "voice.ringing_in": "ВХОДЯЩИЙ ВЫЗОВ ОТ {peer}", "voice.live": "ИДЁТ РАЗГОВОР",
   "voice.who_out": "{caller} (здесь) вызвал {peer}", "voice.who_in": "{caller} ({peer}) вызвал нас",
