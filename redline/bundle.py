@@ -474,6 +474,7 @@ class BundleReport:
                 tails.append(f"{_span(self._name(fp), lo, hi)} (signed by {self._name(fp)} only; {note})")
         out.append("one-sided tail: " + ("; ".join(tails) if tails else "none"))
         out += [f"REVOKED: {f.describe(self._name(f.station))}" for f in r.flagged]
+        out += r.people  # every person signature, checked up to its station's root
         if self.redacted:
             ids = ", ".join(i[:12] for i in self.redacted)
             n = len(self.redacted)
@@ -526,6 +527,7 @@ class BundleReport:
                  "revoke_seq": f.revoked.revoke_seq, "checkpoint": f.revoked.checkpoint, "reason": f.revoked.reason}
                 for f in r.flagged
             ] if r else [],
+            "person_signatures": list(r.people) if r else [],
             "consistency": None if self.consistency is None else {
                 "checkpoint": self.consistency.n,
                 "ok": self.consistency.ok,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redline import media, recording
 from redline.envelope import Envelope, RawEnvelope, open_envelope, split
@@ -63,6 +63,9 @@ from redline.identity import KeyCert, SignedCert
 from redline.kinds import CallAudio
 from redline.recording import Parsed
 from redline.statements import Checkpoint, Cosign, Receipt, Signed
+
+if TYPE_CHECKING:
+    from redline.persons import PersonSignatures
 
 
 class ChainView(Protocol):
@@ -169,6 +172,7 @@ class TrustedLine:
         receipted: Mapping[str, int] | None = None,
         last_checkpoint: LastCheckpoint | None = None,
         roots: Mapping[str, bytes] | None = None,
+        people: bool = False,
     ) -> None:
         if len(keys) != 2:
             raise VerificationError("a line has exactly two stations")
@@ -187,6 +191,14 @@ class TrustedLine:
         self.windows: dict[str, list[KeyWindow]] = {fp: [] for fp in self.stations}
         # Each station's revocations (REVOKE envelopes), in seq order.
         self.revocations: dict[str, list[Revoked]] = {fp: [] for fp in self.stations}
+        # ``people``: a whole transcript is replayed from seq 1 (verify, bundles), so every person
+        # signature is checked up to its station's root (persons.PersonSignatures; section 5.10).
+        # Live, the station's ops hold the same pins from the same rule.
+        self.people: PersonSignatures | None = None
+        if people:
+            from redline.persons import PersonSignatures
+
+            self.people = PersonSignatures(self._roots)
 
     # -- keys ------------------------------------------------------------------------------------
     def key(self, station: str, key_id: str) -> bytes:
@@ -226,7 +238,18 @@ class TrustedLine:
         rotation = self._check_key(env)
         self._advance(env)
         self._rotate(env, rotation)
+        if self.people is not None:
+            self._observe_people(env)
         return env
+
+    def _observe_people(self, env: Envelope) -> None:
+        assert self.people is not None
+        h = env.header
+        try:
+            content = env.content() if env.body_bytes is not None else None
+        except VerificationError:
+            content = None
+        self.people.observe(h.sender, h.seq, h.kind, content)
 
     def accept_sealed(self, env: Envelope) -> None:
         """One of our own envelopes, just sealed by this process: the chain rules hold (a bug

@@ -757,6 +757,13 @@ class KeyCertificate:
     sig: str
 
 
+def _signed(value: object, where: str, strict: bool) -> KeyCertificate:
+    """A root-signed object as carried in content: ``{"data": hex, "sig": hex128}``."""
+    so = _Obj(value, where, ("data", "sig"), strict)
+    return KeyCertificate(data=so.string("data", pattern=_HEX_BYTES, what="hex bytes"),
+                          sig=so.string("sig", pattern=_HEX128, what="a signature"))  # fmt: skip
+
+
 @dataclass(frozen=True, kw_only=True)
 class Key(Body):
     """Key rotation (section 5.9, guarantee 6): one or two new key certificates, each signed by the
@@ -829,29 +836,38 @@ class RosterUser:
     name: str
     role: str
     key: str
+    cert: KeyCertificate | None = None  # the root's person certificate (section 5.10), {data, sig}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Roster(Body):
-    """Names are unique within one roster."""
+    """Names are unique within one roster. Each person may carry the root's certificate (``cert``),
+    and ``removed`` the root's certificates of people removed (section 5.10); ``persons`` checks
+    them."""
 
     KIND = "ROSTER"
     users: tuple[RosterUser, ...]
+    removed: tuple[KeyCertificate, ...] | None = None
 
     @classmethod
     def _read(cls, o: _Obj) -> Self:
         users, seen = [], set()
         for i, u in enumerate(o.items("users", 1)):
-            uo = _Obj(u, f"{o.at('users')}[{i}]", ("name", "role", "key"), o.strict)
+            uo = _Obj(u, f"{o.at('users')}[{i}]", ("name", "role", "key", "cert"), o.strict)
             user = RosterUser(
                 name=uo.string("name", pattern=PERSON_NAME, what="a person name"), role=uo.enum("role", ROLES),
                 key=uo.string("key", pattern=HEX64, what="a public key (64 hex digits)"),
+                cert=_signed(uo.get("cert"), uo.at("cert"), o.strict) if uo.has("cert") else None,
             )  # fmt: skip
             if user.name in seen:
                 raise SchemaError(f"{o.where} lists {user.name} twice")
             seen.add(user.name)
             users.append(user)
-        return cls(users=tuple(users))
+        removed = None
+        if o.has("removed"):
+            items = o.items("removed", 1)
+            removed = tuple(_signed(c, f"{o.at('removed')}[{i}]", o.strict) for i, c in enumerate(items))
+        return cls(users=tuple(users), removed=removed)
 
     def summary(self) -> str:
         shown = ", ".join(f"{u.name} ({u.role})" for u in self.users[:10])

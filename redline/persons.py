@@ -8,7 +8,20 @@ CALL_RECORD and READOUT against the roster the sender published before.
 
 The receiving side pins each person's key the first time a ROSTER names them (``RosterPins``): a
 later ROSTER cannot change or drop a pinned key, so "acknowledged by" always names the key holder
-first published. What each role may do is one table here (``CAPABILITIES``), read by the HTTP API,
+first published.
+
+**Certified by the root** (guarantee 8, issue 13): a person's name, role and key are certified by
+the station's root (``PersonCert``, domain ``personcert``; ``redline user add --root-key``), and
+the ROSTER carries each certificate. Pins then follow certificates, not the online key's word: a
+key, role or removal changes only with a newer certificate from the same root (rotation, a new
+role, a removal certificate in the ROSTER's ``removed``), and a removed person comes back only
+with a newer certificate over a new key. Anything else is refused and alarmed: a certificate the
+pinned root did not sign, an uncertified change to a certified person. People published without a
+certificate (stations before this) are pinned on first sight as before, and marked so.
+``PersonSignatures`` runs the same rule over whole chains for ``redline verify`` and bundles (the
+gate calls it), so a third party checks every person signature up to the station's root.
+
+What each role may do is one table here (``CAPABILITIES``), read by the HTTP API,
 by the station when an operator files and by ops when the peer's envelopes arrive
 (``check_signer``); which kinds a person signs is the registry's (``kinds.REGISTRY``, its
 ``person`` column), and the role names and the person-name rule are the protocol's (``kinds``).
@@ -22,6 +35,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +48,8 @@ import nacl.signing
 import nacl.utils
 
 from redline import canonical, identity, kinds
-from redline.errors import ConfigError, RoleError, SchemaError, SignatureError
+from redline.errors import ConfigError, RoleError, SchemaError, SignatureError, VerificationError
+from redline.identity import SignedCert
 
 # THE table of roles and what each may do: the HTTP API (api/auth.py), the station when an
 # operator files (Station.act) and ops when the peer's envelopes are received all read it.
@@ -53,6 +69,8 @@ PERSON_SIGNED_KINDS = kinds.PERSON_SIGNED
 SIGNING_NEEDS: dict[str, str] = {kind: OPERATE for kind in sorted(PERSON_SIGNED_KINDS)}
 _NAME = kinds.PERSON_NAME
 DOMAIN = "person"
+DOMAIN_CERT = "personcert"  # a root's certificate over a person's name, role and key (or their removal)
+REMOVED_FILE = "+removed.json"  # users/ (no person name starts with +): removal certificates, sent in ROSTERs
 # Argon2id cost: "moderate" is libsodium's recommendation for interactive logins of sensitive data.
 # REDLINE_PWHASH_COST=interactive (64 MiB) is for demos and tests on small machines only.
 _FAST = os.environ.get("REDLINE_PWHASH_COST") == "interactive"
@@ -61,10 +79,54 @@ MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE if _FAST else nacl.pwhash.argon2
 
 
 @dataclass(frozen=True, kw_only=True)
+class PersonCert:
+    """The station root's statement: ``name`` holds ``key`` with ``role`` (or, ``removed``: no longer)."""
+
+    station: str  # fingerprint of the root that signs it
+    name: str
+    role: str
+    key: str
+    issued_at: int
+    removed: bool = False
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"v": 1, "station": self.station, "name": self.name, "role": self.role, "key": self.key,
+                "issued_at": self.issued_at, "removed": self.removed}  # fmt: skip
+
+    def sign(self, root: nacl.signing.SigningKey) -> SignedCert:
+        data = canonical.encode(self.to_obj())
+        return SignedCert(data, identity.sign(root, DOMAIN_CERT, data))
+
+    @classmethod
+    def open(cls, signed: SignedCert, root_public: bytes) -> PersonCert:
+        """Verified under ``root_public`` and naming its station (SignatureError, SchemaError)."""
+        identity.verify(root_public, DOMAIN_CERT, signed.data, signed.sig, "person certificate")
+        obj = canonical.decode_object(signed.data, "person certificate")
+        identity.require(obj, "person certificate", {"v": int, "station": str, "name": str, "role": str, "key": str,
+                                                     "issued_at": int, "removed": bool})  # fmt: skip
+        if obj["v"] != 1 or len(obj) != 7:
+            raise SchemaError("person certificate: version 1 has exactly the members of PROTOCOL.md section 5.10")
+        cert = cls(**{k: v for k, v in obj.items() if k != "v"})
+        Person(name=cert.name, role=cert.role, key=cert.key)  # the same rules as a roster entry
+        if cert.station != identity.fingerprint(root_public):
+            raise SignatureError("person certificate names another station than the root that signed it")
+        return cert
+
+
+def certify_person(root: nacl.signing.SigningKey, person: Person, *, removed: bool = False,
+                   issued_at: int | None = None) -> SignedCert:  # fmt: skip
+    """The root's certificate over ``person`` (or over their removal)."""
+    stamp = int(time.time() * 1000) if issued_at is None else issued_at
+    return PersonCert(station=identity.fingerprint(bytes(root.verify_key)), name=person.name, role=person.role,
+                      key=person.key, issued_at=stamp, removed=removed).sign(root)  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
 class Person:
     name: str
     role: str
     key: str  # hex public key
+    cert: SignedCert | None = None  # the root's certificate over name, role and key, if any
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -81,45 +143,109 @@ class Person:
     def to_obj(self) -> dict[str, str]:
         return {"name": self.name, "role": self.role, "key": self.key}
 
+    def roster_entry(self) -> dict[str, Any]:
+        """As a ROSTER lists it: with the root's certificate when there is one."""
+        return {**self.to_obj(), **({"cert": self.cert.to_obj()} if self.cert is not None else {})}
+
 
 def users_dir(station: Path) -> Path:
     return station / "users"
 
 
-def add_user(station: Path, name: str, role: str, password: str, *, ops: int = OPS, mem: int = MEM) -> Person:
-    """Create a user's key, sealed under their password. Refuses an existing name or a weak password."""
+def add_user(
+    station: Path, name: str, role: str, password: str, *, ops: int = OPS, mem: int = MEM,
+    root: nacl.signing.SigningKey | None = None,
+) -> Person:  # fmt: skip
+    """Create a user's key, sealed under their password, certified by ``root`` when given (the
+    station's root, read by the caller from wherever it lives). Refuses an existing name or a
+    weak password."""
     if len(password) < 10:
         raise ConfigError("the password must be at least 10 characters")
     folder = users_dir(station)
     folder.mkdir(mode=0o700, exist_ok=True)
     path = folder / f"{name}.json"
-    key = nacl.signing.SigningKey.generate()
-    person = Person(name=name, role=role, key=bytes(key.verify_key).hex())
+    Person(name=name, role=role, key="0" * 64)  # the name and role rules, before any work
     if path.exists():
         raise ConfigError(f"user {name!r} already exists at this station")
+    return _seal_user(path, name, role, password, ops=ops, mem=mem, root=root)
+
+
+def _seal_user(path: Path, name: str, role: str, password: str, *, ops: int, mem: int,
+               root: nacl.signing.SigningKey | None) -> Person:  # fmt: skip
+    key = nacl.signing.SigningKey.generate()
+    person = Person(name=name, role=role, key=bytes(key.verify_key).hex())
+    if root is not None:
+        person = Person(name=name, role=role, key=person.key, cert=certify_person(root, person))
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
     box = nacl.secret.SecretBox(nacl.pwhash.argon2id.kdf(32, password.encode(), salt, opslimit=ops, memlimit=mem))
     sealed = box.encrypt(key.encode())
-    record = {**person.to_obj(), "salt": salt.hex(), "ops": ops, "mem": mem, "sealed": sealed.hex()}
-    identity.write_secret(path, json.dumps(record, indent=2).encode())
+    record: dict[str, Any] = {**person.to_obj(), "salt": salt.hex(), "ops": ops, "mem": mem, "sealed": sealed.hex()}
+    if person.cert is not None:
+        record["cert"] = person.cert.to_obj()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    identity.write_secret(tmp, json.dumps(record, indent=2).encode())
+    os.replace(tmp, path)  # whole or not at all: a rotation never leaves a person without a key
+    _fsync_dir(path.parent)
     return person
 
 
-def remove_user(station: Path, name: str) -> Person:
+def rotate_user(station: Path, name: str, password: str, root: nacl.signing.SigningKey, *, ops: int = OPS,
+                mem: int = MEM) -> Person:  # fmt: skip
+    """A person's new key (sealed under ``password``), certified by ``root`` with a later
+    certificate: the peer's pin moves to it when the next ROSTER carries it; the old key signs
+    nothing from then on."""
+    if len(password) < 10:
+        raise ConfigError("the password must be at least 10 characters")
+    path = users_dir(station) / f"{name}.json"
+    if not _NAME.match(name) or not path.exists():
+        raise ConfigError(f"no user {name!r} at this station (see 'redline user list')")
+    role = json.loads(path.read_text())["role"]
+    return _seal_user(path, name, role, password, ops=ops, mem=mem, root=root)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_user(station: Path, name: str, *, root: nacl.signing.SigningKey | None = None) -> Person:
     """Remove a user: their sealed key file is deleted, so nobody can unlock it again, and the
-    station's console ends their session at its next request (it re-reads the users folder)."""
+    station's console ends their session at its next request (it re-reads the users folder). With
+    ``root``, the root certifies the removal (kept in users/+removed.json and published in every
+    ROSTER), so the peer drops the person's pin; without it the peer keeps the pin (refused drop)."""
     path = users_dir(station) / f"{name}.json"
     if not _NAME.match(name) or not path.exists():
         raise ConfigError(f"no user {name!r} at this station (see 'redline user list')")
     obj = json.loads(path.read_text())
     person = Person(name=obj["name"], role=obj["role"], key=obj["key"])
+    if root is not None:  # the removal certificate first: a crash between leaves the user, never a silent drop
+        held = [c.to_obj() for c in load_removed(station) if _removal_of(c) != (person.name, person.key)]
+        held.append(certify_person(root, person, removed=True).to_obj())
+        removed = users_dir(station) / REMOVED_FILE
+        tmp = removed.with_name(REMOVED_FILE + ".tmp")
+        tmp.unlink(missing_ok=True)
+        identity.write_secret(tmp, json.dumps(held, indent=2).encode())
+        os.replace(tmp, removed)
     path.unlink()
-    fd = os.open(users_dir(station), os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the removal is durable before we say it is done
-    finally:
-        os.close(fd)
+    _fsync_dir(users_dir(station))  # the removal is durable before we say it is done
     return person
+
+
+def _removal_of(signed: SignedCert) -> tuple[str, str]:
+    obj = canonical.decode_object(signed.data, "person certificate")
+    return str(obj.get("name")), str(obj.get("key"))
+
+
+def load_removed(station: Path) -> list[SignedCert]:
+    """The root's removal certificates this station publishes (users/+removed.json)."""
+    path = users_dir(station) / REMOVED_FILE
+    if not path.exists():
+        return []
+    return [SignedCert.from_obj(c) for c in json.loads(path.read_text())]
 
 
 def load_users(station: Path) -> list[Person]:
@@ -128,8 +254,11 @@ def load_users(station: Path) -> list[Person]:
         return []
     people = []
     for path in sorted(folder.glob("*.json")):
+        if path.name == REMOVED_FILE:
+            continue
         obj = json.loads(path.read_text())
-        people.append(Person(name=obj["name"], role=obj["role"], key=obj["key"]))
+        cert = SignedCert.from_obj(obj["cert"]) if "cert" in obj else None
+        people.append(Person(name=obj["name"], role=obj["role"], key=obj["key"], cert=cert))
     return people
 
 
@@ -197,8 +326,12 @@ def check_signer(kind: str, content: dict[str, Any], roster: dict[str, Person]) 
     return person
 
 
-def roster_content(people: list[Person]) -> dict[str, Any]:
-    return {"users": [p.to_obj() for p in people]}
+def roster_content(people: list[Person], removed: list[SignedCert] | None = None) -> dict[str, Any]:
+    """A ROSTER's content: the people (with their certificates) and the root's removal certificates
+    of people no longer listed."""
+    listed = {(p.name, p.key) for p in people}
+    gone = [c.to_obj() for c in removed or () if _removal_of(c) not in listed]
+    return {"users": [p.roster_entry() for p in people], **({"removed": gone} if gone else {})}
 
 
 def parse_roster(content: dict[str, Any], *, max_people: int | None = None) -> dict[str, Person]:
@@ -211,7 +344,15 @@ def parse_roster(content: dict[str, Any], *, max_people: int | None = None) -> d
 
 
 def roster_people(roster: kinds.Roster) -> dict[str, Person]:
-    return {u.name: Person(name=u.name, role=u.role, key=u.key) for u in roster.users}
+    return {
+        u.name: Person(name=u.name, role=u.role, key=u.key,
+                       cert=SignedCert(bytes.fromhex(u.cert.data), bytes.fromhex(u.cert.sig)) if u.cert else None)
+        for u in roster.users
+    }  # fmt: skip
+
+
+def roster_removals(roster: kinds.Roster) -> list[SignedCert]:
+    return [SignedCert(bytes.fromhex(c.data), bytes.fromhex(c.sig)) for c in roster.removed or ()]
 
 
 def _names(names: list[str], most: int = 5) -> str:
@@ -228,12 +369,24 @@ class RosterChange:
     key_refused: list[str]  # would change a pinned key: refused, the pin stays
     drop_refused: list[str]  # would drop a pinned person: refused, the pin stays
     over_limit: list[str]  # new names past max_people: not pinned
+    # Certified changes (a certificate from the station's root, newer than the pin's):
+    rotated: list[str] = field(default_factory=list)  # a new key, certified: the pin moved
+    removed: list[str] = field(default_factory=list)  # a certified removal: no longer pinned
+    readded: list[str] = field(default_factory=list)  # back after a certified removal, with a new certified key
+    cert_refused: list[tuple[str, str]] = field(default_factory=list)  # (name, why): a certificate that fails
+    uncertified: list[str] = field(default_factory=list)  # an uncertified change to a certified person
 
     def refusal(self) -> str | None:
         """Why (part of) the ROSTER was refused, naming each person, or None."""
         parts = []
+        if self.cert_refused:
+            parts.append("its certificate of " + _names([f"{n} ({why})" for n, why in self.cert_refused])
+                         + " does not verify under the station's pinned root (forged?)")  # fmt: skip
         if self.key_refused:
             parts.append(f"it changes the pinned key of {_names(self.key_refused)}")
+        if self.uncertified:
+            parts.append(f"it changes {_names(self.uncertified)}, whose pin the root certified, without a newer "
+                         "certificate from the root")  # fmt: skip
         if self.drop_refused:
             parts.append(f"it drops {_names(self.drop_refused)}, whose key is pinned")
         if self.over_limit:
@@ -242,6 +395,17 @@ class RosterChange:
             return None
         return "; ".join(parts) + ": refused for those people, their pinned keys stay in force"
 
+    def certified(self) -> str | None:
+        """The certified changes this ROSTER made, in words, or None."""
+        parts = []
+        if self.rotated:
+            parts.append(f"new key of {_names(self.rotated)}")
+        if self.removed:
+            parts.append(f"{_names(self.removed)} removed")
+        if self.readded:
+            parts.append(f"{_names(self.readded)} back with a new key after a removal")
+        return "; ".join(parts) + ", certified by the station's root" if parts else None
+
 
 @dataclass
 class RosterPins:
@@ -249,37 +413,174 @@ class RosterPins:
 
     A later ROSTER may add people and change a pinned person's role (alarmed), but not change or
     drop a pinned key: that is refused for the person, whose old pin stays in force, so the
-    station's admin cannot swap whose signature an "acknowledged by" names. A person's key changes
-    only by key rotation (``rotate``). Pins are derived from the ROSTER envelopes in transcript
-    order, so replaying the ledger at start gives the same pins.
+    station's admin cannot swap whose signature an "acknowledged by" names. With the station's
+    pinned ``root``, certificates decide instead (module docstring): a certified pin moves only to
+    a newer certificate of that root (a new key, a new role, a removal listed in ``removed``), and a
+    certificate that does not verify is refused. Pins are derived from the ROSTER envelopes in
+    transcript order, so replaying the ledger at start gives the same pins.
     """
 
     max_people: int = 500
     people: dict[str, Person] = field(default_factory=dict)
+    root: bytes | None = None
+    issued: dict[str, int] = field(default_factory=dict)  # name -> issued_at of the pin's certificate
+    gone: dict[str, tuple[str, int]] = field(default_factory=dict)  # certified removals: name -> (key, issued_at)
 
-    def apply(self, published: dict[str, Person]) -> RosterChange:
+    def is_certified(self, name: str) -> bool:
+        return name in self.issued
+
+    def _cert(self, p: Person) -> PersonCert | None:
+        """``p``'s certificate, verified and matching the entry (None: it carries none, or there is
+        no root to check it against); VerificationError when it does not hold."""
+        if p.cert is None or self.root is None:
+            return None
+        cert = PersonCert.open(p.cert, self.root)
+        if cert.removed or (cert.name, cert.role, cert.key) != (p.name, p.role, p.key):
+            raise SchemaError("the certificate is not over this name, role and key")
+        return cert
+
+    def apply(self, published: dict[str, Person], removals: list[SignedCert] | None = None) -> RosterChange:
         added: list[str] = []
         roles: list[tuple[str, str, str]] = []
         key_refused: list[str] = []
         over: list[str] = []
+        rotated: list[str] = []
+        readded: list[str] = []
+        cert_refused: list[tuple[str, str]] = []
+        uncertified: list[str] = []
         for name, p in published.items():
+            try:
+                cert = self._cert(p)
+            except VerificationError as exc:
+                cert_refused.append((name, str(exc)))
+                continue
             pinned = self.people.get(name)
             if pinned is None:
-                if len(self.people) >= self.max_people:
+                gone = self.gone.get(name)
+                if gone is not None:  # removed by a certificate: back only with a newer one over a new key
+                    if cert is None or cert.issued_at <= gone[1] or p.key == gone[0]:
+                        uncertified.append(name)
+                        continue
+                    readded.append(name)
+                    del self.gone[name]
+                elif len(self.people) >= self.max_people:
                     over.append(name)
                     continue
-                self.people[name] = p
-                added.append(name)
-            elif p.key != pinned.key:
-                key_refused.append(name)
-            elif p.role != pinned.role:
-                self.people[name] = p
-                roles.append((name, pinned.role, p.role))
+                else:
+                    added.append(name)
+                self._pin(p, cert)
+            elif p.key != pinned.key or p.role != pinned.role:
+                newer = cert is not None and cert.issued_at > self.issued.get(name, -1)
+                if newer:
+                    if p.key != pinned.key:
+                        rotated.append(name)
+                    if p.role != pinned.role:
+                        roles.append((name, pinned.role, p.role))
+                    self._pin(p, cert)
+                elif p.key != pinned.key:
+                    key_refused.append(name)
+                elif self.is_certified(name):
+                    uncertified.append(name)
+                else:  # an uncertified person's role: taken and alarmed, as before certificates
+                    self.people[name] = p
+                    roles.append((name, pinned.role, p.role))
+            elif cert is not None and not self.is_certified(name):
+                self._pin(p, cert)  # the same key and role, now certified
+        removed: list[str] = []
+        for signed in removals or ():
+            if self.root is None:
+                break
+            try:
+                gone_cert = PersonCert.open(signed, self.root)
+            except VerificationError as exc:
+                cert_refused.append((_removal_of(signed)[0], str(exc)))
+                continue
+            pinned = self.people.get(gone_cert.name)
+            if (not gone_cert.removed or pinned is None or pinned.key != gone_cert.key
+                    or gone_cert.issued_at <= self.issued.get(gone_cert.name, -1)
+                    or gone_cert.name in published):  # fmt: skip
+                continue  # not about a person pinned now (an old removal, carried along): nothing to do
+            del self.people[gone_cert.name]
+            self.issued.pop(gone_cert.name, None)
+            self.gone[gone_cert.name] = (gone_cert.key, gone_cert.issued_at)
+            removed.append(gone_cert.name)
         dropped = [name for name in self.people if name not in published]
-        return RosterChange(added=added, roles=roles, key_refused=key_refused, drop_refused=dropped, over_limit=over)
+        return RosterChange(
+            added=added, roles=roles, key_refused=key_refused, drop_refused=dropped, over_limit=over, rotated=rotated,
+            removed=removed, readded=readded, cert_refused=cert_refused, uncertified=uncertified,
+        )  # fmt: skip
+
+    def _pin(self, p: Person, cert: PersonCert | None) -> None:
+        self.people[p.name] = p
+        if cert is not None:
+            self.issued[p.name] = cert.issued_at
+        else:
+            self.issued.pop(p.name, None)
 
     def rotate(self, person: Person) -> None:
-        """Replace ``person.name``'s pinned key. The seam for person-key rotation: to be called only
-        once a rotation is verified (a KEY envelope certified by the station's root key, not built
-        yet), never for a ROSTER."""
+        """Replace ``person.name``'s pinned key (tests only; a certified ROSTER does it in ``apply``)."""
         self.people[person.name] = person
+
+
+@dataclass
+class PersonSignatures:
+    """Every person signature of a transcript checked up to the stations' roots, as the chains are
+    replayed in order (the gate calls ``observe`` for each accepted envelope when a whole transcript
+    is verified: ``redline verify``, bundles). Same rule as the station's ops: each side's pins from
+    its own ROSTERs (``RosterPins`` with the pinned root), then ``check_signer``."""
+
+    roots: Mapping[str, bytes]
+    max_people: int = 500
+    pins: dict[str, RosterPins] = field(default_factory=dict)
+    checked: dict[str, int] = field(default_factory=dict)  # valid person signatures per station
+    certified: dict[str, int] = field(default_factory=dict)  # of which the root certified the key
+    invalid: list[tuple[str, int, str, str]] = field(default_factory=list)  # station, seq, kind, why
+    roster_refused: list[tuple[str, int, str]] = field(default_factory=list)  # station, seq, why
+
+    def __post_init__(self) -> None:
+        for fp, root in self.roots.items():
+            self.pins[fp] = RosterPins(max_people=self.max_people, root=root)
+            self.checked[fp] = self.certified[fp] = 0
+
+    def observe(self, sender: str, seq: int, kind: str, content: dict[str, Any] | None) -> None:
+        pins = self.pins.get(sender)
+        if pins is None:
+            return
+        if kind == "ROSTER" and content is not None:
+            try:
+                roster = kinds.Roster.parse(content)
+            except VerificationError:
+                return  # a malformed ROSTER is ignored as a whole (section 5.10)
+            published = roster_people(roster)
+            if len(published) > self.max_people:
+                return
+            why = pins.apply(published, roster_removals(roster)).refusal()
+            if why is not None:
+                self.roster_refused.append((sender, seq, why))
+        elif kind in PERSON_SIGNED_KINDS:
+            if content is None:
+                self.invalid.append((sender, seq, kind, "its body is redacted: the signature cannot be checked"))
+                return
+            try:
+                person = check_signer(kind, content, pins.people)
+            except VerificationError as exc:
+                self.invalid.append((sender, seq, kind, str(exc)))
+                return
+            self.checked[sender] += 1
+            self.certified[sender] += pins.is_certified(person.name)
+
+    def describe(self, names: Mapping[str, str]) -> list[str]:
+        """In words, per station: how many person signatures verify and up to what; then each that
+        does not, and each ROSTER change refused."""
+        out = []
+        for fp in sorted(self.checked, key=lambda f: names.get(f, f)):
+            n, c, name = self.checked[fp], self.certified[fp], names.get(fp, fp[:12])
+            if n:
+                upto = ("all up to its root" if c == n else
+                        f"{c} up to its root, {n - c} up to its ROSTER only (no root certificate)")  # fmt: skip
+                out.append(f"person signatures of {name}: {n} valid, {upto}")
+        out += [f"PERSON SIGNATURE NOT VALID: {names.get(fp, fp[:12])} {kind} seq {seq}: {why}"
+                for fp, seq, kind, why in self.invalid]  # fmt: skip
+        out += [f"ROSTER REFUSED IN PART: {names.get(fp, fp[:12])} seq {seq}: {why}"
+                for fp, seq, why in self.roster_refused]  # fmt: skip
+        return out

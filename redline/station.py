@@ -119,7 +119,8 @@ class Station:
             alarm=functools.partial(self.alarm, record.line),
         )  # fmt: skip
         self.sessions[record.line] = session
-        ops = LineOps(us=self.keys.fingerprint, peer=record.peer, limits=self.limits, since=record.created_at)
+        ops = LineOps(us=self.keys.fingerprint, peer=record.peer, limits=self.limits, since=record.created_at,
+                      roots={True: self.keys.root_public, False: bytes.fromhex(record.peer_root)})  # fmt: skip
         self.ops[record.line] = ops
         # Rebuild pending tests, escalations and requests from the ledger (guarantee 8): replay
         # quietly, then the first tick fires whatever is overdue. Only what ops acts on is read
@@ -712,7 +713,8 @@ class Station:
 
     def _roster_intent(self, ops: LineOps, people: list[persons.Person] | None = None) -> Intent | None:
         """A ROSTER envelope when our users differ from what we last published to the peer."""
-        roster = persons.roster_content(persons.load_users(self.home.path) if people is None else people)
+        roster = persons.roster_content(persons.load_users(self.home.path) if people is None else people,
+                                        persons.load_removed(self.home.path))  # fmt: skip
         if not roster["users"] or parse_roster(roster) == ops.person_roster():
             return None
         idem = "roster:" + hashlib.sha256(canonical.encode(roster)).hexdigest()

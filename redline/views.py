@@ -148,6 +148,7 @@ class VerifyView:
     problems: tuple[str, ...]
     evidence: tuple[str, ...] = field(default=())
     revoked: tuple[str, ...] = field(default=())  # runs of envelopes signed by a revoked key (a REVOKE)
+    people: tuple[str, ...] = field(default=())  # person signatures checked up to the roots, in words
 
     @classmethod
     def of(cls, r: LineReport) -> VerifyView:
@@ -157,11 +158,12 @@ class VerifyView:
             cosigned={name(k, k): v for k, v in r.cosigned_sizes.items()},
             one_sided_tail={name(k, k): r.tail(k) for k in r.chain_sizes}, checkpoints=r.checkpoints,
             receipts=r.receipts, problems=tuple(str(p) for p in r.problems), evidence=tuple(str(p) for p in r.evidence),
-            revoked=tuple(f.describe(name(f.station, f.station[:12])) for f in r.flagged),
+            revoked=tuple(f.describe(name(f.station, f.station[:12])) for f in r.flagged), people=tuple(r.people),
         )  # fmt: skip
 
     def to_obj(self) -> dict[str, Any]:
         obj = asdict(self)
         obj["problems"], obj["evidence"], obj["revoked"] = list(self.problems), list(self.evidence), list(self.revoked)
+        obj["people"] = list(self.people)
         return obj
 

@@ -411,16 +411,24 @@ PEOPLE = {
 }
 
 
-def person(label: str, name: str, role: str) -> tuple[persons.Person, nacl.signing.SigningKey]:
+def person(
+    label: str, name: str, role: str, root_seed: str | None = None
+) -> tuple[persons.Person, nacl.signing.SigningKey]:
+    """A test person; with ``root_seed``, certified by that root (section 5.10) at K0."""
     key = nacl.signing.SigningKey(seed(f"{label} person {name}"))
-    return persons.Person(name=name, role=role, key=bytes(key.verify_key).hex()), key
+    p = persons.Person(name=name, role=role, key=bytes(key.verify_key).hex())
+    if root_seed is not None:
+        root = nacl.signing.SigningKey(bytes.fromhex(root_seed))
+        p = persons.Person(name=name, role=role, key=p.key, cert=persons.certify_person(root, p, issued_at=K0))
+    return p, key
 
 
 def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
     stations = {"alpha": alpha, "bravo": bravo}
     chains: dict[str, list[dict[str, Any]]] = {"alpha": [], "bravo": []}
     story: list[dict[str, Any]] = []
-    people = {label: {n: person(label, n, r) for n, r in ppl} for label, ppl in PEOPLE.items()}
+    people = {label: {n: person(label, n, r, stations[label]["root_seed"]) for n, r in ppl}
+              for label, ppl in PEOPLE.items()}  # fmt: skip
     clock = [K0]
 
     def ref(label: str, seq: int) -> dict[str, Any]:
@@ -565,6 +573,7 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
             "input": {"signing_seed": alpha["signing_seed"], "domain": Checkpoint.DOMAIN, "object": cp.to_obj()},
             "output": _signed_outputs(Checkpoint.DOMAIN, cps.data, cps.sig),
         },
+        "person_certificate": _person_cert(alpha, next(iter(people["alpha"].values()))[0]),
         "cosign": {
             "name": "Bravo's countersignature of that checkpoint, carried in the REVOKE",
             "input": {"signing_seed": bravo["signing_seed"], "domain": Cosign.DOMAIN, "object": co.to_obj()},
@@ -577,6 +586,17 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
             "flagged": {"station": alpha["fingerprint"], "first": cp.head(alpha["fingerprint"]).size + 1,
                         "last": key_seq, "revoke_seq": revoke_seq},
         },
+    }
+
+
+def _person_cert(station: dict[str, str], p: persons.Person) -> dict[str, Any]:
+    """A person certificate (section 5.10) as Alpha's root made it for its ROSTER."""
+    assert p.cert is not None
+    obj = canonical.decode_object(p.cert.data, "person certificate")
+    return {
+        "name": f"Alpha's root certifies {p.name}'s name, role and key",
+        "input": {"root_seed": station["root_seed"], "domain": persons.DOMAIN_CERT, "object": obj},
+        "output": _signed_outputs(persons.DOMAIN_CERT, p.cert.data, p.cert.sig),
     }
 
 

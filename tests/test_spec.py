@@ -839,7 +839,7 @@ def test_the_published_kinds_chain_obeys_every_acceptance_rule() -> None:
             return merkle.root([merkle.leaf_hash(bytes.fromhex(i)) for i in ids if i is not None])
 
     data = json.loads((VECTORS / "kinds.json").read_text())
-    gate = TrustedLine(data["line"], keys, View(), roots=roots)
+    gate = TrustedLine(data["line"], keys, View(), roots=roots, people=True)
     for v in data["envelopes"]:
         env = gate.accept_envelope(bytes.fromhex(v["output"]["wire"]))
         held[(env.header.sender, env.seq)] = env.id
@@ -848,3 +848,20 @@ def test_the_published_kinds_chain_obeys_every_acceptance_rule() -> None:
     want = data["revocation"]["flagged"]
     assert [(f.station, f.first, f.last, f.revoked.revoke_seq) for f in gate.flagged()] == [
         (want["station"], want["first"], want["last"], want["revoke_seq"])]
+    # every person signature checks up to its station's root (section 5.10: certified rosters)
+    assert gate.people is not None and gate.people.invalid == [] and gate.people.roster_refused == []
+    assert gate.people.checked == gate.people.certified and sum(gate.people.checked.values()) >= 6
+
+
+def test_person_certificate_vector() -> None:
+    v = KINDS_VECTORS["person_certificate"]
+    root = signing_key(v["input"]["root_seed"])
+    signed = persons.PersonCert(**{k: x for k, x in v["input"]["object"].items() if k != "v"}).sign(root)
+    assert signed.data.hex() == v["output"]["canonical"] and signed.sig.hex() == v["output"]["signature"]
+    assert v["output"]["signed"].startswith(b"redline/1/personcert\x00".hex())
+    cert = persons.PersonCert.open(signed, root.verify_key.encode())
+    (roster,) = [e for e in KIND_ENVELOPES if e["input"]["kind"] == "ROSTER" and e["input"]["sender"] == cert.station]
+    (entry,) = [u for u in roster["input"]["content"]["users"] if u["name"] == cert.name]
+    assert entry["cert"] == {"data": signed.data.hex(), "sig": signed.sig.hex()} and entry["key"] == cert.key
+    with pytest.raises(SignatureError):  # another root's signature over the same bytes
+        persons.PersonCert.open(signed, nacl.signing.SigningKey.generate().verify_key.encode())

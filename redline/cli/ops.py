@@ -72,27 +72,67 @@ def register(main: click.Group) -> None:
     def user() -> None:
         """People on this station's roster: each signs for themselves."""
 
+    root_key_option = click.option(
+        "--root-key", "root_key", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        help="the station's root key file, which certifies the person (read now, never copied; default: "
+             "keys/root.key if it is still there)",
+    )  # fmt: skip
+
+    def station_root(station: str | None, root_key: Path | None) -> Any:
+        """The station's root, read from ``root_key`` (or keys/root.key): it certifies people."""
+        from redline import keys as keyfiles
+        from redline.errors import ConfigError
+        from redline.home import StationDir
+
+        home = StationDir(station_path(station))
+        home.require()
+        path = root_key if root_key is not None else home.keys / "root.key"
+        if not path.exists():
+            raise ConfigError(f"{path} is not there: give --root-key PATH (the root certifies each person's key)")
+        return keyfiles.read_root(path, home.load_keys().root_public)
+
     @user.command("add")
     @station_option
     @click.argument("name")
     @click.option("--role", type=click.Choice(persons.ROLES), required=True)
+    @root_key_option
     @json_option
-    def user_add(station: str | None, name: str, role: str, as_json: bool) -> None:
-        """Add NAME with a signing key sealed by their password (read from stdin)."""
+    def user_add(station: str | None, name: str, role: str, root_key: Path | None, as_json: bool) -> None:
+        """Add NAME with a signing key sealed by their password (read from stdin), certified by the
+        station's root (name, role and key)."""
+        root = run(lambda: station_root(station, root_key))
         password = read_password(f"new password for {name}")
-        p = run(lambda: persons.add_user(station_path(station), name, role, password))
-        note = f"user {name} ({role}) added, key {p.key_id}; the roster goes to the peer with the next message"
+        p = run(lambda: persons.add_user(station_path(station), name, role, password, root=root))
+        note = (f"user {name} ({role}) added, key {p.key_id}, certified by the station's root; the roster goes to "
+                "the peer with the next message")  # fmt: skip
+        emit(as_json, p.to_obj(), lambda d: console.print(note))
+
+    @user.command("rotate")
+    @station_option
+    @click.argument("name")
+    @root_key_option
+    @json_option
+    def user_rotate(station: str | None, name: str, root_key: Path | None, as_json: bool) -> None:
+        """Give NAME a new key (sealed by a new password, read from stdin), certified by the root; the
+        peer moves its pin when the next roster carries the certificate."""
+        root = run(lambda: station_root(station, root_key))
+        password = read_password(f"new password for {name}")
+        p = run(lambda: persons.rotate_user(station_path(station), name, password, root))
+        note = f"user {name} has a new key {p.key_id}, certified by the station's root"
         emit(as_json, p.to_obj(), lambda d: console.print(note))
 
     @user.command("remove")
     @station_option
     @click.argument("name")
+    @root_key_option
     @json_option
-    def user_remove(station: str | None, name: str, as_json: bool) -> None:
-        """Remove NAME: their sealed key is deleted and their console session ends at its next request."""
-        p = run(lambda: persons.remove_user(station_path(station), name))
+    def user_remove(station: str | None, name: str, root_key: Path | None, as_json: bool) -> None:
+        """Remove NAME: their sealed key is deleted, their console session ends at its next request, and
+        the root certifies the removal so the peer drops their pin."""
+        root = run(lambda: station_root(station, root_key))
+        p = run(lambda: persons.remove_user(station_path(station), name, root=root))
         note = (f"user {name} ({p.role}) removed: their key can no longer be unlocked here, and a console "
-                "session of theirs ends at its next request")  # fmt: skip
+                "session of theirs ends at its next request; the root's removal goes to the peer")  # fmt: skip
         emit(as_json, p.to_obj(), lambda d: console.print(note))
 
     @user.command("list")

@@ -155,6 +155,9 @@ def verify(
                 console.print(styled("  ", ("first problem:", "bold red"), f" {p}"))
             for f in d["revoked"]:
                 console.print(styled("  ", ("REVOKED:", "bold red"), f" {f}"))
+            for p in d["people"]:
+                bad = p.startswith(("PERSON SIGNATURE NOT VALID", "ROSTER REFUSED"))
+                console.print(f"  {p}", style="bold red" if bad else None)
         if not ds:
             console.print("no lines to verify")
 

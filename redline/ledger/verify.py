@@ -89,6 +89,9 @@ class LineReport:
     # Runs of envelopes signed by a key their station's root revoked (a REVOKE, PROTOCOL.md 5.9):
     # verified and kept, flagged so that no reader takes them for the station's word.
     flagged: list[Flagged] = field(default_factory=list)
+    # Every person signature checked up to its station's root (PROTOCOL.md 5.10), in words.
+    people: list[str] = field(default_factory=list)
+    people_invalid: int = 0
 
     @property
     def ok(self) -> bool:
@@ -143,13 +146,16 @@ def verify_line(data: LineSource, roots: dict[str, bytes], *, workers: int = 0) 
         report.problems.append(Problem(f"line {data.line[:8]}", "a line's transcript holds exactly two chains"))
         return report
     replay = _Replay(stations)
-    gate = TrustedLine(data.line, _verified_keys(data, roots, report), replay, roots=roots)
+    gate = TrustedLine(data.line, _verified_keys(data, roots, report), replay, roots=roots, people=True)
     with _openers(gate, data, workers) as opener:
         chains = {fp: _ChainReader(opener.chain(data, fp)) for fp in stations}
         _replay_chains(data, chains, gate, replay, report)
     for fp in stations:
         report.logs[fp] = replay.logs[fp]
     report.flagged = gate.flagged()
+    if gate.people is not None:
+        report.people = gate.people.describe(data.names)
+        report.people_invalid = len(gate.people.invalid)
     _verify_equivocations(data, gate, report)
     _verify_receipts(data, gate, report)
     report.receipted = dict(gate.receipted)

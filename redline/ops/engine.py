@@ -10,8 +10,8 @@ envelope's content once, into its kind's body type (``kinds.REGISTRY``), and rea
 fields from there on; content that does not parse, a reference to an envelope of a kind or side
 the registry does not allow, or a person signature that does not count is kept in ``refused``
 with the reason and alarmed, and not acted on at all (no default is filled in). Kinds this version
-does not act on (a newer peer's, and the reserved REVOKE) are stored and shown, never
-dropped. People: each side's roster is pinned person by person on first sight
+does not act on (a newer peer's) are stored and shown, never dropped. People: each side's roster is
+pinned person by person on first sight, certificates of the side's root deciding every later change
 (``persons.RosterPins``), and a person-signed envelope counts only when it verifies under the
 pinned key and the person's role may sign it (``persons.check_signer``). Numbers in the peer's
 bodies never set our deadlines, counts or sizes beyond our ``Limits``. Each time-dependent outcome
@@ -20,7 +20,7 @@ is decided by one side and recorded as an envelope; the other shows that verdict
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from redline import kinds
@@ -33,7 +33,7 @@ from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox
 from redline.ops.notices import Conflict, Notice, NoticeBoard, count_positions
 from redline.ops.views import ConflictRow, NoticeDetail, NoticeRow, NoticesPage, RefusedView, TranslationView
 from redline.ops.voice import VOICE_KINDS, Voice
-from redline.persons import Person, RosterPins, check_signer, roster_people
+from redline.persons import Person, RosterPins, check_signer, roster_people, roster_removals
 
 NOTICES_PAGE = 100  # notices (and conflicts) per page of the notices view, by default
 NOTICES_PAGE_MAX = 500
@@ -50,7 +50,9 @@ def peer_window_bounds(limits: Limits) -> tuple[int, int] | None:
 
 
 class LineOps:
-    def __init__(self, *, us: str, peer: str, limits: Limits, since: int) -> None:
+    def __init__(
+        self, *, us: str, peer: str, limits: Limits, since: int, roots: Mapping[bool, bytes] | None = None
+    ) -> None:
         self.us, self.peer = us, peer
         self.limits = limits
         bounds = peer_window_bounds(limits)
@@ -64,9 +66,11 @@ class LineOps:
         self.voice = Voice(ring_ms=int(limits.ring_seconds * 1000), max_calls=limits.max_calls_per_line)
         # Each side's roster as last published (ours? -> name -> person), and the pins that decide
         # whose signature counts: the same rule for both sides, so both ends agree on every ACK.
+        # ``roots`` (ours? -> root public key): people's certificates are checked against them.
         self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}
         self.pins: dict[bool, RosterPins] = {
-            side: RosterPins(max_people=limits.max_roster_people) for side in (True, False)
+            side: RosterPins(max_people=limits.max_roster_people, root=(roots or {}).get(side))
+            for side in (True, False)
         }
         self.translations: dict[str, list[TranslationView]] = {}  # envelope id -> its translations
         self.board = NoticeBoard()
@@ -171,7 +175,7 @@ class LineOps:
         return ("alarm" if urgent else "warning"), text, e.stored_at
 
     def _unknown(self, e: Entry, row: kinds.Kind | None, out: Outbox) -> None:
-        """A kind this version does not act on (a newer peer's, or REVOKE, reserved): stored,
+        """A kind this version does not act on (a newer peer's): stored,
         receipted and shown like any other, never dropped; said once per kind."""
         seen = self.unknown_kinds.get(e.kind, 0)
         self.unknown_kinds[e.kind] = seen + 1
@@ -201,12 +205,16 @@ class LineOps:
             out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {over}", e.stored_at)
             return
         self.rosters[e.ours] = published
-        change = self.pins[e.ours].apply(published)
+        change = self.pins[e.ours].apply(published, roster_removals(body))
         why = change.refusal()
         if why is not None:
             self._refuse(e, why)
-            fix = "; a person's key changes only by key rotation, never by a new roster" if change.key_refused else ""
+            fix = ("; a person's key changes only by a key rotation the station's root certifies, never by a "
+                   "roster alone" if change.key_refused else "")  # fmt: skip
             out.alarm("alarm", f"PINNED KEY: {whose} ROSTER seq {e.seq}: {why}{fix}", e.stored_at)
+        certified = change.certified()
+        if certified is not None:
+            out.alarm("warning", f"{whose} ROSTER seq {e.seq}: {certified}", e.stored_at)
         for name, old, new in change.roles:
             out.alarm("warning", f"{whose} ROSTER seq {e.seq} changes {name}'s role from {old} to {new}", e.stored_at)
 
