@@ -81,7 +81,7 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
                  "--settable-clock"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             ))  # fmt: skip
-        asyncio.run(_script(stations, days=days))
+        asyncio.run(_script(stations, days=days, consoles=consoles))
         e, n = stations["EUCOM"][0].path, stations["NDMC"][0].path
         console.print(styled(
             "\n", ("Duty consoles", "bold"), " (open in a browser; demo password ", ("demo-password-1", "bold"), "):"
@@ -116,7 +116,9 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _script(stations: dict[str, tuple[StationDir, str, list[str]]], days: int | None) -> None:
+async def _script(
+    stations: dict[str, tuple[StationDir, str, list[str]]], days: int | None, consoles: dict[str, str]
+) -> None:
     eucom, ndmc = stations["EUCOM"][0].path, stations["NDMC"][0].path
     for home in (eucom, ndmc):
         await wait_for(lambda h=home: call(h, {"op": "status"}), f"station at {home} to start")
@@ -144,7 +146,51 @@ async def _script(stations: dict[str, tuple[StationDir, str, list[str]]], days: 
     console.rule("1 March - 13 May 2022, compressed")
     await scenario.Replay(eucom, ndmc, line, lambda text: console.print(text)).run(days=days)
     await wait_for(lambda: _drained(eucom, ndmc), "every message to be receipted")
+    await _voice_test(eucom, ndmc, line, consoles)
     await _show(eucom, ndmc, line)
+
+
+async def _voice_test(eucom: Path, ndmc: Path, line: str, consoles: dict[str, str]) -> None:
+    """One short voice line test between the two consoles' stations, made by two headless
+    participants (``redline call join``): EUCOM files a TEST and rings naming it, NDMC picks up (the
+    pick-up answers the test), each says two seconds of a tone made here, EUCOM hangs up."""
+    from redline import participant  # PyAV and numpy load only for the call
+
+    console.rule("A voice line test (two headless participants)")
+    test = await call(eucom, {"op": "act", "line": line, "kind": "TEST", "priority": "priority",
+                              "content": {"text": "Voice line test. Please pick up."}})  # fmt: skip
+    test_id = test["id"]
+    if not test_id:  # the line is in sync and drained here: a TEST is signed as it is accepted
+        raise RedlineError("demo: the voice test's TEST was not signed at once")
+    password = scenario.PASSWORD
+    answer = participant.join(
+        f"http://{consoles['NDMC']}/", line, "Dezhurny Orlov", password, ring=False,
+        play=participant.tone(2.0, 440.0), record=ndmc / "voice-test-heard.wav", stay=10.0, timeout=20.0,
+    )  # fmt: skip
+    ring = participant.join(
+        f"http://{consoles['EUCOM']}/", line, "Duty Officer Miller", password, ring=True,
+        play=participant.tone(2.0, 1000.0), record=eucom / "voice-test-heard.wav", test_id=test_id, hang_up=True,
+        timeout=20.0, say=lambda text: console.print(f"EUCOM: {text}"),
+    )  # fmt: skip
+    ru, eu = await asyncio.gather(answer, ring)
+    console.print(f"EUCOM said 1000 Hz and heard {eu['heard']} packets; NDMC said 440 Hz and heard {ru['heard']}")
+
+    async def filed() -> Any:
+        views = [await call(h, {"op": "view", "line": line, "what": "voice"}) for h in (eucom, ndmc)]
+        calls = [v["calls"][-1] for v in views]
+        return calls if all(c["id"] == eu["call"] and c["audio"]["evidence"] for c in calls) else None
+
+    calls = await wait_for(filed, "both stations' CALL_AUDIO")
+    ours = calls[0]
+    tests: LineTestsView = await scenario.read_view(eucom, line, "tests")
+    verdict = next((t for t in tests.tests if t.id == test_id), None)
+    console.print(
+        f"Voice test {test_id[:8]}: {verdict.result if verdict else '?'}"
+        + (f", answered by {verdict.answered_by} (the pick-up, signed by that person)" if verdict else "")
+        + f"; audio evidence at both stations: {', '.join(c['audio']['evidence'] for c in calls)} "
+        f"({ours['audio']['ours']['sent']['packets']} packets each way); recordings in "
+        f"{eucom / 'recordings'} and {ndmc / 'recordings'}"
+    )
 
 
 async def _show(eucom: Path, ndmc: Path, line: str) -> None:

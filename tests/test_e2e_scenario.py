@@ -54,13 +54,16 @@ def test_demo_replays_the_seed_scenario(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "first in 84 days" in out.stdout
+    # the voice line test the demo makes with two headless participants (redline call join)
+    assert "passed, answered by Dezhurny Orlov" in out.stdout
+    assert "audio evidence at both stations: match, match" in out.stdout.replace("\n", " ")
     now = ms("2022-05-13T13:00:00Z")
     eucom, _ = replay(tmp_path / "eucom")
     ndmc, _ = replay(tmp_path / "ndmc")
 
-    # tested twice a day from 1 March, every test answered by a named NDMC duty officer
+    # tested twice a day from 1 March (and once by voice), every test answered by a named NDMC duty officer
     tests = eucom.tests.history(now)
-    assert tests.sent == tests.passed == 2 * 73 + 1 and tests.missed == 0
+    assert tests.sent == tests.passed == 2 * 73 + 2 and tests.missed == 0
     assert {t.answered_by for t in tests.tests} == {"Dezhurny Orlov"}
 
     # weeks of unanswered requests, then the 13 May call: the first in 84 days, both readouts
