@@ -21,7 +21,7 @@ from redline import canonical
 from redline import keys as keyfiles
 from redline.config import Limits
 from redline.display import shown
-from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, Header, peek_seen_seq, seal, split
+from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, Header, RawEnvelope, peek_seen_seq, seal, split
 from redline.errors import (
     CheckpointNumberError,
     ConfigError,
@@ -321,7 +321,7 @@ class LineSession:
 
     def _on_event(self, e: ev.Event, wall: int) -> list[Action]:
         if isinstance(e, ev.EnvelopeIn):
-            return self._on_envelope(e.seq, e.raw, wall)
+            return self._on_envelope(e.seq, e.raw, wall, e.split)
         if isinstance(e, ev.ReceiptIn):
             return self._on_receipt(e.raw)
         if isinstance(e, ev.ResendFrom):
@@ -382,14 +382,15 @@ class LineSession:
         self._activate()
         return []
 
-    def _on_envelope(self, seq: int, raw: bytes, wall: int) -> list[Action]:
+    def _on_envelope(self, seq: int, raw: bytes, wall: int, rawenv: RawEnvelope | None = None) -> list[Action]:
         try:  # our limits first (nothing changes if they refuse), then every trust rule, in the gate
             if self.disk_theirs + self._pending.bytes + len(raw) > self.limits.max_line_disk_bytes:
                 raise LimitError(
                     "the peer's envelopes on this line are at their disk limit (max_line_disk_bytes); not stored, "
                     "not receipted"
                 )
-            rawenv = split(raw, self.limits.max_frame_bytes)
+            if rawenv is None:
+                rawenv = split(raw, self.limits.max_frame_bytes)
             if rawenv.body_bytes is not None and len(rawenv.body_bytes) > self.limits.max_body_bytes + BODY_OVERHEAD:
                 raise LimitError(
                     f"envelope body is {len(rawenv.body_bytes)} bytes, over this station's limit (max_body_bytes "

@@ -6,12 +6,16 @@ opening an envelope before its signature. A second parser of signed bytes is onl
 can never decide differently, so: the template gives byte for byte what the canonical encoder
 gives; every header the pattern accepts is one the general path accepts, with the same fields;
 and whatever it does not accept goes to the general path, which refuses exactly what it refused
-before (same error, same message), for headers built at random and for their mutations.
+before (same error, same message), for headers built at random and for their mutations. The link
+routes a frame by the same match (``plain_route``: the seq and sender JSON would give) and hands
+the header built from it on with the envelope (``RawEnvelope.parsed``): that header is the one the
+general path gives, or none when the general path refuses the bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -19,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redline import canonical
-from redline.envelope import _CANONICAL_HEADER, PRIORITIES, Header
+from redline.envelope import _CANONICAL_HEADER, PRIORITIES, Header, RawEnvelope, plain_header, plain_route
 from redline.errors import RedlineError
 
 hex_of = lambda n: st.binary(min_size=n // 2, max_size=n // 2).map(bytes.hex)  # noqa: E731
@@ -115,6 +119,18 @@ def test_the_pattern_never_decides_differently_from_the_general_path(obj: dict[s
     elif mutation == "escape":
         raw = raw.replace(b'"kind":"', b'"kind":"\\u0054', 1)
     assert fast(raw) == general(raw)
+    assert routed(raw) == (general(raw) if isinstance(general(raw), Header) else None)
+
+
+def routed(raw: bytes) -> Header | None:
+    """What the link hands on for header bytes: checks its routing against JSON's, then the header
+    it built (None: the station parses the header itself)."""
+    m = plain_header(raw)
+    if m is None:
+        return None
+    obj = json.loads(raw)
+    assert plain_route(m) == (obj["seq"], obj["sender"])
+    return RawEnvelope(raw, None, bytes(64)).parsed(m).header
 
 
 @pytest.mark.parametrize(
@@ -142,3 +158,16 @@ def test_edge_cases_fall_back_to_the_general_path(text: str) -> None:
     bad = variants[text]
     assert fast(bad) == general(bad)
     assert isinstance(general(bad), str)
+    assert routed(bad) is None
+
+
+def test_a_header_match_of_other_bytes_is_refused() -> None:
+    h = Header(
+        line="0" * 32, sender="a" * 64, key="b" * 32, seq=1, sent_at=1, kind="TEXT", prio="ROUTINE", prev=None,
+        seen_seq=0, seen_id=None, body_hash="e" * 64, lang="en",
+    )  # fmt: skip
+    other = Header(**{**h.__dict__, "seq": 2, "prev": "f" * 64})
+    m = plain_header(other.encode())
+    assert m is not None
+    with pytest.raises(ValueError):
+        RawEnvelope(h.encode(), None, bytes(64)).parsed(m)

@@ -574,6 +574,20 @@ def test_envelopes_in_order_are_handed_on_in_order() -> None:
         out += d.a.receive("p0", env_frame(env), d.now, d.wall)
     assert out == [ev.EnvelopeIn(seq=e.seq, raw=e.encode()) for e in envs]
     assert d.a.next_in == 4
+    # each goes on split, with the header the link read to route it: the station parses it no more
+    assert [o.split.header for o in out if isinstance(o, ev.EnvelopeIn) and o.split] == [e.header for e in envs]
+
+
+def test_a_header_not_in_the_plain_form_is_routed_and_left_to_the_station() -> None:
+    """A header with a space in it is JSON the pattern does not read: the link routes it by JSON
+    and hands it on unparsed, for the station to refuse (not canonical) with its own words."""
+    d = opened()
+    env = chain(B_SIGN, B, 1)[0]
+    spaced = env.header_bytes.replace(b'"seq":1,', b'"seq": 1,')
+    raw = len(spaced).to_bytes(4, "big") + spaced + env.encode()[4 + len(env.header_bytes) :]
+    out = d.a.receive("p0", frame(FrameType.ENVELOPE, raw), d.now, d.wall)
+    assert out == [ev.EnvelopeIn(seq=1, raw=raw)]
+    assert isinstance(out[0], ev.EnvelopeIn) and out[0].split is not None and out[0].split.header is None
 
 
 def test_several_envelopes_in_one_burst_byte_by_byte() -> None:

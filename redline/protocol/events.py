@@ -6,7 +6,11 @@ bytes stay bytes here: the station verifies them before anything is trusted or s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redline.envelope import RawEnvelope
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +105,8 @@ class EnvelopeIn:
 
     seq: int
     raw: bytes
+    # ``raw`` as the link split it, its header parsed (None: split it again); not part of the event's identity
+    split: RawEnvelope | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,7 @@ from typing import Any, TypeGuard
 
 from redline import canonical
 from redline.config import Limits
-from redline.envelope import split
+from redline.envelope import RawEnvelope, plain_header, plain_route, split
 from redline.errors import LocalProtocolError, RedlineError, RemoteProtocolError, VerificationError
 from redline.protocol.events import (
     EMPTY,
@@ -362,13 +362,22 @@ class Link:
         return [GapRequest(path=path, station=str(station), from_seq=a, to_seq=b)]
 
     def _envelope(self, path: str, raw: bytes, now: float) -> list[Output]:
+        # Routing only (seq, sender): the station checks canonical form and signature later. A
+        # header in the plain canonical form (every header a station of ours writes) is read with
+        # one pattern match, and the header built from it goes on with the envelope; any other is
+        # read as JSON, and the station parses it (and refuses it, saying why).
+        seq: object
+        sender: object
         try:
             env = split(raw, self.limits.max_frame_bytes)
-            # Routing only (seq, sender): the station checks canonical form and signature later.
-            header = json.loads(env.header_bytes)
-            if not isinstance(header, dict):
-                raise RemoteProtocolError("envelope header is not a JSON object")
-            seq, sender = header.get("seq"), header.get("sender")
+            plain = plain_header(env.header_bytes)
+            if plain is not None:
+                seq, sender = plain_route(plain)
+            else:
+                header = json.loads(env.header_bytes)
+                if not isinstance(header, dict):
+                    raise RemoteProtocolError("envelope header is not a JSON object")
+                seq, sender = header.get("seq"), header.get("sender")
         except (RedlineError, ValueError, RecursionError) as exc:
             raise RemoteProtocolError(f"malformed envelope: {exc}") from exc
         if not _int(seq) or seq < 1:
@@ -402,7 +411,7 @@ class Link:
                 gap = {"station": self.peer, "from": self.next_in, "to": seq - 1}
                 out += self.send_raw(FrameType.GAP, canonical.encode(gap), path)
             return out
-        out = [self._deliver(seq, raw, env.id)]
+        out = [self._deliver(seq, raw, env.id, env.parsed(plain) if plain is not None else env)]
         while self.next_in in self._buffer:
             nxt = self._buffer.pop(self.next_in)
             out.append(self._deliver(self.next_in, nxt, split(nxt).id))
@@ -450,12 +459,12 @@ class Link:
             return
         self._buffer[seq] = raw
 
-    def _deliver(self, seq: int, raw: bytes, envelope_id: str) -> EnvelopeIn:
+    def _deliver(self, seq: int, raw: bytes, envelope_id: str, env: RawEnvelope | None = None) -> EnvelopeIn:
         self.next_in = seq + 1
         self._recent[seq] = envelope_id
         if len(self._recent) > _RECENT_IDS:
             self._recent.popitem(last=False)
-        return EnvelopeIn(seq=seq, raw=raw)
+        return EnvelopeIn(seq=seq, raw=raw, split=env)
 
     # -- time ----------------------------------------------------------------------------------
     def tick(self, now: float, wall: int) -> list[Output]:
