@@ -89,6 +89,7 @@ OPERATIONS: dict[str, Handler] = {
     "doctor": _doctor,
     "stop": _stop,
     "rotate_signing": lambda st, r: rotation.file_running(st),
+    "rotate_tls": lambda st, r: rotation.file_tls_running(st),
     "revoke": lambda st, r: rotation.file_running(st, revokes=_revokes(r.get("contents"))),
 }
 

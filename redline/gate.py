@@ -313,7 +313,9 @@ class TrustedLine:
             except VerificationError as exc:
                 why = f"KEY envelope seq {h.seq} does not name new keys as section 5.9 says: {exc}"
                 raise KeyWindowError(why) from exc
-            return _KeyChange(self._new_keys(env, body.certs, root), None)
+            new = self._new_keys(env, body.certs, root)
+            self._check_tls(env, body.certs, body.tls_der, root)
+            return _KeyChange(new, None)
         try:
             revoke = kinds.Revoke.parse(env.content(), strict=True)
         except VerificationError as exc:
@@ -345,6 +347,27 @@ class TrustedLine:
             why = f"{h.kind} envelope seq {h.seq} names {len(new)} signing keys; a station signs with one"
             raise KeyWindowError(why)
         return new
+
+    def _check_tls(self, env: Envelope, certs: Iterable[Any], der_hex: str | None, root: bytes) -> None:
+        """A KEY naming a TLS key carries its certificate (``tls_der``), whose SPKI hash the
+        root's ``tls`` certificate names: the peer pins it from that DER (section 3.6)."""
+        h = env.header
+        tls = [c for c in (SignedCert(bytes.fromhex(x.data), bytes.fromhex(x.sig)).verify(root) for x in certs)
+               if c.role == "tls"]  # fmt: skip
+        if not tls:
+            if der_hex is not None:
+                raise KeyWindowError(f"KEY envelope seq {h.seq} carries a TLS certificate but no tls key certificate")
+            return
+        if len(tls) > 1 or der_hex is None:
+            raise KeyWindowError(f"KEY envelope seq {h.seq} must name one TLS key and carry its certificate (tls_der)")
+        from redline.identity import spki_hash
+
+        try:
+            spki = spki_hash(bytes.fromhex(der_hex))
+        except ValueError as exc:
+            raise KeyWindowError(f"KEY envelope seq {h.seq}: tls_der is not an X.509 certificate") from exc
+        if spki != tls[0].key:
+            raise KeyWindowError(f"KEY envelope seq {h.seq}: tls_der is not the certificate its root certified")
 
     def _check_revocation(self, env: Envelope, body: Any, root: bytes, rotates: bool) -> Revoked:
         """A REVOKE's revocation: signed by the sender's pinned root for this line, naming a key that

@@ -140,6 +140,7 @@ class StationDir:
 
         self.require()
         keyfiles.finish_signing(self.keys)  # a promotion a crash interrupted (redline/keys.py)
+        keyfiles.finish_tls(self.keys)
         root_public = bytes.fromhex((self.keys / "root.pub").read_text().strip())
         certs = json.loads((self.keys / "certs.json").read_text())
         der = _pem_to_der((self.keys / "tls.crt").read_bytes())

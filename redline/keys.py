@@ -139,3 +139,88 @@ def finish_signing(keys_dir: Path) -> None:
         os.replace(key_path, keys_dir / "signing.key")
     cert_path.unlink()
     _fsync_dir(keys_dir)
+
+
+# -- TLS keys -----------------------------------------------------------------------------------------
+#
+# ``redline keys rotate --tls`` keeps the paths up (PROTOCOL.md section 5.9, KEY with ``tls_der``):
+# 1. prepare (``prepare_tls``): a new TLS key and self-signed certificate as keys/tls.next.key and
+#    keys/tls.next.crt, and the root's ``tls`` certificate over its SPKI hash as
+#    keys/tls.next.cert.json (written last: the three are whole only when it is there);
+# 2. a KEY on every line names it and carries the certificate's DER: the peer pins the new key
+#    beside the old one from the moment it stores the KEY;
+# 3. promote (``promote_tls``), once the peer has receipted every line's KEY (so it holds the new
+#    pin): certs.json names the new certificate, then tls.next.key and tls.next.crt are renamed
+#    over tls.key and tls.crt. Connections already up stay up; new ones present the new key. The
+#    peer drops the old pin as soon as a connection proves the new one.
+# A crash between the renames is completed at start (``finish_tls``), as for the signing key.
+
+TLS_NEXT_KEY = "tls.next.key"
+TLS_NEXT_CRT = "tls.next.crt"
+TLS_NEXT_CERT = "tls.next.cert.json"
+
+
+def pending_tls(keys_dir: Path) -> tuple[bytes, SignedCert] | None:
+    """A prepared next TLS certificate (DER) and the root's certificate over it, if whole."""
+    if not (keys_dir / TLS_NEXT_CERT).exists():
+        return None
+    from redline.home import _pem_to_der
+
+    cert = SignedCert.from_obj(json.loads((keys_dir / TLS_NEXT_CERT).read_text()))
+    return _pem_to_der((keys_dir / TLS_NEXT_CRT).read_bytes()), cert
+
+
+def prepare_tls(keys_dir: Path, root: nacl.signing.SigningKey, name: str) -> tuple[bytes, SignedCert]:
+    """Step 1 for the TLS key; a rotation already prepared is returned as it is."""
+    held = pending_tls(keys_dir)
+    if held is not None:
+        return held
+    for leftover in (TLS_NEXT_KEY, TLS_NEXT_CRT):
+        (keys_dir / leftover).unlink(missing_ok=True)
+    der = identity.new_tls_identity(keys_dir / TLS_NEXT_KEY, keys_dir / TLS_NEXT_CRT, name)
+    spki = identity.spki_hash(der)
+    cert = identity.certify(
+        root,
+        KeyCert(station=identity.fingerprint(bytes(root.verify_key)), name=name, role="tls", key=spki,
+                key_id=spki[:32], issued_at=int(time.time() * 1000)),
+    )  # fmt: skip
+    for done in (TLS_NEXT_KEY, TLS_NEXT_CRT):
+        fd = os.open(keys_dir / done, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _write_atomic(keys_dir / TLS_NEXT_CERT, (json.dumps(cert.to_obj()) + "\n").encode(), mode=0o644)
+    return der, cert
+
+
+def tls_key_content(cert: SignedCert, der: bytes) -> dict[str, Any]:
+    """The KEY envelope's content naming a new TLS key (PROTOCOL.md section 5.9)."""
+    return {"certs": [cert.to_obj()], "tls_der": der.hex()}
+
+
+def promote_tls(keys_dir: Path, cert: SignedCert) -> None:
+    """Step 3: the new TLS key becomes the station's (new connections present it)."""
+    certs_path = keys_dir / "certs.json"
+    certs = json.loads(certs_path.read_text())
+    certs["tls"] = cert.to_obj()
+    _write_atomic(certs_path, (json.dumps(certs, indent=2) + "\n").encode(), mode=0o644)
+    finish_tls(keys_dir)
+
+
+def finish_tls(keys_dir: Path) -> None:
+    """Complete a TLS promotion a crash interrupted: certs.json already names the next key."""
+    cert_path = keys_dir / TLS_NEXT_CERT
+    if not cert_path.exists():
+        return
+    named = SignedCert.from_obj(json.loads((keys_dir / "certs.json").read_text())["tls"])
+    if named != SignedCert.from_obj(json.loads(cert_path.read_text())):
+        return  # not promoted yet
+    # The key first, then the certificate: a reader that finds the new certificate finds its key.
+    if (keys_dir / TLS_NEXT_KEY).exists():
+        os.replace(keys_dir / TLS_NEXT_KEY, keys_dir / "tls.key")
+    if (keys_dir / TLS_NEXT_CRT).exists():
+        os.replace(keys_dir / TLS_NEXT_CRT, keys_dir / "tls.crt")
+    _fsync_dir(keys_dir)
+    cert_path.unlink()
+    _fsync_dir(keys_dir)

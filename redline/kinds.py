@@ -751,6 +751,9 @@ class Translation(Body):
         return self.text
 
 
+MAX_TLS_DER = 4096  # bytes: a TLS certificate carried in a KEY (the reference makes ~300)
+
+
 @dataclass(frozen=True, kw_only=True)
 class KeyCertificate:
     data: str
@@ -772,6 +775,7 @@ class Key(Body):
 
     KIND = "KEY"
     certs: tuple[KeyCertificate, ...]
+    tls_der: str | None = None  # hex DER of the new TLS certificate, with a ``tls`` certificate only
 
     @classmethod
     def _read(cls, o: _Obj) -> Self:
@@ -780,7 +784,9 @@ class Key(Body):
             co = _Obj(c, f"{o.at('certs')}[{i}]", ("data", "sig"), o.strict)
             certs.append(KeyCertificate(data=co.string("data", pattern=_HEX_BYTES, what="hex bytes"),
                                         sig=co.string("sig", pattern=_HEX128, what="a signature")))  # fmt: skip
-        return cls(certs=tuple(certs))
+        der = o.string("tls_der", pattern=_HEX_BYTES, max_len=2 * MAX_TLS_DER, what="hex bytes") if o.has(
+            "tls_der") else None  # fmt: skip
+        return cls(certs=tuple(certs), tls_der=der)
 
     def summary(self) -> str:
         return f"KEY: {len(self.certs)} new key certificate{'s' if len(self.certs) > 1 else ''}"

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import nacl.signing
 
-from redline import identity, revocation
+from redline import canonical, identity, revocation
 from redline import keys as keyfiles
 from redline.errors import LocalProtocolError, SchemaError, StorageError
 from redline.home import StationDir
 from redline.statements import Cosign
 
 if TYPE_CHECKING:
+    from redline.envelope import Envelope
     from redline.ledger.interface import LedgerStore
     from redline.station import Station
 
@@ -141,3 +142,80 @@ def promote_if_done(st: Station) -> None:
     switched = st.keys.for_key(kid)
     assert switched is not None
     st.keys = switched
+
+
+# -- TLS keys (keys.py's steps; the pins are the session's) --------------------------------------------
+
+
+def _tls_idem(cert: identity.SignedCert) -> str:
+    return "redline-tls-rotation:" + str(canonical.decode_object(cert.data, "key certificate")["key_id"])
+
+
+def file_tls_offline(home: StationDir) -> dict[str, Any]:
+    """A stopped station: the prepared TLS key's KEY filed on every line (one commit); promoted
+    when every line's peer has receipted it, or now if there is no line."""
+    pending = keyfiles.pending_tls(home.keys)
+    if pending is None:
+        raise LocalProtocolError("no next TLS key is prepared (keys/tls.next.cert.json)")
+    der, cert = pending
+    fp = identity.fingerprint(bytes.fromhex((home.keys / "root.pub").read_text().strip()))
+    ledger = home.open_ledger()
+    try:
+        with ledger.batch():
+            ledger.put_cert(fp, identity.spki_hash(der)[:32], "tls", cert)
+            lines = [r.line for r in ledger.lines()]
+            for line in lines:
+                ledger.accept(line, "KEY", "PRIORITY", keyfiles.tls_key_content(cert, der), _tls_idem(cert), 0)
+    finally:
+        ledger.close()
+    if not lines:
+        keyfiles.promote_tls(home.keys, cert)
+    return {"spki": identity.spki_hash(der), "lines": lines, "running": False}
+
+
+async def file_tls_running(st: Station) -> dict[str, Any]:
+    """A running station: the prepared TLS key's KEY on every line (one commit). The peer pins the
+    new key beside the old one when it stores the KEY; ours switch when every line's is receipted."""
+    pending = keyfiles.pending_tls(st.home.keys)
+    if pending is None:
+        raise LocalProtocolError("no next TLS key is prepared (keys/tls.next.cert.json); run 'redline keys rotate'")
+    der, cert = pending
+    st.tls_next = pending
+    wall = st.wall()
+    try:
+        with st.ledger.batch():
+            st.ledger.put_cert(st.keys.fingerprint, identity.spki_hash(der)[:32], "tls", cert)
+            for s in st.sessions.values():
+                s.accept("KEY", "PRIORITY", keyfiles.tls_key_content(cert, der), _tls_idem(cert), wall)
+            flushed = [(s, s.flush(wall)) for s in st.sessions.values()]
+    except StorageError as exc:
+        for s in list(st.sessions.values()):
+            st._storage_failed(s, exc)
+        raise
+    for s, actions in flushed:
+        await st._perform(s, actions)
+    promote_tls_if_done(st)
+    return {"spki": identity.spki_hash(der), "lines": sorted(st.sessions), "running": True}
+
+
+def promote_tls_if_done(st: Station) -> None:
+    """Step 3 for the TLS key, once the peer of every line has receipted our KEY naming it (so it
+    pins the new key): new connections present it; those up stay up."""
+    if st.tls_next is None:
+        return
+    der, cert = st.tls_next
+    want = der.hex()
+    for s in st.sessions.values():
+        sealed = [e.seq for e in (_stored_env(raw) for raw in st.ledger.raw_of_kind(s.line, s.us, "KEY"))
+                  if e.content().get("tls_der") == want]  # fmt: skip
+        if not sealed or s.receipted_seq < sealed[0]:
+            return
+    keyfiles.promote_tls(st.home.keys, cert)
+    st.tls_next = None
+    st.keys = replace(st.keys, tls_cert=cert, tls_cert_der=der)
+
+
+def _stored_env(raw: bytes) -> Envelope:
+    from redline.session import _stored
+
+    return _stored(raw)

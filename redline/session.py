@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redline import canonical
+from redline import canonical, identity
 from redline import keys as keyfiles
 from redline.config import Limits
 from redline.display import shown
@@ -178,6 +178,9 @@ class LineSession:
         key for this line: the one our own chain says signs its next seq. The chain decides, not
         the key files: after a crash between sealing a KEY and promoting the key files, this line
         signs with the next key while keys/signing.key still holds the old one (redline/keys.py)."""
+        # The peer's TLS certificates in order: the one pinned at pairing, then each its KEYs named.
+        self.peer_tls: list[tuple[bytes, str]] = []
+        self._add_peer_tls(bytes.fromhex(self.record.peer_tls_cert))
         for station, seq in ((self.us, our_seq), (self.peer, their_seq)):
             if seq == 0:
                 continue
@@ -185,6 +188,9 @@ class LineSession:
             rotations = [_stored(raw) for kind in ("KEY", "REVOKE")
                          for raw in self.ledger.raw_of_kind(self.line, station, kind)]  # fmt: skip
             self.gate.resume_keys(station, first, rotations)
+            if station == self.peer:
+                for env in sorted(rotations, key=lambda e: e.seq):
+                    self._add_peer_tls_of(env)
         current = self.gate.current_key(self.us)
         if current is not None:
             keys = self.keys.for_key(current)
@@ -194,6 +200,31 @@ class LineSession:
                     "this station holds neither it nor its next key (keys/signing.next.key); restore the key files"
                 )
             self.keys = keys
+
+    # -- TLS pins (a TLS key rotates with the paths up: PROTOCOL.md section 5.9, KEY) --------------
+    def _add_peer_tls(self, der: bytes) -> None:
+        self.peer_tls.append((der, identity.spki_hash(der)))
+        # The previous key stays pinned until a connection proves the new one (tls_seen).
+        self.tls_proven = len(self.peer_tls) == 1
+
+    def _add_peer_tls_of(self, env: Envelope) -> bool:
+        der = env.content().get("tls_der") if env.kind == "KEY" else None
+        if not isinstance(der, str):
+            return False
+        self._add_peer_tls(bytes.fromhex(der))  # the gate checked it against the root's tls certificate
+        return True
+
+    def tls_pins(self) -> list[tuple[bytes, str]]:
+        """The peer's TLS certificates (DER, SPKI hash) accepted now: the newest, and the one before it
+        until a connection has proven the newest."""
+        return self.peer_tls[-1:] if self.tls_proven else self.peer_tls[-2:]
+
+    def tls_seen(self, spki: str | None) -> None:
+        """A connection authenticated by ``spki``: the newest key proven, the old pin expires."""
+        if not self.tls_proven and spki == self.peer_tls[-1][1]:
+            self.tls_proven = True
+            self.alarm("info", f"line {self.line[:8]}: {self.record.peer_name}'s new TLS key is in use; its old "
+                               "TLS key is no longer accepted")  # fmt: skip
 
     def _seen_of(self, station: str, seq: int) -> int:
         """The ``seen`` seq of ``station``'s envelope at ``seq`` as stored (0 for none)."""
@@ -605,6 +636,10 @@ class LineSession:
                 self.ledger.append(env, wall)
                 if env.kind in ("KEY", "REVOKE"):  # the gate checked each certificate under the pinned root
                     self._put_certs(env)
+                    if self._add_peer_tls_of(env):
+                        self.alarm("info", f"line {self.line[:8]}: {self.record.peer_name} rotates its TLS key (KEY "
+                                           f"seq {env.seq}): the new key is pinned beside the old until it is in "
+                                           "use")  # fmt: skip
                 if env.kind == "REVOKE":
                     self._revoked(env)
                 self.on_stored(env, False, wall)
@@ -732,8 +767,11 @@ class LineSession:
     def _switch_for(self, kind: str, content: dict[str, Any]) -> StationKeys | bool | None:
         """For our KEY in the outbox: the keys this line signs with once it is sealed (None: not a
         KEY; False: we do not hold the key it names, so it is not sealed: fail closed)."""
-        if kind not in ("KEY", "REVOKE") or (kind == "REVOKE" and not content.get("certs")):
-            return None
+        if kind not in ("KEY", "REVOKE") or not any(
+            canonical.decode_object(c.data, "key certificate").get("role") == "signing"
+            for c in keyfiles.certs_in(content)
+        ):  # fmt: skip
+            return None  # a REVOKE of a retired key, or a KEY naming a TLS key only: no switch
         nxt = self.keys.next_key_id
         named = nxt is not None and self.keys.next_cert in keyfiles.certs_in(content)
         switched = self.keys.for_key(nxt) if named and nxt is not None else None

@@ -16,10 +16,11 @@ import functools
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
-from redline import canonical, control, identity, kinds, media, pairing, persons, readmodel, recording, transport, views
+from redline import canonical, control, kinds, media, pairing, persons, readmodel, recording, transport, views
+from redline import keys as keyfiles
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
@@ -35,6 +36,7 @@ from redline.errors import (
     StorageError,
 )
 from redline.home import StationDir, StationKeys
+from redline.identity import SignedCert
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
 from redline.ops.engine import LineOps, check_operator_content
@@ -76,6 +78,8 @@ class Station:
         home.check_private()
         self.config: StationConfig = home.config()
         self.keys: StationKeys = home.load_keys()
+        # A TLS rotation under way (redline/keys.py): the next certificate (DER) and the root's over it.
+        self.tls_next: tuple[bytes, SignedCert] | None = keyfiles.pending_tls(home.keys)
         self.ledger: LedgerStore = home.open_ledger()
         self.ha = ha  # one process of an HA pair on PostgreSQL (standby.py): writes only under its lease
         if ha is not None:
@@ -210,11 +214,12 @@ class Station:
                 log.exception("an alarm sink failed")
 
     def _pins(self) -> list[bytes]:
-        return [bytes.fromhex(s.record.peer_tls_cert) for s in self.sessions.values()]
+        """The peers' TLS certificates accepted now (two for a line whose peer rotates its TLS key)."""
+        return [der for s in self.sessions.values() for der, _ in s.tls_pins()]
 
     def _session_for_spki(self, spki: str | None) -> LineSession | None:
         for s in self.sessions.values():
-            if identity.spki_hash(bytes.fromhex(s.record.peer_tls_cert)) == spki:
+            if any(h == spki for _, h in s.tls_pins()):
                 return s
         return None
 
@@ -243,7 +248,7 @@ class Station:
     def _dial_paths(self, session: LineSession) -> None:
         if session.record.we_invited:
             return
-        pins = {identity.spki_hash(bytes.fromhex(session.record.peer_tls_cert))}
+        pins = _PeerPins(self, session.line)  # read at each dial: a TLS rotation moves them
         for addr in session.record.paths:
             host, port = parse_hostport(addr)
             connect = functools.partial(
@@ -277,6 +282,7 @@ class Station:
             conn.abort()
             return
         session = self.sessions[line]
+        session.tls_seen(conn.peer_spki)
         old = self._conns.get((line, path))
         if old is not None:
             old.abort()
@@ -366,6 +372,10 @@ class Station:
             from redline import rotation
 
             rotation.promote_if_done(self)
+        if self.tls_next is not None:
+            from redline import rotation
+
+            rotation.promote_tls_if_done(self)
 
     def _storage_failed(self, session: LineSession, exc: StorageError) -> None:
         """A write failed (disk full, I/O error): that transaction stored, receipted and sent nothing.
@@ -879,3 +889,23 @@ def _entry(env: Envelope | RawEnvelope, ours: bool, stored_at: int) -> Entry:
         sender=header["sender"], ours=ours, seq=header["seq"], id=env.id, kind=header["kind"], prio=header["prio"],
         sent_at=header["sent_at"], stored_at=stored_at, lang=header["lang"], content=content,
     )  # fmt: skip
+
+
+class _PeerPins(Collection[str]):
+    """The SPKI hashes a dialled path of ``line`` accepts, read at each dial (a TLS rotation moves them)."""
+
+    def __init__(self, st: Station, line: str) -> None:
+        self._st, self._line = st, line
+
+    def _now(self) -> list[str]:
+        s = self._st.sessions.get(self._line)
+        return [h for _, h in s.tls_pins()] if s is not None else []
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return len(self._now())
+
+    def __contains__(self, spki: object) -> bool:
+        return spki in self._now()

@@ -429,7 +429,7 @@ class Server:
         self._on_refused = on_refused
         self._preauth: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._cached: tuple[tuple[bytes, ...], ssl.SSLContext, frozenset[str]] | None = None
+        self._cached: tuple[tuple[object, ...], ssl.SSLContext, frozenset[str]] | None = None
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -492,10 +492,13 @@ class Server:
 
     def _context(self) -> tuple[ssl.SSLContext, frozenset[str]]:
         pins = None if self._pins is None else tuple(self._pins())
-        key = pins if pins is not None else ()
+        # Our own certificate is part of the key: a TLS rotation renames a new one into place
+        # (redline/keys.py), and the next handshake presents it.
+        own = self._cert.stat()
+        key = (*(pins if pins is not None else ()), own.st_ino, own.st_mtime_ns)
         if self._cached is None or self._cached[0] != key:
             ctx = server_context(self._cert, self._key, pins)
-            hashes = frozenset(spki_hash(der) for der in key)
+            hashes = frozenset(spki_hash(der) for der in pins or ())
             self._cached = (key, ctx, hashes)
         return self._cached[1], self._cached[2]
 

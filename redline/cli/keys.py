@@ -29,21 +29,36 @@ def register(main: click.Group) -> None:
     @keys.command()
     @station_option
     @click.option("--signing", is_flag=True, help="rotate the online signing key")
+    @click.option("--tls", is_flag=True, help="rotate the TLS key (the paths stay up)")
     @click.option("--root-key", "root_key", required=True, type=click.Path(path_type=Path, dir_okay=False),
                   help="the station's root key file (read now, never copied; may live offline)")  # fmt: skip
     @json_option
-    def rotate(station: str | None, signing: bool, root_key: Path, as_json: bool) -> None:
-        """Make a new signing key, have the root certify it, and file a KEY envelope (signed by the
-        current key) on every line; each line signs with the new key from the seq after its KEY."""
+    def rotate(station: str | None, signing: bool, tls: bool, root_key: Path, as_json: bool) -> None:
+        """Make a new signing (or TLS) key, have the root certify it, and file a KEY envelope (signed
+        by the current key) on every line; each line signs with the new key from the seq after its
+        KEY. A new TLS key is pinned by the peer beside the old one; the station presents it once
+        the peer has stored the KEY, and the peer drops the old pin when the new key is in use."""
 
         def go() -> None:
-            if not signing:
-                raise ConfigError("say which key to rotate: --signing (TLS keys do not rotate yet)")
+            if signing == tls:
+                raise ConfigError("say which key to rotate: --signing or --tls (one at a time)")
             home = StationDir(station_path(station))
             home.require()
             cfg = home.config()
             current = home.load_keys()
             root = keyfiles.read_root(root_key, current.root_public)
+            if tls:
+                keyfiles.prepare_tls(home.keys, root, cfg.name)
+                del root
+                try:
+                    done = asyncio.run(call(home.path, {"op": "rotate_tls"}))
+                except StationNotRunningError:
+                    done = rotation.file_tls_offline(home)
+                emit(as_json, done, lambda r: console.print(
+                    f"new TLS key {r['spki'][:16]}…: KEY filed on {len(r['lines'])} line(s)"
+                    + ("" if r["running"] else "; the station seals it when it next runs")
+                ))  # fmt: skip
+                return
             keyfiles.prepare_signing(home.keys, root, cfg.name)
             del root
             try:
