@@ -446,7 +446,12 @@ class Station:
     async def tick(self) -> None:
         now, wall = self.clock.monotonic(), self.wall()
         for session in list(self.sessions.values()):
-            await self._perform(session, session.tick(now, wall))
+            try:
+                actions = session.tick(now, wall)
+            except StorageError as exc:  # a store that cannot be read (a database failing over)
+                self._storage_failed(session, exc)
+                continue
+            await self._perform(session, actions)
             self._watch_skew(session)
             try:
                 self._ops_due(session, wall)

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,3 +130,119 @@ def pg_url(postgres_server: PgServer) -> Iterator[str]:
     postgres_server.admin(f"CREATE DATABASE {name}")
     yield postgres_server.url(name)
     postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- a primary and its synchronous standby (the database's own failover) ----------------------------
+@dataclass
+class PgCluster:
+    """A primary and a synchronous standby made from it by ``pg_basebackup -R``, as a real pair
+    would be: ``synchronous_standby_names`` and ``synchronous_commit = remote_apply`` are set on the
+    primary with ALTER SYSTEM, so the standby's copy of the data folder inherits them (the trap
+    ``promote`` handles). ``url``: the multi-host URL a station uses, which follows a promotion."""
+
+    bindir: Path
+    run_as: str | None
+    top: Path
+    nodes: list[tuple[Path, int]]  # (data folder, port): the primary first
+    user: str
+
+    def url(self, database: str) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for _, port in self.nodes)
+        return f"postgresql://{self.user}@{hosts}/{database}?target_session_attrs=read-write"
+
+    def node_url(self, i: int, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.nodes[i][1]}/{database}"
+
+    def ctl(self, i: int, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            _as_user(self.run_as, [str(self.bindir / "pg_ctl"), "-D", str(self.nodes[i][0]), *args]),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    def fail_primary(self) -> None:
+        """The primary's machine dies: stopped at once, no checkpoint, no goodbye to the standby."""
+        self.ctl(0, "-m", "immediate", "stop")
+
+    def promote(self, *, reset: bool = True) -> None:
+        """``pg_ctl promote`` the standby, then the trap: it inherited ``synchronous_standby_names``
+        from the primary and would make every commit wait for a standby that no longer exists.
+        ALTER SYSTEM RESET on the promoted node, and reload, before anything is written to it."""
+        done = self.ctl(1, "-w", "-t", "60", "promote")
+        assert done.returncode == 0, done.stderr
+        if reset:
+            self.reset_synchronous_standby_names()
+
+    def reset_synchronous_standby_names(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.node_url(1), autocommit=True) as db:
+            db.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            db.execute("SELECT pg_reload_conf()")
+
+    def admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.node_url(0), autocommit=True) as db:
+            db.execute(sql)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[PgCluster]:
+    try:
+        import psycopg
+    except ImportError:
+        _missing("psycopg is not installed (pip install 'psycopg[binary]')")
+    bindir = _bindir()
+    if bindir is None or not (bindir / "pg_basebackup").exists():
+        _missing("initdb, pg_ctl and pg_basebackup were not found")
+    assert bindir is not None
+    run_as = "postgres" if os.getuid() == 0 else None
+    top = Path(tempfile.mkdtemp(prefix="redline-pgha-"))
+    if run_as:
+        shutil.chown(top, run_as)
+    user = run_as or os.environ.get("USER") or "postgres"
+    p1, p2 = free_ports(2)
+    primary, standby = top / "primary", top / "standby"
+    cluster = PgCluster(bindir, run_as, top, [(primary, p1), (standby, p2)], user)
+
+    def run(argv: list[str]) -> None:
+        done = subprocess.run(_as_user(run_as, argv), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            shutil.rmtree(top, ignore_errors=True)
+            _missing(f"{Path(argv[0]).name} failed: {done.stderr.strip()[-300:]}")
+
+    def start(i: int) -> None:
+        datadir, port = cluster.nodes[i]
+        options = f"-p {port} -k {top} -c listen_addresses=127.0.0.1"
+        run([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(top / f"node{i}.log"), "-o", options, "-w",
+             "-t", "60", "start"])  # fmt: skip
+
+    run([str(bindir / "initdb"), "-D", str(primary), "-U", user, "-A", "trust", "-E", "UTF8", "--no-locale",
+         "--no-sync"])  # fmt: skip
+    start(0)
+    try:
+        with psycopg.connect(cluster.node_url(0), autocommit=True) as db:
+            db.execute("ALTER SYSTEM SET synchronous_standby_names = 's1'")
+            db.execute("ALTER SYSTEM SET synchronous_commit = 'remote_apply'")
+            db.execute("SELECT pg_reload_conf()")
+        # application_name in primary_conninfo is what names the standby 's1' (pg_rewind -R would
+        # drop it unless given in --source-server: the second trap, for a node that comes back).
+        conninfo = f"host=127.0.0.1 port={p1} user={user} application_name=s1"
+        run([str(bindir / "pg_basebackup"), "-D", str(standby), "-R", "-X", "stream", "--no-sync", "-d", conninfo])
+        with open(standby / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"primary_conninfo = '{conninfo}'\n")
+        start(1)
+        deadline = time.monotonic() + 60
+        with psycopg.connect(cluster.node_url(0), autocommit=True) as db:
+            while time.monotonic() < deadline:
+                row = db.execute("SELECT sync_state FROM pg_stat_replication WHERE application_name = 's1'").fetchone()
+                if row and row[0] == "sync":
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError("the standby never became synchronous")
+        yield cluster
+    finally:
+        for i in (0, 1):
+            cluster.ctl(i, "-m", "immediate", "stop")
+        shutil.rmtree(top, ignore_errors=True)

@@ -75,15 +75,13 @@ async def synced(p: StationProc) -> bool:
     return bool(st["lines"] and st["lines"][0]["synced"] and any(x["up"] for x in st["lines"][0]["paths"].values()))
 
 
-@pytest.fixture
-def ha_pair(tmp_path: Path, postgres_server: PgServer) -> Iterator[Pair]:
-    name = "ha_" + uuid.uuid4().hex[:12]
-    postgres_server.admin(f"CREATE DATABASE {name}")
-    url = postgres_server.url(name)
+@contextlib.contextmanager
+def running_pair(root: Path, url: str) -> Iterator[Pair]:
+    """EUCOM's two processes on the store at ``url`` (created here), NDMC, paired and in sync."""
     p = free_ports(4)
     far = (datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M")
     hosts = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
-    a_dir, b_dir = StationDir(tmp_path / "eucom-a"), tmp_path / "eucom-b"
+    a_dir, b_dir = StationDir(root / "eucom-a"), root / "eucom-b"
     a_dir.init(name="EUCOM", lang="en", listen=hosts[:1], advertise=hosts, store=url,
                limits=Limits(test_times_utc=(far,)))  # fmt: skip
     # The second host: the same station folder (keys, config), listening on its own address.
@@ -91,7 +89,7 @@ def ha_pair(tmp_path: Path, postgres_server: PgServer) -> Iterator[Pair]:
     config = StationConfig.load(StationDir(b_dir).config_path)
     obj = config.to_obj() | {"listen": hosts[1:]}
     StationDir(b_dir).config_path.write_text(json.dumps(obj))
-    ndmc = StationDir(tmp_path / "ndmc")
+    ndmc = StationDir(root / "ndmc")
     # The peer of a pair redials each address within a second: one of the two is always refused.
     fast = Limits(test_times_utc=(far,), redial_max=1.0)
     ndmc.init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}"], limits=fast)
@@ -120,6 +118,16 @@ def ha_pair(tmp_path: Path, postgres_server: PgServer) -> Iterator[Pair]:
                 if proc.proc is not None:
                     proc.proc.send_signal(signal.SIGCONT)
             proc.stop()
+
+
+@pytest.fixture
+def ha_pair(tmp_path: Path, postgres_server: PgServer) -> Iterator[Pair]:
+    name = "ha_" + uuid.uuid4().hex[:12]
+    postgres_server.admin(f"CREATE DATABASE {name}")
+    try:
+        with running_pair(tmp_path, postgres_server.url(name)) as pair:
+            yield pair
+    finally:
         postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 

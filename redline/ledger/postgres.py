@@ -187,12 +187,7 @@ class PgLedger:
                 raise StorageError(f"no store at {shown}; create the station with 'redline init --store'")
             else:
                 version = self._check_schema()
-            if read_only:
-                self._db.execute("SET default_transaction_read_only = on")
-            else:
-                level = self._db.execute("SHOW synchronous_commit").fetchone()
-                if level is None or level[0] not in _STRONG_ENOUGH:
-                    self._db.execute("SET synchronous_commit = on")
+            self._settings()
             if create:
                 self._migrate(0, station or "")
             elif version < SCHEMA_VERSION:
@@ -203,6 +198,46 @@ class PgLedger:
                 raise StorageError(f"store {shown} cannot be opened: {exc}") from exc
             raise
         self._closer = weakref.finalize(self, _close, self._db)
+
+    # -- the connection -------------------------------------------------------------------------
+    def _settings(self) -> None:
+        """What every connection of this handle sets for its session (again after a reconnect)."""
+        if self.read_only:
+            self._db.execute("SET default_transaction_read_only = on")
+        else:
+            level = self._db.execute("SHOW synchronous_commit").fetchone()
+            if level is None or level[0] not in _STRONG_ENOUGH:
+                self._db.execute("SET synchronous_commit = on")
+        if self._fence is not None:
+            self._db.execute("SELECT set_config('application_name', %s, false)", (lease.app_name(self._fence[0]),))
+            ms = max(1000, int(self._fence[2] * 1000))
+            self._db.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+
+    def _reconnect_if_lost(self) -> None:
+        """Between transactions, open a lost connection again: the server restarted, or the
+        database failed over and a multi-host URL with ``target_session_attrs=read-write`` finds the
+        new primary. The transaction that was open when it was lost was refused (StorageError)
+        and rolled back; what the store holds is read again, nothing is taken from memory."""
+        if self._depth or not (self._db.closed or self._db.broken):
+            return
+        extra = {} if "connect_timeout" in self.url else {"connect_timeout": 3}
+        try:
+            db: psycopg.Connection[Any] = psycopg.connect(
+                self.url, autocommit=True, application_name="redline", **extra  # type: ignore[arg-type]
+            )
+        except psycopg.Error as exc:
+            raise StorageError(f"the store {shown_url(self.url)} cannot be reached: {exc}".strip()) from exc
+        self._closer.detach()
+        _close(self._db)
+        self._db = db
+        self._closer = weakref.finalize(self, _close, db)
+        self._logs.clear()
+        self._heads.clear()
+        self._bytes.clear()
+        try:
+            self._settings()
+        except psycopg.Error as exc:
+            raise StorageError(f"the store {shown_url(self.url)} cannot be reached: {exc}".strip()) from exc
 
     # -- schema -------------------------------------------------------------------------------
     def _check_schema(self) -> int:
@@ -291,6 +326,7 @@ class PgLedger:
         if self._depth == 0:
             if self._fence is not None:
                 self._check_lease_time()
+            self._reconnect_if_lost()
             try:
                 self._db.execute("BEGIN")
                 if self._fence is not None:
@@ -306,10 +342,8 @@ class PgLedger:
         that won (or last renewed) the term was sent; the lease is ours until ``since + seconds``.
         The connection is named after the holder (a taker can end it) and a transaction left
         open by a paused process is rolled back by the server."""
-        self._db.execute("SELECT set_config('application_name', %s, false)", (lease.app_name(holder),))
-        ms = max(1000, int(seconds * 1000))
-        self._db.execute(f"SET idle_in_transaction_session_timeout = {ms}")
         self._fence, self._valid_until, self._deposed = (holder, term, seconds), since + seconds, ""
+        self._settings()
 
     @property
     def term(self) -> int | None:
@@ -328,6 +362,7 @@ class PgLedger:
             return None
         holder, term, seconds = self._fence
         sent = time.monotonic()
+        self._reconnect_if_lost()
         try:
             state = lease.renew(self._db, holder, term, seconds)
         except FencedError as exc:
@@ -337,6 +372,7 @@ class PgLedger:
         return state
 
     def read_lease(self) -> lease.LeaseState | None:
+        self._reconnect_if_lost()
         try:
             return lease.read(self._db)
         except psycopg.Error as exc:
@@ -435,6 +471,7 @@ class PgLedger:
             return self._db.execute(sql, args)
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
+        self._reconnect_if_lost()
         try:
             return self._db.execute(sql, args)
         except psycopg.Error as exc:
