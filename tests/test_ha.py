@@ -76,8 +76,9 @@ async def synced(p: StationProc) -> bool:
 
 
 @contextlib.contextmanager
-def running_pair(root: Path, url: str) -> Iterator[Pair]:
-    """EUCOM's two processes on the store at ``url`` (created here), NDMC, paired and in sync."""
+def running_pair(root: Path, url: str, a_url: str | None = None) -> Iterator[Pair]:
+    """EUCOM's two processes on the store at ``url`` (created here), NDMC, paired and in sync.
+    ``a_url``: the first process reaches the same store by another way (a relay that can stall)."""
     p = free_ports(4)
     far = (datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M")
     hosts = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
@@ -89,6 +90,8 @@ def running_pair(root: Path, url: str) -> Iterator[Pair]:
     config = StationConfig.load(StationDir(b_dir).config_path)
     obj = config.to_obj() | {"listen": hosts[1:]}
     StationDir(b_dir).config_path.write_text(json.dumps(obj))
+    if a_url is not None:
+        a_dir.config_path.write_text(json.dumps(config.to_obj() | {"store": a_url}))
     ndmc = StationDir(root / "ndmc")
     # The peer of a pair redials each address within a second: one of the two is always refused.
     fast = Limits(test_times_utc=(far,), redial_max=1.0)
@@ -331,3 +334,99 @@ def test_status_of_a_standby_says_so_and_refuses_operations(ha_pair: Pair) -> No
     assert shown.returncode == 0, shown.stderr
     words = " ".join(shown.stdout.split())  # rich wraps at the terminal's width
     assert "This process: STANDBY" in words and "lease term 1" in words and "database: primary" in words, words
+
+
+class PartitionRelay:
+    """A TCP relay standing in for the network between one process and the database. ``stall``
+    partitions it as a real network partition does to a TCP stream: nothing gets through either
+    way, nothing is lost; what was sent meanwhile arrives after ``release`` (TCP retransmits)."""
+
+    def __init__(self, listen_port: int, target_port: int) -> None:
+        self.listen_port, self.target_port = listen_port, target_port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def release(self) -> None:
+        self.flowing.set()
+
+    async def start(self) -> None:
+        self.flowing = asyncio.Event()  # of the relay's own loop
+        self.flowing.set()
+        await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    await self.flowing.wait()
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+def test_a_partition_between_the_active_process_and_the_database_behaves_like_a_pause(
+    tmp_path: Path, postgres_server: PgServer
+) -> None:
+    # The active process reaches the database through a relay that partitions it (nothing gets
+    # through, nothing is refused). Its store calls hang; the standby takes over when the lease
+    # lapses; when the partition heals the old process finds itself deposed and steps down.
+    name = "ha_" + uuid.uuid4().hex[:12]
+    postgres_server.admin(f"CREATE DATABASE {name}")
+    (relay_port,) = free_ports(1)
+    relay = PartitionRelay(relay_port, postgres_server.port)
+    via_relay = f"postgresql://{postgres_server.user}@127.0.0.1:{relay_port}/{name}"
+
+    async def start_relay() -> None:
+        await relay.start()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(start_relay())
+    import threading
+
+    relay_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    relay_thread.start()
+    try:
+        with running_pair(tmp_path, postgres_server.url(name), a_url=via_relay) as pair:
+
+            async def run() -> float:
+                stop = asyncio.Event()
+                senders = [asyncio.ensure_future(traffic(pair, side, stop)) for side in ("eucom", "ndmc")]
+                try:
+                    await asyncio.sleep(1.0)
+                    loop.call_soon_threadsafe(relay.stall)
+                    t0 = time.monotonic()
+                    await wait_until(lambda: _is(pair.b, "active"), "the standby took over", 30)
+                    took = time.monotonic() - t0
+                    await wait_until(lambda: synced(pair.b), "traffic through the new active process", 30)
+                    loop.call_soon_threadsafe(relay.release)
+                    await wait_until(lambda: _is(pair.a, "standby"), "the cut-off process back as standby", 60)
+                    st = await pair.a.call({"op": "status"})
+                    assert any("DEPOSED" in a["text"] for a in st["alarms"]), st["alarms"]
+                finally:
+                    stop.set()
+                    await asyncio.gather(*senders)
+                await converge(pair)
+                return took
+
+            took = asyncio.run(run())
+            for proc in pair.procs():
+                proc.stop()
+            _report("takeover after the active process was cut off from the database", [took])
+            problems = check(pair)
+            assert not problems, "\n".join(problems)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        relay_thread.join(timeout=5)
+        postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
