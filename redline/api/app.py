@@ -794,6 +794,10 @@ class HttpServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Inherited by every accepted connection (made here with protocol 0, asyncio leaves Nagle on
+        # for them): a console's voice packet must not wait for the ACK of the one before it, which
+        # the browser sends with its own next packet (up to 20 ms more when both people talk).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
