@@ -48,6 +48,8 @@ def test_tls_rotation_under_two_way_traffic_keeps_the_paths_up_and_loses_nothing
                 await sp.send("a", f"EUCOM {i}")
                 await sp.send("b", f"NDMC {i}")
             keyfiles.prepare_tls(d.keys, root_of(d), d.config().name)
+            spans = [0.0]  # runs of real time either end was not in sync, seconds
+            watching = asyncio.ensure_future(_out_of_sync(sp, spans))
             sends = [sp.station("a").send(sp.line, f"EUCOM during {i}") for i in range(5)]
             sends += [sp.station("b").send(sp.line, f"NDMC during {i}") for i in range(5)]
             *_, result = await asyncio.gather(*sends, rotation.file_tls_running(rot))
@@ -57,10 +59,12 @@ def test_tls_rotation_under_two_way_traffic_keeps_the_paths_up_and_loses_nothing
             # the peer pins the new key beside the old one; the rotating side presents it from now on
             assert [h for _, h in session.tls_pins()] == [old_spki, new_spki]
             assert rot.tls_next is None and identity.spki_hash(d.load_keys().tls_cert_der) == new_spki
-            # the paths stayed up through it all
+            # the paths stayed up through it all, and the line never out of sync for a heartbeat
             for st in (sp.a, sp.b):
                 down += [p for p, s in st.sessions[sp.line].paths.items() if not s.up]
             assert down == []
+            watching.cancel()
+            assert max(spans) < sp.limits.heartbeat_interval, max(spans)
             for i in range(3):
                 await sp.send("a", f"EUCOM after {i}")
                 await sp.send("b", f"NDMC after {i}")
@@ -89,6 +93,22 @@ def test_tls_rotation_under_two_way_traffic_keeps_the_paths_up_and_loses_nothing
             assert identity.spki_hash(sp.station(who).keys.tls_cert_der) == new_spki
 
     asyncio.run(body())
+
+
+async def _out_of_sync(sp: StationPair, spans: list[float]) -> None:
+    """Sample both ends every 5 ms: how long each run of 'not in sync' has lasted so far."""
+    import time
+
+    since: float | None = None
+    while True:
+        ok = all(st.status().lines[0].synced for st in (sp.a, sp.b))
+        now = time.monotonic()
+        if ok:
+            since = None
+        else:
+            since = since if since is not None else now
+            spans.append(now - since)
+        await asyncio.sleep(0.005)
 
 
 def transport_pins(sp: StationPair) -> list[str]:
