@@ -24,6 +24,10 @@ class LocalProtocolError(RedlineError):
     """We asked for something the protocol forbids (our bug or our operator's request)."""
 
 
+class NoPathError(LocalProtocolError):
+    """Voice audio for a live call while no path of the line is up: not sent, hashed or recorded."""
+
+
 class RemoteProtocolError(RedlineError):
     """The peer sent something the protocol forbids."""
 

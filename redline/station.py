@@ -30,6 +30,7 @@ from redline.errors import (
     FencedError,
     LimitError,
     LocalProtocolError,
+    NoPathError,
     PairingError,
     ReceiptTimeoutError,
     RedlineError,
@@ -150,6 +151,9 @@ class Station:
         for call in self.ops[line].voice.calls.values():
             if call.answer is None or True in call.audio:
                 continue
+            running = self.recordings.pop(call.id, None)
+            if running is not None:  # the session rebuilt in this process (_restart_session): close it first
+                running.seal()
             packets, problems = recording.recover(self.home.path, line, call.id, self.keys.fingerprint, peer)
             m = media.CallMedia(
                 call=call.id, us=self.keys.fingerprint, peer=peer, started_at=call.answer.stored_at,
@@ -533,13 +537,13 @@ class Station:
             raise LocalProtocolError("no voice call is live on this line: audio goes only to a picked-up call")
         m = self._call_media(session.line, call.id)
         assert m is not None
+        paths = [p for p, state in session.link.paths.items() if state is PathState.OPEN]
+        if not paths:
+            # Not numbered, hashed or recorded: what we "sent" must be what could reach the peer.
+            raise NoPathError("no path of the line is up: the audio was not sent")
         packet = m.packet(data, self.wall())
         frame = bytes([FrameType.AUDIO]) + packet.encode()
-        actions: list[Action] = [
-            Send(path=p, data=len(frame).to_bytes(4, "big") + frame)
-            for p, state in session.link.paths.items()
-            if state is PathState.OPEN
-        ]
+        actions: list[Action] = [Send(path=p, data=len(frame).to_bytes(4, "big") + frame) for p in paths]
         await self._perform(session, actions)
         return packet
 

@@ -15,6 +15,7 @@ from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 from redline import canonical, persons
 from redline.config import Limits
 from redline.envelope import split
+from redline.errors import NoPathError
 from redline.home import StationDir
 from redline.media import AudioPacket, opus_packets
 from redline.protocol.framing import FrameType
@@ -172,5 +173,26 @@ def test_a_peers_oversized_audio_frame_closes_nothing_but_is_dropped_and_counted
             await sp.a.send_audio(sp.line, b"ok" * 30)
             await until(lambda: sp.b.view(sp.line, "voice")["audio"]["received"]["packets"] == 1, "audio goes on")
             await sp.send("a", "still up")
+
+    asyncio.run(main())
+
+
+def test_audio_while_every_path_is_down_is_not_sent_hashed_or_recorded(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            await ring_and_pick_up(sp)
+            await sp.a.send_audio(sp.line, b"\xfc" + b"a" * 40)
+            await until(lambda: (sp.b.view(sp.line, "voice")["audio"] or {}).get("received", {}).get("packets") == 1,
+                        "one heard")  # fmt: skip
+            for server in sp.b._servers:  # NDMC stops listening and every connection dies: no path left
+                server.close()
+            for conn in list(sp.a._conns.values()) + list(sp.b._conns.values()):
+                conn.abort()
+            await until(lambda: paths_open(sp.a, sp.line) == 0, "every path down")
+            before = sp.a.view(sp.line, "voice")["audio"]["sent"]
+            with pytest.raises(NoPathError, match="no path of the line is up"):
+                await sp.a.send_audio(sp.line, b"\xfc" + b"b" * 40)
+            assert sp.a.view(sp.line, "voice")["audio"]["sent"] == before  # not in the digest
+            assert sp.a.recordings[sp.a.view(sp.line, "voice")["current"]["id"]].sent.packets == 1
 
     asyncio.run(main())

@@ -15,7 +15,8 @@ it rang or picked up); the first console to join with the ``operate`` capability
 microphone, and audio from any other is refused. Refused, counted, never fatal: a chunk before
 the pick-up or after the end (``not_live``), over ``max_audio_packet_bytes`` (``oversized``), faster
 than ``max_audio_packets_per_second`` (``too_fast``), a number not after the last (``duplicate``),
-from a console not holding the microphone (``not_talker``), or not a chunk at all (``malformed``).
+from a console not holding the microphone (``not_talker``), while no path of the line is up
+(``no_path``: not sent, so not in the digest either), or not a chunk at all (``malformed``).
 The console hears of the first refusal of each reason (``{"type": "audio_refused"}``); the counts
 are in the voice view (``console``).
 """
@@ -34,7 +35,7 @@ from redline import media
 from redline.api import app as _app
 from redline.api.auth import OPERATE, ApiError, Session
 from redline.config import Limits
-from redline.errors import LocalProtocolError
+from redline.errors import LocalProtocolError, NoPathError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -209,6 +210,9 @@ class ConsoleVoice:
         conn.window, conn.last = (start, n + 1), number
         try:
             await self.station.send_audio(line, payload)
+        except NoPathError:  # every path is down: the console hears of it, nothing is hashed
+            self._refuse(conn, line, "no_path", call_id, number)
+            return
         except (LocalProtocolError, ValueError):  # the call ended meanwhile
             self._refuse(conn, line, "not_live", call_id, number)
             return
