@@ -21,7 +21,18 @@ from redline import canonical, identity
 from redline import keys as keyfiles
 from redline.config import Limits
 from redline.display import shown
-from redline.envelope import OPERATIONAL_KINDS, RESERVE_KINDS, Envelope, Header, RawEnvelope, peek_seen_seq, seal, split
+from redline.envelope import (
+    MEMBER_OVERHEAD,
+    OPERATIONAL_KINDS,
+    RESERVE_KINDS,
+    Envelope,
+    Header,
+    RawEnvelope,
+    content_member,
+    peek_seen_seq,
+    seal,
+    split,
+)
 from redline.errors import (
     CheckpointNumberError,
     ConfigError,
@@ -81,6 +92,7 @@ def peer_keys(root_hex: str, certs: list[SignedCert]) -> dict[str, bytes]:
 
 # A body is the content plus a salt and a small wrapper (envelope.py); the content limit is ours.
 BODY_OVERHEAD = 1024
+ENCODED_KEPT = 4096  # encoded contents kept for sealing (what the line signs in a few commits)
 
 
 class _LedgerView:
@@ -172,6 +184,9 @@ class LineSession:
         self._disk_warned: set[str] = set()
         self.outbox_count = ledger.pending_count(self.line)  # kept in memory: checked on every accept
         self._max_local = ledger.max_outbox_local()
+        # Outbox items accepted here, by number: their content and its canonical member, encoded
+        # at acceptance for the size check and reused as the body when the item is sealed.
+        self._encoded: dict[int, tuple[dict[str, Any], bytes]] = {}
 
     def _resume_keys(self, our_seq: int, their_seq: int) -> None:
         """Both chains' key windows from the KEY envelopes they hold (guarantee 6), and our signing
@@ -303,7 +318,8 @@ class LineSession:
     # -- operator-facing -----------------------------------------------------------------------
     def accept(self, kind: str, prio: str, content: dict[str, Any], idem: str | None, wall: int) -> OutboxItem:
         """Make a message durable in the outbox (call inside ``ledger.batch()``)."""
-        size = len(canonical.encode(content))
+        member = content_member(content)  # encoded once: its size here, the body when it is sealed
+        size = len(member) - MEMBER_OVERHEAD
         if size > self.limits.max_body_bytes:
             raise LocalProtocolError(
                 f"message body is {size} bytes; the limit is {self.limits.max_body_bytes} (max_body_bytes)"
@@ -323,6 +339,9 @@ class LineSession:
         if item.local > self._max_local:  # new, not a repeat of an idempotency key
             self._max_local = item.local
             self.outbox_count += 1
+            if len(self._encoded) >= ENCODED_KEPT:
+                self._encoded.clear()  # not signed soon (the line is down): encoded again when they are
+            self._encoded[item.local] = (content, member)
         return item
 
     def confirm(self, wall: int) -> list[Action]:
@@ -740,11 +759,14 @@ class LineSession:
             switch = self._switch_for(item.kind, item.content)
             if switch is False:
                 break
+            held = self._encoded.pop(item.local, None)
+            # the encoding of this very content object (a number reused after a rollback is another)
+            member = held[1] if held is not None and held[0] is item.content else None
             env = seal(
                 self.keys.signing, line=self.line, sender=self.us, key=self.keys.key_id,
                 seq=self._our_tail.seq + 1, sent_at=wall, kind=item.kind, prio=item.prio, prev=self._our_tail.id,
                 seen_seq=self._their_tail_stored().seq, seen_id=self._their_tail_stored().id, lang=self.lang,
-                content=item.content, salt=os.urandom(16),
+                content=item.content, salt=os.urandom(16), member=member,
             )  # fmt: skip
             self.gate.accept_sealed(env)
             if isinstance(switch, StationKeys):  # sealed with the old key; the new one signs from the next seq

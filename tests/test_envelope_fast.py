@@ -9,7 +9,8 @@ and whatever it does not accept goes to the general path, which refuses exactly 
 before (same error, same message), for headers built at random and for their mutations. The link
 routes a frame by the same match (``plain_route``: the seq and sender JSON would give) and hands
 the header built from it on with the envelope (``RawEnvelope.parsed``): that header is the one the
-general path gives, or none when the general path refuses the bytes.
+general path gives, or none when the general path refuses the bytes. A body sealed from the
+content's member encoded at acceptance (``content_member``) is the body the encoder gives.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redline import canonical
-from redline.envelope import _CANONICAL_HEADER, PRIORITIES, Header, RawEnvelope, plain_header, plain_route
+from redline.envelope import (
+    _CANONICAL_HEADER,
+    MEMBER_OVERHEAD,
+    PRIORITIES,
+    Header,
+    RawEnvelope,
+    content_member,
+    make_body,
+    plain_header,
+    plain_route,
+)
 from redline.errors import RedlineError
 
 hex_of = lambda n: st.binary(min_size=n // 2, max_size=n // 2).map(bytes.hex)  # noqa: E731
@@ -171,3 +182,31 @@ def test_a_header_match_of_other_bytes_is_refused() -> None:
     assert m is not None
     with pytest.raises(ValueError):
         RawEnvelope(h.encode(), None, bytes(64)).parsed(m)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), json_values, max_size=6), st.binary(min_size=16, max_size=16))
+def test_a_body_from_the_encoded_member_is_the_encoders_body(content: dict[str, Any], salt: bytes) -> None:
+    member = content_member(content)
+    assert make_body(content, salt, member) == make_body(content, salt)
+    assert len(member) - MEMBER_OVERHEAD == len(canonical.encode(content))
+
+
+def test_content_nested_too_deep_for_a_body_is_refused_when_encoded_at_acceptance() -> None:
+    """32 levels inside the content are 33 in the body: the encoder refuses the body, and now
+    the acceptance that encodes the member, instead of the seal after it."""
+    deep: dict[str, Any] = {}
+    for _ in range(32):
+        deep = {"a": deep}
+    canonical.encode(deep)  # the content alone is within the limit
+    with pytest.raises(RedlineError):
+        content_member(deep)
+    with pytest.raises(RedlineError):
+        make_body(deep, bytes(16))

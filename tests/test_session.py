@@ -326,6 +326,85 @@ def test_idempotency_key_accepts_a_retried_message_once(sp: SessionPair) -> None
     assert texts(sp.b.ledger, sp.line, sp.a.us) == ["once"]
 
 
+def test_a_retried_idempotency_key_in_the_same_batch_is_one_message(sp: SessionPair) -> None:
+    with sp.a.ledger.batch():
+        first = sp.a.accept("TEXT", "ROUTINE", {"text": "once"}, "req-2", sp.clock.wall)
+        again = sp.a.accept("TEXT", "ROUTINE", {"text": "once"}, "req-2", sp.clock.wall)
+        assert again == first and sp.a.ledger.pending_count(sp.line) == 1
+    sp.run()
+    assert texts(sp.b.ledger, sp.line, sp.a.us) == ["once"]
+
+
+def test_a_retried_key_with_other_content_in_the_same_batch_signs_the_first(sp: SessionPair) -> None:
+    """The content is encoded once, at acceptance, for the seal: a retry that returns the first
+    acceptance must not lend it its own encoding."""
+    with sp.a.ledger.batch():
+        sp.a.accept("TEXT", "ROUTINE", {"text": "first"}, "req-4", sp.clock.wall)
+        sp.a.accept("TEXT", "ROUTINE", {"text": "second"}, "req-4", sp.clock.wall)
+        sent = sp.a.flush(sp.clock.wall)
+    sp._do("a", sent)
+    sp.run()
+    assert texts(sp.b.ledger, sp.line, sp.a.us) == texts(sp.a.ledger, sp.line, sp.a.us) == ["first"]
+    assert_verifies(sp)
+
+
+def outbox_writes(ledger: Ledger) -> list[str]:
+    """The statements that write the outbox, as SQLite runs them from now on."""
+    seen: list[str] = []
+    ledger._db.set_trace_callback(lambda sql: seen.append(sql) if "outbox" in sql and "SELECT" not in sql else None)
+    return seen
+
+
+def test_a_message_signed_in_the_batch_that_accepts_it_is_written_once_and_signed(sp: SessionPair) -> None:
+    """The line is up: the outbox row is written when the batch commits, already signed (one
+    INSERT, no UPDATE); what the store holds is what it held with an INSERT and an UPDATE."""
+    writes = outbox_writes(sp.a.ledger)
+    with sp.a.ledger.batch():
+        local = sp.a.accept("TEXT", "ROUTINE", {"text": "hello"}, None, sp.clock.wall).local
+        assert [i.local for i in sp.a.ledger.pending(sp.line)] == [local]
+        sent = sp.a.flush(sp.clock.wall)  # the frames go after the commit
+        assert writes == [] and sp.a.ledger.pending(sp.line) == [] and sp.a.ledger.pending_count(sp.line) == 0
+    assert len(writes) == 1 and writes[0].startswith("INSERT INTO outbox")
+    held = sp.a.ledger._db.execute("SELECT seq, envelope_id, content FROM outbox WHERE local=?", (local,)).fetchone()
+    assert held[0] == 1 and held[1] == sp.a.ledger.envelope_id(sp.line, sp.a.us, 1)
+    assert held[2] == '{"text": "hello"}'  # the JSON an INSERT at acceptance wrote
+    sp._do("a", sent)
+    sp.run()
+    assert texts(sp.b.ledger, sp.line, sp.a.us) == ["hello"]
+
+
+def test_a_message_accepted_while_the_line_is_down_is_written_unsigned_and_signed_later(sp: SessionPair) -> None:
+    for p in sp.paths:
+        sp.disconnect(p)
+    first = sp.send("a", "waits")
+    row = sp.a.ledger._db.execute("SELECT seq FROM outbox WHERE local=?", (first,)).fetchone()
+    assert row == (None,)  # committed, unsigned: durable before it is signed
+    writes = outbox_writes(sp.a.ledger)
+    for p in sp.paths:
+        sp.connect(p)
+    sp.run()  # in sync: the waiting one is signed
+    with sp.a.ledger.batch():  # as the station accepts: signed in the batch that accepts it
+        second = sp.a.accept("TEXT", "ROUTINE", {"text": "goes"}, None, sp.clock.wall).local
+        sent = sp.a.flush(sp.clock.wall)
+    sp._do("a", sent)
+    sp.run()
+    assert sp.a.ledger.outbox_item(first).seq == 1 and sp.a.ledger.outbox_item(second).seq == 2
+    assert [w.split()[0] for w in writes] == ["UPDATE", "INSERT"]  # the waiting one signed; the new one once
+    assert texts(sp.b.ledger, sp.line, sp.a.us) == ["waits", "goes"]
+
+
+def test_a_batch_rolled_back_leaves_no_outbox_row_and_numbers_on(sp: SessionPair) -> None:
+    before = sp.a.ledger.max_outbox_local()
+    with pytest.raises(RuntimeError), sp.a.ledger.batch():
+        sp.a.accept("TEXT", "ROUTINE", {"text": "lost with the batch"}, "req-3", sp.clock.wall)
+        raise RuntimeError("the batch fails")
+    assert sp.a.ledger.max_outbox_local() == before and sp.a.ledger.pending(sp.line) == []
+    again = sp.send("a", "kept")
+    assert again > before
+    sp.run()
+    assert texts(sp.b.ledger, sp.line, sp.a.us) == ["kept"]
+
+
 # -- guarantee 2: a restored backup recovers its tail before signing ----------------------------
 def _backup(ledger_path: Path, to: Path) -> None:
     src, dst = sqlite3.connect(ledger_path), sqlite3.connect(to)

@@ -94,6 +94,14 @@ OUTBOX_KEPT = 4096  # outbox items kept in memory for their sender's reply
 _CLEAN = "clean_close"  # meta key: present only while no write was committed since a clean close
 
 
+def _signed(item: OutboxItem, seq: int, envelope_id: str) -> OutboxItem:
+    """``item`` signed at ``seq`` (not dataclasses.replace: slow)."""
+    return OutboxItem(
+        local=item.local, line=item.line, kind=item.kind, prio=item.prio, content=item.content, idem=item.idem,
+        accepted_at=item.accepted_at, seq=seq, envelope_id=envelope_id,
+    )  # fmt: skip
+
+
 def _statement(raw: bytes) -> Signed:
     """A stored statement for verification. One whose lengths do not even add up is kept as a
     statement with no signature, which can never verify: ``verify_line`` then reports it where it
@@ -304,6 +312,9 @@ class Ledger:
             # Outbox items this connection accepted, until their sender reads them back once signed
             # (``outbox_item``): the reply to a send, without a query and a JSON parse.
             self._outbox: dict[int, OutboxItem] = {}
+            # Outbox items accepted in the open batch, with their content's JSON: written when it commits.
+            self._unwritten: dict[int, tuple[OutboxItem, str]] = {}
+            self._next_local: int | None = None  # the next outbox number, read once per batch
             try:
                 if not create:
                     # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
@@ -508,6 +519,7 @@ class Ledger:
         """Leave a batch: commit the outermost one, or roll everything back if ``exc`` ended it."""
         if exc is None and self._depth == 1:
             try:
+                self._write_outbox()
                 self._write_totals()
             except BaseException as failed:
                 self._abandon(failed)
@@ -517,6 +529,7 @@ class Ledger:
             return
         self._depth -= 1
         if self._depth == 0:
+            self._next_local = None  # another connection may write between our batches
             try:
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError as err:
@@ -540,6 +553,8 @@ class Ledger:
         self._heads.clear()
         self._bytes.clear()
         self._outbox.clear()
+        self._unwritten.clear()
+        self._next_local = None
 
     def _write_totals(self) -> None:
         """The batch's envelope bytes onto each chain's running total, in the batch's transaction."""
@@ -756,29 +771,55 @@ class Ledger:
         return (int(row[0]) if row else 0) + self._bytes.get((line, sender), 0)
 
     # -- outbox --------------------------------------------------------------------------------
+    # An item accepted inside a batch is written when the batch commits, once, as it then is: a
+    # message accepted and signed in one batch (the line is up) costs one INSERT, not an INSERT and
+    # an UPDATE. Until then ``_unwritten`` holds it (and its content's JSON, fixed at acceptance),
+    # and every read of the outbox answers with it as if it were written.
     def accept(
         self, line: str, kind: str, prio: str, content: dict[str, Any], idem: str | None, accepted_at: int
     ) -> OutboxItem:
         """Make a message durable before it is signed. An idempotency key already used returns the
-        first acceptance unchanged, so a retried API call never sends twice."""
+        first acceptance unchanged, so a retried API call never sends twice. The content is kept as
+        given until the batch commits: the caller does not change it afterwards."""
         if idem is not None:
+            for held, _ in self._unwritten.values():
+                if held.line == line and held.idem == idem:
+                    return held
             existing = self._outbox_where("line=? AND idem=?", (line, idem))
             if existing:
                 return existing[0]
-        cur = self._write(
-            "INSERT INTO outbox (line, kind, prio, content, idem, accepted_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (line, kind, prio, json.dumps(content, sort_keys=True, ensure_ascii=False), idem, accepted_at),
-        )
-        assert cur.lastrowid is not None
-        item = OutboxItem(
-            local=cur.lastrowid, line=line, kind=kind, prio=prio, content=content, idem=idem, accepted_at=accepted_at
-        )
-        if len(self._outbox) >= OUTBOX_KEPT:
-            self._outbox.clear()  # nobody read these back: forget them, the store has them
-        self._outbox[item.local] = item
+        text = json.dumps(content, sort_keys=True, ensure_ascii=False)
+        with self.batch():
+            if self._next_local is None:  # once per batch: the batch holds the store's write lock
+                row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
+                self._next_local = (int(row[0]) if row else 0) + 1
+            item = OutboxItem(
+                local=self._next_local, line=line, kind=kind, prio=prio, content=content, idem=idem,
+                accepted_at=accepted_at,
+            )  # fmt: skip
+            self._next_local += 1
+            self._unwritten[item.local] = (item, text)
+            if len(self._outbox) >= OUTBOX_KEPT:
+                self._outbox.clear()  # nobody read these back: forget them, the store has them
+            self._outbox[item.local] = item
         return item
 
+    def _write_outbox(self) -> None:
+        """The batch's accepted items, as they are now (signed or not), in the batch's transaction."""
+        if self._unwritten:
+            self._db.executemany(
+                "INSERT INTO outbox (local, line, kind, prio, content, idem, accepted_at, seq, envelope_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(i.local, i.line, i.kind, i.prio, text, i.idem, i.accepted_at, i.seq, i.envelope_id)
+                 for i, text in self._unwritten.values()],
+            )  # fmt: skip
+            self._unwritten.clear()
+
     def _outbox_where(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
+        self._write_outbox()  # a query by any clause sees every accepted item
+        return self._outbox_rows(where, args, limit)
+
+    def _outbox_rows(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
         rows = self._db.execute(
             "SELECT local, line, kind, prio, content, idem, accepted_at, seq, envelope_id FROM outbox "
             f"WHERE {where} ORDER BY local LIMIT ?",
@@ -793,35 +834,47 @@ class Ledger:
         ]
 
     def pending(self, line: str, limit: int = -1) -> list[OutboxItem]:
-        return self._outbox_where("line=? AND seq IS NULL", (line,), limit)
+        items = self._outbox_rows("line=? AND seq IS NULL", (line,), limit)
+        if self._unwritten and (limit < 0 or len(items) < limit):  # numbered after every written item
+            held = [i for i, _ in self._unwritten.values() if i.line == line and i.seq is None]
+            items += held if limit < 0 else held[: limit - len(items)]
+        return items
 
     def max_outbox_local(self) -> int:
         row = self._db.execute("SELECT COALESCE(MAX(local), 0) FROM outbox").fetchone()
-        return int(row[0])
+        return max(int(row[0]), *self._unwritten) if self._unwritten else int(row[0])
 
     def pending_count(self, line: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE line=? AND seq IS NULL", (line,)).fetchone()
-        return int(row[0])
+        return int(row[0]) + sum(1 for i, _ in self._unwritten.values() if i.line == line and i.seq is None)
 
     def outbox_item(self, local: int) -> OutboxItem:
         kept = self._outbox.pop(local, None)
         if kept is not None:
             return kept
-        items = self._outbox_where("local=?", (local,))
+        if local in self._unwritten:
+            return self._unwritten[local][0]
+        items = self._outbox_rows("local=?", (local,))
         if not items:
             raise NotFoundError(f"no outbox entry {local}")
         return items[0]
 
     def mark_signed(self, local: int, seq: int, envelope_id: str) -> None:
+        held = self._unwritten.get(local)
+        if held is not None:
+            if held[0].seq is not None:
+                return
+            signed = _signed(held[0], seq, envelope_id)
+            self._unwritten[local] = (signed, held[1])
+            if local in self._outbox:
+                self._outbox[local] = signed
+            return
         cur = self._write(
             "UPDATE outbox SET seq=?, envelope_id=? WHERE local=? AND seq IS NULL", (seq, envelope_id, local)
         )
         kept = self._outbox.get(local)
-        if kept is not None and kept.seq is None and cur.rowcount == 1:  # (not dataclasses.replace: slow)
-            self._outbox[local] = OutboxItem(
-                local=local, line=kept.line, kind=kept.kind, prio=kept.prio, content=kept.content, idem=kept.idem,
-                accepted_at=kept.accepted_at, seq=seq, envelope_id=envelope_id,
-            )  # fmt: skip
+        if kept is not None and kept.seq is None and cur.rowcount == 1:
+            self._outbox[local] = _signed(kept, seq, envelope_id)
 
     # -- receipts and checkpoints --------------------------------------------------------------
     def add_receipt(self, line: str, by: str, seq: int, signed: Signed, stored_at: int = 0) -> None:
