@@ -203,9 +203,14 @@ def parse_checkpoint(obj: Any) -> CheckpointFile:
 # -- files: the only I/O --------------------------------------------------------------------------
 
 
+def encode_bundle(bundle: Mapping[str, Any]) -> bytes:
+    """A bundle's file bytes: what ``write_bundle`` writes and the console's export sends."""
+    return (json.dumps(bundle, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def write_bundle(path: Path, bundle: Mapping[str, Any]) -> None:
     """Write a bundle (or checkpoint file) durably: a temporary file, fsync, then rename."""
-    data = (json.dumps(bundle, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    data = encode_bundle(bundle)
     # A fresh name, created exclusively and never through a symbolic link: a link planted at a
     # predictable temporary name cannot make us write somewhere else.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")

@@ -13,7 +13,14 @@ What each test proves, in the words of the tracker issue:
   flight): message, line test, notice, withdrawal, call request, reply, record, readout, translation;
 - focus and half-typed text survive the refreshes; at 390 px the page does not scroll sideways and
   the controls are on screen; axe-core finds nothing;
-- a peer clock years off raises CLOCK SKEW at both ends, and a dead line says for how long.
+- a peer clock years off raises CLOCK SKEW at both ends, and a dead line says for how long;
+- a notice drawn on the map (a circle: centre, then edge) conflicts at both ends, and amended from
+  the console (redrawn as a rectangle elsewhere) it replaces the old one and the conflict clears at
+  both ends; the transcript is searched at the station (words, kind) and exported as the bundle
+  ``redline export`` writes, which verifies; a FLASH in a background tab changes the title and raises
+  a desktop notification, and clicking that notification acknowledges the FLASH;
+- no page ever fetches from anywhere but its own station: every console session of this module
+  records each request and WebSocket Playwright sees and checks its origin when it closes.
 
 Time is driven through the stations' settable clocks; every wait is for a condition.
 Screenshots for the README (docs/img/console*.png) are written when REDLINE_SCREENSHOTS=1.
@@ -40,7 +47,8 @@ from typing import Any
 import nacl.pwhash
 import pytest
 
-from redline import persons
+from redline import identity, persons
+from redline.bundle import verify_bundle
 from redline.config import Limits
 from redline.home import StationDir
 from tests.procs import free_ports
@@ -211,11 +219,43 @@ def browser(pair: Pair) -> Iterator[Any]:
             b.close()
 
 
+# Desktop notifications the page creates, kept where the test can see (and click) them: the real
+# Notification is still what is constructed.
+NOTIFICATIONS = """
+(() => {
+  const Real = window.Notification;
+  if (!Real) return;
+  window.redlineShown = [];
+  window.Notification = class extends Real {
+    constructor(title, options) { super(title, options); window.redlineShown.push(this); }
+  };
+})();
+"""
+
+
+def foreign(requested: list[str], url: str) -> list[str]:
+    """What a page fetched from anywhere but its own station (data: URLs are the page's own)."""
+    origin = url.rstrip("/")
+    ws = origin.replace("http://", "ws://", 1)
+    return [u for u in requested if not (u == origin or u.startswith((origin + "/", ws + "/", "data:", "blob:")))]
+
+
 @contextlib.contextmanager
-def console(browser: Any, url: str, user: str, *, width: int = 1500, height: int = 1100) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": width, "height": height})
+def console(
+    browser: Any, url: str, user: str, *, width: int = 1500, height: int = 1100, notifications: bool = False,
+) -> Iterator[Page]:  # fmt: skip
+    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
     context.add_init_script(AUTOPLAY_POLICY)
+    if notifications:
+        context.grant_permissions(["notifications"], origin=url.rstrip("/"))
+        context.add_init_script(NOTIFICATIONS)
+    # Every request and WebSocket of every page of this context, checked at the end (issue 11: no
+    # request leaves the station).
+    requested: list[str] = []
+    context.on("request", lambda r: requested.append(r.url))
+    context.on("page", lambda pg: pg.on("websocket", lambda ws: requested.append(ws.url)))
     page = context.new_page()
+    page.on("websocket", lambda ws: requested.append(ws.url))
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.set_default_timeout(TIMEOUT)
@@ -227,6 +267,7 @@ def console(browser: Any, url: str, user: str, *, width: int = 1500, height: int
         expect(page.locator("#console")).to_be_visible()
         yield page
         assert not errors, errors
+        assert requested and not foreign(requested, url), foreign(requested, url)
     finally:
         context.close()
 
@@ -283,6 +324,7 @@ def test_a_flash_waiting_at_login_leads_the_alarms_sounds_until_acknowledged_and
         # the sound repeats while nobody acknowledges (a FLASH every 3 s)
         page.wait_for_function("() => window.redlineBeeps >= 2", timeout=TIMEOUT)
         expect(page.locator("#sound-toggle")).to_be_hidden()
+        assert page.evaluate("S.audio.state") == "running"
 
         # a reload: no click yet, so the browser keeps audio off; the console says so, still alarms
         page.reload()
@@ -292,10 +334,12 @@ def test_a_flash_waiting_at_login_leads_the_alarms_sounds_until_acknowledged_and
         expect(flag).to_be_visible()
         expect(flag).to_contain_text("SOUND IS OFF")
         assert page.evaluate("window.redlineBeeps") == 0
+        assert page.evaluate("S.audio.state") == "suspended"
         shot(page, "console-flash.png")
         flag.click()
         expect(flag).to_be_hidden()
         page.wait_for_function("() => window.redlineBeeps >= 1", timeout=TIMEOUT)
+        assert page.evaluate("S.audio.state") == "running"
 
         # acknowledged: the FLASH condition clears; the test is now the most urgent, then answered
         page.locator("#alarm-list li.first button.danger").click()
@@ -320,6 +364,8 @@ def test_the_ndmc_console_is_in_russian_and_marks_each_text_by_its_language(pair
         expect(page.locator("#h-line")).to_have_text("Линия")
         expect(page.locator("#login-submit")).to_have_text("ВОЙТИ")
         expect(page.locator("#line-state")).to_have_text("СИНХРОННО")
+        page.wait_for_function("() => window.redlineRefreshes >= 1")
+        assert english_left(page) == []
         text = "НЦУО — EUCOM: уведомление получено, проверяем по своему плану"
         page.fill("#compose-text", text)
         page.click("#compose-send")
@@ -465,6 +511,19 @@ def test_a_phone_width_console_has_no_sideways_scroll_and_no_axe_violations(pair
         _no_axe_violations(page)
 
 
+def english_left(page: Page) -> list[str]:
+    """Interface strings that appear in English on a page meant to be in Russian: every text of the
+    page (hidden forms too) but what stations and people wrote (``.said``, ``[lang="en"]``)."""
+    found: list[str] = page.evaluate("""() => {
+        const S = window.REDLINE_STRINGS, page = document.body.cloneNode(true);
+        for (const el of page.querySelectorAll('[lang="en"], .said, script, style')) el.remove();
+        const text = page.textContent;
+        return Object.keys(S.en).filter((k) => S.en[k] !== S.ru[k] && !S.en[k].includes("{") && S.en[k].length >= 5
+                                               && text.includes(S.en[k])).map((k) => `${k}: ${S.en[k]}`);
+    }""")
+    return found
+
+
 def _no_axe_violations(page: Page) -> None:
     page.evaluate(AXE.read_text())
     for details in page.locator("details").all():
@@ -526,3 +585,181 @@ def test_a_dead_line_says_how_long_it_has_been_down(pair: Pair, browser: Any) ->
             pair.ndmc.start()
         expect(page.locator("#line-state")).to_have_text("IN SYNC", timeout=30_000)
         expect(page.locator('#alarm-list li[data-code="line_down"]')).to_have_count(0)
+
+
+def click_map(page: Page, lat: float, lon: float) -> None:
+    """A person's click on the map at a place (its pixel found by the map itself)."""
+    point = page.evaluate("([lat, lon]) => S.map.latLngToContainerPoint([lat, lon])", [lat, lon])
+    page.locator("#map").click(position={"x": point["x"], "y": point["y"]})
+
+
+def notices_at(who: Proc, pair: Pair) -> dict[str, Any]:
+    result: dict[str, Any] = pair.view(who, "notices")
+    return result
+
+
+def conflicting(view: dict[str, Any], nid: str) -> bool:
+    return any(nid in c["ids"] for c in view["conflicts"])
+
+
+def test_a_notice_drawn_on_the_map_conflicts_at_both_ends_and_amended_from_the_console_no_longer_does(
+    pair: Pair, browser: Any
+) -> None:
+    now = int(ctl(pair.eucom.home, {"op": "clock", "advance_ms": 0})["now"])
+    # NDMC's exercise area over the Åland Sea, filed at NDMC
+    box = [["19.90", "60.00"], ["20.90", "60.00"], ["20.90", "60.40"], ["19.90", "60.40"], ["19.90", "60.00"]]
+    naval = {"kind": "naval", "area": {"type": "Polygon", "coordinates": [box]}, "floor_m": 0, "ceiling_m": 3000,
+             "start": now - 3_600_000, "end": now + 6 * 3_600_000, "margin_m": 0, "text": "Морские учения"}  # fmt: skip
+    theirs = pair.act(pair.ndmc, "NOTICE", naval)
+    with console(browser, pair.eucom.url, "Duty EUCOM") as eu:
+        expect(eu.locator(f'#notices tr[data-id="{theirs["id"]}"]')).to_have_count(1)
+        eu.click("#notice-details summary")
+        # a circle: its centre, then a point on its edge 0.5° of longitude east (about 28 km); while
+        # a person draws, new notices never move the map under the pointer
+        eu.click('#draw-shape [data-shape="circle"]')
+        eu.click("#draw-start")
+        eu.evaluate("S.map.setView([60.2, 20.4], 8, {animate: false})")
+        expect(eu.locator("#draw-status")).to_contain_text("centre")
+        click_map(eu, 60.2, 20.4)
+        click_map(eu, 60.2, 20.9)
+        area = eu.input_value("#notice-area")
+        lat, lon = (float(x) for x in area.split(","))
+        assert abs(lat - 60.2) < 0.02 and abs(lon - 20.4) < 0.03, area
+        radius = int(eu.input_value("#notice-radius"))
+        assert 25_000 < radius < 31_000, radius
+        eu.select_option("#notice-kind", "air")
+        eu.fill("#notice-floor", "1000")
+        eu.fill("#notice-ceiling", "9000")
+        eu.fill("#notice-start", iso_minutes(now))
+        eu.fill("#notice-end", iso_minutes(now + 4 * 3_600_000))
+        eu.fill("#notice-text", "Drawn air corridor")
+        eu.click("#notice-submit")
+        expect(eu.locator("#notice-result")).to_contain_text("FILED")
+        mine = lambda v: [n for n in v["active"] if n["text"] == "Drawn air corridor"]  # noqa: E731
+        drawn = wait_for(lambda: mine(notices_at(pair.eucom, pair)), "the drawn notice at EUCOM")[0]
+        assert drawn["area"]["type"] == "Point" and drawn["radius_m"] == radius
+        # the conflict, at both ends: each station's board, and each console
+        for who in (pair.eucom, pair.ndmc):
+            wait_for(lambda w=who: conflicting(notices_at(w, pair), drawn["id"]), f"the conflict at {who.home.name}")
+        expect(eu.locator("#notice-conflicts .conflict-line", has_text=drawn["id"][:10])).to_have_count(1)
+        expect(eu.locator(f'#notices tr.conflicted[data-id="{drawn["id"]}"]')).to_have_count(1)
+        with console(browser, pair.ndmc.url, "Dezhurny") as ru:
+            expect(ru.locator("#notice-conflicts .conflict-line", has_text=drawn["id"][:10])).to_have_count(1)
+            expect(ru.locator("#map path.conflict")).not_to_have_count(0)
+            assert english_left(ru) == []
+            _no_axe_violations(ru)  # the new controls, in Russian
+
+        # AMEND: the form takes the notice; redrawn as a rectangle over Denmark, it replaces the old one
+        eu.locator(f'#notices tr[data-id="{drawn["id"]}"] button.amend').click()
+        expect(eu.locator("#notice-amending")).to_be_visible()
+        assert eu.input_value("#notice-radius") == str(radius) and eu.input_value("#notice-floor") == "1000"
+        expect(eu.locator("#notice-submit")).to_have_text("FILE AMENDMENT")
+        eu.click("#draw-clear")
+        eu.click('#draw-shape [data-shape="rectangle"]')
+        eu.click("#draw-start")
+        eu.evaluate("S.map.setView([55.5, 10.3], 7, {animate: false})")
+        click_map(eu, 55.3, 10.0)
+        click_map(eu, 55.7, 10.6)
+        assert len(eu.input_value("#notice-area").splitlines()) == 4
+        eu.click("#notice-submit")
+        expect(eu.locator("#notice-result")).to_contain_text("replaces notice")
+        expect(eu.locator("#notice-amending")).to_be_hidden()
+        gone = lambda v: not any(n["id"] == drawn["id"] for n in v["active"])  # noqa: E731
+        for who in (pair.eucom, pair.ndmc):  # rechecked at both ends: the new notice, no conflict
+            view = wait_for(lambda w=who: (v := notices_at(w, pair)) and gone(v) and v, "the amendment")
+            new = mine(view)
+            assert len(new) == 1 and new[0]["area"]["type"] == "Polygon" and new[0]["amends"] == drawn["ref"], new
+            assert not conflicting(view, new[0]["id"]) and not conflicting(view, drawn["id"])
+        expect(eu.locator("#notice-conflicts .conflict-line", has_text=drawn["id"][:10])).to_have_count(0)
+        expect(eu.locator(f'#notices tr[data-id="{new[0]["id"]}"]')).to_contain_text("amends our notice")
+        shot(eu, "console-notices.png")
+
+
+def test_the_transcript_is_searched_at_the_station_and_the_bundle_downloads_and_verifies(
+    pair: Pair, browser: Any
+) -> None:
+    pair.send(pair.ndmc, "Учения ЗЕБРА-42 начнутся в 06:00Z")
+    pair.send(pair.eucom, "Exercise ZEBRA-42 noted, thank you")
+    with console(browser, pair.eucom.url, "Duty EUCOM") as eu:
+        expect(eu.locator("#log tr", has_text="ZEBRA-42 noted")).to_have_count(1)
+        eu.fill("#log-q", "зебра-42")  # case-insensitive, in Russian too
+        eu.press("#log-q", "Enter")
+        rows = eu.locator("#log tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("ЗЕБРА-42")
+        expect(eu.locator("#log-found")).to_have_text("1 found")
+        eu.fill("#log-q", "-42")
+        eu.click("#log-find")
+        expect(rows).to_have_count(2)
+        # readable kind names, the kind filter, human times
+        expect(rows.first.locator("td.kind")).to_contain_text("Message")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", rows.first.locator("td").first.inner_text())
+        eu.select_option("#log-kind", label="FLASH message")
+        expect(rows).to_have_count(0)
+        eu.select_option("#log-kind", label="Message")
+        expect(rows).to_have_count(2)
+        settle(eu)  # the refresh keeps the filter
+        expect(rows).to_have_count(2)
+        eu.click("#log-clear")
+        expect(eu.locator("#log-found")).to_have_text("")
+        expect(rows).not_to_have_count(2)
+
+        # EXPORT BUNDLE: the file 'redline export' writes, verified against both roots from outside it
+        with eu.expect_download() as download:
+            eu.click("#export-link")
+        assert download.value.suggested_filename == f"redline-{pair.line[:8]}-EUCOM.bundle.json"
+        bundle = json.loads(Path(download.value.path()).read_text())
+        roots = [identity.fingerprint(bytes.fromhex((StationDir(p.home).keys / "root.pub").read_text().strip()))
+                 for p in (pair.eucom, pair.ndmc)]  # fmt: skip
+        report = verify_bundle(bundle, roots)
+        assert report.ok, report.summary()
+        assert "ZEBRA-42" in json.dumps(bundle, ensure_ascii=False) or any(
+            "ZEBRA" in bytes.fromhex(e["envelope"]).decode("utf-8", "replace")
+            for s in bundle["stations"] for e in s["chain"]
+        )  # fmt: skip
+
+
+def test_a_flash_in_a_background_tab_changes_the_title_and_is_acknowledged_from_its_notification(
+    pair: Pair, browser: Any
+) -> None:
+    with console(browser, pair.eucom.url, "Duty EUCOM", notifications=True) as eu:
+        expect(eu.locator("#notify-enable")).to_be_hidden()  # permission granted: nothing to ask
+        # The officer is in another tab. (Headless Chromium keeps every page "visible", so this cannot
+        # prove a hidden tab's throttled timers; the title and the notification come from the
+        # WebSocket's alarm and the watch poll, and nothing in the console waits for visibility.)
+        other = eu.context.new_page()
+        other.bring_to_front()
+        flash = pair.send(pair.ndmc, "FLASH: convoy stopped at the crossing", "FLASH", "flash")
+        expect(eu).to_have_title(re.compile(r"FLASH"))
+        shown = eu.wait_for_function(
+            "(id) => (window.redlineShown || []).find((n) => n.tag === `flash:${id}`)", arg=flash["id"]
+        )
+        body = shown.evaluate("n => n.body")
+        assert "convoy stopped" in body and "Click to acknowledge as Duty EUCOM" in body, body
+        assert shown.evaluate("n => n.requireInteraction") is True
+        shown.evaluate("n => n.dispatchEvent(new Event('click'))")  # the officer clicks the notification
+        acked = wait_for(lambda: [f for f in pair.view(pair.ndmc, "flash") if f["id"] == flash["id"] and f["acked_by"]],
+                         "the ACK from the notification at NDMC")  # fmt: skip
+        assert acked[0]["acked_by"] == "Duty EUCOM"
+        expect(eu).not_to_have_title(re.compile(r"FLASH"))
+        other.close()
+
+
+def test_the_page_fetches_only_from_its_own_origin(pair: Pair, browser: Any) -> None:
+    """Every view, in both languages, with every form open, the map zoomed and panned: the checks
+    in console() find every request and WebSocket went to the station that served the page."""
+    with console(browser, pair.ndmc.url, "Dezhurny") as page:
+        page.wait_for_function("() => window.redlineRefreshes >= 1")
+        for details in page.locator("details").all():
+            details.evaluate("d => d.open = true")
+        for lang, verified in (("en", "VERIFIED"), ("ru", "ПРОВЕРЕНО")):
+            page.select_option("#lang-select", lang)
+            page.evaluate("S.map.setView([45, 30], 9, {animate: false}); S.map.setView([60, 20], 3, {animate: false})")
+            page.fill("#log-q", lang)
+            page.click("#log-find")
+            expect(page.locator("#log-found")).not_to_be_empty()
+            page.click("#log-clear")
+            page.click("#verify-run")
+            expect(page.locator("#verify-state")).to_have_text(verified)
+        page.click("#map-fit")
+        assert page.locator("img[src^='http'], link[href^='http'], script[src^='http']").count() == 0

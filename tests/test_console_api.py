@@ -180,3 +180,86 @@ def test_the_console_language_is_per_person_and_defaults_to_the_station(tmp_path
         error(await p.client.post(f"/api/lines/{p.line}/call-request", json={"from_role": "a"}), 403)
 
     run(tmp_path, scenario)
+
+
+def test_the_console_exports_the_bundle_redline_export_writes_and_it_verifies(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        from redline.bundle import encode_bundle, verify_bundle
+        from redline.export import export_line
+
+        await p.login()
+        sent = (await p.a.send(p.line, "exported text")).to_obj()
+        await eventually(lambda: p.a.sessions[p.line].receipted_seq >= sent["seq"], "the receipt")
+        r = await p.client.get(f"/api/lines/{p.line}/export")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-disposition"] == f'attachment; filename="redline-{p.line[:8]}-EUCOM.bundle.json"'
+        bundle = r.json()
+        fingerprints = r.headers["x-redline-fingerprints"].split()
+        assert verify_bundle(bundle, fingerprints).ok
+        # the same code path and file format as the CLI (the line moved on meanwhile: a prefix of it)
+        assert r.content == encode_bundle(bundle)
+        later = export_line(p.a.home, p.line, now=bundle["exported_at"]).obj
+        for got, now in zip(bundle["stations"], later["stations"], strict=True):
+            assert got["chain"] == now["chain"][: len(got["chain"])] and got["root"] == now["root"]
+        assert sent["id"] in [e["id"] for s in bundle["stations"] for e in s["chain"]]
+        # redaction by id; a bad one is one clear line, nothing else
+        redacted = await p.client.get(f"/api/lines/{p.line}/export", params={"redact": sent["id"][:12]})
+        assert redacted.status_code == 200 and "exported text" not in redacted.text
+        assert verify_bundle(redacted.json(), fingerprints).redacted
+        assert "\n" not in error(await p.client.get(f"/api/lines/{p.line}/export", params={"redact": "zz"}), 400)
+        assert "at most" in error(await p.client.get(f"/api/lines/{p.line}/export",
+                                                     params=[("redact", "a" * 8)] * 101), 400)  # fmt: skip
+
+    run(tmp_path, scenario)
+
+
+def test_the_transcript_search_finds_words_and_kinds_and_is_bounded(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        from redline.api import console_routes
+
+        await p.login()
+        await p.a.send(p.line, "Exercise NORTH starts at noon")
+        last = (await p.b.send(p.line, "Учения СЕВЕР: принято")).to_obj()
+        now = p.a.wall()
+        notice = {"kind": "air", "area": SQUARE, "floor_m": 0, "ceiling_m": 1000, "start": now, "end": now + 3_600_000,
+                  "text": "north exercise area"}  # fmt: skip
+        assert (await p.client.post(f"/api/lines/{p.line}/notice", json=notice)).status_code == 200
+        url = f"/api/lines/{p.line}/search"
+        for _ in range(400):  # NDMC's text arrives at EUCOM
+            if last["id"] in (await p.client.get(f"/api/lines/{p.line}/log")).text:
+                break
+            await asyncio.sleep(0.05)
+
+        async def ids(**params: str) -> list[str]:
+            r = await p.client.get(url, params=params)
+            assert r.status_code == 200, r.text
+            return [row["kind"] + ":" + row["text"] for row in r.json()["rows"]]
+
+        found = await ids(q="north")  # in a text, and in a notice's text (its body)
+        assert [f.split(":")[0] for f in found] == ["TEXT", "NOTICE"] and found[0].endswith("noon"), found
+        assert await ids(q="north", kind="text") == ["TEXT:Exercise NORTH starts at noon"]
+        assert await ids(q="север") == ["TEXT:Учения СЕВЕР: принято"]  # case-insensitive in Russian too
+        assert await ids(q="north noon") == ["TEXT:Exercise NORTH starts at noon"]  # every word
+        assert await ids(q="nothing like this") == []
+        body = (await p.client.get(url, params={"q": "north"})).json()
+        assert body["matched"] == 2 and body["complete"] is True and body["scanned"] == body["total"]
+        # bounded: a long query, an unknown kind, a limit out of range are each one line, 400
+        assert "characters" in error(await p.client.get(url, params={"q": "x" * 201}), 400)
+        assert "kind" in error(await p.client.get(url, params={"kind": "NOPE"}), 400)
+        assert "limit" in error(await p.client.get(url, params={"limit": "100000"}), 400)
+        # however long the transcript, a search reads at most SEARCH_SCAN envelopes of each side
+        seen: list[int | None] = []
+        real = console_routes._app.transcript
+
+        def spy(station: Any, session: Any, limit: int | None) -> Any:
+            seen.append(limit)
+            return real(station, session, limit)
+
+        console_routes._app.transcript = spy  # type: ignore[assignment]
+        try:
+            await p.client.get(url, params={"q": "a"})
+        finally:
+            console_routes._app.transcript = real  # type: ignore[assignment]
+        assert seen == [console_routes.SEARCH_SCAN]
+
+    run(tmp_path, scenario)

@@ -11,7 +11,11 @@
 * ``GET /api/lines/{line}/requests`` and ``/translations``: call requests with their state, and the
   translations attached to each envelope;
 * ``GET``/``POST /api/console/settings``: the console language of the logged-in person (stored in
-  the station folder, ``console-settings.json``), defaulting to the station's.
+  the station folder, ``console-settings.json``), defaulting to the station's;
+* ``GET /api/lines/{line}/search``: the transcript filtered by words and kind, over a bounded window
+  of the newest envelopes (no query makes the station read more than ``SEARCH_SCAN`` of each side);
+* ``GET /api/lines/{line}/export``: the line's bundle as a download, made by ``export.export_line``,
+  the same code ``redline export`` runs, in a worker thread on a read-only snapshot.
 
 Every filing route takes an optional ``idempotency_key`` (``act_once``): a retry or a second click
 with the same key returns the first acceptance and files nothing; the same key for different
@@ -21,14 +25,20 @@ run with its sessions, role checks, origin checks and error rendering.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
-from redline import readmodel
+from starlette.responses import Response
+
+from redline import kinds, readmodel
 from redline.api import app as _app
 from redline.api.auth import OPERATE, READ, ApiError, Session
+from redline.bundle import encode_bundle
 from redline.config import ApiConfig, check_lang
+from redline.export import export_line
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -39,6 +49,12 @@ if TYPE_CHECKING:
 CONSOLE_LANGS = ("en", "ru")  # the console's string tables (redline/console/strings.js)
 SETTINGS_FILE = "console-settings.json"
 MAX_TEXT = 64 * 1024
+# A search reads at most this many of the newest envelopes of each side (and the outbox), whatever
+# it asks: a query never makes the station walk the whole transcript in its event loop.
+SEARCH_SCAN = 2000
+SEARCH_MAX_Q = 200
+SEARCH_MAX_LIMIT = 500
+MAX_REDACT = 100
 
 # Most urgent first. Level "alarm" sounds until a person acknowledges it at the console.
 CONDITIONS: tuple[tuple[str, str], ...] = (
@@ -81,6 +97,17 @@ CONSOLE_SPECS: tuple[dict[str, Any], ...] = (
      "summary": "Call requests both ways with their state (open, accepted, declined, expired) and reply"},
     {"method": "GET", "path": "/api/lines/{line}/translations", "handler": "translations", "role": READ,
      "summary": "Translations attached to envelopes of this line, by the envelope's id"},
+    {"method": "GET", "path": "/api/lines/{line}/search", "handler": "search", "role": READ,
+     "summary": "The transcript filtered by words and kind, newest matches last, over the newest "
+                f"{SEARCH_SCAN} envelopes of each side and the outbox",
+     "query": {"q": f"words to find (case-insensitive, every word must appear; at most {SEARCH_MAX_Q} characters) "
+                    "in the text, the sender or any text of the body; a word of 6+ hex digits also finds an id",
+               "kind": "only envelopes of this kind (TEXT, FLASH, NOTICE, ...)",
+               "limit": f"matches to return, newest (default 200, at most {SEARCH_MAX_LIMIT})"}},
+    {"method": "GET", "path": "/api/lines/{line}/export", "handler": "export", "role": READ,
+     "summary": "Download the line's bundle, as 'redline export' writes it (docs/BUNDLE.md)",
+     "query": {"redact": "leave out this envelope's body (an id or 8+ hex digits of it); repeatable",
+               "recordings": "1: include this station's sealed call recordings"}},
     {"method": "POST", "path": "/api/lines/{line}/call-request", "handler": "call_request", "role": OPERATE,
      "summary": "Ask for a call between one of our principals and one of theirs",
      "body": _obj(["from_role", "to_role", "subject"], from_role=_STR, to_role=_STR, subject=_STR,
@@ -286,6 +313,52 @@ class ConsoleHandlers:
         line = self.line(request.path_params["line"])
         return readmodel.to_obj(self.station.translations_view(line.line))
 
+    async def search(self, request: Request, session: Session) -> dict[str, Any]:
+        line = self.line(request.path_params["line"])
+        q = request.query_params
+        words = (q.get("q") or "").strip()
+        if len(words) > SEARCH_MAX_Q:
+            raise ApiError(400, f"the search words are over {SEARCH_MAX_Q} characters")
+        kind = (q.get("kind") or "").strip().upper() or None
+        if kind is not None and kind not in kinds.REGISTRY:
+            raise ApiError(400, f"no envelope kind is called {kind[:40]!r}")
+        raw = q.get("limit", "200")
+        if not raw.isdigit() or not 0 < int(raw) <= SEARCH_MAX_LIMIT:
+            raise ApiError(400, f"limit must be a whole number from 1 to {SEARCH_MAX_LIMIT}")
+        found = _app.transcript(self.station, line, SEARCH_SCAN)
+        terms = words.casefold().split()
+
+        def hit(row: dict[str, Any]) -> bool:
+            if kind is not None and row["kind"] != kind:
+                return False
+            if not terms:
+                return True
+            hay = "\n".join([row["text"], row["from"], *_strings(row["content"])]).casefold()
+            return all(t in hay or (len(t) >= 6 and (row["id"] or "").startswith(t)) for t in terms)
+
+        rows = [r for r in found["rows"] if hit(r)]
+        outbox = [r for r in found["outbox"] if hit(r)]
+        limit = int(raw)
+        return {"line": found["line"], "peer": found["peer"], "q": words, "kind": kind, "rows": rows[-limit:],
+                "outbox": outbox[-limit:], "matched": len(rows) + len(outbox), "total": found["total"],
+                "scanned": len(found["rows"]), "complete": len(found["rows"]) >= found["total"]}  # fmt: skip
+
+    async def export(self, request: Request, session: Session) -> Response:
+        line = self.line(request.path_params["line"])
+        redact = request.query_params.getlist("redact")
+        if len(redact) > MAX_REDACT or any(len(r) > 64 for r in redact):
+            raise ApiError(400, f"at most {MAX_REDACT} envelope ids to redact, each at most 64 characters")
+        recordings = request.query_params.get("recordings") in ("1", "true")
+        # A bad redaction is a BundleError: 400 with its reason, like every RedlineError (app._error).
+        done = await asyncio.to_thread(export_line, self.station.home, line.line, now=self.station.wall(),
+                                       redact=redact, recordings=recordings)  # fmt: skip
+        data = await asyncio.to_thread(encode_bundle, done.obj)
+        _app.log.warning("console: %s exported line %s (%d bytes)", session.name, line.line[:8], len(data))
+        return Response(data, media_type="application/json", headers={
+            "Content-Disposition": f'attachment; filename="{done.filename}"', "Cache-Control": "no-store",
+            "X-Redline-Fingerprints": " ".join(done.fingerprints),
+        })  # fmt: skip
+
     # -- filing -----------------------------------------------------------------------------------
     async def act_once(
         self, body: dict[str, Any], line: LineSession, kind: str, content: dict[str, Any], *, prio: str | None = None
@@ -396,6 +469,23 @@ def _idem(body: dict[str, Any], kind: str, session: Session) -> str | None:
     if key is not None and len(key) > 128:
         raise ApiError(400, "'idempotency_key' is over 128 characters")
     return None if key is None else f"api:{kind}:{session.name}:{key}"
+
+
+_HEXISH = re.compile(r"\A[0-9a-f]{32,}(:[0-9]+)?\Z")
+
+
+def _strings(value: Any, depth: int = 0) -> list[str]:
+    """Every text in an envelope's body (names, subjects, readouts), for the search to look in. The
+    body was checked on the way in (its size and depth are bounded); the depth bound here is a guard."""
+    if isinstance(value, str):  # not ids, digests or references: a "42" would be found in every one
+        return [] if _HEXISH.match(value) else [value]
+    if depth > 8:
+        return []
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v, depth + 1)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v, depth + 1)]
+    return []
 
 
 def _same_content(mine: Any, held: Any) -> bool:

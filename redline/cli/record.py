@@ -191,37 +191,23 @@ def export(
     with_recordings: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Write LINE's transcript as a bundle anyone can verify without either station (docs/BUNDLE.md)."""
-    from redline import recording
-    from redline.bundle import build_bundle, export_checkpoint, verify_bundle, write_bundle
+    from redline.bundle import verify_bundle, write_bundle
+    from redline.export import export_line
 
     home = StationDir(station_path(station))
 
     def make() -> dict[str, Any]:
-        name = home.config().name
-        our_root = bytes.fromhex((home.keys / "root.pub").read_text().strip())
-        ledger = home.read_ledger()
-        try:
-            with ledger.snapshot():
-                record = ledger.find_line(line)
-                data = ledger.line_data(record.line, name)
-                us = ledger.station
-        finally:
-            ledger.close()
-        now = int(time.time() * 1000)
-        kind = "checkpoint" if checkpoint_only else "bundle"
-        path = out or Path(f"redline-{record.line[:8]}-{name}.{kind}.json")
-        fingerprints = [us, record.peer]
-        if checkpoint_only:
-            obj = export_checkpoint(data, us, exported_at=now)
-            write_bundle(path, obj)
-            return {"path": str(path), "kind": kind, "line": record.line, "checkpoint": obj["n"],
-                    "fingerprints": fingerprints, "summary": []}  # fmt: skip
-        roots = {us: our_root, record.peer: bytes.fromhex(record.peer_root)}
-        files = recording.sealed_recordings(home.path, record.line) if with_recordings else []
-        obj = build_bundle(data, roots, us, set(redact), exported_at=now, recordings=[f.read_bytes() for f in files])
+        # The console's export (GET /api/lines/{line}/export) takes the same export_line.
+        done = export_line(home, line, now=int(time.time() * 1000), redact=redact, recordings=with_recordings,
+                           checkpoint_only=checkpoint_only)  # fmt: skip
+        path = out or Path(done.filename)
+        obj, fingerprints = done.obj, list(done.fingerprints)
         write_bundle(path, obj)
+        if checkpoint_only:
+            return {"path": str(path), "kind": done.kind, "line": done.line, "checkpoint": obj["n"],
+                    "fingerprints": fingerprints, "summary": []}  # fmt: skip
         report = verify_bundle(obj, fingerprints)  # what a third party will be shown, checked here first
-        return {"path": str(path), "kind": kind, "line": record.line, "redacted": report.redacted,
+        return {"path": str(path), "kind": done.kind, "line": done.line, "redacted": report.redacted,
                 "fingerprints": fingerprints, "ok": report.ok, "summary": report.summary()}  # fmt: skip
 
     data = run(make)

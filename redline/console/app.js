@@ -18,6 +18,8 @@ const S = {
   watch: null, conditions: [], silenced: new Set(), audio: null, lastBeep: 0, notified: new Set(),
   clockOffset: 0, refreshTimer: null, watchTimer: null, verify: null, views: {}, map: null,
   noticeSig: "", noticeIds: "", draw: null, lastCounters: "", langOf: new Map(),
+  search: null, // { q, kind } while the transcript is filtered (GET /search); null: the newest (GET /log)
+  shape: "polygon", // what DRAW ON MAP draws: polygon, rectangle or circle
 };
 window.redlineBeeps = 0; // patterns actually played (the console test counts them)
 window.redlineRefreshes = 0; // completed panel refreshes (the focus test waits for one)
@@ -50,6 +52,7 @@ function applyStatic() {
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
   $("lang-select").value = S.lang;
+  fillKinds();
   if (S.me) {
     $("call-record-submit").textContent = t("calls.submit_record", { user: S.me.user });
     $("whoami").textContent = `${S.me.user} (${t("role." + S.me.role)})`;
@@ -443,11 +446,18 @@ function setFavicon(color, count) {
 function notify(c) {
   if (!("Notification" in window) || Notification.permission !== "granted") return;
   try {
+    // A FLASH's notification acknowledges it when clicked (PagerDuty's "acknowledge from the
+    // notification"), signed as the person logged in here, and says so in its own words.
+    const ackable = c.code === "flash" && can("operate");
+    const text = $("alarm-list").querySelector(`[data-key="${CSS.escape(c.key)}"] .cond-text`)?.textContent || t("short." + c.code);
     const n = new Notification(`${t("short." + c.code)} — ${S.me ? S.me.station : "redline"}`, {
-      body: $("alarm-list").querySelector(`[data-key="${CSS.escape(c.key)}"] .cond-text`)?.textContent || t("short." + c.code),
+      body: ackable ? `${text}\n${t("notify.click_ack", { user: S.me.user })}` : text,
       tag: c.key, requireInteraction: c.code === "flash",
     });
-    n.onclick = () => { window.focus(); n.close(); };
+    n.onclick = () => {
+      window.focus(); n.close();
+      if (ackable && S.conditions.some((x) => x.key === c.key)) ackFlash(c.params.id, null);
+    };
     window.redlineNotifications += 1;
   } catch (e) { /* a browser that allows only service-worker notifications */ }
 }
@@ -469,7 +479,7 @@ function setStatus(status, at) {
   const ids = status.lines.map((l) => l.line);
   if (sel.options.length !== ids.length || [...sel.options].some((o, i) => o.value !== ids[i])) {
     sel.replaceChildren(...status.lines.map((l) => h("option", { value: l.line }, `${l.peer} · ${l.line.slice(0, 8)}`)));
-    if (!ids.includes(S.line)) { S.line = ids[0] || null; refreshWatch(); }
+    if (!ids.includes(S.line)) { S.line = ids[0] || null; setExportLink(); refreshWatch(); }
     sel.value = S.line;
   }
   renderLine();
@@ -532,7 +542,7 @@ async function refreshViews() {
   refreshing = true;
   try {
     const [log, flash, tests, calls, notices, requests, translations] = await Promise.all([
-      api("GET", `${lineUrl("log")}?limit=200`), api("GET", lineUrl("flash")), api("GET", lineUrl("tests")),
+      fetchLog(), api("GET", lineUrl("flash")), api("GET", lineUrl("tests")),
       api("GET", lineUrl("calls")), api("GET", lineUrl("notices")), api("GET", lineUrl("requests")),
       api("GET", lineUrl("translations")),
     ]);
@@ -552,7 +562,7 @@ function rerenderAll() {
   renderAlarms();
   if (!v.log) return;
   S.langOf = new Map(v.log.rows.map((r) => [r.id, r.lang]));
-  renderLog(v.log, v.translations); renderFlash(v.flash); renderTests(v.tests);
+  renderLog(v.log, v.translations); renderFound(v.log); renderFlash(v.flash); renderTests(v.tests);
   renderCalls(v.calls, v.requests); renderNotices(v.notices);
   if (S.verify) renderVerify(S.verify);
 }
@@ -597,7 +607,8 @@ function renderLog(log, translations) {
     const receipt = r.outbox ? t("log.outbox") : r.ours ? t(r.receipted ? "log.receipted" : "log.not_receipted") : t("log.stored");
     return h("tr", { class: `${r.priority === "FLASH" ? "flash" : ""}${r.outbox ? " outbox" : ""}`, "data-id": r.id || null },
       h("td", {}, utc(r.stored_at, true)), h("td", {}, r.ours ? t("log.us") : r.from), h("td", {}, r.seq ?? "-"),
-      h("td", {}, r.kind, r.priority && r.priority !== "ROUTINE" ? ` ${r.priority}` : ""),
+      h("td", { class: "kind", "data-kind": r.kind }, kindName(r.kind), r.priority && r.priority !== "ROUTINE" ? ` · ${t(`prio.${r.priority.toLowerCase()}`)}` : "",
+        h("span", { class: "raw", lang: "en" }, r.kind)),
       h("td", { class: "text" }, describe(r),
         trs.map((x) => h("div", { class: "translation" }, h("span", { class: "dim" }, t("log.translation", { lang: x.lang, by: x.translator }), " "),
           said(x.text, x.lang))),
@@ -748,10 +759,14 @@ function renderNotices(v) {
     h("td", {}, short(n.id)), h("td", {}, t(n.ours ? "notices.ours" : "notices.theirs")), h("td", {}, t(`kinds.${n.kind}`)),
     h("td", {}, `${utc(n.start, true)} – ${utc(n.end, true)}`), h("td", {}, `${n.floor_m}–${n.ceiling_m}`), h("td", {}, `${n.margin_m} m`),
     h("td", {}, said(n.text, S.langOf.get(n.id))),
-    h("td", {}, n.ours && can("operate") ? h("form", { class: "withdraw-form", "data-url": "withdraw", "data-arm": "1" },
-      h("input", { type: "hidden", name: "notice_id", value: n.id }),
-      h("button", { type: "submit", class: "small", "data-focus": "withdraw", "aria-label": `${t("notices.withdraw")} ${short(n.id)}` }, t("notices.withdraw")),
-      h("span", { class: "result", role: "status" })) : null)),
+    h("td", {}, n.ours && can("operate") ? [
+      h("button", { type: "button", class: "small amend", "data-focus": "amend", "aria-label": `${t("notices.amend")} ${short(n.id)}`,
+        onclick: () => startAmend(n) }, t("notices.amend")),
+      h("form", { class: "withdraw-form", "data-url": "withdraw", "data-arm": "1" },
+        h("input", { type: "hidden", name: "notice_id", value: n.id }),
+        h("button", { type: "submit", class: "small", "data-focus": "withdraw", "aria-label": `${t("notices.withdraw")} ${short(n.id)}` }, t("notices.withdraw")),
+        h("span", { class: "result", role: "status" }))] : null,
+    n.amends ? h("div", { class: "summary" }, t("notices.amends", { seq: n.amends.split(":")[1] })) : null)),
   (n) => JSON.stringify([conflicted.has(n.id), n.conflicts]));
   drawNotices(v, conflicted);
 }
@@ -823,7 +838,8 @@ function drawNotices(v, conflicted) {
   }
   S.noticeBounds = bounds;
   const ids = v.active.map((n) => n.id).join(",");
-  if (ids !== S.noticeIds) { S.noticeIds = ids; fitNotices(); } // new notices: show them; a refresh keeps the person's view
+  // New notices: show them (but never move the map under a person drawing); a refresh keeps the person's view.
+  if (ids !== S.noticeIds) { S.noticeIds = ids; if (!S.draw) fitNotices(); }
 }
 function fitNotices() {
   if (!S.map || !S.noticeBounds || !S.noticeBounds.length) return;
@@ -832,18 +848,41 @@ function fitNotices() {
 }
 
 // -- notice form: an area drawn on the map or typed ----------------------------------------------------
+// A polygon takes a click per corner (FINISH AREA closes it); a rectangle two opposite corners; a
+// circle its centre, then a point on its edge (the radius, in whole metres, goes to the form).
+function chooseShape(button) {
+  S.shape = button.dataset.shape;
+  for (const b of $("draw-shape").querySelectorAll("[data-shape]")) b.setAttribute("aria-pressed", String(b === button));
+  if (S.draw) startDraw();
+}
+function drawHint() {
+  const n = S.draw ? S.draw.points.length : 0;
+  return S.shape === "polygon" ? t("notices.f.drawing", { n }) : t(`notices.f.drawing_${S.shape}_${Math.min(n, 1)}`);
+}
 function startDraw() {
-  S.draw = { points: [] };
-  $("draw-finish").hidden = false;
+  S.draw = { points: [], shape: S.shape };
+  $("draw-finish").hidden = S.shape !== "polygon";
   $("map").classList.add("drawing");
-  $("draw-status").textContent = t("notices.f.drawing", { n: 0 });
+  $("draw-status").textContent = drawHint();
   $("map").scrollIntoView({ block: "center" });
 }
+const deg = (x) => x.toFixed(4);
 function addDrawPoint(latlng) {
-  S.draw.points.push(latlng);
-  const lines = S.draw.points.map((p) => `${p.lat.toFixed(4)}, ${p.lng.toFixed(4)}`);
-  $("notice-area").value = lines.join("\n");
-  $("draw-status").textContent = t("notices.f.drawing", { n: S.draw.points.length });
+  const d = S.draw;
+  d.points.push(latlng);
+  if (d.shape === "polygon") {
+    $("notice-area").value = d.points.map((p) => `${deg(p.lat)}, ${deg(p.lng)}`).join("\n");
+  } else if (d.shape === "rectangle") {
+    const [a, b] = [d.points[0], d.points[d.points.length - 1]];
+    $("notice-area").value = d.points.length < 2 ? `${deg(a.lat)}, ${deg(a.lng)}`
+      : [[a.lat, a.lng], [a.lat, b.lng], [b.lat, b.lng], [b.lat, a.lng]].map(([y, x]) => `${deg(y)}, ${deg(x)}`).join("\n");
+  } else {
+    const c = d.points[0];
+    $("notice-area").value = `${deg(c.lat)}, ${deg(c.lng)}`;
+    if (d.points.length > 1) $("notice-radius").value = String(Math.max(1, Math.round(S.map.distance(c, latlng))));
+  }
+  if (d.shape !== "polygon" && d.points.length >= 2) { finishDraw(); return; }
+  $("draw-status").textContent = drawHint();
   previewArea();
 }
 function finishDraw() {
@@ -855,6 +894,7 @@ function finishDraw() {
 }
 function clearArea() {
   $("notice-area").value = "";
+  $("notice-radius").value = "";
   if (S.draw) S.draw.points = [];
   previewArea();
 }
@@ -866,6 +906,46 @@ function previewArea() {
     if (area) for (const l of areaLayers(JSON.parse(area), $("notice-radius").value || 1000, { color: "#ffffff", weight: 2, dashArray: "6 4", fillOpacity: 0.1 })) l.addTo(S.drawLayer);
   } catch (e) { /* shown when filed */ }
 }
+// AMEND on one of our notices: the form takes its values; what is filed names it in "amends", and
+// both stations put the new notice in its place and check it against the board again.
+function noticeAreaText(area) {
+  if (area.type === "Point") return `${area.coordinates[1]}, ${area.coordinates[0]}`;
+  if (area.type === "Polygon" && area.coordinates.length === 1) {
+    return area.coordinates[0].slice(0, -1).map((c) => `${c[1]}, ${c[0]}`).join("\n");
+  }
+  return JSON.stringify(area);
+}
+const isoMinute = (ms) => new Date(Number(ms)).toISOString().slice(0, 16);
+async function startAmend(n) {
+  if (n.area_outline) { // the list carries an outline of a large area: amend the whole one
+    try { n = (await api("GET", `${lineUrl("notices")}?notice=${encodeURIComponent(n.id)}`)).notice; } catch (e) { return; }
+  }
+  const f = $("notice-form");
+  $("notice-details").open = true;
+  f.elements.kind.value = n.kind;
+  f.elements.area.value = noticeAreaText(n.area);
+  f.elements.radius_m.value = n.area.type === "Point" && n.radius_m ? String(n.radius_m) : "";
+  f.elements.floor_m.value = String(n.floor_m); f.elements.ceiling_m.value = String(n.ceiling_m);
+  f.elements.margin_m.value = String(n.margin_m || 0);
+  f.elements.start.value = isoMinute(n.start); f.elements.end.value = isoMinute(n.end);
+  f.elements.text.value = n.text || "";
+  f.elements.amends.value = n.id;
+  f._key = null; // a new submit: the amendment is not a retry of anything typed before
+  showAmending();
+  previewArea();
+  $("notice-area").focus();
+}
+function showAmending() {
+  const id = $("notice-amends").value;
+  $("notice-amending").hidden = !id;
+  $("notice-amending-text").textContent = id ? t("notices.amending", { id: short(id) }) : "";
+  $("notice-submit").textContent = t(id ? "notices.f.submit_amend" : "notices.f.submit");
+}
+function cancelAmend() {
+  $("notice-amends").value = "";
+  showAmending();
+}
+
 class Invalid extends Error {
   constructor(message, field) { super(message); this.field = field; }
 }
@@ -924,7 +1004,53 @@ function noticeBody(form) {
   if (Date.parse(body.end) <= Date.parse(body.start)) throw new Invalid(t("v.window"), "notice-end");
   body.margin_m = intField(form, "margin_m", t("notices.f.margin"), false) || 0;
   body.text = form.elements.text.value;
+  if (form.elements.amends.value) body.amends = form.elements.amends.value;
   return body;
+}
+
+// -- the transcript's search and the export ---------------------------------------------------------
+// Envelope kinds in the order a person meets them; each has a name in both languages (kindname.*).
+const KINDS = ["TEXT", "FLASH", "ACK", "READ", "ESCALATED", "TEST", "TEST_ANSWER", "TEST_RESULT", "NOTICE", "NOTICE_WITHDRAW",
+  "CALL_REQUEST", "CALL_REPLY", "CALL_EXPIRED", "CALL_RECORD", "READOUT", "TRANSLATION", "CALL_RING", "CALL_ANSWER",
+  "CALL_DECLINE", "CALL_UNANSWERED", "CALL_HANGUP", "CALL_AUDIO", "ROSTER", "KEY", "REVOKE"];
+const kindName = (kind) => (KINDS.includes(kind) ? t(`kindname.${kind}`) : kind);
+function fillKinds() {
+  const sel = $("log-kind");
+  const keep = sel.value;
+  sel.replaceChildren(h("option", { value: "" }, t("log.kind_all")), ...KINDS.map((k) => h("option", { value: k }, kindName(k))));
+  sel.value = keep;
+}
+function setExportLink() {
+  const a = $("export-link");
+  if (!S.line) return;
+  a.href = lineUrl("export");
+  a.setAttribute("download", `redline-${S.line.slice(0, 8)}-${S.me ? S.me.station : "station"}.bundle.json`);
+}
+function runSearch(ev) {
+  if (ev) ev.preventDefault();
+  const q = $("log-q").value.trim(), kind = $("log-kind").value;
+  S.search = q || kind ? { q, kind } : null;
+  if (!S.search) $("log-found").textContent = "";
+  refreshViews();
+}
+function clearSearch() {
+  $("log-q").value = ""; $("log-kind").value = "";
+  runSearch();
+  $("log-q").focus();
+}
+async function fetchLog() {
+  if (!S.search) return api("GET", `${lineUrl("log")}?limit=200`);
+  const qs = new URLSearchParams({ limit: "200" });
+  if (S.search.q) qs.set("q", S.search.q);
+  if (S.search.kind) qs.set("kind", S.search.kind);
+  return api("GET", `${lineUrl("search")}?${qs}`);
+}
+function renderFound(log) {
+  const el = $("log-found");
+  if (!S.search || log.matched === undefined) { setText(el, ""); return; }
+  const shown = log.rows.length + log.outbox.length;
+  const key = log.complete ? (shown < log.matched ? "log.found_newest" : "log.found") : shown < log.matched ? "log.found_newest_window" : "log.found_window";
+  setText(el, t(key, { n: log.matched, shown, scanned: log.scanned, total: log.total }));
 }
 
 // -- every form: one idempotency key per submit, buttons disabled in flight -----------------------
@@ -969,7 +1095,8 @@ const BODIES = {
 };
 const AFTER = {
   send: (f, r) => { f.elements.text.value = ""; return r.seq ? t("result.accepted", { seq: r.seq, state: r.state }) : t("result.accepted_outbox"); },
-  notice: (f) => { f.reset(); clearArea(); return t("result.filed"); },
+  notice: (f, r) => { const amended = f.elements.amends.value; f.reset(); clearArea(); cancelAmend();
+    return amended ? t("result.amended", { id: short(amended) }) : t("result.filed"); },
   translate: (f) => { f.elements.text.value = ""; f.hidden = true; $("translate-pick").hidden = false; return t("result.filed"); },
   "call-request": (f) => { f.reset(); return t("result.filed"); },
   "call-record": (f) => { f.reset(); return t("result.filed"); },
@@ -1289,12 +1416,17 @@ document.addEventListener("DOMContentLoaded", async () => {
     labelCountries();
     if (S.me) { try { await api("POST", "/api/console/settings", { lang: want }); } catch (err) { /* kept locally */ } }
   });
-  $("line-select").addEventListener("change", (e) => { S.line = e.target.value; S.lastCounters = ""; S.watch = null; refreshWatch(); if (S.status) setStatus(S.status); });
+  $("line-select").addEventListener("change", (e) => { S.line = e.target.value; S.lastCounters = ""; S.watch = null; setExportLink(); refreshWatch(); if (S.status) setStatus(S.status); });
   document.addEventListener("submit", submitForm);
   document.addEventListener("redline-refresh", refreshViews); // "refresh now" (the console test waits on it)
   $("compose-priority").addEventListener("click", (e) => { const b = e.target.closest("[data-prio]"); if (b) choosePriority(b); });
   $("compose-text").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("compose-form").requestSubmit(); } });
   $("draw-start").addEventListener("click", startDraw);
+  $("draw-shape").addEventListener("click", (e) => { const b = e.target.closest("[data-shape]"); if (b) chooseShape(b); });
+  $("notice-amend-cancel").addEventListener("click", cancelAmend);
+  $("log-search").addEventListener("submit", runSearch);
+  $("log-clear").addEventListener("click", clearSearch);
+  $("log-kind").addEventListener("change", () => runSearch());
   $("draw-finish").addEventListener("click", finishDraw);
   $("draw-clear").addEventListener("click", clearArea);
   $("notice-area").addEventListener("input", previewArea);
