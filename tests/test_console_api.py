@@ -247,19 +247,19 @@ def test_the_transcript_search_finds_words_and_kinds_and_is_bounded(tmp_path: Pa
         assert "characters" in error(await p.client.get(url, params={"q": "x" * 201}), 400)
         assert "kind" in error(await p.client.get(url, params={"kind": "NOPE"}), 400)
         assert "limit" in error(await p.client.get(url, params={"limit": "100000"}), 400)
-        # however long the transcript, a search reads at most SEARCH_SCAN envelopes of each side
-        seen: list[int | None] = []
-        real = console_routes._app.transcript
+        # however long the transcript, a search reads at most SEARCH_SCAN envelopes, off the loop
+        seen: list[tuple[int | None, bool]] = []
+        real = console_routes.views.transcript
 
-        def spy(station: Any, session: Any, limit: int | None) -> Any:
-            seen.append(limit)
-            return real(station, session, limit)
+        def spy(ledger: Any, record: Any, *, limit: int | None, **kw: Any) -> Any:
+            seen.append((limit, ledger is p.a.ledger))
+            return real(ledger, record, limit=limit, **kw)
 
-        console_routes._app.transcript = spy  # type: ignore[assignment]
+        console_routes.views.transcript = spy  # type: ignore[assignment]
         try:
             await p.client.get(url, params={"q": "a"})
         finally:
-            console_routes._app.transcript = real  # type: ignore[assignment]
-        assert seen == [console_routes.SEARCH_SCAN]
+            console_routes.views.transcript = real  # type: ignore[assignment]
+        assert seen == [(console_routes.SEARCH_SCAN, False)]  # its own read-only connection
 
     run(tmp_path, scenario)
