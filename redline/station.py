@@ -690,11 +690,16 @@ class Station:
         done: list[tuple[asyncio.Future[int], int | BaseException]] = []
         touched: dict[str, LineSession] = {}
         people = persons.load_users(self.home.path)  # once per batch, not per request
+        # Our people do not change within a batch, nor does what we last published before it is
+        # sealed: each line's roster intent once per batch (a repeat would be the same, idempotent).
+        rosters: dict[str, Intent | None] = {}
         try:
             with self.ledger.batch():
                 for session, kind, prio, content, idem, fut in batch:
                     try:
-                        roster = self._roster_intent(self.ops[session.line], people)
+                        if session.line not in rosters:
+                            rosters[session.line] = self._roster_intent(self.ops[session.line], people)
+                        roster = rosters[session.line]
                         if roster is not None:
                             session.accept(roster.kind, roster.prio, roster.content, roster.idem, wall)
                         done.append((fut, session.accept(kind, prio, content, idem, wall).local))
