@@ -14,10 +14,16 @@ Rules of this module:
 - Packets are sent on every open path (like envelopes); the first copy of a packet seq wins, later
   copies are dropped. Packets are hashed in seq order: one arriving early (a new path got ahead of
   an old one) waits in a bounded reorder buffer.
+- Lost in flight, sent again for the record: a path can swallow what was written to it before it
+  is found dead (``path_dead_after``). The sender keeps its last ``RESEND_PACKETS`` packets and
+  sends them again on every path that opens during the call; the receiver takes the ones it lacks,
+  in seq order, into its hash (duplicates are dropped as ever), and hands on for playout only what
+  is not over ``LATE_MS`` late: the record is whole, the ear is not fed stale audio.
 - Bounded: a packet over ``max_audio_packet_bytes``, packets faster than
-  ``max_audio_packets_per_second``, packets for a call that is not live here (before the pick-up,
-  after the end, another call) are dropped and counted, and close nothing: an attacker on a path
-  can stall audio (TLS stops it injecting any), a confused peer cannot take the line down.
+  ``max_audio_packets_per_second`` (a bucket that holds one resend burst), packets for a call that
+  is not live here (before the pick-up, after the end, another call) are dropped and counted, and
+  close nothing: an attacker on a path can stall audio (TLS stops it injecting any), a confused
+  peer cannot take the line down.
 - Pure: no I/O, no clock; ``now`` is passed in (ms).
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -35,6 +42,8 @@ DOMAIN: Final = b"redline/1/audio\x00"
 _HEAD = struct.Struct(">32sII")  # call (the ring's envelope id), packet seq, timestamp (ms since pick-up)
 _ITEM = struct.Struct(">III")  # seq, timestamp, length: the packet boundary in the hash
 REORDER_PACKETS: Final = 64  # packets held while an earlier seq may still come on another path
+RESEND_PACKETS: Final = 250  # 5 s of 20 ms packets: more than a dead path goes unnoticed (path_dead_after)
+LATE_MS: Final = 1000  # a packet this late (by its timestamp against our own time since pick-up) is not played
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,7 +142,8 @@ class CallMedia:
     next_out: int = 0
     next_in: int = 0
     _held: dict[int, tuple[int, bytes]] = field(default_factory=dict)
-    _window: tuple[int, int] = (0, 0)  # (second, packets in it) for the rate limit
+    _bucket: tuple[int, float] | None = None  # (ms, packets allowed now): the rate limit
+    recent: deque[AudioPacket] = field(default_factory=lambda: deque(maxlen=RESEND_PACKETS))  # ours, to resend
     ended: bool = False
     # Told each packet as it enters a hash (True: sent), in hash order: the station's recording.
     sink: Callable[[bool, AudioPacket], None] | None = None
@@ -151,6 +161,7 @@ class CallMedia:
         p = AudioPacket(call=self.call, seq=self.next_out, ts=max(0, now - self.started_at), data=data)
         self.next_out += 1
         self.sent.add(p.seq, p.ts, p.data)
+        self.recent.append(p)
         self.counters.sent += 1
         if self.sink is not None:
             self.sink(True, p)
@@ -177,13 +188,16 @@ class CallMedia:
         if p.seq < self.next_in or p.seq in self._held:
             c.duplicates += 1
             return []
-        second, count = self._window
-        if now // 1000 != second:
-            second, count = now // 1000, 0
-        if count >= self.max_rate:
+        # A bucket of max(rate, one resend burst) packets, refilled at max_rate per second: a peer
+        # sending again what a dead path swallowed is not refused, a flood still is.
+        capacity = max(self.max_rate, RESEND_PACKETS)
+        last, tokens = self._bucket if self._bucket is not None else (now, float(capacity))
+        tokens = min(float(capacity), tokens + max(0, now - last) * self.max_rate / 1000)
+        if tokens < 1:
             c.too_fast += 1
+            self._bucket = (now, tokens)
             return []
-        self._window = (second, count + 1)
+        self._bucket = (now, tokens - 1)
         health.first += 1
         if p.seq > self.next_in:
             if len(self._held) >= REORDER_PACKETS or p.seq - self.next_in > 10 * REORDER_PACKETS:
@@ -214,6 +228,10 @@ class CallMedia:
         for seq in sorted(self._held):
             ts, data = self._held.pop(seq)
             self._take(seq, ts, data)
+
+    def late(self, packet: AudioPacket, now: int) -> bool:
+        """Over ``LATE_MS`` behind our own time since the pick-up: for the record, not for playout."""
+        return now - self.started_at - packet.ts > LATE_MS
 
     def restore(self, sent: list[tuple[int, int, bytes]], received: list[tuple[int, int, bytes]]) -> None:
         """After a restart mid-call: the hashes of what the recordings kept, and no more audio."""

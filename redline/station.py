@@ -302,7 +302,10 @@ class Station:
                 if payload[:1] == bytes([FrameType.AUDIO]):
                     await self._audio_in(session, path, payload[1:])
                     continue
+                was_open = session.link.paths.get(path) is PathState.OPEN
                 await self._perform(session, session.receive(path, data, self.clock.monotonic(), self.wall()))
+                if not was_open and session.link.paths.get(path) is PathState.OPEN:
+                    await self._audio_resend(session, path)
                 self._wake_receipt_waiters(session)  # the peer's verified receipt is what they wait for
                 self._schedule_flush()
         except StorageError as exc:
@@ -521,7 +524,10 @@ class Station:
         if m is None:
             self.audio_dropped[session.line] = self.audio_dropped.get(session.line, 0) + 1
             return
-        for packet in m.receive(path, payload, self.wall()):
+        now = self.wall()
+        for packet in m.receive(path, payload, now):
+            if m.late(packet, now):
+                continue  # taken for the record (a path swallowed it and it came again), too late to play
             for listener in list(self.audio_listeners):
                 try:
                     listener(session.line, packet)
@@ -546,6 +552,15 @@ class Station:
         actions: list[Action] = [Send(path=p, data=len(frame).to_bytes(4, "big") + frame) for p in paths]
         await self._perform(session, actions)
         return packet
+
+    async def _audio_resend(self, session: LineSession, path: str) -> None:
+        """A path opened during a call: send our last packets again on it (media.RESEND_PACKETS),
+        for the record: what a path that died swallowed reaches the peer's hash after all."""
+        m = self.media.get(session.line)
+        if m is None or m.ended or not m.recent:
+            return
+        frames = [bytes([FrameType.AUDIO]) + p.encode() for p in m.recent]
+        await self._perform(session, [Send(path=path, data=len(f).to_bytes(4, "big") + f) for f in frames])
 
     def _audio_intents(self, line: str) -> list[Intent]:
         """CALL_AUDIO for each call over whose audio can no longer arrive here (ops/voice.py)."""

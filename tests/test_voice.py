@@ -196,3 +196,47 @@ def test_audio_while_every_path_is_down_is_not_sent_hashed_or_recorded(tmp_path:
             assert sp.a.recordings[sp.a.view(sp.line, "voice")["current"]["id"]].sent.packets == 1
 
     asyncio.run(main())
+
+
+def test_audio_a_dying_path_swallowed_is_sent_again_for_the_record_not_for_playout(tmp_path: Path) -> None:
+    tone = opus_packets(1.0, 1000.0)[:40]
+
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            ring, pickup = await ring_and_pick_up(sp)
+            heard: list[AudioPacket] = []
+            sp.b.audio_listeners.append(lambda line, p: heard.append(p))
+            for i in range(10):
+                await sp.a.send_audio(sp.line, tone[i])
+                sp.sim.advance(0.02)
+            await until(lambda: len(heard) == 10, "the first ten heard")
+            # The path goes black: what EUCOM writes to it vanishes, while EUCOM still thinks it is up.
+            perform = sp.a._perform
+
+            async def black_hole(session: Any, actions: list[Any]) -> None:
+                await perform(session, [a for a in actions if getattr(a, "data", b"")[4:5] != bytes([FrameType.AUDIO])])
+
+            sp.a._perform = black_hole
+            for i in range(10, 30):
+                await sp.a.send_audio(sp.line, tone[i])
+                sp.sim.advance(0.02)
+            sp.a._perform = perform
+            sp.sim.advance(2.5)  # path_dead_after: by the time they come again, they are stale
+            for conn in list(sp.a._conns.values()):  # found dead at last; it is dialled again
+                conn.abort()
+            await until(lambda: paths_open(sp.a, sp.line) == 1 == paths_open(sp.b, sp.line), "the path back")
+            await until(lambda: sp.b.view(sp.line, "voice")["audio"]["received"]["packets"] == 30, "the gap filled")
+            for i in range(30, 40):
+                await sp.a.send_audio(sp.line, tone[i])
+                sp.sim.advance(0.02)
+            await until(lambda: len(heard) == 20, "the last ten heard")
+            assert [p.seq for p in heard] == [*range(10), *range(30, 40)]  # the stale ones were not played
+            await sp.act("a", "CALL_HANGUP", {"ring": ring, "answer": pickup})
+            await sp.advance(1)
+            await sp.advance(1)
+            for st in (sp.a, sp.b):
+                last = st.view(sp.line, "voice")["calls"][-1]
+                assert last["audio"]["evidence"] == "match", last
+            assert next(c for mine, c in stored(sp.b, sp.line, "CALL_AUDIO") if mine)["received"]["packets"] == 40
+
+    asyncio.run(main())
