@@ -28,7 +28,15 @@ from redline.home import StationDir
 from redline.ops.views import CallPairView, FlashView, LineTestsView, NoticesPage
 from redline.scenario import add_demo_users
 
-console = SafeConsole()
+# Not on a terminal (a log, a pipe, CI): no wrapping at all, so a command or a sentence is never cut
+# mid-word at column 80; on a terminal, Rich fits the window.
+console = SafeConsole(soft_wrap=not sys.stdout.isatty())
+
+
+def _sigterm_stops_like_ctrl_c(signum: int, frame: Any) -> None:
+    # SIGTERM (a service manager, 'kill', a CI timeout) takes the same way out as Ctrl-C: the finally
+    # of run_demo stops both stations and removes the demo's temporary folder.
+    raise KeyboardInterrupt
 
 def free_ports(n: int) -> list[int]:
     socks, ports = [], []
@@ -68,6 +76,7 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
     }
     consoles = {"EUCOM": f"127.0.0.1:{p[4]}", "NDMC": f"127.0.0.1:{p[5]}"}
     procs: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, _sigterm_stops_like_ctrl_c)
     try:
         for name, (home, lang, listen) in stations.items():
             if not home.exists():
@@ -103,6 +112,7 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not cut the clean-up short
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -111,9 +121,11 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        console.print("stations stopped.")
-        if tmp and os.environ.get("REDLINE_DEMO_KEEP") != "1" and not wait:
+        if tmp and os.environ.get("REDLINE_DEMO_KEEP") != "1":
             shutil.rmtree(tmp, ignore_errors=True)
+            console.print(f"stations stopped; {tmp} removed (REDLINE_DEMO_KEEP=1 keeps it).")
+        else:
+            console.print("stations stopped.")
 
 
 async def _script(

@@ -314,6 +314,10 @@ def test_a_flash_waiting_at_login_leads_the_alarms_sounds_until_acknowledged_and
         expect(first).to_have_attribute("data-code", "flash")
         expect(first).to_contain_text("unidentified aircraft")
         expect(page).to_have_title(re.compile(r"FLASH"))
+        # its countdown to the ACK deadline moves every second, without a refresh
+        before = first.locator(".countdown").inner_text()
+        page.wait_for_function("(b) => document.querySelector('#alarm-list li.first .countdown').textContent !== b",
+                               arg=before, timeout=3000)  # fmt: skip
         assert page.evaluate("document.getElementById('favicon').href").startswith("data:image/png")
         # a line test arrives after the FLASH: it goes below it, not over it
         test = pair.act(pair.ndmc, "TEST", {"text": "Line test"})
@@ -534,14 +538,16 @@ def _no_axe_violations(page: Page) -> None:
 
 
 def test_the_login_page_has_no_axe_violations(pair: Pair, browser: Any) -> None:
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.goto(pair.ndmc.url)
-        expect(page.locator("#login-screen")).to_be_visible()
-        _no_axe_violations(page)
-    finally:
-        context.close()
+    for locale, lang in (("en-US", "en"), ("ru-RU", "ru")):  # before login: the browser's language
+        context = browser.new_context(locale=locale)
+        try:
+            page = context.new_page()
+            page.goto(pair.ndmc.url)
+            expect(page.locator("#login-screen")).to_be_visible()
+            assert page.evaluate("document.documentElement.lang") == lang
+            _no_axe_violations(page)
+        finally:
+            context.close()
 
 
 def test_a_line_test_the_tester_called_missed_offers_no_answer(pair: Pair, browser: Any) -> None:
@@ -614,6 +620,15 @@ def test_a_notice_drawn_on_the_map_conflicts_at_both_ends_and_amended_from_the_c
     with console(browser, pair.eucom.url, "Duty EUCOM") as eu:
         expect(eu.locator(f'#notices tr[data-id="{theirs["id"]}"]')).to_have_count(1)
         eu.click("#notice-details summary")
+        # a polygon: a click per corner, FINISH AREA (then cleared: this notice is drawn as a circle)
+        eu.click("#draw-start")
+        eu.evaluate("S.map.setView([60.2, 20.4], 8, {animate: false})")
+        for lat, lon in ((60.1, 20.1), (60.1, 20.7), (60.3, 20.4)):
+            click_map(eu, lat, lon)
+        eu.click("#draw-finish")
+        assert len(eu.input_value("#notice-area").splitlines()) == 3
+        expect(eu.locator("#draw-finish")).to_be_hidden()
+        eu.click("#draw-clear")
         # a circle: its centre, then a point on its edge 0.5° of longitude east (about 28 km); while
         # a person draws, new notices never move the map under the pointer
         eu.click('#draw-shape [data-shape="circle"]')

@@ -197,3 +197,47 @@ def test_both_ends_show_the_same_outcome_of_every_test_flash_and_call_request(
     assert alarms_logged(eucom, "(MISSED)") == alarms_logged(ndmc, "(MISSED)") == set()
     urged = alarms_logged(ndmc, r"LINE TEST from the peer \((.+?)\) still unanswered")
     assert alarms_logged(ndmc, r"LINE TEST of (.+?) PASSED: the tester's verdict") == urged
+
+
+def _processes_under(folder: Path) -> list[str]:
+    """Command lines of the running processes that name ``folder`` (the demo's stations do)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(folder) in cmd:
+                found.append(cmd)
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_the_demo_and_both_stations_and_removes_its_folder(tmp_path: Path) -> None:
+    """Issue 11, item 6: SIGTERM (not only Ctrl-C) stops both stations and removes the demo's
+    temporary folder; piped output is not wrapped at all (a sentence or a command stays whole)."""
+    import os
+    import signal
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "redline", "demo", "--days", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "TMPDIR": str(tmp_path), "REDLINE_DEMO_KEEP": ""}, text=True,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    out: list[str] = []
+    for line in demo.stdout:
+        out.append(line)
+        if "The two stations keep running" in line:
+            break
+    folders = list(tmp_path.glob("redline-demo-*"))
+    assert len(folders) == 1 and len(_processes_under(folders[0])) == 2, "".join(out)
+    demo.send_signal(signal.SIGTERM)
+    rest, _ = demo.communicate(timeout=60)
+    out.append(rest)
+    text = "".join(out)
+    assert demo.returncode == 0, text
+    assert _processes_under(folders[0]) == [] and not folders[0].exists(), text
+    assert "stations stopped;" in text and "removed" in text
+    assert "they match, so both confirm." in text  # one line, however long
+    assert any(line.strip().endswith(" status") and "REDLINE_STATION=" in line for line in text.splitlines())
