@@ -7,15 +7,26 @@ EUCOM presses CALL; NDMC's console rings (the alarm area, with sound) and shows 
 NDMC picks up; each browser encodes its microphone with WebCodecs Opus, sends it over its WebSocket
 to its station, which forwards it to the peer station, which relays it to the peer's console, which
 decodes and plays it; EUCOM hangs up. Then both stations' CALL_AUDIO digests match per direction:
-what each browser encoded is exactly what the other station received and relayed."""
+what each browser encoded is exactly what the other station received and relayed.
+
+Also: VOICE TEST (a line test answered by picking up), and the two-tone call between two browsers
+whose fake microphones play different tones from files: each station's recording of the other
+side holds the other's tone (FFT), the digests match, verify and verify --bundle pass."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 
+from redline import participant, recording
 from tests.test_console import ARGS, CHROMIUM, Pair, console, expect, pair, sync_playwright, wait_for
 
 __all__ = ["pair"]  # the module's own station pair (tests/test_console.py's fixture)
@@ -24,13 +35,18 @@ FAKE_MEDIA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-str
 
 
 @pytest.fixture(scope="module")
-def browser(pair: Pair) -> Iterator[Any]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS + FAKE_MEDIA)
-        try:
-            yield b
-        finally:
-            b.close()
+def pw(pair: Pair) -> Iterator[Any]:
+    with sync_playwright() as p:  # one per module: the sync API cannot nest
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(pw: Any) -> Iterator[Any]:
+    b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS + FAKE_MEDIA)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 def last_call(p: Pair, who: Any) -> dict[str, Any]:
@@ -108,3 +124,61 @@ def test_a_voice_test_from_the_console_is_answered_by_picking_up_signed_by_that_
         a.click("#voice-hangup")
         for page in (a, b):
             expect(page.locator("#voice-state")).to_have_attribute("data-voice-state", "none")
+
+
+def redline(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "redline", *args], capture_output=True, text=True, timeout=120)
+
+
+def tone_of(path: Path) -> float:
+    """The strongest frequency of a recording, decoded by ffmpeg (PyAV) as any player would."""
+    with av.open(str(path)) as c:
+        pcm = np.concatenate([f.to_ndarray().reshape(-1).astype(float) for f in c.decode(audio=0)])
+    spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    return float(np.argmax(spectrum) * 48_000 / len(pcm))
+
+
+def test_two_browsers_with_two_tones_each_station_records_the_others_tone_and_digests_match(
+    pair: Pair, pw: Any, tmp_path: Path
+) -> None:
+    """Two Chromium instances, each with its own fake microphone playing a tone from a file
+    (--use-file-for-fake-audio-capture): 1000 Hz at EUCOM, 440 Hz at NDMC. Each station's recording
+    of what it received holds the other side's tone, the two stations' digests match per direction,
+    and the bundle with the recordings verifies."""
+    tones = {"EUCOM": 1000.0, "NDMC": 440.0}
+    browsers = {}
+    try:
+        for name, hz in tones.items():
+            wav = tmp_path / f"{name}.wav"
+            participant.write_wav(wav, participant.tone(5.0, hz))
+            browsers[name] = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                *ARGS, *FAKE_MEDIA, f"--use-file-for-fake-audio-capture={wav}"])  # fmt: skip
+        with console(browsers["EUCOM"], pair.eucom.url, "Duty EUCOM") as a, \
+                console(browsers["NDMC"], pair.ndmc.url, "Dezhurny") as b:  # fmt: skip
+            a.click("#voice-call")
+            ring = b.locator('#alarm-list li[data-code="voice_ring"]')
+            ring.locator("button.go").click()
+            for page in (a, b):
+                page.wait_for_function("() => window.redlineVoice.sent >= 100 && window.redlineVoice.played >= 100")
+                assert page.evaluate("window.redlineVoice.error") is None
+            a.click("#voice-hangup")
+            for page in (a, b):
+                expect(page.locator("#voice-state")).to_have_attribute("data-voice-state", "none")
+    finally:
+        for br in browsers.values():
+            br.close()
+    wait_for(lambda: all(last_call(pair, w)["audio"]["evidence"] == "match" for w in (pair.eucom, pair.ndmc)),
+             "both stations' CALL_AUDIO, equal per direction")  # fmt: skip
+    call = last_call(pair, pair.eucom)["id"]
+    for who, heard in ((pair.eucom, tones["NDMC"]), (pair.ndmc, tones["EUCOM"])):
+        received = recording.path_of(who.home, pair.line, call, "received")
+        assert abs(tone_of(received) - heard) < 15, (who.home.name, tone_of(received))
+    for who in (pair.eucom, pair.ndmc):
+        done = redline("verify", "--station", str(who.home))
+        assert done.returncode == 0, done.stdout + done.stderr
+    bundle = tmp_path / "ndmc.bundle.json"
+    done = redline("export", pair.line, "--station", str(pair.ndmc.home), "--recordings", "--out", str(bundle))
+    assert done.returncode == 0, done.stdout + done.stderr
+    keys = [k for s in json.loads(bundle.read_text())["stations"] for k in ("--key", s["fingerprint"])]
+    done = redline("verify", "--bundle", str(bundle), *keys)
+    assert done.returncode == 0 and "call recording(s) match" in done.stdout, done.stdout + done.stderr
