@@ -116,12 +116,20 @@ class Pair:
         ledger = self._ledger
         assert isinstance(ledger, PgLedger) and self._won is not None
         won, _, before = self._won
-        was = f" from {before.holder} at {before.address} (term {before.term})" if before else ""
-        text = f"FAILOVER: this process ({self.holder}) is now the active one, lease term {won.term}{was}"
-        log.warning("%s", text, extra={"event": "ha_active", "term": won.term})
-        if before is not None:  # the first process of a station is no failover
+        who = f"this process ({self.holder}) is now the active one, lease term {won.term}"
+        if before is None:  # the first process of a station is no failover
+            level, text = "info", f"ACTIVE: {who}"
+        elif before.released:  # the other process stopped cleanly: a planned switchover
+            level, text = "info", f"SWITCHOVER: {who}, from {before.holder} (term {before.term}), which stopped cleanly"
+        else:
+            level, text = "alarm", (
+                f"FAILOVER: {who}, from {before.holder} at {before.address} (term {before.term}), whose lease lapsed"
+            )
+        log.log(logging.WARNING if level == "alarm" else logging.INFO, "%s", text,
+                extra={"event": "ha_active", "term": won.term})  # fmt: skip
+        if before is not None:
             for line in list(st.sessions):
-                st.alarm(line, "alarm", text)
+                st.alarm(line, level, text)
         while True:
             await asyncio.sleep(self.seconds / 4)
             try:

@@ -318,6 +318,26 @@ def test_a_paused_active_process_is_deposed_commits_and_sends_nothing_and_steps_
     assert not problems, "\n".join(problems)
 
 
+def test_a_clean_stop_of_the_active_process_hands_over_at_once_as_a_switchover(ha_pair: Pair) -> None:
+    pair = ha_pair
+
+    async def run() -> float:
+        assert pair.a.proc is not None
+        t0 = time.monotonic()
+        await asyncio.to_thread(pair.a.stop)  # SIGTERM: the lease is released, not left to lapse
+        await wait_until(lambda: _is(pair.b, "active"), "the standby took over", 10)
+        took = time.monotonic() - t0
+        await wait_until(lambda: synced(pair.b), "the line through the new active process", 20)
+        alarms = (await pair.b.call({"op": "status"}))["alarms"]
+        assert any(a["level"] == "info" and a["text"].startswith("SWITCHOVER") for a in alarms), alarms
+        assert not any("FAILOVER" in a["text"] for a in alarms)
+        return took
+
+    took = asyncio.run(run())
+    _report("switchover after a clean stop (SIGTERM)", [took])
+    assert took < Limits().lease_seconds  # it did not wait for the lease to lapse
+
+
 def test_status_of_a_standby_says_so_and_refuses_operations(ha_pair: Pair) -> None:
     async def run() -> None:
         st = await ha_pair.b.call({"op": "status"})

@@ -138,6 +138,10 @@ def test_a_clean_stop_releases_the_lease_at_once(store: str) -> None:
     led, term = _take(store, "leaving")
     led.release_lease()
     with _conn(store) as db:
+        ended = lease.read(db)
+        assert ended is not None and ended.released and ended.lapsed  # a switchover, not a failover
         state = lease.try_acquire(db, "next", "n:1", 30)
-    assert state is not None and state.term == term + 1
+        assert state is not None and state.term == term + 1
+        again = lease.read(db)
+        assert again is not None and not again.released and not again.lapsed
     led.close()

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS lease (
     holder TEXT NOT NULL,
     address TEXT NOT NULL,
     since TIMESTAMPTZ NOT NULL,
-    expires TIMESTAMPTZ NOT NULL
+    expires TIMESTAMPTZ NOT NULL,
+    released BOOLEAN NOT NULL DEFAULT false
 )"""
 # How long a taker waits for the lease row before it ends the old holder's connections.
 TAKEOVER_LOCK_TIMEOUT = "1s"
@@ -75,6 +76,7 @@ class LeaseState:
     since: str
     expires: str
     lapsed: bool  # expires <= now(), by the database's clock
+    released: bool = False  # ended by its holder's clean stop, not by expiry
 
     def to_obj(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,15 +90,23 @@ def _state(row: tuple[Any, ...] | None) -> LeaseState | None:
         term=int(row[0]), holder=str(row[1]), address=str(row[2]),
         since=since.isoformat() if isinstance(since, datetime) else str(since),
         expires=expires.isoformat() if isinstance(expires, datetime) else str(expires),
-        lapsed=bool(row[5]),
+        lapsed=bool(row[5]), released=bool(row[6]),
     )  # fmt: skip
 
 
-_READ = "SELECT term, holder, address, since, expires, expires <= now() FROM lease WHERE id = 1"
+_READ = "SELECT term, holder, address, since, expires, expires <= now(), released FROM lease WHERE id = 1"
 
 
 def ensure_table(db: psycopg.Connection[Any]) -> None:
+    """The lease table, made by the first process that runs the store. Only the catalog is read
+    when it exists: an ALTER (even IF NOT EXISTS) would queue an exclusive lock behind the active
+    process's transactions and stall them."""
     db.execute(LEASE_TABLE)
+    found = db.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = 'lease'::regclass AND attname = 'released' AND NOT attisdropped"
+    ).fetchone()
+    if found is None:  # a lease table from the first HA builds, before ``released``
+        db.execute("ALTER TABLE lease ADD COLUMN released BOOLEAN NOT NULL DEFAULT false")
 
 
 def read(db: psycopg.Connection[Any]) -> LeaseState | None:
@@ -112,8 +122,8 @@ def try_acquire(db: psycopg.Connection[Any], holder: str, address: str, seconds:
         "INSERT INTO lease AS l (id, term, holder, address, since, expires) "
         "VALUES (1, 1, %(holder)s, %(address)s, now(), now() + make_interval(secs => %(secs)s)) "
         "ON CONFLICT (id) DO UPDATE SET term = l.term + 1, holder = excluded.holder, address = excluded.address, "
-        "since = now(), expires = excluded.expires WHERE l.expires <= now() "
-        "RETURNING term, holder, address, since, expires, false"
+        "since = now(), expires = excluded.expires, released = false WHERE l.expires <= now() "
+        "RETURNING term, holder, address, since, expires, false, false"
     )
     args = {"holder": holder, "address": address, "secs": seconds}
     for attempt in (1, 2):
@@ -142,7 +152,7 @@ def renew(db: psycopg.Connection[Any], holder: str, term: int, seconds: float) -
     try:
         row = db.execute(
             "UPDATE lease SET expires = now() + make_interval(secs => %s) WHERE id = 1 AND term = %s AND holder = %s "
-            "RETURNING term, holder, address, since, expires, false",
+            "RETURNING term, holder, address, since, expires, false, false",
             (seconds, term, holder),
         ).fetchone()
     except psycopg.Error as exc:
@@ -158,7 +168,9 @@ def renew(db: psycopg.Connection[Any], holder: str, term: int, seconds: float) -
 
 def release(db: psycopg.Connection[Any], holder: str, term: int) -> None:
     """End our term now (a clean stop): the standby need not wait for it to expire."""
-    db.execute("UPDATE lease SET expires = now() WHERE id = 1 AND term = %s AND holder = %s", (term, holder))
+    db.execute(
+        "UPDATE lease SET expires = now(), released = true WHERE id = 1 AND term = %s AND holder = %s", (term, holder)
+    )
 
 
 def deposed_message(term: int, now: LeaseState | None) -> str:
