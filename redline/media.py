@@ -16,9 +16,10 @@ Rules of this module:
   an old one) waits in a bounded reorder buffer.
 - Lost in flight, sent again for the record: a path can swallow what was written to it before it
   is found dead (``path_dead_after``). The sender keeps its last ``RESEND_PACKETS`` packets and
-  sends them again on every path that opens during the call; the receiver takes the ones it lacks,
-  in seq order, into its hash (duplicates are dropped as ever), and hands on for playout only what
-  is not over ``LATE_MS`` late: the record is whole, the ear is not fed stale audio.
+  sends them again on every path that opens during the call, marked as copies (the top bit of
+  ``ts``, ``RESENT``); the receiver takes the ones it lacks, in seq order, into its hash with the
+  mark cleared (duplicates are dropped as ever), and plays none of them: the record is whole, the
+  ear is not fed stale audio. No clock is involved, so a stepped clock cannot mute a call.
 - Bounded: a packet over ``max_audio_packet_bytes``, packets faster than
   ``max_audio_packets_per_second`` (a bucket that holds one resend burst), packets for a call that
   is not live here (before the pick-up, after the end, another call) are dropped and counted, and
@@ -33,7 +34,7 @@ import hashlib
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from redline.errors import RemoteProtocolError
@@ -43,7 +44,7 @@ _HEAD = struct.Struct(">32sII")  # call (the ring's envelope id), packet seq, ti
 _ITEM = struct.Struct(">III")  # seq, timestamp, length: the packet boundary in the hash
 REORDER_PACKETS: Final = 64  # packets held while an earlier seq may still come on another path
 RESEND_PACKETS: Final = 250  # 5 s of 20 ms packets: more than a dead path goes unnoticed (path_dead_after)
-LATE_MS: Final = 1000  # a packet this late (by its timestamp against our own time since pick-up) is not played
+RESENT: Final = 0x8000_0000  # the top bit of ts: a copy sent again for the record (ts itself stays under 2^31 ms)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,16 +55,18 @@ class AudioPacket:
     seq: int  # 0, 1, 2... per call and direction
     ts: int  # ms since the call was picked up, on the sender's clock
     data: bytes
+    resent: bool = False  # a copy sent again for the record (for no playout), RESENT on the wire
 
     def encode(self) -> bytes:
-        return _HEAD.pack(bytes.fromhex(self.call), self.seq, self.ts) + self.data
+        ts = (self.ts & ~RESENT) | (RESENT if self.resent else 0)
+        return _HEAD.pack(bytes.fromhex(self.call), self.seq, ts) + self.data
 
     @classmethod
     def decode(cls, payload: bytes) -> AudioPacket:
         if len(payload) < _HEAD.size + 1:
             raise RemoteProtocolError(f"AUDIO frame of {len(payload)} bytes is shorter than a packet")
         call, seq, ts = _HEAD.unpack_from(payload)
-        return cls(call=call.hex(), seq=seq, ts=ts, data=payload[_HEAD.size :])
+        return cls(call=call.hex(), seq=seq, ts=ts & ~RESENT, data=payload[_HEAD.size :], resent=bool(ts & RESENT))
 
 
 class AudioHash:
@@ -141,7 +144,7 @@ class CallMedia:
     paths: dict[str, PathAudio] = field(default_factory=dict)
     next_out: int = 0
     next_in: int = 0
-    _held: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    _held: dict[int, tuple[int, bytes, bool]] = field(default_factory=dict)  # seq -> (ts, data, resent)
     _bucket: tuple[int, float] | None = None  # (ms, packets allowed now): the rate limit
     recent: deque[AudioPacket] = field(default_factory=lambda: deque(maxlen=RESEND_PACKETS))  # ours, to resend
     ended: bool = False
@@ -158,7 +161,7 @@ class CallMedia:
             raise ValueError("this call's audio is over here")
         if len(data) + _HEAD.size > self.max_bytes:
             raise ValueError(f"audio packet of {len(data)} bytes is over max_audio_packet_bytes")
-        p = AudioPacket(call=self.call, seq=self.next_out, ts=max(0, now - self.started_at), data=data)
+        p = AudioPacket(call=self.call, seq=self.next_out, ts=min(max(0, now - self.started_at), RESENT - 1), data=data)
         self.next_out += 1
         self.sent.add(p.seq, p.ts, p.data)
         self.recent.append(p)
@@ -168,8 +171,9 @@ class CallMedia:
         return p
 
     def receive(self, path: str, payload: bytes, now: int) -> list[AudioPacket]:
-        """A peer's AUDIO frame on ``path``: the packets now in order for playout (none, one, or
-        several released from the reorder buffer). Whatever is refused is counted, never raised."""
+        """A peer's AUDIO frame on ``path``: the packets now in order (none, one, or several released
+        from the reorder buffer), each ``resent`` or not (a copy for the record: not to be played).
+        Whatever is refused is counted, never raised."""
         c = self.counters
         if len(payload) > self.max_bytes:
             c.oversized += 1
@@ -207,31 +211,31 @@ class CallMedia:
                 self._release_all()
                 self.next_in = p.seq
             else:
-                self._held[p.seq] = (p.ts, p.data)
+                self._held[p.seq] = (p.ts, p.data, p.resent)
                 return []
-        out = [self._take(p.seq, p.ts, p.data)]
+        out = [self._take(p.seq, p.ts, p.data, p.resent)]
         while self.next_in in self._held:
-            ts, data = self._held.pop(self.next_in)
-            out.append(self._take(self.next_in, ts, data))
+            ts, data, resent = self._held.pop(self.next_in)
+            out.append(self._take(self.next_in, ts, data, resent))
         return out
 
-    def _take(self, seq: int, ts: int, data: bytes) -> AudioPacket:
+    def _take(self, seq: int, ts: int, data: bytes, resent: bool = False) -> AudioPacket:
         self.received.add(seq, ts, data)
         self.counters.received += 1
         self.next_in = seq + 1
-        p = AudioPacket(call=self.call, seq=seq, ts=ts, data=data)
+        p = AudioPacket(call=self.call, seq=seq, ts=ts, data=data, resent=resent)
         if self.sink is not None:
             self.sink(False, p)
         return p
 
     def _release_all(self) -> None:
         for seq in sorted(self._held):
-            ts, data = self._held.pop(seq)
-            self._take(seq, ts, data)
+            ts, data, resent = self._held.pop(seq)
+            self._take(seq, ts, data, resent)
 
-    def late(self, packet: AudioPacket, now: int) -> bool:
-        """Over ``LATE_MS`` behind our own time since the pick-up: for the record, not for playout."""
-        return now - self.started_at - packet.ts > LATE_MS
+    def resend(self) -> list[bytes]:
+        """Our last packets (``RESEND_PACKETS``) as AUDIO payloads marked ``RESENT``, oldest first."""
+        return [replace(p, resent=True).encode() for p in self.recent]
 
     def restore(self, sent: list[tuple[int, int, bytes]], received: list[tuple[int, int, bytes]]) -> None:
         """After a restart mid-call: the hashes of what the recordings kept, and no more audio."""

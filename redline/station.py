@@ -452,6 +452,7 @@ class Station:
 
     async def tick(self) -> None:
         now, wall = self.clock.monotonic(), self.wall()
+        people = persons.load_users(self.home.path)  # once per tick, for every line's roster check
         for session in list(self.sessions.values()):
             try:
                 actions = session.tick(now, wall)
@@ -461,7 +462,7 @@ class Station:
             await self._perform(session, actions)
             self._watch_skew(session)
             try:
-                self._ops_due(session, wall)
+                self._ops_due(session, wall, people)
             except StorageError as exc:
                 self._storage_failed(session, exc)
         self._schedule_flush()
@@ -524,10 +525,9 @@ class Station:
         if m is None:
             self.audio_dropped[session.line] = self.audio_dropped.get(session.line, 0) + 1
             return
-        now = self.wall()
-        for packet in m.receive(path, payload, now):
-            if m.late(packet, now):
-                continue  # taken for the record (a path swallowed it and it came again), too late to play
+        for packet in m.receive(path, payload, self.wall()):
+            if packet.resent:
+                continue  # a copy of what a dying path swallowed: for the record, too late to play
             for listener in list(self.audio_listeners):
                 try:
                     listener(session.line, packet)
@@ -559,7 +559,7 @@ class Station:
         m = self.media.get(session.line)
         if m is None or m.ended or not m.recent:
             return
-        frames = [bytes([FrameType.AUDIO]) + p.encode() for p in m.recent]
+        frames = [bytes([FrameType.AUDIO]) + payload for payload in m.resend()]
         await self._perform(session, [Send(path=path, data=len(f).to_bytes(4, "big") + f) for f in frames])
 
     def _audio_intents(self, line: str) -> list[Intent]:
@@ -579,14 +579,14 @@ class Station:
                               idem=f"call-audio:{call.id}"))  # fmt: skip
         return out
 
-    def _ops_due(self, session: LineSession, wall: int) -> None:
+    def _ops_due(self, session: LineSession, wall: int, people: list[persons.Person] | None = None) -> None:
         """Record every time-dependent decision that is due (test results, escalations, expiries)."""
         if not session.record.active:
             return
         ops = self.ops[session.line]
         intents, alarms = ops.due(wall)
         intents += self._audio_intents(session.line)
-        roster_intent = self._roster_intent(ops)
+        roster_intent = self._roster_intent(ops, people)
         if roster_intent is not None:
             intents.insert(0, roster_intent)
         if not intents and not alarms:

@@ -216,3 +216,16 @@ def test_call_audio_mismatch_is_alarmed_at_both_ends() -> None:
         assert side.ops.voice.calls[r.id].evidence == "mismatch"
         assert any("AUDIO EVIDENCE MISMATCH" in t for t in side.texts())
     assert kinds_mod.parse("CALL_AUDIO", {"ring": r.ref, "sent": d, "received": e}, strict=True).sent.packets == 3
+
+
+def test_copies_sent_again_for_the_record_fill_the_digest_and_are_marked_not_for_playout() -> None:
+    a, b = media_pair()
+    frames = [a.packet(bytes([i]) * 30, now=20 * i).encode() for i in range(5)]
+    for f in frames[:2]:
+        assert [p.resent for p in b.receive("primary", f, now=50)] == [False]
+    # frames 2..4 were swallowed by a dying path; the sender sends its recent packets again on a new one
+    again = [p for payload in a.resend() for p in b.receive("backup", payload, now=3000)]
+    assert [(p.seq, p.resent) for p in again] == [(2, True), (3, True), (4, True)]
+    assert [p.ts for p in again] == [40, 60, 80]  # the mark is not part of the timestamp
+    assert b.counters.duplicates == 2 and b.received.digest() == a.sent.digest()
+    assert AudioPacket.decode(a.resend()[0]).resent and not AudioPacket.decode(frames[0]).resent
