@@ -130,8 +130,11 @@ class Pair:
         if before is not None:
             for line in list(st.sessions):
                 st.alarm(line, level, text)
+        first = True
         while True:
-            await asyncio.sleep(self.seconds / 4)
+            # The first renewal at once: building the station from the store took part of the term.
+            await asyncio.sleep(0 if first else self.seconds / 4)
+            first = False
             try:
                 state = ledger.renew_lease()
                 if state is not None:
