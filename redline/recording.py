@@ -239,7 +239,8 @@ class Recorder:
         return out
 
     def _start(self, channels: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in (self.path.parent.parent, self.path.parent):  # recordings/, recordings/<line>/: owner only
+            d.mkdir(exist_ok=True, mode=0o700)
         self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         head = _INDEX_HEAD.pack(INDEX_MAGIC, INDEX_VERSION, bytes.fromhex(self.call), bytes.fromhex(self.sender),
                                 DIRECTIONS.index(self.direction))  # fmt: skip

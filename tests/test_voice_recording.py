@@ -151,3 +151,13 @@ def test_a_station_killed_mid_call_seals_its_recording_and_files_interrupted_cal
             assert report.ok and all("(interrupted)" in r for r in report.recordings)
 
     asyncio.run(main())
+
+
+def test_recordings_are_readable_by_the_station_owner_only(tmp_path: Path) -> None:
+    rec = recording.Recorder(recording.path_of(tmp_path, "ab" * 16, "cd" * 32, "sent"), "cd" * 32, "ef" * 32, "sent")
+    rec.add(0, 0, opus_packets(0.1)[0])
+    sealed = rec.seal()
+    assert sealed is not None
+    for p in (sealed.parent.parent, sealed.parent):
+        assert p.stat().st_mode & 0o777 == 0o700
+    assert sealed.stat().st_mode & 0o777 == 0o600
