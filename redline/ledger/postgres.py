@@ -137,6 +137,23 @@ class _ChainNodes:
         return bytes(row[0])
 
 
+# A dead database host or a cut network must end a store call, not hang the station's one thread:
+# libpq's TCP settings, each unless the URL gives its own (a connection that waited this long is of
+# no use to a station whose lease lasts seconds).
+_TCP_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 3,  # seconds to reach a host (libpq then tries the next one of a multi-host URL)
+    "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged before the connection is dead
+    "keepalives_idle": 5,  # an idle connection is probed after 5 s, every 2 s, given up after 3 probes
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    extra: dict[str, Any] = {k: v for k, v in _TCP_DEFAULTS.items() if k not in url}
+    return psycopg.connect(url, autocommit=True, application_name="redline", **extra)
+
+
 def _close(db: psycopg.Connection[Any]) -> None:
     with contextlib.suppress(psycopg.Error):
         db.close()
@@ -165,7 +182,7 @@ class PgLedger:
         self.read_only = read_only
         shown = shown_url(url)
         try:
-            self._db: psycopg.Connection[Any] = psycopg.connect(url, autocommit=True, application_name="redline")
+            self._db: psycopg.Connection[Any] = _connect(url)
         except psycopg.Error as exc:
             raise StorageError(f"store {shown} cannot be opened: {exc}".strip()) from exc
         self._depth = 0
@@ -220,11 +237,8 @@ class PgLedger:
         and rolled back; what the store holds is read again, nothing is taken from memory."""
         if self._depth or not (self._db.closed or self._db.broken):
             return
-        extra = {} if "connect_timeout" in self.url else {"connect_timeout": 3}
         try:
-            db: psycopg.Connection[Any] = psycopg.connect(
-                self.url, autocommit=True, application_name="redline", **extra  # type: ignore[arg-type]
-            )
+            db = _connect(self.url)
         except psycopg.Error as exc:
             raise StorageError(f"the store {shown_url(self.url)} cannot be reached: {exc}".strip()) from exc
         self._closer.detach()
