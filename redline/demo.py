@@ -108,8 +108,9 @@ def run_demo(workdir: Path | None, *, wait: bool = True, days: int | None = None
         for cmd in commands:
             console.print("  " + cmd, soft_wrap=True)
         if wait:
-            console.print(styled("The two stations keep running. ", ("Ctrl-C", "bold"), " stops both cleanly."))
+            # The print inside: a SIGTERM sent as soon as this line is read can land before pause().
             with contextlib.suppress(KeyboardInterrupt):
+                console.print(styled("The two stations keep running. ", ("Ctrl-C", "bold"), " stops both cleanly."))
                 signal.pause()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not cut the clean-up short
