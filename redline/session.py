@@ -642,6 +642,8 @@ class LineSession:
     def flush(self, wall: int) -> list[Action]:
         """Store what was verified, receipt it, sign what waits in the outbox: one transaction.
         Returns the frames to send; send them only after this returns (after the fsync)."""
+        if self._idle():
+            return []  # not even an empty transaction: the station flushes every line at every tick
         out: list[Action] = []
         pending, self._pending = self._pending, _Pending()
         with self.ledger.batch():
@@ -698,6 +700,18 @@ class LineSession:
             out += self._maybe_propose(wall)
         return out
 
+    def _idle(self) -> bool:
+        """Nothing for ``flush`` to store, receipt, sign or propose: no verified input waits, no
+        receipt is held, nothing in the outbox may be signed now, and no checkpoint is or falls due
+        (the conditions ``flush`` itself checks, read from memory)."""
+        p = self._pending
+        if p.envelopes or p.own or p.suspects or p.receipt is not None or self._checkpoint_due:
+            return False
+        if self.outbox_count > 0 and not self.halted and self.link.can_send():
+            return False
+        covered, has = self._checkpointed(self.us), self.link.peer_has_ours
+        return has - covered < self.limits.checkpoint_every_envelopes and not covered < self._op_seq <= has
+
     def close(self, wall: int) -> None:
         """A clean stop: save the peer's receipt still held in memory."""
         if self._pending.receipt is not None:
@@ -734,8 +748,8 @@ class LineSession:
         copy: its HELLO says how far it holds) the ones it stored, a batch at a time and again at
         most every ``checkpoint_every_seconds``, then its outstanding proposal. The peer takes
         them through the gate once it holds the chains they cover, and countersigns."""
-        last = self.ledger.last_checkpoint(self.line)
-        behind = self.is_proposer and self.link.synced and last is not None and self._peer_checkpoint < last[0]
+        # link.checkpoint_n is our last stored checkpoint's number (kept current): no query per tick
+        behind = self.is_proposer and self.link.synced and self._peer_checkpoint < self.link.checkpoint_n
         if not behind or wall - self._resent_at < self.limits.checkpoint_every_seconds * 1000:
             return []
         self._resent_at = wall

@@ -452,6 +452,7 @@ class Station:
 
     async def tick(self) -> None:
         now, wall = self.clock.monotonic(), self.wall()
+        people = persons.load_users(self.home.path)  # once per tick, for every line's roster check
         for session in list(self.sessions.values()):
             try:
                 actions = session.tick(now, wall)
@@ -461,7 +462,7 @@ class Station:
             await self._perform(session, actions)
             self._watch_skew(session)
             try:
-                self._ops_due(session, wall)
+                self._ops_due(session, wall, people)
             except StorageError as exc:
                 self._storage_failed(session, exc)
         self._schedule_flush()
@@ -578,14 +579,14 @@ class Station:
                               idem=f"call-audio:{call.id}"))  # fmt: skip
         return out
 
-    def _ops_due(self, session: LineSession, wall: int) -> None:
+    def _ops_due(self, session: LineSession, wall: int, people: list[persons.Person] | None = None) -> None:
         """Record every time-dependent decision that is due (test results, escalations, expiries)."""
         if not session.record.active:
             return
         ops = self.ops[session.line]
         intents, alarms = ops.due(wall)
         intents += self._audio_intents(session.line)
-        roster_intent = self._roster_intent(ops)
+        roster_intent = self._roster_intent(ops, people)
         if roster_intent is not None:
             intents.insert(0, roster_intent)
         if not intents and not alarms:
