@@ -456,6 +456,7 @@ class CallRecord(Body):
     person: PersonSig
     request: Ref | None = None
     note: str | None = None
+    voice: Ref | None = None  # the voice call (CALL_RING) this records: its CALL_AUDIO are the audio evidence
 
     @classmethod
     def _read(cls, o: _Obj) -> Self:
@@ -469,7 +470,7 @@ class CallRecord(Body):
         return cls(
             start=start, end=end, principals=names["principals"], participants=names["participants"],
             person=o.person(), request=o.ref("request") if o.has("request") else None,
-            note=o.string("note") if o.has("note") else None,
+            note=o.string("note") if o.has("note") else None, voice=o.ref("voice") if o.has("voice") else None,
         )  # fmt: skip
 
     def summary(self) -> str:
@@ -955,7 +956,8 @@ REGISTRY: Final = _table(
          refs=(RefRule(member="request", targets=("CALL_REQUEST",), whose=OWN),)),
     Kind(name="CALL_RECORD", body=CallRecord, purpose="the record of a call held", sent_by="either",
          person=True, operator=True,
-         refs=(RefRule(member="request", targets=("CALL_REQUEST",), whose=EITHER, optional=True),)),
+         refs=(RefRule(member="request", targets=("CALL_REQUEST",), whose=EITHER, optional=True),
+               RefRule(member="voice", targets=("CALL_RING",), whose=EITHER, optional=True))),
     Kind(name="READOUT", body=Readout, purpose="one side's written account of a call, in its own language",
          sent_by="either (one each)", person=True, operator=True,
          refs=(RefRule(member="call", targets=("CALL_RECORD",), whose=EITHER),)),

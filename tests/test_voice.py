@@ -240,3 +240,31 @@ def test_audio_a_dying_path_swallowed_is_sent_again_for_the_record_not_for_playo
             assert next(c for mine, c in stored(sp.b, sp.line, "CALL_AUDIO") if mine)["received"]["packets"] == 40
 
     asyncio.run(main())
+
+
+def test_the_call_record_and_both_readouts_reference_the_voice_calls_audio_evidence(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            ring, pickup = await ring_and_pick_up(sp)
+            for data in opus_packets(0.2, 440.0)[:5]:
+                await sp.a.send_audio(sp.line, data)
+                await sp.b.send_audio(sp.line, data)
+            await until(lambda: sp.b.view(sp.line, "voice")["audio"]["received"]["packets"] == 5, "heard")
+            await sp.act("b", "CALL_HANGUP", {"ring": ring, "answer": pickup})
+            await sp.advance(1)
+            await sp.advance(1)
+            record = await signed_act(sp, "a", "CALL_RECORD", {
+                "start": sp.sim.wall - 60_000, "end": sp.sim.wall, "principals": ["Duty EUCOM", "Dezhurny"],
+                "participants": ["Duty EUCOM", "Dezhurny"], "voice": ring[:12]}, "Duty EUCOM")  # fmt: skip
+            for who, name, text in (("a", "Duty EUCOM", "Line tested by voice."), ("b", "Dezhurny", "Связь есть.")):
+                await signed_act(sp, who, "READOUT", {"call": record["id"], "text": text}, name)
+            [(_, content)] = stored(sp.b, sp.line, "CALL_RECORD")
+            validator("CALL_RECORD").validate(content)
+            assert content["voice"]["id"] == ring  # the prefix was resolved to the full reference
+            for st in (sp.a, sp.b):
+                [pair] = st.view(sp.line, "calls")
+                [call] = pair["calls"]
+                assert call["voice"] == ring and call["audio_evidence"] == "match"
+                assert set(call["readouts"]) == {"ours", "theirs"}
+
+    asyncio.run(main())

@@ -330,11 +330,13 @@ def register(main: click.Group) -> None:
     @click.option("--principal", "principals", multiple=True, required=True, help="Role on each side.")
     @click.option("--participant", "participants", multiple=True, help="Everyone on the call.")
     @click.option("--request", "request_id", default=None, help="The request this call answers.")
+    @click.option("--voice", "voice_id", default=None,
+                  help="The voice call on the line this records (its CALL_RING id): its audio evidence.")  # fmt: skip
     @click.option("--user", required=True)
     @json_option
     def call_record(
         station: str | None, line: str, start: str, end: str, principals: tuple[str, ...],
-        participants: tuple[str, ...], request_id: str | None, user: str, as_json: bool,
+        participants: tuple[str, ...], request_id: str | None, voice_id: str | None, user: str, as_json: bool,
     ) -> None:  # fmt: skip
         """File the record of a call that took place."""
         a, b = parse_time(start), parse_time(end)
@@ -344,6 +346,8 @@ def register(main: click.Group) -> None:
                                    "participants": list(participants) or list(principals)}  # fmt: skip
         if request_id:
             content["request"] = request_id
+        if voice_id:
+            content["voice"] = voice_id
         emit(as_json, act(station, line, "CALL_RECORD", content, user=user, priority="priority"), show_result)
 
     @main.command()
@@ -378,6 +382,9 @@ def register(main: click.Group) -> None:
                 for c in p.calls:
                     gap = f" — first in {c.days_since_previous} days" if c.days_since_previous is not None else ""
                     console.print(f"\ncall {when(c.start)} to {when(c.end)}{gap}")
+                    if c.voice:
+                        evidence = c.audio_evidence or "not yet filed"
+                        console.print(f"voice call {c.voice[:12]}: audio evidence {evidence}")
                     table = Table("our readout", "their readout", expand=True)
                     ours, theirs = c.readouts.get("ours"), c.readouts.get("theirs")
                     table.add_row(

@@ -16,6 +16,7 @@ only up to the year 9999 (``model.as_time``), so a huge one cannot break the sum
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -119,7 +120,10 @@ class Calls:
         """Every call request of the line, oldest first, with its reply and state."""
         return tuple(r.view() for r in sorted(self.requests.values(), key=lambda r: r.entry.stored_at))
 
-    def summary(self, now: int, us: str, peer: str) -> tuple[CallPairView, ...]:
+    def summary(
+        self, now: int, us: str, peer: str, evidence: Mapping[str, str | None] | None = None
+    ) -> tuple[CallPairView, ...]:
+        """Per pair of principals; ``evidence``: voice call (CALL_RING id) -> its audio evidence."""
         requests: dict[tuple[str, str], list[Request]] = {}
         calls: dict[tuple[str, str], list[Call]] = {}
         for r in sorted(self.requests.values(), key=lambda r: r.entry.stored_at):
@@ -127,13 +131,14 @@ class Calls:
         for call in sorted(self.calls.values(), key=lambda c: c.body.start):
             calls.setdefault(call.pair, []).append(call)
         return tuple(
-            _pair_view(pair, requests.get(pair, []), calls.get(pair, []), now, us, peer)
+            _pair_view(pair, requests.get(pair, []), calls.get(pair, []), now, us, peer, evidence or {})
             for pair in dict.fromkeys([*requests, *calls])
         )
 
 
 def _pair_view(
-    pair: tuple[str, str], requests: list[Request], calls: list[Call], now: int, us: str, peer: str
+    pair: tuple[str, str], requests: list[Request], calls: list[Call], now: int, us: str, peer: str,
+    evidence: Mapping[str, str | None],
 ) -> CallPairView:
     made = {us: 0, peer: 0}
     for r in requests:
@@ -152,6 +157,7 @@ def _pair_view(
                 for ours, (entry, ro) in call.readouts.items()
             },
             days_since_previous=_days(records[-1].end or 0, start or 0) if records else None,
+            voice=c.voice.id if c.voice else None, audio_evidence=evidence.get(c.voice.id) if c.voice else None,
         ))  # fmt: skip
         if end is not None and (last is None or end > last):
             last = end

@@ -146,6 +146,8 @@ class CallRecordView:
     filed_by: str
     readouts: Mapping[str, ReadoutView]  # "ours" and/or "theirs"
     days_since_previous: int | None = None  # None for the first call of the pair
+    voice: str | None = None  # the voice call (CALL_RING id) the record names: its audio evidence
+    audio_evidence: str | None = None  # that call's CALL_AUDIO: match | mismatch, once both are held
 
 
 @dataclass(frozen=True, kw_only=True)
