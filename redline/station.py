@@ -452,7 +452,8 @@ class Station:
 
     async def tick(self) -> None:
         now, wall = self.clock.monotonic(), self.wall()
-        people = persons.load_users(self.home.path)  # once per tick, for every line's roster check
+        # once per tick, for every line's roster check
+        people, removed = persons.load_users(self.home.path), persons.load_removed(self.home.path)
         for session in list(self.sessions.values()):
             try:
                 actions = session.tick(now, wall)
@@ -462,7 +463,7 @@ class Station:
             await self._perform(session, actions)
             self._watch_skew(session)
             try:
-                self._ops_due(session, wall, people)
+                self._ops_due(session, wall, people, removed)
             except StorageError as exc:
                 self._storage_failed(session, exc)
         self._schedule_flush()
@@ -579,14 +580,17 @@ class Station:
                               idem=f"call-audio:{call.id}"))  # fmt: skip
         return out
 
-    def _ops_due(self, session: LineSession, wall: int, people: list[persons.Person] | None = None) -> None:
+    def _ops_due(
+        self, session: LineSession, wall: int, people: list[persons.Person] | None = None,
+        removed: list[SignedCert] | None = None,
+    ) -> None:  # fmt: skip
         """Record every time-dependent decision that is due (test results, escalations, expiries)."""
         if not session.record.active:
             return
         ops = self.ops[session.line]
         intents, alarms = ops.due(wall)
         intents += self._audio_intents(session.line)
-        roster_intent = self._roster_intent(ops, people)
+        roster_intent = self._roster_intent(ops, people, removed)
         if roster_intent is not None:
             intents.insert(0, roster_intent)
         if not intents and not alarms:
@@ -750,10 +754,13 @@ class Station:
             for sender, raw, stored_at in self.ledger.find_by_id_prefix(line, prefix, limit=2)
         ]
 
-    def _roster_intent(self, ops: LineOps, people: list[persons.Person] | None = None) -> Intent | None:
+    def _roster_intent(
+        self, ops: LineOps, people: list[persons.Person] | None = None, removed: list[SignedCert] | None = None
+    ) -> Intent | None:
         """A ROSTER envelope when our users differ from what we last published to the peer."""
-        roster = persons.roster_content(persons.load_users(self.home.path) if people is None else people,
-                                        persons.load_removed(self.home.path))  # fmt: skip
+        people = persons.load_users(self.home.path) if people is None else people
+        removed = persons.load_removed(self.home.path) if removed is None else removed
+        roster = persons.roster_content(people, removed)
         if not roster["users"] or parse_roster(roster) == ops.person_roster():
             return None
         idem = "roster:" + hashlib.sha256(canonical.encode(roster)).hexdigest()
@@ -770,9 +777,7 @@ class Station:
 
     def calls_view(self, line: str) -> tuple[CallPairView, ...]:
         session = self.session(line)
-        ops = self.ops[session.line]
-        evidence = {ring: call.evidence for ring, call in ops.voice.calls.items()}  # CALL_RECORD's voice call
-        return ops.calls.summary(self.wall(), self.keys.fingerprint, session.peer, evidence)
+        return self.ops[session.line].calls.summary(self.wall(), self.keys.fingerprint, session.peer)
 
     def requests_view(self, line: str) -> tuple[CallRequestView, ...]:
         return self.ops[self.session(line).line].calls.requests_view()
