@@ -777,7 +777,9 @@ class Station:
 
     def calls_view(self, line: str) -> tuple[CallPairView, ...]:
         session = self.session(line)
-        return self.ops[session.line].calls.summary(self.wall(), self.keys.fingerprint, session.peer)
+        ops = self.ops[session.line]
+        evidence = {ring: call.evidence for ring, call in ops.voice.calls.items()}  # CALL_RECORD's voice call
+        return ops.calls.summary(self.wall(), self.keys.fingerprint, session.peer, evidence)
 
     def requests_view(self, line: str) -> tuple[CallRequestView, ...]:
         return self.ops[self.session(line).line].calls.requests_view()
