@@ -182,3 +182,25 @@ def test_two_browsers_with_two_tones_each_station_records_the_others_tone_and_di
     keys = [k for s in json.loads(bundle.read_text())["stations"] for k in ("--key", s["fingerprint"])]
     done = redline("verify", "--bundle", str(bundle), *keys)
     assert done.returncode == 0 and "call recording(s) match" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_browser_without_microphone_permission_gets_one_clear_message_and_still_hears(
+    pair: Pair, pw: Any, browser: Any
+) -> None:
+    denied = pw.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, "--use-fake-device-for-media-stream"])
+    try:  # no --use-fake-ui-for-media-stream and no permission granted: getUserMedia is refused
+        with console(denied, pair.eucom.url, "Duty EUCOM") as a, console(browser, pair.ndmc.url, "Dezhurny") as b:
+            a.click("#voice-call")
+            b.locator('#alarm-list li[data-code="voice_ring"] button.go').click()
+            expect(a.locator("#voice-state")).to_have_attribute("data-voice-state", "live")
+            expect(a.locator("#voice-error")).to_have_text(
+                "NO MICROPHONE: the browser refused it (or has none). Allow the microphone for this page, "
+                "then call or pick up again.")  # fmt: skip
+            assert a.evaluate("window.redlineVoice.error") == "voice.no_mic"
+            a.wait_for_function("() => window.redlineVoice.played >= 20")  # it still hears the peer
+            assert a.evaluate("window.redlineVoice.sent") == 0
+            a.click("#voice-hangup")
+            for page in (a, b):
+                expect(page.locator("#voice-state")).to_have_attribute("data-voice-state", "none")
+    finally:
+        denied.close()
