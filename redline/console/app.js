@@ -782,6 +782,7 @@ function initMap() {
   S.drawLayer = L.layerGroup().addTo(map);
   const labels = () => map.getContainer().classList.toggle("labels-off", map.getZoom() < 4);
   map.on("zoomend", labels); labels();
+  map.on("moveend resize", declutterLabels); // the labels have moved by then (Leaflet moves them on zoom/viewreset)
   map.on("click", (e) => { if (S.draw) addDrawPoint(e.latlng); });
   fetch("vendor/natural-earth/ne_110m.json").then((r) => r.json()).then((world) => {
     S.world = world;
@@ -799,13 +800,36 @@ function initMap() {
 function labelCountries() {
   if (!S.countryLayer || !S.world) return;
   S.countryLayer.clearLayers();
+  S.countryLabels = [];
   for (const f of S.world.features.filter((x) => x.properties.name)) {
     const name = f.properties.name;
     const ru = S.lang === "ru" && window.REDLINE_COUNTRIES_RU[name];
-    const center = L.geoJSON(f).getBounds().getCenter();
+    const bounds = L.geoJSON(f).getBounds();
     const label = h("span", { lang: ru ? "ru" : "en" }, ru || name);
-    L.tooltip({ permanent: true, direction: "center", className: "country-label", interactive: false })
-      .setLatLng(center).setContent(label).addTo(S.countryLayer);
+    const tip = L.tooltip({ permanent: true, direction: "center", className: "country-label", interactive: false })
+      .setLatLng(bounds.getCenter()).setContent(label).addTo(S.countryLayer);
+    const size = (bounds.getNorth() - bounds.getSouth()) * (bounds.getEast() - bounds.getWest());
+    S.countryLabels.push({ tip, size });
+  }
+  S.countryLabels.sort((a, b) => b.size - a.size); // the larger country keeps its name where two meet
+  declutterLabels();
+}
+// Labels never collide: at every zoom and pan, each label (larger countries first) is shown only if
+// it overlaps none already shown.
+function declutterLabels() {
+  if (!S.countryLabels || !S.map) return;
+  // Every box is read first, then every visibility written: one layout, not one per label
+  // (visibility does not change a box).
+  const view = S.map.getContainer().getBoundingClientRect();
+  const boxes = S.countryLabels.map(({ tip }) => { const el = tip.getElement(); return [el, el ? el.getBoundingClientRect() : null]; });
+  const shown = [], pad = 4;
+  for (const [el, r] of boxes) {
+    if (!el) continue;
+    const onMap = r.width && r.right > view.left && r.left < view.right && r.bottom > view.top && r.top < view.bottom;
+    const hit = onMap && shown.some((o) => r.left < o.right + pad && r.right + pad > o.left && r.top < o.bottom + pad && r.bottom + pad > o.top);
+    if (onMap && !hit) shown.push(r);
+    const want = hit ? "hidden" : "";
+    if (el.style.visibility !== want) el.style.visibility = want;
   }
 }
 const ll = (c) => [Number(c[1]), Number(c[0])];
