@@ -174,3 +174,16 @@ async def _pick_up_at_ndmc(p: Pair, ring: str) -> None:
         assert r.status_code == 200, r.text
         r = await ndmc.post(f"/api/lines/{p.line}/pick-up", json={"ring_id": ring})
         assert r.status_code == 200, r.text
+
+
+def test_a_ring_is_refused_while_the_line_is_not_in_sync(tmp_path: Path) -> None:
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        await p.b.close()  # NDMC stops: EUCOM's line goes out of sync
+        await eventually(lambda: not p.a.sessions[p.line].link.synced, "EUCOM's line out of sync")
+        before = p.our_seq()
+        message = error(await p.client.post(f"/api/lines/{p.line}/ring", json={"idempotency_key": "r"}), 409)
+        assert "not in sync" in message and "refused" in message
+        assert p.our_seq() == before and voice(p)["current"] is None  # nothing filed
+
+    run(tmp_path, scenario)
