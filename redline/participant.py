@@ -253,6 +253,7 @@ class Participant:
         reader, writer, ws = await _ws_connect(self.api)
         joined = asyncio.Event()
         closed = asyncio.Event()
+        over = asyncio.Event()  # the station said the call is no longer live
 
         async def receive() -> None:
             try:
@@ -270,6 +271,8 @@ class Participant:
                             obj = json.loads(event.data)
                             if obj.get("type") == "joined":
                                 joined.set()
+                            elif obj.get("type") == "audio_refused" and obj.get("reason") == "not_live":
+                                over.set()  # the call ended (the peer hung up): not a fault of ours
                             elif obj.get("type") in ("audio_refused", "join_refused"):
                                 out.refused.append(obj)
                                 if obj["type"] == "join_refused":
@@ -292,12 +295,12 @@ class Participant:
             for n, data in enumerate(packets):
                 # Paced in real time, as a microphone would: packet n leaves at 20 ms * n.
                 await asyncio.sleep(max(0.0, start + n * 0.02 - loop.time()))
-                if closed.is_set():
+                if closed.is_set() or over.is_set():
                     break
                 writer.write(ws.send(BytesMessage(data=chunk(call, n, n * 20, data))))
                 await writer.drain()
                 out.sent += 1
-            if hang_up and not closed.is_set():
+            if hang_up and not closed.is_set() and not over.is_set():
                 await asyncio.sleep(0.3)  # the peer's last packets are on their way
                 await asyncio.to_thread(self.api.call, "POST", f"/api/lines/{self.line}/hang-up", {"ring_id": call})
                 self.say("hung up")

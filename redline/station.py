@@ -505,10 +505,11 @@ class Station:
                 call=call_id, us=self.keys.fingerprint, peer=peer, started_at=call.answer.stored_at,
                 max_bytes=self.limits.max_audio_packet_bytes, max_rate=self.limits.max_audio_packets_per_second,
             )  # fmt: skip
-            # Each packet goes to the call's recording as it enters the hash (recording.py).
-            rec = recording.CallRecording(self.home.path, line, call_id, self.keys.fingerprint, peer)
-            m.sink = rec.add
-            self.recordings[call_id] = rec
+            if call.state == "live":  # never for a call already over: its recording is sealed
+                # Each packet goes to the call's recording as it enters the hash (recording.py).
+                rec = recording.CallRecording(self.home.path, line, call_id, self.keys.fingerprint, peer)
+                m.sink = rec.add
+                self.recordings[call_id] = rec
             self.media[line] = m
         return m
 
