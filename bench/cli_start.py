@@ -6,7 +6,8 @@ Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``s
 ``send`` talk to a running station over its control socket and ``log`` reads a real store beside
 it (read-only). Each command runs ``n`` times after one warm-up run (the page cache holds the
 files then); the median and the 90th percentile of the wall time are reported. The baseline's
-``log`` reads a copy of the store (taken back to schema 1 when the old code knows only that).
+``log`` reads the same running store (a copy taken back to schema 1 when the old code knows only that),
+in a copy of the station's folder whose config.json leaves out the limits the old code does not know.
 
 Both trees run as an installed package does: ``python -m redline`` with the tree first on the path
 (not the venv's console script, which an editable install points at the shared checkout, whatever
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import sqlite3
 import statistics
@@ -79,15 +81,14 @@ def schema_1_copy(store: Path, dest: Path) -> None:
         dst.close()
 
 
-def live_copy(store: Path, dest: Path) -> None:
-    """A copy of a live store through SQLite's backup (nothing else touches its files)."""
-    src = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
-    dst = sqlite3.connect(dest)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
+def old_config(tree: Path, config: Path) -> None:
+    """Leave out of ``config`` the limits the code in ``tree`` does not know (it refuses them)."""
+    code = ("import dataclasses, json; from redline.config import Limits; "
+            "print(json.dumps([f.name for f in dataclasses.fields(Limits)]))")
+    known = set(base.run_python(tree, code, timeout=60))
+    obj = json.loads(config.read_text())
+    obj["limits"] = {k: v for k, v in obj.get("limits", {}).items() if k in known}
+    config.write_text(json.dumps(obj, indent=2))
 
 
 def argvs(redline: list[str], home: Path, line: str, log_home: Path) -> dict[str, list[str]]:
@@ -121,17 +122,18 @@ async def run(root: Path, n: int, rev: str | None) -> Figures:
 
 def before(rev: str, root: Path, a: StationProc, line: str, n: int) -> Figures:
     f: Figures = {}
-    old_home = root / "eucom-schema-1"
-    shutil.copytree(a.home, old_home, ignore=shutil.ignore_patterns("ledger.sqlite*", "control.sock", "*.log"))
     with base.tree(rev) as old:
         model = old / "redline" / "ledger" / "model.py"
-        if not model.exists() or "SCHEMA_VERSION = 1" in model.read_text():
-            schema_1_copy(a.home / "ledger.sqlite", old_home / "ledger.sqlite")
-        else:
-            live_copy(a.home / "ledger.sqlite", old_home / "ledger.sqlite")
+        log_home = root / "eucom-before"
+        shutil.copytree(a.home, log_home, ignore=shutil.ignore_patterns("ledger.sqlite*", "control.sock", "*.log"))
+        old_config(old, log_home / "config.json")
+        if not model.exists() or "SCHEMA_VERSION = 1" in model.read_text():  # the old code refuses schema 2
+            schema_1_copy(a.home / "ledger.sqlite", log_home / "ledger.sqlite")
+        else:  # the running station's store itself, as 'now' reads it (its WAL beside the real file)
+            (log_home / "ledger.sqlite").symlink_to(a.home / "ledger.sqlite")
         installed(old)
         redline = [sys.executable, "-m", "redline"]  # the old tree's own package, from its folder
-        for name, argv in argvs(redline, a.home, line, old_home).items():
+        for name, argv in argvs(redline, a.home, line, log_home).items():
             f[f"before_{name}_s"], f[f"before_{name}_p90_s"], code = timed(argv, n, cwd=old, env=base.env(old))
             f[f"before_{name}_exit"] = float(code)
     return f
