@@ -1,13 +1,17 @@
-"""Render the README's screenshots (SVG) from a real demo run: python scripts/screenshots.py
+"""Render the README's screenshots: python scripts/screenshots.py [cli] [console] (default: both)
 
-Runs the demo into a temporary directory, restarts both stations on the demo's 13 May 2022 clock,
-and records what `redline status`, `calls`, `tests`, `notices` and `verify` print.
+cli: runs the demo into a temporary directory, restarts both stations on the demo's 13 May 2022
+clock, and records what `redline status`, `calls`, `tests`, `notices` and `verify` print (SVG).
+
+console: runs the duty console's browser test (tests/test_console.py: two real stations, Debian's
+chromium) with REDLINE_SCREENSHOTS=1, which writes docs/img/console*.png (one in Russian).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -54,7 +58,20 @@ async def main(work: Path) -> None:
     shoot("verify", ["verify"], work / "ndmc")
 
 
+def console_shots() -> None:
+    env = {**os.environ, "REDLINE_SCREENSHOTS": "1", "REDLINE_REQUIRE_BROWSER": "1"}
+    test = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_console.py")]
+    if subprocess.run(test, cwd=ROOT, env=env).returncode != 0:
+        raise SystemExit("the console's browser test failed: its screenshots are not to be trusted")
+
+
 if __name__ == "__main__":
-    workdir = Path(tempfile.mkdtemp(prefix="redline-shots-"))
-    run_demo(workdir, wait=False)
-    asyncio.run(main(workdir))
+    wanted = set(sys.argv[1:]) or {"cli", "console"}
+    if wanted - {"cli", "console"}:
+        raise SystemExit("usage: python scripts/screenshots.py [cli] [console]")
+    if "cli" in wanted:
+        workdir = Path(tempfile.mkdtemp(prefix="redline-shots-"))
+        run_demo(workdir, wait=False)
+        asyncio.run(main(workdir))
+    if "console" in wanted:
+        console_shots()

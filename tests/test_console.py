@@ -290,11 +290,17 @@ def settle(page: Page) -> None:
     page.wait_for_function(f"() => window.redlineRefreshes >= {n + 2}", timeout=TIMEOUT)
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, panel: str | None = None) -> None:
     """README screenshots: written only when asked (REDLINE_SCREENSHOTS=1), so a test run never
-    changes tracked files; otherwise into the temp dir, to prove the page renders."""
+    changes tracked files; otherwise into the temp dir, to prove the page renders. The whole page,
+    or one panel."""
     target = IMG if os.environ.get("REDLINE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir())
     target.mkdir(parents=True, exist_ok=True)
+    if panel is not None:  # the alarm area, pinned to the top, would cover the panel's top
+        page.evaluate("document.getElementById('alarm-area').style.position = 'static'")
+        page.locator(panel).screenshot(path=str(target / name))
+        page.evaluate("document.getElementById('alarm-area').style.position = ''")
+        return
     page.evaluate("window.scrollTo(0, 0)")  # the alarm area is pinned to the top of the window
     page.screenshot(path=str(target / name), full_page=True)
 
@@ -678,6 +684,8 @@ def test_a_notice_drawn_on_the_map_conflicts_at_both_ends_and_amended_from_the_c
             wait_for(lambda w=who: conflicting(notices_at(w, pair), drawn["id"]), f"the conflict at {who.home.name}")
         expect(eu.locator("#notice-conflicts .conflict-line", has_text=drawn["id"][:10])).to_have_count(1)
         expect(eu.locator(f'#notices tr.conflicted[data-id="{drawn["id"]}"]')).to_have_count(1)
+        eu.evaluate("S.map.setView([60.2, 20.5], 7, {animate: false})")
+        shot(eu, "console-notices.png", ".notices-panel")
         with console(browser, pair.ndmc.url, "Dezhurny") as ru:
             expect(ru.locator("#notice-conflicts .conflict-line", has_text=drawn["id"][:10])).to_have_count(1)
             expect(ru.locator("#map path.conflict")).not_to_have_count(0)
@@ -707,7 +715,6 @@ def test_a_notice_drawn_on_the_map_conflicts_at_both_ends_and_amended_from_the_c
             assert not conflicting(view, new[0]["id"]) and not conflicting(view, drawn["id"])
         expect(eu.locator("#notice-conflicts .conflict-line", has_text=drawn["id"][:10])).to_have_count(0)
         expect(eu.locator(f'#notices tr[data-id="{new[0]["id"]}"]')).to_contain_text("amends our notice")
-        shot(eu, "console-notices.png")
 
 
 def test_the_transcript_is_searched_at_the_station_and_the_bundle_downloads_and_verifies(
@@ -728,7 +735,7 @@ def test_the_transcript_is_searched_at_the_station_and_the_bundle_downloads_and_
         expect(rows).to_have_count(2)
         # readable kind names, the kind filter, human times
         expect(rows.first.locator("td.kind")).to_contain_text("Message")
-        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", rows.first.locator("td").first.inner_text())
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d\s\d\d:\d\d:\d\dZ", rows.first.locator("td").first.inner_text())
         eu.select_option("#log-kind", label="FLASH message")
         expect(rows).to_have_count(0)
         eu.select_option("#log-kind", label="Message")

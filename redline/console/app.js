@@ -606,8 +606,11 @@ function renderLog(log, translations) {
     const ack = r.ack ? (r.ack.by ? t("log.acked", { by: r.ack.by }) : t(`ack.${r.ack.state}`)) : "";
     const receipt = r.outbox ? t("log.outbox") : r.ours ? t(r.receipted ? "log.receipted" : "log.not_receipted") : t("log.stored");
     return h("tr", { class: `${r.priority === "FLASH" ? "flash" : ""}${r.outbox ? " outbox" : ""}`, "data-id": r.id || null },
-      h("td", {}, utc(r.stored_at, true)), h("td", {}, r.ours ? t("log.us") : r.from), h("td", {}, r.seq ?? "-"),
-      h("td", { class: "kind", "data-kind": r.kind }, kindName(r.kind), r.priority && r.priority !== "ROUTINE" ? ` · ${t(`prio.${r.priority.toLowerCase()}`)}` : "",
+      // date over time, and the kind's name over its priority and protocol name: the text gets the width
+      h("td", { class: "when" }, h("span", { class: "date" }, utc(r.stored_at, true).slice(0, 10)), " ", utc(r.stored_at)),
+      h("td", {}, r.ours ? t("log.us") : r.from), h("td", {}, r.seq ?? "-"),
+      h("td", { class: "kind", "data-kind": r.kind }, kindName(r.kind),
+        r.priority && r.priority !== "ROUTINE" ? h("span", { class: "prio" }, t(`prio.${r.priority.toLowerCase()}`)) : null,
         h("span", { class: "raw", lang: "en" }, r.kind)),
       h("td", { class: "text" }, describe(r),
         trs.map((x) => h("div", { class: "translation" }, h("span", { class: "dim" }, t("log.translation", { lang: x.lang, by: x.translator }), " "),
