@@ -32,7 +32,7 @@ class Exported:
 
 def export_line(
     home: StationDir, line: str, *, now: int, redact: Iterable[str] = (), recordings: bool = False,
-    checkpoint_only: bool = False,
+    checkpoint_only: bool = False, calls: Iterable[str] = (),
 ) -> Exported:  # fmt: skip
     """LINE (an id prefix or the peer's name) as a bundle, or only its last co-signed checkpoint.
     Raises ``LedgerError`` for an unknown line and ``BundleError`` for a bad redaction."""
@@ -50,6 +50,7 @@ def export_line(
     if checkpoint_only:
         return Exported(record.line, name, fingerprints, "checkpoint", export_checkpoint(data, us, exported_at=now))
     roots = {us: our_root, record.peer: bytes.fromhex(record.peer_root)}
-    files = recording.sealed_recordings(home.path, record.line) if recordings else []
+    calls = list(calls)  # with recordings: only these calls' (CALL_RING ids or prefixes)
+    files = recording.sealed_recordings(home.path, record.line, calls) if recordings or calls else []
     obj = build_bundle(data, roots, us, set(redact), exported_at=now, recordings=[f.read_bytes() for f in files])
     return Exported(record.line, name, fingerprints, "bundle", obj)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -327,9 +327,26 @@ def find(home: Path, line: str, call: str, direction: str) -> tuple[Path, bool] 
     return (part, False) if part.is_file() else None
 
 
-def sealed_recordings(home: Path, line: str) -> list[Path]:
+def sealed_recordings(home: Path, line: str, calls: Iterable[str] = ()) -> list[Path]:
+    """The sealed recordings of ``line``; with ``calls`` (CALL_RING ids or prefixes of 6+ hex digits)
+    only theirs, and a prefix that names no call recorded here, or more than one, is refused."""
     d = directory(home, line)
-    return sorted(d.glob("*.opus")) if d.is_dir() else []
+    found = sorted(d.glob("*.opus")) if d.is_dir() else []
+    wanted = list(calls)
+    if not wanted:
+        return found
+    held = sorted({p.name.split(".", 1)[0] for p in found})
+    chosen: set[str] = set()
+    for prefix in wanted:
+        p = prefix.strip().lower()
+        matches = [c for c in held if len(p) >= 6 and c.startswith(p)]
+        if len(matches) != 1:
+            what = "no call" if not matches else f"{len(matches)} calls"
+            raise RecordingError(
+                f"{prefix[:64]!r} names {what} recorded on this line (give 6+ hex digits of a call id)"
+            )
+        chosen.add(matches[0])
+    return [f for f in found if f.name.split(".", 1)[0] in chosen]
 
 
 class CallRecording:

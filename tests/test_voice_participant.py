@@ -138,9 +138,13 @@ def test_kill_9_mid_call_ends_the_call_at_both_stations_with_an_interrupted_call
         done = redline("verify", "--station", str(who.home))
         assert done.returncode == 0, done.stdout + done.stderr
     bundle = tmp_path / "eucom.bundle.json"
-    done = redline("export", pair.line, "--station", str(pair.eucom.home), "--recordings", "--out", str(bundle))
+    done = redline("export", pair.line, "--station", str(pair.eucom.home), "--recording", call_id[:8],
+                   "--out", str(bundle))  # only this call's two recordings  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     keys = [k for fp in json.loads(bundle.read_text())["stations"] for k in ("--key", fp["fingerprint"])]
     done = redline("verify", "--bundle", str(bundle), *keys)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 call recording(s) match" in done.stdout
     assert f"EUCOM sent {call_id[:12]} (interrupted)" in done.stdout.replace("\n", " ")
+    done = redline("export", pair.line, "--station", str(pair.eucom.home), "--recording", "0000000")
+    assert done.returncode == 1 and "names no call recorded on this line" in done.stderr, done.stderr

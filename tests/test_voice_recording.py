@@ -161,3 +161,17 @@ def test_recordings_are_readable_by_the_station_owner_only(tmp_path: Path) -> No
     for p in (sealed.parent.parent, sealed.parent):
         assert p.stat().st_mode & 0o777 == 0o700
     assert sealed.stat().st_mode & 0o777 == 0o600
+
+
+def test_export_can_carry_the_recordings_of_chosen_calls_only(tmp_path: Path) -> None:
+    line, one, two, other = "11" * 16, "aa" * 32, "aaaaaa" + "bb" * 29, "cc" * 32
+    for call in (one, two, other):
+        for direction in recording.DIRECTIONS:
+            recording.Recorder(recording.path_of(tmp_path, line, call, direction), call, "dd" * 32, direction).seal()
+    assert len(recording.sealed_recordings(tmp_path, line)) == 6
+    chosen = recording.sealed_recordings(tmp_path, line, ["CCCCCC"])
+    assert [p.name for p in chosen] == [f"{other}.received.opus", f"{other}.sent.opus"]
+    assert len(recording.sealed_recordings(tmp_path, line, [one[:8], other])) == 4
+    for bad, why in (("ccc", "names no call"), ("ee" * 32, "names no call"), ("aaaaaa", "names 2 calls")):
+        with pytest.raises(RecordingError, match=why):
+            recording.sealed_recordings(tmp_path, line, [bad])

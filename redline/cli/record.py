@@ -185,10 +185,14 @@ def verify(
     help="Include this station's sealed call recordings (Ogg Opus); verify --bundle checks each against the "
     "audio digests signed in CALL_AUDIO.",
 )
+@click.option(
+    "--recording", "calls", multiple=True, metavar="CALL",
+    help="Include only this call's recordings (its CALL_RING id, or 6+ hex digits of it). Repeatable.",
+)
 @json_option
 def export(
     station: str | None, line: str, out: Path | None, redact: tuple[str, ...], checkpoint_only: bool,
-    with_recordings: bool, as_json: bool,
+    with_recordings: bool, calls: tuple[str, ...], as_json: bool,
 ) -> None:  # fmt: skip
     """Write LINE's transcript as a bundle anyone can verify without either station (docs/BUNDLE.md)."""
     from redline.bundle import verify_bundle, write_bundle
@@ -199,7 +203,7 @@ def export(
     def make() -> dict[str, Any]:
         # The console's export (GET /api/lines/{line}/export) takes the same export_line.
         done = export_line(home, line, now=int(time.time() * 1000), redact=redact, recordings=with_recordings,
-                           checkpoint_only=checkpoint_only)  # fmt: skip
+                           checkpoint_only=checkpoint_only, calls=calls)  # fmt: skip
         path = out or Path(done.filename)
         obj, fingerprints = done.obj, list(done.fingerprints)
         write_bundle(path, obj)
