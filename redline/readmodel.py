@@ -8,15 +8,87 @@ is a ``ControlError`` (one line), never a traceback.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar, get_args, get_origin
 
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, mapping_structure_factory
+from cattrs.gen import make_dict_structure_fn
 
 from redline.errors import ControlError
 
 T = TypeVar("T")
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _exact(kind: type) -> Any:
+    def check(value: Any, _: Any) -> Any:
+        if type(value) is kind or (kind is float and type(value) is int):
+            return value
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+    return check
+
+
+for _kind in (str, int, bool, float):
+    _converter.register_structure_hook(_kind, _exact(_kind))
+
+
+def _is_tuple(cls: Any) -> bool:
+    return get_origin(cls) is tuple
+
+
+def _is_mapping(cls: Any) -> bool:
+    return get_origin(cls) in (Mapping, dict)
+
+
+def _tuple_factory(cls: Any, conv: cattrs.Converter) -> Any:
+    args = get_args(cls)
+    if len(args) == 2 and args[1] is Ellipsis:
+        inner = homogenous_tuple_structure_factory(cls, conv)
+    else:
+        hooks = [conv.get_structure_hook(a) for a in args]
+
+        def inner(value: Any, _: Any) -> Any:
+            if len(value) != len(hooks):
+                raise ValueError(f"expected {len(hooks)} items, got {len(value)}")
+            return tuple(h(v, a) for h, v, a in zip(hooks, value, args, strict=True))
+
+    def check(value: Any, t: Any) -> Any:
+        if type(value) is not list:
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return inner(value, t)
+
+    return check
+
+
+def _mapping_factory(cls: Any, conv: cattrs.Converter) -> Any:
+    inner = mapping_structure_factory(cls, conv)
+
+    def check(value: Any, t: Any) -> Any:
+        if type(value) is not dict:
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        return inner(value, t)
+
+    return check
+
+
+def _object_factory(cls: Any, conv: cattrs.Converter) -> Any:
+    inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+
+    def check(value: Any, t: Any) -> Any:
+        if type(value) is not dict:
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        return inner(value, t)
+
+    return check
+
+
+_converter.register_structure_hook_factory(dataclasses.is_dataclass, _object_factory)
+_converter.register_structure_hook_factory(_is_tuple, _tuple_factory)
+_converter.register_structure_hook_factory(_is_mapping, _mapping_factory)
 
 
 def to_obj(view: Any) -> Any:
@@ -28,12 +100,12 @@ def from_obj(obj: Any, cls: type[T], what: str = "view") -> T:
     """``obj`` (parsed JSON) as the view ``cls``; refuses anything that is not exactly that shape."""
     try:
         return _converter.structure(obj, cls)
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise ControlError(f"the station's {what} answer has an unexpected shape: {_first(exc)}") from None
 
 
 def _first(exc: BaseException) -> str:
-    """The first concrete reason inside a cattrs error group, in one line."""
-    while isinstance(exc, cattrs.BaseValidationError) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """The first reason cattrs found, with where it is ("expected int @ $.tests[0].seq"), in one line."""
+    reasons = cattrs.transform_error(exc) if isinstance(exc, cattrs.BaseValidationError) else [str(exc)]
+    first = (reasons[0] if reasons else "") or type(exc).__name__
+    return first.splitlines()[0]

@@ -154,10 +154,6 @@ def test_the_api_and_the_control_socket_answer_to_obj_of_the_stations_typed_view
     with_traffic(tmp_path, body)
 
 
-# readmodel.from_obj (46dfe45) lets these through: a traceback (AttributeError) for a view that is
-# not an object, and cattrs' lenient primitives, which turn "false" into True, None into "None",
-# "12" into 12 and {} into an empty list. Strict: each turns into a failure when from_obj is fixed.
-LENIENT = pytest.mark.xfail(strict=True, reason="from_obj: cattrs coerces primitives; a non-object escapes")
 REFUSED = {"kind": "ACK", "seq": 1, "ours": True, "reason": "x"}
 MALFORMED = [
     pytest.param("tests", {"sent": 1}, "passed", id="a-required-field-missing"),
@@ -168,14 +164,14 @@ MALFORMED = [
     pytest.param("notices", {"total": "many"}, "unexpected shape", id="neither-a-page-nor-one-notice"),
     pytest.param("notices", None, "unexpected shape", id="null-for-notices"),
     pytest.param("flash", {"id": "x"}, "unexpected shape", id="an-object-for-a-list"),
-    pytest.param("tests", [], "unexpected shape", id="a-list-for-an-object", marks=LENIENT),
-    pytest.param("tests", None, "unexpected shape", id="null-for-an-object", marks=LENIENT),
-    pytest.param("flash", {}, "unexpected shape", id="an-empty-object-for-a-list", marks=LENIENT),
+    pytest.param("tests", [], "unexpected shape", id="a-list-for-an-object"),
+    pytest.param("tests", None, "unexpected shape", id="null-for-an-object"),
+    pytest.param("flash", {}, "unexpected shape", id="an-empty-object-for-a-list"),
     pytest.param(
-        "refused", [{**REFUSED, "ours": "false"}], "unexpected shape", id="a-string-for-a-bool", marks=LENIENT
+        "refused", [{**REFUSED, "ours": "false"}], "unexpected shape", id="a-string-for-a-bool"
     ),
-    pytest.param("refused", [{**REFUSED, "reason": None}], "unexpected shape", id="null-for-a-string", marks=LENIENT),
-    pytest.param("refused", [{**REFUSED, "seq": "12"}], "unexpected shape", id="a-string-for-a-number", marks=LENIENT),
+    pytest.param("refused", [{**REFUSED, "reason": None}], "unexpected shape", id="null-for-a-string"),
+    pytest.param("refused", [{**REFUSED, "seq": "12"}], "unexpected shape", id="a-string-for-a-number"),
 ]
 
 
