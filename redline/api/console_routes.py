@@ -336,13 +336,15 @@ class ConsoleHandlers:
         # One search at a time per station; more consoles searching wait their turn.
         flashes = {f.id: f for f in self.station.flash_view(line.line)}
         args = (self.station.home, line.record, line.receipted_seq, flashes, words, kind, int(raw))
-        async with self._search_lock():
+        async with self._lock("_searching"):
             return await asyncio.to_thread(search_transcript, *args)
 
-    def _search_lock(self) -> asyncio.Lock:
-        lock: asyncio.Lock | None = getattr(self, "_searching", None)
+    def _lock(self, name: str) -> asyncio.Lock:
+        """The lock that lets one search (or one export) run at a time; others wait their turn."""
+        lock: asyncio.Lock | None = getattr(self, name, None)
         if lock is None:
-            lock = self._searching = asyncio.Lock()
+            lock = asyncio.Lock()
+            setattr(self, name, lock)
         return lock
 
     async def export(self, request: Request, session: Session) -> Response:
@@ -352,9 +354,11 @@ class ConsoleHandlers:
             raise ApiError(400, f"at most {MAX_REDACT} envelope ids to redact, each at most 64 characters")
         recordings = request.query_params.get("recordings") in ("1", "true")
         # A bad redaction is a BundleError: 400 with its reason, like every RedlineError (app._error).
-        done = await asyncio.to_thread(export_line, self.station.home, line.line, now=self.station.wall(),
-                                       redact=redact, recordings=recordings)  # fmt: skip
-        data = await asyncio.to_thread(encode_bundle, done.obj)
+        # One export at a time per station: a bundle of a busy line is held whole in memory.
+        async with self._lock("_exporting"):
+            done = await asyncio.to_thread(export_line, self.station.home, line.line, now=self.station.wall(),
+                                           redact=redact, recordings=recordings)  # fmt: skip
+            data = await asyncio.to_thread(encode_bundle, done.obj)
         _app.log.warning("console: %s exported line %s (%d bytes)", session.name, line.line[:8], len(data))
         return Response(data, media_type="application/json", headers={
             "Content-Disposition": f'attachment; filename="{done.filename}"', "Cache-Control": "no-store",
