@@ -477,6 +477,8 @@ def test_every_form_files_once_on_a_double_click(pair: Pair, browser: Any) -> No
         settle(eu)
         assert count(eu, line, "CALL_RECORD") == 1 and count(eu, line, "READOUT") == 1
         expect(eu.locator("#calls .readout.theirs [lang=ru]")).to_have_count(1)
+        call_id = pair.view(pair.eucom, "calls")[0]["calls"][-1]["id"]  # the call, named by its record's id
+        expect(eu.locator(f'#calls .call[data-id="{call_id}"] .call-id')).to_have_text(f"(call record {call_id[:10]})")
         shot(eu, "console.png")
 
         # withdrawal asks for a second, deliberate press: a double click only arms it

@@ -739,7 +739,8 @@ function renderCalls(pairs, requests) {
         r ? h("div", { class: "by" }, t("calls.by", { by: r.by }), " (", r.lang, ")") : null);
     };
     return h("div", { class: "call", "data-id": c.id },
-      h("h4", {}, said(c.pair.principals.join(" ↔ "), null), " — ", t("calls.call", { start: utc(c.start, true), end: utc(c.end) })),
+      h("h4", {}, said(c.pair.principals.join(" ↔ "), null), " — ", t("calls.call", { start: utc(c.start, true), end: utc(c.end) }),
+        " ", h("span", { class: "call-id dim" }, t("calls.call_id", { id: short(c.id) }))),
       h("div", { class: "summary" }, t("calls.summary", c.pair), c.pair.days_since_last_call !== null ? ` · ${t("calls.days", { days: c.pair.days_since_last_call })}` : ""),
       h("div", { class: "readouts" }, ro("ours", "calls.our_readout"), ro("theirs", "calls.their_readout")),
       !c.readouts.ours && can("operate") ? h("form", { class: "readout-form", "data-url": "readout" },

@@ -357,6 +357,7 @@ Object.assign(window.REDLINE_STRINGS.en, {
   "notices.f.drawing_circle_0": "Click the map at the centre of the circle.",
   "notices.f.drawing_circle_1": "Click the map on the edge of the circle: that sets the radius.",
   "notify.click_ack": "Click to acknowledge as {user}.",
+  "calls.call_id": "(call record {id})",
 });
 Object.assign(window.REDLINE_STRINGS.ru, {
   "log.search": "Поиск по журналу", "log.q": "Найти слова", "log.kind_filter": "Вид", "log.kind_all": "все виды",
@@ -385,4 +386,5 @@ Object.assign(window.REDLINE_STRINGS.ru, {
   "notices.f.drawing_circle_0": "Щёлкните по карте в центре круга.",
   "notices.f.drawing_circle_1": "Щёлкните по карте на краю круга: так задаётся радиус.",
   "notify.click_ack": "Нажмите, чтобы подтвердить от имени {user}.",
+  "calls.call_id": "(запись разговора {id})",
 });
