@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from redline.errors import RemoteProtocolError
+from redline.ops.views import DirectionView, PathAudioView
 
 DOMAIN: Final = b"redline/1/audio\x00"
 _HEAD = struct.Struct(">32sII")  # call (the ring's envelope id), packet seq, timestamp (ms since pick-up)
@@ -97,6 +98,10 @@ class AudioHash:
     def result(self) -> dict[str, int | str]:
         """The CALL_AUDIO direction object."""
         return {"digest": self.digest(), "packets": self.packets, "ms": self.ms}
+
+    def view(self) -> DirectionView:
+        """The same, for the read views."""
+        return DirectionView(digest=self.digest(), packets=self.packets, ms=self.ms)
 
 
 def digest_of(call: str, sender: str, packets: list[tuple[int, int, bytes]]) -> str:
@@ -254,10 +259,10 @@ class CallMedia:
             self.ended = True
         return {"sent": self.sent.result(), "received": self.received.result()}
 
-    def health(self, now: int) -> dict[str, dict[str, int | None]]:
+    def health(self, now: int) -> dict[str, PathAudioView]:
         """Per path: packets received, how many came first there, ms since the last one."""
         return {
-            p: {"packets": h.packets, "first": h.first, "silent_ms": None if h.last_at is None else now - h.last_at}
+            p: PathAudioView(packets=h.packets, first=h.first, silent_ms=None if h.last_at is None else now - h.last_at)
             for p, h in self.paths.items()
         }
 

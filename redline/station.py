@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -48,11 +49,13 @@ from redline.ops.views import (
     CallRequestView,
     FlashView,
     LineTestsView,
+    LiveAudioView,
     MessageView,
     NoticeDetail,
     NoticesPage,
     RefusedView,
     TranslationView,
+    VoiceView,
 )
 from redline.persons import PERSON_SIGNED_KINDS, parse_roster
 from redline.protocol.events import Action, Close, Send
@@ -794,15 +797,15 @@ class Station:
             return ops.notices_view(self.wall(), offset=offset, notice=notice)
         return ops.notices_view(self.wall(), offset=offset, limit=limit, notice=notice)
 
-    def voice_view(self, line: str) -> dict[str, Any]:
+    def voice_view(self, line: str) -> VoiceView:
         session = self.session(line)
         m = self.media.get(session.line)
-        audio = None if m is None else {
-            "call": m.call, "sent": m.sent.result(), "received": m.received.result(),
-            "dropped": vars(m.counters), "paths": m.health(self.wall()),
-        }  # fmt: skip
+        audio = None if m is None else LiveAudioView(
+            call=m.call, sent=m.sent.view(), received=m.received.view(), dropped=dict(vars(m.counters)),
+            paths=m.health(self.wall()),
+        )  # fmt: skip
         voice = self.ops[session.line].voice.view()
-        return {**voice, "audio": audio, "dropped_no_call": self.audio_dropped.get(session.line, 0)}
+        return dataclasses.replace(voice, audio=audio, dropped_no_call=self.audio_dropped.get(session.line, 0))
 
     def refused_view(self, line: str) -> tuple[RefusedView, ...]:
         return self.ops[self.session(line).line].refused_view()

@@ -166,6 +166,68 @@ class CallPairView:
     days_since_last_call: int | None
 
 
+# -- voice calls (ops/voice.py; the live audio from media.py) ---------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioEvidenceView:
+    """Both stations' CALL_AUDIO of a call (their content as signed) and whether they agree."""
+
+    ours: Mapping[str, Any] | None
+    theirs: Mapping[str, Any] | None
+    evidence: str | None  # match | mismatch, once both are held
+
+
+@dataclass(frozen=True, kw_only=True)
+class VoiceCallView:
+    id: str
+    seq: int
+    ours: bool
+    state: str  # ringing | live | declined | unanswered | cancelled | ended | busy
+    caller: str
+    rang_at: int
+    deadline: int
+    answered_by: str | None
+    answered_at: int | None
+    ended_at: int | None
+    test: str | None  # the line test this call answers (a voice test)
+    reason: str | None
+    audio: AudioEvidenceView
+
+
+@dataclass(frozen=True, kw_only=True)
+class DirectionView:
+    """One direction of the live call's audio as hashed so far (what CALL_AUDIO will say)."""
+
+    digest: str
+    packets: int
+    ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathAudioView:
+    packets: int
+    first: int  # packets that came first on this path
+    silent_ms: int | None  # since the last packet on this path
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveAudioView:
+    call: str
+    sent: DirectionView
+    received: DirectionView
+    dropped: Mapping[str, int]  # packets refused or counted, by reason (media.Counters)
+    paths: Mapping[str, PathAudioView]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VoiceView:
+    current: VoiceCallView | None  # ringing or live here
+    calls: tuple[VoiceCallView, ...]  # the last 50
+    audio: LiveAudioView | None = None  # this station's audio of the current call
+    dropped_no_call: int = 0  # AUDIO frames for no call live here
+
+
 # -- notices (ops/engine.py, ops/notices.py) --------------------------------------------------------
 
 
@@ -268,6 +330,6 @@ VIEWS: dict[str, Any] = {
     "flash": tuple[FlashView, ...],
     "calls": tuple[CallPairView, ...],
     "notices": NoticesPage | NoticeDetail,
-    "voice": Mapping[str, Any],  # typed by ops/voice.py's view
+    "voice": VoiceView,
     "refused": tuple[RefusedView, ...],
 }

@@ -36,6 +36,7 @@ from typing import Any, Final
 from redline import kinds
 from redline.errors import LocalProtocolError
 from redline.ops.model import Entry, Intent, Outbox
+from redline.ops.views import AudioEvidenceView, VoiceCallView, VoiceView
 
 BUSY: Final = "busy"
 VOICE_KINDS: Final = frozenset(
@@ -89,21 +90,20 @@ class VoiceCall:
         end = self.outcome_entry
         return end is None or not end.ours or self.hangup_receipted or self.outcome != "ended"
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> VoiceCallView:
         ours_audio = self.audio.get(True)
         theirs_audio = self.audio.get(False)
-        return {
-            "id": self.id, "seq": self.ring.seq, "ours": self.ours, "state": self.state,
-            "caller": self.body.person.name, "rang_at": self.ring.stored_at, "deadline": self.deadline,
-            "answered_by": self.answered_by, "answered_at": self.answer.stored_at if self.answer else None,
-            "ended_at": self.outcome_entry.stored_at if self.outcome_entry else None,
-            "test": self.test.id if self.test else None, "reason": self.reason,
-            "audio": {
-                "ours": ours_audio[1].to_content() if ours_audio else None,
-                "theirs": theirs_audio[1].to_content() if theirs_audio else None,
-                "evidence": self.evidence,
-            },
-        }  # fmt: skip
+        return VoiceCallView(
+            id=self.id, seq=self.ring.seq, ours=self.ours, state=self.state, caller=self.body.person.name,
+            rang_at=self.ring.stored_at, deadline=self.deadline, answered_by=self.answered_by,
+            answered_at=self.answer.stored_at if self.answer else None,
+            ended_at=self.outcome_entry.stored_at if self.outcome_entry else None,
+            test=self.test.id if self.test else None, reason=self.reason,
+            audio=AudioEvidenceView(
+                ours=ours_audio[1].to_content() if ours_audio else None,
+                theirs=theirs_audio[1].to_content() if theirs_audio else None, evidence=self.evidence,
+            ),
+        )  # fmt: skip
 
 
 class Voice:
@@ -253,10 +253,11 @@ class Voice:
         return body.to_content()
 
     # -- views --------------------------------------------------------------------------------------
-    def view(self) -> dict[str, Any]:
+    def view(self) -> VoiceView:
+        """The calls of the line (the station adds its live audio: ``Station.voice_view``)."""
         calls = sorted(self.calls.values(), key=lambda c: c.ring.stored_at)
         live = [c.view() for c in calls if c.outcome is None and not c.busy]
-        return {"current": live[-1] if live else None, "calls": [c.view() for c in calls[-50:]]}
+        return VoiceView(current=live[-1] if live else None, calls=tuple(c.view() for c in calls[-50:]))
 
     def _trim(self) -> None:
         if len(self.calls) <= MAX_CALLS_KEPT:
