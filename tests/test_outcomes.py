@@ -201,14 +201,14 @@ def requests(side: End) -> dict[str, str]:
 def calls_view(side: End, now: int) -> list[CallPairView]:
     """The calls view, each pair's requests in id order (each end lists them in the order it
     stored them), without what is local to an end by definition: whether this end made the
-    request (checked here), when this end stored the request and its reply, and the reply to an
-    expired request (a reply that crossed the CALL_EXPIRED is kept where it arrived first, and is
-    ignored where it arrived after: the outcome, "expired", is the same at both ends)."""
+    request (checked here), and when this end stored the request and its reply. An expired request
+    shows no reply at either end (a reply that crossed the CALL_EXPIRED is held where it arrived
+    first and ignored where it arrived after): compared as shown."""
     summary = side.ops.calls.summary(side.clock(now), EUCOM, NDMC)
     assert all(o.ours == (o.requested_by == side.fp) for pair in summary for o in pair.outcomes)
 
     def alike(o: CallRequestView) -> CallRequestView:
-        reply = None if o.reply is None or o.state == "expired" else replace(o.reply, at=0)
+        reply = None if o.reply is None else replace(o.reply, at=0)
         return replace(o, ours=False, sent_at=0, reply=reply)
 
     return [replace(pair, outcomes=tuple(sorted(map(alike, pair.outcomes), key=lambda o: o.id))) for pair in summary]

@@ -55,7 +55,9 @@ class Request:
         return (a, b) if a <= b else (b, a)
 
     def view(self) -> CallRequestView:
-        reply = None if self.reply is None or self.answer is None else CallReplyView(
+        # An expired request shows no reply at either end: a reply that crossed the requester's
+        # CALL_EXPIRED is held where it arrived first and ignored where it arrived after (guarantee 7).
+        reply = None if self.reply is None or self.answer is None or self.expired else CallReplyView(
             answer=self.answer.answer, time=as_time(self.answer.time), reason=self.answer.reason,
             lang=self.reply.lang, at=self.reply.stored_at,
         )  # fmt: skip
