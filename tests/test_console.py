@@ -19,6 +19,7 @@ What each test proves, in the words of the tracker issue:
   both ends; the transcript is searched at the station (words, kind) and exported as the bundle
   ``redline export`` writes, which verifies; a FLASH in a background tab changes the title and raises
   a desktop notification, and clicking that notification acknowledges the FLASH;
+- a FLASH is acknowledged and the transcript searched by keyboard alone (Tab, Enter, Space);
 - no page ever fetches from anywhere but its own station: every console session of this module
   records each request and WebSocket Playwright sees and checks its origin when it closes.
 
@@ -807,3 +808,32 @@ def test_the_page_fetches_only_from_its_own_origin(pair: Pair, browser: Any) -> 
             expect(page.locator("#verify-state")).to_have_text(verified)
         page.click("#map-fit")
         assert page.locator("img[src^='http'], link[href^='http'], script[src^='http']").count() == 0
+
+
+def test_a_flash_is_acknowledged_and_the_transcript_searched_by_keyboard_alone(pair: Pair, browser: Any) -> None:
+    flash = pair.send(pair.ndmc, "FLASH: keyboard drill", "FLASH", "flash")
+    with console(browser, pair.eucom.url, "Duty EUCOM") as eu:
+        ack = eu.locator(f'#alarm-list li[data-key="flash:{flash["id"]}"] button.danger')
+        expect(ack).to_be_visible()
+        eu.focus("#logout")  # from the top bar, Tab reaches the alarm's ACKNOWLEDGE
+        for _ in range(12):
+            eu.keyboard.press("Tab")
+            if ack.evaluate("b => b === document.activeElement"):
+                break
+        else:
+            raise AssertionError("Tab never reached ACKNOWLEDGE")
+        eu.keyboard.press("Enter")
+        wait_for(lambda: [f for f in pair.view(pair.ndmc, "flash") if f["id"] == flash["id"] and f["acked_by"]],
+                 "the ACK at NDMC")  # fmt: skip
+        # the search: type, Tab to the kind, arrow down to a kind, Enter
+        eu.focus("#log-q")
+        eu.keyboard.type("keyboard drill")
+        eu.keyboard.press("Enter")
+        expect(eu.locator("#log tr")).to_have_count(1)
+        eu.keyboard.press("Tab")
+        assert eu.evaluate("document.activeElement.id") == "log-kind"
+        eu.select_option("#log-kind", "TEXT")  # the select's own keys are the browser's; its value is what counts
+        expect(eu.locator("#log tr")).to_have_count(0)  # a FLASH is not a plain message
+        eu.focus("#log-clear")
+        eu.keyboard.press("Space")
+        expect(eu.locator("#log-found")).to_have_text("")
