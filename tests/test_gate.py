@@ -149,10 +149,11 @@ def _checkpoint_pair(
     n_last, last, _ = sp.a.ledger.last_checkpoint(sp.line)  # type: ignore[misc]
     heads = []
     for fp in sorted((sp.a.us, sp.b.us)):
-        size = sp.a.ledger.head(sp.line, fp)[0]
-        tree_root = sp.a.ledger.log(sp.line, fp).root(size).hex()
-        if fp == sp.a.us:  # the forger's changes apply to EUCOM's chain: what EUCOM holds, not NDMC's word
-            size, tree_root = size + size_delta, root or tree_root
+        held = sp.a.ledger.head(sp.line, fp)[0]
+        size = held + size_delta if fp == sp.a.us else held  # the forger's changes are to EUCOM's chain
+        tree_root = sp.a.ledger.log(sp.line, fp).root(min(size, held)).hex()  # a true root where one exists
+        if fp == sp.a.us and root is not None:
+            tree_root = root
         heads.append(Head(station=fp, size=size, root=tree_root))
     cp = Checkpoint(
         line=sp.line, n=n_last + n_delta, prev=last.digest(Checkpoint.DOMAIN) if prev == "same" else prev,
@@ -191,6 +192,20 @@ def attack_checkpoint_covers_more_than_held(sp: SessionPair) -> Attack:
     cp, cs = _checkpoint_pair(sp, 1, size_delta=5)
     return Attack((FrameType.CHECKPOINT, cp.encode()), _with_checkpoint(cp, cs), errors.CheckpointCoverageError,
                   "envelopes of EUCOM but only")  # fmt: skip
+
+
+def attack_checkpoint_shrinks_a_chain(sp: SessionPair) -> Attack:
+    """A true tree head, but of a shorter prefix of EUCOM's chain than the last checkpoint covered."""
+    cp, cs = _checkpoint_pair(sp, 1, size_delta=-1)
+    return Attack((FrameType.CHECKPOINT, cp.encode()), _with_checkpoint(cp, cs), errors.CheckpointShrinkError,
+                  "shrinks")  # fmt: skip
+
+
+def attack_seq_gap(sp: SessionPair) -> Attack:
+    """NDMC skips a seq: the next envelope claims seq + 2 (its prev the last one held)."""
+    seq = sp.a.ledger.head(sp.line, sp.b.us)[0]
+    env = next_b(sp, seq=seq + 2)
+    return Attack((FrameType.ENVELOPE, env.encode()), with_envelope(env), errors.SeqOrderError, "seq")
 
 
 def attack_unknown_key(sp: SessionPair) -> Attack:
@@ -249,7 +264,8 @@ ATTACKS = [
     attack_seen_id, attack_seen_backwards, attack_seen_beyond, attack_prev, attack_other_line,
     attack_receipt_mismatch, attack_self_receipt, attack_receipt_beyond_chain, attack_checkpoint_skips_a_number,
     attack_checkpoint_breaks_the_chain, attack_checkpoint_split_view, attack_checkpoint_covers_more_than_held,
-    attack_unknown_key, attack_body_altered_after_signing, attack_forged_signature,
+    attack_checkpoint_shrinks_a_chain, attack_unknown_key, attack_body_altered_after_signing,
+    attack_forged_signature,
 ]  # fmt: skip
 
 
@@ -283,6 +299,23 @@ def test_attack_is_refused_live_with_the_trusted_state_unchanged(sp: SessionPair
     sp.send("b", "NDMC after the attack")
     sp.run()
     assert sp.a.ledger.head(sp.line, sp.b.us) == sp.b.ledger.head(sp.line, sp.b.us)
+
+
+def test_a_seq_gap_is_held_not_stored_live_and_refused_by_verify_and_in_a_bundle(sp: SessionPair) -> None:
+    """A skipped seq is not an attack on the wire (section 8.5: held, a GAP asked for, no alarm), but
+    the gate never takes it out of order, and a transcript holding it fails verify and bundles."""
+    attack = attack_seq_gap(sp)
+    before = trusted_state(sp)
+    ftype, payload = attack.frame
+    sp.a.receive("path0", encode_frame(ftype, payload), sp.clock.now, sp.clock.wall)
+    sp.a.flush(sp.clock.wall)
+    assert trusted_state(sp) == before
+    with pytest.raises(errors.SeqOrderError):
+        _gate_accepts(sp.a.gate, ftype, payload, sp)
+    roots = _roots(sp)
+    data = attack.add(sp.a.ledger.line_data(sp.line, "EUCOM"))
+    assert not verify_line(data, roots).ok
+    assert not verify_bundle(build_bundle(data, roots, sp.a.us, exported_at=sp.clock.wall), sorted(roots)).ok
 
 
 def _gate_accepts(gate: TrustedLine, ftype: FrameType, payload: bytes, sp: SessionPair) -> None:
