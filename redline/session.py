@@ -135,6 +135,7 @@ class LineSession:
             active=record.active, confirmed=record.confirmed_local,
         )  # fmt: skip
         self.paths: dict[str, PathStatus] = {}
+        self.peer_term: int | None = None  # the peer's HA lease term, last its HELLO said (in memory only)
         self._pending = _Pending()
         last_cp = ledger.last_checkpoint(self.line)
         self.link.checkpoint_n = last_cp[0] if last_cp else 0
@@ -369,6 +370,17 @@ class LineSession:
                 actions += self._on_event(o, wall)
         return actions
 
+    def _on_peer_term(self, term: int | None) -> None:
+        """The peer's HA lease term as its HELLO says: a higher one than last seen is a failover
+        (or switchover) of the peer's pair, an alarm here once. Only compared, never a bound; a
+        lower one (an older process, a HELLO that crossed the takeover) changes nothing."""
+        if term is None:
+            return
+        last, self.peer_term = self.peer_term, max(term, self.peer_term or 0)
+        if last is not None and term > last:
+            self.alarm("alarm", f"PEER FAILOVER: the peer station failed over (term {last} -> {term}): another "
+                       "process of its HA pair took over; check the line is back in sync")  # fmt: skip
+
     def _on_event(self, e: ev.Event, wall: int) -> list[Action]:
         if isinstance(e, ev.EnvelopeIn):
             return self._on_envelope(e.seq, e.raw, wall, e.split)
@@ -387,6 +399,7 @@ class LineSession:
             return synced
         if isinstance(e, ev.PathOpen):
             self._peer_checkpoint = e.peer_checkpoint
+            self._on_peer_term(e.peer_term)
             # Our latest receipt goes out on every path that opens: the peer may have lost the
             # one we sent (it was killed before saving it), and nothing else repeats it.
             latest = self.ledger.latest_receipt(self.line, self.us)

@@ -109,6 +109,11 @@ class Pair:
         ledger.hold(self.holder, won.term, self.seconds, sent)
         self._ledger, self.role = ledger, "active"
 
+    @property
+    def term(self) -> int | None:
+        """The lease term this process won and writes under (told to peers in HELLO, §8.3)."""
+        return self._won[0].term if self._won is not None and self.role == "active" else None
+
     async def keep(self, st: Station) -> None:
         """Renew the lease while the station runs; step down when it is lost."""
         from redline.ledger.postgres import PgLedger

@@ -126,6 +126,8 @@ class Station:
             self.ledger, self.keys, record, lang=self.config.lang, limits=self.limits,
             alarm=functools.partial(self.alarm, record.line),
         )  # fmt: skip
+        if self.ha is not None:  # the peer alarms when this term rises: our pair failed over (§8.3)
+            session.link.term = self.ha.term
         self.sessions[record.line] = session
         ops = LineOps(us=self.keys.fingerprint, peer=record.peer, limits=self.limits, since=record.created_at,
                       roots={True: self.keys.root_public, False: bytes.fromhex(record.peer_root)})  # fmt: skip

@@ -302,6 +302,9 @@ def test_a_paused_active_process_is_deposed_commits_and_sends_nothing_and_steps_
             assert st["ha"]["active_holder"] == (await pair.b.call({"op": "status"}))["ha"]["holder"]
             await asyncio.sleep(1.0)
             assert (await pair.ndmc.status_line())["their_seq"] >= seen
+            # The other end alarms too (the term in HELLO rose, PROTOCOL §8.3), once.
+            peer = [a for a in (await pair.ndmc.call({"op": "status"}))["alarms"] if "PEER FAILOVER" in a["text"]]
+            assert len(peer) == 1 and peer[0]["level"] == "alarm" and peer[0]["count"] == 1, peer
         finally:
             stop.set()
             await asyncio.gather(*senders)

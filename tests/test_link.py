@@ -249,6 +249,7 @@ def test_protocol_version_mismatch_is_refused_and_the_path_stays_in_error() -> N
         {"mine": {"seq": 1, "id": None}}, {"yours": {"seq": -1, "id": None}}, {"yours": None},
         {"time": "now"}, {"time": True}, {"confirmed": 1},
         {"mine": {"seq": True, "id": "ab"}}, {"yours": {"seq": 1, "id": 5}}, {"mine": {"seq": "1", "id": "ab"}},
+        {"term": 0}, {"term": "2"}, {"term": True}, {"term": -1},
     ],
     ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()),
 )  # fmt: skip
@@ -258,6 +259,15 @@ def test_malformed_hello_is_refused(bad: dict[str, Any]) -> None:
     out = d.a.receive("p0", frame(FrameType.HELLO, hello(**bad)), d.now, d.wall)
     assert_refused(d.a, out)
     assert_dead(d.a)
+
+
+def test_hello_members_a_station_does_not_know_are_ignored_and_a_term_is_passed_on() -> None:
+    """§8.3: an unknown member (a later version's) changes nothing; ``term`` reaches the station."""
+    d = duo()
+    d.a.path_up("p0", d.now, d.wall)
+    out = d.a.receive("p0", frame(FrameType.HELLO, hello(term=7, later={"x": 1})), d.now, d.wall)
+    (po,) = [o for o in out if isinstance(o, ev.PathOpen)]
+    assert po.peer_term == 7 and d.a.paths == {"p0": PathState.OPEN}
 
 
 def test_non_canonical_hello_is_refused() -> None:

@@ -305,6 +305,33 @@ def test_restart_mid_traffic_loses_nothing_and_duplicates_nothing(sp: SessionPai
     assert_verifies(sp)
 
 
+def _reconnect(sp: SessionPair, term: int | None) -> None:
+    """The peer's process (a) comes back on every path, its HELLO telling ``term`` (§8.3)."""
+    sp.a.link.term = term
+    for p in sp.paths:
+        sp.disconnect(p, "the peer's process went away")
+        sp.connect(p)
+    sp.run()
+
+
+def test_the_peer_station_failing_over_is_an_alarm_here_once_per_new_term(sp: SessionPair) -> None:
+    _reconnect(sp, 3)  # the first term we learn is no failover
+    assert alarms(sp) == []
+    sp.restart("a")  # the other process of a's pair took over: a higher term on both paths
+    _reconnect(sp, 4)
+    assert [(w, level, t) for w, level, t in sp.alarms if "PEER FAILOVER" in t] == [
+        ("b", "alarm", "PEER FAILOVER: the peer station failed over (term 3 -> 4): another process of its HA "
+                       "pair took over; check the line is back in sync")]  # fmt: skip
+    sp.alarms.clear()
+    _reconnect(sp, 4)  # the same process reconnecting: no failover
+    _reconnect(sp, 2)  # a stale lower term (a HELLO that crossed the takeover) is only compared
+    _reconnect(sp, None)  # nor does a HELLO without one (a SQLite station) change anything
+    assert alarms(sp) == [] and sp.b.peer_term == 4
+    sp.send("a", "after the failover")
+    sp.run()
+    assert texts(sp.b.ledger, sp.line, sp.a.us)[-1] == "after the failover"
+
+
 def test_restart_before_anything_was_signed_keeps_the_outbox(sp: SessionPair) -> None:
     for p in sp.paths:
         sp.disconnect(p)

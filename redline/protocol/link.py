@@ -120,6 +120,7 @@ class Link:
         self._gap_asked: tuple[int, float] = (0, -1e9)
         self.checkpoint_n = 0  # our last co-signed checkpoint, told in HELLO (the station keeps it current)
         self._peer_said = 0  # the peer's own head as its HELLO said: what we may still ask it for
+        self.term: int | None = None  # our HA lease term, told in HELLO (None: not an HA pair, not told)
 
     # -- frames out ------------------------------------------------------------------------------
     def _frame(self, path: str, ftype: FrameType, obj: Any) -> Send:
@@ -134,6 +135,7 @@ class Link:
                 "versions": list(VERSIONS), "line": self.line, "station": self.us,
                 "mine": _head_obj(self.our_head), "yours": _head_obj(self.their_head),
                 "time": wall, "confirmed": self.confirmed, "checkpoint": self.checkpoint_n,
+                **({} if self.term is None else {"term": self.term}),
             },
         )  # fmt: skip
 
@@ -306,10 +308,13 @@ class Link:
         if not _int(t) or not isinstance(confirmed, bool):
             raise RemoteProtocolError("HELLO time or confirmed field is malformed")
         cp = obj.get("checkpoint", 0)  # an older peer does not say: 0
+        term = obj.get("term")  # only a station of an HA pair says (§8.3): compared, never a bound
+        if term is not None and (not _int(term) or term < 1):
+            raise RemoteProtocolError("HELLO term is malformed")
         self._peer_said = max(self._peer_said, mine.seq)
         out: list[Output] = [
             PathOpen(path=path, peer_head=mine, peer_has_ours=yours, peer_time=t, peer_confirmed=confirmed,
-                     peer_checkpoint=cp if _int(cp) and cp >= 0 else 0)
+                     peer_checkpoint=cp if _int(cp) and cp >= 0 else 0, peer_term=term)
         ]  # fmt: skip
         self.peer_has_ours = max(self.peer_has_ours, min(yours.seq, self.our_head.seq))
         if yours.seq > self.our_head.seq:
