@@ -400,3 +400,47 @@ def test_a_later_outside_checkpoint_must_extend_the_bundles(sp: SessionPair) -> 
     assert any("does not extend the bundle's checkpoints" in str(p) for p in report.consistency.problems)
     good_cp, good_cs = _checkpoint_pair(sp, 1)
     assert verify_bundle(bundle, sorted(roots), (good_cp, good_cs)).ok
+
+
+# -- rules with no transcript form: each refused live (state unchanged), or found by verify and bundles --
+
+
+def _refused_live(
+    sp: SessionPair, ftype: FrameType, payload: bytes, error: type[errors.VerificationError], *, alarm: bool = True
+) -> None:
+    before = trusted_state(sp)
+    sp.alarms.clear()
+    sp.a.receive("path0", encode_frame(ftype, payload), sp.clock.now, sp.clock.wall)
+    sp.a.flush(sp.clock.wall)
+    assert trusted_state(sp) == before
+    assert bool([t for who, _, t in sp.alarms if who == "a"]) is alarm
+    with pytest.raises(error):
+        _gate_accepts(sp.a.gate, ftype, payload, sp)
+
+
+def test_our_own_envelope_reflected_back_by_the_peer_changes_nothing_and_is_not_the_peers(sp: SessionPair) -> None:
+    """NDMC sends EUCOM one of EUCOM's own envelopes (validly signed, by EUCOM): a copy of what EUCOM
+    holds, dropped without an alarm (section 8.5), and never the peer's to send (the gate's rule)."""
+    seq = sp.a.ledger.head(sp.line, sp.a.us)[0]
+    raw = sp.a.ledger.raw_envelope(sp.line, sp.a.us, seq)
+    _refused_live(sp, FrameType.ENVELOPE, raw, errors.WrongSenderError, alarm=False)
+
+
+def test_an_envelope_without_its_body_on_the_wire_is_refused(sp: SessionPair) -> None:
+    """Only stored copies may be redacted (section 5.6): a body-less envelope on the wire is refused."""
+    _refused_live(sp, FrameType.ENVELOPE, next_b(sp).redacted().encode(), errors.RedactedBodyError)
+
+
+def test_a_checkpoint_countersigned_by_its_own_proposer_is_found_by_verify_and_in_a_bundle(sp: SessionPair) -> None:
+    kb = b_keys(sp)
+    cp, _ = _checkpoint_pair(sp, 1)
+    own = Cosign(line=sp.line, checkpoint=cp.digest(Checkpoint.DOMAIN), by=kb.fingerprint, key=kb.key_id,
+                 time=sp.clock.wall).sign(kb.signing)  # fmt: skip
+    with pytest.raises(errors.CosignError):
+        sp.a.gate.accept_checkpoint(cp, own)
+    roots = _roots(sp)
+    data = _with_checkpoint(cp, own)(sp.a.ledger.line_data(sp.line, "EUCOM"))
+    report = verify_line(data, roots)
+    assert not report.ok and any("countersigned" in str(p) for p in report.problems), report.problems
+    bundle = verify_bundle(build_bundle(data, roots, sp.a.us, exported_at=sp.clock.wall), sorted(roots))
+    assert not bundle.ok and any("countersigned" in str(p) for p in bundle.all_problems)
