@@ -40,6 +40,7 @@ from redline.api.auth import OPERATE, READ, ApiError, Session
 from redline.bundle import encode_bundle
 from redline.config import ApiConfig, check_lang
 from redline.export import export_line
+from redline.ops.views import NoticesPage
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -241,24 +242,24 @@ class ConsoleHandlers:
         station, lid = self.station, line.line
         now, limits = station.wall(), station.limits
         status = line.status().to_obj()  # the conditions read the same JSON the console gets
-        ops = station.ops[lid]
         out: list[dict[str, Any]] = []
 
         def add(code: str, key: str, since: int | None = None, **params: Any) -> None:
             out.append({"code": code, "key": key, "level": LEVEL[code], "rank": RANK[code], "since": since,
                         "params": params})  # fmt: skip
 
-        for f in sorted(ops.flash.flashes.values(), key=lambda f: f.entry.stored_at):
-            if f.entry.ours:
-                if f.ack is None and now > f.deadline:
-                    add("flash_unacked", f"flash_unacked:{f.entry.id}", f.deadline, seq=f.entry.seq, id=f.entry.id)
-            elif f.ack is None:
-                add("flash", f"flash:{f.entry.id}", f.entry.stored_at, seq=f.entry.seq, id=f.entry.id,
-                    text=f.entry.content.get("text"), lang=f.entry.lang, deadline=f.deadline)  # fmt: skip
-        for call in ops.voice.open_calls():
+        # Read from the same typed views the CLI and the API show (ops/views.py), never ops' internals.
+        for f in station.flash_view(lid):
+            if f.ours:
+                if f.acked_by is None and now > f.deadline:
+                    add("flash_unacked", f"flash_unacked:{f.id}", f.deadline, seq=f.seq, id=f.id)
+            elif f.acked_by is None:
+                add("flash", f"flash:{f.id}", f.accepted_at, seq=f.seq, id=f.id, text=f.text, lang=f.lang,
+                    deadline=f.deadline)  # fmt: skip
+        for call in station.voice_view(lid).calls:
             if not call.ours and call.state == "ringing":
-                add("voice_ring", f"voice_ring:{call.id}", call.ring.stored_at, id=call.id,
-                    caller=call.body.person.name, deadline=call.deadline, test=call.test is not None)  # fmt: skip
+                add("voice_ring", f"voice_ring:{call.id}", call.rang_at, id=call.id, caller=call.caller,
+                    deadline=call.deadline, test=call.test is not None)  # fmt: skip
         since = down_since(status)
         if since is None and not any(p["up"] for p in status["paths"].values()):
             since = self._first_down.setdefault(lid, now)  # never heard since this start
@@ -269,22 +270,22 @@ class ConsoleHandlers:
             add("line_down", f"line_down:{since}", since, peer=status["peer"])
         if status["halted"]:
             add("halted", "halted", None)
-        ours = sorted(ops.tests.ours.values(), key=lambda t: t.entry.stored_at)
-        decided = [t for t in ours if t.result is not None]
+        tests = station.tests_view(lid)
+        decided = [t for t in tests.tests if t.result != "pending"]
         if decided and decided[-1].result == "missed":
-            t = decided[-1]
-            add("test_missed", f"test_missed:{t.entry.id}", t.deadline, side="ours", id=t.entry.id)
+            mine = decided[-1]
+            add("test_missed", f"test_missed:{mine.id}", mine.deadline, side="ours", id=mine.id)
         # The peer's tests: the tester alone decides a miss (guarantee 7). Past our copy of the
         # deadline and with no verdict yet, an answer may still count: the test stays to answer,
         # marked overdue; once the verdict says missed, it is a miss here too and ANSWER is gone.
-        theirs = sorted(ops.tests.theirs.values(), key=lambda t: t.entry.stored_at)
+        theirs = tests.received
         missed = [t for t in theirs if t.result == "missed"]
-        if missed and not any(t.entry.stored_at > missed[-1].entry.stored_at and t.answer is not None for t in theirs):
+        if missed and not any(t.stored_at > missed[-1].stored_at and t.answered_at is not None for t in theirs):
             t = missed[-1]
-            add("test_missed", f"test_missed:{t.entry.id}", t.deadline, side="theirs", id=t.entry.id)
+            add("test_missed", f"test_missed:{t.id}", t.deadline, side="theirs", id=t.id)
         for t in theirs:
-            if t.answer is None and t.result is None:
-                add("test_to_answer", f"test:{t.entry.id}", t.entry.stored_at, id=t.entry.id, deadline=t.deadline,
+            if t.answered_at is None and t.result == "pending":
+                add("test_to_answer", f"test:{t.id}", t.stored_at, id=t.id, deadline=t.deadline,
                     overdue=now > t.deadline)  # fmt: skip
         skew = worst_skew(status)
         limit_ms = int(limits.max_clock_skew_seconds * 1000)
@@ -295,15 +296,14 @@ class ConsoleHandlers:
         if not status["active"]:
             add("unconfirmed", "unconfirmed", None, local=status["confirmed"]["local"],
                 peer=status["confirmed"]["peer"])  # fmt: skip
-        conflicts = ops.board.conflict_count()
+        page = station.notices_view(lid, limit=1)
+        conflicts = page.conflicts_total if isinstance(page, NoticesPage) else 0
         if conflicts:
             add("notice_conflict", f"notice_conflict:{conflicts}", None, count=conflicts)
-        for r in ops.calls.requests.values():
-            if not r.entry.ours and r.state == "open":
-                c = r.entry.content
-                add("call_request", f"call_request:{r.entry.id}", r.entry.stored_at, id=r.entry.id,
-                    from_role=c.get("from_role"), to_role=c.get("to_role"), subject=c.get("subject"),
-                    lang=r.entry.lang)  # fmt: skip
+        for r in station.requests_view(lid):
+            if not r.ours and r.state == "open":
+                add("call_request", f"call_request:{r.id}", r.sent_at, id=r.id, from_role=r.from_role,
+                    to_role=r.to_role, subject=r.subject, lang=r.lang)  # fmt: skip
         out.sort(key=lambda c: (c["rank"], c["since"] or 0))
         return {
             "line": lid, "peer": status["peer"], "now": now, "conditions": out, "down_since": since,

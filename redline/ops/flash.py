@@ -48,7 +48,7 @@ class Flash:
 
     def view(self) -> FlashView:
         return FlashView(
-            id=self.entry.id, seq=self.entry.seq, ours=self.entry.ours, text=self.text,
+            id=self.entry.id, seq=self.entry.seq, ours=self.entry.ours, text=self.text, lang=self.entry.lang,
             accepted_at=self.entry.stored_at, receipted_at=self.receipted_at,
             read=tuple(ReadMark(by=w, at=t) for w, t in self.read),
             escalations=tuple(EscalationMark(level=lv, at=t) for lv, t in self.escalations),

@@ -161,7 +161,7 @@ class LineTests:
             since_last_proven_ms=now - max(proven) if proven else None,
             tests=tuple(
                 SentTest(
-                    id=t.entry.id, sent_at=t.entry.stored_at, receipted_at=t.receipted_at,
+                    id=t.entry.id, sent_at=t.entry.stored_at, deadline=t.deadline, receipted_at=t.receipted_at,
                     answered_at=t.answer.stored_at if t.answer else None, answered_by=t.answered_by,
                     answer_ms=t.answer_ms, result=t.result or "pending",
                 )

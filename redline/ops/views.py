@@ -25,6 +25,7 @@ class SentTest:
 
     id: str
     sent_at: int
+    deadline: int  # on our clock: we decide the verdict
     receipted_at: int | None
     answered_at: int | None
     answered_by: str | None
@@ -90,6 +91,7 @@ class FlashView:
     seq: int
     ours: bool
     text: str | None
+    lang: str
     accepted_at: int
     receipted_at: int | None
     read: tuple[ReadMark, ...]
