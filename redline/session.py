@@ -51,7 +51,7 @@ from redline.ledger.model import LineRecord, OutboxItem
 from redline.protocol import events as ev
 from redline.protocol.events import Action, ChainHead, Close, Send
 from redline.protocol.framing import FrameType
-from redline.protocol.link import Link
+from redline.protocol.link import MAX_ADDRESSES, Link
 from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
 from redline.status import LineStatus, PathView
 
@@ -136,6 +136,7 @@ class LineSession:
         )  # fmt: skip
         self.paths: dict[str, PathStatus] = {}
         self.peer_term: int | None = None  # the peer's HA lease term, last its HELLO said (in memory only)
+        self.new_paths: list[str] = []  # addresses the peer announced and the station has yet to dial
         self._pending = _Pending()
         last_cp = ledger.last_checkpoint(self.line)
         self.link.checkpoint_n = last_cp[0] if last_cp else 0
@@ -381,6 +382,20 @@ class LineSession:
             self.alarm("alarm", f"PEER FAILOVER: the peer station failed over (term {last} -> {term}): another "
                        "process of its HA pair took over; check the line is back in sync")  # fmt: skip
 
+    def _on_peer_addresses(self, addresses: tuple[str, ...]) -> None:
+        """The peer's HELLO says where it may be dialled (§8.3): addresses we do not dial yet are
+        added to the line's paths (kept in the store; the station dials them), never more than
+        ``MAX_ADDRESSES`` in all; none is removed (a peer cannot talk us out of the paths we have)."""
+        room = MAX_ADDRESSES - len(self.record.paths)
+        new = [a for a in dict.fromkeys(addresses) if a not in self.record.paths][: max(0, room)]
+        if not new:
+            return
+        self.record = _replace(self.record, paths=(*self.record.paths, *new))
+        self.ledger.put_line(self.record)
+        self.new_paths += new
+        self.alarm("info", f"the peer announced {'an address' if len(new) == 1 else 'addresses'} this line did not "
+                   f"dial yet: {', '.join(new)}; dialling {'it' if len(new) == 1 else 'them'} too")  # fmt: skip
+
     def _on_event(self, e: ev.Event, wall: int) -> list[Action]:
         if isinstance(e, ev.EnvelopeIn):
             return self._on_envelope(e.seq, e.raw, wall, e.split)
@@ -400,6 +415,8 @@ class LineSession:
         if isinstance(e, ev.PathOpen):
             self._peer_checkpoint = e.peer_checkpoint
             self._on_peer_term(e.peer_term)
+            if e.peer_addresses and not self.record.we_invited:  # only the joiner dials (§8.1)
+                self._on_peer_addresses(e.peer_addresses)
             # Our latest receipt goes out on every path that opens: the peer may have lost the
             # one we sent (it was killed before saving it), and nothing else repeats it.
             latest = self.ledger.latest_receipt(self.line, self.us)

@@ -60,6 +60,7 @@ from redline.ops.views import (
 from redline.persons import PERSON_SIGNED_KINDS, parse_roster
 from redline.protocol.events import Action, Close, Send
 from redline.protocol.framing import FrameType
+from redline.protocol.link import MAX_ADDRESSES
 from redline.protocol.state import PathState
 from redline.session import LineSession, PathStatus
 
@@ -128,6 +129,9 @@ class Station:
         )  # fmt: skip
         if self.ha is not None:  # the peer alarms when this term rises: our pair failed over (§8.3)
             session.link.term = self.ha.term
+        if record.we_invited:  # the peer dials us: it learns where at every HELLO, not only from the token
+            told = [a for a in self.config.addresses if parse_hostport(a)[0] not in ("0.0.0.0", "::", "")]
+            session.link.addresses = tuple(told[:MAX_ADDRESSES])  # a wildcard listen address reaches nobody
         self.sessions[record.line] = session
         ops = LineOps(us=self.keys.fingerprint, peer=record.peer, limits=self.limits, since=record.created_at,
                       roots={True: self.keys.root_public, False: bytes.fromhex(record.peer_root)})  # fmt: skip
@@ -257,19 +261,22 @@ class Station:
     def _dial_paths(self, session: LineSession) -> None:
         if session.record.we_invited:
             return
-        pins = _PeerPins(self, session.line)  # read at each dial: a TLS rotation moves them
         for addr in session.record.paths:
-            host, port = parse_hostport(addr)
-            connect = functools.partial(
-                transport.dial, host, port, cert=self.home.keys / "tls.crt", key=self.home.keys / "tls.key",
-                pins=pins, limits=self.limits,
-            )  # fmt: skip
-            self._spawn(
-                transport.keep_connected(
-                    connect, functools.partial(self._run_path, session.line, addr), limits=self.limits,
-                    on_down=functools.partial(self._path_failed, session.line, addr),
-                )
+            self._dial_path(session, addr)
+
+    def _dial_path(self, session: LineSession, addr: str) -> None:
+        pins = _PeerPins(self, session.line)  # read at each dial: a TLS rotation moves them
+        host, port = parse_hostport(addr)
+        connect = functools.partial(
+            transport.dial, host, port, cert=self.home.keys / "tls.crt", key=self.home.keys / "tls.key",
+            pins=pins, limits=self.limits,
+        )  # fmt: skip
+        self._spawn(
+            transport.keep_connected(
+                connect, functools.partial(self._run_path, session.line, addr), limits=self.limits,
+                on_down=functools.partial(self._path_failed, session.line, addr),
             )
+        )
 
     def _path_failed(self, line: str, path: str, message: str, delay: float) -> None:
         session = self.sessions.get(line)
@@ -309,6 +316,8 @@ class Station:
                     continue
                 was_open = session.link.paths.get(path) is PathState.OPEN
                 await self._perform(session, session.receive(path, data, self.clock.monotonic(), self.wall()))
+                while session.new_paths:  # the peer's HELLO named addresses the line did not dial yet
+                    self._dial_path(session, session.new_paths.pop(0))
                 if not was_open and session.link.paths.get(path) is PathState.OPEN:
                     await self._audio_resend(session, path)
                 self._wake_receipt_waiters(session)  # the peer's verified receipt is what they wait for

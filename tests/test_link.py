@@ -250,6 +250,9 @@ def test_protocol_version_mismatch_is_refused_and_the_path_stays_in_error() -> N
         {"time": "now"}, {"time": True}, {"confirmed": 1},
         {"mine": {"seq": True, "id": "ab"}}, {"yours": {"seq": 1, "id": 5}}, {"mine": {"seq": "1", "id": "ab"}},
         {"term": 0}, {"term": "2"}, {"term": True}, {"term": -1},
+        {"addresses": []}, {"addresses": "10.0.0.2:7401"}, {"addresses": ["10.0.0.2"]}, {"addresses": [7401]},
+        {"addresses": ["10.0.0.2:70000"]}, {"addresses": ["h" * 300 + ":1"]},
+        {"addresses": [f"10.0.0.{i}:7401" for i in range(9)]},
     ],
     ids=lambda b: "-".join(f"{k}={v}" for k, v in b.items()),
 )  # fmt: skip
@@ -265,9 +268,10 @@ def test_hello_members_a_station_does_not_know_are_ignored_and_a_term_is_passed_
     """§8.3: an unknown member (a later version's) changes nothing; ``term`` reaches the station."""
     d = duo()
     d.a.path_up("p0", d.now, d.wall)
-    out = d.a.receive("p0", frame(FrameType.HELLO, hello(term=7, later={"x": 1})), d.now, d.wall)
+    told = ["10.0.0.1:7401", "[2001:db8::2]:7401", "eucom-b.example:7401"]
+    out = d.a.receive("p0", frame(FrameType.HELLO, hello(term=7, addresses=told, later={"x": 1})), d.now, d.wall)
     (po,) = [o for o in out if isinstance(o, ev.PathOpen)]
-    assert po.peer_term == 7 and d.a.paths == {"p0": PathState.OPEN}
+    assert po.peer_term == 7 and po.peer_addresses == tuple(told) and d.a.paths == {"p0": PathState.OPEN}
 
 
 def test_non_canonical_hello_is_refused() -> None:

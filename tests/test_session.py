@@ -332,6 +332,26 @@ def test_the_peer_station_failing_over_is_an_alarm_here_once_per_new_term(sp: Se
     assert texts(sp.b.ledger, sp.line, sp.a.us)[-1] == "after the failover"
 
 
+def test_the_joiner_adds_addresses_the_inviters_hello_announces_bounded_and_kept(sp: SessionPair) -> None:
+    """a invited b, so b dials: a's HELLO tells a's addresses (§8.3), b adds the new ones to the
+    line's paths in its store (at most 8 in all, none removed); a, which only listens, ignores b's."""
+    first = sp.b.record.paths
+    sp.a.link.addresses = (*first, "10.9.0.2:7401")
+    sp.b.link.addresses = ("10.9.9.9:7501",)
+    _reconnect(sp, None)
+    assert sp.b.record.paths == (*first, "10.9.0.2:7401") == sp.b.ledger.line(sp.line).paths
+    assert sp.b.new_paths == ["10.9.0.2:7401"]
+    assert sp.a.record.paths == sp.a.ledger.line(sp.line).paths and "10.9.9.9:7501" not in sp.a.record.paths
+    assert [t for w, level, t in sp.alarms if level == "info" and "announced" in t] == [
+        "the peer announced an address this line did not dial yet: 10.9.0.2:7401; dialling it too"]
+    sp.a.link.addresses = tuple(f"10.9.1.{i}:7401" for i in range(8))  # a full list, none of them known
+    _reconnect(sp, None)
+    assert len(sp.b.record.paths) == 8 and sp.b.record.paths[: len(first) + 1] == (*first, "10.9.0.2:7401")
+    sp.a.link.addresses = ("10.9.2.1:7401",)
+    _reconnect(sp, None)  # no room: nothing more is added, however often it is told
+    assert len(sp.b.ledger.line(sp.line).paths) == 8
+
+
 def test_restart_before_anything_was_signed_keeps_the_outbox(sp: SessionPair) -> None:
     for p in sp.paths:
         sp.disconnect(p)

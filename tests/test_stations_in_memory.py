@@ -115,3 +115,34 @@ def test_a_station_an_hour_fast_is_measured_and_the_line_still_works(tmp_path: P
         await sp.send("a", "EUCOM: loud and clear.")
 
     run(tmp_path, body)
+
+
+def test_a_joiner_dials_an_address_the_inviter_announced_after_pairing(tmp_path: Path) -> None:
+    """EUCOM paired from one address, then got a second (a second host of its pair): NDMC learns
+    it from EUCOM's HELLO on the path it has, keeps it, and opens a path there too (real TLS)."""
+    import json
+
+    from redline.testing import free_ports
+
+    sp = StationPair(tmp_path)
+    cfg = json.loads(sp.dir_a.config_path.read_text())
+    (second,) = [f"127.0.0.1:{p}" for p in free_ports(1)]
+    first = cfg["listen"][0]
+    cfg["listen"] = [first, second]
+    sp.dir_a.config_path.write_text(json.dumps(cfg))
+    sp.a = sp._new("a")
+    assert sp.b.ledger.line(sp.line).paths == (first,)
+
+    async def main() -> None:
+        async with sp:
+            async def both_open() -> bool:
+                paths = sp.b.sessions[sp.line].paths
+                return len(paths) == 2 and all(p.up for p in paths.values())
+
+            async with asyncio.timeout(10):
+                while not await both_open():
+                    await asyncio.sleep(0.01)
+            assert sp.b.ledger.line(sp.line).paths == (first, second)
+            await sp.send("a", "over both paths")
+
+    asyncio.run(main())

@@ -51,6 +51,7 @@ class PathOpen:
     peer_confirmed: bool
     peer_checkpoint: int = 0  # the last checkpoint the peer holds co-signed (0: none, or an older peer)
     peer_term: int | None = None  # the peer's HA lease term (None: not an HA pair, or an older peer)
+    peer_addresses: tuple[str, ...] = ()  # where the peer says it may be dialled (HOST:PORT, checked, at most 8)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from redline import canonical
-from redline.config import Limits
+from redline.config import Limits, parse_hostport
 from redline.envelope import RawEnvelope, plain_header, plain_route, split
-from redline.errors import LocalProtocolError, RedlineError, RemoteProtocolError, VerificationError
+from redline.errors import ConfigError, LocalProtocolError, RedlineError, RemoteProtocolError, VerificationError
 from redline.protocol.events import (
     EMPTY,
     ChainHead,
@@ -77,6 +77,26 @@ def _int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MAX_ADDRESSES = 8  # as many as a pairing token may advertise (pairing.MAX_ADDRS)
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    """HELLO ``addresses`` (§8.3): absent, or 1 to 8 HOST:PORT strings. Peer data: checked here,
+    bounded in number, never a count or a bound of anything else."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_ADDRESSES:
+        raise RemoteProtocolError(f"HELLO addresses must be a list of 1 to {MAX_ADDRESSES} HOST:PORT strings")
+    for addr in value:
+        try:
+            if not isinstance(addr, str) or len(addr) > 300:
+                raise ConfigError("not a HOST:PORT string")
+            parse_hostport(addr)
+        except ConfigError:
+            raise RemoteProtocolError("HELLO addresses hold one that is not HOST:PORT") from None
+    return tuple(value)
+
+
 def _head(obj: Any, what: str) -> ChainHead:
     try:
         seq, eid = obj["seq"], obj["id"]
@@ -121,6 +141,7 @@ class Link:
         self.checkpoint_n = 0  # our last co-signed checkpoint, told in HELLO (the station keeps it current)
         self._peer_said = 0  # the peer's own head as its HELLO said: what we may still ask it for
         self.term: int | None = None  # our HA lease term, told in HELLO (None: not an HA pair, not told)
+        self.addresses: tuple[str, ...] = ()  # where the peer may dial us, told in HELLO (the inviter's)
 
     # -- frames out ------------------------------------------------------------------------------
     def _frame(self, path: str, ftype: FrameType, obj: Any) -> Send:
@@ -136,6 +157,7 @@ class Link:
                 "mine": _head_obj(self.our_head), "yours": _head_obj(self.their_head),
                 "time": wall, "confirmed": self.confirmed, "checkpoint": self.checkpoint_n,
                 **({} if self.term is None else {"term": self.term}),
+                **({"addresses": list(self.addresses)} if self.addresses else {}),
             },
         )  # fmt: skip
 
@@ -311,10 +333,11 @@ class Link:
         term = obj.get("term")  # only a station of an HA pair says (§8.3): compared, never a bound
         if term is not None and (not _int(term) or term < 1):
             raise RemoteProtocolError("HELLO term is malformed")
+        addresses = _addresses(obj.get("addresses"))
         self._peer_said = max(self._peer_said, mine.seq)
         out: list[Output] = [
             PathOpen(path=path, peer_head=mine, peer_has_ours=yours, peer_time=t, peer_confirmed=confirmed,
-                     peer_checkpoint=cp if _int(cp) and cp >= 0 else 0, peer_term=term)
+                     peer_checkpoint=cp if _int(cp) and cp >= 0 else 0, peer_term=term, peer_addresses=addresses)
         ]  # fmt: skip
         self.peer_has_ours = max(self.peer_has_ours, min(yours.seq, self.our_head.seq))
         if yours.seq > self.our_head.seq:
