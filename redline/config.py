@@ -71,6 +71,9 @@ class Limits:
     max_calls_per_line: int = 1
     max_audio_packet_bytes: int = 1500
     max_audio_packets_per_second: int = 100
+    # A live call with no path up and no audio for call_lost_seconds is ended by this station
+    # (CALL_HANGUP reason "lost", CALL_AUDIO filed at once): the survivor of a peer killed mid-call.
+    call_lost_seconds: float = 30.0
     # Our deadlines are ours: a peer's FLASH may ask for an acknowledgement within ack_within_ms and
     # its TEST for an answer within answer_within_ms, but that is advisory. The receiving station's
     # deadlines run on the two windows above; only with honour_peer_windows does it take the peer's

@@ -554,18 +554,25 @@ class CallUnanswered(Body):
 
 @dataclass(frozen=True, kw_only=True)
 class CallHangup(Body):
-    """``answer`` names the pick-up this hang-up ends; without it the caller cancels a ring."""
+    """``answer`` names the pick-up this hang-up ends; without it the caller cancels a ring. ``reason``
+    when the station, not a person, ended it: ``lost`` (it lost the line mid-call) or ``interrupted``
+    (it stopped mid-call)."""
 
     KIND = "CALL_HANGUP"
     ring: Ref
     answer: Ref | None = None
+    reason: str | None = None
 
     @classmethod
     def _read(cls, o: _Obj) -> Self:
-        return cls(ring=o.ref("ring"), answer=o.ref("answer") if o.has("answer") else None)
+        return cls(
+            ring=o.ref("ring"), answer=o.ref("answer") if o.has("answer") else None,
+            reason=o.string("reason", max_len=500) if o.has("reason") else None,
+        )  # fmt: skip
 
     def summary(self) -> str:
-        return f"voice call of seq {self.ring.seq} {'hung up' if self.answer else 'cancelled before pick-up'}"
+        why = f": {self.reason}" if self.reason else ""
+        return f"voice call of seq {self.ring.seq} {'hung up' if self.answer else 'cancelled before pick-up'}{why}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -114,6 +114,7 @@ class Station:
         self.audio_listeners: list[Callable[[str, media.AudioPacket], None]] = []
         self.recordings: dict[str, recording.CallRecording] = {}  # call id -> its recording, while it runs
         self._restored: dict[str, media.CallMedia] = {}  # call id -> audio of a call this process did not see end
+        self._pathless_since: dict[str, int] = {}  # line -> ms: no path up since, during a live call
         for record in self.ledger.lines():
             self._open_session(record)
 
@@ -578,6 +579,21 @@ class Station:
         frames = [bytes([FrameType.AUDIO]) + payload for payload in m.resend()]
         await self._perform(session, [Send(path=path, data=len(f).to_bytes(4, "big") + f) for f in frames])
 
+    def _watch_call_line(self, session: LineSession, wall: int) -> None:
+        """Tell ops/voice.py since when the live call's line has had no path up and no audio from the
+        peer (it ends the call after ``call_lost_seconds``: the survivor of a peer killed mid-call)."""
+        line = session.line
+        voice = self.ops[line].voice
+        call = voice.live()
+        if call is None or any(s is PathState.OPEN for s in session.link.paths.values()):
+            self._pathless_since.pop(line, None)
+            voice.line_quiet(None)
+            return
+        since = self._pathless_since.setdefault(line, wall)
+        m = self.media.get(line)
+        heard = [h.last_at for h in m.paths.values() if h.last_at is not None] if m and m.call == call.id else []
+        voice.line_quiet(max([since, *heard]))
+
     def _audio_intents(self, line: str) -> list[Intent]:
         """CALL_AUDIO for each call over whose audio can no longer arrive here (ops/voice.py)."""
         out = []
@@ -603,6 +619,7 @@ class Station:
         if not session.record.active:
             return
         ops = self.ops[session.line]
+        self._watch_call_line(session, wall)
         intents, alarms = ops.due(wall)
         intents += self._audio_intents(session.line)
         roster_intent = self._roster_intent(ops, people, removed)

@@ -282,9 +282,9 @@ class StationPair:
         await self.b.tick()
         await self.synced()
 
-    async def crash(self, who: str) -> None:
+    async def crash(self, who: str, *, start_again: bool = True) -> None:
         """kill -9, in process: connections dropped, memory gone, nothing saved at stop; then the
-        station starts again from its store."""
+        station starts again from its store (``start_again=False``: later, with ``start``)."""
         st = self.station(who)
         for conn in list(st._conns.values()):
             conn.abort()
@@ -297,6 +297,11 @@ class StationPair:
 
         await asyncio.gather(*st._tasks, return_exceptions=True)
         st.ledger.close()  # what is not committed is gone, as after kill -9
+        if start_again:
+            await self.start(who)
+
+    async def start(self, who: str) -> None:
+        """Start ``who`` again from its store (after ``crash(who, start_again=False)``)."""
         fresh = self._new(who)
         if who == "a":
             self.a = fresh

@@ -242,6 +242,65 @@ def test_audio_a_dying_path_swallowed_is_sent_again_for_the_record_not_for_playo
     asyncio.run(main())
 
 
+def test_the_survivor_of_a_peer_killed_mid_call_ends_it_as_lost_and_both_ends_agree_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    tone_a, tone_b = opus_packets(0.4, 1000.0)[:10], opus_packets(0.4, 440.0)[:10]
+
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            ring, _ = await ring_and_pick_up(sp)
+            for i in range(10):
+                await sp.a.send_audio(sp.line, tone_a[i])
+                await sp.b.send_audio(sp.line, tone_b[i])
+                sp.sim.advance(0.02)
+            heard = lambda st: (st.view(sp.line, "voice")["audio"] or {}).get("received", {}).get("packets")  # noqa: E731
+            await until(lambda: heard(sp.a) == 10 == heard(sp.b), "ten packets each way")
+            await sp.crash("b", start_again=False)  # NDMC killed mid-call; it stays down
+            await until(lambda: paths_open(sp.a, sp.line) == 0, "EUCOM sees no path")
+            await sp.a.tick()  # the station's 100 ms tick notes when the line went quiet
+            sp.sim.advance(29.0)  # under call_lost_seconds (30) of silence: still live at EUCOM
+            await sp.a.tick()
+            assert sp.a.view(sp.line, "voice")["current"]["state"] == "live"
+            sp.sim.advance(2.0)
+            await sp.a.tick()  # EUCOM ends the call: CALL_HANGUP reason "lost", on its own clock
+            await sp.a._flush()  # signed and stored though the line is down (it waits to be sent)
+            await sp.a.tick()  # ... and files its CALL_AUDIO at once (nothing more can reach it)
+            await sp.a._flush()
+            call = sp.a.view(sp.line, "voice")["calls"][-1]
+            assert (call["id"], call["state"], call["reason"]) == (ring, "ended", "lost")
+            assert sp.a.view(sp.line, "voice")["current"] is None
+            # Recorded: durable in EUCOM's outbox, signed once NDMC's HELLO agrees again (guarantee 2).
+            waiting = {i.kind: i.content for i in sp.a.ledger.pending(sp.line)}
+            assert sorted(waiting) == ["CALL_AUDIO", "CALL_HANGUP"] and waiting["CALL_HANGUP"]["reason"] == "lost"
+            validator("CALL_HANGUP").validate(waiting["CALL_HANGUP"])
+            ours = waiting["CALL_AUDIO"]
+            assert ours["sent"]["packets"] == 10 == ours["received"]["packets"]
+            assert "interrupted" not in ours  # EUCOM did not stop: its record of the call is whole
+            assert not list((sp.dir_a.path / "recordings").rglob("*.part"))  # sealed before CALL_AUDIO
+            assert any("this station lost the line" in a["text"] for a in sp.a.alarms), sp.a.alarms
+            # NDMC comes back: it seals what it kept and hangs up "interrupted"; EUCOM's "lost" stands.
+            await sp.start("b")
+            sp.sim.advance(1.0)
+            await sp.a.tick()
+            await sp.b.tick()
+            await sp.synced()
+            await sp.advance(1)
+            await sp.advance(1)
+            for st in (sp.a, sp.b):
+                call = st.view(sp.line, "voice")["calls"][-1]
+                assert (call["state"], call["reason"]) == ("ended", "lost"), call
+                assert call["audio"]["ours"] is not None and call["audio"]["theirs"] is not None, call
+                assert len(stored(st, sp.line, "CALL_AUDIO")) == 2
+            theirs = next(c for mine, c in stored(sp.b, sp.line, "CALL_AUDIO") if mine)
+            assert theirs["interrupted"] is True
+            # NDMC's own "interrupted" hang-up is filed only if it started before EUCOM's "lost" came.
+            reasons = sorted((c.get("reason") or "") for _, c in stored(sp.b, sp.line, "CALL_HANGUP"))
+            assert reasons in (["lost"], ["interrupted", "lost"]), reasons
+
+    asyncio.run(main())
+
+
 def test_the_call_record_and_both_readouts_reference_the_voice_calls_audio_evidence(tmp_path: Path) -> None:
     async def main() -> None:
         async with StationPair(tmp_path) as sp:

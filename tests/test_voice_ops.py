@@ -69,6 +69,42 @@ def test_the_callers_unanswered_stands_over_a_pick_up_that_crossed_it() -> None:
     assert line.a.ops.voice.live() is None is line.b.ops.voice.live()
 
 
+def test_a_call_whose_line_is_lost_is_ended_lost_by_the_survivor_and_that_stands_at_both_ends() -> None:
+    line = Line()
+    rosters(line)
+    r = ring(line)
+    p = pick_up(line, r)
+    line.cut()  # a partition: both stations stay up, neither hears the other
+    line.a.ops.voice.line_quiet(line.now)
+    line.b.ops.voice.line_quiet(line.now)
+    line.advance(30 * SECOND - 1)
+    assert line.ticks() == ([], [])  # under call_lost_seconds: still live at both
+    # A person at NDMC hangs up meanwhile: stored there first, crossing EUCOM's verdict.
+    line.file(line.b, "CALL_HANGUP", {"ring": r.ref, "answer": p.ref})
+    line.advance(1)
+    a, b = line.ticks()
+    assert kinds(a) == ["CALL_HANGUP"] and a[0].content == {"ring": r.ref, "answer": p.ref, "reason": "lost"}
+    assert b == []  # NDMC's call was already over (its person hung up)
+    assert line.a.ops.voice.calls[r.id].audio_ready  # EUCOM files its CALL_AUDIO at once
+    assert any("this station lost the line" in t for t in line.a.texts())
+    line.restore()
+    assert states(line, r) == ("ended", "ended")
+    assert line.a.ops.voice.calls[r.id].reason == "lost" == line.b.ops.voice.calls[r.id].reason
+    assert line.a.ops.voice.calls[r.id].view().ended_at is not None
+
+
+def test_a_call_with_audio_or_a_path_is_never_ended_as_lost() -> None:
+    line = Line()
+    rosters(line)
+    r = ring(line)
+    pick_up(line, r)
+    line.a.ops.voice.line_quiet(line.now)
+    line.advance(20 * SECOND)
+    line.a.ops.voice.line_quiet(None)  # a path is back
+    line.advance(20 * SECOND)
+    assert line.ticks() == ([], []) and states(line, r) == ("live", "live")
+
+
 def test_decline_and_busy() -> None:
     line = Line()
     rosters(line)

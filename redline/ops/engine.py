@@ -63,7 +63,8 @@ class LineOps:
             ack_ms=int(limits.flash_ack_seconds * 1000), levels=limits.escalation_levels, bounds=bounds
         )
         self.calls = Calls()
-        self.voice = Voice(ring_ms=int(limits.ring_seconds * 1000), max_calls=limits.max_calls_per_line)
+        self.voice = Voice(ring_ms=int(limits.ring_seconds * 1000), max_calls=limits.max_calls_per_line,
+                           lost_ms=int(limits.call_lost_seconds * 1000))  # fmt: skip
         # Each side's roster as last published (ours? -> name -> person), and the pins that decide
         # whose signature counts: the same rule for both sides, so both ends agree on every ACK.
         # ``roots`` (ours? -> root public key): people's certificates are checked against them.

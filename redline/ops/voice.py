@@ -15,7 +15,13 @@ One side decides each outcome (guarantee 7), so both ends show the same:
   "cancelled"; either stands over a pick-up or decline that crossed it, at both ends;
 - a ring that arrives while a call is ringing or live here is declined ``busy`` by the station
   (crossing rings are both declined: ring again);
-- the call ends with the first CALL_HANGUP naming its pick-up.
+- the call ends with the first CALL_HANGUP naming its pick-up;
+- a live call whose line is lost (no path up and no audio for ``call_lost_seconds`` on this
+  station's clock) is ended by the station that sees it so, the survivor: its CALL_HANGUP says
+  ``reason: "lost"`` and stands at both ends over a hang-up that crossed it (the restarted peer's
+  ``interrupted``, or a person's), so both ends show the same end once the line is back; in a
+  partition both sides may decide it, and both say the same. The survivor files its CALL_AUDIO at
+  once: nothing more of the call can reach it.
 
 A station may send audio only while the call is live here (picked up, not ended); the console and
 ``media`` drop everything else. Each station files its CALL_AUDIO once the call is over and it
@@ -39,6 +45,8 @@ from redline.ops.model import Entry, Intent, Outbox
 from redline.ops.views import AudioEvidenceView, VoiceCallView, VoiceView
 
 BUSY: Final = "busy"
+LOST: Final = "lost"  # CALL_HANGUP's reason: this station lost the line mid-call and ended it
+INTERRUPTED: Final = "interrupted"  # CALL_HANGUP's reason: this station stopped mid-call (found at restart)
 VOICE_KINDS: Final = frozenset(
     {"CALL_RING", "CALL_ANSWER", "CALL_DECLINE", "CALL_UNANSWERED", "CALL_HANGUP", "CALL_AUDIO"}
 )
@@ -60,6 +68,8 @@ class VoiceCall:
     audio: dict[bool, tuple[Entry, kinds.CallAudio]] = field(default_factory=dict)  # ours? -> CALL_AUDIO
     evidence: str | None = None  # match | mismatch, once both CALL_AUDIO are held
     interrupted: bool = False  # picked up before this station's process started: its audio here is over
+    quiet_since: int | None = None  # ms: the line has had no path up and no audio since (the station says)
+    lost_at: int | None = None  # ms: this station ended the call as lost (its CALL_HANGUP may wait for the line)
 
     @property
     def id(self) -> str:
@@ -88,6 +98,8 @@ class VoiceCall:
         if self.interrupted:  # we take no more of its audio: file as soon as it is over
             return True
         end = self.outcome_entry
+        if self.reason == LOST and (end is None or end.ours):
+            return True  # we ended it because nothing of it can reach us any more
         return end is None or not end.ours or self.hangup_receipted or self.outcome != "ended"
 
     def view(self) -> VoiceCallView:
@@ -97,7 +109,7 @@ class VoiceCall:
             id=self.id, seq=self.ring.seq, ours=self.ours, state=self.state, caller=self.body.person.name,
             rang_at=self.ring.stored_at, deadline=self.deadline, answered_by=self.answered_by,
             answered_at=self.answer.stored_at if self.answer else None,
-            ended_at=self.outcome_entry.stored_at if self.outcome_entry else None,
+            ended_at=self.outcome_entry.stored_at if self.outcome_entry else self.lost_at,
             test=self.test.id if self.test else None, reason=self.reason,
             audio=AudioEvidenceView(
                 ours=ours_audio[1].to_content() if ours_audio else None,
@@ -107,8 +119,9 @@ class VoiceCall:
 
 
 class Voice:
-    def __init__(self, *, ring_ms: int, max_calls: int = 1) -> None:
+    def __init__(self, *, ring_ms: int, max_calls: int = 1, lost_ms: int = 30_000) -> None:
         self.ring_ms = ring_ms
+        self.lost_ms = lost_ms
         self.max_calls = max_calls
         self.calls: dict[str, VoiceCall] = {}
         self._by_our_seq: dict[str, VoiceCall] = {}  # our hang-up's id -> its call (waiting for a receipt)
@@ -169,11 +182,19 @@ class Voice:
                     if e.ours == call.ours and call.outcome not in ("unanswered", "cancelled"):
                         call.outcome, call.outcome_entry = "cancelled", e
                 elif call.answer is not None and body.answer.id == call.answer.id and call.outcome is None:
-                    call.outcome, call.outcome_entry = "ended", e
+                    call.outcome, call.outcome_entry, call.reason = "ended", e, body.reason
                     if e.ours:
                         self._by_our_seq[e.id] = call
-                    else:
+                    if body.reason == LOST and not e.ours:
+                        out.alarm("alarm", "VOICE CALL ended: the peer lost the line mid-call (no path, no audio)",
+                                  e.stored_at)  # fmt: skip
+                    elif not e.ours:
                         out.alarm("info", "VOICE CALL ended: the peer hung up", e.stored_at)
+                elif (call.answer is not None and body.answer.id == call.answer.id and call.outcome == "ended"
+                      and body.reason == LOST and (call.reason != LOST or call.outcome_entry is None)):  # fmt: skip
+                    # The survivor's verdict stands over a hang-up that crossed it, at both ends (and
+                    # our own, decided while the line was down, is now signed and stored).
+                    call.outcome_entry, call.reason = e, body.reason
             case kinds.CallAudio():
                 call = self.calls.get(body.ring.id)
                 if call is None or e.ours in call.audio:
@@ -194,8 +215,17 @@ class Voice:
         call.evidence = "mismatch" if bad else "match"
         if bad:
             cut = " (a station was interrupted mid-call)" if ours.interrupted or theirs.interrupted else ""
+            if not cut and call.reason == LOST:
+                cut = " (the line was lost mid-call)"
             out.alarm("alarm", f"AUDIO EVIDENCE MISMATCH on the call of seq {call.ring.seq}: {'; '.join(bad)}{cut}",
                       at)  # fmt: skip
+
+    def line_quiet(self, since: int | None) -> None:
+        """The station's word on the live call's line: since when (ms, its clock) no path has been up
+        and no audio has come, or None while it works. ``due`` ends the call after ``lost_ms``."""
+        call = self.live()
+        if call is not None:
+            call.quiet_since = since
 
     def receipted(self, our_id: str) -> None:
         call = self._by_our_seq.pop(our_id, None)
@@ -210,9 +240,23 @@ class Voice:
                                           content=body.to_content(), idem=f"call-unanswered:{call.id}"))  # fmt: skip
             if call.interrupted and call.state == "live" and call.answer is not None:
                 # This station stopped mid-call: the call is over; say so on the line.
-                hangup = kinds.CallHangup(ring=call.ring.reference(), answer=call.answer.reference())
+                hangup = kinds.CallHangup(ring=call.ring.reference(), answer=call.answer.reference(),
+                                          reason=INTERRUPTED)  # fmt: skip
                 out.intents.append(Intent(kind="CALL_HANGUP", prio=kinds.default_priority("CALL_HANGUP"),
                                           content=hangup.to_content(), idem=f"call-interrupted:{call.id}"))  # fmt: skip
+            elif (call.state == "live" and call.answer is not None and call.quiet_since is not None
+                  and now - call.quiet_since >= self.lost_ms):  # fmt: skip
+                # The line is lost mid-call (the peer killed, or cut off): this station ends the call
+                # here at once, on its own clock. Its CALL_HANGUP waits, durable, in the outbox (nothing
+                # is signed until the peer's HELLO agrees again) and is sent when the line is back.
+                call.outcome, call.reason, call.lost_at = "ended", LOST, now
+                why = f"no path and no audio for {self.lost_ms // 1000} s"
+                out.alarm("alarm", f"VOICE CALL ended: this station lost the line mid-call ({why}); the peer is told "
+                                   "when the line is back", now)  # fmt: skip
+            if call.lost_at is not None and call.outcome_entry is None and call.answer is not None:
+                hangup = kinds.CallHangup(ring=call.ring.reference(), answer=call.answer.reference(), reason=LOST)
+                out.intents.append(Intent(kind="CALL_HANGUP", prio=kinds.default_priority("CALL_HANGUP"),
+                                          content=hangup.to_content(), idem=f"call-lost:{call.id}"))  # fmt: skip
             if call.busy and call.outcome is None:
                 decline = kinds.CallDecline(ring=call.ring.reference(), reason=BUSY)
                 out.intents.append(Intent(kind="CALL_DECLINE", prio=kinds.default_priority("CALL_DECLINE"),
