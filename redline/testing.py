@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,12 @@ def make_station(root: Path, name: str, lang: str, port: int, limits: Limits | N
     return d
 
 
-def pair_directly(a: StationDir, b: StationDir, *, confirmed: bool = True) -> str:
-    """Pin each station's keys at the other, as a completed pairing ceremony would."""
+def pair_directly(a: StationDir, b: StationDir, *, confirmed: bool = True, created_at: int | None = None) -> str:
+    """Pin each station's keys at the other, as a completed pairing ceremony would, at ``created_at``
+    (now by default, as a ceremony records it: a line made at 0 would owe the last scheduled line test
+    at its first tick, which raced tests counting envelopes)."""
     line = os.urandom(16).hex()
+    created = int(time.time() * 1000) if created_at is None else created_at
     ka, kb = a.load_keys(), b.load_keys()
     for mine, theirs, theirs_dir, invited in ((a, kb, b, True), (b, ka, a, False)):
         ledger = mine.open_ledger()
@@ -50,6 +54,7 @@ def pair_directly(a: StationDir, b: StationDir, *, confirmed: bool = True) -> st
                 line=line, peer=theirs.fingerprint, peer_name=cfg.name, peer_root=theirs.root_public.hex(),
                 peer_tls_cert=theirs.tls_cert_der.hex(), paths=cfg.listen, peer_lang=cfg.lang,
                 we_invited=invited, confirmed_local=confirmed, confirmed_peer=confirmed, safety_code="000000",
+                created_at=created,
             )
         )  # fmt: skip
         ledger.put_cert(theirs.fingerprint, theirs.key_id, "signing", theirs.signing_cert)
