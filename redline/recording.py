@@ -34,10 +34,13 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from redline.errors import RecordingError
+from redline.errors import RecordingError, VerificationError
 from redline.media import AudioPacket
+
+if TYPE_CHECKING:
+    from redline.kinds import CallAudio
 
 log = logging.getLogger("redline.recording")
 
@@ -393,3 +396,51 @@ def recover(home: Path, line: str, call: str, us: str, peer: str) -> tuple[dict[
         except (OSError, RecordingError) as exc:
             problems.append(f"{direction}: {exc}")
     return packets, problems
+
+
+@dataclass
+class KeptCheck:
+    """What ``check_kept`` found: recordings that match, problems (where, what), notes."""
+
+    matched: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_kept(home: Path, line: str, us: str, peer: str, audio: Iterable[CallAudio]) -> KeptCheck:
+    """``redline verify`` on a store: this station's own recordings of each call against the digests
+    it signed in its (verified) CALL_AUDIO ``audio``, by the one rule, ``gate.accept_recording``.
+
+    An altered, cut, swapped or unsealed recording is a problem (the station seals both before it
+    files CALL_AUDIO). A missing one is a note, not a failure: the transcript's proof does not rest
+    on it (both stations signed the digests), and an operator may have moved old recordings off the
+    station (``redline export --recording``)."""
+    from redline.gate import accept_recording  # gate imports this module (``parse``)
+
+    out = KeptCheck()
+    for body in audio:
+        call = body.ring.id
+        for direction in DIRECTIONS:
+            signed = body.sent if direction == "sent" else body.received
+            where = f"recording {call[:12]} {direction}"
+            found = find(home, line, call, direction)
+            if found is None:
+                out.notes.append(f"{where}: not kept on this station ({signed.packets} packets signed in CALL_AUDIO)")
+                continue
+            path, sealed = found
+            if not sealed:
+                out.problems.append((where, "not sealed, though its CALL_AUDIO was filed (a station seals it first)"))
+                continue
+            try:
+                rec = accept_recording(path.read_bytes(), body, us, peer)
+            except OSError as exc:
+                out.problems.append((where, f"cannot be read: {exc.strerror or exc}"))
+                continue
+            except VerificationError as exc:
+                out.problems.append((where, str(exc)))
+                continue
+            if rec.direction != direction:  # the other direction's file under this name
+                out.problems.append((where, f"the file holds the {rec.direction} recording: swapped"))
+                continue
+            out.matched.append(f"{direction} {call[:12]} ({signed.packets} packets)")
+    return out

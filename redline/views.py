@@ -149,6 +149,8 @@ class VerifyView:
     evidence: tuple[str, ...] = field(default=())
     revoked: tuple[str, ...] = field(default=())  # runs of envelopes signed by a revoked key (a REVOKE)
     people: tuple[str, ...] = field(default=())  # person signatures checked up to the roots, in words
+    recordings: tuple[str, ...] = field(default=())  # own call recordings matching the signed CALL_AUDIO
+    notes: tuple[str, ...] = field(default=())  # e.g. a recording not kept on this station
 
     @classmethod
     def of(cls, r: LineReport) -> VerifyView:
@@ -159,11 +161,13 @@ class VerifyView:
             one_sided_tail={name(k, k): r.tail(k) for k in r.chain_sizes}, checkpoints=r.checkpoints,
             receipts=r.receipts, problems=tuple(str(p) for p in r.problems), evidence=tuple(str(p) for p in r.evidence),
             revoked=tuple(f.describe(name(f.station, f.station[:12])) for f in r.flagged), people=tuple(r.people),
+            recordings=tuple(r.recordings), notes=tuple(r.notes),
         )  # fmt: skip
 
     def to_obj(self) -> dict[str, Any]:
         obj = asdict(self)
         obj["problems"], obj["evidence"], obj["revoked"] = list(self.problems), list(self.evidence), list(self.revoked)
         obj["people"] = list(self.people)
+        obj["recordings"], obj["notes"] = list(self.recordings), list(self.notes)
         return obj
 

@@ -123,6 +123,60 @@ def test_a_recording_altered_cut_or_swapped_fails_the_bundle_check(tmp_path: Pat
     asyncio.run(main())
 
 
+def test_verify_on_a_store_checks_its_own_recordings_altered_or_swapped_fail_missing_is_a_note(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from redline.cli import main as cli
+
+    async def call() -> str:
+        async with StationPair(tmp_path) as sp:
+            ring, pickup = await ring_and_pick_up(sp)
+            await talk(sp, 10)
+            await sp.act("a", "CALL_HANGUP", {"ring": ring, "answer": pickup})
+            await sp.advance(1)
+            await sp.advance(1)
+            return str(ring)
+
+    ring = asyncio.run(call())
+    home = tmp_path / "EUCOM"
+
+    def verify() -> tuple[int, dict[str, Any]]:
+        res = CliRunner().invoke(cli, ["verify", "--station", str(home), "--json"])
+        [report] = json.loads(res.output)
+        return res.exit_code, report
+
+    code, report = verify()
+    assert code == 0 and report["ok"] and report["notes"] == [], report
+    assert sorted(report["recordings"]) == [f"received {ring[:12]} (10 packets)", f"sent {ring[:12]} (10 packets)"]
+    sent, received = (recording.path_of(home, report["line"], ring, d) for d in ("sent", "received"))
+    good = sent.read_bytes()
+    # One packet's bytes changed and its page re-checksummed: a valid Ogg file that lies.
+    forged = bytearray(good)
+    last = list(recording.pages(good))[-1]
+    forged[last.offset : last.end] = recording.page(last.serial, last.seqno, last.granule, b"\xfc" + last.packet[1:],
+                                                    last.flags)  # fmt: skip
+    sent.write_bytes(bytes(forged))
+    code, report = verify()
+    assert code == 2 and not report["ok"]
+    assert report["problems"] == [f"recording {ring[:12]} sent: " + report["problems"][0].split(": ", 1)[1]]
+    assert "does not hash to the digest signed" in report["problems"][0]
+    sent.write_bytes(received.read_bytes())  # the other direction's file under this name
+    code, report = verify()
+    assert code == 2 and any("sent" in p and ("swapped" in p or "wrong sender" in p) for p in report["problems"])
+    sent.unlink()  # moved off the station: noted, not a failure
+    code, report = verify()
+    assert code == 0 and report["ok"], report
+    note = f"recording {ring[:12]} sent: not kept on this station (10 packets signed in CALL_AUDIO)"
+    assert report["notes"] == [note]
+    res = CliRunner().invoke(cli, ["verify", "--station", str(home)])
+    assert res.exit_code == 0 and "call recordings matching the signed CALL_AUDIO: 1" in res.output
+    assert "note: recording" in res.output
+
+
 def test_a_station_killed_mid_call_seals_its_recording_and_files_interrupted_call_audio(tmp_path: Path) -> None:
     async def main() -> None:
         async with StationPair(tmp_path) as sp:

@@ -92,6 +92,10 @@ class LineReport:
     # Every person signature checked up to its station's root (PROTOCOL.md 5.10), in words.
     people: list[str] = field(default_factory=list)
     people_invalid: int = 0
+    # ``redline verify`` on a store: the station's own call recordings that match the digests it
+    # signed in CALL_AUDIO (recording.check_kept), and what is only noted (a recording not kept).
+    recordings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
