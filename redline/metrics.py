@@ -34,7 +34,9 @@ from redline.ledger.sqlite import Ledger
 from redline.statements import Checkpoint
 
 if TYPE_CHECKING:
+    from redline.standby import Pair
     from redline.station import Station
+    from redline.status import HaView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # No "<counter>_created" series beside each counter and histogram: a station's counters start with the
@@ -261,6 +263,42 @@ def _collect(station: Station) -> Iterator[Metric]:
     yield from (flash_pending, flash_age, escalations, missed, passed, proven_at, proven_age)
     yield from (checkpoint_at, checkpoint_lag, path_up, rtt, skew, heard, wire)
     yield from _store(station)
+    if station.ha is not None:
+        yield from ha_metrics(station.ha.view())
+
+
+HA_ROLES = ("active", "standby", "deposed")
+
+
+def ha_metrics(view: HaView) -> Iterator[Metric]:
+    """This process in an HA pair (redline/standby.py), the same on the active and the standby:
+    alert when no process of a pair is active, or on a term that rose (a takeover)."""
+    role = _gauge("redline_ha_role", "This process's role in the HA pair: 1 for the role it has", ["role"])
+    for r in HA_ROLES:
+        role.add_metric([r], int(view.role == r))
+    term = _gauge("redline_ha_term", "The store's lease term as this process last read it (+1 at every takeover)", [])
+    if view.term is not None:
+        term.add_metric([], view.term)
+    active = _gauge("redline_ha_active_process", "1 when a process of the pair holds an unexpired lease", [])
+    active.add_metric([], int(bool(view.active_holder)))
+    db = _gauge("redline_ha_database_up", "1 when this process reached the database at its last try", [])
+    db.add_metric([], int(not view.database.startswith("unreachable")))
+    yield from (role, term, active, db)
+
+
+class _PairCollector(Collector):
+    def __init__(self, pair: Pair) -> None:
+        self._pair = pair
+
+    def collect(self) -> Iterable[Metric]:
+        return list(ha_metrics(self._pair.view()))
+
+
+def standby_exposition(pair: Pair) -> bytes:
+    """``/metrics`` of a standby process: only the pair's gauges (it runs no station)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_PairCollector(pair))
+    return generate_latest(registry)
 
 
 def _checkpoint(

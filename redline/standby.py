@@ -26,7 +26,8 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
@@ -41,6 +42,12 @@ if TYPE_CHECKING:
     from redline.station import Station
 
 log = logging.getLogger("redline.standby")
+
+
+class Closing(Protocol):
+    """A server the standby runs while it waits (api.HttpServer): stopped when it takes over."""
+
+    async def stop(self) -> None: ...
 
 
 class Pair:
@@ -62,11 +69,15 @@ class Pair:
         self._ledger: LedgerStore | None = None
 
     # -- standby ----------------------------------------------------------------------------------
-    async def wait_active(self, stopping: asyncio.Event) -> bool:
+    async def wait_active(
+        self, stopping: asyncio.Event, monitor: Callable[[], Awaitable[Closing]] | None = None
+    ) -> bool:
         """Poll for the lease until it is ours (True) or the process is told to stop (False),
-        answering ``status`` on the control socket meanwhile."""
+        answering ``status`` on the control socket meanwhile, and serving ``monitor`` (the
+        ``--metrics`` address of a standby) if given."""
         self.role, self._ledger = "standby", None
         server: asyncio.Server | None = None  # opened once the lease is not ours at the first try
+        http: Closing | None = None
         db: psycopg.Connection[Any] | None = None
         try:
             while not stopping.is_set():
@@ -89,6 +100,8 @@ class Pair:
                     db = None
                 if server is None:
                     server = await self._serve_status()
+                    if monitor is not None:
+                        http = await monitor()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll):
                         await stopping.wait()
@@ -98,6 +111,8 @@ class Pair:
                 db.close()
             if server is not None:
                 server.close()  # the station's own control socket takes the path over
+            if http is not None:
+                await http.stop()  # the active station's monitoring takes the address over
 
     # -- active -----------------------------------------------------------------------------------
     def attach(self, ledger: LedgerStore) -> None:

@@ -41,6 +41,7 @@ from redline.home import StationDir, StationKeys
 from redline.identity import SignedCert
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
+from redline.ledger.stores import shown_url
 from redline.ops.engine import LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry, Intent
 from redline.ops.views import (
@@ -410,10 +411,15 @@ class Station:
             self.step_down(str(exc))
             return
         line = session.line
+        if self.config.store:  # PostgreSQL: the likely cause is the database or the way to it, not our disk
+            what = (f"check that the database answers and takes writes: {shown_url(self.config.store)} (the "
+                    "primary, reachable from this host, its disk not full)")  # fmt: skip
+        else:
+            what = "free disk space, check the disk"
         self.alarm(
             line, "alarm",
             f"STORAGE FAILURE: {exc}. Nothing that was not stored has been receipted or acknowledged; the line "
-            "accepts nothing until the store can be written again (free disk space, check the disk); the peer "
+            f"accepts nothing until the store can be written again ({what}); the peer "
             "keeps and resends what we did not receipt",
         )  # fmt: skip
         self._restart_session(session)

@@ -50,6 +50,7 @@ class Pair:
     line: str
     url: str
     accepted: dict[str, list[str]] = field(default_factory=lambda: {"eucom": [], "ndmc": []})
+    ports: list[int] = field(default_factory=list)
 
     def procs(self) -> list[StationProc]:
         return [self.a, self.b, self.ndmc]
@@ -76,10 +77,11 @@ async def synced(p: StationProc) -> bool:
 
 
 @contextlib.contextmanager
-def running_pair(root: Path, url: str, a_url: str | None = None) -> Iterator[Pair]:
+def running_pair(root: Path, url: str, a_url: str | None = None, metrics: bool = False) -> Iterator[Pair]:
     """EUCOM's two processes on the store at ``url`` (created here), NDMC, paired and in sync.
-    ``a_url``: the first process reaches the same store by another way (a relay that can stall)."""
-    p = free_ports(4)
+    ``a_url``: the first process reaches the same store by another way (a relay that can stall).
+    ``metrics``: each EUCOM process serves ``--metrics`` (a on p[3], b on p[4])."""
+    p = free_ports(5)
     far = (datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M")
     hosts = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
     a_dir, b_dir = StationDir(root / "eucom-a"), root / "eucom-b"
@@ -96,7 +98,9 @@ def running_pair(root: Path, url: str, a_url: str | None = None) -> Iterator[Pai
     # The peer of a pair redials each address within a second: one of the two is always refused.
     fast = Limits(test_times_utc=(far,), redial_max=1.0)
     ndmc.init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}"], limits=fast)
-    pair = Pair(StationProc(a_dir.path), StationProc(b_dir), StationProc(ndmc.path), "", url)
+    on = [("--metrics", f"127.0.0.1:{port}") if metrics else () for port in p[3:5]]
+    pair = Pair(StationProc(a_dir.path, on[0]), StationProc(b_dir, on[1]), StationProc(ndmc.path), "", url)
+    pair.ports = p
 
     async def setup() -> None:
         await pair.a.start()
@@ -341,7 +345,28 @@ def test_a_clean_stop_of_the_active_process_hands_over_at_once_as_a_switchover(h
     assert took < Limits().lease_seconds  # it did not wait for the lease to lapse
 
 
-def test_status_of_a_standby_says_so_and_refuses_operations(ha_pair: Pair) -> None:
+def _get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_status_of_a_standby_says_so_and_refuses_operations(tmp_path: Path, postgres_server: PgServer) -> None:
+    name = "ha_" + uuid.uuid4().hex[:12]
+    postgres_server.admin(f"CREATE DATABASE {name}")
+    try:
+        with running_pair(tmp_path, postgres_server.url(name), metrics=True) as pair:
+            _standby_status(pair)
+    finally:
+        postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _standby_status(ha_pair: Pair) -> None:
     async def run() -> None:
         st = await ha_pair.b.call({"op": "status"})
         assert st["ha"]["role"] == "standby" and st["lines"] == []
@@ -357,6 +382,37 @@ def test_status_of_a_standby_says_so_and_refuses_operations(ha_pair: Pair) -> No
     assert shown.returncode == 0, shown.stderr
     words = " ".join(shown.stdout.split())  # rich wraps at the terminal's width
     assert "This process: STANDBY" in words and "lease term 1" in words and "database: primary" in words, words
+    assert "serves no line" in words
+    # --exit-code: a healthy standby is 3 (not 2, the 'no line in sync' failure); the active 0.
+    for proc, code in ((ha_pair.b, 3), (ha_pair.a, 0)):
+        done = subprocess.run([sys.executable, "-m", "redline", "status", "--exit-code", "--station", str(proc.home)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == code, (proc.home.name, done.returncode, done.stdout[-300:], done.stderr[-300:])
+    # Monitoring on the standby's --metrics address: alive, not ready, the pair's gauges.
+    a_port, b_port = ha_pair.ports[3], ha_pair.ports[4]
+    assert _get(b_port, "/health") == (200, '{"ok":true,"role":"standby"}')
+    assert _get(b_port, "/ready") == (503, '{"ready":false,"role":"standby"}')
+    code, text = _get(b_port, "/metrics")
+    assert code == 200 and 'redline_ha_role{role="standby"} 1.0' in text and "redline_ha_term 1.0" in text, text
+    assert "redline_ha_active_process 1.0" in text and "redline_ha_database_up 1.0" in text, text
+    assert _get(a_port, "/ready")[0] == 200
+    code, text = _get(a_port, "/metrics")
+    assert code == 200 and 'redline_ha_role{role="active"} 1.0' in text and "redline_ha_term 1.0" in text
+    assert "redline_line_in_sync" in text  # the active's own metrics, beside the pair's
+
+    async def switch() -> None:  # b takes over: its standby monitor gives the address to the station's
+        await asyncio.to_thread(ha_pair.a.stop)
+        await wait_until(lambda: _is(ha_pair.b, "active"), "b took over", 10)
+        await wait_until(lambda: synced(ha_pair.b), "the line through b", 20)
+
+        async def ready() -> bool:
+            return (await asyncio.to_thread(_get, b_port, "/ready"))[0] == 200
+
+        await wait_until(ready, "b ready on its --metrics address", 10)
+
+    asyncio.run(switch())
+    code, text = _get(b_port, "/metrics")
+    assert 'redline_ha_role{role="active"} 1.0' in text and "redline_ha_term 2.0" in text, text
 
 
 class PartitionRelay:

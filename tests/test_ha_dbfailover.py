@@ -169,3 +169,7 @@ def test_promotion_of_the_database_standby_under_two_way_traffic_loses_nothing(
         print(f"\ndatabase failover (primary stopped, standby promoted 0.5 s later) to traffic: {took:.2f} s")
         problems = check(pair)
         assert not problems, "\n".join(problems)
+        # The storage failure names the database, not the local disk (it is not this host's disk).
+        logs = " ".join((pair.a.log.read_text(errors="replace") + pair.b.log.read_text(errors="replace")).split())
+        assert "STORAGE FAILURE" in logs and "check that the database answers and takes writes" in logs
+        assert "free disk space" not in logs

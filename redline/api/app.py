@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -74,6 +74,9 @@ from redline.metrics import health as is_healthy
 from redline.metrics import ready as is_ready
 from redline.session import LineSession
 from redline.station import Station
+
+if TYPE_CHECKING:
+    from redline.standby import Pair
 
 log = logging.getLogger("redline.api")
 CONSOLE = Path(__file__).resolve().parent.parent / "console"
@@ -773,6 +776,32 @@ def create_app(
     return app
 
 
+def create_standby_app(pair: Pair, *, listen: tuple[str, int] | None = None) -> Starlette:
+    """The metrics-only address of a standby process (``redline serve --metrics`` while it waits for
+    the lease): ``/health`` 200 while it reaches the database (it can take over), ``/ready`` always
+    503 (it serves no line: a load balancer's readiness check finds the active process), ``/metrics``
+    the pair's gauges. The console and the API stay closed on a standby."""
+
+    def answer(body: dict[str, Any], ok: bool) -> Response:
+        return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+    async def health(request: Request) -> Response:
+        ok = not pair.view().database.startswith("unreachable")
+        return answer({"ok": ok, "role": pair.view().role}, ok)
+
+    async def ready(request: Request) -> Response:
+        return answer({"ready": False, "role": pair.view().role}, False)
+
+    async def metrics(request: Request) -> Response:
+        from redline.metrics import standby_exposition
+
+        return Response(standby_exposition(pair), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
+    hosts = Hosts(pair.home.config().api, listen)
+    routes = [Route("/health", health), Route("/ready", ready), Route("/metrics", metrics)]
+    return Starlette(routes=routes, middleware=[Middleware(_Headers), Middleware(HostCheck, hosts=hosts)])
+
+
 # -- serving inside `redline serve` ----------------------------------------------------------------
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
@@ -790,6 +819,15 @@ class HttpServer:
     async def start(
         cls, station: Station, addr: str, config: ApiConfig | None = None, *, monitoring_only: bool = False
     ) -> HttpServer:
+        return await cls.serve(addr, lambda listen: create_app(station, config, listen=listen,
+                                                               monitoring_only=monitoring_only))  # fmt: skip
+
+    @classmethod
+    async def start_standby(cls, pair: Pair, addr: str) -> HttpServer:
+        return await cls.serve(addr, lambda listen: create_standby_app(pair, listen=listen))
+
+    @classmethod
+    async def serve(cls, addr: str, make_app: Callable[[tuple[str, int]], Starlette]) -> HttpServer:
         host, port = parse_hostport(addr)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -807,7 +845,7 @@ class HttpServer:
         sock.setblocking(False)
         bound = f"{host}:{sock.getsockname()[1]}"
         listen = (f"[{host}]" if ":" in host else host, sock.getsockname()[1])
-        app = create_app(station, config, listen=listen, monitoring_only=monitoring_only)
+        app = make_app(listen)
         # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1, whoever that is;
         # the API believes them only from api.trusted_proxies (auth.Proxies). log_config None:
         # uvicorn's records go to the station's own log handler (human or JSON, control codes escaped).

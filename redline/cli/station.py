@@ -6,6 +6,7 @@ mode 0600 in a 0700 directory: only its owner)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +96,23 @@ def serve(
         while True:
             if pair is not None:
                 console.print(f"Standby: waiting for the lease of the store {pair.view().store} ({pair.holder})")
-                if not await pair.wait_active(stopping):
+                if not await pair.wait_active(stopping, monitor=standby_monitor(pair) if metrics_addr else None):
                     return
             await run_station(pair, stopping)
             if pair is None or pair.role != "deposed" or stopping.is_set():
                 return
+
+    def standby_monitor(pair: Any) -> Callable[[], Awaitable[Any]]:
+        async def start() -> Any:
+            from redline.api import HttpServer
+
+            assert metrics_addr is not None
+            server = await HttpServer.start_standby(pair, metrics_addr)
+            where = (f"http://{server.addr}/metrics", "bold")
+            console.print(styled("Standby's health, readiness and HA metrics on ", where))
+            return server
+
+        return start
 
     async def run_station(pair: Any, stopping: asyncio.Event) -> None:
         st = Station(
@@ -221,7 +234,8 @@ def flash(station: str | None, line: str, text: str, idem: str | None, as_json: 
 @json_option
 @click.option(
     "--exit-code", is_flag=True,
-    help="Exit 0 when every line is in sync, 2 when one is not (or none is paired); 1: the station does not answer.",
+    help="Exit 0 when every line is in sync, 2 when one is not (or none is paired); 1: the station does not answer; "
+    "3: this process is the healthy standby of an HA pair (another process is active, the database answers).",
 )  # fmt: skip
 def status(station: str | None, as_json: bool, exit_code: bool) -> None:
     """Lines, paths (up/down, round trip, last heard), skew, outbox and unreceipted counts."""
@@ -239,6 +253,8 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
             active = f"{ha.active_holder} at {ha.active_address}" if ha.active_holder else "none (lease lapsed)"
             console.print(styled("This process: ", role, f" ({ha.holder}); lease term {ha.term} since {ha.since}"))
             console.print(f"Active process: {active}; database: {ha.database} ({ha.store})")
+            if ha.role != "active":
+                console.print("This process serves no line: the active process does (ask it for the lines' state).")
         for ln in held.lines:
             here, peer = ("yes" if ln.confirmed_local else "no"), ("yes" if ln.confirmed_peer else "no")
             state: str | tuple[str, str] = (("IN SYNC", "green") if ln.synced else ("NOT IN SYNC", "red")) if (
@@ -269,6 +285,10 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
 
     emit(as_json, data, human)
     if exit_code:
+        ha = held.ha
+        if ha is not None and ha.role == "standby":  # not 'no lines': a standby serves none by design
+            healthy = bool(ha.active_holder) and not ha.database.startswith("unreachable")
+            sys.exit(3 if healthy else 2)
         lines = held.lines
         sys.exit(0 if lines and all(ln.active and ln.synced and not ln.halted for ln in lines) else 2)
 
