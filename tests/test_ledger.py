@@ -441,6 +441,20 @@ def test_outbox_accept_is_idempotent_by_key(ledger: LedgerStore, store: Store) -
     assert len(store.rows("outbox")) == 4
 
 
+def test_outbox_lookup_by_idempotency_key_sees_the_batch_the_store_and_only_that_line(ledger: LedgerStore) -> None:
+    """``outbox_by_idem``: how the API finds a retried request's first acceptance, on both backends."""
+    assert ledger.outbox_by_idem(LINE, "k") is None
+    with ledger.batch():
+        held = ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "in this batch"}, "k", T0)
+        assert ledger.outbox_by_idem(LINE, "k") == held  # accepted, not committed yet
+    assert ledger.outbox_by_idem(LINE, "k") == held  # committed
+    ledger.mark_signed(held.local, 1, "ab" * 32)
+    found = ledger.outbox_by_idem(LINE, "k")
+    assert found is not None and (found.local, found.seq, found.envelope_id) == (held.local, 1, "ab" * 32)
+    assert ledger.outbox_by_idem(OTHER_LINE, "k") is None and ledger.outbox_by_idem(LINE, "K") is None
+    assert ledger.outbox_by_idem(LINE, "k' OR '1'='1") is None  # a key is a value, never SQL
+
+
 def test_idempotency_key_survives_reopening(ledger: LedgerStore, store: Store) -> None:
     first = ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "once"}, "retry-me", T0)
     ledger.close()

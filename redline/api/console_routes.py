@@ -383,7 +383,7 @@ class ConsoleHandlers:
 
     def _held(self, line: str, idem: str) -> bool:
         """Whether this idempotency key was already accepted on the line (a retry of one submit)."""
-        return bool(self.station.ledger._outbox_where("line=? AND idem=?", (line, idem), 1))
+        return self.station.ledger.outbox_by_idem(line, idem) is not None
 
     def _same(self, result: dict[str, Any], kind: str, content: dict[str, Any], key: str | None) -> None:
         held = self.station.ledger.outbox_item(result["outbox"])

@@ -278,9 +278,8 @@ class VoiceHandlers:
             raise ApiError(400, "'idempotency_key' is over 128 characters")
         idem = None if key is None else f"api:CALL_RING:{session.name}:{key}"
         if idem is not None:  # a retry of a ring already filed: its first acceptance, nothing more
-            held = self.station.ledger._outbox_where("line=? AND idem=?", (line.line, idem), 1)
-            if held:
-                item = held[0]
+            item = self.station.ledger.outbox_by_idem(line.line, idem)
+            if item is not None:
                 return {"line": line.line, "outbox": item.local, "seq": item.seq, "id": item.envelope_id,
                         "kind": item.kind, "state": "signed and sent" if item.seq else "accepted"}  # fmt: skip
         if not (line.record.active and line.link.synced):

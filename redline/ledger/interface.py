@@ -99,9 +99,9 @@ class LedgerStore(Protocol):
 
     def pending(self, line: str, limit: int = -1) -> list[OutboxItem]: ...
 
-    def _outbox_where(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
-        """Outbox rows by a WHERE clause with ``?`` placeholders on every backend (the API's
-        idempotency checks use it; a public query by key would be better)."""
+    def outbox_by_idem(self, line: str, idem: str) -> OutboxItem | None:
+        """The message accepted on ``line`` with this idempotency key (written or still in this
+        batch), or None: how a retried request finds its first acceptance."""
         ...
 
     def max_outbox_local(self) -> int: ...

@@ -665,9 +665,9 @@ class PgLedger:
         self, line: str, kind: str, prio: str, content: dict[str, Any], idem: str | None, accepted_at: int
     ) -> OutboxItem:
         if idem is not None:
-            existing = self._outbox_where("line=%s AND idem=%s", (line, idem))
-            if existing:
-                return existing[0]
+            existing = self.outbox_by_idem(line, idem)
+            if existing is not None:
+                return existing
         cur = self._write(
             "INSERT INTO outbox (line, kind, prio, content, idem, accepted_at) VALUES (%s, %s, %s, %s, %s, %s) "
             "RETURNING local",
@@ -679,8 +679,11 @@ class PgLedger:
             local=int(row[0]), line=line, kind=kind, prio=prio, content=content, idem=idem, accepted_at=accepted_at
         )
 
-    def _outbox_where(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
-        where = where.replace("?", "%s")  # callers write SQLite's placeholders; no clause holds a literal ?
+    def outbox_by_idem(self, line: str, idem: str) -> OutboxItem | None:
+        rows = self._outbox_rows("line=%s AND idem=%s", (line, idem), 1)  # UNIQUE (line, idem): its index
+        return rows[0] if rows else None
+
+    def _outbox_rows(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
         rows = self._q(
             "SELECT local, line, kind, prio, content, idem, accepted_at, seq, envelope_id FROM outbox "
             f"WHERE {where} ORDER BY local LIMIT %s",
@@ -695,7 +698,7 @@ class PgLedger:
         ]  # fmt: skip
 
     def pending(self, line: str, limit: int = -1) -> list[OutboxItem]:
-        return self._outbox_where("line=%s AND seq IS NULL", (line,), limit)
+        return self._outbox_rows("line=%s AND seq IS NULL", (line,), limit)
 
     def max_outbox_local(self) -> int:
         row = self._q("SELECT COALESCE(MAX(local), 0) FROM outbox").fetchone()
@@ -706,7 +709,7 @@ class PgLedger:
         return int(row[0]) if row else 0
 
     def outbox_item(self, local: int) -> OutboxItem:
-        items = self._outbox_where("local=%s", (local,))
+        items = self._outbox_rows("local=%s", (local,))
         if not items:
             raise NotFoundError(f"no outbox entry {local}")
         return items[0]

@@ -782,12 +782,9 @@ class Ledger:
         first acceptance unchanged, so a retried API call never sends twice. The content is kept as
         given until the batch commits: the caller does not change it afterwards."""
         if idem is not None:
-            for held, _ in self._unwritten.values():
-                if held.line == line and held.idem == idem:
-                    return held
-            existing = self._outbox_where("line=? AND idem=?", (line, idem))
-            if existing:
-                return existing[0]
+            existing = self.outbox_by_idem(line, idem)
+            if existing is not None:
+                return existing
         text = json.dumps(content, sort_keys=True, ensure_ascii=False)
         with self.batch():
             if self._next_local is None:  # once per batch: the batch holds the store's write lock
@@ -815,9 +812,12 @@ class Ledger:
             )  # fmt: skip
             self._unwritten.clear()
 
-    def _outbox_where(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
-        self._write_outbox()  # a query by any clause sees every accepted item
-        return self._outbox_rows(where, args, limit)
+    def outbox_by_idem(self, line: str, idem: str) -> OutboxItem | None:
+        for held, _ in self._unwritten.values():  # accepted in this batch, not written yet
+            if held.line == line and held.idem == idem:
+                return held
+        rows = self._outbox_rows("line=? AND idem=?", (line, idem), 1)  # UNIQUE (line, idem): its index
+        return rows[0] if rows else None
 
     def _outbox_rows(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
         rows = self._db.execute(
