@@ -65,6 +65,12 @@ class KeyWindowError(VerificationError):
     name a new signing key its station's pinned root certified."""
 
 
+class RootRotationError(VerificationError):
+    """A ROOT or ROOT_CONFIRM envelope is not as section 5.9 says: a rotation not signed by both the
+    root in force and the new root, not the next version, one while another awaits confirmation, or
+    a confirmation of a ROOT the peer does not hold pending."""
+
+
 class RevocationError(VerificationError):
     """A REVOKE envelope is not as section 5.9 says: its revocation is not signed by the station's
     pinned root, names a key that never signed the chain or one already revoked, or its checkpoint

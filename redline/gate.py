@@ -27,7 +27,7 @@ Seqs count from 1; Merkle leaf indexes (in ``merkle.py``) count from 0.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redline import media, recording
@@ -48,6 +48,7 @@ from redline.errors import (
     RecordingMismatchError,
     RedactedBodyError,
     RevocationError,
+    RootRotationError,
     SeenBackwardsError,
     SeenBeyondError,
     SeenIdError,
@@ -128,9 +129,25 @@ class Flagged:
 
 
 @dataclass(frozen=True)
+class RootVersion:
+    """One of a station's roots (section 5.9, ``ROOT``): version 1 is the root pinned at pairing;
+    each later one was named by a ROOT envelope of the station's chain at ``seq``, signed by the root
+    before it and by itself, and is trusted only once the OTHER station's ROOT_CONFIRM at its seq
+    ``confirmed`` (None: not yet) says its operator compared the new safety code by voice."""
+
+    version: int
+    public: bytes
+    seq: int = 0  # the ROOT envelope's seq in the station's chain (0: pinned at pairing)
+    digest: str = ""  # the rotation's digest (rootrotation.digest)
+    confirmed: int | None = 0  # the peer's ROOT_CONFIRM seq; 0 for the pinned root
+
+
+@dataclass(frozen=True)
 class _KeyChange:
     new: list[tuple[KeyCert, bytes]]
     revoked: Revoked | None
+    root: RootVersion | None = None  # a ROOT: the new root, pending the peer's confirmation
+    confirms: int | None = None  # a ROOT_CONFIRM: the index of the other station's root it confirms
 
 
 @dataclass(frozen=True)
@@ -140,9 +157,14 @@ class LastCheckpoint:
     sizes: Mapping[str, int]
 
 
-def verified_keys(roots: Mapping[str, bytes], certs: Mapping[str, Iterable[SignedCert]]) -> dict[str, dict[str, bytes]]:
-    """Signing keys certified by each station's root: station -> key id -> public key. A
-    certificate the root did not sign raises ``CertificateError``."""
+def verified_keys(
+    roots: Mapping[str, bytes], certs: Mapping[str, Iterable[SignedCert]],
+    later: Mapping[str, Iterable[bytes]] | None = None,
+) -> dict[str, dict[str, bytes]]:  # fmt: skip
+    """Signing keys certified by each station's pinned root: station -> key id -> public key. A
+    certificate the root did not sign raises ``CertificateError``, unless it is signed by one of
+    ``later``: roots the station's ROOT envelopes claim (``claimed_roots``). Those are not trusted
+    here: the gate checks each against the root in force where the KEY naming it stands."""
     keys: dict[str, dict[str, bytes]] = {fp: {} for fp in roots}
     for fp, held in certs.items():
         if fp not in roots:
@@ -151,11 +173,40 @@ def verified_keys(roots: Mapping[str, bytes], certs: Mapping[str, Iterable[Signe
             try:
                 cert = signed.verify(roots[fp])
             except VerificationError as exc:
+                if any(_certified_by(signed, r, fp) for r in (later or {}).get(fp, ())):
+                    continue
                 why = f"a key certificate of station {fp[:12]} is not signed by its root: {exc}"
                 raise CertificateError(why) from exc
             if cert.role == "signing":
                 keys[fp][cert.key_id] = bytes.fromhex(cert.key)
     return keys
+
+
+def _certified_by(signed: SignedCert, root: bytes, station: str) -> bool:
+    try:
+        signed.verify(root, station=station)
+    except VerificationError:
+        return False
+    return True
+
+
+def claimed_roots(envelopes: Iterable[Envelope]) -> list[bytes]:
+    """The new roots a station's ROOT envelopes name, read WITHOUT any check: candidates only, for
+    ``verified_keys`` to tell a certificate under a later root from a forged one. Trust in them is
+    the gate's, when it replays the ROOT and the peer's ROOT_CONFIRM."""
+    out: list[bytes] = []
+    for env in envelopes:
+        if env.kind != "ROOT" or env.body_bytes is None:
+            continue
+        try:
+            from redline import canonical
+
+            rotation: Any = env.content().get("rotation")
+            data = canonical.decode_object(bytes.fromhex(rotation["data"]), "root rotation")
+            out.append(bytes.fromhex(data["root"]))
+        except (VerificationError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+    return out
 
 
 class TrustedLine:
@@ -186,6 +237,12 @@ class TrustedLine:
         self.last_checkpoint = last_checkpoint
         # The pinned roots: a KEY envelope's new key is trusted only under its station's root.
         self._roots = dict(roots or {})
+        # Each station's root history (section 5.9, ``ROOT``): the pinned root is version 1; every
+        # check of a root-signed statement goes through ``root_for`` (the root in force where the
+        # statement stands), so a rotation holds live, in verify and in bundles at once.
+        self.root_history: dict[str, list[RootVersion]] = {
+            fp: [RootVersion(1, root)] for fp, root in self._roots.items()
+        }
         # Each station's key windows, in seq order; the last one is open. Empty until the
         # station's first envelope (or ``resume_keys``) fixes its first key.
         self.windows: dict[str, list[KeyWindow]] = {fp: [] for fp in self.stations}
@@ -296,15 +353,19 @@ class TrustedLine:
             else:
                 why = "which is not the key valid at that seq (a KEY envelope has not opened its window)"
             raise KeyWindowError(f"seq {h.seq} is signed with key {h.key}, {why}; the key valid there is {expected}")
-        if h.kind not in ("KEY", "REVOKE"):
+        if h.kind not in ("KEY", "REVOKE", "ROOT", "ROOT_CONFIRM"):
             return None
         if env.body_bytes is None:
             raise RedactedBodyError(
                 f"{h.kind} envelope seq {h.seq} has no body: a {h.kind} changes trust and is never redacted"
             )
-        root = self._roots.get(h.sender)
-        if root is None:
+        if h.kind == "ROOT_CONFIRM":
+            return _KeyChange([], None, confirms=self._check_root_confirm(env))
+        if h.sender not in self.root_history:
             raise KeyWindowError(f"{h.kind} envelope seq {h.seq}: no pinned root was given to check it against")
+        if h.kind == "ROOT":
+            return _KeyChange([], None, root=self._check_root(env))
+        root = self.root_for(h.sender, h.seen_seq)
         from redline import kinds  # kinds is the registry; imported here so the gate loads without it
 
         if h.kind == "KEY":
@@ -323,17 +384,82 @@ class TrustedLine:
         new = self._new_keys(env, revoke.certs or (), root)
         return _KeyChange(new, self._check_revocation(env, revoke, root, bool(new)))
 
+    # -- roots -----------------------------------------------------------------------------------
+    def root_for(self, station: str, seen_seq: int) -> bytes:
+        """THE root that certifies ``station``'s keys in a statement of its chain whose envelope has
+        seen the other chain up to ``seen_seq``: the latest version the other station confirmed
+        (ROOT_CONFIRM) at a seq ``seen_seq`` covers. Every root-signed statement of a chain (KEY and
+        REVOKE certificates, revocations) is checked under it, live, in verify and in bundles; the
+        rule needs no clock and holds in any causal replay order."""
+        history = self.root_history[station]
+        valid = [r for r in history if r.confirmed is not None and r.confirmed <= seen_seq]
+        return valid[-1].public if valid else history[0].public
+
+    def pending_root(self, station: str) -> RootVersion | None:
+        """``station``'s newest root if the other station has not confirmed it yet (not trusted)."""
+        last = self.root_history.get(station, [])[-1:]
+        return last[0] if last and last[0].confirmed is None else None
+
+    def _check_root(self, env: Envelope) -> RootVersion:
+        """A ROOT: the statement naming the station's next root, signed by the root in force and by
+        the new one (each key once), the next version, and none pending; the new root is recorded,
+        not trusted, until the peer's ROOT_CONFIRM (section 5.9, ``ROOT``)."""
+        from redline import rootrotation
+
+        h = env.header
+        where = f"ROOT envelope seq {h.seq}"
+        history = self.root_history[h.sender]
+        last = history[-1]
+        if last.confirmed is None:
+            raise RootRotationError(f"{where}: root version {last.version} still awaits the peer's confirmation")
+        if h.seen_seq < last.confirmed:
+            raise RootRotationError(f"{where} has not seen the peer's confirmation of root version {last.version}")
+        signed = env.content().get("rotation")
+        if not isinstance(signed, dict) or set(env.content()) != {"rotation"}:
+            raise RootRotationError(f"{where} is not as section 5.9 says: its content is one member, rotation")
+        try:
+            rot = rootrotation.open_rotation(signed, station=h.sender, current=last.public, version=last.version)
+        except VerificationError as exc:
+            raise RootRotationError(f"{where} is not certified by the root in force and the new root: {exc}") from exc
+        new = bytes.fromhex(rot.root)
+        if any(r.public == new for r in history):
+            raise RootRotationError(f"{where} names a root this station already had: a key counts once")
+        return RootVersion(rot.version, new, h.seq, rootrotation.digest(signed), None)
+
+    def _check_root_confirm(self, env: Envelope) -> int:
+        """A ROOT_CONFIRM: the other station's pending ROOT, named by seq, id and rotation digest,
+        held at that seq of its chain and seen by this envelope. Filed only after its operator typed
+        the new safety code heard by voice; from then on the new root is trusted."""
+        h = env.header
+        where = f"ROOT_CONFIRM envelope seq {h.seq}"
+        content = env.content()
+        ref, digest = content.get("root"), content.get("rotation")
+        if set(content) != {"root", "rotation"} or not isinstance(ref, dict) or not isinstance(digest, str):
+            raise RootRotationError(f"{where} is not as section 5.9 says: root (a reference) and rotation (a digest)")
+        other = self.other(h.sender)
+        if ref.get("sender") != other:
+            raise RootRotationError(f"{where} names a ROOT of another station than the peer")
+        history = self.root_history.get(other, [])
+        pending = self.pending_root(other)
+        if pending is None or ref.get("seq") != pending.seq:
+            raise RootRotationError(f"{where} names no root rotation of the peer awaiting confirmation")
+        if not isinstance(ref.get("seq"), int) or ref["seq"] > h.seen_seq:
+            raise RootRotationError(f"{where} confirms a ROOT it has not seen")
+        if self._view.id_at(other, pending.seq) != ref.get("id") or digest != pending.digest:
+            raise RootRotationError(f"{where} names another ROOT than the one held at seq {pending.seq}")
+        return len(history) - 1
+
     def _new_keys(self, env: Envelope, certs: Iterable[Any], root: bytes) -> list[tuple[KeyCert, bytes]]:
-        """The new signing key(s) a KEY or REVOKE names, each certified by the pinned ``root``."""
+        """The new signing key(s) a KEY or REVOKE names, each certified by ``root`` (``root_for``)."""
         h = env.header
         new: list[tuple[KeyCert, bytes]] = []
         for c in certs:
             signed = SignedCert(bytes.fromhex(c.data), bytes.fromhex(c.sig))
             try:
-                cert = signed.verify(root)
+                cert = signed.verify(root, station=h.sender)
             except VerificationError as exc:
                 raise KeyWindowError(
-                    f"{h.kind} envelope seq {h.seq} names a key its station's pinned root did not certify: {exc}"
+                    f"{h.kind} envelope seq {h.seq} names a key its station's root in force did not certify: {exc}"
                 ) from exc
             if cert.role != "signing":
                 continue  # a TLS key: carried for the record (rotation of TLS keys is not acted on yet)
@@ -352,7 +478,8 @@ class TrustedLine:
         """A KEY naming a TLS key carries its certificate (``tls_der``), whose SPKI hash the
         root's ``tls`` certificate names: the peer pins it from that DER (section 3.6)."""
         h = env.header
-        tls = [c for c in (SignedCert(bytes.fromhex(x.data), bytes.fromhex(x.sig)).verify(root) for x in certs)
+        tls = [c for c in (SignedCert(bytes.fromhex(x.data), bytes.fromhex(x.sig)).verify(root, station=h.sender)
+                           for x in certs)
                if c.role == "tls"]  # fmt: skip
         if not tls:
             if der_hex is not None:
@@ -379,7 +506,8 @@ class TrustedLine:
         h = env.header
         where = f"REVOKE envelope seq {h.seq}"
         try:
-            rev = Revocation.open(Signed(bytes.fromhex(body.revocation.data), bytes.fromhex(body.revocation.sig)), root)
+            rev = Revocation.open(Signed(bytes.fromhex(body.revocation.data), bytes.fromhex(body.revocation.sig)), root,
+                                  station=h.sender)
         except VerificationError as exc:
             raise RevocationError(f"{where}: its revocation is not signed by the station's pinned root: {exc}") from exc
         if rev.line != self.line:
@@ -436,6 +564,34 @@ class TrustedLine:
             self._keys[h.sender][cert.key_id] = public
         if change.revoked is not None:
             self.revocations[h.sender].append(change.revoked)
+        self._apply_roots(env, change)
+
+    def _apply_roots(self, env: Envelope, change: _KeyChange) -> None:
+        if change.root is not None:
+            self.root_history[env.header.sender].append(change.root)
+        if change.confirms is not None:
+            history = self.root_history[self.other(env.header.sender)]
+            history[change.confirms] = replace(history[change.confirms], confirmed=env.header.seq)
+
+    def resume_roots(self, envelopes: Iterable[Envelope]) -> None:
+        """Rebuild both stations' root histories from their stored ROOT and ROOT_CONFIRM envelopes,
+        at start, before ``resume_keys`` (whose KEYs are checked under them). For each station, its
+        ROOTs and the other's confirmations in causal order: a ROOT after every confirmation its
+        ``seen`` covers, a confirmation after the ROOT it names."""
+        self.root_history = {fp: [RootVersion(1, root)] for fp, root in self._roots.items()}
+        held = list(envelopes)
+        for station in self.stations:
+            mine = [e for e in held if e.kind == "ROOT" and e.header.sender == station]
+            theirs = [e for e in held if e.kind == "ROOT_CONFIRM" and e.header.sender == self.other(station)]
+            events = sorted([(e.header.seen_seq, 1, e) for e in mine] + [(e.seq, 0, e) for e in theirs],
+                            key=lambda t: (t[0], t[1]))  # fmt: skip
+            for _, _, env in events:  # stored, so checked when accepted; the root rules run again
+                self._apply_roots(env, self._check_root_only(env))
+
+    def _check_root_only(self, env: Envelope) -> _KeyChange:
+        if env.kind == "ROOT":
+            return _KeyChange([], None, root=self._check_root(env))
+        return _KeyChange([], None, confirms=self._check_root_confirm(env))
 
     # -- revocation ------------------------------------------------------------------------------
     def revoked_at(self, station: str, seq: int) -> Revoked | None:

@@ -146,10 +146,12 @@ class SignedCert:
     data: bytes
     sig: bytes
 
-    def verify(self, root_public: bytes) -> KeyCert:
+    def verify(self, root_public: bytes, *, station: str | None = None) -> KeyCert:
+        """Signed by ``root_public`` and naming ``station``: the station's identity, which is the
+        fingerprint of its first root (the default), also after a root rotation (section 5.9)."""
         verify(root_public, DOMAIN_KEYCERT, self.data, self.sig, "key certificate")
         cert = KeyCert.from_obj(canonical.decode_object(self.data, "key certificate"))
-        if cert.station != fingerprint(root_public):
+        if cert.station != (station or fingerprint(root_public)):
             raise SignatureError("key certificate names a different station than the root that signed it")
         if cert.role == "signing" and cert.key_id != key_id(bytes.fromhex(cert.key)):
             raise SchemaError("key certificate: key id does not match the key")

@@ -77,11 +77,12 @@ class Revocation:
         return Signed(data, identity.sign(root, DOMAIN, data))
 
     @classmethod
-    def open(cls, signed: Signed, root_public: bytes) -> Revocation:
-        """Verified under the station's pinned root, and naming that root's station."""
+    def open(cls, signed: Signed, root_public: bytes, *, station: str | None = None) -> Revocation:
+        """Verified under the station's root in force, and naming ``station`` (default: that root's
+        fingerprint; after a root rotation, the station's identity, its first root's)."""
         identity.verify(root_public, DOMAIN, signed.data, signed.sig, "revocation")
         rev = cls.from_obj(canonical.decode_object(signed.data, "revocation"))
-        if rev.station != identity.fingerprint(root_public):
+        if rev.station != (station or identity.fingerprint(root_public)):
             raise SchemaError("revocation names another station than the root that signed it")
         return rev
 

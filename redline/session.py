@@ -39,11 +39,12 @@ from redline.errors import (
     EquivocationError,
     LimitError,
     LocalProtocolError,
+    PairingError,
     ReceiptBeyondChainError,
     RedlineError,
     WrongSenderError,
 )
-from redline.gate import LastCheckpoint, Tail, TrustedLine
+from redline.gate import LastCheckpoint, Tail, TrustedLine, claimed_roots, verified_keys
 from redline.home import StationKeys
 from redline.identity import SignedCert
 from redline.ledger.interface import LedgerStore
@@ -79,11 +80,16 @@ class _Pending:
     receipt_seq: int = 0
 
 
-def peer_keys(root_hex: str, certs: list[SignedCert]) -> dict[str, bytes]:
-    """Signing keys of a station that its pinned root certified: key id -> public key."""
+def peer_keys(root_hex: str, certs: list[SignedCert], later: list[bytes] | None = None) -> dict[str, bytes]:
+    """Signing keys of a station that its pinned root certified: key id -> public key. A
+    certificate under a later root its ROOT envelopes name (``later``) is left to the gate, which
+    trusts it when it replays the KEY naming it under the root in force there (section 5.9)."""
     root = bytes.fromhex(root_hex)
+    station = identity.fingerprint(root)
     keys: dict[str, bytes] = {}
     for signed in certs:
+        if later and not verified_keys({station: root}, {station: [signed]}, {station: later})[station]:
+            continue
         cert = signed.verify(root)
         if cert.role == "signing":
             keys[cert.key_id] = bytes.fromhex(cert.key)
@@ -144,9 +150,11 @@ class LineSession:
         # verified-but-unstored envelopes), seen links, receipts, the checkpoint chain.
         self.gate = TrustedLine(
             self.line,
-            {self.us: {**peer_keys(keys.root_public.hex(), [c for _, _, c in ledger.certs(self.us)]),
+            {self.us: {**peer_keys(keys.root_public.hex(), [c for _, _, c in ledger.certs(self.us)],
+                                   _claimed(ledger, self.line, self.us)),
                        keys.key_id: bytes(keys.signing.verify_key)},
-             self.peer: peer_keys(record.peer_root, [c for _, _, c in ledger.certs(record.peer)])},
+             self.peer: peer_keys(record.peer_root, [c for _, _, c in ledger.certs(record.peer)],
+                                  _claimed(ledger, self.line, record.peer))},
             _LedgerView(self),
             tails={self.us: Tail(our.seq, our.id), self.peer: Tail(their.seq, their.id)},
             seen={self.us: self._seen_of(self.us, our.seq), self.peer: self._seen_of(self.peer, their.seq)},
@@ -198,6 +206,9 @@ class LineSession:
         # The peer's TLS certificates in order: the one pinned at pairing, then each its KEYs named.
         self.peer_tls: list[tuple[bytes, str]] = []
         self._add_peer_tls(bytes.fromhex(self.record.peer_tls_cert))
+        # The roots first: the KEYs below are checked under the root in force where each stands.
+        self.gate.resume_roots([_stored(raw) for station in (self.us, self.peer) for kind in ("ROOT", "ROOT_CONFIRM")
+                                for raw in self.ledger.raw_of_kind(self.line, station, kind)])  # fmt: skip
         for station, seq in ((self.us, our_seq), (self.peer, their_seq)):
             if seq == 0:
                 continue
@@ -693,6 +704,8 @@ class LineSession:
                                            "use")  # fmt: skip
                 if env.kind == "REVOKE":
                     self._revoked(env)
+                if env.kind == "ROOT":
+                    self._root_rotated(env)
                 self.on_stored(env, False, wall)
                 self.disk_theirs += len(env.header_bytes) + len(env.body_bytes or b"") + 72
             if pending.envelopes:
@@ -863,6 +876,42 @@ class LineSession:
             + ("; ".join(runs) if runs else "nothing it signed on this line after the named checkpoint"),
         )
 
+    def root_safety_code(self) -> tuple[Envelope, str] | None:
+        """The peer's ROOT awaiting our confirmation and its NEW safety code, if there is one."""
+        from redline import rootrotation
+
+        pending = self.gate.pending_root(self.peer)
+        if pending is None:
+            return None
+        env = _stored(self.ledger.raw_envelope(self.line, self.peer, pending.seq))
+        prev = self.gate.root_history[self.peer][-2].public
+        return env, rootrotation.safety_code(self.line, prev, pending.public, pending.digest)
+
+    def confirm_root(self, typed: str, wall: int) -> OutboxItem:
+        """Our operator typed the safety code the peer's operator read aloud: if it is the one the
+        peer's pending ROOT gives, file the ROOT_CONFIRM that makes its new root trusted (section
+        5.9). A wrong code changes nothing (``PairingError``)."""
+        from redline import rootrotation
+        from redline.pairing import normalize_code
+
+        held = self.root_safety_code()
+        if held is None:
+            raise LocalProtocolError(f"{self.record.peer_name} has no root rotation awaiting confirmation")
+        env, code = held
+        if normalize_code(typed) != code:
+            raise PairingError("the safety code does not match the one the peer's new root gives: do NOT trust it; "
+                               "call the peer's operator on a known number")  # fmt: skip
+        ref = {"sender": self.peer, "seq": env.seq, "id": env.id}
+        content = rootrotation.confirm_content(ref, self.gate.root_history[self.peer][-1].digest)
+        return self.accept("ROOT_CONFIRM", "FLASH", content, f"redline-root-confirm:{env.id}", wall)
+
+    def _root_rotated(self, env: Envelope) -> None:
+        held = self.root_safety_code()
+        code = held[1] if held else "?"
+        self.alarm("alarm", f"ROOT ROTATION on line {self.line[:8]}: {self.record.peer_name} names a new root (ROOT "
+                            f"seq {env.seq}). It is NOT trusted until the operators compare the new safety code {code} "
+                            "by voice, as at pairing, and ours confirms it")  # fmt: skip
+
     def _put_certs(self, env: Envelope) -> None:
         for cert in keyfiles.certs_in(env.content()):
             key = canonical.decode_object(cert.data, "key certificate")
@@ -909,6 +958,10 @@ def _seq_of(raw: bytes) -> int:
     seq = canonical.decode_object(split(raw).header_bytes, "envelope header")["seq"]
     assert isinstance(seq, int)
     return seq
+
+
+def _claimed(ledger: Any, line: str, station: str) -> list[bytes]:
+    return claimed_roots(_stored(raw) for raw in ledger.raw_of_kind(line, station, "ROOT"))
 
 
 def _stored(raw: bytes) -> Envelope:

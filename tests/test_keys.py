@@ -180,7 +180,7 @@ def test_key_envelope_naming_a_key_the_pinned_root_did_not_certify_is_refused(tm
         station=identity.fingerprint(bytes(stranger_root.verify_key)), name="NDMC", role="signing", key=pub.hex(),
         key_id=identity.key_id(pub), issued_at=1))  # fmt: skip
     env = next_b(sp, sp.b.keys.signing, kind="KEY", prio="PRIORITY", content=keyfiles.key_content(cert))
-    refused_everywhere(sp, env, errors.KeyWindowError, "pinned root did not certify")
+    refused_everywhere(sp, env, errors.KeyWindowError, "root in force did not certify")
     sp.close()
 
 

@@ -1,0 +1,150 @@
+"""Root rotation (issue 13 point 2, PROTOCOL.md section 5.9 ``ROOT``): a new root certified by the
+old one, TUF-style (the statement signed by both, the next version, a key counts once), trusted by
+the peer only after its operator typed the NEW safety code heard by voice (a ROOT_CONFIRM). One gate
+rule (``TrustedLine.root_for``): live, by ``verify`` and in a bundle spanning the rotation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+import pytest
+
+from redline import errors, identity, rootrotation
+from redline import keys as keyfiles
+from redline.bundle import build_bundle, verify_bundle
+from redline.identity import KeyCert, SignedCert
+from redline.ledger.verify import verify_line
+from redline.testing import SessionPair
+from tests.test_keys import next_b, refused_everywhere, root_of, roots
+
+
+def rotation_of(sp: SessionPair, new: nacl.signing.SigningKey, *, signer: nacl.signing.SigningKey | None = None,
+                version: int = 2) -> dict[str, Any]:  # fmt: skip
+    """NDMC's ROOT content naming ``new``; ``signer`` stands in for the old root (a forgery)."""
+    old = root_of(sp.dir_b)
+    rot = rootrotation.RootRotation(station=sp.b.us, version=version, prev=bytes(old.verify_key).hex(),
+                                    root=bytes(new.verify_key).hex(), issued_at=sp.clock.wall)  # fmt: skip
+    signed = rot.sign(old, new)
+    if signer is not None:
+        data = bytes.fromhex(signed["data"])
+        signed["prev_sig"] = identity.sign(signer, rootrotation.DOMAIN, data).hex()
+    return rootrotation.content(signed)
+
+
+def cert_under(sp: SessionPair, root: nacl.signing.SigningKey) -> tuple[nacl.signing.SigningKey, SignedCert]:
+    """A new NDMC signing key certified by ``root`` (the station keeps its identity)."""
+    key = nacl.signing.SigningKey.generate()
+    public = bytes(key.verify_key)
+    cert = identity.certify(root, KeyCert(station=sp.b.us, name="NDMC", role="signing", key=public.hex(),
+                                          key_id=identity.key_id(public), issued_at=sp.clock.wall))  # fmt: skip
+    return key, cert
+
+
+def file_key(sp: SessionPair, key: nacl.signing.SigningKey, cert: SignedCert) -> None:
+    """What ``keys rotate --signing`` does once the new root is in force: the next key's files, the KEY."""
+    keyfiles._write_atomic(sp.dir_b.keys / keyfiles.NEXT_CERT, (json.dumps(cert.to_obj()) + "\n").encode())
+    keyfiles._write_atomic(sp.dir_b.keys / keyfiles.NEXT_KEY, key.encode().hex().encode() + b"\n")
+    s = sp.b
+    s.keys = dataclasses.replace(s.keys, next_signing=key, next_cert=cert)
+    with s.ledger.batch():
+        s.ledger.put_cert(s.us, identity.key_id(bytes(key.verify_key)), "signing", cert)
+        s.accept("KEY", "PRIORITY", {"certs": [cert.to_obj()]}, None, sp.clock.wall)
+
+
+@pytest.fixture
+def rotating(tmp_path: Path) -> Any:
+    """NDMC filed a ROOT naming a new root; EUCOM holds it, unconfirmed: (pair, new root)."""
+    sp = SessionPair(tmp_path)
+    sp.run()
+    sp.send("a", "EUCOM 1")
+    sp.send("b", "NDMC 1")
+    sp.run()
+    new = nacl.signing.SigningKey.generate()
+    sp.b.accept("ROOT", "FLASH", rotation_of(sp, new), None, sp.clock.wall)
+    sp.run()
+    yield sp, new
+    sp.close()
+
+
+def test_a_root_rotation_without_the_confirmed_safety_code_is_not_trusted(rotating: Any) -> None:
+    sp, new = rotating
+    pending = sp.a.gate.pending_root(sp.b.us)
+    assert pending is not None and pending.public == bytes(new.verify_key) and pending.version == 2
+    held = sp.a.root_safety_code()
+    assert held is not None
+    code = held[1]
+    said = [t for w, lvl, t in sp.alarms if w == "a" and t.startswith("ROOT ROTATION")]
+    assert len(said) == 1 and code in said[0] and "NOT trusted" in said[0], sp.alarms
+    # NDMC's side shows the same code (both compute it from the ROOT alone)
+    own = sp.b.gate.pending_root(sp.b.us)
+    assert own is not None
+    old = root_of(sp.dir_b)
+    assert rootrotation.safety_code(sp.line, bytes(old.verify_key), own.public, own.digest) == code
+    # a key certified by the new root is refused while unconfirmed: live, by verify, in a bundle
+    _, cert = cert_under(sp, new)
+    forged = next_b(sp, sp.b.keys.signing, kind="KEY", prio="PRIORITY", content={"certs": [cert.to_obj()]})
+    refused_everywhere(sp, forged, errors.KeyWindowError, "root in force did not certify", extra_certs=[cert])
+    # a wrong code typed by EUCOM's operator files nothing
+    wrong = f"{(int(code[:4]) + 1) % 10000:04d}-{code[5:]}"
+    with pytest.raises(errors.PairingError):
+        sp.a.confirm_root(wrong, sp.clock.wall)
+    assert sp.a.gate.pending_root(sp.b.us) is not None and not sp.a.ledger.raw_of_kind(sp.line, sp.a.us, "ROOT_CONFIRM")
+
+
+def test_a_confirmed_root_rotation_certifies_new_keys_live_by_verify_and_in_a_bundle(rotating: Any) -> None:
+    sp, new = rotating
+    _, code = sp.a.root_safety_code()
+    sp.a.confirm_root(code, sp.clock.wall)  # EUCOM's operator typed the code NDMC's read aloud
+    sp.run()
+    assert sp.a.gate.pending_root(sp.b.us) is None and sp.b.gate.pending_root(sp.b.us) is None
+    assert [r.version for r in sp.a.gate.root_history[sp.b.us]] == [1, 2]
+    key, cert = cert_under(sp, new)
+    file_key(sp, key, cert)
+    sp.run()
+    sp.send("b", "NDMC under a key of the new root")
+    sp.send("a", "EUCOM meanwhile")
+    sp.run()
+    assert sp.a.gate.current_key(sp.b.us) == identity.key_id(bytes(key.verify_key))
+    assert sp.a.ledger.head(sp.line, sp.b.us) == sp.b.ledger.head(sp.line, sp.b.us)
+    assert not [t for w, lvl, t in sp.alarms if lvl == "alarm" and "refused" in t], sp.alarms
+    for ledger in (sp.a.ledger, sp.b.ledger):
+        report = verify_line(ledger.line_data(sp.line, "x"), roots(sp))
+        assert report.ok, [str(p) for p in report.problems]
+    bundle = build_bundle(sp.a.ledger.line_data(sp.line, "EUCOM"), roots(sp), sp.a.us, exported_at=sp.clock.wall)
+    breport = verify_bundle(bundle, sorted(roots(sp)))
+    assert breport.ok, breport.summary()
+    # both ends take the history up again from their stores
+    sp.restart("a")
+    sp.restart("b")
+    sp.run()
+    sp.send("b", "NDMC after the restart")
+    sp.run()
+    assert [r.version for r in sp.a.gate.root_history[sp.b.us]] == [1, 2]
+    assert sp.a.ledger.head(sp.line, sp.b.us) == sp.b.ledger.head(sp.line, sp.b.us)
+    # the old root no longer certifies NDMC's keys: a KEY under it, after the confirmation, is refused
+    _, stale = cert_under(sp, root_of(sp.dir_b))
+    forged = next_b(sp, key, kind="KEY", prio="PRIORITY", content={"certs": [stale.to_obj()]})
+    refused_everywhere(sp, forged, errors.KeyWindowError, "root in force did not certify", extra_certs=[stale])
+
+
+def test_a_forged_root_rotation_signed_by_the_new_root_only_is_refused(tmp_path: Path) -> None:
+    sp = SessionPair(tmp_path)
+    sp.run()
+    sp.send("b", "NDMC 1")
+    sp.run()
+    new = nacl.signing.SigningKey.generate()
+    forged = next_b(sp, sp.b.keys.signing, kind="ROOT", prio="FLASH", content=rotation_of(sp, new, signer=new))
+    refused_everywhere(sp, forged, errors.RootRotationError, "not certified by the root in force")
+    # the same key for both signatures (a key counts once) and a skipped version are refused too
+    with pytest.raises(errors.SchemaError):
+        rootrotation.RootRotation(station=sp.b.us, version=2, prev=bytes(new.verify_key).hex(),
+                                  root=bytes(new.verify_key).hex(), issued_at=0)  # fmt: skip
+    skipped = next_b(sp, sp.b.keys.signing, kind="ROOT", prio="FLASH", content=rotation_of(sp, new, version=3))
+    with pytest.raises(errors.RootRotationError, match="the next is 2"):
+        sp.a.gate.accept_envelope(skipped.encode(), sender=sp.b.us)
+    assert sp.a.gate.root_history[sp.b.us][-1].version == 1
+    sp.close()
