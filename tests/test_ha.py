@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -279,6 +280,10 @@ def test_kill_9_of_the_active_process_under_two_way_traffic_loses_duplicates_and
     problems = check(pair)
     assert not problems, "\n".join(problems)
     assert len(pair.accepted["eucom"]) > KILLS and len(pair.accepted["ndmc"]) > KILLS
+    # Each failover was an alarm at the peer too, once per new term (PROTOCOL §8.3: HELLO's term).
+    seen = " ".join(pair.ndmc.log.read_text(errors="replace").split())
+    terms = [int(t) for t in re.findall(r"PEER FAILOVER: the peer station failed over \(term \d+ -> (\d+)\)", seen)]
+    assert sorted(set(terms)) == list(range(2, KILLS + 2)), terms
 
 
 def test_a_paused_active_process_is_deposed_commits_and_sends_nothing_and_steps_down_with_an_alarm(
