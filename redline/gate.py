@@ -414,9 +414,14 @@ class TrustedLine:
             raise RootRotationError(f"{where}: root version {last.version} still awaits the peer's confirmation")
         if h.seen_seq < last.confirmed:
             raise RootRotationError(f"{where} has not seen the peer's confirmation of root version {last.version}")
-        signed = env.content().get("rotation")
-        if not isinstance(signed, dict) or set(env.content()) != {"rotation"}:
-            raise RootRotationError(f"{where} is not as section 5.9 says: its content is one member, rotation")
+        from redline import kinds
+
+        try:
+            body = kinds.Root.parse(env.content(), strict=True)
+        except VerificationError as exc:
+            raise RootRotationError(f"{where} is not as section 5.9 says: {exc}") from exc
+        r = body.rotation
+        signed = {"data": r.data, "prev_sig": r.prev_sig, "root_sig": r.root_sig}
         try:
             rot = rootrotation.open_rotation(signed, station=h.sender, current=last.public, version=last.version)
         except VerificationError as exc:
@@ -432,20 +437,23 @@ class TrustedLine:
         the new safety code heard by voice; from then on the new root is trusted."""
         h = env.header
         where = f"ROOT_CONFIRM envelope seq {h.seq}"
-        content = env.content()
-        ref, digest = content.get("root"), content.get("rotation")
-        if set(content) != {"root", "rotation"} or not isinstance(ref, dict) or not isinstance(digest, str):
-            raise RootRotationError(f"{where} is not as section 5.9 says: root (a reference) and rotation (a digest)")
+        from redline import kinds
+
+        try:
+            body = kinds.RootConfirm.parse(env.content(), strict=True)
+        except VerificationError as exc:
+            raise RootRotationError(f"{where} is not as section 5.9 says: {exc}") from exc
+        ref, digest = body.root, body.rotation
         other = self.other(h.sender)
-        if ref.get("sender") != other:
+        if ref.sender != other:
             raise RootRotationError(f"{where} names a ROOT of another station than the peer")
         history = self.root_history.get(other, [])
         pending = self.pending_root(other)
-        if pending is None or ref.get("seq") != pending.seq:
+        if pending is None or ref.seq != pending.seq:
             raise RootRotationError(f"{where} names no root rotation of the peer awaiting confirmation")
-        if not isinstance(ref.get("seq"), int) or ref["seq"] > h.seen_seq:
+        if ref.seq > h.seen_seq:
             raise RootRotationError(f"{where} confirms a ROOT it has not seen")
-        if self._view.id_at(other, pending.seq) != ref.get("id") or digest != pending.digest:
+        if self._view.id_at(other, pending.seq) != ref.id or digest != pending.digest:
             raise RootRotationError(f"{where} names another ROOT than the one held at seq {pending.seq}")
         return len(history) - 1
 

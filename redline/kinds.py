@@ -846,6 +846,57 @@ class Revoke(Body):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RootStatement:
+    data: str  # hex of the canonical root rotation object (section 5.9, ROOT)
+    prev_sig: str  # by the root in force, under the domain ``root``
+    root_sig: str  # by the new root, same bytes and domain
+
+
+@dataclass(frozen=True, kw_only=True)
+class Root(Body):
+    """Root rotation (section 5.9, guarantee 6): the statement naming the sender's next root, signed
+    by the root in force and by the new one. The gate (``gate.py``) checks it and holds the new root
+    untrusted until the peer's ROOT_CONFIRM; this type only reads the form."""
+
+    KIND = "ROOT"
+    rotation: RootStatement
+
+    @classmethod
+    def _read(cls, o: _Obj) -> Self:
+        ro = _Obj(o.get("rotation"), o.at("rotation"), ("data", "prev_sig", "root_sig"), o.strict)
+        return cls(rotation=RootStatement(
+            data=ro.string("data", pattern=_HEX_BYTES, what="hex bytes"),
+            prev_sig=ro.string("prev_sig", pattern=_HEX128, what="a signature"),
+            root_sig=ro.string("root_sig", pattern=_HEX128, what="a signature"),
+        ))  # fmt: skip
+
+    def summary(self) -> str:
+        try:
+            obj = canonical.decode_object(bytes.fromhex(self.rotation.data), "root rotation")
+        except (VerificationError, ValueError):
+            return "ROOT: the station names a new root"
+        return (f"ROOT: the station names root version {obj.get('version')} ({str(obj.get('root'))[:12]}); not trusted "
+                "until the peer confirms the new safety code")  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class RootConfirm(Body):
+    """The peer's operator compared the new safety code of a root rotation by voice (section 5.9):
+    the ROOT named, and the rotation's digest."""
+
+    KIND = "ROOT_CONFIRM"
+    root: Ref
+    rotation: str
+
+    @classmethod
+    def _read(cls, o: _Obj) -> Self:
+        return cls(root=o.ref("root"), rotation=o.string("rotation", pattern=HEX64, what="a digest (64 hex digits)"))
+
+    def summary(self) -> str:
+        return f"ROOT_CONFIRM: the peer's new root (ROOT seq {self.root.seq}) confirmed by the safety code"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RosterUser:
     name: str
     role: str
@@ -980,6 +1031,11 @@ REGISTRY: Final = _table(
          sent_by="the key's station"),
     Kind(name="REVOKE", body=Revoke, purpose="revocation of a stolen signing key by the root, naming the last "
          "checkpoint co-signed before the compromise", sent_by="the key's station", priority="FLASH"),
+    Kind(name="ROOT", body=Root, purpose="root rotation: the next root, signed by the root in force and by "
+         "itself", sent_by="the root's station", priority="FLASH"),
+    Kind(name="ROOT_CONFIRM", body=RootConfirm, purpose="the peer's new root is trusted: the operators compared "
+         "its new safety code by voice", sent_by="the peer of the root's station", priority="FLASH",
+         refs=(RefRule(member="root", targets=("ROOT",), whose=PEER),)),
     Kind(name="ROSTER", body=Roster, purpose="the names, roles and public keys of a station's people",
          sent_by="the station"),
     Kind(name="CALL_RING", body=CallRing, purpose="a person rings the peer station for a voice call (with a "

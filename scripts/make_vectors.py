@@ -34,7 +34,7 @@ from typing import Any
 
 import nacl.signing
 
-from redline import canonical, envelope, identity, media, merkle, pairing, persons, revocation
+from redline import canonical, envelope, identity, media, merkle, pairing, persons, revocation, rootrotation
 from redline.identity import KeyCert
 from redline.protocol.framing import FrameType, encode_frame
 from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
@@ -560,6 +560,18 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
     )  # fmt: skip
     revs = rev.sign(root)
     revoke_seq = send("alpha", "REVOKE", "FLASH", revocation.content(revs, cps, cos, []), station=second)
+    # Last, Bravo's root rotates (section 5.9, ROOT): the statement naming root version 2, signed
+    # by Bravo's first root and by the new one; Alpha's operator compares the new safety code by
+    # voice and Alpha files the ROOT_CONFIRM (signed by Alpha's second key) that makes it trusted.
+    bravo_root = nacl.signing.SigningKey(bytes.fromhex(bravo["root_seed"]))
+    bravo_root2 = nacl.signing.SigningKey(seed("bravo root 2"))
+    rot = rootrotation.RootRotation(station=bravo["fingerprint"], version=2, prev=bravo["root_public"],
+                                    root=bytes(bravo_root2.verify_key).hex(), issued_at=clock[0] + 4000)  # fmt: skip
+    rot_signed = rot.sign(bravo_root, bravo_root2)
+    root_seq = send("bravo", "ROOT", "FLASH", rootrotation.content(rot_signed))
+    rot_digest = rootrotation.digest(rot_signed)
+    confirm = rootrotation.confirm_content(ref("bravo", root_seq), rot_digest)
+    confirm_seq = send("alpha", "ROOT_CONFIRM", "FLASH", confirm, station=second)
     return {
         "line": KINDS_LINE,
         "people": {
@@ -578,6 +590,15 @@ def _kinds(alpha: dict[str, str], bravo: dict[str, str]) -> dict[str, Any]:
             "name": "Bravo's countersignature of that checkpoint, carried in the REVOKE",
             "input": {"signing_seed": bravo["signing_seed"], "domain": Cosign.DOMAIN, "object": co.to_obj()},
             "output": _signed_outputs(Cosign.DOMAIN, cos.data, cos.sig),
+        },
+        "root_rotation": {
+            "name": "Bravo's root version 2, signed by Bravo's first root (prev_sig) and by itself (root_sig)",
+            "input": {"prev_seed": bravo["root_seed"], "root_seed": seed("bravo root 2").hex(),
+                      "domain": rootrotation.DOMAIN, "object": rot.to_obj()},
+            "output": {"content": rootrotation.content(rot_signed), "digest": rot_digest,
+                       "safety_code": rootrotation.safety_code(KINDS_LINE, bytes.fromhex(bravo["root_public"]),
+                                                               bytes(bravo_root2.verify_key), rot_digest),
+                       "root_seq": root_seq, "confirm_seq": confirm_seq},
         },
         "revocation": {
             "name": "Alpha's root revokes Alpha's first signing key after checkpoint 1",

@@ -851,6 +851,39 @@ def test_the_published_kinds_chain_obeys_every_acceptance_rule() -> None:
     # every person signature checks up to its station's root (section 5.10: certified rosters)
     assert gate.people is not None and gate.people.invalid == [] and gate.people.roster_refused == []
     assert gate.people.checked == gate.people.certified and sum(gate.people.checked.values()) >= 6
+    # Bravo's root version 2 is in force once Alpha's ROOT_CONFIRM stands (section 5.9, ROOT)
+    bravo = next(s for s in stations if s["label"] == "bravo")
+    assert [(r.version, r.confirmed) for r in gate.root_history[bravo["fingerprint"]]] == [
+        (1, 0), (2, data["root_rotation"]["output"]["confirm_seq"])]
+
+
+def test_root_rotation_vector() -> None:
+    """Section 5.9 ROOT: the statement signed by both roots, its digest and the new safety code, as
+    the document spells them out; the ROOT and ROOT_CONFIRM of the kinds chain carry them."""
+    from redline import rootrotation
+
+    v = KINDS_VECTORS["root_rotation"]
+    old, new = signing_key(v["input"]["prev_seed"]), signing_key(v["input"]["root_seed"])
+    rot = rootrotation.RootRotation(**{k: x for k, x in v["input"]["object"].items() if k != "v"})
+    signed = rot.sign(old, new)
+    assert rootrotation.content(signed) == v["output"]["content"]
+    data = bytes.fromhex(signed["data"])
+    assert data == canonical.encode(v["input"]["object"])
+    tag = b"redline/1/root\x00"
+    assert hashlib.sha256(tag + data).hexdigest() == v["output"]["digest"] == rootrotation.digest(signed)
+    old.verify_key.verify(tag + data, bytes.fromhex(signed["prev_sig"]))
+    new.verify_key.verify(tag + data, bytes.fromhex(signed["root_sig"]))
+    bravo = STATIONS["bravo"]
+    n = int.from_bytes(hashlib.sha256(b"redline/1/rootsafety\x00" + bytes.fromhex(KINDS_VECTORS["line"])
+                                      + bytes.fromhex(bravo["root_public"]) + new.verify_key.encode()
+                                      + bytes.fromhex(v["output"]["digest"])).digest()[:8], "big") % 10**8
+    assert v["output"]["safety_code"] == f"{n // 10000:04d}-{n % 10000:04d}"
+    (root_env,) = [e for e in KIND_ENVELOPES if e["input"]["kind"] == "ROOT"]
+    (confirm,) = [e for e in KIND_ENVELOPES if e["input"]["kind"] == "ROOT_CONFIRM"]
+    assert root_env["input"]["content"] == v["output"]["content"]
+    assert root_env["input"]["seq"] == v["output"]["root_seq"]
+    assert confirm["input"]["content"]["rotation"] == v["output"]["digest"]
+    assert confirm["input"]["content"]["root"]["id"] == root_env["output"]["id"]
 
 
 def test_person_certificate_vector() -> None:
