@@ -141,7 +141,8 @@ class LineSession:
             active=record.active, confirmed=record.confirmed_local,
         )  # fmt: skip
         self.paths: dict[str, PathStatus] = {}
-        self.peer_term: int | None = None  # the peer's HA lease term, last its HELLO said (in memory only)
+        kept = record.extra.get("peer_term")  # the peer's HA lease term, the highest its HELLO said
+        self.peer_term: int | None = kept if isinstance(kept, int) and not isinstance(kept, bool) else None
         self.new_paths: list[str] = []  # addresses the peer announced and the station has yet to dial
         self._pending = _Pending()
         last_cp = ledger.last_checkpoint(self.line)
@@ -389,6 +390,9 @@ class LineSession:
         if term is None:
             return
         last, self.peer_term = self.peer_term, max(term, self.peer_term or 0)
+        if self.peer_term != last:  # kept with the line: a failover while this station was down alarms too
+            self.record = _replace(self.record, extra={**self.record.extra, "peer_term": self.peer_term})
+            self.ledger.put_line(self.record)
         if last is not None and term > last:
             self.alarm("alarm", f"PEER FAILOVER: the peer station failed over (term {last} -> {term}): another "
                        "process of its HA pair took over; check the line is back in sync")  # fmt: skip

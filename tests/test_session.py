@@ -327,6 +327,11 @@ def test_the_peer_station_failing_over_is_an_alarm_here_once_per_new_term(sp: Se
     _reconnect(sp, 2)  # a stale lower term (a HELLO that crossed the takeover) is only compared
     _reconnect(sp, None)  # nor does a HELLO without one (a SQLite station) change anything
     assert alarms(sp) == [] and sp.b.peer_term == 4
+    sp.restart("b")  # the term is kept with the line: a failover while b was down alarms at b too
+    _reconnect(sp, 5)
+    assert [t for w, _, t in alarms(sp) if w == "b"] == [
+        "PEER FAILOVER: the peer station failed over (term 4 -> 5): another process of its HA pair took over; "
+        "check the line is back in sync"]  # fmt: skip
     sp.send("a", "after the failover")
     sp.run()
     assert texts(sp.b.ledger, sp.line, sp.a.us)[-1] == "after the failover"
