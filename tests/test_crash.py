@@ -63,7 +63,10 @@ def test_kill_minus_nine_during_group_commits_loses_nothing_reported(tmp_path: P
             assert head % BATCH == 0, f"round {round_no} (seed {seed}): reopened at {head}, inside a batch"
             time.sleep(rng.uniform(0.005, 0.300))
             os.kill(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate(timeout=30)
+            # Read through the same buffered reader readline used (communicate reads the pipe's fd
+            # directly and would lose the lines readline had already buffered behind "ready").
+            out, err = proc.stdout.read(), proc.stderr.read() if proc.stderr is not None else ""
+            proc.wait(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
