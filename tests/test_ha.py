@@ -78,15 +78,18 @@ async def synced(p: StationProc) -> bool:
 
 
 @contextlib.contextmanager
-def running_pair(root: Path, url: str, a_url: str | None = None, metrics: bool = False) -> Iterator[Pair]:
+def running_pair(
+    root: Path, url: str, a_url: str | None = None, metrics: bool = False, advertise_both: bool = True
+) -> Iterator[Pair]:
     """EUCOM's two processes on the store at ``url`` (created here), NDMC, paired and in sync.
     ``a_url``: the first process reaches the same store by another way (a relay that can stall).
-    ``metrics``: each EUCOM process serves ``--metrics`` (a on p[3], b on p[4])."""
+    ``metrics``: each EUCOM process serves ``--metrics`` (a on p[3], b on p[4]).
+    ``advertise_both`` False: the pairing token carries only the first host's address."""
     p = free_ports(5)
     far = (datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M")
     hosts = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
     a_dir, b_dir = StationDir(root / "eucom-a"), root / "eucom-b"
-    a_dir.init(name="EUCOM", lang="en", listen=hosts[:1], advertise=hosts, store=url,
+    a_dir.init(name="EUCOM", lang="en", listen=hosts[:1], advertise=hosts if advertise_both else hosts[:1], store=url,
                limits=Limits(test_times_utc=(far,)))  # fmt: skip
     # The second host: the same station folder (keys, config), listening on its own address.
     shutil.copytree(a_dir.path, b_dir)
@@ -348,6 +351,56 @@ def test_a_clean_stop_of_the_active_process_hands_over_at_once_as_a_switchover(h
     took = asyncio.run(run())
     _report("switchover after a clean stop (SIGTERM)", [took])
     assert took < Limits().lease_seconds  # it did not wait for the lease to lapse
+
+
+def test_a_peer_paired_before_the_second_host_learns_it_and_follows_the_failover(
+    tmp_path: Path, postgres_server: PgServer
+) -> None:
+    """The issue's 'later address update': NDMC paired when EUCOM advertised one host. The operator
+    adds the second to ``advertise`` (both hosts), stops the standby, restarts the active process
+    and starts the standby again: the active's HELLO tells NDMC both addresses (PROTOCOL §8.3), NDMC
+    keeps and dials the new one, and a failover to the second host then reaches NDMC."""
+    name = "ha_" + uuid.uuid4().hex[:12]
+    postgres_server.admin(f"CREATE DATABASE {name}")
+    try:
+        with running_pair(tmp_path, postgres_server.url(name), advertise_both=False) as pair:
+
+            async def run() -> None:
+                ndmc = StationDir(pair.ndmc.home)
+                first = (await pair.ndmc.status_line())["paths"]
+                assert len(first) == 1, first
+                hosts = [*first, *StationConfig.load(StationDir(pair.b.home).config_path).listen]
+                for home in (pair.a.home, pair.b.home):
+                    cfg = StationDir(home).config_path
+                    cfg.write_text(json.dumps(StationConfig.load(cfg).to_obj() | {"advertise": hosts}))
+                await asyncio.to_thread(pair.b.stop)
+                await asyncio.to_thread(pair.a.stop)
+                await pair.a.start()
+                await wait_until(lambda: _is(pair.a, "active"), "a active again", 20)
+
+                async def learned() -> bool:
+                    return set((await pair.ndmc.status_line())["paths"]) == set(hosts)
+
+                await wait_until(learned, "NDMC dialling both hosts", 20)
+                await pair.b.start()
+                await wait_until(lambda: _is(pair.b, "standby"), "b standby", 20)
+                await asyncio.to_thread(pair.a.stop)  # now the second host takes over
+                await wait_until(lambda: _is(pair.b, "active"), "b took over", 10)
+                await wait_until(lambda: _both_synced(pair.b, pair.ndmc), "the line through the second host", 20)
+                sent = await pair.b.call({"op": "send", "line": pair.line, "text": "from the second host"})
+                assert sent["seq"] or sent["outbox"]
+                alarms = (await pair.ndmc.call({"op": "status"}))["alarms"]
+                assert any("announced an address" in a["text"] and hosts[1] in a["text"] for a in alarms), alarms
+                pair.ndmc.stop()
+                ledger = ndmc.read_ledger()
+                try:
+                    assert ledger.line(pair.line).paths == tuple(hosts)  # kept in the store
+                finally:
+                    ledger.close()
+
+            asyncio.run(run())
+    finally:
+        postgres_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
