@@ -20,6 +20,17 @@ from redline.home import StationDir
 from redline.testing import free_ports
 
 
+def kill_9_and_read(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGKILL ``proc`` and what it wrote after the lines already read from it. Read through its own
+    buffered readers: ``communicate()`` reads the pipes' fds directly, so lines a ``readline()`` had
+    already buffered would be lost (and look like work the process never reported)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    out = proc.stdout.read() if proc.stdout is not None else ""
+    err = proc.stderr.read() if proc.stderr is not None else ""
+    proc.wait(timeout=30)
+    return out, err
+
+
 class StationProc:
     """``redline serve`` in its own process, driven through its control socket."""
 

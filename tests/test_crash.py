@@ -15,7 +15,6 @@ recovery leaves no partial batch, and that the ledger reopens and continues afte
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3
@@ -29,6 +28,7 @@ import pytest
 from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import verify_line
 from redline.testing import make_station, pair_directly
+from tests.procs import kill_9_and_read
 
 HELPER = Path(__file__).parent / "helpers" / "crash_writer.py"
 BATCH = 50
@@ -62,11 +62,7 @@ def test_kill_minus_nine_during_group_commits_loses_nothing_reported(tmp_path: P
             assert head >= reported, f"round {round_no} (seed {seed}): reopened at {head} but {reported} was reported"
             assert head % BATCH == 0, f"round {round_no} (seed {seed}): reopened at {head}, inside a batch"
             time.sleep(rng.uniform(0.005, 0.300))
-            os.kill(proc.pid, signal.SIGKILL)
-            # Read through the same buffered reader readline used (communicate reads the pipe's fd
-            # directly and would lose the lines readline had already buffered behind "ready").
-            out, err = proc.stdout.read(), proc.stderr.read() if proc.stderr is not None else ""
-            proc.wait(timeout=30)
+            out, err = kill_9_and_read(proc)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -33,6 +33,7 @@ from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import verify_line
 from redline.testing import StationPair, make_station, pair_directly
 from tests.pg import PgServer
+from tests.procs import kill_9_and_read
 from tests.test_ledger import LINE, T0, A, chain, envelope
 
 HELPER = Path(__file__).parent / "helpers" / "crash_writer.py"
@@ -213,8 +214,7 @@ def test_kill_minus_nine_during_group_commits_on_postgres_loses_nothing_reported
             assert head >= reported, f"round {round_no} (seed {seed}): reopened at {head} but {reported} was reported"
             assert head % BATCH == 0, f"round {round_no} (seed {seed}): reopened at {head}, inside a batch"
             time.sleep(rng.uniform(0.05, 0.5))
-            os.kill(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate(timeout=30)
+            out, err = kill_9_and_read(proc)
         finally:
             if proc.poll() is None:
                 proc.kill()
