@@ -9,7 +9,7 @@ is a ``ControlError`` (one line), never a traceback.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, get_args, get_origin
 
 import cattrs
@@ -44,51 +44,45 @@ def _is_mapping(cls: Any) -> bool:
     return get_origin(cls) in (Mapping, dict)
 
 
-def _tuple_factory(cls: Any, conv: cattrs.Converter) -> Any:
+def _tuple_hook(cls: Any, conv: cattrs.Converter) -> Any:
+    """``tuple[X, ...]`` by cattrs; a fixed ``tuple[X, Y]`` item by item, of exactly that length."""
     args = get_args(cls)
     if len(args) == 2 and args[1] is Ellipsis:
-        inner = homogenous_tuple_structure_factory(cls, conv)
-    else:
-        hooks = [conv.get_structure_hook(a) for a in args]
+        return homogenous_tuple_structure_factory(cls, conv)
+    hooks = [conv.get_structure_hook(a) for a in args]
 
-        def inner(value: Any, _: Any) -> Any:
-            if len(value) != len(hooks):
-                raise ValueError(f"expected {len(hooks)} items, got {len(value)}")
-            return tuple(h(v, a) for h, v, a in zip(hooks, value, args, strict=True))
+    def fixed(value: Any, _: Any) -> Any:
+        if len(value) != len(hooks):
+            raise ValueError(f"expected {len(hooks)} items, got {len(value)}")
+        return tuple(h(v, a) for h, v, a in zip(hooks, value, args, strict=True))
 
-    def check(value: Any, t: Any) -> Any:
-        if type(value) is not list:
-            raise TypeError(f"expected a list, got {type(value).__name__}")
-        return inner(value, t)
-
-    return check
+    return fixed
 
 
-def _mapping_factory(cls: Any, conv: cattrs.Converter) -> Any:
-    inner = mapping_structure_factory(cls, conv)
+def _json(json_type: type, name: str, make: Callable[[Any, cattrs.Converter], Any]) -> Any:
+    """A hook factory: cattrs' hook for the class (``make``), taking only ``json_type`` (a list for a
+    tuple, an object for a mapping or a view): cattrs alone would take any iterable or mapping."""
 
-    def check(value: Any, t: Any) -> Any:
-        if type(value) is not dict:
-            raise TypeError(f"expected an object, got {type(value).__name__}")
-        return inner(value, t)
+    def factory(cls: Any, conv: cattrs.Converter) -> Any:
+        inner = make(cls, conv)
 
-    return check
+        def check(value: Any, t: Any) -> Any:
+            if type(value) is not json_type:
+                raise TypeError(f"expected {name}, got {type(value).__name__}")
+            return inner(value, t)
 
+        return check
 
-def _object_factory(cls: Any, conv: cattrs.Converter) -> Any:
-    inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
-
-    def check(value: Any, t: Any) -> Any:
-        if type(value) is not dict:
-            raise TypeError(f"expected an object, got {type(value).__name__}")
-        return inner(value, t)
-
-    return check
+    return factory
 
 
-_converter.register_structure_hook_factory(dataclasses.is_dataclass, _object_factory)
-_converter.register_structure_hook_factory(_is_tuple, _tuple_factory)
-_converter.register_structure_hook_factory(_is_mapping, _mapping_factory)
+def _view_hook(cls: Any, conv: cattrs.Converter) -> Any:
+    return make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+
+
+_converter.register_structure_hook_factory(dataclasses.is_dataclass, _json(dict, "an object", _view_hook))
+_converter.register_structure_hook_factory(_is_mapping, _json(dict, "an object", mapping_structure_factory))
+_converter.register_structure_hook_factory(_is_tuple, _json(list, "a list", _tuple_hook))
 
 
 def to_obj(view: Any) -> Any:
