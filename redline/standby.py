@@ -67,6 +67,7 @@ class Pair:
         self.alarms: list[dict[str, Any]] = []  # what happened here while no station ran (standby)
         self._won: tuple[lease.LeaseState, float, lease.LeaseState | None] | None = None
         self._ledger: LedgerStore | None = None
+        self.monitor_closed: asyncio.Future[None] | None = None  # the standby's --metrics address, closing
 
     # -- standby ----------------------------------------------------------------------------------
     async def wait_active(
@@ -112,7 +113,9 @@ class Pair:
             if server is not None:
                 server.close()  # the station's own control socket takes the path over
             if http is not None:
-                await http.stop()  # the active station's monitoring takes the address over
+                # Stopped while the station is built, not before (uvicorn takes a while to wind
+                # down); the station's own monitoring waits for ``monitor_closed`` to take the address.
+                self.monitor_closed = asyncio.ensure_future(http.stop())
 
     # -- active -----------------------------------------------------------------------------------
     def attach(self, ledger: LedgerStore) -> None:

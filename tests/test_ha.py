@@ -458,17 +458,20 @@ def _standby_status(ha_pair: Pair) -> None:
     assert code == 200 and 'redline_ha_role{role="active"} 1.0' in text and "redline_ha_term 1.0" in text
     assert "redline_line_in_sync" in text  # the active's own metrics, beside the pair's
 
-    async def switch() -> None:  # b takes over: its standby monitor gives the address to the station's
+    async def switch() -> float:  # b takes over: its standby monitor gives the address to the station's
+        t0 = time.monotonic()
         await asyncio.to_thread(ha_pair.a.stop)
         await wait_until(lambda: _is(ha_pair.b, "active"), "b took over", 10)
+        took = time.monotonic() - t0
         await wait_until(lambda: synced(ha_pair.b), "the line through b", 20)
 
         async def ready() -> bool:
             return (await asyncio.to_thread(_get, b_port, "/ready"))[0] == 200
 
         await wait_until(ready, "b ready on its --metrics address", 10)
+        return took
 
-    asyncio.run(switch())
+    _report("switchover after a clean stop, the standby serving --metrics", [asyncio.run(switch())])
     code, text = _get(b_port, "/metrics")
     assert 'redline_ha_role{role="active"} 1.0' in text and "redline_ha_term 2.0" in text, text
 

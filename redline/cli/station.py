@@ -135,6 +135,8 @@ def serve(
             if metrics_addr:
                 from redline.api import HttpServer
 
+                if pair is not None and pair.monitor_closed is not None:  # the standby's, on the same address
+                    await pair.monitor_closed
                 monitor = await HttpServer.start(st, metrics_addr, monitoring_only=True)
                 console.print(styled("Metrics, health and readiness on ", (f"http://{monitor.addr}/metrics", "bold")))
             await st.wait_stopped()
