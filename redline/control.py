@@ -91,7 +91,22 @@ OPERATIONS: dict[str, Handler] = {
     "rotate_signing": lambda st, r: rotation.file_running(st),
     "rotate_tls": lambda st, r: rotation.file_tls_running(st),
     "revoke": lambda st, r: rotation.file_running(st, revokes=_revokes(r.get("contents"))),
+    "rotate_root": lambda st, r: rotation.file_root_running(st, _content(r.get("content")), _int(r.get("version"))),
+    "confirm_root": lambda st, r: st.confirm_root(str(r["line"]), str(r["code"])),
 }
+
+
+def _content(value: Any) -> dict[str, Any]:
+    """A ROOT content as ``redline keys rotate --root`` built it (the gate checks it)."""
+    if not isinstance(value, dict):
+        raise LocalProtocolError("rotate_root: 'content' must be a ROOT content")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise LocalProtocolError("rotate_root: 'version' must be an integer")
+    return value
 
 
 def _revokes(value: Any) -> dict[str, dict[str, Any]]:

@@ -72,6 +72,14 @@ def read_root(path: Path, root_public: bytes) -> nacl.signing.SigningKey:
     return root
 
 
+def read_new_root(path: Path, in_force: bytes) -> nacl.signing.SigningKey:
+    """A new root key for ``keys rotate --root``: refused if it is the root in force (a key counts once)."""
+    root = identity.load_signing_key(path)
+    if bytes(root.verify_key) == in_force:
+        raise ConfigError(f"{path} is the root in force, not a new one")
+    return root
+
+
 def pending_signing(keys_dir: Path) -> tuple[nacl.signing.SigningKey, SignedCert] | None:
     """A prepared next signing key and its certificate, if a rotation is under way."""
     key_path, cert_path = keys_dir / NEXT_KEY, keys_dir / NEXT_CERT
@@ -85,7 +93,7 @@ def pending_signing(keys_dir: Path) -> tuple[nacl.signing.SigningKey, SignedCert
 
 
 def prepare_signing(
-    keys_dir: Path, root: nacl.signing.SigningKey, name: str
+    keys_dir: Path, root: nacl.signing.SigningKey, name: str, station: str | None = None
 ) -> tuple[nacl.signing.SigningKey, SignedCert]:
     """Step 1: a new signing key and the root's certificate over it, durable beside the current
     ones. A rotation already prepared is returned as it is (the command is safe to repeat)."""
@@ -95,7 +103,8 @@ def prepare_signing(
     (keys_dir / NEXT_CERT).unlink(missing_ok=True)
     key = nacl.signing.SigningKey.generate()
     public = bytes(key.verify_key)
-    fp = identity.fingerprint(bytes(root.verify_key))
+    # The station's identity: its first root's fingerprint, also under a later root (section 5.9, ROOT).
+    fp = station or identity.fingerprint(bytes(root.verify_key))
     cert = identity.certify(
         root,
         KeyCert(station=fp, name=name, role="signing", key=public.hex(), key_id=identity.key_id(public),
@@ -170,7 +179,9 @@ def pending_tls(keys_dir: Path) -> tuple[bytes, SignedCert] | None:
     return _pem_to_der((keys_dir / TLS_NEXT_CRT).read_bytes()), cert
 
 
-def prepare_tls(keys_dir: Path, root: nacl.signing.SigningKey, name: str) -> tuple[bytes, SignedCert]:
+def prepare_tls(
+    keys_dir: Path, root: nacl.signing.SigningKey, name: str, station: str | None = None
+) -> tuple[bytes, SignedCert]:
     """Step 1 for the TLS key; a rotation already prepared is returned as it is."""
     held = pending_tls(keys_dir)
     if held is not None:
@@ -181,7 +192,7 @@ def prepare_tls(keys_dir: Path, root: nacl.signing.SigningKey, name: str) -> tup
     spki = identity.spki_hash(der)
     cert = identity.certify(
         root,
-        KeyCert(station=identity.fingerprint(bytes(root.verify_key)), name=name, role="tls", key=spki,
+        KeyCert(station=station or identity.fingerprint(bytes(root.verify_key)), name=name, role="tls", key=spki,
                 key_id=spki[:32], issued_at=int(time.time() * 1000)),
     )  # fmt: skip
     for done in (TLS_NEXT_KEY, TLS_NEXT_CRT):
@@ -224,3 +235,35 @@ def finish_tls(keys_dir: Path) -> None:
     _fsync_dir(keys_dir)
     cert_path.unlink()
     _fsync_dir(keys_dir)
+
+
+# -- the root (section 5.9, ROOT) -----------------------------------------------------------------------
+#
+# ``redline keys rotate --root --root-key OLD --new-root-key NEW`` reads both roots from where the
+# operator keeps them (never copied), files on every line a ROOT signed by both, and records the new
+# root's PUBLIC key in keys/roots.json (version and key, in order; version 1 is keys/root.pub, the
+# station's identity, which never changes). The peer trusts the new root once its operator typed
+# the new safety code and its ROOT_CONFIRM stands; until every line's peer has, keys are still
+# certified by the old root (``rotation.unconfirmed_roots`` says which lines wait).
+
+ROOTS = "roots.json"
+
+
+def root_in_force(keys_dir: Path) -> tuple[int, bytes]:
+    """The station's latest root (version, public key): the last of keys/roots.json, else root.pub."""
+    path = keys_dir / ROOTS
+    if path.exists():
+        held = json.loads(path.read_text())
+        if held:
+            return int(held[-1]["version"]), bytes.fromhex(held[-1]["public"])
+    return 1, bytes.fromhex((keys_dir / "root.pub").read_text().strip())
+
+
+def record_root(keys_dir: Path, version: int, public: bytes) -> None:
+    """Add a new root's public key to keys/roots.json (whole or not at all); the same twice is kept once."""
+    path = keys_dir / ROOTS
+    held = json.loads(path.read_text()) if path.exists() else []
+    if any(r["version"] == version for r in held):
+        return
+    held.append({"version": version, "public": public.hex()})
+    _write_atomic(path, (json.dumps(held, indent=2) + "\n").encode(), mode=0o644)

@@ -100,13 +100,13 @@ def content(revocation: Signed, proposal: Signed, cosign: Signed, certs: list[id
 
 def build(
     root: nacl.signing.SigningKey, *, line: str, key: str, checkpoint: tuple[int, Signed, Signed], reason: str,
-    issued_at: int, certs: list[identity.SignedCert],
+    issued_at: int, certs: list[identity.SignedCert], station: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The REVOKE content for ``line``: ``key`` revoked after the co-signed ``checkpoint`` (n,
     proposal, cosign, as the ledger holds it), signed by ``root``, carrying ``certs``."""
     n, proposal, cosign = checkpoint
     rev = Revocation(
-        station=identity.fingerprint(bytes(root.verify_key)), line=line, key=key, checkpoint_n=n,
+        station=station or identity.fingerprint(bytes(root.verify_key)), line=line, key=key, checkpoint_n=n,
         checkpoint_digest=proposal.digest(Checkpoint.DOMAIN), reason=reason, issued_at=issued_at,
     )  # fmt: skip
     return content(rev.sign(root), proposal, cosign, certs)

@@ -43,6 +43,7 @@ def _filing(
 def revoke_contents(
     ledger: LedgerStore, root: nacl.signing.SigningKey, *, key: str, cert: identity.SignedCert, reason: str,
     issued_at: int, checkpoint: int | None = None, line: str | None = None, before: int | None = None,
+    station: str | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:  # fmt: skip
     """The REVOKE content of each line (``key`` revoked, ``cert`` the next key), and the lines that
     have no co-signed checkpoint to name (they get a KEY). The checkpoint named is ``checkpoint``
@@ -69,12 +70,13 @@ def revoke_contents(
             assert before is not None
             earlier = [c for c in held if Cosign.peek(c[2]).time < before]
             chosen = earlier[-1] if earlier else None
-        if chosen is None or ledger.head(rec.line, identity.fingerprint(bytes(root.verify_key)))[0] == 0:
+        us = station or identity.fingerprint(bytes(root.verify_key))
+        if chosen is None or ledger.head(rec.line, us)[0] == 0:
             missing.append(rec.line)
             continue
         try:
             out[rec.line] = revocation.build(root, line=rec.line, key=key, checkpoint=chosen, reason=reason,
-                                             issued_at=issued_at, certs=[cert])  # fmt: skip
+                                             issued_at=issued_at, certs=[cert], station=us)  # fmt: skip
         except SchemaError as exc:
             raise LocalProtocolError(str(exc)) from exc
     return out, missing
@@ -219,3 +221,86 @@ def _stored_env(raw: bytes) -> Envelope:
     from redline.session import _stored
 
     return _stored(raw)
+
+
+# -- the root (PROTOCOL.md section 5.9, ROOT; keys.py's roots.json) ------------------------------------
+
+
+def root_idem(version: int) -> str:
+    """The ROOT's idempotency key: running the same rotation twice files one ROOT per line."""
+    return f"redline-root-rotation:{version}"
+
+
+def root_content(
+    old: nacl.signing.SigningKey, new: nacl.signing.SigningKey, *, station: str, version: int, issued_at: int
+) -> dict[str, Any]:
+    """The ROOT content naming ``new`` as the station's root ``version``, signed by both roots."""
+    from redline import rootrotation
+
+    try:
+        rot = rootrotation.RootRotation(station=station, version=version, prev=bytes(old.verify_key).hex(),
+                                        root=bytes(new.verify_key).hex(), issued_at=issued_at)  # fmt: skip
+    except SchemaError as exc:
+        raise LocalProtocolError(str(exc)) from exc
+    return rootrotation.content(rot.sign(old, new))
+
+
+def root_codes(lines: list[str], content: dict[str, Any]) -> dict[str, str]:
+    """The new safety code of the ROOT ``content`` on each line (both operators read it)."""
+    from redline import rootrotation
+
+    signed = content["rotation"]
+    obj = canonical.decode_object(bytes.fromhex(signed["data"]), "root rotation")
+    digest = rootrotation.digest(signed)
+    prev, root = bytes.fromhex(obj["prev"]), bytes.fromhex(obj["root"])
+    return {line: rootrotation.safety_code(line, prev, root, digest) for line in lines}
+
+
+def file_root_offline(home: StationDir, content: dict[str, Any], version: int) -> dict[str, Any]:
+    """A stopped station: the ROOT in every line's outbox (one commit); sealed when each line is in sync."""
+    ledger = home.open_ledger()
+    try:
+        with ledger.batch():
+            lines = [r.line for r in ledger.lines()]
+            for line in lines:
+                ledger.accept(line, "ROOT", "FLASH", content, root_idem(version), 0)
+    finally:
+        ledger.close()
+    return {"version": version, "lines": lines, "codes": root_codes(lines, content), "running": False}
+
+
+async def file_root_running(st: Station, content: dict[str, Any], version: int) -> dict[str, Any]:
+    """A running station: the ROOT on every line (one commit), sent at once."""
+    wall = st.wall()
+    try:
+        with st.ledger.batch():
+            for s in st.sessions.values():
+                s.accept("ROOT", "FLASH", content, root_idem(version), wall)
+            flushed = [(s, s.flush(wall)) for s in st.sessions.values()]
+    except StorageError as exc:
+        for s in list(st.sessions.values()):
+            st._storage_failed(s, exc)
+        raise
+    for s, actions in flushed:
+        await st._perform(s, actions)
+    lines = sorted(st.sessions)
+    return {"version": version, "lines": lines, "codes": root_codes(lines, content), "running": True}
+
+
+def unconfirmed_roots(ledger: LedgerStore, us: str, version: int) -> list[str]:
+    """The lines whose peer has not confirmed our root ``version`` yet (its ROOT not sealed, or no
+    ROOT_CONFIRM naming it): keys certified by that root would be refused there."""
+    if version == 1:
+        return []
+    waiting = []
+    for rec in ledger.lines():
+        ours = {}
+        for raw in ledger.raw_of_kind(rec.line, us, "ROOT"):
+            env = _stored_env(raw)
+            obj = canonical.decode_object(bytes.fromhex(env.content()["rotation"]["data"]), "root rotation")
+            ours[env.id] = obj["version"]
+        confirmed = {_stored_env(raw).content().get("root", {}).get("id")
+                     for raw in ledger.raw_of_kind(rec.line, rec.peer, "ROOT_CONFIRM")}  # fmt: skip
+        if not any(v == version and i in confirmed for i, v in ours.items()):
+            waiting.append(rec.line)
+    return waiting

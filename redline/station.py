@@ -875,6 +875,21 @@ class Station:
         self._schedule_flush()
         return {"line": session.line, "confirmed_local": True, "confirmed_peer": session.record.confirmed_peer}
 
+    async def confirm_root(self, line: str, code: str) -> dict[str, Any]:
+        """Our operator typed the new safety code of the peer's root rotation, heard by voice: the
+        ROOT_CONFIRM is filed only if it matches (PROTOCOL.md section 5.9, ROOT_CONFIRM)."""
+        session = self.session(line)
+        try:
+            with self.ledger.batch():
+                session.confirm_root(code, self.wall())
+                actions = session.flush(self.wall())
+        except StorageError as exc:
+            self._storage_failed(session, exc)
+            raise
+        await self._perform(session, actions)
+        pending = session.gate.root_history[session.peer][-1]
+        return {"line": session.line, "confirmed_version": pending.version}
+
     def status(self) -> views.StationStatus:
         return views.StationStatus(
             station=self.config.name, fingerprint=self.keys.fingerprint, listen=tuple(self.config.listen),

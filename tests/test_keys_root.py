@@ -13,13 +13,13 @@ from typing import Any
 import nacl.signing
 import pytest
 
-from redline import errors, identity, rootrotation
+from redline import errors, identity, rootrotation, rotation
 from redline import keys as keyfiles
 from redline.bundle import build_bundle, verify_bundle
 from redline.identity import KeyCert, SignedCert
 from redline.ledger.verify import verify_line
-from redline.testing import SessionPair
-from tests.test_keys import next_b, refused_everywhere, root_of, roots
+from redline.testing import SessionPair, StationPair
+from tests.test_keys import in_loop, next_b, refused_everywhere, root_of, roots
 
 
 def rotation_of(sp: SessionPair, new: nacl.signing.SigningKey, *, signer: nacl.signing.SigningKey | None = None,
@@ -148,3 +148,90 @@ def test_a_forged_root_rotation_signed_by_the_new_root_only_is_refused(tmp_path:
         sp.a.gate.accept_envelope(skipped.encode(), sender=sp.b.us)
     assert sp.a.gate.root_history[sp.b.us][-1].version == 1
     sp.close()
+
+
+# -- a whole station: the procedure of 'redline keys rotate --root' and 'keys confirm-root' ------------
+
+
+@in_loop
+async def test_keys_rotate_root_in_running_stations_needs_the_typed_code_then_new_keys_verify(tmp_path: Path) -> None:
+    async with StationPair(tmp_path) as sp:
+        await sp.send("a", "EUCOM 1")
+        await sp.send("b", "NDMC 1")
+        us = sp.b.keys.fingerprint
+        old, new = root_of(sp.dir_b), nacl.signing.SigningKey.generate()
+        content = rotation.root_content(old, new, station=us, version=2, issued_at=sp.clocks["b"].wall())
+        result = await rotation.file_root_running(sp.b, content, 2)
+        keyfiles.record_root(sp.dir_b.keys, 2, bytes(new.verify_key))
+        await sp.synced()
+        code = result["codes"][sp.line]
+        assert any(w == "a" and code in t and t.startswith("ROOT ROTATION") for w, _, t in sp.alarms), sp.alarms
+        assert rotation.unconfirmed_roots(sp.b.ledger, us, 2) == [sp.line]
+        with pytest.raises(errors.PairingError):
+            await sp.a.confirm_root(sp.line, "0000-0000" if code != "0000-0000" else "1111-1111")
+        assert rotation.unconfirmed_roots(sp.b.ledger, us, 2) == [sp.line]
+        confirmed = await sp.a.confirm_root(sp.line, code.replace("-", " "))  # typed as heard
+        await sp.synced()
+        assert confirmed["confirmed_version"] == 2 and rotation.unconfirmed_roots(sp.b.ledger, us, 2) == []
+        assert keyfiles.root_in_force(sp.dir_b.keys) == (2, bytes(new.verify_key))
+        # 'keys rotate --signing --root-key NEW': the new root certifies the next key, under the same identity
+        keyfiles.prepare_signing(sp.dir_b.keys, keyfiles.read_root(_write_key(tmp_path, new), bytes(new.verify_key)),
+                                 "NDMC", us)  # fmt: skip
+        await rotation.file_running(sp.b)
+        await sp.synced()
+        await sp.send("b", "NDMC under the new root's key")
+        await sp.advance(2)
+        assert sp.dir_b.load_keys().signing_cert.verify(bytes(new.verify_key), station=us)
+        assert not [t for _, lvl, t in sp.alarms if lvl == "alarm" and "refused" in t], sp.alarms
+        for s in (sp.a, sp.b):
+            report = verify_line(s.ledger.line_data(sp.line, "x"), roots(sp))
+            assert report.ok, [str(p) for p in report.problems]
+
+
+def _write_key(tmp_path: Path, key: nacl.signing.SigningKey) -> Path:
+    path = tmp_path / "offline" / "root2.key"
+    path.parent.mkdir(exist_ok=True)
+    if not path.exists():
+        identity.write_secret(path, key.encode().hex().encode() + b"\n")
+    return path
+
+
+def test_keys_rotate_root_on_a_stopped_station_files_the_root_and_says_the_codes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from redline.cli.common import main
+
+    sp = SessionPair(tmp_path)
+    sp.run()
+    sp.close()
+    st = str(sp.dir_b.path)
+    old_path = str(sp.dir_b.keys / "root.key")
+    new_path = tmp_path / "offline" / "root2.key"
+    new_path.parent.mkdir()
+    runner = CliRunner()
+    res = runner.invoke(main, ["keys", "new-root", str(new_path)])
+    assert res.exit_code == 0 and new_path.exists(), res.output
+    # one line each, nothing filed: no new root given, the new root as the old, a stranger as the old
+    for args, words in ((["--root-key", old_path], "--root needs it"),
+                        (["--root-key", old_path, "--new-root-key", old_path], "is the root in force"),
+                        (["--root-key", str(new_path), "--new-root-key", str(new_path)], "is not this station's root")):
+        res = runner.invoke(main, ["keys", "rotate", "--root", "--station", st, *args])
+        assert res.exit_code == 1 and words in res.output and "Traceback" not in res.output, res.output
+    ledger = sp.dir_b.open_ledger()
+    assert not ledger.outbox_by_idem(sp.line, rotation.root_idem(2))
+    ledger.close()
+    res = runner.invoke(main, ["keys", "rotate", "--root", "--station", st, "--root-key", old_path,
+                               "--new-root-key", str(new_path), "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["version"] == 2 and out["lines"] == [sp.line] and not out["running"]
+    ledger = sp.dir_b.open_ledger()
+    item = ledger.outbox_by_idem(sp.line, rotation.root_idem(2))
+    ledger.close()
+    assert item is not None
+    new_public = bytes(identity.load_signing_key(new_path).verify_key)
+    assert keyfiles.root_in_force(sp.dir_b.keys) == (2, new_public)
+    # the peer has not confirmed: keys under the new root are not made yet
+    res = runner.invoke(main, ["keys", "rotate", "--signing", "--station", st, "--root-key", str(new_path)])
+    assert res.exit_code == 1 and "has not confirmed root version 2" in res.output, res.output
+    assert not (sp.dir_b.keys / keyfiles.NEXT_KEY).exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,25 +31,51 @@ def register(main: click.Group) -> None:
     @station_option
     @click.option("--signing", is_flag=True, help="rotate the online signing key")
     @click.option("--tls", is_flag=True, help="rotate the TLS key (the paths stay up)")
+    @click.option("--root", "root_rotation", is_flag=True,
+                  help="rotate the root itself: --root-key is the root in force, --new-root-key the new one")
     @click.option("--root-key", "root_key", required=True, type=click.Path(path_type=Path, dir_okay=False),
                   help="the station's root key file (read now, never copied; may live offline)")  # fmt: skip
+    @click.option("--new-root-key", "new_root_key", default=None, type=click.Path(path_type=Path, dir_okay=False),
+                  help="with --root: the new root's key file (made beforehand with 'redline keys new-root'; read "
+                       "now, never copied)")  # fmt: skip
     @json_option
-    def rotate(station: str | None, signing: bool, tls: bool, root_key: Path, as_json: bool) -> None:
+    def rotate(station: str | None, signing: bool, tls: bool, root_rotation: bool, root_key: Path,
+               new_root_key: Path | None, as_json: bool) -> None:  # fmt: skip
         """Make a new signing (or TLS) key, have the root certify it, and file a KEY envelope (signed
         by the current key) on every line; each line signs with the new key from the seq after its
         KEY. A new TLS key is pinned by the peer beside the old one; the station presents it once
-        the peer has stored the KEY, and the peer drops the old pin when the new key is in use."""
+        the peer has stored the KEY, and the peer drops the old pin when the new key is in use.
+
+        With --root: file on every line a ROOT naming the new root, signed by the root in force and
+        by the new one. Each line shows a NEW safety code: read it to the peer's operator by voice;
+        the peer trusts the new root only once its operator typed it ('redline keys confirm-root')."""
 
         def go() -> None:
-            if signing == tls:
-                raise ConfigError("say which key to rotate: --signing or --tls (one at a time)")
+            if signing + tls + root_rotation != 1:
+                raise ConfigError("say which key to rotate: --signing, --tls or --root (one at a time)")
+            if (new_root_key is not None) != root_rotation:
+                raise ConfigError("--new-root-key goes with --root, and --root needs it")
             home = StationDir(station_path(station))
             home.require()
             cfg = home.config()
             current = home.load_keys()
-            root = keyfiles.read_root(root_key, current.root_public)
+            version, in_force = keyfiles.root_in_force(home.keys)
+            root = keyfiles.read_root(root_key, in_force)
+            if root_rotation:
+                assert new_root_key is not None
+                new = keyfiles.read_new_root(new_root_key, in_force)
+                _rotate_root(home, root, new, current.fingerprint, version + 1, as_json)
+                return
+            ledger = home.read_ledger()
+            try:
+                waiting = rotation.unconfirmed_roots(ledger, current.fingerprint, version)
+            finally:
+                ledger.close()
+            if waiting:
+                raise ConfigError(f"the peer of line(s) {', '.join(w[:8] for w in waiting)} has not confirmed root "
+                                  f"version {version} yet: keys it certifies would be refused there")  # fmt: skip
             if tls:
-                keyfiles.prepare_tls(home.keys, root, cfg.name)
+                keyfiles.prepare_tls(home.keys, root, cfg.name, current.fingerprint)
                 del root
                 try:
                     done = asyncio.run(call(home.path, {"op": "rotate_tls"}))
@@ -59,7 +86,7 @@ def register(main: click.Group) -> None:
                     + ("" if r["running"] else "; the station seals it when it next runs")
                 ))  # fmt: skip
                 return
-            keyfiles.prepare_signing(home.keys, root, cfg.name)
+            keyfiles.prepare_signing(home.keys, root, cfg.name, current.fingerprint)
             del root
             try:
                 result = asyncio.run(call(home.path, {"op": "rotate_signing"}))
@@ -68,6 +95,63 @@ def register(main: click.Group) -> None:
             emit(as_json, result, lambda r: console.print(
                 f"new signing key {r['key_id']}: KEY filed on {len(r['lines'])} line(s)"
                 + ("" if r["running"] else "; the station seals it when it next runs")
+            ))  # fmt: skip
+
+        run(go)
+
+    def _rotate_root(home: StationDir, old: Any, new: Any, station: str, version: int, as_json: bool) -> None:
+        import time
+
+        content = rotation.root_content(old, new, station=station, version=version, issued_at=int(time.time() * 1000))
+        public = bytes(new.verify_key)
+        del old, new
+        try:
+            result = asyncio.run(call(home.path, {"op": "rotate_root", "content": content, "version": version}))
+        except StationNotRunningError:
+            result = rotation.file_root_offline(home, content, version)
+        keyfiles.record_root(home.keys, version, public)
+        emit(as_json, result, lambda r: console.print(
+            f"root version {r['version']}: ROOT filed on {len(r['lines'])} line(s)"
+            + ("" if r["running"] else "; the station seals it when it next runs") + ". Read each line's NEW safety "
+            "code to the peer's operator by voice; the peer trusts the new root only once its operator types it:\n"
+            + "\n".join(f"  line {line[:8]}: {code}" for line, code in r["codes"].items())
+        ))  # fmt: skip
+
+    @keys.command(name="new-root")
+    @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+    def new_root(path: Path) -> None:
+        """Make a new root key at PATH (on the offline medium it will live on), for 'keys rotate --root'."""
+
+        def go() -> None:
+            from redline import identity
+
+            if path.exists():
+                raise ConfigError(f"{path} exists: a root key is never overwritten")
+            key = identity.new_signing_key(path)
+            console.print(f"new root key {identity.fingerprint(bytes(key.verify_key))[:16]}… written to {path}")
+
+        run(go)
+
+    @keys.command(name="confirm-root")
+    @station_option
+    @click.option("--line", required=True, help="the line whose peer rotated its root (id or prefix)")
+    @click.argument("code")
+    @json_option
+    def confirm_root(station: str | None, line: str, code: str, as_json: bool) -> None:
+        """Trust the peer's new root: CODE is the new safety code its operator read aloud. A code that
+        does not match files nothing (do NOT trust the new root; call the peer on a known number)."""
+
+        def go() -> None:
+            home = StationDir(station_path(station))
+            home.require()
+            try:
+                result = asyncio.run(call(home.path, {"op": "confirm_root", "line": line, "code": code}))
+            except StationNotRunningError as exc:
+                raise ConfigError("start the station first: the confirmation is checked against the line as held "
+                                  "live") from exc  # fmt: skip
+            emit(as_json, result, lambda r: console.print(
+                f"line {r['line'][:8]}: the peer's root version {r['confirmed_version']} is confirmed (ROOT_CONFIRM "
+                "filed)"
             ))  # fmt: skip
 
         run(go)
@@ -105,13 +189,13 @@ def register(main: click.Group) -> None:
             home = StationDir(station_path(station))
             home.require()
             current = home.load_keys()
-            root = keyfiles.read_root(root_key, current.root_public)
-            _, cert = keyfiles.prepare_signing(home.keys, root, home.config().name)
+            root = keyfiles.read_root(root_key, keyfiles.root_in_force(home.keys)[1])
+            _, cert = keyfiles.prepare_signing(home.keys, root, home.config().name, current.fingerprint)
             ledger = home.read_ledger()
             try:
                 contents, bare = rotation.revoke_contents(
                     ledger, root, key=current.key_id, cert=cert, reason=reason, issued_at=int(time.time() * 1000),
-                    checkpoint=checkpoint, line=line, before=before_ms,
+                    checkpoint=checkpoint, line=line, before=before_ms, station=current.fingerprint,
                 )  # fmt: skip
             finally:
                 ledger.close()
