@@ -41,6 +41,18 @@ def call_blocking(home: Path, request: dict[str, Any], timeout: float = 30.0) ->
     return result_of(line, maybe)
 
 
+def station_answers(home: Path) -> bool:
+    """Whether a station process listens on ``home``'s control socket (it connects, sends nothing)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(StationDir(home).control_path))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
 def not_running(home: Path, exc: OSError) -> StationNotRunningError:
     """Nothing was sent: no station answers on the socket (both clients)."""
     if isinstance(exc, FileNotFoundError | ConnectionRefusedError):

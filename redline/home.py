@@ -160,7 +160,7 @@ class StationDir:
         self.require()
         from redline.ledger.stores import open_store
 
-        return open_store(self.config().store, self.ledger_path)
+        return open_store(self.config().store, self.ledger_path, raw_check=not self._running())
 
     def read_ledger(self) -> LedgerStore:
         """A reader's connection (redline log, export, the console): read-only (for SQLite, through
@@ -168,7 +168,14 @@ class StationDir:
         self.require()
         from redline.ledger.stores import open_store
 
-        return open_store(self.config().store, self.ledger_path, read_only=True)
+        return open_store(self.config().store, self.ledger_path, read_only=True, raw_check=not self._running())
+
+    def _running(self) -> bool:
+        """A station process serves this folder: only SQLite may touch its store's files meanwhile
+        (the station checked their raw bytes when it opened them; a reader from outside does not)."""
+        from redline.control_client import station_answers
+
+        return station_answers(self.path)
 
     def init(
         self,

@@ -213,3 +213,30 @@ def test_a_ledger_dropped_without_close_is_forgotten(tmp_path: Path) -> None:
 
     gc.collect()
     assert not integrity.is_open_here(path)
+
+
+@pytest.mark.slow
+def test_outside_readers_beside_a_running_station_never_read_its_files_raw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a station runs, only SQLite touches its store's files, from any process: 'redline log',
+    'verify' and 'export' open it through SQLite without the raw-bytes check (the station made it
+    when it opened them). A stopped station's store is checked raw before SQLite reads it."""
+    raw_reads: list[Path] = []
+    monkeypatch.setattr(integrity, "check_files", lambda path: raw_reads.append(path))
+
+    async def main() -> None:
+        a, b, line, _ = await paired_stations(tmp_path, relays=False)
+        home = StationDir(a.home)
+        try:
+            for opened in (home.read_ledger(), home.open_ledger()):  # log and export; verify
+                assert opened.find_line(line).line == line
+                opened.close()
+            assert raw_reads == [], "a reader read the running station's files outside SQLite"
+        finally:
+            a.stop()
+            b.stop()
+        home.read_ledger().close()
+        assert raw_reads == [home.ledger_path], "a stopped station's store is checked raw first"
+
+    asyncio.run(main())

@@ -280,8 +280,11 @@ class Ledger:
     means but SQLite (module ``integrity`` says why)."""
 
     def __init__(
-        self, path: Path, *, create: bool = False, station: str | None = None, read_only: bool = False
-    ) -> None:
+        self, path: Path, *, create: bool = False, station: str | None = None, read_only: bool = False,
+        raw_check: bool = True,
+    ) -> None:  # fmt: skip
+        """``raw_check=False``: another process (a running station) holds the store, which checked its
+        files when it opened them: read it through SQLite only, never its raw bytes."""
         if not create and not path.exists():
             raise StorageError(f"no store at {path}; create the station with 'redline init'")
         if create and read_only:
@@ -293,7 +296,7 @@ class Ledger:
             # must not be read again (that would drop the holder's locks): SQLite only, from here.
             held = integrity.is_open_here(path)
             sidecars = integrity.sidecars(path)
-            if not create and not held:
+            if not create and not held and raw_check:
                 integrity.check_files(path)  # truncation, a WAL that would lose commits: before SQLite reads it
             try:
                 if read_only:
@@ -476,9 +479,10 @@ class Ledger:
         self._closer()
 
     @classmethod
-    def open_read_only(cls, path: Path) -> Ledger:
-        """A reader's connection: refuses writes, and never touches the files but through SQLite."""
-        return cls(path, read_only=True)
+    def open_read_only(cls, path: Path, *, raw_check: bool = True) -> Ledger:
+        """A reader's connection: refuses writes, and never touches the files but through SQLite
+        once open (``raw_check``: the files' raw check before, when no running station holds them)."""
+        return cls(path, read_only=True, raw_check=raw_check)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

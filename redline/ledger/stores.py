@@ -43,13 +43,15 @@ def shown_url(url: str) -> str:
 
 
 def open_store(
-    store: str, path: Path, *, create: bool = False, station: str | None = None, read_only: bool = False
-) -> LedgerStore:
-    """``store``: "" for the SQLite file at ``path``, or a postgresql:// URL (no password in it)."""
+    store: str, path: Path, *, create: bool = False, station: str | None = None, read_only: bool = False,
+    raw_check: bool = True,
+) -> LedgerStore:  # fmt: skip
+    """``store``: "" for the SQLite file at ``path``, or a postgresql:// URL (no password in it).
+    ``raw_check=False`` when a running station holds the SQLite files: SQLite only (``Ledger``)."""
     if store:
         from redline.ledger.postgres import PgLedger  # psycopg loads only for a station that uses it
 
         return PgLedger(store, create=create, station=station, read_only=read_only)
     if read_only:
-        return Ledger.open_read_only(path)
-    return Ledger(path, create=create, station=station)
+        return Ledger.open_read_only(path, raw_check=raw_check)
+    return Ledger(path, create=create, station=station, raw_check=raw_check)
