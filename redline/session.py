@@ -955,6 +955,9 @@ class LineSession:
                 p: PathView(up=s.up, rtt_ms=s.rtt_ms, skew_ms=s.skew_ms, last_rx=s.last_rx_wall, reason=s.reason)
                 for p, s in self.paths.items()
             },
+            revoked=tuple(f.describe("this station" if f.station == self.us else self.record.peer_name)
+                          for f in self.gate.flagged()),
+            root_code=held[1] if (held := self.root_safety_code()) else None,
         )  # fmt: skip
 
 

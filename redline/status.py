@@ -58,9 +58,14 @@ class LineStatus:
     outbox: int
     unreceipted: int
     paths: Mapping[str, PathView]
+    # Runs of envelopes signed by a revoked key (a REVOKE, PROTOCOL.md section 5.9), in words.
+    revoked: tuple[str, ...] = ()
+    # The peer's root rotation awaiting our operator's typed safety code: that code (section 5.9, ROOT).
+    root_code: str | None = None
 
     def to_obj(self) -> dict[str, Any]:
         obj = {k: v for k, v in asdict(self).items() if k not in ("confirmed_local", "confirmed_peer", "paths")}
+        obj["revoked"] = list(self.revoked)
         obj["confirmed"] = {"local": self.confirmed_local, "peer": self.confirmed_peer}
         obj["paths"] = {name: p.to_obj() for name, p in self.paths.items()}
         return obj
@@ -68,6 +73,8 @@ class LineStatus:
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> LineStatus:
         fields = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__ and k not in ("paths",)}
+        if "revoked" in fields:
+            fields["revoked"] = tuple(fields["revoked"])
         return cls(
             **fields, confirmed_local=bool(obj["confirmed"]["local"]), confirmed_peer=bool(obj["confirmed"]["peer"]),
             paths={name: PathView(**p) for name, p in obj["paths"].items()},

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from redline import canonical, kinds
 from redline.envelope import split
-from redline.errors import LocalProtocolError
+from redline.errors import LocalProtocolError, RedlineError
 from redline.status import Accepted, LineStatus, PathView, StationStatus
 
 if TYPE_CHECKING:  # types only: 'redline log' imports neither every view nor verification and the gate
@@ -69,6 +69,7 @@ class Row:
     state: str
     outbox: int | None = None
     ack: Mapping[str, Any] | None = None
+    revoked: str | None = None  # "signed by a revoked key": which REVOKE flags it (PROTOCOL.md 5.9)
 
     def to_obj(self) -> dict[str, Any]:
         obj = asdict(self)
@@ -105,6 +106,7 @@ def transcript(
     rows: list[Row] = []
     total = 0
     for fp, ours in ((us, True), (record.peer, False)):
+        revokes = revoked_runs(ledger, record.line, fp)
         receipt = ledger.latest_receipt(record.line, record.peer if ours else us)
         receipted = max(receipt[0] if receipt else 0, receipted_ours if ours else 0)
         head = ledger.head(record.line, fp)[0]
@@ -120,6 +122,7 @@ def transcript(
                 lang=h["lang"], text=summary(h["kind"], content), content=content, receipted=seq <= receipted,
                 state=("stored by the peer" if seq <= receipted else "sent, not yet receipted") if ours
                 else "stored here",
+                revoked=next((why for lo, hi, key, why in revokes if lo < seq < hi and h["key"] == key), None),
                 ack=None if flash is None else {
                     "state": flash.state, "by": flash.acked_by, "at": flash.acked_at, "deadline": flash.deadline,
                     "escalations": [{"level": e.level, "at": e.at} for e in flash.escalations],
@@ -134,6 +137,31 @@ def transcript(
     )  # fmt: skip
     shown = rows if limit is None else rows[-limit:]
     return Transcript(line=record.line, peer=record.peer_name, rows=tuple(shown), outbox=outbox, total=total)
+
+
+def revoked_runs(ledger: LedgerStore, line: str, station: str) -> list[tuple[int, int, str, str]]:
+    """What each stored REVOKE of ``station``'s chain flags, as (after, revoke seq, key id, words): the
+    envelopes at after < seq < revoke seq signed by that key are "signed by a revoked key". Read
+    from the store without the gate: a REVOKE is stored only once the gate accepted it (the rule,
+    and ``redline verify``'s check of it, is the gate's: ``TrustedLine.flagged``)."""
+    from redline.statements import Checkpoint, Signed
+
+    out = []
+    for raw in ledger.raw_of_kind(line, station, "REVOKE"):
+        env = split(raw)
+        header = canonical.decode_object(env.header_bytes, "envelope header")
+        if env.body_bytes is None:
+            continue
+        try:
+            body = kinds.Revoke.parse(canonical.decode_object(env.body_bytes, "envelope body")["content"])
+            rev = canonical.decode_object(bytes.fromhex(body.revocation.data), "revocation")
+            after = Checkpoint.peek(Signed.decode(bytes.fromhex(body.checkpoint.proposal))).head(station).size
+        except (RedlineError, ValueError, KeyError):
+            continue
+        why = (f"signed by a revoked key ({str(rev['key'])[:12]}, revoked by the station's root in its REVOKE at seq "
+               f"{header['seq']}: {str(rev.get('reason'))[:200]})")  # fmt: skip
+        out.append((after, int(header["seq"]), str(rev["key"]), why))
+    return out
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bo
         for r in held.rows:
             table.add_row(
                 when(r.sent_at), r.sender, str(r.seq), r.kind, r.priority, "✓ stored" if r.receipted else "pending",
-                shown(r.text, 300),
+                shown(r.text, 300) if r.revoked is None else styled((f"REVOKED: {shown(r.revoked, 300)}", "bold red"),
+                                                                    f"\n{shown(r.text, 300)}"),
             )  # fmt: skip
         for r in held.outbox:
             table.add_row("-", "us", "-", r.kind, r.priority, "in the outbox", shown(r.text, 300))

@@ -269,6 +269,12 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
                 f"  ours: seq {ln.our_seq}  theirs: seq {ln.their_seq}  outbox: {ln.outbox}  "
                 f"unreceipted: {ln.unreceipted}"
             )
+            for run_ in ln.revoked:  # PROTOCOL.md 5.9 REVOKE: kept in the record, never to be acted on
+                console.print(f"  REVOKED: {run_}", style="bold red")
+            if ln.root_code is not None:
+                console.print(f"  ROOT ROTATION: {ln.peer} names a new root, NOT trusted until you compare the new "
+                              f"safety code {ln.root_code} by voice and type it: redline keys confirm-root --line "
+                              f"{ln.line[:8]} CODE", style="bold yellow")  # fmt: skip
             if ln.outbox and not ln.synced:
                 waiting = f"  {ln.outbox} message(s) wait in the outbox: no path to the peer is up"
                 console.print(waiting, style="yellow")
