@@ -302,6 +302,9 @@ class TrustedLine:
     def _observe_people(self, env: Envelope) -> None:
         assert self.people is not None
         h = env.header
+        pins = self.people.pins.get(h.sender)
+        if pins is not None and h.kind == "ROSTER":  # its certificates: under the root in force there
+            pins.root = self.root_for(h.sender, h.seen_seq)
         try:
             content = env.content() if env.body_bytes is not None else None
         except VerificationError:

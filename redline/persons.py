@@ -98,8 +98,10 @@ class PersonCert:
         return SignedCert(data, identity.sign(root, DOMAIN_CERT, data))
 
     @classmethod
-    def open(cls, signed: SignedCert, root_public: bytes) -> PersonCert:
-        """Verified under ``root_public`` and naming its station (SignatureError, SchemaError)."""
+    def open(cls, signed: SignedCert, root_public: bytes, *, station: str | None = None) -> PersonCert:
+        """Verified under ``root_public`` and naming ``station``: the station's identity (default:
+        the root's own fingerprint; after a root rotation, the first root's; SignatureError,
+        SchemaError)."""
         identity.verify(root_public, DOMAIN_CERT, signed.data, signed.sig, "person certificate")
         obj = canonical.decode_object(signed.data, "person certificate")
         identity.require(obj, "person certificate", {"v": int, "station": str, "name": str, "role": str, "key": str,
@@ -108,16 +110,18 @@ class PersonCert:
             raise SchemaError("person certificate: version 1 has exactly the members of PROTOCOL.md section 5.10")
         cert = cls(**{k: v for k, v in obj.items() if k != "v"})
         Person(name=cert.name, role=cert.role, key=cert.key)  # the same rules as a roster entry
-        if cert.station != identity.fingerprint(root_public):
+        if cert.station != (station or identity.fingerprint(root_public)):
             raise SignatureError("person certificate names another station than the root that signed it")
         return cert
 
 
 def certify_person(root: nacl.signing.SigningKey, person: Person, *, removed: bool = False,
-                   issued_at: int | None = None) -> SignedCert:  # fmt: skip
-    """The root's certificate over ``person`` (or over their removal)."""
+                   issued_at: int | None = None, station: str | None = None) -> SignedCert:  # fmt: skip
+    """The root's certificate over ``person`` (or over their removal); ``station`` is the station's
+    identity (default: the root's fingerprint; after a root rotation, the first root's)."""
     stamp = int(time.time() * 1000) if issued_at is None else issued_at
-    return PersonCert(station=identity.fingerprint(bytes(root.verify_key)), name=person.name, role=person.role,
+    fp = station or identity.fingerprint(bytes(root.verify_key))
+    return PersonCert(station=fp, name=person.name, role=person.role,
                       key=person.key, issued_at=stamp, removed=removed).sign(root)  # fmt: skip
 
 
@@ -148,6 +152,12 @@ class Person:
         return {**self.to_obj(), **({"cert": self.cert.to_obj()} if self.cert is not None else {})}
 
 
+def _identity(station: Path) -> str | None:
+    """The station's identity (its first root's fingerprint, keys/root.pub), if it has one."""
+    pub = station / "keys" / "root.pub"
+    return identity.fingerprint(bytes.fromhex(pub.read_text().strip())) if pub.exists() else None
+
+
 def users_dir(station: Path) -> Path:
     return station / "users"
 
@@ -175,7 +185,8 @@ def _seal_user(path: Path, name: str, role: str, password: str, *, ops: int, mem
     key = nacl.signing.SigningKey.generate()
     person = Person(name=name, role=role, key=bytes(key.verify_key).hex())
     if root is not None:
-        person = Person(name=name, role=role, key=person.key, cert=certify_person(root, person))
+        cert = certify_person(root, person, station=_identity(path.parent.parent))
+        person = Person(name=name, role=role, key=person.key, cert=cert)
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
     box = nacl.secret.SecretBox(nacl.pwhash.argon2id.kdf(32, password.encode(), salt, opslimit=ops, memlimit=mem))
     sealed = box.encrypt(key.encode())
@@ -224,7 +235,7 @@ def remove_user(station: Path, name: str, *, root: nacl.signing.SigningKey | Non
     person = Person(name=obj["name"], role=obj["role"], key=obj["key"])
     if root is not None:  # the removal certificate first: a crash between leaves the user, never a silent drop
         held = [c.to_obj() for c in load_removed(station) if _removal_of(c) != (person.name, person.key)]
-        held.append(certify_person(root, person, removed=True).to_obj())
+        held.append(certify_person(root, person, removed=True, station=_identity(station)).to_obj())
         removed = users_dir(station) / REMOVED_FILE
         tmp = removed.with_name(REMOVED_FILE + ".tmp")
         tmp.unlink(missing_ok=True)
@@ -422,7 +433,8 @@ class RosterPins:
 
     max_people: int = 500
     people: dict[str, Person] = field(default_factory=dict)
-    root: bytes | None = None
+    root: bytes | None = None  # the station's root in force where the ROSTER stands (the gate's root_for)
+    station: str | None = None  # the station's identity, which its certificates name
     issued: dict[str, int] = field(default_factory=dict)  # name -> issued_at of the pin's certificate
     gone: dict[str, tuple[str, int]] = field(default_factory=dict)  # certified removals: name -> (key, issued_at)
 
@@ -434,7 +446,7 @@ class RosterPins:
         no root to check it against); VerificationError when it does not hold."""
         if p.cert is None or self.root is None:
             return None
-        cert = PersonCert.open(p.cert, self.root)
+        cert = PersonCert.open(p.cert, self.root, station=self.station)
         if cert.removed or (cert.name, cert.role, cert.key) != (p.name, p.role, p.key):
             raise SchemaError("the certificate is not over this name, role and key")
         return cert
@@ -491,7 +503,7 @@ class RosterPins:
             if self.root is None:
                 break
             try:
-                gone_cert = PersonCert.open(signed, self.root)
+                gone_cert = PersonCert.open(signed, self.root, station=self.station)
             except VerificationError as exc:
                 cert_refused.append((_removal_of(signed)[0], str(exc)))
                 continue
@@ -539,7 +551,7 @@ class PersonSignatures:
 
     def __post_init__(self) -> None:
         for fp, root in self.roots.items():
-            self.pins[fp] = RosterPins(max_people=self.max_people, root=root)
+            self.pins[fp] = RosterPins(max_people=self.max_people, root=root, station=fp)
             self.checked[fp] = self.certified[fp] = 0
 
     def observe(self, sender: str, seq: int, kind: str, content: dict[str, Any] | None) -> None:

@@ -136,7 +136,8 @@ class Station:
             session.link.addresses = tuple(told[:MAX_ADDRESSES])  # a wildcard listen address reaches nobody
         self.sessions[record.line] = session
         ops = LineOps(us=self.keys.fingerprint, peer=record.peer, limits=self.limits, since=record.created_at,
-                      roots={True: self.keys.root_public, False: bytes.fromhex(record.peer_root)})  # fmt: skip
+                      roots={True: self.keys.root_public, False: bytes.fromhex(record.peer_root)},
+                      root_for=session.gate.root_for)  # fmt: skip
         self.ops[record.line] = ops
         # Rebuild pending tests, escalations and requests from the ledger (guarantee 8): replay
         # quietly, then the first tick fires whatever is overdue. Only what ops acts on is read
@@ -184,7 +185,7 @@ class Station:
         try:
             entry = Entry(
                 sender=h.sender, ours=ours, seq=h.seq, id=env.id, kind=h.kind, prio=h.prio, sent_at=h.sent_at,
-                stored_at=stored_at, lang=h.lang, content=env.content(),
+                stored_at=stored_at, lang=h.lang, content=env.content(), seen=h.seen_seq,
             )  # fmt: skip
             alarms = self.ops[line].observe(entry)
         except Exception:  # a bug in ops/ on hostile content must not lose the envelope: it is stored
@@ -979,6 +980,7 @@ def _entry(env: Envelope | RawEnvelope, ours: bool, stored_at: int) -> Entry:
     return Entry(
         sender=header["sender"], ours=ours, seq=header["seq"], id=env.id, kind=header["kind"], prio=header["prio"],
         sent_at=header["sent_at"], stored_at=stored_at, lang=header["lang"], content=content,
+        seen=int(header["seen"]["seq"]) if isinstance(header.get("seen"), dict) else 0,
     )  # fmt: skip
 
 

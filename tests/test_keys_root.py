@@ -182,6 +182,14 @@ async def test_keys_rotate_root_in_running_stations_needs_the_typed_code_then_ne
         await sp.send("b", "NDMC under the new root's key")
         await sp.advance(2)
         assert sp.dir_b.load_keys().signing_cert.verify(bytes(new.verify_key), station=us)
+        # a person the new root certifies ('redline user add --root-key NEW'): pinned as certified by EUCOM
+        from redline import persons
+        from tests.test_keys_people import FAST, PASSWORD
+
+        persons.add_user(sp.dir_b.path, "Dezhurny Orlov", "duty", PASSWORD, root=new, **FAST)
+        await sp.send("b", "NDMC roster goes out with this", kind="FLASH", prio="FLASH")
+        pins = sp.a.ops[sp.line].pins[False]
+        assert pins.is_certified("Dezhurny Orlov"), (pins.people, sp.alarms)
         assert not [t for _, lvl, t in sp.alarms if lvl == "alarm" and "refused" in t], sp.alarms
         for s in (sp.a, sp.b):
             report = verify_line(s.ledger.line_data(sp.line, "x"), roots(sp))
@@ -235,3 +243,36 @@ def test_keys_rotate_root_on_a_stopped_station_files_the_root_and_says_the_codes
     res = runner.invoke(main, ["keys", "rotate", "--signing", "--station", st, "--root-key", str(new_path)])
     assert res.exit_code == 1 and "has not confirmed root version 2" in res.output, res.output
     assert not (sp.dir_b.keys / keyfiles.NEXT_KEY).exists()
+    res = runner.invoke(main, ["user", "add", "--station", st, "--root-key", str(new_path), "Dezhurny Orlov",
+                               "--role", "duty"], input="test-password-1\n")  # fmt: skip
+    assert res.exit_code == 1 and "has not confirmed root version 2" in res.output, res.output
+    assert not (sp.dir_b.path / "users" / "Dezhurny Orlov.json").exists()
+
+
+def test_person_certificates_follow_the_root_in_force(rotating: Any) -> None:
+    """Section 5.10 under 5.9 ROOT: a person certified by the new root is refused before the
+    confirmation and pinned after it, by the peer's live pins, by verify and in a bundle."""
+    from redline import persons
+    from redline.persons import Person, certify_person
+    from tests.test_keys_people import ack, judged, publish
+
+    sp, new = rotating
+
+    def person(name: str) -> tuple[Person, nacl.signing.SigningKey]:
+        k = nacl.signing.SigningKey.generate()
+        p = Person(name=name, role="duty", key=bytes(k.verify_key).hex())
+        return Person(name=name, role="duty", key=p.key, cert=certify_person(new, p, station=sp.b.us)), k
+
+    early, _ = person("Dezhurny Orlov")
+    publish(sp, [early])  # the new root is not trusted yet: the certificate is refused
+    _, code = sp.a.root_safety_code()
+    sp.a.confirm_root(code, sp.clock.wall)
+    sp.run()
+    later, lkey = person("Polkovnik Volkov")
+    publish(sp, [later])
+    ack(sp, later, lkey)
+    said = judged(sp)
+    assert said[0] == "person signatures of NDMC: 1 valid, all up to its root", said
+    refused = [s for s in said if s.startswith("ROSTER REFUSED IN PART")]
+    assert len(refused) == 1 and "Dezhurny Orlov" in refused[0] and "does not verify" in refused[0], said
+    assert persons.PersonCert.open(later.cert, bytes(new.verify_key), station=sp.b.us)  # type: ignore[arg-type]

@@ -89,7 +89,19 @@ def register(main: click.Group) -> None:
         path = root_key if root_key is not None else home.keys / "root.key"
         if not path.exists():
             raise ConfigError(f"{path} is not there: give --root-key PATH (the root certifies each person's key)")
-        return keyfiles.read_root(path, home.load_keys().root_public)
+        version, in_force = keyfiles.root_in_force(home.keys)  # after a root rotation, the new root
+        if version > 1:
+            from redline import rotation
+
+            ledger = home.read_ledger()
+            try:
+                waiting = rotation.unconfirmed_roots(ledger, home.load_keys().fingerprint, version)
+            finally:
+                ledger.close()
+            if waiting:
+                raise ConfigError(f"the peer of line(s) {', '.join(w[:8] for w in waiting)} has not confirmed root "
+                                  f"version {version} yet: people it certifies would be refused there")  # fmt: skip
+        return keyfiles.read_root(path, in_force)
 
     @user.command("add")
     @station_option

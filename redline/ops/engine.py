@@ -51,7 +51,8 @@ def peer_window_bounds(limits: Limits) -> tuple[int, int] | None:
 
 class LineOps:
     def __init__(
-        self, *, us: str, peer: str, limits: Limits, since: int, roots: Mapping[bool, bytes] | None = None
+        self, *, us: str, peer: str, limits: Limits, since: int, roots: Mapping[bool, bytes] | None = None,
+        root_for: Callable[[str, int], bytes] | None = None,
     ) -> None:
         self.us, self.peer = us, peer
         self.limits = limits
@@ -70,9 +71,13 @@ class LineOps:
         # ``roots`` (ours? -> root public key): people's certificates are checked against them.
         self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}
         self.pins: dict[bool, RosterPins] = {
-            side: RosterPins(max_people=limits.max_roster_people, root=(roots or {}).get(side))
+            side: RosterPins(max_people=limits.max_roster_people, root=(roots or {}).get(side),
+                             station=us if side else peer)
             for side in (True, False)
         }
+        # The gate's rule for the root in force where a ROSTER stands (PROTOCOL.md 5.9, ROOT): a
+        # person certificate of a station that rotated its root is checked under the root then.
+        self._root_for = root_for
         self.translations: dict[str, list[TranslationView]] = {}  # envelope id -> its translations
         self.board = NoticeBoard()
         self.notice_refs: dict[str, str] = {}  # notice ref ("<filer>:<seq>") -> envelope id
@@ -206,6 +211,8 @@ class LineOps:
             out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {over}", e.stored_at)
             return
         self.rosters[e.ours] = published
+        if self._root_for is not None:
+            self.pins[e.ours].root = self._root_for(e.sender, e.seen)
         change = self.pins[e.ours].apply(published, roster_removals(body))
         why = change.refusal()
         if why is not None:

@@ -29,6 +29,7 @@ class Entry:
     stored_at: int  # when this station stored it, ms
     lang: str
     content: dict[str, Any]
+    seen: int = 0  # the other chain's seq its sender had seen (what the root in force depends on)
 
     @property
     def ref(self) -> dict[str, Any]:
