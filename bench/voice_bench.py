@@ -11,7 +11,8 @@ for ``--seconds``, 20 ms packets paced in real time, as a microphone does.
   its WebSocket to the moment NDMC's client has it off its own (same process, same clock): console
   WebSocket in, station A (checks, hash, recording, AUDIO frame on both paths), TLS over loopback,
   station B (first copy wins, hash, recording, relay), console WebSocket out. What the browser adds
-  around it (capture, WebCodecs encode/decode, the 60 ms playout buffer) is not in it.
+  around it (capture, WebCodecs encode/decode, the 60 ms playout buffer) is not in it:
+  ``bench.voice_browsers`` measures that, mouth to ear, next to a plain WebRTC call.
 - **CPU per call**: each station process's user+system time during the call (``/proc/PID/stat``)
   minus the same length of time idle just before (heartbeats on two paths), per second of call.
 
