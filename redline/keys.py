@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,41 @@ def finish_tls(keys_dir: Path) -> None:
 # certified by the old root (``rotation.unconfirmed_roots`` says which lines wait).
 
 ROOTS = "roots.json"
+ROOT_NEXT = "root.next.json"  # the ROOT content being filed: {"version", "content"} (public data only)
+
+
+def prepare_root(keys_dir: Path, version: int, public: bytes, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The ROOT content naming root ``version`` (``public``), durable before anything is filed, so
+    the command is safe to repeat after a crash: the same statement (and so the same safety codes)
+    is filed again, never a second one. ``make`` builds it the first time."""
+    path = keys_dir / ROOT_NEXT
+    if path.exists():
+        held = json.loads(path.read_text())
+        data = bytes.fromhex(held["content"]["rotation"]["data"])
+        named = json.loads(data)["root"]
+        if held["version"] != version or named != public.hex():
+            raise ConfigError(f"another root rotation (version {held['version']}, root {named[:16]}…) is under way "
+                              "at this station: finish it with the new root key it names")  # fmt: skip
+        content: dict[str, Any] = held["content"]
+        return content
+    content = make()
+    _write_atomic(path, (json.dumps({"version": version, "content": content}) + "\n").encode(), mode=0o644)
+    return content
+
+
+def tidy_root(keys_dir: Path) -> None:
+    """A crash after the new root was recorded but before its prepared statement was dropped."""
+    path = keys_dir / ROOT_NEXT
+    if path.exists() and json.loads(path.read_text())["version"] <= root_in_force(keys_dir)[0]:
+        path.unlink()
+        _fsync_dir(keys_dir)
+
+
+def finish_root(keys_dir: Path, version: int, public: bytes) -> None:
+    """The ROOT is filed on every line: the new root is recorded, the prepared statement dropped."""
+    record_root(keys_dir, version, public)
+    (keys_dir / ROOT_NEXT).unlink(missing_ok=True)
+    _fsync_dir(keys_dir)
 
 
 def root_in_force(keys_dir: Path) -> tuple[int, bytes]:

@@ -276,3 +276,53 @@ def test_person_certificates_follow_the_root_in_force(rotating: Any) -> None:
     refused = [s for s in said if s.startswith("ROSTER REFUSED IN PART")]
     assert len(refused) == 1 and "Dezhurny Orlov" in refused[0] and "does not verify" in refused[0], said
     assert persons.PersonCert.open(later.cert, bytes(new.verify_key), station=sp.b.us)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_keys_rotate_root_killed_at_random_moments_files_one_root(tmp_path: Path) -> None:
+    """kill -9 of 'redline keys rotate --root' (a stopped station, the real CLI) at a random moment
+    of its run, 10 times, then the command run again: each station ends with exactly one ROOT per
+    line whose safety codes are the ones the finishing run printed (the statement is prepared first
+    and reused), keys/roots.json naming the new root and nothing left half done. A run again after
+    the killed one had finished says the old root is no longer the root in force, in one line."""
+    import random
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(13)
+    whole = None
+    finished_first = 0
+    for i in range(10):
+        sp = SessionPair(tmp_path / str(i))
+        sp.run()
+        sp.close()
+        new_path = tmp_path / str(i) / "offline" / "root2.key"
+        new_path.parent.mkdir()
+        new = identity.new_signing_key(new_path)
+        cmd = [sys.executable, "-m", "redline", "keys", "rotate", "--root", "--station", str(sp.dir_b.path),
+               "--root-key", str(sp.dir_b.keys / "root.key"), "--new-root-key", str(new_path), "--json"]  # fmt: skip
+        began = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if whole is None:  # the first run is not killed: how long one run takes on this box
+            proc.wait()
+            whole = time.monotonic() - began
+        else:
+            time.sleep(rng.uniform(0, whole))
+            proc.kill()
+            proc.wait()
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        ledger = sp.dir_b.open_ledger()
+        try:
+            items = [it for it in ledger.pending(sp.line, -1) if it.kind == "ROOT"]
+        finally:
+            ledger.close()
+        assert len(items) == 1, (i, out.stdout, out.stderr)
+        if out.returncode == 0:
+            assert json.loads(out.stdout)["codes"] == rotation.root_codes([sp.line], dict(items[0].content))
+        else:  # the killed run had finished
+            assert "is not this station's root key" in out.stdout + out.stderr and "Traceback" not in out.stderr
+            finished_first += 1
+        assert keyfiles.root_in_force(sp.dir_b.keys) == (2, bytes(new.verify_key)), i
+        assert not (sp.dir_b.keys / keyfiles.ROOT_NEXT).exists()
+    assert finished_first < 10

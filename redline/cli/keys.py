@@ -59,6 +59,7 @@ def register(main: click.Group) -> None:
             home.require()
             cfg = home.config()
             current = home.load_keys()
+            keyfiles.tidy_root(home.keys)
             version, in_force = keyfiles.root_in_force(home.keys)
             root = keyfiles.read_root(root_key, in_force)
             if root_rotation:
@@ -102,14 +103,14 @@ def register(main: click.Group) -> None:
     def _rotate_root(home: StationDir, old: Any, new: Any, station: str, version: int, as_json: bool) -> None:
         import time
 
-        content = rotation.root_content(old, new, station=station, version=version, issued_at=int(time.time() * 1000))
         public = bytes(new.verify_key)
-        del old, new
+        content = keyfiles.prepare_root(home.keys, version, public, lambda: rotation.root_content(
+            old, new, station=station, version=version, issued_at=int(time.time() * 1000)))  # fmt: skip
         try:
             result = asyncio.run(call(home.path, {"op": "rotate_root", "content": content, "version": version}))
         except StationNotRunningError:
             result = rotation.file_root_offline(home, content, version)
-        keyfiles.record_root(home.keys, version, public)
+        keyfiles.finish_root(home.keys, version, public)
         emit(as_json, result, lambda r: console.print(
             f"root version {r['version']}: ROOT filed on {len(r['lines'])} line(s)"
             + ("" if r["running"] else "; the station seals it when it next runs") + ". Read each line's NEW safety "
