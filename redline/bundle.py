@@ -479,6 +479,7 @@ class BundleReport:
                 tails.append(f"{_span(self._name(fp), lo, hi)} (signed by {self._name(fp)} only; {note})")
         out.append("one-sided tail: " + ("; ".join(tails) if tails else "none"))
         out += [f"REVOKED: {f.describe(self._name(f.station))}" for f in r.flagged]
+        out += r.roots  # root rotations in the bundle, and whether each was confirmed
         out += r.people  # every person signature, checked up to its station's root
         if self.redacted:
             ids = ", ".join(i[:12] for i in self.redacted)
@@ -533,6 +534,7 @@ class BundleReport:
                 for f in r.flagged
             ] if r else [],
             "person_signatures": list(r.people) if r else [],
+            "roots": list(r.roots) if r else [],
             "consistency": None if self.consistency is None else {
                 "checkpoint": self.consistency.n,
                 "ok": self.consistency.ok,

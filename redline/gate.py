@@ -61,6 +61,7 @@ from redline.errors import (
     WrongSenderError,
 )
 from redline.identity import KeyCert, SignedCert
+from redline.identity import fingerprint as identity_fingerprint
 from redline.kinds import CallAudio
 from redline.recording import Parsed
 from redline.statements import Checkpoint, Cosign, Receipt, Signed
@@ -397,6 +398,20 @@ class TrustedLine:
         history = self.root_history[station]
         valid = [r for r in history if r.confirmed is not None and r.confirmed <= seen_seq]
         return valid[-1].public if valid else history[0].public
+
+    def describe_roots(self, names: Mapping[str, str]) -> list[str]:
+        """Each root rotation held, in words, for a verifier's report (PROTOCOL.md 5.9, ROOT)."""
+        out = []
+        for station in self.stations:
+            name = names.get(station, station[:12])
+            for r in self.root_history.get(station, [])[1:]:
+                fp = identity_fingerprint(r.public)[:16]
+                other = names.get(self.other(station), self.other(station)[:12])
+                said = (f"confirmed by {other} at its seq {r.confirmed} (the new safety code compared by voice)"
+                        if r.confirmed is not None else
+                        f"NOT confirmed by {other}: keys and people it certifies are not trusted")  # fmt: skip
+                out.append(f"ROOT: {name} root version {r.version} ({fp}…) named at {name} seq {r.seq}, {said}")
+        return out
 
     def pending_root(self, station: str) -> RootVersion | None:
         """``station``'s newest root if the other station has not confirmed it yet (not trusted)."""

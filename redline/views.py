@@ -179,6 +179,7 @@ class VerifyView:
     people: tuple[str, ...] = field(default=())  # person signatures checked up to the roots, in words
     recordings: tuple[str, ...] = field(default=())  # own call recordings matching the signed CALL_AUDIO
     notes: tuple[str, ...] = field(default=())  # e.g. a recording not kept on this station
+    roots: tuple[str, ...] = field(default=())  # root rotations (ROOT) and their confirmation, in words
 
     @classmethod
     def of(cls, r: LineReport) -> VerifyView:
@@ -189,7 +190,7 @@ class VerifyView:
             one_sided_tail={name(k, k): r.tail(k) for k in r.chain_sizes}, checkpoints=r.checkpoints,
             receipts=r.receipts, problems=tuple(str(p) for p in r.problems), evidence=tuple(str(p) for p in r.evidence),
             revoked=tuple(f.describe(name(f.station, f.station[:12])) for f in r.flagged), people=tuple(r.people),
-            recordings=tuple(r.recordings), notes=tuple(r.notes),
+            recordings=tuple(r.recordings), notes=tuple(r.notes), roots=tuple(r.roots),
         )  # fmt: skip
 
     def to_obj(self) -> dict[str, Any]:
@@ -197,5 +198,6 @@ class VerifyView:
         obj["problems"], obj["evidence"], obj["revoked"] = list(self.problems), list(self.evidence), list(self.revoked)
         obj["people"] = list(self.people)
         obj["recordings"], obj["notes"] = list(self.recordings), list(self.notes)
+        obj["roots"] = list(self.roots)
         return obj
 

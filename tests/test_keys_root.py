@@ -88,6 +88,9 @@ def test_a_root_rotation_without_the_confirmed_safety_code_is_not_trusted(rotati
     _, cert = cert_under(sp, new)
     forged = next_b(sp, sp.b.keys.signing, kind="KEY", prio="PRIORITY", content={"certs": [cert.to_obj()]})
     refused_everywhere(sp, forged, errors.KeyWindowError, "root in force did not certify", extra_certs=[cert])
+    # verify says so: the rotation is held, not confirmed
+    (said,) = verify_line(sp.a.ledger.line_data(sp.line, "x"), roots(sp)).roots
+    assert "root version 2" in said and "NOT confirmed" in said, said
     # a wrong code typed by EUCOM's operator files nothing
     wrong = f"{(int(code[:4]) + 1) % 10000:04d}-{code[5:]}"
     with pytest.raises(errors.PairingError):
@@ -114,9 +117,14 @@ def test_a_confirmed_root_rotation_certifies_new_keys_live_by_verify_and_in_a_bu
     for ledger in (sp.a.ledger, sp.b.ledger):
         report = verify_line(ledger.line_data(sp.line, "x"), roots(sp))
         assert report.ok, [str(p) for p in report.problems]
+        (said,) = report.roots
+        assert said.startswith("ROOT: ") and "root version 2" in said and "confirmed by" in said, said
+        assert "NOT confirmed" not in said
     bundle = build_bundle(sp.a.ledger.line_data(sp.line, "EUCOM"), roots(sp), sp.a.us, exported_at=sp.clock.wall)
     breport = verify_bundle(bundle, sorted(roots(sp)))
     assert breport.ok, breport.summary()
+    (bsaid,) = [s for s in breport.summary() if s.startswith("ROOT: ")]
+    assert breport.to_obj()["roots"] == [bsaid] and "NDMC root version 2" in bsaid and "confirmed by EUCOM" in bsaid
     # both ends take the history up again from their stores
     sp.restart("a")
     sp.restart("b")

@@ -164,6 +164,8 @@ def verify(
                 console.print(f"  call recordings matching the signed CALL_AUDIO: {len(d['recordings'])}")
             for n in d["notes"]:
                 console.print(f"  note: {n}")
+            for root in d.get("roots", ()):
+                console.print(f"  {root}", style="bold yellow" if "NOT confirmed" in root else None)
         if not ds:
             console.print("no lines to verify")
 

@@ -97,6 +97,8 @@ class LineReport:
     # signed in CALL_AUDIO (recording.check_kept), and what is only noted (a recording not kept).
     recordings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Each root rotation (a ROOT, PROTOCOL.md 5.9) and whether the other station confirmed it, in words.
+    roots: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -158,6 +160,7 @@ def verify_line(data: LineSource, roots: dict[str, bytes], *, workers: int = 0) 
     for fp in stations:
         report.logs[fp] = replay.logs[fp]
     report.flagged = gate.flagged()
+    report.roots = gate.describe_roots(data.names)
     if gate.people is not None:
         report.people = gate.people.describe(data.names)
         report.people_invalid = len(gate.people.invalid)
