@@ -702,9 +702,12 @@ class Ledger:
 
     def raw_of_kind(self, line: str, sender: str, kind: str) -> list[bytes]:
         """``sender``'s envelopes of one operational ``kind`` (KEY: the gate's key windows at start),
-        in seq order, found through the operational-kinds index."""
+        in seq order, found through the operational-kinds index. Named (INDEXED BY): for the ORDER BY,
+        SQLite would otherwise walk the sender's whole chain by its primary key (0.18 s a query at
+        200,000 envelopes, against 36 us; start-up asks this for four kinds of both chains)."""
         rows = self._db.execute(
-            f"SELECT raw FROM envelopes WHERE line=? AND ({_OPS_ROWS}) AND sender=? AND kind=? ORDER BY seq",
+            f"SELECT raw FROM envelopes INDEXED BY envelopes_ops WHERE line=? AND ({_OPS_ROWS}) AND sender=? "
+            "AND kind=? ORDER BY seq",
             (line, sender, kind),
         )
         return [bytes(r[0]) for r in rows]
