@@ -301,6 +301,44 @@ def test_the_survivor_of_a_peer_killed_mid_call_ends_it_as_lost_and_both_ends_ag
     asyncio.run(main())
 
 
+def test_a_survivor_restarted_before_the_line_is_back_keeps_its_lost_verdict_and_whole_call_audio(
+    tmp_path: Path,
+) -> None:
+    tone = opus_packets(0.4, 1000.0)[:10]
+
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            await ring_and_pick_up(sp)
+            for i in range(10):
+                await sp.a.send_audio(sp.line, tone[i])
+                await sp.b.send_audio(sp.line, tone[i])
+                sp.sim.advance(0.02)
+            heard = lambda st: (st.view(sp.line, "voice")["audio"] or {}).get("received", {}).get("packets")  # noqa: E731
+            await until(lambda: heard(sp.a) == 10 == heard(sp.b), "ten packets each way")
+            await sp.crash("b", start_again=False)
+            await until(lambda: paths_open(sp.a, sp.line) == 0, "EUCOM sees no path")
+            await sp.a.tick()
+            sp.sim.advance(31.0)
+            for _ in range(2):
+                await sp.a.tick()
+                await sp.a._flush()
+            assert [i.kind for i in sp.a.ledger.pending(sp.line)] == ["CALL_HANGUP", "CALL_AUDIO"]
+            await sp.crash("a", start_again=False)  # EUCOM too goes down, its verdict still unsent
+            sp.a = sp._new("a")
+            await sp.a.start()  # alone: not in sync until NDMC is back
+            await sp.start("b")
+            for _ in range(3):
+                await sp.advance(1)
+            for st in (sp.a, sp.b):
+                call = st.view(sp.line, "voice")["calls"][-1]
+                assert (call["state"], call["reason"], call["audio"]["evidence"]) == ("ended", "lost", "match"), call
+            eucom = next(c for mine, c in stored(sp.a, sp.line, "CALL_AUDIO") if mine)
+            assert "interrupted" not in eucom and eucom["sent"]["packets"] == 10  # filed before its restart
+            assert not [a for a in sp.alarms if "MISMATCH" in a[2]]
+
+    asyncio.run(main())
+
+
 def test_the_call_record_and_both_readouts_reference_the_voice_calls_audio_evidence(tmp_path: Path) -> None:
     async def main() -> None:
         async with StationPair(tmp_path) as sp:
