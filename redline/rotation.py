@@ -16,7 +16,7 @@ import nacl.signing
 
 from redline import canonical, identity, revocation
 from redline import keys as keyfiles
-from redline.errors import LocalProtocolError, SchemaError, StorageError
+from redline.errors import LocalProtocolError, SchemaError, StorageError, VerificationError
 from redline.home import StationDir
 from redline.statements import Cosign
 
@@ -113,6 +113,7 @@ async def file_running(st: Station, revokes: dict[str, dict[str, Any]] | None = 
     if pending is None:
         raise LocalProtocolError("no next signing key is prepared (keys/signing.next.key); run 'redline keys rotate'")
     key, cert = pending
+    _in_force_everywhere(st, cert)
     kid = identity.key_id(bytes(key.verify_key))
     st.keys = replace(st.keys, next_signing=key, next_cert=cert)
     wall = st.wall()
@@ -133,6 +134,20 @@ async def file_running(st: Station, revokes: dict[str, dict[str, Any]] | None = 
         await st._perform(s, actions)
     promote_if_done(st)
     return {"key_id": kid, "lines": sorted(st.sessions), "revoked": sorted(revokes or {}), "running": True}
+
+
+def _in_force_everywhere(st: Station, cert: identity.SignedCert) -> None:
+    """The root that certified ``cert`` is our root in force on every line (the peer confirmed it,
+    PROTOCOL.md 5.9 ROOT): otherwise our own gate would refuse the KEY when it is sealed."""
+    for s in st.sessions.values():
+        root = s.gate.root_for(s.us, s.gate.tails[s.peer].seq)
+        try:
+            cert.verify(root, station=s.us)
+        except VerificationError as exc:
+            raise LocalProtocolError(
+                f"line {s.line[:8]}: the next key is not certified by this station's root in force there (has the "
+                f"peer confirmed the new root?): {exc}"
+            ) from exc
 
 
 def promote_if_done(st: Station) -> None:
@@ -182,6 +197,7 @@ async def file_tls_running(st: Station) -> dict[str, Any]:
     if pending is None:
         raise LocalProtocolError("no next TLS key is prepared (keys/tls.next.cert.json); run 'redline keys rotate'")
     der, cert = pending
+    _in_force_everywhere(st, cert)
     st.tls_next = pending
     wall = st.wall()
     try:

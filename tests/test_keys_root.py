@@ -175,6 +175,12 @@ async def test_keys_rotate_root_in_running_stations_needs_the_typed_code_then_ne
         code = result["codes"][sp.line]
         assert any(w == "a" and code in t and t.startswith("ROOT ROTATION") for w, _, t in sp.alarms), sp.alarms
         assert rotation.unconfirmed_roots(sp.b.ledger, us, 2) == [sp.line]
+        # the station itself refuses to file a KEY under the root not confirmed yet (nothing filed)
+        keyfiles.prepare_signing(sp.dir_b.keys, new, "NDMC", us)
+        head = sp.b.ledger.head(sp.line, us)
+        with pytest.raises(errors.LocalProtocolError, match="has the peer confirmed the new root"):
+            await rotation.file_running(sp.b)
+        assert sp.b.ledger.head(sp.line, us) == head and not sp.b.ledger.pending(sp.line, -1)
         with pytest.raises(errors.PairingError):
             await sp.a.confirm_root(sp.line, "0000-0000" if code != "0000-0000" else "1111-1111")
         assert rotation.unconfirmed_roots(sp.b.ledger, us, 2) == [sp.line]
