@@ -229,8 +229,10 @@ def sessions_in_memory(root: Path, n: int = 8192, per_batch: int = 256) -> Figur
     return {"mem_per_s": stored / wall, "mem_cpu_us": used / stored * 1e6}
 
 
-async def run(root: Path, *, n_latency: int, warmup: int, n_tput: int, prof: Path | None) -> Figures:
-    a, b, line, _ = await paired_stations(root, relays=False)
+async def run(root: Path, *, n_latency: int, warmup: int, n_tput: int, prof: Path | None, store: str = "") -> Figures:
+    """Both phases on a new pair; ``store``: EUCOM's store (a postgresql:// URL, bench.pg_line),
+    "" for SQLite in its folder. NDMC's is always SQLite."""
+    a, b, line, _ = await paired_stations(root, relays=False, store=store)
     try:
         f = await latency(a, b, line, n_latency, warmup, prof)
         f.update(await throughput(a, b, line, n_tput, prof))

@@ -5,7 +5,9 @@
 
 Parts, in order: machine limits (before), ledger and verification, the line (latency and
 throughput between two real stations), peers (Prosody without storage, Prosody with mod_mam in
-SQLite, Synapse with SQLite), failover, notices, a station holding 1,000,000 envelopes (memory,
+SQLite, Synapse with SQLite), the line with EUCOM's store on PostgreSQL, local and with a
+synchronous standby, beside SQLite (``pg``, bench.pg_line: skipped with one line without
+PostgreSQL), failover, notices, a station holding 1,000,000 envelopes (memory,
 start-up, ``redline verify``), machine limits (after). Then the aims of issue 6, each with its
 ratio and whether it is met.
 
@@ -37,13 +39,13 @@ from typing import Any
 
 import nacl
 
-from bench import baseline, cli_start, failover, ledger_bench, line_bench, memory, notices_bench
+from bench import baseline, cli_start, failover, ledger_bench, line_bench, memory, notices_bench, pg_line
 from bench import limits as machine
 from bench.common import Figures, Row, fmt, table
 from bench.peers import run_peer
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("ledger", "line", "peers", "failover", "notices", "memory", "cli")
+PARTS = ("ledger", "line", "peers", "pg", "failover", "notices", "memory", "cli")
 
 
 def describe() -> dict[str, str]:
@@ -415,6 +417,12 @@ def main(argv: list[str] | None = None) -> None:
                 peers[name] = figures
         peers["skipped"] = dict(skipped)
         res["peers"] = peers
+    if "pg" not in args.skip:
+        try:
+            res["pg_line"] = timed("line on PostgreSQL", lambda: pg_line.measure(before, quick=quick), took)
+        except pg_line.NoPostgres as exc:
+            skipped["line on PostgreSQL"] = str(exc)
+            print(f"    line on PostgreSQL skipped: {exc}")
     if "failover" not in args.skip:
         res["failover"] = timed("failover", lambda: failover.measure(quick=quick, verify=quick), took)
         if quick and "verify_per_s" in res["failover"]:
@@ -441,6 +449,9 @@ def main(argv: list[str] | None = None) -> None:
         rows = line_bench.rows(res["line"], lim)
         out.append(table(f"1. The line: two station processes over TLS, {res['line']['paths']:.0f} paths", rows))
         ratios.update(ratio_fields("line", rows))
+    if "pg_line" in res:
+        out.append(pg_line.report(res["pg_line"]))
+        ratios.update(pg_line.ratios(res["pg_line"]))
     if "peers" in res and "line" in res:
         text, peer_ratios = peer_section(res["line"], res["peers"])
         out.append(text)

@@ -148,10 +148,15 @@ class Relay:
 
 
 async def paired_stations(
-    root: Path, *, relays: bool = True, serve_args: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    root: Path,
+    *,
+    relays: bool = True,
+    serve_args: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
+    store: str = "",
 ) -> tuple[StationProc, StationProc, str, list[Relay]]:
     """EUCOM (inviter, two paths through relays) and NDMC, paired by the real ceremony, confirmed.
-    ``serve_args``: more 'redline serve' options for EUCOM and for NDMC."""
+    ``serve_args``: more 'redline serve' options for EUCOM and for NDMC. ``store``: EUCOM's store
+    ('redline init --store', a postgresql:// URL; "" for SQLite in its folder); NDMC's is SQLite."""
     p = free_ports(6)
     eucom, ndmc = StationDir(root / "eucom"), StationDir(root / "ndmc")
     listen = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
@@ -159,7 +164,7 @@ async def paired_stations(
     # The scheduled line test is set twelve hours away from now, so a test that moves the clock a
     # few minutes never runs into one by the time of day it happens to run at.
     far = Limits(test_times_utc=((datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M"),))
-    eucom.init(name="EUCOM", lang="en", listen=listen, advertise=advertise, limits=far)
+    eucom.init(name="EUCOM", lang="en", listen=listen, advertise=advertise, limits=far, store=store)
     ndmc.init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"], limits=far)
     rs = [Relay(p[4], p[0]), Relay(p[5], p[1])] if relays else []
     for r in rs:
