@@ -907,7 +907,17 @@ class LineSession:
                                "call the peer's operator on a known number")  # fmt: skip
         ref = {"sender": self.peer, "seq": env.seq, "id": env.id}
         content = rootrotation.confirm_content(ref, self.gate.root_history[self.peer][-1].digest)
-        return self.accept("ROOT_CONFIRM", "FLASH", content, f"redline-root-confirm:{env.id}", wall)
+        return self.accept("ROOT_CONFIRM", "FLASH", content, _root_confirm_idem(env.id), wall)
+
+    def root_code_to_type(self) -> str | None:
+        """The NEW safety code our operator still has to type, or None. None also once our
+        ROOT_CONFIRM is filed but not sealed yet (the line down, or a restart before it went out):
+        the gate trusts the new root only from the sealed ROOT_CONFIRM, but the operator has done
+        their part, and a status still asking for the code would have them type it again."""
+        held = self.root_safety_code()
+        if held is None or self.ledger.outbox_by_idem(self.line, _root_confirm_idem(held[0].id)) is not None:
+            return None
+        return held[1]
 
     def _root_rotated(self, env: Envelope) -> None:
         held = self.root_safety_code()
@@ -957,8 +967,14 @@ class LineSession:
             },
             revoked=tuple(f.describe("this station" if f.station == self.us else self.record.peer_name)
                           for f in self.gate.flagged()),
-            root_code=held[1] if (held := self.root_safety_code()) else None,
+            root_code=self.root_code_to_type(),
         )  # fmt: skip
+
+
+def _root_confirm_idem(root_id: str) -> str:
+    """The idempotency key of our ROOT_CONFIRM of the peer's ROOT ``root_id``: typing the code
+    again (after a crash, say) files nothing more."""
+    return f"redline-root-confirm:{root_id}"
 
 
 def _seq_of(raw: bytes) -> int:

@@ -34,10 +34,13 @@ EACH = 10  # kills per step
 STEPS = ("prepare", "file", "promote")
 
 
-async def _rotate(home: Path, kind: str) -> asyncio.subprocess.Process:
+async def _rotate(home: Path, kind: str, root_key: Path | None = None, *more: str) -> asyncio.subprocess.Process:
+    """'redline keys rotate --KIND' as the operator types it (the root key file: the station's first
+    root unless given; ``more``: further options, like --new-root-key)."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "redline", "keys", "rotate", f"--{kind}", "--root-key", str(home / "keys" / "root.key"),
-        "--station", str(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        sys.executable, "-m", "redline", "keys", "rotate", f"--{kind}", "--root-key",
+        str(root_key or home / "keys" / "root.key"), *more, "--station", str(home),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
 

@@ -98,6 +98,29 @@ def test_a_root_rotation_without_the_confirmed_safety_code_is_not_trusted(rotati
     assert sp.a.gate.pending_root(sp.b.us) is not None and not sp.a.ledger.raw_of_kind(sp.line, sp.a.us, "ROOT_CONFIRM")
 
 
+def test_a_root_confirm_filed_while_the_line_is_down_is_not_asked_for_again_after_a_crash(rotating: Any) -> None:
+    """The operator typed the code with the line down, then the station crashed before the
+    ROOT_CONFIRM went out (found by tests/test_keys_root_kill.py): the status no longer asks for the
+    code (it is filed, waiting in the outbox), typing it again files nothing more, and once the line
+    is back the ROOT_CONFIRM is sealed and EUCOM trusts the new root."""
+    sp, new = rotating
+    held = sp.a.root_safety_code()
+    assert held is not None and sp.a.status().root_code == held[1]
+    for p in sp.paths:
+        sp.disconnect(p)
+    sp.a.confirm_root(held[1], sp.clock.wall)
+    sp.restart("a")  # the crash (its paths come back up, but nothing moves until run())
+    assert sp.a.gate.pending_root(sp.b.us) is not None, "trusted only from the sealed ROOT_CONFIRM"
+    assert sp.a.status().root_code is None
+    sp.a.confirm_root(held[1], sp.clock.wall)  # typed again: the same one (its idempotency key)
+    assert [it.kind for it in sp.a.ledger.pending(sp.line, -1)] == ["ROOT_CONFIRM"]
+    sp.run()
+    assert sp.a.gate.pending_root(sp.b.us) is None and sp.a.status().root_code is None
+    assert len(sp.a.ledger.raw_of_kind(sp.line, sp.a.us, "ROOT_CONFIRM")) == 1
+    assert sp.b.gate.root_history[sp.b.us][-1].public == bytes(new.verify_key)
+    assert sp.b.gate.pending_root(sp.b.us) is None
+
+
 def test_a_confirmed_root_rotation_certifies_new_keys_live_by_verify_and_in_a_bundle(rotating: Any) -> None:
     sp, new = rotating
     _, code = sp.a.root_safety_code()
