@@ -412,6 +412,51 @@ def test_supervisor_confirm_is_409_on_a_confirmed_line(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+def test_confirm_root_files_nothing_for_a_wrong_code_and_the_root_confirm_for_the_right_one(tmp_path: Path) -> None:
+    """POST /api/lines/{line}/confirm-root: the typed NEW safety code of the peer's root rotation
+    (PROTOCOL.md 5.9); the supervisor's, as the line's own safety code."""
+    import nacl.signing
+
+    from redline import keys as keyfiles
+    from redline import rotation
+
+    async def scenario(p: Pair) -> None:
+        url = f"/api/lines/{p.line}/confirm-root"
+        await p.login("Chief")
+        assert "no root rotation" in error(await p.client.post(url, json={"code": "1234-5678"}), 409)
+        # NDMC rotates its root ('redline keys rotate --root' on a running station)
+        old = keyfiles.read_root(p.b.home.keys / "root.key", p.b.keys.root_public)
+        new = nacl.signing.SigningKey.generate()
+        content = rotation.root_content(old, new, station=p.b.keys.fingerprint, version=2, issued_at=p.b.wall())
+        await rotation.file_root_running(p.b, content, 2)
+        session = p.a.sessions[p.line]
+        held = await eventually(session.root_safety_code, "NDMC's ROOT at EUCOM")
+        code = held[1]
+        assert (await p.client.get("/api/status")).json()["lines"][0]["root_code"] == code
+
+        def confirms() -> list[bytes]:
+            return list(p.a.ledger.raw_of_kind(p.line, p.a.keys.fingerprint, "ROOT_CONFIRM"))
+
+        before = p.our_seq()
+        await p.login("Auditor")
+        error(await p.client.post(url, json={"code": code}), 403)
+        await p.login("Chief")
+        wrong = "0000-0000" if code != "0000-0000" else "1111-1111"
+        assert "does not match" in error(await p.client.post(url, json={"code": wrong}), 400)
+        error(await p.client.post(url, json={"code": 12345678}), 400)
+        assert p.our_seq() == before and not confirms() and session.root_safety_code() is not None
+        r = await p.client.post(url, json={"code": code.replace("-", " ")})  # typed as heard
+        assert r.status_code == 200, r.text
+        assert r.json() == {"line": p.line, "confirmed_version": 2}
+        assert len(confirms()) == 1 and session.root_safety_code() is None
+        await eventually(lambda: rotation.unconfirmed_roots(p.b.ledger, p.b.keys.fingerprint, 2) == [],
+                         "NDMC holds the ROOT_CONFIRM")  # fmt: skip
+        assert "no root rotation" in error(await p.client.post(url, json={"code": code}), 409)
+        assert len(confirms()) == 1
+
+    run(tmp_path, scenario)
+
+
 # -- the schema and the docs ------------------------------------------------------------------------
 def test_openapi_lists_every_route_and_docs_describe_them(tmp_path: Path) -> None:
     async def scenario(p: Pair) -> None:

@@ -292,6 +292,9 @@ ROUTES: tuple[Op, ...] = (
        OPERATE, _obj(["call_id", "text"], call_id=STR, text=STR, idempotency_key=STR)),
     Op("POST", "/api/lines/{line}/confirm", "confirm", "Confirm the line's safety code after comparing it by voice",
        "confirm", _obj(["code"], code=STR)),
+    Op("POST", "/api/lines/{line}/confirm-root", "confirm_root",
+       "Trust the peer's new root: the NEW safety code its operator read aloud, typed; a wrong one files nothing",
+       "confirm", _obj(["code"], code=STR)),
     *(Op(**spec) for spec in CONSOLE_SPECS),  # the console's own routes (console_routes.py)
     *(Op(**spec) for spec in VOICE_SPECS),  # voice calls (console_voice.py)
     Op("WS", "/api/events", "events", "WebSocket: status changes and alarms as they happen; voice audio both ways",
@@ -564,6 +567,19 @@ class Api(ConsoleHandlers, VoiceHandlers):
             raise ApiError(409, "this line's safety code is already confirmed here")
         result = await self.station.confirm(line.line, _str(body, "code", max_len=64))
         log.warning("console: %s confirmed the safety code of line %s", session.name, line.line[:8])
+        return result
+
+    async def confirm_root(self, request: Request, session: Session) -> dict[str, Any]:
+        """'redline keys confirm-root' from the console (PROTOCOL.md 5.9 ROOT_CONFIRM): the station
+        files the ROOT_CONFIRM only if the typed code is the one the peer's pending ROOT gives."""
+        line = self.line(request.path_params["line"])
+        body = await _body(request, 4096)
+        code = _str(body, "code", max_len=64)
+        if line.root_code_to_type() is None:  # none pending, or our ROOT_CONFIRM already filed
+            raise ApiError(409, f"{line.record.peer_name} has no root rotation awaiting confirmation here")
+        result = await self.station.confirm_root(line.line, code)
+        log.warning("console: %s confirmed %s's root version %s on line %s", session.name, line.record.peer_name,
+                    result["confirmed_version"], line.line[:8])  # fmt: skip
         return result
 
     async def openapi(self, request: Request, _: Session | None) -> dict[str, Any]:
