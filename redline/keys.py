@@ -295,6 +295,15 @@ def root_in_force(keys_dir: Path) -> tuple[int, bytes]:
     return 1, bytes.fromhex((keys_dir / "root.pub").read_text().strip())
 
 
+def root_public_at(keys_dir: Path, version: int) -> bytes | None:
+    """The public key of the station's root ``version`` as recorded here, or None."""
+    if version == 1:
+        return bytes.fromhex((keys_dir / "root.pub").read_text().strip())
+    path = keys_dir / ROOTS
+    held = json.loads(path.read_text()) if path.exists() else []
+    return next((bytes.fromhex(r["public"]) for r in held if r["version"] == version), None)
+
+
 def record_root(keys_dir: Path, version: int, public: bytes) -> None:
     """Add a new root's public key to keys/roots.json (whole or not at all); the same twice is kept once."""
     path = keys_dir / ROOTS

@@ -272,6 +272,17 @@ def root_codes(lines: list[str], content: dict[str, Any]) -> dict[str, str]:
     return {line: rootrotation.safety_code(line, prev, root, digest) for line in lines}
 
 
+def filed_root_codes(ledger: LedgerStore, version: int) -> dict[str, str]:
+    """Each line's new safety code of our ROOT ``version`` as filed (sealed or still in the
+    outbox): what a run again of 'keys rotate --root' after one that finished says once more."""
+    codes = {}
+    for rec in ledger.lines():
+        item = ledger.outbox_by_idem(rec.line, root_idem(version))
+        if item is not None:
+            codes.update(root_codes([rec.line], dict(item.content)))
+    return codes
+
+
 def file_root_offline(home: StationDir, content: dict[str, Any], version: int) -> dict[str, Any]:
     """A stopped station: the ROOT in every line's outbox (one commit); sealed when each line is in sync."""
     ledger = home.open_ledger()

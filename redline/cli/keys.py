@@ -61,6 +61,9 @@ def register(main: click.Group) -> None:
             current = home.load_keys()
             keyfiles.tidy_root(home.keys)
             version, in_force = keyfiles.root_in_force(home.keys)
+            if root_rotation and version > 1 and new_root_key is not None and _public(new_root_key) == in_force:
+                _said_again(home, root_key, version, as_json)  # a run again after one that finished
+                return
             root = keyfiles.read_root(root_key, in_force)
             if root_rotation:
                 assert new_root_key is not None
@@ -111,12 +114,40 @@ def register(main: click.Group) -> None:
         except StationNotRunningError:
             result = rotation.file_root_offline(home, content, version)
         keyfiles.finish_root(home.keys, version, public)
-        emit(as_json, result, lambda r: console.print(
-            f"root version {r['version']}: ROOT filed on {len(r['lines'])} line(s)"
-            + ("" if r["running"] else "; the station seals it when it next runs") + ". Read each line's NEW safety "
-            "code to the peer's operator by voice; the peer trusts the new root only once its operator types it:\n"
-            + "\n".join(f"  line {line[:8]}: {code}" for line, code in r["codes"].items())
-        ))  # fmt: skip
+        _say_codes(as_json, result)
+
+    def _public(path: Path) -> bytes:
+        from redline import identity
+
+        return bytes(identity.load_signing_key(path).verify_key)
+
+    def _said_again(home: StationDir, old_path: Path, version: int, as_json: bool) -> None:
+        """The rotation to this new root is done (the run that did it crashed before printing, or
+        its output was lost): the same codes once more, read from the ROOTs filed, nothing filed.
+        Only for the holder of the root it replaced (checked like any root key)."""
+        previous = keyfiles.root_public_at(home.keys, version - 1)
+        if previous is None:
+            raise ConfigError(f"root version {version - 1} is not recorded in keys/{keyfiles.ROOTS}")
+        keyfiles.read_root(old_path, previous)
+        ledger = home.read_ledger()
+        try:
+            codes = rotation.filed_root_codes(ledger, version)
+        finally:
+            ledger.close()
+        _say_codes(as_json, {"version": version, "lines": list(codes), "codes": codes, "again": True})
+
+    def _say_codes(as_json: bool, result: dict[str, Any]) -> None:
+        def human(r: dict[str, Any]) -> None:
+            if r.get("again"):
+                said = f"root version {r['version']} is in force already (filed by an earlier run): nothing filed now"
+            else:
+                said = (f"root version {r['version']}: ROOT filed on {len(r['lines'])} line(s)"
+                        + ("" if r["running"] else "; the station seals it when it next runs"))  # fmt: skip
+            console.print(said + ". Read each line's NEW safety code to the peer's operator by voice; the peer trusts "
+                          "the new root only once its operator types it:\n"
+                          + "\n".join(f"  line {line[:8]}: {code}" for line, code in r["codes"].items()))  # fmt: skip
+
+        emit(as_json, result, human)
 
     @keys.command(name="new-root")
     @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
