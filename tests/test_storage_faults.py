@@ -33,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from redline import canonical
 from redline.envelope import seal, split
 from redline.errors import StorageError
 from redline.home import StationDir
+from redline.ledger import integrity
 from redline.ledger.sqlite import Ledger
 from redline.testing import SessionPair
 from tests.procs import StationProc, both, paired_stations, wait_until
@@ -491,3 +494,16 @@ def test_damaged_store_recovers_from_a_backup_and_the_peer_without_reusing_a_seq
             verify_ok(h)
 
     asyncio.run(main())
+
+
+@given(data=st.binary(min_size=0, max_size=4096).map(lambda b: b[: len(b) // 8 * 8]),
+       s0=st.integers(0, 2**32 - 1), s1=st.integers(0, 2**32 - 1), big=st.booleans())  # fmt: skip
+def test_the_wal_checksum_is_sqlites_rule_step_by_step(data: bytes, s0: int, s1: int, big: bool) -> None:
+    """integrity._checksum reduces modulo 2**32 once per 64 word pairs: the same sums as SQLite's
+    rule, which reduces at every step (https://www.sqlite.org/fileformat2.html#walformat)."""
+    words = struct.unpack(f"{'>' if big else '<'}{len(data) // 4}I", data)
+    r0, r1 = s0, s1
+    for i in range(0, len(words), 2):
+        r0 = (r0 + words[i] + r1) & 0xFFFFFFFF
+        r1 = (r1 + words[i + 1] + r0) & 0xFFFFFFFF
+    assert integrity._checksum(data, s0, s1, big) == (r0, r1)
