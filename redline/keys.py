@@ -130,11 +130,17 @@ def certs_in(content: dict[str, Any]) -> list[SignedCert]:
 
 def promote_signing(keys_dir: Path, cert: SignedCert) -> None:
     """Step 3: the new key becomes the station's signing key on disk (every line signs with it)."""
+    _name_in_certs(keys_dir, "signing", cert)
+    finish_signing(keys_dir)
+
+
+def _name_in_certs(keys_dir: Path, role: str, cert: SignedCert) -> None:
+    """certs.json names ``cert`` as the station's ``role`` key (written whole, then renamed): the
+    step after which a crash is completed by ``finish_signing``/``finish_tls``."""
     certs_path = keys_dir / "certs.json"
     certs = json.loads(certs_path.read_text())
-    certs["signing"] = cert.to_obj()
+    certs[role] = cert.to_obj()
     _write_atomic(certs_path, (json.dumps(certs, indent=2) + "\n").encode(), mode=0o644)
-    finish_signing(keys_dir)
 
 
 def finish_signing(keys_dir: Path) -> None:
@@ -213,10 +219,7 @@ def tls_key_content(cert: SignedCert, der: bytes) -> dict[str, Any]:
 
 def promote_tls(keys_dir: Path, cert: SignedCert) -> None:
     """Step 3: the new TLS key becomes the station's (new connections present it)."""
-    certs_path = keys_dir / "certs.json"
-    certs = json.loads(certs_path.read_text())
-    certs["tls"] = cert.to_obj()
-    _write_atomic(certs_path, (json.dumps(certs, indent=2) + "\n").encode(), mode=0o644)
+    _name_in_certs(keys_dir, "tls", cert)
     finish_tls(keys_dir)
 
 

@@ -10,7 +10,7 @@ Rules of this module:
 
 - The station never decodes or re-encodes audio: what it hashes and relays is exactly what the
   speaker's encoder (the console's WebCodecs Opus encoder, or a headless participant) produced.
-  So this module has no codec; tests make real Opus packets with PyAV (``opus_packets``).
+  So this module has no codec; tests make real Opus packets with PyAV (``participant.opus_packets``).
 - Packets are sent on every open path (like envelopes); the first copy of a packet seq wins, later
   copies are dropped. Packets are hashed in seq order: one arriving early (a new path got ahead of
   an old one) waits in a bounded reorder buffer.
@@ -265,26 +265,3 @@ class CallMedia:
             p: PathAudioView(packets=h.packets, first=h.first, silent_ms=None if h.last_at is None else now - h.last_at)
             for p, h in self.paths.items()
         }
-
-
-def opus_packets(seconds: float, freq: float = 440.0, rate: int = 48_000) -> list[bytes]:
-    """Real Opus packets (20 ms each) of a sine tone, encoded by PyAV's libopus: for tests and the
-    headless participant. PyAV is imported here only."""
-    import av
-    import numpy as np
-
-    enc = av.CodecContext.create("libopus", "w")
-    assert isinstance(enc, av.AudioCodecContext)
-    enc.sample_rate, enc.layout, enc.format = rate, "mono", "s16"
-    enc.bit_rate = 24_000
-    frame_samples = rate // 50
-    total = int(seconds * rate) // frame_samples * frame_samples
-    t = np.arange(total) / rate
-    pcm = (np.sin(2 * np.pi * freq * t) * 12_000).astype(np.int16)
-    out: list[bytes] = []
-    for i in range(0, total, frame_samples):
-        frame = av.AudioFrame.from_ndarray(pcm[i : i + frame_samples].reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.pts = rate, i
-        out += [bytes(p) for p in enc.encode(frame)]
-    out += [bytes(p) for p in enc.encode(None)]
-    return out

@@ -101,6 +101,11 @@ def encode(pcm: np.ndarray[Any, np.dtype[np.int16]]) -> list[bytes]:
     return out
 
 
+def opus_packets(seconds: float, freq: float = 440.0) -> list[bytes]:
+    """Real Opus packets (20 ms each) of a sine tone: for tests, as a browser's encoder makes them."""
+    return encode(tone(seconds, freq))
+
+
 def decode(packets: list[bytes]) -> np.ndarray[Any, np.dtype[np.int16]]:
     import av
 

@@ -9,6 +9,7 @@ the KEY and carries the next key's certificate; a line with nothing to name gets
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,23 @@ def file_offline(home: StationDir, revokes: dict[str, dict[str, Any]] | None = N
     return {"key_id": kid, "lines": lines, "revoked": sorted(revokes or {}), "running": False}
 
 
+async def _file_everywhere(st: Station, file: Callable[[int], None]) -> None:
+    """``file(wall)`` accepts a station's key change on its lines in one commit; then every line is
+    flushed and what it sealed is sent. A failed commit is a storage failure of every line (their
+    memory ran ahead of the store), as for any batch of the station."""
+    wall = st.wall()
+    try:
+        with st.ledger.batch():
+            file(wall)
+            flushed = [(s, s.flush(wall)) for s in st.sessions.values()]
+    except StorageError as exc:
+        for s in list(st.sessions.values()):
+            st._storage_failed(s, exc)
+        raise
+    for s, actions in flushed:
+        await st._perform(s, actions)
+
+
 async def file_running(st: Station, revokes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A running station: take up the prepared next key and file a KEY (or the line's REVOKE) on
     every line (one commit); each line switches when its KEY is sealed, and the files are promoted
@@ -116,22 +134,16 @@ async def file_running(st: Station, revokes: dict[str, dict[str, Any]] | None = 
     _in_force_everywhere(st, cert)
     kid = identity.key_id(bytes(key.verify_key))
     st.keys = replace(st.keys, next_signing=key, next_cert=cert)
-    wall = st.wall()
-    try:
-        with st.ledger.batch():
-            st.ledger.put_cert(st.keys.fingerprint, kid, "signing", cert)
-            for s in st.sessions.values():
-                if s.keys.key_id != kid:
-                    s.keys = replace(s.keys, next_signing=key, next_cert=cert)
-                    kind, prio, content = _filing(revokes, s.line, cert)
-                    s.accept(kind, prio, content, idem(s.line, kid, kind), wall)
-            flushed = [(s, s.flush(wall)) for s in st.sessions.values()]
-    except StorageError as exc:
-        for s in list(st.sessions.values()):
-            st._storage_failed(s, exc)
-        raise
-    for s, actions in flushed:
-        await st._perform(s, actions)
+
+    def file(wall: int) -> None:
+        st.ledger.put_cert(st.keys.fingerprint, kid, "signing", cert)
+        for s in st.sessions.values():
+            if s.keys.key_id != kid:
+                s.keys = replace(s.keys, next_signing=key, next_cert=cert)
+                kind, prio, content = _filing(revokes, s.line, cert)
+                s.accept(kind, prio, content, idem(s.line, kid, kind), wall)
+
+    await _file_everywhere(st, file)
     promote_if_done(st)
     return {"key_id": kid, "lines": sorted(st.sessions), "revoked": sorted(revokes or {}), "running": True}
 
@@ -199,19 +211,13 @@ async def file_tls_running(st: Station) -> dict[str, Any]:
     der, cert = pending
     _in_force_everywhere(st, cert)
     st.tls_next = pending
-    wall = st.wall()
-    try:
-        with st.ledger.batch():
-            st.ledger.put_cert(st.keys.fingerprint, identity.spki_hash(der)[:32], "tls", cert)
-            for s in st.sessions.values():
-                s.accept("KEY", "PRIORITY", keyfiles.tls_key_content(cert, der), _tls_idem(cert), wall)
-            flushed = [(s, s.flush(wall)) for s in st.sessions.values()]
-    except StorageError as exc:
-        for s in list(st.sessions.values()):
-            st._storage_failed(s, exc)
-        raise
-    for s, actions in flushed:
-        await st._perform(s, actions)
+
+    def file(wall: int) -> None:
+        st.ledger.put_cert(st.keys.fingerprint, identity.spki_hash(der)[:32], "tls", cert)
+        for s in st.sessions.values():
+            s.accept("KEY", "PRIORITY", keyfiles.tls_key_content(cert, der), _tls_idem(cert), wall)
+
+    await _file_everywhere(st, file)
     promote_tls_if_done(st)
     return {"spki": identity.spki_hash(der), "lines": sorted(st.sessions), "running": True}
 
@@ -298,18 +304,12 @@ def file_root_offline(home: StationDir, content: dict[str, Any], version: int) -
 
 async def file_root_running(st: Station, content: dict[str, Any], version: int) -> dict[str, Any]:
     """A running station: the ROOT on every line (one commit), sent at once."""
-    wall = st.wall()
-    try:
-        with st.ledger.batch():
-            for s in st.sessions.values():
-                s.accept("ROOT", "FLASH", content, root_idem(version), wall)
-            flushed = [(s, s.flush(wall)) for s in st.sessions.values()]
-    except StorageError as exc:
-        for s in list(st.sessions.values()):
-            st._storage_failed(s, exc)
-        raise
-    for s, actions in flushed:
-        await st._perform(s, actions)
+
+    def file(wall: int) -> None:
+        for s in st.sessions.values():
+            s.accept("ROOT", "FLASH", content, root_idem(version), wall)
+
+    await _file_everywhere(st, file)
     lines = sorted(st.sessions)
     return {"version": version, "lines": lines, "codes": root_codes(lines, content), "running": True}
 

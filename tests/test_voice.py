@@ -17,7 +17,8 @@ from redline.config import Limits
 from redline.envelope import split
 from redline.errors import NoPathError
 from redline.home import StationDir
-from redline.media import AudioPacket, opus_packets
+from redline.media import AudioPacket
+from redline.participant import opus_packets
 from redline.protocol.framing import FrameType
 from redline.testing import SimClock, StationClock, StationPair, free_ports, make_station, pair_directly
 from tests.test_spec import validator

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from redline.api.console_voice import HEAD, chunk, max_payload
-from redline.media import opus_packets
+from redline.participant import opus_packets
 from tests.test_api import AsgiWebSocket, Pair, _client, error, eventually, run
 
 

@@ -18,7 +18,8 @@ from redline.bundle import build_bundle, verify_bundle
 from redline.errors import RecordingError, RecordingMismatchError
 from redline.gate import accept_recording
 from redline.kinds import CallAudio
-from redline.media import AudioPacket, opus_packets
+from redline.media import AudioPacket
+from redline.participant import opus_packets
 from redline.testing import StationPair
 from tests.test_voice import ring_and_pick_up, stored, until
 
