@@ -353,8 +353,8 @@ class LineSession:
         if item.local > self._max_local:  # new, not a repeat of an idempotency key
             self._max_local = item.local
             self.outbox_count += 1
-            if len(self._encoded) >= ENCODED_KEPT:
-                self._encoded.clear()  # not signed soon (the line is down): encoded again when they are
+            if len(self._encoded) >= ENCODED_KEPT:  # not signed soon (the line is down or backs up):
+                del self._encoded[next(iter(self._encoded))]  # the oldest is encoded again when it is
             self._encoded[item.local] = (content, member)
         return item
 

@@ -495,6 +495,53 @@ def test_pending_and_mark_signed(ledger: LedgerStore, store: Store) -> None:
         reopened.close()
 
 
+
+def test_items_written_in_one_batch_and_signed_in_a_later_one_read_back_signed_and_roll_back_unsigned(
+    ledger: LedgerStore, store: Store
+) -> None:
+    """Under load the outbox backs up: items are written by one commit and signed by a later one.
+    Inside that later batch they read back as signed everywhere (pending, count, by number, by
+    idempotency key) before anything is written; a rollback leaves them unsigned, a commit signed."""
+    items = [ledger.accept(LINE, "TEXT", "ROUTINE", {"text": f"m{i}"}, f"k{i}", T0 + i) for i in range(3)]
+    envs = chain(2)
+    with pytest.raises(RuntimeError, match="abandoned"), ledger.batch():
+        ledger.append(envs[0], T0)
+        ledger.mark_signed(items[0].local, 1, envs[0].id)
+        assert [i.local for i in ledger.pending(LINE)] == [items[1].local, items[2].local]
+        assert [i.local for i in ledger.pending(LINE, 1)] == [items[1].local]
+        assert ledger.pending_count(LINE) == 2
+        assert ledger.outbox_item(items[0].local).seq == 1
+        by_key = ledger.outbox_by_idem(LINE, "k0")
+        assert by_key is not None and by_key.envelope_id == envs[0].id
+        raise RuntimeError("abandoned")
+    assert [i.local for i in ledger.pending(LINE)] == [i.local for i in items]
+    assert ledger.outbox_item(items[0].local).seq is None
+    with ledger.batch():
+        for item, env in zip(items[:2], envs, strict=True):
+            ledger.append(env, T0)
+            ledger.mark_signed(item.local, env.seq, env.id)
+    ledger.close()
+    reopened = store.open()
+    try:
+        assert [i.local for i in reopened.pending(LINE)] == [items[2].local]
+        assert [(i.seq, i.envelope_id) for i in map(reopened.outbox_item, (items[0].local, items[1].local))] == [
+            (1, envs[0].id), (2, envs[1].id)
+        ]  # fmt: skip
+    finally:
+        reopened.close()
+
+
+def test_pending_hands_out_every_item_in_order_past_what_the_ledger_keeps_in_memory(ledger: LedgerStore) -> None:
+    from redline.ledger.sqlite import OUTBOX_KEPT
+
+    with ledger.batch():
+        n = OUTBOX_KEPT + 10
+        for i in range(n):
+            ledger.accept(LINE, "TEXT", "ROUTINE", {"text": f"m{i}"}, None, T0)
+    first = ledger.pending(LINE, 20)
+    assert [i.content["text"] for i in first] == [f"m{i}" for i in range(20)]
+    assert len(ledger.pending(LINE)) == n and ledger.pending(LINE)[-1].content == {"text": f"m{n - 1}"}
+
 # -- Merkle log ----------------------------------------------------------------------------------
 
 

@@ -90,7 +90,7 @@ CREATE INDEX envelopes_ops ON envelopes (line) WHERE kind != 'TEXT' OR prio = 'F
 """
 _SCHEMA = _SCHEMA_1 + _SCHEMA_2
 _OPS_ROWS = "kind != 'TEXT' OR prio = 'FLASH'"  # exactly the partial index's condition, so SQLite uses it
-OUTBOX_KEPT = 4096  # outbox items kept in memory for their sender's reply
+OUTBOX_KEPT = 4096  # outbox items kept in memory, for their sender's reply and for signing
 _CLEAN = "clean_close"  # meta key: present only while no write was committed since a clean close
 
 
@@ -312,11 +312,15 @@ class Ledger:
             self._opened_clean = False
             self._checked = False  # PRAGMA quick_check ran when this ledger opened the store
             self._bytes: dict[tuple[str, str], int] = {}  # envelope bytes appended in the open batch
-            # Outbox items this connection accepted, until their sender reads them back once signed
-            # (``outbox_item``): the reply to a send, without a query and a JSON parse.
+            # The last OUTBOX_KEPT outbox items this connection accepted, as they now are (signed or
+            # not): the reply to a send (``outbox_item``) and the items ``pending`` hands out for
+            # signing, without a query and a JSON parse each. The same content object the sender
+            # gave, so the session's encoding of it is used again when it is sealed.
             self._outbox: dict[int, OutboxItem] = {}
             # Outbox items accepted in the open batch, with their content's JSON: written when it commits.
             self._unwritten: dict[int, tuple[OutboxItem, str]] = {}
+            # Written outbox items signed in the open batch: (seq, envelope id), set when it commits.
+            self._signed_later: dict[int, tuple[str, int, str]] = {}
             self._next_local: int | None = None  # the next outbox number, read once per batch
             try:
                 if not create:
@@ -524,6 +528,7 @@ class Ledger:
         if exc is None and self._depth == 1:
             try:
                 self._write_outbox()
+                self._write_signed()
                 self._write_totals()
             except BaseException as failed:
                 self._abandon(failed)
@@ -558,6 +563,7 @@ class Ledger:
         self._bytes.clear()
         self._outbox.clear()
         self._unwritten.clear()
+        self._signed_later.clear()
         self._next_local = None
 
     def _write_totals(self) -> None:
@@ -781,7 +787,9 @@ class Ledger:
     # An item accepted inside a batch is written when the batch commits, once, as it then is: a
     # message accepted and signed in one batch (the line is up) costs one INSERT, not an INSERT and
     # an UPDATE. Until then ``_unwritten`` holds it (and its content's JSON, fixed at acceptance),
-    # and every read of the outbox answers with it as if it were written.
+    # and every read of the outbox answers with it as if it were written. An item written in an
+    # earlier batch and signed in this one (the outbox backs up under load) is marked in one
+    # ``executemany`` when the batch commits (``_signed_later``), read back as signed meanwhile.
     def accept(
         self, line: str, kind: str, prio: str, content: dict[str, Any], idem: str | None, accepted_at: int
     ) -> OutboxItem:
@@ -803,10 +811,29 @@ class Ledger:
             )  # fmt: skip
             self._next_local += 1
             self._unwritten[item.local] = (item, text)
-            if len(self._outbox) >= OUTBOX_KEPT:
-                self._outbox.clear()  # nobody read these back: forget them, the store has them
-            self._outbox[item.local] = item
+            self._keep(item)
         return item
+
+    def _keep(self, item: OutboxItem) -> None:
+        """Hold ``item`` in memory, forgetting the one held longest when OUTBOX_KEPT are (the
+        store has it: it is read again if it is asked for)."""
+        if item.local not in self._outbox and len(self._outbox) >= OUTBOX_KEPT:
+            del self._outbox[next(iter(self._outbox))]
+        self._outbox[item.local] = item
+
+    def _write_signed(self) -> None:
+        """The batch's signing of items written before it, in the batch's transaction."""
+        if self._signed_later:
+            self._db.executemany(
+                "UPDATE outbox SET seq=?, envelope_id=? WHERE local=? AND seq IS NULL",
+                [(seq, envelope_id, local) for local, (_, seq, envelope_id) in self._signed_later.items()],
+            )
+            self._signed_later.clear()
+
+    def _now(self, item: OutboxItem) -> OutboxItem:
+        """``item`` as read from the store, with this batch's signing of it (not written yet)."""
+        later = self._signed_later.get(item.local)
+        return item if later is None or item.seq is not None else _signed(item, later[1], later[2])
 
     def _write_outbox(self) -> None:
         """The batch's accepted items, as they are now (signed or not), in the batch's transaction."""
@@ -824,7 +851,7 @@ class Ledger:
             if held.line == line and held.idem == idem:
                 return held
         rows = self._outbox_rows("line=? AND idem=?", (line, idem), 1)  # UNIQUE (line, idem): its index
-        return rows[0] if rows else None
+        return self._now(rows[0]) if rows else None
 
     def _outbox_rows(self, where: str, args: tuple[Any, ...], limit: int = -1) -> list[OutboxItem]:
         rows = self._db.execute(
@@ -841,7 +868,23 @@ class Ledger:
         ]
 
     def pending(self, line: str, limit: int = -1) -> list[OutboxItem]:
-        items = self._outbox_rows("line=? AND seq IS NULL", (line,), limit)
+        """The line's unsigned items in the order accepted: their numbers from the index of
+        unsigned items, each item from memory where this connection holds it, else from its row."""
+        later = sum(1 for held, _, _ in self._signed_later.values() if held == line)
+        rows = self._db.execute(
+            "SELECT local FROM outbox WHERE line=? AND seq IS NULL ORDER BY local LIMIT ?",
+            (line, limit if limit < 0 else limit + later),
+        ).fetchall()
+        numbers = [r[0] for r in rows if r[0] not in self._signed_later]
+        numbers = numbers if limit < 0 else numbers[:limit]
+        missing = [n for n in numbers if n not in self._outbox]
+        read: dict[int, OutboxItem] = {}
+        for start in range(0, len(missing), 500):  # under SQLite's limit of bound parameters
+            part = missing[start : start + 500]
+            read.update((i.local, i) for i in self._outbox_rows(f"local IN ({','.join('?' * len(part))})", tuple(part)))
+        items = [self._outbox[n] if n in self._outbox else read[n] for n in numbers]
+        for item in read.values():  # about to be signed: ``mark_signed`` finds them here
+            self._keep(item)
         if self._unwritten and (limit < 0 or len(items) < limit):  # numbered after every written item
             held = [i for i, _ in self._unwritten.values() if i.line == line and i.seq is None]
             items += held if limit < 0 else held[: limit - len(items)]
@@ -853,10 +896,11 @@ class Ledger:
 
     def pending_count(self, line: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE line=? AND seq IS NULL", (line,)).fetchone()
-        return int(row[0]) + sum(1 for i, _ in self._unwritten.values() if i.line == line and i.seq is None)
+        later = sum(1 for held, _, _ in self._signed_later.values() if held == line)
+        return int(row[0]) - later + sum(1 for i, _ in self._unwritten.values() if i.line == line and i.seq is None)
 
     def outbox_item(self, local: int) -> OutboxItem:
-        kept = self._outbox.pop(local, None)
+        kept = self._outbox.get(local)
         if kept is not None:
             return kept
         if local in self._unwritten:
@@ -864,7 +908,7 @@ class Ledger:
         items = self._outbox_rows("local=?", (local,))
         if not items:
             raise NotFoundError(f"no outbox entry {local}")
-        return items[0]
+        return self._now(items[0])
 
     def mark_signed(self, local: int, seq: int, envelope_id: str) -> None:
         held = self._unwritten.get(local)
@@ -876,12 +920,15 @@ class Ledger:
             if local in self._outbox:
                 self._outbox[local] = signed
             return
-        cur = self._write(
-            "UPDATE outbox SET seq=?, envelope_id=? WHERE local=? AND seq IS NULL", (seq, envelope_id, local)
-        )
-        kept = self._outbox.get(local)
-        if kept is not None and kept.seq is None and cur.rowcount == 1:
-            self._outbox[local] = _signed(kept, seq, envelope_id)
+        if local in self._signed_later:
+            return
+        with self.batch():
+            item = self.outbox_item(local)
+            if item.seq is not None:
+                return  # signed already (the UPDATE's ``seq IS NULL`` would not match either)
+            self._signed_later[local] = (item.line, seq, envelope_id)
+            if local in self._outbox:
+                self._outbox[local] = _signed(item, seq, envelope_id)
 
     # -- receipts and checkpoints --------------------------------------------------------------
     def add_receipt(self, line: str, by: str, seq: int, signed: Signed, stored_at: int = 0) -> None:
