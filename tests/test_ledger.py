@@ -495,7 +495,6 @@ def test_pending_and_mark_signed(ledger: LedgerStore, store: Store) -> None:
         reopened.close()
 
 
-
 def test_items_written_in_one_batch_and_signed_in_a_later_one_read_back_signed_and_roll_back_unsigned(
     ledger: LedgerStore, store: Store
 ) -> None:
@@ -541,6 +540,7 @@ def test_pending_hands_out_every_item_in_order_past_what_the_ledger_keeps_in_mem
     first = ledger.pending(LINE, 20)
     assert [i.content["text"] for i in first] == [f"m{i}" for i in range(20)]
     assert len(ledger.pending(LINE)) == n and ledger.pending(LINE)[-1].content == {"text": f"m{n - 1}"}
+
 
 # -- Merkle log ----------------------------------------------------------------------------------
 
