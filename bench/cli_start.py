@@ -7,7 +7,8 @@ Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``s
 it (read-only). Each command runs ``n`` times after one warm-up run (the page cache holds the
 files then); the median and the 90th percentile of the wall time are reported. The baseline's
 ``log`` reads the same running store (a copy taken back to schema 1 when the old code knows only that),
-in a copy of the station's folder whose config.json leaves out the limits the old code does not know.
+in a copy of the station's folder whose config.json leaves out the limits the old code does not know
+and whose control socket is the running station's (so both ``log`` runs read beside a running station).
 
 Both trees run as an installed package does: ``python -m redline`` with the tree first on the path
 (not the venv's console script, which an editable install points at the shared checkout, whatever
@@ -131,6 +132,9 @@ def before(rev: str, root: Path, a: StationProc, line: str, n: int) -> Figures:
             schema_1_copy(a.home / "ledger.sqlite", log_home / "ledger.sqlite")
         else:  # the running station's store itself, as 'now' reads it (its WAL beside the real file)
             (log_home / "ledger.sqlite").symlink_to(a.home / "ledger.sqlite")
+        # The station answers there too, as beside 'now': a reader of a running station's store leaves
+        # the raw check of its files to the station (without this, 'before' checked them: +100 ms).
+        (log_home / "control.sock").symlink_to(a.home / "control.sock")
         installed(old)
         redline = [sys.executable, "-m", "redline"]  # the old tree's own package, from its folder
         for name, argv in argvs(redline, a.home, line, log_home).items():

@@ -22,6 +22,8 @@ Rules of this module:
 - ``to_content()`` gives back the content form (absent optional members stay absent); for strictly
   parsed content it is the content itself.
 - Pure: no I/O, no clock; imports nothing above ``identity`` and ``config``.
+- Each content type is made a dataclass when first used (``firstuse.dataclass_on_first_use``), not
+  at import: making all 35 cost 15 ms, a tenth of ``redline log``, which reads two or three kinds.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, ClassVar, Final, Self
 from redline import canonical
 from redline.config import LANG_TAG
 from redline.errors import SchemaError, VerificationError
+from redline.firstuse import dataclass_on_first_use
 from redline.identity import HEX64
 
 # --- the protocol's common types (section 5.9) ------------------------------------------------------
@@ -163,7 +166,7 @@ def _members(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Ref:
     """A reference to an envelope of this line (section 5.9): its sender, seq and id."""
 
@@ -184,7 +187,7 @@ class Ref:
         return {"sender": self.sender, "seq": self.seq, "id": self.id}
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class PersonSig:
     """The acting person's signature (section 5.10) as carried; ``persons.check_signer`` verifies it."""
 
@@ -241,7 +244,7 @@ def _by(person: PersonSig | None) -> str:
     return "" if person is None else f" by {person.name}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Text(Body):
     KIND = "TEXT"
     text: str
@@ -254,7 +257,7 @@ class Text(Body):
         return self.text
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Flash(Body):
     KIND = "FLASH"
     text: str
@@ -268,7 +271,7 @@ class Flash(Body):
         return self.text
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Read(Body):
     KIND = "READ"
     ref: Ref
@@ -282,7 +285,7 @@ class Read(Body):
         return f"READ of seq {self.ref.seq} by {self.by}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Escalated(Body):
     """Receivers also take the reference under ``ref`` when ``flash`` is absent (section 5.9)."""
 
@@ -300,7 +303,7 @@ class Escalated(Body):
         return f"ESCALATED of seq {self.flash.seq} ({self.level})"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Ack(Body):
     KIND = "ACK"
     ref: Ref
@@ -314,7 +317,7 @@ class Ack(Body):
         return f"ACK of seq {self.ref.seq}{_by(self.person)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Test(Body):
     KIND = "TEST"
     text: str
@@ -333,7 +336,7 @@ class Test(Body):
         return self.text
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class TestAnswer(Body):
     KIND = "TEST_ANSWER"
     test: Ref
@@ -348,7 +351,7 @@ class TestAnswer(Body):
         return self.text
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class TestResult(Body):
     """``answered_by`` and ``answer_ms`` come together or not at all."""
 
@@ -375,7 +378,7 @@ class TestResult(Body):
         return f"TEST_RESULT of seq {self.test.seq} ({self.result}{by})"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallRequest(Body):
     """Each proposed window starts before it ends."""
 
@@ -405,7 +408,7 @@ class CallRequest(Body):
         return f"call request, {self.from_role} to {self.to_role}: {self.subject}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallReply(Body):
     """``time`` with ``accept`` only; ``reason`` with ``decline`` only."""
 
@@ -431,7 +434,7 @@ class CallReply(Body):
         return f"CALL_REPLY of seq {self.request.seq} ({self.answer})"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallExpired(Body):
     KIND = "CALL_EXPIRED"
     request: Ref
@@ -444,7 +447,7 @@ class CallExpired(Body):
         return f"CALL_EXPIRED of seq {self.request.seq}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallRecord(Body):
     """The call starts before it ends."""
 
@@ -477,7 +480,7 @@ class CallRecord(Body):
         return f"call record: {' ↔ '.join(self.principals[:4])}{_by(self.person)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Readout(Body):
     KIND = "READOUT"
     call: Ref
@@ -495,7 +498,7 @@ class Readout(Body):
 # --- voice calls (issue 16): signalling on the signed line, the audio evidence at the end ----------
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallRing(Body):
     """A person rings the peer station; with ``test`` the ring is the caller's voice line test."""
 
@@ -511,7 +514,7 @@ class CallRing(Body):
         return f"voice call ringing{' (voice line test)' if self.test else ''}{_by(self.person)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallAnswer(Body):
     KIND = "CALL_ANSWER"
     ring: Ref
@@ -525,7 +528,7 @@ class CallAnswer(Body):
         return f"voice call of seq {self.ring.seq} picked up{_by(self.person)}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallDecline(Body):
     KIND = "CALL_DECLINE"
     ring: Ref
@@ -539,7 +542,7 @@ class CallDecline(Body):
         return f"voice call of seq {self.ring.seq} declined" + (f": {self.reason}" if self.reason else "")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallUnanswered(Body):
     KIND = "CALL_UNANSWERED"
     ring: Ref
@@ -552,7 +555,7 @@ class CallUnanswered(Body):
         return f"voice call of seq {self.ring.seq} unanswered"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallHangup(Body):
     """``answer`` names the pick-up this hang-up ends; without it the caller cancels a ring. ``reason``
     when the station, not a person, ended it: ``lost`` (it lost the line mid-call) or ``interrupted``
@@ -575,7 +578,7 @@ class CallHangup(Body):
         return f"voice call of seq {self.ring.seq} {'hung up' if self.answer else 'cancelled before pick-up'}{why}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class AudioDigest:
     """One direction of a call's audio as one station saw it (PROTOCOL.md section 8.9)."""
 
@@ -592,7 +595,7 @@ class AudioDigest:
         )  # fmt: skip
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CallAudio(Body):
     """Each station's digests of the audio it sent and received on one call, filed after the call
     ended; ``interrupted`` when the station stopped mid-call."""
@@ -623,7 +626,7 @@ Position = tuple[str, str]
 Polygon = tuple[tuple[Position, ...], ...]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Area:
     """A GeoJSON geometry as carried: coordinates are decimal strings, positions ``(lon, lat)``."""
 
@@ -676,7 +679,7 @@ def _polygon(value: object, where: str) -> Polygon:
     )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Notice(Body):
     """Always strict (section 5.9: an unknown member makes a notice one that cannot be checked
     safely). Beyond the schema: floor below ceiling, a window of at most 366 days that ends after
@@ -722,7 +725,7 @@ class Notice(Body):
         return f"{self.kind} notice, {self.floor_m}-{self.ceiling_m} m: {self.text}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class NoticeWithdraw(Body):
     KIND = "NOTICE_WITHDRAW"
     notice: Ref
@@ -739,7 +742,7 @@ class NoticeWithdraw(Body):
         return f"NOTICE_WITHDRAW of seq {self.notice.seq}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Translation(Body):
     KIND = "TRANSLATION"
     ref: Ref
@@ -762,7 +765,7 @@ class Translation(Body):
 MAX_TLS_DER = 4096  # bytes: a TLS certificate carried in a KEY (the reference makes ~300)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class KeyCertificate:
     data: str
     sig: str
@@ -775,7 +778,7 @@ def _signed(value: object, where: str, strict: bool) -> KeyCertificate:
                           sig=so.string("sig", pattern=_HEX128, what="a signature"))  # fmt: skip
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Key(Body):
     """Key rotation (section 5.9, guarantee 6): one or two new key certificates, each signed by the
     sender's root; at most one of role ``signing``. The gate (``gate.py``) verifies the certificates
@@ -800,13 +803,13 @@ class Key(Body):
         return f"KEY: {len(self.certs)} new key certificate{'s' if len(self.certs) > 1 else ''}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class CheckpointProof:
     proposal: str  # hex of the checkpoint proposal's statement wire form (section 6.1)
     cosign: str  # hex of its countersignature's
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Revoke(Body):
     """Revocation of a signing key after a compromise (section 5.9, guarantee 6): the root's signed
     revocation, the co-signed checkpoint it names (proposal and cosign, in the statement wire
@@ -845,14 +848,14 @@ class Revoke(Body):
         return f"REVOKE: signing key {key} revoked after checkpoint {n} ({reason})"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class RootStatement:
     data: str  # hex of the canonical root rotation object (section 5.9, ROOT)
     prev_sig: str  # by the root in force, under the domain ``root``
     root_sig: str  # by the new root, same bytes and domain
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Root(Body):
     """Root rotation (section 5.9, guarantee 6): the statement naming the sender's next root, signed
     by the root in force and by the new one. The gate (``gate.py``) checks it and holds the new root
@@ -879,7 +882,7 @@ class Root(Body):
                 "until the peer confirms the new safety code")  # fmt: skip
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class RootConfirm(Body):
     """The peer's operator compared the new safety code of a root rotation by voice (section 5.9):
     the ROOT named, and the rotation's digest."""
@@ -896,7 +899,7 @@ class RootConfirm(Body):
         return f"ROOT_CONFIRM: the peer's new root (ROOT seq {self.root.seq}) confirmed by the safety code"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class RosterUser:
     name: str
     role: str
@@ -904,7 +907,7 @@ class RosterUser:
     cert: KeyCertificate | None = None  # the root's person certificate (section 5.10), {data, sig}
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Roster(Body):
     """Names are unique within one roster. Each person may carry the root's certificate (``cert``),
     and ``removed`` the root's certificates of people removed (section 5.10); ``persons`` checks

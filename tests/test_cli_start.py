@@ -3,7 +3,8 @@
 ``redline`` loads a command's module when that command runs (``cli.common.LazyGroup`` and its
 table ``COMMAND_MODULES``): ``--version`` imports no module of redline's commands, ``status`` and
 ``send`` neither the station nor the API, numpy, shapely, starlette or uvicorn; ``log`` not
-even asyncio, nor verification and the trust gate (the store's read types are in ``ledger.model``).
+even asyncio, nor verification and the trust gate (the store's read types are in ``ledger.model``),
+and of the content types of ``redline.kinds`` (made on first use) only those of the kinds it shows.
 The table must name the module of every command (a command missing from it still runs, after every
 module is loaded, but then starts slowly).
 """
@@ -13,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,18 +27,23 @@ import click
 import pytest
 
 from redline.cli import main
-from redline.cli.common import COMMAND_MODULES
+from redline.cli.common import COMMAND_MODULES, run
 from redline.control import call
 from redline.control_client import call_blocking
 from redline.errors import RedlineError
 from redline.home import StationDir
-from redline.testing import make_station, pair_directly
+from redline.testing import SessionPair, make_station, pair_directly
 
 HEAVY = ("numpy", "shapely", "starlette", "uvicorn", "redline.station", "redline.api", "redline.ops.engine")
 
 
 def modules_after(args: list[str]) -> set[str]:
     """The modules a ``redline`` process has imported once ``args`` ran (in a fresh interpreter)."""
+    return _after(args)[0]
+
+
+def _after(args: list[str]) -> tuple[set[str], set[str]]:
+    """(modules imported, the classes of redline.kinds made dataclasses) once ``args`` ran."""
     code = (
         "import json, sys\n"
         "from redline.cli import main\n"
@@ -43,10 +51,14 @@ def modules_after(args: list[str]) -> set[str]:
         f"    main({args!r}, standalone_mode=False)\n"
         "except BaseException:\n"
         "    pass\n"
-        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+        "kinds = sys.modules.get('redline.kinds')\n"
+        "built = [n for n, v in vars(kinds).items() if isinstance(v, type) and v.__module__ == kinds.__name__ "
+        "and '__dataclass_params__' in v.__dict__] if kinds else []\n"  # not is_dataclass(): that builds
+        "print(json.dumps([sorted(sys.modules), built]), file=sys.stderr)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    return set(json.loads(out.stderr.strip().splitlines()[-1]))
+    modules, built = json.loads(out.stderr.strip().splitlines()[-1])
+    return set(modules), set(built)
 
 
 def test_the_table_names_the_module_of_every_command() -> None:
@@ -64,7 +76,14 @@ def test_version_imports_no_command_module() -> None:
     loaded = modules_after(["--version"])
     assert not {m for m in loaded if m.startswith("redline.cli.") and m != "redline.cli.common"}
     assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")]
-    assert "asyncio" not in loaded and "redline.ledger.sqlite" not in loaded
+    assert "asyncio" not in loaded and "redline.ledger.sqlite" not in loaded and "sqlite3" not in loaded
+
+
+def test_version_prints_the_version_of_pyproject_without_reading_the_installed_metadata() -> None:
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    out = subprocess.run([sys.executable, "-m", "redline", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.stdout == f"python -m redline, version {project['version']}\n"
+    assert "importlib.metadata" not in modules_after(["--version"])
 
 
 def test_status_and_send_load_neither_the_station_nor_the_api(tmp_path: object) -> None:
@@ -73,6 +92,7 @@ def test_status_and_send_load_neither_the_station_nor_the_api(tmp_path: object) 
         assert "redline.cli.station" in loaded and "redline.cli.ops" not in loaded, args
         assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")], args
         assert "asyncio" not in loaded and "nacl.signing" not in loaded, args
+        assert "sqlite3" not in loaded and "redline.kinds" not in loaded, args
 
 
 def test_log_loads_the_store_but_not_asyncio_or_the_station(tmp_path: Path) -> None:
@@ -84,6 +104,37 @@ def test_log_loads_the_store_but_not_asyncio_or_the_station(tmp_path: Path) -> N
     assert "asyncio" not in loaded
     # reading a store is not verifying it: neither verification nor the trust gate loads
     assert not {"redline.ledger.verify", "redline.gate", "redline.ops.views"} & loaded
+
+
+def test_log_makes_only_the_content_types_of_the_kinds_it_shows(tmp_path: Path) -> None:
+    pair = SessionPair(tmp_path)
+    pair.send("a", "hello")
+    pair.send("b", "привет")
+    pair.run()
+    pair.close()
+    loaded, built = _after(["log", "--station", str(pair.dir_a.path), pair.line])
+    assert "redline.kinds" in loaded
+    # TEXT rows only: TEXT's content type is made (kinds.summarize parses each row's content), no
+    # other kind's, nor the types inside other kinds' content (redline/firstuse.py); the registry's
+    # own row types are made at import
+    assert built == {"Body", "Kind", "RefRule", "Text"}
+
+
+def test_a_store_error_while_reading_is_one_line_though_the_cli_does_not_import_sqlite3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def damaged() -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    with pytest.raises(SystemExit) as exited:
+        run(damaged)
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: the store could not be read (database disk image is malformed): it may be damaged; "
+        "'redline doctor' says what to do\n"
+    )
+    with pytest.raises(ZeroDivisionError):  # anything else is not ours to word
+        run(lambda: 1 / 0)
 
 
 # -- the blocking control client answers as control.call does ---------------------------------------

@@ -4,7 +4,6 @@ line for any error, JSON or human output, the control-socket call, and the comma
 from __future__ import annotations
 
 import importlib
-import sqlite3
 import sys
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ from typing import Any
 
 import click
 
+from redline import __version__
 from redline.display import SafeConsole, json_text, styled
 from redline.errors import RedlineError
 from redline.home import station_path
@@ -37,7 +37,12 @@ def run(fn: Callable[[], Any]) -> Any:
         fail(str(exc))
     except OSError as exc:  # a file or socket of ours: one line, never a traceback
         fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
-    except sqlite3.Error as exc:  # damage found while reading (not by the checks at open): one line
+    except Exception as exc:
+        # Damage found while reading (not by the checks at open): one line. sqlite3 is looked up, not
+        # imported (a command that never loaded it, such as status, cannot have raised its error).
+        sqlite3 = sys.modules.get("sqlite3")
+        if sqlite3 is None or not isinstance(exc, sqlite3.Error):
+            raise
         fail(f"the store could not be read ({exc}): it may be damaged; 'redline doctor' says what to do")
 
 def when(ms: int | None) -> str:
@@ -114,7 +119,9 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup)
-@click.version_option(package_name="redline")
+# The version as written in the package, not read from the installed metadata (importlib.metadata
+# costs --version 15 ms); tests/test_cli_start.py holds it equal to pyproject.toml's.
+@click.version_option(__version__, package_name="redline")
 def main() -> None:
     """redline: a verified hotline between two stations that do not trust each other."""
 

@@ -59,7 +59,7 @@ def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bo
             console.print(f"{len(held.rows)} of {held.total} entries shown; --all for every entry; 'redline show "
                           "LINE ID' for one whole message", style="yellow")  # fmt: skip
 
-    emit(as_json, held.to_obj(), human)
+    emit(as_json, held.to_obj() if as_json else None, human)  # the JSON form only for --json
 
 def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | None, as_json: bool) -> None:
     if len(keys) != 2:

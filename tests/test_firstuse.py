@@ -1,0 +1,103 @@
+"""A dataclass made on first use (redline/firstuse.py) is, once used, the dataclass ``@dataclass``
+makes with the same arguments; the content types of ``redline.kinds`` are such classes."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from redline import firstuse, kinds
+from redline.firstuse import dataclass_on_first_use
+
+
+@dataclass(frozen=True, kw_only=True)
+class Eager:
+    a: int
+    b: str = "x"
+
+    def twice(self) -> int:
+        return 2 * self.a
+
+
+def lazy_twin() -> type[Any]:
+    @dataclass_on_first_use(frozen=True, kw_only=True)
+    class Eager:  # the same name, so reprs compare
+        a: int
+        b: str = "x"
+
+        def twice(self) -> int:
+            return 2 * self.a
+
+    return Eager
+
+
+def test_reading_the_fields_builds_the_class_as_dataclass_would() -> None:
+    lazy = lazy_twin()
+    assert lazy in firstuse.unbuilt()
+    assert [(f.name, f.type, f.default, f.kw_only) for f in dataclasses.fields(lazy)] == [
+        (f.name, f.type, f.default, f.kw_only) for f in dataclasses.fields(Eager)
+    ]
+    assert lazy not in firstuse.unbuilt()
+    assert dataclasses.is_dataclass(lazy) and lazy.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_the_first_instance_builds_it_and_it_behaves_as_the_eager_one() -> None:
+    lazy = lazy_twin()
+    one, eager = lazy(a=3), Eager(a=3)
+    assert lazy not in firstuse.unbuilt()
+    assert repr(one).endswith("." + repr(eager)) and one.twice() == 6
+    assert one == lazy(a=3) and one != lazy(a=3, b="y") and hash(one) == hash(lazy(a=3))
+    assert dataclasses.replace(one, b="z").b == "z" and dataclasses.asdict(one) == dataclasses.asdict(eager)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.a = 4
+    with pytest.raises(TypeError):
+        lazy(3)  # keyword-only, as before
+    with pytest.raises(TypeError):
+        lazy(b="y")  # 'a' is required
+
+
+def test_threads_racing_to_the_first_instance_build_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    lazy, built, start = lazy_twin(), [], threading.Barrier(8)
+    real = dataclasses.dataclass
+
+    def counted(cls: Any = None, /, **kwargs: Any) -> Any:
+        built.append(cls)
+        return real(cls, **kwargs)
+
+    monkeypatch.setattr(firstuse.dataclasses, "dataclass", counted)
+    made: list[Any] = []
+
+    def make(i: int) -> None:
+        start.wait()
+        made.append(lazy(a=i))
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert built == [lazy] and sorted(m.a for m in made) == list(range(8))
+
+
+def test_a_class_with_its_own_init_is_refused() -> None:
+    with pytest.raises(TypeError, match="no __init__ of its own"):
+
+        @dataclass_on_first_use(frozen=True)
+        class Own:
+            a: int
+
+            def __init__(self) -> None:
+                pass
+
+
+def test_every_content_type_of_kinds_is_a_frozen_keyword_only_dataclass() -> None:
+    types = [v for v in vars(kinds).values() if isinstance(v, type) and v.__module__ == "redline.kinds"]
+    content = [t for t in types if dataclasses.is_dataclass(t)]  # builds each
+    assert len(content) >= 35 and not firstuse.unbuilt() & set(content)
+    for t in content:
+        params = t.__dataclass_params__  # type: ignore[attr-defined]
+        assert params.frozen and all(f.kw_only for f in dataclasses.fields(t)), t.__name__
