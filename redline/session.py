@@ -349,7 +349,9 @@ class LineSession:
             )
         if self.outbox_count >= self.limits.max_outbox:
             raise LocalProtocolError(f"the outbox holds {self.limits.max_outbox} unsent messages; the line is full")
-        item = self.ledger.accept(self.line, kind, prio, content, idem, wall)
+        # The content's canonical JSON is inside the member already: the outbox keeps that text.
+        text = member[MEMBER_OVERHEAD - 1 : -1].decode("utf-8")
+        item = self.ledger.accept(self.line, kind, prio, content, idem, wall, text=text)
         if item.local > self._max_local:  # new, not a repeat of an idempotency key
             self._max_local = item.local
             self.outbox_count += 1

@@ -203,3 +203,14 @@ def test_the_cli_prints_a_malformed_view_answer_as_one_error_line(
     assert out.out == "" and "Traceback" not in out.err
     assert out.err.strip().startswith("error: the station's tests view answer has an unexpected shape")
     assert len(out.err.strip().splitlines()) == 1
+
+
+def test_an_accepted_reply_is_every_field_of_the_view_by_name() -> None:
+    """``Accepted.to_obj`` is written out for speed: it must stay exactly ``asdict``, field for field."""
+    from dataclasses import asdict
+
+    from redline.status import Accepted
+
+    for seq, envelope_id in ((None, None), (7, "ab" * 32)):
+        view = Accepted(line="c" * 32, outbox=3, seq=seq, id=envelope_id, kind="TEXT", state="signed")
+        assert view.to_obj() == asdict(view)

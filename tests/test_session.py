@@ -409,7 +409,8 @@ def outbox_writes(ledger: Ledger) -> list[str]:
 
 def test_a_message_signed_in_the_batch_that_accepts_it_is_written_once_and_signed(sp: SessionPair) -> None:
     """The line is up: the outbox row is written when the batch commits, already signed (one
-    INSERT, no UPDATE); what the store holds is what it held with an INSERT and an UPDATE."""
+    INSERT, no UPDATE); what the store holds is what it held with an INSERT and an UPDATE (the
+    content as the canonical JSON the session encoded once, not encoded a second time)."""
     writes = outbox_writes(sp.a.ledger)
     with sp.a.ledger.batch():
         local = sp.a.accept("TEXT", "ROUTINE", {"text": "hello"}, None, sp.clock.wall).local
@@ -419,7 +420,7 @@ def test_a_message_signed_in_the_batch_that_accepts_it_is_written_once_and_signe
     assert len(writes) == 1 and writes[0].startswith("INSERT INTO outbox")
     held = sp.a.ledger._db.execute("SELECT seq, envelope_id, content FROM outbox WHERE local=?", (local,)).fetchone()
     assert held[0] == 1 and held[1] == sp.a.ledger.envelope_id(sp.line, sp.a.us, 1)
-    assert held[2] == '{"text": "hello"}'  # the JSON an INSERT at acceptance wrote
+    assert held[2] == '{"text":"hello"}'  # the content's canonical JSON, from the member sealed into the body
     sp._do("a", sent)
     sp.run()
     assert texts(sp.b.ledger, sp.line, sp.a.us) == ["hello"]

@@ -94,8 +94,19 @@ class LedgerStore(Protocol):
 
     # outbox
     def accept(
-        self, line: str, kind: str, prio: str, content: dict[str, Any], idem: str | None, accepted_at: int
-    ) -> OutboxItem: ...
+        self,
+        line: str,
+        kind: str,
+        prio: str,
+        content: dict[str, Any],
+        idem: str | None,
+        accepted_at: int,
+        *,
+        text: str | None = None,
+    ) -> OutboxItem:
+        """``text``: ``content`` as JSON, when the caller has it already (any JSON of the same
+        value: it is read back with a JSON parser)."""
+        ...
 
     def pending(self, line: str, limit: int = -1) -> list[OutboxItem]: ...
 

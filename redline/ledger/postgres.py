@@ -662,7 +662,15 @@ class PgLedger:
 
     # -- outbox --------------------------------------------------------------------------------
     def accept(
-        self, line: str, kind: str, prio: str, content: dict[str, Any], idem: str | None, accepted_at: int
+        self,
+        line: str,
+        kind: str,
+        prio: str,
+        content: dict[str, Any],
+        idem: str | None,
+        accepted_at: int,
+        *,
+        text: str | None = None,
     ) -> OutboxItem:
         if idem is not None:
             existing = self.outbox_by_idem(line, idem)
@@ -671,7 +679,7 @@ class PgLedger:
         cur = self._write(
             "INSERT INTO outbox (line, kind, prio, content, idem, accepted_at) VALUES (%s, %s, %s, %s, %s, %s) "
             "RETURNING local",
-            (line, kind, prio, json.dumps(content, sort_keys=True, ensure_ascii=False), idem, accepted_at),
+            (line, kind, prio, text or json.dumps(content, sort_keys=True, ensure_ascii=False), idem, accepted_at),
         )
         row = cur.fetchone()
         assert row is not None

@@ -791,7 +791,15 @@ class Ledger:
     # earlier batch and signed in this one (the outbox backs up under load) is marked in one
     # ``executemany`` when the batch commits (``_signed_later``), read back as signed meanwhile.
     def accept(
-        self, line: str, kind: str, prio: str, content: dict[str, Any], idem: str | None, accepted_at: int
+        self,
+        line: str,
+        kind: str,
+        prio: str,
+        content: dict[str, Any],
+        idem: str | None,
+        accepted_at: int,
+        *,
+        text: str | None = None,
     ) -> OutboxItem:
         """Make a message durable before it is signed. An idempotency key already used returns the
         first acceptance unchanged, so a retried API call never sends twice. The content is kept as
@@ -800,7 +808,7 @@ class Ledger:
             existing = self.outbox_by_idem(line, idem)
             if existing is not None:
                 return existing
-        text = json.dumps(content, sort_keys=True, ensure_ascii=False)
+        text = text or json.dumps(content, sort_keys=True, ensure_ascii=False)
         with self.batch():
             if self._next_local is None:  # once per batch: the batch holds the store's write lock
                 row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
