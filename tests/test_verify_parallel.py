@@ -174,3 +174,55 @@ def test_cli_verify_over_a_large_line_uses_workers_and_agrees(
             assert verify.workers_for(held) == 0  # the real threshold: a line this small stays in process
     finally:
         ledger.close()
+
+
+@pytest.mark.slow  # worker processes
+def test_people_and_a_forged_signature_deep_in_a_chain_alike_with_and_without_workers(tmp_path: Path) -> None:
+    """The workers hand the gate each envelope as they opened it, its decoded content included:
+    the person signatures (one valid, one under a key the roster does not hold) and the first
+    failing entry, a forged signature many runs deep in each chain, are reported exactly as when
+    the gate opens every envelope itself."""
+    from tests.test_keys import root_of, roots
+    from tests.test_keys_people import ack, person, publish
+
+    sp = SessionPair(tmp_path / "pair", paths=1)
+    sp.run()
+    orlov, key = person("Dezhurny Orlov", root_of(sp.dir_b))
+    publish(sp, [orlov])
+    for i in range(40):
+        sp.send("a", f"EUCOM {i}")
+        sp.send("b", f"NDMC {i}")
+        if i % 6 == 0:
+            sp.run()
+        if i == 20:
+            ack(sp, orlov, key)
+            ack(sp, orlov, person("Dezhurny Orlov", None)[1])  # a key the roster does not pin
+    sp.run()
+    line, keys, fp_a, fp_b = sp.line, roots(sp), sp.a.us, sp.b.us
+    sp.close()
+
+    def report(store: Path, workers: int) -> dict[str, Any]:
+        ledger = Ledger(store)
+        try:
+            with ledger.stored_line(line, "EUCOM") as held:
+                r = verify_line(held, keys, workers=workers)
+        finally:
+            ledger.close()
+        return {**summary(r), "people": r.people, "people_invalid": r.people_invalid, "flagged": r.flagged}
+
+    intact = [report(sp.dir_a.path / "ledger.sqlite", w) for w in (0, 2)]
+    assert intact[0] == intact[1] and intact[0]["problems"] == []
+    assert intact[0]["people_invalid"] == 1 and intact[0]["people"][0].startswith("person signatures of NDMC: 1 valid")
+
+    def forge(db: sqlite3.Connection) -> None:
+        for sender, seq in ((fp_b, 33), (fp_a, 38)):
+            _edit_raw(db, sender, seq, lambda raw: raw[:-1] + bytes([raw[-1] ^ 1]))
+
+    store = tampered((sp.dir_a.path, line, keys, fp_b), tmp_path, forge)
+    serial, parallel = (report(store, w) for w in (0, 2))
+    assert serial == parallel
+    # NDMC's forgery comes first in causal order; EUCOM's chain stops, unreported, at the first
+    # envelope that had seen past it (that break is the problem, reported there).
+    assert [p.split(": ", 1)[0] for p in serial["problems"]] == [f"line {line[:8]}, NDMC chain, entry 33"]
+    assert "signature does not verify" in serial["problems"][0]
+    assert serial["chains"][fp_b] == 32 and 0 < serial["chains"][fp_a] < 38

@@ -16,18 +16,21 @@ still runs in the gate, in this process, in causal order, on the very envelopes 
 
 from __future__ import annotations
 
+import marshal
 import os
 import pickle
+import struct
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from itertools import islice
-from typing import TYPE_CHECKING, NamedTuple
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redline import canonical, identity, merkle
-from redline.envelope import Envelope, Header, open_envelope, peek_seen_seq, split
+from redline.envelope import Envelope, Header, KeyLookup, open_envelope, peek_seen_seq, split
 from redline.errors import (
     CertificateError,
     CheckpointChainError,
@@ -117,10 +120,11 @@ class _Replay:
         self.ids: dict[str, bytearray] = {fp: bytearray() for fp in stations}
         self.logs: dict[str, merkle.MerkleLog] = {fp: merkle.MerkleLog() for fp in stations}
 
-    def add(self, station: str, envelope_id: str) -> None:
+    def add(self, station: str, envelope_id: str, leaf: bytes | None = None) -> None:
+        """``leaf``: the Merkle leaf hash of this id, when a worker process computed it already."""
         raw = bytes.fromhex(envelope_id)
         self.ids[station] += raw
-        self.logs[station].append(merkle.leaf_hash(raw))
+        self.logs[station].append(merkle.leaf_hash(raw) if leaf is None else leaf)
 
     def size(self, station: str) -> int:
         return len(self.ids[station]) // 32
@@ -217,9 +221,14 @@ def _verified_keys(data: LineSource, roots: dict[str, bytes], report: LineReport
 
 
 class _Next(NamedTuple):
-    row: StoredRow
+    """One stored row as the replay takes it."""
+
+    seq: Any  # the seq column as stored (compared with the signed seq, never trusted)
+    id: Any  # the id column as stored (likewise)
     seen: int  # the seen seq its header claims (0 if unreadable): the replay's causal order
-    opened: Envelope | None  # opened by a worker; None: the gate opens it (and names what is wrong)
+    opened: Envelope | None  # opened by a worker; None: the gate opens ``raw`` (and names what is wrong)
+    raw: bytes | None  # the stored bytes, when the gate is to open them (None: a worker opened them)
+    leaf: bytes | None  # the Merkle leaf hash of the opened envelope's id, computed by the worker
 
 
 PARALLEL_FROM = 20_000  # envelopes in a line: below this, starting worker processes costs more than it saves
@@ -236,17 +245,23 @@ def workers_for(data: LineSource) -> int:
 class _Serial:
     """Opens nothing ahead: the gate does it all, in this process."""
 
-    def chain(self, data: LineSource, station: str) -> Iterator[Iterator[_Next]]:
+    def chain(self, data: LineSource, station: str) -> Iterator[list[_Next]]:
         rows = data.chain(station)
         while batch := list(islice(rows, BATCH)):
-            yield (_Next(row, peek_seen_seq(row.raw), None) for row in batch)
+            yield [_Next(row.seq, row.id, peek_seen_seq(row.raw), None, row.raw, None) for row in batch]
+
+
+# A worker's answer to a task: the task's number and whether the rows follow (marshalled) or the
+# exception that stopped it (pickled), then that payload; one message, bytes, not a pickled object.
+_ANSWER = struct.Struct(">QB")
+_ROWS, _RAISED = 0, 1
 
 
 class _Workers:
     """Worker processes that read and open the chains' rows ahead of the replay. This process
     sends each task down one worker's pipe; one thread per worker takes its answers off the pipe
     as they come (the read itself runs without the interpreter lock), so a worker never waits for
-    the replay to want its answer before it starts on the next task; the replay unpickles an answer
+    the replay to want its answer before it starts on the next task; the replay decodes an answer
     when it needs it."""
 
     def __init__(self, n: int, keys: dict[str, dict[str, bytes]]) -> None:
@@ -258,7 +273,7 @@ class _Workers:
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._arrived = threading.Condition()
-        self._answers: dict[int, bytes] = {}  # task -> its pickled answer, taken off the pipe
+        self._answers: dict[int, bytes] = {}  # task -> its answer, taken off the pipe
         self._lost: BaseException | None = None
         for _ in range(n):
             parent, child = ctx.Pipe()
@@ -274,8 +289,8 @@ class _Workers:
     def _take(self, conn: multiprocessing.connection.Connection) -> None:
         try:
             while True:
-                task = conn.recv()
                 answer = conn.recv_bytes()
+                (task, _) = _ANSWER.unpack_from(answer)
                 with self._arrived:
                     self._answers[task] = answer
                     self._arrived.notify_all()
@@ -292,7 +307,7 @@ class _Workers:
         self._queued[w] += 1
         return task, w
 
-    def _result(self, task: int, w: int) -> list[_Opened]:
+    def _result(self, task: int, w: int) -> list[_Next]:
         with self._arrived:
             while task not in self._answers:
                 if self._lost is not None and not self._procs[w].is_alive():
@@ -300,13 +315,15 @@ class _Workers:
                 self._arrived.wait(1.0)
             answer = self._answers.pop(task)
         self._queued[w] -= 1
-        rows = pickle.loads(answer)
-        if isinstance(rows, BaseException):
-            raise rows
-        opened: list[_Opened] = rows
-        return opened
+        (_, what) = _ANSWER.unpack_from(answer)
+        payload = memoryview(answer)[_ANSWER.size :]
+        if what == _RAISED:
+            raised = pickle.loads(payload)
+            assert isinstance(raised, BaseException)
+            raise raised
+        return _received(marshal.loads(payload))
 
-    def chain(self, data: LineSource, station: str) -> Iterator[Iterator[_Next]]:
+    def chain(self, data: LineSource, station: str) -> Iterator[list[_Next]]:
         parts = data.chain_parts(station, BATCH)
         ahead: deque[tuple[int, int]] = deque()
         while True:
@@ -314,7 +331,7 @@ class _Workers:
                 ahead.append(self._submit(part))
             if not ahead:
                 return
-            yield (_opened(*got) for got in self._result(*ahead.popleft()))
+            yield self._result(*ahead.popleft())
 
     def close(self) -> None:
         for conn in self._conns:
@@ -329,22 +346,44 @@ class _Workers:
             conn.close()
 
 
-# What a worker answers per row, as plain tuples (a pickled dataclass costs twice as much to send):
-# the row (seq, id, raw), and the opened header's field values with the envelope id, or None.
-_Opened = tuple[int, str, bytes, "tuple[tuple[object, ...], str] | None"]
+# What a worker answers per row, as plain values (marshal: several times cheaper than pickling
+# objects, and both ends are the same interpreter): for a row ``open_envelope`` refused, the row
+# (seq, id, raw), for the gate to open again; for the others the row's seq and id, the opened
+# envelope's header and other fields (``Envelope.parsed`` included, so nobody decodes the body
+# again) and the Merkle leaf hash of its id. No raw bytes travel back but those the gate needs.
 _HEADER_FIELDS = tuple(f.name for f in fields(Header))
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope) if f.name != "header")
+_header_values = attrgetter(*_HEADER_FIELDS)
+_envelope_values = attrgetter(*_ENVELOPE_FIELDS)
 
 
-def _opened(seq: int, stored_id: str, raw: bytes, got: tuple[tuple[object, ...], str] | None) -> _Next:
-    row = StoredRow(seq, stored_id, raw)
-    if got is None:  # refused by open_envelope: the gate opens it again and says why
-        return _Next(row, peek_seen_seq(raw), None)
-    values, eid = got
-    # The header the worker built and validated, rebuilt here the way unpickling it would be.
-    header = object.__new__(Header)
-    header.__dict__.update(zip(_HEADER_FIELDS, values, strict=True))
-    parts = split(raw)
-    return _Next(row, header.seen_seq, Envelope(header, parts.header_bytes, parts.body_bytes, parts.sig, eid))
+def _answer_row(row: StoredRow, key: KeyLookup) -> tuple[Any, ...]:
+    """What a worker answers for one row (see above)."""
+    try:
+        env = open_envelope(split(row.raw), key)
+    except VerificationError:
+        return (row.seq, row.id, row.raw)
+    leaf = merkle.leaf_hash(bytes.fromhex(env.id))
+    return (row.seq, row.id, _header_values(env.header), _envelope_values(env), leaf)
+
+
+def _received(rows: list[tuple[Any, ...]]) -> list[_Next]:
+    """A worker's answer back into rows for the replay: each opened envelope rebuilt as unpickling
+    it would (the worker built and validated it; nothing here is parsed again)."""
+    out: list[_Next] = []
+    new = object.__new__
+    for row in rows:
+        if len(row) == 3:  # refused by open_envelope: the gate opens it again and says why
+            seq, stored_id, raw = row
+            out.append(_Next(seq, stored_id, peek_seen_seq(raw), None, raw, None))
+            continue
+        seq, stored_id, header_values, envelope_values, leaf = row
+        header = new(Header)
+        header.__dict__.update(zip(_HEADER_FIELDS, header_values, strict=True))
+        env = new(Envelope)
+        env.__dict__.update(zip(_ENVELOPE_FIELDS, envelope_values, strict=True), header=header)
+        out.append(_Next(seq, stored_id, header.seen_seq, env, None, leaf))
+    return out
 
 
 @contextmanager
@@ -362,29 +401,27 @@ def _openers(gate: TrustedLine, data: LineSource, workers: int) -> Iterator[_Ser
 class _ChainReader:
     """One chain's rows, each with its claimed seen seq (and, with workers, opened), in order."""
 
-    def __init__(self, batches: Iterator[Iterator[_Next]]) -> None:
+    def __init__(self, batches: Iterator[list[_Next]]) -> None:
         self._batches = batches
-        self._batch: Iterator[_Next] = iter(())
-        self._current: _Next | None = None
+        self._batch: list[_Next] = []
+        self._at = 0
 
     def peek(self) -> _Next | None:
-        while self._current is None:
-            self._current = next(self._batch, None)
-            if self._current is None:
-                batch = next(self._batches, None)
-                if batch is None:
-                    return None
-                self._batch = batch
-        return self._current
+        while self._at >= len(self._batch):
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            self._batch, self._at = batch, 0
+        return self._batch[self._at]
 
     def pop(self) -> None:
-        self._current = None
+        self._at += 1
 
 
 def _worker(conn: multiprocessing.connection.Connection, keys: dict[str, dict[str, bytes]]) -> None:
     """A worker process: read each part's rows and ``open_envelope`` them under the gate's keys;
-    answer the header and id of those that open, None for the others (the gate opens those again
-    and names the rule broken)."""
+    answer what the replay needs of those that open, the rows themselves for the others (the gate
+    opens those again and names the rule broken)."""
 
     def key(station: str, key_id: str) -> bytes:
         try:
@@ -395,21 +432,10 @@ def _worker(conn: multiprocessing.connection.Connection, keys: dict[str, dict[st
     while (task := conn.recv()) is not None:
         number, part = task
         try:
-            out: list[_Opened] = []
-            for row in part.rows():
-                try:
-                    env = open_envelope(split(row.raw), key)
-                except VerificationError:
-                    out.append((row.seq, row.id, row.raw, None))
-                    continue
-                values = tuple(getattr(env.header, name) for name in _HEADER_FIELDS)
-                out.append((row.seq, row.id, row.raw, (values, env.id)))
+            answer = _ANSWER.pack(number, _ROWS) + marshal.dumps([_answer_row(row, key) for row in part.rows()])
         except Exception as exc:  # a store that cannot be read: the replay raises it, as it would itself
-            conn.send(number)
-            conn.send_bytes(pickle.dumps(exc))
-            continue
-        conn.send(number)
-        conn.send_bytes(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
+            answer = _ANSWER.pack(number, _RAISED) + pickle.dumps(exc)
+        conn.send_bytes(answer)
 
 
 def _replay_chains(
@@ -421,16 +447,16 @@ def _replay_chains(
     anyway and the gate names what is wrong with it, unless the other chain already broke before
     what it had seen (then that break is the problem, reported there)."""
     a, b = sorted(chains)  # two: verify_line checked
-    pos = {a: 0, b: 0}
+    pos = {a: 0, b: 0}  # envelopes accepted per chain (what the replay holds)
     stopped: set[str] = set()
     while True:
         next_a = None if a in stopped else chains[a].peek()
         next_b = None if b in stopped else chains[b].peek()
         # The first chain (in station order) whose next envelope saw only what is in goes first;
         # if neither may, the first that has any goes in anyway and the gate says what is wrong.
-        if next_a is not None and next_a.seen <= replay.size(b):
+        if next_a is not None and next_a.seen <= pos[b]:
             fp, nxt = a, next_a
-        elif next_b is not None and next_b.seen <= replay.size(a):
+        elif next_b is not None and next_b.seen <= pos[a]:
             fp, nxt = b, next_b
         elif next_a is not None or next_b is not None:
             fp, nxt = (a, next_a) if next_a is not None else (b, next_b)  # type: ignore[assignment]
@@ -440,25 +466,27 @@ def _replay_chains(
         else:
             break
         expect = pos[fp] + 1
-        problem = _accept_row(gate, fp, nxt.row, expect, nxt.opened)
+        problem = _accept_row(gate, fp, nxt, expect)
         if problem is not None:
             report.problems.append(Problem(f"{_name(data, fp)} chain, entry {expect}", problem))
             stopped.add(fp)
             continue
         chains[fp].pop()
-        replay.add(fp, nxt.row.id)
+        replay.add(fp, nxt.id, nxt.leaf)
         pos[fp] = expect
     report.chain_sizes[a], report.chain_sizes[b] = pos[a], pos[b]
 
 
-def _accept_row(gate: TrustedLine, fp: str, row: StoredRow, expect: int, opened: Envelope | None = None) -> str | None:
+def _accept_row(gate: TrustedLine, fp: str, row: _Next, expect: int) -> str | None:
     """One stored row through the gate; a problem in words, or None. Index columns that disagree
     with the signed bytes are storage damage, told apart from what the gate refuses."""
     try:
-        env = gate.accept_envelope(row.raw, sender=fp, redacted_ok=True, verified=opened)
+        # raw is None only for an envelope a worker opened, which the gate then does not read
+        env = gate.accept_envelope(row.raw or b"", sender=fp, redacted_ok=True, verified=row.opened)
     except SeqOrderError as exc:
         try:
-            signed_seq = canonical.decode_object(split(row.raw).header_bytes, "envelope header")["seq"]
+            header_bytes = row.opened.header_bytes if row.opened is not None else split(row.raw or b"").header_bytes
+            signed_seq = canonical.decode_object(header_bytes, "envelope header")["seq"]
         except (VerificationError, KeyError):
             return f"{exc}"
         if row.seq != expect and signed_seq == row.seq:
