@@ -3,10 +3,11 @@
 Making a dataclass compiles its ``__init__``, ``__repr__``, ``__eq__`` (and, frozen, ``__hash__``,
 ``__setattr__`` and ``__delattr__``) from source: about 0.4 ms a class on this machine. A module of
 thirty such types costs a short command (``redline log`` reads two or three kinds of content) a
-tenth of its run. A class so decorated stays the plain class as written until its first instance
-or the first look at its fields (``dataclasses.fields``, ``is_dataclass``, ``__dataclass_fields__``),
-and is then made exactly what ``@dataclass(...)`` with the same arguments makes, once, whatever
-thread gets there first. Type checkers see a dataclass (``dataclass_transform``).
+tenth of its run. A class so decorated stays the plain class as written until it is first used:
+its first instance, made or unpickled (as in a spawned worker), or the first look at its fields
+(``dataclasses.fields``, ``is_dataclass``, ``__dataclass_fields__``). It is then made exactly what
+``@dataclass(...)`` with the same arguments makes, once, whatever thread gets there first. Type
+checkers see a dataclass (``dataclass_transform``).
 
 Not for ``slots=True`` (dataclass then makes a new class, which names bound at import cannot follow).
 Before it is built, a class's ``__doc__`` is its own (``dataclass`` writes the signature into an
@@ -36,8 +37,8 @@ def build(cls: type) -> None:
         for c in reversed(cls.__mro__):
             kwargs = _UNBUILT.get(c)
             if kwargs is not None:
-                delattr(c, "__init__")  # the stand-ins: dataclass() leaves a class's own methods alone
-                delattr(c, "__dataclass_fields__")
+                for stand_in in _STAND_INS:  # dataclass() leaves a class's own methods alone
+                    delattr(c, stand_in)
                 dataclasses.dataclass(c, **kwargs)
                 del _UNBUILT[c]
 
@@ -55,6 +56,31 @@ def _init_on_first_use(self: Any, *args: Any, **kwargs: Any) -> None:
     type(self).__init__(self, *args, **kwargs)
 
 
+def _setstate_on_first_use(self: Any, state: Any) -> None:
+    """An instance made without ``__init__`` (unpickled, as in a spawned worker) builds its class
+    too, then takes its state as pickle does for a class without ``__setstate__``."""
+    build(type(self))
+    own = getattr(type(self), "__setstate__", None)
+    if own is not None:
+        own(self, state)
+        return
+    slots = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slots = state
+    if state:
+        self.__dict__.update(state)
+    for name, value in (slots or {}).items():
+        object.__setattr__(self, name, value)
+
+
+# What a class holds until it is built; each use that needs the dataclass goes through one of them.
+_STAND_INS: dict[str, Any] = {
+    "__init__": _init_on_first_use,
+    "__setstate__": _setstate_on_first_use,
+    "__dataclass_fields__": _FieldsOnFirstUse(),
+}
+
+
 @dataclass_transform()
 def dataclass_on_first_use(
     *, init: bool = True, repr: bool = True, eq: bool = True, order: bool = False, unsafe_hash: bool = False,
@@ -65,12 +91,13 @@ def dataclass_on_first_use(
               "match_args": match_args, "kw_only": kw_only}  # fmt: skip
 
     def wait(cls: type[_T]) -> type[_T]:
-        if "__init__" in cls.__dict__ or "__dataclass_fields__" in cls.__dict__:
-            raise TypeError(f"{cls.__name__}: a class built on first use defines no __init__ of its own")
+        own = sorted(set(_STAND_INS) & set(cls.__dict__))
+        if own:
+            raise TypeError(f"{cls.__name__}: a class built on first use defines no {', '.join(own)} of its own")
         with _BUILDING:
             _UNBUILT[cls] = kwargs
-            setattr(cls, "__init__", _init_on_first_use)  # noqa: B010 (mypy refuses assigning a method)
-            setattr(cls, "__dataclass_fields__", _FieldsOnFirstUse())  # noqa: B010
+            for name, stand_in in _STAND_INS.items():
+                setattr(cls, name, stand_in)
         return cls
 
     return wait

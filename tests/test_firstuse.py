@@ -4,6 +4,9 @@ makes with the same arguments; the content types of ``redline.kinds`` are such c
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +84,28 @@ def test_threads_racing_to_the_first_instance_build_it_once(monkeypatch: pytest.
     for t in threads:
         t.join()
     assert built == [lazy] and sorted(m.a for m in made) == list(range(8))
+
+
+def test_an_instance_unpickled_where_its_class_is_unbuilt_is_the_dataclass_instance() -> None:
+    # as in a spawned worker: the first instance of the class there comes out of pickle, not __init__
+    ref = kinds.Ref(sender="a" * 64, seq=1, id="b" * 64)
+    ack = kinds.Ack(ref=ref, person=kinds.PersonSig(name="Anna", role="duty", key="c" * 64, sig="d" * 128))
+    code = (
+        "import dataclasses, pickle, sys\n"
+        "from redline import firstuse, kinds\n"
+        "assert kinds.Ack in firstuse.unbuilt() and kinds.Ref in firstuse.unbuilt()\n"
+        "ack = pickle.loads(sys.stdin.buffer.read())\n"
+        "assert not {kinds.Ack, kinds.Ref, kinds.PersonSig} & firstuse.unbuilt()\n"
+        "assert ack == kinds.Ack(ref=kinds.Ref(sender='a' * 64, seq=1, id='b' * 64), person=ack.person)\n"
+        "assert hash(ack.ref) == hash(kinds.Ref(sender='a' * 64, seq=1, id='b' * 64))\n"
+        "try:\n"
+        "    ack.ref.seq = 2\n"
+        "except dataclasses.FrozenInstanceError:\n"
+        "    print(repr(ack))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(ack), capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().strip() == repr(ack)
 
 
 def test_a_class_with_its_own_init_is_refused() -> None:
