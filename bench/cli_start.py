@@ -5,7 +5,9 @@ measured in the same run, and the same commands of the baseline revision (``benc
 Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``status`` and
 ``send`` talk to a running station over its control socket and ``log`` reads a real store beside
 it (read-only). Each command runs ``n`` times after one warm-up run (the page cache holds the
-files then); the median and the 90th percentile of the wall time are reported. The baseline's
+files then); the median and the 90th percentile of the wall time are reported. A command's runs
+from both trees and ``python -c pass`` are taken in turn (``timed_together``), so a load from other
+processes that comes and goes weighs on each alike (both ``log`` runs see the same transcript too). The baseline's
 ``log`` reads the same running store (a copy taken back to schema 1 when the old code knows only that),
 in a copy of the station's folder whose config.json leaves out the limits the old code does not know
 and whose control socket is the running station's (so both ``log`` runs read beside a running station).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -50,19 +53,24 @@ def installed(tree: Path) -> None:
                    capture_output=True)  # fmt: skip
 
 
-def timed(
-    argv: list[str], n: int, *, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> tuple[float, float, int]:
-    """(median s, p90 s, exit status of the last run) of ``n`` runs after one warm-up."""
-    samples: list[float] = []
-    code = 0
+Run = tuple[list[str], Path | None, dict[str, str] | None]  # argv, working folder, environment
+
+
+def timed_together(runs: dict[str, Run], n: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """The wall times (s) of ``n`` runs of each command after one warm-up, and each one's exit
+    status. The runs are taken in turn (one of each, then again), so a load that comes and goes on
+    the machine (other processes) weighs on each command alike: their ratios hold when the absolute
+    times do not."""
+    samples: dict[str, list[float]] = {k: [] for k in runs}
+    codes = dict.fromkeys(runs, 0)
     for i in range(n + 1):
-        began = time.perf_counter()
-        out = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=120)
-        if i:
-            samples.append(time.perf_counter() - began)
-        code = out.returncode
-    return statistics.median(samples), percentile(samples, 0.9), code
+        for key, (argv, cwd, env) in runs.items():
+            began = time.perf_counter()
+            out = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=120)
+            if i:
+                samples[key].append(time.perf_counter() - began)
+            codes[key] = out.returncode
+    return samples, codes
 
 
 def schema_1_copy(store: Path, dest: Path) -> None:
@@ -107,40 +115,46 @@ async def run(root: Path, n: int, rev: str | None) -> Figures:
     try:
         for _ in range(5):  # a little of a transcript for log to show
             await a.call({"op": "send", "line": line, "text": "hello"})
-        f["python_pass_s"], f["python_pass_p90_s"], _ = timed([sys.executable, "-c", "pass"], n)
-        installed(HERE)
-        redline = [sys.executable, "-m", "redline"]  # this tree's own package, from its folder
-        for name, argv in argvs(redline, a.home, line, a.home).items():
-            f[f"{name}_s"], f[f"{name}_p90_s"], code = timed(argv, n, cwd=HERE, env=base.env(HERE))
-            f[f"{name}_exit"] = float(code)
-        if rev:
-            f.update(await asyncio.to_thread(before, rev, root, a, line, n))
+        with contextlib.ExitStack() as stack:
+            installed(HERE)
+            redline = [sys.executable, "-m", "redline"]  # the tree's own package, from its folder
+            trees = {"": (HERE, argvs(redline, a.home, line, a.home))}
+            if rev:
+                old = stack.enter_context(base.tree(rev))
+                trees["before_"] = (old, argvs(redline, a.home, line, before_home(old, root, a)))
+                installed(old)
+            passes: list[float] = []
+            for name in COMMANDS:  # the command of each tree in turn, and the interpreter alone
+                runs: dict[str, Run] = {"pass": ([sys.executable, "-c", "pass"], None, None)}
+                runs.update({prefix: (cmds[name], tree, base.env(tree)) for prefix, (tree, cmds) in trees.items()})
+                samples, codes = await asyncio.to_thread(timed_together, runs, n)
+                passes += samples.pop("pass")
+                for prefix, times in samples.items():
+                    f[f"{prefix}{name}_s"] = statistics.median(times)
+                    f[f"{prefix}{name}_p90_s"] = percentile(times, 0.9)
+                    f[f"{prefix}{name}_exit"] = float(codes[prefix])
+            f["python_pass_s"], f["python_pass_p90_s"] = statistics.median(passes), percentile(passes, 0.9)
     finally:
         a.stop()
         b.stop()
     return f
 
 
-def before(rev: str, root: Path, a: StationProc, line: str, n: int) -> Figures:
-    f: Figures = {}
-    with base.tree(rev) as old:
-        model = old / "redline" / "ledger" / "model.py"
-        log_home = root / "eucom-before"
-        shutil.copytree(a.home, log_home, ignore=shutil.ignore_patterns("ledger.sqlite*", "control.sock", "*.log"))
-        old_config(old, log_home / "config.json")
-        if not model.exists() or "SCHEMA_VERSION = 1" in model.read_text():  # the old code refuses schema 2
-            schema_1_copy(a.home / "ledger.sqlite", log_home / "ledger.sqlite")
-        else:  # the running station's store itself, as 'now' reads it (its WAL beside the real file)
-            (log_home / "ledger.sqlite").symlink_to(a.home / "ledger.sqlite")
-        # The station answers there too, as beside 'now': a reader of a running station's store leaves
-        # the raw check of its files to the station (without this, 'before' checked them: +100 ms).
-        (log_home / "control.sock").symlink_to(a.home / "control.sock")
-        installed(old)
-        redline = [sys.executable, "-m", "redline"]  # the old tree's own package, from its folder
-        for name, argv in argvs(redline, a.home, line, log_home).items():
-            f[f"before_{name}_s"], f[f"before_{name}_p90_s"], code = timed(argv, n, cwd=old, env=base.env(old))
-            f[f"before_{name}_exit"] = float(code)
-    return f
+def before_home(old: Path, root: Path, a: StationProc) -> Path:
+    """The folder the baseline's ``log`` reads: a copy of ``a``'s whose store is ``a``'s running one
+    (or a copy of it at schema 1 when the old code knows only that)."""
+    model = old / "redline" / "ledger" / "model.py"
+    log_home = root / "eucom-before"
+    shutil.copytree(a.home, log_home, ignore=shutil.ignore_patterns("ledger.sqlite*", "control.sock", "*.log"))
+    old_config(old, log_home / "config.json")
+    if not model.exists() or "SCHEMA_VERSION = 1" in model.read_text():  # the old code refuses schema 2
+        schema_1_copy(a.home / "ledger.sqlite", log_home / "ledger.sqlite")
+    else:  # the running station's store itself, as 'now' reads it (its WAL beside the real file)
+        (log_home / "ledger.sqlite").symlink_to(a.home / "ledger.sqlite")
+    # The station answers there too, as beside 'now': a reader of a running station's store leaves
+    # the raw check of its files to the station (without this, 'before' checked them: +100 ms).
+    (log_home / "control.sock").symlink_to(a.home / "control.sock")
+    return log_home
 
 
 def measure(folder: Path | None = None, *, quick: bool = False, rev: str | None = base.BASELINE) -> Figures:
