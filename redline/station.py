@@ -338,29 +338,39 @@ class Station:
             conn.close()
 
     async def _perform(self, session: LineSession, actions: list[Action]) -> None:
-        """Write every frame of a burst before yielding, so frames keep the order the link chose."""
+        """Write every frame of a burst before yielding, so frames keep the order the link chose:
+        each path's frames as one write (``write_frames``), before a Close of that path."""
         touched: dict[str, transport.Connection] = {}
+        burst: dict[str, list[bytes]] = {}
         for act in actions:
             conn = self._conns.get((session.line, act.path))
             if conn is None or conn.closed:
                 continue
             if isinstance(act, Send):
-                try:
-                    conn.write(act.data[4:])  # transport adds its own length prefix
-                    key = (session.line, act.path, "sent")
-                    self.wire_bytes[key] = self.wire_bytes.get(key, 0) + len(act.data)
-                    touched[act.path] = conn
-                except RedlineError:
-                    conn.abort()
+                burst.setdefault(act.path, []).append(act.data[4:])  # transport adds its own length prefix
+                key = (session.line, act.path, "sent")
+                self.wire_bytes[key] = self.wire_bytes.get(key, 0) + len(act.data)
+                touched[act.path] = conn
             elif isinstance(act, Close):
+                self._write_burst(conn, burst.pop(act.path, []))
                 log.warning("closing path %s of line %s: %s", act.path, session.line[:8], act.reason,
                             extra={"line": session.line, "event": "path_closing"})  # fmt: skip
                 conn.close()  # lets a final ERROR frame go out; a silent (black-holed) peer never
                 asyncio.get_running_loop().call_later(1.0, conn.abort)  # answers the TLS close
+        for path, payloads in burst.items():
+            self._write_burst(touched[path], payloads)
         for conn in touched.values():
             try:
                 await conn.drain()
             except RedlineError:
+                conn.abort()
+
+    @staticmethod
+    def _write_burst(conn: transport.Connection, payloads: list[bytes]) -> None:
+        if payloads:
+            try:
+                conn.write_frames(payloads)
+            except RedlineError:  # a frame over the limit, or the connection closed meanwhile
                 conn.abort()
 
     def _schedule_flush(self) -> None:

@@ -253,14 +253,21 @@ class Connection:
     def write(self, payload: bytes) -> None:
         """Queue one frame without waiting: frames written in one burst keep their order even when
         several tasks write to this connection. Call ``drain`` after the burst."""
-        if len(payload) > self._limits.max_frame_bytes:
-            raise LocalProtocolError(
-                f"refusing to send a frame of {len(payload)} bytes to {self.peer}: over the "
-                f"{self._limits.max_frame_bytes}-byte limit (max_frame_bytes)"
-            )
+        self.write_frames((payload,))
+
+    def write_frames(self, payloads: Sequence[bytes]) -> None:
+        """Queue several frames, in order, as one write: a burst of envelopes goes out in as few
+        TLS records and ``send`` calls as fit, instead of one of each per frame. Nothing is queued
+        if any of them is refused."""
+        for payload in payloads:
+            if len(payload) > self._limits.max_frame_bytes:
+                raise LocalProtocolError(
+                    f"refusing to send a frame of {len(payload)} bytes to {self.peer}: over the "
+                    f"{self._limits.max_frame_bytes}-byte limit (max_frame_bytes)"
+                )
         if self.closed:
             raise ConnectionClosedError(f"cannot send to {self.peer}: the connection is closed")
-        self._writer.write(_HEADER.pack(len(payload)) + payload)
+        self._writer.write(b"".join(part for payload in payloads for part in (_HEADER.pack(len(payload)), payload)))
 
     async def drain(self) -> None:
         """Wait until the transport has taken what was written (back-pressure)."""
