@@ -6,14 +6,17 @@ stations (100 by default), each paired with it (``redline.testing.pair_directly`
 pairing ceremony stores), run as real ``Station`` objects in this process's event loop and dial
 both of the hub's addresses: N lines, 2N TLS connections, a heartbeat each second on every path
 in each direction, nothing else (no traffic, no line tests). Once every line is in sync on both
-paths, the hub's CPU (user + kernel, from /proc) is read over ``--seconds`` and given as a share
-of one core, with its resident memory; the memory per line is the hub's RSS with N lines up less
-its RSS before any peer connected (its N sessions loaded, no path up), divided by N, beside the
-whole RSS over N.
+paths, and ``--settle`` seconds later (by default past ``checkpoint_every_seconds``: from then on a
+line that stays idle is in its steady state, its last checkpoint covering everything), the hub's
+CPU (user + kernel, from /proc) is read over ``--seconds`` and given as a share of one core, with
+its resident memory; the memory per line is the hub's RSS with N lines up less its RSS before any
+peer connected (its N sessions loaded, no path up), divided by N, beside the whole RSS over N.
 
-Run alone: ``.venv/bin/python -m bench.idle [--lines N] [--seconds S] [--json FILE] [--profile DIR]``
-(``--profile``: the hub sampled with py-spy over the measured window, CPU only, as ``bench.line_bench``
-does; ``python -m bench.profile_top DIR/idle-hub.txt`` summarises it).
+Run alone: ``.venv/bin/python -m bench.idle [--lines N] [--seconds S] [--settle S] [--json FILE]
+[--profile DIR] [--baseline REV [--rounds N]]`` (``--profile``: the hub sampled with py-spy over the
+measured window, CPU only, as ``bench.line_bench`` does; ``python -m bench.profile_top
+DIR/idle-hub.txt`` summarises it. ``--baseline``: the same measurement of revision REV's station,
+this code's and REV's runs taking turns, ``--rounds`` of each, in one run of this busy machine).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from bench.baseline import describe, run_python, tree
 from bench.common import Figures, Row, table
 from redline.config import Limits
 from redline.home import StationDir
@@ -33,6 +38,7 @@ from redline.testing import free_ports, make_station, pair_directly
 from tests.procs import StationProc
 
 AIM_SHARE = 0.05  # of one core
+SETTLE = Limits().checkpoint_every_seconds + 5.0
 
 
 def _cpu_s(pid: int) -> float:
@@ -47,7 +53,7 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def run(root: Path, n: int, seconds: float, profile: Path | None = None) -> Figures:
+async def run(root: Path, n: int, seconds: float, settle: float, profile: Path | None = None) -> Figures:
     from bench.line_bench import profiled
     from redline.station import Station
 
@@ -78,7 +84,7 @@ async def run(root: Path, n: int, seconds: float, profile: Path | None = None) -
                 raise RuntimeError(f"only {up} of {n} lines in sync on both paths after 120 s")
             await asyncio.sleep(0.5)
         took = time.monotonic() - began
-        await asyncio.sleep(3.0)  # the handshakes' after-effects settle
+        await asyncio.sleep(settle)  # the handshakes' after-effects, and the first checkpoints' timer
         async with profiled(profile, "idle", {"hub": proc}, idle=False):
             cpu0, t0 = _cpu_s(pid), time.monotonic()
             await asyncio.sleep(seconds)
@@ -98,10 +104,49 @@ async def run(root: Path, n: int, seconds: float, profile: Path | None = None) -
 
 
 def measure(
-    folder: Path | None = None, *, lines: int = 100, seconds: float = 20.0, profile: Path | None = None
-) -> Figures:
+    folder: Path | None = None, *, lines: int = 100, seconds: float = 20.0, settle: float = SETTLE,
+    profile: Path | None = None,
+) -> Figures:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="redline-idle-", dir=folder) as tmp:
-        return asyncio.run(run(Path(tmp), lines, seconds, profile))
+        return asyncio.run(run(Path(tmp), lines, seconds, settle, profile))
+
+
+def measure_in(root: Path, *, lines: int, seconds: float, settle: float) -> Figures:
+    """``measure`` (this file's, the same procedure) with the station code of the tree ``root``."""
+    code = (f"import json, runpy; m = runpy.run_path({str(Path(__file__).resolve())!r}); "
+            f"print(json.dumps(m['measure'](lines={lines}, seconds={seconds}, settle={settle})))")  # fmt: skip
+    figures: Figures = run_python(root, code, timeout=600 + settle + seconds)
+    return figures
+
+
+def against(rev: str, rounds: int, *, lines: int, seconds: float, settle: float) -> list[tuple[Figures, Figures]]:
+    """(this code, revision ``rev``) figures, ``rounds`` times, taking turns (which goes first turns
+    too): on a shared machine only what is measured side by side compares."""
+    here = Path(__file__).resolve().parent.parent
+    out = []
+    with tree(rev) as old:
+        for i in range(rounds):
+            order = [here, old] if i % 2 == 0 else [old, here]
+            got = {root: measure_in(root, lines=lines, seconds=seconds, settle=settle) for root in order}
+            out.append((got[here], got[old]))
+    return out
+
+
+def comparison(rev: str, runs: list[tuple[Figures, Figures]]) -> list[Row]:
+    def median(key: str, side: int) -> float:
+        return statistics.median(r[side][key] for r in runs)
+
+    each = ", ".join(f"{100 * now['cpu_share']:.2f} / {100 * old['cpu_share']:.2f}" for now, old in runs)
+    n = int(runs[0][0]["lines"])
+    return [
+        Row(f"idle CPU of one station with {n} lines, this code (median of {len(runs)})",
+            round(100 * median("cpu_share", 0), 2), "%", "aim", 100 * AIM_SHARE,
+            note=f"this / {rev} each round: {each} %"),
+        Row(f"the same, {describe(rev)}"[:110], round(100 * median("cpu_share", 1), 2), "%", "aim", 100 * AIM_SHARE),
+        Row("this code / that revision", round(median("cpu_share", 0) / median("cpu_share", 1), 2), "x"),
+        Row("memory per line, this code / that revision", round(median("mb_per_line_paths", 0) * 1024), "KiB",
+            note=f"{median('mb_per_line_paths', 1) * 1024:,.0f} KiB at {rev}; paths up, over the station without them"),
+    ]  # fmt: skip
 
 
 def rows(f: Figures) -> list[Row]:
@@ -123,10 +168,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--lines", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=SETTLE, help="seconds idle before measuring")
+    parser.add_argument("--baseline", metavar="REV", help="measure revision REV's station too, taking turns")
+    parser.add_argument("--rounds", type=int, default=2, help="with --baseline: runs of each")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--profile", metavar="DIR", type=Path, help="sample the hub with py-spy into DIR")
     args = parser.parse_args(argv)
-    f = measure(lines=args.lines, seconds=args.seconds, profile=args.profile)
+    if args.baseline:
+        runs = against(args.baseline, args.rounds, lines=args.lines, seconds=args.seconds, settle=args.settle)
+        print(table("One station with many lines, idle, against an older revision", comparison(args.baseline, runs)))
+        print(table("The last round, this code", rows(runs[-1][0])))
+        if args.json:
+            args.json.write_text(json.dumps({"this": [r[0] for r in runs], args.baseline: [r[1] for r in runs]}))
+        return
+    f = measure(lines=args.lines, seconds=args.seconds, settle=args.settle, profile=args.profile)
     print(table("One station with many lines, idle", rows(f)))
     if args.json:
         args.json.write_text(json.dumps(f, indent=2))

@@ -300,9 +300,44 @@ class LineSession:
         if (
             self.is_proposer and self.link.synced and self.link.active
             and wall - self._last_checkpoint_wall >= self.limits.checkpoint_every_seconds * 1000
+            and self._uncovered()
         ):  # fmt: skip
             self._checkpoint_due = True
         return out
+
+    def _uncovered(self) -> bool:
+        """A checkpoint proposed now would cover more than the last one: what ``_maybe_propose``
+        compares, read from memory (the link's heads are the stored ones while in sync, and the peer
+        holds no more of ours than we stored). When it would not, the timer leaves the checkpoint
+        alone: otherwise an idle line past ``checkpoint_every_seconds`` opened a transaction at every
+        tick only for ``_maybe_propose`` to decline."""
+        if not self.link.checkpoint_n:
+            return True
+        ours = min(self.link.peer_has_ours, self.link.our_head.seq)
+        return self._checkpointed(self.us) != ours or self._checkpointed(self.peer) != self.link.their_head.seq
+
+    def next_due(self, now: float) -> tuple[float, float]:
+        """When ``tick`` may next have something to do if nothing else happens to the line first:
+        (monotonic s, wall ms). The link's heartbeats and silent paths, the line-down alarm, the
+        proposer's checkpoint catch-up and timer. Input (frames, paths up or down, the operator's
+        confirmation, a commit of the peer's envelopes) can bring them earlier: the station ticks a
+        line after any of it, and otherwise only when this falls due (many idle lines, issue 12)."""
+        mono = self.link.next_due()
+        if not any(p.up for p in self.paths.values()):
+            if self._down_since is None:
+                mono = now
+            elif not self._down_alarmed:
+                mono = min(mono, self._down_since + self.limits.line_down_alarm_seconds)
+        elif self._down_alarmed:
+            mono = now
+        wall = float("inf")
+        every = self.limits.checkpoint_every_seconds * 1000
+        if self.is_proposer and self.link.synced:
+            if self._peer_checkpoint < self.link.checkpoint_n:
+                wall = self._resent_at + every
+            if self.link.active and self._uncovered():
+                wall = min(wall, self._last_checkpoint_wall + every)
+        return mono, wall
 
     @property
     def has_pending(self) -> bool:

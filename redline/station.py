@@ -1,8 +1,9 @@
 """The running station: wires ledger, sessions, transport and the local control socket.
 
 The only place that knows all layers. It owns the clock (monotonic for deadlines, wall for
-claims) and the scheduler: a tick every 100 ms, and a group-commit flush after each burst of
-input. One asyncio thread does everything, so the ledger has exactly one writer.
+claims) and the scheduler: a tick every 100 ms (a line's session only when its heartbeats or
+timers fall due, or after input on it), and a group-commit flush of the lines with input after
+each burst of it. One asyncio thread does everything, so the ledger has exactly one writer.
 
 Who dials whom: the station that accepted an invitation (the joiner) dials every address of the
 inviter, one path per address; the inviter only listens. So each path is one TLS connection.
@@ -72,6 +73,7 @@ log = logging.getLogger("redline.station")
 MAX_ALARM_CHARS = 2000
 MAX_IDEM_CHARS = 200
 TICK = 0.1
+_HEARTBEAT = bytes([FrameType.HEARTBEAT])
 
 
 class Station:
@@ -99,6 +101,11 @@ class Station:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._servers: list[transport.Server] = []
         self._flush_scheduled = False
+        self._flush_all = False  # the scheduled flush covers every line, not only ``_dirty``
+        self._dirty: dict[str, None] = {}  # lines with input since the last flush, in order
+        # Each line's next tick as its session computed it (the session it was for, monotonic s,
+        # wall ms): the ticker skips a line until then, or until input on it drops the entry.
+        self._tick_due: dict[str, tuple[LineSession, float, float]] = {}
         self.ceremony = Ceremony(self)
         self._stopping = asyncio.Event()
         self._receipt_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
@@ -288,6 +295,7 @@ class Station:
             if message.endswith(" closed") and status.reason and not status.reason.startswith("connection closed"):
                 message = status.reason.split("; redialling")[0]  # keep why it closed, not just that it did
             status.up, status.reason = False, f"{message}; redialling in {delay:.1f} s"
+            self._tick_due.pop(line, None)  # a path known down: the line-down alarm's clock may start
 
     async def _inbound(self, listen_addr: str, conn: transport.Connection) -> None:
         session = self._session_for_spki(conn.peer_spki)
@@ -308,6 +316,7 @@ class Station:
         self._conns[(line, path)] = conn
         reason = "connection closed"
         try:
+            self._tick_due.pop(line, None)
             await self._perform(session, session.path_up(path, self.clock.monotonic(), self.wall()))
             while not conn.closed:
                 payload = await conn.recv()
@@ -319,12 +328,18 @@ class Station:
                     continue
                 was_open = session.link.paths.get(path) is PathState.OPEN
                 await self._perform(session, session.receive(path, data, self.clock.monotonic(), self.wall()))
+                if payload[:1] == _HEARTBEAT:
+                    # A heartbeat moves the path's deadlines later and measures the peer's clock:
+                    # nothing to store, nothing due sooner. An error in it closes the path.
+                    self._watch_skew(session)
+                    continue
+                self._tick_due.pop(line, None)
                 while session.new_paths:  # the peer's HELLO named addresses the line did not dial yet
                     self._dial_path(session, session.new_paths.pop(0))
                 if not was_open and session.link.paths.get(path) is PathState.OPEN:
                     await self._audio_resend(session, path)
                 self._wake_receipt_waiters(session)  # the peer's verified receipt is what they wait for
-                self._schedule_flush()
+                self._schedule_flush(session)
         except StorageError as exc:
             self._storage_failed(session, exc)
         except RedlineError as exc:
@@ -334,6 +349,7 @@ class Station:
         finally:
             if self._conns.get((line, path)) is conn:
                 del self._conns[(line, path)]
+                self._tick_due.pop(line, None)
                 await self._perform(session, session.path_down(path, reason, self.wall()))
             conn.close()
 
@@ -373,15 +389,35 @@ class Station:
             except RedlineError:  # a frame over the limit, or the connection closed meanwhile
                 conn.abort()
 
-    def _schedule_flush(self) -> None:
+    def _schedule_flush(self, session: LineSession | None = None) -> None:
+        """Flush ``session``'s line soon (every line: None), with whatever else is asked meanwhile."""
+        if session is None:
+            self._flush_all = True
+        else:
+            self._dirty[session.line] = None
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._flush()))
+            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._flush_scheduled_lines()))
 
-    async def _flush(self) -> None:
-        """Group commit: everything that arrived in this burst shares one fsync."""
+    async def _flush_scheduled_lines(self) -> None:
+        """The lines with input since the last flush (with 100 lines, a heartbeat's burst of input
+        on one no longer flushes the 99 others), or every line after a tick."""
         self._flush_scheduled = False
-        for session in list(self.sessions.values()):
+        dirty, every = self._dirty, self._flush_all
+        self._dirty, self._flush_all = {}, False
+        await self._flush(None if every else dirty)
+        for line in dirty:  # what was stored (by this flush or another) may make a tick due sooner
+            self._tick_due.pop(line, None)
+
+    async def _flush(self, lines: Collection[str] | None = None) -> None:
+        """Group commit: everything that arrived in this burst shares one fsync. ``lines``: only
+        these (by id), else every line."""
+        sessions = list(self.sessions.values()) if lines is None else [
+            self.sessions[line] for line in lines if line in self.sessions
+        ]  # fmt: skip
+        for session in sessions:
+            if session.has_pending:  # the peer's envelopes stored: the checkpoint timer may fall due
+                self._tick_due.pop(session.line, None)
             try:
                 actions = session.flush(self.wall())
             except StorageError as exc:
@@ -396,7 +432,7 @@ class Station:
             self._wake_receipt_waiters(session)
             await self._perform(session, actions)
             if session.has_pending:  # recovery handed over more in this flush: store it now
-                self._schedule_flush()
+                self._schedule_flush(session)
         self._promote_keys()
 
     def _promote_keys(self) -> None:
@@ -480,22 +516,31 @@ class Station:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            await self.tick()
+            await self.tick(every_line=False)
 
-    async def tick(self) -> None:
+    async def tick(self, *, every_line: bool = True) -> None:
+        """Run what fell due on the lines. ``every_line`` False (the 100 ms ticker): a line's session
+        is ticked only once its ``next_due`` comes (or after input on it), so an idle line's
+        heartbeats and deadlines run when due and not ten times a second in between."""
         now, wall = self.clock.monotonic(), self.wall()
         # once per tick, for every line's roster check
         people, removed = persons.load_users(self.home.path), persons.load_removed(self.home.path)
+        roster = persons.roster_content(people, removed)
+        published = parse_roster(roster) if roster["users"] else None
         for session in list(self.sessions.values()):
+            due = None if every_line else self._tick_due.get(session.line)
+            # a margin for rounding: the session compares differences, the due times are sums
+            if due is None or due[0] is not session or now >= due[1] - 0.001 or wall >= due[2] - 1:
+                try:
+                    actions = session.tick(now, wall)
+                except StorageError as exc:  # a store that cannot be read (a database failing over)
+                    self._storage_failed(session, exc)
+                    continue
+                await self._perform(session, actions)
+                self._watch_skew(session)
+                self._tick_due[session.line] = (session, *session.next_due(self.clock.monotonic()))
             try:
-                actions = session.tick(now, wall)
-            except StorageError as exc:  # a store that cannot be read (a database failing over)
-                self._storage_failed(session, exc)
-                continue
-            await self._perform(session, actions)
-            self._watch_skew(session)
-            try:
-                self._ops_due(session, wall, people, removed)
+                self._ops_due(session, wall, (roster, published))
             except StorageError as exc:
                 self._storage_failed(session, exc)
         self._schedule_flush()
@@ -629,9 +674,8 @@ class Station:
         return out
 
     def _ops_due(
-        self, session: LineSession, wall: int, people: list[persons.Person] | None = None,
-        removed: list[SignedCert] | None = None,
-    ) -> None:  # fmt: skip
+        self, session: LineSession, wall: int, roster: tuple[dict[str, Any], dict[str, persons.Person] | None]
+    ) -> None:
         """Record every time-dependent decision that is due (test results, escalations, expiries)."""
         if not session.record.active:
             return
@@ -639,7 +683,7 @@ class Station:
         self._watch_call_line(session, wall)
         intents, alarms = ops.due(wall)
         intents += self._audio_intents(session.line)
-        roster_intent = self._roster_intent(ops, people, removed)
+        roster_intent = self._roster_change(ops, *roster)
         if roster_intent is not None:
             intents.insert(0, roster_intent)
         if not intents and not alarms:
@@ -810,7 +854,13 @@ class Station:
         people = persons.load_users(self.home.path) if people is None else people
         removed = persons.load_removed(self.home.path) if removed is None else removed
         roster = persons.roster_content(people, removed)
-        if not roster["users"] or parse_roster(roster) == ops.person_roster():
+        return self._roster_change(ops, roster, parse_roster(roster) if roster["users"] else None)
+
+    @staticmethod
+    def _roster_change(ops: LineOps, roster: dict[str, Any], people: dict[str, persons.Person] | None) -> Intent | None:
+        """The ROSTER for ``roster`` (its people parsed: None when it lists none) if it is not what
+        we last published on the line (the tick builds and parses it once for all lines)."""
+        if people is None or people == ops.person_roster():
             return None
         idem = "roster:" + hashlib.sha256(canonical.encode(roster)).hexdigest()
         return Intent(kind="ROSTER", prio="PRIORITY", content=roster, idem=idem)
@@ -883,6 +933,7 @@ class Station:
             self._storage_failed(session, exc)
             raise
         await self._perform(session, actions)
+        self._tick_due.pop(session.line, None)
         self._schedule_flush()
         return {"line": session.line, "confirmed_local": True, "confirmed_peer": session.record.confirmed_peer}
 

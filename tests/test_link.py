@@ -471,6 +471,30 @@ def test_a_path_that_hears_heartbeats_stays_open() -> None:
     assert not d.of("a", Close) and not d.of("b", Close)
 
 
+def test_tick_before_next_due_does_nothing_and_at_it_does_something() -> None:
+    """The station ticks an idle line only when ``next_due`` says (issue 12): before it, a tick
+    sends nothing and closes nothing; once it passes, a tick sends the heartbeat or closes the path
+    that fell silent. b answers for 3 s and then falls silent; a path opens in the middle."""
+    d = opened()
+    acted: list[float] = []
+    for step in range(1, 140):
+        d.now, d.wall = 10.0 + step * 0.0497, WALL + step * 50
+        if d.now < 13.0:
+            d.a.receive("p0", frame(FrameType.HEARTBEAT, {"t": d.wall, "echo": None, "hold": 0}), d.now, d.wall)
+        if step == 40:
+            d.a.path_up("p1", d.now, d.wall)  # its first heartbeat is due at once
+        due = d.a.next_due()
+        out = d.a.tick(d.now, d.wall)
+        assert bool(out) == (d.now >= due), (d.now, due, out)
+        if out:
+            acted.append(round(d.now, 2))
+    assert d.a.paths == {"p0": PathState.CLOSED, "p1": PathState.CLOSED}
+    assert d.a.next_due() == float("inf")  # nothing more to do until a path opens
+    # p0: heartbeats each second from 10.05, closed 2.5 s after b's last frame (12.98); p1 (up at
+    # 11.99, never hears b): heartbeats from 11.99, closed 2.5 s after it opened
+    assert acted == [10.05, 11.09, 11.99, 12.14, 13.03, 13.18, 14.08, 14.22, 14.52, 15.27, 15.52]
+
+
 def test_heartbeat_timeout_in_a_session_pair_takes_the_path_down(tmp_path: Path) -> None:
     """The same with two real sessions: b's frames on path0 are lost, a gives up on path0 only."""
     sp = SessionPair(tmp_path)

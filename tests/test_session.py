@@ -837,6 +837,35 @@ def test_periodic_checkpoint_after_checkpoint_every_seconds(sp: SessionPair) -> 
     assert_verifies(sp)
 
 
+def test_an_idle_line_past_checkpoint_every_seconds_is_left_alone_until_something_new(sp: SessionPair) -> None:
+    """Issue 12: once the last checkpoint covers both chains, the checkpoint timer no longer marks a
+    checkpoint due at every tick (each flush then opened a transaction, only for the proposal to be
+    declined), and the line's next tick is not due for it; the first tick after something new
+    still checkpoints it."""
+    sp.send("a", "m0")
+    sp.send("b", "n0")
+    sp.run()
+    every = int(sp.limits.checkpoint_every_seconds)
+    for _ in range(every + 1):
+        sp.tick(1.0)
+        sp.run()
+    proposer = sp.a if sp.a.is_proposer else sp.b
+    cps = proposer.ledger.checkpoints(sp.line)
+    for _ in range(2 * every):
+        sp.tick(1.0)
+        assert proposer._idle() and proposer.next_due(sp.clock.now)[1] == float("inf")
+        sp.run()
+    assert proposer.ledger.checkpoints(sp.line) == cps
+    sp.send("b", "n1")
+    sp.run()
+    assert proposer.next_due(sp.clock.now)[1] <= sp.clock.wall  # the timer has long passed
+    sp.tick(0.1)
+    sp.run()
+    (*_, last) = proposer.ledger.checkpoints(sp.line)
+    assert len(cps) + 1 == last[0] and Checkpoint.peek(last[1]).head(sp.b.us).size == 2
+    assert_verifies(sp)
+
+
 def _proposer(sp: SessionPair) -> tuple[str, str]:
     return ("a", "b") if sp.a.is_proposer else ("b", "a")
 

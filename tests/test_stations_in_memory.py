@@ -8,6 +8,7 @@ Time moves only when a test says so; nothing here sleeps to wait for a deadline.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,54 @@ def test_a_joiner_dials_an_address_the_inviter_announced_after_pairing(tmp_path:
             await sp.send("a", "over both paths")
 
     asyncio.run(main())
+
+
+def test_the_ticker_ticks_an_idle_line_when_due_and_keeps_its_heartbeats_and_line_down_alarm(tmp_path: Path) -> None:
+    """Issue 12: the 100 ms ticker (``tick(every_line=False)``) runs a line's session only when its
+    ``next_due`` comes or after input on it. Stepped 0.1 s at a time on the simulated clock, the
+    heartbeats still go out each second on each path (at the first step a second after the last, as
+    when every line is ticked), the session runs a few times a second instead of ten, and with the
+    peer gone the LINE DOWN alarm comes at the step it always did: the first after
+    ``line_down_alarm_seconds`` since the first tick that found no path."""
+
+    async def body(sp: StationPair) -> None:
+        session = sp.a.sessions[sp.line]
+        ran = 0
+        tick = session.tick
+
+        def counted(now: float, wall: int) -> list[Any]:
+            nonlocal ran
+            ran += 1
+            return tick(now, wall)
+
+        session.tick = counted  # type: ignore[method-assign]
+        beats: dict[str, list[float]] = {}
+        for _ in range(40):
+            sp.sim.advance(0.1)
+            for st in (sp.a, sp.b):
+                await st.tick(every_line=False)
+            for path, p in session.link._paths.items():
+                if beats.setdefault(path, [p.last_hb])[-1] != p.last_hb:
+                    beats[path].append(p.last_hb)
+            await asyncio.sleep(0.005)  # the heartbeats cross the loopback TLS
+        paths = sp.a.status().to_obj()["lines"][0]["paths"]
+        assert beats.keys() == paths.keys() and all(p["up"] for p in paths.values())
+        for sent in beats.values():
+            gaps = [b - a for a, b in itertools.pairwise(sent)]
+            assert len(gaps) >= 3 and all(0.99 < g < 1.11 for g in gaps), sent
+        assert ran <= 10 * len(paths), ran  # a heartbeat a second on each path, not 40 ticks in 4 s
+
+        await sp.crash("b", start_again=False)
+        async with asyncio.timeout(5):
+            while any(p["up"] for p in sp.a.status().to_obj()["lines"][0]["paths"].values()):
+                await asyncio.sleep(0.01)
+        steps = 0
+        while not any("LINE DOWN" in a["text"] for a in sp.a.alarms):
+            steps += 1
+            assert steps <= 110, steps
+            sp.sim.advance(0.1)
+            await sp.a.tick(every_line=False)
+        assert session._down_since is not None  # the first tick that found no path (here or the ticker's)
+        assert 10.0 - 1e-6 <= sp.sim.now - session._down_since < 10.1 + 1e-6  # the first step after 10 s
+
+    run(tmp_path, body)

@@ -17,6 +17,7 @@ peer cannot make our station warn early or never.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,13 @@ def slot_times(now: int, times: tuple[str, ...]) -> list[tuple[str, int]]:
             if ms <= now:
                 slots.append((at.strftime("%Y-%m-%dT%H:%MZ"), ms))
     return sorted(slots, key=lambda s: -s[1])
+
+
+@functools.lru_cache(maxsize=4)
+def _latest_slot(now: int, times: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """The latest slot not after ``now`` (or none): the station asks for every line at each tick
+    with the same ``now`` and times, so it is worked out once per tick, not once per line."""
+    return tuple(slot_times(now, times)[:1])
 
 
 class LineTests:
@@ -135,7 +143,7 @@ class LineTests:
                 t.warned = True
                 out.alarm("warning", f"LINE TEST from the peer ({t.at()}) still unanswered after our copy of its "
                                      f"deadline: answer it now ('redline answer'); {AWAITING}", now)  # fmt: skip
-        for label, at in slot_times(now, self.times)[:1]:  # only the latest slot: no storm after downtime
+        for label, at in _latest_slot(now, self.times):  # only the latest slot: no storm after downtime
             if at >= self.since and label not in self.slots_sent:
                 out.intents.append(self.intent(label))
 

@@ -513,5 +513,16 @@ class Link:
                 out.append(self._frame(path, FrameType.HEARTBEAT, {"t": wall, "echo": p.peer_t, "hold": hold}))
         return out
 
+    def next_due(self) -> float:
+        """The earliest ``now`` at which ``tick`` may have something to do (a heartbeat to send, a
+        silent path to close), if no input comes first: a station with many idle lines ticks each
+        only then. Input only moves these later (``receive`` and the heartbeats it carries), except
+        ``path_up``, after which the station ticks the line anyway."""
+        due = float("inf")
+        for p in self._paths.values():
+            if p.state not in (PathState.CLOSED, PathState.ERROR):
+                due = min(due, p.last_rx + self.limits.path_dead_after, p.last_hb + self.limits.heartbeat_interval)
+        return due
+
 
 __all__ = ["EMPTY", "Link"]
