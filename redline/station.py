@@ -686,6 +686,10 @@ class Station:
         roster_intent = self._roster_change(ops, *roster)
         if roster_intent is not None:
             intents.insert(0, roster_intent)
+        # ops asks again at every tick until it sees the filing stored (a lost call's hang-up while the
+        # line is down, waiting in the outbox): one already accepted under its key is not filed again,
+        # and no write transaction is opened only for the ledger to answer "already accepted".
+        intents = [i for i in intents if i.idem is None or self.ledger.outbox_by_idem(session.line, i.idem) is None]
         if not intents and not alarms:
             return
         for a in alarms:

@@ -280,6 +280,14 @@ def test_the_survivor_of_a_peer_killed_mid_call_ends_it_as_lost_and_both_ends_ag
             assert "interrupted" not in ours  # EUCOM did not stop: its record of the call is whole
             assert not list((sp.dir_a.path / "recordings").rglob("*.part"))  # sealed before CALL_AUDIO
             assert any("this station lost the line" in a["text"] for a in sp.a.alarms), sp.a.alarms
+            # ops asks for both filings again at every tick until they are stored: nothing is written again
+            begun: list[str] = []
+            sp.a.ledger._db.set_trace_callback(lambda sql: begun.append(sql) if sql.startswith("BEGIN") else None)
+            for _ in range(10):
+                sp.sim.advance(0.1)
+                await sp.a.tick()
+            sp.a.ledger._db.set_trace_callback(None)
+            assert begun == [] and len(sp.a.ledger.pending(sp.line)) == 2
             # NDMC comes back: it seals what it kept and hangs up "interrupted"; EUCOM's "lost" stands.
             await sp.start("b")
             sp.sim.advance(1.0)
