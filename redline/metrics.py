@@ -320,19 +320,18 @@ def _checkpoint(
 
 
 def _store(station: Station) -> Iterator[Metric]:
-    """The store's size on disk and the room left on its file system (stat and statvfs only: no
-    descriptor of the store's files is ever opened here)."""
-    path = station.home.ledger_path
-    size = 0
-    for p in (path, path.with_name(path.name + "-wal")):
-        with contextlib.suppress(FileNotFoundError):
-            size += os.stat(p).st_size
-    store = _gauge("redline_store_bytes", "The store's database file and write-ahead log", [])
-    store.add_metric([], size)
+    """The store's size and the room left on its file system (a store on a PostgreSQL server: its
+    size only; the server's disk is watched there)."""
+    store = _gauge("redline_store_bytes", "The store: its database file and write-ahead log, or its database "
+                   "on the PostgreSQL server", [])  # fmt: skip
+    store.add_metric([], station.ledger.size_bytes())
     yield store
+    where = station.ledger.files_dir()
     try:
-        fs = os.statvfs(station.home.path)
+        fs = os.statvfs(where) if where is not None else None
     except OSError:
+        fs = None
+    if fs is None:
         return
     free = _gauge("redline_store_filesystem_free_bytes", "Room left for the store on its file system", [])
     free.add_metric([], fs.f_bavail * fs.f_frsize)

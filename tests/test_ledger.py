@@ -590,3 +590,16 @@ def test_inclusion_and_consistency_proofs_from_the_ledger_verify(ledger: LedgerS
             merkle.verify_consistency(5, 21, log.root(6), log.root(21), log.consistency_proof(5, 21))
     finally:
         reopened.close()
+
+
+def test_the_store_says_how_much_it_takes_and_it_grows_with_what_is_stored(ledger: LedgerStore) -> None:
+    """``redline_store_bytes``: the SQLite files, or the PostgreSQL database (was 0 for PostgreSQL:
+    the metric looked for SQLite's file names); the free-space gauges only where its files are."""
+    before = ledger.size_bytes()
+    with ledger.batch():
+        for env in chain(300):
+            ledger.append(env, T0)
+    assert 0 < before < ledger.size_bytes()
+    where = ledger.files_dir()
+    assert (where is None) == (not isinstance(ledger, Ledger))
+    assert where is None or where.is_dir()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # types only: a reader of the store ('redline log') imports neither verification nor signing
@@ -91,6 +92,16 @@ class LedgerStore(Protocol):
     def equivocations(self, line: str | None = None) -> list[Equivocation]: ...
 
     def line_bytes(self, line: str, sender: str) -> int: ...
+
+    def size_bytes(self) -> int:
+        """What the whole store takes: its files (SQLite: the database and its write-ahead log, by
+        ``stat``, no descriptor opened) or its database on the server (PostgreSQL)."""
+        ...
+
+    def files_dir(self) -> Path | None:
+        """The directory of the store's files (its file system's free space is the store's room),
+        or None for a store on a server, whose disk this station cannot see."""
+        ...
 
     # outbox
     def accept(

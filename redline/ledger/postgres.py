@@ -31,6 +31,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -659,6 +660,13 @@ class PgLedger:
     def line_bytes(self, line: str, sender: str) -> int:
         row = self._q("SELECT bytes FROM chain_bytes WHERE line=%s AND sender=%s", (line, sender)).fetchone()
         return (int(row[0]) if row else 0) + self._bytes.get((line, sender), 0)
+
+    def size_bytes(self) -> int:
+        row = self._q("SELECT pg_database_size(current_database())", ()).fetchone()
+        return int(row[0]) if row else 0
+
+    def files_dir(self) -> Path | None:
+        return None  # on the server: its disk is watched there
 
     # -- outbox --------------------------------------------------------------------------------
     def accept(

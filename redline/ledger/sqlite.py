@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import weakref
 from collections.abc import Iterable, Iterator
@@ -782,6 +783,16 @@ class Ledger:
         total kept with each commit, plus what the open batch appended."""
         row = self._db.execute("SELECT bytes FROM chain_bytes WHERE line=? AND sender=?", (line, sender)).fetchone()
         return (int(row[0]) if row else 0) + self._bytes.get((line, sender), 0)
+
+    def size_bytes(self) -> int:
+        size = 0
+        for p in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(FileNotFoundError):
+                size += os.stat(p).st_size
+        return size
+
+    def files_dir(self) -> Path | None:
+        return self.path.parent
 
     # -- outbox --------------------------------------------------------------------------------
     # An item accepted inside a batch is written when the batch commits, once, as it then is: a
