@@ -2,15 +2,17 @@
 ``log`` take from exec to exit, next to ``python -c pass`` (the interpreter's own start, the floor)
 measured in the same run, and the same commands of the baseline revision (``bench.baseline``).
 
-Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``status`` and
-``send`` talk to a running station over its control socket and ``log`` reads a real store beside
-it (read-only). Each command runs ``n`` times after one warm-up run (the page cache holds the
-files then); the median and the 90th percentile of the wall time are reported. A command's runs
-from both trees and ``python -c pass`` are taken in turn (``timed_together``), so a load from other
-processes that comes and goes weighs on each alike (both ``log`` runs see the same transcript too). The baseline's
-``log`` reads the same running store (a copy taken back to schema 1 when the old code knows only that),
-in a copy of the station's folder whose config.json leaves out the limits the old code does not know
-and whose control socket is the running station's (so both ``log`` runs read beside a running station).
+Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``status`` and ``send``
+talk to a running station over its control socket and ``log`` reads a real store beside it
+(read-only), holding 50 messages first so ``log`` always draws a full page (its default ``--limit``;
+before 3 Dec 2026 it drew 5 rows and one more per timed ``send``, 21 to 37 in a full run). Each
+command runs ``n`` times after one warm-up run (the page cache holds the files then); the median and
+the 90th percentile of the wall time are reported. A command's runs from both trees and
+``python -c pass`` are taken in turn (``timed_together``), so a load from other processes that
+comes and goes weighs on each alike (both ``log`` runs see the same transcript too). The baseline's ``log`` reads
+the same running store (a copy taken back to schema 1 when the old code knows only that), in a copy
+of the station's folder whose config.json leaves out the limits the old code does not know and whose
+control socket is the running station's (so both ``log`` runs read beside a running station).
 
 Both trees run as an installed package does: ``python -m redline`` with the tree first on the path
 (not the venv's console script, which an editable install points at the shared checkout, whatever
@@ -41,6 +43,7 @@ from bench.common import Figures, Row, percentile, table
 from tests.procs import StationProc, paired_stations
 
 AIM_S = 0.1
+LOG_ROWS = 50  # 'redline log' shows the last 50 entries unless told otherwise
 COMMANDS = ("version", "status", "send", "log")
 
 
@@ -113,8 +116,10 @@ async def run(root: Path, n: int, rev: str | None) -> Figures:
     f: Figures = {"n": float(n)}
     a, b, line, _ = await paired_stations(root, relays=False)
     try:
-        for _ in range(5):  # a little of a transcript for log to show
-            await a.call({"op": "send", "line": line, "text": "hello"})
+        # A full page for log: its default --limit of rows, whatever n (the sends the bench times
+        # only add to a transcript log already shows 50 rows of; rendering them is a third of log).
+        for i in range(LOG_ROWS):
+            await a.call({"op": "send", "line": line, "text": f"hello {i}: a line of the transcript"})
         with contextlib.ExitStack() as stack:
             installed(HERE)
             redline = [sys.executable, "-m", "redline"]  # the tree's own package, from its folder
