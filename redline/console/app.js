@@ -510,7 +510,66 @@ function renderLine() {
   const confirm = $("confirm-form");
   confirm.hidden = ln.active || ln.confirmed.local || !can("confirm");
   if (!confirm.hidden) setText($("confirm-note"), t("confirm.note", { code: ln.safety_code }));
+  renderRoot(ln);
   renderLineExtras();
+}
+
+// -- the peer's root rotation (PROTOCOL.md 5.9 ROOT) ---------------------------------------------------
+// While the status has the line's root_code, the peer's new root is not trusted here: a banner says
+// so, and a person who may confirm opens the dialog, compares the code with the peer by voice and
+// types it (POST confirm-root). The peer's name is the peer's data: text nodes only.
+function renderRoot(ln) {
+  const banner = $("root-banner");
+  if (!ln || !ln.root_code) { banner.hidden = true; banner.dataset.sig = ""; return; }
+  const may = can("confirm");
+  const sig = `${ln.line}|${ln.peer}|${ln.root_code}|${S.lang}|${may}`;
+  if (banner.dataset.sig !== sig) {
+    banner.dataset.sig = sig;
+    $("root-banner-text").replaceChildren(...tx("root.banner", { peer: ln.peer }),
+      may ? "" : ` ${t("root.banner_who", { role: t("role." + S.me.role) })}`);
+  }
+  $("root-open").hidden = !may;
+  $("root-done").hidden = true; // a new rotation: the last confirmation's word is old news
+  banner.hidden = false;
+}
+function openRoot() {
+  const ln = S.status && S.status.lines.find((l) => l.line === S.line);
+  if (!ln || !ln.root_code || !can("confirm")) return;
+  const d = $("root-dialog");
+  d.dataset.line = ln.line;
+  d.dataset.peer = ln.peer;
+  $("root-dialog-what").textContent = t("root.what", { peer: ln.peer });
+  $("root-dialog-code").textContent = t("root.code_here", { code: ln.root_code });
+  $("root-code").value = "";
+  setText($("root-result"), "", "result");
+  d.showModal();
+  $("root-code").focus();
+}
+async function confirmRoot(ev) {
+  ev.preventDefault();
+  const d = $("root-dialog"), form = ev.target, out = $("root-result"), peer = d.dataset.peer || "";
+  if (form.dataset.busy) return; // a second press while the first is in flight
+  form.dataset.busy = "1";
+  $("root-submit").disabled = true;
+  try {
+    const r = await api("POST", `/api/lines/${encodeURIComponent(d.dataset.line)}/confirm-root`, { code: $("root-code").value });
+    d.close();
+    setText($("root-done"), t("root.confirmed", { peer, version: r.confirmed_version }), "result good root-done");
+    await refreshStatus();
+    $("root-done").hidden = false;
+  } catch (e) {
+    // 400: the code differs (the station filed nothing); 409: nothing awaits (confirmed meanwhile).
+    if (e.status === 400) setText(out, t("root.wrong", { peer }), "result bad");
+    else if (e.status === 409) { setText(out, t("root.none", { peer }), "result wait"); refreshStatus(); }
+    else setText(out, t("result.refused", { error: e.message }), "result bad");
+  } finally {
+    delete form.dataset.busy;
+    $("root-submit").disabled = false;
+  }
+}
+async function refreshStatus() {
+  try { const s = await api("GET", "/api/status"); setStatus(s, s.now); }
+  catch (e) { /* the WebSocket brings the next status anyway */ }
 }
 // Line down for how long, and the clock skew against the limit (from /watch).
 function renderLineExtras() {
@@ -1450,6 +1509,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", async () => { try { await api("POST", "/api/logout"); } catch (e) { /* gone already */ } showLogin(""); });
   $("confirm-form").addEventListener("submit", confirmCode);
+  $("root-open").addEventListener("click", openRoot);
+  $("root-form").addEventListener("submit", confirmRoot);
+  $("root-cancel").addEventListener("click", () => $("root-dialog").close());
   $("verify-run").addEventListener("click", runVerify);
   $("sound-toggle").addEventListener("click", unlockAudio);
   $("notify-enable").addEventListener("click", async () => {

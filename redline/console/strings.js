@@ -390,3 +390,31 @@ Object.assign(window.REDLINE_STRINGS.ru, {
   "notify.click_ack": "Нажмите, чтобы подтвердить от имени {user}.",
   "calls.call_id": "(запись разговора {id})",
 });
+
+// The peer's root rotation awaiting our typed NEW safety code (PROTOCOL.md 5.9 ROOT, ROOT_CONFIRM).
+Object.assign(window.REDLINE_STRINGS.en, {
+  "root.title": "THE PEER'S ROOT KEY CHANGED",
+  "root.banner": "{peer} rotated its root key. Nothing the new root certifies is trusted here until the NEW safety code is compared with {peer} by voice and typed.",
+  "root.banner_who": "A supervisor must confirm it; this login ({role}) may not.",
+  "root.open": "CONFIRM THE NEW SAFETY CODE…",
+  "root.what": "{peer} says it replaced its root key. If {peer} did not tell you beforehand that it would, treat this as an attack.",
+  "root.how": "Call the peer's duty officer on a number you know. They read the new safety code aloud; compare it with the code here, then type it. Nothing the new root certifies is trusted until then.",
+  "root.code_here": "new safety code here: {code}",
+  "root.code": "new safety code, as heard", "root.submit": "CONFIRM THE NEW ROOT", "root.cancel": "CANCEL",
+  "root.wrong": "WRONG CODE — nothing filed. Do NOT trust the new root: hang up and call {peer} back on a number you know.",
+  "root.none": "No root rotation of {peer} awaits confirmation here any more.",
+  "root.confirmed": "CONFIRMED — {peer}'s new root (version {version}) is trusted from now on.",
+});
+Object.assign(window.REDLINE_STRINGS.ru, {
+  "root.title": "КОРНЕВОЙ КЛЮЧ ДРУГОЙ СТОРОНЫ ЗАМЕНЁН",
+  "root.banner": "Станция {peer} заменила корневой ключ. Ничему, что заверяет новый корневой ключ, здесь не доверяют, пока НОВЫЙ код безопасности не сверен голосом с дежурным {peer} и не введён.",
+  "root.banner_who": "Подтвердить должен старший смены; эта учётная запись ({role}) не может.",
+  "root.open": "ПОДТВЕРДИТЬ НОВЫЙ КОД БЕЗОПАСНОСТИ…",
+  "root.what": "Станция {peer} сообщает, что заменила свой корневой ключ. Если вас не предупредили об этом заранее, считайте это атакой.",
+  "root.how": "Позвоните дежурному другой стороны по известному вам номеру. Он зачитает новый код безопасности; сверьте его с кодом здесь и введите. До этого ничему, что заверяет новый корневой ключ, не доверяют.",
+  "root.code_here": "новый код безопасности здесь: {code}",
+  "root.code": "новый код безопасности, как услышали", "root.submit": "ПОДТВЕРДИТЬ НОВЫЙ КОРНЕВОЙ КЛЮЧ", "root.cancel": "ОТМЕНА",
+  "root.wrong": "НЕВЕРНЫЙ КОД — ничего не подано. НЕ доверяйте новому корневому ключу: положите трубку и перезвоните на станцию {peer} по известному вам номеру.",
+  "root.none": "Замена корневого ключа {peer} здесь больше не ждёт подтверждения.",
+  "root.confirmed": "ПОДТВЕРЖДЕНО — новому корневому ключу {peer} (версия {version}) отныне доверяют.",
+});
