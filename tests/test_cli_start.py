@@ -1,12 +1,13 @@
 """The CLI starts with what the command uses (bench/cli_start.py measures how fast; no timing here).
 
-``redline`` loads a command's module when that command runs (``cli.common.LazyGroup`` and its
-table ``COMMAND_MODULES``): ``--version`` imports no module of redline's commands, ``status`` and
-``send`` neither the station nor the API, numpy, shapely, starlette or uvicorn; ``log`` not
-even asyncio, nor verification and the trust gate (the store's read types are in ``ledger.model``),
-and of the content types of ``redline.kinds`` (made on first use) only those of the kinds it shows.
-The table must name the module of every command (a command missing from it still runs, after every
-module is loaded, but then starts slowly).
+``redline`` loads a command's module when that command runs (``cli.common.LazyGroup`` and its table
+``COMMAND_MODULES``): ``--version`` imports no module of redline's commands, ``status`` and ``send``
+neither the station nor the API, numpy, shapely, starlette or uvicorn; ``ack`` and ``answer``
+neither the read views nor rich's tables; ``log`` not even asyncio, nor verification and the trust
+gate (the store's read types are in ``ledger.model``), and of the content types of ``redline.kinds``
+(made on first use) only those of the kinds it shows. The table must name the module of every
+command (a command missing from it still runs, after every module is loaded, but then starts
+slowly).
 """
 
 from __future__ import annotations
@@ -93,6 +94,17 @@ def test_status_and_send_load_neither_the_station_nor_the_api(tmp_path: object) 
         assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")], args
         assert "asyncio" not in loaded and "nacl.signing" not in loaded, args
         assert "sqlite3" not in loaded and "redline.kinds" not in loaded, args
+
+
+def test_ack_and_answer_load_the_person_keys_but_no_view_and_no_table(tmp_path: Path) -> None:
+    line = "abcd1234"
+    for args in (["ack", "--station", str(tmp_path), line, "abcdef", "--user", "anna"],
+                 ["answer", "--station", str(tmp_path), line, "abcdef", "--user", "anna"]):  # fmt: skip
+        loaded = modules_after(args)
+        assert "redline.cli.ops" in loaded and "redline.persons" in loaded, args  # signing is what they do
+        assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")], args
+        # the read views (25 dataclasses) and rich's tables load only for the commands that show them
+        assert not {"redline.ops.views", "redline.views", "rich.table", "asyncio"} & loaded, args
 
 
 def test_log_loads_the_store_but_not_asyncio_or_the_station(tmp_path: Path) -> None:

@@ -10,28 +10,31 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
-from redline import kinds, persons, views
+from redline import kinds
 from redline.cli.common import console, control, emit, fail, json_option, read_view, run, station_option, when
 from redline.display import styled
 from redline.home import station_path
-from redline.ops.views import (
-    CallPairView,
-    FlashView,
-    LineTestsView,
-    MessageView,
-    NoticeDetail,
-    NoticesPage,
-    ToAnswer,
-)  # fmt: skip
+
+if TYPE_CHECKING:  # a command imports what it uses when it runs: 'redline ack' draws no table, reads no view
+    from redline.ops.views import (
+        CallPairView,
+        FlashView,
+        LineTestsView,
+        MessageView,
+        NoticeDetail,
+        NoticesPage,
+        ToAnswer,
+    )  # fmt: skip
 
 
 def parse_time(text: str) -> int:
     """ISO 8601 UTC time ('2022-05-13T11:00Z') -> ms (views.parse_utc: the one rule)."""
+    from redline import views
+
     return int(run(lambda: views.parse_utc(text)))
 
 
@@ -45,6 +48,8 @@ def act(station: str | None, line: str, kind: str, content: dict[str, Any], *, u
         priority: str | None = None, idem: str | None = None) -> dict[str, Any]:  # fmt: skip
     """File an operator action; sign it as ``user`` first when the kind needs a person."""
     if kind in kinds.PERSON_SIGNED:
+        from redline import persons  # the person's key: PyNaCl's Argon2id and SecretBox
+
         if not user:
             fail(f"{kind} must be signed by a person: give --user NAME (the password is asked for)")
         assert user is not None
@@ -106,12 +111,14 @@ def register(main: click.Group) -> None:
     @user.command("add")
     @station_option
     @click.argument("name")
-    @click.option("--role", type=click.Choice(persons.ROLES), required=True)
+    @click.option("--role", type=click.Choice(kinds.ROLES), required=True)  # persons.ROLES
     @root_key_option
     @json_option
     def user_add(station: str | None, name: str, role: str, root_key: Path | None, as_json: bool) -> None:
         """Add NAME with a signing key sealed by their password (read from stdin), certified by the
         station's root (name, role and key)."""
+        from redline import persons
+
         root = run(lambda: station_root(station, root_key))
         password = read_password(f"new password for {name}")
         p = run(lambda: persons.add_user(station_path(station), name, role, password, root=root))
@@ -127,6 +134,8 @@ def register(main: click.Group) -> None:
     def user_rotate(station: str | None, name: str, root_key: Path | None, as_json: bool) -> None:
         """Give NAME a new key (sealed by a new password, read from stdin), certified by the root; the
         peer moves its pin when the next roster carries the certificate."""
+        from redline import persons
+
         root = run(lambda: station_root(station, root_key))
         password = read_password(f"new password for {name}")
         p = run(lambda: persons.rotate_user(station_path(station), name, password, root))
@@ -141,6 +150,8 @@ def register(main: click.Group) -> None:
     def user_remove(station: str | None, name: str, root_key: Path | None, as_json: bool) -> None:
         """Remove NAME: their sealed key is deleted, their console session ends at its next request, and
         the root certifies the removal so the peer drops their pin."""
+        from redline import persons
+
         root = run(lambda: station_root(station, root_key))
         p = run(lambda: persons.remove_user(station_path(station), name, root=root))
         note = (f"user {name} ({p.role}) removed: their key can no longer be unlocked here, and a console "
@@ -152,7 +163,10 @@ def register(main: click.Group) -> None:
     @json_option
     def user_list(station: str | None, as_json: bool) -> None:
         """This station's users and roles."""
+        from redline import persons
+
         people = [p.to_obj() for p in persons.load_users(Path(station_path(station)))]
+
         def human(ps: list[dict[str, str]]) -> None:
             for p in ps:
                 console.print(f"{p['name']:24} {p['role']:12} {p['key'][:16]}")
@@ -193,6 +207,8 @@ def register(main: click.Group) -> None:
         view: LineTestsView = read_view(station, line, "tests")
 
         def human(h: LineTestsView) -> None:
+            from rich.table import Table
+
             med = f"{h.answer_ms_median / 1000:.1f} s" if h.answer_ms_median is not None else "-"
             worst = f"{h.answer_ms_worst / 1000:.1f} s" if h.answer_ms_worst is not None else "-"
             since = h.since_last_proven_ms
@@ -229,6 +245,8 @@ def register(main: click.Group) -> None:
         view: tuple[FlashView, ...] = read_view(station, line, "flash")
 
         def human(fs: tuple[FlashView, ...]) -> None:
+            from rich.table import Table
+
             table = Table("dir", "seq", "text", "receipted", "escalations", "acknowledged", "state")
             for f in fs:
                 esc = ", ".join(e.level for e in f.escalations) or "-"
@@ -382,6 +400,8 @@ def register(main: click.Group) -> None:
         view: tuple[CallPairView, ...] = read_view(station, line, "calls")
 
         def human(pairs: tuple[CallPairView, ...]) -> None:
+            from rich.table import Table
+
             for p in pairs:
                 console.rule(" ↔ ".join(p.principals))
                 made = ", ".join(str(n) for n in p.requests.values())
@@ -441,6 +461,7 @@ def register(main: click.Group) -> None:
     @json_option
     def show(station: str | None, line: str, ref: str, user: str | None, as_json: bool) -> None:
         """Show message REF with its translations; with --user, record that the person read it."""
+        from redline.ops.views import MessageView
         from redline.readmodel import from_obj, to_obj
 
         m = run(lambda: from_obj(control(station, {"op": "show", "line": line, "id": ref}), MessageView, "show"))
@@ -509,10 +530,14 @@ def register(main: click.Group) -> None:
         station: str | None, line: str, offset: int, limit: int, notice_id: str | None, as_json: bool
     ) -> None:
         """Active notices of both sides, and every conflicting pair with where and when they overlap."""
+        from redline.ops.views import NoticesPage
+
         extra = {"notice": notice_id} if notice_id else {}
         view: NoticesPage | NoticeDetail = read_view(station, line, "notices", offset=offset, limit=limit, **extra)
 
         def human(v: NoticesPage | NoticeDetail) -> None:
+            from rich.table import Table
+
             table = Table("id", "side", "kind", "window (UTC)", "band (m)", "margin", "text")
             for n in v.active if isinstance(v, NoticesPage) else (v.notice,):
                 table.add_row((n.id or "")[:10], "ours" if n.ours else "theirs", n.kind,
