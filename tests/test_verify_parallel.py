@@ -226,3 +226,32 @@ def test_people_and_a_forged_signature_deep_in_a_chain_alike_with_and_without_wo
     assert [p.split(": ", 1)[0] for p in serial["problems"]] == [f"line {line[:8]}, NDMC chain, entry 33"]
     assert "signature does not verify" in serial["problems"][0]
     assert serial["chains"][fp_b] == 32 and 0 < serial["chains"][fp_a] < 38
+
+
+def test_an_envelope_a_worker_opened_arrives_equal_to_the_one_it_opened(built: Built) -> None:
+    """What crosses from a worker is the envelope ``open_envelope`` returned, header, bytes, id and
+    decoded content alike; a row it refuses comes back as the row, for the gate to open."""
+    import marshal
+
+    from redline.envelope import open_envelope, split
+
+    store, line, roots, _ = built
+    ledger = Ledger(store / "ledger.sqlite")
+    try:
+        with ledger.stored_line(line, "EUCOM") as held:
+            keys = verify._verified_keys(held, roots, LineReport(line, {}))
+            rows = [row for fp in held.stations() for row in held.chain(fp)][::7]
+    finally:
+        ledger.close()
+
+    def key(station: str, key_id: str) -> bytes:
+        return keys[station][key_id]
+
+    rows[1] = verify.StoredRow(rows[1].seq, rows[1].id, _flip(rows[1].raw, len(rows[1].raw) - 1))
+    got = verify._received(marshal.loads(marshal.dumps([verify._answer_row(row, key) for row in rows])))
+    assert got[1].opened is None and got[1].raw == rows[1].raw
+    for row, nxt in zip(rows[2:], got[2:], strict=True):
+        env = open_envelope(split(row.raw), key)
+        assert nxt.opened == env and nxt.opened.header == env.header and nxt.opened.parsed == env.parsed
+        assert nxt.opened.content() == env.content() and nxt.seen == env.header.seen_seq
+        assert (nxt.seq, nxt.id, nxt.leaf) == (row.seq, row.id, verify.merkle.leaf_hash(bytes.fromhex(env.id)))

@@ -19,14 +19,14 @@ from __future__ import annotations
 import marshal
 import os
 import pickle
+import socket
 import struct
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from itertools import islice
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redline import canonical, identity, merkle
@@ -251,10 +251,22 @@ class _Serial:
             yield [_Next(row.seq, row.id, peek_seen_seq(row.raw), None, row.raw, None) for row in batch]
 
 
-# A worker's answer to a task: the task's number and whether the rows follow (marshalled) or the
-# exception that stopped it (pickled), then that payload; one message, bytes, not a pickled object.
-_ANSWER = struct.Struct(">QB")
+# A worker's answer to a task, on a socket of its own: the payload's length, the task's number and
+# whether the rows follow (marshalled) or the exception that stopped it (pickled), then the payload.
+# Bytes, not a pickled object; read in one blocking call (``_read_exactly``), so the thread taking
+# it needs the interpreter lock once per answer, not once per socket buffer (while the replay held
+# the lock, a worker sat blocked on a full socket instead of opening envelopes).
+_ANSWER = struct.Struct(">QQB")
 _ROWS, _RAISED = 0, 1
+
+
+def _read_exactly(sock: socket.socket, into: bytearray) -> None:
+    view, got = memoryview(into), 0
+    while got < len(into):
+        n = sock.recv_into(view[got:], len(into) - got, socket.MSG_WAITALL)
+        if n == 0:
+            raise EOFError("a verify worker closed its answers")
+        got += n
 
 
 class _Workers:
@@ -270,29 +282,36 @@ class _Workers:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
-        self._conns: list[multiprocessing.connection.Connection] = []
+        self._conns: list[multiprocessing.connection.Connection] = []  # tasks, to each worker
+        self._socks: list[socket.socket] = []  # answers, from each worker
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._arrived = threading.Condition()
-        self._answers: dict[int, bytes] = {}  # task -> its answer, taken off the pipe
+        self._answers: dict[int, tuple[int, bytearray]] = {}  # task -> its answer, taken off the socket
         self._lost: BaseException | None = None
         for _ in range(n):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, keys), daemon=True)
+            tasks_in, tasks_out = ctx.Pipe(duplex=False)
+            ours, theirs = socket.socketpair()
+            proc = ctx.Process(target=_worker, args=(tasks_in, theirs, keys), daemon=True)
             proc.start()
-            child.close()
-            self._conns.append(parent)
+            tasks_in.close()
+            theirs.close()
+            self._conns.append(tasks_out)
+            self._socks.append(ours)
             self._procs.append(proc)
-            threading.Thread(target=self._take, args=(parent,), daemon=True).start()
+            threading.Thread(target=self._take, args=(ours,), daemon=True).start()
         self._sent = 0
         self._queued = [0] * n  # tasks each worker holds
 
-    def _take(self, conn: multiprocessing.connection.Connection) -> None:
+    def _take(self, sock: socket.socket) -> None:
+        head = bytearray(_ANSWER.size)
         try:
             while True:
-                answer = conn.recv_bytes()
-                (task, _) = _ANSWER.unpack_from(answer)
+                _read_exactly(sock, head)
+                size, task, what = _ANSWER.unpack(head)
+                payload = bytearray(size)
+                _read_exactly(sock, payload)
                 with self._arrived:
-                    self._answers[task] = answer
+                    self._answers[task] = (what, payload)
                     self._arrived.notify_all()
         except (EOFError, OSError) as exc:
             with self._arrived:
@@ -303,7 +322,10 @@ class _Workers:
         task = self._sent
         self._sent += 1
         w = min(range(len(self._conns)), key=lambda i: self._queued[i])  # the least busy
-        self._conns[w].send((task, part))
+        try:
+            self._conns[w].send((task, part))
+        except OSError as exc:
+            raise StorageError(f"a verify worker stopped: {exc!r}") from None
         self._queued[w] += 1
         return task, w
 
@@ -313,10 +335,8 @@ class _Workers:
                 if self._lost is not None and not self._procs[w].is_alive():
                     raise StorageError(f"a verify worker stopped: {self._lost!r}")
                 self._arrived.wait(1.0)
-            answer = self._answers.pop(task)
+            what, payload = self._answers.pop(task)
         self._queued[w] -= 1
-        (_, what) = _ANSWER.unpack_from(answer)
-        payload = memoryview(answer)[_ANSWER.size :]
         if what == _RAISED:
             raised = pickle.loads(payload)
             assert isinstance(raised, BaseException)
@@ -344,17 +364,15 @@ class _Workers:
                 proc.join()
         for conn in self._conns:
             conn.close()
+        for sock in self._socks:
+            sock.close()
 
 
 # What a worker answers per row, as plain values (marshal: several times cheaper than pickling
 # objects, and both ends are the same interpreter): for a row ``open_envelope`` refused, the row
 # (seq, id, raw), for the gate to open again; for the others the row's seq and id, the opened
-# envelope's header and other fields (``Envelope.parsed`` included, so nobody decodes the body
-# again) and the Merkle leaf hash of its id. No raw bytes travel back but those the gate needs.
-_HEADER_FIELDS = tuple(f.name for f in fields(Header))
-_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope) if f.name != "header")
-_header_values = attrgetter(*_HEADER_FIELDS)
-_envelope_values = attrgetter(*_ENVELOPE_FIELDS)
+# envelope's attributes with its header's (``Envelope.parsed`` included, so nobody decodes the
+# body again) and the Merkle leaf hash of its id. No raw row travels back but those the gate opens.
 
 
 def _answer_row(row: StoredRow, key: KeyLookup) -> tuple[Any, ...]:
@@ -363,25 +381,28 @@ def _answer_row(row: StoredRow, key: KeyLookup) -> tuple[Any, ...]:
         env = open_envelope(split(row.raw), key)
     except VerificationError:
         return (row.seq, row.id, row.raw)
-    leaf = merkle.leaf_hash(bytes.fromhex(env.id))
-    return (row.seq, row.id, _header_values(env.header), _envelope_values(env), leaf)
+    attrs = dict(env.__dict__)
+    attrs["header"] = env.header.__dict__
+    return (row.seq, row.id, attrs, merkle.leaf_hash(bytes.fromhex(env.id)))
 
 
 def _received(rows: list[tuple[Any, ...]]) -> list[_Next]:
     """A worker's answer back into rows for the replay: each opened envelope rebuilt as unpickling
-    it would (the worker built and validated it; nothing here is parsed again)."""
+    it would, around the attributes it had there (the worker built and validated it; nothing here
+    is parsed again)."""
     out: list[_Next] = []
-    new = object.__new__
+    new, set_attrs = object.__new__, object.__setattr__
     for row in rows:
         if len(row) == 3:  # refused by open_envelope: the gate opens it again and says why
             seq, stored_id, raw = row
             out.append(_Next(seq, stored_id, peek_seen_seq(raw), None, raw, None))
             continue
-        seq, stored_id, header_values, envelope_values, leaf = row
+        seq, stored_id, attrs, leaf = row
         header = new(Header)
-        header.__dict__.update(zip(_HEADER_FIELDS, header_values, strict=True))
+        set_attrs(header, "__dict__", attrs["header"])
+        attrs["header"] = header
         env = new(Envelope)
-        env.__dict__.update(zip(_ENVELOPE_FIELDS, envelope_values, strict=True), header=header)
+        set_attrs(env, "__dict__", attrs)
         out.append(_Next(seq, stored_id, header.seen_seq, env, None, leaf))
     return out
 
@@ -418,7 +439,9 @@ class _ChainReader:
         self._at += 1
 
 
-def _worker(conn: multiprocessing.connection.Connection, keys: dict[str, dict[str, bytes]]) -> None:
+def _worker(
+    tasks: multiprocessing.connection.Connection, answers: socket.socket, keys: dict[str, dict[str, bytes]]
+) -> None:
     """A worker process: read each part's rows and ``open_envelope`` them under the gate's keys;
     answer what the replay needs of those that open, the rows themselves for the others (the gate
     opens those again and names the rule broken)."""
@@ -429,13 +452,15 @@ def _worker(conn: multiprocessing.connection.Connection, keys: dict[str, dict[st
         except KeyError:
             raise UnknownKeyError(f"key {key_id} is not certified") from None
 
-    while (task := conn.recv()) is not None:
+    while (task := tasks.recv()) is not None:
         number, part = task
         try:
-            answer = _ANSWER.pack(number, _ROWS) + marshal.dumps([_answer_row(row, key) for row in part.rows()])
+            what, payload = _ROWS, marshal.dumps([_answer_row(row, key) for row in part.rows()])
         except Exception as exc:  # a store that cannot be read: the replay raises it, as it would itself
-            answer = _ANSWER.pack(number, _RAISED) + pickle.dumps(exc)
-        conn.send_bytes(answer)
+            what, payload = _RAISED, pickle.dumps(exc)
+        answers.sendall(_ANSWER.pack(len(payload), number, what))
+        answers.sendall(payload)
+    answers.close()
 
 
 def _replay_chains(
