@@ -11,10 +11,12 @@ what each browser encoded is exactly what the other station received and relayed
 
 Also: VOICE TEST (a line test answered by picking up), and the two-tone call between two browsers
 whose fake microphones play different tones from files: each station's recording of the other
-side holds the other's tone (FFT), the digests match, verify and verify --bundle pass."""
+side holds the other's tone (FFT), the digests match, verify and verify --bundle pass; and a call
+whose line is lost (NDMC killed mid-call) says "ended: line lost" in the calls list at both ends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -27,7 +29,7 @@ import numpy as np
 import pytest
 
 from redline import participant, recording
-from tests.test_console import ARGS, CHROMIUM, Pair, console, expect, pair, sync_playwright, wait_for
+from tests.test_console import ARGS, CHROMIUM, Pair, console, ctl, expect, pair, sync_playwright, wait_for
 
 __all__ = ["pair"]  # the module's own station pair (tests/test_console.py's fixture)
 
@@ -204,3 +206,38 @@ def test_a_browser_without_microphone_permission_gets_one_clear_message_and_stil
                 expect(page.locator("#voice-state")).to_have_attribute("data-voice-state", "none")
     finally:
         denied.close()
+
+
+def test_a_call_whose_line_is_lost_says_so_in_the_calls_list_at_both_ends(pair: Pair, browser: Any) -> None:
+    """NDMC killed mid-call (kill -9): EUCOM, the survivor, ends the call as lost after
+    call_lost_seconds on its clock, and its calls list says "ended: line lost", not just "ended";
+    once NDMC is back its console says the same, in Russian (EUCOM's "lost" stands at both ends)."""
+    with console(browser, pair.eucom.url, "Duty EUCOM") as a:
+        with console(browser, pair.ndmc.url, "Dezhurny") as b:
+            a.click("#voice-call")
+            b.locator('#alarm-list li[data-code="voice_ring"] button.go').click()
+            for page in (a, b):
+                expect(page.locator("#voice-state")).to_have_attribute("data-voice-state", "live")
+        assert pair.ndmc.proc is not None
+        pair.ndmc.proc.kill()
+        pair.ndmc.proc.wait()
+        try:
+            wait_for(lambda: not any(p["up"] for p in pair.eucom.status()["paths"].values()), "EUCOM to see no path")
+            for _ in range(3):  # past call_lost_seconds (30) from the tick that noted the line quiet
+                ctl(pair.eucom.home, {"op": "clock", "advance_ms": 31_000})
+                with contextlib.suppress(AssertionError):
+                    wait_for(lambda: last_call(pair, pair.eucom)["reason"] == "lost", "EUCOM to end it lost", 3)
+                    break
+            row = a.locator("#voice-calls li").first
+            expect(row).to_have_attribute("data-reason", "lost")
+            expect(row.locator(".call-state")).to_have_text("ended: line lost")
+            # a reason the stations do not file themselves (a person's decline) is shown as text, never markup
+            said = a.evaluate("""() => {
+                const el = h("span", {}, callState({ state: "declined", reason: "<img src=x>" }));
+                return [el.textContent, el.querySelector("img") === null]; }""")
+            assert said == ["declined: <img src=x>", True], said
+        finally:
+            pair.ndmc.start()
+    wait_for(pair.synced, "the line in sync again")
+    with console(browser, pair.ndmc.url, "Dezhurny") as b:
+        expect(b.locator("#voice-calls li").first.locator(".call-state")).to_have_text("завершён: связь потеряна")

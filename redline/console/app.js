@@ -1458,11 +1458,22 @@ function renderVoice() {
     const ev = c.audio.evidence;
     const evText = ev === "match" ? t("voice.evidence.match", { sent: c.audio.ours.sent.packets, received: c.audio.ours.received.packets })
       : ev === "mismatch" ? t("voice.evidence.mismatch") : c.answered_at && c.ended_at ? t("voice.evidence.pending") : "";
-    return h("li", { "data-id": c.id, "data-state": c.state, "data-evidence": ev || "" },
-      t("voice.row", { dir: t(c.ours ? "voice.dir.out" : "voice.dir.in"), at: utc(c.rang_at, true), state: t(`voice.state.${c.state}`),
-        by: c.answered_by ? t("voice.by", { who: c.answered_by }) : "" }),
+    return h("li", { "data-id": c.id, "data-state": c.state, "data-evidence": ev || "", "data-reason": c.reason || "" },
+      tx("voice.row", { dir: t(c.ours ? "voice.dir.out" : "voice.dir.in"), at: utc(c.rang_at, true),
+        state: h("span", { class: "call-state" }, callState(c)), by: c.answered_by ? t("voice.by", { who: c.answered_by }) : "" }),
       evText ? h("div", { class: ev === "mismatch" ? "bad" : ev === "match" ? "good" : "wait" }, evText) : null);
   });
+}
+
+// A call's state with why it ended or was declined: the reasons the stations file ("lost": the line
+// was lost mid-call; "interrupted": a station stopped mid-call; "busy") in the reader's words, any
+// other reason as the text it is (a person's words, or a peer's: never markup).
+function callState(c) {
+  const base = `voice.state.${c.state}`;
+  if (!c.reason) return [t(base)];
+  const known = `${base}.${c.reason}`;
+  if (Object.hasOwn(window.REDLINE_STRINGS.en, known)) return [t(known)];
+  return tx("voice.state.reason", { state: t(base), reason: said(c.reason, null) });
 }
 
 // -- verification --------------------------------------------------------------------------------------

@@ -391,7 +391,8 @@ Object.assign(window.REDLINE_STRINGS.ru, {
   "calls.call_id": "(запись разговора {id})",
 });
 
-// The peer's root rotation awaiting our typed NEW safety code (PROTOCOL.md 5.9 ROOT, ROOT_CONFIRM).
+// The peer's root rotation awaiting our typed NEW safety code (PROTOCOL.md 5.9 ROOT, ROOT_CONFIRM),
+// and how a voice call ended when a station, not a person, ended it.
 Object.assign(window.REDLINE_STRINGS.en, {
   "root.title": "THE PEER'S ROOT KEY CHANGED",
   "root.banner": "{peer} rotated its root key. Nothing the new root certifies is trusted here until the NEW safety code is compared with {peer} by voice and typed.",
@@ -404,6 +405,8 @@ Object.assign(window.REDLINE_STRINGS.en, {
   "root.wrong": "WRONG CODE — nothing filed. Do NOT trust the new root: hang up and call {peer} back on a number you know.",
   "root.none": "No root rotation of {peer} awaits confirmation here any more.",
   "root.confirmed": "CONFIRMED — {peer}'s new root (version {version}) is trusted from now on.",
+  "voice.state.ended.lost": "ended: line lost", "voice.state.ended.interrupted": "ended: a station stopped mid-call",
+  "voice.state.declined.busy": "declined: busy", "voice.state.reason": "{state}: {reason}",
 });
 Object.assign(window.REDLINE_STRINGS.ru, {
   "root.title": "КОРНЕВОЙ КЛЮЧ ДРУГОЙ СТОРОНЫ ЗАМЕНЁН",
@@ -417,4 +420,6 @@ Object.assign(window.REDLINE_STRINGS.ru, {
   "root.wrong": "НЕВЕРНЫЙ КОД — ничего не подано. НЕ доверяйте новому корневому ключу: положите трубку и перезвоните на станцию {peer} по известному вам номеру.",
   "root.none": "Замена корневого ключа {peer} здесь больше не ждёт подтверждения.",
   "root.confirmed": "ПОДТВЕРЖДЕНО — новому корневому ключу {peer} (версия {version}) отныне доверяют.",
+  "voice.state.ended.lost": "завершён: связь потеряна", "voice.state.ended.interrupted": "завершён: станция остановилась во время разговора",
+  "voice.state.declined.busy": "отклонён: занято", "voice.state.reason": "{state}: {reason}",
 });
