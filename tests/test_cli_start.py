@@ -1,13 +1,13 @@
 """The CLI starts with what the command uses (bench/cli_start.py measures how fast; no timing here).
 
 ``redline`` loads a command's module when that command runs (``cli.common.LazyGroup`` and its table
-``COMMAND_MODULES``): ``--version`` imports no module of redline's commands, ``status`` and ``send``
-neither the station nor the API, numpy, shapely, starlette or uvicorn; ``ack`` and ``answer``
-neither the read views nor rich's tables; ``log`` not even asyncio, nor verification and the trust
-gate (the store's read types are in ``ledger.model``), and of the content types of ``redline.kinds``
-(made on first use) only those of the kinds it shows. The table must name the module of every
-command (a command missing from it still runs, after every module is loaded, but then starts
-slowly).
+``COMMAND_MODULES``): ``--version`` and ``--help`` import no module of redline's commands,
+``status`` and ``send`` neither the station nor the API, numpy, shapely, starlette or uvicorn;
+``ack`` and ``answer`` neither the read views nor rich's tables; ``log`` not even asyncio, nor
+verification and the trust gate (the store's read types are in ``ledger.model``), and of the content
+types of ``redline.kinds`` (made on first use) only those of the kinds it shows. The table must name
+the module of every command (a command missing from it still runs, after every module is loaded, but
+then starts slowly), and ``COMMAND_HELP`` the first paragraph of its help (which --help lists).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import click
 import pytest
 
 from redline.cli import main
-from redline.cli.common import COMMAND_MODULES, run
+from redline.cli.common import COMMAND_HELP, COMMAND_MODULES, run
 from redline.control import call
 from redline.control_client import call_blocking
 from redline.errors import RedlineError
@@ -85,6 +85,25 @@ def test_version_prints_the_version_of_pyproject_without_reading_the_installed_m
     out = subprocess.run([sys.executable, "-m", "redline", "--version"], capture_output=True, text=True, timeout=60)
     assert out.stdout == f"python -m redline, version {project['version']}\n"
     assert "importlib.metadata" not in modules_after(["--version"])
+
+
+def test_help_lists_every_command_as_click_does_without_loading_their_modules() -> None:
+    loaded = modules_after(["--help"])
+    assert not {m for m in loaded if m.startswith("redline.cli.") and m != "redline.cli.common"}
+    assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")] and "asyncio" not in loaded
+    listed = subprocess.run([sys.executable, "-m", "redline", "--help"], capture_output=True, text=True, timeout=60)
+    every = ("from redline.cli import main\nmain.commands\nmain(['--help'], prog_name='python -m redline')\n")
+    loaded_all = subprocess.run([sys.executable, "-c", every], capture_output=True, text=True, timeout=60)
+    assert listed.stdout == loaded_all.stdout and "withdraw" in listed.stdout
+
+
+def test_the_help_table_holds_the_first_paragraph_of_every_command_s_help() -> None:
+    commands = main.commands  # loads every module
+    assert set(COMMAND_HELP) == set(commands)
+    for name, command in commands.items():
+        text = command.help or ""
+        first = text[: text.find("\n\n")] if "\n\n" in text else text
+        assert COMMAND_HELP[name] == " ".join(first.split()), f"COMMAND_HELP[{name!r}]: paste the new first paragraph"
 
 
 def test_status_and_send_load_neither_the_station_nor_the_api(tmp_path: object) -> None:
