@@ -1,5 +1,5 @@
-"""The ``redline`` command as a whole process: how long ``--version``, ``status``, ``send`` and
-``log`` take from exec to exit, next to ``python -c pass`` (the interpreter's own start, the floor)
+"""The ``redline`` command as a whole process: how long ``--version``, ``--help``, ``status``, ``send``
+and ``log`` take from exec to exit, next to ``python -c pass`` (the interpreter's own start, the floor)
 measured in the same run, and the same commands of the baseline revision (``bench.baseline``).
 
 Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``status`` and ``send``
@@ -44,7 +44,7 @@ from tests.procs import StationProc, paired_stations
 
 AIM_S = 0.1
 LOG_ROWS = 50  # 'redline log' shows the last 50 entries unless told otherwise
-COMMANDS = ("version", "status", "send", "log")
+COMMANDS = ("version", "help", "status", "send", "log")
 
 
 HERE = Path(__file__).resolve().parent.parent  # the tree this bench belongs to
@@ -103,9 +103,15 @@ def old_config(tree: Path, config: Path) -> None:
     config.write_text(json.dumps(obj, indent=2))
 
 
+def label(name: str) -> str:
+    """How a command of ``COMMANDS`` is written: ``--version``, ``--help``, ``status``..."""
+    return f"--{name}" if name in ("version", "help") else name
+
+
 def argvs(redline: list[str], home: Path, line: str, log_home: Path) -> dict[str, list[str]]:
     return {
         "version": [*redline, "--version"],
+        "help": [*redline, "--help"],
         "status": [*redline, "status", "--station", str(home)],
         "send": [*redline, "send", "--station", str(home), line, "cli start bench"],
         "log": [*redline, "log", "--station", str(log_home), line],
@@ -171,13 +177,12 @@ def rows(f: Figures) -> list[Row]:
     out = [Row("`python -c pass` (the interpreter alone)", f["python_pass_s"] * 1000, "ms",
                note=f"p90 {f['python_pass_p90_s'] * 1000:.0f} ms")]  # fmt: skip
     for name in COMMANDS:
-        label = "--version" if name == "version" else name
         exit_note = "" if not f.get(f"{name}_exit") else f"; exit {f[f'{name}_exit']:.0f}"
         note = f"p90 {f[f'{name}_p90_s'] * 1000:.0f} ms; {f[f'{name}_s'] / f['python_pass_s']:.1f}x python -c pass"
         if f"before_{name}_s" in f:
             bexit = f" (exit {f[f'before_{name}_exit']:.0f})" if f.get(f"before_{name}_exit") else ""
             note += f"; before: {f[f'before_{name}_s'] * 1000:.0f} ms{bexit}"
-        out.append(Row(f"`redline {label}`, whole process", f[f"{name}_s"] * 1000, "ms", "aim", AIM_S * 1000,
+        out.append(Row(f"`redline {label(name)}`, whole process", f[f"{name}_s"] * 1000, "ms", "aim", AIM_S * 1000,
                        note=note + exit_note))  # fmt: skip
     return out
 

@@ -287,7 +287,7 @@ def close_to_the_machine(res: dict[str, Any], lim: Figures, aim: Callable[..., N
             aim(f"CPU per message at {side} ≤ 80 µs", line[key], CPU_AIM_US, at_most=True, unit="µs", ref=CPU_AIM_US)
     cli = res.get("cli", {})
     for name in cli_start.COMMANDS if cli else ():
-        label = "--version" if name == "version" else name
+        label = cli_start.label(name)
         aim(f"`redline {label}` as a whole process ≤ 0.1 s", cli[f"{name}_s"], CLI_AIM_S, at_most=True, unit="s",
             ref=CLI_AIM_S)  # fmt: skip
 
@@ -317,7 +317,7 @@ def before_after(res: dict[str, Any], lim: Figures) -> str:
     cli = res.get("cli", {})
     for name in cli_start.COMMANDS if cli else ():
         if f"before_{name}_s" in cli:
-            label = "--version" if name == "version" else name
+            label = cli_start.label(name)
             row(f"`redline {label}`, whole process", "ms", 1000 * cli[f"before_{name}_s"], 1000 * cli[f"{name}_s"],
                 f"`python -c pass` {1000 * cli['python_pass_s']:.0f} ms")  # fmt: skip
     return "\n".join(lines) if len(lines) > 4 else ""
