@@ -3,9 +3,10 @@ Chromium (Debian's, driven by Playwright) against two real station processes wit
 them (tests/test_console.py's pair, one for this module, since a root rotation cannot be undone).
 
 NDMC rotates its root with the real CLI (``redline keys rotate --root``), which says the NEW safety
-code. EUCOM's console shows a banner until the code is confirmed: an auditor sees it without the
-button; a supervisor opens the dialog, types a wrong code (one clear line, nothing filed, the banner
-stays), then the code NDMC read out (ROOT_CONFIRM filed, the banner gone, NDMC trusts it too)."""
+code. EUCOM's console shows a banner and a warning in the alarm area until the code is confirmed:
+an auditor sees them without the button (in Russian too); a supervisor opens the dialog, types a
+wrong code (one clear line, nothing filed, the banner stays), then the code NDMC read out
+(ROOT_CONFIRM filed, the banner and the warning gone, NDMC receipts it)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def test_the_peers_root_rotation_is_confirmed_at_the_console_only_with_the_code_
         expect(banner).to_contain_text("NDMC rotated its root key")
         expect(banner).to_contain_text("may not")
         expect(page.locator("#root-open")).to_be_hidden()  # an auditor may not confirm
+        cond = page.locator('#alarm-list li[data-code="root_rotation"]')  # the alarm area says so too
+        expect(cond).to_contain_text("NDMC CHANGED ITS ROOT KEY")
+        expect(cond.locator("button")).to_have_count(0)
         page.select_option("#lang-select", "ru")  # the banner and the dialog in the reader's language
         expect(banner).to_contain_text("КОРНЕВОЙ КЛЮЧ ДРУГОЙ СТОРОНЫ ЗАМЕНЁН")
         expect(banner).to_contain_text("Станция NDMC заменила корневой ключ")
@@ -61,8 +65,11 @@ def test_the_peers_root_rotation_is_confirmed_at_the_console_only_with_the_code_
     with console(browser, pair.eucom.url, "Supervisor EUCOM") as page:
         banner, dialog = page.locator("#root-banner"), page.locator("#root-dialog")
         result = page.locator("#root-result")
+        cond = page.locator('#alarm-list li[data-code="root_rotation"]')
+        expect(cond.locator("button.danger")).to_have_text("CONFIRM THE NEW SAFETY CODE…")
         page.click("#root-open")
         expect(dialog).to_be_visible()
+        test_console._no_axe_violations(page)  # the dialog open: axe-core finds nothing
         expect(dialog).to_contain_text("Call the peer's duty officer on a number you know")
         expect(dialog).to_contain_text(code)
         wrong = f"{(int(code[:4]) + 1) % 10000:04d}-{code[5:]}"
@@ -78,6 +85,7 @@ def test_the_peers_root_rotation_is_confirmed_at_the_console_only_with_the_code_
         page.click("#root-submit")
         expect(dialog).to_be_hidden()
         expect(banner).to_be_hidden()
+        expect(cond).to_have_count(0)
         expect(page.locator("#root-done")).to_contain_text("CONFIRMED — NDMC's new root (version 2)")
         wait_for(lambda: count(page, pair.line, "ROOT_CONFIRM") == 1, "EUCOM's ROOT_CONFIRM filed")
     # NDMC stored and receipted it: nothing of EUCOM's waits, and EUCOM's status asks for no code

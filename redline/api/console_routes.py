@@ -72,6 +72,7 @@ CONDITIONS: tuple[tuple[str, str], ...] = (
     ("test_missed", "alarm"),  # the tester's verdict on the latest line test (ours or theirs): missed
     ("test_to_answer", "alarm"),  # the peer's line test waits for a person here
     ("clock_skew", "alarm"),  # the peer's clock is off by more than max_clock_skew_seconds
+    ("root_rotation", "warning"),  # the peer's new root awaits our typed NEW safety code (PROTOCOL.md 5.9 ROOT)
     ("not_in_sync", "warning"),
     ("unconfirmed", "warning"),  # the safety code is not yet confirmed at both ends
     ("notice_conflict", "warning"),
@@ -291,6 +292,8 @@ class ConsoleHandlers:
         limit_ms = int(limits.max_clock_skew_seconds * 1000)
         if skew is not None and abs(skew) > limit_ms:
             add("clock_skew", "clock_skew", None, skew_ms=round(skew), limit_ms=limit_ms)
+        if status["root_code"] is not None:  # until typed, nothing the peer's new root certifies is trusted
+            add("root_rotation", f"root_rotation:{status['root_code']}", None, peer=status["peer"])
         if status["active"] and not status["synced"] and not line_down and not status["halted"]:
             add("not_in_sync", "not_in_sync", since)
         if not status["active"]:

@@ -411,6 +411,9 @@ function renderCondition(c) {
     buttons.push(h("button", { type: "button", class: "danger", "data-focus": "cond-decline", onclick: (e) => declineCall(c.params.id, e.target) },
       t("voice.decline")));
   }
+  if (c.code === "root_rotation" && can("confirm")) {
+    buttons.push(h("button", { type: "button", class: "danger", "data-focus": "cond-root", onclick: openRoot }, t("root.open")));
+  }
   if (c.level === "alarm" && !silenced) {
     buttons.push(h("button", { type: "button", "data-focus": "cond-silence", onclick: () => silence(c.key) }, t("alarms.silence")));
   }

@@ -405,6 +405,8 @@ Object.assign(window.REDLINE_STRINGS.en, {
   "root.wrong": "WRONG CODE — nothing filed. Do NOT trust the new root: hang up and call {peer} back on a number you know.",
   "root.none": "No root rotation of {peer} awaits confirmation here any more.",
   "root.confirmed": "CONFIRMED — {peer}'s new root (version {version}) is trusted from now on.",
+  "cond.root_rotation": "{peer} CHANGED ITS ROOT KEY: nothing its new root certifies is trusted until a supervisor types the NEW safety code, compared by voice",
+  "short.root_rotation": "NEW ROOT KEY",
   "voice.state.ended.lost": "ended: line lost", "voice.state.ended.interrupted": "ended: a station stopped mid-call",
   "voice.state.declined.busy": "declined: busy", "voice.state.reason": "{state}: {reason}",
 });
@@ -420,6 +422,8 @@ Object.assign(window.REDLINE_STRINGS.ru, {
   "root.wrong": "НЕВЕРНЫЙ КОД — ничего не подано. НЕ доверяйте новому корневому ключу: положите трубку и перезвоните на станцию {peer} по известному вам номеру.",
   "root.none": "Замена корневого ключа {peer} здесь больше не ждёт подтверждения.",
   "root.confirmed": "ПОДТВЕРЖДЕНО — новому корневому ключу {peer} (версия {version}) отныне доверяют.",
+  "cond.root_rotation": "СТАНЦИЯ {peer} ЗАМЕНИЛА КОРНЕВОЙ КЛЮЧ: ничему, что заверяет новый ключ, не доверяют, пока старший смены не введёт НОВЫЙ код безопасности, сверенный голосом",
+  "short.root_rotation": "НОВЫЙ КОРНЕВОЙ КЛЮЧ",
   "voice.state.ended.lost": "завершён: связь потеряна", "voice.state.ended.interrupted": "завершён: станция остановилась во время разговора",
   "voice.state.declined.busy": "отклонён: занято", "voice.state.reason": "{state}: {reason}",
 });
