@@ -522,7 +522,8 @@ function renderLine() {
 // so, and a person who may confirm opens the dialog, compares the code with the peer by voice and
 // types it (POST confirm-root). The peer's name is the peer's data: text nodes only.
 function renderRoot(ln) {
-  const banner = $("root-banner");
+  const banner = $("root-banner"), done = $("root-done");
+  if (!ln || done.dataset.line !== ln.line) done.hidden = true; // the word on another line's confirmation
   if (!ln || !ln.root_code) { banner.hidden = true; banner.dataset.sig = ""; return; }
   const may = can("confirm");
   const sig = `${ln.line}|${ln.peer}|${ln.root_code}|${S.lang}|${may}`;
@@ -532,7 +533,7 @@ function renderRoot(ln) {
       may ? "" : ` ${t("root.banner_who", { role: t("role." + S.me.role) })}`);
   }
   $("root-open").hidden = !may;
-  $("root-done").hidden = true; // a new rotation: the last confirmation's word is old news
+  done.hidden = true; // a new rotation: the last confirmation's word is old news
   banner.hidden = false;
 }
 function openRoot() {
@@ -558,6 +559,7 @@ async function confirmRoot(ev) {
     const r = await api("POST", `/api/lines/${encodeURIComponent(d.dataset.line)}/confirm-root`, { code: $("root-code").value });
     d.close();
     setText($("root-done"), t("root.confirmed", { peer, version: r.confirmed_version }), "result good root-done");
+    $("root-done").dataset.line = d.dataset.line;
     await refreshStatus();
     $("root-done").hidden = false;
   } catch (e) {
