@@ -67,8 +67,14 @@ def test_the_peers_root_rotation_is_confirmed_at_the_console_only_with_the_code_
         result = page.locator("#root-result")
         cond = page.locator('#alarm-list li[data-code="root_rotation"]')
         expect(cond.locator("button.danger")).to_have_text("CONFIRM THE NEW SAFETY CODE…")
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: banner and dialog fit, no sideways scroll
         page.click("#root-open")
         expect(dialog).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        for sel in ("#root-code", "#root-submit", "#root-cancel"):
+            box = page.locator(sel).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (sel, box)
+        page.set_viewport_size({"width": 1500, "height": 1100})
         test_console._no_axe_violations(page)  # the dialog open: axe-core finds nothing
         expect(dialog).to_contain_text("Call the peer's duty officer on a number you know")
         expect(dialog).to_contain_text(code)
