@@ -258,6 +258,9 @@ class _Serial:
 # the lock, a worker sat blocked on a full socket instead of opening envelopes).
 _ANSWER = struct.Struct(">QQB")
 _ROWS, _RAISED = 0, 1
+# Socket buffers that hold a whole answer or more, where the system allows it: a worker then hands
+# its answer to the kernel and goes on to its next task whenever the verifier's thread gets to it.
+_SOCKET_BUFFER = 4 << 20
 
 
 def _read_exactly(sock: socket.socket, into: bytearray) -> None:
@@ -291,6 +294,9 @@ class _Workers:
         for _ in range(n):
             tasks_in, tasks_out = ctx.Pipe(duplex=False)
             ours, theirs = socket.socketpair()
+            for end in (ours, theirs):  # room for whole answers (the kernel caps it at net.core.wmem_max)
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
             proc = ctx.Process(target=_worker, args=(tasks_in, theirs, keys), daemon=True)
             proc.start()
             tasks_in.close()
