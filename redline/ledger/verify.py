@@ -62,8 +62,8 @@ from redline.ledger.model import StoredRow as StoredRow
 from redline.statements import Checkpoint, Receipt
 
 if TYPE_CHECKING:  # multiprocessing is imported when workers start: the CLI's other commands skip it
-    import multiprocessing.connection
     import multiprocessing.process
+    import multiprocessing.queues
 
 
 @dataclass(frozen=True)
@@ -273,11 +273,12 @@ def _read_exactly(sock: socket.socket, into: bytearray) -> None:
 
 
 class _Workers:
-    """Worker processes that read and open the chains' rows ahead of the replay. This process
-    sends each task down one worker's pipe; one thread per worker takes its answers off the pipe
-    as they come (the read itself runs without the interpreter lock), so a worker never waits for
-    the replay to want its answer before it starts on the next task; the replay decodes an answer
-    when it needs it."""
+    """Worker processes that read and open the chains' rows ahead of the replay. Tasks go into one
+    queue that every worker takes from as soon as it is free (a worker slowed down, say by another
+    process on its core, then holds up no task but its own); one thread per worker takes its answers
+    off its socket as they come (the read itself runs without the interpreter lock), so a worker
+    never waits for the replay to want its answer before it starts on the next task; the replay
+    decodes an answer when it needs it."""
 
     def __init__(self, n: int, keys: dict[str, dict[str, bytes]]) -> None:
         # spawn, not fork: a forked child would hold copies of the store's SQLite descriptors, and
@@ -285,28 +286,24 @@ class _Workers:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
-        self._conns: list[multiprocessing.connection.Connection] = []  # tasks, to each worker
+        self._tasks = ctx.SimpleQueue()
         self._socks: list[socket.socket] = []  # answers, from each worker
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._arrived = threading.Condition()
-        self._answers: dict[int, tuple[int, bytearray]] = {}  # task -> its answer, taken off the socket
+        self._answers: dict[int, tuple[int, bytearray]] = {}  # task -> its answer, taken off a socket
         self._lost: BaseException | None = None
         for _ in range(n):
-            tasks_in, tasks_out = ctx.Pipe(duplex=False)
             ours, theirs = socket.socketpair()
             for end in (ours, theirs):  # room for whole answers (the kernel caps it at net.core.wmem_max)
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
-            proc = ctx.Process(target=_worker, args=(tasks_in, theirs, keys), daemon=True)
+            proc = ctx.Process(target=_worker, args=(self._tasks, theirs, keys), daemon=True)
             proc.start()
-            tasks_in.close()
             theirs.close()
-            self._conns.append(tasks_out)
             self._socks.append(ours)
             self._procs.append(proc)
             threading.Thread(target=self._take, args=(ours,), daemon=True).start()
         self._sent = 0
-        self._queued = [0] * n  # tasks each worker holds
 
     def _take(self, sock: socket.socket) -> None:
         head = bytearray(_ANSWER.size)
@@ -324,25 +321,27 @@ class _Workers:
                 self._lost = self._lost or exc
                 self._arrived.notify_all()
 
-    def _submit(self, part: ChainPart) -> tuple[int, int]:
+    def _stopped(self) -> StorageError | None:
+        """A worker has gone (its tasks would never be answered)."""
+        if any(not proc.is_alive() for proc in self._procs):
+            return StorageError(f"a verify worker stopped: {self._lost!r}")
+        return None
+
+    def _submit(self, part: ChainPart) -> int:
+        if (gone := self._stopped()) is not None:
+            raise gone
         task = self._sent
         self._sent += 1
-        w = min(range(len(self._conns)), key=lambda i: self._queued[i])  # the least busy
-        try:
-            self._conns[w].send((task, part))
-        except OSError as exc:
-            raise StorageError(f"a verify worker stopped: {exc!r}") from None
-        self._queued[w] += 1
-        return task, w
+        self._tasks.put((task, part))
+        return task
 
-    def _result(self, task: int, w: int) -> list[_Next]:
+    def _result(self, task: int) -> list[_Next]:
         with self._arrived:
             while task not in self._answers:
-                if self._lost is not None and not self._procs[w].is_alive():
-                    raise StorageError(f"a verify worker stopped: {self._lost!r}")
+                if self._lost is not None and (gone := self._stopped()) is not None:
+                    raise gone
                 self._arrived.wait(1.0)
             what, payload = self._answers.pop(task)
-        self._queued[w] -= 1
         if what == _RAISED:
             raised = pickle.loads(payload)
             assert isinstance(raised, BaseException)
@@ -351,25 +350,24 @@ class _Workers:
 
     def chain(self, data: LineSource, station: str) -> Iterator[list[_Next]]:
         parts = data.chain_parts(station, BATCH)
-        ahead: deque[tuple[int, int]] = deque()
+        ahead: deque[int] = deque()
         while True:
             while len(ahead) < AHEAD and (part := next(parts, None)) is not None:
                 ahead.append(self._submit(part))
             if not ahead:
                 return
-            yield self._result(*ahead.popleft())
+            yield self._result(ahead.popleft())
 
     def close(self) -> None:
-        for conn in self._conns:
+        for _ in self._procs:
             with suppress(OSError):
-                conn.send(None)
+                self._tasks.put(None)
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        for conn in self._conns:
-            conn.close()
+        self._tasks.close()
         for sock in self._socks:
             sock.close()
 
@@ -446,7 +444,7 @@ class _ChainReader:
 
 
 def _worker(
-    tasks: multiprocessing.connection.Connection, answers: socket.socket, keys: dict[str, dict[str, bytes]]
+    tasks: multiprocessing.queues.SimpleQueue[Any], answers: socket.socket, keys: dict[str, dict[str, bytes]]
 ) -> None:
     """A worker process: read each part's rows and ``open_envelope`` them under the gate's keys;
     answer what the replay needs of those that open, the rows themselves for the others (the gate
@@ -458,7 +456,7 @@ def _worker(
         except KeyError:
             raise UnknownKeyError(f"key {key_id} is not certified") from None
 
-    while (task := tasks.recv()) is not None:
+    while (task := tasks.get()) is not None:
         number, part = task
         try:
             what, payload = _ROWS, marshal.dumps([_answer_row(row, key) for row in part.rows()])
