@@ -81,7 +81,7 @@ _STAND_INS: dict[str, Any] = {
 }
 
 
-@dataclass_transform()
+@dataclass_transform(field_specifiers=(dataclasses.field, dataclasses.Field))  # as typing sees dataclass
 def dataclass_on_first_use(
     *, init: bool = True, repr: bool = True, eq: bool = True, order: bool = False, unsafe_hash: bool = False,
     frozen: bool = False, match_args: bool = True, kw_only: bool = False,
