@@ -10,8 +10,10 @@ It reads a line through ``LineSource``: a bundle's or a test's ``LineData`` (lis
 store's rows (``ledger.sqlite.StoredLine``), streamed: what stays in memory is 32 bytes of id and
 about 64 bytes of Merkle tree per envelope, never the envelopes. With ``workers``, the signatures
 (``open_envelope``: canonical form, body hash, Ed25519; a pure function of the bytes and the keys)
-are checked ahead of the replay in worker processes, one per core; every rule that decides trust
-still runs in the gate, in this process, in causal order, on the very envelopes the workers opened.
+are checked ahead of the replay in worker processes, one per core, which hand back each envelope
+as they opened it (header, decoded content, the Merkle leaf of its id: nothing is parsed twice);
+every rule that decides trust still runs in the gate, in this process, in causal order, on the
+very envelopes the workers opened.
 """
 
 from __future__ import annotations
@@ -254,8 +256,8 @@ class _Serial:
 # A worker's answer to a task, on a socket of its own: the payload's length, the task's number and
 # whether the rows follow (marshalled) or the exception that stopped it (pickled), then the payload.
 # Bytes, not a pickled object; read in one blocking call (``_read_exactly``), so the thread taking
-# it needs the interpreter lock once per answer, not once per socket buffer (while the replay held
-# the lock, a worker sat blocked on a full socket instead of opening envelopes).
+# it needs the interpreter lock once per answer, not once per socket buffer, which it had to win
+# from the replay each time.
 _ANSWER = struct.Struct(">QQB")
 _ROWS, _RAISED = 0, 1
 # Socket buffers that hold a whole answer or more, where the system allows it: a worker then hands
