@@ -255,3 +255,27 @@ def test_an_envelope_a_worker_opened_arrives_equal_to_the_one_it_opened(built: B
         assert nxt.opened == env and nxt.opened.header == env.header and nxt.opened.parsed == env.parsed
         assert nxt.opened.content() == env.content() and nxt.seen == env.header.seen_seq
         assert (nxt.seq, nxt.id, nxt.leaf) == (row.seq, row.id, verify.merkle.leaf_hash(bytes.fromhex(env.id)))
+
+
+@pytest.mark.slow  # worker processes
+def test_a_verify_worker_that_dies_is_a_storage_error_not_a_hang(built: Built) -> None:
+    """A worker killed (out of memory, an operator's kill) leaves tasks that nobody will answer:
+    the replay says so in one line instead of waiting for them, and the next task is refused too."""
+    from redline.errors import StorageError
+
+    store, line, _, _ = built
+    ledger = Ledger(store / "ledger.sqlite")
+    workers = verify._Workers(2, {})
+    try:
+        with ledger.stored_line(line, "EUCOM") as held:
+            part = next(held.chain_parts(held.stations()[0], 5))
+        assert workers._result(workers._submit(part))  # answered (every row refused: no keys given)
+        workers._procs[0].kill()
+        workers._procs[0].join()
+        with pytest.raises(StorageError, match="a verify worker stopped"):
+            workers._result(workers._sent + 1)  # a task no worker will ever answer
+        with pytest.raises(StorageError, match="a verify worker stopped"):
+            workers._submit(part)
+    finally:
+        workers.close()
+        ledger.close()

@@ -361,11 +361,14 @@ class _Workers:
             yield self._result(ahead.popleft())
 
     def close(self) -> None:
+        # A worker that died waiting for a task may have died holding the queue's lock: then the
+        # others never see their stop either, and are not waited for.
+        wait = 5.0 if self._stopped() is None else 0.2
         for _ in self._procs:
             with suppress(OSError):
                 self._tasks.put(None)
         for proc in self._procs:
-            proc.join(timeout=5)
+            proc.join(timeout=wait)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
