@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,34 @@ def test_threads_racing_to_the_first_instance_build_it_once(monkeypatch: pytest.
         t.start()
     for t in threads:
         t.join()
-    assert built == [lazy] and sorted(m.a for m in made) == list(range(8))
+    assert [c for c in built if c is lazy] == [lazy] and sorted(m.a for m in made) == list(range(8))
+
+
+def test_a_thread_reaching_the_class_while_another_builds_it_waits_for_the_dataclass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The build is made slow, so the second thread surely arrives in the middle of it: it must get
+    # the dataclass's __init__ and fields, not the base's (a TypeError, and no fields at all).
+    lazy, building, got = lazy_twin(), threading.Event(), {}
+    real = dataclasses.dataclass
+
+    def slow(cls: Any = None, /, **kwargs: Any) -> Any:
+        building.set()
+        time.sleep(0.05)
+        return real(cls, **kwargs)
+
+    monkeypatch.setattr(firstuse.dataclasses, "dataclass", slow)
+
+    def meanwhile() -> None:
+        building.wait()
+        got["made"], got["fields"] = lazy(a=2), [f.name for f in dataclasses.fields(lazy)]
+
+    second = threading.Thread(target=meanwhile)
+    second.start()
+    first = lazy(a=1)
+    second.join()
+    assert got == {"made": lazy(a=2), "fields": ["a", "b"]} and first != got["made"]
+    assert lazy.__doc__ == Eager.__doc__ and lazy.__dataclass_params__.init  # as dataclass() makes them
 
 
 def test_an_instance_unpickled_where_its_class_is_unbuilt_is_the_dataclass_instance() -> None:
