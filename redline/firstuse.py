@@ -50,7 +50,7 @@ def build(cls: type) -> None:
             # without one, and its __init__ is a twin's, made from the same namespace (a frozen
             # dataclass's __setattr__ names its class, so the rest must be made on the class itself).
             space = {k: v for k, v in c.__dict__.items() if k not in _STAND_INS and k not in _OWN_SLOTS}
-            twin = type(c.__name__, c.__bases__, space)
+            twin = type(c)(c.__name__, c.__bases__, space)  # its metaclass too (ABCMeta...)
             twin.__qualname__ = c.__qualname__
             dataclasses.dataclass(twin, **kwargs)
             dataclasses.dataclass(c, **{**kwargs, "init": False})  # sets __dataclass_fields__ in one step

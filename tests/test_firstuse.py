@@ -3,6 +3,7 @@ makes with the same arguments; the content types of ``redline.kinds`` are such c
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import pickle
 import subprocess
@@ -134,6 +135,21 @@ def test_an_instance_unpickled_where_its_class_is_unbuilt_is_the_dataclass_insta
     out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(ack), capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr.decode()
     assert out.stdout.decode().strip() == repr(ack)
+
+
+def test_a_class_with_a_metaclass_is_built_with_it() -> None:
+    class Shape(abc.ABC):
+        @abc.abstractmethod
+        def area(self) -> int: ...
+
+    @dataclass_on_first_use(frozen=True)
+    class Square(Shape):
+        side: int
+
+        def area(self) -> int:
+            return self.side**2
+
+    assert Square(side=3).area() == 9 and isinstance(Square(side=1), Shape) and type(Square) is abc.ABCMeta
 
 
 def test_a_class_with_its_own_init_is_refused() -> None:
