@@ -540,7 +540,7 @@ class Station:
                 self._watch_skew(session)
                 self._tick_due[session.line] = (session, *session.next_due(self.clock.monotonic()))
             try:
-                self._ops_due(session, wall, (roster, published))
+                self._ops_due(session, wall, (roster, published), every_line=every_line)
             except StorageError as exc:
                 self._storage_failed(session, exc)
         self._schedule_flush()
@@ -674,15 +674,20 @@ class Station:
         return out
 
     def _ops_due(
-        self, session: LineSession, wall: int, roster: tuple[dict[str, Any], dict[str, persons.Person] | None]
-    ) -> None:
-        """Record every time-dependent decision that is due (test results, escalations, expiries)."""
+        self, session: LineSession, wall: int, roster: tuple[dict[str, Any], dict[str, persons.Person] | None],
+        *, every_line: bool = True,
+    ) -> None:  # fmt: skip
+        """Record every time-dependent decision that is due (test results, escalations, expiries):
+        by the ticker only once ops' ``next_due`` comes (a call not over: at every tick)."""
         if not session.record.active:
             return
         ops = self.ops[session.line]
-        self._watch_call_line(session, wall)
-        intents, alarms = ops.due(wall)
-        intents += self._audio_intents(session.line)
+        intents: list[Intent] = []
+        alarms: list[Alarm] = []
+        if every_line or wall >= ops.next_due(wall) - 1:
+            self._watch_call_line(session, wall)
+            intents, alarms = ops.due(wall)
+            intents += self._audio_intents(session.line)
         roster_intent = self._roster_change(ops, *roster)
         if roster_intent is not None:
             intents.insert(0, roster_intent)

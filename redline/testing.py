@@ -281,10 +281,11 @@ class StationPair:
         return result
 
     async def advance(self, seconds: float) -> None:
-        """Move the shared clock, let both stations run what fell due, and settle."""
+        """Move the shared clock, let both stations run what fell due, and settle: as the stations'
+        own ticker does, each line only if something on it is due (``Station.tick``)."""
         self.sim.advance(seconds)
-        await self.a.tick()
-        await self.b.tick()
+        await self.a.tick(every_line=False)
+        await self.b.tick(every_line=False)
         await self.synced()
 
     async def crash(self, who: str, *, start_again: bool = True) -> None:

@@ -148,8 +148,13 @@ class Line:
         self.deliver()
 
     def tick(self, side: Side) -> list[Intent]:
-        """The station's tick: record every decision that is due, once per idempotency key."""
+        """The station's tick: record every decision that is due, once per idempotency key. Each
+        tick also holds ``next_due`` (by which the station's ticker skips idle lines) to never
+        saying "later" when ``due`` had something to record, alarm or expire."""
+        due_at, notices = side.ops.next_due(self.now), dict(side.ops.notice_refs)
         intents, alarms = side.ops.due(self.now)
+        if intents or alarms or side.ops.notice_refs != notices:
+            assert due_at <= self.now, f"next_due said {due_at}, but at {self.now} due() did {intents} {alarms}"
         side.alarms += alarms
         for intent in intents:
             assert intent.idem is not None, f"{intent.kind} decided by the station carries an idempotency key"
@@ -157,6 +162,7 @@ class Line:
             assert intent.idem not in side.filed, f"{intent.idem} decided again after it was stored"
             side.filed.add(intent.idem)
             self.file(side, intent.kind, intent.content, prio=intent.prio)
+        side.ops.next_due(self.now)  # worked out now, as the ticker does, kept until something changes
         return intents
 
     def ticks(self) -> tuple[list[Intent], list[Intent]]:

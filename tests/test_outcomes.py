@@ -105,12 +105,16 @@ class World:
         self.deliver()
 
     def tick(self, side: End) -> None:
-        intents, alarms = side.ops.due(side.clock(self.t))
+        now = side.clock(self.t)
+        due_at, notices = side.ops.next_due(now), dict(side.ops.notice_refs)  # the station's ticker's rule
+        intents, alarms = side.ops.due(now)
+        assert due_at <= now or not (intents or alarms or side.ops.notice_refs != notices), (due_at, now, intents)
         side.alarms += alarms
         for intent in intents:
             assert intent.idem is not None and intent.idem not in side.filed, intent
             side.filed.add(intent.idem)
             self.file(side, intent.kind, intent.content, intent.prio)
+        side.ops.next_due(now)  # worked out now, as the ticker does, kept until something changes
 
     # -- people ------------------------------------------------------------------------------------
     def operator_sees(self, side: End, e: Entry) -> None:

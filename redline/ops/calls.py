@@ -118,6 +118,14 @@ class Calls:
                 out.intents.append(Intent(kind="CALL_EXPIRED", prio=kinds.default_priority("CALL_EXPIRED"),
                                           content=body.to_content(), idem=f"call-expired:{r.entry.id}"))  # fmt: skip
 
+    def next_due(self, now: int) -> float:
+        """When ``due`` may next expire one of our requests (wall ms), if nothing is observed first."""
+        at: float = float("inf")
+        for r in self.requests.values():
+            if r.entry.ours and not r.expired and (r.reply is None or r.reply.stored_at > r.expires):
+                at = min(at, now if now > r.expires else r.expires + 1)
+        return at
+
     def requests_view(self) -> tuple[CallRequestView, ...]:
         """Every call request of the line, oldest first, with its reply and state."""
         return tuple(r.view() for r in sorted(self.requests.values(), key=lambda r: r.entry.stored_at))

@@ -89,6 +89,7 @@ class LineOps:
         self.refused: list[tuple[Entry, str]] = []
         self.unknown_kinds: dict[str, int] = {}  # kinds stored but not acted on (a newer peer's), how many
         self._our_seq_to_id: dict[int, str] = {}
+        self._due_at: float | None = None  # ``next_due``, until something changes what is due
 
     def observe(self, e: Entry) -> list[Alarm]:
         out = Outbox()
@@ -96,6 +97,7 @@ class LineOps:
             self._our_seq_to_id[e.seq] = e.id
         if e.kind == "TEXT" and e.prio != "FLASH":
             return out.alarms  # plain text: shown, never acted on (the station does not even replay it)
+        self._due_at = None
         self.entries[e.id] = e
         row = kinds.spec(e.kind)
         if row is None or row.reserved:
@@ -328,6 +330,8 @@ class LineOps:
         # Our seqs are inserted in order, so the receipted ones are at the front: pop just those
         # (a scan of the whole dict per receipt made a restart's replay quadratic).
         pending = self._our_seq_to_id
+        if pending and next(iter(pending)) <= our_seq:
+            self._due_at = None
         while pending:
             seq = next(iter(pending))
             if seq > our_seq:
@@ -337,7 +341,22 @@ class LineOps:
             self.flash.receipted(eid, at)
             self.voice.receipted(eid)
 
+    def next_due(self, now: int) -> float:
+        """The earliest wall time (ms) at which ``due`` may record or alarm anything if nothing is
+        observed or receipted first (``now`` or before: something is due already): a line test's
+        verdict or slot, a FLASH's escalation, a call request's expiry, a call not over, a notice's
+        end. The station runs ``due`` on an idle line only then (issue 12: with many lines, and
+        years of tests and FLASHes each ``due`` walks, ten times a second per line added up).
+        Worked out once, and again after the next observe, receipt or ``due``."""
+        if self._due_at is None:
+            self._due_at = min(
+                self.tests.next_due(now), self.flash.next_due(now), self.calls.next_due(now),
+                self.voice.next_due(now), self.board.next_end(),
+            )  # fmt: skip
+        return self._due_at
+
     def due(self, now: int) -> tuple[list[Intent], list[Alarm]]:
+        self._due_at = None
         out = Outbox()
         self.tests.due(now, out)
         self.flash.due(now, out)

@@ -122,6 +122,22 @@ class FlashTracker:
                     f.missed_alarmed = True
                     out.alarm("alarm", f"FLASH seq {f.entry.seq} from the peer was not acknowledged in time", now)
 
+    def next_due(self, now: int) -> float:
+        """When ``due`` may next escalate (wall ms), if nothing is observed first: the earliest step
+        not recorded yet of a FLASH from the peer not acknowledged (``now`` or before: due now)."""
+        at: float = float("inf")
+        for f in self.flashes.values():
+            if f.entry.ours or f.ack is not None:
+                continue
+            step = (f.deadline - f.entry.stored_at) // max(1, len(self.levels))
+            done = {lv for lv, _ in f.escalations}
+            for i, level in enumerate(self.levels[1:], start=1):
+                if level not in done:
+                    at = min(at, f.entry.stored_at + i * step)
+            if "deadline-missed" not in done:
+                at = min(at, f.deadline)
+        return at
+
     def _escalate(self, f: Flash, level: str, step: int) -> Intent:
         body = kinds.Escalated(flash=f.entry.reference(), level=level, step=step)
         return Intent(kind="ESCALATED", prio=kinds.default_priority("ESCALATED"), content=body.to_content(),

@@ -65,6 +65,17 @@ def slot_times(now: int, times: tuple[str, ...]) -> list[tuple[str, int]]:
     return sorted(slots, key=lambda s: -s[1])
 
 
+def _next_slot(now: int, times: tuple[str, ...]) -> float:
+    """The first slot after ``now`` (ms; infinity with no slots), today's or tomorrow's."""
+    day = datetime.fromtimestamp(now / 1000, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    later = []
+    for d in (day, day + timedelta(days=1)):
+        for t in times:
+            hh, mm = (int(x) for x in t.split(":"))
+            later.append(int((d + timedelta(hours=hh, minutes=mm)).timestamp() * 1000))
+    return min((ms for ms in later if ms > now), default=float("inf"))
+
+
 @functools.lru_cache(maxsize=4)
 def _latest_slot(now: int, times: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
     """The latest slot not after ``now`` (or none): the station asks for every line at each tick
@@ -146,6 +157,22 @@ class LineTests:
         for label, at in _latest_slot(now, self.times):  # only the latest slot: no storm after downtime
             if at >= self.since and label not in self.slots_sent:
                 out.intents.append(self.intent(label))
+
+    def next_due(self, now: int) -> float:
+        """When ``due`` may next record or alarm anything, if nothing is observed first (wall ms;
+        ``now`` when something is due already): a verdict, an answer overdue, the next slot."""
+        at: float = float("inf")
+        for t in self.ours.values():
+            if t.result is None:
+                answered = t.answer is not None and t.answer.stored_at <= t.deadline
+                at = min(at, now if answered or now > t.deadline else t.deadline + 1)
+        for t in self.theirs.values():
+            if t.answer is None and t.result is None and not t.warned:
+                at = min(at, now if now > t.deadline else t.deadline + 1)
+        for label, slot in _latest_slot(now, self.times):
+            if slot >= self.since and label not in self.slots_sent:
+                return now
+        return min(at, _next_slot(now, self.times))
 
     def intent(self, slot: str | None, text: str = TEST_TEXT) -> Intent:
         body = kinds.Test(text=text, answer_within_ms=self.answer_window, slot=slot or None)

@@ -1181,6 +1181,10 @@ class NoticeBoard:
             raise NoticeBoardError(f"notice {ref} was filed by {old.filer}; only its filer can withdraw it")
         return self._remove(ref)
 
+    def next_end(self) -> float:
+        """When ``expire`` may next drop a notice (ms; infinity with none)."""
+        return self._ends[0][0] if self._ends else float("inf")
+
     def expire(self, now_ms: int) -> list[str]:
         """Drop every notice whose window has ended (end <= now_ms); return their refs."""
         gone: list[str] = []

@@ -262,6 +262,18 @@ class Voice:
                 out.intents.append(Intent(kind="CALL_DECLINE", prio=kinds.default_priority("CALL_DECLINE"),
                                           content=decline.to_content(), idem=f"call-busy:{call.id}"))  # fmt: skip
 
+    def next_due(self, now: int) -> float:
+        """``now`` while any call is not over, or over without everything filed that ``due`` and
+        ``audio_due`` file (its hang-up when lost, its CALL_AUDIO): the station then looks at
+        every tick, as it watches the live call's line anyway; else nothing is due until the next
+        call is observed."""
+        for c in self.calls.values():
+            if c.outcome is None or (c.answer is not None and True not in c.audio):
+                return now
+            if c.lost_at is not None and c.outcome_entry is None:
+                return now
+        return float("inf")
+
     def audio_due(self) -> list[VoiceCall]:
         """Calls whose CALL_AUDIO this station should file now (``station`` adds the digests)."""
         return [c for c in self.calls.values() if c.audio_ready]
