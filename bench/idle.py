@@ -142,7 +142,8 @@ def comparison(rev: str, runs: list[tuple[Figures, Figures]]) -> list[Row]:
         Row(f"idle CPU of one station with {n} lines, this code (median of {len(runs)})",
             round(100 * median("cpu_share", 0), 2), "%", "aim", 100 * AIM_SHARE,
             note=f"this / {rev} each round: {each} %"),
-        Row(f"the same, {describe(rev)}"[:110], round(100 * median("cpu_share", 1), 2), "%", "aim", 100 * AIM_SHARE),
+        Row(f"the same, revision {rev}", round(100 * median("cpu_share", 1), 2), "%", "aim", 100 * AIM_SHARE,
+            note=describe(rev)[:70]),
         Row("this code / that revision", round(median("cpu_share", 0) / median("cpu_share", 1), 2), "x"),
         Row("memory per line, this code / that revision", round(median("mb_per_line_paths", 0) * 1024), "KiB",
             note=f"{median('mb_per_line_paths', 1) * 1024:,.0f} KiB at {rev}; paths up, over the station without them"),
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline:
         runs = against(args.baseline, args.rounds, lines=args.lines, seconds=args.seconds, settle=args.settle)
         print(table("One station with many lines, idle, against an older revision", comparison(args.baseline, runs)))
+        print()
         print(table("The last round, this code", rows(runs[-1][0])))
         if args.json:
             args.json.write_text(json.dumps({"this": [r[0] for r in runs], args.baseline: [r[1] for r in runs]}))
