@@ -106,6 +106,8 @@ class Station:
         # Each line's next tick as its session computed it (the session it was for, monotonic s,
         # wall ms): the ticker skips a line until then, or until input on it drops the entry.
         self._tick_due: dict[str, tuple[LineSession, float, float]] = {}
+        self._roster: tuple[dict[str, Any], dict[str, persons.Person] | None] = ({"users": []}, None)  # last read
+        self._roster_error: str | None = None
         self.ceremony = Ceremony(self)
         self._stopping = asyncio.Event()
         self._receipt_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
@@ -523,10 +525,7 @@ class Station:
         is ticked only once its ``next_due`` comes (or after input on it), so an idle line's
         heartbeats and deadlines run when due and not ten times a second in between."""
         now, wall = self.clock.monotonic(), self.wall()
-        # once per tick, for every line's roster check
-        people, removed = persons.load_users(self.home.path), persons.load_removed(self.home.path)
-        roster = persons.roster_content(people, removed)
-        published = parse_roster(roster) if roster["users"] else None
+        roster, published = self._read_roster()  # once per tick, for every line's roster check
         for session in list(self.sessions.values()):
             due = None if every_line else self._tick_due.get(session.line)
             # a margin for rounding: the session compares differences, the due times are sums
@@ -544,6 +543,22 @@ class Station:
             except StorageError as exc:
                 self._storage_failed(session, exc)
         self._schedule_flush()
+
+    def _read_roster(self) -> tuple[dict[str, Any], dict[str, persons.Person] | None]:
+        """Our users as a ROSTER's content, and its people (None: nobody listed), read from users/.
+        A file there that cannot be read (edited by hand, half written) keeps the last roster read
+        and is logged once: it must not stop the tick, which sends every heartbeat."""
+        try:
+            roster = persons.roster_content(persons.load_users(self.home.path), persons.load_removed(self.home.path))
+            read = (roster, parse_roster(roster) if roster["users"] else None)
+        except (OSError, ValueError, KeyError, TypeError, RedlineError) as exc:
+            why = f"users/ cannot be read, the roster stays as last read: {type(exc).__name__}: {exc}"
+            if why != self._roster_error:
+                self._roster_error = why
+                log.error("%s", shown(why, MAX_ALARM_CHARS, newlines=False), extra={"event": "roster_unreadable"})
+            return self._roster
+        self._roster, self._roster_error = read, None
+        return read
 
     def _watch_skew(self, session: LineSession) -> None:
         """Alarm once when the peer's clock (heartbeats measure it on every up path) is off ours by

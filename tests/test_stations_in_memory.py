@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
 from redline import persons
@@ -196,5 +198,33 @@ def test_the_ticker_ticks_an_idle_line_when_due_and_keeps_its_heartbeats_and_lin
             await sp.a.tick(every_line=False)
         assert session._down_since is not None  # the first tick that found no path (here or the ticker's)
         assert 10.0 - 1e-6 <= sp.sim.now - session._down_since < 10.1 + 1e-6  # the first step after 10 s
+
+    run(tmp_path, body)
+
+
+def test_a_users_file_broken_by_hand_keeps_the_ticker_and_the_last_roster(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """users/ is read at every tick for the roster: a file there that is not JSON (edited by hand)
+    used to raise out of the tick and end the ticker, so no heartbeat went out again. Now the tick
+    goes on with the roster last read, says why in one log line (once), and publishes again once
+    the file is mended."""
+
+    async def body(sp: StationPair) -> None:
+        persons.add_user(sp.dir_a.path, "Duty", "duty", PASSWORD, **FAST)
+        await sp.advance(0.1)
+        assert kinds(sp, "a", "a").count("ROSTER") == 1
+        broken = persons.users_dir(sp.dir_a.path) / "Deputy.json"
+        broken.write_text('{"name": "Deputy", "ro')
+        with caplog.at_level(logging.ERROR, logger="redline.station"):
+            for _ in range(3):
+                await sp.a.tick(every_line=False)
+        [line] = [r.getMessage() for r in caplog.records if "users/ cannot be read" in r.getMessage()]
+        assert "JSONDecodeError" in line and "\n" not in line
+        assert any(t.get_coro().__name__ == "_ticker" and not t.done() for t in sp.a._tasks)  # type: ignore[union-attr]
+        broken.unlink()
+        persons.add_user(sp.dir_a.path, "Deputy", "deputy", PASSWORD, **FAST)
+        await sp.advance(0.1)
+        assert kinds(sp, "a", "a").count("ROSTER") == 2
 
     run(tmp_path, body)
