@@ -103,40 +103,40 @@ class FlashTracker:
         if f is not None and f.receipted_at is None:
             f.receipted_at = at
 
+    def _open_steps(self, f: Flash) -> list[tuple[int, str, int]]:
+        """The escalation steps not recorded yet of a FLASH we received and nobody acknowledged, as
+        (when, wall ms; level; its number): each level gets an equal share of the deadline, and the
+        last step, numbered ``len(levels)``, is the deadline missed. ``due`` and ``next_due`` both
+        read the schedule here."""
+        if f.entry.ours or f.ack is not None:
+            return []
+        step = (f.deadline - f.entry.stored_at) // max(1, len(self.levels))
+        done = {lv for lv, _ in f.escalations}
+        steps = [(f.entry.stored_at + i * step, level, i)
+                 for i, level in enumerate(self.levels[1:], start=1) if level not in done]  # fmt: skip
+        if "deadline-missed" not in done:
+            steps.append((f.deadline, "deadline-missed", len(self.levels)))
+        return steps
+
     def due(self, now: int, out: Outbox) -> None:
-        """Escalation steps for FLASHes we received: each level gets an equal share of the deadline."""
+        """Escalation steps for FLASHes we received that have come."""
         for f in self.flashes.values():
-            if f.entry.ours or f.ack is not None:
-                continue
-            step = (f.deadline - f.entry.stored_at) // max(1, len(self.levels))
-            done = {lv for lv, _ in f.escalations}
-            for i, level in enumerate(self.levels[1:], start=1):
-                if now >= f.entry.stored_at + i * step and level not in done:
-                    out.intents.append(self._escalate(f, level, i))
-                    if level not in f.alarmed:
-                        f.alarmed.add(level)
-                        out.alarm("alarm", f"FLASH seq {f.entry.seq} not acknowledged: escalated to {level}", now)
-            if now >= f.deadline and "deadline-missed" not in done:
-                out.intents.append(self._escalate(f, "deadline-missed", len(self.levels)))
-                if not f.missed_alarmed:
-                    f.missed_alarmed = True
-                    out.alarm("alarm", f"FLASH seq {f.entry.seq} from the peer was not acknowledged in time", now)
+            for at, level, i in self._open_steps(f):
+                if now < at:
+                    continue
+                out.intents.append(self._escalate(f, level, i))
+                if i == len(self.levels):
+                    if not f.missed_alarmed:
+                        f.missed_alarmed = True
+                        out.alarm("alarm", f"FLASH seq {f.entry.seq} from the peer was not acknowledged in time", now)
+                elif level not in f.alarmed:
+                    f.alarmed.add(level)
+                    out.alarm("alarm", f"FLASH seq {f.entry.seq} not acknowledged: escalated to {level}", now)
 
     def next_due(self, now: int) -> float:
-        """When ``due`` may next escalate (wall ms), if nothing is observed first: the earliest step
-        not recorded yet of a FLASH from the peer not acknowledged (``now`` or before: due now)."""
-        at: float = float("inf")
-        for f in self.flashes.values():
-            if f.entry.ours or f.ack is not None:
-                continue
-            step = (f.deadline - f.entry.stored_at) // max(1, len(self.levels))
-            done = {lv for lv, _ in f.escalations}
-            for i, level in enumerate(self.levels[1:], start=1):
-                if level not in done:
-                    at = min(at, f.entry.stored_at + i * step)
-            if "deadline-missed" not in done:
-                at = min(at, f.deadline)
-        return at
+        """When ``due`` may next escalate (wall ms), if nothing is observed first: the earliest open
+        step of any FLASH (``now`` or before: due now)."""
+        return min((at for f in self.flashes.values() for at, _, _ in self._open_steps(f)), default=float("inf"))
 
     def _escalate(self, f: Flash, level: str, step: int) -> Intent:
         body = kinds.Escalated(flash=f.entry.reference(), level=level, step=step)
