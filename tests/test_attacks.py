@@ -375,9 +375,12 @@ def test_connection_flood_and_slowloris_hold_the_preauth_cap_and_the_real_peer_s
     sources = [f"127.0.0.{i}" for i in range(2, 22)]
     log_before = log_text(shared.a)
 
-    async def open_from(src: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
+    async def open_from(src: str) -> tuple[asyncio.StreamWriter, float, asyncio.Task[float | None]]:
+        """A connection, when it opened, and when the station closed it (watched from the moment it
+        opened: a watch started after all 124 were open would date an early refusal by when the
+        test got round to looking, on a busy machine seconds late)."""
         r, w = await asyncio.open_connection(host, port, local_addr=(src, 0))
-        return r, w, time.monotonic()
+        return w, time.monotonic(), asyncio.ensure_future(closed_at(r, 6))
 
     async def closed_at(r: asyncio.StreamReader, limit: float) -> float | None:
         try:
@@ -403,8 +406,8 @@ def test_connection_flood_and_slowloris_hold_the_preauth_cap_and_the_real_peer_s
         flood = [await open_from(src) for src in sources for _ in range(6)]
         slow = [await open_from("127.0.0.30") for _ in range(4)]
         stop = asyncio.Event()
-        drips = [asyncio.ensure_future(drip(w, stop)) for _, w, _ in slow]
-        ends = asyncio.gather(*(closed_at(r, 6) for r, _, _ in [*flood, *slow]))
+        drips = [asyncio.ensure_future(drip(w, stop)) for w, _, _ in slow]
+        ends = asyncio.gather(*(watch for _, _, watch in [*flood, *slow]))
         shared.b.stop()  # the real peer comes back in the middle of it all and must get in
         await shared.b.start()
         await synced(shared)
@@ -412,16 +415,16 @@ def test_connection_flood_and_slowloris_hold_the_preauth_cap_and_the_real_peer_s
         closed = await ends
         stop.set()
         await asyncio.gather(*drips)
-        for _, w, _ in [*flood, *slow]:
+        for w, _, _ in [*flood, *slow]:
             w.transport.abort()
-        held = [c - t for (_, _, t), c in zip(flood, closed[: len(flood)], strict=True) if c is not None]
+        held = [c - t for (_, t, _), c in zip(flood, closed[: len(flood)], strict=True) if c is not None]
         assert len(held) == len(flood), "a flood connection was held open past the handshake timeout"
         at_once = [d for d in held if d < 0.5]
         timed_out = [d for d in held if d >= 0.8]
         assert len(at_once) == 2 * len(sources), f"refused at once: {len(at_once)} (cap 4 per source)"
         assert len(timed_out) == 4 * len(sources)
         assert all(d < 2.5 for d in timed_out), max(timed_out)  # handshake_timeout 1 s
-        slow_held = [c - t for (_, _, t), c in zip(slow, closed[len(flood) :], strict=True) if c is not None]
+        slow_held = [c - t for (_, t, _), c in zip(slow, closed[len(flood) :], strict=True) if c is not None]
         assert len(slow_held) == 4 and all(0.8 <= d < 2.5 for d in slow_held), slow_held  # dripping buys nothing
 
     asyncio.run(main())
