@@ -825,16 +825,19 @@ class Station:
         wall = self.wall()
         done: list[tuple[asyncio.Future[int], int | BaseException]] = []
         touched: dict[str, LineSession] = {}
-        people = persons.load_users(self.home.path)  # once per batch, not per request
-        # Our people do not change within a batch, nor does what we last published before it is
-        # sealed: each line's roster intent once per batch (a repeat would be the same, idempotent).
+        # Our users, read once per batch by the tick's own reader: a users/ file broken by hand keeps
+        # the roster last read (logged once) instead of raising here, which left every caller of the
+        # batch waiting for an answer that never came. Our people do not change within a batch, nor
+        # does what we last published before it is sealed: each line's roster intent once per batch
+        # (a repeat would be the same, idempotent).
+        roster_now, published = self._read_roster()
         rosters: dict[str, Intent | None] = {}
         try:
             with self.ledger.batch():
                 for session, kind, prio, content, idem, fut in batch:
                     try:
                         if session.line not in rosters:
-                            rosters[session.line] = self._roster_intent(self.ops[session.line], people)
+                            rosters[session.line] = self._roster_change(self.ops[session.line], roster_now, published)
                         roster = rosters[session.line]
                         if roster is not None:
                             session.accept(roster.kind, roster.prio, roster.content, roster.idem, wall)
@@ -870,15 +873,6 @@ class Station:
             _entry(split(raw), sender == self.keys.fingerprint, stored_at)
             for sender, raw, stored_at in self.ledger.find_by_id_prefix(line, prefix, limit=2)
         ]
-
-    def _roster_intent(
-        self, ops: LineOps, people: list[persons.Person] | None = None, removed: list[SignedCert] | None = None
-    ) -> Intent | None:
-        """A ROSTER envelope when our users differ from what we last published to the peer."""
-        people = persons.load_users(self.home.path) if people is None else people
-        removed = persons.load_removed(self.home.path) if removed is None else removed
-        roster = persons.roster_content(people, removed)
-        return self._roster_change(ops, roster, parse_roster(roster) if roster["users"] else None)
 
     @staticmethod
     def _roster_change(ops: LineOps, roster: dict[str, Any], people: dict[str, persons.Person] | None) -> Intent | None:

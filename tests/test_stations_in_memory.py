@@ -206,9 +206,9 @@ def test_a_users_file_broken_by_hand_keeps_the_ticker_and_the_last_roster(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """users/ is read at every tick for the roster: a file there that is not JSON (edited by hand)
-    used to raise out of the tick and end the ticker, so no heartbeat went out again. Now the tick
-    goes on with the roster last read, says why in one log line (once), and publishes again once
-    the file is mended."""
+    used to raise out of the tick and end the ticker, so no heartbeat went out again, and out of
+    every send's batch, so the sender never heard back. Now both go on with the roster last read,
+    the tick says why in one log line (once), and publishes again once the file is mended."""
 
     async def body(sp: StationPair) -> None:
         persons.add_user(sp.dir_a.path, "Duty", "duty", PASSWORD, **FAST)
@@ -222,6 +222,9 @@ def test_a_users_file_broken_by_hand_keeps_the_ticker_and_the_last_roster(
         [line] = [r.getMessage() for r in caplog.records if "users/ cannot be read" in r.getMessage()]
         assert "JSONDecodeError" in line and "\n" not in line
         assert any(t.get_coro().__name__ == "_ticker" and not t.done() for t in sp.a._tasks)  # type: ignore[union-attr]
+        # A send reads users/ for the roster too: it is accepted (it waited forever for an answer).
+        accepted = await asyncio.wait_for(sp.a.send(sp.line, "sent while users/ is broken"), 10)
+        assert accepted.seq is not None and kinds(sp, "a", "a")[-1] == "TEXT"
         broken.unlink()
         persons.add_user(sp.dir_a.path, "Deputy", "deputy", PASSWORD, **FAST)
         await sp.advance(0.1)
