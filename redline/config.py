@@ -10,14 +10,15 @@ import dataclasses
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from redline.errors import ConfigError
+from redline.firstuse import dataclass_on_first_use
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Limits:
     # Sizes. A text message is capped well below the frame cap so headers and receipts always fit.
     max_text_bytes: int = 64 * 1024
@@ -95,7 +96,7 @@ class Limits:
     max_roster_people: int = 500
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class ApiConfig:
     """Every limit and setting of the HTTP API and console (``config.json``, section ``api``)."""
 
@@ -155,7 +156,7 @@ def _check_store(store: object) -> str:
     return store
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class StationConfig:
     name: str
     lang: str

@@ -5,7 +5,7 @@ from the peer, a user or a file. Printed as they are, they can carry Rich markup
 ``MarkupError``; ``[link=…]`` forges a link), ANSI escapes that rewrite the operator's screen, and
 bidirectional overrides that make ``EUCOM`` read as something else. So every terminal console of
 the package is a ``SafeConsole`` (markup, emoji and highlighting off; every string it renders is
-passed through ``shown``), every log line goes through ``SafeFormatter``, and our own emphasis is
+passed through ``shown``), every log line goes through ``logs.SafeFormatter``, and our own emphasis is
 built with ``styled`` from ``Text`` parts rather than markup. ``tests/test_attacks_text.py`` checks
 that no other ``Console`` is made anywhere in the package.
 """
@@ -13,7 +13,6 @@ that no other ``Console`` is made anywhere in the package.
 from __future__ import annotations
 
 import json
-import logging
 import unicodedata
 from typing import Any
 
@@ -81,11 +80,3 @@ class SafeConsole(Console):
         kwargs["markup"] = False
         kwargs["emoji"] = False
         return super().render_str(shown(text), **kwargs)
-
-
-class SafeFormatter(logging.Formatter):
-    """A log message is one line and carries no control characters, whatever the peer sent (our
-    own tracebacks, appended after the message, keep their lines)."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return shown(super().formatMessage(record), newlines=False)

@@ -18,14 +18,15 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import nacl.signing
+from typing import TYPE_CHECKING, Any
 
 from redline import canonical, kinds
 from redline.config import LANG_TAG
 from redline.errors import EncodingError, SchemaError
 from redline.identity import HEX32, HEX64, domain, require, sign, verify
+
+if TYPE_CHECKING:  # an annotation only: 'redline log' reads envelopes and signs none (PyNaCl loads with a key)
+    import nacl.signing
 
 VERSION = 1
 DOMAIN = "envelope"

@@ -21,12 +21,13 @@ import json
 import os
 import stat
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redline.config import Limits, StationConfig, check_lang, check_station_name, parse_hostport
 from redline.errors import ConfigError
+from redline.firstuse import dataclass_on_first_use
 
 if TYPE_CHECKING:  # keys and the ledger load when they are used: 'redline status' uses neither
     import nacl.signing
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # keys and the ledger load when they are used: 'redline statu
     from redline.ledger.interface import LedgerStore
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class StationKeys:
     """The online keys a running station needs, with the root's certificates over them."""
 

@@ -20,15 +20,15 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import nacl.exceptions
-import nacl.signing
+from typing import TYPE_CHECKING, Any
 
 from redline import canonical
 from redline.errors import ConfigError, SchemaError, SignatureError
+from redline.firstuse import dataclass_on_first_use
+
+if TYPE_CHECKING:  # PyNaCl loads with the first key used: 'redline log' signs and verifies nothing
+    import nacl.signing
 
 HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -67,12 +67,18 @@ def verify_raw(public_key: bytes, message: bytes, signature: bytes, what: str = 
         raise SignatureError(f"{what}: signature must be 64 bytes, got {len(signature)}")
     try:
         _verify_key(public_key).verify(message, signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError) as exc:
-        raise SignatureError(f"{what}: signature does not verify under key {key_id(public_key)}") from exc
+    except Exception as exc:
+        import nacl.exceptions  # loaded by now (with the key); nothing to import on the path that verifies
+
+        if isinstance(exc, (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError)):
+            raise SignatureError(f"{what}: signature does not verify under key {key_id(public_key)}") from exc
+        raise
 
 
 @functools.lru_cache(maxsize=256)
 def _verify_key(public_key: bytes) -> nacl.signing.VerifyKey:
+    import nacl.signing
+
     return nacl.signing.VerifyKey(public_key)
 
 
@@ -95,7 +101,7 @@ def require(obj: dict[str, Any], what: str, fields: Mapping[str, type | tuple[ty
             raise SchemaError(f"{what}: field {name!r} has the wrong type")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class KeyCert:
     """A root key's statement that ``key`` is the station's current ``role`` key."""
 
@@ -139,7 +145,7 @@ class KeyCert:
         return cls(**{k: v for k, v in obj.items() if k != "v"})
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class SignedCert:
     """A key certificate as bytes, with the root's signature: what travels and is stored."""
 
@@ -195,6 +201,9 @@ def read_secret(path: Path) -> bytes:
 
 
 def load_signing_key(path: Path) -> nacl.signing.SigningKey:
+    import nacl.exceptions
+    import nacl.signing
+
     raw = read_secret(path)
     try:
         return nacl.signing.SigningKey(bytes.fromhex(raw.decode("ascii").strip()))
@@ -203,6 +212,8 @@ def load_signing_key(path: Path) -> nacl.signing.SigningKey:
 
 
 def new_signing_key(path: Path) -> nacl.signing.SigningKey:
+    import nacl.signing
+
     key = nacl.signing.SigningKey.generate()
     write_secret(path, key.encode().hex().encode("ascii") + b"\n")
     return key

@@ -23,13 +23,21 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from redline.display import SafeFormatter, shown
+from redline.display import shown
 
 FORMATS = ("human", "json")
 _PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?[diouxXeEfFgGcrsa%]")
 _WORD = re.compile(r"[a-z0-9]+")
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class SafeFormatter(logging.Formatter):
+    """A log message is one line and carries no control characters, whatever the peer sent (our
+    own tracebacks, appended after the message, keep their lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown(super().formatMessage(record), newlines=False)
 
 
 def event_name(template: object) -> str:

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
-from typing import Any
-
-import nacl.signing
+from typing import TYPE_CHECKING, Any
 
 from redline import canonical
 from redline.errors import EncodingError, SchemaError
+from redline.firstuse import dataclass_on_first_use
 from redline.identity import HEX32, HEX64, domain, require, sign, verify
+
+if TYPE_CHECKING:
+    import nacl.signing
 
 _U32 = struct.Struct(">I")
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class Signed:
     """Statement bytes with their signature, kept exactly as received."""
 
@@ -57,7 +58,7 @@ def _check_hex(value: str, pattern: Any, what: str) -> None:
         raise SchemaError(f"{what} must be lowercase hex of the right length")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Receipt:
     line: str
     by: str  # receiving station
@@ -106,7 +107,7 @@ class Receipt:
         return cls.from_obj(canonical.decode_object(signed.data, "receipt"))
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Head:
     """One chain's RFC 9162 tree head: its size and root (hex)."""
 
@@ -118,7 +119,7 @@ class Head:
         return {"station": self.station, "size": self.size, "root": self.root}
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Checkpoint:
     line: str
     n: int  # 1, 2, 3... per line
@@ -197,7 +198,7 @@ class Checkpoint:
         return cls.peek(signed)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Cosign:
     """The second station's countersignature over a checkpoint, adding its own clock."""
 

@@ -5,11 +5,13 @@ read back by the CLI (``from_obj``). Standard library only: the fast commands im
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
+from redline.firstuse import dataclass_on_first_use
 
-@dataclass(frozen=True)
+
+@dataclass_on_first_use(frozen=True)
 class Accepted:
     """What the station says when it accepts an operator's message: durable in the outbox, and
     signed with its seq and id if the line was in sync."""
@@ -28,7 +30,7 @@ class Accepted:
                 "state": self.state}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class PathView:
     """One path of a line as the station sees it now."""
 
@@ -42,7 +44,7 @@ class PathView:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class LineStatus:
     """A line now: confirmation, sync, both heads, what waits, each path."""
 
@@ -84,7 +86,7 @@ class LineStatus:
         )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class HaView:
     """This process in an HA pair on PostgreSQL (redline/standby.py): its role, the lease's term
     and since when (the database's clock, ISO 8601), who holds it, and the database's role."""
@@ -103,7 +105,7 @@ class HaView:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class StationStatus:
     """What ``redline status``, the API's status and the console show: one typed object, sent as
     JSON over the control socket and the API (``to_obj``) and read back by the CLI (``from_obj``)."""

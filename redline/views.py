@@ -13,13 +13,14 @@ frozen dataclass with ``to_obj()`` for JSON, so every front-end shows the same t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from redline import canonical, kinds
 from redline.envelope import split
 from redline.errors import LocalProtocolError, RedlineError
+from redline.firstuse import dataclass_on_first_use
 from redline.status import Accepted, LineStatus, PathView, StationStatus
 
 if TYPE_CHECKING:  # types only: 'redline log' imports neither every view nor verification and the gate
@@ -50,7 +51,7 @@ def summary(kind: str, content: Mapping[str, Any]) -> str:
     return kinds.summarize(kind, content)
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class Row:
     """One entry of a transcript: an envelope of either side, or an unsigned outbox item."""
 
@@ -77,7 +78,7 @@ class Row:
         return obj
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class Transcript:
     line: str
     peer: str
@@ -164,7 +165,7 @@ def revoked_runs(ledger: LedgerStore, line: str, station: str) -> list[tuple[int
     return out
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class VerifyView:
     line: str
     ok: bool

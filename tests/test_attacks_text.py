@@ -22,9 +22,10 @@ import pytest
 from redline import canonical, pairing
 from redline.bundle import write_bundle
 from redline.config import Limits, check_lang, check_station_name
-from redline.display import SafeConsole, SafeFormatter, shown, styled
+from redline.display import SafeConsole, shown, styled
 from redline.errors import ConfigError, LimitError, PairingError
 from redline.home import StationDir
+from redline.logs import SafeFormatter
 from redline.protocol.framing import FrameType
 from redline.scenario import PASSWORD, add_demo_users
 from redline.station import Station

@@ -113,6 +113,7 @@ def test_status_and_send_load_neither_the_station_nor_the_api(tmp_path: object) 
         assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")], args
         assert "asyncio" not in loaded and "nacl.signing" not in loaded, args
         assert "sqlite3" not in loaded and "redline.kinds" not in loaded, args
+        assert "logging" not in loaded, args
 
 
 def test_ack_and_answer_load_the_person_keys_but_no_view_and_no_table(tmp_path: Path) -> None:
@@ -132,7 +133,9 @@ def test_log_loads_the_store_but_not_asyncio_or_the_station(tmp_path: Path) -> N
     loaded = modules_after(["log", "--station", str(a.path), line])
     assert "redline.cli.record" in loaded and "redline.ledger.sqlite" in loaded and "redline.views" in loaded
     assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")]
-    assert "asyncio" not in loaded
+    assert "asyncio" not in loaded and "logging" not in loaded  # the log formatters are the station's
+    # it reads envelopes and signs or verifies none: PyNaCl loads with the first key used
+    assert "nacl.signing" not in loaded and "nacl.bindings" not in loaded
     # reading a store is not verifying it: neither verification nor the trust gate loads
     assert not {"redline.ledger.verify", "redline.gate", "redline.ops.views"} & loaded
 

@@ -8,8 +8,10 @@ log``, the console) does not import verification and the trust gate.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from redline.firstuse import dataclass_on_first_use
 
 if TYPE_CHECKING:
     from redline.identity import SignedCert
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2  # 2: Merkle subtrees, chain byte totals, the operations index, the clean-close mark
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class LineRecord:
     """A pairing of our station with one peer: the peer's pinned keys and its paths."""
 
@@ -55,7 +57,7 @@ class LineRecord:
         return cls(**{**obj, "paths": tuple(obj["paths"])})
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class OutboxItem:
     """A message accepted (durable) but not yet signed into our chain."""
 
@@ -70,7 +72,7 @@ class OutboxItem:
     envelope_id: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class Equivocation:
     line: str
     sender: str
@@ -80,7 +82,7 @@ class Equivocation:
     detected_at: int
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class StoredRow:
     """One stored envelope: the index columns as stored, and the bytes."""
 
@@ -134,7 +136,7 @@ class LineSource(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass_on_first_use(frozen=True)
 class _HeldRows:
     """Rows already in memory, sent to a worker as they are."""
 
@@ -144,7 +146,7 @@ class _HeldRows:
         return self.held_rows
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass_on_first_use(frozen=True, kw_only=True)
 class LineData:
     """A line held in memory (a bundle, a test): a ``LineSource``."""
 
