@@ -109,22 +109,27 @@ class Calls:
                 if call is not None:
                     call.readouts.setdefault(e.ours, (e, body))
 
+    @staticmethod
+    def _expiry(r: Request) -> int | None:
+        """When (wall ms) ``due`` records our request ``r`` expired if nothing is observed first:
+        after its expiry, unless it has a reply in time or is recorded expired already. ``due`` and
+        ``next_due`` both read it. A reply stored after the expiry is late: the deadline runs on
+        our clock (as for tests)."""
+        late = r.reply is None or r.reply.stored_at > r.expires
+        return r.expires + 1 if r.entry.ours and not r.expired and late else None
+
     def due(self, now: int, out: Outbox) -> None:
         for r in self.requests.values():
-            # A reply stored after the expiry is late: the deadline runs on our clock (as for tests).
-            late = r.reply is None or r.reply.stored_at > r.expires
-            if r.entry.ours and not r.expired and late and now > r.expires:
+            at = self._expiry(r)
+            if at is not None and now >= at:
                 body = kinds.CallExpired(request=r.entry.reference())
                 out.intents.append(Intent(kind="CALL_EXPIRED", prio=kinds.default_priority("CALL_EXPIRED"),
                                           content=body.to_content(), idem=f"call-expired:{r.entry.id}"))  # fmt: skip
 
     def next_due(self, now: int) -> float:
-        """When ``due`` may next expire one of our requests (wall ms), if nothing is observed first."""
-        at: float = float("inf")
-        for r in self.requests.values():
-            if r.entry.ours and not r.expired and (r.reply is None or r.reply.stored_at > r.expires):
-                at = min(at, now if now > r.expires else r.expires + 1)
-        return at
+        """When ``due`` may next expire one of our requests (wall ms; ``now`` or before: due
+        already), if nothing is observed first."""
+        return min((at for r in self.requests.values() if (at := self._expiry(r)) is not None), default=float("inf"))
 
     def requests_view(self) -> tuple[CallRequestView, ...]:
         """Every call request of the line, oldest first, with its reply and state."""

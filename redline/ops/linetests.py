@@ -135,44 +135,58 @@ class LineTests:
         if t is not None and t.receipted_at is None:
             t.receipted_at = at
 
+    # -- the schedule: worked out here once, read by ``due`` (acts) and ``next_due`` (when to look) --
+    @staticmethod
+    def _verdict(t: LineTest) -> tuple[int, str] | None:
+        """When (wall ms) our test ``t`` gets which verdict if nothing is observed first; None once
+        recorded. Answered within its deadline: passed, due already (0); else missed, after it."""
+        if t.result is not None:
+            return None
+        if t.answer is not None and t.answer.stored_at <= t.deadline:
+            return 0, "passed"
+        return t.deadline + 1, "missed"
+
+    @staticmethod
+    def _urge_at(t: LineTest) -> int | None:
+        """When (wall ms) we urge an answer to the peer's test ``t``: after our copy of its deadline,
+        once, while it is unanswered and has no verdict."""
+        return t.deadline + 1 if t.answer is None and t.result is None and not t.warned else None
+
+    def _slots_due(self, now: int) -> list[str]:
+        """The slot to test now, if its test is not filed yet (only the latest: no storm after downtime)."""
+        latest = _latest_slot(now, self.times)
+        return [label for label, at in latest if at >= self.since and label not in self.slots_sent]
+
     def due(self, now: int, out: Outbox) -> None:
         for t in self.ours.values():
-            if t.result is not None:
+            verdict = self._verdict(t)
+            if verdict is None or now < verdict[0]:
                 continue
-            if t.answer is not None and t.answer.stored_at <= t.deadline:
-                out.intents.append(_result(t, "passed"))
-            elif now > t.deadline:
-                out.intents.append(_result(t, "missed"))
-                if not t.alarmed:
-                    t.alarmed = True
-                    dead = "" if t.receipted_at else " and the peer station never receipted it: the line may be dead"
-                    within = (t.deadline - t.entry.stored_at) // 1000
-                    out.alarm("alarm", f"LINE TEST MISSED: no answer within {within} s{dead}", now)
+            out.intents.append(_result(t, verdict[1]))
+            if verdict[1] == "missed" and not t.alarmed:
+                t.alarmed = True
+                dead = "" if t.receipted_at else " and the peer station never receipted it: the line may be dead"
+                within = (t.deadline - t.entry.stored_at) // 1000
+                out.alarm("alarm", f"LINE TEST MISSED: no answer within {within} s{dead}", now)
         for t in self.theirs.values():
             # Not a verdict: the tester decides, on its own clock (guarantee 7). We only urge an answer.
-            if t.answer is None and t.result is None and now > t.deadline and not t.warned:
+            urge = self._urge_at(t)
+            if urge is not None and now >= urge:
                 t.warned = True
                 out.alarm("warning", f"LINE TEST from the peer ({t.at()}) still unanswered after our copy of its "
                                      f"deadline: answer it now ('redline answer'); {AWAITING}", now)  # fmt: skip
-        for label, at in _latest_slot(now, self.times):  # only the latest slot: no storm after downtime
-            if at >= self.since and label not in self.slots_sent:
-                out.intents.append(self.intent(label))
+        for label in self._slots_due(now):
+            out.intents.append(self.intent(label))
 
     def next_due(self, now: int) -> float:
         """When ``due`` may next record or alarm anything, if nothing is observed first (wall ms;
-        ``now`` when something is due already): a verdict, an answer overdue, the next slot."""
-        at: float = float("inf")
-        for t in self.ours.values():
-            if t.result is None:
-                answered = t.answer is not None and t.answer.stored_at <= t.deadline
-                at = min(at, now if answered or now > t.deadline else t.deadline + 1)
-        for t in self.theirs.values():
-            if t.answer is None and t.result is None and not t.warned:
-                at = min(at, now if now > t.deadline else t.deadline + 1)
-        for label, slot in _latest_slot(now, self.times):
-            if slot >= self.since and label not in self.slots_sent:
-                return now
-        return min(at, _next_slot(now, self.times))
+        ``now`` or before when something is due already): a verdict, an answer overdue, the next
+        slot. From the same schedule ``due`` acts on."""
+        if self._slots_due(now):
+            return now
+        verdicts = (v[0] for t in self.ours.values() if (v := self._verdict(t)) is not None)
+        urges = (u for t in self.theirs.values() if (u := self._urge_at(t)) is not None)
+        return min([*verdicts, *urges, _next_slot(now, self.times)])
 
     def intent(self, slot: str | None, text: str = TEST_TEXT) -> Intent:
         body = kinds.Test(text=text, answer_within_ms=self.answer_window, slot=slot or None)
