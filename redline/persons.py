@@ -36,10 +36,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nacl.exceptions
 import nacl.pwhash
@@ -48,7 +48,7 @@ import nacl.signing
 import nacl.utils
 
 from redline import canonical, identity, kinds
-from redline.errors import ConfigError, RoleError, SchemaError, SignatureError, VerificationError
+from redline.errors import ConfigError, RedlineError, RoleError, SchemaError, SignatureError, VerificationError
 from redline.identity import SignedCert
 
 # THE table of roles and what each may do: the HTTP API (api/auth.py), the station when an
@@ -70,6 +70,7 @@ SIGNING_NEEDS: dict[str, str] = {kind: OPERATE for kind in sorted(PERSON_SIGNED_
 _NAME = kinds.PERSON_NAME
 DOMAIN = "person"
 DOMAIN_CERT = "personcert"  # a root's certificate over a person's name, role and key (or their removal)
+_T = TypeVar("_T")
 REMOVED_FILE = "+removed.json"  # users/ (no person name starts with +): removal certificates, sent in ROSTERs
 # Argon2id cost: "moderate" is libsodium's recommendation for interactive logins of sensitive data.
 # REDLINE_PWHASH_COST=interactive (64 MiB) is for demos and tests on small machines only.
@@ -251,26 +252,36 @@ def _removal_of(signed: SignedCert) -> tuple[str, str]:
     return str(obj.get("name")), str(obj.get("key"))
 
 
+def _read_users_file(path: Path, read: Callable[[Any], _T]) -> _T:
+    """``read`` over the JSON in one file of users/, or a ConfigError naming the file and what is
+    wrong with it: a file edited by hand or half written must say so in one line (the tick keeps
+    the roster last read; a person's filing is refused with this reason), never as a bare
+    JSONDecodeError or KeyError from wherever it was read."""
+    try:
+        return read(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RedlineError) as exc:
+        why = str(exc) if isinstance(exc, RedlineError) else f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"users/{path.name} cannot be read ({why}); restore it or add the user again") from exc
+
+
 def load_removed(station: Path) -> list[SignedCert]:
     """The root's removal certificates this station publishes (users/+removed.json)."""
     path = users_dir(station) / REMOVED_FILE
     if not path.exists():
         return []
-    return [SignedCert.from_obj(c) for c in json.loads(path.read_text())]
+    return _read_users_file(path, lambda certs: [SignedCert.from_obj(c) for c in certs])
+
+
+def _person(obj: Any) -> Person:
+    cert = SignedCert.from_obj(obj["cert"]) if "cert" in obj else None
+    return Person(name=obj["name"], role=obj["role"], key=obj["key"], cert=cert)
 
 
 def load_users(station: Path) -> list[Person]:
     folder = users_dir(station)
     if not folder.exists():
         return []
-    people = []
-    for path in sorted(folder.glob("*.json")):
-        if path.name == REMOVED_FILE:
-            continue
-        obj = json.loads(path.read_text())
-        cert = SignedCert.from_obj(obj["cert"]) if "cert" in obj else None
-        people.append(Person(name=obj["name"], role=obj["role"], key=obj["key"], cert=cert))
-    return people
+    return [_read_users_file(path, _person) for path in sorted(folder.glob("*.json")) if path.name != REMOVED_FILE]
 
 
 def unlock(station: Path, name: str, password: str) -> nacl.signing.SigningKey:

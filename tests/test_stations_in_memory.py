@@ -18,6 +18,7 @@ import pytest
 from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
 from redline import persons
+from redline.errors import ConfigError
 from redline.testing import StationPair
 
 PASSWORD = "test-password-1"
@@ -208,19 +209,29 @@ def test_a_users_file_broken_by_hand_keeps_the_ticker_and_the_last_roster(
     """users/ is read at every tick for the roster: a file there that is not JSON (edited by hand)
     used to raise out of the tick and end the ticker, so no heartbeat went out again, and out of
     every send's batch, so the sender never heard back. Now both go on with the roster last read,
-    the tick says why in one log line (once), and publishes again once the file is mended."""
+    the tick says why in one log line (once), and publishes again once the file is mended. A
+    person's filing, checked against users/, is refused in one line naming the broken file."""
 
     async def body(sp: StationPair) -> None:
         persons.add_user(sp.dir_a.path, "Duty", "duty", PASSWORD, **FAST)
         await sp.advance(0.1)
         assert kinds(sp, "a", "a").count("ROSTER") == 1
+        flash = await sp.send("b", "FLASH: aircraft near the border", kind="FLASH", prio="FLASH")
+        person = next(p for p in persons.load_users(sp.dir_a.path) if p.name == "Duty")
+        ref = {"ref": flash["id"]}
+        resolved = await sp.a.control({"op": "resolve", "line": sp.line, "kind": "ACK", "content": ref})
+        signed = persons.sign_content(resolved, person, persons.unlock(sp.dir_a.path, "Duty", PASSWORD))
         broken = persons.users_dir(sp.dir_a.path) / "Deputy.json"
         broken.write_text('{"name": "Deputy", "ro')
         with caplog.at_level(logging.ERROR, logger="redline.station"):
             for _ in range(3):
                 await sp.a.tick(every_line=False)
         [line] = [r.getMessage() for r in caplog.records if "users/ cannot be read" in r.getMessage()]
-        assert "JSONDecodeError" in line and "\n" not in line
+        assert "users/Deputy.json cannot be read (JSONDecodeError" in line and "\n" not in line
+        refused = r"^users/Deputy\.json cannot be read \(JSONDecodeError: .*\); restore it"
+        with pytest.raises(ConfigError, match=refused):
+            await sp.act("a", "ACK", signed)
+        assert "ACK" not in kinds(sp, "a", "a")
         assert any(t.get_coro().__name__ == "_ticker" and not t.done() for t in sp.a._tasks)  # type: ignore[union-attr]
         # A send reads users/ for the roster too: it is accepted (it waited forever for an answer).
         accepted = await asyncio.wait_for(sp.a.send(sp.line, "sent while users/ is broken"), 10)
