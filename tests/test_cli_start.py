@@ -45,6 +45,12 @@ def modules_after(args: list[str]) -> set[str]:
 
 def _after(args: list[str]) -> tuple[set[str], set[str]]:
     """(modules imported, the classes of redline.kinds made dataclasses) once ``args`` ran."""
+    modules, built, _ = _run(args)
+    return modules, built
+
+
+def _run(args: list[str]) -> tuple[set[str], set[str], str]:
+    """``_after``, and what the command printed."""
     code = (
         "import json, sys\n"
         "from redline.cli import main\n"
@@ -59,7 +65,7 @@ def _after(args: list[str]) -> tuple[set[str], set[str]]:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     modules, built = json.loads(out.stderr.strip().splitlines()[-1])
-    return set(modules), set(built)
+    return set(modules), set(built), out.stdout
 
 
 def test_the_table_names_the_module_of_every_command() -> None:
@@ -116,6 +122,21 @@ def test_status_and_send_load_neither_the_station_nor_the_api(tmp_path: object) 
         assert "logging" not in loaded, args
 
 
+def test_status_draws_its_paths_without_rich_tables(tmp_path: Path) -> None:
+    pair = SessionPair(tmp_path / "pair")
+    line = pair.a.status().to_obj()  # a line's status, as the station puts it into its own
+    pair.close()
+    status = {"station": "EUCOM", "fingerprint": "ab" * 32, "listen": ["127.0.0.1:1"], "lines": [line], "alarms": []}
+    answer = json.dumps({"ok": True, "result": status}).encode() + b"\n"
+    home = tmp_path / "station"
+    home.mkdir()
+    thread = _serve_once(StationDir(home).control_path, answer)
+    loaded, _, shown = _run(["status", "--station", str(home)])
+    thread.join(timeout=10)
+    assert "Line " in shown and "IN SYNC" in shown and "round trip" in shown  # it showed the status
+    assert "rich.table" not in loaded and "cattrs" not in loaded
+
+
 def test_ack_and_answer_load_the_person_keys_but_no_view_and_no_table(tmp_path: Path) -> None:
     line = "abcd1234"
     for args in (["ack", "--station", str(tmp_path), line, "abcdef", "--user", "anna"],
@@ -138,6 +159,8 @@ def test_log_loads_the_store_but_not_asyncio_or_the_station(tmp_path: Path) -> N
     assert "nacl.signing" not in loaded and "nacl.bindings" not in loaded
     # reading a store is not verifying it: neither verification nor the trust gate loads
     assert not {"redline.ledger.verify", "redline.gate", "redline.ops.views"} & loaded
+    # its rows are laid out in one pass (display.columns), not by rich's Table (about 30 ms a page)
+    assert "rich.table" not in loaded
 
 
 def test_log_makes_only_the_content_types_of_the_kinds_it_shows(tmp_path: Path) -> None:

@@ -11,13 +11,18 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from redline.cli.common import console, emit, fail, json_option, main, run, station_option, when
-from redline.display import shown, styled
+from redline.display import columns, shown, styled
 from redline.errors import RedlineError, VerificationError
 from redline.home import StationDir, station_path
 
 if TYPE_CHECKING:  # each command imports what it uses, when it runs (the CLI starts in a few ms)
+    from rich.text import Text
+
     from redline.bundle import BundleReport
     from redline.ledger.verify import LineReport
+
+
+LOG_COLUMNS = ("time (UTC)", "from", "seq", "kind", "prio", "receipt", "text")
 
 
 @main.command(name="log")
@@ -28,8 +33,6 @@ if TYPE_CHECKING:  # each command imports what it uses, when it runs (the CLI st
 @json_option
 def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bool) -> None:
     """Both sides of LINE's transcript, oldest first, with receipt state (read from the store)."""
-    from rich.table import Table
-
     from redline import views
 
     home = StationDir(station_path(station))
@@ -45,16 +48,16 @@ def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bo
     held: views.Transcript = run(collect)
 
     def human(d: dict[str, Any]) -> None:
-        table = Table("time (UTC)", "from", "seq", "kind", "prio", "receipt", "text")
+        rows: list[tuple[str | Text, ...]] = []
         for r in held.rows:
-            table.add_row(
-                when(r.sent_at), r.sender, str(r.seq), r.kind, r.priority, "✓ stored" if r.receipted else "pending",
-                shown(r.text, 300) if r.revoked is None else styled((f"REVOKED: {shown(r.revoked, 300)}", "bold red"),
-                                                                    f"\n{shown(r.text, 300)}"),
-            )  # fmt: skip
-        for r in held.outbox:
-            table.add_row("-", "us", "-", r.kind, r.priority, "in the outbox", shown(r.text, 300))
-        console.print(table)
+            text = shown(r.text, 300) if r.revoked is None else styled(
+                (f"REVOKED: {shown(r.revoked, 300)}", "bold red"), f"\n{shown(r.text, 300)}")  # fmt: skip
+            rows.append((when(r.sent_at), shown(r.sender, 20), str(r.seq), shown(r.kind, 20), r.priority,
+                         "✓ stored" if r.receipted else "pending", text))  # fmt: skip
+        rows += [("-", "us", "-", shown(r.kind, 20), r.priority, "in the outbox", shown(r.text, 300))
+                 for r in held.outbox]  # fmt: skip
+        # aligned columns, the text wrapped under itself (or below each row when the terminal is narrow)
+        console.print(columns(console, LOG_COLUMNS, rows), soft_wrap=True)
         if held.partial:
             console.print(f"{len(held.rows)} of {held.total} entries shown; --all for every entry; 'redline show "
                           "LINE ID' for one whole message", style="yellow")  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from redline.cli.common import console, control, emit, err, fail, json_option, main, run, station_option, when
-from redline.display import styled
+from redline.display import columns, styled
 from redline.home import StationDir, station_path
 
 
@@ -278,16 +278,14 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
             if ln.outbox and not ln.synced:
                 waiting = f"  {ln.outbox} message(s) wait in the outbox: no path to the peer is up"
                 console.print(waiting, style="yellow")
-            from rich.table import Table
-
-            table = Table("path", "state", "round trip", "skew", "last heard", box=None)
-            for name, p in sorted(ln.paths.items()):
-                table.add_row(
-                    name, styled(("up", "green")) if p.up else styled(("down", "red"), f" {p.reason}"),
-                    f"{p.rtt_ms:.2f} ms" if p.rtt_ms is not None else "-",
-                    f"{p.skew_ms:+.0f} ms" if p.skew_ms is not None else "-", when(p.last_rx),
-                )  # fmt: skip
-            console.print(table)
+            paths = [
+                (name, styled(("up", "green")) if p.up else styled(("down", "red"), f" {p.reason}"),
+                 f"{p.rtt_ms:.2f} ms" if p.rtt_ms is not None else "-",
+                 f"{p.skew_ms:+.0f} ms" if p.skew_ms is not None else "-", when(p.last_rx))
+                for name, p in sorted(ln.paths.items())
+            ]  # fmt: skip
+            console.print(columns(console, ("path", "state", "round trip", "skew", "last heard"), paths, indent=2),
+                          soft_wrap=True)  # fmt: skip
         for a in held.alarms[-5:]:
             console.print(f"[{a['level']}] {when(a['time'])} {a['text']}")
 
