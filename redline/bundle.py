@@ -478,7 +478,7 @@ class BundleReport:
                 note = f"receipted by {by} up to {receipted}" if receipted >= lo else f"not receipted by {by}"
                 tails.append(f"{_span(self._name(fp), lo, hi)} (signed by {self._name(fp)} only; {note})")
         out.append("one-sided tail: " + ("; ".join(tails) if tails else "none"))
-        out += [f"REVOKED: {f.describe(self._name(f.station))}" for f in r.flagged]
+        out += [f"REVOKED: {words}" for words in r.revoked(self._name)]
         out += r.roots  # root rotations in the bundle, and whether each was confirmed
         out += r.people  # every person signature, checked up to its station's root
         if self.redacted:
@@ -532,6 +532,11 @@ class BundleReport:
                 {"station": names(f.station), "first": f.first, "last": f.last, "key": f.revoked.key_id,
                  "revoke_seq": f.revoked.revoke_seq, "checkpoint": f.revoked.checkpoint, "reason": f.revoked.reason}
                 for f in r.flagged
+            ] if r else [],
+            "revoked_statements": [
+                {"station": names(f.station), "what": f.what, "key": f.revoked.key_id,
+                 "revoke_seq": f.revoked.revoke_seq, "checkpoint": f.revoked.checkpoint, "reason": f.revoked.reason}
+                for f in r.flagged_statements
             ] if r else [],
             "person_signatures": list(r.people) if r else [],
             "roots": list(r.roots) if r else [],

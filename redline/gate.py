@@ -26,7 +26,7 @@ Seqs count from 1; Merkle leaf indexes (in ``merkle.py``) count from 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -109,6 +109,25 @@ class Revoked:
     revoke_seq: int
     checkpoint: int
     reason: str
+    after_other: int = 0  # the other chain's size in that checkpoint: what the station had receipted by then
+
+
+@dataclass(frozen=True)
+class FlaggedStatement:
+    """A receipt, checkpoint proposal or countersignature by ``station`` signed by a key its root
+    revoked, about what came after the checkpoint the REVOKE names (``what``: which one, in words):
+    verified and kept, but not the station's word, as the envelopes of a ``Flagged`` run."""
+
+    station: str
+    what: str
+    revoked: Revoked
+
+    def describe(self, name: str) -> str:
+        r = self.revoked
+        return (
+            f"{name}'s {self.what}: signed by a revoked key ({r.key_id[:12]}, revoked by {name}'s root in its REVOKE "
+            f"at seq {r.revoke_seq}, after checkpoint {r.checkpoint}: {r.reason})"
+        )
 
 
 @dataclass(frozen=True)
@@ -249,6 +268,8 @@ class TrustedLine:
         self.windows: dict[str, list[KeyWindow]] = {fp: [] for fp in self.stations}
         # Each station's revocations (REVOKE envelopes), in seq order.
         self.revocations: dict[str, list[Revoked]] = {fp: [] for fp in self.stations}
+        # Receipts and checkpoint signatures accepted under a revoked key (``_revoked_statement``).
+        self.flagged_statements: list[FlaggedStatement] = []
         # ``people``: a whole transcript is replayed from seq 1 (verify, bundles), so every person
         # signature is checked up to its station's root (persons.PersonSignatures; section 5.10).
         # Live, the station's ops hold the same pins from the same rule.
@@ -574,7 +595,7 @@ class TrustedLine:
                 )
         return Revoked(
             station=h.sender, key_id=rev.key, after=cp.head(h.sender).size, revoke_seq=h.seq,
-            checkpoint=cp.n, reason=rev.reason,
+            checkpoint=cp.n, reason=rev.reason, after_other=cp.head(self.other(h.sender)).size,
         )  # fmt: skip
 
     def _rotate(self, env: Envelope, change: _KeyChange | None) -> None:
@@ -627,6 +648,20 @@ class TrustedLine:
             if r.key_id == key and r.after < seq < r.revoke_seq:
                 return r
         return None
+
+    def _revoked_statement(self, station: str, key_id: str, what: str, beyond: Callable[[Revoked], bool]) -> bool:
+        """Flag ``station``'s statement ``what``, signed by ``key_id``, if its root revoked that key
+        and the statement is ``beyond`` the checkpoint the REVOKE names (the revoked key's word
+        counts up to there, as for envelopes: ``revoked_at``). The statement is still accepted:
+        a receipt or countersignature the station really made before the REVOKE stays on record,
+        and a thief's says nothing the chains do not (it is checked against them like any other).
+        Verify and bundles list every one (their REVOKE is known before any receipt or checkpoint
+        is checked); live, those that come after the REVOKE. True when flagged."""
+        for r in self.revocations[station]:
+            if r.key_id == key_id and beyond(r):
+                self.flagged_statements.append(FlaggedStatement(station, what, r))
+                return True
+        return False
 
     def flagged(self) -> list[Flagged]:
         """Every run of envelopes signed by a revoked key after the checkpoint its REVOKE names: the
@@ -695,7 +730,11 @@ class TrustedLine:
             raise ReceiptMismatchError(
                 f"receipted a different envelope ({receipt.id[:12]}) at seq {receipt.seq} from the one the chain holds"
             )
-        self.receipted[receipt.of] = max(self.receipted[receipt.of], receipt.seq)
+        # A receipt of an envelope the named checkpoint did not cover was made after it: flagged, and
+        # not counted as receipted (it is not the station's word).
+        what = f"receipt of the other station's seq {receipt.seq}"
+        if not self._revoked_statement(receipt.by, receipt.key, what, lambda r: receipt.seq > r.after_other):
+            self.receipted[receipt.of] = max(self.receipted[receipt.of], receipt.seq)
         return receipt
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -743,6 +782,8 @@ class TrustedLine:
         digest = proposal.digest(Checkpoint.DOMAIN)
         if cs.line != self.line or cs.checkpoint != digest:
             raise CosignError(f"the countersignature is not over checkpoint {cp.n} of this line")
+        for by, key, what in ((cp.by, cp.key, "proposal"), (cs.by, cs.key, "countersignature")):
+            self._revoked_statement(by, key, f"{what} of checkpoint {cp.n}", lambda r: cp.n > r.checkpoint)
         self.last_checkpoint = LastCheckpoint(cp.n, digest, {h.station: h.size for h in cp.heads})
         return cp
 

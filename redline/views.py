@@ -190,7 +190,7 @@ class VerifyView:
             cosigned={name(k, k): v for k, v in r.cosigned_sizes.items()},
             one_sided_tail={name(k, k): r.tail(k) for k in r.chain_sizes}, checkpoints=r.checkpoints,
             receipts=r.receipts, problems=tuple(str(p) for p in r.problems), evidence=tuple(str(p) for p in r.evidence),
-            revoked=tuple(f.describe(name(f.station, f.station[:12])) for f in r.flagged), people=tuple(r.people),
+            revoked=tuple(r.revoked(lambda fp: name(fp, fp[:12]))), people=tuple(r.people),
             recordings=tuple(r.recordings), notes=tuple(r.notes), roots=tuple(r.roots),
         )  # fmt: skip
 

@@ -17,7 +17,7 @@ from redline import keys as keyfiles
 from redline.bundle import build_bundle, verify_bundle
 from redline.gate import Flagged
 from redline.ledger.verify import verify_line
-from redline.statements import Checkpoint, Cosign, Signed
+from redline.statements import Checkpoint, Cosign, Receipt, Signed
 from redline.testing import SessionPair, StationPair
 from tests.test_keys import in_loop, next_b, refused_everywhere, root_of, roots
 
@@ -76,6 +76,7 @@ def test_a_revoke_marks_exactly_the_envelopes_after_the_named_checkpoint(tmp_pat
         sp.run()
     n = checkpoint_now(sp)  # the last checkpoint co-signed before the compromise
     size_b = Checkpoint.peek(cosigned(sp)[n - 1][1]).head(sp.b.us).size
+    size_a = Checkpoint.peek(cosigned(sp)[n - 1][1]).head(sp.a.us).size
     for i in range(3):  # the key is stolen here: these are what the thief might have signed
         sp.send("b", f"NDMC after the theft {i}", kind="FLASH", prio="FLASH")
         sp.send("a", f"EUCOM after the theft {i}")
@@ -115,6 +116,26 @@ def test_a_revoke_marks_exactly_the_envelopes_after_the_named_checkpoint(tmp_pat
     assert breport.ok and runs(breport.line_report.flagged) == want  # type: ignore[union-attr]
     assert any(s.startswith("REVOKED: NDMC seqs") and "signed by a revoked key" in s for s in breport.summary())
     assert breport.to_obj()["revoked"][0]["first"] == size_b + 1
+    # NDMC's receipts and checkpoint signatures: the stolen key's, after the named checkpoint, by the same rule
+    by_key = [Receipt.peek(s) for s in sp.a.ledger.line_data(sp.line, "x").iter_receipts()]
+    ndmc = [r for r in by_key if r.by == sp.b.us and r.key == revoked]
+    after = {r.seq for r in ndmc if r.seq > size_a}
+    assert after and any(r.seq <= size_a for r in ndmc)  # receipts by the key both before and after the checkpoint
+    signed = [(c, what, s) for c, p, cs in cosigned(sp) for what, s in (("proposal", Checkpoint.peek(p)),
+              ("countersignature", Cosign.peek(cs)))]  # fmt: skip
+    cps_after = [f"{what} of checkpoint {c}" for c, what, s in signed if s.by == sp.b.us and s.key == revoked and c > n]
+    assert cps_after and any(s.key == revoked for c, _, s in signed if c <= n)
+    for ledger in (sp.a.ledger, sp.b.ledger):
+        report = verify_line(ledger.line_data(sp.line, "x"), roots(sp))
+        stmts = report.flagged_statements
+        assert report.ok and all(s.station == sp.b.us and s.revoked.key_id == revoked for s in stmts)
+        assert {int(s.what.rsplit(" ", 1)[1]) for s in stmts if s.what.startswith("receipt")} == after
+        assert [s.what for s in stmts if "checkpoint" in s.what] == cps_after
+        assert report.receipted[sp.a.us] < min(after)  # what the thief's key receipted does not count
+    said = breport.summary()
+    assert any(s.startswith(f"REVOKED: NDMC's receipt of the other station's seq {max(after)}: signed by a revoked key")
+               for s in said), said  # fmt: skip
+    assert breport.to_obj()["revoked_statements"][-1]["what"] == cps_after[-1]
     # a restart rebuilds them from the chains
     sp.restart("a")
     sp.restart("b")

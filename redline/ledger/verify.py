@@ -25,7 +25,7 @@ import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import islice
@@ -55,7 +55,7 @@ from redline.errors import (
     WrongLineError,
     WrongSenderError,
 )
-from redline.gate import Flagged, TrustedLine, claimed_roots, verified_keys
+from redline.gate import Flagged, FlaggedStatement, TrustedLine, claimed_roots, verified_keys
 from redline.identity import SignedCert
 from redline.ledger.model import ChainPart as ChainPart
 from redline.ledger.model import LineData as LineData
@@ -95,6 +95,9 @@ class LineReport:
     # Runs of envelopes signed by a key their station's root revoked (a REVOKE, PROTOCOL.md 5.9):
     # verified and kept, flagged so that no reader takes them for the station's word.
     flagged: list[Flagged] = field(default_factory=list)
+    # Receipts and checkpoint signatures by such a key after the checkpoint its REVOKE names: the
+    # same rule (``TrustedLine._revoked_statement``); a flagged receipt is not counted as receipted.
+    flagged_statements: list[FlaggedStatement] = field(default_factory=list)
     # Every person signature checked up to its station's root (PROTOCOL.md 5.10), in words.
     people: list[str] = field(default_factory=list)
     people_invalid: int = 0
@@ -112,6 +115,13 @@ class LineReport:
     def tail(self, station: str) -> int:
         """Envelopes held beyond the co-signed prefix: signed by one side only, so far."""
         return self.chain_sizes.get(station, 0) - self.cosigned_sizes.get(station, 0)
+
+    def revoked(self, name: Callable[[str], str]) -> list[str]:
+        """What a revoked key signed, in words (``name``: a station's name): the runs of envelopes,
+        then the receipts and checkpoint signatures."""
+        return [f.describe(name(f.station)) for f in self.flagged] + [
+            s.describe(name(s.station)) for s in self.flagged_statements
+        ]
 
 
 class _Replay:
@@ -174,6 +184,7 @@ def verify_line(data: LineSource, roots: dict[str, bytes], *, workers: int = 0) 
     _verify_receipts(data, gate, report)
     report.receipted = dict(gate.receipted)
     _verify_checkpoints(data, gate, report)
+    report.flagged_statements = list(gate.flagged_statements)
     return report
 
 
