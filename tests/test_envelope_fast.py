@@ -15,25 +15,32 @@ content's member encoded at acceptance (``content_member``) is the body the enco
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
 
+import nacl.signing
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redline import canonical
+from redline import canonical, identity
 from redline.envelope import (
     _CANONICAL_HEADER,
     MEMBER_OVERHEAD,
     PRIORITIES,
+    Envelope,
     Header,
     RawEnvelope,
     content_member,
+    envelope_id,
     make_body,
+    open_envelope,
     plain_header,
     plain_route,
+    seal,
+    split,
 )
 from redline.errors import RedlineError
 
@@ -218,3 +225,41 @@ def test_content_nested_too_deep_for_a_body_is_refused_when_encoded_at_acceptanc
         content_member(deep)
     with pytest.raises(RedlineError):
         make_body(deep, bytes(16))
+
+
+_SIGNER = nacl.signing.SigningKey(bytes(range(32)))
+_KEY_ID = identity.key_id(bytes(_SIGNER.verify_key))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=12), json_values, max_size=6),
+    st.integers(1, 3) | st.integers(1, 2**53 - 1),
+    st.booleans(),
+    st.sampled_from(["none", "id read before", "redacted"]),
+)
+def test_an_opened_envelope_is_the_one_its_constructor_makes(
+    content: dict[str, Any], seq: int, seen: bool, how: str
+) -> None:
+    """``open_envelope`` makes its Envelope without the frozen ``__init__`` (``_verified``): the
+    same fields, values, types and equality as the constructor's, frozen all the same, and the
+    same id whether or not someone read the raw envelope's id first (the link does, to drop a
+    duplicate)."""
+    sender = "c" * 64
+    env = seal(
+        _SIGNER, line="0" * 32, sender=sender, key=_KEY_ID, seq=seq, sent_at=seq, kind="TEXT", prio="ROUTINE",
+        prev=None if seq == 1 else "d" * 64, seen_seq=3 if seen else 0, seen_id="e" * 64 if seen else None,
+        lang="en", content=content, salt=bytes(16),
+    )  # fmt: skip
+    env = env.redacted() if how == "redacted" else env
+    raw = split(env.encode())
+    if how == "id read before":
+        assert raw.id == env.id
+    opened = open_envelope(raw, lambda s, k: bytes(_SIGNER.verify_key))
+    made = Envelope(env.header, raw.header_bytes, raw.body_bytes, raw.sig, envelope_id(raw.header_bytes),
+                    {} if how == "redacted" else content)  # fmt: skip
+    assert type(opened) is Envelope and vars(opened) == vars(made) and list(vars(opened)) == list(vars(made))
+    assert opened == made and repr(opened) == repr(made) and hash(opened.id) == hash(made.id)
+    assert opened.content() == made.content()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opened.id = "f" * 64  # type: ignore[misc]
