@@ -1,6 +1,7 @@
 """What ``redline status``, the API's status and the console show of a station now: one typed
 object built by the station, sent as JSON over the control socket and the API (``to_obj``) and
-read back by the CLI (``from_obj``). Standard library only: the fast commands import it alone."""
+read back by the CLI (``from_obj``). Standard library only (and ``readmodel``, which reads it back
+from its fields): the fast commands import it alone."""
 
 from __future__ import annotations
 
@@ -75,15 +76,18 @@ class LineStatus:
         obj["paths"] = {name: p.to_obj() for name, p in self.paths.items()}
         return obj
 
-    @classmethod
-    def from_obj(cls, obj: Mapping[str, Any]) -> LineStatus:
-        fields = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__ and k not in ("paths",)}
-        if "revoked" in fields:
-            fields["revoked"] = tuple(fields["revoked"])
-        return cls(
-            **fields, confirmed_local=bool(obj["confirmed"]["local"]), confirmed_peer=bool(obj["confirmed"]["peer"]),
-            paths={name: PathView(**p) for name, p in obj["paths"].items()},
-        )  # fmt: skip
+    @staticmethod
+    def json_fields(obj: dict[str, Any]) -> dict[str, Any]:
+        """``to_obj``'s JSON as this view's fields, for ``readmodel.from_obj`` (which checks every
+        field against its type): the two confirmations are one object there, ``confirmed``."""
+        confirmed = obj.get("confirmed")
+        if type(confirmed) is not dict or set(confirmed) != {"local", "peer"}:
+            raise ValueError("expected 'confirmed' to be an object of 'local' and 'peer'")
+        if "confirmed_local" in obj or "confirmed_peer" in obj:
+            raise ValueError("extra fields found (confirmed_local or confirmed_peer)")
+        fields = {k: v for k, v in obj.items() if k != "confirmed"}
+        fields["confirmed_local"], fields["confirmed_peer"] = confirmed["local"], confirmed["peer"]
+        return fields
 
 
 @dataclass_on_first_use(frozen=True)
@@ -125,10 +129,9 @@ class StationStatus:
         }  # fmt: skip
 
     @classmethod
-    def from_obj(cls, obj: Mapping[str, Any]) -> StationStatus:
-        ha = obj.get("ha")
-        return cls(
-            station=obj["station"], fingerprint=obj["fingerprint"], listen=tuple(obj["listen"]),
-            lines=tuple(LineStatus.from_obj(ln) for ln in obj["lines"]), alarms=tuple(obj["alarms"]),
-            ha=HaView(**ha) if isinstance(ha, Mapping) else None,
-        )  # fmt: skip
+    def from_obj(cls, obj: Any) -> StationStatus:
+        """``to_obj``'s JSON back as the typed status, exactly that shape (``readmodel.from_obj``:
+        anything else is a ``ControlError``, one line)."""
+        from redline.readmodel import from_obj
+
+        return from_obj(obj, cls, "status")

@@ -244,7 +244,7 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
     from redline.status import StationStatus
 
     data = control(station, {"op": "status"})
-    held = StationStatus.from_obj(data)  # the station's own typed status, back from its JSON
+    held = run(lambda: StationStatus.from_obj(data))  # the station's own typed status, back from its JSON
 
     def human(d: dict[str, Any]) -> None:
         where = ", ".join(held.listen)
