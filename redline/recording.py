@@ -41,6 +41,7 @@ from redline.media import AudioPacket
 
 if TYPE_CHECKING:
     from redline.kinds import CallAudio
+    from redline.ledger.verify import LineReport
 
 log = logging.getLogger("redline.recording")
 
@@ -444,3 +445,27 @@ def check_kept(home: Path, line: str, us: str, peer: str, audio: Iterable[CallAu
                 continue
             out.matched.append(f"{direction} {call[:12]} ({signed.packets} packets)")
     return out
+
+
+def verify_kept(home: Path, raws: Iterable[bytes], line: str, us: str, peer: str, report: LineReport) -> None:
+    """Add to ``report`` (a verified line) the check of this station's own recordings against the
+    CALL_AUDIO ``raws`` (its stored envelopes of that kind) among the envelopes verify accepted:
+    ``check_kept``. ``redline verify`` and the console's verify both call this one function."""
+    from redline import canonical, kinds
+    from redline.envelope import split
+    from redline.ledger.verify import Problem
+
+    audio = []
+    for raw in raws:
+        try:
+            env = split(raw)
+            seq = canonical.decode_object(env.header_bytes, "header")["seq"]
+            if env.body_bytes is None or seq > report.chain_sizes.get(us, 0):
+                continue  # redacted, or beyond what verified (that is already a problem of the report)
+            audio.append(kinds.CallAudio.parse(canonical.decode_object(env.body_bytes, "body")["content"]))
+        except (VerificationError, KeyError, TypeError):
+            continue  # an envelope verify refused is reported as such
+    found = check_kept(home, line, us, peer, audio)
+    report.recordings += found.matched
+    report.notes += found.notes
+    report.problems += [Problem(where, what) for where, what in found.problems]

@@ -131,7 +131,9 @@ def test_verify_on_a_store_checks_its_own_recordings_altered_or_swapped_fail_mis
 
     from click.testing import CliRunner
 
+    from redline.api.app import verify_station
     from redline.cli import main as cli
+    from redline.home import StationDir
 
     async def call() -> str:
         async with StationPair(tmp_path) as sp:
@@ -146,8 +148,10 @@ def test_verify_on_a_store_checks_its_own_recordings_altered_or_swapped_fail_mis
     home = tmp_path / "EUCOM"
 
     def verify() -> tuple[int, dict[str, Any]]:
+        """``redline verify``'s report, checked to be the duty console's verify too (the same rules)."""
         res = CliRunner().invoke(cli, ["verify", "--station", str(home), "--json"])
         [report] = json.loads(res.output)
+        assert verify_station(StationDir(home)) == [report]
         return res.exit_code, report
 
     code, report = verify()

@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from redline import kinds, persons, views
+from redline import kinds, persons, recording, views
 from redline.api.auth import (
     CAPABILITIES,
     COOKIE,
@@ -226,13 +226,16 @@ def verify_station(home: StationDir) -> list[dict[str, Any]]:
     try:
         with ledger.snapshot():
             us = ledger.station
-            held = [(record, ledger.line_data(record.line, name)) for record in ledger.lines()]
+            held = [(record, ledger.line_data(record.line, name), ledger.raw_of_kind(record.line, us, "CALL_AUDIO"))
+                    for record in ledger.lines()]  # fmt: skip
     finally:
         ledger.close()
-    return [
-        views.VerifyView.of(verify_line(data, {us: our_root, record.peer: bytes.fromhex(record.peer_root)})).to_obj()
-        for record, data in held
-    ]
+    out = []
+    for record, data, audio in held:
+        report = verify_line(data, {us: our_root, record.peer: bytes.fromhex(record.peer_root)})
+        recording.verify_kept(home.path, audio, record.line, us, record.peer, report)  # as 'redline verify' does
+        out.append(views.VerifyView.of(report).to_obj())
+    return out
 
 
 # -- the route table (also the OpenAPI schema) ------------------------------------------------------

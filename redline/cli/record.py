@@ -12,7 +12,7 @@ import click
 
 from redline.cli.common import console, emit, fail, json_option, main, run, station_option, when
 from redline.display import columns, shown, styled
-from redline.errors import RedlineError, VerificationError
+from redline.errors import RedlineError
 from redline.home import StationDir, station_path
 
 if TYPE_CHECKING:  # each command imports what it uses, when it runs (the CLI starts in a few ms)
@@ -121,7 +121,7 @@ def verify(
         return
     if keys or checkpoint_path is not None:
         fail("--key and --checkpoint go with --bundle FILE")
-    from redline import views
+    from redline import recording, views
     from redline.ledger.verify import verify_line, workers_for
 
     home = StationDir(station_path(station))
@@ -141,7 +141,8 @@ def verify(
                     roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
                     with ledger.stored_line(record.line, home.config().name) as held:  # streamed, not loaded
                         reports.append(verify_line(held, roots, workers=workers_for(held)))
-                    _check_recordings(home, ledger, record.line, record.peer, reports[-1])
+                    audio = ledger.raw_of_kind(record.line, ledger.station, "CALL_AUDIO")
+                    recording.verify_kept(home.path, audio, record.line, ledger.station, record.peer, reports[-1])
             return reports
         finally:
             ledger.close()
@@ -175,29 +176,6 @@ def verify(
     emit(as_json, data, human)
     if any(not r.ok for r in reports):
         sys.exit(2)
-
-def _check_recordings(home: StationDir, ledger: Any, line: str, peer: str, report: LineReport) -> None:
-    """The station's own recordings against its CALL_AUDIO among the envelopes verify accepted
-    (``recording.check_kept``: the rule is ``gate.accept_recording``)."""
-    from redline import canonical, kinds, recording
-    from redline.envelope import split
-    from redline.ledger.verify import Problem
-
-    us, audio = ledger.station, []
-    for raw in ledger.raw_of_kind(line, us, "CALL_AUDIO"):
-        try:
-            env = split(raw)
-            seq = canonical.decode_object(env.header_bytes, "header")["seq"]
-            if env.body_bytes is None or seq > report.chain_sizes.get(us, 0):
-                continue  # redacted, or beyond what verified (that is already a problem of the report)
-            audio.append(kinds.CallAudio.parse(canonical.decode_object(env.body_bytes, "body")["content"]))
-        except (VerificationError, KeyError, TypeError):
-            continue  # an envelope verify refused is reported as such
-    found = recording.check_kept(home.path, line, us, peer, audio)
-    report.recordings += found.matched
-    report.notes += found.notes
-    report.problems += [Problem(where, what) for where, what in found.problems]
-
 
 @main.command()
 @station_option
