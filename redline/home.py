@@ -169,7 +169,9 @@ class StationDir:
         self.require()
         from redline.ledger.stores import open_store
 
-        return open_store(self.config().store, self.ledger_path, read_only=True, raw_check=not self._running())
+        # the store's location only: a reader does not make the limits (StationConfig.load_store)
+        store = StationConfig.load_store(self.config_path)
+        return open_store(store, self.ledger_path, read_only=True, raw_check=not self._running())
 
     def _running(self) -> bool:
         """A station process serves this folder: only SQLite may touch its store's files meanwhile

@@ -177,6 +177,51 @@ def test_log_makes_only_the_content_types_of_the_kinds_it_shows(tmp_path: Path) 
     assert built == {"Body", "Kind", "RefRule", "Text"}
 
 
+def test_log_reads_where_the_store_is_without_making_the_limits(tmp_path: Path) -> None:
+    pair = SessionPair(tmp_path)
+    pair.send("a", "hello")
+    pair.run()
+    pair.close()
+    code = (
+        "import sys\n"
+        "from redline.cli import main\n"
+        "from redline import config, firstuse\n"
+        f"main({['log', '--station', str(pair.dir_a.path), pair.line]!r}, standalone_mode=False)\n"
+        "print(sorted(c.__name__ for c in firstuse.unbuilt() if c.__module__ == 'redline.config'), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "hello" in out.stdout, out.stderr
+    # the reader needs the store's location only (StationConfig.load_store), not the config's 60 limits
+    assert out.stderr.strip().splitlines()[-1] == "['ApiConfig', 'Limits', 'StationConfig']"
+
+
+def test_a_reader_finds_the_store_as_the_config_names_it_and_refuses_what_load_refuses(tmp_path: Path) -> None:
+    from redline.config import StationConfig
+    from redline.errors import ConfigError
+
+    home = make_station(tmp_path, "EUCOM", "en", 7401)
+    config = home.config_path
+    assert StationConfig.load_store(config) == home.config().store == ""
+    obj = json.loads(config.read_text())
+    for store in ("postgresql://redline@db:5432/eucom", "postgres://db/x"):
+        config.write_text(json.dumps({**obj, "store": store}))
+        assert StationConfig.load_store(config) == home.config().store == store
+    for bad in ("sqlite:///x", 7, None):
+        config.write_text(json.dumps({**obj, "store": bad}))
+        with pytest.raises(ConfigError) as read:
+            StationConfig.load_store(config)
+        with pytest.raises(ConfigError) as loaded:
+            home.config()
+        assert str(read.value) == str(loaded.value)  # the one rule (config._check_store), worded once
+    for text, words in (("{", "is not valid JSON"), ("[]", "malformed")):
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=words):
+            StationConfig.load_store(config)
+    config.unlink()
+    with pytest.raises(ConfigError, match="not found"):
+        StationConfig.load_store(config)
+
+
 def test_a_store_error_while_reading_is_one_line_though_the_cli_does_not_import_sqlite3(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
