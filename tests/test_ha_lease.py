@@ -95,9 +95,11 @@ def test_a_lease_not_renewed_in_time_refuses_writes_before_asking_the_store(stor
     with _conn(store) as db:
         state = lease.try_acquire(db, "slow", "s:1", 30)
     assert state is not None
-    led.hold("slow", state.term, 0.2, time.monotonic())
+    led.hold("slow", state.term, 30, time.monotonic())
     led.append(chain(1)[0], T0)
-    time.sleep(0.25)
+    # Then its last renewal is one sent 0.25 s ago for 0.2 s: the pause is stated, not slept (a 0.2 s
+    # lease held from before the first write made that write race a busy machine).
+    led.hold("slow", state.term, 0.2, time.monotonic() - 0.25)
     with pytest.raises(FencedError, match="not renewed in time"):
         led.append(chain(2)[1], T0)
     assert led.head(chain(1)[0].header.line, A)[0] == 1
