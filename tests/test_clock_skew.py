@@ -44,17 +44,22 @@ async def _tests_view(p: StationProc, line: str) -> dict[str, Any]:
 
 async def _line_test(tester: StationProc, answerer: StationProc, line: str, person: str) -> dict[str, Any]:
     """``tester`` sends a line test, ``person`` at ``answerer`` answers it; return the tester's record."""
-    t = await asyncio.to_thread(ok, rl(tester.home, "test", line[:8], "--json"))
+    t = await asyncio.to_thread(_cli, tester.home, "test", line[:8], "--json")
     await wait_until(lambda: _pending_test(answerer, line), f"{answerer.home.name} to hold the test")
     pending = (await _tests_view(answerer, line))["to_answer"]
     # the answering side's own deadline is on its own clock, from when it stored the test
     assert all(0 < p["deadline"] - p["sent_at"] <= 300_000 for p in pending), pending
-    answer = rl(answerer.home, "answer", line[:8], "--user", person, "--json", stdin=PASSWORD)
-    await asyncio.to_thread(ok, answer)
+    await asyncio.to_thread(_cli, answerer.home, "answer", line[:8], "--user", person, "--json", stdin=PASSWORD)
     await wait_until(lambda: _test_result(tester, line, t["id"], "passed"), f"{tester.home.name}'s test to pass")
     await wait_until(lambda: _test_result_seen(answerer, line), f"{answerer.home.name} to hold the result")
     record: dict[str, Any] = next(x for x in (await _tests_view(tester, line))["tests"] if x["id"] == t["id"])
     return record
+
+
+def _cli(home: Path, *args: str, stdin: str = "") -> Any:
+    """``redline ARGS`` run to success, for asyncio.to_thread: the test's loop carries both paths (the
+    relays), so a process run on it, and it takes a second or so, would stall the line meanwhile."""
+    return ok(rl(home, *args, stdin=stdin))
 
 
 async def _test_result_seen(p: StationProc, line: str) -> bool:
@@ -69,8 +74,8 @@ def test_an_hour_of_clock_skew_traffic_tests_and_status(tmp_path: Path, monkeypa
     async def main() -> None:
         a, b, line, relays = await paired_stations(tmp_path, relays=True)
         try:
-            await asyncio.to_thread(ok, rl(a.home, "user", "add", "Duty EUCOM", "--role", "duty", stdin=PASSWORD))
-            await asyncio.to_thread(ok, rl(b.home, "user", "add", "Dezhurny", "--role", "duty", stdin=PASSWORD))
+            await asyncio.to_thread(_cli, a.home, "user", "add", "Duty EUCOM", "--role", "duty", stdin=PASSWORD)
+            await asyncio.to_thread(_cli, b.home, "user", "add", "Dezhurny", "--role", "duty", stdin=PASSWORD)
             before = (await a.call({"op": "status"}))["lines"][0]
             now = (await a.call({"op": "clock", "advance_ms": HOUR_MS}))["now"]
 
