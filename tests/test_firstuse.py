@@ -48,6 +48,9 @@ def test_reading_the_fields_builds_the_class_as_dataclass_would() -> None:
     ]
     assert lazy not in firstuse.unbuilt()
     assert dataclasses.is_dataclass(lazy) and lazy.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    # the parameters as asked (init included, though the class itself is made with init=False)
+    assert repr(lazy.__dataclass_params__) == repr(Eager.__dataclass_params__)  # type: ignore[attr-defined]
+    assert lazy.__match_args__ == Eager.__match_args__ == ()  # type: ignore[attr-defined]  # kw_only: none
 
 
 def test_the_first_instance_builds_it_and_it_behaves_as_the_eager_one() -> None:
@@ -170,3 +173,34 @@ def test_every_content_type_of_kinds_is_a_frozen_keyword_only_dataclass() -> Non
     for t in content:
         params = t.__dataclass_params__  # type: ignore[attr-defined]
         assert params.frozen and all(f.kw_only for f in dataclasses.fields(t)), t.__name__
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"frozen": True}, {"order": True}, {"eq": False}, {"repr": False, "match_args": False},
+     {"unsafe_hash": True}, {"init": False}],
+    ids=lambda kw: ",".join(kw) or "plain",
+)
+def test_a_class_built_on_first_use_has_what_dataclass_gives_it_for_each_argument(kwargs: dict[str, bool]) -> None:
+    def make(decorate: Any) -> Any:
+        @decorate(**kwargs)
+        class Point:
+            x: int = 1
+            y: int = 2
+
+        return Point
+
+    lazy, eager = make(dataclass_on_first_use), make(dataclass)
+    dataclasses.fields(lazy)  # builds it
+    assert repr(lazy.__dataclass_params__) == repr(eager.__dataclass_params__)
+    for name in ("__init__", "__repr__", "__eq__", "__lt__", "__hash__", "__match_args__", "__setattr__"):
+        assert (name in lazy.__dict__) == (name in eager.__dict__), name
+    assert lazy.__hash__ is None if eager.__hash__ is None else lazy.__hash__ is not None
+    if not kwargs.get("init", True):
+        assert lazy().__dict__ == eager().__dict__ == {}  # object's __init__: no fields set
+        return
+    one, other = lazy(x=3), eager(x=3)
+    assert (one.x, one.y) == (other.x, other.y) == (3, 2)
+    assert (one == lazy(x=3)) == (other == eager(x=3))  # by value, or by identity with eq=False
+    if kwargs.get("repr", True):
+        assert repr(one) == repr(other)  # the same qualified name: both made in make()
