@@ -155,6 +155,7 @@ class Line:
         intents, alarms = side.ops.due(self.now)
         if intents or alarms or side.ops.notice_refs != notices:
             assert due_at <= self.now, f"next_due said {due_at}, but at {self.now} due() did {intents} {alarms}"
+        nothing_open_dropped(side.ops)
         side.alarms += alarms
         for intent in intents:
             assert intent.idem is not None, f"{intent.kind} decided by the station carries an idempotency key"
@@ -171,6 +172,16 @@ class Line:
 
 def kinds(intents: list[Intent]) -> list[str]:
     return [i.kind for i in intents]
+
+
+def nothing_open_dropped(ops: LineOps) -> None:
+    """What ``due`` and ``next_due`` walk (the open items, ``ops.model.still_open``) holds every item
+    of the whole history whose schedule may still act: what they drop is closed for good."""
+    t, f, c = ops.tests, ops.flash, ops.calls
+    assert {k for k, x in t.ours.items() if t._verdict(x) is not None} <= t._open_ours.keys()
+    assert {k for k, x in t.theirs.items() if t._urge_at(x) is not None} <= t._open_theirs.keys()
+    assert {k for k, x in f.flashes.items() if f._open_steps(x)} <= f._open.keys()
+    assert {k for k, x in c.requests.items() if c._expiry(x) is not None} <= c._open.keys()
 
 
 def levels(intents: list[Intent]) -> list[str]:
@@ -262,6 +273,8 @@ def test_answer_within_the_deadline_passes() -> None:
     assert line.a.ops.tests.ours[test.id].result == "passed" == line.b.ops.tests.theirs[test.id].result
     assert not any("MISSED" in t for t in line.a.texts() + line.b.texts())
     assert line.b.ops.tests.history(line.now).to_answer == ()
+    # Decided at both ends: kept in the history, no longer walked by due() and next_due().
+    assert test.id not in line.a.ops.tests._open_ours and test.id not in line.b.ops.tests._open_theirs
 
 
 @pytest.mark.parametrize("first", ["tester", "answerer"])

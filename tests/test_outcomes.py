@@ -30,7 +30,7 @@ from redline.ops.engine import LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry
 from redline.ops.views import CallPairView, CallRequestView
 from redline.persons import roster_content
-from tests.test_ops import DEZHURNY, DUTY_EUCOM, EUCOM, NDMC, SECOND, Officer, utc
+from tests.test_ops import DEZHURNY, DUTY_EUCOM, EUCOM, NDMC, SECOND, Officer, nothing_open_dropped, utc
 
 MINUTE = 60 * SECOND
 START = utc("2022-05-12T07:30:00")  # before the 08:00 slot; the run passes the 20:00 one too
@@ -109,6 +109,7 @@ class World:
         due_at, notices = side.ops.next_due(now), dict(side.ops.notice_refs)  # the station's ticker's rule
         intents, alarms = side.ops.due(now)
         assert due_at <= now or not (intents or alarms or side.ops.notice_refs != notices), (due_at, now, intents)
+        nothing_open_dropped(side.ops)
         side.alarms += alarms
         for intent in intents:
             assert intent.idem is not None and intent.idem not in side.filed, intent

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from redline import kinds
-from redline.ops.model import Entry, Intent, Outbox, as_time
+from redline.ops.model import Entry, Intent, Outbox, as_time, still_open
 from redline.ops.views import CallPairView, CallRecordView, CallReplyView, CallRequestView, ReadoutView
 
 DAY_MS = 86_400_000
@@ -86,11 +86,12 @@ class Calls:
     def __init__(self) -> None:
         self.requests: dict[str, Request] = {}
         self.calls: dict[str, Call] = {}
+        self._open: dict[str, Request] = {}  # our requests that may still expire (``still_open``)
 
     def observe(self, e: Entry, body: kinds.Body, out: Outbox) -> None:
         match body:
             case kinds.CallRequest():
-                self.requests[e.id] = Request(e, body)
+                self.requests[e.id] = self._open[e.id] = Request(e, body)
                 if not e.ours:
                     out.alarm("warning", f"CALL REQUEST from the peer's {body.from_role} to our {body.to_role}: "
                                          f"{body.subject}", e.stored_at)  # fmt: skip
@@ -119,7 +120,7 @@ class Calls:
         return r.expires + 1 if r.entry.ours and not r.expired and late else None
 
     def due(self, now: int, out: Outbox) -> None:
-        for r in self.requests.values():
+        for r in still_open(self._open, lambda r: self._expiry(r) is not None):
             at = self._expiry(r)
             if at is not None and now >= at:
                 body = kinds.CallExpired(request=r.entry.reference())
@@ -129,7 +130,8 @@ class Calls:
     def next_due(self, now: int) -> float:
         """When ``due`` may next expire one of our requests (wall ms; ``now`` or before: due
         already), if nothing is observed first."""
-        return min((at for r in self.requests.values() if (at := self._expiry(r)) is not None), default=float("inf"))
+        requests = still_open(self._open, lambda r: self._expiry(r) is not None)
+        return min((at for r in requests if (at := self._expiry(r)) is not None), default=float("inf"))
 
     def requests_view(self) -> tuple[CallRequestView, ...]:
         """Every call request of the line, oldest first, with its reply and state."""

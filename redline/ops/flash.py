@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from redline import kinds
-from redline.ops.model import Entry, Intent, Outbox, window_ms
+from redline.ops.model import Entry, Intent, Outbox, still_open, window_ms
 from redline.ops.views import EscalationMark, FlashView, ReadMark
 
 MAX_KEPT = 32  # READs (one per reader) and ESCALATED steps (one per level) kept per FLASH
@@ -61,13 +61,14 @@ class FlashTracker:
     def __init__(self, *, ack_ms: int, levels: tuple[str, ...], bounds: tuple[int, int] | None = None) -> None:
         self.ack_ms, self.levels, self.bounds = ack_ms, levels, bounds
         self.flashes: dict[str, Flash] = {}
+        self._open: dict[str, Flash] = {}  # those with an escalation step still to come (``still_open``)
 
     def observe(self, e: Entry, body: kinds.Body, out: Outbox) -> None:
         match body:
             case kinds.Flash() | kinds.Text() if e.kind == "FLASH" or e.prio == "FLASH":
                 requested = body.ack_within_ms if isinstance(body, kinds.Flash) else None
                 window = window_ms(requested, self.ack_ms, self.bounds)
-                self.flashes[e.id] = Flash(e, body.text, e.stored_at + window)
+                self.flashes[e.id] = self._open[e.id] = Flash(e, body.text, e.stored_at + window)
                 if not e.ours:
                     out.alarm("alarm", f"FLASH from the peer: {self.levels[0]} must acknowledge within "
                                        f"{window // 1000} s ('redline ack')", e.stored_at)  # fmt: skip
@@ -120,7 +121,7 @@ class FlashTracker:
 
     def due(self, now: int, out: Outbox) -> None:
         """Escalation steps for FLASHes we received that have come."""
-        for f in self.flashes.values():
+        for f in still_open(self._open, lambda f: bool(self._open_steps(f))):
             for at, level, i in self._open_steps(f):
                 if now < at:
                     continue
@@ -136,7 +137,8 @@ class FlashTracker:
     def next_due(self, now: int) -> float:
         """When ``due`` may next escalate (wall ms), if nothing is observed first: the earliest open
         step of any FLASH (``now`` or before: due now)."""
-        return min((at for f in self.flashes.values() for at, _, _ in self._open_steps(f)), default=float("inf"))
+        flashes = still_open(self._open, lambda f: bool(self._open_steps(f)))
+        return min((at for f in flashes for at, _, _ in self._open_steps(f)), default=float("inf"))
 
     def _escalate(self, f: Flash, level: str, step: int) -> Intent:
         body = kinds.Escalated(flash=f.entry.reference(), level=level, step=step)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redline import kinds
-from redline.ops.model import Entry, Intent, Outbox, window_ms
+from redline.ops.model import Entry, Intent, Outbox, still_open, window_ms
 from redline.ops.views import LineTestsView, ReceivedTest, SentTest, ToAnswer
 
 TEST_TEXT = "Line test. Please answer to confirm the line is attended."
@@ -93,13 +93,19 @@ class LineTests:
         self.since = since  # the line's creation: no slot before it
         self.ours: dict[str, LineTest] = {}  # tests we sent, by id
         self.theirs: dict[str, LineTest] = {}  # tests we must answer, by id
+        # Of those, the ones that may still fall due (``still_open``): ours without a verdict, theirs
+        # not yet answered, decided or urged.
+        self._open_ours: dict[str, LineTest] = {}
+        self._open_theirs: dict[str, LineTest] = {}
         self.slots_sent: set[str] = set()
 
     def observe(self, e: Entry, body: kinds.Body, out: Outbox) -> None:
         match body:
             case kinds.Test():
                 window = window_ms(body.answer_within_ms, self.answer_window, self.bounds)
-                (self.ours if e.ours else self.theirs)[e.id] = LineTest(e, e.stored_at + window)
+                new = LineTest(e, e.stored_at + window)
+                (self.ours if e.ours else self.theirs)[e.id] = new
+                (self._open_ours if e.ours else self._open_theirs)[e.id] = new
                 if e.ours and body.slot is not None:
                     self.slots_sent.add(body.slot)
                 if not e.ours:
@@ -157,8 +163,14 @@ class LineTests:
         latest = _latest_slot(now, self.times)
         return [label for label, at in latest if at >= self.since and label not in self.slots_sent]
 
+    def _open(self) -> tuple[list[LineTest], list[LineTest]]:
+        """Our tests without a verdict, and the peer's we may still urge an answer to."""
+        return (still_open(self._open_ours, lambda t: self._verdict(t) is not None),
+                still_open(self._open_theirs, lambda t: self._urge_at(t) is not None))  # fmt: skip
+
     def due(self, now: int, out: Outbox) -> None:
-        for t in self.ours.values():
+        ours, theirs = self._open()
+        for t in ours:
             verdict = self._verdict(t)
             if verdict is None or now < verdict[0]:
                 continue
@@ -168,7 +180,7 @@ class LineTests:
                 dead = "" if t.receipted_at else " and the peer station never receipted it: the line may be dead"
                 within = (t.deadline - t.entry.stored_at) // 1000
                 out.alarm("alarm", f"LINE TEST MISSED: no answer within {within} s{dead}", now)
-        for t in self.theirs.values():
+        for t in theirs:
             # Not a verdict: the tester decides, on its own clock (guarantee 7). We only urge an answer.
             urge = self._urge_at(t)
             if urge is not None and now >= urge:
@@ -184,8 +196,9 @@ class LineTests:
         slot. From the same schedule ``due`` acts on."""
         if self._slots_due(now):
             return now
-        verdicts = (v[0] for t in self.ours.values() if (v := self._verdict(t)) is not None)
-        urges = (u for t in self.theirs.values() if (u := self._urge_at(t)) is not None)
+        ours, theirs = self._open()
+        verdicts = (v[0] for t in ours if (v := self._verdict(t)) is not None)
+        urges = (u for t in theirs if (u := self._urge_at(t)) is not None)
         return min([*verdicts, *urges, _next_slot(now, self.times)])
 
     def intent(self, slot: str | None, text: str = TEST_TEXT) -> Intent:

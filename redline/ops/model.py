@@ -11,8 +11,9 @@ into the kind's body type (``kinds``), and reads only typed fields from there on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from redline import kinds
 
@@ -70,6 +71,20 @@ class Outbox:
 # The last millisecond of the year 9999: a later time (which the protocol's integers can carry) is
 # noise that would make ``datetime`` raise in a view.
 MAX_TIME_MS = 253_402_300_799_999
+
+
+_T = TypeVar("_T")
+
+
+def still_open(items: dict[str, _T], is_open: Callable[[_T], bool]) -> list[_T]:
+    """``items``' values that may still fall due, after dropping from ``items`` those ``is_open``
+    says are closed. Each module keeps such a dict beside its history (which the views read) and
+    walks it in ``due`` and ``next_due``, so a year of line tests and FLASHes is not walked after
+    every change. Sound because every schedule here only closes: a verdict, an ACK, an escalation
+    step, an expiry or a reply in time is never undone, so a closed item never falls due again."""
+    for key in [k for k, v in items.items() if not is_open(v)]:
+        del items[key]
+    return list(items.values())
 
 
 def as_time(value: int | None) -> int | None:
