@@ -19,23 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import pg_line
+from bench.ledger_bench import append_batches
 from redline.envelope import Envelope
 from redline.ledger.interface import LedgerStore
-from tests.test_ledger import T0, A, chain
+from tests.test_ledger import A, chain
 
 ROUNDS = 5
 GROUPS = (1, 50)
 
 
 def median_commit_ms(led: LedgerStore, envs: list[Envelope], group: int) -> float:
-    times = []
-    for i in range(0, len(envs), group):
-        start = time.perf_counter()
-        with led.batch():
-            for env in envs[i : i + group]:
-                led.append(env, T0)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return statistics.median(append_batches(led, envs, group)) * 1000
 
 
 def fenced(url: str) -> LedgerStore:

@@ -30,6 +30,7 @@ from bench import limits as machine
 from bench.common import Figures, Row, no_gc, per_op_us, table
 from redline.envelope import Envelope, open_envelope, seal
 from redline.home import StationDir, StationKeys
+from redline.ledger.interface import LedgerStore
 from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import verify_line
 from redline.testing import make_station, pair_directly
@@ -85,7 +86,7 @@ def fresh_ledger(folder: Path, station: str, name: str) -> Iterator[Ledger]:
         ledger.close()
 
 
-def append_batches(ledger: Ledger, envs: list[Envelope], batch: int) -> list[float]:
+def append_batches(ledger: LedgerStore, envs: list[Envelope], batch: int) -> list[float]:
     """Append ``envs`` in group commits of ``batch``; return the seconds each batch took."""
     times: list[float] = []
     for i in range(0, len(envs), batch):
