@@ -17,6 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
@@ -75,32 +76,42 @@ def columns(
     result is a ``Text``, which no console parses for markup. One pass over the cells instead of
     rich's ``Table``, which measures and renders each cell as a renderable of its own (a 50-row
     ``redline log`` page: about 30 ms of its run, against a few here)."""
-    head = [styled((h, "bold")) for h in header]
-    body = [[c if isinstance(c, Text) else Text(shown(c, newlines=False)) for c in r[:-1]]
-            + [r[-1] if isinstance(r[-1], Text) else Text(shown(r[-1]))] for r in rows]  # fmt: skip
-    widths = [max(c.cell_len for c in col) for col in zip(*(r[:-1] for r in [head, *body]), strict=True)]
+    table: list[list[str | Text]] = [[styled((h, "bold")) for h in header]]
+    table += [[c if isinstance(c, Text) else shown(c, newlines=False) for c in r[:-1]]
+              + [r[-1] if isinstance(r[-1], Text) else shown(r[-1])] for r in rows]  # fmt: skip
+    widths = [max(map(_cells, col)) for col in zip(*(r[:-1] for r in table), strict=True)]
     prefix = indent + sum(widths) + 2 * len(widths)
     below = console.width - prefix < free_min  # the free text on lines of its own
-    free = console.width - (indent + 4 if below else prefix)
+    free = max(console.width - (indent + 4 if below else prefix), 1)
+    hang = " " * (indent + 4 if below else prefix)  # where the free text's lines start
     out = Text()
-    for r in [head, *body]:
-        line = Text(" " * indent)
-        for cell, w in zip(r[:-1], widths, strict=True):
-            line.append_text(cell)
-            line.append(" " * (w - cell.cell_len + 2))
-        if below:
-            line.rstrip()
-            out.append_text(line)
-            out.append("\n")
-        for i, part in enumerate(r[-1].wrap(console, max(free, 1)) or [Text()]):
-            if below or i:
-                out.append(" " * (indent + 4 if below else prefix))
+    for r in table:
+        plain = " " * indent  # plain text not yet added (added together: each Text.append has a cost)
+        for cell, width in zip(r[:-1], widths, strict=True):
+            if isinstance(cell, Text):
+                out.append(plain)
+                out.append_text(cell)
+                plain = ""
             else:
-                out.append_text(line)
+                plain += cell
+            plain += " " * (width - _cells(cell) + 2)
+        if below:
+            out.append(plain.rstrip() + "\n")
+            plain = hang
+        last = r[-1]
+        if isinstance(last, str) and "\n" not in last and "\t" not in last and cell_len(last) <= free:
+            out.append((plain + last).rstrip() + "\n")  # fits as it is: nothing to wrap
+            continue
+        for i, part in enumerate((last if isinstance(last, Text) else Text(last)).wrap(console, free) or [Text()]):
+            out.append(hang if i else plain)
             out.append_text(part)
             out.append("\n")
     out.rstrip()
     return out
+
+
+def _cells(cell: str | Text) -> int:
+    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
 
 
 def json_text(data: object) -> str:
