@@ -11,6 +11,7 @@ envelopes; what they refuse, the gate opens again itself and names the rule brok
 
 from __future__ import annotations
 
+import platform
 import random
 import shutil
 import sqlite3
@@ -279,3 +280,37 @@ def test_a_verify_worker_that_dies_is_a_storage_error_not_a_hang(built: Built) -
     finally:
         workers.close()
         ledger.close()
+
+
+_FAULTS = """
+import marshal, os, resource, sys
+from redline.ledger import verify
+kept = verify._keep_freed_memory() if sys.argv[1] == "keep" else None
+def task(i):  # an answer's size and shape: 512 opened envelopes of about 3 KB each, marshalled
+    return marshal.dumps([(i, "a" * 64, {"header": {"k": "x" * 300}, "body": os.urandom(1100), "text": "y" * 1000})
+                          for _ in range(512)])
+for i in range(3):
+    task(i)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for i in range(10):
+    answer = task(i)
+    del answer
+print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.slow  # two Python processes
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+def test_a_verify_worker_reuses_the_memory_of_its_last_answer_instead_of_faulting_it_in_again() -> None:
+    """A worker's answers are megabytes each; glibc gave each one back to the kernel when freed, and
+    the next task faulted every page in again (system time, about 2 µs per envelope). With the
+    worker's setting, the next answer reuses them."""
+
+    def faults(how: str) -> tuple[str, float]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, how], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        kept, per_task = out.stdout.split()
+        return kept, float(per_task)
+
+    assert faults("keep") == ("True", 0.0)
+    assert faults("as is")[1] > 100  # the default faults an answer's pages in again: what the test would miss
