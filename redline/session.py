@@ -605,12 +605,15 @@ class LineSession:
             peek = Receipt.peek(signed)
             if peek.of == self.us and peek.seq <= self.receipted_seq:
                 return []  # a copy (another path) or an older receipt: nothing new, not verified
+            flagged = len(self.gate.flagged_statements)
             receipt = self.gate.accept_receipt(signed, by=self.peer)
         except RedlineError as exc:
             if isinstance(exc, ReceiptBeyondChainError) and self.link.recover_to:
                 self._receipt_later = raw  # of envelopes we are still recovering: judged when done
                 return []
             self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
+            return []
+        if self._say_flagged(flagged):  # the revoked key's word: what it receipted is still resent
             return []
         self._pending.receipt, self._pending.receipt_seq = signed, receipt.seq
         self.receipted_seq = receipt.seq
@@ -684,7 +687,9 @@ class LineSession:
         cosign = Cosign(
             line=self.line, checkpoint=signed.digest(Checkpoint.DOMAIN), by=self.us, key=self.keys.key_id, time=wall
         ).sign(self.keys.signing)
+        flagged = len(self.gate.flagged_statements)
         self.gate.accept_checkpoint(signed, cosign)
+        self._say_flagged(flagged)
         self._store_checkpoint(cp.n, signed, cosign)
         return [*self.link.send_raw(FrameType.COSIGN, cosign.encode(), path)]
 
@@ -711,7 +716,9 @@ class LineSession:
                 return []  # a copy (the other path), or the peer's cosign of one we gave it again
             if peek.by != self.peer:
                 raise WrongSenderError("countersignature from a station that is not our peer")
+            flagged = len(self.gate.flagged_statements)
             self.gate.accept_checkpoint(self._proposal, signed)
+            self._say_flagged(flagged)
         except RedlineError as exc:
             self.alarm("warning", f"refused a checkpoint countersignature: {exc}")
             return []
@@ -903,6 +910,15 @@ class LineSession:
             )
             return False
         return switched
+
+    def _say_flagged(self, before: int) -> bool:
+        """Alarm for each receipt or checkpoint signature the gate flagged since ``before`` (a key
+        used after its REVOKE: a thief's, or one in flight when it was filed); True if any."""
+        new = self.gate.flagged_statements[before:]
+        for f in new:
+            name = self.record.peer_name if f.station == self.peer else "our station"
+            self.alarm("alarm", f"line {self.line[:8]}: {f.describe(name)}; kept, not taken as {name}'s word")
+        return bool(new)
 
     def _revoked(self, env: Envelope) -> None:
         """A REVOKE the gate accepted (ours or the peer's): said at both ends, naming exactly what

@@ -17,6 +17,7 @@ from redline import keys as keyfiles
 from redline.bundle import build_bundle, verify_bundle
 from redline.gate import Flagged
 from redline.ledger.verify import verify_line
+from redline.protocol.framing import FrameType, encode_frame
 from redline.statements import Checkpoint, Cosign, Receipt, Signed
 from redline.testing import SessionPair, StationPair
 from tests.test_keys import in_loop, next_b, refused_everywhere, root_of, roots
@@ -136,6 +137,20 @@ def test_a_revoke_marks_exactly_the_envelopes_after_the_named_checkpoint(tmp_pat
     assert any(s.startswith(f"REVOKED: NDMC's receipt of the other station's seq {max(after)}: signed by a revoked key")
                for s in said), said  # fmt: skip
     assert breport.to_obj()["revoked_statements"][-1]["what"] == cps_after[-1]
+    # Live: a receipt the old key signs after the REVOKE (a thief's) is said in an alarm and not taken
+    # as delivery: the envelope is still unreceipted until NDMC's own receipt, under its new key.
+    sp.send("a", "EUCOM after the revoke")
+    sp.flush()  # sealed and stored at EUCOM, its frames not delivered yet
+    seq, eid = sp.a.ledger.head(sp.line, sp.a.us)
+    forged = Receipt(line=sp.line, by=sp.b.us, key=revoked, of=sp.a.us, seq=seq, id=str(eid),
+                     received_at=sp.clock.wall).sign(_old(sp, revoked))  # fmt: skip
+    sp.alarms.clear()
+    sp.a.receive("path0", encode_frame(FrameType.RECEIPT, forged.encode()), sp.clock.now, sp.clock.wall)
+    said = [t for w, _, t in sp.alarms if w == "a"]
+    assert any(f"NDMC's receipt of the other station's seq {seq}: signed by a revoked key" in t for t in said), said
+    assert sp.a.receipted_seq < seq and sp.a.gate.receipted[sp.a.us] < seq
+    sp.run()
+    assert sp.a.receipted_seq == seq == sp.a.gate.receipted[sp.a.us]
     # a restart rebuilds them from the chains
     sp.restart("a")
     sp.restart("b")
