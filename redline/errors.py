@@ -125,6 +125,11 @@ class NotEquivocationError(VerificationError):
     """Offered as equivocation evidence, but not two envelopes of one station at one seq of this line."""
 
 
+class RevokedEvidenceError(NotEquivocationError):
+    """Two envelopes of one station at one seq, but at a seq its root revoked (signed by a revoked
+    key after the checkpoint its REVOKE names): evidence of the stolen key, not of the station."""
+
+
 class MerkleError(VerificationError):
     """A Merkle tree head or proof does not match the leaves it claims."""
 

@@ -48,6 +48,7 @@ from redline.errors import (
     RecordingMismatchError,
     RedactedBodyError,
     RevocationError,
+    RevokedEvidenceError,
     RootRotationError,
     SeenBackwardsError,
     SeenBeyondError,
@@ -803,6 +804,13 @@ class TrustedLine:
         valid = self.key_at(ha.sender, ha.seq)
         if valid is not None and not ha.key == hb.key == valid:
             raise KeyWindowError(f"the two envelopes at seq {ha.seq} are not both signed by the key valid there")
+        # At a seq of a run its root revoked, the key's word is not the station's (as for a receipt):
+        # flagged, and no proof that the station equivocated, which would halt the line.
+        if self._revoked_statement(ha.sender, ha.key, f"second envelope at seq {ha.seq}", lambda r: r.after < ha.seq):
+            raise RevokedEvidenceError(
+                f"two envelopes at seq {ha.seq}, signed by a key the station's root revoked for that seq: the "
+                "stolen key's work, not the station's word"
+            )
         return ea, eb
 
 

@@ -571,11 +571,13 @@ class LineSession:
         held = self._held_raw(seq)
         if held is None:
             return []  # beyond what we hold: not a conflict, just early; it will come again in order
+        flagged = len(self.gate.flagged_statements)
         try:
             _, env = self.gate.check_equivocation(held, raw)
             if env.header.sender != self.peer:
                 raise WrongSenderError("envelope names another sender")
         except RedlineError as exc:
+            self._say_flagged(flagged)  # at a seq the peer's root revoked: said, and no halt
             return self._run(self.link.rejected(seq, str(exc)), wall)
         # A second validly signed envelope at a seq we hold or are about to store: keep it and let
         # the ledger judge it after this batch's envelopes are in (it may still be pending here).

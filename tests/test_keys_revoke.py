@@ -15,6 +15,7 @@ import pytest
 from redline import errors, identity, revocation, rotation
 from redline import keys as keyfiles
 from redline.bundle import build_bundle, verify_bundle
+from redline.envelope import split
 from redline.gate import Flagged
 from redline.ledger.verify import verify_line
 from redline.protocol.framing import FrameType, encode_frame
@@ -151,6 +152,22 @@ def test_a_revoke_marks_exactly_the_envelopes_after_the_named_checkpoint(tmp_pat
     assert sp.a.receipted_seq < seq and sp.a.gate.receipted[sp.a.us] < seq
     sp.run()
     assert sp.a.receipted_seq == seq == sp.a.gate.receipted[sp.a.us]
+    # A second envelope at a seq of the revoked run (the thief's) proves nothing against NDMC: live it
+    # is refused with an alarm and the line does not halt; verify lists it with the key's other work.
+    s = size_b + 1
+    held = sp.a.ledger.raw_envelope(sp.line, sp.b.us, s)
+    prev = split(sp.a.ledger.raw_envelope(sp.line, sp.b.us, s - 1)).id
+    other = next_b(sp, _old(sp, revoked), seq=s, prev=prev, content={"text": "the thief's other word"})
+    sp.alarms.clear()
+    sp.a.receive("path0", encode_frame(FrameType.ENVELOPE, other.encode()), sp.clock.now, sp.clock.wall)
+    sp.a.flush(sp.clock.wall)
+    assert sp.a.ledger.equivocations(sp.line) == [] and not sp.a.halted
+    said = [t for w, _, t in sp.alarms if w == "a"]
+    assert any(f"NDMC's second envelope at seq {s}: signed by a revoked key" in t for t in said), said
+    data = sp.a.ledger.line_data(sp.line, "x")
+    data.equivocations.append((sp.b.us, s, held, other.encode()))  # as if stored before the REVOKE came
+    report = verify_line(data, roots(sp))
+    assert report.ok and f"second envelope at seq {s}" in [f.what for f in report.flagged_statements]
     # a restart rebuilds them from the chains
     sp.restart("a")
     sp.restart("b")

@@ -43,6 +43,7 @@ from redline.errors import (
     PrevLinkError,
     ReceiptBeyondChainError,
     ReceiptMismatchError,
+    RevokedEvidenceError,
     SchemaError,
     SeenBackwardsError,
     SeenBeyondError,
@@ -579,6 +580,8 @@ def _verify_equivocations(data: LineSource, gate: TrustedLine, report: LineRepor
         at = f"{_name(data, sender)}, seq {seq}"
         try:
             ea, eb = gate.check_equivocation(a, b)
+        except RevokedEvidenceError:
+            continue  # flagged by the gate with the revoked key's other work (report.flagged_statements)
         except NotEquivocationError as exc:
             report.problems.append(Problem(at, f"equivocation record proves nothing: {exc}"))
             continue
