@@ -78,6 +78,9 @@ else:
     pytestmark = pytest.mark.skipif(
         shutil.which(CHROMIUM) is None, reason=f"no chromium at {CHROMIUM}: apt-get install -y chromium"
     )
+# page.set_default_timeout does not reach expect(), whose own default is 5 s: each thing the page must
+# come to show (a heartbeat measured, a station's alarm, the next refresh) gets TIMEOUT here too.
+expect.set_options(timeout=TIMEOUT)
 
 # Headless Chromium plays sound without a gesture; a desktop browser does not. This puts the
 # desktop rule back: audio runs only if started or resumed during a click or a key press.
