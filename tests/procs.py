@@ -64,11 +64,16 @@ class StationProc:
         raise RuntimeError("station did not start")
 
     def kill9(self) -> None:
+        """SIGKILL, and wait for the process to be gone (blocking, briefly)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:
+        """SIGTERM, and wait up to 15 s for the clean stop. This blocks: from a coroutine whose loop
+        also runs relays, proxies, traffic or anything that times the stations, call it as
+        ``await asyncio.to_thread(proc.stop)`` (on the loop, it stalled those and skewed what they
+        measured: the connection flood test in CI at 58f183d)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
