@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redline import readmodel, rotation
+from redline import readmodel, rotation, views
 from redline.control_client import CONTROL_LIMIT, maybe_accepted, not_running, result_of
 from redline.errors import (
     ControlError,
@@ -70,6 +70,14 @@ async def _now(value: Any) -> Any:
     return value
 
 
+def _page(st: Station, r: dict[str, Any]) -> Any:
+    """'redline log' beside a running station: the page the API's log answers (views.station_page)."""
+    limit = r.get("limit")
+    if type(limit) is not int or not 0 < limit <= views.PAGE_MAX:
+        raise LocalProtocolError(f"log: 'limit' must be a whole number from 1 to {views.PAGE_MAX}")
+    return views.station_page(st, str(r["line"]), limit).to_obj()
+
+
 OPERATIONS: dict[str, Handler] = {
     "status": lambda st, r: _now(st.status().to_obj()),
     "send": _send,
@@ -77,6 +85,7 @@ OPERATIONS: dict[str, Handler] = {
     "resolve": lambda st, r: _now(st.resolve(r["line"], r["kind"], r["content"])),
     "show": lambda st, r: _now(readmodel.to_obj(st.show(r["line"], r["id"]))),
     "has": lambda st, r: _now(st.has(r["line"], r["id"])),
+    "log": lambda st, r: _now(_page(st, r)),
     "view": lambda st, r: _now(st.view(
         r["line"], r["what"], offset=int(r.get("offset", 0)), limit=int(r["limit"]) if "limit" in r else None,
         notice=str(r["notice"]) if r.get("notice") else None,

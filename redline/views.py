@@ -21,6 +21,7 @@ from redline import canonical, kinds
 from redline.envelope import split
 from redline.errors import LocalProtocolError, RedlineError
 from redline.firstuse import dataclass_on_first_use
+from redline.logview import PAGE_MAX, Row, Transcript
 from redline.status import Accepted, LineStatus, PathView, StationStatus
 
 if TYPE_CHECKING:  # types only: 'redline log' imports neither every view nor verification and the gate
@@ -28,10 +29,11 @@ if TYPE_CHECKING:  # types only: 'redline log' imports neither every view nor ve
     from redline.ledger.model import LineRecord
     from redline.ledger.verify import LineReport
     from redline.ops.views import FlashView
+    from redline.station import Station
 
 __all__ = [
-    "Accepted", "LineStatus", "PathView", "Row", "StationStatus", "Transcript", "VerifyView", "parse_utc", "summary",
-    "transcript",
+    "PAGE_MAX", "Accepted", "LineStatus", "PathView", "Row", "StationStatus", "Transcript", "VerifyView", "parse_utc",
+    "station_page", "summary", "transcript",
 ]  # fmt: skip
 
 
@@ -51,50 +53,15 @@ def summary(kind: str, content: Mapping[str, Any]) -> str:
     return kinds.summarize(kind, content)
 
 
-@dataclass_on_first_use(frozen=True)
-class Row:
-    """One entry of a transcript: an envelope of either side, or an unsigned outbox item."""
-
-    ours: bool
-    sender: str  # "us" or the peer's name
-    seq: int | None
-    id: str | None
-    kind: str
-    priority: str
-    sent_at: int | None
-    stored_at: int
-    lang: str | None
-    text: str
-    content: Mapping[str, Any]
-    receipted: bool
-    state: str
-    outbox: int | None = None
-    ack: Mapping[str, Any] | None = None
-    revoked: str | None = None  # "signed by a revoked key": which REVOKE flags it (PROTOCOL.md 5.9)
-
-    def to_obj(self) -> dict[str, Any]:
-        obj = asdict(self)
-        obj["from"] = obj.pop("sender")
-        return obj
-
-
-@dataclass_on_first_use(frozen=True)
-class Transcript:
-    line: str
-    peer: str
-    rows: tuple[Row, ...]
-    outbox: tuple[Row, ...]
-    total: int  # envelopes of both sides held; ``rows`` may be fewer
-
-    @property
-    def partial(self) -> bool:
-        return len(self.rows) < self.total
-
-    def to_obj(self) -> dict[str, Any]:
-        return {
-            "line": self.line, "peer": self.peer, "rows": [r.to_obj() for r in self.rows],
-            "outbox": [r.to_obj() for r in self.outbox], "total": self.total, "shown": len(self.rows),
-        }  # fmt: skip
+def station_page(station: Station, line: str, limit: int) -> Transcript:
+    """A running station's page of ``line`` (``GET /api/lines/{line}/log``, and ``redline log``
+    beside it): ``transcript`` with the receipts the station holds in memory and each FLASH's
+    acknowledgements."""
+    session = station.session(line)
+    flashes = {f.id: f for f in station.flash_view(session.line)}
+    return transcript(
+        station.ledger, session.record, limit=limit, receipted_ours=session.receipted_seq, flashes=flashes
+    )
 
 
 def transcript(

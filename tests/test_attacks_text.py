@@ -192,7 +192,7 @@ def test_hostile_text_in_every_peer_field_is_stored_receipted_and_rendered(tmp_p
             assert sa["their_seq"] == sb["our_seq"] and sb["their_seq"] == sa["our_seq"]
             assert sa["our_seq"] >= 101 and sb["our_seq"] >= 100 + 2 * len(HOSTILE)
             for home in (a.home, b.home):
-                for args in (("status",), ("log", line, "--all"), ("calls", line), ("notices", line)):
+                for args in (("status",), ("log", line, "--all"), ("log", line), ("calls", line), ("notices", line)):
                     res = rl(home, *args)
                     assert res.returncode == 0, (args, res.stderr)
                     assert "Traceback" not in res.stderr + res.stdout and ESC not in res.stdout, args

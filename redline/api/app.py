@@ -205,11 +205,9 @@ def _plain(value: Any) -> Any:
 
 # -- reading the transcript (views.py builds it) --------------------------------------------------
 def transcript(station: Station, session: LineSession, limit: int) -> dict[str, Any]:
-    """Both sides of a line, oldest first, with receipt and acknowledgement state, then the outbox."""
-    flashes = {f.id: f for f in station.flash_view(session.line)}
-    return views.transcript(
-        station.ledger, session.record, limit=limit, receipted_ours=session.receipted_seq, flashes=flashes
-    ).to_obj()
+    """Both sides of a line, oldest first, with receipt and acknowledgement state, then the outbox
+    (what 'redline log' shows beside a running station too: views.station_page)."""
+    return views.station_page(station, session.line, limit).to_obj()
 
 
 def verify_station(home: StationDir) -> list[dict[str, Any]]:
@@ -456,8 +454,8 @@ class Api(ConsoleHandlers, VoiceHandlers):
     async def log(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
         raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 0 < int(raw) <= 1000:
-            raise ApiError(400, "limit must be a whole number from 1 to 1000")
+        if not raw.isdigit() or not 0 < int(raw) <= views.PAGE_MAX:
+            raise ApiError(400, f"limit must be a whole number from 1 to {views.PAGE_MAX}")
         return transcript(self.station, line, int(raw))
 
     async def view(self, request: Request, session: Session) -> Any:

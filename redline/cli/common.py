@@ -104,7 +104,7 @@ COMMAND_HELP = {
     "init": "Create a station: root, signing and TLS keys, config and an empty store.",
     "invite": "Print a single-use, expiring pairing token for the other station.",
     "keys": "The station's online keys: rotate the signing key under the root, or revoke it.",
-    "log": "Both sides of LINE's transcript, oldest first, with receipt state (read from the store).",
+    "log": "Both sides of LINE's transcript, oldest first, with receipt state (from the station, or its store).",
     "notice": "File a deconfliction notice: checked in full, then against every active notice of both sides.",
     "notices": "Active notices of both sides, and every conflicting pair with where and when they overlap.",
     "pair": "Pair with the station that issued a token; prints the safety code to compare by voice.",

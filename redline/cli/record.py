@@ -32,12 +32,37 @@ LOG_COLUMNS = ("time (UTC)", "from", "seq", "kind", "prio", "receipt", "text")
 @click.option("--all", "show_all", is_flag=True, help="Show every entry of both sides.")
 @json_option
 def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bool) -> None:
-    """Both sides of LINE's transcript, oldest first, with receipt state (read from the store)."""
-    from redline import views
+    """Both sides of LINE's transcript, oldest first, with receipt state (from the station, or its store).
+
+    Beside a running station this is the station's own page, as its console shows it (with the
+    receipts it holds in memory and who acknowledged each FLASH). With --all, a --limit over 1000,
+    or the station stopped, the store is read directly (read-only).
+    """
+    from redline.logview import PAGE_MAX, Transcript
 
     home = StationDir(station_path(station))
 
-    def collect() -> views.Transcript:
+    def ask() -> Transcript | None:
+        """The running station's page; None when no station answers, or it gives no pages (older)."""
+        if show_all or not 0 < limit <= PAGE_MAX:
+            return None
+        from redline.control_client import call_blocking
+        from redline.errors import ControlRefusedError, StationNotRunningError
+        from redline.readmodel import from_obj
+
+        try:
+            obj = call_blocking(home.path, {"op": "log", "line": line, "limit": limit})
+        except StationNotRunningError:
+            return None
+        except ControlRefusedError as exc:
+            if str(exc).startswith("unknown control operation"):  # a station older than this op
+                return None
+            raise  # the station's one line (no such line, say): the store would say the same
+        return from_obj(obj, Transcript, "log")
+
+    def collect() -> Transcript:
+        from redline import views
+
         ledger = home.read_ledger()  # a reader: SQLite only, read-only, one snapshot
         try:
             with ledger.snapshot():
@@ -45,7 +70,7 @@ def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bo
         finally:
             ledger.close()
 
-    held: views.Transcript = run(collect)
+    held: Transcript = run(ask) or run(collect)
 
     def human(d: dict[str, Any]) -> None:
         rows: list[tuple[str | Text, ...]] = []
