@@ -3,9 +3,11 @@ and ``log`` take from exec to exit, next to ``python -c pass`` (the interpreter'
 measured in the same run, and the same commands of the baseline revision (``bench.baseline``).
 
 Two real stations are paired (``tests/procs.paired_stations``, no relays) so ``status`` and ``send``
-talk to a running station over its control socket and ``log`` reads a real store beside it
-(read-only), holding 50 messages first so ``log`` always draws a full page (its default ``--limit``;
-before 3 Dec 2026 it drew 5 rows and one more per timed ``send``, 21 to 37 in a full run). Each
+talk to a running station over its control socket and ``log`` reads beside it, holding 50 messages
+first so ``log`` always draws a full page (its default ``--limit``; before 3 Dec 2026 it drew 5 rows
+and one more per timed ``send``, 21 to 37 in a full run). Since ab21353 a running station gives
+``log`` that page over its control socket, as a duty officer gets it beside a running station; a
+baseline older than that reads the store (read-only), as its ``log`` did. Each
 command runs ``n`` times after one warm-up run (the page cache holds the files then); the median and
 the 90th percentile of the wall time are reported. A command's runs from both trees and
 ``python -c pass`` are taken in turn (``timed_together``), so a load from other processes that
