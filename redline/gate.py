@@ -110,14 +110,15 @@ class Revoked:
     revoke_seq: int
     checkpoint: int
     reason: str
-    after_other: int = 0  # the other chain's size in that checkpoint: what the station had receipted by then
+    after_other: int  # the other chain's size in that checkpoint: what the station had receipted by then
 
 
 @dataclass(frozen=True)
 class FlaggedStatement:
-    """A receipt, checkpoint proposal or countersignature by ``station`` signed by a key its root
-    revoked, about what came after the checkpoint the REVOKE names (``what``: which one, in words):
-    verified and kept, but not the station's word, as the envelopes of a ``Flagged`` run."""
+    """A receipt, checkpoint proposal or countersignature by ``station``, or a second envelope at a
+    seq of a flagged run, signed by a key its root revoked, about what came after the checkpoint the
+    REVOKE names (``what``: which one, in words): not the station's word, as the envelopes of a
+    ``Flagged`` run."""
 
     station: str
     what: str
@@ -269,7 +270,7 @@ class TrustedLine:
         self.windows: dict[str, list[KeyWindow]] = {fp: [] for fp in self.stations}
         # Each station's revocations (REVOKE envelopes), in seq order.
         self.revocations: dict[str, list[Revoked]] = {fp: [] for fp in self.stations}
-        # Receipts and checkpoint signatures accepted under a revoked key (``_revoked_statement``).
+        # Receipts, checkpoint signatures and second envelopes under a revoked key (``_revoked_statement``).
         self.flagged_statements: list[FlaggedStatement] = []
         # ``people``: a whole transcript is replayed from seq 1 (verify, bundles), so every person
         # signature is checked up to its station's root (persons.PersonSignatures; section 5.10).
@@ -806,7 +807,8 @@ class TrustedLine:
             raise KeyWindowError(f"the two envelopes at seq {ha.seq} are not both signed by the key valid there")
         # At a seq of a run its root revoked, the key's word is not the station's (as for a receipt):
         # flagged, and no proof that the station equivocated, which would halt the line.
-        if self._revoked_statement(ha.sender, ha.key, f"second envelope at seq {ha.seq}", lambda r: r.after < ha.seq):
+        seq, what = ha.seq, f"second envelope at seq {ha.seq}"
+        if self._revoked_statement(ha.sender, ha.key, what, lambda r: r.after < seq < r.revoke_seq):
             raise RevokedEvidenceError(
                 f"two envelopes at seq {ha.seq}, signed by a key the station's root revoked for that seq: the "
                 "stolen key's work, not the station's word"
