@@ -140,6 +140,17 @@ def test_log_beside_an_older_station_reads_the_store(tmp_path: Path) -> None:
     assert "redline.ledger.sqlite" in loaded and "hello [bold]not markup[/bold]" in shown
 
 
+def test_log_beside_a_station_that_does_not_answer_reads_the_store(tmp_path: Path) -> None:
+    pair, _ = _page(tmp_path)
+    pair.close()
+    home = pair.dir_a.path
+    thread = _serve_once(StationDir(home).control_path, None)  # takes the request, closes without a word
+    out = subprocess.run([sys.executable, "-m", "redline", "log", "--station", str(home), pair.line],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    thread.join(timeout=10)
+    assert out.returncode == 0 and out.stderr == "" and "привет" in out.stdout
+
+
 def test_a_station_s_refusal_of_the_page_is_its_one_line(tmp_path: Path) -> None:
     home = tmp_path / "station"
     home.mkdir()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # each command imports what it uses, when it runs (the CLI st
 
 
 LOG_COLUMNS = ("time (UTC)", "from", "seq", "kind", "prio", "receipt", "text")
+ASK_SECONDS = 5.0  # how long log waits for a running station's page before it reads the store itself
 
 
 @main.command(name="log")
@@ -47,17 +48,17 @@ def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bo
         if show_all or not 0 < limit <= PAGE_MAX:
             return None
         from redline.control_client import call_blocking
-        from redline.errors import ControlRefusedError, StationNotRunningError
+        from redline.errors import ControlError, ControlRefusedError
         from redline.readmodel import from_obj
 
         try:
-            obj = call_blocking(home.path, {"op": "log", "line": line, "limit": limit})
-        except StationNotRunningError:
-            return None
+            obj = call_blocking(home.path, {"op": "log", "line": line, "limit": limit}, timeout=ASK_SECONDS)
         except ControlRefusedError as exc:
             if str(exc).startswith("unknown control operation"):  # a station older than this op
                 return None
             raise  # the station's one line (no such line, say): the store would say the same
+        except ControlError:  # none runs, or it did not answer in time: a read changes nothing, so
+            return None  # the store is read instead (as before the station gave pages)
         return from_obj(obj, Transcript, "log")
 
     def collect() -> Transcript:
