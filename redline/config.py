@@ -222,19 +222,19 @@ class StationConfig:
         """Only where the ledger lives (``store``, checked as ``load`` checks it): what a reader of
         the store needs (``redline log``, ``export``), without making the limits and the API's
         settings (three dataclasses, a few ms of a short command)."""
-        obj = _read(path)
-        if not isinstance(obj, dict):
-            raise ConfigError(f"config.json is incomplete or malformed: not an object but {type(obj).__name__}")
-        return _check_store(obj.get("store", ""))
+        return _check_store(_read(path).get("store", ""))
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} not found; create the station with 'redline init'") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):  # a list or a number here was an AttributeError in load (a traceback)
+        raise ConfigError(f"config.json is incomplete or malformed: not an object but {type(obj).__name__}")
+    return obj
 
 
 # A station's name and language are shown to the other side's operators and written in its

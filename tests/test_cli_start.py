@@ -213,10 +213,12 @@ def test_a_reader_finds_the_store_as_the_config_names_it_and_refuses_what_load_r
         with pytest.raises(ConfigError) as loaded:
             home.config()
         assert str(read.value) == str(loaded.value)  # the one rule (config._check_store), worded once
-    for text, words in (("{", "is not valid JSON"), ("[]", "malformed")):
+    for text, words in (("{", "is not valid JSON"), ("[]", "malformed: not an object but list")):
         config.write_text(text)
         with pytest.raises(ConfigError, match=words):
             StationConfig.load_store(config)
+        with pytest.raises(ConfigError, match=words):
+            home.config()
     config.unlink()
     with pytest.raises(ConfigError, match="not found"):
         StationConfig.load_store(config)
