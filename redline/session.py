@@ -288,6 +288,10 @@ class LineSession:
         status.up = False
         return self._run(self.link.path_down(path, reason), wall)
 
+    def refused(self, path: str, reason: str, wall: int) -> list[Action]:
+        """The transport refused a frame on ``path`` before reading it (``link.refused``)."""
+        return self._run(self.link.refused(path, reason), wall)
+
     def receive(self, path: str, data: bytes, now: float, wall: int) -> list[Action]:
         if path in self.paths:
             self.paths[path].last_rx_wall = wall

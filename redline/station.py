@@ -36,6 +36,7 @@ from redline.errors import (
     PairingError,
     ReceiptTimeoutError,
     RedlineError,
+    RemoteProtocolError,
     StorageError,
 )
 from redline.home import StationDir, StationKeys
@@ -321,7 +322,11 @@ class Station:
             self._tick_due.pop(line, None)
             await self._perform(session, session.path_up(path, self.clock.monotonic(), self.wall()))
             while not conn.closed:
-                payload = await conn.recv()
+                try:
+                    payload = await conn.recv()
+                except RemoteProtocolError as exc:  # a frame refused by its length: the peer is told why
+                    await self._perform(session, session.refused(path, str(exc), self.wall()))
+                    raise
                 # transport strips the length prefix; the sans-IO decoder wants the whole frame
                 data = len(payload).to_bytes(4, "big") + payload
                 self.wire_bytes[(line, path, "received")] = self.wire_bytes.get((line, path, "received"), 0) + len(data)

@@ -229,6 +229,7 @@ class Connection:
         self._dialled = dialled
         self._frames_in = 0
         self._closed = False
+        self._refused: str | None = None  # why a frame was refused unread: nothing after it can be read
         self.peer = peer
         self.peer_spki = peer_spki
 
@@ -283,10 +284,15 @@ class Connection:
         """Read one whole frame (at most ``limits.max_frame_bytes``)."""
         if self._closed:
             raise ConnectionClosedError(f"cannot receive from {self.peer}: the connection is closed")
+        if self._refused is not None:
+            raise RemoteProtocolError(self._refused)
         try:
             frame = await read_frame(self._reader, self._limits.max_frame_bytes, peer=self._who())
-        except RemoteProtocolError:
-            self.abort()
+        except RemoteProtocolError as exc:
+            # Refused by its length, its payload unread (PROTOCOL.md 8.2): the stream cannot be read
+            # past it, but stays open for the caller to say why (an ERROR frame) and close; a peer
+            # that goes on sending fills only the reader's bounded buffer meanwhile.
+            self._refused = str(exc)
             raise
         except ConnectionClosedError as exc:
             self.abort()

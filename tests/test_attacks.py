@@ -629,6 +629,9 @@ def test_oversized_frame_is_refused_before_its_payload_is_read(insider: Pair) ->
     started = time.monotonic()
     imp = attack(insider, (0x7FFFFFF0).to_bytes(4, "big") + b"\x02" + b"x" * 1000, seconds=5)
     assert imp.closed and time.monotonic() - started < 3
+    # Refused for its announced size, from the header alone (not cut off later as a stalled path):
+    # the station says so in its ERROR frame.
+    assert f"sent a frame of {0x7FFFFFF0} bytes, over the" in imp.error(), imp.error()
     assert store_state(insider.a.home) == before
 
 

@@ -192,6 +192,12 @@ class Link:
                 out += self._ask_recovery(others[0])
         return out
 
+    def refused(self, path: str, reason: str) -> list[Output]:
+        """A frame the transport refused before it reached ``receive`` (its announced length over
+        ``max_frame_bytes``: the payload is never read): the same answer as any protocol error,
+        ERROR with the reason, then close (PROTOCOL.md 8.2)."""
+        return self._error(path, reason)
+
     def can_send(self) -> bool:
         """May the station sign and send another envelope now?"""
         return (
