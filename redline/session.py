@@ -187,6 +187,10 @@ class LineSession:
             self.link.halt()
         self.synced = False
         self._receipt_saved = 0
+        # The peer's latest receipt, verified and counted, kept for the next commit that happens
+        # anyway (or the next second, or ``close``): a receipt alone is not worth an fsync. If we are
+        # killed first, the peer sends it again when a path opens.
+        self._held: tuple[Signed, int] | None = None
         self._cp_sizes: dict[str, int] | None = None  # heads of the last checkpoint, cached
         self._down_since: float | None = None
         self._down_alarmed = False
@@ -737,7 +741,7 @@ class LineSession:
     def flush(self, wall: int) -> list[Action]:
         """Store what was verified, receipt it, sign what waits in the outbox: one transaction.
         Returns the frames to send; send them only after this returns (after the fsync)."""
-        if self._idle():
+        if self._idle(wall):
             return []  # not even an empty transaction: the station flushes every line at every tick
         out: list[Action] = []
         pending, self._pending = self._pending, _Pending()
@@ -778,16 +782,12 @@ class LineSession:
                 ).sign(self.keys.signing)  # fmt: skip
                 self.ledger.add_receipt(self.line, self.us, last.seq, receipt, wall)
                 out += self.link.send_raw(FrameType.RECEIPT, receipt.encode())
-            if pending.receipt is not None:
+            if pending.receipt is not None:  # a new one: counted once, then held
                 self.on_receipted(pending.receipt_seq, wall)
-                if pending.envelopes or pending.own or self._receipt_due(wall):
-                    self.ledger.add_receipt(self.line, self.peer, pending.receipt_seq, pending.receipt, wall)
-                    self._receipt_saved = wall
-                else:
-                    # Keep it for the next commit that happens anyway (or the next second, or
-                    # ``close``): a receipt alone is not worth an fsync. If we are killed first, the
-                    # peer sends it again when a path opens (``PathOpen`` above).
-                    self._pending.receipt, self._pending.receipt_seq = pending.receipt, pending.receipt_seq
+                self._held = (pending.receipt, pending.receipt_seq)
+            if self._held is not None and (pending.envelopes or pending.own or self._receipt_due(wall)):
+                self.ledger.add_receipt(self.line, self.peer, self._held[1], self._held[0], wall)
+                self._receipt_saved, self._held = wall, None
             out += self._sign_pending(wall)
             covered = self._checkpointed(self.us)
             if self.link.peer_has_ours - covered >= self.limits.checkpoint_every_envelopes:
@@ -797,12 +797,15 @@ class LineSession:
             out += self._maybe_propose(wall)
         return out
 
-    def _idle(self) -> bool:
-        """Nothing for ``flush`` to store, receipt, sign or propose: no verified input waits, no
-        receipt is held, nothing in the outbox may be signed now, and no checkpoint is or falls due
-        (the conditions ``flush`` itself checks, read from memory)."""
+    def _idle(self, wall: int) -> bool:
+        """Nothing for ``flush`` to store, receipt, sign or propose: no verified input waits, no new
+        receipt, none held that is due to be saved, nothing in the outbox may be signed now, and no
+        checkpoint is or falls due (the conditions ``flush`` itself checks, read from memory). A
+        held receipt not yet due costs no transaction: the tick's flush saves it once it is."""
         p = self._pending
         if p.envelopes or p.own or p.suspects or p.receipt is not None or self._checkpoint_due:
+            return False
+        if self._held is not None and self._receipt_due(wall):
             return False
         if self.outbox_count > 0 and not self.halted and self.link.can_send():
             return False
@@ -811,10 +814,10 @@ class LineSession:
 
     def close(self, wall: int) -> None:
         """A clean stop: save the peer's receipt still held in memory."""
-        if self._pending.receipt is not None:
+        if self._held is not None:
             with self.ledger.batch():
-                self.ledger.add_receipt(self.line, self.peer, self._pending.receipt_seq, self._pending.receipt, wall)
-            self._pending.receipt = None
+                self.ledger.add_receipt(self.line, self.peer, self._held[1], self._held[0], wall)
+            self._held = None
 
     def _match_outbox(self, env: Envelope) -> None:
         """A recovered envelope of ours may be one this (restored) store still has as pending in its

@@ -853,7 +853,7 @@ def test_an_idle_line_past_checkpoint_every_seconds_is_left_alone_until_somethin
     cps = proposer.ledger.checkpoints(sp.line)
     for _ in range(2 * every):
         sp.tick(1.0)
-        assert proposer._idle() and proposer.next_due(sp.clock.now)[1] == float("inf")
+        assert proposer._idle(sp.clock.wall) and proposer.next_due(sp.clock.now)[1] == float("inf")
         sp.run()
     assert proposer.ledger.checkpoints(sp.line) == cps
     sp.send("b", "n1")
@@ -864,6 +864,36 @@ def test_an_idle_line_past_checkpoint_every_seconds_is_left_alone_until_somethin
     (*_, last) = proposer.ledger.checkpoints(sp.line)
     assert len(cps) + 1 == last[0] and Checkpoint.peek(last[1]).head(sp.b.us).size == 2
     assert_verifies(sp)
+
+
+def test_a_held_receipt_costs_no_transaction_until_it_is_due_and_is_counted_once(sp: SessionPair) -> None:
+    """The peer's receipt alone is not worth an fsync: it is kept for the next commit or the next
+    second. Meanwhile every flush (each copy of a frame, each tick) opened an empty transaction and
+    counted the same receipt again; now it costs nothing until it is due, and a flush once it is (the
+    tick's) saves it."""
+    counted: list[int] = []
+    sp.a.on_receipted = lambda seq, at: counted.append(seq)
+    for text in ("m0", "m1"):  # the first receipt is saved (none was for a second); the next one is held
+        sp.send("a", text)
+        sp.run()
+    assert counted == [1, 2] and sp.a.receipted_seq == 2
+
+    def stored() -> int:
+        held = sp.a.ledger.latest_receipt(sp.line, sp.b.us)
+        return held[0] if held else 0
+
+    statements: list[str] = []
+    sp.a.ledger._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    for _ in range(5):
+        assert sp.a.flush(sp.clock.wall) == []
+    assert statements == [] and counted == [1, 2] and stored() == 1
+    sp.clock.advance(1.0)
+    sp.a.flush(sp.clock.wall)
+    assert stored() == 2 and counted == [1, 2]
+    assert any(s.startswith("INSERT OR IGNORE INTO receipts") for s in statements)
+    statements.clear()
+    sp.a.flush(sp.clock.wall)
+    assert statements == []  # saved: idle again
 
 
 def _proposer(sp: SessionPair) -> tuple[str, str]:
