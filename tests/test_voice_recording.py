@@ -179,6 +179,9 @@ def test_verify_on_a_store_checks_its_own_recordings_altered_or_swapped_fail_mis
     assert report["notes"] == [note]
     res = CliRunner().invoke(cli, ["verify", "--station", str(home)])
     assert res.exit_code == 0 and "call recordings matching the signed CALL_AUDIO: 1" in res.output
+    # In words, as the bundle's summary says it (it printed Python's dict reprs).
+    assert "  envelopes: EUCOM " in res.output and "; co-signed prefix: EUCOM 1.." in res.output, res.output
+    assert "{" not in res.output
     assert "note: recording" in res.output
 
 

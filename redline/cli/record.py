@@ -180,8 +180,15 @@ def verify(
         for d in ds:
             mark = ("VERIFIED", "green") if d["ok"] else ("FAILED", "bold red")
             console.print(styled(f"Line {d['line'][:8]}: ", mark))
-            console.print(f"  envelopes: {d['chains']}  co-signed prefix: {d['cosigned']}  "
-                          f"one-sided tail: {d['one_sided_tail']}")  # fmt: skip
+            chains, cosigned, tail = d["chains"], d["cosigned"], d["one_sided_tail"]
+            names = sorted(chains)
+            tails = [f"{n} {cosigned.get(n, 0) + 1}..{chains[n]}" for n in names if tail.get(n, 0) > 0]
+            console.print(
+                "  envelopes: " + ", ".join(f"{n} {chains[n]}" for n in names)
+                + "; co-signed prefix: " + (", ".join(f"{n} 1..{cosigned[n]}" for n in names if cosigned.get(n))
+                                           or "none")
+                + "; one-sided tail: " + (", ".join(tails) or "none")
+            )  # fmt: skip
             console.print(f"  checkpoints: {d['checkpoints']}  receipts: {d['receipts']}")
             for p in d["problems"][:1]:
                 console.print(styled("  ", ("first problem:", "bold red"), f" {p}"))
