@@ -34,8 +34,10 @@ class SystemClock:
 class SettableClock(SystemClock):
     """The system clock plus an offset that only a demo or test station lets be moved."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_ms: int | None = None) -> None:
         self.offset_ms = 0
+        if start_ms is not None:
+            self.set(start_ms)
 
     def wall(self) -> int:
         return super().wall() + self.offset_ms

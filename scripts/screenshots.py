@@ -39,7 +39,9 @@ def shoot(name: str, args: list[str], station: Path) -> None:
 
 
 async def main(work: Path) -> None:
-    eucom, ndmc = StationProc(work / "eucom"), StationProc(work / "ndmc")
+    # Started on the demo's clock, not today's: today's line-test slot would fall due before it is set.
+    start = ("--clock-start", str(ms("2022-05-13T13:05:00Z")))
+    eucom, ndmc = StationProc(work / "eucom", start), StationProc(work / "ndmc", start)
     await eucom.start()
     await ndmc.start()
     try:

@@ -63,9 +63,14 @@ def init(
     "--settable-clock", is_flag=True, hidden=True,
     help="Demo and test stations only: let the control operation 'clock' move this station's clock.",
 )  # fmt: skip
+@click.option(
+    "--clock-start", "clock_start", type=click.IntRange(min=0), default=None, hidden=True, metavar="MS",
+    help="With --settable-clock: start the clock at this wall time (ms since 1970), not now (a replayed day "
+         "must not see today's line-test slot fall due before its clock is set).",
+)  # fmt: skip
 def serve(
     station: str | None, verbose: bool, log_format: str, metrics_addr: str | None,
-    http_addr: str | None, settable_clock: bool,
+    http_addr: str | None, settable_clock: bool, clock_start: int | None,
 ) -> None:  # fmt: skip
     """Run the station: listen, dial the paired peers, keep the lines in sync."""
     # The station (and numpy, shapely, the ledger) loads here, not when any command is run.
@@ -117,7 +122,7 @@ def serve(
     async def run_station(pair: Any, stopping: asyncio.Event) -> None:
         st = Station(
             home, on_alarm=None if json_log else lambda line, level, text: err.print(f"[{level}] {line[:8]} {text}"),
-            clock=SettableClock() if settable_clock else None, ha=pair,
+            clock=SettableClock(clock_start) if settable_clock else None, ha=pair,
         )  # fmt: skip
         stopper = asyncio.ensure_future(stopping.wait())
         stopper.add_done_callback(lambda _: st.stop())
