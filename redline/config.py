@@ -230,7 +230,7 @@ def _read(path: Path) -> dict[str, Any]:
         obj = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} not found; create the station with 'redline init'") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # not UTF-8 either: one line, not a traceback
         raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):  # a list or a number here was an AttributeError in load (a traceback)
         raise ConfigError(f"config.json is incomplete or malformed: not an object but {type(obj).__name__}")

@@ -213,8 +213,10 @@ def test_a_reader_finds_the_store_as_the_config_names_it_and_refuses_what_load_r
         with pytest.raises(ConfigError) as loaded:
             home.config()
         assert str(read.value) == str(loaded.value)  # the one rule (config._check_store), worded once
-    for text, words in (("{", "is not valid JSON"), ("[]", "malformed: not an object but list")):
-        config.write_text(text)
+    # bad JSON, not an object, and a file saved in another encoding than UTF-8 (Latin-1 here)
+    for text, words in ((b"{", "is not valid JSON"), (b"[]", "malformed: not an object but list"),
+                        ('{"name": "Z\xfcrich"}'.encode("latin-1"), "is not valid JSON")):  # fmt: skip
+        config.write_bytes(text)
         with pytest.raises(ConfigError, match=words):
             StationConfig.load_store(config)
         with pytest.raises(ConfigError, match=words):
