@@ -491,11 +491,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 def _keep_freed_memory() -> bool:
     """In a worker: let freed memory stay in the process for the next task instead of going back
-    to the kernel. Each answer is a few megabytes (``marshal.dumps`` of 512 opened envelopes, about
+    to the kernel. Each answer is about 1.7 MB (``marshal.dumps`` of 512 opened envelopes, about
     3 KB each); glibc maps such blocks apart and unmaps them when freed, or trims the heap, so every
-    task faulted its answer's pages in again: the system time of a worker went from about 3 to about
-    1.5 µs per envelope when this was set (220,000-envelope store, busy box). Only where the C
-    library is glibc; elsewhere nothing changes (False)."""
+    task faulted its answer's pages in again: the system time of a worker went from 3.5-4.1 to
+    1.9-2.0 µs per envelope when this was set (220,000-envelope store, busy box; BENCHMARKS.md).
+    Only where the C library is glibc; elsewhere nothing changes (False)."""
     import ctypes
 
     try:
