@@ -665,6 +665,10 @@ class TrustedLine:
                 return True
         return False
 
+    def revoked_key(self, station: str, key_id: str) -> bool:
+        """Whether ``station``'s root has revoked ``key_id`` (a REVOKE this gate accepted)."""
+        return any(r.key_id == key_id for r in self.revocations[station])
+
     def flagged(self) -> list[Flagged]:
         """Every run of envelopes signed by a revoked key after the checkpoint its REVOKE names: the
         revoked key's window within (checkpoint size, REVOKE seq), per station, in seq order."""
@@ -790,10 +794,12 @@ class TrustedLine:
         return cp
 
     # -- equivocation ----------------------------------------------------------------------------
-    def check_equivocation(self, a: bytes, b: bytes) -> tuple[Envelope, Envelope]:
+    def check_equivocation(self, a: bytes, b: bytes, *, presented_now: bool = False) -> tuple[Envelope, Envelope]:
         """Proof that a station signed two different envelopes at one seq of THIS line: both
         validly signed by it, and one of them the chain's own entry at that seq. Anything less
-        (two lines, an envelope the chain does not hold) proves nothing and frames no one."""
+        (two lines, an envelope the chain does not hold) proves nothing and frames no one.
+        ``presented_now``: ``b`` arrives now, live, after every REVOKE this gate holds (not a record
+        kept from before)."""
         ea, eb = open_envelope(split(a), self.key), open_envelope(split(b), self.key)
         ha, hb = ea.header, eb.header
         if ha.line != self.line or hb.line != self.line:
@@ -805,12 +811,15 @@ class TrustedLine:
         valid = self.key_at(ha.sender, ha.seq)
         if valid is not None and not ha.key == hb.key == valid:
             raise KeyWindowError(f"the two envelopes at seq {ha.seq} are not both signed by the key valid there")
-        # At a seq of a run its root revoked, the key's word is not the station's (as for a receipt):
-        # flagged, and no proof that the station equivocated, which would halt the line.
+        # Under a revoked key, the key's word is not the station's (as for a receipt): at a seq of the
+        # run its root revoked, and at any seq once the REVOKE is held (a thief keeps the key and can
+        # sign at an old seq as well as a new one): flagged, and no proof that the station
+        # equivocated, which would halt the line. A record kept from before the REVOKE, at a seq the
+        # named checkpoint covers, stays evidence.
         seq, what = ha.seq, f"second envelope at seq {ha.seq}"
-        if self._revoked_statement(ha.sender, ha.key, what, lambda r: r.after < seq < r.revoke_seq):
+        if self._revoked_statement(ha.sender, ha.key, what, lambda r: presented_now or r.after < seq < r.revoke_seq):
             raise RevokedEvidenceError(
-                f"two envelopes at seq {ha.seq}, signed by a key the station's root revoked for that seq: the "
+                f"two envelopes at seq {ha.seq}, the second signed by a key the station's root has revoked: the "
                 "stolen key's work, not the station's word"
             )
         return ea, eb

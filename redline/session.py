@@ -191,6 +191,10 @@ class LineSession:
         # anyway (or the next second, or ``close``): a receipt alone is not worth an fsync. If we are
         # killed first, the peer sends it again when a path opens.
         self._held: tuple[Signed, int] | None = None
+        # The furthest seq of ours a receipt under the peer's revoked key reached (flagged, said once):
+        # repeats up to it are dropped before verification, so a thief cannot make us verify and
+        # alarm the same receipt again and again.
+        self._flagged_receipt_seq = 0
         self._cp_sizes: dict[str, int] | None = None  # heads of the last checkpoint, cached
         self._down_since: float | None = None
         self._down_alarmed = False
@@ -581,7 +585,7 @@ class LineSession:
             return []  # beyond what we hold: not a conflict, just early; it will come again in order
         flagged = len(self.gate.flagged_statements)
         try:
-            _, env = self.gate.check_equivocation(held, raw)
+            _, env = self.gate.check_equivocation(held, raw, presented_now=True)
             if env.header.sender != self.peer:
                 raise WrongSenderError("envelope names another sender")
         except RedlineError as exc:
@@ -615,6 +619,8 @@ class LineSession:
             peek = Receipt.peek(signed)
             if peek.of == self.us and peek.seq <= self.receipted_seq:
                 return []  # a copy (another path) or an older receipt: nothing new, not verified
+            if self.gate.revoked_key(self.peer, peek.key) and peek.seq <= self._flagged_receipt_seq:
+                return []  # the revoked key again, no further than it already went (said once, not verified)
             flagged = len(self.gate.flagged_statements)
             receipt = self.gate.accept_receipt(signed, by=self.peer)
         except RedlineError as exc:
@@ -624,6 +630,7 @@ class LineSession:
             self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
             return []
         if self._say_flagged(flagged):  # the revoked key's word: what it receipted is still resent
+            self._flagged_receipt_seq = max(self._flagged_receipt_seq, receipt.seq)
             return []
         self._pending.receipt, self._pending.receipt_seq = signed, receipt.seq
         self.receipted_seq = receipt.seq
@@ -683,6 +690,13 @@ class LineSession:
                 if stored is not None:
                     return [*self.link.send_raw(FrameType.CHECKPOINT, stored[1].encode(), path),
                             *self.link.send_raw(FrameType.COSIGN, stored[2].encode(), path)]  # fmt: skip
+            if self.gate.revoked_key(self.peer, peek.key):
+                # After its REVOKE the peer proposes under its next key (a proposal it had out under
+                # the old one it drops and makes again): this one is not its word, and countersigning
+                # it would spend the number its real proposal needs.
+                self.alarm("alarm", f"refused to countersign checkpoint {peek.n}: proposed under "
+                                    f"{self.record.peer_name}'s revoked key {peek.key[:12]}")  # fmt: skip
+                return []
             cp = self.gate.check_proposal(signed)
         except CheckpointNumberError as exc:
             last_n = self.gate.last_checkpoint.n if self.gate.last_checkpoint else 0
@@ -885,6 +899,9 @@ class LineSession:
             self.gate.accept_sealed(env)
             if isinstance(switch, StationKeys):  # sealed with the old key; the new one signs from the next seq
                 self.keys = switch
+                if env.kind == "REVOKE" and self._proposal is not None:
+                    # The peer countersigns nothing under the revoked key now: propose again under the new one.
+                    self._proposal, self._checkpoint_due = None, True
             if env.kind == "REVOKE":
                 self._revoked(env)
             self.ledger.append(env, wall)
@@ -927,6 +944,7 @@ class LineSession:
         for f in new:
             name = self.record.peer_name if f.station == self.peer else "our station"
             self.alarm("alarm", f"line {self.line[:8]}: {f.describe(name)}; kept, not taken as {name}'s word")
+        del self.gate.flagged_statements[before:]  # said: a live line keeps no list the peer can grow
         return bool(new)
 
     def _revoked(self, env: Envelope) -> None:

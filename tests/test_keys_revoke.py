@@ -146,10 +146,11 @@ def test_a_revoke_marks_exactly_the_envelopes_after_the_named_checkpoint(tmp_pat
     forged = Receipt(line=sp.line, by=sp.b.us, key=revoked, of=sp.a.us, seq=seq, id=str(eid),
                      received_at=sp.clock.wall).sign(_old(sp, revoked))  # fmt: skip
     sp.alarms.clear()
-    sp.a.receive("path0", encode_frame(FrameType.RECEIPT, forged.encode()), sp.clock.now, sp.clock.wall)
-    said = [t for w, _, t in sp.alarms if w == "a"]
-    assert any(f"NDMC's receipt of the other station's seq {seq}: signed by a revoked key" in t for t in said), said
-    assert sp.a.receipted_seq < seq and sp.a.gate.receipted[sp.a.us] < seq
+    for _ in range(4):  # and again: said once, verified once, nothing kept growing
+        sp.a.receive("path0", encode_frame(FrameType.RECEIPT, forged.encode()), sp.clock.now, sp.clock.wall)
+    said = [t for w, _, t in sp.alarms if w == "a" and "signed by a revoked key" in t]
+    assert len(said) == 1 and f"NDMC's receipt of the other station's seq {seq}" in said[0], said
+    assert sp.a.receipted_seq < seq and sp.a.gate.receipted[sp.a.us] < seq and sp.a.gate.flagged_statements == []
     sp.run()
     assert sp.a.receipted_seq == seq == sp.a.gate.receipted[sp.a.us]
     # A second envelope at a seq of the revoked run (the thief's) proves nothing against NDMC: live it
@@ -168,6 +169,36 @@ def test_a_revoke_marks_exactly_the_envelopes_after_the_named_checkpoint(tmp_pat
     data.equivocations.append((sp.b.us, s, held, other.encode()))  # as if stored before the REVOKE came
     report = verify_line(data, roots(sp))
     assert report.ok and f"second envelope at seq {s}" in [f.what for f in report.flagged_statements]
+    # ... nor at a seq the named checkpoint covers, presented after the REVOKE: the thief signs old
+    # seqs as easily as new ones (a record kept from before the REVOKE would stay evidence).
+    for p in sp.paths:  # the refusal above closed every path: the line comes back
+        sp.connect(p)
+    sp.run()
+    s = size_b
+    prev = split(sp.a.ledger.raw_envelope(sp.line, sp.b.us, s - 1)).id
+    older = next_b(sp, _old(sp, revoked), seq=s, prev=prev, content={"text": "an old seq, signed today"})
+    sp.alarms.clear()
+    sp.a.receive("path1", encode_frame(FrameType.ENVELOPE, older.encode()), sp.clock.now, sp.clock.wall)
+    sp.a.flush(sp.clock.wall)
+    assert sp.a.ledger.equivocations(sp.line) == [] and not sp.a.halted
+    assert any(f"NDMC's second envelope at seq {s}: signed by a revoked key" in t for w, _, t in sp.alarms if w == "a")
+    # A checkpoint proposed under the revoked key after the REVOKE is not countersigned: it would
+    # spend the number NDMC's real proposal (under its next key) needs.
+    for p in sp.paths:
+        sp.connect(p)
+    sp.run()
+    before_cps = sp.a.ledger.checkpoints(sp.line)
+    n_last, last_prop, _ = before_cps[-1]
+    heads = sp.b._heads(sp.b.ledger.head(sp.line, sp.b.us)[0], sp.b.ledger.head(sp.line, sp.a.us)[0])
+    stolen = Checkpoint(line=sp.line, n=n_last + 1, prev=last_prop.digest(Checkpoint.DOMAIN), heads=heads,
+                        by=sp.b.us, key=revoked, time=sp.clock.wall).sign(_old(sp, revoked))  # fmt: skip
+    sp.alarms.clear()
+    sp.a.receive("path0", encode_frame(FrameType.CHECKPOINT, stolen.encode()), sp.clock.now, sp.clock.wall)
+    sp.a.flush(sp.clock.wall)
+    said = [t for w, _, t in sp.alarms if w == "a"]
+    assert any(f"refused to countersign checkpoint {n_last + 1}: proposed under NDMC's revoked key" in t
+               for t in said), said  # fmt: skip
+    assert sp.a.ledger.checkpoints(sp.line) == before_cps
     # a restart rebuilds them from the chains
     sp.restart("a")
     sp.restart("b")

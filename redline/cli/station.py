@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from redline.cli.common import console, control, emit, err, fail, json_option, main, run, station_option, when
-from redline.display import columns, styled
+from redline.display import columns, shown, styled
 from redline.home import StationDir, station_path
 
 
@@ -283,8 +283,10 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
             if ln.outbox and not ln.synced:
                 waiting = f"  {ln.outbox} message(s) wait in the outbox: no path to the peer is up"
                 console.print(waiting, style="yellow")
+            # A down path's reason is cut: a long one would push every column right (the text is in the log)
+            down = {name: " " + shown(p.reason, 60, newlines=False) for name, p in ln.paths.items()}
             paths = [
-                (name, styled(("up", "green")) if p.up else styled(("down", "red"), f" {p.reason}"),
+                (name, styled(("up", "green")) if p.up else styled(("down", "red"), down[name]),
                  f"{p.rtt_ms:.2f} ms" if p.rtt_ms is not None else "-",
                  f"{p.skew_ms:+.0f} ms" if p.skew_ms is not None else "-", when(p.last_rx))
                 for name, p in sorted(ln.paths.items())
