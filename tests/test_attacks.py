@@ -451,13 +451,15 @@ def test_connection_flood_and_slowloris_hold_the_preauth_cap_and_the_real_peer_s
     # Each source's fifth and sixth were refused, at once.
     for src in sources:
         assert len({k for k in refused if k[0] == src}) == 2, f"{src}: refused {sorted(refused)}"
-    late_refusals = {k: at - opened[k] for k, at in refused.items() if at - opened[k] >= 0.5}
+    # At once: before a handshake timeout (1 s) could have closed them (a busy station's loop lags too).
+    late_refusals = {k: at - opened[k] for k, at in refused.items() if at - opened[k] >= 1.0}
     assert not late_refusals, late_refusals
     # The four it held were closed for want of a handshake, after the timeout and not long after;
     # dripping a byte at a time bought the slow ones nothing more.
     kept = opened.keys() - refused.keys()
     assert slow_keys <= kept and kept <= timed_out.keys(), sorted(kept - timed_out.keys())
-    off = {k: timed_out[k] - opened[k] for k in kept if not 0.8 <= timed_out[k] - opened[k] < 2.5}
+    # Not before the timeout; the upper bound only catches one held open far past it, on a busy box.
+    off = {k: timed_out[k] - opened[k] for k in kept if not 0.8 <= timed_out[k] - opened[k] < 5.0}
     assert not off, off
 
 
