@@ -54,23 +54,30 @@ def test_the_proxy_corrupts_drops_duplicates_reorders_stalls_and_cuts_a_stream()
         async def chunk(data: bytes) -> None:
             writer.write(data)
             await writer.drain()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the proxy reads each chunk apart: the fault hits B and only B
 
-        async def through(kind: str) -> list[bytes]:
+        async def through(kind: str, length: int) -> bytes:
+            """The stream the sink got, A*8 then B*8 (the faulted chunk) then C*8, as one byte string:
+            waited for (bounded) until ``length`` bytes are in, not for a fixed time, and compared
+            whole, so a busy machine that lets the sink read two chunks at once changes nothing."""
             got.clear()
             await chunk(b"A" * 8)
             proxy.inject(Fault(at=0, kind=kind, direction=UP, duration=0, amount=0, seed=1))
             await chunk(b"B" * 8)
             await chunk(b"C" * 8)
-            return list(got)
+            deadline = time.monotonic() + 10
+            while sum(map(len, got)) < length and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # and nothing more comes
+            return b"".join(got)
 
         try:
-            corrupted = await through("corrupt")
-            assert corrupted[0] == b"A" * 8 and corrupted[2] == b"C" * 8
-            assert sum(x != y for x, y in zip(corrupted[1], b"B" * 8, strict=True)) == 1  # exactly one byte
-            assert await through("drop") == [b"A" * 8, b"C" * 8]
-            assert await through("duplicate") == [b"A" * 8, b"B" * 16, b"C" * 8]
-            assert await through("reorder") == [b"A" * 8, b"C" * 8 + b"B" * 8]
+            corrupted = await through("corrupt", 24)
+            assert corrupted[:8] == b"A" * 8 and corrupted[16:] == b"C" * 8
+            assert sum(x != y for x, y in zip(corrupted[8:16], b"B" * 8, strict=True)) == 1  # exactly one byte
+            assert await through("drop", 16) == b"A" * 8 + b"C" * 8
+            assert await through("duplicate", 32) == b"A" * 8 + b"B" * 16 + b"C" * 8
+            assert await through("reorder", 24) == b"A" * 8 + b"C" * 8 + b"B" * 8
             got.clear()
             stalled_at = time.monotonic()
             proxy.inject(Fault(at=0, kind="stall", direction=DOWN, duration=0.5, amount=0, seed=1))
