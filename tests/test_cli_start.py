@@ -38,33 +38,44 @@ from redline.testing import SessionPair, make_station, pair_directly
 HEAVY = ("numpy", "shapely", "starlette", "uvicorn", "redline.station", "redline.api", "redline.ops.engine")
 
 
-def modules_after(args: list[str]) -> set[str]:
+NO_STATION = "no running station at"
+
+
+def modules_after(args: list[str], fails: str | None = None) -> set[str]:
     """The modules a ``redline`` process has imported once ``args`` ran (in a fresh interpreter)."""
-    return _after(args)[0]
+    return _after(args, fails)[0]
 
 
-def _after(args: list[str]) -> tuple[set[str], set[str]]:
+def _after(args: list[str], fails: str | None = None) -> tuple[set[str], set[str]]:
     """(modules imported, the classes of redline.kinds made dataclasses) once ``args`` ran."""
-    modules, built, _ = _run(args)
+    modules, built, _ = _run(args, fails)
     return modules, built
 
 
-def _run(args: list[str]) -> tuple[set[str], set[str], str]:
-    """``_after``, and what the command printed."""
+def _run(args: list[str], fails: str | None = None) -> tuple[set[str], set[str], str]:
+    """``_after``, and what the command printed. The command must succeed, or, with ``fails``, end
+    with an error saying that (an import graph measured on another way out would prove nothing)."""
     code = (
         "import json, sys\n"
         "from redline.cli import main\n"
+        "outcome = 'ok'\n"
         "try:\n"
         f"    main({args!r}, standalone_mode=False)\n"
-        "except BaseException:\n"
-        "    pass\n"
+        "except SystemExit as exc:\n"
+        "    outcome = 'ok' if not exc.code else f'exit {exc.code}'\n"
+        "except BaseException as exc:\n"
+        "    outcome = f'{type(exc).__name__}: {exc}'\n"
         "kinds = sys.modules.get('redline.kinds')\n"
         "built = [n for n, v in vars(kinds).items() if isinstance(v, type) and v.__module__ == kinds.__name__ "
         "and '__dataclass_params__' in v.__dict__] if kinds else []\n"  # not is_dataclass(): that builds
-        "print(json.dumps([sorted(sys.modules), built]), file=sys.stderr)\n"
+        "print(json.dumps([sorted(sys.modules), built, outcome]), file=sys.stderr)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    modules, built = json.loads(out.stderr.strip().splitlines()[-1])
+    modules, built, outcome = json.loads(out.stderr.strip().splitlines()[-1])
+    if fails is None:
+        assert outcome == "ok", (args, outcome, out.stdout[-500:])
+    else:
+        assert outcome != "ok" and fails in outcome + out.stderr, (args, outcome, out.stderr[-500:])
     return set(modules), set(built), out.stdout
 
 
@@ -114,7 +125,7 @@ def test_the_help_table_holds_the_first_paragraph_of_every_command_s_help() -> N
 
 def test_status_and_send_load_neither_the_station_nor_the_api(tmp_path: object) -> None:
     for args in (["status", "--station", str(tmp_path)], ["send", "--station", str(tmp_path), "abcd1234", "hi"]):
-        loaded = modules_after(args)
+        loaded = modules_after(args, fails=NO_STATION)  # as far as a control request goes without a station
         assert "redline.cli.station" in loaded and "redline.cli.ops" not in loaded, args
         assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")], args
         assert "asyncio" not in loaded and "nacl.signing" not in loaded, args
@@ -141,7 +152,7 @@ def test_ack_and_answer_load_the_person_keys_but_no_view_and_no_table(tmp_path: 
     line = "abcd1234"
     for args in (["ack", "--station", str(tmp_path), line, "abcdef", "--user", "anna"],
                  ["answer", "--station", str(tmp_path), line, "abcdef", "--user", "anna"]):  # fmt: skip
-        loaded = modules_after(args)
+        loaded = modules_after(args, fails=NO_STATION)
         assert "redline.cli.ops" in loaded and "redline.persons" in loaded, args  # signing is what they do
         assert not [m for m in loaded for h in HEAVY if m == h or m.startswith(h + ".")], args
         # the read views (25 dataclasses) and rich's tables load only for the commands that show them
