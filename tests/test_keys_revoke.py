@@ -155,33 +155,32 @@ def test_a_revoke_marks_exactly_the_envelopes_after_the_named_checkpoint(tmp_pat
     assert sp.a.receipted_seq == seq == sp.a.gate.receipted[sp.a.us]
     # A second envelope at a seq of the revoked run (the thief's) proves nothing against NDMC: live it
     # is refused with an alarm and the line does not halt; verify lists it with the key's other work.
+    def second_envelope_refused(s: int, text: str) -> bytes:
+        """NDMC's envelope at ``s`` signed again by the stolen key, presented live: refused, said,
+        and nothing halts. Its bytes."""
+        for p in sp.paths:  # a refusal closes every path: the line comes back first
+            sp.connect(p)
+        sp.run()
+        prev = split(sp.a.ledger.raw_envelope(sp.line, sp.b.us, s - 1)).id
+        other = next_b(sp, _old(sp, revoked), seq=s, prev=prev, content={"text": text})
+        sp.alarms.clear()
+        sp.a.receive("path0", encode_frame(FrameType.ENVELOPE, other.encode()), sp.clock.now, sp.clock.wall)
+        sp.a.flush(sp.clock.wall)
+        assert sp.a.ledger.equivocations(sp.line) == [] and not sp.a.halted
+        said = [t for w, _, t in sp.alarms if w == "a"]
+        assert any(f"NDMC's second envelope at seq {s}: signed by a revoked key" in t for t in said), said
+        return other.encode()
+
     s = size_b + 1
     held = sp.a.ledger.raw_envelope(sp.line, sp.b.us, s)
-    prev = split(sp.a.ledger.raw_envelope(sp.line, sp.b.us, s - 1)).id
-    other = next_b(sp, _old(sp, revoked), seq=s, prev=prev, content={"text": "the thief's other word"})
-    sp.alarms.clear()
-    sp.a.receive("path0", encode_frame(FrameType.ENVELOPE, other.encode()), sp.clock.now, sp.clock.wall)
-    sp.a.flush(sp.clock.wall)
-    assert sp.a.ledger.equivocations(sp.line) == [] and not sp.a.halted
-    said = [t for w, _, t in sp.alarms if w == "a"]
-    assert any(f"NDMC's second envelope at seq {s}: signed by a revoked key" in t for t in said), said
+    other = second_envelope_refused(s, "the thief's other word")
     data = sp.a.ledger.line_data(sp.line, "x")
-    data.equivocations.append((sp.b.us, s, held, other.encode()))  # as if stored before the REVOKE came
+    data.equivocations.append((sp.b.us, s, held, other))  # as if stored before the REVOKE came
     report = verify_line(data, roots(sp))
     assert report.ok and f"second envelope at seq {s}" in [f.what for f in report.flagged_statements]
     # ... nor at a seq the named checkpoint covers, presented after the REVOKE: the thief signs old
     # seqs as easily as new ones (a record kept from before the REVOKE would stay evidence).
-    for p in sp.paths:  # the refusal above closed every path: the line comes back
-        sp.connect(p)
-    sp.run()
-    s = size_b
-    prev = split(sp.a.ledger.raw_envelope(sp.line, sp.b.us, s - 1)).id
-    older = next_b(sp, _old(sp, revoked), seq=s, prev=prev, content={"text": "an old seq, signed today"})
-    sp.alarms.clear()
-    sp.a.receive("path1", encode_frame(FrameType.ENVELOPE, older.encode()), sp.clock.now, sp.clock.wall)
-    sp.a.flush(sp.clock.wall)
-    assert sp.a.ledger.equivocations(sp.line) == [] and not sp.a.halted
-    assert any(f"NDMC's second envelope at seq {s}: signed by a revoked key" in t for w, _, t in sp.alarms if w == "a")
+    second_envelope_refused(size_b, "an old seq, signed today")
     # A checkpoint proposed under the revoked key after the REVOKE is not countersigned: it would
     # spend the number NDMC's real proposal (under its next key) needs.
     for p in sp.paths:
