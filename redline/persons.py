@@ -277,6 +277,28 @@ def _person(obj: Any) -> Person:
     return Person(name=obj["name"], role=obj["role"], key=obj["key"], cert=cert)
 
 
+Stamp = tuple[tuple[str, int, int, int, int], ...]
+
+
+def users_stamp(station: Path) -> Stamp:
+    """users/ as it stands, without reading a file: each JSON file's name, inode, size, and change
+    and modification times (one stat each). A file written, replaced, added or removed changes it.
+    It can miss a rewrite of the same size within one tick of the file system's clock (a few
+    milliseconds), so a reader that keeps what it read by the stamp also reads afresh now and then.
+    OSError if users/ changes while it is stamped."""
+    try:
+        entries = os.scandir(users_dir(station))
+    except FileNotFoundError:
+        return ()
+    with entries:
+        stamps = []
+        for entry in entries:
+            if entry.name.endswith(".json"):
+                st = entry.stat()
+                stamps.append((entry.name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(sorted(stamps))
+
+
 def load_users(station: Path) -> list[Person]:
     folder = users_dir(station)
     if not folder.exists():

@@ -19,6 +19,7 @@ from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
 from redline import persons
 from redline.errors import ConfigError
+from redline.station import ROSTER_REREAD_SECONDS
 from redline.testing import StationPair
 
 PASSWORD = "test-password-1"
@@ -240,5 +241,39 @@ def test_a_users_file_broken_by_hand_keeps_the_ticker_and_the_last_roster(
         persons.add_user(sp.dir_a.path, "Deputy", "deputy", PASSWORD, **FAST)
         await sp.advance(0.1)
         assert kinds(sp, "a", "a").count("ROSTER") == 2
+
+    run(tmp_path, body)
+
+
+def test_users_files_are_parsed_again_only_when_users_changes_or_a_second_has_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every tick and every batch of sends looks at users/ for the roster to publish. It parsed
+    every file there each time: 255 us a batch with 8 people, more than all the rest of a message's
+    CPU under load. Now the files are parsed again only when users/ has changed (a file written,
+    added or removed) or a second has passed, and a person added is still published before the
+    very next message, with no time passing."""
+
+    async def body(sp: StationPair) -> None:
+        persons.add_user(sp.dir_a.path, "Duty", "duty", PASSWORD, **FAST)
+        await sp.advance(0.1)
+        assert kinds(sp, "a", "a").count("ROSTER") == 1
+        reads: list[Path] = []
+        real = persons.load_users
+
+        def counted(station: Path) -> list[persons.Person]:
+            reads.append(station)
+            return real(station)
+
+        monkeypatch.setattr(persons, "load_users", counted)
+        for i in range(5):  # the clock stands still: only a change of users/ makes a read
+            await sp.send("a", f"nothing changed {i}")
+        assert reads == []
+        persons.add_user(sp.dir_a.path, "Deputy", "deputy", PASSWORD, **FAST)
+        await sp.send("a", "after a person was added")
+        assert reads and kinds(sp, "a", "a")[-2:] == ["ROSTER", "TEXT"]
+        reads.clear()
+        await sp.advance(ROSTER_REREAD_SECONDS)  # nothing changed, but a second passed: each reads once
+        assert sorted(reads) == sorted([sp.dir_a.path, sp.dir_b.path]), reads
 
     run(tmp_path, body)
