@@ -133,26 +133,21 @@ class Sessions:
 class Users:
     """The station's users as the users folder holds them *now*, for the role check on every request.
 
-    Re-read only when the folder changed: a listing with each file's inode, size and mtime is
-    compared first (microseconds for a handful of users), so ``redline user remove`` or a role
+    Re-read only when the folder changed: its stamp (``persons.users_stamp``, the one definition of
+    a changed users/, which the station's roster reader keeps too) is compared first, so ``redline user remove`` or a role
     edited in a user's file takes effect at the next request, without a restart."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self._seen: tuple[tuple[str, int, int, int], ...] | None = None
+        self._seen: persons.Stamp | None = None
         self._people: dict[str, persons.Person] = {}
 
-    def _listing(self) -> tuple[tuple[str, int, int, int], ...]:
-        try:
-            with os.scandir(persons.users_dir(self.home)) as entries:
-                files = [(e.name, e.stat()) for e in entries if e.name.endswith(".json")]
-        except FileNotFoundError:
-            return ()
-        return tuple(sorted((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, st in files))
-
     def current(self) -> dict[str, persons.Person]:
-        listing = self._listing()
-        if listing != self._seen:
+        try:
+            listing: persons.Stamp | None = persons.users_stamp(self.home)
+        except OSError:
+            listing = None  # changing as we look: read it
+        if listing is None or listing != self._seen:
             try:
                 people = {p.name: p for p in persons.load_users(self.home)}
             except (OSError, ValueError, RedlineError) as exc:  # a file being written, or damaged
