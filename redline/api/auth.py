@@ -134,8 +134,9 @@ class Users:
     """The station's users as the users folder holds them *now*, for the role check on every request.
 
     Re-read only when the folder changed: its stamp (``persons.users_stamp``, the one definition of
-    a changed users/, which the station's roster reader keeps too) is compared first, so ``redline user remove`` or a role
-    edited in a user's file takes effect at the next request, without a restart."""
+    a changed users/, which the station's roster reader keeps too) is compared first, so ``redline
+    user remove`` or a role edited in a user's file takes effect at the next request, without a
+    restart."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
