@@ -575,7 +575,7 @@ class TrustedLine:
             peek, cpeek = Checkpoint.peek(proposal), Cosign.peek(cosign)
             if peek.by not in self.stations or cpeek.by != self.other(peek.by):
                 raise CosignError("the checkpoint is not proposed by one station and countersigned by the other")
-            cp = Checkpoint.open(proposal, self.key(peek.by, peek.key))
+            cp = Checkpoint.open(proposal, self.key(peek.by, peek.key), peeked=peek)
             cs = Cosign.open(cosign, self.key(cpeek.by, cpeek.key))
         except VerificationError as exc:
             raise RevocationError(f"{where}: the checkpoint it names is not one both stations signed: {exc}") from exc
@@ -721,7 +721,7 @@ class TrustedLine:
         peek = Receipt.peek(signed)
         if peek.by not in self.stations or (by is not None and peek.by != by):
             raise WrongSenderError(f"receipt by station {peek.by[:12]}, not by the station expected on this line")
-        receipt = Receipt.open(signed, self.key(peek.by, peek.key))
+        receipt = Receipt.open(signed, self.key(peek.by, peek.key), peeked=peek)
         if receipt.line != self.line:
             raise WrongLineError(f"receipt is for line {receipt.line[:8]}, not this one")
         if receipt.of == receipt.by:
@@ -750,7 +750,7 @@ class TrustedLine:
         peek = Checkpoint.peek(proposal)
         if peek.by not in self.stations:
             raise WrongSenderError("checkpoint proposed by a station that is not on this line")
-        cp = Checkpoint.open(proposal, self.key(peek.by, peek.key))
+        cp = Checkpoint.open(proposal, self.key(peek.by, peek.key), peeked=peek)
         if cp.line != self.line:
             raise WrongLineError(f"checkpoint is for line {cp.line[:8]}, not this one")
         last = self.last_checkpoint

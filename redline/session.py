@@ -195,6 +195,9 @@ class LineSession:
         # repeats up to it are dropped before verification, so a thief cannot make us verify and
         # alarm the same receipt again and again.
         self._flagged_receipt_seq = 0
+        # The last receipt's bytes: the peer sends each on every path, and the copy is dropped by a
+        # comparison before it is parsed (also a receipt sent again and again, at no parsing cost).
+        self._last_receipt_raw = b""
         self._cp_sizes: dict[str, int] | None = None  # heads of the last checkpoint, cached
         self._down_since: float | None = None
         self._down_alarmed = False
@@ -614,6 +617,9 @@ class LineSession:
         return [*self.link.send_raw(FrameType.ERROR, canonical.encode({"message": text}))]
 
     def _on_receipt(self, raw: bytes) -> list[Action]:
+        if raw == self._last_receipt_raw:
+            return []  # the same receipt again (its copy on another path): judged once
+        self._last_receipt_raw = raw
         try:
             signed = Signed.decode(raw)
             peek = Receipt.peek(signed)
@@ -626,6 +632,7 @@ class LineSession:
         except RedlineError as exc:
             if isinstance(exc, ReceiptBeyondChainError) and self.link.recover_to:
                 self._receipt_later = raw  # of envelopes we are still recovering: judged when done
+                self._last_receipt_raw = b""  # not judged yet: neither it nor a copy is a repeat
                 return []
             self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
             return []

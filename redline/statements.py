@@ -97,9 +97,11 @@ class Receipt:
         return Signed(data, sign(key, self.DOMAIN, data))
 
     @classmethod
-    def open(cls, signed: Signed, public: bytes) -> Receipt:
+    def open(cls, signed: Signed, public: bytes, *, peeked: Receipt | None = None) -> Receipt:
+        """Verified under ``public``. ``peeked``: what ``peek(signed)`` gave for this very
+        ``signed``, when the caller parsed it to find the key (not parsed again)."""
         verify(public, cls.DOMAIN, signed.data, signed.sig, "receipt")
-        return cls.from_obj(canonical.decode_object(signed.data, "receipt"))
+        return peeked if peeked is not None else cls.peek(signed)
 
     @classmethod
     def peek(cls, signed: Signed) -> Receipt:
@@ -193,9 +195,10 @@ class Checkpoint:
         return cls.from_obj(canonical.decode_object(signed.data, "checkpoint"))
 
     @classmethod
-    def open(cls, signed: Signed, public: bytes) -> Checkpoint:
+    def open(cls, signed: Signed, public: bytes, *, peeked: Checkpoint | None = None) -> Checkpoint:
+        """Verified under ``public`` (``peeked``: as for ``Receipt.open``)."""
         verify(public, cls.DOMAIN, signed.data, signed.sig, "checkpoint")
-        return cls.peek(signed)
+        return peeked if peeked is not None else cls.peek(signed)
 
 
 @dataclass_on_first_use(frozen=True, kw_only=True)
