@@ -10,6 +10,7 @@ as they arrive (so pipelined sends share a group commit) and answered in the ord
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -151,18 +152,36 @@ async def serve(st: Station, path: Path) -> None:
 
 
 async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    answers: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
+    # Answers go back in the order asked. Those already done when the first of them is written go
+    # in the same write: a pipelined client's batch of sends is answered in one system call, not
+    # one each (the answers of one group commit all come due in the same turn of the loop).
+    answers: collections.deque[asyncio.Task[dict[str, Any]] | None] = collections.deque()
+    queued = asyncio.Event()
+
+    def put(task: asyncio.Task[dict[str, Any]] | None) -> None:
+        answers.append(task)
+        queued.set()
 
     async def respond() -> None:
         with contextlib.suppress(asyncio.CancelledError):  # the station is stopping
-            while (task := await answers.get()) is not None:
-                writer.write(json.dumps(await task).encode() + b"\n")
+            while True:
+                while not answers:
+                    queued.clear()
+                    await queued.wait()
+                task = answers.popleft()
+                if task is None:
+                    return
+                lines = [json.dumps(await task).encode()]
+                while answers and (ready := answers[0]) is not None and ready.done():
+                    lines.append(json.dumps(ready.result()).encode())
+                    answers.popleft()
+                writer.write(b"\n".join(lines) + b"\n")
                 await writer.drain()
 
     responder = asyncio.ensure_future(respond())
     try:
         while line := await reader.readline():
-            answers.put_nowait(asyncio.ensure_future(_reply(st, line)))
+            put(asyncio.ensure_future(_reply(st, line)))
     except (asyncio.LimitOverrunError, ValueError):
         writer.write(json.dumps({"ok": False, "error": "control request over 16 MiB refused"}).encode() + b"\n")
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -172,7 +191,7 @@ async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.Str
         # cancelled handler as an "exception in callback" with a traceback.
         responder.cancel()
     finally:
-        answers.put_nowait(None)
+        put(None)
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             await responder
         writer.close()

@@ -17,6 +17,7 @@ Layout::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -54,8 +55,8 @@ class StationKeys:
 
         return identity.fingerprint(self.root_public)
 
-    @property
-    def key_id(self) -> str:
+    @functools.cached_property
+    def key_id(self) -> str:  # kept: every envelope sealed names it (a hash each time, before)
         from redline import identity
 
         return identity.key_id(bytes(self.signing.verify_key))

@@ -162,8 +162,15 @@ def _plain(value: object) -> Any:
     return value
 
 
+_MEMBERS: dict[type, tuple[str, ...]] = {}
+
+
 def _members(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    """A content class's field names, kept (``dataclasses.fields`` walks them: at every parse, before)."""
+    names = _MEMBERS.get(cls)
+    if names is None:
+        names = _MEMBERS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 @dataclass_on_first_use(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -275,5 +276,42 @@ def test_users_files_are_parsed_again_only_when_users_changes_or_a_second_has_pa
         reads.clear()
         await sp.advance(ROSTER_REREAD_SECONDS)  # nothing changed, but a second passed: each reads once
         assert sorted(reads) == sorted([sp.dir_a.path, sp.dir_b.path]), reads
+
+    run(tmp_path, body)
+
+
+def test_pipelined_control_requests_are_answered_in_the_order_asked(tmp_path: Path) -> None:
+    """Answers already done go back together in one write; a fast answer (status) asked after a
+    slow one (a send waiting for its commit) still comes after it, and a refused request keeps
+    its place."""
+
+    async def body(sp: StationPair) -> None:
+        requests: list[Any] = []
+        for i in range(40):
+            requests += [
+                {"op": "send", "line": sp.line, "text": f"pipelined {i}"},
+                {"op": "status"},
+                "not a request",
+                {"op": "send", "line": "0" * 32, "text": "no such line"},
+            ]
+        reader, writer = await asyncio.open_unix_connection(str(sp.a.home.control_path), limit=2**24)
+        try:
+            writer.write(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+            await writer.drain()
+            answers = [json.loads(await asyncio.wait_for(reader.readline(), 10)) for _ in requests]
+        finally:
+            writer.close()
+        sent = []
+        for i in range(0, len(answers), 4):
+            send, status, junk, wrong = answers[i : i + 4]
+            assert send["ok"] and send["result"]["seq"], send
+            assert status["ok"] and "lines" in status["result"], status
+            assert not junk["ok"] and "JSON object" in junk["error"], junk
+            assert not wrong["ok"] and "line" in wrong["error"], wrong
+            sent.append(send["result"]["seq"])
+        assert sent == sorted(sent) and len(set(sent)) == 40
+        await sp.synced()
+        texts = [t for t in kinds(sp, "a", "a") if t == "TEXT"]
+        assert len(texts) == 40
 
     run(tmp_path, body)
