@@ -12,10 +12,13 @@ Two real ``redline serve`` processes (EUCOM and NDMC, ``tests/procs.paired_stati
 - **durable latency** (one in flight): ``send`` with ``wait: receipt`` on a held control connection,
   timed from writing the request to reading the answer: A accepts, seals and commits, B verifies,
   commits and signs a receipt, A verifies and stores the receipt. Median and p99 over 2000 after
-  200 warm-up. It includes one control-socket round trip (the row above).
+  200 warm-up. It includes one control-socket round trip (the row above). The stations' CPU over
+  the same messages, per message, is what one in flight costs (beside the throughput's).
 - **throughput** (many in flight): 20,000 sends of 1 KiB pipelined on one control connection to A;
   timed from the first request to B's ``their_seq`` covering them all (B's status polled every
   50 ms), and to A's ``unreceipted`` reaching 0. CPU seconds of each process are read from /proc.
+- **with people** (last): 8 users added at A, then durable latency again over 500 (a real station
+  has its duty officers; A looks at users/ for its roster at every batch).
 
 ``--profile DIR`` samples both station processes with py-spy (raw collapsed stacks; wall clock
 with ``--idle`` for the latency phase, CPU only for the throughput phase);
@@ -51,6 +54,7 @@ TEXT = "x" * 1024
 RECEIPTED = "receipted by the peer"  # the state a send with wait=receipt answers with
 LATENCY_AIM_FACTOR = machine.IMPLIED_LATENCY_AIM_FACTOR
 THROUGHPUT_AIM = machine.THROUGHPUT_AIM
+PEOPLE = 8  # users at the sending station for the last latency phase
 
 
 class Control:
@@ -162,10 +166,39 @@ async def latency(a: StationProc, b: StationProc, line: str, n: int, warmup: int
         durable = {**send, "wait": "receipt"}
         await ctl.timed(durable, 0, warmup, state=RECEIPTED)
         async with profiled(prof, "latency", {"a": a, "b": b}, idle=True):
+            cpu_a, cpu_b = cpu_seconds(_pid(a)), cpu_seconds(_pid(b))
             f["durable_p50_us"], f["durable_p99_us"] = median_p99(await ctl.timed(durable, n, 0, state=RECEIPTED))
+            end_a, end_b = cpu_seconds(_pid(a)), cpu_seconds(_pid(b))
+        # One in flight, each message pays every per-batch and per-wakeup cost alone: this is where
+        # the latency goes (the stations' CPU is nearly all of it), beside the throughput's figures.
+        f["one_cpu_a_us"] = (sum(end_a) - sum(cpu_a)) / n * 1e6
+        f["one_cpu_b_us"] = (sum(end_b) - sum(cpu_b)) / n * 1e6
     finally:
         ctl.close()
     return f
+
+
+async def with_people(a: StationProc, line: str, n: int, people: int = PEOPLE) -> Figures:
+    """Durable latency again once ``people`` users are at A (users/, as 'redline user add' makes
+    them, with the cheapest Argon2id so the setup is quick): a real station has its duty officers,
+    and what A does per batch must not grow with them."""
+    import nacl.pwhash.argon2id as argon2id
+
+    from redline import persons
+
+    for i in range(people):
+        persons.add_user(a.home, f"Officer{i}", "duty", "bench-password-1",
+                         ops=argon2id.OPSLIMIT_MIN, mem=argon2id.MEMLIMIT_MIN)  # fmt: skip
+    ctl = await Control.open(a.home)
+    try:
+        durable = {"op": "send", "line": line, "text": TEXT, "wait": "receipt"}
+        await ctl.timed(durable, 0, 50, state=RECEIPTED)  # the new ROSTER goes out first
+        cpu = cpu_seconds(_pid(a))
+        p50, _ = median_p99(await ctl.timed(durable, n, 0, state=RECEIPTED))
+        end = cpu_seconds(_pid(a))
+    finally:
+        ctl.close()
+    return {"people_p50_us": p50, "people_cpu_a_us": (sum(end) - sum(cpu)) / n * 1e6}
 
 
 async def _until(pred: Any, proc: StationProc, timeout: float, every: float = 0.05) -> float:
@@ -236,6 +269,7 @@ async def run(root: Path, *, n_latency: int, warmup: int, n_tput: int, prof: Pat
     try:
         f = await latency(a, b, line, n_latency, warmup, prof)
         f.update(await throughput(a, b, line, n_tput, prof))
+        f.update(await with_people(a, line, max(100, n_latency // 4)))
         f["paths"] = float(len((await a.status_line())["paths"]))
         return f
     finally:
@@ -285,6 +319,13 @@ def rows(f: Figures, lim: Figures) -> list[Row]:
             note="A's receipt commit is on the path too"),
         Row("durable send-to-receipt latency, p99", f["durable_p99_us"], "µs", "implied limit", implied,
             note="LIMITS.md: p99 of 1.5-2 ms is realistic"),
+        *([Row("CPU per message, one in flight, at A (sender)", f["one_cpu_a_us"], "µs", "under load",
+               f["tput_cpu_a_us"], note="every per-batch and per-wakeup cost paid by one message"),
+           Row("CPU per message, one in flight, at B (receiver)", f["one_cpu_b_us"], "µs", "under load",
+               f["tput_cpu_b_us"])] if "one_cpu_a_us" in f else []),
+        *([Row(f"durable latency p50 with {PEOPLE} people at A", f["people_p50_us"], "µs", "with none",
+               f["durable_p50_us"], note=f"A's CPU per message {f['people_cpu_a_us']:,.0f} µs")]
+          if "people_p50_us" in f else []),
         Row("throughput: accepted at A (pipelined)", f["tput_accept_per_s"], "/s", "aim", THROUGHPUT_AIM),
         Row(f"throughput: {f['tput_n']:,.0f} stored at B", f["tput_stored_per_s"], "/s", "aim", THROUGHPUT_AIM),
         Row("throughput: all receipted back at A", f["tput_receipted_per_s"], "/s", "aim", THROUGHPUT_AIM),
