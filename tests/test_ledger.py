@@ -605,37 +605,47 @@ def test_the_store_says_how_much_it_takes_and_it_grows_with_what_is_stored(ledge
     assert where is None or where.is_dir()
 
 
-def test_a_schema_2_store_loses_its_duplicate_receipt_index_and_keeps_its_unsigned_items(path: Path) -> None:
-    """Schema 3 writes fewer index pages per commit: the receipts index that repeated the UNIQUE
-    constraint's own is gone, and the outbox index holds only unsigned items. A schema 2 store
-    opened by this redline is migrated; what was pending is still pending, in order, and found
-    through the new index."""
+def test_a_store_made_before_gets_the_tuned_indexes_at_its_first_writable_open(path: Path) -> None:
+    """Fewer index pages per commit: the receipts index that repeated the UNIQUE constraint's own is
+    gone, and the outbox index holds only unsigned items. Not a schema version (any redline reads a
+    store either way): a reader leaves a store made before as it is, and reads it; the first
+    writable open brings it to the new indexes, and what was pending is still pending, in order,
+    found through the new index."""
     ledger = Ledger(path, create=True, station=A)
     signed_item = ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "signed"}, None, T0)
     env = chain(1)[0]
     ledger.append(env, T0)
     ledger.mark_signed(signed_item.local, env.seq, env.id)
     waiting = [ledger.accept(LINE, "TEXT", "ROUTINE", {"text": f"waits {i}"}, None, T0) for i in range(3)]
+    fresh = _indexes(ledger._db)
     ledger.close()
+    assert "receipts_by" not in fresh and fresh["outbox_pending"].endswith("WHERE seq IS NULL")
     db = sqlite3.connect(path)
-    db.executescript(  # what schema 2 had
+    db.executescript(  # what every store had before
         "DROP INDEX outbox_pending; CREATE INDEX outbox_pending ON outbox (line, seq); "
-        "CREATE INDEX receipts_by ON receipts (line, by, seq); UPDATE meta SET value='2' WHERE key='schema_version';"
+        "CREATE INDEX receipts_by ON receipts (line, by, seq);"
     )
+    before = _indexes(db)
     db.close()
+    reader = Ledger.open_read_only(path)
+    try:
+        assert [i.local for i in reader.pending(LINE)] == [i.local for i in waiting]
+        assert _indexes(reader._db) == before  # a reader changes nothing
+    finally:
+        reader.close()
     ledger = Ledger(path)
     try:
+        assert _indexes(ledger._db) == fresh
         assert [i.local for i in ledger.pending(LINE)] == [i.local for i in waiting]
         assert ledger.pending_count(LINE) == 3
-        db = ledger._db
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
-        indexes = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"))
-        assert "receipts_by" not in indexes
-        assert "WHERE seq IS NULL" in indexes["outbox_pending"]
-        assert db.execute("SELECT COUNT(*) FROM outbox INDEXED BY outbox_pending WHERE line=? AND seq IS NULL",
-                          (LINE,)).fetchone()[0] == 3  # fmt: skip
+        version = ledger._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert version == str(SCHEMA_VERSION)
         query = "EXPLAIN QUERY PLAN SELECT local FROM outbox WHERE line=? AND seq IS NULL ORDER BY local"
-        plan = " ".join(str(r) for r in db.execute(query, (LINE,)))
+        plan = " ".join(str(r) for r in ledger._db.execute(query, (LINE,)))
         assert "outbox_pending" in plan and "TEMP B-TREE" not in plan, plan
     finally:
         ledger.close()
+
+
+def _indexes(db: sqlite3.Connection) -> dict[str, str]:
+    return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"))

@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from redline.identity import SignedCert
     from redline.statements import Signed
 
-SCHEMA_VERSION = 3  # 2: Merkle subtrees, chain byte totals, the operations index, the clean-close mark;
-# 3 (SQLite only): fewer index pages per commit (no duplicate receipts index, only unsigned outbox items indexed)
+SCHEMA_VERSION = 2  # 2: Merkle subtrees, chain byte totals, the operations index, the clean-close mark
 
 
 @dataclass_on_first_use(frozen=True, kw_only=True)

@@ -56,8 +56,7 @@ from redline.statements import Signed
 
 # Schema steps by version: a new store runs them all from 1, an older one those above its version,
 # in one transaction. PostgreSQL stores start at version 2 (what SQLite's schema 2 holds), so the
-# version numbers mean the same store content on both backends. Step 3 has nothing here: it brings
-# SQLite's indexes to what these already are (one receipts index, only unsigned outbox items).
+# version numbers mean the same store content on both backends.
 _STEPS: dict[int, str] = {
     2: """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -89,17 +89,20 @@ CREATE TABLE chain_bytes (
 ) WITHOUT ROWID;
 CREATE INDEX envelopes_ops ON envelopes (line) WHERE kind != 'TEXT' OR prio = 'FLASH';
 """
-# Schema 3: fewer index pages written per commit (each is a WAL frame: two writes and CPU in the
-# commit). ``receipts_by`` repeated the UNIQUE (line, by, seq) constraint's own index, one more page
-# per receipt stored; ``outbox_pending`` indexed every item ever accepted to find the few unsigned
-# ones, and an item signed in the batch that accepted it (nearly all) now never enters it. The
-# queries are those of schema 2 (``pending``, ``pending_count``), served by the partial index.
-_SCHEMA_3 = """
+# Two indexes tuned for fewer pages written per commit (each is a WAL frame: two writes and CPU in
+# the commit). ``receipts_by`` repeated the UNIQUE (line, by, seq) constraint's own index, one more
+# page per receipt stored; ``outbox_pending`` indexed every item ever accepted to find the few
+# unsigned ones, and an item signed in the batch that accepted it (nearly all) never enters it now.
+# Not a schema version: the queries are the same and any redline reads a store either way (an older
+# one too, so backups taken before restore and a rollback needs nothing). ``_tune_indexes`` brings a
+# store made before to these at its first writable open; PostgreSQL's were these from the start.
+_INDEXES = """
 DROP INDEX IF EXISTS receipts_by;
 DROP INDEX IF EXISTS outbox_pending;
 CREATE INDEX outbox_pending ON outbox (line, local) WHERE seq IS NULL;
 """
-_SCHEMA = _SCHEMA_1 + _SCHEMA_2 + _SCHEMA_3
+_OUTBOX_PENDING = "CREATE INDEX outbox_pending ON outbox (line, local) WHERE seq IS NULL"
+_SCHEMA = _SCHEMA_1 + _SCHEMA_2 + _INDEXES
 _OPS_ROWS = "kind != 'TEXT' OR prio = 'FLASH'"  # exactly the partial index's condition, so SQLite uses it
 OUTBOX_KEPT = 4096  # outbox items kept in memory, for their sender's reply and for signing
 _CLEAN = "clean_close"  # meta key: present only while no write was committed since a clean close
@@ -364,6 +367,8 @@ class Ledger:
                     self._check_schema()
                 elif version < SCHEMA_VERSION:
                     self._migrate(version)
+                if not read_only:
+                    self._tune_indexes()
                 key = integrity.hold(path)
             except BaseException as exc:
                 self._db.close()  # a refused store is released at once, not whenever the GC runs
@@ -409,7 +414,7 @@ class Ledger:
     def _migrate(self, version: int) -> None:
         """Bring an older store up to ``SCHEMA_VERSION`` in one transaction (all or nothing). From
         1 to 2 this reads the whole transcript once: each chain's ids for its Merkle subtrees, every
-        row's size for the byte totals; from 2 to 3 it reads the outbox once, for its new index."""
+        row's size for the byte totals."""
         with self.batch():
             if version < 2:
                 self._db.execute("ALTER TABLE envelopes ADD COLUMN prio TEXT")
@@ -436,11 +441,17 @@ class Ledger:
                     for (eid,) in rows:
                         for h, i, node in log.append(leaf_of(eid)):
                             self._db.execute("INSERT INTO merkle VALUES (?, ?, ?, ?, ?)", (line, sender, h, i, node))
-            if version < 3:
-                for statement in _SCHEMA_3.split(";"):
+            self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+    def _tune_indexes(self) -> None:
+        """A store made before the indexes were tuned gets them (``_INDEXES``), once, in one
+        transaction: the new outbox index is built in one pass over the outbox."""
+        indexes = dict(self._db.execute("SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"))
+        if "receipts_by" in indexes or indexes.get("outbox_pending") != _OUTBOX_PENDING:
+            with self.batch():
+                for statement in _INDEXES.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
-            self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def _marked_clean(self) -> bool:
         try:
