@@ -195,8 +195,9 @@ class LineSession:
         # repeats up to it are dropped before verification, so a thief cannot make us verify and
         # alarm the same receipt again and again.
         self._flagged_receipt_seq = 0
-        # The last receipt's bytes: the peer sends each on every path, and the copy is dropped by a
-        # comparison before it is parsed (also a receipt sent again and again, at no parsing cost).
+        # The bytes of the last receipt taken (verified, counted or flagged): the peer sends each on
+        # every path, and the copy is dropped by a comparison before it is parsed (so is the same
+        # receipt sent again and again). One refused is not remembered: its copy is judged again.
         self._last_receipt_raw = b""
         self._cp_sizes: dict[str, int] | None = None  # heads of the last checkpoint, cached
         self._down_since: float | None = None
@@ -618,8 +619,7 @@ class LineSession:
 
     def _on_receipt(self, raw: bytes) -> list[Action]:
         if raw == self._last_receipt_raw:
-            return []  # the same receipt again (its copy on another path): judged once
-        self._last_receipt_raw = raw
+            return []  # the receipt last taken, again (its copy on another path): not parsed again
         try:
             signed = Signed.decode(raw)
             peek = Receipt.peek(signed)
@@ -632,10 +632,12 @@ class LineSession:
         except RedlineError as exc:
             if isinstance(exc, ReceiptBeyondChainError) and self.link.recover_to:
                 self._receipt_later = raw  # of envelopes we are still recovering: judged when done
-                self._last_receipt_raw = b""  # not judged yet: neither it nor a copy is a repeat
                 return []
+            # Not remembered: a copy is judged again, and may be taken (its key's KEY envelope may
+            # come on the other path after it).
             self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
             return []
+        self._last_receipt_raw = raw
         if self._say_flagged(flagged):  # the revoked key's word: what it receipted is still resent
             self._flagged_receipt_seq = max(self._flagged_receipt_seq, receipt.seq)
             return []

@@ -326,3 +326,38 @@ async def test_crash_with_the_key_in_the_outbox_before_it_is_sealed(tmp_path: Pa
         await sp.synced()
         await sp.send("b", "NDMC after")
         _consistent(sp, "b", str(result["key_id"]))
+
+
+def test_a_receipt_under_the_peers_new_key_that_overtakes_its_key_is_taken_from_its_copy(tmp_path: Path) -> None:
+    """The peer's first receipt under its new signing key arrives on one path before the KEY that
+    names the key (the paths are independent): it is refused then, with a warning. Its copy on the
+    other path, byte for byte the same, comes after the KEY there and must be judged again and
+    taken: the sender drops copies of the last receipt it took before parsing them, never of one it
+    refused (else the delivery counts only at the peer's next receipt)."""
+    sp = SessionPair(tmp_path)
+    try:
+        sp.run()
+        sp.send("a", "before")
+        sp.run()
+        rotate_in_session(sp, "b")
+        sp.send("a", "overtaken")
+        sp.flush()  # A seals it; B seals its KEY
+        for p in sp.paths:  # B stores A's envelope and receipts it under its new key
+            while p.a_to_b:
+                sp._do("b", sp.b.receive(p.name, p.a_to_b.popleft(), sp.clock.now, sp.clock.wall))
+        sp._do("b", sp.b.flush(sp.clock.wall))
+        first, second = sp.paths
+        [receipt] = [f for f in first.b_to_a if f[4] == FrameType.RECEIPT]
+        assert [f for f in second.b_to_a if f[4] == FrameType.RECEIPT] == [receipt]  # the same bytes on both
+        first.b_to_a.remove(receipt)
+        sp.alarms.clear()
+        sp._do("a", sp.a.receive(first.name, receipt, sp.clock.now, sp.clock.wall))  # before the KEY
+        assert any("refused a receipt" in text for who, _, text in sp.alarms if who == "a"), sp.alarms
+        sealed = sp.a.ledger.head(sp.line, sp.a.us)[0]
+        assert sp.a.receipted_seq < sealed
+        for p in (first, second):  # the KEY on each path, then the receipt's copy behind it
+            while p.b_to_a:
+                sp._do("a", sp.a.receive(p.name, p.b_to_a.popleft(), sp.clock.now, sp.clock.wall))
+        assert sp.a.receipted_seq == sealed
+    finally:
+        sp.close()
