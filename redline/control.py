@@ -151,6 +151,10 @@ async def serve(st: Station, path: Path) -> None:
         await server.serve_forever()
 
 
+# What one write of answers gathers at most (then drain: a slow reader holds back the rest).
+ANSWERS_PER_WRITE_BYTES = 256 * 1024
+
+
 async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     # Answers go back in the order asked. Those already done when the first of them is written go
     # in the same write: a pipelined client's batch of sends is answered in one system call, not
@@ -172,8 +176,10 @@ async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.Str
                 if task is None:
                     return
                 lines = [json.dumps(await task).encode()]
-                while answers and (ready := answers[0]) is not None and ready.done():
+                size = len(lines[0])
+                while size < ANSWERS_PER_WRITE_BYTES and answers and (ready := answers[0]) is not None and ready.done():
                     lines.append(json.dumps(ready.result()).encode())
+                    size += len(lines[-1])
                     answers.popleft()
                 writer.write(b"\n".join(lines) + b"\n")
                 await writer.drain()
