@@ -6,9 +6,16 @@ textual form across languages, and nothing we sign needs them (times are integer
 coordinates inside notice bodies are carried as decimal strings).
 
 Within that subset RFC 8785 is exactly: keys sorted by UTF-16 code units, no insignificant
-whitespace, strings escaped as ECMAScript ``JSON.stringify`` does (which Python's ``json`` matches
-with ``ensure_ascii=False``), UTF-8 output. ``decode`` refuses anything that does not re-encode to the
-identical bytes, so one value has one encoding and signatures are over bytes kept as received.
+whitespace, strings escaped as ECMAScript ``JSON.stringify`` does, UTF-8 output. ``decode`` refuses
+anything that does not re-encode to the identical bytes, so one value has one encoding and
+signatures are over bytes kept as received.
+
+What is ours is the subset and the key order (``_normalize``). The bytes are written, and read on
+the fast path, by orjson: its compact output escapes strings exactly as ``JSON.stringify`` does
+(tests/test_canonical.py holds it to the ``rfc8785`` package over every Unicode scalar value and
+random values), and it keeps the order ``_normalize`` gives. It is 2-2.5x Python's ``json`` here (a
+1 KiB body: 5.2 -> 2.2 us to encode, 5.7 -> 2.9 us to check; Russian text 9.8 -> 4.0 and 15.5 -> 6.8).
+Anything the fast path does not accept is parsed again by Python's ``json``, which says why.
 """
 
 from __future__ import annotations
@@ -16,11 +23,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from redline.errors import EncodingError
 
 MAX_SAFE_INT = 2**53 - 1
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def _utf16_key(key: str) -> bytes:
@@ -54,9 +61,10 @@ def _normalize(value: Any, depth: int) -> Any:
 
 def encode(value: Any) -> bytes:
     """Return the canonical bytes of ``value`` or raise EncodingError."""
+    normal = _normalize(value, 0)
     try:
-        return _dumps(_normalize(value, 0)).encode("utf-8")
-    except UnicodeEncodeError as exc:
+        return orjson.dumps(normal)
+    except orjson.JSONEncodeError as exc:  # the subset is checked: only a string that is not Unicode
         raise EncodingError("string holds a lone UTF-16 surrogate, which is not valid Unicode") from exc
 
 
@@ -88,24 +96,18 @@ def _no_constant(text: str) -> Any:
     raise EncodingError(f"{text} is not valid JSON")
 
 
-_sorted_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
-# One decoder, built once: json.loads with these hooks would build (and throw away) a new one per call.
-_fast_loads = json.JSONDecoder(parse_float=_no_float, parse_int=_int, parse_constant=_no_constant).decode
-
-
 def decode(data: bytes) -> Any:
     """Parse canonical bytes; raise EncodingError unless ``data`` is exactly canonical."""
-    # Fast path (every header and most bodies): ASCII input, shallow. With ASCII keys, code-point
-    # order is RFC 8785's order, so C json's sorted dump is the canonical form; a duplicate key
-    # cannot survive the byte comparison (the dump holds each key once). Anything else, or any
-    # mismatch, takes the full path below, which also gives the precise reason.
-    if data.isascii() and data.count(b"{") + data.count(b"[") <= 32:
-        try:
-            value = _fast_loads(data.decode("ascii"))
-            if _sorted_dumps(value).encode("utf-8") == data:
-                return value
-        except (ValueError, UnicodeEncodeError, RecursionError, EncodingError):
-            pass
+    # Fast path (every statement a station writes): orjson parses, and the value must re-encode to
+    # the very bytes given. That refuses, without a word, every float, integer out of range, key out
+    # of order or repeated (the encoding holds it once), escape or space not canonical; the full
+    # path below finds which, with Python's json and hooks that refuse as they parse.
+    try:
+        value = orjson.loads(data)
+        if encode(value) == data:
+            return value
+    except (orjson.JSONDecodeError, EncodingError):
+        pass
     try:
         text = data.decode("utf-8")
         value = json.loads(

@@ -393,3 +393,16 @@ def test_decode_object_returns_the_object() -> None:
 def test_decode_object_refuses_other_values(data: bytes) -> None:
     with pytest.raises(EncodingError, match="thing must be a JSON object"):
         canonical.decode_object(data, "thing")
+
+
+def test_every_unicode_scalar_value_is_escaped_as_rfc8785_says() -> None:
+    """The bytes are written by orjson: each of the 1,112,064 scalar values, alone and beside ASCII
+    text, must come out as the reference does (JSON.stringify's escapes, UTF-8 otherwise), and read
+    back to the same string through the fast path."""
+    scalars = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(scalars), 4096):
+        chunk = [chr(c) for c in scalars[start : start + 4096]]
+        value = {"one": chunk, "in text": "a" + "b".join(chunk) + "z"}
+        data = canonical.encode(value)
+        assert data == rfc8785.dumps(value), hex(scalars[start])
+        assert canonical.decode(data) == value
