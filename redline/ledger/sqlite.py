@@ -96,12 +96,12 @@ CREATE INDEX envelopes_ops ON envelopes (line) WHERE kind != 'TEXT' OR prio = 'F
 # Not a schema version: the queries are the same and any redline reads a store either way (an older
 # one too, so backups taken before restore and a rollback needs nothing). ``_tune_indexes`` brings a
 # store made before to these at its first writable open; PostgreSQL's were these from the start.
-_INDEXES = """
+_OUTBOX_PENDING = "CREATE INDEX outbox_pending ON outbox (line, local) WHERE seq IS NULL"  # as sqlite_master keeps it
+_INDEXES = f"""
 DROP INDEX IF EXISTS receipts_by;
 DROP INDEX IF EXISTS outbox_pending;
-CREATE INDEX outbox_pending ON outbox (line, local) WHERE seq IS NULL;
+{_OUTBOX_PENDING};
 """
-_OUTBOX_PENDING = "CREATE INDEX outbox_pending ON outbox (line, local) WHERE seq IS NULL"
 _SCHEMA = _SCHEMA_1 + _SCHEMA_2 + _INDEXES
 _OPS_ROWS = "kind != 'TEXT' OR prio = 'FLASH'"  # exactly the partial index's condition, so SQLite uses it
 OUTBOX_KEPT = 4096  # outbox items kept in memory, for their sender's reply and for signing
