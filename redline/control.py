@@ -153,6 +153,12 @@ async def serve(st: Station, path: Path) -> None:
 
 # What one write of answers gathers at most (then drain: a slow reader holds back the rest).
 ANSWERS_PER_WRITE_BYTES = 256 * 1024
+# Requests one connection may have read and not yet answered. Past it the station reads nothing
+# more from that connection until its oldest answer is written: a client that pipelines without
+# reading its answers (or asks faster than they come due) then holds this many tasks and answers
+# in the station, not as many as it can write; the rest waits in the socket and then blocks its
+# writes. Above the sender's flow window (2,048 unreceipted), so a pipelining client is not slowed.
+REQUESTS_IN_FLIGHT = 4096
 
 
 async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -161,6 +167,7 @@ async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.Str
     # one each (the answers of one group commit all come due in the same turn of the loop).
     answers: collections.deque[asyncio.Task[dict[str, Any]] | None] = collections.deque()
     queued = asyncio.Event()
+    room = asyncio.Event()  # set when an answer is written: the reader may go on
 
     def put(task: asyncio.Task[dict[str, Any]] | None) -> None:
         answers.append(task)
@@ -182,12 +189,19 @@ async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.Str
                     size += len(lines[-1])
                     answers.popleft()
                 writer.write(b"\n".join(lines) + b"\n")
+                room.set()
                 await writer.drain()
 
     responder = asyncio.ensure_future(respond())
+    responder.add_done_callback(lambda _: room.set())
     try:
         while line := await reader.readline():
             put(asyncio.ensure_future(_reply(st, line)))
+            while len(answers) >= REQUESTS_IN_FLIGHT and not responder.done():
+                room.clear()
+                await room.wait()
+            if responder.done():  # it could not write (the client went away): nothing more is answered
+                break
     except (asyncio.LimitOverrunError, ValueError):
         writer.write(json.dumps({"ok": False, "error": "control request over 16 MiB refused"}).encode() + b"\n")
     except (ConnectionError, asyncio.IncompleteReadError):

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -313,5 +314,51 @@ def test_pipelined_control_requests_are_answered_in_the_order_asked(tmp_path: Pa
         await sp.synced()
         texts = [t for t in kinds(sp, "a", "a") if t == "TEXT"]
         assert len(texts) == 40
+
+    run(tmp_path, body)
+
+
+def test_a_client_that_pipelines_without_reading_its_answers_holds_only_so_many_requests_in_the_station(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a client's unread answers fill its socket, the station reads at most
+    ``REQUESTS_IN_FLIGHT`` more of its requests (not every request it can write, each a task and an
+    answer held in memory); when the client reads again, every request is answered, in order."""
+    from redline import control
+
+    limit, n = 16, 4000
+    monkeypatch.setattr(control, "REQUESTS_IN_FLIGHT", limit)
+    started = [0]
+    reply = control._reply
+
+    async def counted(st: Any, line: bytes) -> dict[str, Any]:
+        started[0] += 1
+        return await reply(st, line)
+
+    monkeypatch.setattr(control, "_reply", counted)
+
+    async def body(sp: StationPair) -> None:
+        one = (json.dumps({"op": "status"}) + "\n").encode()
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, str(sp.a.home.control_path))
+        try:
+            await loop.sock_sendall(sock, one * n)  # and read nothing yet
+            seen, still = -1, 0
+            async with asyncio.timeout(20):
+                while still < 20:  # the station has read all it will while nobody reads its answers
+                    await asyncio.sleep(0.01)
+                    seen, still = started[0], still + 1 if started[0] == seen else 0
+            answer_bytes = len(json.dumps({"ok": True, "result": sp.a.status().to_obj()})) + 1
+            # held: what the answers' socket and the station's write buffer take, plus the requests in flight
+            assert 0 < seen < n / 2, (seen, answer_bytes)
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2**24)
+            answers = [json.loads(await asyncio.wait_for(reader.readline(), 20)) for _ in range(n)]
+            writer.close()
+        finally:
+            sock.close()
+        assert started[0] == n
+        assert all(a["ok"] and "lines" in a["result"] for a in answers)
 
     run(tmp_path, body)
