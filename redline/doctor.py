@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from redline import backup
 from redline.config import Limits, StationConfig, parse_hostport
-from redline.errors import ConfigError, RedlineError
+from redline.errors import ConfigError, RedlineError, SchemaVersionError
 from redline.home import StationDir
 from redline.ledger.interface import LedgerStore
 from redline.ledger.sqlite import Ledger
@@ -81,6 +81,10 @@ class Facts:
     lines: list[dict[str, Any]] = field(default_factory=list)  # status() rows + disk, tests, checkpoint
     integrity: list[str] = field(default_factory=list)  # quick_check rows; ["ok"] when whole
     reachable: dict[str, str | None] = field(default_factory=dict)  # stopped: path -> None or why not
+    # A stopped station's store refused for its layout's version (not damage), in words, and
+    # whether a newer redline wrote it; "" when the store opened.
+    schema: str = ""
+    schema_newer: bool = False
 
 
 # -- gathering ---------------------------------------------------------------------------------------
@@ -144,6 +148,9 @@ def stopped_facts(home: StationDir, now: int, thresholds: Thresholds) -> Facts:
             return facts
     try:
         ledger = Ledger.open_read_only(home.ledger_path)
+    except SchemaVersionError as exc:  # a store of another version is not a damaged one
+        facts.integrity, facts.schema, facts.schema_newer = [], str(exc), exc.newer
+        return facts
     except (RedlineError, sqlite3.DatabaseError) as exc:
         facts.integrity = [str(exc)]
         return facts
@@ -262,6 +269,16 @@ def _keys(home: StationDir) -> list[Finding]:
 
 
 def _store(facts: Facts, home: StationDir) -> list[Finding]:
+    # Never the damaged store's advice (restore a backup) for a store of another version: a
+    # rollback to an older redline, or an upgrade not yet started, would throw away what is newer.
+    if facts.schema and facts.schema_newer:
+        fix = ("run the redline release that wrote it, or a newer one; do not restore a backup: "
+               "the store is whole and holds what was written since")  # fmt: skip
+        return [Finding("store", CRITICAL, f"this redline cannot open the store: {facts.schema}", fix)]
+    if facts.schema:
+        fix = ("start the station once: it brings the store up to date in one transaction "
+               "(docs/OPERATIONS.md, 'Upgrading redline')")  # fmt: skip
+        return [Finding("store", WARNING, f"the store is of an older layout: {facts.schema}", fix)]
     if facts.integrity == [ON_POSTGRES]:
         text = ("on PostgreSQL: the database checks its own pages; 'redline verify' checks the transcript (and "
                 "pg_dump backs it up: docs/OPERATIONS.md, section 12)")

@@ -200,7 +200,12 @@ class OutOfOrderError(RedlineError):
 
 
 class SchemaVersionError(StorageError):
-    """The store was written by a newer (or unknown) redline; we will not touch it."""
+    """The store's layout is not this redline's: written by a newer one (``newer``), or older and
+    opened read-only, where it cannot be brought up to date. Either way it was not touched."""
+
+    def __init__(self, message: str, *, newer: bool) -> None:
+        super().__init__(message)
+        self.newer = newer
 
 
 class LimitError(RedlineError):

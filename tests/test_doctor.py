@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from redline import backup, doctor
 from redline.doctor import CRITICAL, OK, WARNING, Facts, Finding, examine, worst
 from redline.home import StationDir
+from redline.ledger.sqlite import SCHEMA_VERSION
 from redline.testing import make_station
 from tests.procs import both, free_ports, paired_stations, wait_until
 from tests.test_metrics import measured
@@ -180,6 +182,26 @@ def test_each_check_turns_warning_then_critical_where_it_should(home: StationDir
     # the store
     damaged = _about(home, "store", integrity=["*** in database main ***", "Page 7 is never used"])
     assert _severities(damaged) == {CRITICAL} and "redline restore" in damaged[0].fix
+
+
+@pytest.mark.parametrize("step", [+1, -1])
+def test_a_store_of_another_version_is_not_called_damaged_nor_sent_to_a_backup(home: StationDir, step: int) -> None:
+    """A stopped station whose store a newer redline wrote (a rollback), or an older one (an upgrade
+    not started yet): its read-only open refuses the version. That is not damage, and restoring a
+    backup, the damaged store's advice, would throw away everything newer than the backup."""
+    db = sqlite3.connect(home.ledger_path)
+    with db:
+        db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + step),))
+    db.close()
+    found = [f for f in examine(home, doctor.stopped_facts(home, NOW, doctor.Thresholds())) if f.check == "store"]
+    assert len(found) == 1, found
+    assert f"schema version {SCHEMA_VERSION + step}" in found[0].text and "integrity" not in found[0].text
+    assert "redline restore" not in found[0].fix
+    if step > 0:
+        assert found[0].severity == CRITICAL and "cannot open" in found[0].text
+        assert "release that wrote it" in found[0].fix
+    else:
+        assert found[0].severity == WARNING and "start the station once" in found[0].fix
 
 
 def test_backup_age_and_verification(home: StationDir) -> None:

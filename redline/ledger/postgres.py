@@ -263,12 +263,14 @@ class PgLedger:
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"store {shown_url(self.url)} has schema version {row[0]}, this redline understands "
-                f"{SCHEMA_VERSION}; upgrade redline before opening it (the store was not touched)"
+                f"{SCHEMA_VERSION}; upgrade redline before opening it (the store was not touched)",
+                newer=True,
             )
         if version < SCHEMA_VERSION and self.read_only:
             raise SchemaVersionError(
                 f"store {shown_url(self.url)} has schema version {row[0]}, older than this redline's "
-                f"{SCHEMA_VERSION}; start the station once to bring it up to date (the store was not touched)"
+                f"{SCHEMA_VERSION}; start the station once to bring it up to date (the store was not touched)",
+                newer=False,
             )
         return version
 
