@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import limits as machine
-from bench.common import Figures, Row, median_p99, table
+from bench.common import Figures, Row, median_p99, percentile, table
 from redline.home import StationDir
 from redline.testing import SessionPair
 from tests.procs import StationProc, paired_stations, pipelined
@@ -77,21 +77,72 @@ class Control:
             raise RuntimeError(f"station refused {obj.get('op')}: {reply.get('error')}")
         return reply["result"]
 
-    async def timed(self, obj: dict[str, Any], n: int, warmup: int, *, state: str | None = None) -> list[float]:
+    async def timed(
+        self, obj: dict[str, Any], n: int, warmup: int, *, state: str | None = None, sched: Sched | None = None
+    ) -> list[float]:
         """µs per request over ``n`` requests after ``warmup``, one in flight; with ``state``,
-        every answer must report that state (a send that was not signed does not wait)."""
+        every answer must report that state (a send that was not signed does not wait); with
+        ``sched``, what the scheduler did for each timed request (read outside the timed span)."""
         samples: list[float] = []
         for i in range(warmup + n):
+            before = sched.read() if sched is not None and i >= warmup else None
             start = time.perf_counter_ns()
             result = await self.request(obj)
+            took = (time.perf_counter_ns() - start) / 1000
             if state is not None and result.get("state") != state:
                 raise RuntimeError(f"expected state {state!r}, the station answered {result!r}")
             if i >= warmup:
-                samples.append((time.perf_counter_ns() - start) / 1000)
+                samples.append(took)
+                if sched is not None and before is not None:
+                    sched.add(before)
         return samples
 
     def close(self) -> None:
         self.writer.close()
+
+
+class Sched:
+    """Per timed request, from ``/proc/PID/schedstat`` of each process's main thread (the event
+    loop's): the CPU each ran and the time each waited runnable for a core (the run queue), in µs.
+    The wait is the box, not our code: on a shared two-core machine a station ready to go on waits
+    while another process holds the cores, and that wait is part of the latency measured."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.ran: list[list[float]] = []  # per request, per process
+        self.waited: list[list[float]] = []
+
+    def read(self) -> list[tuple[int, int]]:
+        out = []
+        for pid in self.pids:
+            with open(f"/proc/{pid}/schedstat") as f:
+                ran, waited, _ = f.read().split()
+            out.append((int(ran), int(waited)))
+        return out
+
+    def add(self, before: list[tuple[int, int]]) -> None:
+        after = self.read()
+        self.ran.append([(a[0] - b[0]) / 1000 for a, b in zip(after, before, strict=True)])
+        self.waited.append([(a[1] - b[1]) / 1000 for a, b in zip(after, before, strict=True)])
+
+    def figures(self, samples: list[float], prefix: str) -> Figures:
+        """Over all requests and over the slowest 1 %: run-queue wait of all the processes
+        together, and the CPU the stations (every process but the last, the client) ran."""
+        cut = percentile(samples, 0.99)
+        tail = [i for i, s in enumerate(samples) if s >= cut]
+        every = range(len(samples))
+
+        def mean(values: Any) -> float:
+            got = [float(v) for v in values]
+            return sum(got) / max(1, len(got))
+
+        return {
+            f"{prefix}_runq_us": mean(sum(self.waited[i]) for i in every),
+            f"{prefix}_tail_runq_us": mean(sum(self.waited[i]) for i in tail),
+            f"{prefix}_tail_us": mean(samples[i] for i in tail),
+            f"{prefix}_stations_cpu_us": mean(sum(self.ran[i][:-1]) for i in every),
+            f"{prefix}_tail_stations_cpu_us": mean(sum(self.ran[i][:-1]) for i in tail),
+        }
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -167,9 +218,12 @@ async def latency(a: StationProc, b: StationProc, line: str, n: int, warmup: int
         durable = {**send, "wait": "receipt"}
         await ctl.timed(durable, 0, warmup, state=RECEIPTED)
         async with profiled(prof, "latency", {"a": a, "b": b}, idle=True):
+            sched = Sched([_pid(a), _pid(b), os.getpid()])
             cpu_a, cpu_b = cpu_seconds(_pid(a)), cpu_seconds(_pid(b))
-            f["durable_p50_us"], f["durable_p99_us"] = median_p99(await ctl.timed(durable, n, 0, state=RECEIPTED))
+            samples = await ctl.timed(durable, n, 0, state=RECEIPTED, sched=sched)
             end_a, end_b = cpu_seconds(_pid(a)), cpu_seconds(_pid(b))
+        f["durable_p50_us"], f["durable_p99_us"] = median_p99(samples)
+        f.update(sched.figures(samples, "durable"))
         # One in flight, each message pays every per-batch and per-wakeup cost alone: this is where
         # the latency goes (the stations' CPU is nearly all of it), beside the throughput's figures.
         f["one_cpu_a_us"] = (sum(end_a) - sum(cpu_a)) / n * 1e6
@@ -328,6 +382,11 @@ def rows(f: Figures, lim: Figures) -> list[Row]:
             note="A's receipt commit is on the path too"),
         Row("durable send-to-receipt latency, p99", f["durable_p99_us"], "µs", "implied limit", implied,
             note="LIMITS.md: p99 of 1.5-2 ms is realistic"),
+        *([Row("waiting for a core (run queue) per send, slowest 1 %", f["durable_tail_runq_us"], "µs", "all sends",
+               f["durable_runq_us"], note=f"A, B and the client; those sends took {f['durable_tail_us']:,.0f} µs"),
+           Row("CPU of A and B per send, slowest 1 %", f["durable_tail_stations_cpu_us"], "µs", "all sends",
+               f["durable_stations_cpu_us"], note="more than all: work of ours that came due in those sends")]
+          if "durable_runq_us" in f else []),
         *([Row("CPU per message, one in flight, at A (sender)", f["one_cpu_a_us"], "µs", "under load",
                f["tput_cpu_a_us"], note="every per-batch and per-wakeup cost paid by one message"),
            Row("CPU per message, one in flight, at B (receiver)", f["one_cpu_b_us"], "µs", "under load",
