@@ -367,7 +367,13 @@ class Station:
 
     async def _perform(self, session: LineSession, actions: list[Action]) -> None:
         """Write every frame of a burst before yielding, so frames keep the order the link chose:
-        each path's frames as one write (``write_frames``), before a Close of that path."""
+        each path's frames as one write (``write_frames``), before a Close of that path. Then wait
+        until each path written to has taken them (back-pressure)."""
+        for conn in self._write_actions(session, actions):
+            await self._drain(conn)
+
+    def _write_actions(self, session: LineSession, actions: list[Action]) -> list[transport.Connection]:
+        """``_perform`` without the wait: write (and close) now; the connections written to."""
         touched: dict[str, transport.Connection] = {}
         burst: dict[str, list[bytes]] = {}
         for act in actions:
@@ -387,11 +393,26 @@ class Station:
                 asyncio.get_running_loop().call_later(1.0, conn.abort)  # answers the TLS close
         for path, payloads in burst.items():
             self._write_burst(touched[path], payloads)
-        for conn in touched.values():
-            try:
-                await conn.drain()
-            except RedlineError:
-                conn.abort()
+        return list(touched.values())
+
+    def _perform_soon(self, session: LineSession, actions: list[Action]) -> None:
+        """``_perform`` from a plain callback: write now, and wait for a path's back-pressure in a
+        task only when that path has not taken everything (a silent path's writes back up there,
+        holding up nothing else); on a path that took them, as nearly always, no task at all."""
+        backed = [conn for conn in self._write_actions(session, actions) if conn.must_drain()]
+        if backed:
+            self._spawn(self._drain_all(backed))
+
+    async def _drain_all(self, conns: list[transport.Connection]) -> None:
+        for conn in conns:
+            await self._drain(conn)
+
+    @staticmethod
+    async def _drain(conn: transport.Connection) -> None:
+        try:
+            await conn.drain()
+        except RedlineError:
+            conn.abort()
 
     @staticmethod
     def _write_burst(conn: transport.Connection, payloads: list[bytes]) -> None:
@@ -409,21 +430,29 @@ class Station:
             self._dirty[session.line] = None
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._flush_scheduled_lines()))
+            asyncio.get_running_loop().call_soon(self._flush_scheduled_lines)
 
-    async def _flush_scheduled_lines(self) -> None:
+    def _flush_scheduled_lines(self) -> None:
         """The lines with input since the last flush (with 100 lines, a heartbeat's burst of input
-        on one no longer flushes the 99 others), or every line after a tick."""
+        on one no longer flushes the 99 others), or every line after a tick. A plain callback, not
+        a task: with one message in flight, a task per flush was a loop turn more per message."""
         self._flush_scheduled = False
         dirty, every = self._dirty, self._flush_all
         self._dirty, self._flush_all = {}, False
-        await self._flush(None if every else dirty)
+        for session, actions in self._flush_lines(None if every else dirty):
+            self._perform_soon(session, actions)
         for line in dirty:  # what was stored (by this flush or another) may make a tick due sooner
             self._tick_due.pop(line, None)
 
     async def _flush(self, lines: Collection[str] | None = None) -> None:
         """Group commit: everything that arrived in this burst shares one fsync. ``lines``: only
-        these (by id), else every line."""
+        these (by id), else every line. Returns once the paths have taken the frames."""
+        for session, actions in self._flush_lines(lines):
+            await self._perform(session, actions)
+
+    def _flush_lines(self, lines: Collection[str] | None) -> Iterator[tuple[LineSession, list[Action]]]:
+        """Commit each line's input in turn and yield the frames to send after that commit (the
+        caller sends them before the next line is committed)."""
         sessions = list(self.sessions.values()) if lines is None else [
             self.sessions[line] for line in lines if line in self.sessions
         ]  # fmt: skip
@@ -442,7 +471,7 @@ class Station:
                 self._restart_session(session)
                 continue
             self._wake_receipt_waiters(session)
-            await self._perform(session, actions)
+            yield session, actions
             if session.has_pending:  # recovery handed over more in this flush: store it now
                 self._schedule_flush(session)
         self._promote_keys()
@@ -831,7 +860,7 @@ class Station:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._accepts.append((session, kind, prio, content, idem, fut))
         if len(self._accepts) == 1:
-            asyncio.get_running_loop().call_soon(lambda: self._spawn(self._commit_accepts()))
+            asyncio.get_running_loop().call_soon(self._commit_accepts)
         local = await fut
         item = self.ledger.outbox_item(local)
         return views.Accepted(
@@ -839,10 +868,11 @@ class Station:
             state="signed and sent" if item.seq else "accepted; waiting in the outbox until the line is in sync",
         )  # fmt: skip
 
-    async def _commit_accepts(self) -> None:
+    def _commit_accepts(self) -> None:
         """Group commit for operators: every request that arrived in this turn of the event loop is
         made durable (and signed, where the line is in sync) in one transaction, one fsync; each
-        caller hears back only after that commit."""
+        caller hears back only after that commit. A plain callback, not a task (one loop turn less
+        per message with one in flight); the frames go out as ``_perform_soon`` writes them."""
         batch, self._accepts = self._accepts, []
         wall = self.wall()
         done: list[tuple[asyncio.Future[int], int | BaseException]] = []
@@ -883,7 +913,7 @@ class Station:
                 fut.set_result(outcome)
         for session, actions in flushed:
             self._wake_receipt_waiters(session)
-            await self._perform(session, actions)
+            self._perform_soon(session, actions)
         self._promote_keys()
 
     def _find(self, line: str, prefix: str) -> list[Entry]:

@@ -270,6 +270,12 @@ class Connection:
             raise ConnectionClosedError(f"cannot send to {self.peer}: the connection is closed")
         self._writer.write(b"".join(part for payload in payloads for part in (_HEADER.pack(len(payload)), payload)))
 
+    def must_drain(self) -> bool:
+        """Whether ``drain`` may have to wait or fail: something written is still queued in the
+        transport (the socket did not take it all), or the connection is closed. False means
+        ``drain`` would return at once."""
+        return self.closed or self._writer.transport.get_write_buffer_size() > 0
+
     async def drain(self) -> None:
         """Wait until the transport has taken what was written (back-pressure)."""
         if self.closed:
