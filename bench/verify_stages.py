@@ -107,7 +107,7 @@ def _measure(held: Any, roots: dict[str, bytes], rows: int, repeats: int) -> Fig
         report = LineReport(held.line, held.names)
         state = V._Replay(stations)
         gate = TrustedLine(held.line, keys, state, roots=roots, people=True)
-        chains = {fp: V._ChainReader(_each(batches[fp])) for fp in stations}
+        chains = {fp: V._ChainReader(_each(batches[fp]), V._Counted(None)) for fp in stations}
         V._replay_chains(held, chains, gate, state, report)
         replayed[0] = sum(report.chain_sizes.values())
 

@@ -9,7 +9,9 @@ station directories (outside the store), as guarantee 4 requires. Tests are name
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import random
 import re
@@ -19,7 +21,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -562,3 +564,49 @@ def test_a_flip_in_every_blob_kind_is_found(transcript: Transcript, blobs: list[
         bit = rng.randrange(blob.size * 8)
         report = _flip_and_verify(transcript, blob, bit)
         assert not report.ok, f"a flipped bit {bit} in {blob.table}.{blob.column} {blob.args} went unnoticed"
+
+
+def test_verify_tells_its_progress_batch_by_batch_up_to_every_envelope_held(transcript: Transcript) -> None:
+    ledger = Ledger(transcript.store("a"))
+    try:
+        data = ledger.line_data(transcript.line, "EUCOM")
+        told: list[int] = []
+        assert verify_line(data, transcript.roots, progress=told.append).ok
+        held = sum(data.held(fp) for fp in data.stations())
+    finally:
+        ledger.close()
+    assert told and told == sorted(set(told)) and told[-1] == held > 0, (told, held)
+
+
+def test_cli_verify_shows_a_bar_on_a_terminal_only_and_as_text(
+    transcript: Transcript, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal, 'redline verify' shows how far it is (a year of transcript takes minutes);
+    in a pipe or a log, nothing but the report. The bar's text is never read as markup."""
+    from click.testing import CliRunner
+
+    from redline.cli import record
+    from redline.cli.common import main
+    from redline.display import SafeConsole
+
+    station = tmp_path / "EUCOM"
+    shutil.copytree(transcript.dir_a, station)
+    monkeypatch.setattr(record, "PROGRESS_FROM", 1)
+    piped = CliRunner().invoke(main, ["verify", "--station", str(station)])
+    assert piped.exit_code == 0 and "VERIFIED" in piped.output and "verifying" not in piped.output, piped.output
+    screen = io.StringIO()
+    monkeypatch.setattr(record, "err", SafeConsole(stderr=True, file=screen, force_terminal=True, width=120))
+    labels: list[str] = []
+    shown = record.verify_progress
+
+    @contextlib.contextmanager
+    def watched(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+        labels.append(f"[bold]{label}[/bold]")  # as if a label held markup: it is shown as typed
+        with shown(labels[-1], total) as progress:
+            yield progress
+
+    monkeypatch.setattr(record, "verify_progress", watched)
+    on_tty = CliRunner().invoke(main, ["verify", "--station", str(station)])
+    assert on_tty.exit_code == 0 and "VERIFIED" in on_tty.output, on_tty.output
+    drawn = screen.getvalue()
+    assert f"[bold]verifying line {transcript.line[:8]}[/bold]" in drawn and "envelopes" in drawn, drawn

@@ -3,14 +3,16 @@ station stopped too; ``export`` writes a bundle anyone can verify; ``verify --bu
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from redline.cli.common import console, emit, fail, json_option, main, run, station_option, when
+from redline.cli.common import console, emit, err, fail, json_option, main, run, station_option, when
 from redline.display import columns, shown, styled
 from redline.errors import RedlineError
 from redline.home import StationDir, station_path
@@ -115,6 +117,27 @@ def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | No
     if not report.ok:
         sys.exit(2)
 
+# Lines below this many envelopes verify in well under a second: no bar flashes up for them.
+PROGRESS_FROM = 10_000
+
+
+@contextlib.contextmanager
+def verify_progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A bar on the terminal while a line is verified (a year of transcript takes minutes), gone
+    when it ends; nothing when standard error is a pipe or a log. ``label`` is ours, and shown as
+    text, never markup, like everything else here."""
+    if total < PROGRESS_FROM or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    shown_as = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                TextColumn("envelopes", markup=False), TimeRemainingColumn())  # fmt: skip
+    with Progress(*shown_as, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.update(task, completed=n)
+
+
 @main.command()
 @station_option
 @click.option("--peer-fingerprint", default=None, help="Check the pinned peer root against this fingerprint.")
@@ -166,7 +189,9 @@ def verify(
                         )
                     roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
                     with ledger.stored_line(record.line, home.config().name) as held:  # streamed, not loaded
-                        reports.append(verify_line(held, roots, workers=workers_for(held)))
+                        total = sum(held.held(fp) for fp in held.stations())
+                        with verify_progress(f"verifying line {record.line[:8]}", total) as progress:
+                            reports.append(verify_line(held, roots, workers=workers_for(held), progress=progress))
                     audio = ledger.raw_of_kind(record.line, ledger.station, "CALL_AUDIO")
                     recording.verify_kept(home.path, audio, record.line, ledger.station, record.peer, reports[-1])
             return reports
