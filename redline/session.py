@@ -766,6 +766,15 @@ class LineSession:
         Returns the frames to send; send them only after this returns (after the fsync)."""
         if self._idle(wall):
             return []  # not even an empty transaction: the station flushes every line at every tick
+        p = self._pending
+        if p.receipt is not None and not (p.envelopes or p.own or p.suspects):
+            # The peer's new receipt and nothing else: counted and held in memory (as below), and
+            # no transaction unless something else is to be done. With one message in flight
+            # every receipt came alone, and opened and committed a transaction that wrote nothing.
+            self.on_receipted(p.receipt_seq, wall)
+            self._held, p.receipt = (p.receipt, p.receipt_seq), None
+            if self._idle(wall):
+                return []
         out: list[Action] = []
         pending, self._pending = self._pending, _Pending()
         with self.ledger.batch():
@@ -889,8 +898,8 @@ class LineSession:
 
     def _sign_pending(self, wall: int) -> list[Action]:
         out: list[Action] = []
-        if self.halted or not self.link.can_send():
-            return out
+        if self.halted or not self.link.can_send() or self.outbox_count <= 0:
+            return out  # the count is kept with every accept and signing: no query for an empty outbox
         room = self.limits.window - (self.link.sent_hi - self.link.peer_has_ours)
         for item in self.ledger.pending(self.line, min(room, self.limits.group_commit_rows)):
             switch = self._switch_for(item.kind, item.content)

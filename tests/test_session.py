@@ -896,6 +896,30 @@ def test_a_held_receipt_costs_no_transaction_until_it_is_due_and_is_counted_once
     assert statements == []  # saved: idle again
 
 
+def test_a_receipt_alone_is_taken_without_a_transaction(sp: SessionPair) -> None:
+    """With one message in flight each receipt comes alone. The flush that takes it counts it and
+    holds it in memory without a transaction (it opened and committed one that wrote nothing, once
+    per message); the sender's own commit is the only one, and a receipt due to be saved is."""
+    counted: list[int] = []
+    sp.a.on_receipted = lambda seq, at: counted.append(seq)
+    sp.send("a", "m0")
+    sp.run()  # the first receipt is saved (none was for a second)
+    statements: list[str] = []
+    sp.a.ledger._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    for n in (2, 3):
+        statements.clear()
+        sp.send("a", f"m{n}")
+        sp.run()
+        assert sp.a.receipted_seq == n and counted[-1] == n
+        assert statements.count("BEGIN IMMEDIATE") == 2  # accepting it, and signing it: not the receipt
+    assert counted == [1, 2, 3] and sp.a.ledger.latest_receipt(sp.line, sp.b.us)[0] == 1  # type: ignore[index]
+    sp.clock.advance(1.0)
+    statements.clear()
+    sp.a.flush(sp.clock.wall)
+    assert sp.a.ledger.latest_receipt(sp.line, sp.b.us)[0] == 3  # type: ignore[index]
+    assert statements.count("BEGIN IMMEDIATE") == 1 and counted == [1, 2, 3]
+
+
 def _proposer(sp: SessionPair) -> tuple[str, str]:
     return ("a", "b") if sp.a.is_proposer else ("b", "a")
 
