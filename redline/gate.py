@@ -716,9 +716,11 @@ class TrustedLine:
         self.seen[h.sender] = h.seen_seq
 
     # -- receipts --------------------------------------------------------------------------------
-    def accept_receipt(self, signed: Signed, *, by: str | None = None) -> Receipt:
-        """A station's cumulative statement that it stored the other's chain up to seq N, id H."""
-        peek = Receipt.peek(signed)
+    def accept_receipt(self, signed: Signed, *, by: str | None = None, peeked: Receipt | None = None) -> Receipt:
+        """A station's cumulative statement that it stored the other's chain up to seq N, id H.
+        ``peeked``: what ``Receipt.peek(signed)`` gave for this very ``signed`` (the live session
+        parses a receipt first to drop copies and old ones): not parsed again."""
+        peek = peeked if peeked is not None else Receipt.peek(signed)
         if peek.by not in self.stations or (by is not None and peek.by != by):
             raise WrongSenderError(f"receipt by station {peek.by[:12]}, not by the station expected on this line")
         receipt = Receipt.open(signed, self.key(peek.by, peek.key), peeked=peek)

@@ -118,7 +118,8 @@ class _LedgerView:
             for env in s._pending.own:
                 if env.seq == seq:
                     return env.id
-        return s.ledger.envelope_id(s.line, station, seq)
+        head = s.ledger.head(s.line, station)  # kept in memory: what a receipt names nearly always
+        return head[1] if seq == head[0] else s.ledger.envelope_id(s.line, station, seq)
 
     def root_at(self, station: str, size: int) -> bytes | None:
         log = self._s.ledger.log(self._s.line, station)
@@ -628,7 +629,7 @@ class LineSession:
             if self.gate.revoked_key(self.peer, peek.key) and peek.seq <= self._flagged_receipt_seq:
                 return []  # the revoked key again, no further than it already went (said once, not verified)
             flagged = len(self.gate.flagged_statements)
-            receipt = self.gate.accept_receipt(signed, by=self.peer)
+            receipt = self.gate.accept_receipt(signed, by=self.peer, peeked=peek)
         except RedlineError as exc:
             if isinstance(exc, ReceiptBeyondChainError) and self.link.recover_to:
                 self._receipt_later = raw  # of envelopes we are still recovering: judged when done

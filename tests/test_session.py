@@ -21,12 +21,12 @@ import pytest
 from redline import canonical, identity
 from redline.config import Limits
 from redline.envelope import Envelope, seal, split
-from redline.errors import LocalProtocolError
+from redline.errors import LocalProtocolError, ReceiptMismatchError
 from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import verify_line
 from redline.protocol.framing import FrameDecoder, FrameType, encode_frame
 from redline.session import LineSession
-from redline.statements import Checkpoint
+from redline.statements import Checkpoint, Receipt
 from redline.testing import SessionPair, SimPath
 
 
@@ -918,6 +918,31 @@ def test_a_receipt_alone_is_taken_without_a_transaction(sp: SessionPair) -> None
     sp.a.flush(sp.clock.wall)
     assert sp.a.ledger.latest_receipt(sp.line, sp.b.us)[0] == 3  # type: ignore[index]
     assert statements.count("BEGIN IMMEDIATE") == 1 and counted == [1, 2, 3]
+
+
+def test_a_receipt_is_parsed_once_and_its_id_checked_without_a_query(
+    sp: SessionPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session parses a receipt to drop copies and old ones, and hands that parse to the gate
+    (which parsed it again); the gate's check that it names the id held at its seq is answered by
+    the chain's head kept in memory, not a query. Every rule is still the gate's: a receipt naming
+    another id at that seq is refused."""
+    sp.send("a", "m0")
+    sp.run()
+    peeks: list[bytes] = []
+    real_peek = Receipt.peek.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Receipt, "peek", classmethod(lambda cls, signed: (peeks.append(signed.data),
+                                                                          real_peek(cls, signed))[1]))  # fmt: skip
+    statements: list[str] = []
+    sp.a.ledger._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+    sp.send("a", "m1")
+    sp.run()
+    assert sp.a.receipted_seq == 2 and len(peeks) == 1
+    assert not [s for s in statements if s.startswith("SELECT id FROM envelopes")]
+    forged = Receipt(line=sp.line, by=sp.b.us, key=sp.b.keys.key_id, of=sp.a.us, seq=2, id="ab" * 32,
+                     received_at=sp.clock.wall).sign(sp.b.keys.signing)  # fmt: skip
+    with pytest.raises(ReceiptMismatchError):
+        sp.a.gate.accept_receipt(forged, by=sp.b.us, peeked=Receipt.peek(forged))
 
 
 def _proposer(sp: SessionPair) -> tuple[str, str]:
