@@ -836,11 +836,20 @@ class LineSession:
         checkpoint is or falls due (the conditions ``flush`` itself checks, read from memory). A
         held receipt not yet due costs no transaction: the tick's flush saves it once it is."""
         p = self._pending
-        if p.envelopes or p.own or p.suspects or p.receipt is not None or self._checkpoint_due:
+        if p.envelopes or p.own or p.suspects or p.receipt is not None:
             return False
         if self._held is not None and self._receipt_due(wall):
             return False
         if self.outbox_count > 0 and not self.halted and self.link.can_send():
+            return False
+        if not (self.is_proposer and self._proposal is None and self.link.synced):
+            # A checkpoint due is proposed only by the proposer, one at a time, in sync
+            # (_maybe_propose). The other side's count of envelopes since the last checkpoint
+            # passed checkpoint_every_envelopes and stayed there until the proposer's next one (up
+            # to checkpoint_every_seconds), and every flush until then, each receipt's and each
+            # tick's, opened a write transaction for nothing.
+            return True
+        if self._checkpoint_due:
             return False
         covered, has = self._checkpointed(self.us), self.link.peer_has_ours
         return has - covered < self.limits.checkpoint_every_envelopes and not covered < self._op_seq <= has

@@ -945,6 +945,37 @@ def test_a_receipt_is_parsed_once_and_its_id_checked_without_a_query(
         sp.a.gate.accept_receipt(forged, by=sp.b.us, peeked=Receipt.peek(forged))
 
 
+def test_the_side_that_does_not_propose_checkpoints_opens_no_transaction_for_one(tmp_path: Path) -> None:
+    """Only the proposer proposes checkpoints. The other side's flush counted its envelopes since
+    the last checkpoint as due once past checkpoint_every_envelopes, and until the proposer's next
+    checkpoint (up to checkpoint_every_seconds) every flush, each receipt's and each tick's, opened
+    and committed a write transaction for nothing; now only what it has to store or sign does. The
+    proposer still proposes at that count."""
+    sp = SessionPair(tmp_path, limits=Limits(checkpoint_every_envelopes=2))
+    try:
+        sp.run()
+        proposer, other = _proposer(sp)
+        quiet = sp.a if other == "a" else sp.b
+        for i in range(3):
+            sp.send(other, f"m{i}")
+            sp.run()
+        statements: list[str] = []
+        quiet.ledger._db.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        for _ in range(3):
+            assert quiet.flush(sp.clock.wall) == []
+        assert statements == []
+        sp.send(other, "m3")
+        statements.clear()
+        sp.run()  # signed in one transaction; the receipt that comes back is taken without one
+        assert statements.count("BEGIN IMMEDIATE") == 1 and quiet.receipted_seq == 4
+        for i in range(3):
+            sp.send(proposer, f"p{i}")
+            sp.run()
+        assert sp.a.ledger.last_checkpoint(sp.line) is not None  # the proposer's count still proposes
+    finally:
+        sp.close()
+
+
 def _proposer(sp: SessionPair) -> tuple[str, str]:
     return ("a", "b") if sp.a.is_proposer else ("b", "a")
 
