@@ -309,6 +309,10 @@ def before_after(res: dict[str, Any], lim: Figures) -> str:
             f"Ed25519 sign {fmt(lim['sign_us'], 'µs')}")  # fmt: skip
         row("CPU per message at B (receiver)", "µs", old["tput_cpu_b_us"], line["tput_cpu_b_us"],
             f"Ed25519 verify {fmt(lim['verify_us'], 'µs')}")  # fmt: skip
+        for side, who in (("a", "A (sender)"), ("b", "B (receiver)")):
+            if f"one_cpu_{side}_us" in old and f"one_cpu_{side}_us" in line:
+                row(f"CPU per message, one in flight, at {who}", "µs", old[f"one_cpu_{side}_us"],
+                    line[f"one_cpu_{side}_us"])  # fmt: skip
         row("durable send-to-receipt, p50", "µs", old["durable_p50_us"], line["durable_p50_us"],
             f"implied limit {fmt(lim['implied_latency_us'], 'µs')}")  # fmt: skip
         row("durable send-to-receipt, p99", "µs", old["durable_p99_us"], line["durable_p99_us"], "aim 2,000 µs")
