@@ -9,14 +9,11 @@ ledger's in-memory caches.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 import resource
 import signal
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,6 @@ from redline.errors import (
     SchemaVersionError,
     StorageError,
 )
-from redline.ledger import checkpoint
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import SCHEMA_VERSION
 from redline.ledger.sqlite import Ledger, leaf_of
@@ -192,43 +188,6 @@ def test_wal_mode_and_synchronous_full_are_actually_in_force(sqlite_ledger: Ledg
         reopened.close()
     # WAL is persistent in the file header (bytes 18-19 are 2 for WAL), so any reader sees it.
     assert path.read_bytes()[18:20] == b"\x02\x02"
-
-
-def test_the_wal_is_copied_into_the_store_by_a_thread_of_its_own_not_in_a_commit(sqlite_ledger: Ledger) -> None:
-    """SQLite's automatic checkpoint copies the WAL into the file inside the commit that takes it
-    past 1,000 pages, holding up the message in flight by about 2 ms; the ledger's own thread
-    copies the frames as they come, so the commits find almost nothing left to copy there."""
-    ledger = sqlite_ledger
-    assert ledger._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == checkpoint.BACKSTOP
-    checkpointer = ledger._checkpointer
-    assert checkpointer is not None
-    with ledger.batch():
-        for env in chain(40):  # about a hundred pages: far below the 1,000 of SQLite's own checkpoint
-            ledger.append(env, T0)
-    deadline = time.monotonic() + 10  # the thread's first checkpoint, within checkpoint.EVERY of the commit
-    while checkpointer.last is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert checkpointer.last is not None and checkpointer.failed is None
-    busy, frames, copied = checkpointer.last
-    assert busy == 0 and copied == frames >= 40, checkpointer.last  # every frame copied, by the thread
-    assert [t for t in threading.enumerate() if t.name == "redline-checkpoint"]
-
-
-def test_the_checkpoint_thread_ends_with_its_store(path: Path) -> None:
-    def threads() -> int:
-        return sum(t.name == "redline-checkpoint" for t in threading.enumerate())
-
-    before = threads()
-    ledger = Ledger(path, create=True, station=A)
-    reader = Ledger.open_read_only(path)  # a reader never checkpoints: no thread
-    assert threads() == before + 1 and reader._checkpointer is None
-    reader.close()
-    ledger.close()
-    assert threads() == before
-    forgotten = Ledger(path)
-    del forgotten  # a ledger nobody closed: its thread ends when it is collected
-    gc.collect()
-    assert threads() == before
 
 
 # -- schema version ------------------------------------------------------------------------------

@@ -30,8 +30,7 @@ from redline.errors import (
     StorageError,
 )
 from redline.identity import SignedCert
-from redline.ledger import checkpoint, integrity
-from redline.ledger.checkpoint import Checkpointer
+from redline.ledger import integrity
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineData, LineRecord, OutboxItem, StoredRow
 from redline.statements import Signed
 
@@ -134,15 +133,11 @@ def _hint(exc: sqlite3.DatabaseError) -> str:
     return ""
 
 
-def _close(db: sqlite3.Connection, key: tuple[int, int], checkpointer: Checkpointer | None) -> None:
+def _close(db: sqlite3.Connection, key: tuple[int, int]) -> None:
     try:
-        if checkpointer is not None:  # first: the store's own connection, closing, checkpoints the rest
-            checkpointer.close()
+        db.close()
     finally:
-        try:
-            db.close()
-        finally:
-            integrity.release(key)
+        integrity.release(key)
 
 
 def leaf_of(envelope_id: str) -> bytes:
@@ -341,7 +336,6 @@ class Ledger:
             # Written outbox items signed in the open batch: (seq, envelope id), set when it commits.
             self._signed_later: dict[int, tuple[str, int, str]] = {}
             self._next_local: int | None = None  # the next outbox number, read once per batch
-            self._checkpointer: Checkpointer | None = None  # started once the store is open (below)
             try:
                 if not create:
                     # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
@@ -375,7 +369,6 @@ class Ledger:
                     self._migrate(version)
                 if not read_only:
                     self._tune_indexes()
-                    self._db.execute(f"PRAGMA wal_autocheckpoint={checkpoint.BACKSTOP}")
                 key = integrity.hold(path)
             except BaseException as exc:
                 self._db.close()  # a refused store is released at once, not whenever the GC runs
@@ -384,10 +377,7 @@ class Ledger:
                 raise
         # Closed by close(), or by the garbage collector if a caller forgets: either way the
         # connection is closed before the store stops counting as open here.
-        # The WAL is copied into the file by a thread of its own, not inside a commit (ledger/checkpoint.py).
-        if not read_only:
-            self._checkpointer = Checkpointer(path)
-        self._closer = weakref.finalize(self, _close, self._db, key, self._checkpointer)
+        self._closer = weakref.finalize(self, _close, self._db, key)
         self._logs: dict[tuple[str, str], merkle.StoredLog] = {}
         self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}
 
@@ -585,8 +575,6 @@ class Ledger:
                 self._forget()
                 raise StorageError(f"commit failed, nothing from this batch was accepted: {err}{_hint(err)}") from err
             self._clean, self._wrote = False, True
-            if self._checkpointer is not None:
-                self._checkpointer.committed()
 
     def _abandon(self, exc: BaseException) -> None:
         self._depth -= 1
