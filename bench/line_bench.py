@@ -11,7 +11,9 @@ Two real ``redline serve`` processes (EUCOM and NDMC, ``tests/procs.paired_stati
 - **local accept**: ``send`` without waiting: the message is durable (signed and committed) at A.
 - **durable latency** (one in flight): ``send`` with ``wait: receipt`` on a held control connection,
   timed from writing the request to reading the answer: A accepts, seals and commits, B verifies,
-  commits and signs a receipt, A verifies and stores the receipt. Median and p99 over 2000 after
+  commits and signs a receipt, A verifies the receipt (and keeps it in memory: it is stored with
+  A's next commit or within a second, and B sends its latest again on every path that opens, so
+  no commit of A's is on the path for it). Median and p99 over 2000 after
   200 warm-up. It includes one control-socket round trip (the row above). The stations' CPU over
   the same messages, per message, is what one in flight costs (beside the throughput's).
 - **throughput** (many in flight): 20,000 sends of 1 KiB pipelined on one control connection to A;
@@ -369,7 +371,6 @@ def measure_baseline(rev: str, *, quick: bool = False) -> Figures:
 
 def rows(f: Figures, lim: Figures) -> list[Row]:
     implied = lim["implied_latency_us"]
-    three = 3 * lim["sqlite_full_p50_us"] + 2 * lim["sign_us"] + 2 * lim["verify_us"] + lim["tls_rtt_p50_us"]
     out = [
         Row("control round trip (status), median", f["control_p50_us"], "µs", "TLS echo RTT", lim["tls_rtt_p50_us"],
             note="what the measuring client adds"),
@@ -378,8 +379,6 @@ def rows(f: Figures, lim: Figures) -> list[Row]:
         Row("durable send-to-receipt latency, p50", f["durable_p50_us"], "µs", "implied limit", implied,
             note=f"aim ≤ {LATENCY_AIM_FACTOR}x = {LATENCY_AIM_FACTOR * implied:,.0f} µs; "
                  f"{f['durable_p50_us'] - f['control_p50_us']:,.0f} µs without the control round trip"),
-        Row("durable send-to-receipt latency, p50", f["durable_p50_us"], "µs", "implied with 3 commits", three,
-            note="A's receipt commit is on the path too"),
         Row("durable send-to-receipt latency, p99", f["durable_p99_us"], "µs", "implied limit", implied,
             note="LIMITS.md: p99 of 1.5-2 ms is realistic"),
         *([Row("waiting for a core (run queue) per send, slowest 1 %", f["durable_tail_runq_us"], "µs", "all sends",

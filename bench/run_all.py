@@ -122,7 +122,9 @@ def ratio_fields(section: str, rows: list[Row]) -> dict[str, float]:
 # -- peers ------------------------------------------------------------------------------------------
 GUARANTEES = {
     "redline": "stored (SQLite FULL) at both stations, signed by the sender, verified and receipted with a signed "
-    "receipt that is back and stored at the sender when the send returns",
+    "receipt that is back and verified at the sender when the send returns (kept in memory there and stored "
+    "with its next commit or within a second; the receiver sends its latest receipt again on every path that "
+    "opens)",
     "prosody_plain": "nothing durable; routed in memory to bob's open stream; no acknowledgement to the sender",
     "prosody_mam": "stored in the server's SQLite archive (2 rows, rollback journal, FULL) before routing; "
     "no acknowledgement to the sender; nothing signed end to end",
