@@ -898,22 +898,35 @@ class Station:
                     except RedlineError as exc:
                         done.append((fut, exc))
                 flushed = [(s, s.flush(wall)) for s in touched.values()]
-        except RedlineError as exc:
+        except Exception as exc:  # rolled back: nothing of the batch is stored, and every caller hears why
             for _, _, _, _, _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
-            if isinstance(exc, StorageError):  # rolled back: the sessions' memory ran ahead of the store
-                for session in {id(item[0]): item[0] for item in batch}.values():
+            # The sessions' memory ran ahead of the store (outbox count, chain tails, link): rebuilt
+            # from it, as a restart would. A bug (not a RedlineError) is said so, as _flush_lines does.
+            for session in {id(item[0]): item[0] for item in batch}.values():
+                if isinstance(exc, StorageError):
                     self._storage_failed(session, exc)
+                else:
+                    what = str(exc) if isinstance(exc, RedlineError) else f"INTERNAL ERROR {exc!r}"
+                    if not isinstance(exc, RedlineError):
+                        log.exception("accepting on line %s failed", session.line[:8])
+                    self.alarm(session.line, "alarm", f"accepting failed ({what}): the batch was rolled back, "
+                               "nothing in it was accepted, and the line restarts from the store")  # fmt: skip
+                    self._restart_session(session)
             return
+        # Committed: the frames go out first, then the callers hear (one of them may have gone: a
+        # cancelled caller's future is done, and answering it must not keep the others waiting).
+        for session, actions in flushed:
+            self._wake_receipt_waiters(session)
+            self._perform_soon(session, actions)
         for fut, outcome in done:
+            if fut.done():
+                continue
             if isinstance(outcome, BaseException):
                 fut.set_exception(outcome)
             else:
                 fut.set_result(outcome)
-        for session, actions in flushed:
-            self._wake_receipt_waiters(session)
-            self._perform_soon(session, actions)
         self._promote_keys()
 
     def _find(self, line: str, prefix: str) -> list[Entry]:

@@ -362,3 +362,24 @@ def test_a_client_that_pipelines_without_reading_its_answers_holds_only_so_many_
         assert all(a["ok"] and "lines" in a["result"] for a in answers)
 
     run(tmp_path, body)
+
+
+def test_a_caller_that_goes_away_mid_commit_leaves_the_others_answered_and_the_batch_sent(tmp_path: Path) -> None:
+    """Two sends in one turn of the loop share a commit; the first caller is cancelled while it
+    waits (a timeout around it, the console's request ended at stop). Answering its future raised
+    and left the second caller waiting for ever, and the batch's envelopes, committed and signed,
+    were never written to a path. Now both are sent and the second caller hears back."""
+
+    async def body(sp: StationPair) -> None:
+        sent = sp.a.status().lines[0].our_seq
+        gone = asyncio.ensure_future(sp.a.send(sp.line, "the caller of this one goes away"))
+        stays = asyncio.ensure_future(sp.a.send(sp.line, "the caller of this one waits"))
+        await asyncio.sleep(0)  # both wait on the commit, which runs at the next turn
+        gone.cancel()
+        answer = await asyncio.wait_for(stays, 10)
+        assert answer.seq == sent + 2 and answer.state == "signed and sent"
+        await sp.synced()  # within its 10 s: sent at once, not at some later reconnect
+        assert sp.b.status().lines[0].their_seq == sent + 2
+        assert not [a for a in sp.alarms if a[1] == "alarm"], sp.alarms
+
+    run(tmp_path, body)
