@@ -822,19 +822,26 @@ class LineSession:
                 self.ledger.add_receipt(self.line, self.peer, self._held[1], self._held[0], wall)
                 self._receipt_saved, self._held = wall, None
             out += self._sign_pending(wall)
-            covered = self._checkpointed(self.us)
-            if self.link.peer_has_ours - covered >= self.limits.checkpoint_every_envelopes:
+            if self._count_due():
                 self._checkpoint_due = True
-            if covered < self._op_seq <= self.link.peer_has_ours:
-                self._checkpoint_due = True  # our operational message is now receipted: cover it
             out += self._maybe_propose(wall)
         return out
+
+    def _count_due(self) -> bool:
+        """A checkpoint falls due by count (PROTOCOL.md 8.7): ``checkpoint_every_envelopes`` of
+        either chain beyond the last checkpoint (ours as far as the peer has it, theirs as far as we
+        stored it: what a proposal covers), or our operational message receipted and not covered."""
+        every = self.limits.checkpoint_every_envelopes
+        covered, has = self._checkpointed(self.us), self.link.peer_has_ours
+        theirs = self.ledger.head(self.line, self.peer)[0] - self._checkpointed(self.peer)
+        return has - covered >= every or theirs >= every or covered < self._op_seq <= has
 
     def _idle(self, wall: int) -> bool:
         """Nothing for ``flush`` to store, receipt, sign or propose: no verified input waits, no new
         receipt, none held that is due to be saved, nothing in the outbox may be signed now, and no
-        checkpoint is or falls due (the conditions ``flush`` itself checks, read from memory). A
-        held receipt not yet due costs no transaction: the tick's flush saves it once it is."""
+        checkpoint this side could propose now is or falls due (the conditions ``flush`` itself
+        checks, read from memory). A held receipt not yet due costs no transaction: the tick's flush
+        saves it once it is."""
         p = self._pending
         if p.envelopes or p.own or p.suspects or p.receipt is not None:
             return False
@@ -849,10 +856,7 @@ class LineSession:
             # to checkpoint_every_seconds), and every flush until then, each receipt's and each
             # tick's, opened a write transaction for nothing.
             return True
-        if self._checkpoint_due:
-            return False
-        covered, has = self._checkpointed(self.us), self.link.peer_has_ours
-        return has - covered < self.limits.checkpoint_every_envelopes and not covered < self._op_seq <= has
+        return not (self._checkpoint_due or self._count_due())
 
     def close(self, wall: int) -> None:
         """A clean stop: save the peer's receipt still held in memory."""

@@ -966,12 +966,35 @@ def test_the_side_that_does_not_propose_checkpoints_opens_no_transaction_for_one
         assert statements == []
         sp.send(other, "m3")
         statements.clear()
+        before = quiet.ledger.last_checkpoint(sp.line)
         sp.run()  # signed in one transaction; the receipt that comes back is taken without one
-        assert statements.count("BEGIN IMMEDIATE") == 1 and quiet.receipted_seq == 4
+        after = quiet.ledger.last_checkpoint(sp.line)
+        cosigned = (after[0] if after else 0) - (before[0] if before else 0)  # one transaction each
+        assert statements.count("BEGIN IMMEDIATE") == 1 + cosigned and quiet.receipted_seq == 4
         for i in range(3):
             sp.send(proposer, f"p{i}")
             sp.run()
         assert sp.a.ledger.last_checkpoint(sp.line) is not None  # the proposer's count still proposes
+    finally:
+        sp.close()
+
+
+def test_the_other_sides_envelopes_bring_a_checkpoint_by_count_too(tmp_path: Path) -> None:
+    """PROTOCOL.md 8.7: the proposer proposes at least every checkpoint_every_envelopes envelopes
+    of either chain. It counted only its own, so a side that does not propose could send any number
+    of TEXT envelopes with none co-signed until the proposer's timer (60 s by default)."""
+    sp = SessionPair(tmp_path, limits=Limits(checkpoint_every_envelopes=3))
+    try:
+        sp.run()
+        proposer, other = _proposer(sp)
+        for i in range(3):
+            assert sp.a.ledger.last_checkpoint(sp.line) is None
+            sp.send(other, f"m{i}")
+            sp.run()
+        last = sp.a.ledger.last_checkpoint(sp.line)
+        assert last is not None and last == sp.b.ledger.last_checkpoint(sp.line)
+        sender = (sp.a if other == "a" else sp.b).us
+        assert Checkpoint.peek(last[1]).head(sender).size == 3  # the other side's three, co-signed
     finally:
         sp.close()
 
