@@ -157,7 +157,8 @@ ANSWERS_PER_WRITE_BYTES = 256 * 1024
 # more from that connection until its oldest answer is written: a client that pipelines without
 # reading its answers (or asks faster than they come due) then holds this many tasks and answers
 # in the station, not as many as it can write; the rest waits in the socket and then blocks its
-# writes. Above the sender's flow window (2,048 unreceipted), so a pipelining client is not slowed.
+# writes. Twice the default flow window (2,048 unreceipted): a client pipelining 'wait: receipt'
+# sends is not slowed by it unless the station's window is set above this.
 REQUESTS_IN_FLIGHT = 4096
 
 

@@ -272,12 +272,13 @@ def _store(facts: Facts, home: StationDir) -> list[Finding]:
     # Never the damaged store's advice (restore a backup) for a store of another version: a
     # rollback to an older redline, or an upgrade not yet started, would throw away what is newer.
     if facts.schema and facts.schema_newer:
-        fix = ("run the redline release that wrote it, or a newer one; do not restore a backup: "
-               "the store is whole and holds what was written since")  # fmt: skip
+        fix = ("run the redline release that wrote it, or a newer one, and its 'redline doctor' (this one "
+               "cannot check the store's pages); do not restore a backup for this: it would lose what was "
+               "written since")  # fmt: skip
         return [Finding("store", CRITICAL, f"this redline cannot open the store: {facts.schema}", fix)]
     if facts.schema:
-        fix = ("start the station once: it brings the store up to date in one transaction "
-               "(docs/OPERATIONS.md, 'Upgrading redline')")  # fmt: skip
+        fix = ("start the station once: it checks the store and brings it up to date in one transaction "
+               "(docs/OPERATIONS.md, 'Upgrading redline'); then run 'redline doctor' again")  # fmt: skip
         return [Finding("store", WARNING, f"the store is of an older layout: {facts.schema}", fix)]
     if facts.integrity == [ON_POSTGRES]:
         text = ("on PostgreSQL: the database checks its own pages; 'redline verify' checks the transcript (and "

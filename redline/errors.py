@@ -203,7 +203,7 @@ class SchemaVersionError(StorageError):
     """The store's layout is not this redline's: written by a newer one (``newer``), or older and
     opened read-only, where it cannot be brought up to date. Either way it was not touched."""
 
-    def __init__(self, message: str, *, newer: bool) -> None:
+    def __init__(self, message: str, *, newer: bool = True) -> None:
         super().__init__(message)
         self.newer = newer
 

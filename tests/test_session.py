@@ -986,7 +986,7 @@ def test_the_other_sides_envelopes_bring_a_checkpoint_by_count_too(tmp_path: Pat
     sp = SessionPair(tmp_path, limits=Limits(checkpoint_every_envelopes=3))
     try:
         sp.run()
-        proposer, other = _proposer(sp)
+        _, other = _proposer(sp)
         for i in range(3):
             assert sp.a.ledger.last_checkpoint(sp.line) is None
             sp.send(other, f"m{i}")

@@ -596,6 +596,10 @@ def test_cli_verify_shows_a_bar_on_a_terminal_only_and_as_text(
     assert piped.exit_code == 0 and "VERIFIED" in piped.output and "verifying" not in piped.output, piped.output
     screen = io.StringIO()
     monkeypatch.setattr(record, "err", SafeConsole(stderr=True, file=screen, force_terminal=True, width=120))
+    # A console forced to colour (FORCE_COLOR, say) is no terminal: standard error itself must be one.
+    forced = CliRunner().invoke(main, ["verify", "--station", str(station)])
+    assert forced.exit_code == 0 and screen.getvalue() == "", screen.getvalue()
+    monkeypatch.setattr(record, "_stderr_is_a_terminal", lambda: True)
     labels: list[str] = []
     shown = record.verify_progress
 

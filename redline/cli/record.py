@@ -121,19 +121,27 @@ def _verify_bundle_file(path: Path, keys: tuple[str, ...], checkpoint: Path | No
 PROGRESS_FROM = 10_000
 
 
+def _stderr_is_a_terminal() -> bool:
+    """Rich's own test believes FORCE_COLOR and the like; a bar is only for a person at a terminal."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 @contextlib.contextmanager
 def verify_progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
     """A bar on the terminal while a line is verified (a year of transcript takes minutes), gone
     when it ends; nothing when standard error is a pipe or a log. ``label`` is ours, and shown as
     text, never markup, like everything else here."""
-    if total < PROGRESS_FROM or not err.is_terminal:
+    if total < PROGRESS_FROM or not err.is_terminal or not _stderr_is_a_terminal():
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     shown_as = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                 TextColumn("envelopes", markup=False), TimeRemainingColumn())  # fmt: skip
-    with Progress(*shown_as, console=err, transient=True) as bar:
+    with Progress(*shown_as, console=err, transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.update(task, completed=n)
 

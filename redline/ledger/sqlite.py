@@ -408,8 +408,7 @@ class Ledger:
         if version < SCHEMA_VERSION and self.read_only:
             raise SchemaVersionError(
                 f"store {self.path} has schema version {row[0]}, older than this redline's {SCHEMA_VERSION}; "
-                "start the station (or run 'redline log' on it) once to bring it up to date "
-                "(the store was not touched)",
+                "start the station once to bring it up to date (the store was not touched)",
                 newer=False,
             )
         return version
