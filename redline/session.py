@@ -768,10 +768,9 @@ class LineSession:
         if self._idle(wall):
             return []  # not even an empty transaction: the station flushes every line at every tick
         p = self._pending
-        if p.receipt is not None and not (p.envelopes or p.own or p.suspects):
-            # The peer's new receipt and nothing else: counted and held in memory (as below), and
-            # no transaction unless something else is to be done. With one message in flight
-            # every receipt came alone, and opened and committed a transaction that wrote nothing.
+        if p.receipt is not None:
+            # The peer's new receipt: counted once and held in memory, saved below with this
+            # commit's envelopes or once due. Alone, it costs no transaction at all.
             self.on_receipted(p.receipt_seq, wall)
             self._held, p.receipt = (p.receipt, p.receipt_seq), None
             if self._idle(wall):
@@ -815,9 +814,6 @@ class LineSession:
                 ).sign(self.keys.signing)  # fmt: skip
                 self.ledger.add_receipt(self.line, self.us, last.seq, receipt, wall)
                 out += self.link.send_raw(FrameType.RECEIPT, receipt.encode())
-            if pending.receipt is not None:  # a new one: counted once, then held
-                self.on_receipted(pending.receipt_seq, wall)
-                self._held = (pending.receipt, pending.receipt_seq)
             if self._held is not None and (pending.envelopes or pending.own or self._receipt_due(wall)):
                 self.ledger.add_receipt(self.line, self.peer, self._held[1], self._held[0], wall)
                 self._receipt_saved, self._held = wall, None
