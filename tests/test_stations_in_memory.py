@@ -383,3 +383,29 @@ def test_a_caller_that_goes_away_mid_commit_leaves_the_others_answered_and_the_b
         assert not [a for a in sp.alarms if a[1] == "alarm"], sp.alarms
 
     run(tmp_path, body)
+
+
+def test_a_path_that_takes_nothing_holds_up_no_sender_and_loses_nothing(tmp_path: Path) -> None:
+    """B stops reading the line's path (a link that stalls without a reset; on the simulated clock
+    it is never found dead). A's frames back up there, and its commits must not wait for them: each
+    sender hears back at its commit. When B reads again, every envelope arrives, in order."""
+
+    async def body(sp: StationPair) -> None:
+        at_b = [conn for (line, _), conn in sp.b._conns.items() if line == sp.line]
+        assert at_b
+        for conn in at_b:
+            conn._writer.transport.pause_reading()  # B takes nothing more from the path
+        sent = sp.a.status().lines[0].our_seq
+        text = "x" * 30_000
+        for _ in range(12):  # about 7 MB: more than the path's socket buffers hold
+            answers = await asyncio.wait_for(asyncio.gather(*(sp.a.send(sp.line, text) for _ in range(20))), 10)
+            assert all(a.state == "signed and sent" for a in answers)
+        at_a = [conn for (line, _), conn in sp.a._conns.items() if line == sp.line]
+        assert at_a and all(conn.must_drain() for conn in at_a)  # the frames wait in A, not its senders
+        assert sp.b.status().lines[0].their_seq < sent + 240
+        for conn in at_b:
+            conn._writer.transport.resume_reading()
+        await sp.synced(timeout=30)
+        assert sp.b.status().lines[0].their_seq == sp.a.status().lines[0].our_seq == sent + 240
+
+    run(tmp_path, body)
