@@ -373,7 +373,7 @@ class Station:
             await self._drain(conn)
 
     def _write_actions(self, session: LineSession, actions: list[Action]) -> list[transport.Connection]:
-        """``_perform`` without the wait: write (and close) now; the connections written to."""
+        """``_perform`` without the wait: write (and close) now; the connections written to and left open."""
         touched: dict[str, transport.Connection] = {}
         burst: dict[str, list[bytes]] = {}
         for act in actions:
@@ -387,6 +387,9 @@ class Station:
                 touched[act.path] = conn
             elif isinstance(act, Close):
                 self._write_burst(conn, burst.pop(act.path, []))
+                # Not waited on below: a closed connection's drain fails, and the abort that failure
+                # brings would drop a final ERROR frame still queued; the abort in 1 s is its own.
+                touched.pop(act.path, None)
                 log.warning("closing path %s of line %s: %s", act.path, session.line[:8], act.reason,
                             extra={"line": session.line, "event": "path_closing"})  # fmt: skip
                 conn.close()  # lets a final ERROR frame go out; a silent (black-holed) peer never
