@@ -369,8 +369,7 @@ class Station:
         """Write every frame of a burst before yielding, so frames keep the order the link chose:
         each path's frames as one write (``write_frames``), before a Close of that path. Then wait
         until each path written to has taken them (back-pressure)."""
-        for conn in self._write_actions(session, actions):
-            await self._drain(conn)
+        await self._drain_all(self._write_actions(session, actions))
 
     def _write_actions(self, session: LineSession, actions: list[Action]) -> list[transport.Connection]:
         """``_perform`` without the wait: write (and close) now; the connections written to and left open."""
