@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,11 +134,7 @@ class Sched:
         cut = percentile(samples, 0.99)
         tail = [i for i, s in enumerate(samples) if s >= cut]
         every = range(len(samples))
-
-        def mean(values: Any) -> float:
-            got = [float(v) for v in values]
-            return sum(got) / max(1, len(got))
-
+        mean = statistics.fmean
         return {
             f"{prefix}_runq_us": mean(sum(self.waited[i]) for i in every),
             f"{prefix}_tail_runq_us": mean(sum(self.waited[i]) for i in tail),
