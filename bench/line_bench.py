@@ -381,7 +381,7 @@ def rows(f: Figures, lim: Figures) -> list[Row]:
         *([Row("waiting for a core (run queue) per send, slowest 1 %", f["durable_tail_runq_us"], "µs", "all sends",
                f["durable_runq_us"], note=f"A, B and the client; those sends took {f['durable_tail_us']:,.0f} µs"),
            Row("CPU of A and B per send, slowest 1 %", f["durable_tail_stations_cpu_us"], "µs", "all sends",
-               f["durable_stations_cpu_us"], note="more than all: work of ours that came due in those sends")]
+               f["durable_stations_cpu_us"], note="above all sends: time on the stations' cores, not waiting for one")]
           if "durable_runq_us" in f else []),
         *([Row("CPU per message, one in flight, at A (sender)", f["one_cpu_a_us"], "µs", "under load",
                f["tput_cpu_a_us"], note="every per-batch and per-wakeup cost paid by one message"),
