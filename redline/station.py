@@ -103,6 +103,7 @@ class Station:
         self._alarm_queue: list[tuple[str, str, str]] = []
         self._conns: dict[tuple[str, str], transport.Connection] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._draining: set[transport.Connection] = set()  # watched by a task of their own (_drain_later)
         self._servers: list[transport.Server] = []
         self._flush_scheduled = False
         self._flush_all = False  # the scheduled flush covers every line, not only ``_dirty``
@@ -339,7 +340,8 @@ class Station:
                     await self._audio_in(session, path, payload[1:])
                     continue
                 was_open = session.link.paths.get(path) is PathState.OPEN
-                await self._perform(session, session.receive(path, data, self.clock.monotonic(), self.wall()))
+                actions = session.receive(path, data, self.clock.monotonic(), self.wall())
+                await self._perform(session, actions, reading=conn)
                 if payload[:1] == _HEARTBEAT:
                     # A heartbeat moves the path's deadlines later and measures the peer's clock:
                     # nothing to store, nothing due sooner. An error in it closes the path.
@@ -365,11 +367,14 @@ class Station:
                 await self._perform(session, session.path_down(path, reason, self.wall()))
             conn.close()
 
-    async def _perform(self, session: LineSession, actions: list[Action]) -> None:
-        """Write every frame of a burst before yielding, so frames keep the order the link chose:
-        each path's frames as one write (``write_frames``), before a Close of that path. Then wait
-        until each path written to has taken them (back-pressure)."""
-        await self._drain_all(self._write_actions(session, actions))
+    async def _perform(
+        self, session: LineSession, actions: list[Action], *, reading: transport.Connection | None = None
+    ) -> None:
+        """``_perform_soon``, then, for a path's reader (``reading``: the connection it reads), wait
+        until that path has taken what was written to it: a reader reads no faster than its own
+        path takes its answers (back-pressure), and waits on no other path."""
+        if self._perform_soon(session, actions, reading=reading) and reading is not None:
+            await self._drain(reading)
 
     def _write_actions(self, session: LineSession, actions: list[Action]) -> list[transport.Connection]:
         """``_perform`` without the wait: write (and close) now; the connections written to and left open."""
@@ -397,17 +402,30 @@ class Station:
             self._write_burst(touched[path], payloads)
         return list(touched.values())
 
-    def _perform_soon(self, session: LineSession, actions: list[Action]) -> None:
-        """``_perform`` from a plain callback: write now, and wait for a path's back-pressure in a
-        task only when that path has not taken everything (a silent path's writes back up there,
-        holding up nothing else); on a path that took them, as nearly always, no task at all."""
-        backed = [conn for conn in self._write_actions(session, actions) if conn.must_drain()]
-        if backed:
-            self._spawn(self._drain_all(backed))
+    def _perform_soon(
+        self, session: LineSession, actions: list[Action], *, reading: transport.Connection | None = None
+    ) -> bool:
+        """Write every frame of a burst now, so frames keep the order the link chose: each path's
+        frames as one write (``write_frames``), before a Close of that path. Nothing here waits for
+        a path to take them: a path that has not taken everything (a stalled or black-holed one
+        backs up until it is found dead) is watched by one task of its own (``_drain_later``), so it
+        holds up no sender, no other path or line, and no tick, which is what finds it dead.
+        Returns whether ``reading``'s path has not taken everything (``_perform`` waits on it)."""
+        own = False
+        for conn in self._write_actions(session, actions):
+            if conn.must_drain():
+                if conn is reading:
+                    own = True
+                else:
+                    self._drain_later(conn)
+        return own
 
-    async def _drain_all(self, conns: list[transport.Connection]) -> None:
-        for conn in conns:
-            await self._drain(conn)
+    def _drain_later(self, conn: transport.Connection) -> None:
+        """Wait for ``conn`` to take its frames in a task, one per connection however many bursts
+        back up there (aborted if it breaks meanwhile)."""
+        if conn not in self._draining:
+            self._draining.add(conn)
+            self._spawn(self._drain(conn)).add_done_callback(lambda _task: self._draining.discard(conn))
 
     @staticmethod
     async def _drain(conn: transport.Connection) -> None:
@@ -448,7 +466,7 @@ class Station:
 
     async def _flush(self, lines: Collection[str] | None = None) -> None:
         """Group commit: everything that arrived in this burst shares one fsync. ``lines``: only
-        these (by id), else every line. Returns once the paths have taken the frames."""
+        these (by id), else every line. Returns once stored, the frames written (``_perform_soon``)."""
         for session, actions in self._flush_lines(lines):
             await self._perform(session, actions)
 

@@ -409,3 +409,30 @@ def test_a_path_that_takes_nothing_holds_up_no_sender_and_loses_nothing(tmp_path
         assert sp.b.status().lines[0].their_seq == sp.a.status().lines[0].our_seq == sent + 240
 
     run(tmp_path, body)
+
+
+def test_a_path_that_takes_nothing_holds_up_no_tick(tmp_path: Path) -> None:
+    """The ticker sends every line's heartbeats, closes dead paths and runs every deadline (FLASH
+    escalation, line tests): a path whose frames back up (B reads nothing from it) must not hold it
+    up. It waited there for the path to take its heartbeat, for as long as the path took nothing:
+    with a black-holed path, until TCP gave up, minutes later, for every line of the station."""
+
+    async def body(sp: StationPair) -> None:
+        at_b = [conn for (line, _), conn in sp.b._conns.items() if line == sp.line]
+        for conn in at_b:
+            conn._writer.transport.pause_reading()
+        text = "x" * 30_000
+        for _ in range(12):  # about 7 MB: more than the path's socket buffers hold
+            await asyncio.wait_for(asyncio.gather(*(sp.a.send(sp.line, text) for _ in range(20))), 10)
+        at_a = [conn for (line, _), conn in sp.a._conns.items() if line == sp.line]
+        assert at_a and all(conn.must_drain() for conn in at_a)
+        sp.sim.advance(sp.limits.heartbeat_interval + 0.1)  # a heartbeat is due on the backed-up path
+        queued = sum(conn._writer.transport.get_write_buffer_size() for conn in at_a)
+        await asyncio.wait_for(sp.a.tick(), 5)
+        assert sum(conn._writer.transport.get_write_buffer_size() for conn in at_a) > queued  # written, not waited on
+        for conn in at_b:
+            conn._writer.transport.resume_reading()
+        await sp.synced(timeout=30)
+
+    run(tmp_path, body)
+
