@@ -48,6 +48,10 @@ class Limits:
     # Liveness (seconds): heartbeat interval, silence that marks a path dead, redial backoff.
     heartbeat_interval: float = 1.0
     path_dead_after: float = 2.5  # two missed heartbeats and slack: a dead path is noticed under 3 s
+    # ... and the other way: a path that takes nothing we send for this long (the peer's TCP acknowledges
+    # nothing, or keeps its window shut: a peer that reads nothing there) is closed as stalled by the
+    # kernel (TCP_USER_TIMEOUT), so what we write to it cannot pile up here for as long as it lives.
+    path_stalled_after: float = 10.0
     line_down_alarm_seconds: float = 10.0
     # The peer's clock, as heartbeats measure it, may be off ours by this much before both ends
     # alarm: notice windows and deadlines are read in UTC, so a wrong clock misreads them.

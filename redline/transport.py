@@ -69,10 +69,13 @@ Errors are one line a duty officer can act on. Refusals on the server side go to
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import ipaddress
 import logging
 import os
 import random
+import socket
 import ssl
 import struct
 import time
@@ -232,6 +235,7 @@ class Connection:
         self._refused: str | None = None  # why a frame was refused unread: nothing after it can be read
         self.peer = peer
         self.peer_spki = peer_spki
+        _stall_timeout(writer, limits.path_stalled_after)
 
     @property
     def closed(self) -> bool:
@@ -284,7 +288,7 @@ class Connection:
             await self._writer.drain()
         except OSError as exc:
             self.abort()
-            raise ConnectionClosedError(f"connection to {self.peer} broke while sending: {_reason(exc)}") from exc
+            raise self._broke(exc, " while sending") from exc
 
     async def recv(self) -> bytes:
         """Read one whole frame (at most ``limits.max_frame_bytes``)."""
@@ -310,9 +314,18 @@ class Connection:
             raise
         except OSError as exc:
             self.abort()
-            raise ConnectionClosedError(f"connection to {self.peer} broke: {_reason(exc)}") from exc
+            raise self._broke(exc) from exc
         self._frames_in += 1
         return frame
+
+    def _broke(self, exc: OSError, doing: str = "") -> ConnectionClosedError:
+        if exc.errno == errno.ETIMEDOUT:  # TCP_USER_TIMEOUT (_stall_timeout), or TCP's own retries
+            return ConnectionClosedError(
+                f"path to {self.peer} closed as stalled: it took nothing we sent for "
+                f"{self._limits.path_stalled_after:g} s (path_stalled_after); what it held is resent from the "
+                "store when a path opens"
+            )
+        return ConnectionClosedError(f"connection to {self.peer} broke{doing}: {_reason(exc)}")
 
     def close(self) -> None:
         """Close politely (TLS close_notify); idempotent."""
@@ -339,6 +352,21 @@ class Connection:
     def __repr__(self) -> str:
         spki = _short(self.peer_spki) if self.peer_spki else "unauthenticated"
         return f"<Connection {self.peer} {spki}{' closed' if self.closed else ''}>"
+
+
+def _stall_timeout(writer: asyncio.StreamWriter, seconds: float) -> None:
+    """Have the kernel close the connection once what we wrote has waited ``seconds`` unacknowledged,
+    or unsent behind a window the peer keeps shut (``TCP_USER_TIMEOUT``, Linux 2.6.37; zero windows
+    since 5.x). Nobody in the station waits for a path to take its frames (``Station._perform_soon``),
+    so without this a peer that keeps a path alive with heartbeats and reads nothing on it would
+    have everything we send there queue in our memory. Where the option is missing, nothing is set:
+    a path the network black-holes is still closed for silence (``path_dead_after``)."""
+    sock = writer.get_extra_info("socket")
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))
 
 
 def _reason(exc: BaseException) -> str:

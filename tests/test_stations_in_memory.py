@@ -20,6 +20,7 @@ import pytest
 from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
 from redline import persons
+from redline.config import Limits
 from redline.errors import ConfigError
 from redline.station import ROSTER_REREAD_SECONDS
 from redline.testing import StationPair
@@ -436,3 +437,34 @@ def test_a_path_that_takes_nothing_holds_up_no_tick(tmp_path: Path) -> None:
 
     run(tmp_path, body)
 
+
+
+@pytest.mark.slow  # the kernel's timer runs on real time: about 3 s
+def test_a_peer_that_reads_nothing_on_a_path_cannot_pile_our_frames_up_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody waits for a path to take its frames, so a peer that keeps a path alive and reads
+    nothing on it would have everything we send there queue in our memory for as long as it
+    likes. Once the path has taken nothing for ``path_stalled_after`` seconds it is closed as
+    stalled (TCP_USER_TIMEOUT), and the log says so; nothing is lost: once a path opens again every
+    envelope arrives, in order, from the store."""
+    caplog.set_level(logging.WARNING, logger="redline.station")
+
+    async def main() -> None:
+        async with StationPair(tmp_path, limits=Limits(test_times_utc=(), path_stalled_after=1.0)) as sp:
+            for conn in [conn for (line, _), conn in sp.b._conns.items() if line == sp.line]:
+                conn._writer.transport.pause_reading()  # B keeps the path alive and reads nothing
+            at_a = [conn for (line, _), conn in sp.a._conns.items() if line == sp.line]
+            sent = sp.a.status().lines[0].our_seq
+            for _ in range(12):  # about 7 MB: more than the path's socket buffers hold
+                await asyncio.wait_for(asyncio.gather(*(sp.a.send(sp.line, "x" * 30_000) for _ in range(20))), 10)
+            assert at_a and all(conn.must_drain() for conn in at_a)
+            async with asyncio.timeout(10):  # the kernel's timer: 1 s after the window shut
+                while not all(conn.closed for conn in at_a):
+                    await asyncio.sleep(0.05)
+            await sp.advance(sp.limits.path_dead_after + 0.5)  # B finds its end silent; the line redials
+            assert sp.b.status().lines[0].their_seq == sp.a.status().lines[0].our_seq == sent + 240
+        stalled = [m for m in caplog.messages if "closed as stalled" in m]
+        assert stalled and "path_stalled_after" in stalled[0], caplog.messages
+
+    asyncio.run(main())
