@@ -21,7 +21,8 @@ restart and files its digests as ``interrupted``): every packet is one ``write``
 at once, so a crash leaves at most a torn last page that a CRC finds and sealing cuts off; ffmpeg's
 muxer buffers pages, writes at close and has no way to carry the per-packet seq and ts the hash
 needs. A recording still open is named ``….opus.part``; sealing cuts any torn tail, marks the last
-page of each stream end-of-stream, fsyncs and renames it to ``….opus``.
+page of each stream end-of-stream and writes the result as ``….opus`` through a fsynced temporary
+file and a rename (a crash while sealing leaves the ``.part`` or the sealed file, see ``seal``).
 
 Pure functions (``pages``, ``parse``) over bytes; ``Recorder`` and ``seal`` are the only file I/O.
 """
@@ -286,9 +287,23 @@ class Recorder:
             return None
 
 
+def _fsync_dir(d: Path) -> None:
+    dfd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(dfd)  # a rename or unlink in it survives a power cut
+    finally:
+        os.close(dfd)
+
+
 def seal(part: Path) -> Path:
     """Seal an open recording (``….opus.part``): cut a torn tail, mark the last page of each stream
-    end-of-stream, fsync, rename to ``….opus``. Returns the sealed path."""
+    end-of-stream, rename to ``….opus``. Returns the sealed path.
+
+    The ``.part`` is never written: the sealed copy is written whole to ``….opus.sealing``, fsynced
+    and renamed to ``….opus`` (directory fsynced), and only then is the ``.part`` removed. A crash
+    (kill -9, power cut) at any point leaves the unsealed ``.part`` (sealed again at restart, the
+    half-written copy overwritten) or the sealed ``.opus``, beside a ``.part`` that ``recover``
+    removes; never less than the ``.part`` held. Costs the size of one recording on disk for a moment."""
     data = part.read_bytes()
     parsed = parse(data, partial=True)
     last: dict[int, Page] = {}
@@ -298,19 +313,20 @@ def seal(part: Path) -> Path:
     for p in last.values():
         if not p.flags & EOS:
             out[p.offset : p.end] = page(p.serial, p.seqno, p.granule, p.packet, p.flags | EOS)
-    fd = os.open(part, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    final = part.with_name(part.name.removesuffix(".part"))
+    temp = final.with_name(final.name + ".sealing")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, bytes(out))
+        view = memoryview(out)
+        while view:  # os.write may write less than asked (a large recording, a signal)
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
-    final = part.with_name(part.name.removesuffix(".part"))
-    os.replace(part, final)
-    dfd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)  # the rename itself survives a power cut
-    finally:
-        os.close(dfd)
+    os.replace(temp, final)
+    _fsync_dir(final.parent)
+    part.unlink()
+    _fsync_dir(final.parent)
     return final
 
 
@@ -393,6 +409,8 @@ def recover(home: Path, line: str, call: str, us: str, peer: str) -> tuple[dict[
                 raise RecordingError(f"{path.name} is not the {direction} recording of this call")
             if not sealed:
                 seal(path)
+            else:  # a crash in ``seal`` after its rename left the ``.part`` it was sealed from
+                path.with_name(path.name + ".part").unlink(missing_ok=True)
             packets[direction] = parsed.packets
         except (OSError, RecordingError) as exc:
             problems.append(f"{direction}: {exc}")
