@@ -696,7 +696,8 @@ class LineSession:
             if last and peek.n <= last[0]:
                 # The proposer lost what we countersigned (it restarted before our COSIGN arrived):
                 # give it back checkpoint n, its own proposal and our cosign, instead of refusing.
-                stored = next((c for c in self.ledger.checkpoints(self.line) if c[0] == peek.n), None)
+                # One row by its key: the peer may send an old proposal again as often as it likes.
+                stored = self.ledger.checkpoint(self.line, peek.n)
                 if stored is not None:
                     return [*self.link.send_raw(FrameType.CHECKPOINT, stored[1].encode(), path),
                             *self.link.send_raw(FrameType.COSIGN, stored[2].encode(), path)]  # fmt: skip
@@ -896,7 +897,7 @@ class LineSession:
             return []
         self._resent_at = wall
         out: list[Action] = []
-        missing = self.ledger.checkpoints(self.line)[self._peer_checkpoint : self._peer_checkpoint + 64]
+        missing = self.ledger.checkpoints(self.line, after=self._peer_checkpoint, limit=64)  # these rows only
         for n, proposal, cosign in missing:
             self._resent.add(proposal.digest(Checkpoint.DOMAIN))
             out += self.link.send_raw(FrameType.CHECKPOINT, proposal.encode())

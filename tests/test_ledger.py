@@ -605,6 +605,26 @@ def test_the_store_says_how_much_it_takes_and_it_grows_with_what_is_stored(ledge
     assert where is None or where.is_dir()
 
 
+def test_checkpoints_are_read_by_number_and_in_pages_not_only_all_at_once(ledger: LedgerStore) -> None:
+    """A peer's replayed proposal is answered from one row by its key, and a restored peer's
+    catch-up reads one page past what it holds: neither loads the line's whole history."""
+    from redline.statements import Signed
+
+    def signed(n: int, what: str) -> Signed:
+        return Signed(f"{what} {n}".encode(), bytes([n]) * 64)
+
+    with ledger.batch():
+        for n in range(1, 8):
+            ledger.add_checkpoint(LINE, n, signed(n, "proposal"), signed(n, "cosign"))
+        ledger.add_checkpoint(OTHER_LINE, 3, signed(9, "proposal"), signed(9, "cosign"))
+    assert ledger.checkpoint(LINE, 3) == (3, signed(3, "proposal"), signed(3, "cosign"))
+    assert ledger.checkpoint(LINE, 8) is None and ledger.checkpoint(OTHER_LINE, 1) is None
+    assert [c[0] for c in ledger.checkpoints(LINE, after=2, limit=3)] == [3, 4, 5]
+    assert [c[0] for c in ledger.checkpoints(LINE, after=5)] == [6, 7]
+    assert [c[0] for c in ledger.checkpoints(LINE, after=7, limit=3)] == []
+    assert ledger.checkpoints(LINE) == [(n, signed(n, "proposal"), signed(n, "cosign")) for n in range(1, 8)]
+
+
 def test_a_store_made_before_gets_the_tuned_indexes_at_its_first_writable_open(path: Path) -> None:
     """Fewer index pages per commit: the receipts index that repeated the UNIQUE constraint's own is
     gone, and the outbox index holds only unsigned items. Not a schema version (any redline reads a

@@ -778,9 +778,16 @@ class PgLedger:
     def add_checkpoint(self, line: str, n: int, proposal: Signed, cosign: Signed) -> None:
         self._write("INSERT INTO checkpoints VALUES (%s, %s, %s, %s)", (line, n, proposal.encode(), cosign.encode()))
 
-    def checkpoints(self, line: str) -> list[tuple[int, Signed, Signed]]:
-        rows = self._q("SELECT n, proposal, cosign FROM checkpoints WHERE line=%s ORDER BY n", (line,)).fetchall()
+    def checkpoints(self, line: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Signed, Signed]]:
+        rows = self._q(
+            "SELECT n, proposal, cosign FROM checkpoints WHERE line=%s AND n>%s ORDER BY n LIMIT %s",
+            (line, after, limit),  # LIMIT NULL: no limit
+        ).fetchall()
         return [(int(r[0]), Signed.decode(bytes(r[1])), Signed.decode(bytes(r[2]))) for r in rows]
+
+    def checkpoint(self, line: str, n: int) -> tuple[int, Signed, Signed] | None:
+        row = self._q("SELECT n, proposal, cosign FROM checkpoints WHERE line=%s AND n=%s", (line, n)).fetchone()
+        return (int(row[0]), Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
 
     def last_checkpoint(self, line: str) -> tuple[int, Signed, Signed] | None:
         row = self._q(

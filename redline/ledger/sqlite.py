@@ -1019,11 +1019,16 @@ class Ledger:
     def add_checkpoint(self, line: str, n: int, proposal: Signed, cosign: Signed) -> None:
         self._write("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", (line, n, proposal.encode(), cosign.encode()))
 
-    def checkpoints(self, line: str) -> list[tuple[int, Signed, Signed]]:
+    def checkpoints(self, line: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Signed, Signed]]:
         rows = self._db.execute(
-            "SELECT n, proposal, cosign FROM checkpoints WHERE line=? ORDER BY n", (line,)
+            "SELECT n, proposal, cosign FROM checkpoints WHERE line=? AND n>? ORDER BY n LIMIT ?",
+            (line, after, -1 if limit is None else limit),
         ).fetchall()
         return [(r[0], Signed.decode(bytes(r[1])), Signed.decode(bytes(r[2]))) for r in rows]
+
+    def checkpoint(self, line: str, n: int) -> tuple[int, Signed, Signed] | None:
+        row = self._db.execute("SELECT n, proposal, cosign FROM checkpoints WHERE line=? AND n=?", (line, n)).fetchone()
+        return (row[0], Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
 
     def last_checkpoint(self, line: str) -> tuple[int, Signed, Signed] | None:
         row = self._db.execute(
