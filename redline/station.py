@@ -29,6 +29,7 @@ from redline.config import StationConfig, parse_hostport
 from redline.display import shown
 from redline.envelope import KINDS, PRIORITIES, Envelope, RawEnvelope, split
 from redline.errors import (
+    ConnectionClosedError,
     FencedError,
     LimitError,
     LocalProtocolError,
@@ -354,6 +355,8 @@ class Station:
                     await self._audio_resend(session, path)
                 self._wake_receipt_waiters(session)  # the peer's verified receipt is what they wait for
                 self._schedule_flush(session)
+            if conn.broken is not None:  # seen by a drain (this reader's or _drain_later's), not by recv
+                raise ConnectionClosedError(conn.broken)
         except StorageError as exc:
             self._storage_failed(session, exc)
         except RedlineError as exc:
@@ -577,7 +580,10 @@ class Station:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            await self.tick(every_line=False)
+            try:
+                await self.tick(every_line=False)
+            except Exception:  # a bug must not end the ticker: every line's heartbeats and deadlines run on it
+                log.exception("the tick failed; ticking again in %g s", TICK)
 
     async def tick(self, *, every_line: bool = True) -> None:
         """Run what fell due on the lines. ``every_line`` False (the 100 ms ticker): a line's session
@@ -586,22 +592,26 @@ class Station:
         now, wall = self.clock.monotonic(), self.wall()
         roster, published = self._read_roster()  # once per tick, for every line's roster check
         for session in list(self.sessions.values()):
-            due = None if every_line else self._tick_due.get(session.line)
-            # a margin for rounding: the session compares differences, the due times are sums
-            if due is None or due[0] is not session or now >= due[1] - 0.001 or wall >= due[2] - 1:
-                try:
-                    actions = session.tick(now, wall)
-                except StorageError as exc:  # a store that cannot be read (a database failing over)
-                    self._storage_failed(session, exc)
-                    continue
-                await self._perform(session, actions)
-                self._watch_skew(session)
-                self._tick_due[session.line] = (session, *session.next_due(self.clock.monotonic()))
             try:
-                self._ops_due(session, wall, (roster, published), every_line=every_line)
-            except StorageError as exc:
+                await self._tick_line(session, now, wall, (roster, published), every_line=every_line)
+            except StorageError as exc:  # a store that cannot be read (a database failing over)
                 self._storage_failed(session, exc)
+            except Exception:  # a bug on one line must not stop the others' heartbeats and deadlines
+                log.exception("the tick of line %s failed", session.line[:8])
+                self.alarm(session.line, "alarm", "INTERNAL ERROR in this line's tick: see the station log")
         self._schedule_flush()
+
+    async def _tick_line(
+        self, session: LineSession, now: float, wall: int,
+        roster: tuple[dict[str, Any], dict[str, persons.Person] | None], *, every_line: bool,
+    ) -> None:  # fmt: skip
+        due = None if every_line else self._tick_due.get(session.line)
+        # a margin for rounding: the session compares differences, the due times are sums
+        if due is None or due[0] is not session or now >= due[1] - 0.001 or wall >= due[2] - 1:
+            await self._perform(session, session.tick(now, wall))
+            self._watch_skew(session)
+            self._tick_due[session.line] = (session, *session.next_due(self.clock.monotonic()))
+        self._ops_due(session, wall, roster, every_line=every_line)
 
     def _read_roster(self) -> tuple[dict[str, Any], dict[str, persons.Person] | None]:
         """Our users as a ROSTER's content, and its people (None: nobody listed), read from users/.
@@ -785,9 +795,16 @@ class Station:
             return
         for a in alarms:
             self.alarm(session.line, a.level, a.text)
+        refused: dict[str, str] = {}  # kind -> why
         with self.ledger.batch():
             for intent in intents:
-                session.accept(intent.kind, intent.prio, intent.content, intent.idem, wall)
+                try:
+                    session.accept(intent.kind, intent.prio, intent.content, intent.idem, wall)
+                except (LimitError, LocalProtocolError) as exc:  # the outbox or the disk budget is full
+                    refused.setdefault(intent.kind, str(exc))
+        if refused:  # not filed yet: ops asks again at every tick until it sees the filing stored
+            self.alarm(session.line, "alarm", f"could not file {', '.join(sorted(refused))} yet: "
+                       f"{next(iter(refused.values()))}; filed as soon as there is room")  # fmt: skip
 
     async def run_forever(self) -> None:
         await self.start()

@@ -233,9 +233,15 @@ class Connection:
         self._frames_in = 0
         self._closed = False
         self._refused: str | None = None  # why a frame was refused unread: nothing after it can be read
+        self._broken: str | None = None  # why the network broke it, whichever of recv and drain saw it first
         self.peer = peer
         self.peer_spki = peer_spki
         _stall_timeout(writer, limits.path_stalled_after)
+
+    @property
+    def broken(self) -> str | None:
+        """Why the network broke the connection (None: it did not, or not yet seen)."""
+        return self._broken
 
     @property
     def closed(self) -> bool:
@@ -293,7 +299,7 @@ class Connection:
     async def recv(self) -> bytes:
         """Read one whole frame (at most ``limits.max_frame_bytes``)."""
         if self._closed:
-            raise ConnectionClosedError(f"cannot receive from {self.peer}: the connection is closed")
+            raise ConnectionClosedError(self._broken or f"cannot receive from {self.peer}: the connection is closed")
         if self._refused is not None:
             raise RemoteProtocolError(self._refused)
         try:
@@ -319,13 +325,17 @@ class Connection:
         return frame
 
     def _broke(self, exc: OSError, doing: str = "") -> ConnectionClosedError:
+        """Why the network broke the connection, kept for its reader (``recv``) when ``drain`` saw it."""
         if exc.errno == errno.ETIMEDOUT:  # TCP_USER_TIMEOUT (_stall_timeout), or TCP's own retries
-            return ConnectionClosedError(
+            why = (
                 f"path to {self.peer} closed as stalled: it took nothing we sent for "
                 f"{self._limits.path_stalled_after:g} s (path_stalled_after); what it held is resent from the "
                 "store when a path opens"
             )
-        return ConnectionClosedError(f"connection to {self.peer} broke{doing}: {_reason(exc)}")
+        else:
+            why = f"connection to {self.peer} broke{doing}: {_reason(exc)}"
+        self._broken = self._broken or why
+        return ConnectionClosedError(why)
 
     def close(self) -> None:
         """Close politely (TLS close_notify); idempotent."""

@@ -12,7 +12,9 @@ import itertools
 import json
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -466,5 +468,35 @@ def test_a_peer_that_reads_nothing_on_a_path_cannot_pile_our_frames_up_here(
             assert sp.b.status().lines[0].their_seq == sp.a.status().lines[0].our_seq == sent + 240
         stalled = [m for m in caplog.messages if "closed as stalled" in m]
         assert stalled and "path_stalled_after" in stalled[0], caplog.messages
+
+    asyncio.run(main())
+
+
+def test_a_full_outbox_when_a_line_test_falls_due_ends_no_tick(tmp_path: Path) -> None:
+    """Ops files on its own (line tests, escalations, expiries) from the tick. A filing refused by a
+    limit (the outbox full, as a peer can make it by stopping our signing; or the disk budget) left
+    the tick with the refusal, and the station's ticker task ended for good: no heartbeat on any
+    line, no dead-path check, no escalation. Now it is not filed yet, with one alarm, and filed once
+    there is room."""
+
+    async def main() -> None:
+        now_ms = int(time.time() * 1000)
+        at = datetime.fromtimestamp(now_ms / 1000 + 180, UTC).strftime("%H:%M")  # a line test 2-3 min ahead
+        pair = StationPair(tmp_path, limits=Limits(test_times_utc=(at,), max_outbox=3))
+        pair.sim.wall = now_ms + 1000  # the line was paired now: the simulated clock runs from there
+        async with pair as sp:
+            await sp.crash("b", start_again=False)  # the line is down: what A accepts waits
+            for i in range(3):
+                await sp.a.send(sp.line, f"waiting {i}")
+            sp.sim.advance(240)  # the line test falls due at A, whose outbox is full
+            await sp.a.tick(every_line=False)
+            await sp.a.tick(every_line=False)
+            refused = [a for a in sp.a.alarms if "could not file TEST yet" in a["text"]]
+            assert len(refused) == 1 and "outbox" in refused[0]["text"], sp.a.alarms  # once, counted up
+            assert refused[0]["count"] == 2
+            assert "TEST" not in kinds(sp, "a", "a")
+            await sp.start("b")  # room again: the outbox drains, and a tick files the test
+            await sp.advance(0.2)
+            assert "TEST" in kinds(sp, "a", "a")
 
     asyncio.run(main())
