@@ -13,6 +13,7 @@ tell the peer anything (receipts, new envelopes, cosigns). The caller must send 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ from redline.protocol import events as ev
 from redline.protocol.events import Action, ChainHead, Close, Send
 from redline.protocol.framing import FrameType
 from redline.protocol.link import MAX_ADDRESSES, Link
+from redline.protocol.state import PathState
 from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
 from redline.status import LineStatus, PathView
 
@@ -174,7 +176,10 @@ class LineSession:
         self.receipted_seq = latest[0] if latest else 0
         if latest:
             self.link.receipted(latest[0])
-        self._own_waiting: list[tuple[int, bytes]] = []  # recovered own envelopes waiting for the peer's
+        # Our own envelopes the peer returned while we recover, waiting (unverified) for the peer's
+        # envelopes they name: within max_gap_buffer and max_gap_buffer_bytes, as the link's gap buffer.
+        self._own_waiting: deque[tuple[int, bytes]] = deque()
+        self._own_waiting_bytes = 0
         self._receipt_later: bytes | None = None  # the peer's receipt of what we are still recovering
         self._peer_checkpoint = 0  # the last checkpoint the peer holds, as its HELLO said
         self._resent_at = 0  # when the proposer last sent the peer what it lacks (wall ms)
@@ -476,6 +481,7 @@ class LineSession:
             return self._resend(e.path, e.station, e.from_seq, e.to_seq)
         if isinstance(e, ev.Synced):
             self.synced = True
+            self._drop_own_waiting()  # recovery is done: anything still waiting is a copy, or junk
             later, self._receipt_later = self._receipt_later, None
             synced: list[Action] = self._on_receipt(later) if later is not None else []
             if self._proposal:
@@ -496,7 +502,7 @@ class LineSession:
         if isinstance(e, ev.ConfirmIn):
             return self._on_confirm(wall)
         if isinstance(e, ev.OwnEnvelopeIn):
-            return self._on_own(e.seq, e.raw)
+            return self._on_own(e.seq, e.raw, wall)
         if isinstance(e, ev.SuspectDuplicate):
             return self._on_suspect(e.seq, e.raw, wall)
         if isinstance(e, ev.CheckpointIn):
@@ -522,6 +528,8 @@ class LineSession:
             return []
         if isinstance(e, ev.PathDown):
             self.synced = self.link.synced
+            if not any(state is PathState.OPEN for state in self.link.paths.values()):
+                self._drop_own_waiting()  # not held across reconnects: the next HELLO asks again
             return []
         return []  # pragma: no cover
 
@@ -553,33 +561,54 @@ class LineSession:
         self._pending.bytes += len(raw)
         if env.header.kind in OPERATIONAL_KINDS:
             self._checkpoint_due = True
-        self._recover_waiting()
-        return []
+        return self._recover_waiting(wall)
 
-    def _on_own(self, seq: int, raw: bytes) -> list[Action]:
+    def _on_own(self, seq: int, raw: bytes, wall: int) -> list[Action]:
         """One of our own envelopes, returned by the peer after this store lost it. It may have
-        seen envelopes of the peer this store lost too: it waits (bounded by the link's recovery
-        window) until the gate holds those, so both chains are recovered in causal order."""
+        seen envelopes of the peer this store lost too: it waits until the gate holds those, so
+        both chains are recovered in causal order. What waits is unverified peer input: bounded in
+        count and in bytes like the link's gap buffer; what does not fit is forgotten by the link,
+        which asks for it again once what waits is signed."""
         if self._own_waiting or peek_seen_seq(raw) > self._their_tail.seq:
-            if len(self._own_waiting) < self.limits.max_gap_buffer:
+            room = (
+                len(self._own_waiting) < self.limits.max_gap_buffer
+                and self._own_waiting_bytes + len(raw) <= self.limits.max_gap_buffer_bytes
+            )
+            if room:
                 self._own_waiting.append((seq, raw))
-            else:  # no room: the link asks for it again once what waits is signed
+                self._own_waiting_bytes += len(raw)
+            else:
                 self.link.forget_own(seq)
             return []
-        self._recover_own(seq, raw)
-        return []
+        return self._recover_own(seq, raw, wall)
 
-    def _recover_own(self, seq: int, raw: bytes) -> None:
+    def _recover_own(self, seq: int, raw: bytes, wall: int) -> list[Action]:
         try:
             env = self.gate.accept_envelope(raw, sender=self.us)
         except RedlineError as exc:
+            # The link handed this seq over once and would never ask for it again: recovery could
+            # not finish. As for the peer's own envelopes (§8.5), every path closes, and the next
+            # HELLO asks again from what we hold.
             self.alarm("alarm", f"could not recover our envelope seq {seq} from the peer: {exc}")
-            return
+            self._drop_own_waiting()
+            return self._run(self.link.own_rejected(seq, str(exc)), wall)
         self._pending.own.append(env)
+        return []
 
-    def _recover_waiting(self) -> None:
+    def _recover_waiting(self, wall: int) -> list[Action]:
+        out: list[Action] = []
         while self._own_waiting and peek_seen_seq(self._own_waiting[0][1]) <= self._their_tail.seq:
-            self._recover_own(*self._own_waiting.pop(0))
+            seq, raw = self._own_waiting.popleft()
+            self._own_waiting_bytes -= len(raw)
+            out += self._recover_own(seq, raw, wall)
+        return out
+
+    def _drop_own_waiting(self) -> None:
+        """Forget our own envelopes waiting for the peer's: the link asks for them again."""
+        if self._own_waiting:
+            self.link.forget_own(self._own_waiting[0][0])
+        self._own_waiting.clear()
+        self._own_waiting_bytes = 0
 
     def _on_suspect(self, seq: int, raw: bytes, wall: int) -> list[Action]:
         rawenv = split(raw)

@@ -4,6 +4,8 @@ frames; only the sockets and the clock are simulated."""
 
 from __future__ import annotations
 
+import os
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from redline.protocol.events import Send
 from redline.protocol.framing import FrameType, encode_frame
 from redline.session import LineSession
 from redline.testing import SessionPair
+from tests.test_session import _backup, _restore_a, alarms, assert_verifies, texts
 
 
 def hello(sp: SessionPair, sender: LineSession, *, yours_seq: int, yours_id: str | None) -> bytes:
@@ -64,5 +67,68 @@ def test_a_replayed_old_checkpoint_proposal_reads_one_row_whatever_the_history(t
         big = cost()
         # Before: ~6 us per stored row, 5,000 rows ~ 200x the one-row cost.
         assert big < 10 * small, f"{big / small:.0f}x the cost with 5,000 more checkpoints held"
+    finally:
+        sp.close()
+
+
+def _junk_own(sp: SessionPair, seq: int, body: int, seen: int) -> bytes:
+    """Bytes routed as one of A's own envelopes (sender = A), seen = ``seen``; never signed."""
+    header = canonical.encode({"seq": seq, "sender": sp.a.us, "seen": {"seq": seen, "id": "00" * 32}})
+    payload = os.urandom(body)
+    return struct.pack(">I", len(header)) + header + struct.pack(">I", len(payload)) + payload + b"\0" * 64
+
+
+def test_a_peer_claiming_more_of_our_chain_cannot_park_unverified_bytes_beyond_the_gap_buffer(tmp_path: Path) -> None:
+    """A fake recovery: one HELLO saying the peer holds our chain up to 10^12, then our 'own'
+    envelopes whose ``seen`` is beyond what we hold of the peer's, so each must wait unverified.
+    They wait within max_gap_buffer_bytes (before: 64 x 200 kB held against 1 MiB, 4 GiB with the
+    defaults), and not across reconnects."""
+    limits = Limits(max_gap_buffer=64, max_gap_buffer_bytes=1 << 20, test_times_utc=())
+    sp = SessionPair(tmp_path, paths=1, limits=limits)
+    try:
+        sp.run()
+        a = sp.a
+        a.path_up("evil", sp.clock.now, sp.clock.wall)
+        a.receive("evil", hello(sp, sp.b, yours_seq=10**12, yours_id="ab" * 32), sp.clock.now, sp.clock.wall)
+        assert a.link.recover_to == 10**12
+        for seq in range(1, 65):
+            frame = encode_frame(FrameType.ENVELOPE, _junk_own(sp, seq, 200_000, seen=10**9))
+            a.receive("evil", frame, sp.clock.now, sp.clock.wall)
+        held = sum(len(raw) for _, raw in a._own_waiting)
+        assert 0 < held <= limits.max_gap_buffer_bytes, f"{held:,} unverified bytes held from the peer"
+        for path in ("evil", "path0"):
+            a.path_down(path, "cut", sp.clock.wall)
+        assert not a._own_waiting
+    finally:
+        sp.close()
+
+
+def test_our_own_envelope_refused_in_recovery_is_asked_for_again_and_recovery_finishes(
+    tmp_path: Path,
+) -> None:
+    """A returned envelope of ours that fails verification (here: junk with a zero signature,
+    arriving before the peer's real answer) closes every path, and the next HELLO asks for it
+    again. Before, the link had handed that seq over and never asked again: recovery, and with
+    it all signing on the line, stalled until a restart."""
+    sp = SessionPair(tmp_path, paths=1, limits=Limits(test_times_utc=()))
+    try:
+        sp.run()
+        backup = tmp_path / "a-backup.sqlite"
+        _backup(sp.dir_a.ledger_path, backup)
+        for i in range(4):
+            sp.send("a", f"m{i}")
+        sp.run()
+        _restore_a(sp, backup)
+        sp.step()  # HELLOs cross: A asks B for its seqs 1..4
+        junk = encode_frame(FrameType.ENVELOPE, _junk_own(sp, 1, 10, seen=0))
+        sp.paths[0].b_to_a.appendleft(junk)  # before B's real answer
+        sp.run()
+        assert any("could not recover our envelope seq 1" in t for _, _, t in alarms(sp))
+        sp.connect(sp.paths[0])
+        sp.send("a", "after restore")
+        sp.run()
+        assert texts(sp.a.ledger, sp.line, sp.a.us) == [*(f"m{i}" for i in range(4)), "after restore"]
+        assert texts(sp.b.ledger, sp.line, sp.a.us) == texts(sp.a.ledger, sp.line, sp.a.us)
+        assert_verifies(sp)
     finally:
         sp.close()

@@ -478,6 +478,17 @@ class Link:
                 out += self.send_raw(FrameType.GAP, canonical.encode(gap), path)
         return out
 
+    def own_rejected(self, seq: int, reason: str) -> list[Output]:
+        """The station could not verify our own envelope ``seq`` the peer returned for our recovery:
+        forget it and what follows, close the paths (as for the peer's envelopes, ``rejected``), and
+        let the next HELLO ask again from what we hold."""
+        self.forget_own(seq)
+        self._recover_path = None
+        out: list[Output] = []
+        for p in list(self._paths):
+            out += self._error(p, f"our own envelope seq {seq} refused: {reason}")
+        return out
+
     def forget_own(self, seq: int) -> None:
         """The station had no room for our own recovered envelope ``seq``: hand over nothing from it
         on until recovery asks for it again (when the station has signed what it holds)."""
