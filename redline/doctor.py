@@ -162,24 +162,32 @@ def stopped_facts(home: StationDir, now: int, thresholds: Thresholds) -> Facts:
             facts.integrity = [str(exc)]
         if facts.integrity != ["ok"]:
             return facts  # a damaged store is not read further
-        us = ledger.station
-        for record in ledger.lines():
-            facts.lines.append({
-                "line": record.line, "peer": record.peer_name, "active": record.active,
-                "confirmed": {"local": record.confirmed_local, "peer": record.confirmed_peer},
-                "synced": None, "halted": bool(ledger.equivocations(record.line)), "paths": {},
-                "disk_sent": ledger.line_bytes(record.line, us),
-                "disk_received": ledger.line_bytes(record.line, record.peer),
-                "created_at": record.created_at, "peer_tls_cert": record.peer_tls_cert,
-                "since_last_proven_ms": None, "last_test": None,
-                **_line_extras(ledger, record.line, us, record.peer, now),
-            })  # fmt: skip
-            if not record.we_invited:
-                for addr in record.paths:
-                    facts.reachable[addr] = _reach(addr, thresholds.reach_timeout_seconds)
+        try:
+            _read_lines(ledger, facts, now, thresholds)
+        except (RedlineError, sqlite3.DatabaseError) as exc:  # a row quick_check cannot see is damaged
+            facts.integrity, facts.lines, facts.reachable = [str(exc)], [], {}
     finally:
         ledger.close()
     return facts
+
+
+def _read_lines(ledger: Ledger, facts: Facts, now: int, thresholds: Thresholds) -> None:
+    """What ``stopped_facts`` reads of each line (raises ``StorageError`` for a damaged row)."""
+    us = ledger.station
+    for record in ledger.lines():
+        facts.lines.append({
+            "line": record.line, "peer": record.peer_name, "active": record.active,
+            "confirmed": {"local": record.confirmed_local, "peer": record.confirmed_peer},
+            "synced": None, "halted": bool(ledger.equivocations(record.line)), "paths": {},
+            "disk_sent": ledger.line_bytes(record.line, us),
+            "disk_received": ledger.line_bytes(record.line, record.peer),
+            "created_at": record.created_at, "peer_tls_cert": record.peer_tls_cert,
+            "since_last_proven_ms": None, "last_test": None,
+            **_line_extras(ledger, record.line, us, record.peer, now),
+        })  # fmt: skip
+        if not record.we_invited:
+            for addr in record.paths:
+                facts.reachable[addr] = _reach(addr, thresholds.reach_timeout_seconds)
 
 
 def _reach(addr: str, timeout: float) -> str | None:

@@ -50,6 +50,7 @@ from redline.errors import (
 from redline.identity import SignedCert
 from redline.ledger import lease
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
+from redline.ledger.rows import line_record, outbox_content, schema_version
 from redline.ledger.stores import shown_url
 from redline.ledger.verify import LineData, LineSource, StoredRow
 from redline.statements import Signed
@@ -259,7 +260,7 @@ class PgLedger:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             raise StorageError(f"{shown_url(self.url)} is not a redline store")
-        version = int(row[0])
+        version = schema_version(shown_url(self.url), row[0])
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"store {shown_url(self.url)} has schema version {row[0]}, this redline understands "
@@ -504,11 +505,11 @@ class PgLedger:
         )
 
     def line(self, line: str) -> LineRecord:
-        row = self._q("SELECT record FROM lines WHERE line=%s", (line,)).fetchone()
+        row = self._q("SELECT line, record FROM lines WHERE line=%s", (line,)).fetchone()
         if row is None:
             known = ", ".join(r.line[:8] for r in self.lines()) or "none"
             raise LineNotFoundError(f"no line {line!r} at this station (lines: {known})")
-        return LineRecord.from_obj(json.loads(row[0]))
+        return line_record(shown_url(self.url), row[0], row[1])
 
     def find_line(self, prefix: str) -> LineRecord:
         matches = [r for r in self.lines() if r.line.startswith(prefix) or r.peer_name == prefix]
@@ -520,8 +521,8 @@ class PgLedger:
         raise LineNotFoundError(f"{prefix!r} matches more than one line; give more of the id: {known}")
 
     def lines(self) -> list[LineRecord]:
-        rows = self._q("SELECT record FROM lines ORDER BY pos").fetchall()
-        return [LineRecord.from_obj(json.loads(r[0])) for r in rows]
+        rows = self._q("SELECT line, record FROM lines ORDER BY pos").fetchall()
+        return [line_record(shown_url(self.url), r[0], r[1]) for r in rows]
 
     def put_cert(self, station: str, key_id: str, role: str, cert: SignedCert) -> None:
         self._write(
@@ -707,10 +708,11 @@ class PgLedger:
             f"WHERE {where} ORDER BY local LIMIT %s",
             (*args, limit if limit >= 0 else None),
         ).fetchall()
+        shown = shown_url(self.url)
         return [
             OutboxItem(
-                local=int(r[0]), line=r[1], kind=r[2], prio=r[3], content=json.loads(r[4]), idem=r[5],
-                accepted_at=int(r[6]), seq=None if r[7] is None else int(r[7]), envelope_id=r[8],
+                local=int(r[0]), line=r[1], kind=r[2], prio=r[3], content=outbox_content(shown, r[0], r[4]),
+                idem=r[5], accepted_at=int(r[6]), seq=None if r[7] is None else int(r[7]), envelope_id=r[8],
             )
             for r in rows
         ]  # fmt: skip

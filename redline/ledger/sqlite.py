@@ -32,6 +32,7 @@ from redline.errors import (
 from redline.identity import SignedCert
 from redline.ledger import integrity
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineData, LineRecord, OutboxItem, StoredRow
+from redline.ledger.rows import line_record, outbox_content, schema_version
 from redline.statements import Signed
 
 _SCHEMA_1 = """
@@ -398,7 +399,7 @@ class Ledger:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             raise StorageError(f"{self.path} is not a redline store")
-        version = int(row[0])
+        version = schema_version(self.path, row[0])
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"store {self.path} has schema version {row[0]}, this redline understands {SCHEMA_VERSION}; "
@@ -623,11 +624,11 @@ class Ledger:
         )
 
     def line(self, line: str) -> LineRecord:
-        row = self._db.execute("SELECT record FROM lines WHERE line=?", (line,)).fetchone()
+        row = self._db.execute("SELECT line, record FROM lines WHERE line=?", (line,)).fetchone()
         if row is None:
             known = ", ".join(r.line[:8] for r in self.lines()) or "none"
             raise LineNotFoundError(f"no line {line!r} at this station (lines: {known})")
-        return LineRecord.from_obj(json.loads(row[0]))
+        return line_record(self.path, row[0], row[1])
 
     def find_line(self, prefix: str) -> LineRecord:
         """A line by id, id prefix (8+ hex digits) or peer station name."""
@@ -640,8 +641,8 @@ class Ledger:
         raise LineNotFoundError(f"{prefix!r} matches more than one line; give more of the id: {known}")
 
     def lines(self) -> list[LineRecord]:
-        rows = self._db.execute("SELECT record FROM lines ORDER BY rowid").fetchall()
-        return [LineRecord.from_obj(json.loads(r[0])) for r in rows]
+        rows = self._db.execute("SELECT line, record FROM lines ORDER BY rowid").fetchall()
+        return [line_record(self.path, r[0], r[1]) for r in rows]
 
     def put_cert(self, station: str, key_id: str, role: str, cert: SignedCert) -> None:
         self._write(
@@ -907,8 +908,8 @@ class Ledger:
         ).fetchall()
         return [
             OutboxItem(
-                local=r[0], line=r[1], kind=r[2], prio=r[3], content=json.loads(r[4]), idem=r[5],
-                accepted_at=r[6], seq=r[7], envelope_id=r[8],
+                local=r[0], line=r[1], kind=r[2], prio=r[3], content=outbox_content(self.path, r[0], r[4]),
+                idem=r[5], accepted_at=r[6], seq=r[7], envelope_id=r[8],
             )
             for r in rows
         ]

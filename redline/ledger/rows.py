@@ -1,0 +1,86 @@
+"""Stored values decoded back, one function per kind, for both ledgers (SQLite and PostgreSQL).
+
+SQLite keeps no checksum of what a row holds: a byte flipped inside a row (a bad sector, a bit
+flip in memory before the write) passes ``PRAGMA quick_check``, and PostgreSQL without data
+checksums is no different. Such a row must not end ``serve``, ``log``, ``verify`` or ``doctor`` in
+a traceback: every stored JSON document, and the schema version, is read back through one of these
+functions, which refuse what does not decode with one ``StorageError`` line naming the store, the row and
+what is wrong with it, and how to recover. (Envelopes and statements are bytes whose signatures
+``verify`` checks; they are not decoded here.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from redline.errors import StorageError
+from redline.ledger.model import LineRecord
+
+_SHOWN = 60  # characters of a damaged value quoted in the message
+
+
+def damaged(store: Path | str, what: str) -> StorageError:
+    """The store (a SQLite file, or a PostgreSQL URL as shown) is damaged: ``what``, and the recovery."""
+    if isinstance(store, Path):
+        from redline.ledger.integrity import recovery
+
+        return StorageError(f"store {store} is damaged: {what}. {recovery(store)}")
+    return StorageError(
+        f"store {store} is damaged: {what}. Restore the database from its backup (docs/OPERATIONS.md section 12); "
+        "the station then re-fetches from the peer whatever the backup lacks of both chains"
+    )
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+
+
+def _json(raw: object) -> Any:
+    if isinstance(raw, memoryview):
+        raw = bytes(raw)
+    if not isinstance(raw, str | bytes):
+        raise ValueError(f"a {type(raw).__name__}, not text")
+    return json.loads(raw)
+
+
+def line_record(store: Path | str, line: object, raw: object) -> LineRecord:
+    """The pairing record of ``line`` (the ``lines`` table's ``record``)."""
+    what = f"the pairing record of line {_shown(line)}"
+    try:
+        obj = _json(raw)
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise damaged(store, f"{what} is not valid JSON ({exc})") from exc
+    try:
+        if not isinstance(obj, dict):
+            raise TypeError(f"a JSON {type(obj).__name__}, not an object")
+        record = LineRecord.from_obj(obj)
+        if record.line != line:
+            raise ValueError(f"it names line {_shown(record.line)}")
+    except (TypeError, KeyError, ValueError) as exc:
+        raise damaged(store, f"{what} is not a pairing record ({exc})") from exc
+    return record
+
+
+def outbox_content(store: Path | str, local: object, raw: object) -> dict[str, Any]:
+    """The content of the outbox item numbered ``local`` (the ``outbox`` table's ``content``)."""
+    what = f"the content of outbox item {_shown(local)}"
+    try:
+        obj = _json(raw)
+    except ValueError as exc:
+        raise damaged(store, f"{what} is not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise damaged(store, f"{what} is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def schema_version(store: Path | str, raw: object) -> int:
+    """The schema version the ``meta`` table records."""
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise ValueError(raw)
+        return int(raw)
+    except ValueError as exc:
+        raise damaged(store, f"its schema version {_shown(raw)} is not a number") from exc
