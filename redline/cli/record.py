@@ -185,7 +185,9 @@ def verify(
 
     def check() -> list[LineReport]:
         keys_root = bytes.fromhex((home.keys / "root.pub").read_text().strip()) if home.exists() else b""
-        ledger = home.open_ledger()
+        # A reader: read-only, never migrated (an older store is refused in one line, untouched; a
+        # verify run beside a running older station must not change the layout under it).
+        ledger = home.read_ledger()
         try:
             reports = []
             with ledger.checked_meanwhile():  # the full check too, whatever the clean-close mark says
