@@ -166,9 +166,9 @@ def finish_backup(home: StationDir, dest: Path, *, taken_at: int, passphrase: st
     """Everything after the store's copy: config, public keys, users, the sealed secrets (or none),
     the copy verified, the manifest written last (a directory without one is no backup)."""
     (dest / "keys").mkdir(mode=0o700, exist_ok=True)
-    shutil.copyfile(home.config_path, dest / "config.json")
+    _copy_durably(home.config_path, dest / "config.json")
     for rel in PUBLIC_KEYS:
-        shutil.copyfile(home.path / rel, dest / rel)
+        _copy_durably(home.path / rel, dest / rel)
     users = persons.users_dir(home.path)
     if users.exists():
         (dest / "users").mkdir(mode=0o700, exist_ok=True)
@@ -273,9 +273,9 @@ def restore(
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(target, 0o700)
         (target / "keys").mkdir(mode=0o700)
-        shutil.copyfile(folder / "config.json", target / "config.json")
+        _copy_durably(folder / "config.json", target / "config.json")
         for rel in PUBLIC_KEYS:
-            shutil.copyfile(folder / rel, target / rel)
+            _copy_durably(folder / rel, target / rel)
         for name, data in secrets.items():
             identity.write_secret(target / "keys" / name, data)
         if (folder / "users").exists():
@@ -286,8 +286,9 @@ def restore(
         fd = os.open(target / STORE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
         shutil.copyfile(folder / STORE, target / STORE)
-        for path in (target / STORE, target / "keys", target):
-            _fsync(path)
+        for path in (target / STORE, target / "keys", target / "users", target):
+            if path.exists():
+                _fsync(path)
         home = StationDir(target)
         home.check_private()
         home.load_keys()
@@ -388,13 +389,23 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _copy_durably(source: Path, dest: Path) -> None:
+    """Copy a file and fsync the copy: a manifest that vouches for it, or a restored station that
+    starts from it, must not find it empty after a power cut (its folder is fsynced by the caller)."""
+    shutil.copyfile(source, dest)
+    _fsync(dest)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file, fsync it, rename it over ``path`` and fsync the folder: a
+    power cut leaves the old file or the new one, and the rename itself survives it."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync(path.parent)
 
 
 def check_passphrase(passphrase: str) -> str:
