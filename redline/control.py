@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from redline import readmodel, rotation, views
 from redline.control_client import CONTROL_LIMIT, maybe_accepted, not_running, result_of
 from redline.errors import (
+    ConfigError,
     ControlError,
     LocalProtocolError,
     RedlineError,
@@ -137,16 +138,25 @@ async def answer(st: Station, request: dict[str, Any]) -> Any:
 # -- server ----------------------------------------------------------------------------------------
 
 
-async def serve(st: Station, path: Path) -> None:
+async def listen(st: Station, path: Path) -> asyncio.AbstractServer:
+    """The control socket, listening: at start, so that a station whose socket cannot be made
+    stops there with one line, instead of running on with no ``stop``, ``send`` or ``status``.
+    A socket file left there is a crashed station's (the caller holds the folder)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     old = os.umask(0o177)  # the socket is created 0600: only the station's owner may drive it
     try:
-        server = await asyncio.start_unix_server(
-            lambda r, w: _client(st, r, w), path=str(path), limit=CONTROL_LIMIT
-        )
+        return await asyncio.start_unix_server(lambda r, w: _client(st, r, w), path=str(path), limit=CONTROL_LIMIT)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the control socket {path}: {exc.strerror or exc}; the station's folder path must be short "
+            "enough for a Unix socket (about 100 characters) on a local file system"
+        ) from None
     finally:
         os.umask(old)
+
+
+async def serve(server: asyncio.AbstractServer) -> None:
     async with server:
         await server.serve_forever()
 

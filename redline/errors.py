@@ -216,6 +216,10 @@ class ControlError(RedlineError):
     """The local control socket failed: no station runs, or the connection broke before an answer."""
 
 
+class StationBusyError(RedlineError):
+    """Another process holds the station's folder: it serves the station, or changes it while stopped."""
+
+
 class StationNotRunningError(ControlError):
     """No station answers on the control socket: nothing was sent to it."""
 

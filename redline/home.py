@@ -13,21 +13,25 @@ Layout::
     keys/signing.next.cert.json   the root's certificate over it (redline/keys.py)
     ledger.sqlite          the transcript (ledger/sqlite.py)
     control.sock           local control socket for the CLI (0600, owner only)
+    serve.lock             held (flock) by the one process that serves the station (``StationDir.hold``)
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redline.config import Limits, StationConfig, check_lang, check_station_name, parse_hostport
-from redline.errors import ConfigError
+from redline.errors import ConfigError, StationBusyError
 from redline.firstuse import dataclass_on_first_use
 
 if TYPE_CHECKING:  # keys and the ledger load when they are used: 'redline status' uses neither
@@ -77,9 +81,78 @@ class StationKeys:
         return None
 
 
+class FolderHold:
+    """This process's exclusive ``flock`` on a station folder's serve.lock: it serves the station
+    (``Station``), or changes it while stopped (``store migrate``). Held by one process at a time;
+    the kernel drops it when the process dies, kill -9 included. In one process the hold is shared
+    (counted), so a station rebuilt in the process that serves it needs no second lock."""
+
+    def __init__(self, key: Path, fd: int) -> None:
+        self.key, self.fd, self.count = key, fd, 1
+
+    def release(self) -> None:
+        self.count -= 1
+        if self.count == 0 and _HOLDS.get(self.key) is self:
+            del _HOLDS[self.key]
+            os.close(self.fd)  # the lock goes with the descriptor
+
+
+_HOLDS: dict[Path, FolderHold] = {}  # this process's holds, by the folder's resolved path
+LOCK_FILE = "serve.lock"
+READERS_WAIT = 10.0  # s a station starting waits for readers that hold the folder shared to finish
+
+
 class StationDir:
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    def hold(self, what: str) -> FolderHold:
+        """Hold this folder exclusively for ``what`` ("serve", "store migrate"): refused, in one
+        line naming the holder, while another process serves or changes the station. A reader that
+        is checking the store's files (``_opening``) holds it shared for a moment: waited for."""
+        key = self.path.resolve()
+        held = _HOLDS.get(key)
+        if held is not None:
+            held.count += 1
+            return held
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + READERS_WAIT
+            while not _try_lock(fd, fcntl.LOCK_EX):
+                if not _try_lock(fd, fcntl.LOCK_SH) or time.monotonic() > deadline:  # not only readers
+                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                    raise StationBusyError(
+                        f"{self.path} is held by {holder}: one process at a time may serve or change a station; "
+                        f"stop it first ('redline stop --station {self.path}'), or wait for it to finish"
+                    )
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({what})\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        _HOLDS[key] = FolderHold(key, fd)
+        return _HOLDS[key]
+
+    @contextlib.contextmanager
+    def _opening(self) -> Iterator[bool]:
+        """Whether a station serves this folder (True: only SQLite may touch the store's files, as
+        the station checked their raw bytes when it opened them). False: none does, and none may
+        start until the block ends (the folder is held shared meanwhile), so the caller may check
+        the files' raw bytes itself. The process that holds the folder sees False: it is the one."""
+        if self.path.resolve() in _HOLDS:
+            yield False
+            return
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:  # a folder never served, that this reader may not write to: nobody holds it
+            yield False
+            return
+        try:
+            yield not _try_lock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
 
     @property
     def config_path(self) -> Path:
@@ -162,7 +235,8 @@ class StationDir:
         self.require()
         from redline.ledger.stores import open_store
 
-        return open_store(self.config().store, self.ledger_path, raw_check=not self._running())
+        with self._opening() as serving:
+            return open_store(self.config().store, self.ledger_path, raw_check=not serving)
 
     def read_ledger(self) -> LedgerStore:
         """A reader's connection (redline log, export, the console): read-only (for SQLite, through
@@ -172,14 +246,16 @@ class StationDir:
 
         # the store's location only: a reader does not make the limits (StationConfig.load_store)
         store = StationConfig.load_store(self.config_path)
-        return open_store(store, self.ledger_path, read_only=True, raw_check=not self._running())
+        with self._opening() as serving:
+            return open_store(store, self.ledger_path, read_only=True, raw_check=not serving)
 
-    def _running(self) -> bool:
-        """A station process serves this folder: only SQLite may touch its store's files meanwhile
-        (the station checked their raw bytes when it opened them; a reader from outside does not)."""
-        from redline.control_client import station_answers
-
-        return station_answers(self.path)
+    def served(self) -> bool:
+        """A process serves this folder (or changes it while stopped) now: the lock, not the
+        control socket, which a failed start or a second ``serve`` could leave missing."""
+        if self.path.resolve() in _HOLDS:
+            return True
+        with self._opening() as serving:
+            return serving
 
     def init(
         self,
@@ -251,3 +327,12 @@ def _pem_to_der(pem: bytes) -> bytes:
 def station_path(option: str | None) -> Path:
     """--station DIR, else $REDLINE_STATION, else ./station."""
     return Path(option or os.environ.get("REDLINE_STATION") or "station")
+
+
+def _try_lock(fd: int, how: int) -> bool:
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+

@@ -88,6 +88,18 @@ class Station:
     ) -> None:  # fmt: skip
         self.home = home
         home.require()
+        # Before anything reads or repairs the folder (a key promotion a crash interrupted, the
+        # store's raw check, call recordings left open): one process serves a station at a time.
+        self._hold = home.hold("redline serve")
+        try:
+            self._open(home, on_alarm, clock, ha)
+        except BaseException:
+            self._hold.release()
+            raise
+
+    def _open(
+        self, home: StationDir, on_alarm: Callable[[str, str, str], None] | None, clock: Clock | None, ha: Pair | None
+    ) -> None:
         home.check_private()
         self.config: StationConfig = home.config()
         self.keys: StationKeys = home.load_keys()
@@ -258,6 +270,7 @@ class Station:
 
     # -- running -------------------------------------------------------------------------------------
     async def start(self) -> None:
+        control_socket = await control.listen(self, self.home.control_path)  # first: it may fail
         for addr in self.config.listen:
             host, port = parse_hostport(addr)
             server = await transport.Server.start(
@@ -268,7 +281,7 @@ class Station:
         for session in self.sessions.values():
             self._dial_paths(session)
         self._spawn(self._ticker())
-        self._spawn(control.serve(self, self.home.control_path))
+        self._spawn(control.serve(control_socket))
         if self.ha is not None:
             self._spawn(self.ha.keep(self))
 
@@ -846,10 +859,11 @@ class Station:
             except StorageError as exc:
                 log.error("line %s: could not save the peer's latest receipt at stop: %s", session.line[:8], exc)
         with contextlib.suppress(FileNotFoundError):
-            self.home.control_path.unlink()
+            self.home.control_path.unlink()  # ours: nobody else may serve this folder (the hold)
         if self.ha is not None:
             self.ha.release()  # the standby takes over at its next poll, not at expiry
         self.ledger.close()
+        self._hold.release()  # last: until the store is closed, no reader checks its files
 
     # -- operations ----------------------------------------------------------------------------------
     def session(self, line: str) -> LineSession:

@@ -303,6 +303,7 @@ class StationPair:
 
         await asyncio.gather(*st._tasks, return_exceptions=True)
         st.ledger.close()  # what is not committed is gone, as after kill -9
+        st._hold.release()  # the kernel drops a killed process's lock on its folder
         if start_again:
             await self.start(who)
 

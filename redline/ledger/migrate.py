@@ -20,12 +20,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from redline import merkle
-from redline.errors import ConfigError, StorageError
+from redline.errors import ConfigError, StationBusyError, StorageError
 from redline.ledger.postgres import PgLedger, leaf_of
 from redline.ledger.sqlite import Ledger
 from redline.ledger.stores import shown_url, store_url
@@ -57,17 +56,6 @@ class _Empty:
         raise AssertionError("an empty tree reads no subtrees")
 
 
-def _running(home: StationDir) -> bool:
-    if not home.control_path.exists():
-        return False
-    with contextlib.closing(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)) as s:
-        try:
-            s.connect(str(home.control_path))
-        except OSError:
-            return False  # a socket file a crash left behind
-        return True
-
-
 def _verify_all(ledger: Ledger | PgLedger, home: StationDir, where: str) -> None:
     our_root = bytes.fromhex((home.keys / "root.pub").read_text().strip())
     for record in ledger.lines():
@@ -79,13 +67,25 @@ def _verify_all(ledger: Ledger | PgLedger, home: StationDir, where: str) -> None
 
 
 def migrate_to_postgres(home: StationDir, url: str) -> MigrateReport:
-    """Copy the station's SQLite ledger into the empty database at ``url`` and switch config.json to it."""
+    """Copy the station's SQLite ledger into the empty database at ``url`` and switch config.json to
+    it, holding the folder throughout: no station may start on it meanwhile (what it accepted
+    after the copy would be lost)."""
     store_url(url)  # a postgresql:// URL without a password
     config = home.config()
     if config.store:
         raise ConfigError(f"this station already keeps its ledger in {shown_url(config.store)}")
-    if _running(home):
-        raise ConfigError("the station is running: stop it first ('redline store migrate' moves a stopped station)")
+    try:
+        hold = home.hold("redline store migrate")
+    except StationBusyError as exc:
+        why = f"the station must be stopped first ('redline store migrate' moves a stopped station): {exc}"
+        raise ConfigError(why) from None
+    try:
+        return _migrate(home, url)
+    finally:
+        hold.release()
+
+
+def _migrate(home: StationDir, url: str) -> MigrateReport:
     src = Ledger(home.ledger_path)
     try:
         _verify_all(src, home, "in the SQLite store")
