@@ -1101,7 +1101,18 @@ class Station:
         return await self.ceremony.pair(token_text)
 
     def add_line(self, line: str, party: pairing.Party, peer_fp: str, code: str, *, we_invited: bool) -> None:
-        """A line both sides agreed at pairing: pin the peer's keys, open its session, dial it."""
+        """A line both sides agreed at pairing: pin the peer's keys, open its session, dial it. A
+        pairing always makes a new line: the inviter names its id, and one naming a line held here
+        would have its record replaced (peer, keys, paths, confirmation), its transcript sent to the
+        new peer once its safety code was confirmed."""
+        if peer_fp == self.keys.fingerprint:
+            raise PairingError("the other station is this station itself: a line joins two stations")
+        if line in self.sessions or any(r.line == line for r in self.ledger.lines()):
+            held = self.sessions[line].record.peer_name if line in self.sessions else "another station"
+            raise PairingError(
+                f"this pairing names line {line[:8]}, which this station already holds with {held}: refused, "
+                "nothing changed (a new pairing always makes a new line: do not trust this invitation)"
+            )
         record = LineRecord(
             line=line, peer=peer_fp, peer_name=party.name, peer_root=party.root.hex(),
             peer_tls_cert=party.tls_der.hex(), paths=party.addrs, peer_lang=party.lang, we_invited=we_invited,
