@@ -478,7 +478,9 @@ class LineSession:
         if isinstance(e, ev.ResendFrom):
             return self._resend(e.path, self.us, e.seq + 1, self._our_tail.seq)
         if isinstance(e, ev.GapRequest):
-            return self._resend(e.path, e.station, e.from_seq, e.to_seq)
+            if e.station == self.us:  # ours: a part now, the rest as the peer's receipts come
+                return self._pump(e.path) if self.link.resend(e.path, e.from_seq, e.to_seq) else []
+            return self._send_run(e.path, e.station, e.from_seq, e.to_seq)[0]  # its own: it asks again
         if isinstance(e, ev.Synced):
             self.synced = True
             self._drop_own_waiting()  # recovery is done: anything still waiting is a copy, or junk
@@ -674,7 +676,7 @@ class LineSession:
         self._pending.receipt, self._pending.receipt_seq = signed, receipt.seq
         self.receipted_seq = receipt.seq
         self.link.receipted(receipt.seq)
-        return []
+        return self._pump()  # the peer took what we resent: the next part
 
     def _resend(self, path: str, station: str, first: int, last: int) -> list[Action]:
         if first > last or station not in (self.us, self.peer):
@@ -683,6 +685,36 @@ class LineSession:
         for seq, raw in self.ledger.raw_envelopes(self.line, station, first - 1, last - first + 1):
             out += self.link.send_envelope(seq, raw, path, ours=station == self.us)
         return out
+
+    def _pump(self, path: str | None = None) -> list[Action]:
+        """Put on what may go now of our envelopes the peer asked for again (``link.resend_due``)."""
+        out: list[Action] = []
+        for p, first, last in self.link.resend_due(path):
+            sent, upto = self._send_run(p, self.us, first, last)
+            self.link.resent(p, upto)
+            out += sent
+        return out
+
+    def _send_run(self, path: str, station: str, first: int, last: int) -> tuple[list[Action], int]:
+        """``station``'s envelopes ``first``..``last`` as frames for ``path``: at most
+        ``max_gap_buffer_bytes`` of them (at least one, so an envelope bigger than that still goes),
+        read a page at a time, so the peer's range is never what sets how much is read or built.
+        Returns the frames and the last seq among them (``first - 1``: none)."""
+        out: list[Action] = []
+        size, upto = 0, first - 1
+        if station not in (self.us, self.peer):
+            return out, upto
+        while upto < last:
+            page = list(self.ledger.raw_envelopes(self.line, station, upto, min(last - upto, 64)))
+            if not page:
+                break
+            for seq, raw in page:
+                if upto >= first and size + 5 + len(raw) > self.limits.max_gap_buffer_bytes:  # 5: frame header
+                    return out, upto
+                out += self.link.send_envelope(seq, raw, path, ours=station == self.us)
+                size += 5 + len(raw)
+                upto = seq
+        return out, upto
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _heads(self, ours: int, theirs: int) -> tuple[Head, Head]:

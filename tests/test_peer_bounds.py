@@ -132,3 +132,92 @@ def test_our_own_envelope_refused_in_recovery_is_asked_for_again_and_recovery_fi
         assert_verifies(sp)
     finally:
         sp.close()
+
+
+def _sent(actions: list[Any], path: str) -> int:
+    return sum(len(x.data) for x in actions if isinstance(x, Send) and x.path == path)
+
+
+def test_one_gap_request_for_the_peers_own_chain_is_answered_within_the_gap_buffer_bytes(tmp_path: Path) -> None:
+    """One ~100-byte GAP frame for the peer's own chain (its recovery): before, capped at
+    max_gap_buffer envelopes only, so with envelopes of up to max_body_bytes one frame made us build
+    ~1 GiB with the defaults (here 16 x 60 kB against a 256 KiB bound). The peer asks again for the
+    rest once it has stored what came."""
+    limits = Limits(max_gap_buffer=64, max_gap_buffer_bytes=256 * 1024, test_times_utc=())
+    sp = SessionPair(tmp_path, paths=1, limits=limits)
+    try:
+        sp.run()
+        for i in range(16):
+            sp.send("b", "x" * 60_000 + str(i))
+        sp.run()
+        gap = encode_frame(FrameType.GAP, canonical.encode({"station": sp.b.us, "from": 1, "to": 16}))
+        out = _sent(sp.a.receive("path0", gap, sp.clock.now, sp.clock.wall), "path0")
+        assert 0 < out <= limits.max_gap_buffer_bytes, f"{out:,} bytes answered to one {len(gap)}-byte frame"
+    finally:
+        sp.close()
+
+
+def test_a_gap_in_our_chain_bigger_than_the_gap_buffer_bytes_is_answered_in_parts_until_filled(
+    tmp_path: Path,
+) -> None:
+    """The peer lost our seqs 2..9 on the way (it holds 1 and 10) and asks for them: the answer is
+    at most max_gap_buffer_bytes, the rest follows as its receipts come, and the whole gap is
+    filled in order."""
+    limits = Limits(max_gap_buffer_bytes=200_000, test_times_utc=())
+    sp = SessionPair(tmp_path, paths=1, limits=limits)
+    try:
+        sp.run()
+        for i in range(10):
+            sp.send("a", "x" * 60_000 + str(i))
+        sp.flush()  # A signs all ten; their frames wait on the path
+        queue = sp.paths[0].a_to_b
+        lost = [d for d in queue if FrameType(d[4]) is FrameType.ENVELOPE][1:9]
+        assert len(lost) == 8
+        for d in lost:
+            queue.remove(d)
+        got: list[Any] = []
+        while queue:
+            got += sp.b.receive("path0", queue.popleft(), sp.clock.now, sp.clock.wall)
+        (ask,) = [x for x in got if isinstance(x, Send) and FrameType(x.data[4]) is FrameType.GAP]
+        answer = sp.a.receive("path0", ask.data, sp.clock.now, sp.clock.wall)  # B holds 1 and 10, asks for 2..9
+        assert 0 < _sent(answer, "path0") <= limits.max_gap_buffer_bytes
+        sp._do("a", answer)
+        sp.run()
+        assert texts(sp.b.ledger, sp.line, sp.a.us) == ["x" * 60_000 + str(i) for i in range(10)]
+        assert alarms(sp) == []
+        assert_verifies(sp)
+    finally:
+        sp.close()
+
+
+def test_a_restored_peer_recovers_its_own_chain_in_parts_of_the_gap_buffer_bytes(tmp_path: Path) -> None:
+    """A lost its last 10 envelopes (a restore from backup) and asks B for them: each of B's
+    answers is at most max_gap_buffer_bytes, and A asks again for the rest once it has stored each
+    part, until it holds its whole chain again."""
+    limits = Limits(max_gap_buffer_bytes=200_000, test_times_utc=())
+    sp = SessionPair(tmp_path, paths=1, limits=limits)
+    try:
+        sp.run()
+        backup = tmp_path / "a-backup.sqlite"
+        _backup(sp.dir_a.ledger_path, backup)
+        for i in range(10):
+            sp.send("a", "x" * 60_000 + str(i))
+            sp.run()
+        _restore_a(sp, backup)
+        biggest = 0
+        for _ in range(100):  # the steps of SessionPair.run, watching each burst B writes
+            for p in sp.paths:
+                while p.a_to_b and p.up:
+                    out = sp.b.receive(p.name, p.a_to_b.popleft(), sp.clock.now, sp.clock.wall)
+                    biggest = max(biggest, _sent(out, p.name))
+                    sp._do("b", out)
+                while p.b_to_a and p.up:
+                    sp._do("a", sp.a.receive(p.name, p.b_to_a.popleft(), sp.clock.now, sp.clock.wall))
+            sp.flush()
+            if not any(p.a_to_b or p.b_to_a for p in sp.paths):
+                break
+        assert biggest <= limits.max_gap_buffer_bytes
+        assert texts(sp.a.ledger, sp.line, sp.a.us) == ["x" * 60_000 + str(i) for i in range(10)]
+        assert alarms(sp) == []
+    finally:
+        sp.close()

@@ -68,6 +68,16 @@ class _Path:
     skew_ms: float | None = None
 
 
+@dataclass
+class _Resend:
+    """Our envelopes still to put on one path, part of a GAP answer the peer asked for: the station
+    puts on what may go now (``resend_due``), a part at a time, and the rest as the peer's receipts
+    come, so that no number of the peer's sets how much goes out in one step."""
+
+    next: int  # our next seq to put on the path
+    last: int  # our last seq asked for
+
+
 def _head_obj(h: ChainHead) -> dict[str, Any]:
     return {"seq": h.seq, "id": h.id}
 
@@ -135,6 +145,7 @@ class Link:
         self._recover_path: str | None = None  # where our recovery request went; None: ask again
         self.halted = False  # the peer equivocated: nothing more is accepted from it
         self._paths: dict[str, _Path] = {}
+        self._resend: dict[str, _Resend] = {}  # path -> our envelopes still to put on it
         self._buffer: dict[int, bytes] = {}
         self._recent: OrderedDict[int, str] = OrderedDict()
         self._gap_asked: tuple[int, float] = (0, -1e9)
@@ -180,6 +191,7 @@ class Link:
     def path_down(self, path: str, reason: str) -> list[Output]:
         if self._paths.pop(path, None) is None:
             return []
+        self._resend.pop(path, None)
         out: list[Output] = [PathDown(path=path, reason=reason)]
         if not self._open_paths():
             self.synced = False  # the next HELLO decides again
@@ -214,6 +226,44 @@ class Link:
             self.sent_hi = max(self.sent_hi, seq)
         targets = [path] if path is not None else self._open_paths()
         return [self._frame(p, FrameType.ENVELOPE, raw) for p in targets if p in self._paths]
+
+    def resend(self, path: str, first: int, last: int) -> bool:
+        """Put our envelopes ``first``..``last`` on ``path``, a part at a time (``resend_due``). True
+        if the station should put on what may go now: nothing was under way on that path. Asked
+        again while a part is under way, the request joins it and waits for the next receipt, so
+        repeating a request makes nothing more go out at once."""
+        if path not in self._paths:
+            return False
+        cur = self._resend.get(path)
+        if cur is None:
+            self._resend[path] = _Resend(first, last)
+            return True
+        cur.next, cur.last = min(cur.next, first), max(cur.last, last)
+        return False
+
+    def resend_due(self, path: str | None = None) -> list[tuple[str, int, int]]:
+        """(path, first, last) of our envelopes that may go out now on ``path`` (or every path):
+        what is still to resend there, no further than ``window`` past what the peer holds."""
+        out: list[tuple[str, int, int]] = []
+        for p, r in list(self._resend.items()):
+            if path is not None and p != path:
+                continue
+            last = min(r.last, self.our_head.seq)
+            if r.next > last:
+                del self._resend[p]
+                continue
+            last = min(last, self.peer_has_ours + self.limits.window)
+            if r.next <= last:
+                out.append((p, r.next, last))
+        return out
+
+    def resent(self, path: str, upto: int) -> None:
+        """The station put our envelopes up to ``upto`` on ``path`` for ``resend_due``."""
+        r = self._resend.get(path)
+        if r is not None:
+            r.next = max(r.next, upto + 1)
+            if r.next > min(r.last, self.our_head.seq):
+                del self._resend[path]
 
     def send_raw(self, ftype: FrameType, payload: bytes, path: str | None = None) -> list[Send]:
         """A receipt, checkpoint or cosign: to one path, or to every open path."""
