@@ -116,6 +116,10 @@ class ApiConfig:
     max_waiting_logins: int = 4  # logins queued for an unlock slot; beyond: 503 at once
     poll_seconds: float = 0.5  # how often /api/events looks at the station for changes
     max_body_bytes: int = 1024 * 1024  # a request body; a message is capped lower by the station
+    # Each HTTP listener (console, metrics): connections open at once, WebSockets included; beyond,
+    # a connection is answered 503 and closed. Each holds one of the process's file descriptors.
+    max_connections: int = 256
+    request_head_seconds: float = 10.0  # a connection that has not sent a whole request head by then is closed
     # Who the console is for. Host names it answers to besides the loopback names and the address
     # it listens on ("console.example.org", or "name:port" to allow one port only); Origin is
     # checked against the same list.
@@ -126,9 +130,12 @@ class ApiConfig:
     trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_failures", "max_failures_per_source", "max_concurrent_unlocks", "max_waiting_logins"):
+        for name in ("max_failures", "max_failures_per_source", "max_concurrent_unlocks", "max_waiting_logins",
+                     "max_connections"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"config.json: api.{name} must be at least 1")
+        if not self.request_head_seconds > 0:
+            raise ConfigError("config.json: api.request_head_seconds must be above 0")
         for host in self.allowed_hosts:
             parse_host(host)
         for proxy in self.trusted_proxies:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -294,6 +295,54 @@ def test_a_real_server_refuses_foreign_hosts_and_ignores_untrusted_forwarding_he
             await http.stop()
 
     run(tmp_path, scenario)
+
+
+def test_idle_connections_cannot_exhaust_the_station_file_descriptors(tmp_path: Path) -> None:
+    """The metrics address needs no login: connections that never send (or trickle) a request head
+    were held for ever, and ~1,000 of them took every descriptor of the station's process. Now each
+    HTTP listener holds at most max_connections (beyond: 503, closed at once) and closes one that has
+    not sent a whole head within request_head_seconds; then the honest request is served."""
+    from redline.station import Station
+    from redline.testing import make_station
+
+    async def main() -> None:
+        port, mport = free_ports(2)
+        st = Station(make_station(tmp_path, "EUCOM", "en", port))
+        await st.start()
+        limits = dataclasses.replace(CONFIG, max_connections=8, request_head_seconds=0.5)
+        http = await HttpServer.start(st, f"127.0.0.1:{mport}", limits, monitoring_only=True)
+        held = [await asyncio.open_connection("127.0.0.1", mport) for _ in range(8)]
+        try:
+            for i, (_, w) in enumerate(held[:4]):  # half of them trickle a head that never ends
+                w.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" if i % 2 else b"G")
+            await asyncio.sleep(0.1)
+            r, _ = await asyncio.open_connection("127.0.0.1", mport)  # the 9th: over the cap
+            assert (await asyncio.wait_for(r.read(), 2)).startswith(b"HTTP/1.1 503")
+            for reader, _ in held:  # every one closed by the station at the deadline, none answered
+                assert await asyncio.wait_for(reader.read(), 2) == b""
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{mport}") as c:
+                assert (await c.get("/health")).status_code in (200, 503)
+        finally:
+            for _, w in held:
+                w.close()
+            await http.stop()
+            await st.close()
+
+    asyncio.run(main())
+
+
+def test_serve_raises_its_soft_open_files_limit_to_the_hard_one() -> None:
+    """systemd starts a service at a soft limit of 1024 open files whatever the hard one is."""
+    code = ("import resource; from redline.cli.station import raise_open_files_limit; "
+            "raise_open_files_limit(); print(*resource.getrlimit(resource.RLIMIT_NOFILE))")  # fmt: skip
+
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    low = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, preexec_fn=low)
+    expected = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    assert out.stdout.split() == [str(expected), str(hard)], out.stderr
 
 
 # -- 11. secrets and sessions ----------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from redline.api.auth import (
 from redline.api.console_routes import CONSOLE_SPECS, ConsoleHandlers
 from redline.api.console_voice import VOICE_SPECS, ConsoleVoice, VoiceConn, VoiceHandlers
 from redline.api.hosts import HostCheck, Hosts
+from redline.api.listener import bounded
 from redline.config import parse_hostport
 from redline.errors import (
     ConfigError,
@@ -836,15 +837,16 @@ class HttpServer:
     async def start(
         cls, station: Station, addr: str, config: ApiConfig | None = None, *, monitoring_only: bool = False
     ) -> HttpServer:
+        config = config or station.config.api
         return await cls.serve(addr, lambda listen: create_app(station, config, listen=listen,
-                                                               monitoring_only=monitoring_only))  # fmt: skip
+                                                               monitoring_only=monitoring_only), config)  # fmt: skip
 
     @classmethod
     async def start_standby(cls, pair: Pair, addr: str) -> HttpServer:
-        return await cls.serve(addr, lambda listen: create_standby_app(pair, listen=listen))
+        return await cls.serve(addr, lambda listen: create_standby_app(pair, listen=listen), pair.home.config().api)
 
     @classmethod
-    async def serve(cls, addr: str, make_app: Callable[[tuple[str, int]], Starlette]) -> HttpServer:
+    async def serve(cls, addr: str, make_app: Callable[[tuple[str, int]], Starlette], limits: ApiConfig) -> HttpServer:
         host, port = parse_hostport(addr)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -866,9 +868,10 @@ class HttpServer:
         # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1, whoever that is;
         # the API believes them only from api.trusted_proxies (auth.Proxies). log_config None:
         # uvicorn's records go to the station's own log handler (human or JSON, control codes escaped).
+        # http: uvicorn's h11 protocol with a connection cap and a request-head deadline (listener.py).
         server = _Server(uvicorn.Config(
-            app, ws="wsproto", lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2,
-            proxy_headers=False, log_config=None,
+            app, http=bounded(limits.max_connections, limits.request_head_seconds), ws="wsproto", lifespan="off",
+            log_level="warning", access_log=False, timeout_graceful_shutdown=2, proxy_headers=False, log_config=None,
         ))  # fmt: skip
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         deadline = time.monotonic() + 10

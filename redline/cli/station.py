@@ -17,6 +17,23 @@ from redline.display import columns, shown, styled
 from redline.home import StationDir, station_path
 
 
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit of open files to its hard limit (at most 65,536).
+
+    systemd and most shells start a service at a soft limit of 1024 whatever the hard one is; the
+    station's lines, store, recordings and its HTTP listeners (api.max_connections each) share it.
+    Only the soft limit moves (no privilege needed), and asyncio waits with epoll, not select(), so
+    descriptors above 1024 are safe. Left as it is if it cannot be changed."""
+    import contextlib
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 @main.command()
 @station_option
 @click.option("--name", required=True, help="Station name, e.g. EUCOM.")
@@ -82,6 +99,7 @@ def serve(
     from redline.station import Station
 
     configure_logs(log_format, verbose=verbose)  # human lines (SafeFormatter), or JSON (redline/logs.py)
+    raise_open_files_limit()
     json_log = log_format == "json"
     console.quiet = json_log  # then the log is the only output, and every alarm is in it
     home = StationDir(station_path(station))
