@@ -89,7 +89,7 @@ def _migrate(home: StationDir, url: str) -> MigrateReport:
     src = Ledger(home.ledger_path)
     try:
         _verify_all(src, home, "in the SQLite store")
-        dst = PgLedger(url, create=True, station=src.station)
+        dst = _target(url, src.station)
         try:
             report = _copy(src, dst, url)
             _verify_all(dst, home, "after the copy")
@@ -109,7 +109,42 @@ def _migrate(home: StationDir, url: str) -> MigrateReport:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, home.config_path)
+    dfd = os.open(home.path, os.O_RDONLY)
+    try:
+        os.fsync(dfd)  # the switch itself survives a power cut: the station comes back on PostgreSQL
+    finally:
+        os.close(dfd)
     return report
+
+
+def _target(url: str, station: str) -> PgLedger:
+    """The empty store to copy into: a new one, or the one a migrate killed mid-copy left behind.
+    Creating the tables is committed before the copy's own transaction, so a kill -9 (or a power
+    cut) during the copy leaves this station's store made and empty; running the command again
+    copies into it. Any other store there, or one holding anything, or one a station has held the
+    lease of, is refused ("a store already exists")."""
+    try:
+        return PgLedger(url, create=True, station=station)
+    except StorageError:
+        if not _left_by_a_killed_migrate(url, station):
+            raise
+    return PgLedger(url)
+
+
+def _left_by_a_killed_migrate(url: str, station: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            row = db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
+            if row is None or row[0] != station or db.execute("SELECT to_regclass('lease')").fetchone() != (None,):
+                return False
+            for table in _TABLES.split(", "):
+                if table != "meta" and db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone() != (False,):
+                    return False
+            return True
+    except psycopg.Error:
+        return False
 
 
 def _copy(src: Ledger, dst: PgLedger, url: str) -> MigrateReport:
