@@ -12,11 +12,13 @@ inviter, one path per address; the inviter only listens. So each path is one TLS
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import functools
 import hashlib
 import logging
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
@@ -78,6 +80,8 @@ TICK = 0.1
 # users/ is read afresh at least this often even when its stamp has not changed (persons.users_stamp:
 # a same-size rewrite within the file system's clock tick keeps the stamp).
 ROSTER_REREAD_SECONDS = 1.0
+ALARMS_KEPT = 200  # rows of Station.alarms (status and the console show the latest)
+_ALARM_VARIES = re.compile(r"[0-9a-f]{8,}|\d+")  # what differs between alarms of one kind: seqs, ids, counts
 _HEARTBEAT = bytes([FrameType.HEARTBEAT])
 
 
@@ -112,6 +116,8 @@ class Station:
         self.limits = self.config.limits
         self.sessions: dict[str, LineSession] = {}
         self.alarms: list[dict[str, Any]] = []
+        self._alarm_kinds: list[tuple[str, str, str]] = []  # each row's kind (_drop_alarm), in the same order
+        self._alarm_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._on_alarm = on_alarm
         self._alarm_queue: list[tuple[str, str, str]] = []
         self._conns: dict[tuple[str, str], transport.Connection] = {}
@@ -226,7 +232,8 @@ class Station:
 
     def alarm(self, line: str, level: str, text: str) -> None:
         """Record an alarm; a repeat of the latest one of the line (same level and text) counts up
-        instead of adding a row, so a peer cannot flood the list. The sinks (terminal, log,
+        instead of adding a row, and a flood of one kind pushes out only its own kind
+        (``_drop_alarm``), so a peer cannot flood the list. The sinks (terminal, log,
         WebSocket) run later, outside whatever ledger batch raised the alarm, and their failure is
         logged and never propagates."""
         # One line, bounded, whatever peer text it quotes: an alarm can never forge another alarm's
@@ -239,13 +246,29 @@ class Station:
             last["last"] = now
             return
         self.alarms.append({"time": now, "line": line, "level": level, "text": text, "count": 1, "last": now})
-        del self.alarms[:-200]
+        kind = (line, level, _ALARM_VARIES.sub("#", text))
+        self._alarm_kinds.append(kind)
+        self._alarm_counts[kind] += 1
+        if len(self.alarms) > ALARMS_KEPT:
+            self._drop_alarm()
         self._alarm_queue.append((line, level, text))
         if len(self._alarm_queue) == 1:
             try:
                 asyncio.get_running_loop().call_soon(self._deliver_alarms)
             except RuntimeError:  # no loop (a tool using the station synchronously): deliver now
                 self._deliver_alarms()
+
+    def _drop_alarm(self) -> None:
+        """Keep ``ALARMS_KEPT`` rows by dropping the oldest of the most numerous kind of alarm (its
+        text with numbers and ids taken out, on its line). A flood of one kind, such as refusals each
+        naming a seq the peer chose, then pushes out only its own kind, not an equivocation or a
+        missed FLASH raised before it (which 200 newer rows of any one kind used to push out)."""
+        worst = max(self._alarm_counts, key=self._alarm_counts.__getitem__)
+        i = self._alarm_kinds.index(worst)
+        del self.alarms[i], self._alarm_kinds[i]
+        self._alarm_counts[worst] -= 1
+        if not self._alarm_counts[worst]:
+            del self._alarm_counts[worst]
 
     def _deliver_alarms(self) -> None:
         queue, self._alarm_queue = self._alarm_queue, []
