@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,33 @@ def test_guesses_behind_a_trusted_proxy_count_per_client_not_per_proxy(tmp_path:
                                                                   headers={"x-forwarded-for": "192.0.2.50"}), 429)
 
     run(tmp_path, scenario, config)
+
+
+def test_a_chunked_login_body_over_the_limit_is_refused_before_the_rest_arrives(tmp_path: Path) -> None:
+    """Without a Content-Length the body was read whole before its size was checked: anyone who
+    reached the console (no login: /api/login) made the station's own process hold every byte."""
+
+    async def scenario(p: Pair) -> None:
+        fed = 0
+
+        async def endless() -> AsyncIterator[bytes]:  # no length: httpx sends it chunked
+            nonlocal fed
+            while fed < 64:  # 4 MiB offered against a 4 KiB limit
+                fed += 1
+                yield b" " * 65536
+
+        r = await p.client.post("/api/login", content=endless(), headers={"content-type": "application/json"})
+        assert fed <= 2, f"the station read {fed * 64} KiB of a body limited to 4 KiB"
+        assert "over 4096 bytes" in error(r, 400) and r.headers["connection"] == "close"
+        assert (await p.login()).status_code == 200  # the honest login, chunked or not, is unchanged
+
+        async def small() -> AsyncIterator[bytes]:
+            yield json.dumps(login_body()).encode()
+
+        r = await p.client.post("/api/login", content=small(), headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+
+    run(tmp_path, scenario)
 
 
 # -- 7. only our own Host --------------------------------------------------------------------------------

@@ -115,19 +115,30 @@ async def _error(request: Request, exc: Exception) -> Response:
     else:
         log.exception("API request %s %s failed", request.method, request.url.path)
         status, message = 500, f"internal error ({type(exc).__name__}); the station log has the details"
-    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if isinstance(exc, ApiError) and exc.close:
+        headers["Connection"] = "close"
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 # -- request bodies ---------------------------------------------------------------------------------
 async def _body(request: Request, limit: int) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise ApiError(400, "send the request body as JSON (Content-Type: application/json)")
+    too_big = ApiError(400, f"request body over {limit} bytes refused", close=True)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(400, f"request body over {limit} bytes refused")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise ApiError(400, f"request body over {limit} bytes refused")
+        raise too_big
+    # Read as it comes and stop at the limit: a chunked body (no Content-Length) says nothing of its
+    # size, and would otherwise be held whole first, before login on /api/login. The connection is
+    # closed with the answer, so the rest is never read.
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         # Decimal keeps coordinates exactly as written ("36.2750"): signed notices hold no floats.
         body = json.loads(raw or b"{}", parse_float=Decimal)

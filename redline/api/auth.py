@@ -49,9 +49,10 @@ WHY_NOT = {
 class ApiError(RedlineError):
     """An error with its HTTP status, rendered as JSON ``{"error": message}`` in one place."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.close = close  # answer with Connection: close (the rest of the request is not read)
 
 
 @dataclass(kw_only=True)
