@@ -197,17 +197,10 @@ class StationConfig:
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any]) -> StationConfig:
-        known = {f.name for f in dataclasses.fields(Limits)}
-        limits = obj.get("limits", {})
-        unknown = set(limits) - known
-        if unknown:
-            raise ConfigError(f"config.json: unknown limit(s) {sorted(unknown)}; known: {sorted(known)}")
-        limits = {k: tuple(v) if isinstance(v, list) else v for k, v in limits.items()}
-        api = obj.get("api", {})
-        unknown = set(api) - {f.name for f in dataclasses.fields(ApiConfig)}
-        if unknown:
-            raise ConfigError(f"config.json: unknown api setting(s) {sorted(unknown)}")
-        api = {k: tuple(v) if isinstance(v, list) else v for k, v in api.items()}
+        if not isinstance(obj, dict):
+            raise ConfigError("config.json must hold a JSON object")
+        limits = _settings(obj, "limits", Limits)
+        api = _settings(obj, "api", ApiConfig)
         try:
             return cls(
                 name=check_station_name(obj["name"]),
@@ -234,6 +227,35 @@ class StationConfig:
         the store needs (``redline log``, ``export``), without making the limits and the API's
         settings (three dataclasses, a few ms of a short command)."""
         return _check_store(_read(path).get("store", ""))
+
+
+def _settings(obj: dict[str, Any], section: str, cls: Any) -> dict[str, Any]:
+    """``obj[section]`` as keyword arguments for ``cls`` (Limits, ApiConfig): every key one of its
+    fields and every value of that field's type, else one line naming it. Without this a string
+    where a number belongs was kept ("window": "2048"), and a string where a list of names belongs
+    was read as one name per letter ("allowed_hosts": "console")."""
+    given = obj.get(section, {})
+    if not isinstance(given, dict):
+        raise ConfigError(f"config.json: {section} must be an object of settings")
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    unknown = set(given) - set(types)
+    if unknown:
+        raise ConfigError(f"config.json: unknown {section} setting(s) {sorted(unknown)}; known: {sorted(types)}")
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        want = types[name]  # a string: annotations are not evaluated here
+        if want == "tuple[str, ...]" and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            out[name] = tuple(value)
+        elif (want == "bool" and isinstance(value, bool)) or (
+            want in ("int", "float") and isinstance(value, int | float) and not isinstance(value, bool)
+            and (want == "float" or isinstance(value, int))
+        ):  # fmt: skip
+            out[name] = value
+        else:
+            what = {"tuple[str, ...]": "a list of strings", "bool": "true or false", "int": "a whole number",
+                    "float": "a number"}.get(want, want)  # fmt: skip
+            raise ConfigError(f"config.json: {section}.{name} must be {what}, not {json.dumps(value)[:60]}")
+    return out
 
 
 def _read(path: Path) -> dict[str, Any]:
