@@ -476,10 +476,14 @@ class LineSession:
         if isinstance(e, ev.ReceiptIn):
             return self._on_receipt(e.raw)
         if isinstance(e, ev.ResendFrom):
-            return self._resend(e.path, self.us, e.seq + 1, self._our_tail.seq)
+            # The peer lacks our envelopes past e.seq: window of them now, the rest as its receipts come
+            # (its HELLO's number never sets how much is read and framed at once).
+            self.link.resend(e.path, e.seq + 1, None)
+            return self._pump(e.path)
         if isinstance(e, ev.GapRequest):
             if e.station == self.us:  # ours: a part now, the rest as the peer's receipts come
-                return self._pump(e.path) if self.link.resend(e.path, e.from_seq, e.to_seq) else []
+                self.link.resend(e.path, e.from_seq, e.to_seq)
+                return self._pump(e.path)
             return self._send_run(e.path, e.station, e.from_seq, e.to_seq)[0]  # its own: it asks again
         if isinstance(e, ev.Synced):
             self.synced = True
@@ -655,7 +659,8 @@ class LineSession:
         try:
             signed = Signed.decode(raw)
             peek = Receipt.peek(signed)
-            if peek.of == self.us and peek.seq <= self.receipted_seq:
+            older = peek.of == self.us and peek.seq <= self.receipted_seq
+            if older and not self.link.resend_waits_for(peek.seq):
                 return []  # a copy (another path) or an older receipt: nothing new, not verified
             if self.gate.revoked_key(self.peer, peek.key) and peek.seq <= self._flagged_receipt_seq:
                 return []  # the revoked key again, no further than it already went (said once, not verified)
@@ -673,18 +678,15 @@ class LineSession:
         if self._say_flagged(flagged):  # the revoked key's word: what it receipted is still resent
             self._flagged_receipt_seq = max(self._flagged_receipt_seq, receipt.seq)
             return []
+        if older:
+            # A peer restored from an older copy receipts again what it had receipted before: that
+            # paces our resend to it (link.resend_waits_for), and changes nothing else.
+            self.link.resend_acked(receipt.seq)
+            return self._pump()
         self._pending.receipt, self._pending.receipt_seq = signed, receipt.seq
         self.receipted_seq = receipt.seq
         self.link.receipted(receipt.seq)
         return self._pump()  # the peer took what we resent: the next part
-
-    def _resend(self, path: str, station: str, first: int, last: int) -> list[Action]:
-        if first > last or station not in (self.us, self.peer):
-            return []
-        out: list[Action] = []
-        for seq, raw in self.ledger.raw_envelopes(self.line, station, first - 1, last - first + 1):
-            out += self.link.send_envelope(seq, raw, path, ours=station == self.us)
-        return out
 
     def _pump(self, path: str | None = None) -> list[Action]:
         """Put on what may go now of our envelopes the peer asked for again (``link.resend_due``)."""

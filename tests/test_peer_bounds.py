@@ -5,6 +5,7 @@ frames; only the sockets and the clock are simulated."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 
 from redline import canonical
 from redline.config import Limits
+from redline.envelope import split
 from redline.protocol.events import Send
-from redline.protocol.framing import FrameType, encode_frame
+from redline.protocol.framing import FrameDecoder, FrameType, encode_frame
 from redline.session import LineSession
 from redline.testing import SessionPair
 from tests.test_session import _backup, _restore_a, alarms, assert_verifies, texts
@@ -219,5 +221,82 @@ def test_a_restored_peer_recovers_its_own_chain_in_parts_of_the_gap_buffer_bytes
         assert biggest <= limits.max_gap_buffer_bytes
         assert texts(sp.a.ledger, sp.line, sp.a.us) == ["x" * 60_000 + str(i) for i in range(10)]
         assert alarms(sp) == []
+    finally:
+        sp.close()
+
+
+def _envelopes(actions: list[Any], path: str) -> list[int]:
+    """The seqs of the ENVELOPE frames ``actions`` put on ``path``."""
+    seqs: list[int] = []
+    for act in actions:
+        if isinstance(act, Send) and act.path == path:
+            for t, payload in FrameDecoder(1 << 30).feed(act.data):
+                if t is FrameType.ENVELOPE:
+                    seqs.append(canonical.decode_object(split(payload).header_bytes, "header")["seq"])
+    return seqs
+
+
+def test_one_hello_claiming_nothing_held_resends_at_most_a_window_at_once(tmp_path: Path) -> None:
+    """A HELLO saying ``yours.seq = 0``: before, we read our whole chain and framed all of it in one
+    synchronous step (120 envelopes here; a year of traffic for real), the peer's number as the
+    loop bound. Now at most ``window`` past what it says it holds, the rest as its receipts come."""
+    sp = SessionPair(tmp_path, paths=1, limits=Limits(window=16, max_gap_buffer=16, test_times_utc=()))
+    try:
+        sp.run()
+        for i in range(120):
+            sp.send("a", f"m{i}")
+            sp.run()
+        sp.a.path_up("evil", sp.clock.now, sp.clock.wall)
+        out = sp.a.receive("evil", hello(sp, sp.b, yours_seq=0, yours_id=None), sp.clock.now, sp.clock.wall)
+        assert _envelopes(out, "evil") == list(range(1, 17))
+        again = sp.a.receive("evil", hello(sp, sp.b, yours_seq=0, yours_id=None), sp.clock.now, sp.clock.wall)
+        assert _envelopes(again, "evil") == []  # a second HELLO is a protocol error on an open path
+    finally:
+        sp.close()
+
+
+def test_a_peer_restored_without_more_than_a_window_of_our_envelopes_gets_them_all_in_order(tmp_path: Path) -> None:
+    """B is restored from a copy that lacks A's last 40 envelopes (window 16): A resends a window at
+    a time, paced by B's receipts (which B makes again from seq 1 up, below what it had receipted
+    before), and B ends up with all of them in order, and with what A signs meanwhile."""
+    sp = SessionPair(tmp_path, paths=2, limits=Limits(window=16, test_times_utc=()))
+    try:
+        sp.run()
+        backup = tmp_path / "b-backup.sqlite"
+        _backup(sp.dir_b.ledger_path, backup)
+        for i in range(40):
+            sp.send("a", f"m{i}")
+            sp.run()
+        sp.b.ledger.close()
+        live = sp.dir_b.ledger_path
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{live}{suffix}").unlink(missing_ok=True)
+        shutil.copy(backup, live)
+        sp.restart("b")
+        sp.send("a", "after restore")
+        sp.run()
+        want = [*(f"m{i}" for i in range(40)), "after restore"]
+        assert texts(sp.b.ledger, sp.line, sp.a.us) == texts(sp.a.ledger, sp.line, sp.a.us) == want
+        assert alarms(sp) == []
+        assert_verifies(sp)
+    finally:
+        sp.close()
+
+
+def test_a_gap_for_a_seq_behind_a_resend_under_way_is_answered_at_once(tmp_path: Path) -> None:
+    """While a resend waits for the peer's receipts (a window out), the peer asks for one it had no
+    room to hold: it goes out at once, or neither side could move again (the peer cannot receipt
+    past the hole)."""
+    sp = SessionPair(tmp_path, paths=1, limits=Limits(window=16, max_gap_buffer=16, test_times_utc=()))
+    try:
+        sp.run()
+        for i in range(40):
+            sp.send("a", f"m{i}")
+            sp.run()
+        sp.a.path_up("evil", sp.clock.now, sp.clock.wall)
+        out = sp.a.receive("evil", hello(sp, sp.b, yours_seq=0, yours_id=None), sp.clock.now, sp.clock.wall)
+        assert _envelopes(out, "evil") == list(range(1, 17))
+        gap = encode_frame(FrameType.GAP, canonical.encode({"station": sp.a.us, "from": 3, "to": 3}))
+        assert _envelopes(sp.a.receive("evil", gap, sp.clock.now, sp.clock.wall), "evil")[:1] == [3]
     finally:
         sp.close()

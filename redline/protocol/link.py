@@ -70,12 +70,17 @@ class _Path:
 
 @dataclass
 class _Resend:
-    """Our envelopes still to put on one path, part of a GAP answer the peer asked for: the station
-    puts on what may go now (``resend_due``), a part at a time, and the rest as the peer's receipts
-    come, so that no number of the peer's sets how much goes out in one step."""
+    """Our envelopes still to put on one path: what its HELLO said the peer lacks, or the rest of a
+    GAP answer. The station puts on what may go now (``resend_due``), a part at a time, and the
+    rest as the peer's receipts come, so that no number of the peer's sets how much goes out in
+    one step."""
 
     next: int  # our next seq to put on the path
-    last: int  # our last seq asked for
+    last: int | None  # our last seq asked for; None: up to our head, as it grows
+    acked: int  # the highest of our seqs the peer holds, as it said then and its receipts say since
+
+    def hi(self, head: int) -> int:
+        return head if self.last is None else min(self.last, head)
 
 
 def _head_obj(h: ChainHead) -> dict[str, Any]:
@@ -219,27 +224,39 @@ class Link:
 
     def send_envelope(self, seq: int, raw: bytes, path: str | None = None, *, ours: bool = True) -> list[Send]:
         """Put an envelope on every open path (or one path, for a resend). ``ours`` is False for the
-        peer's own envelopes returned for its recovery: those do not count against our window."""
+        peer's own envelopes returned for its recovery: those do not count against our window. A new
+        envelope of ours skips a path still resending up to our head behind it: that resend puts it
+        on there, in order."""
         if not self.active:
             raise LocalProtocolError("the line is not confirmed by both operators; nothing may be sent")
         if ours:
             self.sent_hi = max(self.sent_hi, seq)
-        targets = [path] if path is not None else self._open_paths()
-        return [self._frame(p, FrameType.ENVELOPE, raw) for p in targets if p in self._paths]
+        if path is not None:
+            return [self._frame(path, FrameType.ENVELOPE, raw)] if path in self._paths else []
+        out: list[Send] = []
+        for p in self._open_paths():
+            r = self._resend.get(p)
+            if ours and r is not None and r.last is None:
+                if r.next < seq:
+                    continue
+                r.next = max(r.next, seq + 1)
+                if r.next > self.our_head.seq:
+                    del self._resend[p]
+            out.append(self._frame(p, FrameType.ENVELOPE, raw))
+        return out
 
-    def resend(self, path: str, first: int, last: int) -> bool:
-        """Put our envelopes ``first``..``last`` on ``path``, a part at a time (``resend_due``). True
-        if the station should put on what may go now: nothing was under way on that path. Asked
-        again while a part is under way, the request joins it and waits for the next receipt, so
-        repeating a request makes nothing more go out at once."""
+    def resend(self, path: str, first: int, last: int | None) -> None:
+        """Put our envelopes ``first``..``last`` (None: up to our head) on ``path``, a part at a
+        time (``resend_due``). Asked while a resend is under way on that path, the two join: from
+        the lower seq (the peer may have dropped one it had no room for) to the higher last."""
         if path not in self._paths:
-            return False
+            return
         cur = self._resend.get(path)
         if cur is None:
-            self._resend[path] = _Resend(first, last)
-            return True
-        cur.next, cur.last = min(cur.next, first), max(cur.last, last)
-        return False
+            self._resend[path] = _Resend(first, last, acked=first - 1)
+            return
+        cur.next = min(cur.next, first)
+        cur.last = None if cur.last is None or last is None else max(cur.last, last)
 
     def resend_due(self, path: str | None = None) -> list[tuple[str, int, int]]:
         """(path, first, last) of our envelopes that may go out now on ``path`` (or every path):
@@ -248,11 +265,11 @@ class Link:
         for p, r in list(self._resend.items()):
             if path is not None and p != path:
                 continue
-            last = min(r.last, self.our_head.seq)
+            last = r.hi(self.our_head.seq)
             if r.next > last:
                 del self._resend[p]
                 continue
-            last = min(last, self.peer_has_ours + self.limits.window)
+            last = min(last, r.acked + self.limits.window)  # what the peer holds: it said, or receipted since
             if r.next <= last:
                 out.append((p, r.next, last))
         return out
@@ -262,8 +279,18 @@ class Link:
         r = self._resend.get(path)
         if r is not None:
             r.next = max(r.next, upto + 1)
-            if r.next > min(r.last, self.our_head.seq):
+            if r.next > r.hi(self.our_head.seq):
                 del self._resend[path]
+
+    def resend_waits_for(self, seq: int) -> bool:
+        """Would a receipt of our ``seq`` let a resend go on? (A peer restored from an older copy
+        receipts seqs below the ones it had receipted before: those still pace the resend.)"""
+        return any(r.acked < seq for r in self._resend.values())
+
+    def resend_acked(self, seq: int) -> None:
+        """A receipt of our ``seq``, verified: the resends may go on past it."""
+        for r in self._resend.values():
+            r.acked = max(r.acked, seq)
 
     def send_raw(self, ftype: FrameType, payload: bytes, path: str | None = None) -> list[Send]:
         """A receipt, checkpoint or cosign: to one path, or to every open path."""
@@ -308,6 +335,7 @@ class Link:
 
     def receipted(self, seq: int) -> None:
         self.peer_has_ours = max(self.peer_has_ours, seq)
+        self.resend_acked(seq)
 
     def confirm(self, wall: int) -> list[Output]:
         """Our operator confirmed the safety code: tell the peer on every path."""
