@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from redline.errors import LineNotFoundError
 from redline.firstuse import dataclass_on_first_use
 
 if TYPE_CHECKING:
@@ -55,6 +56,24 @@ class LineRecord:
     @classmethod
     def from_obj(cls, obj: dict[str, Any]) -> LineRecord:
         return cls(**{**obj, "paths": tuple(obj["paths"])})
+
+
+LINE_PREFIX_MIN = 8  # hex digits of a line id that name it (docs/OPERATIONS.md); fewer name no line
+
+
+def find_line(records: list[LineRecord], wanted: str) -> LineRecord:
+    """A line by id, id prefix (``LINE_PREFIX_MIN`` hex digits or more) or peer station name: the
+    rule of both stores. A shorter prefix names no line, not the only one there is: ``redline send
+    '' hi`` sent on it."""
+    by_id = len(wanted) >= LINE_PREFIX_MIN
+    matches = [r for r in records if r.peer_name == wanted or (by_id and r.line.startswith(wanted))]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(f"{r.line[:8]} ({r.peer_name})" for r in records) or "none yet"
+    if not matches:
+        also = "" if by_id else f" (an id needs at least {LINE_PREFIX_MIN} of its hex digits)"
+        raise LineNotFoundError(f"no line matches {wanted!r}{also}; lines at this station: {known}")
+    raise LineNotFoundError(f"{wanted!r} matches more than one line; give more of the id: {known}")
 
 
 @dataclass_on_first_use(frozen=True, kw_only=True)

@@ -49,7 +49,7 @@ from redline.errors import (
 )
 from redline.identity import SignedCert
 from redline.ledger import lease
-from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem
+from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem, find_line
 from redline.ledger.rows import line_record, outbox_content, schema_version
 from redline.ledger.stores import shown_url
 from redline.ledger.verify import LineData, LineSource, StoredRow
@@ -512,13 +512,8 @@ class PgLedger:
         return line_record(shown_url(self.url), row[0], row[1])
 
     def find_line(self, prefix: str) -> LineRecord:
-        matches = [r for r in self.lines() if r.line.startswith(prefix) or r.peer_name == prefix]
-        if len(matches) == 1:
-            return matches[0]
-        known = ", ".join(f"{r.line[:8]} ({r.peer_name})" for r in self.lines()) or "none yet"
-        if not matches:
-            raise LineNotFoundError(f"no line matches {prefix!r}; lines at this station: {known}")
-        raise LineNotFoundError(f"{prefix!r} matches more than one line; give more of the id: {known}")
+        """A line by id, id prefix (8+ hex digits) or peer station name (``model.find_line``)."""
+        return find_line(self.lines(), prefix)
 
     def lines(self) -> list[LineRecord]:
         rows = self._q("SELECT line, record FROM lines ORDER BY pos").fetchall()

@@ -31,7 +31,15 @@ from redline.errors import (
 )
 from redline.identity import SignedCert
 from redline.ledger import integrity
-from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineData, LineRecord, OutboxItem, StoredRow
+from redline.ledger.model import (
+    SCHEMA_VERSION,
+    Equivocation,
+    LineData,
+    LineRecord,
+    OutboxItem,
+    StoredRow,
+    find_line,
+)
 from redline.ledger.rows import line_record, outbox_content, schema_version
 from redline.statements import Signed
 
@@ -631,14 +639,8 @@ class Ledger:
         return line_record(self.path, row[0], row[1])
 
     def find_line(self, prefix: str) -> LineRecord:
-        """A line by id, id prefix (8+ hex digits) or peer station name."""
-        matches = [r for r in self.lines() if r.line.startswith(prefix) or r.peer_name == prefix]
-        if len(matches) == 1:
-            return matches[0]
-        known = ", ".join(f"{r.line[:8]} ({r.peer_name})" for r in self.lines()) or "none yet"
-        if not matches:
-            raise LineNotFoundError(f"no line matches {prefix!r}; lines at this station: {known}")
-        raise LineNotFoundError(f"{prefix!r} matches more than one line; give more of the id: {known}")
+        """A line by id, id prefix (8+ hex digits) or peer station name (``model.find_line``)."""
+        return find_line(self.lines(), prefix)
 
     def lines(self) -> list[LineRecord]:
         rows = self._db.execute("SELECT line, record FROM lines ORDER BY rowid").fetchall()
