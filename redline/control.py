@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redline import readmodel, rotation, views
+from redline import jsonin, readmodel, rotation, views
 from redline.control_client import CONTROL_LIMIT, maybe_accepted, not_running, result_of
 from redline.errors import (
     ConfigError,
@@ -230,7 +230,7 @@ async def _client(st: Station, reader: asyncio.StreamReader, writer: asyncio.Str
 
 async def _reply(st: Station, line: bytes) -> dict[str, Any]:
     try:
-        request = json.loads(line)
+        request = jsonin.loads(line)  # nested past its bound: one clear error, not a traceback
         if not isinstance(request, dict):
             raise ValueError("a request is a JSON object")
         return {"ok": True, "result": await answer(st, request)}
@@ -262,14 +262,14 @@ async def call(home: Path, request: dict[str, Any], timeout: float = 30.0) -> An
             writer.write(json.dumps(request).encode() + b"\n")
             await writer.drain()
         except OSError as exc:
-            raise ControlError(maybe.format(why=f"connection lost while sending: {exc.strerror or exc}")) from exc
+            raise ControlError(maybe(why=f"connection lost while sending: {exc.strerror or exc}")) from exc
         try:
             async with asyncio.timeout(timeout):
                 line = await reader.readline()
         except TimeoutError:
-            raise ControlError(maybe.format(why=f"no answer within {timeout:g} s")) from None
+            raise ControlError(maybe(why=f"no answer within {timeout:g} s")) from None
         except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
-            raise ControlError(maybe.format(why=f"connection lost: {exc}")) from exc
+            raise ControlError(maybe(why=f"connection lost: {exc}")) from exc
     finally:
         writer.close()
     return result_of(line, maybe)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def call_blocking(home: Path, request: dict[str, Any], timeout: float = 30.0) ->
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as exc:
-            raise ControlError(maybe.format(why=f"connection lost while sending: {exc.strerror or exc}")) from exc
+            raise ControlError(maybe(why=f"connection lost while sending: {exc.strerror or exc}")) from exc
         line = _read_line(sock, timeout, maybe)
     finally:
         sock.close()
@@ -62,28 +63,33 @@ def not_running(home: Path, exc: OSError) -> StationNotRunningError:
     return StationNotRunningError(f"cannot open the control socket of {home}: {exc.strerror or exc}")
 
 
-def maybe_accepted(home: Path) -> str:
-    """The words for a station that stopped answering after the request went out ({why} to fill)."""
-    return (
-        f"the station at {home} stopped answering ({{why}}); the request may or may not have been accepted: "
-        f"check with 'redline log --station {home}' (or 'redline status') before repeating it"
-    )
+def maybe_accepted(home: Path) -> Callable[..., str]:
+    """The words for a station that stopped answering after the request went out, ``why`` to
+    fill: a function, not a template for ``str.format``, which a folder path holding braces broke."""
+
+    def words(*, why: str) -> str:
+        return (
+            f"the station at {home} stopped answering ({why}); the request may or may not have been accepted: "
+            f"check with 'redline log --station {home}' (or 'redline status') before repeating it"
+        )
+
+    return words
 
 
-def result_of(line: bytes, maybe: str) -> Any:
+def result_of(line: bytes, maybe: Callable[..., str]) -> Any:
     """The result in the station's answer line, or the one clear error it means (both clients)."""
     if not line:
-        raise ControlError(maybe.format(why="it closed the connection without answering"))
+        raise ControlError(maybe(why="it closed the connection without answering"))
     try:
         reply = json.loads(line)
     except ValueError as exc:
-        raise ControlError(maybe.format(why="its answer was cut off")) from exc
+        raise ControlError(maybe(why="its answer was cut off")) from exc
     if not reply.get("ok"):
         raise ControlRefusedError(str(reply.get("error", "the station refused")))
     return reply["result"]
 
 
-def _read_line(sock: socket.socket, timeout: float, maybe: str) -> bytes:
+def _read_line(sock: socket.socket, timeout: float, maybe: Callable[..., str]) -> bytes:
     """One answer line (with its newline), or what came before the station closed the connection."""
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
@@ -91,14 +97,14 @@ def _read_line(sock: socket.socket, timeout: float, maybe: str) -> bytes:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise ControlError(maybe.format(why=f"no answer within {timeout:g} s"))
+            raise ControlError(maybe(why=f"no answer within {timeout:g} s"))
         sock.settimeout(left)
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
-            raise ControlError(maybe.format(why=f"no answer within {timeout:g} s")) from None
+            raise ControlError(maybe(why=f"no answer within {timeout:g} s")) from None
         except OSError as exc:
-            raise ControlError(maybe.format(why=f"connection lost: {exc}")) from exc
+            raise ControlError(maybe(why=f"connection lost: {exc}")) from exc
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -107,4 +113,4 @@ def _read_line(sock: socket.socket, timeout: float, maybe: str) -> bytes:
             data = b"".join(chunks)
             return data[: data.index(b"\n") + 1]
         if size > CONTROL_LIMIT:
-            raise ControlError(maybe.format(why="connection lost: its answer is over 16 MiB"))
+            raise ControlError(maybe(why="connection lost: its answer is over 16 MiB"))
