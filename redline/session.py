@@ -562,7 +562,7 @@ class LineSession:
             env = self.gate.accept_envelope(rawenv, sender=self.peer)
         except RedlineError as exc:
             self.alarm("alarm", f"refused envelope seq {seq} from {self.record.peer_name}: {exc}")
-            return self._run(self.link.rejected(seq, str(exc)), wall)
+            return self._run(self.link.rejected(seq, str(exc), self._their_tail.seq), wall)
         self._pending.envelopes.append(env)
         self._pending.bytes += len(raw)
         if env.header.kind in OPERATIONAL_KINDS:
@@ -630,7 +630,7 @@ class LineSession:
                 raise WrongSenderError("envelope names another sender")
         except RedlineError as exc:
             self._say_flagged(flagged)  # at a seq the peer's root revoked: said, and no halt
-            return self._run(self.link.rejected(seq, str(exc)), wall)
+            return self._run(self.link.rejected(seq, str(exc), self._their_tail.seq), wall)
         # A second validly signed envelope at a seq we hold or are about to store: keep it and let
         # the ledger judge it after this batch's envelopes are in (it may still be pending here).
         self._pending.suspects.append(env)

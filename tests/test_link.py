@@ -736,7 +736,7 @@ def test_rejected_envelope_resets_and_closes_every_path() -> None:
     d.a.receive("p0", env_frame(e3), d.now, d.wall)  # buffered behind the gap at 2
     d.a.stored(head(e1))
     d.a.receive("p0", env_frame(e2), d.now, d.wall)
-    out = d.a.rejected(2, "bad signature")
+    out = d.a.rejected(2, "bad signature", held=1)
     assert {o.path for o in out if isinstance(o, Close)} == {"p0", "p1"}
     assert [t for t, _ in decode_sends(out)] == [FrameType.ERROR, FrameType.ERROR]
     assert d.a.next_in == 2 and d.a.paths == {"p0": PathState.ERROR, "p1": PathState.ERROR}

@@ -300,3 +300,38 @@ def test_a_gap_for_a_seq_behind_a_resend_under_way_is_answered_at_once(tmp_path:
         assert _envelopes(sp.a.receive("evil", gap, sp.clock.now, sp.clock.wall), "evil")[:1] == [3]
     finally:
         sp.close()
+
+
+def test_a_refused_envelope_after_a_good_one_in_the_same_burst_leaves_no_spurious_refusal(tmp_path: Path) -> None:
+    """Seq 2 (good) and seq 3 (signature broken) arrive in one burst: 3 is refused and the link
+    rewinds. Before, it rewound to the stored head (1), past 2, which was verified and waiting for
+    the commit: on the next connection the peer resent from 3, we held it as a gap, asked for 2
+    again and refused it as out of order, an alarm for an envelope we had stored and receipted, and
+    every path closed once more."""
+    sp = SessionPair(tmp_path, paths=1, limits=Limits(test_times_utc=()))
+    try:
+        sp.run()
+        sp.send("b", "one")
+        sp.run()
+        sp.send("b", "two")
+        sp.send("b", "three")
+        sp.flush()  # B signs 2 and 3; both frames wait on the path
+        p = sp.paths[0]
+        envs = [d for d in p.b_to_a if FrameType(d[4]) is FrameType.ENVELOPE]
+        p.b_to_a.clear()
+        assert len(envs) == 2
+        bad = envs[1][:-1] + bytes([envs[1][-1] ^ 1])  # seq 3, signature broken
+        sp._do("a", sp.a.receive(p.name, envs[0] + bad, sp.clock.now, sp.clock.wall))
+        sp.flush()
+        assert sp.a.ledger.head(sp.line, sp.b.us)[0] == 2  # seq 2 stored and receipted
+        refused = [t for w, _, t in sp.alarms if w == "a" and "refused envelope" in t]
+        assert len(refused) == 1 and "seq 3" in refused[0]
+        sp.connect(p)
+        sp.run()
+        sp.tick(1.5)
+        sp.run()
+        assert texts(sp.a.ledger, sp.line, sp.b.us) == ["one", "two", "three"]
+        assert [t for w, _, t in sp.alarms if w == "a" and "refused envelope" in t] == refused
+        assert p.up
+    finally:
+        sp.close()

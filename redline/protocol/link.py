@@ -323,11 +323,13 @@ class Link:
         """The station stored the peer's envelopes up to ``head``."""
         self.their_head = head
 
-    def rejected(self, seq: int, reason: str) -> list[Output]:
+    def rejected(self, seq: int, reason: str, held: int) -> list[Output]:
         """The station could not verify the peer's envelope ``seq``: drop it and what follows,
-        close the paths, and let the next HELLO restart from what is stored."""
+        close the paths, and let the next HELLO restart from what we hold. ``held``: the peer's seq
+        the station holds, those verified and not yet stored included (the stored head alone would
+        take us back past them: their copies would be asked for, and refused, again)."""
         self._buffer.clear()
-        self.next_in = self.their_head.seq + 1
+        self.next_in = held + 1
         out: list[Output] = []
         for p in list(self._paths):
             out += self._error(p, f"envelope seq {seq} refused: {reason}")
