@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from redline import canonical, identity, kinds, merkle, recording
+from redline import canonical, identity, jsonin, kinds, merkle, recording
 from redline.envelope import RawEnvelope, split
 from redline.errors import BundleError, CertificateError, EncodingError, MerkleError, VerificationError
 from redline.gate import accept_recording, extends, verified_keys
@@ -251,9 +251,9 @@ def read_bundle(path: Path) -> dict[str, Any]:
         raise BundleError(f"{path}: {name} is not a JSON number")
 
     try:
-        obj = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{path} is not JSON: {exc}") from exc
+        obj = jsonin.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except EncodingError as exc:
+        raise BundleError(f"{path} is {exc}") from None
     if not isinstance(obj, dict):
         raise BundleError(f"{path} does not hold a JSON object")
     return obj

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
-from redline.errors import FencedError, StorageError
+from redline import jsonin
+from redline.errors import EncodingError, FencedError, StorageError
 from redline.ledger import lease
 from redline.ledger.stores import shown_url
 from redline.status import HaView, StationStatus
@@ -227,8 +228,8 @@ class Pair:
             with contextlib.suppress(ConnectionError, ValueError, asyncio.LimitOverrunError):
                 while line := await reader.readline():
                     try:
-                        op = json.loads(line).get("op")
-                    except (ValueError, AttributeError):
+                        op = jsonin.loads(line).get("op")
+                    except (EncodingError, AttributeError):
                         op = None
                     if op == "status":
                         status = StationStatus(

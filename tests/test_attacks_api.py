@@ -216,6 +216,38 @@ def test_a_chunked_login_body_over_the_limit_is_refused_before_the_rest_arrives(
     run(tmp_path, scenario)
 
 
+def test_deeply_nested_json_is_400_and_logs_no_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """json raises RecursionError (not a ValueError) past ~1,000 levels: a 4 KB login body (no
+    login needed), an 'area' given as text, a console's WebSocket message (any role) and a control
+    request were each a 500 or a traceback in the station's log. Now one reader (jsonin.loads)
+    bounds the nesting, and each is refused like any other malformed input."""
+    from redline.control import _reply
+
+    deep, nested = "[" * 2000 + "]" * 2000, "[" * 100 + "]" * 100  # past the recursion limit; past 64 levels
+
+    async def scenario(p: Pair) -> None:
+        with caplog.at_level(logging.ERROR):
+            for body in (deep, nested):
+                r = await p.client.post("/api/login", content=body, headers={"content-type": "application/json"})
+                assert "nested more than 64 levels" in error(r, 400)
+            assert (await p.login()).status_code == 200
+            notice = {"kind": "air", "area": deep, "floor_m": 0, "ceiling_m": 10, "start": "2030-01-01T00:00Z",
+                      "end": "2030-01-02T00:00Z"}  # fmt: skip
+            r = await p.client.post(f"/api/lines/{p.line}/notice", json=notice)
+            assert "nested more than 64 levels" in error(r, 400)
+            ws = AsgiWebSocket(p.app, cookie=p.client.cookies["redline_session"])
+            assert (await ws.receive())["type"] == "hello"
+            for text in (deep, nested, json.dumps({"type": "join", "call": "0" * 64})):
+                ws.outbox.put_nowait({"type": "websocket.receive", "text": text})
+            while (await ws.receive())["type"] != "join_refused":  # the one after them is answered
+                pass
+            reply = await _reply(p.a, deep.encode())
+            assert not reply["ok"] and "nested more than 64 levels" in reply["error"]
+        assert not [rec.getMessage() for rec in caplog.records if rec.exc_info], "a traceback was logged"
+
+    run(tmp_path, scenario)
+
+
 # -- 7. only our own Host --------------------------------------------------------------------------------
 def test_dns_rebinding_host_header_is_refused(tmp_path: Path) -> None:
     async def scenario(p: Pair) -> None:

@@ -48,6 +48,7 @@ from redline.statements import Checkpoint, Cosign, Receipt, Signed
 from redline.testing import SessionPair
 
 EXPORTED_AT = 1_652_450_000_000
+DEEP = "[" * 3000 + "]" * 3000  # 6 KB: nothing about it is large but its nesting (json raises RecursionError)
 
 
 @dataclass(frozen=True)
@@ -711,7 +712,8 @@ def test_line_without_checkpoints_has_none_to_export(world: World) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [('{"a": 1, "a": 2}', "appears twice"), ("[1]", "does not hold a JSON object"), ("{nope", "is not JSON"),
-     ('{"a": NaN}', "NaN is not a JSON number")],
+     ('{"a": NaN}', "NaN is not a JSON number"), ('{"format": ' + DEEP + "}", "nested more than 64 levels"),
+     ('{"format": ' + "[" * 100 + "]" * 100 + "}", "nested more than 64 levels")],
 )  # fmt: skip
 def test_unreadable_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.json"
@@ -728,11 +730,12 @@ def test_a_bundle_with_a_byte_order_mark_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "keys"), [("\ufeff{}", 2), ('{"a": 1, "a": 2}', 2), ("{nope", 2), ("{}", 1), ("{}", 3)]
+    ("text", "keys"), [("\ufeff{}", 2), ('{"a": 1, "a": 2}', 2), ("{nope", 2), ("{}", 1), ("{}", 3), (DEEP, 2)]
 )
 def test_input_errors_exit_1_and_say_so_in_one_line(tmp_path: Path, text: str, keys: int) -> None:
-    """Exit codes as BUNDLE.md says: 1 for an input error (a BOM, a member twice, not JSON, not
-    exactly two fingerprints), never a traceback; 2 is kept for a problem found in a bundle."""
+    """Exit codes as BUNDLE.md says: 1 for an input error (a BOM, a member twice, not JSON, nested
+    past Python's recursion limit, not exactly two fingerprints), never a traceback; 2 is kept for
+    a problem found in a bundle."""
     path = tmp_path / "in.json"
     path.write_text(text, encoding="utf-8")
     out = _rl("verify", "--bundle", str(path), *(["--key", "ab" * 32] * keys), cwd=tmp_path)

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from redline.config import StationConfig
 from tests.procs import StationProc, free_ports, wait_until
 
@@ -206,3 +208,21 @@ async def _drained(*homes: Path) -> bool:
     return all(ln["outbox"] == 0 and ln["unreceipted"] == 0 for ln in lines)
 
 
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe\x00garbage", b"[" * 3000, b"[" * 100 + b"]" * 100])
+def test_notice_area_from_a_bad_file_is_one_line(tmp_path: Path, content: bytes | None) -> None:
+    """'--area @FILE' was read outside the command's error handling, and only ValueError caught:
+    a missing file, a binary one or deep nesting was a traceback. Refused before any station is asked."""
+    from click.testing import CliRunner
+
+    from redline.cli import main as cli
+
+    area = tmp_path / "area.json"
+    if content is not None:
+        area.write_bytes(content)
+    res = CliRunner().invoke(cli, ["notice", "L", "--station", str(tmp_path / "st"), "--kind", "air", "--area",
+                                   f"@{area}", "--floor", "0", "--ceiling", "10", "--start", "2030-01-01T00:00Z",
+                                   "--end", "2030-01-02T00:00Z"])  # fmt: skip
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (res.exception, res.output)
+    assert res.output.startswith("error: --area") and len(res.output.strip().splitlines()) == 1, res.output

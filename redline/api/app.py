@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import time
@@ -38,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from redline import kinds, persons, recording, views
+from redline import jsonin, kinds, persons, recording, views
 from redline.api.auth import (
     CAPABILITIES,
     COOKIE,
@@ -59,6 +58,7 @@ from redline.api.listener import bounded
 from redline.config import parse_hostport
 from redline.errors import (
     ConfigError,
+    EncodingError,
     EquivocationError,
     LocalProtocolError,
     NotFoundError,
@@ -141,9 +141,9 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     try:
         # Decimal keeps coordinates exactly as written ("36.2750"): signed notices hold no floats.
-        body = json.loads(raw or b"{}", parse_float=Decimal)
-    except ValueError as exc:
-        raise ApiError(400, f"request body is not JSON: {exc}") from None
+        body = jsonin.loads(raw or b"{}", parse_float=Decimal)
+    except EncodingError as exc:
+        raise ApiError(400, f"request body is {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body
@@ -188,9 +188,9 @@ def _area(value: Any) -> Any:
     """GeoJSON as given (an object, or JSON text), with every coordinate as a decimal string."""
     if isinstance(value, str):
         try:
-            value = json.loads(value, parse_float=Decimal)
-        except ValueError as exc:
-            raise ApiError(400, f"'area' is not valid GeoJSON (not JSON: {exc})") from None
+            value = jsonin.loads(value, parse_float=Decimal)
+        except EncodingError as exc:
+            raise ApiError(400, f"'area' is not valid GeoJSON ({exc})") from None
     if not isinstance(value, dict):
         raise ApiError(400, "'area' must be a GeoJSON Polygon, MultiPolygon or Point object")
     return {k: _coords(v) if k == "coordinates" else _plain(v) for k, v in value.items()}

@@ -24,18 +24,17 @@ are in the voice view (``console``).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from redline import media
+from redline import jsonin, media
 from redline.api import app as _app
 from redline.api.auth import OPERATE, ApiError, Session
 from redline.config import Limits
-from redline.errors import LocalProtocolError, NoPathError
+from redline.errors import EncodingError, LocalProtocolError, NoPathError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -152,9 +151,9 @@ class ConsoleVoice:
 
     def _control(self, conn: VoiceConn, text: str) -> None:
         try:
-            msg = json.loads(text) if len(text) <= MAX_TEXT else None
-        except ValueError:
-            msg = None
+            msg = jsonin.loads(text) if len(text) <= MAX_TEXT else None
+        except EncodingError:
+            msg = None  # as any other malformed message: ignored, and nothing logged
         if not isinstance(msg, dict):
             return
         if msg.get("type") == "leave":

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from redline import kinds
+from redline import jsonin, kinds
 from redline.cli.common import console, control, emit, fail, json_option, read_view, run, station_option, when
 from redline.display import styled
+from redline.errors import EncodingError
 from redline.home import station_path
 
 if TYPE_CHECKING:  # a command imports what it uses when it runs: 'redline ack' draws no table, reads no view
@@ -495,11 +496,14 @@ def register(main: click.Group) -> None:
         start: str, end: str, margin_m: int, text: str, amends: str | None, as_json: bool,
     ) -> None:  # fmt: skip
         """File a deconfliction notice: checked in full, then against every active notice of both sides."""
-        raw = Path(area[1:]).read_text() if area.startswith("@") else area
         try:
-            geometry = json.loads(raw, parse_float=str, parse_int=str)
-        except ValueError as exc:
-            fail(f"--area is not valid JSON: {exc}")
+            raw = Path(area[1:]).read_bytes() if area.startswith("@") else area
+        except OSError as exc:
+            fail(f"--area: cannot read {area[1:]}: {exc.strerror or exc}")
+        try:
+            geometry = jsonin.loads(raw, parse_float=str, parse_int=str)
+        except EncodingError as exc:
+            fail(f"--area: {exc}")
         content: dict[str, Any] = {
             "kind": kind, "area": geometry, "floor_m": floor_m, "ceiling_m": ceiling_m,
             "start": parse_time(start), "end": parse_time(end), "margin_m": margin_m, "text": text,
