@@ -50,7 +50,7 @@ from redline.errors import (
 from redline.identity import SignedCert
 from redline.ledger import lease
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem, find_line
-from redline.ledger.rows import line_record, outbox_content, schema_version
+from redline.ledger.rows import blob, damaged, integer, line_record, outbox_content, schema_version
 from redline.ledger.stores import shown_url
 from redline.ledger.verify import LineData, LineSource, StoredRow
 from redline.statements import Signed
@@ -118,8 +118,8 @@ def _statement(raw: bytes) -> Signed:
 class _ChainNodes:
     """One chain's ``merkle.NodeSource``: leaves from the envelopes' ids, subtrees from ``merkle``."""
 
-    def __init__(self, db: psycopg.Connection[Any], line: str, sender: str) -> None:
-        self._db, self._key = db, (line, sender)
+    def __init__(self, db: psycopg.Connection[Any], shown: str, line: str, sender: str) -> None:
+        self._db, self._shown, self._key = db, shown, (line, sender)
 
     def leaves(self, lo: int, hi: int) -> list[bytes]:
         rows = self._db.execute(
@@ -128,7 +128,10 @@ class _ChainNodes:
         ).fetchall()
         if len(rows) != hi - lo:
             raise StorageError(f"the store lacks envelopes {lo + 1}..{hi} of a chain it counts as held: it is damaged")
-        return [leaf_of(r[0]) for r in rows]
+        try:
+            return [leaf_of(r[0]) for r in rows]
+        except (TypeError, ValueError) as exc:  # bytes.fromhex of what is not a hex string (or NULL)
+            raise damaged(self._shown, f"a value of envelopes.id is not a hex id ({exc})") from exc
 
     def node(self, height: int, index: int) -> bytes:
         row = self._db.execute(
@@ -136,7 +139,7 @@ class _ChainNodes:
         ).fetchone()
         if row is None:
             raise StorageError(f"the store lacks the Merkle subtree {height}/{index} of a chain it holds: damaged")
-        return bytes(row[0])
+        return blob(self._shown, row[0], "merkle.hash")
 
 
 # A dead database host or a cut network must end a store call, not hang the station's one thread:
@@ -182,7 +185,7 @@ class PgLedger:
             raise ValueError("a store cannot be created read-only")
         self.url = url
         self.read_only = read_only
-        shown = shown_url(url)
+        self._shown = shown = shown_url(url)
         try:
             self._db: psycopg.Connection[Any] = _connect(url)
         except psycopg.Error as exc:
@@ -420,7 +423,7 @@ class PgLedger:
         at our term. A takeover waits for this transaction, or this one sees the new term."""
         assert self._fence is not None
         row = self._db.execute("SELECT term FROM lease WHERE id = 1 FOR SHARE").fetchone()
-        if row is not None and int(row[0]) == self._fence[1]:
+        if row is not None and row[0] == self._fence[1]:  # (no int(): a damaged term is not ours either)
             return
         self._rollback()
         self._deposed = lease.deposed_message(self._fence[1], self.read_lease())
@@ -527,7 +530,8 @@ class PgLedger:
 
     def certs(self, station: str) -> list[tuple[str, str, SignedCert]]:
         rows = self._q("SELECT key_id, role, data, sig FROM certs WHERE station=%s ORDER BY pos", (station,))
-        return [(r[0], r[1], SignedCert(bytes(r[2]), bytes(r[3]))) for r in rows.fetchall()]
+        s = self._shown
+        return [(r[0], r[1], SignedCert(blob(s, r[2], "certs.data"), blob(s, r[3], "certs.sig"))) for r in rows]
 
     # -- chains --------------------------------------------------------------------------------
     def head(self, line: str, sender: str) -> tuple[int, str | None]:
@@ -536,13 +540,14 @@ class PgLedger:
             row = self._q(
                 "SELECT seq, id FROM envelopes WHERE line=%s AND sender=%s ORDER BY seq DESC LIMIT 1", key
             ).fetchone()
-            self._heads[key] = (int(row[0]), row[1]) if row else (0, None)
+            self._heads[key] = (integer(self._shown, row[0], "envelopes.seq"), row[1]) if row else (0, None)
         return self._heads[key]
 
     def log(self, line: str, sender: str) -> merkle.StoredLog:
         key = (line, sender)
         if key not in self._logs:
-            self._logs[key] = merkle.StoredLog(_ChainNodes(self._db, line, sender), self.head(line, sender)[0])
+            nodes = _ChainNodes(self._db, self._shown, line, sender)
+            self._logs[key] = merkle.StoredLog(nodes, self.head(line, sender)[0])
         return self._logs[key]
 
     def envelope_id(self, line: str, sender: str, seq: int) -> str | None:
@@ -569,7 +574,7 @@ class PgLedger:
                 self._db.execute(
                     "INSERT INTO equivocations (line, sender, seq, first, second, detected_at) "
                     "VALUES (%s, %s, %s, %s, %s, %s)",
-                    (h.line, h.sender, h.seq, bytes(row[1]), env.encode(), stored_at),
+                    (h.line, h.sender, h.seq, blob(self._shown, row[1], "envelopes.raw"), env.encode(), stored_at),
                 )
             raise EquivocationError(
                 f"station {h.sender[:16]} signed two different envelopes at seq {h.seq} on line {h.line[:8]}: "
@@ -601,31 +606,32 @@ class PgLedger:
         row = self._q(sql, (line, sender, seq)).fetchone()
         if row is None:
             raise NotFoundError(f"no envelope seq {seq} from station {sender[:16]} on line {line[:8]}")
-        return bytes(row[0])
+        return blob(self._shown, row[0], "envelopes.raw")
 
     def raw_of_kind(self, line: str, sender: str, kind: str) -> list[bytes]:
         rows = self._q(
             f"SELECT raw FROM envelopes WHERE line=%s AND ({_OPS_ROWS}) AND sender=%s AND kind=%s ORDER BY seq",
             (line, sender, kind),
         )
-        return [bytes(r[0]) for r in rows.fetchall()]
+        return [blob(self._shown, r[0], "envelopes.raw") for r in rows.fetchall()]
 
     def raw_envelopes(self, line: str, sender: str, after: int = 0, limit: int = -1) -> Iterator[tuple[int, bytes]]:
         rows = self._q(
             "SELECT seq, raw FROM envelopes WHERE line=%s AND sender=%s AND seq>%s ORDER BY seq LIMIT %s",
             (line, sender, after, limit if limit >= 0 else None),
         ).fetchall()
-        yield from ((int(r[0]), bytes(r[1])) for r in rows)
+        s = self._shown
+        yield from ((integer(s, r[0], "envelopes.seq"), blob(s, r[1], "envelopes.raw")) for r in rows)
 
     def stored_for_ops(self, line: str) -> Iterator[tuple[str, int, bytes, int]]:
         rows = self._q(
             f"SELECT sender, seq, raw, stored_at FROM envelopes WHERE line=%s AND ({_OPS_ROWS}) ORDER BY pos", (line,)
         ).fetchall()
-        yield from ((r[0], int(r[1]), bytes(r[2]), int(r[3])) for r in rows)
+        yield from (_ops_row(self._shown, r) for r in rows)
 
     def stored_in_order(self, line: str) -> Iterator[tuple[str, int, bytes, int]]:
         rows = self._q("SELECT sender, seq, raw, stored_at FROM envelopes WHERE line=%s ORDER BY pos", (line,))
-        yield from ((r[0], int(r[1]), bytes(r[2]), int(r[3])) for r in rows.fetchall())
+        yield from (_ops_row(self._shown, r) for r in rows.fetchall())
 
     def find_by_id_prefix(self, line: str, prefix: str, limit: int = 2) -> list[tuple[str, bytes, int]]:
         if not all(c in "0123456789abcdef" for c in prefix):
@@ -634,13 +640,14 @@ class PgLedger:
             "SELECT sender, raw, stored_at FROM envelopes WHERE line=%s AND id >= %s AND id < %s LIMIT %s",
             (line, prefix, prefix + "g", limit),
         ).fetchall()
-        return [(r[0], bytes(r[1]), int(r[2])) for r in rows]
+        s = self._shown
+        return [(r[0], blob(s, r[1], "envelopes.raw"), integer(s, r[2], "envelopes.stored_at")) for r in rows]
 
     def stored_at(self, line: str, sender: str, seq: int) -> int:
         row = self._q(
             "SELECT stored_at FROM envelopes WHERE line=%s AND sender=%s AND seq=%s", (line, sender, seq)
         ).fetchone()
-        return int(row[0]) if row else 0
+        return integer(self._shown, row[0], "envelopes.stored_at") if row else 0
 
     def equivocations(self, line: str | None = None) -> list[Equivocation]:
         rows = self._q(
@@ -650,18 +657,23 @@ class PgLedger:
         ).fetchall()
         return [
             Equivocation(
-                line=r[0], sender=r[1], seq=int(r[2]), first=bytes(r[3]), second=bytes(r[4]), detected_at=int(r[5])
+                line=r[0],
+                sender=r[1],
+                seq=integer(self._shown, r[2], "equivocations.seq"),
+                first=blob(self._shown, r[3], "equivocations.first"),
+                second=blob(self._shown, r[4], "equivocations.second"),
+                detected_at=integer(self._shown, r[5], "equivocations.detected_at"),
             )
             for r in rows
         ]
 
     def line_bytes(self, line: str, sender: str) -> int:
         row = self._q("SELECT bytes FROM chain_bytes WHERE line=%s AND sender=%s", (line, sender)).fetchone()
-        return (int(row[0]) if row else 0) + self._bytes.get((line, sender), 0)
+        return (integer(self._shown, row[0], "chain_bytes.bytes") if row else 0) + self._bytes.get((line, sender), 0)
 
     def size_bytes(self) -> int:
         row = self._q("SELECT pg_database_size(current_database())", ()).fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0]) if row else 0  # computed by the server
 
     def files_dir(self) -> Path | None:
         return None  # on the server: its disk is watched there
@@ -689,7 +701,7 @@ class PgLedger:
         )
         row = cur.fetchone()
         assert row is not None
-        return OutboxItem(
+        return OutboxItem(  # (int(): the number the server just gave it, not a stored value read back)
             local=int(row[0]), line=line, kind=kind, prio=prio, content=content, idem=idem, accepted_at=accepted_at
         )
 
@@ -703,25 +715,32 @@ class PgLedger:
             f"WHERE {where} ORDER BY local LIMIT %s",
             (*args, limit if limit >= 0 else None),
         ).fetchall()
-        shown = shown_url(self.url)
+        shown = self._shown
         return [
             OutboxItem(
-                local=int(r[0]), line=r[1], kind=r[2], prio=r[3], content=outbox_content(shown, r[0], r[4]),
-                idem=r[5], accepted_at=int(r[6]), seq=None if r[7] is None else int(r[7]), envelope_id=r[8],
+                local=integer(shown, r[0], "outbox.local"),
+                line=r[1],
+                kind=r[2],
+                prio=r[3],
+                content=outbox_content(shown, r[0], r[4]),
+                idem=r[5],
+                accepted_at=integer(shown, r[6], "outbox.accepted_at"),
+                seq=None if r[7] is None else integer(shown, r[7], "outbox.seq"),
+                envelope_id=r[8],
             )
             for r in rows
-        ]  # fmt: skip
+        ]
 
     def pending(self, line: str, limit: int = -1) -> list[OutboxItem]:
         return self._outbox_rows("line=%s AND seq IS NULL", (line,), limit)
 
     def max_outbox_local(self) -> int:
         row = self._q("SELECT COALESCE(MAX(local), 0) FROM outbox").fetchone()
-        return int(row[0]) if row else 0
+        return integer(self._shown, row[0], "outbox.local") if row else 0
 
     def pending_count(self, line: str) -> int:
         row = self._q("SELECT COUNT(*) FROM outbox WHERE line=%s AND seq IS NULL", (line,)).fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0]) if row else 0  # a count: computed by the server
 
     def outbox_item(self, local: int) -> OutboxItem:
         items = self._outbox_rows("local=%s", (local,))
@@ -742,11 +761,14 @@ class PgLedger:
             (line, by, seq, signed.encode(), stored_at),
         )
 
+    def _receipt_seq(self, raw: object) -> int:
+        return integer(self._shown, raw, "receipts.seq")
+
     def receipt_times(self, line: str, by: str) -> list[tuple[int, int]]:
         rows = self._q(
             "SELECT seq, stored_at FROM receipts WHERE line=%s AND by_station=%s ORDER BY pos", (line, by)
         ).fetchall()
-        return [(int(r[0]), int(r[1])) for r in rows]
+        return [(self._receipt_seq(r[0]), integer(self._shown, r[1], "receipts.stored_at")) for r in rows]
 
     def receipts_covering(self, line: str, by: str, seqs: Iterable[int]) -> list[tuple[int, int]]:
         found: list[tuple[int, int]] = []
@@ -759,18 +781,20 @@ class PgLedger:
             ).fetchone()
             if row is None:
                 break
-            found.append((int(row[0]), int(row[1])))
+            found.append((self._receipt_seq(row[0]), integer(self._shown, row[1], "receipts.stored_at")))
         return found
 
     def latest_receipt(self, line: str, by: str) -> tuple[int, Signed] | None:
         row = self._q(
             "SELECT seq, raw FROM receipts WHERE line=%s AND by_station=%s ORDER BY seq DESC LIMIT 1", (line, by)
         ).fetchone()
-        return (int(row[0]), Signed.decode(bytes(row[1]))) if row else None
+        if row is None:
+            return None
+        return self._receipt_seq(row[0]), Signed.decode(blob(self._shown, row[1], "receipts.raw"))
 
     def receipts(self, line: str) -> list[tuple[str, Signed]]:
         rows = self._q("SELECT by_station, raw FROM receipts WHERE line=%s ORDER BY pos", (line,)).fetchall()
-        return [(r[0], Signed.decode(bytes(r[1]))) for r in rows]
+        return [(r[0], Signed.decode(blob(self._shown, r[1], "receipts.raw"))) for r in rows]
 
     def add_checkpoint(self, line: str, n: int, proposal: Signed, cosign: Signed) -> None:
         self._write("INSERT INTO checkpoints VALUES (%s, %s, %s, %s)", (line, n, proposal.encode(), cosign.encode()))
@@ -805,7 +829,7 @@ class PgLedger:
         stations = [self.station, record.peer]
         chains = {
             fp: [
-                StoredRow(int(r[0]), r[1], bytes(r[2]))
+                _stored_row(self._shown, r)
                 for r in self._q(
                     "SELECT seq, id, raw FROM envelopes WHERE line=%s AND sender=%s ORDER BY seq", (line, fp)
                 ).fetchall()
@@ -821,8 +845,8 @@ class PgLedger:
             names={self.station: our_name, record.peer: record.peer_name},
             certs={fp: [c for _, _, c in self.certs(fp)] for fp in stations},
             chains=chains,
-            receipts=[_statement(bytes(r[0])) for r in receipts],
-            checkpoints=[(int(r[0]), _statement(bytes(r[1])), _statement(bytes(r[2]))) for r in checkpoints],
+            receipts=[_statement(blob(self._shown, r[0], "receipts.raw")) for r in receipts],
+            checkpoints=[_stored_checkpoint(self._shown, r) for r in checkpoints],
             equivocations=[(e.sender, e.seq, e.first, e.second) for e in self.equivocations(line)],
         )
 
@@ -832,18 +856,18 @@ class PgStoredLine:
 
     def __init__(self, ledger: PgLedger, line: str, our_name: str) -> None:
         record = ledger.line(line)
-        self._ledger, self._url = ledger, ledger.url
+        self._ledger, self._url, self._shown = ledger, ledger.url, ledger._shown
         self.line = line
         fps = [ledger.station, record.peer]
         self.names = {ledger.station: our_name, record.peer: record.peer_name}
         self.certs = {fp: [c for _, _, c in ledger.certs(fp)] for fp in fps}
         self.checkpoints = [
-            (int(r[0]), _statement(bytes(r[1])), _statement(bytes(r[2])))
+            _stored_checkpoint(self._shown, r)
             for r in ledger._q("SELECT n, proposal, cosign FROM checkpoints WHERE line=%s ORDER BY n", (line,))
         ]
         self.equivocations = [(e.sender, e.seq, e.first, e.second) for e in ledger.equivocations(line)]
         count = "SELECT count(*) FROM envelopes WHERE line=%s AND sender=%s"
-        self._held = {fp: int((ledger._q(count, (line, fp)).fetchone() or (0,))[0]) for fp in fps}
+        self._held = {fp: int((ledger._q(count, (line, fp)).fetchone() or (0,))[0]) for fp in fps}  # a count(*)
 
     def stations(self) -> list[str]:
         return sorted(self._held)
@@ -854,7 +878,7 @@ class PgStoredLine:
     def chain(self, station: str) -> Iterator[StoredRow]:
         sql = "SELECT seq, id, raw FROM envelopes WHERE line=%s AND sender=%s ORDER BY seq"
         rows = self._ledger._q(sql, (self.line, station)).fetchall()
-        return (StoredRow(int(r[0]), r[1], bytes(r[2])) for r in rows)
+        return (_stored_row(self._shown, r) for r in rows)
 
     def chain_parts(self, station: str, size: int) -> Iterator[PgRange]:
         """Runs of ``size`` rows, their bounds found in the (line, sender, seq) index, the last one
@@ -863,14 +887,15 @@ class PgStoredLine:
         sql = "SELECT seq FROM envelopes WHERE line=%s AND sender=%s AND seq>%s ORDER BY seq LIMIT 1 OFFSET %s"
         while True:
             hi = self._ledger._q(sql, (self.line, station, lo, size - 1)).fetchone()
-            yield PgRange(self._url, self.line, station, lo, None if hi is None else int(hi[0]))
             if hi is None:
+                yield PgRange(self._url, self.line, station, lo, None)
                 return
-            lo = int(hi[0])
+            yield PgRange(self._url, self.line, station, lo, integer(self._shown, hi[0], "envelopes.seq"))
+            lo = integer(self._shown, hi[0], "envelopes.seq")
 
     def iter_receipts(self) -> Iterator[Signed]:
         rows = self._ledger._q("SELECT raw FROM receipts WHERE line=%s ORDER BY pos", (self.line,)).fetchall()
-        return (_statement(bytes(r[0])) for r in rows)
+        return (_statement(blob(self._shown, r[0], "receipts.raw")) for r in rows)
 
 
 @dataclass(frozen=True)
@@ -891,4 +916,29 @@ class PgRange:
                 "SELECT seq, id, raw FROM envelopes WHERE line=%s AND sender=%s AND seq>%s AND seq<=%s ORDER BY seq",
                 (self.line, self.sender, self.lo, hi),
             ).fetchall()
-        return [StoredRow(int(r[0]), r[1], bytes(r[2])) for r in rows]
+        shown = shown_url(self.url)
+        return [_stored_row(shown, r) for r in rows]
+
+
+def _stored_row(shown: str, r: tuple[Any, ...]) -> StoredRow:
+    """An envelopes row (seq, id, raw) as read for verification."""
+    return StoredRow(integer(shown, r[0], "envelopes.seq"), r[1], blob(shown, r[2], "envelopes.raw"))
+
+
+def _stored_checkpoint(shown: str, r: tuple[Any, ...]) -> tuple[int, Signed, Signed]:
+    """A checkpoints row (n, proposal, cosign) as read for verification."""
+    return (
+        integer(shown, r[0], "checkpoints.n"),
+        _statement(blob(shown, r[1], "checkpoints.proposal")),
+        _statement(blob(shown, r[2], "checkpoints.cosign")),
+    )
+
+
+def _ops_row(shown: str, r: tuple[Any, ...]) -> tuple[str, int, bytes, int]:
+    """An envelopes row (sender, seq, raw, stored_at) as the operations engine reads it."""
+    return (
+        r[0],
+        integer(shown, r[1], "envelopes.seq"),
+        blob(shown, r[2], "envelopes.raw"),
+        integer(shown, r[3], "envelopes.stored_at"),
+    )

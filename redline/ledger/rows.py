@@ -3,10 +3,16 @@
 SQLite keeps no checksum of what a row holds: a byte flipped inside a row (a bad sector, a bit
 flip in memory before the write) passes ``PRAGMA quick_check``, and PostgreSQL without data
 checksums is no different. Such a row must not end ``serve``, ``log``, ``verify`` or ``doctor`` in
-a traceback: every stored JSON document, and the schema version, is read back through one of these
-functions, which refuse what does not decode with one ``StorageError`` line naming the store, the row and
-what is wrong with it, and how to recover. (Envelopes and statements are bytes whose signatures
-``verify`` checks; they are not decoded here.)
+a traceback: every stored JSON document, whole number and byte string is read back through one of
+these functions, which refuse what does not decode with one ``StorageError`` line naming the store, the
+row or column and what is wrong with it, and how to recover. (Envelopes and statements are bytes whose
+signatures ``verify`` checks; only their type is checked here.)
+
+Whole numbers and bytes are checked for their type alone: SQLite keeps each cell's type in the row
+itself, so a flipped byte of a row's header turns an INTEGER or BLOB cell into text, a float or NULL
+(``int('x')``, ``bytes('x')``, ``int(None)`` were tracebacks, and ``bytes(n)`` of a number read where
+bytes belong silently made ``n`` zero bytes); PostgreSQL keeps the type in its catalogue, but a flipped
+bit of a row's null bitmap reads a NOT NULL column as NULL. The common case costs one ``type()`` test.
 """
 
 from __future__ import annotations
@@ -84,3 +90,19 @@ def schema_version(store: Path | str, raw: object) -> int:
         return int(raw)
     except ValueError as exc:
         raise damaged(store, f"its schema version {_shown(raw)} is not a number") from exc
+
+
+def integer(store: Path | str, raw: object, column: str) -> int:
+    """A whole number stored in ``column`` (``table.column``, as the message names it)."""
+    if type(raw) is int:
+        return raw
+    raise damaged(store, f"a value of {column} is {_shown(raw)}, not a whole number")
+
+
+def blob(store: Path | str, raw: object, column: str) -> bytes:
+    """A byte string stored in ``column`` (``table.column``, as the message names it)."""
+    if type(raw) is bytes:
+        return raw
+    if type(raw) is memoryview:
+        return bytes(raw)
+    raise damaged(store, f"a value of {column} is {_shown(raw)}, not bytes")

@@ -40,7 +40,7 @@ from redline.ledger.model import (
     StoredRow,
     find_line,
 )
-from redline.ledger.rows import line_record, outbox_content, schema_version
+from redline.ledger.rows import blob, damaged, integer, line_record, outbox_content, schema_version
 from redline.statements import Signed
 
 _SCHEMA_1 = """
@@ -157,8 +157,8 @@ def leaf_of(envelope_id: str) -> bytes:
 class _ChainNodes:
     """One chain's ``merkle.NodeSource``: leaves from the envelopes' ids, subtrees from ``merkle``."""
 
-    def __init__(self, db: sqlite3.Connection, line: str, sender: str) -> None:
-        self._db, self._key = db, (line, sender)
+    def __init__(self, db: sqlite3.Connection, path: Path, line: str, sender: str) -> None:
+        self._db, self._path, self._key = db, path, (line, sender)
 
     def leaves(self, lo: int, hi: int) -> list[bytes]:
         rows = self._db.execute(
@@ -166,7 +166,10 @@ class _ChainNodes:
         ).fetchall()
         if len(rows) != hi - lo:
             raise StorageError(f"the store lacks envelopes {lo + 1}..{hi} of a chain it counts as held: it is damaged")
-        return [leaf_of(r[0]) for r in rows]
+        try:
+            return [leaf_of(r[0]) for r in rows]
+        except (TypeError, ValueError) as exc:  # bytes.fromhex of what is not a hex string
+            raise damaged(self._path, f"a value of envelopes.id is not a hex id ({exc})") from exc
 
     def node(self, height: int, index: int) -> bytes:
         row = self._db.execute(
@@ -177,7 +180,7 @@ class _ChainNodes:
                 f"the store lacks the Merkle subtree {height}/{index} of a chain it holds: it is damaged "
                 "('redline verify' rebuilds the trees from the envelopes and says what else is wrong)"
             )
-        return bytes(row[0])
+        return blob(self._path, row[0], "merkle.hash")
 
 
 class _NoNodes:
@@ -197,18 +200,22 @@ class StoredLine:
 
     def __init__(self, ledger: Ledger, line: str, our_name: str) -> None:
         record = ledger.line(line)
-        self._db, self._path = ledger._db, str(ledger.path)
+        self._db, self._path, self._store = ledger._db, str(ledger.path), ledger.path
         self.line = line
         fps = [ledger.station, record.peer]
         self.names = {ledger.station: our_name, record.peer: record.peer_name}
         self.certs = {fp: [c for _, _, c in ledger.certs(fp)] for fp in fps}
         self.checkpoints = [
-            (r[0], _statement(bytes(r[1])), _statement(bytes(r[2])))
+            (
+                integer(self._store, r[0], "checkpoints.n"),
+                _statement(blob(self._store, r[1], "checkpoints.proposal")),
+                _statement(blob(self._store, r[2], "checkpoints.cosign")),
+            )
             for r in self._db.execute("SELECT n, proposal, cosign FROM checkpoints WHERE line=? ORDER BY n", (line,))
         ]
         self.equivocations = [(e.sender, e.seq, e.first, e.second) for e in ledger.equivocations(line)]
         count = "SELECT count(*) FROM envelopes WHERE line=? AND sender=?"
-        self._held = {fp: int(self._db.execute(count, (line, fp)).fetchone()[0]) for fp in fps}
+        self._held = {fp: int(self._db.execute(count, (line, fp)).fetchone()[0]) for fp in fps}  # a count(*)
 
     def stations(self) -> list[str]:
         return sorted(self._held)
@@ -220,7 +227,7 @@ class StoredLine:
         rows = self._db.execute(
             "SELECT seq, id, raw FROM envelopes WHERE line=? AND sender=? ORDER BY seq", (self.line, station)
         )
-        return (StoredRow(r[0], r[1], bytes(r[2])) for r in rows)
+        return (_stored_row(self._store, r) for r in rows)
 
     def chain_parts(self, station: str, size: int) -> Iterator[StoredRange]:
         """The chain in runs of ``size`` rows (the last one open-ended), their bounds found in the
@@ -230,14 +237,15 @@ class StoredLine:
             where, args = _seq_range(self.line, station, lo, None)
             query = f"SELECT seq FROM envelopes {where} ORDER BY seq LIMIT 1 OFFSET ?"
             hi = self._db.execute(query, (*args, size - 1)).fetchone()
-            yield StoredRange(self._path, self.line, station, lo, None if hi is None else hi[0])
             if hi is None:
+                yield StoredRange(self._path, self.line, station, lo, None)
                 return
+            yield StoredRange(self._path, self.line, station, lo, integer(self._store, hi[0], "envelopes.seq"))
             lo = hi[0]
 
     def iter_receipts(self) -> Iterator[Signed]:
         rows = self._db.execute("SELECT raw FROM receipts WHERE line=? ORDER BY rowid", (self.line,))
-        return (_statement(bytes(r[0])) for r in rows)
+        return (_statement(blob(self._store, r[0], "receipts.raw")) for r in rows)
 
 
 @dataclass(frozen=True)
@@ -261,7 +269,20 @@ class StoredRange:
             _READERS[self.path] = db
         where, args = _seq_range(self.line, self.sender, self.lo, self.hi)
         rows = db.execute(f"SELECT seq, id, raw FROM envelopes {where} ORDER BY seq", args)
-        return [StoredRow(r[0], r[1], bytes(r[2])) for r in rows]
+        return [_stored_row(Path(self.path), r) for r in rows]
+
+
+def _stored_row(store: Path, r: tuple[Any, ...]) -> StoredRow:
+    """An envelopes row (seq, id, raw) as read for verification."""
+    return StoredRow(integer(store, r[0], "envelopes.seq"), r[1], blob(store, r[2], "envelopes.raw"))
+
+
+def _ops_row(store: Path, r: tuple[Any, ...]) -> tuple[str, int, bytes, int]:
+    """An envelopes row (sender, seq, raw, stored_at) as the operations engine reads it."""
+    return (
+        r[0], integer(store, r[1], "envelopes.seq"), blob(store, r[2], "envelopes.raw"),
+        integer(store, r[3], "envelopes.stored_at"),
+    )  # fmt: skip
 
 
 def _seq_range(line: str, sender: str, lo: Any, hi: Any) -> tuple[str, tuple[Any, ...]]:
@@ -655,7 +676,10 @@ class Ledger:
         rows = self._db.execute(
             "SELECT key_id, role, data, sig FROM certs WHERE station=? ORDER BY rowid", (station,)
         ).fetchall()
-        return [(r[0], r[1], SignedCert(r[2], r[3])) for r in rows]
+        return [
+            (r[0], r[1], SignedCert(blob(self.path, r[2], "certs.data"), blob(self.path, r[3], "certs.sig")))
+            for r in rows
+        ]
 
     # -- chains --------------------------------------------------------------------------------
     def head(self, line: str, sender: str) -> tuple[int, str | None]:
@@ -665,7 +689,7 @@ class Ledger:
             row = self._db.execute(
                 "SELECT seq, id FROM envelopes WHERE line=? AND sender=? ORDER BY seq DESC LIMIT 1", key
             ).fetchone()
-            self._heads[key] = (row[0], row[1]) if row else (0, None)
+            self._heads[key] = (integer(self.path, row[0], "envelopes.seq"), row[1]) if row else (0, None)
         return self._heads[key]
 
     def log(self, line: str, sender: str) -> merkle.StoredLog:
@@ -673,7 +697,8 @@ class Ledger:
         (O(log n), whatever the chain's length), older roots and proofs read as they are asked for."""
         key = (line, sender)
         if key not in self._logs:
-            self._logs[key] = merkle.StoredLog(_ChainNodes(self._db, line, sender), self.head(line, sender)[0])
+            nodes = _ChainNodes(self._db, self.path, line, sender)
+            self._logs[key] = merkle.StoredLog(nodes, self.head(line, sender)[0])
         return self._logs[key]
 
     def envelope_id(self, line: str, sender: str, seq: int) -> str | None:
@@ -735,7 +760,7 @@ class Ledger:
         ).fetchone()
         if row is None:
             raise NotFoundError(f"no envelope seq {seq} from station {sender[:16]} on line {line[:8]}")
-        return bytes(row[0])
+        return blob(self.path, row[0], "envelopes.raw")
 
     def raw_of_kind(self, line: str, sender: str, kind: str) -> list[bytes]:
         """``sender``'s envelopes of one operational ``kind`` (KEY: the gate's key windows at start),
@@ -747,11 +772,11 @@ class Ledger:
             "AND kind=? ORDER BY seq",
             (line, sender, kind),
         )
-        return [bytes(r[0]) for r in rows]
+        return [blob(self.path, r[0], "envelopes.raw") for r in rows]
 
     def raw_envelopes(self, line: str, sender: str, after: int = 0, limit: int = -1) -> Iterator[tuple[int, bytes]]:
         yield from (
-            (r[0], bytes(r[1]))
+            (integer(self.path, r[0], "envelopes.seq"), blob(self.path, r[1], "envelopes.raw"))
             for r in self._db.execute(
                 "SELECT seq, raw FROM envelopes WHERE line=? AND sender=? AND seq>? ORDER BY seq LIMIT ?",
                 (line, sender, after, limit),
@@ -763,7 +788,7 @@ class Ledger:
         the order stored: every envelope but plain TEXT (TEXT sent as FLASH included). Read through
         the partial index ``envelopes_ops``: the TEXT rows, nearly all of a line, are not touched."""
         yield from (
-            (r[0], r[1], bytes(r[2]), r[3])
+            _ops_row(self.path, r)
             for r in self._db.execute(
                 "SELECT sender, seq, raw, stored_at FROM envelopes INDEXED BY envelopes_ops "
                 f"WHERE line=? AND ({_OPS_ROWS}) ORDER BY rowid",
@@ -774,7 +799,7 @@ class Ledger:
     def stored_in_order(self, line: str) -> Iterator[tuple[str, int, bytes, int]]:
         """Both chains of a line as (sender, seq, raw, stored_at), in the order they were stored."""
         yield from (
-            (r[0], r[1], bytes(r[2]), r[3])
+            _ops_row(self.path, r)
             for r in self._db.execute(
                 "SELECT sender, seq, raw, stored_at FROM envelopes WHERE line=? ORDER BY rowid",
                 (line,),
@@ -789,13 +814,16 @@ class Ledger:
             "SELECT sender, raw, stored_at FROM envelopes WHERE line=? AND id >= ? AND id < ? LIMIT ?",
             (line, prefix, prefix + "g", limit),
         ).fetchall()
-        return [(r[0], bytes(r[1]), r[2]) for r in rows]
+        return [
+            (r[0], blob(self.path, r[1], "envelopes.raw"), integer(self.path, r[2], "envelopes.stored_at"))
+            for r in rows
+        ]
 
     def stored_at(self, line: str, sender: str, seq: int) -> int:
         row = self._db.execute(
             "SELECT stored_at FROM envelopes WHERE line=? AND sender=? AND seq=?", (line, sender, seq)
         ).fetchone()
-        return int(row[0]) if row else 0
+        return integer(self.path, row[0], "envelopes.stored_at") if row else 0
 
     def equivocations(self, line: str | None = None) -> list[Equivocation]:
         rows = self._db.execute(
@@ -804,7 +832,14 @@ class Ledger:
             (line, line),
         ).fetchall()
         return [
-            Equivocation(line=r[0], sender=r[1], seq=r[2], first=bytes(r[3]), second=bytes(r[4]), detected_at=r[5])
+            Equivocation(
+                line=r[0],
+                sender=r[1],
+                seq=integer(self.path, r[2], "equivocations.seq"),
+                first=blob(self.path, r[3], "equivocations.first"),
+                second=blob(self.path, r[4], "equivocations.second"),
+                detected_at=integer(self.path, r[5], "equivocations.detected_at"),
+            )
             for r in rows
         ]
 
@@ -812,7 +847,7 @@ class Ledger:
         """Disk the envelopes ``sender`` signed on ``line`` take (one direction's budget): the running
         total kept with each commit, plus what the open batch appended."""
         row = self._db.execute("SELECT bytes FROM chain_bytes WHERE line=? AND sender=?", (line, sender)).fetchone()
-        return (int(row[0]) if row else 0) + self._bytes.get((line, sender), 0)
+        return (integer(self.path, row[0], "chain_bytes.bytes") if row else 0) + self._bytes.get((line, sender), 0)
 
     def size_bytes(self) -> int:
         size = 0
@@ -853,7 +888,7 @@ class Ledger:
         with self.batch():
             if self._next_local is None:  # once per batch: the batch holds the store's write lock
                 row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
-                self._next_local = (int(row[0]) if row else 0) + 1
+                self._next_local = (integer(self.path, row[0], "sqlite_sequence.seq") if row else 0) + 1
             item = OutboxItem(
                 local=self._next_local, line=line, kind=kind, prio=prio, content=content, idem=idem,
                 accepted_at=accepted_at,
@@ -910,8 +945,15 @@ class Ledger:
         ).fetchall()
         return [
             OutboxItem(
-                local=r[0], line=r[1], kind=r[2], prio=r[3], content=outbox_content(self.path, r[0], r[4]),
-                idem=r[5], accepted_at=r[6], seq=r[7], envelope_id=r[8],
+                local=r[0],
+                line=r[1],
+                kind=r[2],
+                prio=r[3],
+                content=outbox_content(self.path, r[0], r[4]),
+                idem=r[5],
+                accepted_at=integer(self.path, r[6], "outbox.accepted_at"),
+                seq=None if r[7] is None else integer(self.path, r[7], "outbox.seq"),
+                envelope_id=r[8],
             )
             for r in rows
         ]
@@ -941,11 +983,12 @@ class Ledger:
 
     def max_outbox_local(self) -> int:
         row = self._db.execute("SELECT COALESCE(MAX(local), 0) FROM outbox").fetchone()
-        return max(int(row[0]), *self._unwritten) if self._unwritten else int(row[0])
+        return max(int(row[0]), *self._unwritten) if self._unwritten else int(row[0])  # a rowid: always a number
 
     def pending_count(self, line: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE line=? AND seq IS NULL", (line,)).fetchone()
         later = sum(1 for held, _, _ in self._signed_later.values() if held == line)
+        # (int(): SQLite's count, always a number)
         return int(row[0]) - later + sum(1 for i, _ in self._unwritten.values() if i.line == line and i.seq is None)
 
     def outbox_item(self, local: int) -> OutboxItem:
@@ -985,12 +1028,15 @@ class Ledger:
         row = (line, by, seq, signed.encode(), stored_at)
         self._write("INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?)", row)
 
+    def _receipt_seq(self, raw: object) -> int:
+        return integer(self.path, raw, "receipts.seq")
+
     def receipt_times(self, line: str, by: str) -> list[tuple[int, int]]:
         """(seq, stored_at) of every receipt ``by`` gave on ``line``, in the order stored."""
         rows = self._db.execute(
             "SELECT seq, stored_at FROM receipts WHERE line=? AND by=? ORDER BY rowid", (line, by)
         ).fetchall()
-        return [(r[0], r[1]) for r in rows]
+        return [(self._receipt_seq(r[0]), integer(self.path, r[1], "receipts.stored_at")) for r in rows]
 
     def receipts_covering(self, line: str, by: str, seqs: Iterable[int]) -> list[tuple[int, int]]:
         """(seq, stored_at) of the first receipt ``by`` gave that covers each of ``seqs``, once each,
@@ -1006,18 +1052,18 @@ class Ledger:
             ).fetchone()
             if row is None:
                 break  # later seqs are not receipted either
-            found.append((row[0], row[1]))
+            found.append((self._receipt_seq(row[0]), integer(self.path, row[1], "receipts.stored_at")))
         return found
 
     def latest_receipt(self, line: str, by: str) -> tuple[int, Signed] | None:
         row = self._db.execute(
             "SELECT seq, raw FROM receipts WHERE line=? AND by=? ORDER BY seq DESC LIMIT 1", (line, by)
         ).fetchone()
-        return (row[0], Signed.decode(bytes(row[1]))) if row else None
+        return (self._receipt_seq(row[0]), Signed.decode(blob(self.path, row[1], "receipts.raw"))) if row else None
 
     def receipts(self, line: str) -> list[tuple[str, Signed]]:
         rows = self._db.execute("SELECT by, raw FROM receipts WHERE line=? ORDER BY rowid", (line,)).fetchall()
-        return [(r[0], Signed.decode(bytes(r[1]))) for r in rows]
+        return [(r[0], Signed.decode(blob(self.path, r[1], "receipts.raw"))) for r in rows]
 
     def add_checkpoint(self, line: str, n: int, proposal: Signed, cosign: Signed) -> None:
         self._write("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", (line, n, proposal.encode(), cosign.encode()))
@@ -1054,7 +1100,7 @@ class Ledger:
         stations = [self.station, record.peer]
         chains = {
             fp: [
-                StoredRow(r[0], r[1], bytes(r[2]))
+                _stored_row(self.path, r)
                 for r in self._db.execute(
                     "SELECT seq, id, raw FROM envelopes WHERE line=? AND sender=? ORDER BY seq", (line, fp)
                 )
@@ -1070,7 +1116,14 @@ class Ledger:
             names={self.station: our_name, record.peer: record.peer_name},
             certs={fp: [c for _, _, c in self.certs(fp)] for fp in stations},
             chains=chains,
-            receipts=[_statement(bytes(r[0])) for r in receipts],
-            checkpoints=[(r[0], _statement(bytes(r[1])), _statement(bytes(r[2]))) for r in checkpoints],
+            receipts=[_statement(blob(self.path, r[0], "receipts.raw")) for r in receipts],
+            checkpoints=[
+                (
+                    integer(self.path, r[0], "checkpoints.n"),
+                    _statement(blob(self.path, r[1], "checkpoints.proposal")),
+                    _statement(blob(self.path, r[2], "checkpoints.cosign")),
+                )
+                for r in checkpoints
+            ],
             equivocations=[(e.sender, e.seq, e.first, e.second) for e in self.equivocations(line)],
         )
