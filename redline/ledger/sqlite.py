@@ -446,8 +446,16 @@ class Ledger:
     def _migrate(self, version: int) -> None:
         """Bring an older store up to ``SCHEMA_VERSION`` in one transaction (all or nothing). From
         1 to 2 this reads the whole transcript once: each chain's ids for its Merkle subtrees, every
-        row's size for the byte totals."""
-        with self.batch():
+        row's size for the byte totals.
+
+        ``version`` was read before the write lock was taken: another process opening the same old
+        store at the same time (a station starting while an older tool still opens stores writable)
+        may have migrated it meanwhile. The version is read again under the lock, and what is found
+        done is not done twice (it failed with "duplicate column name: prio")."""
+        with self.batch():  # BEGIN IMMEDIATE: the write lock, held to the commit
+            version = self._check_schema()
+            if version >= SCHEMA_VERSION:
+                return
             if version < 2:
                 self._db.execute("ALTER TABLE envelopes ADD COLUMN prio TEXT")
                 # TEXT sent as FLASH is the one TEXT the operations engine must see again. The search
