@@ -248,6 +248,60 @@ def test_deeply_nested_json_is_400_and_logs_no_traceback(tmp_path: Path, caplog:
     run(tmp_path, scenario)
 
 
+def test_numbers_in_the_query_past_any_page_are_400_or_an_empty_page_not_a_500(tmp_path: Path) -> None:
+    """?offset= went to islice unchecked: past sys.maxsize it was a 500 and a traceback (any role),
+    and the control socket's 'view' answered 'bad request: ValueError(...)'. A digit that is not
+    ASCII ('²': isdigit() but not int()) got past the log's and search's check the same way."""
+    from redline.control import _reply
+
+    async def scenario(p: Pair) -> None:
+        assert (await p.login("Auditor")).status_code == 200
+        notices = f"/api/lines/{p.line}/notices"
+        for q in ("offset=99999999999999999999", "offset=-1", "limit=99999999999999999999", "limit=0", "offset=1.5"):
+            assert "must be a whole number from" in error(await p.client.get(f"{notices}?{q}"), 400), q
+        for route in ("log", "search"):
+            for q in ("limit=\u00b2", "limit=\u0663", "limit=99999999999999999999"):
+                r = await p.client.get(f"/api/lines/{p.line}/{route}?{q}")
+                assert "must be a whole number from 1 to" in error(r, 400), (route, q)
+        page = (await p.client.get(f"{notices}?offset=1000000000&limit=500")).json()
+        assert (page["active"], page["conflicts"], page["offset"]) == ([], [], 0)  # past the end: empty
+        reply = await _reply(p.a, json.dumps({"op": "view", "line": p.line, "what": "notices",
+                                              "offset": 10**20}).encode())  # fmt: skip
+        assert reply["ok"] and reply["result"]["active"] == [], reply
+
+    run(tmp_path, scenario)
+
+
+def test_export_from_a_station_named_in_cyrillic_downloads(tmp_path: Path) -> None:
+    """The name rule allows any letters, but the file name went into Content-Disposition, which
+    Starlette encodes as Latin-1: EXPORT BUNDLE was a 500 for a station named 'НЦУО'."""
+    from redline.station import Station
+    from redline.testing import make_station, pair_directly
+
+    async def main() -> None:
+        pa, pb = free_ports(2)
+        da, db = make_station(tmp_path, "НЦУО", "ru", pa), make_station(tmp_path, "EUCOM", "en", pb)
+        line = pair_directly(da, db)
+        persons.add_user(da.path, "Dezhurny", "duty", PASSWORD, **FAST)
+        st = Station(da)
+        await st.start()
+        try:
+            transport = httpx.ASGITransport(app=create_app(st, CONFIG))
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                assert (await c.post("/api/login", json=login_body("Dezhurny"))).status_code == 200
+                r = await c.get(f"/api/lines/{line}/export")
+                assert r.status_code == 200, r.text
+                assert r.headers["content-disposition"] == (
+                    f'attachment; filename="redline-{line[:8]}-____.bundle.json"; '
+                    f"filename*=UTF-8''redline-{line[:8]}-%D0%9D%D0%A6%D0%A3%D0%9E.bundle.json"
+                )
+                assert r.json()["stations"]
+        finally:
+            await st.close()
+
+    asyncio.run(main())
+
+
 # -- 7. only our own Host --------------------------------------------------------------------------------
 def test_dns_rebinding_host_header_is_refused(tmp_path: Path) -> None:
     async def scenario(p: Pair) -> None:

@@ -192,7 +192,8 @@ def test_the_console_exports_the_bundle_redline_export_writes_and_it_verifies(tm
         await eventually(lambda: p.a.sessions[p.line].receipted_seq >= sent["seq"], "the receipt")
         r = await p.client.get(f"/api/lines/{p.line}/export")
         assert r.status_code == 200, r.text
-        assert r.headers["content-disposition"] == f'attachment; filename="redline-{p.line[:8]}-EUCOM.bundle.json"'
+        name = f"redline-{p.line[:8]}-EUCOM.bundle.json"
+        assert r.headers["content-disposition"] == f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
         bundle = r.json()
         fingerprints = r.headers["x-redline-fingerprints"].split()
         assert verify_bundle(bundle, fingerprints).ok

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import uvicorn
 from starlette.applications import Starlette
@@ -73,6 +73,7 @@ from redline.ledger.verify import verify_line
 from redline.metrics import CONTENT_TYPE, metrics_for
 from redline.metrics import health as is_healthy
 from redline.metrics import ready as is_ready
+from redline.ops.engine import NOTICES_PAGE_MAX
 from redline.session import LineSession
 from redline.station import Station
 
@@ -147,6 +148,25 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body
+
+
+MAX_OFFSET = 10**9  # a page offset from the query: past the end gives an empty page, not a 500
+
+
+@overload
+def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int: ...
+@overload
+def _query_int(request: Request, name: str, default: None, lo: int, hi: int) -> int | None: ...
+def _query_int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """A whole number ``lo``..``hi`` from the query string, or ``default`` when it is not given:
+    every numeric query parameter is read here. Anything else (a sign, a fraction, digits other
+    than ASCII, a number past ``hi``) is 400 naming the range, before any work is done."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(hi)) and lo <= int(raw) <= hi):
+        raise ApiError(400, f"{name} must be a whole number from {lo} to {hi}")
+    return int(raw)
 
 
 def _str(body: dict[str, Any], name: str, default: str | None = None, *, max_len: int = 1 << 20) -> str:
@@ -465,20 +485,16 @@ class Api(ConsoleHandlers, VoiceHandlers):
 
     async def log(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
-        raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 0 < int(raw) <= views.PAGE_MAX:
-            raise ApiError(400, f"limit must be a whole number from 1 to {views.PAGE_MAX}")
-        return transcript(self.station, line, int(raw))
+        return transcript(self.station, line, _query_int(request, "limit", 100, 1, views.PAGE_MAX))
 
     async def view(self, request: Request, session: Session) -> Any:
         line = self.line(request.path_params["line"])
-        q = request.query_params  # notices: a page at a time, or one notice whole
-        try:
-            offset, limit = int(q.get("offset", 0)), (int(q["limit"]) if "limit" in q else None)
-        except ValueError:
-            raise ApiError(400, "offset and limit must be whole numbers") from None
+        # notices: a page at a time, or one notice whole
+        offset = _query_int(request, "offset", 0, 0, MAX_OFFSET)
+        limit = _query_int(request, "limit", None, 1, NOTICES_PAGE_MAX)
         what = request.url.path.rsplit("/", 1)[-1]
-        result = self.station.view(line.line, what, offset=offset, limit=limit, notice=q.get("notice"))
+        result = self.station.view(line.line, what, offset=offset, limit=limit,
+                                   notice=request.query_params.get("notice"))  # fmt: skip
         if what == "voice":  # what the consoles sent this station, taken or refused (console_voice.py)
             result = {**result, "console": dict(self.voice.counters.get(line.line, {}))}
         return result

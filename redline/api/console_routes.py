@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import re
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
@@ -157,6 +158,14 @@ def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | No
     if not value:
         raise ApiError(400, f"'{name}' is empty")
     return value
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition for a download named ``filename``, which carries the station's name (any
+    letters: 'НЦУО'). Header values are Latin-1, so the name goes as RFC 6266's ``filename*`` in
+    UTF-8, with an ASCII ``filename`` (other characters as '_') for clients that do not read it."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
 
 
 def down_since(status: dict[str, Any]) -> int | None:
@@ -331,14 +340,12 @@ class ConsoleHandlers:
         kind = (q.get("kind") or "").strip().upper() or None
         if kind is not None and kind not in kinds.REGISTRY:
             raise ApiError(400, f"no envelope kind is called {kind[:40]!r}")
-        raw = q.get("limit", "200")
-        if not raw.isdigit() or not 0 < int(raw) <= SEARCH_MAX_LIMIT:
-            raise ApiError(400, f"limit must be a whole number from 1 to {SEARCH_MAX_LIMIT}")
+        limit = _app._query_int(request, "limit", 200, 1, SEARCH_MAX_LIMIT)
         # Read and filtered in a worker thread on a read-only connection of its own (as verify and
         # export are): ~130 ms for a full window on a busy 2-core box, never in the station's loop.
         # One search at a time per station; more consoles searching wait their turn.
         flashes = {f.id: f for f in self.station.flash_view(line.line)}
-        args = (self.station.home, line.record, line.receipted_seq, flashes, words, kind, int(raw))
+        args = (self.station.home, line.record, line.receipted_seq, flashes, words, kind, limit)
         async with self._lock("_searching"):
             return await asyncio.to_thread(search_transcript, *args)
 
@@ -364,7 +371,7 @@ class ConsoleHandlers:
             data = await asyncio.to_thread(encode_bundle, done.obj)
         _app.log.warning("console: %s exported line %s (%d bytes)", session.name, line.line[:8], len(data))
         return Response(data, media_type="application/json", headers={
-            "Content-Disposition": f'attachment; filename="{done.filename}"', "Cache-Control": "no-store",
+            "Content-Disposition": attachment(done.filename), "Cache-Control": "no-store",
             "X-Redline-Fingerprints": " ".join(done.fingerprints),
         })  # fmt: skip
 

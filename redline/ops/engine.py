@@ -285,7 +285,9 @@ class LineOps:
         one notice in full, with every conflict it has."""
         if notice is not None:
             return self._notice_detail(notice)
-        offset = max(0, offset)
+        # Past the end of both lists is an empty page (islice refuses an index past sys.maxsize, and
+        # the control socket's 'view' passes any whole number).
+        offset = min(max(0, offset), max(len(self.board), self.board.conflict_count()))
         limit = min(max(1, limit), NOTICES_PAGE_MAX)
         return NoticesPage(
             total=len(self.board), offset=offset, limit=limit,
