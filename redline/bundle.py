@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -223,14 +224,11 @@ def write_bundle(path: Path, bundle: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_bundle(path: Path) -> dict[str, Any]:
+def read_bundle(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> dict[str, Any]:
     """Read a bundle (or checkpoint file) as a JSON object. Duplicate member names, NaN and
     Infinity are refused: two readers must never see two different bundles in one file."""
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise BundleError(f"{path} is {size} bytes, over the {MAX_FILE_BYTES}-byte limit for a bundle")
-        data = path.read_bytes()
+        data = _read_at_most(path, max_bytes)
         if data.startswith(b"\xef\xbb\xbf"):
             raise BundleError(f"{path} starts with a byte order mark; a bundle is plain UTF-8 JSON without one")
         text = data.decode("utf-8")
@@ -257,6 +255,23 @@ def read_bundle(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise BundleError(f"{path} does not hold a JSON object")
     return obj
+
+
+def _read_at_most(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, refused past ``max_bytes`` as they are read: a pipe (``<(curl …)``) has no
+    size to check first, and a device such as /dev/zero never ends."""
+    with path.open("rb") as f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            raise BundleError(f"{path} is a device, not a bundle file")
+        if st.st_size > max_bytes:
+            raise BundleError(f"{path} is {st.st_size} bytes, over the {max_bytes}-byte limit for a bundle")
+        data = bytearray()
+        while chunk := f.read(1 << 20):
+            data += chunk
+            if len(data) > max_bytes:
+                raise BundleError(f"{path} holds more than the {max_bytes}-byte limit for a bundle")
+    return bytes(data)
 
 
 # -- reading a bundle's structure (untrusted) -----------------------------------------------------

@@ -11,14 +11,17 @@ directories, never from the bundle (guarantee 4). Tests are named after what the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -746,6 +749,40 @@ def test_input_errors_exit_1_and_say_so_in_one_line(tmp_path: Path, text: str, k
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="cannot read"):
         read_bundle(tmp_path / "nothing.json")
+
+
+def test_a_bundle_read_stops_at_its_size_limit_even_without_a_size(tmp_path: Path) -> None:
+    """read_bundle checked st_size, which is 0 for a pipe or a device: a pipe was read whole
+    whatever its length. Now anything is refused as soon as it passes the limit."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with contextlib.suppress(BrokenPipeError):  # the reader stops and closes its end
+            fifo.write_bytes(b" " * (3 << 20))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with pytest.raises(BundleError, match="holds more than the 1048576-byte limit"):
+        read_bundle(fifo, max_bytes=1 << 20)
+    writer.join(5)
+    assert not writer.is_alive()
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * ((1 << 20) + 1))
+    with pytest.raises(BundleError, match="over the 1048576-byte limit"):
+        read_bundle(big, max_bytes=1 << 20)
+
+
+def test_verify_bundle_of_dev_zero_is_one_line_not_a_read_without_end(tmp_path: Path) -> None:
+    """'verify --bundle /dev/zero' read until memory ran out (size 0 to stat). A device is refused
+    unread. Run with its address space held to 2 GiB, so that before the fix it fails here
+    (MemoryError) instead of taking the machine's memory."""
+    import resource
+
+    cap = functools.partial(resource.setrlimit, resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    out = subprocess.run([sys.executable, "-m", "redline", "verify", "--bundle", "/dev/zero", "--key", "ab" * 32,
+                          "--key", "cd" * 32], capture_output=True, text=True, timeout=60, preexec_fn=cap)  # fmt: skip
+    assert out.returncode == 1 and out.stderr.strip() == "error: /dev/zero is a device, not a bundle file", out.stderr
 
 
 def test_bundle_is_unchanged_by_verification(world: World) -> None:
