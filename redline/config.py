@@ -119,7 +119,7 @@ class ApiConfig:
     # Each HTTP listener (console, metrics): connections open at once, WebSockets included; beyond,
     # a connection is answered 503 and closed. Each holds one of the process's file descriptors.
     max_connections: int = 256
-    request_head_seconds: float = 10.0  # a connection that has not sent a whole request head by then is closed
+    request_head_seconds: float = 5.0  # a connection that has not sent a whole request head by then is closed
     # Who the console is for. Host names it answers to besides the loopback names and the address
     # it listens on ("console.example.org", or "name:port" to allow one port only); Origin is
     # checked against the same list.

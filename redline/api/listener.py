@@ -33,7 +33,7 @@ class BoundedH11(H11Protocol):
     subclass per listener with its limits (``bounded``)."""
 
     max_connections = 256
-    head_seconds = 10.0
+    head_seconds = 5.0
     refused = 0  # refusals at the cap since it was last below it (logged at 1, 10, 100, ...)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
