@@ -527,7 +527,9 @@ class LineSession:
             )
             return []
         if isinstance(e, ev.Forked):
-            self.alarm("alarm", f"FORK: the peer holds a different envelope at our seq {e.seq}; line halted")
+            self.alarm("alarm", f"FORK: the peer says it holds a different envelope at our seq {e.seq} (its HELLO, "
+                       "which is not signed); the path is closed, and every path will be while it says so: if it "
+                       "goes on, stop, run 'redline verify' and compare with the peer")  # fmt: skip
             return []
         if isinstance(e, ev.PeerError):
             self.alarm("warning", f"peer closed path {e.path}: {shown(e.message, 500, newlines=False)}")

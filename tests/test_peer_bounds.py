@@ -14,7 +14,7 @@ from typing import Any
 from redline import canonical
 from redline.config import Limits
 from redline.envelope import split
-from redline.protocol.events import Send
+from redline.protocol.events import Close, Send
 from redline.protocol.framing import FrameDecoder, FrameType, encode_frame
 from redline.session import LineSession
 from redline.testing import SessionPair
@@ -333,5 +333,29 @@ def test_a_refused_envelope_after_a_good_one_in_the_same_burst_leaves_no_spuriou
         assert texts(sp.a.ledger, sp.line, sp.b.us) == ["one", "two", "three"]
         assert [t for w, _, t in sp.alarms if w == "a" and "refused envelope" in t] == refused
         assert p.up
+    finally:
+        sp.close()
+
+
+def test_a_hello_claiming_a_fork_is_alarmed_as_a_claim_and_closes_its_path(tmp_path: Path) -> None:
+    """A HELLO is not signed: one naming another id at our head is the peer's word, not evidence.
+    The alarm said "line halted", and nothing halted (PROTOCOL 8.4 said the same). Now it says what
+    happens: this path closes with ERROR (and every path will, while the peer says so), and what to
+    do; nothing else changes, so our next message is signed and goes out on the other path."""
+    sp = SessionPair(tmp_path, paths=2, limits=Limits(test_times_utc=()))
+    try:
+        sp.run()
+        sp.send("a", "one")
+        sp.run()
+        a = sp.a
+        seq = a.ledger.head(sp.line, a.us)[0]
+        a.path_up("evil", sp.clock.now, sp.clock.wall)
+        out = a.receive("evil", hello(sp, sp.b, yours_seq=seq, yours_id="ee" * 32), sp.clock.now, sp.clock.wall)
+        forks = [t for w, lvl, t in sp.alarms if w == "a" and "FORK" in t]
+        assert len(forks) == 1 and "says" in forks[0] and "not signed" in forks[0] and "halted" not in forks[0]
+        assert any(isinstance(o, Close) and o.path == "evil" for o in out)
+        sp.send("a", "two")
+        sp.run()
+        assert a.ledger.head(sp.line, a.us)[0] == seq + 1 == sp.b.ledger.head(sp.line, a.us)[0]
     finally:
         sp.close()
