@@ -14,6 +14,7 @@ Layout::
     ledger.sqlite          the transcript (ledger/sqlite.py)
     control.sock           local control socket for the CLI (0600, owner only)
     serve.lock             held (flock) by the one process that serves the station (``StationDir.hold``)
+    .redline-init/         only while ``redline init`` builds the station (``StationDir.init``)
 """
 
 from __future__ import annotations
@@ -268,12 +269,21 @@ class StationDir:
         store: str = "",
     ) -> StationKeys:
         """Create keys, certificates, config and an empty store. Refuses to overwrite anything.
-        ``store``: "" for ledger.sqlite in the folder, or a postgresql:// URL without a password."""
-        from redline import identity
-        from redline.identity import KeyCert
-        from redline.ledger.stores import open_store, store_url
+        ``store``: "" for ledger.sqlite in the folder, or a postgresql:// URL without a password.
 
-        if self.exists() or self.keys.exists():
+        All or nothing, whatever moment the process is killed at (kill -9, a power cut): the
+        station is built in a folder of its own inside this one (``INIT_STAGING``), every file and
+        folder fsynced, then moved into place: keys/ and the store first, config.json (which makes
+        the folder a station) last, each move made durable before the next. A kill before that
+        last move leaves no station (``serve`` says to run ``init``), and ``init`` then takes away
+        what the unfinished one left, which nothing else can have written, and starts again; after
+        it, the station is whole. (Not the folder itself by one rename: the documented setup makes
+        the folder beforehand, in a parent the station's user may not write to.)"""
+        import shutil
+
+        from redline.ledger.stores import store_url
+
+        if self.exists():
             raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
         check_station_name(name)
         check_lang(lang)
@@ -287,8 +297,34 @@ class StationDir:
             name=name, lang=lang, listen=tuple(listen), advertise=tuple(advertise or ()), limits=limits or Limits(),
             store=store,
         )  # fmt: skip
-        self.keys.mkdir(parents=True, mode=0o700)
+        staging = StationDir(self.path / INIT_STAGING)
+        self._undo_unfinished_init(staging)
+        if self.keys.exists() or (not store and self.ledger_path.exists()):
+            raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
+        staging.path.mkdir(mode=0o700)
+        made = staging._build(config)
+        # Into place, each move durable before the next: config.json last, so a folder that has it
+        # has everything (and the staging folder's config.json says the moves have begun).
+        os.replace(staging.keys, self.keys)
+        if not store:
+            for part in _store_files(staging.ledger_path):
+                os.replace(part, self.path / part.name)
+        _fsync(self.path)
+        os.replace(staging.config_path, self.config_path)
+        _fsync(self.path)
+        shutil.rmtree(staging.path)
+        return made
+
+    def _build(self, config: StationConfig) -> StationKeys:
+        """Everything ``init`` makes, in this (new, empty) folder, durably: config.json last."""
+        from redline import identity
+        from redline.identity import KeyCert
+        from redline.ledger.stores import open_store
+
+        name = config.name
+        self.keys.mkdir(mode=0o700)
         root = identity.new_signing_key(self.keys / "root.key")
         root_public = bytes(root.verify_key)
         (self.keys / "root.pub").write_text(root_public.hex() + "\n")
@@ -309,12 +345,52 @@ class StationDir:
         (self.keys / "certs.json").write_text(
             json.dumps({"signing": signing_cert.to_obj(), "tls": tls_cert.to_obj()}, indent=2) + "\n"
         )
-        config.save(self.config_path)
-        ledger = open_store(store, self.ledger_path, create=True, station=fp)
+        ledger = open_store(config.store, self.ledger_path, create=True, station=fp)
         ledger.put_cert(fp, identity.key_id(signing_pub), "signing", signing_cert)
         ledger.put_cert(fp, tls_spki[:32], "tls", tls_cert)
         ledger.close()
+        for written in [*self.keys.iterdir(), self.keys, *_store_files(self.ledger_path)]:
+            _fsync(written)
+        config.save(self.config_path)
+        _fsync(self.config_path)
+        _fsync(self.path)
         return StationKeys(root_public, signing, signing_cert, tls_cert, der)
+
+    def _undo_unfinished_init(self, staging: StationDir) -> None:
+        """Take away what an ``init`` killed before it finished left here (this folder holds no
+        config.json). Its staging folder is its own; keys/ and the store here are its own too once
+        the staging folder holds config.json (the moves into place had begun: ``init`` refused to
+        start over any keys/ or store). Never another station's: one without config.json whose
+        keys/ came from elsewhere is still refused."""
+        import shutil
+
+        if not staging.path.exists():
+            return
+        if staging.config_path.exists():
+            if self.keys.exists():
+                shutil.rmtree(self.keys)
+            for part in _store_files(self.ledger_path):
+                part.unlink()
+        shutil.rmtree(staging.path)
+        _fsync(self.path)
+
+
+INIT_STAGING = ".redline-init"  # where ``init`` builds a station before moving it into place
+
+
+def _store_files(ledger: Path) -> list[Path]:
+    """ledger.sqlite and the WAL and shared-memory files beside it, those that exist."""
+    return [p for p in (ledger, ledger.with_name(ledger.name + "-wal"), ledger.with_name(ledger.name + "-shm"))
+            if p.exists()]  # fmt: skip
+
+
+def _fsync(path: Path) -> None:
+    """Make a file's contents, or a folder's entries, durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _pem_to_der(pem: bytes) -> bytes:
