@@ -54,7 +54,7 @@ from redline.api.auth import (
 from redline.api.console_routes import CONSOLE_SPECS, ConsoleHandlers
 from redline.api.console_voice import VOICE_SPECS, ConsoleVoice, VoiceConn, VoiceHandlers
 from redline.api.hosts import HostCheck, Hosts
-from redline.api.listener import bounded
+from redline.api.listener import BACKLOG, bounded
 from redline.config import parse_hostport
 from redline.errors import (
     ConfigError,
@@ -887,7 +887,7 @@ class HttpServer:
         except OSError as exc:
             sock.close()
             raise ConfigError(f"cannot serve the console on {addr}: {exc.strerror or exc}") from None
-        sock.listen(128)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
         bound = f"{host}:{sock.getsockname()[1]}"
         listen = (f"[{host}]" if ":" in host else host, sock.getsockname()[1])
@@ -897,8 +897,9 @@ class HttpServer:
         # uvicorn's records go to the station's own log handler (human or JSON, control codes escaped).
         # http: uvicorn's h11 protocol with a connection cap and a request-head deadline (listener.py).
         server = _Server(uvicorn.Config(
-            app, http=bounded(limits.max_connections, limits.request_head_seconds), ws="wsproto", lifespan="off",
-            log_level="warning", access_log=False, timeout_graceful_shutdown=2, proxy_headers=False, log_config=None,
+            app, http=bounded(limits.max_connections, limits.request_head_seconds), backlog=BACKLOG, ws="wsproto",
+            lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2, proxy_headers=False,
+            log_config=None,
         ))  # fmt: skip
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         deadline = time.monotonic() + 10

@@ -19,6 +19,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("redline.api")
 
+# The listen queue, and how many connections asyncio accepts at one wake-up before any of them is
+# refused at the cap (uvicorn's default is 2048: a burst of 1,100 connects took ~1,000 descriptors
+# at once and logged a traceback per failed accept, ~1,000 in 85 ms, measured before the cap ran).
+# So a burst holds at most a few times this many descriptors beyond the cap, for a moment.
+BACKLOG = 64
+
 # Written before closing a connection refused at the cap: a browser shows why, a script gets a status.
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
          b"connection: close\r\ncontent-length: 42\r\n\r\ntoo many connections to the station; retry\n")  # fmt: skip
