@@ -269,7 +269,8 @@ class StoredRange:
             _READERS[self.path] = db
         where, args = _seq_range(self.line, self.sender, self.lo, self.hi)
         rows = db.execute(f"SELECT seq, id, raw FROM envelopes {where} ORDER BY seq", args)
-        return [_stored_row(Path(self.path), r) for r in rows]
+        store = Path(self.path)
+        return [_stored_row(store, r) for r in rows]
 
 
 def _stored_row(store: Path, r: tuple[Any, ...]) -> StoredRow:
