@@ -120,6 +120,7 @@ class ApiConfig:
     # a connection is answered 503 and closed. Each holds one of the process's file descriptors.
     max_connections: int = 256
     request_head_seconds: float = 5.0  # a connection that has not sent a whole request head by then is closed
+    request_body_seconds: float = 30.0  # a request body must have arrived whole this long after its head
     # Who the console is for. Host names it answers to besides the loopback names and the address
     # it listens on ("console.example.org", or "name:port" to allow one port only); Origin is
     # checked against the same list.
@@ -134,8 +135,9 @@ class ApiConfig:
                      "max_connections"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"config.json: api.{name} must be at least 1")
-        if not self.request_head_seconds > 0:
-            raise ConfigError("config.json: api.request_head_seconds must be above 0")
+        for name in ("request_head_seconds", "request_body_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"config.json: api.{name} must be above 0")
         for host in self.allowed_hosts:
             parse_host(host)
         for proxy in self.trusted_proxies:

@@ -302,6 +302,25 @@ def test_export_from_a_station_named_in_cyrillic_downloads(tmp_path: Path) -> No
     asyncio.run(main())
 
 
+def test_a_login_body_that_never_finishes_is_408_and_its_connection_closed(tmp_path: Path) -> None:
+    """Slowloris past the head: a body that trickles in (or stops) held its connection, one of
+    api.max_connections, for as long as the sender liked, before any login."""
+    config = dataclasses.replace(CONFIG, request_body_seconds=0.3)
+
+    async def scenario(p: Pair) -> None:
+        async def stalls() -> AsyncIterator[bytes]:
+            yield b'{"user": '
+            await asyncio.Event().wait()  # and nothing more, ever
+            yield b""
+
+        post = p.client.post("/api/login", content=stalls(), headers={"content-type": "application/json"})
+        r = await asyncio.wait_for(post, 10)  # before: held for ever
+        assert "not received within 0.3 s" in error(r, 408) and r.headers["connection"] == "close"
+        assert (await p.login()).status_code == 200
+
+    run(tmp_path, scenario, config)
+
+
 # -- 7. only our own Host --------------------------------------------------------------------------------
 def test_dns_rebinding_host_header_is_refused(tmp_path: Path) -> None:
     async def scenario(p: Pair) -> None:

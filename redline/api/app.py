@@ -132,13 +132,19 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
         raise too_big
     # Read as it comes and stop at the limit: a chunked body (no Content-Length) says nothing of its
     # size, and would otherwise be held whole first, before login on /api/login. The connection is
-    # closed with the answer, so the rest is never read.
+    # closed with the answer, so the rest is never read. A body that trickles in (or never comes)
+    # would hold its connection, one of api.max_connections, for as long as the sender likes.
+    seconds = request.app.state.api.config.request_body_seconds
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_big
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {seconds:g} s", close=True) from None
     raw = b"".join(chunks)
     try:
         # Decimal keeps coordinates exactly as written ("36.2750"): signed notices hold no floats.
