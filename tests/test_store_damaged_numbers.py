@@ -22,18 +22,20 @@ import pytest
 from redline.errors import EquivocationError, StorageError
 from redline.ledger.interface import LedgerStore
 from redline.ledger.sqlite import Ledger, StoredRange
+from redline.statements import Signed
 from tests.test_ledger import LINE, T0, A, chain, envelope
 
 Read = Callable[[LedgerStore], object]
 
 
 def _fill(ledger: LedgerStore) -> None:
-    """Three envelopes, an outbox item and one equivocation: a row in each table read below."""
+    """Three envelopes, an outbox item, a checkpoint and one equivocation: a row in each table read below."""
     envs = chain(3)
     with ledger.batch():
         for env in envs:
             ledger.append(env, T0)
         ledger.accept(LINE, "TEXT", "ROUTINE", {"text": "held"}, "k", T0)
+        ledger.add_checkpoint(LINE, 1, Signed(b'{"n":1}', bytes(64)), Signed(b'{"n":1}', bytes(64)))
     with pytest.raises(EquivocationError):
         ledger.append(envelope(2, envs[0].id, text="other"), T0)
 
@@ -47,6 +49,8 @@ SQLITE_CASES: list[tuple[str, str, str, Read]] = [
     ("chain_bytes", "bytes", "'x'", lambda led: led.line_bytes(LINE, A)),
     ("outbox", "accepted_at", "'x'", lambda led: led.outbox_item(1)),
     ("equivocations", "detected_at", "1.5", lambda led: led.equivocations(LINE)),
+    ("checkpoints", "n", "'x'", lambda led: led.last_checkpoint(LINE)),
+    ("checkpoints", "cosign", "'text'", lambda led: led.checkpoints(LINE)),
 ]
 
 
@@ -88,6 +92,7 @@ PG_CASES: list[tuple[str, str, Read]] = [
     ("chain_bytes", "bytes", lambda led: led.line_bytes(LINE, A)),
     ("outbox", "accepted_at", lambda led: led.outbox_item(1)),
     ("equivocations", "detected_at", lambda led: led.equivocations(LINE)),
+    ("checkpoints", "proposal", lambda led: led.checkpoint(LINE, 1)),
 ]
 
 
@@ -110,3 +115,19 @@ def test_a_null_where_postgres_keeps_a_number_or_bytes_is_one_storage_error(
             read(ledger)
     finally:
         ledger.close()
+
+
+def test_an_envelope_id_that_is_not_hex_stops_the_migration_in_one_line(tmp_path: Path) -> None:
+    from tests.test_startup import downgrade_to_schema_1
+
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path, create=True, station=A)
+    _fill(ledger)
+    ledger.close()
+    downgrade_to_schema_1(path)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE envelopes SET id='not hex' WHERE seq=2")
+    with pytest.raises(StorageError, match=r"is damaged: a value of envelopes\.id is not a hex id"):
+        Ledger(path)
+    with sqlite3.connect(path) as db:  # the migration's one transaction was rolled back
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)

@@ -804,17 +804,17 @@ class PgLedger:
             "SELECT n, proposal, cosign FROM checkpoints WHERE line=%s AND n>%s ORDER BY n LIMIT %s",
             (line, after, limit),  # LIMIT NULL: no limit
         ).fetchall()
-        return [(int(r[0]), Signed.decode(bytes(r[1])), Signed.decode(bytes(r[2]))) for r in rows]
+        return [_checkpoint(self._shown, r) for r in rows]
 
     def checkpoint(self, line: str, n: int) -> tuple[int, Signed, Signed] | None:
         row = self._q("SELECT n, proposal, cosign FROM checkpoints WHERE line=%s AND n=%s", (line, n)).fetchone()
-        return (int(row[0]), Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
+        return _checkpoint(self._shown, row) if row else None
 
     def last_checkpoint(self, line: str) -> tuple[int, Signed, Signed] | None:
         row = self._q(
             "SELECT n, proposal, cosign FROM checkpoints WHERE line=%s ORDER BY n DESC LIMIT 1", (line,)
         ).fetchone()
-        return (int(row[0]), Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
+        return _checkpoint(self._shown, row) if row else None
 
     # -- verification input --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -923,6 +923,16 @@ class PgRange:
 def _stored_row(shown: str, r: tuple[Any, ...]) -> StoredRow:
     """An envelopes row (seq, id, raw) as read for verification."""
     return StoredRow(integer(shown, r[0], "envelopes.seq"), r[1], blob(shown, r[2], "envelopes.raw"))
+
+
+def _checkpoint(shown: str, r: tuple[Any, ...]) -> tuple[int, Signed, Signed]:
+    """A checkpoints row (n, proposal, cosign) for the session (a statement that does not decode
+    raises EncodingError, as before)."""
+    return (
+        integer(shown, r[0], "checkpoints.n"),
+        Signed.decode(blob(shown, r[1], "checkpoints.proposal")),
+        Signed.decode(blob(shown, r[2], "checkpoints.cosign")),
+    )
 
 
 def _stored_checkpoint(shown: str, r: tuple[Any, ...]) -> tuple[int, Signed, Signed]:

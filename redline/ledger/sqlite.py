@@ -286,6 +286,16 @@ def _ops_row(store: Path, r: tuple[Any, ...]) -> tuple[str, int, bytes, int]:
     )  # fmt: skip
 
 
+def _checkpoint(store: Path, r: tuple[Any, ...]) -> tuple[int, Signed, Signed]:
+    """A checkpoints row (n, proposal, cosign) for the session (a statement that does not decode
+    raises EncodingError, as before)."""
+    return (
+        integer(store, r[0], "checkpoints.n"),
+        Signed.decode(blob(store, r[1], "checkpoints.proposal")),
+        Signed.decode(blob(store, r[2], "checkpoints.cosign")),
+    )
+
+
 def _seq_range(line: str, sender: str, lo: Any, hi: Any) -> tuple[str, tuple[Any, ...]]:
     """WHERE clause for ``lo < seq <= hi`` of one chain, each bound left out when None (not an OR
     with NULL, which would keep SQLite from seeking in the index)."""
@@ -367,6 +377,9 @@ class Ledger:
             # Written outbox items signed in the open batch: (seq, envelope id), set when it commits.
             self._signed_later: dict[int, tuple[str, int, str]] = {}
             self._next_local: int | None = None  # the next outbox number, read once per batch
+            # (before the schema is brought up to date: a migration that fails forgets these too)
+            self._logs: dict[tuple[str, str], merkle.StoredLog] = {}
+            self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}
             try:
                 if not create:
                     # Before any PRAGMA that writes (journal_mode=WAL rewrites the file header): a store
@@ -409,8 +422,6 @@ class Ledger:
         # Closed by close(), or by the garbage collector if a caller forgets: either way the
         # connection is closed before the store stops counting as open here.
         self._closer = weakref.finalize(self, _close, self._db, key)
-        self._logs: dict[tuple[str, str], merkle.StoredLog] = {}
-        self._heads: dict[tuple[str, str], tuple[int, str | None]] = {}
 
     # -- schema -------------------------------------------------------------------------------
     def _create(self, station: str | None) -> None:
@@ -480,7 +491,11 @@ class Ledger:
                         "SELECT id FROM envelopes WHERE line=? AND sender=? ORDER BY seq", (line, sender)
                     )
                     for (eid,) in rows:
-                        for h, i, node in log.append(leaf_of(eid)):
+                        try:
+                            leaf = leaf_of(eid)
+                        except (TypeError, ValueError) as exc:  # bytes.fromhex of what is not a hex string
+                            raise damaged(self.path, f"a value of envelopes.id is not a hex id ({exc})") from exc
+                        for h, i, node in log.append(leaf):
                             self._db.execute("INSERT INTO merkle VALUES (?, ?, ?, ?, ?)", (line, sender, h, i, node))
             self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
@@ -1082,17 +1097,17 @@ class Ledger:
             "SELECT n, proposal, cosign FROM checkpoints WHERE line=? AND n>? ORDER BY n LIMIT ?",
             (line, after, -1 if limit is None else limit),
         ).fetchall()
-        return [(r[0], Signed.decode(bytes(r[1])), Signed.decode(bytes(r[2]))) for r in rows]
+        return [_checkpoint(self.path, r) for r in rows]
 
     def checkpoint(self, line: str, n: int) -> tuple[int, Signed, Signed] | None:
         row = self._db.execute("SELECT n, proposal, cosign FROM checkpoints WHERE line=? AND n=?", (line, n)).fetchone()
-        return (row[0], Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
+        return _checkpoint(self.path, row) if row else None
 
     def last_checkpoint(self, line: str) -> tuple[int, Signed, Signed] | None:
         row = self._db.execute(
             "SELECT n, proposal, cosign FROM checkpoints WHERE line=? ORDER BY n DESC LIMIT 1", (line,)
         ).fetchone()
-        return (row[0], Signed.decode(bytes(row[1])), Signed.decode(bytes(row[2]))) if row else None
+        return _checkpoint(self.path, row) if row else None
 
     # -- verification input --------------------------------------------------------------------
     @contextlib.contextmanager
