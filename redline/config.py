@@ -119,6 +119,7 @@ class ApiConfig:
     # Each HTTP listener (console, metrics): connections open at once, WebSockets included; beyond,
     # a connection is answered 503 and closed. Each holds one of the process's file descriptors.
     max_connections: int = 256
+    max_connections_per_source: int = 64  # ... of them from one address (IPv6: one /64); loopback and proxies exempt
     request_head_seconds: float = 5.0  # a connection that has not sent a whole request head by then is closed
     request_body_seconds: float = 30.0  # a request body must have arrived whole this long after its head
     # Who the console is for. Host names it answers to besides the loopback names and the address
@@ -132,7 +133,7 @@ class ApiConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_failures", "max_failures_per_source", "max_concurrent_unlocks", "max_waiting_logins",
-                     "max_connections"):  # fmt: skip
+                     "max_connections", "max_connections_per_source"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"config.json: api.{name} must be at least 1")
         for name in ("request_head_seconds", "request_body_seconds"):

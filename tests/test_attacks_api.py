@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -454,6 +455,48 @@ def test_idle_connections_cannot_exhaust_the_station_file_descriptors(tmp_path: 
                 assert await asyncio.wait_for(reader.read(), 2) == b""
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{mport}") as c:
                 assert (await c.get("/health")).status_code in (200, 503)
+        finally:
+            for _, w in held:
+                w.close()
+            await http.stop()
+            await st.close()
+
+    asyncio.run(main())
+
+
+def test_one_source_cannot_take_every_connection_of_a_listener(tmp_path: Path) -> None:
+    """With only the listener's cap, one host re-opening idle connections as fast as they were
+    closed held all of them: the console and the metrics were out of reach for everyone else. Now
+    one source holds at most max_connections_per_source; loopback (a local proxy) is not capped."""
+    from redline.station import Station
+    from redline.testing import make_station
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks our outgoing address
+        ours = probe.getsockname()[0]
+    except OSError:
+        ours = "127.0.0.1"
+    finally:
+        probe.close()
+    if ours.startswith("127."):
+        pytest.skip("this machine has no address but loopback")
+
+    async def main() -> None:
+        port, mport = free_ports(2)
+        st = Station(make_station(tmp_path, "EUCOM", "en", port))
+        await st.start()
+        limits = dataclasses.replace(CONFIG, max_connections=20, max_connections_per_source=4)
+        http = await HttpServer.start(st, f"0.0.0.0:{mport}", limits, monitoring_only=True)
+        held = [await asyncio.open_connection(ours, mport) for _ in range(4)]
+        held += [await asyncio.open_connection("127.0.0.1", mport) for _ in range(6)]  # loopback: not capped
+        try:
+            await asyncio.sleep(0.1)
+            r, _ = await asyncio.open_connection(ours, mport)  # the 5th from one source
+            assert (await asyncio.wait_for(r.read(), 2)).startswith(b"HTTP/1.1 503")
+            for reader, _ in held[4:]:  # the loopback ones are held as any other (until the head deadline)
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(reader.read(1), 0.05)
         finally:
             for _, w in held:
                 w.close()

@@ -903,7 +903,8 @@ class HttpServer:
         # uvicorn's records go to the station's own log handler (human or JSON, control codes escaped).
         # http: uvicorn's h11 protocol with a connection cap and a request-head deadline (listener.py).
         server = _Server(uvicorn.Config(
-            app, http=bounded(limits.max_connections, limits.request_head_seconds), backlog=BACKLOG, ws="wsproto",
+            app, http=bounded(limits.max_connections, limits.max_connections_per_source, limits.trusted_proxies,
+                              limits.request_head_seconds), backlog=BACKLOG, ws="wsproto",
             lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2, proxy_headers=False,
             log_config=None,
         ))  # fmt: skip

@@ -1,5 +1,6 @@
-"""The HTTP listeners' connection bounds: at most ``max_connections`` at once, and a request head
-within ``request_head_seconds`` (``config.json``, section ``api``).
+"""The HTTP listeners' connection bounds: at most ``max_connections`` at once, of them at most
+``max_connections_per_source`` from one source, and a request head within
+``request_head_seconds`` (``config.json``, section ``api``).
 
 uvicorn holds a connection that never sends a request for as long as the other side likes (its
 keep-alive timer runs only after a response, and any byte stops it), and accepts as many as the
@@ -12,7 +13,10 @@ in transport.py; this bounds the console's and the metrics' (``HttpServer`` in a
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -39,8 +43,10 @@ class BoundedH11(H11Protocol):
     subclass per listener with its limits (``bounded``)."""
 
     max_connections = 256
+    per_source = 64
+    exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # trusted proxies: every client's
     head_seconds = 5.0
-    refused = 0  # refusals at the cap since it was last below it (logged at 1, 10, 100, ...)
+    refused = 0  # refusals since the last connection taken (logged at 1, 10, 100, ...)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,11 +54,20 @@ class BoundedH11(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         cls = type(self)
+        why = None
         if len(self.connections) >= cls.max_connections:
+            why = f"{cls.max_connections} open is the cap (api.max_connections)"
+        else:
+            peer = transport.get_extra_info("peername")
+            source = _source(peer[0]) if isinstance(peer, Sequence) and peer else None
+            if source is not None and not _exempt(source, cls.exempt):
+                held = sum(1 for c in self.connections if _source(_host(c)) == source)
+                if held >= cls.per_source:
+                    why = f"{cls.per_source} open from {source} is the cap (api.max_connections_per_source)"
+        if why is not None:
             cls.refused += 1
             if _is_power_of_ten(cls.refused):
-                log.warning("HTTP listener: %d connection(s) refused, %d open is the cap (api.max_connections)",
-                            cls.refused, cls.max_connections)  # fmt: skip
+                log.warning("HTTP listener: %d connection(s) refused, %s", cls.refused, why)
             transport.write(_BUSY)
             transport.close()  # never added to the server's connections: nothing else to undo
             return
@@ -98,10 +113,38 @@ class BoundedH11(H11Protocol):
             self.transport.close()  # no answer: nothing was asked; not logged (one per idle socket)
 
 
-def bounded(max_connections: int, head_seconds: float) -> type[BoundedH11]:
-    """The protocol class for one listener: its own cap, its own count of refusals."""
-    return type("BoundedH11", (BoundedH11,), {"max_connections": max_connections, "head_seconds": head_seconds,
-                                              "refused": 0})  # fmt: skip
+def bounded(
+    max_connections: int, per_source: int, trusted_proxies: Sequence[str], head_seconds: float
+) -> type[BoundedH11]:
+    """The protocol class for one listener: its own caps, its own count of refusals. Loopback and
+    the trusted proxies are not capped per source (a local proxy's clients all come from it)."""
+    exempt = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+    attrs = {"max_connections": max_connections, "per_source": per_source, "exempt": exempt,
+             "head_seconds": head_seconds, "refused": 0}  # fmt: skip
+    return type("BoundedH11", (BoundedH11,), attrs)
+
+
+def _host(conn: object) -> str | None:
+    client = getattr(conn, "client", None)  # HTTP and WebSocket protocols alike: (host, port) or None
+    return str(client[0]) if isinstance(client, tuple) and client else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _source(host: str | None) -> str | None:
+    """A connection's source as the login guard counts it: the address, an IPv6 one by its /64
+    (one site's block). Cached: it is asked for every open connection at each accept."""
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+
+def _exempt(source: str, proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    net = ipaddress.ip_network(source, strict=False)
+    return net.is_loopback or any(net.subnet_of(p) for p in proxies if p.version == net.version)  # type: ignore[arg-type]
 
 
 def _is_power_of_ten(n: int) -> bool:
