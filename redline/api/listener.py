@@ -16,6 +16,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,10 @@ class BoundedH11(H11Protocol):
     per_source = 64
     exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # trusted proxies: every client's
     head_seconds = 5.0
-    refused = 0  # refusals since the last connection taken (logged at 1, 10, 100, ...)
+    # Refusals of the current run (logged at the 1st, 10th, 100th...): a run ends after a quiet
+    # minute, not at the next connection taken, which a source at its cap gets every few seconds.
+    refused = 0
+    last_refused = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,13 +69,14 @@ class BoundedH11(H11Protocol):
                 if held >= cls.per_source:
                     why = f"{cls.per_source} open from {source} is the cap (api.max_connections_per_source)"
         if why is not None:
-            cls.refused += 1
+            now = time.monotonic()
+            cls.refused = 1 if now - cls.last_refused > 60 else cls.refused + 1
+            cls.last_refused = now
             if _is_power_of_ten(cls.refused):
                 log.warning("HTTP listener: %d connection(s) refused, %s", cls.refused, why)
             transport.write(_BUSY)
             transport.close()  # never added to the server's connections: nothing else to undo
             return
-        cls.refused = 0
         super().connection_made(transport)
         self._arm()
 
@@ -120,7 +125,7 @@ def bounded(
     the trusted proxies are not capped per source (a local proxy's clients all come from it)."""
     exempt = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
     attrs = {"max_connections": max_connections, "per_source": per_source, "exempt": exempt,
-             "head_seconds": head_seconds, "refused": 0}  # fmt: skip
+             "head_seconds": head_seconds, "refused": 0, "last_refused": 0.0}  # fmt: skip
     return type("BoundedH11", (BoundedH11,), attrs)
 
 
