@@ -301,6 +301,7 @@ class StationDir:
         self._undo_unfinished_init(staging)
         if self.keys.exists() or (not store and self.ledger_path.exists()):
             raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
+        made_folder = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
         staging.path.mkdir(mode=0o700)
@@ -314,6 +315,9 @@ class StationDir:
         _fsync(self.path)
         os.replace(staging.config_path, self.config_path)
         _fsync(self.path)
+        if made_folder:  # its entry in the parent too, or a power cut could take the whole station away
+            with contextlib.suppress(PermissionError):  # a parent we may write to but not read
+                _fsync(self.path.parent)
         shutil.rmtree(staging.path)
         return made
 

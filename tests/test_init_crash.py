@@ -97,3 +97,25 @@ def test_init_refuses_keys_it_did_not_leave(tmp_path: Path) -> None:
     init = CliRunner().invoke(cli, ["init", "--station", str(folder), *INIT])
     assert init.exit_code != 0 and "already holds a station" in init.output
     assert (folder / "keys" / "root.key").read_text() == "precious\n"
+
+
+def test_init_fsyncs_every_file_and_folder_it_makes_and_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut just after ``init`` said it was done finds the whole station: every file, every
+    folder and the new folder's entry in its parent went through fsync (the files' and folders'
+    inodes, seen by the real ``os.fsync``). Before, none of root.pub, certs.json, tls.crt,
+    config.json or the folders was."""
+    synced: set[int] = set()
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.add(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    folder = tmp_path / "eucom"
+    StationDir(folder).init(name="EUCOM", lang="en", listen=["127.0.0.1:47511"])
+    made = [folder, *folder.rglob("*")]
+    assert {p.name for p in made} >= {"config.json", "keys", "ledger.sqlite", "root.pub", "certs.json", "tls.crt"}
+    assert [str(p) for p in [*made, tmp_path] if p.stat().st_ino not in synced] == []
