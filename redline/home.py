@@ -298,7 +298,7 @@ class StationDir:
             store=store,
         )  # fmt: skip
         staging = StationDir(self.path / INIT_STAGING)
-        self._undo_unfinished_init(staging)
+        self._undo_unfinished_init(staging, store)
         if self.keys.exists() or (not store and self.ledger_path.exists()):
             raise ConfigError(f"{self.path} already holds a station; refusing to overwrite its keys")
         made_folder = not self.path.exists()
@@ -360,17 +360,28 @@ class StationDir:
         _fsync(self.path)
         return StationKeys(root_public, signing, signing_cert, tls_cert, der)
 
-    def _undo_unfinished_init(self, staging: StationDir) -> None:
+    def _undo_unfinished_init(self, staging: StationDir, store: str) -> None:
         """Take away what an ``init`` killed before it finished left here (this folder holds no
         config.json). Its staging folder is its own; keys/ and the store here are its own too once
         the staging folder holds config.json (the moves into place had begun: ``init`` refused to
         start over any keys/ or store). Never another station's: one without config.json whose
-        keys/ came from elsewhere is still refused."""
+        keys/ came from elsewhere is still refused. On PostgreSQL, the store it made for its root
+        key (in the database this init is given) is dropped if it holds nothing but init's own
+        certificates (``stores.drop_left_by_init``)."""
         import shutil
+
+        from redline.ledger.stores import drop_left_by_init
 
         if not staging.path.exists():
             return
-        if staging.config_path.exists():
+        moved = staging.config_path.exists()
+        if store:
+            with contextlib.suppress(OSError, ValueError):  # no whole root.pub: no store was made either
+                root_public = bytes.fromhex(((self if moved else staging).keys / "root.pub").read_text().strip())
+                from redline import identity
+
+                drop_left_by_init(store, identity.fingerprint(root_public))
+        if moved:
             if self.keys.exists():
                 shutil.rmtree(self.keys)
             for part in _store_files(self.ledger_path):

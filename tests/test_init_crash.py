@@ -34,7 +34,7 @@ DIE = {  # where in init the process dies, and whether the folder then holds a s
 INIT = ["--name", "EUCOM", "--lang", "en", "--listen", "127.0.0.1:47511"]
 
 
-def _kill_init(folder: Path, where: str) -> None:
+def _kill_init(folder: Path, where: str, store: str = "") -> None:
     child = textwrap.dedent(f"""
         import os, shutil
         from pathlib import Path
@@ -48,7 +48,7 @@ def _kill_init(folder: Path, where: str) -> None:
         else:
             real, name = os.replace, where.split(":")[1]
             os.replace = lambda src, dst: os._exit(9) if Path(dst).name == name else real(src, dst)
-        StationDir(Path({str(folder)!r})).init(name="EUCOM", lang="en", listen=["127.0.0.1:47511"])
+        StationDir(Path({str(folder)!r})).init(name="EUCOM", lang="en", listen=["127.0.0.1:47511"], store={store!r})
     """)
     proc = subprocess.run([sys.executable, "-c", child], env={**os.environ, "PYTHONPATH": ROOT}, check=False)
     assert proc.returncode == 9
@@ -119,3 +119,20 @@ def test_init_fsyncs_every_file_and_folder_it_makes_and_the_parent(
     made = [folder, *folder.rglob("*")]
     assert {p.name for p in made} >= {"config.json", "keys", "ledger.sqlite", "root.pub", "certs.json", "tls.crt"}
     assert [str(p) for p in [*made, tmp_path] if p.stat().st_ino not in synced] == []
+
+
+@pytest.mark.slow
+def test_kill_9_during_init_on_postgres_leaves_a_store_init_makes_again(tmp_path: Path, pg_url: str) -> None:
+    """On PostgreSQL the store is made in the database, not in the folder: the one an unfinished
+    init made for its root key (holding only init's certificates) is dropped when init runs again.
+    A store of any other station stays, and init refuses it as before."""
+    folder = tmp_path / "eucom"
+    _kill_init(folder, "StationConfig.save", pg_url)  # the store is made by then
+    init = CliRunner().invoke(cli, ["init", "--station", str(folder), *INIT, "--store", pg_url])
+    assert init.exit_code == 0, init.output  # before: "a store already exists"
+    _whole(StationDir(folder))
+    other = tmp_path / "ndmc"
+    _kill_init(other, "StationConfig.save")  # an unfinished init on SQLite: its root key made no store
+    init = CliRunner().invoke(cli, ["init", "--station", str(other), *INIT, "--store", pg_url])
+    assert init.exit_code != 0 and "a store already exists" in init.output
+    _whole(StationDir(folder))  # EUCOM's store untouched

@@ -925,6 +925,28 @@ def _stored_row(shown: str, r: tuple[Any, ...]) -> StoredRow:
     return StoredRow(integer(shown, r[0], "envelopes.seq"), r[1], blob(shown, r[2], "envelopes.raw"))
 
 
+def drop_left_by_init(url: str, station: str) -> bool:
+    """Drop the store an unfinished ``redline init`` made for ``station`` (``home.StationDir.init``):
+    only one that is that station's, holds nothing but the certificates init put there, and whose
+    lease no process ever took; anything else stays, and False. ``station`` is the fingerprint of a
+    root key no station ever served with (init was killed before its folder held config.json)."""
+    from redline.ledger.migrate import _TABLES
+
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            row = db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
+            if row is None or row[0] != station or db.execute("SELECT to_regclass('lease')").fetchone() != (None,):
+                return False
+            for table in _TABLES.split(", "):
+                held = db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()
+                if table not in ("meta", "certs") and held != (False,):
+                    return False
+            db.execute(f"DROP TABLE {_TABLES}")
+            return True
+    except psycopg.Error:
+        return False
+
+
 def _checkpoint(shown: str, r: tuple[Any, ...]) -> tuple[int, Signed, Signed]:
     """A checkpoints row (n, proposal, cosign) for the session (a statement that does not decode
     raises EncodingError, as before)."""

@@ -55,3 +55,13 @@ def open_store(
     if read_only:
         return Ledger.open_read_only(path, raw_check=raw_check)
     return Ledger(path, create=create, station=station, raw_check=raw_check)
+
+
+def drop_left_by_init(store: str, station: str) -> None:
+    """A PostgreSQL ``store`` that an unfinished ``redline init`` made for ``station`` (a root key
+    no station ever served with) is dropped, so init can make it again; nothing else is touched
+    (``postgres.drop_left_by_init``). A SQLite store is in the station folder: init removes it."""
+    if store:
+        from redline.ledger.postgres import drop_left_by_init as drop
+
+        drop(store, station)
