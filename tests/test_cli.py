@@ -226,3 +226,42 @@ def test_notice_area_from_a_bad_file_is_one_line(tmp_path: Path, content: bytes 
                                    "--end", "2030-01-02T00:00Z"])  # fmt: skip
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (res.exception, res.output)
     assert res.output.startswith("error: --area") and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def _numeric_options() -> list[tuple[str, str, object]]:
+    import click
+
+    from redline.cli import main as cli
+
+    def walk(cmd: click.Command, path: str) -> list[tuple[str, str, object]]:
+        out = [(path, p.name or "", p.type) for p in cmd.params
+               if isinstance(p, click.Option) and isinstance(p.type, click.types._NumberParamTypeBase)]  # fmt: skip
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                out += walk(sub, f"{path} {name}".strip())
+        return out
+
+    return walk(cli, "")
+
+
+def test_every_numeric_option_of_every_command_has_a_range() -> None:
+    """A number from the command line is a size, a count or a time: unbounded, '--limit 10**23' was an
+    OverflowError traceback from SQLite, and '--seconds 1e9' a tone the size of the machine's memory.
+    Every numeric option of every command carries a range, checked by click before anything runs."""
+    import click
+
+    found = _numeric_options()
+    assert len(found) >= 8, found  # the walk reaches the commands' options
+    # A notice's numbers go to the station as they are: its schema (kinds.Notice) is their one rule,
+    # and it refuses one out of range in one line (tests/test_attacks_ops.py); a range here would be
+    # a second copy of it.
+    schema = {("notice", "radius_m"), ("notice", "floor_m"), ("notice", "ceiling_m"), ("notice", "margin_m")}
+    unbounded = [(cmd, name) for cmd, name, kind in found if not isinstance(kind, click.IntRange | click.FloatRange)]
+    assert sorted(unbounded) == sorted(schema), unbounded
+
+
+@pytest.mark.parametrize("value", ["1" + "0" * 25, "0", "-5"])
+def test_a_log_limit_out_of_range_is_one_line(tmp_path: Path, value: str) -> None:
+    res = rl("log", "L", "--limit", value, station=tmp_path / "none")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "Invalid value for '--limit'" in res.stderr

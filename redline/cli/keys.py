@@ -192,7 +192,7 @@ def register(main: click.Group) -> None:
     @station_option
     @click.option("--root-key", "root_key", required=True, type=click.Path(path_type=Path, dir_okay=False),
                   help="the station's root key file (read now, never copied; may live offline)")  # fmt: skip
-    @click.option("--checkpoint", type=int, default=None,
+    @click.option("--checkpoint", type=click.IntRange(1, 2**53 - 1), default=None,
                   help="the last checkpoint both sides co-signed before the compromise (with --line on a station of "
                        "several lines)")  # fmt: skip
     @click.option("--line", default=None, help="the line whose checkpoint --checkpoint names (id or prefix)")

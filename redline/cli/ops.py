@@ -314,15 +314,17 @@ def register(main: click.Group) -> None:
     @click.option("--pick-up", "ring", flag_value=False, default=False, help="Wait for the peer's ring; pick it up.")
     @click.option("--play", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                   help="Audio file to say (WAV, or anything ffmpeg reads).")  # fmt: skip
-    @click.option("--tone", type=float, default=None, help="Say a sine tone of this many Hz instead of a file.")
-    @click.option("--seconds", type=float, default=3.0, show_default=True, help="Length of --tone.")
+    @click.option("--tone", type=click.FloatRange(1, 20_000), default=None,
+                  help="Say a sine tone of this many Hz instead of a file.")  # fmt: skip
+    @click.option("--seconds", type=click.FloatRange(0.02, 600), default=3.0, show_default=True,
+                  help="Length of --tone.")  # fmt: skip
     @click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Write what the peer said to this WAV file.")  # fmt: skip
     @click.option("--hang-up", is_flag=True, help="Hang up once our audio is said (default: stay until the call ends).")
-    @click.option("--stay", type=float, default=30.0, show_default=True,
+    @click.option("--stay", type=click.FloatRange(0, 86_400), default=30.0, show_default=True,
                   help="Seconds to stay on after our audio when not hanging up.")  # fmt: skip
     @click.option("--test-id", default=None, help="With --ring: the ring is the voice line test of this TEST.")
-    @click.option("--timeout", type=float, default=60.0, show_default=True,
+    @click.option("--timeout", type=click.FloatRange(0.1, 86_400), default=60.0, show_default=True,
                   help="Seconds to wait for a ring or a pick-up.")  # fmt: skip
     @click.option("--insecure", is_flag=True, help="Accept the console's self-signed certificate (a test station).")
     @json_option
@@ -526,8 +528,10 @@ def register(main: click.Group) -> None:
     @main.command()
     @station_option
     @click.argument("line")
-    @click.option("--offset", default=0, help="Skip this many notices (and conflicts): the next page.")
-    @click.option("--limit", default=100, help="Notices (and conflicts) per page.")
+    @click.option("--offset", type=click.IntRange(0, 10**9), default=0,
+                  help="Skip this many notices (and conflicts): the next page.")  # fmt: skip
+    @click.option("--limit", type=click.IntRange(1, 500), default=100,  # 500: ops.engine.NOTICES_PAGE_MAX
+                  help="Notices (and conflicts) per page.")  # fmt: skip
     @click.option("--notice", "notice_id", default=None, help="Show this one notice (id prefix) whole.")
     @json_option
     def notices(

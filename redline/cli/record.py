@@ -31,7 +31,7 @@ ASK_SECONDS = 5.0  # how long log waits for a running station's page before it r
 @main.command(name="log")
 @station_option
 @click.argument("line")
-@click.option("--limit", default=50, help="Show the last N entries.")
+@click.option("--limit", type=click.IntRange(1, 10**9), default=50, help="Show the last N entries.")
 @click.option("--all", "show_all", is_flag=True, help="Show every entry of both sides.")
 @json_option
 def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bool) -> None:

@@ -327,7 +327,7 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
 @main.command()
 @click.option("--dir", "workdir", default=None, help="Where to put the two demo stations (default: a temp dir).")
 @click.option("--no-wait", is_flag=True, help="Exit after the scripted exchange instead of waiting for Ctrl-C.")
-@click.option("--days", type=int, default=None, help="Replay only the first N days (quick look).")
+@click.option("--days", type=click.IntRange(1, 36_500), default=None, help="Replay only the first N days (quick look).")
 def demo(workdir: str | None, no_wait: bool, days: int | None) -> None:
     """Two stations, EUCOM and NDMC, on this machine: paired, confirmed, replaying 1 March - 13 May 2022."""
     from redline.demo import run_demo
