@@ -144,8 +144,11 @@ class Station:
         self.clock: Clock = clock or SystemClock()
         self._skewed: set[str] = set()  # lines whose peer clock is off by more than max_clock_skew_seconds
         self.wire_bytes: dict[tuple[str, str, str], int] = {}  # (line, path, sent|received) -> bytes, for metrics
-        # Voice (media.py): the audio of each line's current call, outside the ledger; who hears it.
-        self.media: dict[str, media.CallMedia] = {}
+        # Voice (media.py): the audio of each call, outside the ledger; who hears it. Keyed by call, not
+        # by line: an ended call's audio waits here for its CALL_AUDIO (after the peer's receipt of our
+        # hang-up) while the next call may already be live, and each call's digests are its own.
+        self.media: dict[str, dict[str, media.CallMedia]] = {}  # line -> call id -> its audio, until filed
+        self._last_media: dict[str, media.CallMedia] = {}  # line -> audio of its latest call (the voice view)
         self.audio_dropped: dict[str, int] = {}  # line -> AUDIO frames for no call live here
         self.audio_listeners: list[Callable[[str, media.AudioPacket], None]] = []
         self.recordings: dict[str, recording.CallRecording] = {}  # call id -> its recording, while it runs
@@ -707,8 +710,9 @@ class Station:
             return None
         if call_id in self._restored:
             return self._restored[call_id]
-        m = self.media.get(line)
-        if m is None or m.call != call_id:
+        calls = self.media.setdefault(line, {})
+        m = calls.get(call_id)
+        if m is None:
             peer = self.sessions[line].peer
             m = media.CallMedia(
                 call=call_id, us=self.keys.fingerprint, peer=peer, started_at=call.answer.stored_at,
@@ -719,8 +723,14 @@ class Station:
                 rec = recording.CallRecording(self.home.path, line, call_id, self.keys.fingerprint, peer)
                 m.sink = rec.add
                 self.recordings[call_id] = rec
-            self.media[line] = m
+                self._last_media[line] = m
+            calls[call_id] = m
         return m
+
+    def _live_media(self, line: str) -> media.CallMedia | None:
+        """The audio of the line's live call, if it has begun here."""
+        call = self.ops[line].voice.live()
+        return None if call is None else self.media.get(line, {}).get(call.id)
 
     async def _audio_in(self, session: LineSession, path: str, payload: bytes) -> None:
         """A peer's AUDIO frame: taken only on an open path of a confirmed line, for a call that was
@@ -767,7 +777,7 @@ class Station:
     async def _audio_resend(self, session: LineSession, path: str) -> None:
         """A path opened during a call: send our last packets again on it (media.RESEND_PACKETS),
         for the record: what a path that died swallowed reaches the peer's hash after all."""
-        m = self.media.get(session.line)
+        m = self._live_media(session.line)
         if m is None or m.ended or not m.recent:
             return
         frames = [bytes([FrameType.AUDIO]) + payload for payload in m.resend()]
@@ -784,14 +794,18 @@ class Station:
             voice.line_quiet(None)
             return
         since = self._pathless_since.setdefault(line, wall)
-        m = self.media.get(line)
-        heard = [h.last_at for h in m.paths.values() if h.last_at is not None] if m and m.call == call.id else []
+        m = self.media.get(line, {}).get(call.id)
+        heard = [h.last_at for h in m.paths.values() if h.last_at is not None] if m else []
         voice.line_quiet(max([since, *heard]))
 
     def _audio_intents(self, line: str) -> list[Intent]:
         """CALL_AUDIO for each call over whose audio can no longer arrive here (ops/voice.py)."""
         out = []
-        for call in self.ops[line].voice.audio_due():
+        voice = self.ops[line].voice
+        calls = self.media.get(line, {})
+        for done in [c for c, _ in calls.items() if c not in voice.calls or True in voice.calls[c].audio]:
+            del calls[done]  # its CALL_AUDIO is stored: its audio here is over
+        for call in voice.audio_due():
             m = self._call_media(line, call.id)
             assert m is not None
             body = {"ring": call.ring.ref, **m.end()}
@@ -1051,7 +1065,7 @@ class Station:
 
     def voice_view(self, line: str) -> VoiceView:
         session = self.session(line)
-        m = self.media.get(session.line)
+        m = self._live_media(session.line) or self._last_media.get(session.line)
         audio = None if m is None else LiveAudioView(
             call=m.call, sent=m.sent.view(), received=m.received.view(), dropped=dict(vars(m.counters)),
             paths=m.health(self.wall()),
