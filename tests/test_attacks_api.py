@@ -643,3 +643,25 @@ def test_every_api_setting_is_documented() -> None:
     api_md = (ROOT / "docs" / "API.md").read_text()
     missing = [f.name for f in dataclasses.fields(ApiConfig) if f"`{f.name}`" not in api_md]
     assert not missing, f"docs/API.md does not describe: {missing}"
+
+
+def test_a_page_on_another_port_cannot_have_the_browser_fetch_our_api(tmp_path: Path) -> None:
+    """A page served on another port of the same host is the same site, so SameSite=Strict sends
+    our cookie with a GET it makes, and a GET carries no Origin: it could have the station build an
+    export or run a search (it cannot read the answer). Browsers say where a request comes from
+    in Sec-Fetch-Site: only same-origin and user-typed (none) requests reach the API; scripts,
+    which send none, are judged by the session alone."""
+
+    async def scenario(p: Pair) -> None:
+        assert (await p.login()).status_code == 200
+        for site in ("same-site", "cross-site"):
+            for r in (
+                await p.client.get(f"/api/lines/{p.line}/export", headers={"sec-fetch-site": site}),
+                await p.client.get("/api/status", headers={"sec-fetch-site": site}),
+                await p.client.post(f"/api/lines/{p.line}/send", json={"text": "x"}, headers={"sec-fetch-site": site}),
+            ):
+                assert "another origin" in error(r, 403)
+        for ok in ({"sec-fetch-site": "same-origin"}, {"sec-fetch-site": "none"}, {}):
+            assert (await p.client.get("/api/status", headers=ok)).status_code == 200
+
+    run(tmp_path, scenario)

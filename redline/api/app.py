@@ -444,6 +444,18 @@ class Api(ConsoleHandlers, VoiceHandlers):
         if not self.hosts.origin_allowed(origin):
             raise ApiError(403, f"request from another site ({origin[:100]}) refused")
 
+    @staticmethod
+    def check_fetch_site(conn: HTTPConnection) -> None:
+        """Refuse an API request a browser made for a page of another origin, GETs included, which
+        carry no Origin. SameSite cookies do not stop a page served on another port of the same
+        host (same site, not same origin) from having the browser fetch an export or a search with
+        our cookie: it cannot read the answer, but the station does the work. Browsers say where a
+        request comes from in Sec-Fetch-Site; scripts and older browsers send none (the session and
+        the Origin check still apply)."""
+        site = conn.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            raise ApiError(403, f"request made for a page of another origin ({site[:20]}) refused")
+
     def line(self, line: str) -> LineSession:
         try:
             return self.station.session(line)
@@ -755,6 +767,7 @@ def _endpoint(api: Api, op: Op) -> Callable[[Request], Awaitable[Response]]:
     handler: Handler = getattr(api, op.handler)
 
     async def endpoint(request: Request) -> Response:
+        api.check_fetch_site(request)
         if op.method == "POST":
             api.check_origin(request)
         session = api.who(request, op.role)
