@@ -26,10 +26,12 @@ from redline.envelope import (
     MEMBER_OVERHEAD,
     OPERATIONAL_KINDS,
     RESERVE_KINDS,
+    SALT_BYTES,
     Envelope,
     Header,
     RawEnvelope,
     content_member,
+    make_body,
     peek_seen_seq,
     seal,
     split,
@@ -100,6 +102,8 @@ def peer_keys(root_hex: str, certs: list[SignedCert], later: list[bytes] | None 
 
 # A body is the content plus a salt and a small wrapper (envelope.py); the content limit is ours.
 BODY_OVERHEAD = 1024
+# What a body adds to its content member: the salt, in hex, and its name.
+_SALT_BYTES = len(make_body({}, bytes(SALT_BYTES))) - len(content_member({}))
 ENCODED_KEPT = 4096  # encoded contents kept for sealing (what the line signs in a few commits)
 
 
@@ -212,6 +216,25 @@ class LineSession:
         self.disk_theirs = ledger.line_bytes(self.line, self.peer)
         self._disk_warned: set[str] = set()
         self.outbox_count = ledger.pending_count(self.line)  # kept in memory: checked on every accept
+        # Disk the outbox's unsigned items will take once signed, each counted at its envelope's
+        # widest (``_envelope_bound``): accept checks our budget against signed + this, so what it
+        # takes can all be signed without going past ``max_line_disk_bytes`` (which the peer
+        # enforces on our chain by refusing the envelope and closing the path, again on every
+        # reconnect: the line would be down both ways).
+        wide = canonical.MAX_SAFE_INT
+        self._header_base = len(
+            Header(
+                line=self.line, sender=self.us, key=keys.key_id, seq=wide, sent_at=wide, kind="TEXT",
+                prio="ROUTINE", prev="0" * 64, seen_seq=wide, seen_id="0" * 64, body_hash="0" * 64, lang=lang,
+            ).encode()
+        ) - len("TEXT") - len("ROUTINE")  # fmt: skip
+        self.outbox_bytes = 0
+        if self.outbox_count > 0:
+            for item in ledger.pending(self.line):
+                self.outbox_bytes += self._envelope_bound(item.kind, item.prio, len(content_member(item.content)))
+        # An item at the head of the outbox is held back at signing (over the budget, alarmed once):
+        # nothing behind it is signed either until a restart with a raised limit, so no flush tries.
+        self._held_back = False
         self._max_local = ledger.max_outbox_local()
         # Outbox items accepted here, by number: their content and its canonical member, encoded
         # at acceptance for the size check and reused as the body when the item is sealed.
@@ -398,9 +421,13 @@ class LineSession:
         # The reserve is at most a quarter of the budget, so a small budget still carries text.
         reserve = min(self.limits.line_disk_reserve_bytes, self.limits.max_line_disk_bytes // 4)
         room = self.limits.max_line_disk_bytes - (0 if kind in RESERVE_KINDS else reserve)
-        if self.disk_ours + size > room:
+        # Against what is signed AND what waits unsigned (a batch, or an outbox filled while the
+        # line was down), each at its envelope's widest: never the content's size alone.
+        bound = self._envelope_bound(kind, prio, len(member))
+        if self.disk_ours + self.outbox_bytes + bound > room:
             raise LimitError(
-                f"our messages on line {self.line[:8]} use {self.disk_ours} bytes of disk, at their limit "
+                f"our messages on line {self.line[:8]} use {self.disk_ours} bytes of disk and "
+                f"{self.outbox_bytes} more wait in the outbox, at their limit "
                 f"(max_line_disk_bytes, less line_disk_reserve_bytes kept for FLASH, ACK and tests); archive the "
                 "transcript and raise the limit"
             )
@@ -412,10 +439,18 @@ class LineSession:
         if item.local > self._max_local:  # new, not a repeat of an idempotency key
             self._max_local = item.local
             self.outbox_count += 1
+            self.outbox_bytes += bound
             if len(self._encoded) >= ENCODED_KEPT:  # not signed soon (the line is down or backs up):
                 del self._encoded[next(iter(self._encoded))]  # the oldest is encoded again when it is
             self._encoded[item.local] = (content, member)
         return item
+
+    def _envelope_bound(self, kind: str, prio: str, member_len: int) -> int:
+        """The most disk an envelope of ``kind``/``prio`` whose content member is ``member_len``
+        bytes takes once signed (as ``disk_ours`` counts it): the widest header this session signs
+        (every number at its widest), the body (the member with its salt) and the framing and
+        signature. The real one is never larger, so a budget checked with it is never passed."""
+        return self._header_base + len(kind) + len(prio) + member_len + _SALT_BYTES + 72
 
     def confirm(self, wall: int) -> list[Action]:
         self.record = _replace(self.record, confirmed_local=True)
@@ -909,7 +944,7 @@ class LineSession:
             return False
         if self._held is not None and self._receipt_due(wall):
             return False
-        if self.outbox_count > 0 and not self.halted and self.link.can_send():
+        if self.outbox_count > 0 and not self.halted and self.link.can_send() and not self._held_back:
             return False
         if not (self.is_proposer and self._proposal is None and self.link.synced):
             # A checkpoint due is proposed only by the proposer, one at a time, in sync
@@ -935,6 +970,7 @@ class LineSession:
             if item.kind == kind and item.content == content:
                 self.ledger.mark_signed(item.local, env.seq, env.id)
                 self.outbox_count -= 1
+                self.outbox_bytes = max(0, self.outbox_bytes - self._signed_bound(env))
                 return
 
     def _receipt_due(self, wall: int) -> bool:
@@ -974,7 +1010,7 @@ class LineSession:
 
     def _sign_pending(self, wall: int) -> list[Action]:
         out: list[Action] = []
-        if self.halted or not self.link.can_send() or self.outbox_count <= 0:
+        if self.halted or not self.link.can_send() or self.outbox_count <= 0 or self._held_back:
             return out  # the count is kept with every accept and signing: no query for an empty outbox
         room = self.limits.window - (self.link.sent_hi - self.link.peer_has_ours)
         for item in self.ledger.pending(self.line, min(room, self.limits.group_commit_rows)):
@@ -990,6 +1026,16 @@ class LineSession:
                 seen_seq=self._their_tail_stored().seq, seen_id=self._their_tail_stored().id, lang=self.lang,
                 content=item.content, salt=os.urandom(16), member=member,
             )  # fmt: skip
+            size = len(env.header_bytes) + len(env.body_bytes or b"") + 72
+            if self.disk_ours + size > self.limits.max_line_disk_bytes:
+                # Never sign what the peer refuses (it would refuse it on every reconnect and the
+                # line would be down both ways): held, unsigned, until the limit is raised. Accept
+                # keeps this from happening; an outbox filled by an older version, or under a
+                # larger limit, still can.
+                self._hold_back(item, size)
+                if held is not None:
+                    self._encoded[item.local] = held
+                break
             self.gate.accept_sealed(env)
             if isinstance(switch, StationKeys):  # sealed with the old key; the new one signs from the next seq
                 self.keys = switch
@@ -1004,12 +1050,28 @@ class LineSession:
             self._watch_disk(self.us, self.disk_ours)
             self.ledger.mark_signed(item.local, env.seq, env.id)
             self.outbox_count -= 1
+            self.outbox_bytes = max(0, self.outbox_bytes - self._signed_bound(env))
             self.link.signed(self._our_tail)
             out += self.link.send_envelope(env.seq, env.encode())
             if env.kind in OPERATIONAL_KINDS:
                 self._checkpoint_due = True
                 self._op_seq = env.seq
         return out
+
+    def _signed_bound(self, env: Envelope) -> int:
+        """The bound ``accept`` counted for the item ``env`` signs (its body is the member and salt)."""
+        return self._envelope_bound(env.kind, env.header.prio, len(env.body_bytes or b"") - _SALT_BYTES)
+
+    def _hold_back(self, item: OutboxItem, size: int) -> None:
+        if not self._held_back:
+            self._held_back = True  # (the next session, under a raised limit, tries again)
+            self.alarm(
+                "alarm",
+                f"DISK: our {item.kind} (outbox #{item.local}) is held, not signed: its {size} bytes would take "
+                f"our envelopes on line {self.line[:8]} past max_line_disk_bytes ({self.disk_ours} of "
+                f"{self.limits.max_line_disk_bytes} used), which the peer refuses; archive the transcript and "
+                "raise the limit at both ends",
+            )
 
     def _switch_for(self, kind: str, content: dict[str, Any]) -> StationKeys | bool | None:
         """For our KEY in the outbox: the keys this line signs with once it is sealed (None: not a

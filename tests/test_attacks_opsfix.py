@@ -1,0 +1,71 @@
+"""Holes in the domain layer's budgets and references found by the attack_ops review, each
+attacked here the way the review did (sans-IO sessions or stations on a simulated clock)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redline.config import Limits
+from redline.errors import LimitError
+from redline.testing import SessionPair
+
+
+def test_an_outbox_filled_while_the_line_was_down_is_never_signed_past_the_budget(tmp_path: Path) -> None:
+    """attack_ops F2: accept checked the budget against what was signed only, with the content's
+    size: 300 x 1 KB accepted while the line was down were all taken under a 200 KB budget and
+    signed past it when the line came back; the peer refused the first envelope over its budget of
+    our chain and closed the path, on every reconnect, for good."""
+    limits = Limits(test_times_utc=(), max_line_disk_bytes=200_000, line_disk_reserve_bytes=20_000)
+    sp = SessionPair(tmp_path, limits=limits)
+    try:
+        sp.run()
+        for p in sp.paths:
+            sp.disconnect(p)
+        taken = refused = 0
+        for _ in range(300):
+            try:
+                sp.send("a", "x" * 1000)
+                taken += 1
+            except LimitError:
+                refused += 1
+        assert refused > 0 and taken > 100
+        # the reserve still takes a FLASH, within the whole budget
+        sp.send("a", "fire", kind="FLASH", prio="FLASH")
+        for p in sp.paths:
+            sp.connect(p)
+        sp.run()
+        a, b = sp.a, sp.b
+        assert a.outbox_count == 0 and a.ledger.head(sp.line, a.us)[0] == b.ledger.head(sp.line, a.us)[0]
+        assert a.link.synced and b.link.synced
+        assert a.disk_ours <= limits.max_line_disk_bytes
+        assert not [t for who, _, t in sp.alarms if "refused" in t or "held" in t], sp.alarms
+    finally:
+        sp.close()
+
+
+def test_an_outbox_over_the_budget_is_held_unsigned_with_one_alarm(tmp_path: Path) -> None:
+    """attack_ops F2, the signing side: an outbox taken under a larger limit (or by an older
+    version) is signed up to the budget and the rest held, unsigned, with one alarm; the peer
+    never sees an envelope past its budget of our chain, so the line stays up."""
+    sp = SessionPair(tmp_path, limits=Limits(test_times_utc=(), max_line_disk_bytes=1_000_000))
+    try:
+        sp.run()
+        for p in sp.paths:
+            sp.disconnect(p)
+        for _ in range(300):
+            sp.send("a", "x" * 1000)
+        sp.limits = Limits(test_times_utc=(), max_line_disk_bytes=200_000, line_disk_reserve_bytes=20_000)
+        sp.restart("a")
+        sp.restart("b")
+        sp.run()
+        sp.tick(1)
+        sp.run()
+        a, b = sp.a, sp.b
+        held = [t for who, _, t in sp.alarms if who == "a" and "held, not signed" in t]
+        assert len(held) == 1, sp.alarms
+        assert not [t for who, _, t in sp.alarms if who == "b" and "refused" in t], sp.alarms
+        assert 0 < a.outbox_count < 300 and a.disk_ours <= 200_000
+        assert b.ledger.head(sp.line, a.us)[0] == a.ledger.head(sp.line, a.us)[0] > 100
+        assert all(p.up for p in sp.paths)
+    finally:
+        sp.close()
