@@ -186,7 +186,12 @@ class Station:
         for sender, seq, raw, stored_at in self.ledger.stored_for_ops(record.line):
             if sender == self.keys.fingerprint:
                 ours.append(seq)
-            ops.observe(_entry(split(raw), sender == self.keys.fingerprint, stored_at))
+            entry = _entry(split(raw), sender == self.keys.fingerprint, stored_at)
+            try:
+                ops.observe(entry)
+            except Exception:  # as live (_observe): one envelope ops cannot read never stops a start
+                a = self._not_interpreted(record.line, entry.kind, seq, stored_at)
+                self.alarm(record.line, a.level, a.text)
         for seq, stored_at in self.ledger.receipts_covering(record.line, record.peer, ours):
             ops.receipted(seq, stored_at)
         session.on_stored = functools.partial(self._observe, record.line)
@@ -227,11 +232,17 @@ class Station:
             )  # fmt: skip
             alarms = self.ops[line].observe(entry)
         except Exception:  # a bug in ops/ on hostile content must not lose the envelope: it is stored
-            log.exception("operations could not interpret %s seq %d of line %s", h.kind, h.seq, line[:8])
-            text = f"INTERNAL ERROR interpreting {h.kind} seq {h.seq}: stored, not acted on; see the station log"
-            alarms = [Alarm(level="alarm", text=text, at=stored_at)]
+            alarms = [self._not_interpreted(line, h.kind, h.seq, stored_at)]
         for a in alarms:
             self.alarm(line, a.level, a.text)
+
+    @staticmethod
+    def _not_interpreted(line: str, kind: str, seq: int, stored_at: int) -> Alarm:
+        """What a stored envelope ops could not interpret (a bug in ops/, on content the peer chose)
+        says, live or at start: logged with the traceback, stored, not acted on."""
+        log.exception("operations could not interpret %s seq %d of line %s", kind, seq, line[:8])
+        text = f"INTERNAL ERROR interpreting {kind} seq {seq}: stored, not acted on; see the station log"
+        return Alarm(level="alarm", text=text, at=stored_at)
 
     def alarm(self, line: str, level: str, text: str) -> None:
         """Record an alarm; a repeat of the latest one of the line (same level and text) counts up

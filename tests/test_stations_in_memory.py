@@ -500,3 +500,30 @@ def test_a_full_outbox_when_a_line_test_falls_due_ends_no_tick(tmp_path: Path) -
             assert "TEST" in kinds(sp, "a", "a")
 
     asyncio.run(main())
+
+
+def test_an_envelope_ops_cannot_read_never_stops_a_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live, a stored envelope that ops/ fails to interpret (a bug, on content the peer chose) is
+    alarmed and the line goes on; at start, the same envelope replayed from the store raised out of
+    the station's constructor: a station that could never start again. The fault is injected into
+    ops/ here (no such bug is known), the guard is what is tested."""
+    from redline.ops.engine import LineOps
+
+    async def body(sp: StationPair) -> None:
+        await sp.send("b", "FLASH: aircraft near the border", kind="FLASH", prio="FLASH")
+        await sp.crash("a", start_again=False)
+        real = LineOps.observe
+
+        def broken(self: LineOps, entry: Any) -> Any:
+            if entry.kind == "FLASH":
+                raise RuntimeError("a bug in ops")
+            return real(self, entry)
+
+        monkeypatch.setattr(LineOps, "observe", broken)
+        await sp.start("a")  # raised RuntimeError before
+        assert any("INTERNAL ERROR interpreting FLASH seq" in a["text"] for a in sp.a.alarms), sp.a.alarms
+        monkeypatch.setattr(LineOps, "observe", real)
+        await sp.send("a", "still here")
+        assert "TEXT" in kinds(sp, "b", "a")
+
+    run(tmp_path, body)
