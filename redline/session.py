@@ -261,6 +261,10 @@ class LineSession:
             if station == self.peer:
                 for env in sorted(rotations, key=lambda e: e.seq):
                     self._add_peer_tls_of(env)
+        # A newest key a connection proved before this start stays proven (kept with the line by
+        # tls_seen): the retired key is not pinned again at a restart (PROTOCOL.md 5.9, KEY).
+        if self.record.extra.get("peer_tls_proven") == self.peer_tls[-1][1]:
+            self.tls_proven = True
         current = self.gate.current_key(self.us)
         if current is not None:
             keys = self.keys.for_key(current)
@@ -295,6 +299,16 @@ class LineSession:
             self.tls_proven = True
             self.alarm("info", f"line {self.line[:8]}: {self.record.peer_name}'s new TLS key is in use; its old "
                                "TLS key is no longer accepted")  # fmt: skip
+            # Kept with the line, so that a restart of ours does not pin the retired key again.
+            record = _replace(self.record, extra={**self.record.extra, "peer_tls_proven": spki})
+            try:
+                self.ledger.put_line(record)
+            except RedlineError as exc:  # proven in memory all the same; only a restart forgets it
+                self.alarm("alarm", f"line {self.line[:8]}: that {self.record.peer_name}'s new TLS key is proven "
+                           f"could not be saved ({exc}); after a restart its old TLS key is accepted again until "
+                           "the new one connects")  # fmt: skip
+            else:
+                self.record = record
 
     def _seen_of(self, station: str, seq: int) -> int:
         """The ``seen`` seq of ``station``'s envelope at ``seq`` as stored (0 for none)."""
