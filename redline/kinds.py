@@ -1002,7 +1002,7 @@ REGISTRY: Final = _table(
          sent_by="the message's receiver", priority="FLASH", operational=False, reserve=True, operator=True,
          refs=(RefRule(member="ref", targets=_FLASHES, whose=PEER),)),
     Kind(name="ESCALATED", body=Escalated, purpose="a FLASH's acknowledgement is overdue: the next level was "
-         "alerted, or the deadline passed", sent_by="the FLASH's receiver", priority="FLASH", reserve=True,
+         "alerted, or the deadline passed", sent_by="the FLASH's receiver", priority="FLASH",
          refs=(RefRule(member="flash", targets=_FLASHES, whose=PEER),)),
     Kind(name="ACK", body=Ack, purpose="a named person accepts the peer's FLASH (or TEXT)",
          sent_by="the message's receiver", priority="FLASH", person=True, reserve=True, operator=True,

@@ -3,11 +3,12 @@ attacked here the way the review did (sans-IO sessions or stations on a simulate
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from redline.config import Limits
 from redline.errors import LimitError
-from redline.testing import SessionPair
+from redline.testing import SessionPair, StationPair
 
 
 def test_an_outbox_filled_while_the_line_was_down_is_never_signed_past_the_budget(tmp_path: Path) -> None:
@@ -69,3 +70,29 @@ def test_an_outbox_over_the_budget_is_held_unsigned_with_one_alarm(tmp_path: Pat
         assert all(p.up for p in sp.paths)
     finally:
         sp.close()
+
+
+def test_the_peers_flashes_cannot_spend_our_budget_faster_than_theirs(tmp_path: Path) -> None:
+    """attack_ops F1: each FLASH from the peer made us sign one ESCALATED per level (3 by
+    default), on our budget and our reserve: the peer spent ours 4.4x faster than its own. Now the
+    ESCALATED we sign take at most what the peer's FLASHes took plus an allowance (a quarter of the
+    reserve); a step past it is alerted here and alarmed, never silently lost."""
+    limits = Limits(test_times_utc=(), flash_ack_seconds=30.0, line_disk_reserve_bytes=40_000)
+    allowance = 10_000  # a quarter of the reserve
+
+    async def main() -> None:
+        async with StationPair(tmp_path, limits=limits) as sp:
+            a, b = sp.a.sessions[sp.line], sp.b.sessions[sp.line]
+            a0, b0 = a.disk_ours, b.disk_ours
+            await asyncio.gather(*(sp.b.send(sp.line, f"f{i}", prio="FLASH") for i in range(40)))
+            await sp.synced()
+            await sp.advance(31)  # every step of every FLASH falls due: deputy, supervisor, deadline missed
+            await sp.advance(1)
+            await sp.synced()
+            peer, us = b.disk_ours - b0, a.disk_ours - a0
+            assert us <= peer + allowance, (us, peer)
+            unfiled = [t for who, _, t in sp.alarms if who == "a" and "NOT filed" in t]
+            missed = [t for who, _, t in sp.alarms if who == "a" and "was not acknowledged in time" in t]
+            assert unfiled and len(missed) == 40  # every FLASH alarmed here, filed or not
+
+    asyncio.run(main())

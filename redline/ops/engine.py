@@ -60,9 +60,13 @@ class LineOps:
         self.tests = LineTests(
             answer_ms=int(limits.test_answer_seconds * 1000), times=limits.test_times_utc, since=since, bounds=bounds
         )
+        # The escalations the peer's FLASHes may make us sign beyond what those FLASHes took of the
+        # peer's budget: a quarter of our reserve (16 MiB by default).
+        reserve = min(limits.line_disk_reserve_bytes, limits.max_line_disk_bytes // 4)
         self.flash = FlashTracker(
-            ack_ms=int(limits.flash_ack_seconds * 1000), levels=limits.escalation_levels, bounds=bounds
-        )
+            ack_ms=int(limits.flash_ack_seconds * 1000), levels=limits.escalation_levels, bounds=bounds,
+            allowance=reserve // 4,
+        )  # fmt: skip
         self.calls = Calls()
         self.voice = Voice(ring_ms=int(limits.ring_seconds * 1000), max_calls=limits.max_calls_per_line,
                            lost_ms=int(limits.call_lost_seconds * 1000))  # fmt: skip

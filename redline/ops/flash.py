@@ -10,18 +10,37 @@ The deadline runs on the receiver's own window (``flash_ack_seconds``): a FLASH'
 ``ack_within_ms`` is the sender's request, honoured only when the receiver is configured to, and
 then within its own bounds (``model.window_ms``). What the peer can repeat without limit (READ,
 ESCALATED) is kept once per reader and per level, so the view stays small.
+
+The peer decides how many FLASHes we receive, and each makes us sign up to one ESCALATED per level:
+unbounded, the peer would spend our disk budget about four times faster than its own. So the
+ESCALATED we sign take at most what the peer's FLASHes took (``credit``: each FLASH counted at the
+least its envelope takes, each ESCALATED at the most) plus an allowance; a
+step past that is alerted here and alarmed, not filed. (ESCALATED is not a reserve kind either:
+the reserve is for what our people file.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from redline import kinds
+from redline import canonical, kinds
 from redline.ops.model import Entry, Intent, Outbox, still_open, window_ms
 from redline.ops.views import EscalationMark, FlashView, ReadMark
 
 MAX_KEPT = 32  # READs (one per reader) and ESCALATED steps (one per level) kept per FLASH
 MAX_SHOWN = 100  # characters of a reader's name or a level kept
+# What an envelope takes on disk beyond its content's canonical JSON (header, the body's wrapper and
+# salt, framing, signature), bounded so that the escalation credit (``FlashTracker.credit``) errs
+# on our side: a FLASH of the peer earns the least its envelope can take (seq and sent_at of one
+# digit, no prev, nothing seen), an ESCALATED of ours costs the most ours can (every number at its
+# widest, 64-character ids): what we sign for escalations never passes what the peer spent.
+FLASH_LEAST_OVERHEAD = 460  # 466 for a TEXT with priority FLASH, seq 1, sent_at 0, language "en"
+ESCALATED_MOST_OVERHEAD = 680  # 673 with every number at 2**53-1 and a 35-character language tag
+
+
+def envelope_cost(content: dict[str, object], overhead: int) -> int:
+    """What a FLASH or an ESCALATED counts for in the escalation credit."""
+    return len(canonical.encode(content)) + overhead
 
 
 @dataclass
@@ -36,6 +55,7 @@ class Flash:
     acked_by: str | None = None
     missed_alarmed: bool = False
     alarmed: set[str] = field(default_factory=set)  # levels alarmed here: once each, however often re-derived
+    unfiled: set[str] = field(default_factory=set)  # levels alerted here, not filed (no credit): not tried again
 
     @property
     def state(self) -> str:
@@ -58,10 +78,17 @@ class Flash:
 
 
 class FlashTracker:
-    def __init__(self, *, ack_ms: int, levels: tuple[str, ...], bounds: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, *, ack_ms: int, levels: tuple[str, ...], bounds: tuple[int, int] | None = None, allowance: int = 1 << 20
+    ) -> None:
         self.ack_ms, self.levels, self.bounds = ack_ms, levels, bounds
         self.flashes: dict[str, Flash] = {}
         self._open: dict[str, Flash] = {}  # those with an escalation step still to come (``still_open``)
+        # What our ESCALATED may still take: ``allowance`` plus the peer's FLASHes, less our ESCALATED
+        # (those observed, and those filed and not signed yet: ``_charged``, by idempotency key).
+        # Rebuilt by the replay at start, like everything here.
+        self.credit = allowance
+        self._charged: set[str] = set()
 
     def observe(self, e: Entry, body: kinds.Body, out: Outbox) -> None:
         match body:
@@ -70,6 +97,7 @@ class FlashTracker:
                 window = window_ms(requested, self.ack_ms, self.bounds)
                 self.flashes[e.id] = self._open[e.id] = Flash(e, body.text, e.stored_at + window)
                 if not e.ours:
+                    self.credit += envelope_cost(e.content, FLASH_LEAST_OVERHEAD)
                     out.alarm("alarm", f"FLASH from the peer: {self.levels[0]} must acknowledge within "
                                        f"{window // 1000} s ('redline ack')", e.stored_at)  # fmt: skip
             case kinds.Read():
@@ -78,6 +106,12 @@ class FlashTracker:
                 if target is not None and len(target.read) < MAX_KEPT and all(w != by for w, _ in target.read):
                     target.read.append((by, e.stored_at))
             case kinds.Escalated():
+                if e.ours:  # charged when filed, or now (filed before a restart, or by an earlier version)
+                    key = _escalated_idem(body.flash.id, body.level)
+                    if key in self._charged:
+                        self._charged.discard(key)
+                    else:
+                        self.credit -= envelope_cost(e.content, ESCALATED_MOST_OVERHEAD)
                 target = self._answered(e, body.flash)
                 if target is None:
                     return
@@ -112,7 +146,7 @@ class FlashTracker:
         if f.entry.ours or f.ack is not None:
             return []
         step = (f.deadline - f.entry.stored_at) // max(1, len(self.levels))
-        done = {lv for lv, _ in f.escalations}
+        done = {lv for lv, _ in f.escalations} | f.unfiled
         steps = [(f.entry.stored_at + i * step, level, i)
                  for i, level in enumerate(self.levels[1:], start=1) if level not in done]  # fmt: skip
         if "deadline-missed" not in done:
@@ -125,7 +159,14 @@ class FlashTracker:
             for at, level, i in self._open_steps(f):
                 if now < at:
                     continue
-                out.intents.append(self._escalate(f, level, i))
+                intent = self._escalate(f, level, i)
+                filed = self._charge(intent)
+                if filed:
+                    out.intents.append(intent)
+                else:  # alerted here all the same; the record of it is what the credit does not cover
+                    f.unfiled.add(level)
+                    said = f"FLASH seq {f.entry.seq} from the peer: ESCALATED {level} NOT filed"
+                    out.alarm("alarm", f"{said}: the peer's FLASHes used the escalations they allow us to sign", now)
                 if i == len(self.levels):
                     if not f.missed_alarmed:
                         f.missed_alarmed = True
@@ -133,6 +174,19 @@ class FlashTracker:
                 elif level not in f.alarmed:
                     f.alarmed.add(level)
                     out.alarm("alarm", f"FLASH seq {f.entry.seq} not acknowledged: escalated to {level}", now)
+
+    def _charge(self, intent: Intent) -> bool:
+        """Take ``intent``'s cost from the credit, once per idempotency key (a step re-derived
+        before its first copy was signed costs nothing more); False if the credit does not cover it."""
+        key = intent.idem or ""
+        if key in self._charged:
+            return True
+        cost = envelope_cost(intent.content, ESCALATED_MOST_OVERHEAD)
+        if cost > self.credit:
+            return False
+        self.credit -= cost
+        self._charged.add(key)
+        return True
 
     def next_due(self, now: int) -> float:
         """When ``due`` may next escalate (wall ms), if nothing is observed first: the earliest open
@@ -143,7 +197,7 @@ class FlashTracker:
     def _escalate(self, f: Flash, level: str, step: int) -> Intent:
         body = kinds.Escalated(flash=f.entry.reference(), level=level, step=step)
         return Intent(kind="ESCALATED", prio=kinds.default_priority("ESCALATED"), content=body.to_content(),
-                      idem=f"escalated:{f.entry.id}:{level}")  # fmt: skip
+                      idem=_escalated_idem(f.entry.id, level))  # fmt: skip
 
     def pending_levels(self, now: int) -> dict[str, str]:
         """For each unacknowledged FLASH we received: the level currently alerted."""
@@ -153,3 +207,7 @@ class FlashTracker:
                 levels = [lv for lv, _ in f.escalations if lv != "deadline-missed"]
                 out[f.entry.id] = levels[-1] if levels else self.levels[0]
         return out
+
+
+def _escalated_idem(flash_id: str, level: str) -> str:
+    return f"escalated:{flash_id}:{level}"
