@@ -63,6 +63,7 @@ from redline.status import LineStatus, PathView
 AlarmSink = Callable[[str, str], None]  # (level, text)
 StoredSink = Callable[[Envelope, bool, int], None]  # (envelope, ours, stored_at): feeds ops/
 ReceiptSink = Callable[[int, int], None]  # (our seq receipted, at)
+AcceptSink = Callable[[str, dict[str, Any]], None]  # (kind, content) of an item accepted, not signed yet
 
 
 @dataclass
@@ -140,6 +141,7 @@ class LineSession:
         self.alarm = alarm
         self.on_stored: StoredSink = lambda env, ours, at: None
         self.on_receipted: ReceiptSink = lambda seq, at: None
+        self.on_accepted: AcceptSink = lambda kind, content: None
         self.us, self.peer, self.line = keys.fingerprint, record.peer, record.line
         our = ChainHead(seq=ledger.head(self.line, self.us)[0], id=ledger.head(self.line, self.us)[1])
         their = ChainHead(seq=ledger.head(self.line, self.peer)[0], id=ledger.head(self.line, self.peer)[1])
@@ -229,9 +231,12 @@ class LineSession:
             ).encode()
         ) - len("TEXT") - len("ROUTINE")  # fmt: skip
         self.outbox_bytes = 0
+        self._accepted_before: list[tuple[str, dict[str, Any]]] = []  # ACKs waiting unsigned (``watch_accepted``)
         if self.outbox_count > 0:
             for item in ledger.pending(self.line):
                 self.outbox_bytes += self._envelope_bound(item.kind, item.prio, len(content_member(item.content)))
+                if item.kind == "ACK":
+                    self._accepted_before.append((item.kind, item.content))
         # An item at the head of the outbox is held back at signing (over the budget, alarmed once):
         # nothing behind it is signed either until a restart with a raised limit, so no flush tries.
         self._held_back = False
@@ -454,10 +459,19 @@ class LineSession:
             self._max_local = item.local
             self.outbox_count += 1
             self.outbox_bytes += bound
+            self.on_accepted(kind, content)
             if len(self._encoded) >= ENCODED_KEPT:  # not signed soon (the line is down or backs up):
                 del self._encoded[next(iter(self._encoded))]  # the oldest is encoded again when it is
             self._encoded[item.local] = (content, member)
         return item
+
+    def watch_accepted(self, sink: AcceptSink) -> None:
+        """Tell ``sink`` of every item accepted from now on, and at once of the ACKs that wait in the
+        outbox since before this session (ops stops a FLASH's escalation at our accepted ACK)."""
+        self.on_accepted = sink
+        for kind, content in self._accepted_before:
+            sink(kind, content)
+        self._accepted_before = []
 
     def _envelope_bound(self, kind: str, prio: str, member_len: int) -> int:
         """The most disk an envelope of ``kind``/``prio`` whose content member is ``member_len``

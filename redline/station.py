@@ -196,6 +196,7 @@ class Station:
             ops.receipted(seq, stored_at)
         session.on_stored = functools.partial(self._observe, record.line)
         session.on_receipted = ops.receipted
+        session.watch_accepted(ops.accepted)  # our ACK waiting unsigned stops its FLASH's escalation
         self._recover_calls(record.line, record.peer)
         return session
 

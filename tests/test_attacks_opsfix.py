@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from redline import persons
 from redline.config import Limits
 from redline.errors import LimitError
 from redline.testing import SessionPair, StationPair
+from tests.test_voice import FAST, PASSWORD, stored
 
 
 def test_an_outbox_filled_while_the_line_was_down_is_never_signed_past_the_budget(tmp_path: Path) -> None:
@@ -94,5 +99,47 @@ def test_the_peers_flashes_cannot_spend_our_budget_faster_than_theirs(tmp_path: 
             unfiled = [t for who, _, t in sp.alarms if who == "a" and "NOT filed" in t]
             missed = [t for who, _, t in sp.alarms if who == "a" and "was not acknowledged in time" in t]
             assert unfiled and len(missed) == 40  # every FLASH alarmed here, filed or not
+
+    asyncio.run(main())
+
+
+async def _signed(sp: StationPair, who: str, kind: str, content: dict[str, Any], name: str) -> dict[str, Any]:
+    st = sp.station(who)
+    person = next(p for p in persons.load_users(st.home.path) if p.name == name)
+    resolved = await st.control({"op": "resolve", "line": sp.line, "kind": kind, "content": content})
+    sig = persons.sign_content(resolved, person, persons.unlock(st.home.path, name, PASSWORD))
+    return dict((await st.act(sp.line, kind, sig)).to_obj())
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "restarted"])
+def test_an_ack_accepted_while_the_line_is_down_stops_the_escalation(tmp_path: Path, restart: bool) -> None:
+    """attack_ops F3: our duty officer's ACK, accepted in time while the line was down, waited
+    unsigned in the outbox; ops saw an ACK only once signed, so the FLASH went on escalating and
+    we filed ESCALATED deputy, supervisor, deadline-missed AFTER our ACK (PROTOCOL 5.9: never), and
+    the peer alarmed 'NOT acknowledged in time'. Also after a restart of ours with the ACK waiting."""
+
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            persons.add_user(sp.dir_a.path, "Duty EUCOM", "duty", PASSWORD, **FAST)
+            flash = await sp.send("b", "FLASH: missile launch detected", prio="FLASH")
+            await sp.crash("b", start_again=False)  # the line goes down
+            sp.sim.advance(10)
+            await sp.a.tick()
+            ack = await _signed(sp, "a", "ACK", {"ref": flash["id"]}, "Duty EUCOM")  # in time: 10 s of 120
+            assert ack["seq"] is None  # accepted, durable, not signed: the line is down
+            if restart:  # kill -9 and start again from the store, the peer still away
+                await sp.crash("a", start_again=False)
+                sp.a = sp._new("a")
+                await sp.a.start()
+            sp.sim.advance(150)  # past the FLASH's deadline on our clock
+            await sp.a.tick()
+            await sp.start("b")
+            await sp.advance(1)
+            await sp.synced()
+            escalated = [c.get("level") for ours, c in stored(sp.a, sp.line, "ESCALATED") if ours]
+            assert escalated == []
+            assert [c["ref"]["id"] for ours, c in stored(sp.a, sp.line, "ACK") if ours] == [flash["id"]]
+            assert not [t for who, _, t in sp.alarms if who == "b" and "NOT acknowledged" in t]
+            assert not [t for who, _, t in sp.alarms if who == "a" and "not acknowledged" in t]
 
     asyncio.run(main())

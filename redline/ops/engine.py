@@ -95,6 +95,21 @@ class LineOps:
         self._our_seq_to_id: dict[int, str] = {}
         self._due_at: float | None = None  # ``next_due``, until something changes what is due
 
+    def accepted(self, kind: str, content: dict[str, Any]) -> None:
+        """An item of ours accepted into the outbox and not signed yet (the line is down or out of
+        sync), or found there at start. Only our ACK matters here: accepted, it is durable and goes
+        out before anything filed after it, so the FLASH it names stops escalating now, as it does
+        once the ACK is signed (PROTOCOL 5.9: no ESCALATED after the ACK)."""
+        if kind != "ACK":
+            return
+        try:
+            body = kinds.parse(kind, content)
+        except RedlineError:
+            return  # checked before it was accepted; one that is not an ACK acknowledges nothing
+        if isinstance(body, kinds.Ack):
+            self._due_at = None
+            self.flash.ack_accepted(body.ref.id)
+
     def observe(self, e: Entry) -> list[Alarm]:
         out = Outbox()
         if e.ours:

@@ -53,6 +53,9 @@ class Flash:
     escalations: list[tuple[str, int]] = field(default_factory=list)  # (level, when)
     ack: Entry | None = None
     acked_by: str | None = None
+    # Our ACK of it is in our outbox, accepted (durable) and not signed yet (the line is down or
+    # out of sync): it stops the escalation as the signed one does (no ESCALATED after the ACK).
+    ack_accepted: bool = False
     missed_alarmed: bool = False
     alarmed: set[str] = field(default_factory=set)  # levels alarmed here: once each, however often re-derived
     unfiled: set[str] = field(default_factory=set)  # levels alerted here, not filed (no credit): not tried again
@@ -119,7 +122,7 @@ class FlashTracker:
                 room = len(target.escalations) < MAX_KEPT or level == "deadline-missed"
                 if room and all(lv != level for lv, _ in target.escalations):
                     target.escalations.append((level, e.stored_at))
-                if not e.ours and body.level == "deadline-missed" and not target.missed_alarmed:
+                if not e.ours and body.level == "deadline-missed" and not target.missed_alarmed and target.ack is None:
                     target.missed_alarmed = True
                     out.alarm("alarm", f"FLASH seq {target.entry.seq} was NOT acknowledged by the peer in time",
                               e.stored_at)  # fmt: skip
@@ -133,6 +136,13 @@ class FlashTracker:
         target = self.flashes.get(ref.id)
         return None if target is None or e.ours == target.entry.ours else target
 
+    def ack_accepted(self, flash_id: str) -> None:
+        """Our ACK of the peer's FLASH ``flash_id`` was accepted into our outbox (or is found there
+        at start): no escalation step of it is filed from now on."""
+        f = self.flashes.get(flash_id)
+        if f is not None and not f.entry.ours:
+            f.ack_accepted = True
+
     def receipted(self, envelope_id: str, at: int) -> None:
         f = self.flashes.get(envelope_id)
         if f is not None and f.receipted_at is None:
@@ -143,7 +153,7 @@ class FlashTracker:
         (when, wall ms; level; its number): each level gets an equal share of the deadline, and the
         last step, numbered ``len(levels)``, is the deadline missed. ``due`` and ``next_due`` both
         read the schedule here."""
-        if f.entry.ours or f.ack is not None:
+        if f.entry.ours or f.ack is not None or f.ack_accepted:
             return []
         step = (f.deadline - f.entry.stored_at) // max(1, len(self.levels))
         done = {lv for lv, _ in f.escalations} | f.unfiled
