@@ -17,11 +17,12 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redline import canonical, control, kinds, media, pairing, persons, readmodel, recording, transport, views
 from redline import keys as keyfiles
@@ -47,7 +48,7 @@ from redline.identity import SignedCert
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
 from redline.ledger.stores import shown_url
-from redline.ops.engine import LineOps, check_operator_content
+from redline.ops.engine import NOTICES_PAGE_MAX, LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry, Intent
 from redline.ops.views import (
     VIEWS,
@@ -81,8 +82,16 @@ TICK = 0.1
 # a same-size rewrite within the file system's clock tick keeps the stamp).
 ROSTER_REREAD_SECONDS = 1.0
 ALARMS_KEPT = 200  # rows of Station.alarms (status and the console show the latest)
+# The flash, tests, requests and translations views are paged as the notices view is: a peer's whole
+# history (each text up to max_body_bytes) must not go out at every console refresh. A page holds
+# what is still open first (a FLASH not acknowledged, a test pending, a request open), then the rest,
+# newest first; it is shown in time order. Texts in a page are cut (the log and ``show`` have them whole).
+VIEW_PAGE = 100
+VIEW_PAGE_MAX = NOTICES_PAGE_MAX
+VIEW_TEXT_CHARS = 2000
 _ALARM_VARIES = re.compile(r"[0-9a-f]{8,}|\d+")  # what differs between alarms of one kind: seqs, ids, counts
 _HEARTBEAT = bytes([FrameType.HEARTBEAT])
+_T = TypeVar("_T")
 
 
 class Station:
@@ -1049,13 +1058,26 @@ class Station:
         return Intent(kind="ROSTER", prio="PRIORITY", content=roster, idem=idem)
 
     # -- read views (ops/views.py types them; readmodel.to_obj makes them JSON) ---------------------
-    def tests_view(self, line: str) -> LineTestsView:
+    def tests_view(self, line: str, *, offset: int = 0, limit: int | None = None) -> LineTestsView:
+        """The line tests (the counts over all of them); with ``limit``, a page of each list."""
         session = self.session(line)
-        return self.ops[session.line].tests.history(self.wall())
+        view = self.ops[session.line].tests.history(self.wall())
+        if limit is None:
+            return view
+        return dataclasses.replace(
+            view,
+            tests=_page(view.tests, lambda t: t.result == "pending", lambda t: t.sent_at, offset, limit),
+            received=_page(view.received, lambda t: t.result == "pending", lambda t: t.stored_at, offset, limit),
+            to_answer=_page(view.to_answer, lambda t: True, lambda t: t.sent_at, offset, limit),
+        )  # fmt: skip
 
-    def flash_view(self, line: str) -> tuple[FlashView, ...]:
+    def flash_view(self, line: str, *, offset: int = 0, limit: int | None = None) -> tuple[FlashView, ...]:
+        """Every FLASH both ways, oldest first; with ``limit``, a page (open ones first), texts cut."""
         flashes = self.ops[self.session(line).line].flash.flashes.values()
-        return tuple(f.view() for f in sorted(flashes, key=lambda f: f.entry.stored_at))
+        if limit is None:
+            return tuple(f.view() for f in sorted(flashes, key=lambda f: f.entry.stored_at))
+        page = _page(flashes, lambda f: f.ack is None, lambda f: f.entry.stored_at, offset, limit)
+        return tuple(dataclasses.replace(v, text=_cut(v.text)) for v in (f.view() for f in page))
 
     def calls_view(self, line: str) -> tuple[CallPairView, ...]:
         session = self.session(line)
@@ -1063,8 +1085,13 @@ class Station:
         evidence = {ring: call.evidence for ring, call in ops.voice.calls.items()}  # CALL_RECORD's voice call
         return ops.calls.summary(self.wall(), self.keys.fingerprint, session.peer, evidence)
 
-    def requests_view(self, line: str) -> tuple[CallRequestView, ...]:
-        return self.ops[self.session(line).line].calls.requests_view()
+    def requests_view(self, line: str, *, offset: int = 0, limit: int | None = None) -> tuple[CallRequestView, ...]:
+        """Every call request both ways, oldest first; with ``limit``, a page (open ones first)."""
+        requests = self.ops[self.session(line).line].calls.requests_view()
+        if limit is None:
+            return requests
+        page = _page(requests, lambda r: r.state == "open", lambda r: r.sent_at, offset, limit)
+        return tuple(dataclasses.replace(r, subject=_cut(r.subject) or "") for r in page)
 
     def notices_view(
         self, line: str, *, offset: int = 0, limit: int | None = None, notice: str | None = None
@@ -1095,9 +1122,15 @@ class Station:
         socket and the API (``VIEWS`` names them)."""
         if what == "notices":
             return readmodel.to_obj(self.notices_view(line, offset=offset, limit=limit, notice=notice))
+        page = min(max(1, VIEW_PAGE if limit is None else limit), VIEW_PAGE_MAX)  # never the whole history
+        paged: dict[str, Callable[..., Any]] = {
+            "tests": self.tests_view, "flash": self.flash_view, "requests": self.requests_view,
+            "translations": self.translations_view,
+        }  # fmt: skip
+        if what in paged:
+            return readmodel.to_obj(paged[what](line, offset=max(0, offset), limit=page))
         views_of: dict[str, Callable[[str], Any]] = {
-            "tests": self.tests_view, "flash": self.flash_view, "calls": self.calls_view,
-            "voice": self.voice_view, "refused": self.refused_view,
+            "calls": self.calls_view, "voice": self.voice_view, "refused": self.refused_view,
         }  # fmt: skip
         if what not in views_of:
             raise LocalProtocolError(f"unknown view {what!r}: {', '.join(VIEWS)}")
@@ -1199,9 +1232,17 @@ class Station:
             translations=tuple(self.ops[session.line].translations.get(e.id, ())),
         )
 
-    def translations_view(self, line: str) -> dict[str, tuple[TranslationView, ...]]:
-        """Every translation of ``line``, by the id of the envelope it translates."""
-        return {eid: tuple(ts) for eid, ts in self.ops[self.session(line).line].translations.items()}
+    def translations_view(
+        self, line: str, *, offset: int = 0, limit: int | None = None
+    ) -> dict[str, tuple[TranslationView, ...]]:
+        """Every translation of ``line``, by the id of the envelope it translates; with ``limit``, those
+        of a page of envelopes, the latest translated first, texts cut."""
+        translations = self.ops[self.session(line).line].translations
+        if limit is None:
+            return {eid: tuple(ts) for eid, ts in translations.items()}
+        ids = list(itertools.islice(reversed(translations.keys()), offset, offset + limit))
+        return {eid: tuple(dataclasses.replace(t, text=_cut(t.text) or "") for t in translations[eid])
+                for eid in reversed(ids)}  # fmt: skip
 
     def has(self, line: str, prefix: str) -> bool:
         session = self.session(line)
@@ -1257,3 +1298,16 @@ class _PeerPins(Collection[str]):
 
     def __contains__(self, spki: object) -> bool:
         return spki in self._now()
+
+
+def _page(items: Iterable[_T], still_open: Callable[[_T], bool], at: Callable[[_T], int], offset: int,
+          limit: int) -> tuple[_T, ...]:  # fmt: skip
+    """A page of a view (``VIEW_PAGE``): the open items first (oldest first: due soonest), then the
+    others, newest first; ``offset`` and ``limit`` over that order; the page itself in time order."""
+    ranked = sorted(items, key=lambda x: (not still_open(x), at(x) if still_open(x) else -at(x)))
+    return tuple(sorted(ranked[offset : offset + limit], key=at))
+
+
+def _cut(text: str | None) -> str | None:
+    """A text as a view's page shows it: at most ``VIEW_TEXT_CHARS`` characters, cut with "…"."""
+    return text if text is None or len(text) <= VIEW_TEXT_CHARS else text[:VIEW_TEXT_CHARS] + "…"

@@ -51,7 +51,7 @@ from redline.api.auth import (
     Sessions,
     Users,
 )
-from redline.api.console_routes import CONSOLE_SPECS, ConsoleHandlers
+from redline.api.console_routes import CONSOLE_SPECS, PAGE_QUERY, ConsoleHandlers
 from redline.api.console_voice import VOICE_SPECS, ConsoleVoice, VoiceConn, VoiceHandlers
 from redline.api.hosts import HostCheck, Hosts
 from redline.api.listener import BACKLOG, bounded
@@ -302,11 +302,15 @@ ROUTES: tuple[Op, ...] = (
     Op("GET", "/api/verify", "verify", "Verify every line's transcript, as 'redline verify' does", READ),
     Op("GET", "/api/lines/{line}/log", "log", "Both sides of the transcript with receipt and ACK state, and the outbox",
        READ, query={"limit": "envelopes of each side, newest (default 100, at most 1000)"}),
-    *(Op("GET", f"/api/lines/{{line}}/{what}", "view", summary, READ) for what, summary in (
-        ("tests", "Line test history and the peer's tests waiting for our answer ('redline tests')"),
-        ("flash", "FLASH messages both ways: receipted, escalated, acknowledged by whom ('redline flashes')"),
-        ("calls", "Call requests and calls per pair of principals, both readouts side by side ('redline calls')"),
+    *(Op("GET", f"/api/lines/{{line}}/{what}", "view", summary, READ, query=PAGE_QUERY) for what, summary in (
+        ("tests", "Line test history and the peer's tests waiting for our answer ('redline tests'): the counts "
+                  "over all, a page of each list, pending ones first"),
+        ("flash", "FLASH messages both ways: receipted, escalated, acknowledged by whom ('redline flashes'): a "
+                  "page, the ones not acknowledged first, texts cut at 2,000 characters"),
         ("notices", "Active notices of both sides and every conflicting pair ('redline notices')"),
+    )),
+    *(Op("GET", f"/api/lines/{{line}}/{what}", "view", summary, READ) for what, summary in (
+        ("calls", "Call requests and calls per pair of principals, both readouts side by side ('redline calls')"),
         ("refused", "Person-signed envelopes that did not count (bad or unknown signature), with the reason"),
         ("voice", "Voice calls: the current one (ringing or live, who, since when), recent ones with their audio "
                   "evidence, this station's audio counts and each path's audio health"),

@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from redline import kinds, readmodel, views
+from redline import kinds, views
 from redline.api import app as _app
 from redline.api.auth import OPERATE, READ, ApiError, Session
 from redline.bundle import encode_bundle
 from redline.config import ApiConfig, check_lang
 from redline.export import export_line
+from redline.ops.engine import NOTICES_PAGE_MAX
 from redline.ops.views import NoticesPage
 
 if TYPE_CHECKING:
@@ -63,6 +64,10 @@ SEARCH_SCAN = 2000
 SEARCH_MAX_Q = 200
 SEARCH_MAX_LIMIT = 500
 MAX_REDACT = 100
+# The paged views (notices, flash, tests, requests, translations; Station.view): a page at a time,
+# never the peer's whole history (each text up to max_body_bytes) at every console refresh.
+PAGE_QUERY: dict[str, str] = {"offset": "items to skip, in the view's order (default 0)",
+                              "limit": f"items in the page (default 100, at most {NOTICES_PAGE_MAX})"}  # fmt: skip
 
 # Most urgent first. Level "alarm" sounds until a person acknowledges it at the console.
 CONDITIONS: tuple[tuple[str, str], ...] = (
@@ -103,9 +108,11 @@ CONSOLE_SPECS: tuple[dict[str, Any], ...] = (
     {"method": "GET", "path": "/api/lines/{line}/watch", "handler": "watch", "role": READ,
      "summary": "What needs a person now, most urgent first; line down since; clock skew against the limit"},
     {"method": "GET", "path": "/api/lines/{line}/requests", "handler": "requests", "role": READ,
-     "summary": "Call requests both ways with their state (open, accepted, declined, expired) and reply"},
+     "summary": "Call requests both ways with their state (open, accepted, declined, expired) and reply: a page, "
+                "open ones first", "query": PAGE_QUERY},
     {"method": "GET", "path": "/api/lines/{line}/translations", "handler": "translations", "role": READ,
-     "summary": "Translations attached to envelopes of this line, by the envelope's id"},
+     "summary": "Translations attached to envelopes of this line, by the envelope's id: those of a page of "
+                "envelopes, the latest translated first, texts cut at 2,000 characters", "query": PAGE_QUERY},
     {"method": "GET", "path": "/api/lines/{line}/search", "handler": "search", "role": READ,
      "summary": "The transcript filtered by words and kind, newest matches last, over the line's newest "
                 f"{SEARCH_SCAN} envelopes and the outbox",
@@ -324,12 +331,17 @@ class ConsoleHandlers:
 
     # -- reads the views do not give --------------------------------------------------------------
     async def requests(self, request: Request, session: Session) -> Any:
-        line = self.line(request.path_params["line"])
-        return readmodel.to_obj(self.station.requests_view(line.line))
+        return self._page(request, "requests")
 
     async def translations(self, request: Request, session: Session) -> Any:
+        return self._page(request, "translations")
+
+    def _page(self, request: Request, what: str) -> Any:
+        """A page of a paged view (Station.view: never the peer's whole history)."""
         line = self.line(request.path_params["line"])
-        return readmodel.to_obj(self.station.translations_view(line.line))
+        offset = _app._query_int(request, "offset", 0, 0, _app.MAX_OFFSET)
+        limit = _app._query_int(request, "limit", None, 1, NOTICES_PAGE_MAX)
+        return self.station.view(line.line, what, offset=offset, limit=limit)
 
     async def search(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])

@@ -599,6 +599,10 @@ function renderLineExtras() {
 }
 
 // -- views -------------------------------------------------------------------------------------------
+// The station answers a page of each of these (docs/API.md, "Pages"): what still needs a person first
+// (FLASHes not acknowledged, tests pending, requests open), then the newest; never the whole history.
+const PAGE = 100;
+const page = (what) => api("GET", `${lineUrl(what)}?limit=${PAGE}`);
 let refreshing = false, again = false;
 async function refreshViews() {
   if (!S.line || !S.me) return;
@@ -606,9 +610,8 @@ async function refreshViews() {
   refreshing = true;
   try {
     const [log, flash, tests, calls, notices, requests, translations] = await Promise.all([
-      fetchLog(), api("GET", lineUrl("flash")), api("GET", lineUrl("tests")),
-      api("GET", lineUrl("calls")), api("GET", lineUrl("notices")), api("GET", lineUrl("requests")),
-      api("GET", lineUrl("translations")),
+      fetchLog(), page("flash"), page("tests"), api("GET", lineUrl("calls")), page("notices"), page("requests"),
+      page("translations"),
     ]);
     S.views = { log, flash, tests, calls, notices, requests, translations };
     rerenderAll();
