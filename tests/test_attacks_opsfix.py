@@ -4,6 +4,7 @@ attacked here the way the review did (sans-IO sessions or stations on a simulate
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from redline import persons
 from redline.config import Limits
 from redline.errors import LimitError
+from redline.ops.engine import LineOps
+from redline.ops.model import Entry
 from redline.testing import SessionPair, StationPair
 from tests.test_voice import FAST, PASSWORD, stored
 
@@ -143,3 +146,34 @@ def test_an_ack_accepted_while_the_line_is_down_stops_the_escalation(tmp_path: P
             assert not [t for who, _, t in sp.alarms if who == "a" and "not acknowledged" in t]
 
     asyncio.run(main())
+
+
+def test_a_reference_whose_seq_names_another_envelope_than_its_id_is_refused() -> None:
+    """attack_ops N1: a reference's sender and seq were never checked against the envelope its id
+    names; NOTICE_WITHDRAW acts on sender:seq, so a withdraw with notice A's id and notice B's seq
+    passed the check on A and dropped B. Now such a reference is refused (stored, not acted on),
+    for every kind: here a withdraw and an ACK."""
+    us, peer = "a" * 64, "b" * 64
+    notice = json.loads((Path(__file__).parent.parent / "docs/schemas/NOTICE.json").read_text())["examples"][0]
+    t = notice["start"] - 1000
+
+    def entry(seq: int, kind: str, content: dict[str, Any], prio: str = "PRIORITY") -> Entry:
+        return Entry(sender=peer, ours=False, seq=seq, id=f"{seq:064x}", kind=kind, prio=prio, sent_at=t,
+                     stored_at=t, lang="ru", content=content)  # fmt: skip
+
+    ops = LineOps(us=us, peer=peer, limits=Limits(test_times_utc=()), since=0)
+    ops.observe(entry(1, "NOTICE", notice))  # notice A
+    ops.observe(entry(2, "NOTICE", {**notice, "text": "notice B"}))  # notice B
+    alarms = ops.observe(entry(3, "NOTICE_WITHDRAW", {"notice": {"sender": peer, "seq": 2, "id": f"{1:064x}"}}))
+    assert {n.ref for n in ops.board.active(0, 10)} == {f"{peer}:1", f"{peer}:2"}
+    assert any("names the id of the peer's NOTICE seq 1 but says seq 2" in a.text for a in alarms), alarms
+    # the same reference with the right seq withdraws A
+    ops.observe(entry(4, "NOTICE_WITHDRAW", {"notice": {"sender": peer, "seq": 1, "id": f"{1:064x}"}}))
+    assert {n.ref for n in ops.board.active(0, 10)} == {f"{peer}:2"}
+    # an id of ours with the peer's name as sender: refused too (here a READ of our FLASH)
+    ours = Entry(sender=us, ours=True, seq=1, id="f" * 64, kind="FLASH", prio="FLASH", sent_at=t, stored_at=t,
+                 lang="en", content={"text": "fire"})  # fmt: skip
+    ops.observe(ours)
+    alarms = ops.observe(entry(5, "READ", {"ref": {"sender": peer, "seq": 1, "id": "f" * 64}, "by": "x"}, "FLASH"))
+    assert any("says seq 1 of another station" in a.text for a in alarms), alarms
+    assert ops.flash.flashes["f" * 64].read == []

@@ -169,6 +169,19 @@ class LineOps:
         Plain TEXT is not kept here, so a reference that may name one and is not found passes (the
         trackers find nothing to act on)."""
         named = dict(body.refs())
+        for member, named_ref in named.items():
+            # PROTOCOL 5.9: a reference's sender and seq are those of the envelope its id names. The
+            # target is found by id; a sender/seq that disagree would be acted on elsewhere (a
+            # NOTICE_WITHDRAW drops ``sender:seq`` from the board, summaries show the seq), so the
+            # whole envelope is refused here, the one place references are resolved on receipt.
+            held = self.entries.get(named_ref.id)
+            if held is not None and (named_ref.sender != held.sender or named_ref.seq != held.seq):
+                whose = "our" if held.ours else "the peer's"
+                station = "that station" if named_ref.sender == held.sender else "another station"
+                raise SchemaError(
+                    f"{e.kind} '{member}' names the id of {whose} {held.kind} seq {held.seq} "
+                    f"but says seq {named_ref.seq} of {station}"
+                )
         for rule in row.refs:
             ref = named.get(rule.member)
             if ref is None:
