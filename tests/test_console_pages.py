@@ -35,3 +35,7 @@ def test_a_peer_flooding_flashes_leaves_the_console_a_page_with_the_oldest_waiti
         expect(waiting).to_have_count(100)
         expect(waiting.first).to_have_attribute("data-id", sent[0]["id"])  # the most overdue is there
         assert page.locator(f'#flash-waiting [data-id="{sent[-1]["id"]}"]').count() == 0
+        # What needs a person (the alarm list, fetched at every change) is the same page, not all 105.
+        watch = page.evaluate("api('GET', lineUrl('watch'))")
+        flashes = [c for c in watch["conditions"] if c["code"] == "flash"]
+        assert len(flashes) == 100 and flashes[0]["params"]["id"] == sent[0]["id"], len(flashes)

@@ -43,6 +43,7 @@ from redline.config import ApiConfig, check_lang
 from redline.export import export_line
 from redline.ops.engine import NOTICES_PAGE_MAX
 from redline.ops.views import NoticesPage
+from redline.station import VIEW_PAGE
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -265,8 +266,10 @@ class ConsoleHandlers:
             out.append({"code": code, "key": key, "level": LEVEL[code], "rank": RANK[code], "since": since,
                         "params": params})  # fmt: skip
 
-        # Read from the same typed views the CLI and the API show (ops/views.py), never ops' internals.
-        for f in station.flash_view(lid):
+        # Read from the same typed views the CLI and the API show (ops/views.py), never ops' internals:
+        # a page of each (what still needs a person first, texts cut), as the console's panels show,
+        # never every FLASH, test and request a peer ever sent, at each console's watch.
+        for f in station.flash_view(lid, limit=VIEW_PAGE):
             if f.ours:
                 if f.acked_by is None and now > f.deadline:
                     add("flash_unacked", f"flash_unacked:{f.id}", f.deadline, seq=f.seq, id=f.id)
@@ -287,7 +290,7 @@ class ConsoleHandlers:
             add("line_down", f"line_down:{since}", since, peer=status["peer"])
         if status["halted"]:
             add("halted", "halted", None)
-        tests = station.tests_view(lid)
+        tests = station.tests_view(lid, limit=VIEW_PAGE)
         decided = [t for t in tests.tests if t.result != "pending"]
         if decided and decided[-1].result == "missed":
             mine = decided[-1]
@@ -319,7 +322,7 @@ class ConsoleHandlers:
         conflicts = page.conflicts_total if isinstance(page, NoticesPage) else 0
         if conflicts:
             add("notice_conflict", f"notice_conflict:{conflicts}", None, count=conflicts)
-        for r in station.requests_view(lid):
+        for r in station.requests_view(lid, limit=VIEW_PAGE):
             if not r.ours and r.state == "open":
                 add("call_request", f"call_request:{r.id}", r.sent_at, id=r.id, from_role=r.from_role,
                     to_role=r.to_role, subject=r.subject, lang=r.lang)  # fmt: skip
