@@ -45,6 +45,7 @@ def test_an_outbox_filled_while_the_line_was_down_is_never_signed_past_the_budge
         sp.run()
         a, b = sp.a, sp.b
         assert a.outbox_count == 0 and a.ledger.head(sp.line, a.us)[0] == b.ledger.head(sp.line, a.us)[0]
+        assert a.outbox_bytes == 0  # each item's bound taken back exactly when it was signed
         assert a.link.synced and b.link.synced
         assert a.disk_ours <= limits.max_line_disk_bytes
         assert not [t for who, _, t in sp.alarms if "refused" in t or "held" in t], sp.alarms
