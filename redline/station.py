@@ -53,6 +53,7 @@ from redline.ops.model import Alarm, Entry, Intent
 from redline.ops.views import (
     VIEWS,
     CallPairView,
+    CallRecordView,
     CallRequestView,
     FlashView,
     LineTestsView,
@@ -82,7 +83,7 @@ TICK = 0.1
 # a same-size rewrite within the file system's clock tick keeps the stamp).
 ROSTER_REREAD_SECONDS = 1.0
 ALARMS_KEPT = 200  # rows of Station.alarms (status and the console show the latest)
-# The flash, tests, requests and translations views are paged as the notices view is: a peer's whole
+# The flash, tests, requests, translations and calls views are paged as the notices view is: a peer's whole
 # history (each text up to max_body_bytes) must not go out at every console refresh. A page holds
 # what is still open first (a FLASH not acknowledged, a test pending, a request open), then the rest,
 # newest first; it is shown in time order. Texts in a page are cut (the log and ``show`` have them whole).
@@ -1079,11 +1080,35 @@ class Station:
         page = _page(flashes, lambda f: f.ack is None, lambda f: f.entry.stored_at, offset, limit)
         return tuple(dataclasses.replace(v, text=_cut(v.text)) for v in (f.view() for f in page))
 
-    def calls_view(self, line: str) -> tuple[CallPairView, ...]:
+    def calls_view(self, line: str, *, offset: int = 0, limit: int | None = None) -> tuple[CallPairView, ...]:
+        """Per pair of principals (the counts over all); with ``limit``, a page of pairs (those with an
+        open request first, then the latest active), each with a page of its requests (open first) and
+        its latest call records, texts cut."""
         session = self.session(line)
         ops = self.ops[session.line]
         evidence = {ring: call.evidence for ring, call in ops.voice.calls.items()}  # CALL_RECORD's voice call
-        return ops.calls.summary(self.wall(), self.keys.fingerprint, session.peer, evidence)
+        pairs = ops.calls.summary(self.wall(), self.keys.fingerprint, session.peer, evidence)
+        if limit is None:
+            return pairs
+
+        def latest(p: CallPairView) -> int:
+            return max([0, *(r.sent_at for r in p.outcomes), *(c.start or 0 for c in p.calls)])
+
+        def cut(r: CallRequestView) -> CallRequestView:
+            return dataclasses.replace(r, subject=_cut(r.subject) or "")
+
+        def cut_readouts(c: CallRecordView) -> CallRecordView:
+            return dataclasses.replace(c, readouts={k: dataclasses.replace(v, text=_cut(v.text) or "")
+                                                    for k, v in c.readouts.items()})  # fmt: skip
+
+        return tuple(
+            dataclasses.replace(
+                p, outcomes=tuple(cut(r) for r in _page(p.outcomes, lambda r: r.state == "open", lambda r: r.sent_at,
+                                                        0, limit)),
+                calls=tuple(cut_readouts(c) for c in p.calls[-limit:]),
+            )
+            for p in _page(pairs, lambda p: p.open > 0, latest, offset, limit)
+        )  # fmt: skip
 
     def requests_view(self, line: str, *, offset: int = 0, limit: int | None = None) -> tuple[CallRequestView, ...]:
         """Every call request both ways, oldest first; with ``limit``, a page (open ones first)."""
@@ -1125,13 +1150,11 @@ class Station:
         page = min(max(1, VIEW_PAGE if limit is None else limit), VIEW_PAGE_MAX)  # never the whole history
         paged: dict[str, Callable[..., Any]] = {
             "tests": self.tests_view, "flash": self.flash_view, "requests": self.requests_view,
-            "translations": self.translations_view,
+            "translations": self.translations_view, "calls": self.calls_view,
         }  # fmt: skip
         if what in paged:
             return readmodel.to_obj(paged[what](line, offset=max(0, offset), limit=page))
-        views_of: dict[str, Callable[[str], Any]] = {
-            "calls": self.calls_view, "voice": self.voice_view, "refused": self.refused_view,
-        }  # fmt: skip
+        views_of: dict[str, Callable[[str], Any]] = {"voice": self.voice_view, "refused": self.refused_view}
         if what not in views_of:
             raise LocalProtocolError(f"unknown view {what!r}: {', '.join(VIEWS)}")
         return readmodel.to_obj(views_of[what](line))

@@ -29,7 +29,7 @@ def test_a_peer_flooding_flashes_leaves_the_console_a_page_with_the_oldest_waiti
         page.evaluate("refreshViews()")
         page.wait_for_function("() => window.redlineRefreshes >= 2")
         paged = {urlparse(u).path.rsplit("/", 1)[-1]: parse_qs(urlparse(u).query) for u in asked}
-        for what in ("flash", "tests", "requests", "translations", "notices"):
+        for what in ("flash", "tests", "calls", "requests", "translations", "notices"):
             assert paged[what].get("limit") == ["100"], (what, paged.get(what))
         waiting = page.locator("#flash-waiting .flash-item")
         expect(waiting).to_have_count(100)

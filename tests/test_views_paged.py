@@ -26,9 +26,10 @@ class _Station:
 
     def __init__(self, ops: LineOps) -> None:
         self.ops = {LINE: ops}
+        self.keys = SimpleNamespace(fingerprint=US)
 
     def session(self, line: str) -> Any:
-        return SimpleNamespace(line=line)
+        return SimpleNamespace(line=line, peer=PEER)
 
     def wall(self) -> int:
         return T0 + 10_000
@@ -38,6 +39,9 @@ class _Station:
     tests_view = Station.tests_view
     requests_view = Station.requests_view
     translations_view = Station.translations_view
+    calls_view = Station.calls_view
+    voice_view = Station.voice_view  # named by Station.view, not called here
+    refused_view = Station.refused_view
     notices_view = Station.notices_view
 
 
@@ -84,3 +88,19 @@ def test_the_translations_view_is_a_page_of_the_latest_translated_envelopes_with
     assert all(len(t["text"]) == VIEW_TEXT_CHARS + 1 for ts in page.values() for t in ts)
     assert list(st.view(LINE, "translations", offset=250, limit=100)) == [f"{seq:064x}" for seq in range(1, 51)]
     assert st.view(LINE, "requests") == [] and st.view(LINE, "tests")["to_answer"] == []
+
+
+def test_the_calls_and_requests_views_are_pages_of_pairs_and_requests_with_subjects_cut() -> None:
+    ops = LineOps(us=US, peer=PEER, limits=Limits(test_times_utc=()), since=0)
+    for seq in range(1, 601):  # 600 open requests of 9,000 characters between 300 pairs of roles
+        content = {"from_role": f"Role {seq % 300}", "to_role": "Minister", "subject": "s" * 9000, "windows": [],
+                   "expires": T0 + 10**9}  # fmt: skip
+        ops.observe(Entry(sender=PEER, ours=False, seq=seq, id=f"{seq:064x}", kind="CALL_REQUEST", prio="PRIORITY",
+                          sent_at=T0, stored_at=T0 + seq, lang="en", content=content))  # fmt: skip
+    st = _Station(ops)
+    pairs = st.view(LINE, "calls")
+    assert len(pairs) == VIEW_PAGE and len(json.dumps(pairs)) < 2_000_000  # was 300 pairs, 5.4 MB
+    assert all(p["open"] == 2 and len(p["outcomes"]) == 2 for p in pairs)  # the counts and its requests
+    assert all(len(r["subject"]) == VIEW_TEXT_CHARS + 1 for p in pairs for r in p["outcomes"])
+    requests = st.view(LINE, "requests")
+    assert [r["seq"] for r in requests] == list(range(1, 101))  # open ones, the oldest first

@@ -308,9 +308,10 @@ ROUTES: tuple[Op, ...] = (
         ("flash", "FLASH messages both ways: receipted, escalated, acknowledged by whom ('redline flashes'): a "
                   "page, the ones not acknowledged first, texts cut at 2,000 characters"),
         ("notices", "Active notices of both sides and every conflicting pair ('redline notices')"),
+        ("calls", "Call requests and calls per pair of principals, both readouts side by side ('redline calls'): "
+                  "the counts over all, a page of pairs (open requests first), texts cut at 2,000 characters"),
     )),
     *(Op("GET", f"/api/lines/{{line}}/{what}", "view", summary, READ) for what, summary in (
-        ("calls", "Call requests and calls per pair of principals, both readouts side by side ('redline calls')"),
         ("refused", "Person-signed envelopes that did not count (bad or unknown signature), with the reason"),
         ("voice", "Voice calls: the current one (ringing or live, who, since when), recent ones with their audio "
                   "evidence, this station's audio counts and each path's audio health"),

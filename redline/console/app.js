@@ -610,7 +610,7 @@ async function refreshViews() {
   refreshing = true;
   try {
     const [log, flash, tests, calls, notices, requests, translations] = await Promise.all([
-      fetchLog(), page("flash"), page("tests"), api("GET", lineUrl("calls")), page("notices"), page("requests"),
+      fetchLog(), page("flash"), page("tests"), page("calls"), page("notices"), page("requests"),
       page("translations"),
     ]);
     S.views = { log, flash, tests, calls, notices, requests, translations };
