@@ -21,7 +21,7 @@ import pytest
 
 from redline.errors import EquivocationError, StorageError
 from redline.ledger.interface import LedgerStore
-from redline.ledger.sqlite import Ledger, StoredRange
+from redline.ledger.sqlite import Ledger
 from redline.statements import Signed
 from tests.test_ledger import LINE, T0, A, chain, envelope
 
@@ -70,19 +70,6 @@ def test_a_damaged_number_or_byte_string_in_sqlite_is_one_storage_error(
             read(ledger)
     finally:
         ledger.close()
-
-
-def test_a_damaged_seq_stops_a_verify_worker_in_one_line(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite"
-    ledger = Ledger(path, create=True, station=A)
-    _fill(ledger)
-    ledger.close()
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE envelopes SET seq='2' WHERE seq=2")  # INTEGER affinity: stored as 2 again
-        assert db.execute("SELECT typeof(seq) FROM envelopes WHERE seq=2").fetchone() == ("integer",)
-        db.execute("UPDATE envelopes SET seq='two' WHERE seq=2")
-    with pytest.raises(StorageError, match=r"a value of envelopes\.seq is 'two', not a whole number"):
-        StoredRange(str(path), LINE, A, None, None).rows()
 
 
 PG_CASES: list[tuple[str, str, Read]] = [

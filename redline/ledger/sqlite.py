@@ -240,7 +240,9 @@ class StoredLine:
             if hi is None:
                 yield StoredRange(self._path, self.line, station, lo, None)
                 return
-            yield StoredRange(self._path, self.line, station, lo, integer(self._store, hi[0], "envelopes.seq"))
+            # The seq column as stored, a bound in SQL only: verify compares it with the signed seq and
+            # reports a stored seq that is not one (tampering) at its entry (_stored_row).
+            yield StoredRange(self._path, self.line, station, lo, hi[0])
             lo = hi[0]
 
     def iter_receipts(self) -> Iterator[Signed]:
@@ -274,8 +276,10 @@ class StoredRange:
 
 
 def _stored_row(store: Path, r: tuple[Any, ...]) -> StoredRow:
-    """An envelopes row (seq, id, raw) as read for verification."""
-    return StoredRow(integer(store, r[0], "envelopes.seq"), r[1], blob(store, r[2], "envelopes.raw"))
+    """An envelopes row (seq, id, raw) as read for verification: the seq and id columns as they are
+    stored, never trusted (verify compares them with the signed envelope and reports a difference,
+    a seq stored as text included, at its entry: tests/test_verify_parallel.py), the bytes checked."""
+    return StoredRow(r[0], r[1], blob(store, r[2], "envelopes.raw"))
 
 
 def _ops_row(store: Path, r: tuple[Any, ...]) -> tuple[str, int, bytes, int]:
