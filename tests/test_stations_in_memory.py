@@ -527,3 +527,22 @@ def test_an_envelope_ops_cannot_read_never_stops_a_start(tmp_path: Path, monkeyp
         assert "TEXT" in kinds(sp, "b", "a")
 
     run(tmp_path, body)
+
+
+def test_the_cli_asks_the_station_for_a_page_of_its_flashes(tmp_path: Path) -> None:
+    """The station pages every long view (what waits for a person first); 'redline flashes', 'tests'
+    and 'calls' ask for a page, as 'notices' does: --offset and --limit, ranged."""
+    from click.testing import CliRunner
+
+    from redline.cli import main as cli
+
+    async def body(sp: StationPair) -> None:
+        for i in range(5):
+            await sp.send("b", f"FLASH number {i}", kind="FLASH", prio="FLASH")
+        args = ["flashes", sp.line, "--station", str(sp.dir_a.path), "--offset", "1", "--limit", "2", "--json"]
+        res = await asyncio.to_thread(CliRunner().invoke, cli, args)
+        assert res.exit_code == 0, res.output
+        texts = [f["text"] for f in json.loads(res.output)]
+        assert texts == ["FLASH number 1", "FLASH number 2"]  # the oldest waiting first
+
+    run(tmp_path, body)

@@ -25,6 +25,11 @@ station_option = click.option(
     help="Station directory (default: $REDLINE_STATION, else ./station).",
 )  # fmt: skip
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+# A page of a long view (a station pages every view: what waits for a person first, then the
+# newest); 500 is the station's largest page (ops.engine.NOTICES_PAGE_MAX, not imported: shapely).
+offset_option = click.option("--offset", type=click.IntRange(0, 10**9), default=0,
+                             help="Skip this many items: the next page.")  # fmt: skip
+limit_option = click.option("--limit", type=click.IntRange(1, 500), default=100, help="Items per page.")
 
 def fail(message: str) -> None:
     err.print(styled(("error:", "bold red"), f" {message}"), soft_wrap=True)  # one line, whatever the width

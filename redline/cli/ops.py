@@ -15,7 +15,19 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from redline import jsonin, kinds
-from redline.cli.common import console, control, emit, fail, json_option, read_view, run, station_option, when
+from redline.cli.common import (
+    console,
+    control,
+    emit,
+    fail,
+    json_option,
+    limit_option,
+    offset_option,
+    read_view,
+    run,
+    station_option,
+    when,
+)
 from redline.display import styled
 from redline.errors import EncodingError
 from redline.home import station_path
@@ -202,10 +214,13 @@ def register(main: click.Group) -> None:
     @main.command()
     @station_option
     @click.argument("line")
+    @offset_option
+    @limit_option
     @json_option
-    def tests(station: str | None, line: str, as_json: bool) -> None:
-        """Line test history: passed, answer times, time since the line was last proven."""
-        view: LineTestsView = read_view(station, line, "tests")
+    def tests(station: str | None, line: str, offset: int, limit: int, as_json: bool) -> None:
+        """Line test history (a page: pending first, then the newest): passed, answer times, time since
+        the line was last proven."""
+        view: LineTestsView = read_view(station, line, "tests", offset=offset, limit=limit)
 
         def human(h: LineTestsView) -> None:
             from rich.table import Table
@@ -240,10 +255,13 @@ def register(main: click.Group) -> None:
     @main.command()
     @station_option
     @click.argument("line")
+    @offset_option
+    @limit_option
     @json_option
-    def flashes(station: str | None, line: str, as_json: bool) -> None:
-        """FLASH messages both ways: receipted, read, escalated, acknowledged by whom and when."""
-        view: tuple[FlashView, ...] = read_view(station, line, "flash")
+    def flashes(station: str | None, line: str, offset: int, limit: int, as_json: bool) -> None:
+        """FLASH messages both ways (a page: those not acknowledged first, then the newest): receipted,
+        read, escalated, acknowledged by whom and when."""
+        view: tuple[FlashView, ...] = read_view(station, line, "flash", offset=offset, limit=limit)
 
         def human(fs: tuple[FlashView, ...]) -> None:
             from rich.table import Table
@@ -397,10 +415,13 @@ def register(main: click.Group) -> None:
     @main.command()
     @station_option
     @click.argument("line")
+    @offset_option
+    @limit_option
     @json_option
-    def calls(station: str | None, line: str, as_json: bool) -> None:
-        """Per pair of principals: requests, declines, unanswered, days since the last call; readouts side by side."""
-        view: tuple[CallPairView, ...] = read_view(station, line, "calls")
+    def calls(station: str | None, line: str, offset: int, limit: int, as_json: bool) -> None:
+        """Per pair of principals (a page): requests, declines, unanswered, days since the last call;
+        readouts side by side."""
+        view: tuple[CallPairView, ...] = read_view(station, line, "calls", offset=offset, limit=limit)
 
         def human(pairs: tuple[CallPairView, ...]) -> None:
             from rich.table import Table
@@ -528,10 +549,8 @@ def register(main: click.Group) -> None:
     @main.command()
     @station_option
     @click.argument("line")
-    @click.option("--offset", type=click.IntRange(0, 10**9), default=0,
-                  help="Skip this many notices (and conflicts): the next page.")  # fmt: skip
-    @click.option("--limit", type=click.IntRange(1, 500), default=100,  # 500: ops.engine.NOTICES_PAGE_MAX
-                  help="Notices (and conflicts) per page.")  # fmt: skip
+    @offset_option
+    @limit_option
     @click.option("--notice", "notice_id", default=None, help="Show this one notice (id prefix) whole.")
     @json_option
     def notices(
