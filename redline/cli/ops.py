@@ -218,8 +218,9 @@ def register(main: click.Group) -> None:
     @limit_option
     @json_option
     def tests(station: str | None, line: str, offset: int, limit: int, as_json: bool) -> None:
-        """Line test history (a page: pending first, then the newest): passed, answer times, time since
-        the line was last proven."""
+        """Line test history: passed, answer times, time since the line was last proven.
+
+        A page: the tests still pending first, then the newest (--offset, --limit)."""
         view: LineTestsView = read_view(station, line, "tests", offset=offset, limit=limit)
 
         def human(h: LineTestsView) -> None:
@@ -259,8 +260,9 @@ def register(main: click.Group) -> None:
     @limit_option
     @json_option
     def flashes(station: str | None, line: str, offset: int, limit: int, as_json: bool) -> None:
-        """FLASH messages both ways (a page: those not acknowledged first, then the newest): receipted,
-        read, escalated, acknowledged by whom and when."""
+        """FLASH messages both ways: receipted, read, escalated, acknowledged by whom and when.
+
+        A page: those not acknowledged first, then the newest (--offset, --limit)."""
         view: tuple[FlashView, ...] = read_view(station, line, "flash", offset=offset, limit=limit)
 
         def human(fs: tuple[FlashView, ...]) -> None:
@@ -419,8 +421,9 @@ def register(main: click.Group) -> None:
     @limit_option
     @json_option
     def calls(station: str | None, line: str, offset: int, limit: int, as_json: bool) -> None:
-        """Per pair of principals (a page): requests, declines, unanswered, days since the last call;
-        readouts side by side."""
+        """Per pair of principals: requests, declines, unanswered, days since the last call; readouts side by side.
+
+        A page of the pairs (--offset, --limit)."""
         view: tuple[CallPairView, ...] = read_view(station, line, "calls", offset=offset, limit=limit)
 
         def human(pairs: tuple[CallPairView, ...]) -> None:
