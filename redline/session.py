@@ -359,6 +359,7 @@ class LineSession:
 
     def tick(self, now: float, wall: int) -> list[Action]:
         out = self._run(self.link.tick(now, wall), wall)
+        out += self._pump()  # a resend the link moved on from what the peer receipted (_give_up_stalled)
         self._watch_line(now)
         out += self._catch_up_checkpoints(wall)
         if (

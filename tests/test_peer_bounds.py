@@ -359,3 +359,48 @@ def test_a_hello_claiming_a_fork_is_alarmed_as_a_claim_and_closes_its_path(tmp_p
         assert a.ledger.head(sp.line, a.us)[0] == seq + 1 == sp.b.ledger.head(sp.line, a.us)[0]
     finally:
         sp.close()
+
+
+def test_a_resend_started_by_a_stale_hello_does_not_stop_the_line_on_that_path(tmp_path: Path) -> None:
+    """review_s8 H1. A resend goes on as the peer's receipts come; our new envelopes wait behind it on
+    its path. If the HELLO that started it is older than a receipt that came on the other path (a
+    slow path), the peer already holds what is still to go, receipts nothing more, and the resend
+    stood still for ever: when the other path died, the line was up and in sync, and nothing new
+    reached the peer. Now a resend that has not moved for path_dead_after goes on from what the
+    peer receipted, and the envelope that waited behind it goes out."""
+    limits = Limits(test_times_utc=(), max_gap_buffer_bytes=20_000)
+    sp = SessionPair(tmp_path, limits=limits)
+    try:
+        sp.run()
+        p0, p1 = sp.paths
+        sp.disconnect(p1)
+        for i in range(20):
+            sp.send("a", f"{i} " + "x" * 5000)
+        sp.connect(p1)  # the HELLOs made now: b's says it holds none of these 20
+        held = list(p1.b_to_a)  # b's frames on path1 are late: its HELLO comes after its receipts
+        p1.b_to_a.clear()
+        for _ in range(100):  # everything else flows: b stores the 20 (over path0) and receipts them
+            moved = False
+            for q, target, who, name in ((p0.a_to_b, sp.b, "b", "path0"), (p0.b_to_a, sp.a, "a", "path0"),
+                                         (p1.a_to_b, sp.b, "b", "path1")):  # fmt: skip
+                while q:
+                    moved = True
+                    sp._do(who, target.receive(name, q.popleft(), sp.clock.now, sp.clock.wall))
+            held += list(p1.b_to_a)
+            p1.b_to_a.clear()
+            sp.flush()
+            if not moved:
+                break
+        head = sp.a.ledger.head(sp.line, sp.a.us)[0]
+        assert sp.b.ledger.head(sp.line, sp.a.us)[0] == head == sp.a.receipted_seq
+        p1.b_to_a.extend(held)  # now b's stale HELLO on path1 reaches a: a resend from seq 1 starts
+        sp.run()
+        sp.disconnect(p0)  # the other path dies
+        sp.send("a", "after path0 died")
+        sp.run()
+        for _ in range(8):  # a second each (path_dead_after is 2.5): the heartbeats keep path1 up
+            sp.tick(1)
+            sp.run()
+        assert p1.up and sp.b.ledger.head(sp.line, sp.a.us)[0] == head + 1
+    finally:
+        sp.close()

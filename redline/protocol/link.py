@@ -78,6 +78,10 @@ class _Resend:
     next: int  # our next seq to put on the path
     last: int | None  # our last seq asked for; None: up to our head, as it grows
     acked: int  # the highest of our seqs the peer holds, as it said then and its receipts say since
+    # (next, acked) as ``Link.tick`` last saw them, and since when (monotonic s): a resend that
+    # stands still for ``path_dead_after`` is given up (``_give_up_stalled``).
+    seen: tuple[int, int] | None = None
+    since: float = 0.0
 
     def hi(self, head: int) -> int:
         return head if self.last is None else min(self.last, head)
@@ -594,6 +598,7 @@ class Link:
     # -- time ----------------------------------------------------------------------------------
     def tick(self, now: float, wall: int) -> list[Output]:
         out: list[Output] = []
+        self._give_up_stalled(now)
         for path, p in list(self._paths.items()):
             if p.state in (PathState.CLOSED, PathState.ERROR):
                 continue
@@ -609,6 +614,26 @@ class Link:
                 hold = int((now - p.peer_t_at) * 1000) if p.peer_t is not None else 0
                 out.append(self._frame(path, FrameType.HEARTBEAT, {"t": wall, "echo": p.peer_t, "hold": hold}))
         return out
+
+    def _give_up_stalled(self, now: float) -> None:
+        """A resend goes on as the peer's receipts come. If none comes (the HELLO that started it
+        was older than a receipt that came on another path, so the peer holds what is still to go
+        and receipts nothing more), it would stand still for ever, and our new envelopes, which wait
+        behind it on its path, would never go there: the line up, and nothing reaching the peer once
+        the other path died. A resend that has not moved for ``path_dead_after`` goes on from what
+        the peer has receipted on any path (the envelopes that waited behind it included: they go
+        out at the station's next pump, ``resend_due``); one that has nothing left past that ends.
+        Anything the peer still lacks it asks for with a GAP (8.5)."""
+        for path, r in list(self._resend.items()):
+            mark = (r.next, r.acked)
+            if r.seen != mark:
+                r.seen, r.since = mark, now
+            elif now - r.since > self.limits.path_dead_after:
+                r.acked = max(r.acked, self.peer_has_ours)
+                r.next = max(r.next, self.peer_has_ours + 1)
+                r.seen, r.since = (r.next, r.acked), now
+                if r.next > r.hi(self.our_head.seq):
+                    del self._resend[path]
 
     def next_due(self) -> float:
         """The earliest ``now`` at which ``tick`` may have something to do (a heartbeat to send, a
