@@ -457,6 +457,16 @@ def _standby_status(ha_pair: Pair) -> None:
     code, text = _get(a_port, "/metrics")
     assert code == 200 and 'redline_ha_role{role="active"} 1.0' in text and "redline_ha_term 1.0" in text
     assert "redline_line_in_sync" in text  # the active's own metrics, beside the pair's
+    # A second 'serve' of a folder a process already serves (review_s8 M1): on PostgreSQL every
+    # serve waits as a standby first, whose control socket replaced the running process's. Now it
+    # stops at once, in one line naming the first, and both sockets answer as before.
+    for proc in (ha_pair.a, ha_pair.b):
+        second = subprocess.run([sys.executable, "-m", "redline", "serve", "--station", str(proc.home)],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        said = (second.stdout + second.stderr).strip()
+        assert second.returncode != 0 and "(redline serve)" in said and len(said.splitlines()) == 1, said
+    for proc, role in ((ha_pair.a, "active"), (ha_pair.b, "standby")):
+        assert asyncio.run(_is(proc, role)), (proc.home.name, role)
 
     async def switch() -> float:  # b takes over: its standby monitor gives the address to the station's
         t0 = time.monotonic()

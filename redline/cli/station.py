@@ -105,6 +105,16 @@ def serve(
     home = StationDir(station_path(station))
 
     async def main_() -> None:
+        # One process serves a folder (StationDir.hold), from here on: a standby waiting for the
+        # lease too, so that a second 'serve' of a folder on PostgreSQL cannot take its control socket.
+        home.require()
+        held = home.hold("redline serve")
+        try:
+            await serve_folder()
+        finally:
+            held.release()
+
+    async def serve_folder() -> None:
         # A station on PostgreSQL is one process of an HA pair (redline/standby.py): it runs while
         # it holds the store's lease, and waits as the standby before and after.
         pair = None
