@@ -120,6 +120,7 @@ ATTACKS: dict[str, Callable[[sqlite3.Connection, str], object]] = {
     ),
     "changed seq": lambda db, b: db.execute("UPDATE envelopes SET seq=99 WHERE sender=? AND seq=20", (b,)),
     "seq stored as text": lambda db, b: db.execute("UPDATE envelopes SET seq='7th' WHERE sender=? AND seq=7", (b,)),
+    "checkpoint number stored as text": lambda db, b: db.execute("UPDATE checkpoints SET n='1st' WHERE n=1"),
     "deleted receipts and a checkpoint": lambda db, b: db.executescript(
         "DELETE FROM checkpoints WHERE n=1; DELETE FROM receipts WHERE rowid % 2 = 0;"
     ),

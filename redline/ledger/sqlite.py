@@ -207,7 +207,7 @@ class StoredLine:
         self.certs = {fp: [c for _, _, c in ledger.certs(fp)] for fp in fps}
         self.checkpoints = [
             (
-                integer(self._store, r[0], "checkpoints.n"),
+                r[0],  # as stored, never trusted: verify compares it with the signed n
                 _statement(blob(self._store, r[1], "checkpoints.proposal")),
                 _statement(blob(self._store, r[2], "checkpoints.cosign")),
             )
@@ -1147,7 +1147,7 @@ class Ledger:
             receipts=[_statement(blob(self.path, r[0], "receipts.raw")) for r in receipts],
             checkpoints=[
                 (
-                    integer(self.path, r[0], "checkpoints.n"),
+                    r[0],  # as stored, never trusted: verify compares it with the signed n
                     _statement(blob(self.path, r[1], "checkpoints.proposal")),
                     _statement(blob(self.path, r[2], "checkpoints.cosign")),
                 )
