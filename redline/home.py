@@ -116,7 +116,13 @@ class StationDir:
         if held is not None:
             held.count += 1
             return held
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:  # made by another user (a reader run as root before any serve, say)
+            raise ConfigError(
+                f"cannot open {self.path / LOCK_FILE}: {exc.strerror or exc}; it must belong to the station's "
+                "user: chown it, or remove it while no station runs"
+            ) from None
         try:
             deadline = time.monotonic() + READERS_WAIT
             while not _try_lock(fd, fcntl.LOCK_EX):
@@ -145,9 +151,9 @@ class StationDir:
         if self.path.resolve() in _HOLDS:
             yield False
             return
-        try:
-            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:  # a folder never served, that this reader may not write to: nobody holds it
+        try:  # never made here: a reader (root, say) must not leave a lock file the station cannot open
+            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # none: the folder was never served (its first serve makes it), nobody holds it
             yield False
             return
         try:

@@ -76,6 +76,7 @@ def test_a_reader_checking_the_files_is_waited_for_not_taken_for_a_station(tmp_p
     meanwhile waits for it (it is not refused, and does not open the store under the reader)."""
     (port,) = free_ports(1)
     home = make_station(tmp_path, "EUCOM", "en", port)
+    home.hold("an earlier serve").release()  # served before: its lock file is there (the first serve makes it)
     reader = _holder(home, "read")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         starting = pool.submit(Station, home)
@@ -129,3 +130,16 @@ def test_a_second_serve_is_refused_and_leaves_the_running_station_alone(tmp_path
             await asyncio.to_thread(first.stop)
 
     asyncio.run(main())
+
+
+def test_a_reader_never_makes_the_lock_file_and_one_the_station_cannot_open_is_one_line(tmp_path: Path) -> None:
+    """A reader run first, as another user (root), made serve.lock 0600 as its own, and 'serve' then
+    failed with a traceback. Readers make nothing; the station says in one line what to do."""
+    (port,) = free_ports(1)
+    home = make_station(tmp_path, "EUCOM", "en", port)
+    assert not home.served() and not (home.path / "serve.lock").exists()
+    (home.path / "serve.lock").mkdir()  # stands for a lock file this user cannot open
+    with pytest.raises(ConfigError, match=r"cannot open .*serve\.lock.*chown it") as refused:
+        Station(home)
+    assert "\n" not in str(refused.value)
+
