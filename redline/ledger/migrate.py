@@ -25,16 +25,13 @@ from typing import TYPE_CHECKING
 
 from redline import merkle
 from redline.errors import ConfigError, StationBusyError, StorageError
-from redline.ledger.postgres import PgLedger, leaf_of
+from redline.ledger.postgres import TABLES, PgLedger, leaf_of, made_and_left_empty
 from redline.ledger.sqlite import Ledger
 from redline.ledger.stores import shown_url, store_url
 from redline.ledger.verify import verify_line
 
 if TYPE_CHECKING:
     from redline.home import StationDir
-
-
-_TABLES = "meta, lines, certs, envelopes, equivocations, outbox, receipts, checkpoints, merkle, chain_bytes"
 
 
 @dataclass
@@ -96,7 +93,7 @@ def _migrate(home: StationDir, url: str) -> MigrateReport:
             _compare(src, dst, report)
         except BaseException:
             with contextlib.suppress(Exception):
-                dst._db.execute(f"DROP TABLE IF EXISTS {_TABLES}")
+                dst._db.execute(f"DROP TABLE IF EXISTS {TABLES}")
             raise
         finally:
             dst.close()
@@ -126,25 +123,9 @@ def _target(url: str, station: str) -> PgLedger:
     try:
         return PgLedger(url, create=True, station=station)
     except StorageError:
-        if not _left_by_a_killed_migrate(url, station):
+        if not made_and_left_empty(url, station):
             raise
     return PgLedger(url)
-
-
-def _left_by_a_killed_migrate(url: str, station: str) -> bool:
-    import psycopg
-
-    try:
-        with psycopg.connect(url, autocommit=True) as db:
-            row = db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
-            if row is None or row[0] != station or db.execute("SELECT to_regclass('lease')").fetchone() != (None,):
-                return False
-            for table in _TABLES.split(", "):
-                if table != "meta" and db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone() != (False,):
-                    return False
-            return True
-    except psycopg.Error:
-        return False
 
 
 def _copy(src: Ledger, dst: PgLedger, url: str) -> MigrateReport:

@@ -927,24 +927,39 @@ def _stored_row(shown: str, r: tuple[Any, ...]) -> StoredRow:
     return StoredRow(r[0], r[1], blob(shown, r[2], "envelopes.raw"))
 
 
-def drop_left_by_init(url: str, station: str) -> bool:
-    """Drop the store an unfinished ``redline init`` made for ``station`` (``home.StationDir.init``):
-    only one that is that station's, holds nothing but the certificates init put there, and whose
-    lease no process ever took; anything else stays, and False. ``station`` is the fingerprint of a
-    root key no station ever served with (init was killed before its folder held config.json)."""
-    from redline.ledger.migrate import _TABLES
+# Every table of a store (schema 2), for a check or a drop of the whole store.
+TABLES = "meta, lines, certs, envelopes, equivocations, outbox, receipts, checkpoints, merkle, chain_bytes"
 
+
+def made_and_left_empty(url: str, station: str, *, may_hold: tuple[str, ...] = ("meta",)) -> bool:
+    """The store at ``url`` was made for ``station``, no process ever took its lease, and it holds
+    nothing beyond the tables ``may_hold``: what an unfinished ``init`` (its certificates) or a
+    ``store migrate`` killed mid-copy (nothing) leaves behind, which running it again may take over.
+    Any other store, or a database that cannot be read, is not (False)."""
     try:
         with psycopg.connect(url, autocommit=True) as db:
             row = db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
             if row is None or row[0] != station or db.execute("SELECT to_regclass('lease')").fetchone() != (None,):
                 return False
-            for table in _TABLES.split(", "):
-                held = db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()
-                if table not in ("meta", "certs") and held != (False,):
-                    return False
-            db.execute(f"DROP TABLE {_TABLES}")
-            return True
+            return all(
+                table in may_hold or db.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone() == (False,)
+                for table in TABLES.split(", ")
+            )
+    except psycopg.Error:
+        return False
+
+
+def drop_left_by_init(url: str, station: str) -> bool:
+    """Drop the store an unfinished ``redline init`` made for ``station`` (``home.StationDir.init``):
+    only one ``made_and_left_empty`` but for init's certificates; anything else stays, and False.
+    ``station`` is the fingerprint of a root key no station ever served with (init was killed before
+    its folder held config.json)."""
+    if not made_and_left_empty(url, station, may_hold=("meta", "certs")):
+        return False
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(f"DROP TABLE {TABLES}")
+        return True
     except psycopg.Error:
         return False
 
