@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import nacl.signing
 
@@ -83,6 +83,26 @@ def revoke_contents(
     return out, missing
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _stopped(fn: Callable[Concatenate[StationDir, _P], _R]) -> Callable[Concatenate[StationDir, _P], _R]:
+    """A change made to a stopped station's folder (its store, its key files) holds the folder
+    throughout (``StationDir.hold``): a station that starts meanwhile is refused, in one line, and
+    this change is not made under a running one."""
+
+    def held(home: StationDir, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        hold = home.hold(f"redline, {fn.__name__.replace('_', ' ')}")
+        try:
+            return fn(home, *args, **kwargs)
+        finally:
+            hold.release()
+
+    return held
+
+
+@_stopped
 def file_offline(home: StationDir, revokes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A stopped station: the prepared next key's KEY (or the line's REVOKE) filed in every line's
     outbox and its certificate among our own, in one commit. The station seals them when each line
@@ -180,6 +200,7 @@ def _tls_idem(cert: identity.SignedCert) -> str:
     return "redline-tls-rotation:" + str(canonical.decode_object(cert.data, "key certificate")["key_id"])
 
 
+@_stopped
 def file_tls_offline(home: StationDir) -> dict[str, Any]:
     """A stopped station: the prepared TLS key's KEY filed on every line (one commit); promoted
     when every line's peer has receipted it, or now if there is no line."""
@@ -289,6 +310,7 @@ def filed_root_codes(ledger: LedgerStore, version: int) -> dict[str, str]:
     return codes
 
 
+@_stopped
 def file_root_offline(home: StationDir, content: dict[str, Any], version: int) -> dict[str, Any]:
     """A stopped station: the ROOT in every line's outbox (one commit); sealed when each line is in sync."""
     ledger = home.open_ledger()

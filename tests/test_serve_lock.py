@@ -143,3 +143,24 @@ def test_a_reader_never_makes_the_lock_file_and_one_the_station_cannot_open_is_o
         Station(home)
     assert "\n" not in str(refused.value)
 
+
+
+def test_a_key_change_on_a_stopped_station_is_refused_while_another_process_holds_it(tmp_path: Path) -> None:
+    """`redline key rotate` and the like change a stopped station's store and key files without it
+    (rotation.file_offline and friends): they hold the folder while they do, so none is made under
+    a station that started meanwhile, and a station cannot start under them (review_s8 L1)."""
+    from redline import rotation
+    from redline.errors import LocalProtocolError
+
+    (port,) = free_ports(1)
+    home = make_station(tmp_path, "EUCOM", "en", port)
+    other = _holder(home, "hold")
+    try:
+        for change in (lambda: rotation.file_offline(home), lambda: rotation.file_tls_offline(home)):
+            with pytest.raises(StationBusyError, match="a test holder"):
+                change()
+    finally:
+        other.communicate("")
+    with pytest.raises(LocalProtocolError, match="no next signing key is prepared"):  # the folder free: on it goes
+        rotation.file_offline(home)
+    assert not home.served()
