@@ -265,3 +265,19 @@ def test_a_log_limit_out_of_range_is_one_line(tmp_path: Path, value: str) -> Non
     res = rl("log", "L", "--limit", value, station=tmp_path / "none")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert "Invalid value for '--limit'" in res.stderr
+
+
+def test_the_cli_page_limit_is_the_station_s_largest_page() -> None:
+    """cli/common.py states the station's largest page (500) instead of importing it (ops.engine
+    loads shapely, which the CLI's start does not): the two must not drift apart."""
+    import click
+
+    from redline.cli.common import limit_option
+    from redline.ops.engine import NOTICES_PAGE_MAX
+    from redline.station import VIEW_PAGE_MAX
+
+    @limit_option
+    def probe(limit: int) -> None: ...
+
+    option = next(p for p in getattr(probe, "__click_params__", []) if p.name == "limit")
+    assert isinstance(option.type, click.IntRange) and option.type.max == NOTICES_PAGE_MAX == VIEW_PAGE_MAX
