@@ -566,6 +566,13 @@ class LineSession:
             # one we sent (it was killed before saving it), and nothing else repeats it.
             latest = self.ledger.latest_receipt(self.line, self.us)
             out: list[Action] = [*self.link.send_raw(FrameType.RECEIPT, latest[1].encode(), e.path)] if latest else []
+            if self._proposal is not None and self.synced and self.link.synced:
+                # Our outstanding proposal goes out again on a path that opens while another kept
+                # the line in sync (no Synced to send it): it, or the peer's COSIGN of it, may have
+                # been lost with a path that closed meanwhile, and nothing else repeats it (chaos
+                # seed 499194816: one checkpoint apart, and no checkpoint after). The peer
+                # countersigns it, or gives back the pair it already holds.
+                out += self.link.send_raw(FrameType.CHECKPOINT, self._proposal.encode(), e.path)
             if e.peer_confirmed and not self.record.confirmed_peer:
                 return out + self._on_confirm(wall)
             return out

@@ -1,0 +1,95 @@
+"""Co-signed checkpoints converge when a proposal or its countersignature is lost with one path
+while another path keeps the line in sync (chaos seed 499194816: the two stations ended one
+co-signed checkpoint apart, messages all fine).
+
+The proposer sent its outstanding proposal again only when the line *became* in sync (the
+``Synced`` event); a path that closed with the proposal or the COSIGN in flight, while another
+path stayed open, never brought that event, so the proposal stayed outstanding for good: the
+countersigner held checkpoint n, the proposer n - 1, and the proposer proposed nothing more
+until it restarted (PROTOCOL.md 8.7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from redline.ledger.verify import verify_line
+from redline.protocol.framing import FrameDecoder, FrameType
+from redline.testing import SessionPair
+
+
+@pytest.fixture
+def sp(tmp_path: Path) -> Iterator[SessionPair]:
+    pair = SessionPair(tmp_path)
+    pair.run()
+    yield pair
+    pair.close()
+
+
+def _roles(sp: SessionPair) -> tuple[str, str]:
+    return ("a", "b") if sp.a.is_proposer else ("b", "a")
+
+
+def _run_holding(sp: SessionPair, lost: FrameType, to: str) -> list[tuple[str, bytes]]:
+    """Like ``sp.run()``, but every ``lost`` frame on its way to ``to`` is taken out of its path
+    and returned (path name, bytes): in flight, not delivered."""
+    held: list[tuple[str, bytes]] = []
+    sp.flush()
+    moved = True
+    while moved:
+        moved = False
+        for p in sp.paths:
+            for queue, who in ((p.a_to_b, "b"), (p.b_to_a, "a")):
+                while queue:
+                    data = queue.popleft()
+                    moved = True
+                    if who == to and any(t is lost for t, _ in FrameDecoder(1 << 24).feed(data)):
+                        held.append((p.name, data))
+                        continue
+                    target = sp.a if who == "a" else sp.b
+                    sp._do(who, target.receive(p.name, data, sp.clock.now, sp.clock.wall))
+        sp.flush()
+    return held
+
+
+Rows = list[tuple[int, bytes, bytes]]
+
+
+def _checkpoints(sp: SessionPair) -> tuple[Rows, Rows]:
+    """Each end's co-signed checkpoints, as the bytes it stored."""
+    a, b = ([(n, p.encode(), c.encode()) for n, p, c in s.ledger.checkpoints(sp.line)] for s in (sp.a, sp.b))
+    return a, b
+
+
+@pytest.mark.parametrize("lost", [FrameType.COSIGN, FrameType.CHECKPOINT])
+def test_a_checkpoint_frame_lost_with_one_path_while_another_stays_up_is_sent_again(
+    sp: SessionPair, lost: FrameType
+) -> None:
+    proposer, other = _roles(sp)
+    path0, path1 = sp.paths
+    sp.disconnect(path1)  # the proposal goes out on path0 alone
+    sp.send(other, "FLASH", kind="FLASH", prio="FLASH")
+    held = _run_holding(sp, lost, proposer if lost is FrameType.COSIGN else other)
+    assert [name for name, _ in held] == ["path0"]  # in flight on path0
+    sp.connect(path1)  # path1 opens while path0 keeps the line in sync: no new Synced
+    sp.run()
+    sp.disconnect(path0)  # what was in flight on path0 is lost with it
+    sp.run()
+    for _ in range(int(sp.limits.checkpoint_every_seconds) + 1):  # time alone did not mend it
+        sp.tick(1.0)
+        sp.run()
+    cp_a, cp_b = _checkpoints(sp)
+    assert cp_a == cp_b and len(cp_a) == 1, (len(cp_a), len(cp_b))
+    # and the proposer goes on: the next FLASH is checkpointed too, at both ends
+    sp.send(other, "FLASH 2", kind="FLASH", prio="FLASH")
+    sp.run()
+    cp_a, cp_b = _checkpoints(sp)
+    assert cp_a == cp_b and len(cp_a) == 2, (len(cp_a), len(cp_b))
+    assert [a for a in sp.alarms if a[1] == "alarm"] == []
+    roots = {sp.a.us: sp.a.keys.root_public, sp.b.us: sp.b.keys.root_public}
+    for s in (sp.a, sp.b):
+        report = verify_line(s.ledger.line_data(sp.line), roots)
+        assert report.ok, report.problems
