@@ -28,7 +28,15 @@ A station may send audio only while the call is live here (picked up, not ended)
 cannot receive more of it: at once when the peer hung up (the peer's packets travel on the same
 paths ahead of its hang-up), and once the peer receipted our hang-up when it was ours (the peer
 stops sending when it stores the hang-up, and its receipt comes after its last packets on every
-path). A voice line test is a CALL_RING naming the caller's TEST: picking it up answers the test,
+path). That wait is bounded on this station's clock: the peer decides when, or whether, its
+receipt comes, and a peer's behaviour is never a resource bound here. An ended call whose
+hang-up was ours and is still unreceipted ``receipt_wait_ms`` (twice ``call_lost_seconds``) after
+we stored it has its CALL_AUDIO filed anyway, from what arrived by then. Twice, because an honest
+peer cut off from us ends the call itself within ``call_lost_seconds`` of seeing no path (a few
+seconds, ``path_dead_after``), and sends again what a dying path swallowed only while the call is
+live there: whatever it can still send for the record reaches us inside the bound. A receipt or
+packet after the bound changes nothing (the station drops a packet for a call whose CALL_AUDIO is
+filed). A voice line test is a CALL_RING naming the caller's TEST: picking it up answers the test,
 signed by the person who picked up (``linetests``).
 
 Pure: no I/O, no clock reads.
@@ -70,6 +78,9 @@ class VoiceCall:
     interrupted: bool = False  # picked up before this station's process started: its audio here is over
     quiet_since: int | None = None  # ms: the line has had no path up and no audio since (the station says)
     lost_at: int | None = None  # ms: this station ended the call as lost (its CALL_HANGUP may wait for the line)
+    # ms: the peer had not receipted our hang-up ``Voice.receipt_wait_ms`` after it: we stopped waiting
+    # and file the call's audio as it arrived (a peer's silence bounds nothing here)
+    receipt_waited_out_at: int | None = None
 
     @property
     def id(self) -> str:
@@ -100,7 +111,8 @@ class VoiceCall:
         end = self.outcome_entry
         if self.reason == LOST and (end is None or end.ours):
             return True  # we ended it because nothing of it can reach us any more
-        return end is None or not end.ours or self.hangup_receipted or self.outcome != "ended"
+        return (end is None or not end.ours or self.hangup_receipted or self.outcome != "ended"
+                or self.receipt_waited_out_at is not None)  # fmt: skip
 
     def view(self) -> VoiceCallView:
         ours_audio = self.audio.get(True)
@@ -122,6 +134,8 @@ class Voice:
     def __init__(self, *, ring_ms: int, max_calls: int = 1, lost_ms: int = 30_000) -> None:
         self.ring_ms = ring_ms
         self.lost_ms = lost_ms
+        # An ended call's audio waits at most this long after our hang-up for the peer's receipt of it.
+        self.receipt_wait_ms = 2 * lost_ms
         self.max_calls = max_calls
         self.calls: dict[str, VoiceCall] = {}
         self._by_our_seq: dict[str, VoiceCall] = {}  # our hang-up's id -> its call (waiting for a receipt)
@@ -217,6 +231,8 @@ class Voice:
             cut = " (a station was interrupted mid-call)" if ours.interrupted or theirs.interrupted else ""
             if not cut and call.reason == LOST:
                 cut = " (the line was lost mid-call)"
+            if not cut and call.receipt_waited_out_at is not None:
+                cut = " (the peer did not receipt our hang-up in time: our record stops where we stopped waiting)"
             out.alarm("alarm", f"AUDIO EVIDENCE MISMATCH on the call of seq {call.ring.seq}: {'; '.join(bad)}{cut}",
                       at)  # fmt: skip
 
@@ -229,7 +245,7 @@ class Voice:
 
     def receipted(self, our_id: str) -> None:
         call = self._by_our_seq.pop(our_id, None)
-        if call is not None:
+        if call is not None and call.receipt_waited_out_at is None:  # after the bound: changes nothing
             call.hangup_receipted = True
 
     def due(self, now: int, out: Outbox) -> None:
@@ -257,10 +273,26 @@ class Voice:
                 hangup = kinds.CallHangup(ring=call.ring.reference(), answer=call.answer.reference(), reason=LOST)
                 out.intents.append(Intent(kind="CALL_HANGUP", prio=kinds.default_priority("CALL_HANGUP"),
                                           content=hangup.to_content(), idem=f"call-lost:{call.id}"))  # fmt: skip
+            self._wait_out_receipt(call, now, out)
             if call.busy and call.outcome is None:
                 decline = kinds.CallDecline(ring=call.ring.reference(), reason=BUSY)
                 out.intents.append(Intent(kind="CALL_DECLINE", prio=kinds.default_priority("CALL_DECLINE"),
                                           content=decline.to_content(), idem=f"call-busy:{call.id}"))  # fmt: skip
+
+    def _wait_out_receipt(self, call: VoiceCall, now: int, out: Outbox) -> None:
+        """Our hang-up of ``call`` unreceipted ``receipt_wait_ms`` after we stored it (on our clock):
+        stop waiting for the peer and let the station seal the recordings and file CALL_AUDIO with
+        what arrived (``audio_ready``). A peer that withholds its receipts would otherwise keep the
+        call's audio and its two recording files open here until it chose to receipt."""
+        end = call.outcome_entry
+        if (call.answer is None or True in call.audio or call.outcome != "ended" or end is None or not end.ours
+                or call.audio_ready or now - end.stored_at < self.receipt_wait_ms):  # fmt: skip
+            return
+        call.receipt_waited_out_at = now
+        self._by_our_seq.pop(end.id, None)  # a late receipt finds nothing to change
+        out.alarm("warning", f"VOICE CALL of seq {call.ring.seq}: the peer has not receipted our hang-up in "
+                             f"{self.receipt_wait_ms // 1000} s (twice call_lost_seconds); its audio is filed as "
+                             "received so far, and nothing of it that comes later is counted", now)  # fmt: skip
 
     def next_due(self, now: int) -> float:
         """``now`` while any call is not over, or over without everything filed that ``due`` and
