@@ -80,6 +80,14 @@ def _page(st: Station, r: dict[str, Any]) -> Any:
     return views.station_page(st, str(r["line"]), limit).to_obj()
 
 
+def _pages(st: Station, r: dict[str, Any]) -> Any:
+    """How many more each list of a paged view holds past the page 'view' gives for the same offset
+    and limit (the CLI's "3 more FLASH messages"; views.page_counts, as the API's Redline-Page)."""
+    limit = int(r["limit"]) if "limit" in r else None
+    counts = views.page_counts(st, str(r["line"]), str(r["what"]), offset=int(r.get("offset", 0)), limit=limit)
+    return {name: count.to_obj() for name, count in counts.items()}
+
+
 OPERATIONS: dict[str, Handler] = {
     "status": lambda st, r: _now(st.status().to_obj()),
     "send": _send,
@@ -92,6 +100,7 @@ OPERATIONS: dict[str, Handler] = {
         r["line"], r["what"], offset=int(r.get("offset", 0)), limit=int(r["limit"]) if "limit" in r else None,
         notice=str(r["notice"]) if r.get("notice") else None,
     )),
+    "pages": lambda st, r: _now(_pages(st, r)),
     "clock": lambda st, r: st.set_clock(int(r.get("advance_ms", 0)), int(r["set_ms"]) if "set_ms" in r else None),
     "confirm": lambda st, r: st.confirm(r["line"], r["code"]),
     "invite": lambda st, r: st.invite(),

@@ -5,6 +5,9 @@ frozen dataclass with ``to_obj()`` for JSON, so every front-end shows the same t
 - ``summary``: one line for an envelope of any kind.
 - ``transcript``: both sides of a line, oldest first, with receipt state, then the outbox; it
   says how many entries exist, so a front-end can say "50 of 301 shown".
+- ``page_counts``: how much of each list of a paged view a page shows, and how many more there
+  are ("12 more"), from the read model's sizes: the API's ``Redline-Page`` header, the control
+  socket's ``pages`` and so the CLI's "12 more; --offset 150 for the next page" and the console.
 - ``VerifyView``: a ``redline verify`` report.
 - ``StationStatus``/``LineStatus``/``PathView`` (in ``redline.status``, which the fast CLI
   commands import alone): what status shows.
@@ -28,12 +31,13 @@ if TYPE_CHECKING:  # types only: 'redline log' imports neither every view nor ve
     from redline.ledger.interface import LedgerStore
     from redline.ledger.model import LineRecord
     from redline.ledger.verify import LineReport
+    from redline.ops.engine import LineOps
     from redline.ops.views import FlashView
     from redline.station import Station
 
 __all__ = [
-    "PAGE_MAX", "Accepted", "LineStatus", "PathView", "Row", "StationStatus", "Transcript", "VerifyView", "parse_utc",
-    "station_page", "summary", "transcript",
+    "PAGE_MAX", "Accepted", "LineStatus", "PageCount", "PathView", "Row", "StationStatus", "Transcript", "VerifyView",
+    "page_counts", "parse_utc", "station_page", "summary", "transcript",
 ]  # fmt: skip
 
 
@@ -105,6 +109,71 @@ def transcript(
     )  # fmt: skip
     shown = rows if limit is None else rows[-limit:]
     return Transcript(line=record.line, peer=record.peer_name, rows=tuple(shown), outbox=outbox, total=total)
+
+
+@dataclass_on_first_use(frozen=True)
+class PageCount:
+    """One list of a paged view at one page: how many it holds in all (``total``), where the page
+    starts and how long it may be; ``shown`` and ``more`` follow. A page is a slice of the view's
+    whole order (``station._page``: what waits for a person first), so the sizes say it all."""
+
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def shown(self) -> int:
+        return min(self.limit, max(0, self.total - self.offset))
+
+    @property
+    def more(self) -> int:
+        """Past this page: what the next pages hold."""
+        return max(0, self.total - self.offset - self.limit)
+
+    def to_obj(self) -> dict[str, int]:
+        return {"total": self.total, "offset": self.offset, "limit": self.limit, "shown": self.shown,
+                "more": self.more}  # fmt: skip
+
+
+def page_counts(
+    station: Station, line: str, what: str, *, offset: int = 0, limit: int | None = None
+) -> dict[str, PageCount]:
+    """Each list of the paged view ``what`` (``Station.view``'s ``offset`` and ``limit``) as a
+    ``PageCount``, by its key in the view's answer (the flash, requests, calls and translations
+    views are one list, named after the view; tests has three, notices two). The one place these
+    are counted: from the read model's sizes (ops' dicts, in memory), never by building the view
+    or reading the store."""
+    from redline.ops.engine import NOTICES_PAGE, NOTICES_PAGE_MAX
+    from redline.station import VIEW_PAGE, VIEW_PAGE_MAX
+
+    ops = station.ops[station.session(line).line]
+    sizes = _sizes(ops, what)
+    if what == "notices":  # ops.notices_view's bounds
+        limit = min(max(1, NOTICES_PAGE if limit is None else limit), NOTICES_PAGE_MAX)
+    else:  # Station.view's: never the whole history
+        limit = min(max(1, VIEW_PAGE if limit is None else limit), VIEW_PAGE_MAX)
+    offset = max(0, offset)
+    return {name: PageCount(total=n, offset=offset, limit=limit) for name, n in sizes.items()}
+
+
+def _sizes(ops: LineOps, what: str) -> dict[str, int]:
+    """How many items each list of the view ``what`` holds in all (the read model's sizes)."""
+    if what == "flash":
+        return {"flash": len(ops.flash.flashes)}
+    if what == "tests":
+        theirs = ops.tests.theirs.values()
+        return {"tests": len(ops.tests.ours), "received": len(theirs),
+                "to_answer": sum(1 for t in theirs if t.answer is None)}  # fmt: skip
+    if what == "requests":
+        return {"requests": len(ops.calls.requests)}
+    if what == "calls":  # pairs of principals: of a request or of a call record
+        pairs = {r.pair for r in ops.calls.requests.values()} | {c.pair for c in ops.calls.calls.values()}
+        return {"calls": len(pairs)}
+    if what == "translations":
+        return {"translations": len(ops.translations)}
+    if what == "notices":
+        return {"active": len(ops.board), "conflicts": ops.board.conflict_count()}
+    raise LocalProtocolError(f"{what!r} is not a paged view: flash, tests, requests, calls, translations, notices")
 
 
 def revoked_runs(ledger: LedgerStore, line: str, station: str) -> list[tuple[int, int, str, str]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -157,6 +158,18 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
 
 
 MAX_OFFSET = 10**9  # a page offset from the query: past the end gives an empty page, not a 500
+# The paged views' answers keep their shape (a list, or the view's object); how many more each of
+# their lists holds past the page goes beside it, in this header (docs/API.md, "Pages").
+PAGE_HEADER = "Redline-Page"
+PAGED = ("tests", "flash", "calls", "notices", "requests", "translations")
+
+
+def paged(station: Station, line: str, what: str, offset: int, limit: int | None, result: Any) -> Response:
+    """``result``, a page of the view ``what``, with the ``Redline-Page`` header: each of its lists'
+    ``total``, ``offset``, ``limit``, ``shown`` and ``more`` (``views.page_counts``, as the CLI's)."""
+    counts = views.page_counts(station, line, what, offset=offset, limit=limit)
+    header = json.dumps({name: c.to_obj() for name, c in counts.items()}, separators=(",", ":"))
+    return JSONResponse(result, headers={"Cache-Control": "no-store", PAGE_HEADER: header})
 
 
 @overload
@@ -516,10 +529,12 @@ class Api(ConsoleHandlers, VoiceHandlers):
         offset = _query_int(request, "offset", 0, 0, MAX_OFFSET)
         limit = _query_int(request, "limit", None, 1, NOTICES_PAGE_MAX)
         what = request.url.path.rsplit("/", 1)[-1]
-        result = self.station.view(line.line, what, offset=offset, limit=limit,
-                                   notice=request.query_params.get("notice"))  # fmt: skip
+        notice = request.query_params.get("notice")
+        result = self.station.view(line.line, what, offset=offset, limit=limit, notice=notice)
         if what == "voice":  # what the consoles sent this station, taken or refused (console_voice.py)
             result = {**result, "console": dict(self.voice.counters.get(line.line, {}))}
+        if what in PAGED and notice is None:
+            return paged(self.station, line.line, what, offset, limit, result)
         return result
 
     async def send(self, request: Request, session: Session) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from redline.bundle import encode_bundle
 from redline.config import ApiConfig, check_lang
 from redline.export import export_line
 from redline.ops.engine import NOTICES_PAGE_MAX
+from redline.ops.flash import ACK_SENDING
 from redline.ops.views import NoticesPage
 from redline.station import VIEW_PAGE
 
@@ -273,7 +274,7 @@ class ConsoleHandlers:
             if f.ours:
                 if f.acked_by is None and now > f.deadline:
                     add("flash_unacked", f"flash_unacked:{f.id}", f.deadline, seq=f.seq, id=f.id)
-            elif f.acked_by is None:
+            elif f.acked_by is None and f.state != ACK_SENDING:  # our ACK waits in the outbox: nobody to call
                 add("flash", f"flash:{f.id}", f.accepted_at, seq=f.seq, id=f.id, text=f.text, lang=f.lang,
                     deadline=f.deadline)  # fmt: skip
         for call in station.voice_view(lid).calls:
@@ -344,7 +345,8 @@ class ConsoleHandlers:
         line = self.line(request.path_params["line"])
         offset = _app._query_int(request, "offset", 0, 0, _app.MAX_OFFSET)
         limit = _app._query_int(request, "limit", None, 1, NOTICES_PAGE_MAX)
-        return self.station.view(line.line, what, offset=offset, limit=limit)
+        return _app.paged(self.station, line.line, what, offset, limit,
+                          self.station.view(line.line, what, offset=offset, limit=limit))  # fmt: skip
 
     async def search(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])

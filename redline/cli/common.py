@@ -202,6 +202,17 @@ def control(station: str | None, request: dict[str, Any]) -> Any:
     return run(lambda: call_blocking(station_path(station), request))
 
 
+def say_more(station: str | None, line: str, what: str, offset: int, limit: int, lists: dict[str, str]) -> None:
+    """Under a page of the view ``what``: one line for each of its ``lists`` (key: words) that holds
+    more past the page ("3 more FLASH messages; --offset 5 for the next page"). The station counts
+    them (control ``pages``: ``views.page_counts``, as the API's Redline-Page header)."""
+    counts = control(station, {"op": "pages", "line": line, "what": what, "offset": offset, "limit": limit})
+    for name, words in lists.items():
+        more = counts[name]["more"]
+        if more:
+            console.print(f"{more} more {words}; --offset {offset + limit} for the next page", style="yellow")
+
+
 def read_view(station: str | None, line: str, what: str, **extra: Any) -> Any:
     """A running station's read view ``what`` of ``line``, as the typed view it built
     (``ops.views.VIEWS[what]``), so the CLI renders the same objects as the API and the console."""

@@ -25,6 +25,7 @@ from redline.cli.common import (
     offset_option,
     read_view,
     run,
+    say_more,
     station_option,
     when,
 )
@@ -240,6 +241,8 @@ def register(main: click.Group) -> None:
             for w in h.to_answer:
                 console.print(f"the peer's test {w.id[:12]} waits for an answer until {when(w.deadline)}",
                               style="bold red")  # fmt: skip
+            say_more(station, line, "tests", offset, limit,
+                     {"tests": "of our tests", "to_answer": "of the peer's tests waiting for an answer"})  # fmt: skip
 
         emit(as_json, view, human)
 
@@ -275,6 +278,7 @@ def register(main: click.Group) -> None:
                 table.add_row("out" if f.ours else "in", str(f.seq), f.text or "", when(f.receipted_at),
                               esc, ackd, f.state)  # fmt: skip
             console.print(table)
+            say_more(station, line, "flash", offset, limit, {"flash": "FLASH messages"})
 
         emit(as_json, view, human)
 
@@ -451,6 +455,7 @@ def register(main: click.Group) -> None:
                         f"{theirs.text}\n— {theirs.by} ({theirs.lang})" if theirs else "(not filed)",
                     )
                     console.print(table)
+            say_more(station, line, "calls", offset, limit, {"calls": "pairs of principals"})
 
         emit(as_json, view, human)
 

@@ -27,6 +27,9 @@ from redline import canonical, kinds
 from redline.ops.model import Entry, Intent, Outbox, still_open, window_ms
 from redline.ops.views import EscalationMark, FlashView, ReadMark
 
+# The one word for a FLASH of the peer our ACK answers from our outbox (``Flash.state``): the API,
+# the CLI and the console (strings.js "ack.acknowledged, sending") all show this state.
+ACK_SENDING = "acknowledged, sending"
 MAX_KEPT = 32  # READs (one per reader) and ESCALATED steps (one per level) kept per FLASH
 MAX_SHOWN = 100  # characters of a reader's name or a level kept
 # What an envelope takes on disk beyond its content's canonical JSON (header, the body's wrapper and
@@ -62,9 +65,14 @@ class Flash:
 
     @property
     def state(self) -> str:
-        """Decided by the FLASH's receiver alone (its ACK, its ESCALATED), so both ends say the same."""
+        """Decided by the FLASH's receiver alone (its ACK, its ESCALATED), so both ends say the same,
+        save one step only the receiver sees: its ACK accepted into its outbox, not signed yet (the
+        line down or out of sync). "waiting" there would have the officer who just acknowledged do
+        it again or think it failed; the peer says "waiting" until the ACK reaches it."""
         if self.ack is not None:
             return "acknowledged"
+        if self.ack_accepted:
+            return ACK_SENDING
         if any(lv == "deadline-missed" for lv, _ in self.escalations):
             return "deadline missed"
         return "waiting for acknowledgement"
