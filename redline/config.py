@@ -96,8 +96,8 @@ class Limits:
     # receiver it is stored (signed evidence) but not put on the board.
     max_notice_points: int = 2000
     max_active_notices_per_side: int = 200
-    # People per ROSTER, and people pinned per side in all (a person, once seen, stays pinned).
-    max_roster_people: int = 500
+    # People per ROSTER are not a setting: whose signature counts may not depend on one (the
+    # protocol's persons.MAX_ROSTER_PEOPLE; _NOW_PROTOCOL below for config.json that still says it).
 
 
 @dataclass_on_first_use(frozen=True, kw_only=True)
@@ -232,6 +232,24 @@ class StationConfig:
         return _check_store(_read(path).get("store", ""))
 
 
+# Settings that were a station's own once and are the protocol's now: they decided what a co-signed
+# transcript means (whose signature counts), so a station that set its own made it, its peer and
+# ``redline verify`` read the same transcript apart. section -> name -> (the protocol's value, what
+# the protocol says). Every config.json written before holds them (``save`` writes each field), so
+# one that gives the protocol's value is read as if it were not there; any other value cannot hold
+# any more, and is refused in one line rather than silently replaced.
+_NOW_PROTOCOL: dict[str, dict[str, tuple[int, str]]] = {
+    "limits": {
+        # persons.MAX_ROSTER_PEOPLE (config is imported before persons; tests/test_roster_limit.py holds them equal)
+        "max_roster_people": (
+            500,
+            "a ROSTER lists at most 500 people and at most 500 are pinned per station (PROTOCOL.md 5.10), the "
+            "same for every station and verifier",
+        ),
+    },
+}
+
+
 def _settings(obj: dict[str, Any], section: str, cls: Any) -> dict[str, Any]:
     """``obj[section]`` as keyword arguments for ``cls`` (Limits, ApiConfig): every key one of its
     fields and every value of that field's type, else one line naming it. Without this a string
@@ -241,6 +259,13 @@ def _settings(obj: dict[str, Any], section: str, cls: Any) -> dict[str, Any]:
     if not isinstance(given, dict):
         raise ConfigError(f"config.json: {section} must be an object of settings")
     types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    retired = _NOW_PROTOCOL.get(section, {})
+    for name in sorted(set(given) & set(retired)):
+        value, rule = retired[name]
+        if given[name] != value or isinstance(given[name], bool):
+            raise ConfigError(f"config.json: {section}.{name} is no longer a setting: {rule}; remove it "
+                              f"(it says {json.dumps(given[name])[:60]})")  # fmt: skip
+    given = {k: v for k, v in given.items() if k not in retired}
     unknown = set(given) - set(types)
     if unknown:
         raise ConfigError(f"config.json: unknown {section} setting(s) {sorted(unknown)}; known: {sorted(types)}")

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import nacl.exceptions
 import nacl.pwhash
@@ -72,6 +72,13 @@ DOMAIN = "person"
 DOMAIN_CERT = "personcert"  # a root's certificate over a person's name, role and key (or their removal)
 _T = TypeVar("_T")
 REMOVED_FILE = "+removed.json"  # users/ (no person name starts with +): removal certificates, sent in ROSTERs
+# The most people one ROSTER may list, and the most one station may have pinned in all (PROTOCOL.md
+# 5.10). A protocol constant, not a setting: which people a ROSTER pins decides whose signature
+# counts, so the station live, its peer, ``redline verify`` and a bundle's reader must count to the
+# same number, or one co-signed transcript would mean something else to each (it was config.json's
+# ``max_roster_people`` once; config.py refuses a value other than this one).
+MAX_ROSTER_PEOPLE: Final = 500
+
 # Argon2id cost: "moderate" is libsodium's recommendation for interactive logins of sensitive data.
 # REDLINE_PWHASH_COST=interactive (64 MiB) is for demos and tests on small machines only.
 _FAST = os.environ.get("REDLINE_PWHASH_COST") == "interactive"
@@ -178,6 +185,12 @@ def add_user(
     Person(name=name, role=role, key="0" * 64)  # the name and role rules, before any work
     if path.exists():
         raise ConfigError(f"user {name!r} already exists at this station")
+    held = sum(1 for p in folder.glob("*.json") if p.name != REMOVED_FILE)
+    if held >= MAX_ROSTER_PEOPLE:  # refused here, before a ROSTER that every reader would ignore is signed
+        raise ConfigError(
+            f"this station has {held} users, the most one ROSTER may list ({MAX_ROSTER_PEOPLE}, PROTOCOL.md "
+            "5.10); remove one first ('redline user remove')"
+        )
     return _seal_user(path, name, role, password, ops=ops, mem=mem, root=root)
 
 
@@ -378,13 +391,22 @@ def roster_content(people: list[Person], removed: list[SignedCert] | None = None
     return {"users": [p.roster_entry() for p in people], **({"removed": gone} if gone else {})}
 
 
-def parse_roster(content: dict[str, Any], *, max_people: int | None = None) -> dict[str, Person]:
+def parse_roster(content: dict[str, Any]) -> dict[str, Person]:
     """A ROSTER's people by name (SchemaError when it is not as PROTOCOL.md section 5.9 says, or
-    lists more than ``max_people``)."""
+    lists more than ``MAX_ROSTER_PEOPLE``: the station refuses to publish such a roster)."""
     users = content.get("users")
-    if max_people is not None and isinstance(users, list) and len(users) > max_people:
-        raise SchemaError(f"ROSTER lists {len(users)} people; at most {max_people} (max_roster_people)")
+    why = roster_too_long(len(users)) if isinstance(users, list) else None
+    if why is not None:  # counted before anything in it is read
+        raise SchemaError(why)
     return roster_people(kinds.Roster.parse(content))
+
+
+def roster_too_long(listed: int) -> str | None:
+    """Why a ROSTER listing ``listed`` people is ignored as a whole (PROTOCOL.md 5.10), or None:
+    the one test, live (ops), in ``redline verify`` and in bundles (``PersonSignatures``)."""
+    if listed <= MAX_ROSTER_PEOPLE:
+        return None
+    return f"ROSTER lists {listed} people; at most {MAX_ROSTER_PEOPLE} (PROTOCOL.md 5.10)"
 
 
 def roster_people(roster: kinds.Roster) -> dict[str, Person]:
@@ -412,7 +434,7 @@ class RosterChange:
     roles: list[tuple[str, str, str]]  # (name, old role, new role): same key, role changed
     key_refused: list[str]  # would change a pinned key: refused, the pin stays
     drop_refused: list[str]  # would drop a pinned person: refused, the pin stays
-    over_limit: list[str]  # new names past max_people: not pinned
+    over_limit: list[str]  # new names past MAX_ROSTER_PEOPLE pinned in all: not pinned
     # Certified changes (a certificate from the station's root, newer than the pin's):
     rotated: list[str] = field(default_factory=list)  # a new key, certified: the pin moved
     removed: list[str] = field(default_factory=list)  # a certified removal: no longer pinned
@@ -434,7 +456,7 @@ class RosterChange:
         if self.drop_refused:
             parts.append(f"it drops {_names(self.drop_refused)}, whose key is pinned")
         if self.over_limit:
-            parts.append(f"{_names(self.over_limit)} would pass the limit of pinned people")
+            parts.append(f"{_names(self.over_limit)} would pass the limit of {MAX_ROSTER_PEOPLE} pinned people")
         if not parts:
             return None
         return "; ".join(parts) + ": refused for those people, their pinned keys stay in force"
@@ -461,10 +483,11 @@ class RosterPins:
     pinned ``root``, certificates decide instead (module docstring): a certified pin moves only to
     a newer certificate of that root (a new key, a new role, a removal listed in ``removed``), and a
     certificate that does not verify is refused. Pins are derived from the ROSTER envelopes in
-    transcript order, so replaying the ledger at start gives the same pins.
+    transcript order, so replaying the ledger at start gives the same pins. At most
+    ``MAX_ROSTER_PEOPLE`` people are pinned at once: new names past it are not pinned (a person
+    removed by a certificate frees a place), the same number for every reader of the transcript.
     """
 
-    max_people: int = 500
     people: dict[str, Person] = field(default_factory=dict)
     root: bytes | None = None  # the station's root in force where the ROSTER stands (the gate's root_for)
     station: str | None = None  # the station's identity, which its certificates name
@@ -502,15 +525,15 @@ class RosterPins:
             pinned = self.people.get(name)
             if pinned is None:
                 gone = self.gone.get(name)
-                if gone is not None:  # removed by a certificate: back only with a newer one over a new key
-                    if cert is None or cert.issued_at <= gone[1] or p.key == gone[0]:
-                        uncertified.append(name)
-                        continue
-                    readded.append(name)
-                    del self.gone[name]
-                elif len(self.people) >= self.max_people:
+                if gone is not None and (cert is None or cert.issued_at <= gone[1] or p.key == gone[0]):
+                    uncertified.append(name)  # removed by a certificate: back only with a newer one over a new key
+                    continue
+                if len(self.people) >= MAX_ROSTER_PEOPLE:  # a person back after a removal counts too
                     over.append(name)
                     continue
+                if gone is not None:
+                    readded.append(name)
+                    del self.gone[name]
                 else:
                     added.append(name)
                 self._pin(p, cert)
@@ -575,16 +598,17 @@ class PersonSignatures:
     its own ROSTERs (``RosterPins`` with the pinned root), then ``check_signer``."""
 
     roots: Mapping[str, bytes]
-    max_people: int = 500
     pins: dict[str, RosterPins] = field(default_factory=dict)
     checked: dict[str, int] = field(default_factory=dict)  # valid person signatures per station
     certified: dict[str, int] = field(default_factory=dict)  # of which the root certified the key
     invalid: list[tuple[str, int, str, str]] = field(default_factory=list)  # station, seq, kind, why
     roster_refused: list[tuple[str, int, str]] = field(default_factory=list)  # station, seq, why
+    # ROSTERs ignored as a whole (malformed, or listing more than MAX_ROSTER_PEOPLE): station, seq, why
+    roster_ignored: list[tuple[str, int, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for fp, root in self.roots.items():
-            self.pins[fp] = RosterPins(max_people=self.max_people, root=root, station=fp)
+            self.pins[fp] = RosterPins(root=root, station=fp)
             self.checked[fp] = self.certified[fp] = 0
 
     def observe(self, sender: str, seq: int, kind: str, content: dict[str, Any] | None) -> None:
@@ -594,10 +618,13 @@ class PersonSignatures:
         if kind == "ROSTER" and content is not None:
             try:
                 roster = kinds.Roster.parse(content)
-            except VerificationError:
+            except VerificationError as exc:
+                self.roster_ignored.append((sender, seq, f"malformed: {exc}"))
                 return  # a malformed ROSTER is ignored as a whole (section 5.10)
             published = roster_people(roster)
-            if len(published) > self.max_people:
+            too_long = roster_too_long(len(published))
+            if too_long is not None:  # the same test as ops', live: both ends and verify agree
+                self.roster_ignored.append((sender, seq, too_long))
                 return
             why = pins.apply(published, roster_removals(roster)).refusal()
             if why is not None:
@@ -628,4 +655,6 @@ class PersonSignatures:
                 for fp, seq, kind, why in self.invalid]  # fmt: skip
         out += [f"ROSTER REFUSED IN PART: {names.get(fp, fp[:12])} seq {seq}: {why}"
                 for fp, seq, why in self.roster_refused]  # fmt: skip
+        out += [f"ROSTER REFUSED WHOLE: {names.get(fp, fp[:12])} seq {seq}: {why}; its people are not pinned from it"
+                for fp, seq, why in self.roster_ignored]  # fmt: skip
         return out

@@ -541,45 +541,55 @@ def test_peer_auditor_ack_answer_record_and_readout_have_no_effect_at_the_receiv
     assert flash_view(line.a, f).acked_by == "Dezhurny"
 
 
+def crowd(n: int, prefix: str = "P") -> list[Person]:
+    """``n`` people named ``prefix``0, 1, ... (keys made up: a roster's size is what is tested)."""
+    return [Person(name=f"{prefix}{i}", role="duty", key=hashlib.sha256(f"{prefix}{i}".encode()).hexdigest())
+            for i in range(n)]  # fmt: skip
+
+
 def test_roster_tricks_are_refused_whole() -> None:
-    """A roster naming someone twice (which key would be pinned?) or listing more people than
-    ``max_roster_people`` is ignored whole; the pins stay as they were."""
-    line = Line(limits=replace(QUIET, max_roster_people=3))
+    """A roster naming someone twice (which key would be pinned?) or listing more people than the
+    protocol's ``MAX_ROSTER_PEOPLE`` is ignored whole; the pins stay as they were."""
+    line = Line()
     rosters(line)
     before = dict(line.a.ops.pins[False].people)
     twice = {"users": [DEZHURNY.person.to_obj(), impostor("Dezhurny", "duty").person.to_obj()]}
     line.file(line.b, "ROSTER", twice)
-    many = roster_content([officer(f"Person {i}", "duty").person for i in range(4)])
+    many = roster_content(crowd(persons.MAX_ROSTER_PEOPLE + 1))
     line.file(line.b, "ROSTER", many)
     assert line.a.ops.pins[False].people == before
     assert [why for _, why in line.a.ops.refused] == [
-        "ROSTER content lists Dezhurny twice", "ROSTER lists 4 people; at most 3 (max_roster_people)"]  # fmt: skip
+        "ROSTER content lists Dezhurny twice", "ROSTER lists 501 people; at most 500 (PROTOCOL.md 5.10)"]  # fmt: skip
     with pytest.raises(SchemaError):
         parse_roster(twice)
+    with pytest.raises(SchemaError, match="ROSTER lists 501 people; at most 500"):
+        parse_roster(many)
 
 
 def test_our_own_roster_over_the_limit_is_refused_but_counts_as_published() -> None:
     """Both ends refuse it alike; our side still records it as published, so the station (which
     publishes whenever its users differ from the last ROSTER) does not publish it on every tick."""
-    line = Line(limits=replace(QUIET, max_roster_people=2))
-    people = [DUTY_EUCOM.person, officer("Two", "duty").person, officer("Three", "duty").person]
+    line = Line()
+    people = [DUTY_EUCOM.person, *crowd(persons.MAX_ROSTER_PEOPLE)]
     line.file(line.a, "ROSTER", roster_content(people))
     assert line.a.ops.person_roster() == {p.name: p for p in people}
     for side in (line.a, line.b):
-        assert side.ops.pins[side is line.a].people == {} and "max_roster_people" in side.ops.refused[0][1]
+        assert side.ops.pins[side is line.a].people == {} and "PROTOCOL.md 5.10" in side.ops.refused[0][1]
 
 
 def test_peer_cannot_pin_more_people_than_the_limit_by_rotating_names() -> None:
     """Pins are never dropped, so new names in roster after roster would grow them without end:
-    past ``max_roster_people`` in all, new names are not pinned (and alarmed)."""
-    pins = RosterPins(max_people=3)
-    first = pins.apply(parse_roster(roster_content([DEZHURNY.person, ZAMESTITEL.person])))
-    assert first.added == ["Dezhurny", "Zamestitel"] and first.refusal() is None
-    more = [DEZHURNY.person, ZAMESTITEL.person] + [officer(f"P{i}", "duty").person for i in range(3)]
-    change = pins.apply(parse_roster(roster_content(more)))
-    assert change.added == ["P0"] and change.over_limit == ["P1", "P2"]
-    assert "P1, P2 would pass the limit of pinned people" in (change.refusal() or "")
-    assert set(pins.people) == {"Dezhurny", "Zamestitel", "P0"}
+    past ``MAX_ROSTER_PEOPLE`` in all, new names are not pinned (and alarmed), though no roster
+    lists more than that."""
+    most = persons.MAX_ROSTER_PEOPLE
+    pins = RosterPins()
+    first = pins.apply(parse_roster(roster_content(crowd(most - 2))))
+    assert len(first.added) == most - 2 and first.refusal() is None
+    rotated = crowd(3, "Q") + crowd(most - 3)  # 500 listed: three new names, P497 left out
+    change = pins.apply(parse_roster(roster_content(rotated)))
+    assert change.added == ["Q0", "Q1"] and change.over_limit == ["Q2"] and change.drop_refused == ["P497"]
+    assert "Q2 would pass the limit of 500 pinned people" in (change.refusal() or "")
+    assert len(pins.people) == most and "Q2" not in pins.people
 
 
 def test_key_rotation_seam_replaces_a_pin_explicitly() -> None:

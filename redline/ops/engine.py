@@ -33,7 +33,7 @@ from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox
 from redline.ops.notices import Conflict, Notice, NoticeBoard, count_positions
 from redline.ops.views import ConflictRow, NoticeDetail, NoticeRow, NoticesPage, RefusedView, TranslationView
 from redline.ops.voice import VOICE_KINDS, Voice
-from redline.persons import Person, RosterPins, check_signer, roster_people, roster_removals
+from redline.persons import Person, RosterPins, check_signer, roster_people, roster_removals, roster_too_long
 
 NOTICES_PAGE = 100  # notices (and conflicts) per page of the notices view, by default
 NOTICES_PAGE_MAX = 500
@@ -71,13 +71,12 @@ class LineOps:
         self.voice = Voice(ring_ms=int(limits.ring_seconds * 1000), max_calls=limits.max_calls_per_line,
                            lost_ms=int(limits.call_lost_seconds * 1000))  # fmt: skip
         # Each side's roster as last published (ours? -> name -> person), and the pins that decide
-        # whose signature counts: the same rule for both sides, so both ends agree on every ACK.
+        # whose signature counts: the same rule for both sides, so both ends agree on every ACK, and
+        # the same limit as ``redline verify`` (persons.MAX_ROSTER_PEOPLE, the protocol's, not ours).
         # ``roots`` (ours? -> root public key): people's certificates are checked against them.
         self.rosters: dict[bool, dict[str, Person]] = {True: {}, False: {}}
         self.pins: dict[bool, RosterPins] = {
-            side: RosterPins(max_people=limits.max_roster_people, root=(roots or {}).get(side),
-                             station=us if side else peer)
-            for side in (True, False)
+            side: RosterPins(root=(roots or {}).get(side), station=us if side else peer) for side in (True, False)
         }
         # The gate's rule for the root in force where a ROSTER stands (PROTOCOL.md 5.9, ROOT): a
         # person certificate of a station that rotated its root is checked under the root then.
@@ -235,12 +234,13 @@ class LineOps:
         """A ROSTER pins each new person's key; it cannot change or drop a pinned one (refused for
         that person, alarmed naming them); a role change is taken and alarmed."""
         whose = "our" if e.ours else "the peer's"
-        most = self.limits.max_roster_people
         published = roster_people(body)
         if e.ours:  # as published: the station compares its users with it, so it publishes once
             self.rosters[True] = published
-        if len(published) > most:
-            over = f"ROSTER lists {len(published)} people; at most {most} (max_roster_people)"
+        # The protocol's limit, not one of our Limits: whose signature counts must not depend on a
+        # setting, or this station, its peer and ``redline verify`` would read one transcript apart.
+        over = roster_too_long(len(published))
+        if over is not None:
             self._refuse(e, over)
             out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {over}", e.stored_at)
             return
