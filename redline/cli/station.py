@@ -34,6 +34,29 @@ def raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+# Objects allocated (net of those freed) before the young generation is collected: 7x Python's 700.
+COLLECT_YOUNG_AFTER = 5000
+
+
+def settle_collector() -> None:
+    """Once the station has started: keep the cyclic garbage collector off what start-up built.
+
+    What start-up builds (the ledger's Merkle trees, the ops engine's replay, the modules) lives as
+    long as the station, yet every full collection walked all of it: 40-100 ms with the event loop
+    stopped, at any moment, under load; and each young collection at Python's default threshold
+    (700) took 100-180 us (gc.callbacks in both stations over bench.line_bench; BENCHMARKS.md).
+    ``gc.freeze`` moves what is alive now into a generation no collection walks, and the young
+    generation is collected less often. Nearly everything a station makes later is freed by
+    reference counting; the cycles it does make (asyncio's futures, exceptions) are still
+    collected. Called again after a standby takes over: what it built then is frozen as well."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(COLLECT_YOUNG_AFTER, middle, old)
+
+
 @main.command()
 @station_option
 @click.option("--name", required=True, help="Station name, e.g. EUCOM.")
@@ -172,6 +195,7 @@ def serve(
                     await pair.monitor_closed
                 monitor = await HttpServer.start(st, metrics_addr, monitoring_only=True)
                 console.print(styled("Metrics, health and readiness on ", (f"http://{monitor.addr}/metrics", "bold")))
+            settle_collector()
             await st.wait_stopped()
         finally:
             stopper.cancel()
