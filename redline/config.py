@@ -99,6 +99,18 @@ class Limits:
     # People per ROSTER are not a setting: whose signature counts may not depend on one (the
     # protocol's persons.MAX_ROSTER_PEOPLE; _NOW_PROTOCOL below for config.json that still says it).
 
+    def __post_init__(self) -> None:
+        # Sizes only ever lower than the protocol's: every envelope a station signs or takes must
+        # be one ``redline verify`` and a bundle's reader accept (at most MAX_ENVELOPE_BYTES). Two
+        # stations that raised these co-signed envelopes every verifier called forged.
+        most = {"max_frame_bytes": MAX_ENVELOPE_BYTES, "max_body_bytes": MAX_ENVELOPE_BYTES - ENVELOPE_HEADROOM}
+        for name, limit in most.items():
+            if getattr(self, name) > limit:
+                raise ConfigError(
+                    f"config.json: limits.{name} may be at most {limit}: an envelope is at most {MAX_ENVELOPE_BYTES} "
+                    "bytes (PROTOCOL.md 5.4), and no verifier accepts a larger one"
+                )
+
 
 @dataclass_on_first_use(frozen=True, kw_only=True)
 class ApiConfig:
@@ -301,6 +313,12 @@ def _read(path: Path) -> dict[str, Any]:
 # A station's name and language are shown to the other side's operators and written in its
 # transcript: letters of any script, digits, space and ``.()-``, 1-64 characters; a BCP 47 tag.
 _STATION_NAME = re.compile(r"\A[^\W_][\w .()-]{0,63}\Z")
+# The protocol's largest envelope (PROTOCOL.md 5.4): envelope.split refuses a longer one, live, in
+# ``redline verify`` and in bundles alike. Here because config is imported before envelope (as
+# LANG_TAG is); a body's content leaves ENVELOPE_HEADROOM for the header, salt and signature (under
+# 1 KiB at the widest header; session._envelope_bound).
+MAX_ENVELOPE_BYTES = 1 << 20
+ENVELOPE_HEADROOM = 4096
 LANG_TAG = re.compile(r"\A[a-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")  # also the envelope header's ``lang`` rule
 MAX_LANG_CHARS = 35  # a station's own tag; RFC 5646 tags in use fit well within it
 

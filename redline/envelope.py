@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redline import canonical, kinds
-from redline.config import LANG_TAG
+from redline.config import LANG_TAG, MAX_ENVELOPE_BYTES
 from redline.errors import EncodingError, SchemaError
 from redline.identity import HEX32, HEX64, domain, require, sign, verify
 
@@ -351,7 +351,7 @@ class RawEnvelope:
         return RawEnvelope(self.header_bytes, self.body_bytes, self.sig, header) if header is not None else self
 
 
-def split(data: bytes, max_size: int = 1 << 20) -> RawEnvelope:
+def split(data: bytes, max_size: int = MAX_ENVELOPE_BYTES) -> RawEnvelope:
     """Split wire bytes into header, body and signature without trusting any of them."""
     if len(data) > max_size:
         raise EncodingError(f"envelope is {len(data)} bytes, over the {max_size}-byte limit")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redline import media, recording
+from redline.config import MAX_ENVELOPE_BYTES
 from redline.envelope import Envelope, RawEnvelope, open_envelope, split
 from redline.errors import (
     CertificateError,
@@ -302,7 +303,7 @@ class TrustedLine:
 
     def accept_envelope(
         self, raw: bytes | RawEnvelope, *, sender: str | None = None, redacted_ok: bool = False,
-        max_bytes: int = 1 << 20, verified: Envelope | None = None,
+        max_bytes: int = MAX_ENVELOPE_BYTES, verified: Envelope | None = None,
     ) -> Envelope:  # fmt: skip
         """The next envelope of a chain: signature, line, sender, seq, prev and seen link.
 
