@@ -10,8 +10,10 @@ stores and signatures); the live rule is a station's ops replaying its store, as
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from redline.ledger.interface import LedgerStore
 from redline.ops.engine import LineOps
 from redline.persons import MAX_ROSTER_PEOPLE, Person, RosterPins, certify_person
 from redline.station import _entry
-from redline.testing import SessionPair
+from redline.testing import SessionPair, StationPair
 from tests.test_keys_people import judged, publish
 
 MOST = MAX_ROSTER_PEOPLE
@@ -174,3 +176,32 @@ def test_a_person_back_after_a_removal_cannot_push_the_pins_past_the_limit() -> 
     change = pins.apply({p.name: p for p in [back, *rest[1:], y]})  # 500 listed, P0 left out
     assert change.over_limit == ["X"] and change.readded == [] and change.drop_refused == ["P0"]
     assert len(pins.people) == MOST and "X" not in pins.people and "X" in pins.gone
+
+
+def test_a_users_folder_grown_past_the_limit_by_hand_publishes_no_roster_every_reader_would_ignore(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NDMC's admin copies a 501st user file into users/ (``redline user add`` would refuse it):
+    the station does not sign a ROSTER that the peer and every verifier would ignore whole; it logs
+    why once, and the roster it published last stays in force at both ends."""
+
+    async def body() -> None:
+        async with StationPair(tmp_path) as sp:
+            users = persons.users_dir(sp.dir_b.path)
+            persons.add_user(sp.dir_b.path, "U0", "duty", "password-long", ops=OPSLIMIT_MIN, mem=MEMLIMIT_MIN)
+            sealed = json.loads((users / "U0.json").read_text())
+            for i in range(1, MOST):
+                (users / f"U{i}.json").write_text(json.dumps({**sealed, "name": f"U{i}"}))
+            await sp.send("b", "NDMC's roster of 500 goes out with this", kind="FLASH", prio="FLASH")
+            pins = sp.station("a").ops[sp.line].pins[False]
+            assert len(pins.people) == MOST
+            (users / "By Hand.json").write_text(json.dumps({**sealed, "name": "By Hand"}))
+            with caplog.at_level(logging.ERROR, logger="redline.station"):
+                await sp.send("b", "NDMC after the hand edit", kind="FLASH", prio="FLASH")
+            assert len(sp.b.ledger.raw_of_kind(sp.line, sp.b.keys.fingerprint, "ROSTER")) == 1
+            assert len(pins.people) == MOST and "By Hand" not in pins.people
+            assert not [t for _, _, t in sp.alarms if "ROSTER" in t]  # nothing refused: nothing was sent
+            said = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "roster_unreadable"]
+            assert len(said) == 1 and "ROSTER lists 501 people; at most 500 (PROTOCOL.md 5.10)" in said[0]
+
+    asyncio.run(body())
