@@ -9,11 +9,14 @@ One run (``run``):
    it is accepted), faults on both paths from a plan drawn from the seed, and kill -9 of EUCOM,
    NDMC or both at moments drawn from the seed (restarted after a drawn downtime).
 3. Heal: faults end, both stations run; wait until both are in sync with nothing in the outbox,
-   nothing unreceipted, both heads equal and both paths up.
+   nothing unreceipted, both heads equal and both paths up, and both stores hold the same last
+   co-signed checkpoint, covering every operational envelope of both chains (``_settled``: the
+   last checkpoint round trip is over, not merely the last receipt's).
 4. Check, from both stations' records on disk: every accepted message delivered exactly once and
    in the order it was accepted (at the receiver, and in the sender's own chain), both chains and
-   the co-signed checkpoints byte-for-byte equal at both ends, ``redline verify`` passing at both,
-   and no equivocation, fork or crash in the station logs.
+   the co-signed checkpoints byte-for-byte equal at both ends, every operational envelope (FLASH)
+   covered by the last of them, ``redline verify`` passing at both, and no equivocation, fork or
+   crash in the station logs.
 
 All randomness comes from the seed: ``Random(f"{seed}:faults:0")`` for path 0's plan, ``...:1``
 for path 1, ``:kills`` for the kills, ``:traffic:eucom`` / ``:traffic:ndmc`` for the traffic. A
@@ -44,10 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redline import canonical
+from redline import canonical, kinds
 from redline.envelope import split
 from redline.home import StationDir
 from redline.ledger.sqlite import Ledger
+from redline.statements import Checkpoint
 from tests.faultnet import KINDS, FaultProxy, draw_plan
 from tests.procs import StationProc, paired_stations, pipelined, wait_until
 
@@ -97,6 +101,7 @@ class ChaosResult:
     converge_s: float | None = None
     checkpoints: int = 0
     restarts_to_settle: int = 0  # stop-and-restart rounds after convergence (see ``_run``)
+    settle_reasons: list[str] = field(default_factory=list)  # what differed on disk before each round
     lost: int = 0  # accepted but not delivered (summed over both directions and both copies)
     duplicated: int = 0
     reordered: int = 0
@@ -119,7 +124,7 @@ class ChaosResult:
             "kills": self.kills, "connections": self.connections, "checkpoints": self.checkpoints,
             "lost": self.lost, "duplicated": self.duplicated, "reordered": self.reordered,
             "converge_s": None if self.converge_s is None else round(self.converge_s, 1),
-            "restarts_to_settle": self.restarts_to_settle,
+            "restarts_to_settle": self.restarts_to_settle, "settle_reasons": self.settle_reasons,
             "problems": self.problems, "refusals": self.refusals[:5], "log_findings": self.log_findings[:20],
         }  # fmt: skip
 
@@ -271,6 +276,17 @@ async def _converged(a: StationProc, b: StationProc) -> bool:
     )  # fmt: skip
 
 
+async def _settled(a: StationProc, b: StationProc, line: str) -> bool:
+    """``_converged``, and the checkpoints too: both stores hold the same last co-signed checkpoint
+    and it covers every operational envelope of both chains (PROTOCOL.md 8.7: one is proposed
+    after each). The line's last receipt is not its last round trip: the proposal that follows an
+    operational envelope, and its COSIGN, may still be in flight when both heads agree. Read
+    from the running stations' stores through read-only connections."""
+    if not await _converged(a, b):
+        return False
+    return await asyncio.to_thread(_checkpoints_settled, a.home, b.home, line, running=True) is None
+
+
 async def run(cfg: ChaosConfig) -> ChaosResult:
     result = ChaosResult(config=cfg)
     work = cfg.workdir or Path(tempfile.mkdtemp(prefix=f"redline-chaos-{cfg.seed}-"))
@@ -320,28 +336,34 @@ async def _run(cfg: ChaosConfig, work: Path, result: ChaosResult) -> None:
         t_heal = time.monotonic()
         for _attempt in range(5):
             try:
-                await wait_until(lambda: _converged(a, b), "convergence", timeout=cfg.converge_timeout)
+                await wait_until(lambda: _settled(a, b, line), "convergence", timeout=cfg.converge_timeout)
             except AssertionError:
                 sa, sb = await _status(a), await _status(b)
+                cps = await asyncio.to_thread(_checkpoints_settled, a.home, b.home, line, running=True)
                 result.problems.append(
                     f"the stations did not converge within {cfg.converge_timeout:g} s of the faults ending: "
-                    f"EUCOM {_brief(sa)}; NDMC {_brief(sb)}"
+                    f"EUCOM {_brief(sa)}; NDMC {_brief(sb)}; checkpoints: {cps or 'settled'}"
                 )
                 break
             if result.converge_s is None:
                 result.converge_s = time.monotonic() - t_heal
-            # Stop both and compare heads on disk. A station may sign on its own at any moment
-            # (an escalation step, a test result) and be stopped before the peer receipts it:
-            # then run both again until what one signed the other holds.
+            # Stop both and compare heads and checkpoints on disk. A station may sign on its own
+            # at any moment (an escalation step, a test result) and be stopped before the peer
+            # receipts it, or before the checkpoint that follows it is countersigned (a stop
+            # aborts the connections, and a COSIGN still in the send buffer goes with them): then
+            # run both again until what one holds the other holds (a restarted proposer proposes
+            # again, and is given back the pair the other side stored).
             a.stop()
             b.stop()
-            if await asyncio.to_thread(_heads_agree, a.home, b.home, line):
+            differ = await asyncio.to_thread(_records_differ, a.home, b.home, line)
+            if differ is None:
                 break
             result.restarts_to_settle += 1
+            result.settle_reasons.append(differ)
             await _restart(a, result)
             await _restart(b, result)
         else:
-            result.problems.append("heads still differ after five stop-and-restart rounds")
+            result.problems.append("heads or co-signed checkpoints still differ after five stop-and-restart rounds")
     finally:
         for t in tasks:
             t.cancel()
@@ -393,6 +415,52 @@ def _heads_agree(eucom: Path, ndmc: Path, line: str) -> bool:
         finally:
             ledger.close()
     return heads[0] == heads[1]
+
+
+def _records_differ(eucom: Path, ndmc: Path, line: str) -> str | None:
+    """What differs between the two stopped stations' stores (None: nothing): heads first, then
+    the co-signed checkpoints (``_checkpoints_settled``)."""
+    if not _heads_agree(eucom, ndmc, line):
+        return "heads differ"
+    return _checkpoints_settled(eucom, ndmc, line)
+
+
+def _checkpoint_state(home: Path, line: str, running: bool) -> tuple[tuple[int, bytes, bytes] | None, dict[str, int],
+                                                                     dict[str, int]]:  # fmt: skip
+    """One store's last co-signed checkpoint (n, proposal, cosign), the chain sizes it covers, and
+    the seq of each chain's last operational envelope, read in one snapshot."""
+    path = StationDir(home).ledger_path
+    ledger = Ledger.open_read_only(path, raw_check=False) if running else Ledger(path)
+    try:
+        with ledger.snapshot():
+            last = ledger.last_checkpoint(line)
+            ops: dict[str, int] = {}
+            for sender, seq, raw, _ in ledger.stored_for_ops(line):
+                if canonical.decode_object(split(raw).header_bytes, "header")["kind"] in kinds.OPERATIONAL:
+                    ops[sender] = max(ops.get(sender, 0), seq)
+    finally:
+        ledger.close()
+    if last is None:
+        return None, {}, ops
+    covered = {h.station: h.size for h in Checkpoint.peek(last[1]).heads}
+    return (last[0], last[1].encode(), last[2].encode()), covered, ops
+
+
+def _checkpoints_settled(eucom: Path, ndmc: Path, line: str, running: bool = False) -> str | None:
+    """None when both stores hold the same last co-signed checkpoint and it covers every
+    operational envelope either holds; else what is not so, in words."""
+    (last_e, covered, ops_e), (last_n, _, ops_n) = (_checkpoint_state(h, line, running) for h in (eucom, ndmc))
+    if last_e != last_n:
+        ne, nn = (last[0] if last else 0 for last in (last_e, last_n))
+        return f"the last co-signed checkpoint is {ne} at EUCOM, {nn} at NDMC (or differs in its bytes)"
+    names = {StationDir(h).load_keys().fingerprint: h.name.upper() for h in (eucom, ndmc)}
+    for sender in sorted(set(ops_e) | set(ops_n)):
+        seq = max(ops_e.get(sender, 0), ops_n.get(sender, 0))
+        if covered.get(sender, 0) < seq:
+            n = last_e[0] if last_e else 0
+            return (f"{names.get(sender, sender[:12])}'s operational envelope {seq} is not covered by a co-signed "
+                    f"checkpoint (the last, {n}, covers {covered.get(sender, 0)})")  # fmt: skip
+    return None
 
 
 def _checkpoints(home: Path, line: str) -> list[tuple[int, bytes, bytes]]:
@@ -469,6 +537,10 @@ def check(eucom: Path, ndmc: Path, line: str, accepted: dict[str, list[str]], re
     result.checkpoints = min(len(c) for c in cps)
     if cps[0] != cps[1]:
         result.problems.append(f"co-signed checkpoints differ: EUCOM holds {len(cps[0])}, NDMC {len(cps[1])}")
+    else:
+        uncovered = _checkpoints_settled(eucom, ndmc, line)
+        if uncovered is not None:
+            result.problems.append(f"co-signed checkpoints: {uncovered}")
     for home in (eucom, ndmc):
         verdict = verify_cli(home)
         if verdict.returncode != 0 or "VERIFIED" not in verdict.stdout:
@@ -531,7 +603,7 @@ def judge_soak(result: ChaosResult, rss_bound_mib: float = RSS_BOUND_MIB, fd_bou
     problems = []
 
     def mean(rs: list[dict[str, Any]], key: str) -> float:
-        vals = [r[key] for r in rs if key in r]
+        vals: list[float] = [r[key] for r in rs if key in r]
         return sum(vals) / max(1, len(vals))
 
     for name in ("EUCOM", "NDMC"):

@@ -93,3 +93,50 @@ def test_a_checkpoint_frame_lost_with_one_path_while_another_stays_up_is_sent_ag
     for s in (sp.a, sp.b):
         report = verify_line(s.ledger.line_data(sp.line), roots)
         assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("killed", ["proposer", "countersigner"])
+def test_a_station_killed_with_a_countersignature_in_flight_ends_with_the_same_checkpoints(
+    sp: SessionPair, killed: str
+) -> None:
+    """The first guess for seed 499194816 (kill -9 between the countersigner storing checkpoint n
+    and its COSIGN reaching the proposer): this held before the fix too. Every path of the killed
+    station closes, so the line comes back in sync after the restart: the proposer's outstanding
+    proposal goes out again, or a restarted proposer proposes n again and is given back the stored
+    pair."""
+    proposer, other = _roles(sp)
+    sp.send(other, "FLASH", kind="FLASH", prio="FLASH")
+    assert _run_holding(sp, FrameType.COSIGN, proposer)
+    assert [len(c) for c in _checkpoints(sp)] == ([0, 1] if proposer == "a" else [1, 0])
+    sp.restart(proposer if killed == "proposer" else other)  # kill -9: memory gone, in-flight frames lost
+    sp.run()
+    for _ in range(3):
+        sp.tick(1.0)
+        sp.run()
+    cp_a, cp_b = _checkpoints(sp)
+    assert cp_a == cp_b and len(cp_a) == 1
+    assert [a for a in sp.alarms if a[1] == "alarm"] == []
+
+
+def test_the_chaos_checker_waits_for_the_last_cosign_not_only_the_last_receipt(sp: SessionPair) -> None:
+    """tests/chaos.py's heal condition: the line converged (heads equal, nothing unreceipted) is
+    not the line settled while the checkpoint after a FLASH, or its COSIGN, is in flight; the
+    checker reads that from both stores, and it settles once the round trip is over."""
+    from tests import chaos
+
+    proposer, other = _roles(sp)
+    homes = (sp.dir_a.path, sp.dir_b.path)
+    assert chaos._checkpoints_settled(*homes, sp.line, running=True) is None
+    sp.send(other, "FLASH", kind="FLASH", prio="FLASH")
+    held = _run_holding(sp, FrameType.COSIGN, proposer)  # the COSIGN still in flight
+    sa, sb = sp.a.status(), sp.b.status()
+    assert held and sa.our_seq == sb.their_seq and sb.our_seq == sa.their_seq  # what _converged saw
+    assert sa.unreceipted == sb.unreceipted == 0 and sa.synced and sb.synced
+    assert "last co-signed checkpoint is" in (chaos._checkpoints_settled(*homes, sp.line, running=True) or "")
+    for name, data in held:  # the round trip ends
+        sp._do(proposer, (sp.a if proposer == "a" else sp.b).receive(name, data, sp.clock.now, sp.clock.wall))
+    sp.run()
+    assert chaos._checkpoints_settled(*homes, sp.line, running=True) is None
+    sp.send(other, "FLASH 2", kind="FLASH", prio="FLASH")
+    _run_holding(sp, FrameType.CHECKPOINT, other)  # the proposal in flight: the FLASH is not covered
+    assert "not covered by a co-signed checkpoint" in (chaos._checkpoints_settled(*homes, sp.line, running=True) or "")
