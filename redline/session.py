@@ -190,6 +190,9 @@ class LineSession:
         self._peer_checkpoint = 0  # the last checkpoint the peer holds, as its HELLO said
         self._resent_at = 0  # when the proposer last sent the peer what it lacks (wall ms)
         self._resent: set[str] = set()  # digests of stored checkpoints sent again: their cosigns are copies
+        # Digests of the checkpoints this session stored last: the peer answers the copy of a
+        # proposal on every path, and a slow path's answer may come after later ones completed.
+        self._stored_cps: deque[str] = deque(maxlen=64)
         self._proposal: Signed | None = None  # our outstanding checkpoint proposal
         self._checkpoint_due = False
         self._last_checkpoint_wall = 0
@@ -881,10 +884,14 @@ class LineSession:
             signed = Signed.decode(raw)
             peek = Cosign.peek(signed)
             last = self.ledger.last_checkpoint(self.line)
-            if (last is not None and peek.checkpoint == last[1].digest(Checkpoint.DOMAIN)) or (
-                peek.checkpoint in self._resent
+            if (
+                (last is not None and peek.checkpoint == last[1].digest(Checkpoint.DOMAIN))
+                or peek.checkpoint in self._stored_cps
+                or peek.checkpoint in self._resent
             ):
-                return []  # a copy (the other path), or the peer's cosign of one we gave it again
+                # A copy (the other path, perhaps a slower one: the checkpoints after it completed
+                # meanwhile), or the peer's cosign of one we gave it again.
+                return []
             if peek.by != self.peer:
                 raise WrongSenderError("countersignature from a station that is not our peer")
             flagged = len(self.gate.flagged_statements)
@@ -1020,6 +1027,7 @@ class LineSession:
 
     def _store_checkpoint(self, n: int, proposal: Signed, cosign: Signed) -> None:
         self.ledger.add_checkpoint(self.line, n, proposal, cosign)
+        self._stored_cps.append(proposal.digest(Checkpoint.DOMAIN))
         self._cp_sizes = None
         self.link.checkpoint_n = n
 
