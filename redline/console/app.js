@@ -20,6 +20,7 @@ const S = {
   noticeSig: "", noticeIds: "", draw: null, lastCounters: "", langOf: new Map(),
   search: null, // { q, kind } while the transcript is filtered (GET /search); null: the newest (GET /log)
   shape: "polygon", // what DRAW ON MAP draws: polygon, rectangle or circle
+  offsets: {}, // the page each paged view is at (its offset), when a person went past the first
 };
 window.redlineBeeps = 0; // patterns actually played (the console test counts them)
 window.redlineRefreshes = 0; // completed panel refreshes (the focus test waits for one)
@@ -136,8 +137,11 @@ async function api(method, path, body) {
   try { data = await r.json(); } catch (e) { data = { error: `${r.status} ${r.statusText}` }; }
   if (r.status === 401 && path !== "/api/login") { showLogin(data.error); throw new ApiError(401, data.error); }
   if (!r.ok) throw new ApiError(r.status, data.error || `${r.status}`);
+  const counts = r.headers.get("Redline-Page"); // a paged view: how many more past this page (docs/API.md)
+  if (counts && data && typeof data === "object") PAGES.set(data, JSON.parse(counts));
   return data;
 }
+const PAGES = new WeakMap(); // a paged view's answer -> its Redline-Page counts
 const lineUrl = (what) => `/api/lines/${encodeURIComponent(S.line)}/${what}`;
 
 // -- updating in place -------------------------------------------------------------------------------
@@ -602,7 +606,27 @@ function renderLineExtras() {
 // The station answers a page of each of these (docs/API.md, "Pages"): what still needs a person first
 // (FLASHes not acknowledged, tests pending, requests open), then the newest; never the whole history.
 const PAGE = 100;
-const page = (what) => api("GET", `${lineUrl(what)}?limit=${PAGE}`);
+const page = (what) => api("GET", `${lineUrl(what)}?limit=${PAGE}${S.offsets[what] ? `&offset=${S.offsets[what]}` : ""}`);
+// Under a panel: how many more its view holds past this page ("12 more"), with NEXT PAGE, and FIRST
+// PAGE once past the first. The counts are the station's (the Redline-Page header), never guessed here.
+function renderMore(what, view) {
+  const el = $(`${what}-more`);
+  const counts = PAGES.get(view);
+  const at = S.offsets[what] || 0;
+  const more = counts ? Math.max(0, ...Object.values(counts).map((c) => c.more)) : 0;
+  const sig = `${S.lang}|${at}|${more}`;
+  el.hidden = !more && !at;
+  if (el.dataset.sig === sig) return;
+  el.dataset.sig = sig;
+  const go = (offset) => { S.offsets[what] = offset; el.dataset.sig = ""; refreshViews(); };
+  el.replaceChildren(
+    more ? h("span", { class: "wait" }, t("page.more", { n: more })) : null,
+    at ? h("span", { class: "summary" }, ` ${t("page.from", { n: at + 1 })} `) : null,
+    more ? h("button", { type: "button", class: "small page-next", "data-focus": `next-${what}`,
+      onclick: () => go(at + PAGE) }, t("page.next")) : null,
+    at ? h("button", { type: "button", class: "small page-first", "data-focus": `first-${what}`, onclick: () => go(0) },
+      t("page.first")) : null);
+}
 let refreshing = false, again = false;
 async function refreshViews() {
   if (!S.line || !S.me) return;
@@ -631,6 +655,8 @@ function rerenderAll() {
   S.langOf = new Map(v.log.rows.map((r) => [r.id, r.lang]));
   renderLog(v.log, v.translations); renderFound(v.log); renderFlash(v.flash); renderTests(v.tests);
   renderCalls(v.calls, v.requests); renderNotices(v.notices);
+  renderMore("flash", v.flash); renderMore("tests", v.tests); renderMore("requests", v.requests);
+  renderMore("notices", v.notices);
   if (S.verify) renderVerify(S.verify);
 }
 
@@ -685,7 +711,7 @@ function renderLog(log, translations) {
         r.id && TRANSLATABLE.has(r.kind) && can("operate")
           ? h("button", { type: "button", class: "small", "data-focus": "translate", onclick: () => openTranslate(r) }, t("log.translate")) : null),
       h("td", { class: r.outbox ? "wait receipt" : r.receipted || !r.ours ? "good receipt" : "wait receipt" }, receipt),
-      h("td", { class: r.ack ? (r.ack.by ? "good ack" : "bad ack") : "ack" }, ack));
+      h("td", { class: r.ack ? (r.ack.by ? "good ack" : r.ack.state === ACK_SENDING ? "wait ack" : "bad ack") : "ack" }, ack));
   }, (r) => JSON.stringify([r.receipted, r.ack, r.seq, ((r.id && translations[r.id]) || []).length]));
 }
 function openTranslate(r) {
@@ -698,21 +724,29 @@ function openTranslate(r) {
   $("translate-text").focus();
 }
 
+// The station's state of a FLASH (ops/flash.py Flash.state): our ACK accepted into the outbox and not
+// signed yet (the line down) is "acknowledged, sending": not waiting, and no button to press again.
+const ACK_SENDING = "acknowledged, sending";
 function renderFlash(flashes) {
   const waiting = flashes.filter((f) => !f.ours && !f.acked_by);
   const box = $("flash-waiting");
   if (!waiting.length) reconcile(box, [0], () => "none", () => h("div", { class: "summary" }, t("flash.none")), () => "none");
-  else reconcile(box, waiting, (f) => f.id, (f) => h("div", { class: "flash-item", "data-id": f.id },
-    h("div", { class: "bad" }, tx("flash.incoming", { seq: f.seq, deadline: utc(f.deadline), left: countdown(f.deadline) })),
-    said(f.text || "", S.langOf.get(f.id), "div"),
-    f.escalations.length ? h("div", { class: "wait" }, t("flash.escalated", { levels: f.escalations.map((e) => e.level).join(", ") })) : null,
-    can("operate") ? h("button", { class: "danger ack-button", type: "button", "data-focus": "ack", onclick: (e) => ackFlash(f.id, e.target) },
-      t("act.ack", { user: S.me.user })) : h("div", { class: "summary" }, t("flash.cannot"))),
+  else reconcile(box, waiting, (f) => f.id, (f) => f.state === ACK_SENDING
+    ? h("div", { class: "flash-item sending", "data-id": f.id },
+      h("div", { class: "wait" }, t("ack.acknowledged, sending"), " — ", t("flash.sending", { seq: f.seq })),
+      said(f.text || "", S.langOf.get(f.id), "div"))
+    : h("div", { class: "flash-item", "data-id": f.id },
+      h("div", { class: "bad" }, tx("flash.incoming", { seq: f.seq, deadline: utc(f.deadline), left: countdown(f.deadline) })),
+      said(f.text || "", S.langOf.get(f.id), "div"),
+      f.escalations.length ? h("div", { class: "wait" }, t("flash.escalated", { levels: f.escalations.map((e) => e.level).join(", ") })) : null,
+      can("operate") ? h("button", { class: "danger ack-button", type: "button", "data-focus": "ack", onclick: (e) => ackFlash(f.id, e.target) },
+        t("act.ack", { user: S.me.user })) : h("div", { class: "summary" }, t("flash.cannot"))),
   (f) => JSON.stringify([f.escalations, f.state]));
   reconcile($("flash-history"), [...flashes].reverse().slice(0, 20), (f) => f.id, (f) => h("tr", {},
     h("td", {}, t(f.ours ? "flash.out" : "flash.in")), h("td", {}, f.seq), h("td", {}, said(f.text || "", S.langOf.get(f.id))),
     h("td", {}, utc(f.receipted_at)), h("td", {}, f.escalations.map((e) => e.level).join(", ") || "-"),
-    h("td", { class: f.acked_by ? "good" : "bad" }, f.acked_by ? `${f.acked_by} ${utc(f.acked_at)}` : t(`ack.${f.state}`))),
+    h("td", { class: f.acked_by ? "good" : f.state === ACK_SENDING ? "wait" : "bad" },
+      f.acked_by ? `${f.acked_by} ${utc(f.acked_at)}` : t(`ack.${f.state}`))),
   (f) => JSON.stringify([f.receipted_at, f.escalations, f.acked_by, f.state]));
 }
 
