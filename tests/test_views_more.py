@@ -103,6 +103,29 @@ def test_the_cli_says_how_many_more_flashes_wait_past_its_page(tmp_path: Path) -
     run_pair(tmp_path, body)
 
 
+def test_the_cli_says_more_notices_only_while_there_are_more(tmp_path: Path) -> None:
+    """'redline notices' said "1 of 3 notices ... shown; --offset 4 for the next page" on the last
+    page too (any page shorter than the whole list); now the station's count, as for flashes."""
+    from redline.cli import main as cli
+    from redline.ops.notices import Notice
+
+    async def body(sp: StationPair) -> None:
+        start = sp.sim.wall
+        for i in range(3):  # apart: no conflicts
+            ring = [[30.0 + i, 50.0], [30.2 + i, 50.0], [30.2 + i, 50.2], [30.0 + i, 50.2], [30.0 + i, 50.0]]
+            notice = Notice(ref=f"a:{i}", kind="air", area={"type": "Polygon", "coordinates": [ring]}, floor_m=0,
+                            ceiling_m=3000, start=start, end=start + 3_600_000, text=f"exercise {i}")  # fmt: skip
+            await sp.act("a", "NOTICE", notice.to_content())
+        base = ["notices", sp.line, "--station", str(sp.dir_a.path), "--limit", "2"]
+        first = await asyncio.to_thread(CliRunner().invoke, cli, base)
+        assert first.exit_code == 0, first.output
+        assert "1 more active notices; --offset 2 for the next page" in first.output, first.output
+        last = await asyncio.to_thread(CliRunner().invoke, cli, [*base, "--offset", "2"])
+        assert last.exit_code == 0 and "exercise" in last.output and "next page" not in last.output, last.output
+
+    run_pair(tmp_path, body)
+
+
 # -- acknowledged, sending ---------------------------------------------------------------------------
 def test_an_ack_waiting_in_the_outbox_is_shown_as_acknowledged_sending_not_waiting(tmp_path: Path) -> None:
     """The officer acknowledges while the line is down: the ACK is accepted (durable) into the

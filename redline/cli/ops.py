@@ -588,9 +588,8 @@ def register(main: click.Group) -> None:
                 ))
             if not v.conflicts:
                 console.print("no conflicts among the active notices")
-            if isinstance(v, NoticesPage) and (len(v.active) < v.total or len(v.conflicts) < v.conflicts_total):
-                page = (f"{len(v.active)} of {v.total} notices and {len(v.conflicts)} of {v.conflicts_total} "
-                        "conflicts")  # fmt: skip
-                console.print(f"{page} shown; --offset {offset + limit} for the next page", style="yellow")
+            if isinstance(v, NoticesPage):  # the station's count, as for flashes, tests and calls
+                lists = {"active": "active notices", "conflicts": "conflicts"}
+                say_more(station, line, "notices", offset, limit, lists)
 
         emit(as_json, view, human)
