@@ -257,6 +257,10 @@ class CallMedia:
         if not self.ended:
             self._release_all()
             self.ended = True
+            # The station seals the recording next: let go of it, so that nothing can write to a sealed
+            # recording (a Recorder written after sealing would open its ``.part`` again); ``receive``
+            # and ``packet`` refuse an ended call's audio as well.
+            self.sink = None
         return {"sent": self.sent.result(), "received": self.received.result()}
 
     def health(self, now: int) -> dict[str, PathAudioView]:

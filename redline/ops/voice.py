@@ -291,7 +291,7 @@ class Voice:
         call.receipt_waited_out_at = now
         self._by_our_seq.pop(end.id, None)  # a late receipt finds nothing to change
         out.alarm("warning", f"VOICE CALL of seq {call.ring.seq}: the peer has not receipted our hang-up in "
-                             f"{self.receipt_wait_ms // 1000} s (twice call_lost_seconds); its audio is filed as "
+                             f"{self.receipt_wait_ms / 1000:g} s (twice call_lost_seconds); its audio is filed as "
                              "received so far, and nothing of it that comes later is counted", now)  # fmt: skip
 
     def next_due(self, now: int) -> float:
