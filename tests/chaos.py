@@ -352,9 +352,11 @@ async def _run(cfg: ChaosConfig, work: Path, result: ChaosResult) -> None:
             # receipts it, or before the checkpoint that follows it is countersigned (a stop
             # aborts the connections, and a COSIGN still in the send buffer goes with them): then
             # run both again until what one holds the other holds (a restarted proposer proposes
-            # again, and is given back the pair the other side stored).
-            a.stop()
-            b.stop()
+            # again, and is given back the pair the other side stored). The stops wait in a
+            # thread: on this loop they froze the proxies, so the frames EUCOM wrote last waited
+            # in them while it stopped, and went with its connection (procs.StationProc.stop).
+            await asyncio.to_thread(a.stop)
+            await asyncio.to_thread(b.stop)
             differ = await asyncio.to_thread(_records_differ, a.home, b.home, line)
             if differ is None:
                 break
