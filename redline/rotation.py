@@ -19,7 +19,7 @@ from redline import canonical, identity, revocation
 from redline import keys as keyfiles
 from redline.errors import LocalProtocolError, SchemaError, StorageError, VerificationError
 from redline.home import StationDir
-from redline.statements import Cosign
+from redline.statements import Checkpoint, Cosign, Signed
 
 if TYPE_CHECKING:
     from redline.envelope import Envelope
@@ -41,6 +41,15 @@ def _filing(
     return "KEY", "PRIORITY", keyfiles.key_content(cert)
 
 
+def our_time(proposal: Signed, cosign: Signed, us: str) -> int:
+    """When WE signed our part of a co-signed checkpoint, by our own clock: our proposal's time if
+    we proposed it, else our countersignature's. The other part's time is the peer's claim (DESIGN:
+    time is a claim), and a peer that backdates it must not move a revocation's "last checkpoint
+    before the compromise" past the compromise (attack finding 4)."""
+    peek = Checkpoint.peek(proposal)
+    return peek.time if peek.by == us else Cosign.peek(cosign).time
+
+
 def revoke_contents(
     ledger: LedgerStore, root: nacl.signing.SigningKey, *, key: str, cert: identity.SignedCert, reason: str,
     issued_at: int, checkpoint: int | None = None, line: str | None = None, before: int | None = None,
@@ -48,8 +57,8 @@ def revoke_contents(
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:  # fmt: skip
     """The REVOKE content of each line (``key`` revoked, ``cert`` the next key), and the lines that
     have no co-signed checkpoint to name (they get a KEY). The checkpoint named is ``checkpoint``
-    on ``line`` (the only line, if None), or on every line the last one countersigned before
-    ``before`` (ms)."""
+    on ``line`` (the only line, if None), or on every line the last one we signed our part of before
+    ``before`` (ms, by our own clock: ``our_time``)."""
     records = ledger.lines()
     if checkpoint is not None:
         if line is None and len(records) != 1:
@@ -61,6 +70,7 @@ def revoke_contents(
         )
     out: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
+    us = station or identity.fingerprint(bytes(root.verify_key))
     for rec in records:
         held = ledger.checkpoints(rec.line)
         if checkpoint is not None:
@@ -69,9 +79,8 @@ def revoke_contents(
                 raise LocalProtocolError(f"line {rec.line[:8]} holds no co-signed checkpoint {checkpoint}")
         else:
             assert before is not None
-            earlier = [c for c in held if Cosign.peek(c[2]).time < before]
+            earlier = [c for c in held if our_time(c[1], c[2], us) < before]
             chosen = earlier[-1] if earlier else None
-        us = station or identity.fingerprint(bytes(root.verify_key))
         if chosen is None or ledger.head(rec.line, us)[0] == 0:
             missing.append(rec.line)
             continue

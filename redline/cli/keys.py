@@ -197,8 +197,9 @@ def register(main: click.Group) -> None:
                        "several lines)")  # fmt: skip
     @click.option("--line", default=None, help="the line whose checkpoint --checkpoint names (id or prefix)")
     @click.option("--before", default=None, metavar="TIME",
-                  help="instead of --checkpoint: on every line, the last checkpoint countersigned before TIME "
-                       "(UTC, like 2026-12-03T04:00Z), when the key may first have been stolen")  # fmt: skip
+                  help="instead of --checkpoint: on every line, the last checkpoint this station signed before "
+                       "TIME by its own clock (UTC, like 2026-12-03T04:00Z), when the key may first have been "
+                       "stolen")  # fmt: skip
     @click.option("--reason", required=True, help="why, for the record (1 to 500 characters)")
     @json_option
     def revoke(station: str | None, root_key: Path, checkpoint: int | None, line: str | None, before: str | None,
