@@ -261,5 +261,9 @@ class NoticeBoardError(RedlineError):
     """The board cannot do what was asked (unknown or duplicate ref, wrong filer); it is unchanged."""
 
 
+class IdempotencyConflictError(LocalProtocolError):
+    """An idempotency key already stands for another message; the new one was not accepted."""
+
+
 class RoleError(VerificationError):
     """A person signed something their role does not allow (an auditor's ACK); it counts nowhere."""

@@ -40,6 +40,7 @@ from redline.errors import (
     CheckpointNumberError,
     ConfigError,
     EquivocationError,
+    IdempotencyConflictError,
     LimitError,
     LocalProtocolError,
     PairingError,
@@ -456,6 +457,8 @@ class LineSession:
             )
         if self.outbox_count >= self.limits.max_outbox:
             raise LocalProtocolError(f"the outbox holds {self.limits.max_outbox} unsent messages; the line is full")
+        if idem is not None:
+            _same_as_before(self.ledger.outbox_by_idem(self.line, idem), kind, prio, content)
         # The content's canonical JSON is inside the member already: the outbox keeps that text.
         text = member[MEMBER_OVERHEAD - 1 : -1].decode("utf-8")
         item = self.ledger.accept(self.line, kind, prio, content, idem, wall, text=text)
@@ -1249,6 +1252,20 @@ class LineSession:
                           for f in self.gate.flagged()),
             root_code=self.root_code_to_type(),
         )  # fmt: skip
+
+
+def _same_as_before(earlier: OutboxItem | None, kind: str, prio: str, content: dict[str, Any]) -> None:
+    """A retry with an idempotency key must carry what the first request did: the key then stands
+    for that message. Another message under a used key would be answered with the first one's
+    acceptance and be lost without a word, so it is refused (one place for CLI, API and socket)."""
+    if earlier is None:
+        return
+    same_body = canonical.encode(earlier.content) == canonical.encode(content)
+    if (earlier.kind, earlier.prio) != (kind, prio) or not same_body:
+        where = f"seq {earlier.seq}" if earlier.seq is not None else "still in the outbox"
+        raise IdempotencyConflictError(
+            f"this idempotency key was already used for a different message: {where}; this one was NOT sent"
+        )
 
 
 def _root_confirm_idem(root_id: str) -> str:

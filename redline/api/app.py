@@ -61,6 +61,7 @@ from redline.errors import (
     ConfigError,
     EncodingError,
     EquivocationError,
+    IdempotencyConflictError,
     LocalProtocolError,
     NotFoundError,
     NoticeBoardError,
@@ -94,7 +95,7 @@ ANSWER_TEXT = "Test received. Line attended."
 def _status_of(exc: RedlineError) -> int:
     if isinstance(exc, ApiError):
         return exc.status
-    if isinstance(exc, NoticeBoardError | EquivocationError):
+    if isinstance(exc, NoticeBoardError | EquivocationError | IdempotencyConflictError):
         return 409
     if isinstance(exc, TransportError):
         return 502
