@@ -351,10 +351,11 @@ def _check_keys(folder: Path, secrets: dict[str, bytes]) -> None:
 def last_backup(home: StationDir) -> dict[str, Any] | None:
     """What ``redline backup`` last recorded for this station, or None."""
     try:
-        record: dict[str, Any] = json.loads((home.path / LAST_BACKUP).read_text())
+        record: Any = json.loads((home.path / LAST_BACKUP).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return record
+    ok = isinstance(record, dict) and type(record.get("taken_at")) is int and isinstance(record.get("path"), str)
+    return record if ok else None  # damaged or hand-edited: doctor then says no backup is known
 
 
 def age_text(ms: float) -> str:
