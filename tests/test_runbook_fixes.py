@@ -8,7 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner, Result
+
 from redline import control
+from redline.cli import main
+from redline.home import StationDir
+from redline.identity import show_fingerprint
 from redline.testing import StationPair
 
 
@@ -43,3 +48,41 @@ def test_an_idempotency_key_reused_for_different_text_is_refused_not_silently_dr
         assert "different text" not in texts
 
     _run_stations(tmp_path, body)
+
+
+# -- verify --peer-fingerprint in the forms the pairing shows -------------------------------------
+def _paired_on_disk(tmp_path: Path) -> tuple[StationDir, StationDir]:
+    from redline.testing import make_station, pair_directly
+
+    a, b = make_station(tmp_path, "EUCOM", "en", 17501), make_station(tmp_path, "NDMC", "ru", 17502)
+    pair_directly(a, b)
+    return a, b
+
+
+def _cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env={"COLUMNS": "200"})
+
+
+def test_verify_peer_fingerprint_takes_every_form_the_pairing_shows(tmp_path: Path) -> None:
+    a, b = _paired_on_disk(tmp_path)
+    fp = b.load_keys().fingerprint
+    for given in (fp, fp[:32], fp.upper(), show_fingerprint(fp), show_fingerprint(fp).upper()):
+        out = _cli("verify", "--station", str(a.path), "--peer-fingerprint", given)
+        assert out.exit_code == 0, (given, out.output)
+        assert "VERIFIED" in out.output and "changed" not in out.output
+
+
+def test_verify_peer_fingerprint_refuses_a_short_prefix_as_a_typing_error_not_tampering(tmp_path: Path) -> None:
+    a, b = _paired_on_disk(tmp_path)
+    fp = b.load_keys().fingerprint
+    out = _cli("verify", "--station", str(a.path), "--peer-fingerprint", fp[:16])
+    assert out.exit_code == 1 and "is not a station fingerprint" in out.output
+    assert "changed" not in out.output
+
+
+def test_verify_peer_fingerprint_mismatch_exits_2_showing_the_digits_compared(tmp_path: Path) -> None:
+    a, b = _paired_on_disk(tmp_path)
+    wrong = a.load_keys().fingerprint[:32]  # our own, not the peer's
+    out = _cli("verify", "--station", str(a.path), "--peer-fingerprint", wrong)
+    assert out.exit_code == 2, out.output
+    assert wrong in out.output and b.load_keys().fingerprint[:32] in out.output

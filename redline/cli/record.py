@@ -14,7 +14,6 @@ import click
 
 from redline.cli.common import console, emit, err, fail, json_option, main, run, station_option, when
 from redline.display import columns, shown, styled
-from redline.errors import RedlineError
 from redline.home import StationDir, station_path
 
 if TYPE_CHECKING:  # each command imports what it uses, when it runs (the CLI starts in a few ms)
@@ -178,10 +177,13 @@ def verify(
         return
     if keys or checkpoint_path is not None:
         fail("--key and --checkpoint go with --bundle FILE")
-    from redline import recording, views
+    from redline import bundle, recording, views
     from redline.ledger.verify import verify_line, workers_for
 
     home = StationDir(station_path(station))
+    # Every form the pairing shows (the 32 digits read aloud, grouped, either case, or all 64): the
+    # one rule --key uses. Shorter, or not hex, is a typing error, said so: never a tamper claim.
+    expected = run(lambda: bundle.normalize_fingerprint(peer_fingerprint)) if peer_fingerprint else None
 
     def check() -> list[LineReport]:
         keys_root = bytes.fromhex((home.keys / "root.pub").read_text().strip()) if home.exists() else b""
@@ -192,11 +194,14 @@ def verify(
             reports = []
             with ledger.checked_meanwhile():  # the full check too, whatever the clean-close mark says
                 for record in ledger.lines():
-                    if peer_fingerprint and record.peer != peer_fingerprint:
-                        raise RedlineError(
-                            f"line {record.line[:8]}: the pinned peer root {record.peer[:16]} is not the fingerprint "
-                            f"given ({peer_fingerprint[:16]}): the store's pairing record was changed"
-                        )
+                    if expected is not None and not record.peer.startswith(expected):
+                        # A failed check, as a bad signature is (exit 2), with every digit compared shown.
+                        err.print(styled(("error:", "bold red"), (
+                            f" line {record.line[:8]}: the pinned peer root {record.peer[: len(expected)]} is not the "
+                            f"fingerprint given ({expected}): either that is not {record.peer_name}'s fingerprint, "
+                            "or the store's pairing record was changed; do not trust this line until you know which"
+                        )), soft_wrap=True)  # fmt: skip
+                        sys.exit(2)
                     roots = {ledger.station: keys_root, record.peer: bytes.fromhex(record.peer_root)}
                     with ledger.stored_line(record.line, home.config().name) as held:  # streamed, not loaded
                         total = sum(held.held(fp) for fp in held.stations())
