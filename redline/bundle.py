@@ -18,7 +18,6 @@ Pure except ``write_bundle`` and ``read_bundle``, the only functions that touch 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -31,8 +30,8 @@ from typing import Any
 
 from redline import canonical, identity, jsonin, kinds, merkle, recording
 from redline.envelope import RawEnvelope, split
-from redline.errors import BundleError, CertificateError, EncodingError, MerkleError, VerificationError
-from redline.gate import accept_recording, extends, verified_keys
+from redline.errors import BundleError, EncodingError, MerkleError, VerificationError
+from redline.gate import accept_recording, extends, keys_certified_by
 from redline.identity import HEX32, HEX64, SignedCert
 from redline.ledger.verify import LineData, LineReport, Problem, StoredRow, verify_line
 from redline.statements import Checkpoint, Cosign, Signed
@@ -656,7 +655,10 @@ def verify_bundle(
         _check_recordings(parsed, data, r, report)
     if other_checkpoint is not None:
         extra = {fp: [*data.certs.get(fp, []), *(other_certs or {}).get(fp, [])] for fp in roots}
-        report.consistency = _check_against(data, r, _keys(extra, roots), other_checkpoint)
+        # Under the roots the chains established (the pinned one and each confirmed rotation), by
+        # the gate's rule: the same roots step 4 trusted a certificate under (BUNDLE.md section 4).
+        trusted = {fp: r.certifying_roots.get(fp, [root]) for fp, root in roots.items()}
+        report.consistency = _check_against(data, r, keys_certified_by(trusted, extra), other_checkpoint)
     return report
 
 
@@ -713,17 +715,6 @@ def _check_order(parsed: _Parsed, report: BundleReport) -> None:
                         f"holds seq {seq}, and seq {i} comes later: entries were swapped or reordered",
                     ))  # fmt: skip
                 break
-
-
-def _keys(certs: Mapping[str, Sequence[SignedCert]], roots: Mapping[str, bytes]) -> dict[str, dict[str, bytes]]:
-    """Signing keys the trusted roots certified (the gate's rule, one certificate at a time: the
-    bundle's own bad certificates are reported by verify_line, an outside one is just not used)."""
-    keys: dict[str, dict[str, bytes]] = {fp: {} for fp in roots}
-    for fp, held in certs.items():
-        for c in held if fp in roots else ():
-            with contextlib.suppress(CertificateError):
-                keys[fp].update(verified_keys({fp: roots[fp]}, {fp: [c]})[fp])
-    return keys
 
 
 def _redacted(data: LineData, r: LineReport) -> list[str]:

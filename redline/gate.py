@@ -26,7 +26,7 @@ Seqs count from 1; Merkle leaf indexes (in ``merkle.py``) count from 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -202,6 +202,26 @@ def verified_keys(
                 raise CertificateError(why) from exc
             if cert.role == "signing":
                 keys[fp][cert.key_id] = bytes.fromhex(cert.key)
+    return keys
+
+
+def keys_certified_by(
+    roots: Mapping[str, Sequence[bytes]], certs: Mapping[str, Iterable[SignedCert]]
+) -> dict[str, dict[str, bytes]]:  # fmt: skip
+    """Signing keys certified by one of each station's trusted ``roots`` (``certifying_roots``),
+    one certificate at a time: one that verifies under none is not used (the caller reports it
+    where it matters). For certificates from outside the chains: a checkpoint file's."""
+    keys: dict[str, dict[str, bytes]] = {fp: {} for fp in roots}
+    for fp, held in certs.items():
+        for signed in held if fp in roots else ():
+            for root in roots[fp]:
+                try:
+                    cert = signed.verify(root, station=fp)
+                except VerificationError:
+                    continue
+                if cert.role == "signing":
+                    keys[fp][cert.key_id] = bytes.fromhex(cert.key)
+                break
     return keys
 
 
@@ -419,9 +439,18 @@ class TrustedLine:
         (ROOT_CONFIRM) at a seq ``seen_seq`` covers. Every root-signed statement of a chain (KEY and
         REVOKE certificates, revocations) is checked under it, live, in verify and in bundles; the
         rule needs no clock and holds in any causal replay order."""
+        return self.certifying_roots(station, seen_seq)[-1]
+
+    def certifying_roots(self, station: str, seen_seq: int | None = None) -> list[bytes]:
+        """THE rule for which roots of ``station`` are trusted: the pinned root and every later
+        version the other station confirmed (ROOT_CONFIRM), oldest first; with ``seen_seq``, only the
+        confirmations a statement that has seen the other chain up to ``seen_seq`` covers (its last
+        is ``root_for``). Without it: all confirmed so far, for a certificate read from outside the
+        chains (a checkpoint file's, BUNDLE.md section 4 step 5; ``keys_certified_by``)."""
         history = self.root_history[station]
-        valid = [r for r in history if r.confirmed is not None and r.confirmed <= seen_seq]
-        return valid[-1].public if valid else history[0].public
+        return [history[0].public] + [
+            r.public for r in history[1:] if r.confirmed is not None and (seen_seq is None or r.confirmed <= seen_seq)
+        ]
 
     def describe_roots(self, names: Mapping[str, str]) -> list[str]:
         """Each root rotation held, in words, for a verifier's report (PROTOCOL.md 5.9, ROOT)."""

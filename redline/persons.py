@@ -441,6 +441,9 @@ class RosterChange:
     readded: list[str] = field(default_factory=list)  # back after a certified removal, with a new certified key
     cert_refused: list[tuple[str, str]] = field(default_factory=list)  # (name, why): a certificate that fails
     uncertified: list[str] = field(default_factory=list)  # an uncertified change to a certified person
+    # A change certified by a root the station has since replaced (a confirmed ROOT): refused, the
+    # pin stays; the replaced root's certificates of pins as they stand stay valid (not listed).
+    replaced_root: list[str] = field(default_factory=list)
 
     def refusal(self) -> str | None:
         """Why (part of) the ROSTER was refused, naming each person, or None."""
@@ -448,6 +451,9 @@ class RosterChange:
         if self.cert_refused:
             parts.append("its certificate of " + _names([f"{n} ({why})" for n, why in self.cert_refused])
                          + " does not verify under the station's pinned root (forged?)")  # fmt: skip
+        if self.replaced_root:
+            parts.append(f"it changes {_names(self.replaced_root)} by a certificate of a replaced root (section 5.9 "
+                         "ROOT: a change needs the root in force)")  # fmt: skip
         if self.key_refused:
             parts.append(f"it changes the pinned key of {_names(self.key_refused)}")
         if self.uncertified:
@@ -493,19 +499,52 @@ class RosterPins:
     station: str | None = None  # the station's identity, which its certificates name
     issued: dict[str, int] = field(default_factory=dict)  # name -> issued_at of the pin's certificate
     gone: dict[str, tuple[str, int]] = field(default_factory=dict)  # certified removals: name -> (key, issued_at)
+    # The station's earlier roots in force, oldest first: each ``root`` this one held before a
+    # confirmed rotation moved it on (``__setattr__``; the root in force only moves forward along a
+    # chain). Their certificates stay valid for what they already certified (OPERATIONS.md, root
+    # rotation step 4: the others keep their old-root certificates), but change no pin.
+    replaced: list[bytes] = field(default_factory=list)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "root":
+            before = self.__dict__.get("root")
+            if before is not None and value != before and before not in self.__dict__.setdefault("replaced", []):
+                self.__dict__["replaced"].append(before)
+        object.__setattr__(self, name, value)
 
     def is_certified(self, name: str) -> bool:
         return name in self.issued
 
-    def _cert(self, p: Person) -> PersonCert | None:
+    def _open(self, signed: SignedCert) -> tuple[PersonCert, bool]:
+        """``signed`` verified under the root in force, else under a replaced root: (certificate,
+        True when by a replaced root). VerificationError (of the root in force) under none."""
+        assert self.root is not None
+        try:
+            return PersonCert.open(signed, self.root, station=self.station), False
+        except VerificationError as exc:
+            for old in reversed(self.replaced):
+                try:
+                    return PersonCert.open(signed, old, station=self.station), True
+                except VerificationError:
+                    continue
+            raise exc from None
+
+    def _cert(self, p: Person) -> tuple[PersonCert | None, bool]:
         """``p``'s certificate, verified and matching the entry (None: it carries none, or there is
-        no root to check it against); VerificationError when it does not hold."""
+        no root to check it against), and whether a replaced root signed it; VerificationError when
+        it does not hold."""
         if p.cert is None or self.root is None:
-            return None
-        cert = PersonCert.open(p.cert, self.root, station=self.station)
+            return None, False
+        cert, old = self._open(p.cert)
         if cert.removed or (cert.name, cert.role, cert.key) != (p.name, p.role, p.key):
             raise SchemaError("the certificate is not over this name, role and key")
-        return cert
+        return cert, old
+
+    def _still_valid(self, p: Person, cert: PersonCert) -> bool:
+        """A replaced root's certificate holds only what it already certified: the pin as it stands."""
+        pinned = self.people.get(p.name)
+        return (pinned is not None and (pinned.key, pinned.role) == (p.key, p.role)
+                and self.issued.get(p.name) == cert.issued_at)  # fmt: skip
 
     def apply(self, published: dict[str, Person], removals: list[SignedCert] | None = None) -> RosterChange:
         added: list[str] = []
@@ -516,12 +555,17 @@ class RosterPins:
         readded: list[str] = []
         cert_refused: list[tuple[str, str]] = []
         uncertified: list[str] = []
+        replaced_root: list[str] = []
         for name, p in published.items():
             try:
-                cert = self._cert(p)
+                cert, by_replaced = self._cert(p)
             except VerificationError as exc:
                 cert_refused.append((name, str(exc)))
                 continue
+            if cert is not None and by_replaced:
+                if not self._still_valid(p, cert):
+                    replaced_root.append(name)  # a replaced root may not pin or move anyone any more
+                continue  # the pin it certified stands, unchanged
             pinned = self.people.get(name)
             if pinned is None:
                 gone = self.gone.get(name)
@@ -559,7 +603,7 @@ class RosterPins:
             if self.root is None:
                 break
             try:
-                gone_cert = PersonCert.open(signed, self.root, station=self.station)
+                gone_cert, by_replaced = self._open(signed)
             except VerificationError as exc:
                 cert_refused.append((_removal_of(signed)[0], str(exc)))
                 continue
@@ -568,6 +612,9 @@ class RosterPins:
                     or gone_cert.issued_at <= self.issued.get(gone_cert.name, -1)
                     or gone_cert.name in published):  # fmt: skip
                 continue  # not about a person pinned now (an old removal, carried along): nothing to do
+            if by_replaced:
+                replaced_root.append(gone_cert.name)
+                continue
             del self.people[gone_cert.name]
             self.issued.pop(gone_cert.name, None)
             self.gone[gone_cert.name] = (gone_cert.key, gone_cert.issued_at)
@@ -576,6 +623,7 @@ class RosterPins:
         return RosterChange(
             added=added, roles=roles, key_refused=key_refused, drop_refused=dropped, over_limit=over, rotated=rotated,
             removed=removed, readded=readded, cert_refused=cert_refused, uncertified=uncertified,
+            replaced_root=replaced_root,
         )  # fmt: skip
 
     def _pin(self, p: Person, cert: PersonCert | None) -> None:

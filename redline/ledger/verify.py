@@ -108,6 +108,9 @@ class LineReport:
     notes: list[str] = field(default_factory=list)
     # Each root rotation (a ROOT, PROTOCOL.md 5.9) and whether the other station confirmed it, in words.
     roots: list[str] = field(default_factory=list)
+    # Each station's trusted roots after the replay (``TrustedLine.certifying_roots``): what a
+    # certificate from outside the chains (a checkpoint file's) is checked under.
+    certifying_roots: dict[str, list[bytes]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -183,6 +186,7 @@ def verify_line(
         report.logs[fp] = replay.logs[fp]
     report.flagged = gate.flagged()
     report.roots = gate.describe_roots(data.names)
+    report.certifying_roots = {fp: gate.certifying_roots(fp) for fp in stations}
     if gate.people is not None:
         report.people = gate.people.describe(data.names)
         report.people_invalid = len(gate.people.invalid)
