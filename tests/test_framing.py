@@ -82,10 +82,10 @@ def test_oversize_length_is_refused_before_the_payload_is_buffered() -> None:
 def test_oversize_length_fed_byte_by_byte_is_refused_at_the_header() -> None:
     header = struct.pack(">IB", LIMIT + 1, FrameType.ENVELOPE)
     dec = FrameDecoder(LIMIT)
-    for b in header[:-1]:
+    for b in header[:3]:
         assert dec.feed(bytes([b])) == []
-    with pytest.raises(RemoteProtocolError):
-        dec.feed(header[-1:])
+    with pytest.raises(RemoteProtocolError):  # on the length alone, before the type byte (section 8.2)
+        dec.feed(header[3:4])
 
 
 def test_zero_length_frame_is_refused() -> None:

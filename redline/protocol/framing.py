@@ -41,14 +41,15 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[tuple[FrameType, bytes]]:
         self._buf += data
         frames: list[tuple[FrameType, bytes]] = []
-        while len(self._buf) >= 5:
-            length, ftype = _HEAD.unpack_from(self._buf, 0)
+        while len(self._buf) >= 4:  # the length alone decides (a zero length is refused before a 5th byte)
+            length = int.from_bytes(self._buf[:4], "big")
             if length == 0 or length > self.max_frame_bytes:
                 raise RemoteProtocolError(
                     f"peer sent a frame of {length} bytes; the limit is {self.max_frame_bytes} (max_frame_bytes)"
                 )
             if len(self._buf) < 4 + length:
                 break
+            ftype = self._buf[4]
             payload = bytes(self._buf[5 : 4 + length])
             del self._buf[: 4 + length]
             try:
