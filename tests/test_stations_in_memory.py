@@ -31,9 +31,9 @@ PASSWORD = "test-password-1"
 FAST = {"ops": OPSLIMIT_MIN, "mem": MEMLIMIT_MIN}
 
 
-def run(tmp_path: Path, body: Callable[[StationPair], Awaitable[None]]) -> None:
+def run(tmp_path: Path, body: Callable[[StationPair], Awaitable[None]], limits: Limits | None = None) -> None:
     async def main() -> None:
-        async with StationPair(tmp_path) as sp:
+        async with StationPair(tmp_path, limits=limits) as sp:
             await body(sp)
 
     asyncio.run(main())
@@ -388,20 +388,37 @@ def test_a_caller_that_goes_away_mid_commit_leaves_the_others_answered_and_the_b
     run(tmp_path, body)
 
 
+# The kernel closes a path that takes nothing for path_stalled_after seconds of REAL time (TCP_USER_TIMEOUT):
+# on a loaded machine the two tests below outlasted the default 10 s and lost the path they study.
+UNSTALLED = Limits(test_times_utc=(), path_stalled_after=3600.0)
+
+
+def _stop_reading(sp: StationPair) -> list[Any]:
+    """B stops reading the line's path, and both ends' kernel buffers are kept small: the
+    kernel grows a loopback socket's buffers to several MB, which could take all the test sends
+    (then nothing backs up in A), depending on the machine's load."""
+    at_b = [conn for (line, _), conn in sp.b._conns.items() if line == sp.line]
+    at_a = [conn for (line, _), conn in sp.a._conns.items() if line == sp.line]
+    assert at_a and at_b
+    for conn in at_b:
+        conn._writer.transport.pause_reading()
+        conn._writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    for conn in at_a:
+        conn._writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+    return at_b
+
+
 def test_a_path_that_takes_nothing_holds_up_no_sender_and_loses_nothing(tmp_path: Path) -> None:
     """B stops reading the line's path (a link that stalls without a reset; on the simulated clock
     it is never found dead). A's frames back up there, and its commits must not wait for them: each
     sender hears back at its commit. When B reads again, every envelope arrives, in order."""
 
     async def body(sp: StationPair) -> None:
-        at_b = [conn for (line, _), conn in sp.b._conns.items() if line == sp.line]
-        assert at_b
-        for conn in at_b:
-            conn._writer.transport.pause_reading()  # B takes nothing more from the path
+        at_b = _stop_reading(sp)  # B takes nothing more from the path
         sent = sp.a.status().lines[0].our_seq
         text = "x" * 30_000
         for _ in range(12):  # about 7 MB: more than the path's socket buffers hold
-            answers = await asyncio.wait_for(asyncio.gather(*(sp.a.send(sp.line, text) for _ in range(20))), 10)
+            answers = await asyncio.wait_for(asyncio.gather(*(sp.a.send(sp.line, text) for _ in range(20))), 60)
             assert all(a.state == "signed and sent" for a in answers)
         at_a = [conn for (line, _), conn in sp.a._conns.items() if line == sp.line]
         assert at_a and all(conn.must_drain() for conn in at_a)  # the frames wait in A, not its senders
@@ -411,7 +428,7 @@ def test_a_path_that_takes_nothing_holds_up_no_sender_and_loses_nothing(tmp_path
         await sp.synced(timeout=30)
         assert sp.b.status().lines[0].their_seq == sp.a.status().lines[0].our_seq == sent + 240
 
-    run(tmp_path, body)
+    run(tmp_path, body, UNSTALLED)
 
 
 def test_a_path_that_takes_nothing_holds_up_no_tick(tmp_path: Path) -> None:
@@ -421,12 +438,10 @@ def test_a_path_that_takes_nothing_holds_up_no_tick(tmp_path: Path) -> None:
     with a black-holed path, until TCP gave up, minutes later, for every line of the station."""
 
     async def body(sp: StationPair) -> None:
-        at_b = [conn for (line, _), conn in sp.b._conns.items() if line == sp.line]
-        for conn in at_b:
-            conn._writer.transport.pause_reading()
+        at_b = _stop_reading(sp)
         text = "x" * 30_000
         for _ in range(12):  # about 7 MB: more than the path's socket buffers hold
-            await asyncio.wait_for(asyncio.gather(*(sp.a.send(sp.line, text) for _ in range(20))), 10)
+            await asyncio.wait_for(asyncio.gather(*(sp.a.send(sp.line, text) for _ in range(20))), 60)
         at_a = [conn for (line, _), conn in sp.a._conns.items() if line == sp.line]
         assert at_a and all(conn.must_drain() for conn in at_a)
         sp.sim.advance(sp.limits.heartbeat_interval + 0.1)  # a heartbeat is due on the backed-up path
@@ -437,7 +452,7 @@ def test_a_path_that_takes_nothing_holds_up_no_tick(tmp_path: Path) -> None:
             conn._writer.transport.resume_reading()
         await sp.synced(timeout=30)
 
-    run(tmp_path, body)
+    run(tmp_path, body, UNSTALLED)
 
 
 
