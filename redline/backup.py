@@ -8,9 +8,18 @@ A backup directory holds::
     keys/root.pub tls.crt certs.json   public keys and the root's certificates
     keys/secrets.sealed   signing.key and tls.key sealed under a passphrase (Argon2id + SecretBox),
                           only with --secrets encrypt; with --secrets omit they are not in it
+    keys/*.next.*         a rotation under way (``keys.py``): the prepared next keys' certificates,
+                          and their secret halves in secrets.sealed, so a restore finishes it
     users/*.json          the people's keys, each already sealed under its owner's password
 
-The root key is never in it: it lives offline (docs/OPERATIONS.md).
+The root key is never in it: it lives offline (docs/OPERATIONS.md). The manifest and
+``last-backup.json`` record the ids of the keys the backup holds (``held_keys``): a key made after
+the backup cannot be in it, and ``redline doctor`` says so once the keys in force differ.
+
+**A backup folder is untrusted input** (it lives on other disks, other machines): every file is
+read by one schema-checked parser (``check_backup``) before a restore writes anything, with
+sizes bounded, symbolic links refused (never followed), and the Argon2id cost bounded by what this
+version writes, so a crafted file can neither crash the restore nor make it spend what it likes.
 
 **The store is copied by the running station itself** (control op ``backup``): only SQLite may
 open the store's files while a station runs, and only in the station's process (module
@@ -36,6 +45,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,13 +58,15 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from redline import identity, persons
-from redline.errors import RedlineError
+from redline import identity, jsonin, persons
+from redline import keys as keyfiles
+from redline.errors import ConfigError, EncodingError, RedlineError, StorageError
 from redline.home import StationDir
 from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import LineReport, verify_line
 
 if TYPE_CHECKING:
+    from redline.config import StationConfig
     from redline.station import Station
 
 FORMAT = "redline-backup/1"
@@ -63,6 +75,18 @@ STORE = "ledger.sqlite"
 SEALED = "keys/secrets.sealed"
 PUBLIC_KEYS = ("keys/root.pub", "keys/tls.crt", "keys/certs.json")
 SECRET_KEYS = ("signing.key", "tls.key")
+# A rotation under way (keys.py): taken when present, so a backup made during one restores it.
+NEXT_PUBLIC = {
+    keyfiles.NEXT_KEY: (f"keys/{keyfiles.NEXT_CERT}",),
+    keyfiles.TLS_NEXT_KEY: (f"keys/{keyfiles.TLS_NEXT_CRT}", f"keys/{keyfiles.TLS_NEXT_CERT}"),
+}
+KEY_NAMES = ("signing", "tls", "next_signing", "next_tls")  # the manifest's "keys": which key ids it holds
+MAX_FILE = 1 << 20  # any backup file but the store (a real one is a few KB): read into memory whole
+MAX_SEALED = 64 << 10
+# Argon2id cost of a sealed file: at most what this version writes (persons.OPS/MEM at its
+# strongest setting); the file is untrusted, and its cost is work and memory it makes us spend.
+MAX_OPS = max(persons.OPS, nacl.pwhash.argon2id.OPSLIMIT_MODERATE)
+MAX_MEM = max(persons.MEM, nacl.pwhash.argon2id.MEMLIMIT_MODERATE)
 LAST_BACKUP = "last-backup.json"  # in the station directory: where and when the latest backup went
 MIN_PASSPHRASE = 12
 
@@ -119,7 +143,8 @@ async def station_backup(station: Station, request: dict[str, Any]) -> dict[str,
 # -- secrets under a passphrase ------------------------------------------------------------------------
 def seal_secrets(keys_dir: Path, passphrase: str) -> bytes:
     check_passphrase(passphrase)
-    secrets = {name: identity.read_secret(keys_dir / name).decode("ascii") for name in SECRET_KEYS}
+    names = [*SECRET_KEYS, *(n for n in NEXT_PUBLIC if _next_whole(keys_dir, n))]
+    secrets = {name: identity.read_secret(keys_dir / name).decode("ascii") for name in names}
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
     key = nacl.pwhash.argon2id.kdf(32, passphrase.encode(), salt, opslimit=persons.OPS, memlimit=persons.MEM)
     sealed = nacl.secret.SecretBox(key).encrypt(json.dumps(secrets).encode())
@@ -127,17 +152,41 @@ def seal_secrets(keys_dir: Path, passphrase: str) -> bytes:
     return json.dumps(obj, indent=2).encode()
 
 
-def open_secrets(data: bytes, passphrase: str) -> dict[str, bytes]:
-    obj = json.loads(data)
-    key = nacl.pwhash.argon2id.kdf(
-        32, passphrase.encode(), bytes.fromhex(obj["salt"]), opslimit=obj["ops"], memlimit=obj["mem"]
-    )
+def _sealed_fields(obj: Any) -> tuple[bytes, int, int, bytes]:
+    """secrets.sealed checked: salt, cost and box, the cost within what this version writes."""
+    what = f"backup file {SEALED}"
     try:
-        plain = nacl.secret.SecretBox(key).decrypt(bytes.fromhex(obj["sealed"]))
+        identity.require(obj if isinstance(obj, dict) else {}, what,
+                         {"kdf": str, "salt": str, "ops": int, "mem": int, "sealed": str})  # fmt: skip
+    except RedlineError as exc:
+        raise BackupError(str(exc)) from None
+    if obj["kdf"] != "argon2id":
+        raise BackupError(f"{what}: key derivation {obj['kdf'][:20]!r} is not argon2id")
+    salt, sealed = _hex(obj["salt"], what, "salt"), _hex(obj["sealed"], what, "sealed")
+    if len(salt) != nacl.pwhash.argon2id.SALTBYTES:
+        raise BackupError(f"{what}: the salt is not {nacl.pwhash.argon2id.SALTBYTES} bytes")
+    if not nacl.pwhash.argon2id.OPSLIMIT_MIN <= obj["ops"] <= MAX_OPS:
+        raise BackupError(f"{what}: Argon2id ops {obj['ops']} is outside what redline writes (at most {MAX_OPS})")
+    if not nacl.pwhash.argon2id.MEMLIMIT_MIN <= obj["mem"] <= MAX_MEM:
+        raise BackupError(f"{what}: Argon2id memory {obj['mem']} is outside what redline writes (at most {MAX_MEM})")
+    return salt, obj["ops"], obj["mem"], sealed
+
+
+def open_secrets(data: bytes, passphrase: str) -> dict[str, bytes]:
+    salt, ops, mem, sealed = _sealed_fields(_loads(data, SEALED))
+    key = nacl.pwhash.argon2id.kdf(32, passphrase.encode(), salt, opslimit=ops, memlimit=mem)
+    try:
+        plain = nacl.secret.SecretBox(key).decrypt(sealed)
     except nacl.exceptions.CryptoError:
         raise BackupError("wrong passphrase for this backup's secret keys (nothing was restored)") from None
-    secrets = json.loads(plain)
-    return {name: str(secrets[name]).encode("ascii") for name in SECRET_KEYS}
+    secrets = _loads(plain, f"{SEALED} (opened)")
+    allowed = (*SECRET_KEYS, *NEXT_PUBLIC)
+    if (
+        not isinstance(secrets, dict) or not set(SECRET_KEYS) <= set(secrets) <= set(allowed)
+        or not all(isinstance(v, str) and v.isascii() for v in secrets.values())
+    ):  # fmt: skip
+        raise BackupError(f"backup file {SEALED} does not hold the station's secret keys")
+    return {name: str(secrets[name]).encode("ascii") for name in allowed if name in secrets}
 
 
 # -- taking a backup ------------------------------------------------------------------------------------
@@ -169,6 +218,10 @@ def finish_backup(home: StationDir, dest: Path, *, taken_at: int, passphrase: st
     _copy_durably(home.config_path, dest / "config.json")
     for rel in PUBLIC_KEYS:
         _copy_durably(home.path / rel, dest / rel)
+    for name, public in NEXT_PUBLIC.items():
+        if _next_whole(home.keys, name):
+            for rel in public:
+                _copy_durably(home.path / rel, dest / rel)
     users = persons.users_dir(home.path)
     if users.exists():
         (dest / "users").mkdir(mode=0o700, exist_ok=True)
@@ -178,9 +231,11 @@ def finish_backup(home: StationDir, dest: Path, *, taken_at: int, passphrase: st
         identity.write_secret(dest / SEALED, seal_secrets(home.keys, passphrase))
     reports, lines = verify_store(dest)
     config = home.config()
+    held = held_keys(home.keys)
     manifest = {
         "format": FORMAT, "station": config.name, "fingerprint": home.load_keys().fingerprint,
-        "taken_at": taken_at, "taken_by": by, "secrets": "encrypted" if passphrase is not None else "omitted",
+        "taken_at": taken_at, "keys": held, "taken_by": by,
+        "secrets": "encrypted" if passphrase is not None else "omitted",
         "lines": lines, "verified": all(r.ok for r in reports),
         "problems": [str(p) for r in reports for p in r.problems][:20],
         "files": {rel: _sha256(dest / rel) for rel in _files(dest)},
@@ -189,16 +244,19 @@ def finish_backup(home: StationDir, dest: Path, *, taken_at: int, passphrase: st
     for folder in (dest / "keys", dest / "users", dest):
         if folder.exists():
             _fsync(folder)
-    record = {"path": str(dest), "taken_at": taken_at, "verified": manifest["verified"]}
+    record = {"path": str(dest), "taken_at": taken_at, "verified": manifest["verified"], "keys": held}
     _write_atomic(home.path / LAST_BACKUP, json.dumps(record, indent=2).encode() + b"\n")
     return BackupResult(dest, manifest, reports)
 
 
 def verify_store(folder: Path) -> tuple[list[LineReport], list[dict[str, Any]]]:
     """``redline verify`` on the copy in ``folder``: every line, against the root in the backup."""
-    root = bytes.fromhex((folder / "keys" / "root.pub").read_text().strip())
-    name = json.loads((folder / "config.json").read_text())["name"]
-    ledger = Ledger.open_read_only(folder / STORE)
+    root = _root_public(folder)
+    name = _config(folder).name
+    try:
+        ledger = Ledger.open_read_only(folder / STORE)
+    except (StorageError, sqlite3.Error) as exc:
+        raise BackupError(f"the backup's store cannot be opened: {exc}") from None
     try:
         # Every page, whatever the store's clean-close mark lets an ordinary open skip.
         rows = [str(r[0]) for r in ledger._db.execute("PRAGMA quick_check(20)").fetchall()]
@@ -219,32 +277,136 @@ def verify_store(folder: Path) -> tuple[list[LineReport], list[dict[str, Any]]]:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest, with every file it lists checked against its SHA-256."""
+    """The manifest, schema-checked, with every file it lists checked against its SHA-256 (and
+    the folder holding nothing else, and no symbolic link: ``_members``)."""
     try:
-        manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
+        manifest = _loads(_read_small(folder / MANIFEST, MANIFEST), MANIFEST)
     except FileNotFoundError:
         raise BackupError(f"{folder} is not a finished backup (no {MANIFEST})") from None
-    except ValueError as exc:
-        raise BackupError(f"{folder / MANIFEST} is not valid JSON: {exc}") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(f"{folder} is not a redline backup this version reads ({FORMAT})")
-    listed = manifest.get("files")
-    if not isinstance(listed, dict):
-        raise BackupError(f"{folder / MANIFEST} lists no files")
+    _check_manifest(manifest)
+    listed: dict[str, str] = manifest["files"]
     for rel in (STORE, "config.json", *PUBLIC_KEYS):
         if rel not in listed:
             raise BackupError(f"the backup's manifest does not list {rel}")
     # Nothing restored may be a file the manifest does not vouch for (a user slipped in, a key).
-    extra = sorted(set(_files(folder)) - set(listed))
+    extra = sorted(set(_members(folder)) - set(listed))
     if extra:
         raise BackupError(f"the backup holds files its manifest does not list: {', '.join(extra[:5])}")
     for rel, digest in listed.items():
         path = folder / rel
-        if Path(rel).is_absolute() or ".." in Path(rel).parts or not path.is_file():
+        if not _member_name(rel):
+            raise BackupError(f"the backup's manifest lists {rel[:80]!r}, not a file a backup holds")
+        if not path.is_file():
             raise BackupError(f"backup file {rel} is missing")
         if _sha256(path) != digest:
             raise BackupError(f"backup file {rel} has changed since the backup was taken (SHA-256 differs)")
     return manifest
+
+
+_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format": str, "station": str, "fingerprint": str, "taken_at": int, "taken_by": str, "secrets": str,
+    "lines": list, "verified": bool, "problems": list, "files": dict,
+}  # fmt: skip
+
+
+def _check_manifest(m: dict[str, Any]) -> None:
+    """Every field a manifest has, of its type and within its range ("keys": since key ids were
+    recorded; a manifest without it was taken by an earlier version)."""
+    fields = {**_MANIFEST_FIELDS, **({"keys": dict} if "keys" in m else {})}
+    try:
+        identity.require(m, MANIFEST, fields)
+    except RedlineError as exc:
+        raise BackupError(str(exc)) from None
+    if not 0 <= m["taken_at"] < 1 << 53:
+        raise BackupError(f"{MANIFEST}: taken_at is not a time")
+    if m["secrets"] not in ("encrypted", "omitted"):
+        raise BackupError(f"{MANIFEST}: secrets is neither 'encrypted' nor 'omitted'")
+    if not all(isinstance(k, str) and isinstance(v, str) and _is_hex(v, 32) for k, v in m["files"].items()):
+        raise BackupError(f"{MANIFEST}: files must map names to SHA-256 digests (hex)")
+    keys = m.get("keys", {})
+    ids_ok = all(isinstance(v, str) and (_is_hex(v, 16) or _is_hex(v, 32)) for v in keys.values())
+    if not set(keys) <= set(KEY_NAMES) or not ids_ok:
+        raise BackupError(f"{MANIFEST}: keys must map {', '.join(KEY_NAMES)} to key ids (hex)")
+    for key in ("station", "fingerprint", "taken_by"):
+        if len(m[key]) > 200:
+            raise BackupError(f"{MANIFEST}: {key} is too long")
+    if not all(isinstance(ln, dict) for ln in m["lines"]) or not all(isinstance(p, str) for p in m["problems"]):
+        raise BackupError(f"{MANIFEST}: lines or problems malformed")
+
+
+def check_backup(folder: Path, manifest: dict[str, Any]) -> None:
+    """Every file of the backup parsed as a restore will use it, before anything is written: the
+    config, the root, the certificates, the TLS certificates, the users' files, the sealed secrets'
+    frame (its cost bounded). Anything wrong: one ``BackupError`` line."""
+    _config(folder)
+    root = _root_public(folder)
+    certs = _loads(_read_small(folder / "keys/certs.json", "keys/certs.json"), "keys/certs.json")
+    if not isinstance(certs, dict) or "signing" not in certs or "tls" not in certs:
+        raise BackupError("backup file keys/certs.json does not name a signing and a TLS certificate")
+    try:
+        identity.SignedCert.from_obj(certs["signing"]).verify(root)
+        identity.SignedCert.from_obj(certs["tls"]).verify(root)
+    except RedlineError as exc:
+        raise BackupError(f"backup file keys/certs.json: {exc}") from None
+    _tls_cert(folder, "keys/tls.crt")
+    if (folder / "keys" / keyfiles.TLS_NEXT_CRT).exists():
+        _tls_cert(folder, f"keys/{keyfiles.TLS_NEXT_CRT}")
+    for rel in (f"keys/{keyfiles.NEXT_CERT}", f"keys/{keyfiles.TLS_NEXT_CERT}"):
+        if (folder / rel).exists():
+            try:
+                identity.SignedCert.from_obj(_loads(_read_small(folder / rel, rel), rel)).verify(root)
+            except RedlineError as exc:
+                raise BackupError(f"backup file {rel}: {exc}") from None
+    if (folder / "users").exists():
+        for f in sorted((folder / "users").iterdir()):
+            rel = f"users/{f.name}"
+            if not isinstance(_loads(_read_small(f, rel), rel), dict):
+                raise BackupError(f"backup file {rel} is not a person's file (a JSON object)")
+    if manifest["secrets"] == "encrypted":
+        if not (folder / SEALED).exists():
+            raise BackupError(f"the backup says its secret keys are sealed, but holds no {SEALED}")
+        _sealed_fields(_loads(_read_small(folder / SEALED, SEALED, MAX_SEALED), SEALED))
+
+
+def held_keys(keys_dir: Path) -> dict[str, str]:
+    """The ids of the keys a backup of ``keys_dir`` holds: the signing key's id, the TLS key's
+    (the SHA-256 of its SPKI, what the peer pins) and, during a rotation, the next ones'."""
+    from redline.home import _pem_to_der
+
+    def signing(name: str) -> str:
+        return identity.key_id(bytes(identity.load_signing_key(keys_dir / name).verify_key))
+
+    def tls(name: str) -> str:
+        return identity.spki_hash(_pem_to_der((keys_dir / name).read_bytes()))
+
+    held = {"signing": signing("signing.key"), "tls": tls("tls.crt")}
+    if _next_whole(keys_dir, keyfiles.NEXT_KEY):
+        held["next_signing"] = signing(keyfiles.NEXT_KEY)
+    if _next_whole(keys_dir, keyfiles.TLS_NEXT_KEY):
+        held["next_tls"] = tls(keyfiles.TLS_NEXT_CRT)
+    return held
+
+
+def keys_in_force(keys_dir: Path) -> dict[str, str]:
+    """The ids of the signing and TLS keys the station uses now."""
+    held = held_keys(keys_dir)
+    return {"signing": held["signing"], "tls": held["tls"]}
+
+
+def stale_keys(keys_dir: Path, record: dict[str, Any]) -> list[str]:
+    """The keys in force that the backup ``record`` (last-backup.json or a manifest) does not
+    hold: a restore from it could not use them (empty: it holds them all). None recorded: every
+    key counts as missing (a backup of an earlier version did not say)."""
+    recorded = record.get("keys")
+    have = set(recorded.values()) if isinstance(recorded, dict) else set()
+    return [role for role, kid in keys_in_force(keys_dir).items() if kid not in have]
+
+
+def _next_whole(keys_dir: Path, name: str) -> bool:
+    """Whether the rotation's next key ``name`` is prepared whole (its key and every public file)."""
+    return (keys_dir / name).exists() and all((keys_dir.parent / rel).exists() for rel in NEXT_PUBLIC[name])
 
 
 # -- restoring ---------------------------------------------------------------------------------------
@@ -259,6 +421,7 @@ def restore(
     certificates name. Nothing is left in ``target`` if anything fails."""
     folder = folder.resolve()
     manifest = read_manifest(folder)
+    check_backup(folder, manifest)
     reports, lines = verify_store(folder)
     if not all(r.ok for r in reports):
         first = next(str(p) for r in reports for p in r.problems)
@@ -274,7 +437,7 @@ def restore(
         os.chmod(target, 0o700)
         (target / "keys").mkdir(mode=0o700)
         _copy_durably(folder / "config.json", target / "config.json")
-        for rel in PUBLIC_KEYS:
+        for rel in (*PUBLIC_KEYS, *(r for n in secrets if n in NEXT_PUBLIC for r in NEXT_PUBLIC[n])):
             _copy_durably(folder / rel, target / rel)
         for name, data in secrets.items():
             identity.write_secret(target / "keys" / name, data)
@@ -304,7 +467,7 @@ def restore(
         raise
     return {
         "station": manifest["station"], "fingerprint": home.load_keys().fingerprint, "path": str(target),
-        "taken_at": manifest["taken_at"], "lines": lines,
+        "taken_at": manifest["taken_at"], "lines": lines, "keys": held_keys(target / "keys"),
     }  # fmt: skip
 
 
@@ -312,7 +475,9 @@ def _secrets(
     folder: Path, manifest: dict[str, Any], passphrase: str | None, keys_from: Path | None
 ) -> dict[str, bytes]:
     if keys_from is not None:
-        return {name: identity.read_secret(keys_from / name) for name in SECRET_KEYS}
+        nexts = [n for n in NEXT_PUBLIC if (keys_from / n).exists() and (folder / NEXT_PUBLIC[n][0]).exists()]
+        names = [*SECRET_KEYS, *nexts]
+        return {name: identity.read_secret(keys_from / name) for name in names}
     if manifest.get("secrets") != "encrypted":
         raise BackupError(
             "this backup holds no secret keys (taken with --secrets omit): give --keys-from DIR, a folder with "
@@ -320,16 +485,17 @@ def _secrets(
         )
     if passphrase is None:
         raise BackupError("this backup's secret keys are sealed: give the backup passphrase")
-    return open_secrets((folder / SEALED).read_bytes(), passphrase)
+    secrets = open_secrets(_read_small(folder / SEALED, SEALED, MAX_SEALED), passphrase)
+    # A next key restored only with its certificates (a sealed next key without them is dropped).
+    return {n: v for n, v in secrets.items() if n in SECRET_KEYS or (folder / NEXT_PUBLIC[n][0]).exists()}
 
 
 def _check_keys(folder: Path, secrets: dict[str, bytes]) -> None:
     """The secret keys must be the ones the backup's certificates (signed by our root) name."""
-    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
-    certs = json.loads((folder / "keys" / "certs.json").read_text())
-    root = bytes.fromhex((folder / "keys" / "root.pub").read_text().strip())
+    certs = _loads(_read_small(folder / "keys/certs.json", "keys/certs.json"), "keys/certs.json")
+    root = _root_public(folder)
     signing_cert = identity.SignedCert.from_obj(certs["signing"]).verify(root)
     try:
         signing = nacl.signing.SigningKey(bytes.fromhex(secrets["signing.key"].decode("ascii").strip()))
@@ -337,7 +503,7 @@ def _check_keys(folder: Path, secrets: dict[str, bytes]) -> None:
         raise BackupError("signing.key does not hold an Ed25519 seed in hex") from exc
     if bytes(signing.verify_key).hex() != signing_cert.key:
         raise BackupError("signing.key is not the signing key this station's root certified: wrong key file")
-    tls_cert = x509.load_pem_x509_certificate((folder / "keys" / "tls.crt").read_bytes())
+    tls_cert = _tls_cert(folder, "keys/tls.crt")
     try:
         tls_key = load_pem_private_key(secrets["tls.key"], password=None)
     except ValueError as exc:
@@ -371,7 +537,94 @@ def age_text(ms: float) -> str:
 
 # -- files -------------------------------------------------------------------------------------------
 def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return _members(folder)
+
+
+def _members(folder: Path) -> list[str]:
+    """Every file in ``folder`` (relative, the manifest aside). A symbolic link anywhere, or
+    anything but plain files and folders, is refused: a backup holds only plain files, and a link
+    would make a restore read (and copy) whatever it points at."""
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath) / name
+            mode = os.lstat(path).st_mode
+            rel = str(path.relative_to(folder))
+            if stat.S_ISLNK(mode):
+                raise BackupError(f"backup file {rel} is a symbolic link: a backup holds only plain files")
+            if name in filenames and not stat.S_ISREG(mode):
+                raise BackupError(f"backup file {rel} is not a plain file")
+        out.extend(str((Path(dirpath) / n).relative_to(folder)) for n in filenames)
+    return sorted(r for r in out if r != MANIFEST)
+
+
+def _member_name(rel: str) -> bool:
+    """Whether ``rel`` is a file a backup holds (no other name is restored or read)."""
+    known = {STORE, "config.json", SEALED, *PUBLIC_KEYS, *(r for v in NEXT_PUBLIC.values() for r in v)}
+    if rel in known:
+        return True
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[0] == "users" and parts[1].endswith(".json") and not parts[1].startswith(".")
+
+
+def _read_small(path: Path, rel: str, limit: int = MAX_FILE) -> bytes:
+    """A backup file's bytes, never through a symbolic link, at most ``limit`` of them."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise BackupError(f"backup file {rel} cannot be read ({exc.strerror}; a symbolic link is refused)") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise BackupError(f"backup file {rel} is not a plain file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise BackupError(f"backup file {rel} is over {limit} bytes: not one redline writes")
+    return data
+
+
+def _loads(data: bytes, rel: str) -> Any:
+    try:
+        return jsonin.loads(data)
+    except EncodingError as exc:
+        raise BackupError(f"backup file {rel} is not valid JSON ({exc})") from None
+
+
+def _hex(value: str, what: str, field: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise BackupError(f"{what}: {field} is not hex") from None
+
+
+def _is_hex(value: str, size: int) -> bool:
+    return len(value) == 2 * size and all(c in "0123456789abcdef" for c in value)
+
+
+def _config(folder: Path) -> StationConfig:
+    from redline.config import StationConfig
+
+    try:
+        return StationConfig.from_obj(_loads(_read_small(folder / "config.json", "config.json"), "config.json"))
+    except ConfigError as exc:
+        raise BackupError(f"backup file config.json: {exc}") from None
+
+
+def _root_public(folder: Path) -> bytes:
+    text = _read_small(folder / "keys/root.pub", "keys/root.pub").decode("ascii", "replace").strip()
+    if not _is_hex(text, 32):
+        raise BackupError("backup file keys/root.pub does not hold a root public key (hex)")
+    return bytes.fromhex(text)
+
+
+def _tls_cert(folder: Path, rel: str) -> Any:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(_read_small(folder / rel, rel))
+    except ValueError:
+        raise BackupError(f"backup file {rel} is not a PEM certificate") from None
 
 
 def _sha256(path: Path) -> str:
