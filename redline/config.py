@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import math
 import re
 from dataclasses import field
 from pathlib import Path
@@ -100,6 +101,10 @@ class Limits:
     # protocol's persons.MAX_ROSTER_PEOPLE; _NOW_PROTOCOL below for config.json that still says it).
 
     def __post_init__(self) -> None:
+        # Every field against its rule (``_LIMIT_RULES``, one table): a field without one is a
+        # KeyError here, so a limit added later cannot go unchecked (tests/test_config_ranges.py).
+        for f in dataclasses.fields(self):
+            _LIMIT_RULES[f.name].check(f"limits.{f.name}", getattr(self, f.name))
         # Sizes only ever lower than the protocol's: every envelope a station signs or takes must
         # be one ``redline verify`` and a bundle's reader accept (at most MAX_ENVELOPE_BYTES). Two
         # stations that raised these co-signed envelopes every verifier called forged.
@@ -110,6 +115,129 @@ class Limits:
                     f"config.json: limits.{name} may be at most {limit}: an envelope is at most {MAX_ENVELOPE_BYTES} "
                     "bytes (PROTOCOL.md 5.4), and no verifier accepts a larger one"
                 )
+        for low, high in (("redial_initial", "redial_max"), ("peer_window_min_seconds", "peer_window_max_seconds")):
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(f"config.json: limits.{low} ({getattr(self, low)}) may not be above limits.{high} "
+                                  f"({getattr(self, high)})")  # fmt: skip
+        # The schedule, parsed once here: the line's tick and doctor use these (hour, minute) pairs.
+        object.__setattr__(self, "_test_slots", tuple(_hhmm(t) for t in self.test_times_utc))
+
+    @property
+    def test_slots(self) -> tuple[tuple[int, int], ...]:
+        """``test_times_utc`` as (hour, minute) pairs, in the order given (checked at load)."""
+        slots: tuple[tuple[int, int], ...] = self.__dict__["_test_slots"]
+        return slots
+
+
+_HHMM = re.compile(r"\A([01][0-9]|2[0-3]):([0-5][0-9])\Z")
+
+
+def _hhmm(text: str) -> tuple[int, int]:
+    m = _HHMM.match(text)
+    assert m is not None  # checked by the rule of test_times_utc
+    return int(m[1]), int(m[2])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """What one setting may hold: a number in [low, high] (``above``: strictly above low), finite;
+    or, for a list of strings, ``each`` (a pattern every item matches, all distinct) and ``min_items``.
+    The error names the key, the value and the range, in one line."""
+
+    kind: str  # "int", "float", "bool", "names"
+    low: float = 0.0
+    high: float = 0.0
+    above: bool = False
+    each: str = ""
+    min_items: int = 0
+    what: str = ""  # the rule in words, for a list
+
+    def check(self, key: str, value: object) -> None:
+        shown = json.dumps(value, default=repr)[:60] if not isinstance(value, float) else repr(value)
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"config.json: {key} must be true or false, not {shown}")
+            return
+        if self.kind == "names":
+            items = list(value) if isinstance(value, tuple | list) else None
+            ok = items is not None and all(isinstance(v, str) and re.match(self.each, v) for v in items)
+            if items is None or not ok or len(set(items)) != len(items) or len(items) < self.min_items:
+                raise ConfigError(f"config.json: {key} must be {self.what}, not {shown}")
+            return
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or (self.kind == "int" and not isinstance(value, int)):
+            raise ConfigError(f"config.json: {key} must be {'a whole number' if self.kind == 'int' else 'a number'}"
+                              f" {self._range()}, not {shown}")  # fmt: skip
+        assert isinstance(value, int | float)
+        low_ok = value > self.low if self.above else value >= self.low
+        if not (math.isfinite(value) and low_ok and value <= self.high):  # NaN fails every comparison too
+            raise ConfigError(f"config.json: {key} must be {self._range()}, not {shown}")
+
+    def _range(self) -> str:
+        high = f"{self.high:g}" if self.kind == "float" else str(int(self.high))
+        low = f"{self.low:g}" if self.kind == "float" else str(int(self.low))
+        return f"above {low} and at most {high}" if self.above else f"from {low} to {high}"
+
+
+_DAY = 86400.0
+_YEAR = 365 * _DAY
+_MANY = float(2**53)  # a count or a size: far beyond any real one, still exact as a float
+
+
+def _Int(low: int = 1) -> _Rule:
+    return _Rule("int", low, _MANY)
+
+
+def _Seconds(high: float = _YEAR) -> _Rule:
+    return _Rule("float", 0, high, above=True)
+
+
+# One rule for every field of Limits (sizes and counts: whole numbers from 1; durations: seconds
+# above 0, finite, at most a year unless said). Limits.__post_init__ refuses a field missing here.
+_LIMIT_RULES: dict[str, _Rule] = {
+    "max_text_bytes": _Int(),
+    "max_body_bytes": _Int(),
+    "max_frame_bytes": _Int(),
+    "max_line_disk_bytes": _Int(),
+    "line_disk_reserve_bytes": _Int(0),
+    "line_disk_warn_fraction": _Rule("float", 0, 1, above=True),
+    "window": _Int(),
+    "max_gap_buffer": _Int(),
+    "max_gap_buffer_bytes": _Int(),
+    "max_outbox": _Int(),
+    "group_commit_rows": _Int(),
+    "checkpoint_every_envelopes": _Int(),
+    "checkpoint_every_seconds": _Seconds(),
+    "heartbeat_interval": _Seconds(3600),
+    "path_dead_after": _Seconds(),
+    "path_stalled_after": _Seconds(),
+    "line_down_alarm_seconds": _Seconds(),
+    "max_clock_skew_seconds": _Seconds(),
+    "redial_initial": _Seconds(3600),
+    "redial_max": _Seconds(3600),
+    "lease_seconds": _Seconds(3600),
+    "lease_poll_seconds": _Seconds(3600),
+    "handshake_timeout": _Seconds(3600),
+    "max_preauth_per_source": _Int(),
+    "invite_ttl_seconds": _Seconds(),
+    "test_times_utc": _Rule("names", each=_HHMM.pattern, what="a list of distinct UTC times HH:MM (00:00 to 23:59)"),
+    "test_answer_seconds": _Seconds(),
+    "flash_ack_seconds": _Seconds(),
+    "escalation_levels": _Rule("names", each=r"\A[^\W_][\w .-]{0,31}\Z(?<!deadline-missed)", min_items=1,
+                               what="a non-empty list of distinct level names (1-32 letters, digits, space, "
+                                    "'.', '-' or '_', not 'deadline-missed')"),
+    "call_request_ttl_seconds": _Seconds(),
+    "ring_seconds": _Seconds(),
+    "max_calls_per_line": _Int(),
+    "max_audio_packet_bytes": _Int(),
+    "max_audio_packets_per_second": _Int(),
+    "call_lost_seconds": _Seconds(),
+    "honour_peer_windows": _Rule("bool"),
+    "peer_window_min_seconds": _Rule("float", 1, _YEAR),
+    "peer_window_max_seconds": _Rule("float", 1, _YEAR),
+    "max_notice_points": _Int(),
+    "max_active_notices_per_side": _Int(),
+}
 
 
 @dataclass_on_first_use(frozen=True, kw_only=True)
@@ -174,6 +302,17 @@ def parse_host(text: str) -> tuple[str, int | None]:
     return host, int(m["port"]) if m["port"] else None
 
 
+def _addresses(obj: dict[str, Any], key: str, *, needed: bool = False) -> tuple[str, ...]:
+    """``listen`` / ``advertise``: a list of HOST:PORT strings (``parse_hostport``), else one line."""
+    given = obj[key] if needed else obj.get(key, [])
+    if not isinstance(given, list) or not all(isinstance(a, str) for a in given) or (needed and not given):
+        raise ConfigError(f"config.json: {key} must be a {'non-empty ' if needed else ''}list of \"HOST:PORT\" "
+                          f"strings, not {json.dumps(given)[:60]}")  # fmt: skip
+    for addr in given:
+        parse_hostport(addr)
+    return tuple(given)
+
+
 def _check_store(store: object) -> str:
     if store == "":
         return ""
@@ -220,8 +359,8 @@ class StationConfig:
             return cls(
                 name=check_station_name(obj["name"]),
                 lang=check_lang(obj["lang"]),
-                listen=tuple(obj["listen"]),
-                advertise=tuple(obj.get("advertise", ())),
+                listen=_addresses(obj, "listen", needed=True),
+                advertise=_addresses(obj, "advertise"),
                 limits=Limits(**limits),
                 api=ApiConfig(**api),
                 store=_check_store(obj.get("store", "")),

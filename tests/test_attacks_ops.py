@@ -169,7 +169,9 @@ def test_honoured_peer_windows_are_clamped_to_our_bounds(requested: Any, flash_m
 
 
 def test_honoured_peer_windows_are_never_under_a_second_whatever_the_config() -> None:
-    limits = replace(QUIET, honour_peer_windows=True, peer_window_min_seconds=-10, peer_window_max_seconds=-20)
+    limits = replace(QUIET, honour_peer_windows=True)
+    for name, value in (("peer_window_min_seconds", -10), ("peer_window_max_seconds", -20)):
+        object.__setattr__(limits, name, value)  # config.json refuses these now; the engine keeps its floor
     line = Line(limits=limits)
     f = line.file(line.b, "FLASH", {"text": "x", "ack_within_ms": 1}, prio="FLASH")
     assert flash_view(line.a, f).deadline - T0 == 1000

@@ -201,14 +201,14 @@ def flash_view(side: Side, flash: Entry) -> FlashView:
 
 
 def test_slot_times_are_the_latest_utc_slots_not_after_now() -> None:
-    slots = slot_times(utc("2022-05-13T09:00:00"), ("08:00", "20:00"))
+    slots = slot_times(utc("2022-05-13T09:00:00"), ((8, 0), (20, 0)))
     assert slots == [
         ("2022-05-13T08:00Z", utc("2022-05-13T08:00:00")),
         ("2022-05-12T20:00Z", utc("2022-05-12T20:00:00")),
         ("2022-05-12T08:00Z", utc("2022-05-12T08:00:00")),
     ]
-    assert slot_times(utc("2022-05-13T08:00:00"), ("08:00", "20:00"))[0][0] == "2022-05-13T08:00Z"  # inclusive
-    assert slot_times(utc("2022-05-13T07:59:59.999"), ("08:00", "20:00"))[0][0] == "2022-05-12T20:00Z"
+    assert slot_times(utc("2022-05-13T08:00:00"), ((8, 0), (20, 0)))[0][0] == "2022-05-13T08:00Z"  # inclusive
+    assert slot_times(utc("2022-05-13T07:59:59.999"), ((8, 0), (20, 0)))[0][0] == "2022-05-12T20:00Z"
 
 
 def slots(intents: list[Intent]) -> list[str]:

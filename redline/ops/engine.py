@@ -58,7 +58,7 @@ class LineOps:
         self.limits = limits
         bounds = peer_window_bounds(limits)
         self.tests = LineTests(
-            answer_ms=int(limits.test_answer_seconds * 1000), times=limits.test_times_utc, since=since, bounds=bounds
+            answer_ms=int(limits.test_answer_seconds * 1000), times=limits.test_slots, since=since, bounds=bounds
         )
         # The escalations the peer's FLASHes may make us sign beyond what those FLASHes took of the
         # peer's budget: a quarter of our reserve (16 MiB by default).

@@ -51,13 +51,15 @@ class LineTest:
         return datetime.fromtimestamp(self.entry.stored_at / 1000, UTC).strftime("%d %b %H:%MZ")
 
 
-def slot_times(now: int, times: tuple[str, ...]) -> list[tuple[str, int]]:
+Slots = tuple[tuple[int, int], ...]  # the schedule as (hour, minute) UTC: Limits.test_slots, checked at load
+
+
+def slot_times(now: int, times: Slots) -> list[tuple[str, int]]:
     """Today's and yesterday's scheduled slots as (label, ms), latest first, not after ``now``."""
     day = datetime.fromtimestamp(now / 1000, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     slots = []
     for d in (day, day - timedelta(days=1)):
-        for t in times:
-            hh, mm = (int(x) for x in t.split(":"))
+        for hh, mm in times:
             at = d + timedelta(hours=hh, minutes=mm)
             ms = int(at.timestamp() * 1000)
             if ms <= now:
@@ -65,19 +67,18 @@ def slot_times(now: int, times: tuple[str, ...]) -> list[tuple[str, int]]:
     return sorted(slots, key=lambda s: -s[1])
 
 
-def _next_slot(now: int, times: tuple[str, ...]) -> float:
+def _next_slot(now: int, times: Slots) -> float:
     """The first slot after ``now`` (ms; infinity with no slots), today's or tomorrow's."""
     day = datetime.fromtimestamp(now / 1000, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     later = []
     for d in (day, day + timedelta(days=1)):
-        for t in times:
-            hh, mm = (int(x) for x in t.split(":"))
+        for hh, mm in times:
             later.append(int((d + timedelta(hours=hh, minutes=mm)).timestamp() * 1000))
     return min((ms for ms in later if ms > now), default=float("inf"))
 
 
 @functools.lru_cache(maxsize=4)
-def _latest_slot(now: int, times: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+def _latest_slot(now: int, times: Slots) -> tuple[tuple[str, int], ...]:
     """The latest slot not after ``now`` (or none): the station asks for every line at each tick
     with the same ``now`` and times, so it is worked out once per tick, not once per line."""
     return tuple(slot_times(now, times)[:1])
@@ -85,7 +86,7 @@ def _latest_slot(now: int, times: tuple[str, ...]) -> tuple[tuple[str, int], ...
 
 class LineTests:
     def __init__(
-        self, *, answer_ms: int, times: tuple[str, ...], since: int, bounds: tuple[int, int] | None = None
+        self, *, answer_ms: int, times: Slots, since: int, bounds: tuple[int, int] | None = None
     ) -> None:
         self.answer_window = answer_ms
         self.bounds = bounds
