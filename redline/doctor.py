@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from redline import backup
 from redline.config import Limits, StationConfig, parse_hostport
-from redline.errors import ConfigError, RedlineError, SchemaVersionError
+from redline.errors import ConfigError, RedlineError, SchemaVersionError, WrongStoreError
 from redline.home import StationDir
 from redline.ledger.interface import LedgerStore
 from redline.ledger.sqlite import Ledger
@@ -145,9 +145,19 @@ def stopped_facts(home: StationDir, now: int, thresholds: Thresholds) -> Facts:
     with contextlib.suppress(ConfigError):
         if home.config().store:
             facts.integrity = [ON_POSTGRES]  # no SQLite file to read; the database keeps its own
+            try:  # but it must be this station's store (an unreachable database is told elsewhere)
+                home.read_ledger().close()
+            except WrongStoreError as exc:
+                facts.integrity = [str(exc)]
+            except RedlineError:
+                pass
             return facts
     try:
-        ledger = Ledger.open_read_only(home.ledger_path)
+        station = home.fingerprint()
+    except ConfigError:
+        station = None  # keys unreadable: the keys check says so; the store is still checked
+    try:
+        ledger = Ledger.open_read_only(home.ledger_path, station=station)
     except SchemaVersionError as exc:  # a store of another version is not a damaged one
         facts.integrity, facts.schema, facts.schema_newer = [], str(exc), exc.newer
         return facts
@@ -377,7 +387,7 @@ def _clock(ln: dict[str, Any], name: str, t: Thresholds) -> list[Finding]:
 
 def _test_interval_ms(limits: Limits) -> int | None:
     """The longest gap between two scheduled line tests, around the day."""
-    minutes = sorted({int(h) * 60 + int(m) for h, m in (s.split(":") for s in limits.test_times_utc)})
+    minutes = sorted({h * 60 + m for h, m in limits.test_slots})
     if not minutes:
         return None
     gaps = [(b - a) for a, b in zip(minutes, [*minutes[1:], minutes[0] + 1440], strict=True)]

@@ -186,6 +186,11 @@ class FencedError(StorageError):
     nothing of it is stored and nothing of it may be sent; the process must step down."""
 
 
+class WrongStoreError(StorageError):
+    """The store was made for another station (its ``meta.station`` is not this folder's root
+    fingerprint): refused before anything is written (``ledger.rows.check_station``)."""
+
+
 class NotFoundError(RedlineError):
     """Asked for something this station does not hold (a line, an envelope, an outbox entry)."""
 

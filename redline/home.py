@@ -130,7 +130,8 @@ class StationDir:
                     holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
                     raise StationBusyError(
                         f"{self.path} is held by {holder}: one process at a time may serve or change a station; "
-                        f"stop it first ('redline stop --station {self.path}'), or wait for it to finish"
+                        "stop it first (Ctrl-C where it runs, kill -TERM with its pid, or 'systemctl stop redline' "
+                        "for the systemd unit of docs/OPERATIONS.md), or wait for it to finish"
                     )
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 time.sleep(0.05)
@@ -242,8 +243,9 @@ class StationDir:
         self.require()
         from redline.ledger.stores import open_store
 
+        config, station = self.config(), self.fingerprint()
         with self._opening() as serving:
-            return open_store(self.config().store, self.ledger_path, raw_check=not serving)
+            return open_store(config.store, self.ledger_path, raw_check=not serving, station=station)
 
     def read_ledger(self) -> LedgerStore:
         """A reader's connection (redline log, export, the console): read-only (for SQLite, through
@@ -252,9 +254,20 @@ class StationDir:
         from redline.ledger.stores import open_store
 
         # the store's location only: a reader does not make the limits (StationConfig.load_store)
-        store = StationConfig.load_store(self.config_path)
+        store, station = StationConfig.load_store(self.config_path), self.fingerprint()
         with self._opening() as serving:
-            return open_store(store, self.ledger_path, read_only=True, raw_check=not serving)
+            return open_store(store, self.ledger_path, read_only=True, raw_check=not serving, station=station)
+
+    def fingerprint(self) -> str:
+        """This station's fingerprint, from keys/root.pub alone (nothing else read or finished: a
+        reader's too): what its store must have been made for (``ledger.rows.check_station``)."""
+        from redline import identity
+
+        pub = self.keys / "root.pub"
+        try:
+            return identity.fingerprint(bytes.fromhex(pub.read_text().strip()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{pub} cannot be read as a public key ({exc}); restore the station's keys") from None
 
     def served(self) -> bool:
         """A process serves this folder (or changes it while stopped) now: the lock, not the

@@ -34,6 +34,8 @@ import psycopg
 from redline import jsonin
 from redline.errors import EncodingError, FencedError, StorageError
 from redline.ledger import lease
+from redline.ledger.postgres import store_station
+from redline.ledger.rows import check_station
 from redline.ledger.stores import shown_url
 from redline.status import HaView, StationStatus
 
@@ -62,6 +64,7 @@ class Pair:
         self.address = ", ".join(config.addresses)
         self.seconds, self.poll = config.limits.lease_seconds, config.limits.lease_poll_seconds
         self.holder = lease.new_holder()
+        self.station = home.fingerprint()  # the store must be this station's before its lease is asked for
         self.role = "standby"
         self.state: lease.LeaseState | None = None
         self.database = ""
@@ -86,6 +89,9 @@ class Pair:
                 try:
                     if db is None or db.closed:
                         db = psycopg.connect(self.url, autocommit=True, application_name="redline standby")
+                        # Another station's store (a copied config): its pair's lease is not ours to
+                        # take, nor its outbox to sign. Refused before the lease table is even made.
+                        check_station(store_station(db), self.station, shown_url(self.url))
                         lease.ensure_table(db)
                     before = lease.read(db)
                     sent = time.monotonic()

@@ -50,7 +50,7 @@ from redline.errors import (
 from redline.identity import SignedCert
 from redline.ledger import lease
 from redline.ledger.model import SCHEMA_VERSION, Equivocation, LineRecord, OutboxItem, find_line
-from redline.ledger.rows import blob, damaged, integer, line_record, outbox_content, schema_version
+from redline.ledger.rows import blob, check_station, damaged, integer, line_record, outbox_content, schema_version
 from redline.ledger.stores import shown_url
 from redline.ledger.verify import LineData, LineSource, StoredRow
 from redline.statements import Signed
@@ -177,6 +177,16 @@ class _Batch:
         self._ledger._end(exc)
 
 
+def store_station(db: psycopg.Connection[Any]) -> str:
+    """The station a store was made for (``meta``), read on any connection to it: the pair's
+    standby checks it before it asks for the lease (``rows.check_station``)."""
+    exists = db.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if not (exists and exists[0]):
+        raise StorageError(f"no store at {shown_url(db.info.dsn)}; create the station with 'redline init --store'")
+    row = db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
+    return str(row[0]) if row else ""
+
+
 class PgLedger:
     """One station's store in PostgreSQL. Not thread-safe: one writer, the station's own thread."""
 
@@ -209,6 +219,7 @@ class PgLedger:
                 raise StorageError(f"no store at {shown}; create the station with 'redline init --store'")
             else:
                 version = self._check_schema()
+                check_station(store_station(self._db), station, shown)  # before any write or migration
             self._settings()
             if create:
                 self._migrate(0, station or "")

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from redline.errors import StorageError
+from redline.errors import StorageError, WrongStoreError
 from redline.ledger.model import LineRecord
 
 _SHOWN = 60  # characters of a damaged value quoted in the message
@@ -106,3 +106,18 @@ def blob(store: Path | str, raw: object, column: str) -> bytes:
     if type(raw) is memoryview:
         return bytes(raw)
     raise damaged(store, f"a value of {column} is {_shown(raw)}, not bytes")
+
+
+def check_station(recorded: str, expected: str | None, shown: str) -> None:
+    """The one rule that a store is the station's own: the station recorded in its ``meta`` at
+    ``init`` is the fingerprint of the root key of the folder opening it. A config that names
+    another station's database, or another station's ledger.sqlite put in the folder, would be
+    served as ours, and what it accepts signed with our keys (or a foreign pair's lease taken).
+    Checked before anything is written or migrated. ``expected`` None: a caller without a station
+    (a backup folder, tests)."""
+    if expected is not None and recorded != expected:
+        raise WrongStoreError(
+            f"store {shown} was made for station {recorded[:16] or '(none)'}, but this station's root key is "
+            f"{expected[:16]}: the config points at another station's store; nothing was changed (point "
+            "config.json's store, or the folder's ledger.sqlite, at this station's own)"
+        )

@@ -40,7 +40,7 @@ from redline.ledger.model import (
     StoredRow,
     find_line,
 )
-from redline.ledger.rows import blob, damaged, integer, line_record, outbox_content, schema_version
+from redline.ledger.rows import blob, check_station, damaged, integer, line_record, outbox_content, schema_version
 from redline.statements import Signed
 
 _SCHEMA_1 = """
@@ -343,7 +343,8 @@ class Ledger:
         raw_check: bool = True,
     ) -> None:  # fmt: skip
         """``raw_check=False``: another process (a running station) holds the store, which checked its
-        files when it opened them: read it through SQLite only, never its raw bytes."""
+        files when it opened them: read it through SQLite only, never its raw bytes. ``station``: the
+        fingerprint recorded in a store created here, and required of one opened (None: not checked)."""
         if not create and not path.exists():
             raise StorageError(f"no store at {path}; create the station with 'redline init'")
         if create and read_only:
@@ -404,6 +405,7 @@ class Ledger:
                         integrity.quick_check(path, self._db, sidecars)  # zeroed or overwritten pages
                         self._checked = True
                     version = self._check_schema()
+                    check_station(self._recorded_station(), station, str(path))  # before any write
                 if read_only:
                     self._db.execute("PRAGMA query_only=ON")
                 else:
@@ -554,6 +556,10 @@ class Ledger:
         row = self._db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
         return str(row[0])
 
+    def _recorded_station(self) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key='station'").fetchone()
+        return str(row[0]) if row else ""
+
     def close(self) -> None:
         """Close the store; if this connection wrote anything, mark the close clean first, so the
         next open skips the full integrity check. A crash, or a ledger never closed, leaves no mark."""
@@ -569,10 +575,11 @@ class Ledger:
         self._closer()
 
     @classmethod
-    def open_read_only(cls, path: Path, *, raw_check: bool = True) -> Ledger:
+    def open_read_only(cls, path: Path, *, raw_check: bool = True, station: str | None = None) -> Ledger:
         """A reader's connection: refuses writes, and never touches the files but through SQLite
-        once open (``raw_check``: the files' raw check before, when no running station holds them)."""
-        return cls(path, read_only=True, raw_check=raw_check)
+        once open (``raw_check``: the files' raw check before, when no running station holds them).
+        ``station``: the fingerprint the store must have been made for (``rows.check_station``)."""
+        return cls(path, read_only=True, raw_check=raw_check, station=station)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

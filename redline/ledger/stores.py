@@ -47,13 +47,14 @@ def open_store(
     raw_check: bool = True,
 ) -> LedgerStore:  # fmt: skip
     """``store``: "" for the SQLite file at ``path``, or a postgresql:// URL (no password in it).
-    ``raw_check=False`` when a running station holds the SQLite files: SQLite only (``Ledger``)."""
+    ``raw_check=False`` when a running station holds the SQLite files: SQLite only (``Ledger``).
+    ``station``: recorded in a store created, required of one opened (``rows.check_station``)."""
     if store:
         from redline.ledger.postgres import PgLedger  # psycopg loads only for a station that uses it
 
         return PgLedger(store, create=create, station=station, read_only=read_only)
     if read_only:
-        return Ledger.open_read_only(path, raw_check=raw_check)
+        return Ledger.open_read_only(path, raw_check=raw_check, station=station)
     return Ledger(path, create=create, station=station, raw_check=raw_check)
 
 
