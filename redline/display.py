@@ -134,3 +134,31 @@ class SafeConsole(Console):
         kwargs["markup"] = False
         kwargs["emoji"] = False
         return super().render_str(shown(text), **kwargs)
+
+
+# Hex digits of an envelope id shown wherever someone must act on the entry (flashes, tests, calls,
+# log rows, status): what 'redline ack', 'answer', 'show' and 'call reply' take (6 or more digits of
+# an id name it, ops/engine.py), with room to spare so two of a line's ids rarely share the prefix.
+ID_SHOWN = 8
+ID_PREFIX_MIN = 6  # the fewest hex digits of an id that name an envelope (ops/engine.py _resolve)
+
+
+def short_id(envelope_id: str | None) -> str:
+    """An envelope id as the tools print it for a person to type back: its first ``ID_SHOWN`` digits."""
+    return envelope_id[:ID_SHOWN] if envelope_id else "-"
+
+
+def line_word(line: str) -> str:
+    """The LINE of a printed command line as it was typed, shell-quoted; a whole line id cut to the
+    8 digits that name it (``ledger.model.LINE_PREFIX_MIN``), so the command fits on one line."""
+    import re
+    import shlex
+
+    if re.fullmatch(r"[0-9a-fA-F]{9,}", line):
+        return line[:8]
+    return shlex.quote(shown(line, 80, newlines=False))
+
+
+def awaits_ack(ours: bool, acked_by: str | None, state: str) -> bool:
+    """A FLASH (its view's fields) of the peer nobody here has acknowledged yet: still to act on."""
+    return not ours and acked_by is None and state in ("waiting for acknowledgement", "deadline missed")

@@ -86,3 +86,75 @@ def test_verify_peer_fingerprint_mismatch_exits_2_showing_the_digits_compared(tm
     out = _cli("verify", "--station", str(a.path), "--peer-fingerprint", wrong)
     assert out.exit_code == 2, out.output
     assert wrong in out.output and b.load_keys().fingerprint[:32] in out.output
+
+
+# -- a FLASH can be acknowledged from what the tools print ----------------------------------------
+PASSWORD = "test-password-1"
+
+
+def _flash_scenario(tmp_path: Path, body: Any) -> None:
+    """EUCOM sends two FLASHes; NDMC (a duty officer 'Dezhurny Orlov') must acknowledge both."""
+    from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
+
+    from redline import persons
+
+    async def main_() -> None:
+        sp = StationPair(tmp_path)
+        persons.add_user(sp.dir_b.path, "Dezhurny Orlov", "duty", PASSWORD, ops=OPSLIMIT_MIN, mem=MEMLIMIT_MIN)
+        async with sp:
+            first = await sp.send("a", "Unidentified track, sector 4", kind="FLASH", prio="FLASH")
+            second = await sp.send("a", "Second track, sector 7", kind="FLASH", prio="FLASH")
+            await body(sp, first, second)
+
+    asyncio.run(main_())
+
+
+async def _cli_async(*args: str, stdin: str = "") -> Result:
+    # The stations run on this loop: the command line talks to their control sockets from a thread.
+    return await asyncio.to_thread(
+        lambda: CliRunner().invoke(main, list(args), env={"COLUMNS": "200"}, input=stdin)
+    )
+
+
+def test_a_waiting_flash_is_acknowledged_from_what_flashes_status_and_log_print(tmp_path: Path) -> None:
+    async def body(sp: StationPair, first: dict[str, Any], second: dict[str, Any]) -> None:
+        at = ("--station", str(sp.dir_b.path))
+        flashes = await _cli_async("flashes", *at, "EUCOM")
+        assert flashes.exit_code == 0, flashes.output
+        for f in (first, second):  # the id 'ack' takes, and the whole command, on screen
+            assert f["id"][:8] in flashes.output
+            assert f"redline ack EUCOM {f['id'][:8]} --user NAME" in flashes.output
+
+        log = await _cli_async("log", *at, "EUCOM")
+        assert log.exit_code == 0 and first["id"][:8] in log.output and second["id"][:8] in log.output
+        assert "redline show EUCOM ID" in log.output
+
+        # two FLASHes waiting are two lines in status, each with its seq, id and command
+        status = await _cli_async("status", *at)
+        waiting = [ln for ln in status.output.splitlines() if "FLASH WAITING" in ln]
+        assert len(waiting) == 2, status.output
+        assert any(f"seq {first['seq']} id {first['id'][:8]}" in w for w in waiting)
+        assert any(f"seq {second['seq']} id {second['id'][:8]}" in w for w in waiting)
+
+        # the id as printed acknowledges the first; the seq (fewer than 6 digits: no id) the second
+        ack = await _cli_async("ack", *at, "EUCOM", first["id"][:8], "--user", "Dezhurny Orlov", stdin=PASSWORD + "\n")
+        assert ack.exit_code == 0, ack.output
+        ack = await _cli_async("ack", *at, "EUCOM", str(second["seq"]), "--user", "Dezhurny Orlov",
+                               stdin=PASSWORD + "\n")  # fmt: skip
+        assert ack.exit_code == 0, ack.output
+        await sp.synced()
+        status = await _cli_async("status", *at)
+        assert "FLASH WAITING" not in status.output, status.output
+        flashes = await _cli_async("flashes", *at, "EUCOM")
+        assert "redline ack" not in flashes.output and flashes.output.count("Dezhurny Orlov") == 2
+
+    _flash_scenario(tmp_path, body)
+
+
+def test_ack_by_a_seq_the_peer_has_no_flash_at_is_one_clear_line(tmp_path: Path) -> None:
+    async def body(sp: StationPair, first: dict[str, Any], second: dict[str, Any]) -> None:
+        out = await _cli_async("ack", "--station", str(sp.dir_b.path), "EUCOM", "999", "--user", "Dezhurny Orlov",
+                               stdin=PASSWORD + "\n")  # fmt: skip
+        assert out.exit_code == 1 and "the peer has no FLASH seq 999" in out.output
+
+    _flash_scenario(tmp_path, body)

@@ -29,7 +29,7 @@ from redline.cli.common import (
     station_option,
     when,
 )
-from redline.display import styled
+from redline.display import ID_PREFIX_MIN, awaits_ack, line_word, short_id, styled
 from redline.errors import EncodingError
 from redline.home import station_path
 
@@ -233,14 +233,16 @@ def register(main: click.Group) -> None:
             proven = f"{since / 3_600_000:.1f} h ago" if since is not None else "never"
             console.print(f"tests sent {h.sent}: passed {h.passed}, missed {h.missed}, pending {h.pending}")
             console.print(f"answer time: median {med}, worst {worst}; line last proven {proven}")
-            table = Table("sent (UTC)", "receipted", "answered by", "answer time", "result")
+            table = Table("id", "sent (UTC)", "receipted", "answered by", "answer time", "result")
             for t in h.tests[-20:]:
                 took = f"{t.answer_ms / 1000:.1f} s" if t.answer_ms is not None else "-"
-                table.add_row(when(t.sent_at), when(t.receipted_at), t.answered_by or "-", took, t.result)
+                table.add_row(short_id(t.id), when(t.sent_at), when(t.receipted_at), t.answered_by or "-", took,
+                              t.result)  # fmt: skip
             console.print(table)
-            for w in h.to_answer:
-                console.print(f"the peer's test {w.id[:12]} waits for an answer until {when(w.deadline)}",
-                              style="bold red")  # fmt: skip
+            for w in h.to_answer:  # the command to type, with the id it needs
+                console.print(f"the peer's test {short_id(w.id)} waits for an answer until {when(w.deadline)}: "
+                              f"redline answer {line_word(line)} {short_id(w.id)} --user NAME",
+                              style="bold red", soft_wrap=True)  # fmt: skip
             say_more(station, line, "tests", offset, limit,
                      {"tests": "of our tests", "to_answer": "of the peer's tests waiting for an answer"})  # fmt: skip
 
@@ -253,7 +255,17 @@ def register(main: click.Group) -> None:
     @click.option("--user", required=True, help="The person acknowledging (asked for their password).")
     @json_option
     def ack(station: str | None, line: str, flash_id: str, user: str, as_json: bool) -> None:
-        """Acknowledge the peer's FLASH message FLASH_ID (id prefix) as a named person."""
+        """Acknowledge the peer's FLASH message FLASH_ID (id prefix) as a named person.
+
+        FLASH_ID is the id column of 'redline flashes' (6 or more hex digits of the id), or the
+        FLASH's seq: a number of fewer than 6 digits can be no id, so it is the peer's seq."""
+        if flash_id.isdigit() and len(flash_id) < ID_PREFIX_MIN:
+            seq = int(flash_id)
+            page: tuple[FlashView, ...] = read_view(station, line, "flash", offset=0, limit=500)
+            found = [f for f in page if not f.ours and f.seq == seq]
+            if not found:
+                fail(f"the peer has no FLASH seq {seq} on this line ('redline flashes {line}' lists them)")
+            flash_id = found[0].id
         emit(as_json, act(station, line, "ACK", {"ref": flash_id}, user=user), show_result)
 
     @main.command()
@@ -271,13 +283,17 @@ def register(main: click.Group) -> None:
         def human(fs: tuple[FlashView, ...]) -> None:
             from rich.table import Table
 
-            table = Table("dir", "seq", "text", "receipted", "escalations", "acknowledged", "state")
+            table = Table("dir", "seq", "id", "text", "receipted", "escalations", "acknowledged", "state")
             for f in fs:
                 esc = ", ".join(e.level for e in f.escalations) or "-"
                 ackd = f"{f.acked_by} {when(f.acked_at)}" if f.acked_by else "-"
-                table.add_row("out" if f.ours else "in", str(f.seq), f.text or "", when(f.receipted_at),
-                              esc, ackd, f.state)  # fmt: skip
+                table.add_row("out" if f.ours else "in", str(f.seq), short_id(f.id), f.text or "",
+                              when(f.receipted_at), esc, ackd, f.state)  # fmt: skip
             console.print(table)
+            for f in fs:  # each one still owed an ACK here, with the command that gives it
+                if awaits_ack(f.ours, f.acked_by, f.state):
+                    console.print(f"FLASH seq {f.seq} waits for acknowledgement: redline ack {line_word(line)} "
+                                  f"{short_id(f.id)} --user NAME", style="bold red", soft_wrap=True)  # fmt: skip
             say_more(station, line, "flash", offset, limit, {"flash": "FLASH messages"})
 
         emit(as_json, view, human)
@@ -435,6 +451,12 @@ def register(main: click.Group) -> None:
 
             for p in pairs:
                 console.rule(" ↔ ".join(p.principals))
+                for r in p.outcomes:  # the peer's open requests: the id 'call reply' takes, on screen
+                    if r.state == "open" and not r.ours:
+                        console.print(f"open request {short_id(r.id)} (seq {r.seq}) from {r.from_role}: {r.subject}; "
+                                      f"reply: redline call reply {line_word(line)} {short_id(r.id)} accept --time "
+                                      "TIME, or decline --reason TEXT", style="bold yellow",
+                                      soft_wrap=True)  # fmt: skip
                 made = ", ".join(str(n) for n in p.requests.values())
                 since = p.days_since_last_call
                 console.print(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from redline.cli.common import console, emit, err, fail, json_option, main, run, station_option, when
-from redline.display import columns, shown, styled
+from redline.display import columns, line_word, short_id, shown, styled
 from redline.home import StationDir, station_path
 
 if TYPE_CHECKING:  # each command imports what it uses, when it runs (the CLI starts in a few ms)
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # each command imports what it uses, when it runs (the CLI st
     from redline.ledger.verify import LineReport
 
 
-LOG_COLUMNS = ("time (UTC)", "from", "seq", "kind", "prio", "receipt", "text")
+LOG_COLUMNS = ("time (UTC)", "from", "seq", "id", "kind", "prio", "receipt", "text")
 ASK_SECONDS = 5.0  # how long log waits for a running station's page before it reads the store itself
 
 
@@ -79,15 +79,16 @@ def log_(station: str | None, line: str, limit: int, show_all: bool, as_json: bo
         for r in held.rows:
             text = shown(r.text, 300) if r.revoked is None else styled(
                 (f"REVOKED: {shown(r.revoked, 300)}", "bold red"), f"\n{shown(r.text, 300)}")  # fmt: skip
-            rows.append((when(r.sent_at), shown(r.sender, 20), str(r.seq), shown(r.kind, 20), r.priority,
-                         "✓ stored" if r.receipted else "pending", text))  # fmt: skip
-        rows += [("-", "us", "-", shown(r.kind, 20), r.priority, "in the outbox", shown(r.text, 300))
+            rows.append((when(r.sent_at), shown(r.sender, 20), str(r.seq), short_id(r.id), shown(r.kind, 20),
+                         r.priority, "✓ stored" if r.receipted else "pending", text))  # fmt: skip
+        rows += [("-", "us", "-", "-", shown(r.kind, 20), r.priority, "in the outbox", shown(r.text, 300))
                  for r in held.outbox]  # fmt: skip
         # aligned columns, the text wrapped under itself (or below each row when the terminal is narrow)
         console.print(columns(console, LOG_COLUMNS, rows), soft_wrap=True)
         if held.partial:
-            console.print(f"{len(held.rows)} of {held.total} entries shown; --all for every entry; 'redline show "
-                          "LINE ID' for one whole message", style="yellow")  # fmt: skip
+            console.print(f"{len(held.rows)} of {held.total} entries shown; --all for every entry", style="yellow")
+        if held.rows:  # the id column is what 'show' takes
+            console.print(f"one whole message: redline show {line_word(line)} ID", soft_wrap=True)
 
     emit(as_json, held.to_obj() if as_json else None, human)  # the JSON form only for --json
 

@@ -345,6 +345,7 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
             ]  # fmt: skip
             console.print(columns(console, ("path", "state", "round trip", "skew", "last heard"), paths, indent=2),
                           soft_wrap=True)  # fmt: skip
+            waiting_flashes(station, ln.line)
         for a in held.alarms[-5:]:
             console.print(f"[{a['level']}] {when(a['time'])} {a['text']}")
 
@@ -356,6 +357,38 @@ def status(station: str | None, as_json: bool, exit_code: bool) -> None:
             sys.exit(3 if healthy else 2)
         lines = held.lines
         sys.exit(0 if lines and all(ln.active and ln.synced and not ln.halted for ln in lines) else 2)
+
+
+FLASHES_LISTED = 5  # waiting FLASHes status names one by one; past these it says how many more
+
+
+def waiting_flashes(station: str | None, line: str) -> None:
+    """Each FLASH of the peer still owed an ACK here, on its own line with its seq, id, age and the
+    command that acknowledges it: one alarm line for two of them had an officer acknowledge "the
+    FLASH" and leave the other to escalate. The view's JSON as it comes (status loads no read views)."""
+    import time
+
+    from redline.control_client import call_blocking
+    from redline.display import awaits_ack, line_word, short_id
+    from redline.errors import ControlError
+
+    try:  # unacknowledged first (ops/flash.py): a page this long holds every waiting one a station keeps
+        page = call_blocking(station_path(station), {"op": "view", "line": line, "what": "flash", "limit": 500})
+    except ControlError as exc:  # the status above stands; say what could not be listed
+        console.print(f"  (waiting FLASH messages not listed: {exc}; 'redline flashes {line_word(line)}')",
+                      style="yellow", soft_wrap=True)  # fmt: skip
+        return
+    waiting = [f for f in page if awaits_ack(f["ours"], f["acked_by"], f["state"])]
+    now = int(time.time() * 1000)
+    for f in waiting[:FLASHES_LISTED]:
+        age = max(0, now - int(f["accepted_at"])) // 1000
+        console.print(styled(("  FLASH WAITING", "bold red"), (
+            f" seq {f['seq']} id {short_id(f['id'])}, {age} s old, {f['state']} (deadline {when(f['deadline'])}): "
+            f"redline ack {line_word(line)} {short_id(f['id'])} --user NAME"
+        )), soft_wrap=True)  # fmt: skip
+    if len(waiting) > FLASHES_LISTED:
+        console.print(f"  and {len(waiting) - FLASHES_LISTED} more FLASH waiting: redline flashes {line_word(line)}",
+                      style="bold red", soft_wrap=True)  # fmt: skip
 
 
 @main.command()
