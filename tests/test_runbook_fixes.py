@@ -158,3 +158,34 @@ def test_ack_by_a_seq_the_peer_has_no_flash_at_is_one_clear_line(tmp_path: Path)
         assert out.exit_code == 1 and "the peer has no FLASH seq 999" in out.output
 
     _flash_scenario(tmp_path, body)
+
+
+# -- redline invite > FILE, then pair --token-file FILE ------------------------------------------
+def test_pair_takes_the_file_invite_wrote_with_its_instructions_around_the_token(tmp_path: Path) -> None:
+    from redline.station import Station
+    from redline.testing import make_station
+    from tests.procs import free_ports
+
+    async def main_() -> None:
+        ports = free_ports(2)
+        da, db = make_station(tmp_path, "EUCOM", "en", ports[0]), make_station(tmp_path, "NDMC", "ru", ports[1])
+        a, b = Station(da), Station(db)
+        await a.start()
+        await b.start()
+        try:
+            invited = await _cli_async("invite", "--station", str(da.path))  # as 'redline invite > token.txt'
+            assert invited.exit_code == 0 and "Give this token" in invited.output
+            saved = tmp_path / "token.txt"
+            saved.write_text(invited.output)
+            paired = await _cli_async("pair", "--station", str(db.path), "--token-file", str(saved))
+            assert paired.exit_code == 0, paired.output
+            assert "Paired with EUCOM" in paired.output and "Safety code" in paired.output
+            # two different tokens in one file: which one is meant is not guessed
+            saved.write_text("rl1-aaaa\nrl1-bbbb\n")
+            twice = await _cli_async("pair", "--station", str(db.path), "--token-file", str(saved))
+            assert twice.exit_code == 1 and "2 different pairing tokens" in twice.output
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main_())

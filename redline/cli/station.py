@@ -218,6 +218,18 @@ def invite(station: str | None, as_json: bool) -> None:
         f"Give this token to the other station's operator (expires {when(d['expires'])}):\n\n{d['token']}\n\n"
         "They run: redline pair (and paste it at the prompt)", soft_wrap=True))  # fmt: skip
 
+def token_in(text: str) -> str:
+    """The pairing token in ``text``: the one word that starts like a token, so the whole of what
+    'redline invite' printed (its instructions around the token) can be saved and given to pair.
+    No such word: the text as it is (the station says why it is no token); two different: refused."""
+    from redline.pairing import TOKEN_PREFIX
+
+    found = {w for w in text.split() if w.startswith(TOKEN_PREFIX)}
+    if len(found) > 1:
+        fail(f"this holds {len(found)} different pairing tokens: keep only the one the other station gave you")
+    return found.pop() if found else text.strip()
+
+
 @main.command()
 @station_option
 @click.argument("token", required=False, metavar="")
@@ -228,7 +240,8 @@ def pair(station: str | None, token: str | None, token_file: Any, as_json: bool)
 
     The token is a secret: it is read from --token-file, from standard input when that is not a
     terminal, or else asked for at a prompt that does not echo. Never from the command line, where
-    ps and the shell history would show it."""
+    ps and the shell history would show it. The text may hold more than the token (what 'redline
+    invite > FILE' wrote): the one word starting rl1- is the token."""
     if token is not None:
         fail("do not put the pairing token on the command line (ps and the shell history show it): run "
              "'redline pair' and paste it at the prompt, or 'redline pair --token-file FILE'")  # fmt: skip
@@ -238,7 +251,7 @@ def pair(station: str | None, token: str | None, token_file: Any, as_json: bool)
         text = sys.stdin.read()
     else:
         text = click.prompt("Pairing token", hide_input=True)
-    data = control(station, {"op": "pair", "token": text.strip()})
+    data = control(station, {"op": "pair", "token": token_in(text)})
     emit(as_json, data, lambda d: console.print(styled(
         "Paired with ", (d["peer"], "bold"), f" on line {d['line'][:8]}.\nSafety code: ", (d["safety_code"], "bold"),
         f"\nCompare it with the other operator by voice, then run: redline confirm {d['line'][:8]} CODE")))  # fmt: skip
