@@ -487,6 +487,14 @@ def _certificates(home: StationDir, facts: Facts, t: Thresholds) -> list[Finding
     return out
 
 
+def _stale_keys(home: StationDir, last: dict[str, Any]) -> str:
+    """The roles ("signing and TLS") of the keys in force the last backup does not hold, or ""."""
+    try:
+        return " and ".join(r if r != "tls" else "TLS" for r in backup.stale_keys(home.keys, last))
+    except (RedlineError, OSError, ValueError):
+        return ""  # the key files themselves are the keys check's finding
+
+
 def _backups(home: StationDir, facts: Facts, t: Thresholds) -> list[Finding]:
     last = backup.last_backup(home)
     take = f"take one: redline backup DIR --station {home.path} --secrets encrypt (docs/OPERATIONS.md)"
@@ -495,6 +503,11 @@ def _backups(home: StationDir, facts: Facts, t: Thresholds) -> list[Finding]:
     age = facts.now - int(last.get("taken_at", 0))
     where = str(last.get("path"))
     text = f"the latest backup ({where}) is {backup.age_text(age)} old"
+    stale = _stale_keys(home, last)
+    if stale:  # keys made after the backup cannot be in it: restored, the line is lost (attack finding 2)
+        return [Finding("backup", CRITICAL, f"the latest backup ({where}) does not hold this station's {stale} "
+                        "key in force (a key rotation since it was taken): restored from it, the peer would "
+                        "refuse it or it could never sign again", "take a backup now: " + take[len("take one: "):])]
     if not Path(where).joinpath(backup.MANIFEST).exists():
         return [Finding("backup", WARNING, f"the latest backup ({where}) is no longer there", take)]
     if not last.get("verified"):
