@@ -397,11 +397,38 @@ def keys_in_force(keys_dir: Path) -> dict[str, str]:
 
 def stale_keys(keys_dir: Path, record: dict[str, Any]) -> list[str]:
     """The keys in force that the backup ``record`` (last-backup.json or a manifest) does not
-    hold: a restore from it could not use them (empty: it holds them all). None recorded: every
-    key counts as missing (a backup of an earlier version did not say)."""
+    hold: a restore from it could not use them (empty: it holds them all). A record of an earlier
+    version names none: the backup's own certificates say; unreadable, nothing is told (empty)."""
     recorded = record.get("keys")
-    have = set(recorded.values()) if isinstance(recorded, dict) else set()
+    if isinstance(recorded, dict):
+        have = set(recorded.values())
+    else:  # an earlier version's record: the backup's own public files say which keys it holds
+        have = _public_key_ids(Path(str(record.get("path"))))
+        if not have:
+            return []  # nothing to tell from: not a finding of its own (the backup's age still is)
     return [role for role, kid in keys_in_force(keys_dir).items() if kid not in have]
+
+
+def _public_key_ids(folder: Path) -> set[str]:
+    """The key ids a backup folder's certificates name (the TLS one from its certificate), or none."""
+    from redline import canonical
+    from redline.home import _pem_to_der
+
+    ids: set[str] = set()
+    try:
+        for rel in ("keys/certs.json", f"keys/{keyfiles.NEXT_CERT}"):
+            if rel.endswith("certs.json") or (folder / rel).exists():
+                obj = _loads(_read_small(folder / rel, rel), rel)
+                for cert in obj.values() if rel.endswith("certs.json") else [obj]:
+                    data = identity.SignedCert.from_obj(cert).data
+                    kc = canonical.decode_object(data, "key certificate")
+                    ids.add(str(kc.get("key_id") if kc.get("role") == "signing" else ""))
+        for rel in ("keys/tls.crt", f"keys/{keyfiles.TLS_NEXT_CRT}"):
+            if (folder / rel).exists():
+                ids.add(identity.spki_hash(_pem_to_der(_read_small(folder / rel, rel))))
+    except (RedlineError, OSError, ValueError, AttributeError):
+        return set()
+    return ids - {""}
 
 
 def _next_whole(keys_dir: Path, name: str) -> bool:

@@ -21,6 +21,13 @@ from redline.control import call
 from redline.errors import ConfigError, StationNotRunningError
 from redline.home import StationDir, station_path
 
+# A backup taken before a rotation holds none of the keys it made: restored, that station is refused
+# by the peer at TLS, or can never sign on its lines again (attack finding 2; OPERATIONS section 10).
+BACKUP_NOW = (
+    "Take a backup now ('redline backup DIR'): a backup taken before this rotation cannot restore this "
+    "station's lines ('redline doctor' says CRITICAL until then)."
+)
+
 
 def register(main: click.Group) -> None:
     @main.group()
@@ -85,9 +92,9 @@ def register(main: click.Group) -> None:
                     done = asyncio.run(call(home.path, {"op": "rotate_tls"}))
                 except StationNotRunningError:
                     done = rotation.file_tls_offline(home)
-                emit(as_json, done, lambda r: console.print(
+                emit(as_json, {**done, "advice": BACKUP_NOW}, lambda r: console.print(
                     f"new TLS key {r['spki'][:16]}…: KEY filed on {len(r['lines'])} line(s)"
-                    + ("" if r["running"] else "; the station seals it when it next runs")
+                    + ("" if r["running"] else "; the station seals it when it next runs") + f"\n{BACKUP_NOW}"
                 ))  # fmt: skip
                 return
             keyfiles.prepare_signing(home.keys, root, cfg.name, current.fingerprint)
@@ -96,9 +103,9 @@ def register(main: click.Group) -> None:
                 result = asyncio.run(call(home.path, {"op": "rotate_signing"}))
             except StationNotRunningError:
                 result = rotation.file_offline(home)
-            emit(as_json, result, lambda r: console.print(
+            emit(as_json, {**result, "advice": BACKUP_NOW}, lambda r: console.print(
                 f"new signing key {r['key_id']}: KEY filed on {len(r['lines'])} line(s)"
-                + ("" if r["running"] else "; the station seals it when it next runs")
+                + ("" if r["running"] else "; the station seals it when it next runs") + f"\n{BACKUP_NOW}"
             ))  # fmt: skip
 
         run(go)
@@ -237,12 +244,12 @@ def register(main: click.Group) -> None:
                 result = asyncio.run(call(home.path, {"op": "revoke", "contents": contents}))
             except StationNotRunningError:
                 result = rotation.file_offline(home, contents)
-            result = {**result, "revoked_key": current.key_id, "without_checkpoint": bare}
+            result = {**result, "revoked_key": current.key_id, "without_checkpoint": bare, "advice": BACKUP_NOW}
             emit(as_json, result, lambda r: console.print(
                 f"signing key {r['revoked_key']} revoked on {len(r['revoked'])} line(s); new signing key "
                 f"{r['key_id']}" + (f"; {len(r['without_checkpoint'])} line(s) had no co-signed checkpoint before "
                                     "the compromise and only rotate (KEY)" if r["without_checkpoint"] else "")
-                + ("" if r["running"] else "; the station seals them when it next runs")
+                + ("" if r["running"] else "; the station seals them when it next runs") + f"\n{BACKUP_NOW}"
             ))  # fmt: skip
 
         run(go)
