@@ -142,6 +142,11 @@ def register(main: click.Group) -> None:
             console.print(styled("Restored ", (d["station"], "bold"), f" into {d['path']} from the backup taken at "
                                  f"{when(d['taken_at'])} ({age} old)."), soft_wrap=True)  # fmt: skip
             console.print(f"  root fingerprint {d['fingerprint']}: compare it with the one you keep", soft_wrap=True)
+            keys = d["keys"]
+            console.print(f"  keys restored: signing {keys['signing']}, TLS {keys['tls'][:16]}…"
+                          + (" (and a rotation's next keys)" if len(keys) > 2 else "")
+                          + ". A key rotated after this backup is not in it: if the line's chain names a newer "
+                          "key, restore a newer backup, or pair the line again", soft_wrap=True)  # fmt: skip
             for ln in d["lines"]:
                 console.print(f"  line {ln['line'][:8]} with {ln['peer']}: the backup holds our chain to seq "
                               f"{ln['our_seq']} and theirs to seq {ln['their_seq']}")  # fmt: skip
