@@ -83,7 +83,8 @@ def test_kill_9_during_init_leaves_no_station_or_a_whole_one(tmp_path: Path, whe
         _whole(station)
         return
     assert init.exit_code == 0, init.output  # refused before: "already holds a station"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "keys", "ledger.sqlite"]  # no staging left
+    # no staging left (serve.lock: the folder's hold, which init takes as serve does)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "keys", "ledger.sqlite", "serve.lock"]
     _whole(station)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +192,36 @@ def test_pair_takes_the_file_invite_wrote_with_its_instructions_around_the_token
             await b.close()
 
     asyncio.run(main_())
+
+
+# -- two inits of one folder at once -------------------------------------------------------------
+def _init_process(folder: Path, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "redline", "init", "--station", str(folder), "--name", name, "--lang", "en",
+         "--listen", "127.0.0.1:7401"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=60,
+    )  # fmt: skip
+
+
+def test_init_holds_the_folder_so_a_second_init_at_once_is_refused_in_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "station"
+    folder.mkdir()
+    hold = StationDir(folder).hold("init")  # another init of this folder, still running
+    try:
+        second = _init_process(folder, "N2")
+    finally:
+        hold.release()
+    assert second.returncode == 1, second.stderr
+    assert "is held by" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    assert not StationDir(folder).exists() and not (folder / "keys").exists()  # it wrote nothing
+    first = _init_process(folder, "N1")  # once the other is done, init runs as ever
+    assert first.returncode == 0, first.stderr
+    keys = StationDir(folder).load_keys()
+    keys.signing_cert.verify(keys.root_public)
+
+
+def test_a_refused_init_leaves_no_folder_it_made(tmp_path: Path) -> None:
+    out = CliRunner().invoke(main, ["init", "--station", str(tmp_path / "new"), "--name", "N", "--lang", "en",
+                                    "--listen", "localhost"])  # fmt: skip
+    assert out.exit_code == 1 and "HOST:PORT" in out.output
+    assert not (tmp_path / "new").exists()

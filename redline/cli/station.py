@@ -5,16 +5,21 @@ mode 0600 in a 0700 directory: only its owner)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from redline.cli.common import console, control, emit, err, fail, json_option, main, run, station_option, when
 from redline.display import columns, shown, styled
-from redline.home import StationDir, station_path
+from redline.home import LOCK_FILE, StationDir, station_path
+
+if TYPE_CHECKING:
+    from redline.home import StationKeys
 
 
 def raise_open_files_limit() -> None:
@@ -57,6 +62,14 @@ def settle_collector() -> None:
     gc.set_threshold(COLLECT_YOUNG_AFTER, middle, old)
 
 
+def _undo_made(path: Path, made: bool) -> None:
+    """A refused init leaves no folder it made (only the hold's lock file can be in it)."""
+    if made and not StationDir(path).exists():
+        with contextlib.suppress(OSError):
+            (path / LOCK_FILE).unlink()
+            path.rmdir()  # not empty (a concurrent init's files): left as it is
+
+
 @main.command()
 @station_option
 @click.option("--name", required=True, help="Station name, e.g. EUCOM.")
@@ -74,13 +87,42 @@ def init(
 ) -> None:
     """Create a station: root, signing and TLS keys, config and an empty store."""
     home = StationDir(station_path(station))
-    keys = run(lambda: home.init(name=name, lang=lang, listen=list(listen), advertise=list(advertise), store=store))
+
+    def make() -> StationKeys:
+        # The folder's hold (as serve and store migrate take it) for the whole init: two inits of
+        # one folder at once (a provisioning script run twice) interleaved their files into a
+        # station whose certificates were not its root's. The second is refused in one line.
+        made = not home.path.exists()
+        home.path.mkdir(parents=True, exist_ok=True, mode=0o700)  # the hold's lock file lives in it
+        if made:  # its entry in the parent, durable as init makes everything (a parent we can't read: skip)
+            with contextlib.suppress(OSError):
+                fd = os.open(home.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        try:
+            hold = home.hold("init")
+        except BaseException:
+            _undo_made(home.path, made)
+            raise
+        try:
+            return home.init(name=name, lang=lang, listen=list(listen), advertise=list(advertise), store=store)
+        except BaseException:
+            _undo_made(home.path, made)
+            raise
+        finally:
+            hold.release()
+
+    keys = run(make)
     data = {"station": str(home.path), "name": name, "fingerprint": keys.fingerprint, "listen": list(listen)}
 
     def human(d: dict[str, Any]) -> None:
         console.print(styled("Station ", (name, "bold"), f" created in {home.path}"))
         console.print(styled("Root fingerprint: ", (d["fingerprint"], "bold")))
-        console.print(f"Root key: {home.keys / 'root.key'} — move it to offline storage; only key rotation needs it.")
+        console.print(f"Root key: {home.keys / 'root.key'} — move it to offline storage; it is needed for key rotation "
+                      "and revocation, root rotation, and adding, rotating or removing people (not for pairing).",
+                      soft_wrap=True)  # fmt: skip
 
     emit(as_json, data, human)
 
