@@ -538,6 +538,15 @@ def _check_keys(folder: Path, secrets: dict[str, bytes]) -> None:
     spki = PublicFormat.SubjectPublicKeyInfo
     if tls_key.public_key().public_bytes(Encoding.DER, spki) != tls_cert.public_key().public_bytes(Encoding.DER, spki):
         raise BackupError("tls.key does not belong to the backup's TLS certificate: wrong key file")
+    if keyfiles.NEXT_KEY in secrets:  # a rotation under way: its next key must be the one certified
+        rel = f"keys/{keyfiles.NEXT_CERT}"
+        next_cert = identity.SignedCert.from_obj(_loads(_read_small(folder / rel, rel), rel)).verify(root)
+        try:
+            nxt = nacl.signing.SigningKey(bytes.fromhex(secrets[keyfiles.NEXT_KEY].decode("ascii").strip()))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BackupError(f"{keyfiles.NEXT_KEY} does not hold an Ed25519 seed in hex") from exc
+        if bytes(nxt.verify_key).hex() != next_cert.key:
+            raise BackupError(f"{keyfiles.NEXT_KEY} is not the next signing key the root certified: wrong key file")
 
 
 # -- age ---------------------------------------------------------------------------------------------
