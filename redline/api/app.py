@@ -158,6 +158,10 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
+# The events stream says "still here" this often even when nothing changed: a station that hangs
+# (a stopped process keeps its TCP connection open) falls silent, and the console counts silence
+# beyond HEARTBEAT_MISSES of these as the connection lost (console app.js, docs/API.md "Events").
+HEARTBEAT_SECONDS = 1.0
 MAX_OFFSET = 10**9  # a page offset from the query: past the end gives an empty page, not a 500
 # The paged views' answers keep their shape (a list, or the view's object); how many more each of
 # their lists holds past the page goes beside it, in this header (docs/API.md, "Pages").
@@ -420,6 +424,7 @@ class Api(ConsoleHandlers, VoiceHandlers):
         self.guard.on_failure = metrics_for(station).login_failed
         self._verifying: asyncio.Task[list[dict[str, Any]]] | None = None
         self._first_down: dict[str, int] = {}  # line -> when first seen down, for a peer never heard
+        self._seen: dict[tuple[str, str], int] = {}  # (line, condition) -> when this occurrence began
         self.voice = ConsoleVoice(station)  # consoles on voice calls (console_voice.py)
 
     # who
@@ -709,8 +714,10 @@ class Api(ConsoleHandlers, VoiceHandlers):
             last = alarms[-1] if alarms else None
             status = _status_only(self.station.status().to_obj())
             await ws.send_json({"type": "hello", "you": self._me(session), "status": status,
-                                "alarms": alarms[-20:], "now": self.station.wall()})  # fmt: skip
+                                "alarms": alarms[-20:], "now": self.station.wall(),
+                                "heartbeat_seconds": HEARTBEAT_SECONDS})  # fmt: skip
             next_poll = loop.time() + self.config.poll_seconds
+            next_beat = loop.time() + HEARTBEAT_SECONDS
             while True:
                 wait = max(0.0, next_poll - loop.time())
                 pending: set[asyncio.Future[Any]] = {reader, outgoing}
@@ -740,6 +747,9 @@ class Api(ConsoleHandlers, VoiceHandlers):
                 if now != status:
                     status = now
                     await ws.send_json({"type": "status", "status": status, "now": self.station.wall()})
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + HEARTBEAT_SECONDS
+                    await ws.send_json({"type": "tick", "now": self.station.wall()})
         except (WebSocketDisconnect, RuntimeError, ConnectionError):
             return
         finally:

@@ -80,6 +80,7 @@ CONDITIONS: tuple[tuple[str, str], ...] = (
     ("test_missed", "alarm"),  # the tester's verdict on the latest line test (ours or theirs): missed
     ("test_to_answer", "alarm"),  # the peer's line test waits for a person here
     ("clock_skew", "alarm"),  # the peer's clock is off by more than max_clock_skew_seconds
+    ("flash_more", "alarm"),  # FLASHes waiting past the FLASH_ROWS shown: one row with their count
     ("root_rotation", "warning"),  # the peer's new root awaits our typed NEW safety code (PROTOCOL.md 5.9 ROOT)
     ("not_in_sync", "warning"),
     ("unconfirmed", "warning"),  # the safety code is not yet confirmed at both ends
@@ -88,6 +89,10 @@ CONDITIONS: tuple[tuple[str, str], ...] = (
     ("flash_unacked", "warning"),  # our FLASH passed its deadline without the peer's ACK
 )
 RANK = {code: i for i, (code, _) in enumerate(CONDITIONS)}
+# A flood of FLASHes (a runaway script, a storm) must neither hide the newest one nor push every
+# other alarm below a hundred rows: the watch names the oldest waiting (the most overdue) and the
+# newest ones, each its own row, and says how many more wait in one row ranked below the other alarms.
+FLASH_ROWS = 5
 LEVEL = dict(CONDITIONS)
 
 
@@ -199,6 +204,7 @@ class ConsoleHandlers:
     station: Station
     config: ApiConfig
     _first_down: dict[str, int]
+    _seen: dict[tuple[str, str], int]
 
     if TYPE_CHECKING:
 
@@ -267,16 +273,32 @@ class ConsoleHandlers:
             out.append({"code": code, "key": key, "level": LEVEL[code], "rank": RANK[code], "since": since,
                         "params": params})  # fmt: skip
 
+        def occurrence(code: str, present: bool) -> str:
+            """The key of this occurrence of a condition with no id of its own (``halted:<when first
+            seen>``): a SILENCE at the console is for one occurrence; the next one sounds afresh."""
+            if not present:
+                self._seen.pop((lid, code), None)
+                return ""
+            return f"{code}:{self._seen.setdefault((lid, code), now)}"
+
         # Read from the same typed views the CLI and the API show (ops/views.py), never ops' internals:
         # a page of each (what still needs a person first, texts cut), as the console's panels show,
         # never every FLASH, test and request a peer ever sent, at each console's watch.
-        for f in station.flash_view(lid, limit=VIEW_PAGE):
+        flashes, hidden = self._open_flashes(lid)
+        waiting = []
+        for f in flashes:
             if f.ours:
-                if f.acked_by is None and now > f.deadline:
+                if now > f.deadline:
                     add("flash_unacked", f"flash_unacked:{f.id}", f.deadline, seq=f.seq, id=f.id)
-            elif f.acked_by is None and f.state != ACK_SENDING:  # our ACK waits in the outbox: nobody to call
-                add("flash", f"flash:{f.id}", f.accepted_at, seq=f.seq, id=f.id, text=f.text, lang=f.lang,
-                    deadline=f.deadline)  # fmt: skip
+            elif f.state != ACK_SENDING:  # our ACK waits in the outbox: nobody to call
+                waiting.append(f)
+        shown = waiting if len(waiting) <= FLASH_ROWS else [waiting[0], *waiting[-(FLASH_ROWS - 1) :]]
+        for f in shown:
+            add("flash", f"flash:{f.id}", f.accepted_at, seq=f.seq, id=f.id, text=f.text, lang=f.lang,
+                deadline=f.deadline)  # fmt: skip
+        more = len(waiting) - len(shown) + hidden
+        if more > 0:
+            add("flash_more", f"flash_more:{shown[-1].id if shown else more}", None, count=more)
         for call in station.voice_view(lid).calls:
             if not call.ours and call.state == "ringing":
                 add("voice_ring", f"voice_ring:{call.id}", call.rang_at, id=call.id, caller=call.caller,
@@ -289,8 +311,8 @@ class ConsoleHandlers:
         line_down = since is not None and status["active"] and now - since >= limits.line_down_alarm_seconds * 1000
         if line_down:
             add("line_down", f"line_down:{since}", since, peer=status["peer"])
-        if status["halted"]:
-            add("halted", "halted", None)
+        if halted := occurrence("halted", status["halted"]):
+            add("halted", halted, None)
         tests = station.tests_view(lid, limit=VIEW_PAGE)
         decided = [t for t in tests.tests if t.result != "pending"]
         if decided and decided[-1].result == "missed":
@@ -310,14 +332,15 @@ class ConsoleHandlers:
                     overdue=now > t.deadline)  # fmt: skip
         skew = worst_skew(status)
         limit_ms = int(limits.max_clock_skew_seconds * 1000)
-        if skew is not None and abs(skew) > limit_ms:
-            add("clock_skew", "clock_skew", None, skew_ms=round(skew), limit_ms=limit_ms)
+        if skewed := occurrence("clock_skew", skew is not None and abs(skew) > limit_ms):
+            add("clock_skew", skewed, None, skew_ms=round(skew or 0), limit_ms=limit_ms)
         if status["root_code"] is not None:  # until typed, nothing the peer's new root certifies is trusted
             add("root_rotation", f"root_rotation:{status['root_code']}", None, peer=status["peer"])
-        if status["active"] and not status["synced"] and not line_down and not status["halted"]:
-            add("not_in_sync", "not_in_sync", since)
-        if not status["active"]:
-            add("unconfirmed", "unconfirmed", None, local=status["confirmed"]["local"],
+        if behind := occurrence("not_in_sync", status["active"] and not status["synced"] and not line_down
+                                and not status["halted"]):  # fmt: skip
+            add("not_in_sync", behind, since)
+        if unconfirmed := occurrence("unconfirmed", not status["active"]):
+            add("unconfirmed", unconfirmed, None, local=status["confirmed"]["local"],
                 peer=status["confirmed"]["peer"])  # fmt: skip
         page = station.notices_view(lid, limit=1)
         conflicts = page.conflicts_total if isinstance(page, NoticesPage) else 0
@@ -332,6 +355,28 @@ class ConsoleHandlers:
             "line": lid, "peer": status["peer"], "now": now, "conditions": out, "down_since": since,
             "skew_ms": None if skew is None else round(skew), "skew_limit_ms": limit_ms,
         }  # fmt: skip
+
+    def _open_flashes(self, lid: str) -> tuple[list[FlashView], int]:
+        """The open FLASHes (no ACK signed yet, both ways) at the two ends of the view's order (the
+        oldest and the newest page), in time order, and how many open ones lie between them, unread.
+
+        The view puts the open ones first (Station.flash_view); where they end is found by halving
+        over the view's total (views.page_counts: the station's count), one item a probe, so a flood
+        of thousands costs a few probes and two pages, never every FLASH's text at every watch."""
+        total = views.page_counts(self.station, lid, "flash")["flash"].total
+        lo, hi = 0, total  # the first closed one (or the end) lies in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            [probe] = self.station.flash_view(lid, offset=mid, limit=1)
+            if probe.acked_at is None:
+                lo = mid + 1
+            else:
+                hi = mid
+        n_open = lo
+        head = self.station.flash_view(lid, offset=0, limit=min(n_open, VIEW_PAGE)) if n_open else ()
+        tail_from = max(len(head), n_open - VIEW_PAGE)
+        tail = self.station.flash_view(lid, offset=tail_from, limit=n_open - tail_from) if n_open > tail_from else ()
+        return [*head, *tail], tail_from - len(head)
 
     # -- reads the views do not give --------------------------------------------------------------
     async def requests(self, request: Request, session: Session) -> Any:

@@ -16,6 +16,7 @@ const $ = (id) => document.getElementById(id);
 const S = {
   me: null, settings: null, lang: "en", status: null, line: null, ws: null, wsRetry: null, live: false,
   watch: null, conditions: [], silenced: new Set(), audio: null, lastBeep: 0, notified: new Set(),
+  heartbeat: 1, lastHeard: 0, lostAt: 0, asOf: null, loggedOut: null, // liveness (watchdog, showLogin)
   clockOffset: 0, refreshTimer: null, watchTimer: null, verify: null, views: {}, map: null,
   noticeSig: "", noticeIds: "", draw: null, lastCounters: "", langOf: new Map(),
   search: null, // { q, kind } while the transcript is filtered (GET /search); null: the newest (GET /log)
@@ -86,7 +87,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 // Text someone wrote, in the language they wrote it in.
-const said = (text, lang, tag) => h(tag || "span", { lang: lang || null, class: "said" }, text ?? "");
+// dir="auto" with unicode-bidi: isolate (style.css .said): a peer's bidi controls (U+202E) stay
+// inside its text and never reorder the console's own words, quotes or times around it.
+const said = (text, lang, tag) => h(tag || "span", { lang: lang || null, class: "said", dir: "auto" }, text ?? "");
+// An escalation level (a protocol word: deputy, supervisor, deadline-missed) in the reader's language.
+const escLevel = (level) => STR()[`escalation.${level}`] || String(level);
 const pad = (n) => String(n).padStart(2, "0");
 function utc(ms, withDate) {
   if (ms === null || ms === undefined || ms === "") return "-";
@@ -128,13 +133,22 @@ const can = (cap) => !!S.me && S.me.capabilities.includes(cap);
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
+// A station that hangs keeps its connections open and never answers: no request may wait forever
+// (a watch that never returns would leave the console saying LIVE over a frozen station).
+const API_TIMEOUT_MS = 10000;
 async function api(method, path, body) {
-  const opts = { method, headers: {}, credentials: "same-origin" };
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), API_TIMEOUT_MS);
+  const opts = { method, headers: {}, credentials: "same-origin", signal: abort.signal };
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
-  let r;
-  try { r = await fetch(path, opts); } catch (e) { throw new ApiError(0, t("login.lost")); }
-  let data = null;
-  try { data = await r.json(); } catch (e) { data = { error: `${r.status} ${r.statusText}` }; }
+  let r, data = null;
+  try {
+    try { r = await fetch(path, opts); } catch (e) { throw new ApiError(0, t("login.lost")); }
+    try { data = await r.json(); } catch (e) {
+      if (abort.signal.aborted) throw new ApiError(0, t("login.lost"));
+      data = { error: `${r.status} ${r.statusText}` };
+    }
+  } finally { clearTimeout(timer); }
   if (r.status === 401 && path !== "/api/login") { showLogin(data.error); throw new ApiError(401, data.error); }
   if (!r.ok) throw new ApiError(r.status, data.error || `${r.status}`);
   const counts = r.headers.get("Redline-Page"); // a paged view: how many more past this page (docs/API.md)
@@ -231,7 +245,7 @@ function playPattern(code) {
     window.redlineBeeps += 1;
     return true;
   }
-  const pattern = code === "flash" || code === "connection" ? [880, 660, 880, 660, 880] : [880, 660, 880];
+  const pattern = ["flash", "connection", "logged_out"].includes(code) ? [880, 660, 880, 660, 880] : [880, 660, 880];
   pattern.forEach((f, i) => tone(ctx, t0 + i * 0.22, f, 0.16));
   window.redlineBeeps += 1;
   return true;
@@ -241,22 +255,45 @@ function playPattern(code) {
 function soundTick() {
   const loud = S.conditions.filter((c) => c.level === "alarm" && !S.silenced.has(c.key));
   if (!loud.length) return;
-  const period = ["flash", "connection", "voice_ring"].includes(loud[0].code) ? 3000 : 6000;
+  const period = ["flash", "connection", "voice_ring", "logged_out"].includes(loud[0].code) ? 3000 : 6000;
   if (Date.now() - S.lastBeep < period) return;
   if (playPattern(loud[0].code)) S.lastBeep = Date.now();
 }
 function silence(key) {
   S.silenced.add(key);
-  try { sessionStorage.setItem("redline.silenced", JSON.stringify([...S.silenced])); } catch (e) { /* ignore */ }
+  saveSilenced();
   renderAlarms();
+}
+function saveSilenced() {
+  try { sessionStorage.setItem("redline.silenced", JSON.stringify([...S.silenced])); } catch (e) { /* ignore */ }
+}
+// A SILENCE is for one occurrence (each key names one: "connection:<when lost>", "halted:<since>"):
+// once its condition is gone the key goes too, so the next occurrence sounds afresh. Only pruned
+// against a list that is whole: live, with the station's conditions fetched.
+function pruneSilenced(list) {
+  const keys = new Set(list.map((c) => c.key));
+  const gone = [...S.silenced].filter((k) => !keys.has(k));
+  if (!gone.length) return;
+  for (const k of gone) S.silenced.delete(k);
+  saveSilenced();
 }
 
 // -- login -------------------------------------------------------------------------------------------
-function showLogin(message) {
+// deliberate: the person pressed LOG OUT. Otherwise (the session expired, the station restarted,
+// the user was removed) a console that was in use is now watching nothing: an alarm (sound, "‼"
+// title, red favicon) until someone logs in, never a calm login page.
+function showLogin(message, deliberate) {
   stopMedia();
-  if (S.ws) { S.ws.onclose = null; S.ws.close(); S.ws = null; }
+  if (S.ws) { S.ws.onclose = null; S.ws.onmessage = null; S.ws.close(); S.ws = null; }
   clearTimeout(S.wsRetry); clearInterval(S.refreshTimer); clearInterval(S.watchTimer);
-  S.live = false; S.me = null; S.conditions = []; S.watch = null;
+  if (deliberate) { S.loggedOut = null; try { sessionStorage.removeItem("redline.logged_out"); } catch (e) { /* ignore */ } }
+  else if (S.me && !S.loggedOut) {
+    S.loggedOut = Date.now();
+    try { sessionStorage.setItem("redline.logged_out", String(S.loggedOut)); } catch (e) { /* ignore */ }
+  }
+  S.live = false; S.me = null; S.watch = null; S.conditions = currentConditions();
+  $("login-alarm").hidden = !S.loggedOut;
+  document.body.classList.remove("stale");
   $("console").hidden = true; $("top").hidden = true; $("alarm-area").hidden = true;
   $("login-screen").hidden = false;
   $("login-error").textContent = message || "";
@@ -280,6 +317,9 @@ async function login(ev) {
 }
 async function start(me) {
   S.me = me;
+  S.loggedOut = null;
+  try { sessionStorage.removeItem("redline.logged_out"); } catch (e) { /* ignore */ }
+  $("login-alarm").hidden = true;
   S.lastCounters = "";
   try { S.settings = await api("GET", "/api/console/settings"); } catch (e) { S.settings = { lang: S.lang, station_lang: "en" }; }
   S.lang = S.settings.lang in window.REDLINE_STRINGS ? S.settings.lang : "en";
@@ -303,11 +343,14 @@ async function start(me) {
 function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/events`);
   S.ws = ws;
+  S.lastHeard = Date.now(); // a handshake that never completes is silence too (watchdog)
   ws.binaryType = "arraybuffer"; // the peer's voice audio (voiceIn)
   ws.onmessage = (m) => {
+    S.lastHeard = Date.now();
     if (typeof m.data !== "string") { voiceIn(m.data); return; }
     const msg = JSON.parse(m.data);
     if (msg.type === "hello") {
+      S.heartbeat = Number(msg.heartbeat_seconds) || S.heartbeat;
       setConnection(true);
       $("alarms").replaceChildren(); // hello brings the latest 20 again, also after a reconnect
       for (const a of msg.alarms) addAlarm(a);
@@ -315,18 +358,42 @@ function connect() {
       refreshWatch();
     } else if (msg.type === "status") setStatus(msg.status, msg.now);
     else if (msg.type === "alarm") { addAlarm(msg.alarm); refreshWatch(); }
+    else if (msg.type === "tick") { if (msg.now) S.clockOffset = msg.now - Date.now(); }
     else if (msg.type === "logout" || msg.type === "error") showLogin(msg.error);
     else if (msg.type === "joined" || msg.type === "join_refused" || msg.type === "audio_refused") voiceNote(msg);
   };
   ws.onopen = () => { if (V.call) voiceSend({ type: "join", call: V.call }); }; // back on the call after a reconnect
   ws.onclose = (ev) => {
     if (ev.code === 4401 || ev.code === 4403) { showLogin(t("login.lost")); return; }
+    S.ws = null;
     setConnection(false);
     S.wsRetry = setTimeout(connect, 2000);
   };
 }
+// The station says something at least every heartbeat (a "tick" when nothing changed); silence for
+// HEARTBEAT_MISSES of them is a station that hangs (a stopped process keeps the socket open, so no
+// close ever comes): the connection is lost, the alarm sounds, and the console reconnects.
+const HEARTBEAT_MISSES = 3;
+function watchdog() {
+  if (!S.me || !S.ws) return;
+  if (Date.now() - S.lastHeard > HEARTBEAT_MISSES * S.heartbeat * 1000) connectionLost();
+}
+function connectionLost() {
+  if (S.ws) { S.ws.onclose = null; S.ws.onmessage = null; S.ws.close(); S.ws = null; }
+  setConnection(false);
+  clearTimeout(S.wsRetry);
+  S.wsRetry = setTimeout(connect, 2000);
+}
 function setConnection(up) {
+  if (!up && (S.live || !S.lostAt)) S.lostAt = Date.now(); // one occurrence: one key, one SILENCE
+  if (up && !S.live) S.asOf = null;
+  if (!up && S.live) S.asOf = S.lastHeard || Date.now();
   S.live = up;
+  document.body.classList.toggle("stale", !up && !!S.me);
+  const note = $("stale-note");
+  note.hidden = up || !S.me;
+  if (!note.hidden) note.textContent = t("stale.as_of", { at: utc((S.asOf || Date.now()) + S.clockOffset) });
+  if (S.status) renderLine();
   setText($("connection"), t(up ? "conn.live" : "conn.lost"), `conn ${up ? "live" : "lost"}`);
   $("connection").dataset.i18n = up ? "conn.live" : "conn.lost";
   renderAlarms();
@@ -349,16 +416,26 @@ async function refreshWatch() {
   try {
     S.watch = await api("GET", lineUrl("watch"));
     S.clockOffset = S.watch.now - Date.now();
-  } catch (e) { if (e.status === 401) return; }
+  } catch (e) {
+    if (e.status === 401) return;
+    if (e.status === 0 && S.live) connectionLost(); // no answer (or none in time): not live
+  }
   renderAlarms();
   renderLineExtras();
   refreshVoice();
   if (S.views.tests) renderTests(S.views.tests); // a test whose window closed meanwhile loses its ANSWER
 }
+const SESSION_WARN_MS = 15 * 60 * 1000; // warn this long before the session ends (api.session_seconds)
 function currentConditions() {
   const list = [];
-  if (S.me && !S.live) list.push({ code: "connection", key: "connection", level: "alarm", rank: -1, params: {} });
+  if (!S.me && S.loggedOut) list.push({ code: "logged_out", key: `logged_out:${S.loggedOut}`, level: "alarm", rank: -2, params: {} });
+  if (S.me && !S.live) list.push({ code: "connection", key: `connection:${S.lostAt}`, level: "alarm", rank: -1, params: {} });
   if (S.watch && S.live) list.push(...S.watch.conditions);
+  // The session's end (real time: the station's session clock is time.time, not its settable wall).
+  if (S.me && S.me.expires && S.me.expires - Date.now() < SESSION_WARN_MS) {
+    list.push({ code: "session_ending", key: `session_ending:${S.me.expires}`, level: "warning", rank: 99,
+      params: { expires: S.me.expires } });
+  }
   return list;
 }
 function conditionText(c) {
@@ -376,6 +453,8 @@ function conditionText(c) {
     case "call_request": return [...tx("cond.call_request", { peer, from: said(p.from_role, p.lang), to: said(p.to_role, "en") }),
       said(p.subject, p.lang)];
     case "flash_unacked": return tx("cond.flash_unacked", { seq: p.seq });
+    case "flash_more": return tx("cond.flash_more", { n: p.count });
+    case "session_ending": return tx("cond.session_ending", { at: utc(p.expires + S.clockOffset), left: countdown(p.expires + S.clockOffset) });
     case "voice_ring": return tx(p.test ? "cond.voice_ring_test" : "cond.voice_ring", { peer, caller: said(p.caller, null),
       deadline: utc(p.deadline), left: countdown(p.deadline) });
     default: return tx(`cond.${c.code}`, { peer });
@@ -384,6 +463,7 @@ function conditionText(c) {
 function renderAlarms() {
   const list = currentConditions();
   S.conditions = list;
+  if (S.me && S.live && S.watch) pruneSilenced(list);
   const area = $("alarm-list");
   if (!list.length) {
     reconcile(area, [{ code: "none" }], () => "none",
@@ -427,12 +507,17 @@ function renderCondition(c) {
     buttons.length ? h("span", { class: "cond-actions" }, buttons) : null);
 }
 function updateTitle() {
-  const list = S.me ? S.conditions : [];
+  const list = S.me || S.loggedOut ? S.conditions : [];
   const alarms = list.filter((c) => c.level === "alarm");
   const base = S.me ? `${S.me.station} — ${t("title")}` : t("title");
   if (!list.length) document.title = base;
-  else document.title = `${alarms.length ? "‼ " : ""}${t("short." + list[0].code)}${list.length > 1 ? ` (+${list.length - 1})` : ""} — ${base}`;
-  setFavicon(alarms.length ? "#ff3b3b" : list.length ? "#ffc400" : "#2ee66b", alarms.length || list.length);
+  else {
+    const n = list.reduce((sum, c) => sum + (c.code === "flash_more" ? c.params.count : 1), 0); // the real number waiting
+    document.title = `${alarms.length ? "‼ " : ""}${t("short." + list[0].code)}${n > 1 ? ` (+${n - 1})` : ""} — ${base}`;
+  }
+  // Green means watched and calm: never while logged out or not live.
+  setFavicon(alarms.length ? "#ff3b3b" : list.length ? "#ffc400" : S.me && S.live ? "#2ee66b" : "#8a8a8a",
+    alarms.length || list.length);
 }
 let lastIcon = "";
 function setFavicon(color, count) {
@@ -499,7 +584,7 @@ function renderLine() {
   if (!status) return;
   const ln = status.lines.find((l) => l.line === S.line);
   if (!ln) { setText($("line-state"), t("state.no_line"), "state-word wait"); return; }
-  const [word, cls] = lineWord(ln);
+  const [word, cls] = S.live ? lineWord(ln) : ["state.unknown", "wait"]; // what it was is not what it is
   setText($("line-state"), t(word), `state-word ${cls}`);
   setText($("line-peer"), t("state.with", { peer: ln.peer, lang: ln.peer_lang }));
   setText($("line-counters"), t("state.counters", { ours: ln.our_seq, theirs: ln.their_seq, outbox: ln.outbox, unreceipted: ln.unreceipted }));
@@ -509,7 +594,7 @@ function renderLine() {
     return h("tr", {},
       h("td", {}, name),
       h("td", { class: p.up ? "good state" : "bad state" }, t(p.up ? "paths.up" : "paths.down")),
-      h("td", {}, p.rtt_ms === null ? "-" : `${p.rtt_ms.toFixed(1)} ms`),
+      h("td", {}, p.rtt_ms === null ? "-" : `${p.rtt_ms.toFixed(1)} ${t("unit.ms")}`),
       h("td", { class: over ? "bad" : "" }, p.skew_ms === null ? "-" : `${p.skew_ms >= 0 ? "+" : "−"}${dur(p.skew_ms)}`),
       h("td", {}, p.up ? utc(p.last_rx) : said(p.reason || "-", "en")));
   }, ([, p]) => JSON.stringify([p.up, p.rtt_ms === null ? null : Math.round(p.rtt_ms), p.skew_ms === null ? null : Math.round(p.skew_ms / 1000),
@@ -619,13 +704,13 @@ function renderMore(what, view) {
   if (el.dataset.sig === sig) return;
   el.dataset.sig = sig;
   const go = (offset) => { S.offsets[what] = offset; el.dataset.sig = ""; refreshViews(); };
-  el.replaceChildren(
+  el.replaceChildren(...[
     more ? h("span", { class: "wait" }, t("page.more", { n: more })) : null,
     at ? h("span", { class: "summary" }, ` ${t("page.from", { n: at + 1 })} `) : null,
     more ? h("button", { type: "button", class: "small page-next", "data-focus": `next-${what}`,
       onclick: () => go(at + PAGE) }, t("page.next")) : null,
     at ? h("button", { type: "button", class: "small page-first", "data-focus": `first-${what}`, onclick: () => go(0) },
-      t("page.first")) : null);
+      t("page.first")) : null].filter(Boolean)); // replaceChildren writes a null as the text "null"
 }
 let refreshing = false, again = false;
 async function refreshViews() {
@@ -685,7 +770,7 @@ function describe(r) {
     case "ACK": return tx("kind.ack", { by });
     case "TRANSLATION": return [...tx("kind.translation", { lang: c.lang }), ": ", said(c.text, c.lang)];
     case "ROSTER": return tx("kind.roster", { names: (c.users || []).map((u) => u && u.name).join(", ") });
-    case "ESCALATED": return tx("kind.escalated", { level: c.level });
+    case "ESCALATED": return tx("kind.escalated", { level: escLevel(c.level) });
     default: return [said(r.text, "en")]; // a kind this console does not know: the station's summary
   }
 }
@@ -738,13 +823,13 @@ function renderFlash(flashes) {
     : h("div", { class: "flash-item", "data-id": f.id },
       h("div", { class: "bad" }, tx("flash.incoming", { seq: f.seq, deadline: utc(f.deadline), left: countdown(f.deadline) })),
       said(f.text || "", S.langOf.get(f.id), "div"),
-      f.escalations.length ? h("div", { class: "wait" }, t("flash.escalated", { levels: f.escalations.map((e) => e.level).join(", ") })) : null,
+      f.escalations.length ? h("div", { class: "wait" }, t("flash.escalated", { levels: f.escalations.map((e) => escLevel(e.level)).join(", ") })) : null,
       can("operate") ? h("button", { class: "danger ack-button", type: "button", "data-focus": "ack", onclick: (e) => ackFlash(f.id, e.target) },
         t("act.ack", { user: S.me.user })) : h("div", { class: "summary" }, t("flash.cannot"))),
   (f) => JSON.stringify([f.escalations, f.state]));
   reconcile($("flash-history"), [...flashes].reverse().slice(0, 20), (f) => f.id, (f) => h("tr", {},
     h("td", {}, t(f.ours ? "flash.out" : "flash.in")), h("td", {}, f.seq), h("td", {}, said(f.text || "", S.langOf.get(f.id))),
-    h("td", {}, utc(f.receipted_at)), h("td", {}, f.escalations.map((e) => e.level).join(", ") || "-"),
+    h("td", {}, utc(f.receipted_at)), h("td", {}, f.escalations.map((e) => escLevel(e.level)).join(", ") || "-"),
     h("td", { class: f.acked_by ? "good" : f.state === ACK_SENDING ? "wait" : "bad" },
       f.acked_by ? `${f.acked_by} ${utc(f.acked_at)}` : t(`ack.${f.state}`))),
   (f) => JSON.stringify([f.receipted_at, f.escalations, f.acked_by, f.state]));
@@ -862,7 +947,7 @@ function renderNotices(v) {
   if (!v.active.length) reconcile(body, [0], () => "none", () => h("tr", {}, h("td", { colspan: 8, class: "summary" }, t("notices.none"))), () => "none");
   else reconcile(body, v.active, (n) => n.id || n.ref, (n) => h("tr", { class: conflicted.has(n.id) ? "conflicted" : "", "data-id": n.id },
     h("td", {}, short(n.id)), h("td", {}, t(n.ours ? "notices.ours" : "notices.theirs")), h("td", {}, t(`kinds.${n.kind}`)),
-    h("td", {}, `${utc(n.start, true)} – ${utc(n.end, true)}`), h("td", {}, `${n.floor_m}–${n.ceiling_m}`), h("td", {}, `${n.margin_m} m`),
+    h("td", {}, `${utc(n.start, true)} – ${utc(n.end, true)}`), h("td", {}, `${n.floor_m}–${n.ceiling_m}`), h("td", {}, `${n.margin_m} ${t("unit.m")}`),
     h("td", {}, said(n.text, S.langOf.get(n.id))),
     h("td", {}, n.ours && can("operate") ? [
       h("button", { type: "button", class: "small amend", "data-focus": "amend", "aria-label": `${t("notices.amend")} ${short(n.id)}`,
@@ -965,7 +1050,7 @@ function drawNotices(v, conflicted) {
     const color = bad ? "#ff3b3b" : n.ours ? "#35c8ff" : "#ff9d2e";
     const style = { color, weight: bad ? 4 : 2, fillColor: n.ours ? "#35c8ff" : "#ff9d2e", fillOpacity: 0.22, className: `area ${n.ours ? "ours" : "theirs"}${bad ? " conflict" : ""}` };
     for (const layer of areaLayers(n.area, n.radius_m, style)) {
-      layer.bindTooltip(h("span", {}, `${t(n.ours ? "notices.ours" : "notices.theirs")} · ${t(`kinds.${n.kind}`)} · ${n.floor_m}–${n.ceiling_m} m · `,
+      layer.bindTooltip(h("span", {}, `${t(n.ours ? "notices.ours" : "notices.theirs")} · ${t(`kinds.${n.kind}`)} · ${n.floor_m}–${n.ceiling_m} ${t("unit.m")} · `,
         said(n.text, S.langOf.get(n.id))));
       layer.addTo(S.noticeLayer);
       bounds.push(layer.getBounds());
@@ -1541,6 +1626,8 @@ function renderVerify(v) {
 
 // -- the one-second ticker: clock, countdowns, how long down, the sound ---------------------------------
 function tick() {
+  watchdog();
+  if (!S.me) { updateTitle(); soundTick(); return; } // logged out while in use: the alarm goes on
   $("clock").textContent = utc(now(), true);
   for (const el of document.querySelectorAll(".countdown")) {
     const text = leftText(el.dataset.deadline);
@@ -1558,9 +1645,10 @@ document.addEventListener("DOMContentLoaded", async () => {
   try { lang = localStorage.getItem("redline.lang"); } catch (e) { /* ignore */ }
   S.lang = lang && window.REDLINE_STRINGS[lang] ? lang : (navigator.language || "en").toLowerCase().startsWith("ru") ? "ru" : "en";
   try { S.silenced = new Set(JSON.parse(sessionStorage.getItem("redline.silenced") || "[]")); } catch (e) { /* ignore */ }
+  try { S.loggedOut = Number(sessionStorage.getItem("redline.logged_out")) || null; } catch (e) { /* ignore */ }
   applyStatic();
   $("login-form").addEventListener("submit", login);
-  $("logout").addEventListener("click", async () => { try { await api("POST", "/api/logout"); } catch (e) { /* gone already */ } showLogin(""); });
+  $("logout").addEventListener("click", async () => { try { await api("POST", "/api/logout"); } catch (e) { /* gone already */ } showLogin("", true); });
   $("confirm-form").addEventListener("submit", confirmCode);
   $("root-open").addEventListener("click", openRoot);
   $("root-form").addEventListener("submit", confirmRoot);

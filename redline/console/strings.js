@@ -317,7 +317,7 @@ Object.assign(window.REDLINE_STRINGS.ru, {
   "voice.idle": "НЕТ ВЫЗОВА", "voice.ringing_out": "ВЫЗОВ {peer}…", "voice.ringing_in": "ВХОДЯЩИЙ ВЫЗОВ ОТ {peer}", "voice.live": "ИДЁТ РАЗГОВОР",
   "voice.who_out": "{caller} (здесь) вызвал {peer}", "voice.who_in": "{caller} ({peer}) вызвал нас",
   "voice.answered": "ответил {who}; разговор идёт {dur}",
-  "voice.mic_on": "микрофон ВКЛЮЧЁН — отправлено {sent}, принято {heard} пакетов", "voice.mic_muted": "микрофон ВЫКЛЮЧЕН — принято {heard} пакетов",
+  "voice.mic_on": "микрофон ВКЛЮЧЁН — отправлено {sent}, пакетов принято: {heard}", "voice.mic_muted": "микрофон ВЫКЛЮЧЕН — пакетов принято: {heard}",
   "voice.mic_none": "этот пульт не участвует в разговоре",
   "voice.no_mic": "НЕТ МИКРОФОНА: браузер не дал доступ (или микрофона нет). Разрешите микрофон для этой страницы и позвоните или ответьте снова.",
   "voice.no_webcodecs": "Этот браузер не умеет кодировать звук Opus (WebCodecs): используйте современный Chromium, Chrome или Edge.",
@@ -432,4 +432,34 @@ Object.assign(window.REDLINE_STRINGS.ru, {
   "short.root_rotation": "НОВЫЙ КОРНЕВОЙ КЛЮЧ",
   "voice.state.ended.lost": "завершён: связь потеряна", "voice.state.ended.interrupted": "завершён: станция остановилась во время разговора",
   "voice.state.declined.busy": "отклонён: занято", "voice.state.reason": "{state}: {reason}",
+});
+
+// The console's own liveness: a station gone silent (hung), the session over, the data stale.
+Object.assign(window.REDLINE_STRINGS.en, {
+  "cond.logged_out": "NOT LOGGED IN — nothing is being watched: log in again",
+  "short.logged_out": "NOT LOGGED IN — nothing is being watched",
+  "cond.session_ending": "Your session ends at {at} ({left}): log out and in again before then",
+  "short.session_ending": "SESSION ENDING",
+  "cond.flash_more": "{n} more FLASH messages waiting (the FLASH panel lists them)",
+  "short.flash_more": "MORE FLASH",
+  "state.unknown": "UNKNOWN", "stale.as_of": "STALE — as of {at}: the station is not answering",
+});
+Object.assign(window.REDLINE_STRINGS.ru, {
+  "cond.logged_out": "ВХОД НЕ ВЫПОЛНЕН — ничего не отслеживается: войдите снова",
+  "short.logged_out": "ВХОД НЕ ВЫПОЛНЕН — ничего не отслеживается",
+  "cond.session_ending": "Ваш сеанс закончится в {at} ({left}): выйдите и войдите снова до этого",
+  "short.session_ending": "СЕАНС ЗАКАНЧИВАЕТСЯ",
+  "cond.flash_more": "Ещё ждут подтверждения FLASH: {n} (их список — в панели FLASH)",
+  "short.flash_more": "ЕЩЁ FLASH",
+  "state.unknown": "НЕИЗВЕСТНО", "stale.as_of": "УСТАРЕЛО — по состоянию на {at}: станция не отвечает",
+});
+
+// Units and escalation levels (protocol words) in the reader's language.
+Object.assign(window.REDLINE_STRINGS.en, {
+  "unit.m": "m", "unit.ms": "ms",
+  "escalation.deputy": "deputy", "escalation.supervisor": "supervisor", "escalation.deadline-missed": "deadline missed",
+});
+Object.assign(window.REDLINE_STRINGS.ru, {
+  "unit.m": "м", "unit.ms": "мс",
+  "escalation.deputy": "заместитель", "escalation.supervisor": "старший", "escalation.deadline-missed": "срок пропущен",
 });
