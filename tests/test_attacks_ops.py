@@ -314,7 +314,7 @@ def test_peer_40_notices_of_8000_points_are_refused_cheaply(monkeypatch: pytest.
     for side in (line.a, line.b):
         assert len(side.ops.board) == 0 and side.ops.notice_refs == {}
         assert len(side.ops.refused) == 40
-        assert all("max_notice_points" in why for _, why in side.ops.refused)
+        assert all("at most 2000 (PROTOCOL.md 5.9)" in why for _, why in side.ops.refused)
         assert len(texts(side, "refused, not on the board")) == 40 and not texts(side, "CONFLICT")
     assert len(json.dumps(to_obj(line.a.ops.notices_view(line.now)))) < 200
     # The line still works: a notice within the limits is checked and shown.
@@ -331,7 +331,7 @@ def test_peer_multipolygon_of_many_small_parts_is_counted_before_it_is_built(mon
     line.file(line.b, "NOTICE", {**disc_notice(0, 0), "radius_m": 0, "area": {"type": "MultiPolygon",
                                                                               "coordinates": parts}})  # fmt: skip
     assert built == [] and len(line.a.ops.board) == 0
-    assert "max_notice_points" in line.a.ops.refused[0][1]
+    assert "at most 2000 (PROTOCOL.md 5.9)" in line.a.ops.refused[0][1]
 
 
 def strip(lon: float, points: int = 2000) -> dict[str, Any]:
@@ -366,28 +366,32 @@ def test_peer_notices_drawn_as_parallel_strips_are_measured_through_an_index(mon
 
 def test_our_operator_cannot_file_a_notice_over_the_point_limit() -> None:
     ops = Line().a.ops
-    with pytest.raises(Exception, match=r"more than 2000 points.*max_notice_points"):
+    with pytest.raises(Exception, match=r"more than 2000 points; at most 2000 \(PROTOCOL.md 5.9\)"):
         check_operator_content(ops, "NOTICE", polygon_notice(28.0, 45.0, 2000))
     assert check_operator_content(ops, "NOTICE", polygon_notice(28.0, 45.0, 1999))
 
 
 def test_peer_cannot_pass_the_active_notices_per_side_limit() -> None:
-    """NDMC may hold at most ``max_active_notices_per_side`` active notices on our board; ours are
-    counted apart; an amendment replaces, and a withdrawal or an expiry makes room again."""
-    line = Line(limits=replace(QUIET, max_active_notices_per_side=5))
+    """NDMC may hold at most ``MAX_ACTIVE_NOTICES_PER_SIDE`` (200, the protocol's) active notices
+    on our board; ours are counted apart; an amendment replaces, and a withdrawal or an expiry makes
+    room again."""
+    most = notices_mod.MAX_ACTIVE_NOTICES_PER_SIDE
+    line = Line()
+    for i in range(most - 5):  # far from the notices below: no conflicts
+        line.file(line.b, "NOTICE", disc_notice(-20.0 + (i % 20) * 0.5, 30.0 + (i // 20) * 0.5))
     filed = [line.file(line.b, "NOTICE", disc_notice(20.0 + i, 50.0)) for i in range(8)]
     for side in (line.a, line.b):
-        assert side.ops.board.count(NDMC) == 5
-        assert [e.seq for e, why in side.ops.refused if "max_active_notices_per_side" in why] == [6, 7, 8]
-    with pytest.raises(LocalProtocolError, match="max_active_notices_per_side"):
+        assert side.ops.board.count(NDMC) == most
+        assert [e.id for e, why in side.ops.refused if f"at most {most} per side" in why] == [f.id for f in filed[5:]]
+    with pytest.raises(LocalProtocolError, match=f"at most {most} per side"):
         check_operator_content(line.b.ops, "NOTICE", disc_notice(40.0, 50.0))
     line.file(line.a, "NOTICE", disc_notice(20.0, 50.0))  # our side is counted apart
     assert line.a.ops.board.count(EUCOM) == 1 and len(texts(line.a, "NOTICE CONFLICT")) == 1
     line.file(line.b, "NOTICE", disc_notice(25.5, 50.0, amends=f"{NDMC}:{filed[4].seq}"))  # at the cap: replaces
-    assert line.a.ops.board.count(NDMC) == 5 and f"{NDMC}:{filed[4].seq}" not in line.a.ops.board
+    assert line.a.ops.board.count(NDMC) == most and f"{NDMC}:{filed[4].seq}" not in line.a.ops.board
     line.file(line.b, "NOTICE_WITHDRAW", {"notice": filed[0].ref})
     line.file(line.b, "NOTICE", disc_notice(30.0, 50.0))
-    assert line.a.ops.board.count(NDMC) == 5 and f"{NDMC}:{line.b.seq}" in line.a.ops.board
+    assert line.a.ops.board.count(NDMC) == most and f"{NDMC}:{line.b.seq}" in line.a.ops.board
     line.at(T0 + DAY)  # every window has ended: they no longer count
     line.file(line.b, "NOTICE", disc_notice(31.0, 50.0, start=T0 + DAY, end=T0 + 2 * DAY))
     assert line.a.ops.board.count(NDMC) == 1

@@ -30,7 +30,14 @@ from redline.ops.calls import Calls
 from redline.ops.flash import FlashTracker
 from redline.ops.linetests import LineTests
 from redline.ops.model import MAX_TIME_MS, Alarm, Entry, Intent, Outbox
-from redline.ops.notices import Conflict, Notice, NoticeBoard, count_positions
+from redline.ops.notices import (
+    MAX_ACTIVE_NOTICES_PER_SIDE,
+    MAX_NOTICE_POINTS,
+    Conflict,
+    Notice,
+    NoticeBoard,
+    count_positions,
+)
 from redline.ops.views import ConflictRow, NoticeDetail, NoticeRow, NoticesPage, RefusedView, TranslationView
 from redline.ops.voice import VOICE_KINDS, Voice
 from redline.persons import Person, RosterPins, check_signer, roster_people, roster_removals, roster_too_long
@@ -158,9 +165,9 @@ class LineOps:
         """The body, parsed once (the receiver's rule: unknown members are ignored, but in NOTICE)."""
         area = e.content.get("area") if row.body is kinds.Notice else None
         if isinstance(area, dict):
-            # Counted against our own limit before anything is read from it: a peer's 8,000-point
-            # area costs a count, not 16,000 coordinates parsed.
-            count_positions(area.get("coordinates"), self.limits.max_notice_points)
+            # Counted against the protocol's limit before anything is read from it: a peer's
+            # 8,000-point area costs a count, not 16,000 coordinates parsed.
+            count_positions(area.get("coordinates"), MAX_NOTICE_POINTS)
         return row.body.parse(e.content)
 
     def _check_refs(self, row: kinds.Kind, e: Entry, body: kinds.Body) -> None:
@@ -263,8 +270,9 @@ class LineOps:
     def _notice(self, e: Entry, body: kinds.Notice | kinds.NoticeWithdraw, out: Outbox) -> None:
         """Both ends run the same check on the same notices, so both see the same conflicts.
 
-        A notice over our limits (points, active notices of its side) is refused here: stored, as
-        signed evidence, but not put on the board, and said once. A new notice's conflicts give one
+        A notice over the protocol's limits (``MAX_NOTICE_POINTS``, ``MAX_ACTIVE_NOTICES_PER_SIDE``:
+        never our settings, or two readers of one transcript would show different boards) is refused
+        here: stored, as signed evidence, but not put on the board, and said once. A new notice's conflicts give one
         alarm, naming the nearest few and counting the rest."""
         who = "our" if e.ours else "the peer's"
         try:
@@ -272,13 +280,13 @@ class LineOps:
                 for gone in self.board.expire(e.stored_at):  # what ended no longer counts against a side
                     self.notice_refs.pop(gone, None)
                 ref = f"{e.sender}:{e.seq}"
-                most = self.limits.max_active_notices_per_side
+                most = MAX_ACTIVE_NOTICES_PER_SIDE
                 if not (body.amends is not None and body.amends in self.board) and self.board.count(e.sender) >= most:
                     raise NoticeBoardError(
                         f"{who} side already has {self.board.count(e.sender)} active notices; at most {most} per "
-                        "side (max_active_notices_per_side): withdraw or amend one first"
+                        "side (PROTOCOL.md 5.9): withdraw or amend one first"
                     )
-                notice = Notice.from_body(body, ref=ref, max_points=self.limits.max_notice_points)
+                notice = Notice.from_body(body, ref=ref)
                 conflicts = self.board.add(notice)
                 self.notice_refs[ref] = e.id
                 if conflicts:
@@ -503,13 +511,15 @@ def _check_notice(ops: LineOps, content: dict[str, Any], find: Callable[[str], l
         content = {**content, "amends": f"{matches[0].sender}:{matches[0].seq}"}
         if content["amends"] not in ops.notice_refs:
             raise LocalProtocolError("that notice is no longer active (withdrawn or expired); file a new one")
-    most = ops.limits.max_active_notices_per_side
+    # The protocol's limits, which every reader applies to what we sign (PROTOCOL.md 5.9): refused
+    # here, in one line, rather than signed and then kept off both boards.
+    most = MAX_ACTIVE_NOTICES_PER_SIDE
     if "amends" not in content and ops.board.count(ops.us) >= most:
         raise LocalProtocolError(
             f"we already have {ops.board.count(ops.us)} active notices; at most {most} per side "
-            "(max_active_notices_per_side): withdraw or amend one first"
+            "(PROTOCOL.md 5.9): withdraw or amend one first"
         )
-    Notice.from_content(content, ref=f"{ops.us}:0", max_points=ops.limits.max_notice_points)
+    Notice.from_content(content, ref=f"{ops.us}:0")
     return content
 
 

@@ -51,10 +51,13 @@ before any geometry is measured. Timings against 100,000 active notices: bench/n
 **Limits** (``NoticeLimits``) keep the approximations honest and the input bounded: areas at most
 20 degrees across and within +/-85 degrees latitude (an area may touch the 180th meridian but not
 cross it: file the two halves as two notices; areas on either side of it are compared across it),
-margin at most 100 km, radius at most 200 km, 10,000 points, windows at most 366 days, bands within
--12,000 m .. 1,000,000 m (ballistic trajectories). A station sets a lower point limit of its own
-(``from_content(max_points=...)``, ``config.Limits.max_notice_points``); points are counted in the
-content before any geometry is built, so an oversize area costs a count, not a polygon.
+margin at most 100 km, radius at most 200 km, 2,000 points (``MAX_NOTICE_POINTS``), windows at most
+366 days, bands within -12,000 m .. 1,000,000 m (ballistic trajectories), and at most 200 active
+notices per side (``MAX_ACTIVE_NOTICES_PER_SIDE``). These are the protocol's (PROTOCOL.md 5.9), not
+a station's settings: they decide which notices are on the board, and so which conflicts there are,
+and every reader of one co-signed transcript (both stations, a station replaying its ledger, an
+auditor) must put the same notices on it. Points are counted in the content before any geometry is
+built, so an oversize area costs a count, not a polygon.
 
 **Showing.** Lists and maps get each area as its *outline*, simplified to at most ``OUTLINE_POINTS``
 (100) points and worked out once when the notice is parsed (``Notice.summary``), and each conflict's
@@ -98,6 +101,8 @@ __all__ = [
     "DECIMALS",
     "KINDS",
     "LIMITS",
+    "MAX_ACTIVE_NOTICES_PER_SIDE",
+    "MAX_NOTICE_POINTS",
     "Conflict",
     "Notice",
     "NoticeBoard",
@@ -111,10 +116,20 @@ KINDS: Final = kinds.NOTICE_KINDS  # the registry's, as PROTOCOL.md section 5.9 
 AREA_TYPES: Final = kinds.AREA_TYPES
 DECIMALS: Final = 7  # coordinate precision: 1e-7 degree is about 1 cm
 
+# What the board takes, the protocol's numbers (PROTOCOL.md 5.9, NOTICE), not settings: a notice
+# over either is stored (signed evidence) but kept off the board by every reader, so two stations,
+# a station replaying its ledger and an auditor show the same board and the same conflicts for one
+# co-signed transcript. They were config.json's ``limits.max_notice_points`` and
+# ``limits.max_active_notices_per_side`` once (config.py refuses a value other than these). Our own
+# operator's notice over either is refused before it is signed (engine.check_operator_content).
+MAX_NOTICE_POINTS: Final = 2_000  # positions in one notice's area, counted before anything is built
+MAX_ACTIVE_NOTICES_PER_SIDE: Final = 200  # each side's own, counted apart; an amendment replaces
+
 
 @dataclass(frozen=True, kw_only=True)
 class NoticeLimits:
-    """Bounds on what a notice may say (candidates for ``config.Limits`` once stations set them)."""
+    """Bounds on what a notice may say: the protocol's, the same for every reader of a transcript
+    (never a station's settings: they decide what is on the board)."""
 
     min_floor_m: int = -12_000
     max_ceiling_m: int = 1_000_000
@@ -122,7 +137,7 @@ class NoticeLimits:
     max_radius_m: int = 200_000
     max_span_deg: int = 20
     max_abs_lat: int = 85
-    max_points: int = 10_000
+    max_points: int = MAX_NOTICE_POINTS
     max_window_ms: int = 366 * 86_400_000
     max_text_chars: int = 4_000
     max_ref_chars: int = 200
@@ -411,7 +426,7 @@ def count_positions(coords: object, limit: int) -> int:
         if not isinstance(node[0], list | tuple):
             count += 1
             if count > limit:
-                raise NoticeError(f"area has more than {limit} points; at most {limit} (max_notice_points)")
+                raise NoticeError(f"area has more than {limit} points; at most {limit} (PROTOCOL.md 5.9)")
             continue
         stack.extend(node)
     return count
@@ -663,11 +678,11 @@ class Notice:
         return content
 
     @classmethod
-    def from_body(cls, body: kinds.Notice, *, ref: str, max_points: int | None = None) -> Notice:
+    def from_body(cls, body: kinds.Notice, *, ref: str) -> Notice:
         """A notice from a NOTICE envelope's parsed body (``kinds.Notice``, whose content rules are
-        already checked); ``ref`` comes from the envelope. ``max_points`` is checked before any
-        geometry is built."""
-        count_positions(body.area.coordinates, min(max_points or LIMITS.max_points, LIMITS.max_points))
+        already checked); ``ref`` comes from the envelope. ``MAX_NOTICE_POINTS`` is checked before
+        any geometry is built."""
+        count_positions(body.area.coordinates, MAX_NOTICE_POINTS)
         return cls(
             ref=ref, kind=body.kind, area={"type": body.area.type, "coordinates": body.area.coordinates},
             floor_m=body.floor_m, ceiling_m=body.ceiling_m, start=body.start, end=body.end, margin_m=body.margin_m,
@@ -675,9 +690,9 @@ class Notice:
         )  # fmt: skip
 
     @classmethod
-    def from_content(cls, content: object, *, ref: str, max_points: int | None = None) -> Notice:
+    def from_content(cls, content: object, *, ref: str) -> Notice:
         """Parse the content form; ``ref`` comes from the envelope (sender and seq), not the content.
-        ``max_points`` (a station's ``max_notice_points``) is checked before any geometry is built."""
+        ``MAX_NOTICE_POINTS`` (the protocol's) is checked before any geometry is built."""
         if not isinstance(content, Mapping):
             raise NoticeError("notice content must be a JSON object")
         missing = [k for k in _CONTENT_REQUIRED if k not in content]
@@ -691,7 +706,7 @@ class Notice:
                 raise NoticeError(f"{name} {value!r} is a floating-point number; signed notices hold none")
         area = content["area"]
         if isinstance(area, Mapping):
-            count_positions(area.get("coordinates"), min(max_points or LIMITS.max_points, LIMITS.max_points))
+            count_positions(area.get("coordinates"), MAX_NOTICE_POINTS)
             _check_content_coords(area.get("coordinates", []))
         amends = content.get("amends")
         if amends is not None and not isinstance(amends, str):
