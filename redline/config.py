@@ -92,11 +92,8 @@ class Limits:
     honour_peer_windows: bool = False
     peer_window_min_seconds: float = 60.0
     peer_window_max_seconds: float = 3600.0
-    # Notices: points per notice and active notices per side (each side's own and the peer's,
-    # counted apart). Over either, the notice is refused: at the sender before it is sent, at the
-    # receiver it is stored (signed evidence) but not put on the board.
-    max_notice_points: int = 2000
-    max_active_notices_per_side: int = 200
+    # Notice limits are not settings: which notices are on the board may not depend on one
+    # (ops.notices.MAX_NOTICE_POINTS, MAX_ACTIVE_NOTICES_PER_SIDE; _NOW_PROTOCOL below).
     # People per ROSTER are not a setting: whose signature counts may not depend on one (the
     # protocol's persons.MAX_ROSTER_PEOPLE; _NOW_PROTOCOL below for config.json that still says it).
 
@@ -235,8 +232,6 @@ _LIMIT_RULES: dict[str, _Rule] = {
     "honour_peer_windows": _Rule("bool"),
     "peer_window_min_seconds": _Rule("float", 1, _YEAR),
     "peer_window_max_seconds": _Rule("float", 1, _YEAR),
-    "max_notice_points": _Int(),
-    "max_active_notices_per_side": _Int(),
 }
 
 
@@ -396,6 +391,18 @@ _NOW_PROTOCOL: dict[str, dict[str, tuple[int, str]]] = {
             500,
             "a ROSTER lists at most 500 people and at most 500 are pinned per station (PROTOCOL.md 5.10), the "
             "same for every station and verifier",
+        ),
+        # ops.notices.MAX_NOTICE_POINTS / MAX_ACTIVE_NOTICES_PER_SIDE (config is imported without shapely;
+        # tests/test_notice_limits_protocol.py holds them equal)
+        "max_notice_points": (
+            2000,
+            "a notice's area holds at most 2000 positions on the board (PROTOCOL.md 5.9), the same for every "
+            "station and reader of the transcript",
+        ),
+        "max_active_notices_per_side": (
+            200,
+            "each side has at most 200 active notices on the board (PROTOCOL.md 5.9), the same for every station "
+            "and reader of the transcript",
         ),
     },
 }

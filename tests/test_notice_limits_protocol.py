@@ -109,3 +109,27 @@ def test_a_station_with_looser_notice_settings_refuses_to_sign_a_notice_every_re
     # An amendment replaces one: it is not refused at the limit.
     first = f"{NDMC}:1"
     assert check_operator_content(ops, "NOTICE", disc_notice(40.0, 50.0, amends=first))
+
+
+def test_a_config_that_still_sets_the_notice_limits_is_read_as_the_protocol_or_refused() -> None:
+    """Every config.json saved before holds both settings (``save`` wrote each field): the
+    protocol's values read as absent; any other value is refused in one line naming it, never
+    silently replaced (a station that set 400 would otherwise believe it shows 400). config.py
+    cannot import ops.notices (shapely): its copies are held to the constants here."""
+    from redline import config
+    from redline.config import StationConfig
+    from redline.errors import ConfigError
+
+    retired = config._NOW_PROTOCOL["limits"]
+    assert retired["max_notice_points"][0] == MAX_NOTICE_POINTS == 2000
+    assert retired["max_active_notices_per_side"][0] == MAX_ACTIVE_NOTICES_PER_SIDE == 200
+
+    def station(limits: dict[str, Any]) -> StationConfig:
+        return StationConfig.from_obj({"name": "EUCOM", "lang": "en", "listen": ["127.0.0.1:7401"], "limits": limits})
+
+    assert station({"max_notice_points": 2000, "max_active_notices_per_side": 200}).limits == station({}).limits
+    for name, bad in (("max_notice_points", 10_000), ("max_active_notices_per_side", 150)):
+        with pytest.raises(ConfigError, match=rf"^config\.json: limits\.{name} is no longer a setting: "):
+            station({name: bad})
+    with pytest.raises(TypeError):
+        Limits(max_notice_points=2000)  # type: ignore[call-arg]
