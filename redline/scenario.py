@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nacl.signing
 from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
+from redline import keys as keyfiles
 from redline import persons
 from redline.control import call
 from redline.errors import RedlineError
@@ -208,10 +210,25 @@ REQUESTS: list[tuple[str, tuple[str, str, str]]] = [
 ]
 
 
+def _demo_root(home: Path) -> nacl.signing.SigningKey | None:
+    """The station's root in force, when the demo keeps it in keys/root.key (a real station keeps
+    it offline): the demo's people are certified by it, so their ROSTER entries carry the ``cert``
+    PROTOCOL.md 5.9 asks senders for and their signatures count up to the root. None (people
+    published uncertified, as before) when that file is not the root in force (after a rotation)."""
+    path = home / "keys" / "root.key"
+    if not path.exists():
+        return None
+    try:
+        return keyfiles.read_root(path, keyfiles.root_in_force(home / "keys")[1])
+    except (RedlineError, OSError, ValueError):
+        return None
+
+
 def add_demo_users(eucom: Path, ndmc: Path) -> None:
     for home, users in ((eucom, EUCOM_USERS), (ndmc, NDMC_USERS)):
         existing = {p.name for p in persons.load_users(home)}
+        root = _demo_root(home)
         for name, role in users:
             if name not in existing:
-                persons.add_user(home, name, role, PASSWORD, ops=OPSLIMIT_MIN, mem=MEMLIMIT_MIN)
+                persons.add_user(home, name, role, PASSWORD, ops=OPSLIMIT_MIN, mem=MEMLIMIT_MIN, root=root)
 

@@ -82,3 +82,47 @@ def test_old_root_person_certificates_stay_valid_after_the_new_root_certifies_on
     refused = [s for s in said if s.startswith("ROSTER REFUSED")]
     assert len(refused) == 1 and "Col. Hayes" in refused[0] and "replaced root" in refused[0], said
     assert persons.PersonCert.open(hayes.cert, bytes(old_root.verify_key), station=sp.b.us)  # type: ignore[arg-type]
+
+
+def test_the_live_pins_keep_old_root_certificates_after_a_confirmed_rotation() -> None:
+    """The live path (ops.engine.LineOps, what raised "[alarm] PINNED KEY … (forged?)" at the
+    station in the runbook): NDMC's ROSTER after its rotation keeps Col. Hayes's old-root
+    certificate and lists Miller with one of the new root. No alarm, no refusal; the old root can
+    no longer move Hayes's pin."""
+    from redline.ops.engine import LineOps
+    from redline.ops.model import Entry
+    from redline.persons import roster_content
+    from tests.test_ops import EUCOM, NDMC, QUIET, T0
+
+    old, new = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    rotated_at = 10  # NDMC's envelopes that have seen EUCOM's ROOT_CONFIRM (seq 10) are under the new root
+
+    def root_for(station: str, seen: int) -> bytes:
+        assert station == NDMC
+        return bytes((new if seen >= rotated_at else old).verify_key)
+
+    def person(name: str, root: nacl.signing.SigningKey, at: int) -> Person:
+        p = Person(name=name, role="duty", key=bytes(nacl.signing.SigningKey.generate().verify_key).hex())
+        return Person(name=name, role="duty", key=p.key, cert=certify_person(root, p, station=NDMC, issued_at=at))
+
+    ops = LineOps(us=EUCOM, peer=NDMC, limits=QUIET, since=T0, roots={False: bytes(old.verify_key)},
+                  root_for=root_for)  # fmt: skip
+    seq = 0
+
+    def roster(people: list[Person], seen: int) -> list[str]:
+        nonlocal seq
+        seq += 1
+        e = Entry(sender=NDMC, ours=False, seq=seq, id=f"{seq:064x}", kind="ROSTER", prio="PRIORITY", sent_at=T0,
+                  stored_at=T0, lang="ru", content=roster_content(people), seen=seen)  # fmt: skip
+        return [a.text for a in ops.observe(e) if a.level == "alarm"]
+
+    hayes, miller = person("Col. Hayes", old, 1), person("Duty Officer Miller", old, 1)
+    assert roster([hayes, miller], seen=1) == []
+    miller2 = person("Duty Officer Miller", new, 2)  # user rotate under the new root
+    assert roster([hayes, miller2], seen=rotated_at) == []
+    assert not ops.refused, ops.refused
+    assert ops.pins[False].people["Col. Hayes"] == hayes and ops.pins[False].people["Duty Officer Miller"] == miller2
+    hayes2 = person("Col. Hayes", old, 3)  # the replaced root tries to move a pin
+    (alarm,) = roster([hayes2, miller2], seen=rotated_at + 1)
+    assert "PINNED KEY" in alarm and "replaced root" in alarm and "forged" not in alarm, alarm
+    assert ops.pins[False].people["Col. Hayes"] == hayes
