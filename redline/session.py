@@ -1254,13 +1254,21 @@ class LineSession:
         )  # fmt: skip
 
 
+_FILLED_BY_STATION = frozenset({"person"})
+
+
 def _same_as_before(earlier: OutboxItem | None, kind: str, prio: str, content: dict[str, Any]) -> None:
     """A retry with an idempotency key must carry what the first request did: the key then stands
     for that message. Another message under a used key would be answered with the first one's
     acceptance and be lost without a word, so it is refused (one place for CLI, API and socket)."""
     if earlier is None:
         return
-    same_body = canonical.encode(earlier.content) == canonical.encode(content)
+    # What the station fills in itself differs between two submits of one request: a person's
+    # signature (made again), a CALL_REQUEST's "expires" (now + call_request_ttl when not given).
+    filled = _FILLED_BY_STATION | ({"expires"} if kind == "CALL_REQUEST" else set())
+    same_body = canonical.encode({k: v for k, v in earlier.content.items() if k not in filled}) == canonical.encode(
+        {k: v for k, v in content.items() if k not in filled}
+    )
     if (earlier.kind, earlier.prio) != (kind, prio) or not same_body:
         where = f"seq {earlier.seq}" if earlier.seq is not None else "still in the outbox"
         raise IdempotencyConflictError(

@@ -21,7 +21,7 @@ import pytest
 from redline import canonical, identity
 from redline.config import Limits
 from redline.envelope import Envelope, seal, split
-from redline.errors import LocalProtocolError, ReceiptMismatchError
+from redline.errors import IdempotencyConflictError, LocalProtocolError, ReceiptMismatchError
 from redline.ledger.sqlite import Ledger
 from redline.ledger.verify import verify_line
 from redline.protocol.framing import FrameDecoder, FrameType, encode_frame
@@ -388,11 +388,14 @@ def test_a_retried_idempotency_key_in_the_same_batch_is_one_message(sp: SessionP
 
 
 def test_a_retried_key_with_other_content_in_the_same_batch_signs_the_first(sp: SessionPair) -> None:
-    """The content is encoded once, at acceptance, for the seal: a retry that returns the first
-    acceptance must not lend it its own encoding."""
+    """The content is encoded once, at acceptance, for the seal: a second request under the same
+    key with other content is refused (IdempotencyConflictError), and must not lend the first its
+    own encoding either; the same content again returns the first acceptance."""
     with sp.a.ledger.batch():
-        sp.a.accept("TEXT", "ROUTINE", {"text": "first"}, "req-4", sp.clock.wall)
-        sp.a.accept("TEXT", "ROUTINE", {"text": "second"}, "req-4", sp.clock.wall)
+        first = sp.a.accept("TEXT", "ROUTINE", {"text": "first"}, "req-4", sp.clock.wall)
+        with pytest.raises(IdempotencyConflictError, match="already used for a different message"):
+            sp.a.accept("TEXT", "ROUTINE", {"text": "second"}, "req-4", sp.clock.wall)
+        assert sp.a.accept("TEXT", "ROUTINE", {"text": "first"}, "req-4", sp.clock.wall).local == first.local
         sent = sp.a.flush(sp.clock.wall)
     sp._do("a", sent)
     sp.run()
