@@ -281,7 +281,8 @@ def _keys(home: StationDir) -> list[Finding]:
         out.append(Finding("keys", CRITICAL, str(exc), fix))
     if (home.keys / "root.key").exists():
         text = f"the root key is on the station's disk ({home.keys / 'root.key'})"
-        fix = "move it to offline storage (encrypted USB in a safe); only key rotation needs it"
+        fix = ("move it to offline storage (encrypted USB in a safe); key and root rotation, revocation "
+               "and user add/rotate/remove need it")
         out.append(Finding("keys", WARNING, text, fix))
     return out
 

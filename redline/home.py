@@ -3,8 +3,9 @@
 Layout::
 
     config.json            every limit and default (config.StationConfig)
-    keys/root.key          root key seed (0600). Offline-capable: only key rotation needs it;
-                           move it to offline storage after init (docs/OPERATIONS.md)
+    keys/root.key          root key seed (0600). Offline-capable: key and root rotation, revocation
+                           and user add/rotate/remove need it; move it to offline storage after init
+                           (docs/OPERATIONS.md)
     keys/root.pub          root public key (hex)
     keys/signing.key       online signing key seed (0600)
     keys/tls.key tls.crt   TLS key (0600) and self-signed certificate

@@ -279,8 +279,10 @@ class LineSession:
             keys = self.keys.for_key(current)
             if keys is None:
                 raise ConfigError(
-                    f"line {self.line[:8]}: our chain is signed by key {current} from its last KEY envelope on, and "
-                    "this station holds neither it nor its next key (keys/signing.next.key); restore the key files"
+                    f"line {self.line[:8]}: our chain certified signing key {current} (its last KEY envelope), which "
+                    "this station does not hold (neither keys/signing.key nor signing.next.key): it was probably "
+                    "restored from a backup taken before that key rotation. Restore a newer backup if there is one; "
+                    "otherwise pair the line again (docs/OPERATIONS.md section 10)"
                 )
             self.keys = keys
 
