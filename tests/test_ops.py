@@ -380,7 +380,8 @@ def test_flash_escalates_duty_deputy_supervisor_then_deadline_missed() -> None:
     line = Line()
     rosters(line)
     f = flash(line)
-    assert any("FLASH from the peer: duty must acknowledge within 120 s" in t for t in line.b.texts())
+    said = f"FLASH from the peer: duty must acknowledge within 120 s: seq {f.seq}, id {f.id[:8]} ('redline ack LINE"
+    assert any(t.startswith(said) for t in line.b.texts()), line.b.texts()
     assert line.b.ops.flash.pending_levels(line.now) == {f.id: "duty"}
     steps: list[tuple[int, str]] = []
     for offset in range(0, 130 * SECOND, 500):  # a tick every half second

@@ -109,8 +109,10 @@ class FlashTracker:
                 self.flashes[e.id] = self._open[e.id] = Flash(e, body.text, e.stored_at + window)
                 if not e.ours:
                     self.credit += envelope_cost(e.content, FLASH_LEAST_OVERHEAD)
+                    # which FLASH, so that two waiting are never taken for one on the serve terminal
                     out.alarm("alarm", f"FLASH from the peer: {self.levels[0]} must acknowledge within "
-                                       f"{window // 1000} s ('redline ack')", e.stored_at)  # fmt: skip
+                                       f"{window // 1000} s: seq {e.seq}, id {e.id[:8]} "
+                                       f"('redline ack LINE {e.id[:8]}')", e.stored_at)  # fmt: skip
             case kinds.Read():
                 target = self._answered(e, body.ref)
                 by = body.by[:MAX_SHOWN]
