@@ -915,3 +915,20 @@ def test_unknown_kinds_are_kept_and_shown_never_acted_on() -> None:
     assert "not one this station knows" in infos[0].text
     after = snapshot(line.b.ops, line.now)
     assert {k: v for k, v in after.items() if k != "refused"} == {k: v for k, v in before.items() if k != "refused"}
+
+
+def test_a_tls_key_rotation_is_told_as_a_tls_rotation_not_a_signing_one() -> None:
+    """runbook review: a KEY carrying only a TLS certificate was announced at both ends as 'rotated
+    the signing key; envelopes after seq N are signed by the new key', which it does not do."""
+    line = Line()
+    cert = {"data": "ab" * 40, "sig": "cd" * 64}
+    tls = line.file(line.a, "KEY", {"certs": [cert], "tls_der": "30" * 20})
+    signing = line.file(line.a, "KEY", {"certs": [cert]})
+    both = line.file(line.a, "KEY", {"certs": [cert, cert], "tls_der": "30" * 20})
+    seqs = (tls.seq, signing.seq, both.seq)
+    said = {seq: [t for t in line.b.texts() if t.startswith(f"KEY seq {seq}:")] for seq in seqs}
+    assert said[tls.seq] == [f"KEY seq {tls.seq}: the peer rotated the TLS key; the paths prove the new one from now "
+                             "on, certified by the station's root"], said  # fmt: skip
+    assert len(said[signing.seq]) == 1 and "rotated the signing key" in said[signing.seq][0]
+    assert "TLS" not in said[signing.seq][0]
+    assert len(said[both.seq]) == 1 and "signing key" in said[both.seq][0] and "TLS key" in said[both.seq][0]

@@ -146,8 +146,15 @@ class LineOps:
                 self._notice(e, body, out)
             case kinds.Key():  # the gate moved the key window; people are told which key signs now
                 who = "we" if e.ours else "the peer"
-                out.alarm("info", f"KEY seq {e.seq}: {who} rotated the signing key; envelopes after seq {e.seq} are "
-                                  "signed by the new key, certified by the station's root", e.stored_at)  # fmt: skip
+                # a TLS certificate travels with its DER; any other certificate is the signing key's
+                tls = body.tls_der is not None
+                said = []
+                if len(body.certs) > int(tls):
+                    said.append(f"rotated the signing key; envelopes after seq {e.seq} are signed by the new key")
+                if tls:
+                    said.append("rotated the TLS key; the paths prove the new one from now on")
+                out.alarm("info", f"KEY seq {e.seq}: {who} {' and '.join(said)}, certified by the station's root",
+                          e.stored_at)  # fmt: skip
             case kinds.Translation():
                 self.translations.setdefault(body.ref.id, []).append(
                     TranslationView(lang=body.lang, text=body.text, translator=body.translator, ours=e.ours)
