@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from redline.ledger.verify import verify_line
-from redline.protocol.framing import FrameDecoder, FrameType
+from redline.protocol.framing import FrameType
 from redline.testing import SessionPair
+from tests.test_session import pump
 
 
 @pytest.fixture
@@ -37,22 +38,7 @@ def _run_holding(sp: SessionPair, lost: FrameType, to: str, path: str | None = N
     """Like ``sp.run()``, but every ``lost`` frame on its way to ``to`` (on ``path``, or on any)
     is taken out of its path and returned (path name, bytes): in flight, not delivered."""
     held: list[tuple[str, bytes]] = []
-    sp.flush()
-    moved = True
-    while moved:
-        moved = False
-        for p in sp.paths:
-            for queue, who in ((p.a_to_b, "b"), (p.b_to_a, "a")):
-                while queue:
-                    data = queue.popleft()
-                    moved = True
-                    frame = FrameDecoder(1 << 24).feed(data)
-                    if who == to and path in (None, p.name) and any(t is lost for t, _ in frame):
-                        held.append((p.name, data))
-                        continue
-                    target = sp.a if who == "a" else sp.b
-                    sp._do(who, target.receive(p.name, data, sp.clock.now, sp.clock.wall))
-        sp.flush()
+    pump(sp, lambda who, name, t: who == to and path in (None, name) and t is lost, held)
     return held
 
 

@@ -115,8 +115,11 @@ def inject(sp: SessionPair, who: str, raw: bytes, path: str = "path0") -> list[A
     return actions
 
 
-def pump(sp: SessionPair, drop: Callable[[str, FrameType], bool]) -> None:
-    """Like ``sp.run()``, but frames for which ``drop(receiver, type)`` is true are lost."""
+def pump(
+    sp: SessionPair, drop: Callable[[str, str, FrameType], bool], held: list[tuple[str, bytes]] | None = None
+) -> None:
+    """Like ``sp.run()``, but frames for which ``drop(receiver, path, type)`` is true are lost, or
+    kept in ``held`` as (path, bytes): taken off their path, not delivered."""
     sp.flush()
     moved = True
     while moved:
@@ -126,8 +129,11 @@ def pump(sp: SessionPair, drop: Callable[[str, FrameType], bool]) -> None:
                 while queue:
                     data = queue.popleft()
                     moved = True
-                    if not any(drop(who, t) for t, _ in FrameDecoder(1 << 24).feed(data)):
+                    if not any(drop(who, p.name, t) for t, _ in FrameDecoder(1 << 24).feed(data)):
                         deliver(sp, who, p.name, data)
+                    elif held is not None:
+                        held.append((p.name, data))
+        sp.flush()
         sp.flush()
 
 
@@ -1009,7 +1015,7 @@ def _proposer(sp: SessionPair) -> tuple[str, str]:
 def test_lost_countersignature_is_answered_again_after_reconnect(sp: SessionPair) -> None:
     proposer, other = _proposer(sp)
     sp.send(other, "FLASH", kind="FLASH", prio="FLASH")
-    pump(sp, drop=lambda who, t: who == proposer and t is FrameType.COSIGN)
+    pump(sp, drop=lambda who, _, t: who == proposer and t is FrameType.COSIGN)
     assert len(session(sp, other).ledger.checkpoints(sp.line)) == 1
     assert session(sp, proposer).ledger.checkpoints(sp.line) == []
     for p in sp.paths:
@@ -1025,7 +1031,7 @@ def test_lost_countersignature_is_answered_again_after_reconnect(sp: SessionPair
 def test_checkpoints_resume_after_the_proposer_restarts_with_a_countersignature_lost(sp: SessionPair) -> None:
     proposer, other = _proposer(sp)
     sp.send(other, "FLASH", kind="FLASH", prio="FLASH")
-    pump(sp, drop=lambda who, t: who == proposer and t is FrameType.COSIGN)
+    pump(sp, drop=lambda who, _, t: who == proposer and t is FrameType.COSIGN)
     sp.restart(proposer)
     sp.run()
     sp.send(other, "FLASH 2", kind="FLASH", prio="FLASH")
