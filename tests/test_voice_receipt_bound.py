@@ -18,6 +18,7 @@ from typing import Any
 from redline import recording
 from redline.config import Limits
 from redline.media import AudioPacket
+from redline.ops.model import Entry
 from redline.protocol.framing import FrameType
 from redline.testing import StationPair
 from tests.test_ops import SECOND, Line, rosters
@@ -41,13 +42,19 @@ class Withholding(Line):
         self.in_flight.clear()
 
 
-def test_peer_withholding_receipts_cannot_keep_an_ended_calls_audio_waiting_past_twice_call_lost_seconds() -> None:
+def _hung_up_by_us_with_receipts_withheld() -> tuple[Withholding, Entry, Entry]:
+    """A call rung, picked up and hung up by EUCOM, whose receipts NDMC withholds from then on:
+    the line, the ring and our hang-up."""
     line = Withholding()
     rosters(line)
     r = ring(line)
     p = pick_up(line, r)
     line.withhold = True
-    hangup = line.file(line.a, "CALL_HANGUP", {"ring": r.ref, "answer": p.ref})
+    return line, r, line.file(line.a, "CALL_HANGUP", {"ring": r.ref, "answer": p.ref})
+
+
+def test_peer_withholding_receipts_cannot_keep_an_ended_calls_audio_waiting_past_twice_call_lost_seconds() -> None:
+    line, r, hangup = _hung_up_by_us_with_receipts_withheld()
     voice = line.a.ops.voice
     call = voice.calls[r.id]
     assert call.state == "ended" == line.b.ops.voice.calls[r.id].state
@@ -69,12 +76,7 @@ def test_peer_withholding_receipts_cannot_keep_an_ended_calls_audio_waiting_past
 
 
 def test_a_receipt_inside_the_bound_files_the_audio_as_before_and_the_bound_never_fires() -> None:
-    line = Withholding()
-    rosters(line)
-    r = ring(line)
-    p = pick_up(line, r)
-    line.withhold = True
-    hangup = line.file(line.a, "CALL_HANGUP", {"ring": r.ref, "answer": p.ref})
+    line, r, hangup = _hung_up_by_us_with_receipts_withheld()
     line.advance(59 * SECOND)
     line.a.receipted(hangup.seq, line.now)
     call = line.a.ops.voice.calls[r.id]
