@@ -437,7 +437,12 @@ class LineSession:
 
     # -- operator-facing -----------------------------------------------------------------------
     def accept(self, kind: str, prio: str, content: dict[str, Any], idem: str | None, wall: int) -> OutboxItem:
-        """Make a message durable in the outbox (call inside ``ledger.batch()``)."""
+        """Make a message durable in the outbox (call inside ``ledger.batch()``). A retry under an
+        idempotency key already accepted is answered with the first acceptance before any limit is
+        checked: the message is in already, so a full outbox must not turn its retry into an error."""
+        if idem is not None and (earlier := self.ledger.outbox_by_idem(self.line, idem)) is not None:
+            _same_as_before(earlier, kind, prio, content)
+            return earlier
         member = content_member(content)  # encoded once: its size here, the body when it is sealed
         size = len(member) - MEMBER_OVERHEAD
         if size > self.limits.max_body_bytes:
@@ -459,8 +464,6 @@ class LineSession:
             )
         if self.outbox_count >= self.limits.max_outbox:
             raise LocalProtocolError(f"the outbox holds {self.limits.max_outbox} unsent messages; the line is full")
-        if idem is not None:
-            _same_as_before(self.ledger.outbox_by_idem(self.line, idem), kind, prio, content)
         # The content's canonical JSON is inside the member already: the outbox keeps that text.
         text = member[MEMBER_OVERHEAD - 1 : -1].decode("utf-8")
         item = self.ledger.accept(self.line, kind, prio, content, idem, wall, text=text)
@@ -1259,12 +1262,13 @@ class LineSession:
 _FILLED_BY_STATION = frozenset({"person"})
 
 
-def _same_as_before(earlier: OutboxItem | None, kind: str, prio: str, content: dict[str, Any]) -> None:
+def _same_as_before(earlier: OutboxItem, kind: str, prio: str, content: dict[str, Any]) -> None:
     """A retry with an idempotency key must carry what the first request did: the key then stands
     for that message. Another message under a used key would be answered with the first one's
-    acceptance and be lost without a word, so it is refused (one place for CLI, API and socket)."""
-    if earlier is None:
-        return
+    acceptance and be lost without a word, so it is refused. The one place for the CLI, the API,
+    the console and the control socket: each files through ``Station.act``, whose operator checks
+    complete references (an id prefix typed in a form) before this compares, so both submits are
+    compared in their completed form."""
     # What the station fills in itself differs between two submits of one request: a person's
     # signature (made again), a CALL_REQUEST's "expires" (now + call_request_ttl when not given).
     filled = _FILLED_BY_STATION | ({"expires"} if kind == "CALL_REQUEST" else set())
@@ -1272,9 +1276,9 @@ def _same_as_before(earlier: OutboxItem | None, kind: str, prio: str, content: d
         {k: v for k, v in content.items() if k not in filled}
     )
     if (earlier.kind, earlier.prio) != (kind, prio) or not same_body:
-        where = f"seq {earlier.seq}" if earlier.seq is not None else "still in the outbox"
+        where = f"outbox #{earlier.local}, " + (f"seq {earlier.seq}" if earlier.seq is not None else "not signed yet")
         raise IdempotencyConflictError(
-            f"this idempotency key was already used for a different message: {where}; this one was NOT sent"
+            f"this idempotency key was already used for a different message ({where}); this one was NOT sent"
         )
 
 

@@ -77,7 +77,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("redline.station")
 MAX_ALARM_CHARS = 2000
-MAX_IDEM_CHARS = 200
+MAX_IDEM_CHARS = 256  # an API key (128) with its scope: "api:", a kind and a person name (63) between colons
 TICK = 0.1
 # users/ is read afresh at least this often even when its stamp has not changed (persons.users_stamp:
 # a same-size rewrite within the file system's clock tick keeps the stamp).

@@ -112,6 +112,55 @@ def test_each_filing_route_files_once_per_idempotency_key(tmp_path: Path) -> Non
     run(tmp_path, scenario)
 
 
+def test_a_key_reused_for_other_content_is_refused_on_every_filing_route(tmp_path: Path) -> None:
+    """The rule lives in the session (``_same_as_before``): the plain send, a console form filed
+    through ``act_once`` and the person-signed routes all answer 409 and file nothing."""
+
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        url = f"/api/lines/{p.line}"
+        now = p.a.wall()
+        record = {"start": now - 7_200_000, "end": now - 3_600_000, "principals": "Secretary, Minister",
+                  "participants": ["Secretary", "Minister"], "note": "first", "idempotency_key": "rec"}  # fmt: skip
+        notice = {"kind": "air", "area": SQUARE, "floor_m": 0, "ceiling_m": 1000, "start": now, "end": now + 3_600_000,
+                  "idempotency_key": "n"}  # fmt: skip
+        sent = {"text": "Exercise at 12:00Z", "idempotency_key": "s"}
+        for route, first, other, kind in (
+            ("send", sent, {**sent, "priority": "flash"}, "TEXT"),
+            ("notice", notice, {**notice, "ceiling_m": 2000}, "NOTICE"),
+            ("call-record", record, {**record, "note": "second"}, "CALL_RECORD"),
+        ):
+            assert (await p.client.post(f"{url}/{route}", json=first)).status_code == 200
+            refused = error(await p.client.post(f"{url}/{route}", json=other), 409)
+            assert "already used for a different message" in refused, route
+            log = (await p.client.get(f"{url}/log")).json()
+            assert [r["kind"] for r in log["rows"] + log["outbox"] if r["kind"] == kind] == [kind], route
+        readout = {"call_id": _ours(p, "CALL_RECORD")[0].id, "text": "Agreed.", "idempotency_key": "r"}
+        assert (await p.client.post(f"{url}/readout", json=readout)).status_code == 200
+        conflict = await p.client.post(f"{url}/readout", json={**readout, "text": "Not agreed."})
+        assert "NOT sent" in error(conflict, 409)
+        assert [e.content["text"] for e in _ours(p, "READOUT")] == ["Agreed."]
+        assert "over 128" in error(await p.client.post(f"{url}/send", json={**sent, "idempotency_key": "k" * 129}), 400)
+
+    run(tmp_path, scenario)
+
+
+def test_every_api_idempotency_key_with_its_scope_fits_the_station_limit() -> None:
+    """The longest key the API takes, under the longest kind and person name, is one the station
+    takes: otherwise a long name turned a valid request into an error about the key."""
+    from redline import kinds
+    from redline.api.app import MAX_API_IDEM_CHARS, _idem
+    from redline.envelope import KINDS
+    from redline.station import MAX_IDEM_CHARS
+
+    longest_name = "N" * 63
+    assert kinds.PERSON_NAME.match(longest_name) and not kinds.PERSON_NAME.match(longest_name + "N")
+    body = {"idempotency_key": "k" * MAX_API_IDEM_CHARS}
+    for kind in KINDS:
+        idem = _idem(body, kind, longest_name)
+        assert idem is not None and len(idem) <= MAX_IDEM_CHARS, kind
+
+
 def test_call_request_reply_record_readout_and_translation_through_the_console_routes(tmp_path: Path) -> None:
     async def scenario(p: Pair) -> None:
         await p.login()

@@ -781,6 +781,27 @@ def test_full_outbox_refuses_more(tmp_path: Path) -> None:
         sp.close()
 
 
+def test_a_retry_of_an_accepted_key_is_answered_when_the_outbox_is_full(tmp_path: Path) -> None:
+    """The message under the key is in the outbox already: its retry (an answer lost to a timeout)
+    gets the first acceptance, not "the outbox is full", and another message under it is refused."""
+    sp = SessionPair(tmp_path, limits=Limits(max_outbox=2))
+    try:
+        for p in sp.paths:
+            sp.disconnect(p)
+        sp.send("a", "1")
+        with sp.a.ledger.batch():
+            first = sp.a.accept("TEXT", "ROUTINE", {"text": "2"}, "req-full", sp.clock.wall)
+        with sp.a.ledger.batch():
+            assert sp.a.accept("TEXT", "ROUTINE", {"text": "2"}, "req-full", sp.clock.wall) == first
+            with pytest.raises(IdempotencyConflictError, match=r"outbox #\d+, not signed yet"):
+                sp.a.accept("TEXT", "ROUTINE", {"text": "3"}, "req-full", sp.clock.wall)
+            with pytest.raises(LocalProtocolError, match="outbox"):
+                sp.a.accept("TEXT", "ROUTINE", {"text": "3"}, "req-other", sp.clock.wall)
+        assert sp.a.ledger.pending_count(sp.line) == 2
+    finally:
+        sp.close()
+
+
 # -- guarantee 3: checkpoints -------------------------------------------------------------------
 def _flash_from(sp: SessionPair, role: str) -> tuple[str, LineSession]:
     """The station that proposes checkpoints (lower fingerprint) or the other one."""

@@ -89,6 +89,9 @@ PRIORITIES = ("routine", "priority", "flash")
 NOTICE_KINDS = kinds.NOTICE_KINDS
 TEST_TEXT = "Line test (on demand). Please answer to confirm the line is attended."
 ANSWER_TEXT = "Test received. Line attended."
+# An API request's idempotency key; with its scope ("api:", a kind, a person's name) it stays
+# within what the station takes (station.MAX_IDEM_CHARS).
+MAX_API_IDEM_CHARS = 128
 
 
 # -- errors: rendered here and nowhere else -------------------------------------------------------
@@ -550,15 +553,10 @@ class Api(ConsoleHandlers, VoiceHandlers):
         priority = _str(body, "priority", "routine").lower()
         if priority not in PRIORITIES:
             raise ApiError(400, f"priority must be one of {', '.join(PRIORITIES)}")
-        key = _opt_str(body, "idempotency_key")
+        idem = _idem(body)
         self._writable(line)
         kind = "FLASH" if priority == "flash" else "TEXT"
-        # API keys live apart from the station's own ("roster:", "escalated:"), which they must never block.
-        result = await self.station.send(line.line, text, kind=kind, prio=priority, idem=_idem(key))
-        held = self.station.ledger.outbox_item(result.outbox)
-        if key is not None and (held.kind, held.content.get("text")) != (kind, text):
-            raise ApiError(409, f"idempotency key {key!r} was already used for a different message "
-                                f"(outbox #{held.local}); this one was NOT sent")  # fmt: skip
+        result = await self.station.send(line.line, text, kind=kind, prio=priority, idem=idem)
         if body.get("wait_receipt") is True and result.seq:
             try:
                 await self.station.wait_receipted(line.line, result.seq)
@@ -626,12 +624,7 @@ class Api(ConsoleHandlers, VoiceHandlers):
         line = self.line(request.path_params["line"])
         body = await _body(request, self.config.max_body_bytes)
         content = {"call": _str(body, "call_id", max_len=64), "text": _str(body, "text")}
-        key = _opt_str(body, "idempotency_key")
-        idem = None if key is None else f"api:READOUT:{session.name}:{key[:128]}"
-        result = await self._signed(session, line, "READOUT", content, idem=idem)
-        if key is not None:
-            self._same(result, "READOUT", content, key)
-        return result
+        return await self._signed(session, line, "READOUT", content, idem=_idem(body, "READOUT", session.name))
 
     async def confirm(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
@@ -758,8 +751,17 @@ class Api(ConsoleHandlers, VoiceHandlers):
             self.voice.disconnect(conn)
 
 
-def _idem(key: str | None) -> str | None:
-    return None if key is None else "api:" + key
+def _idem(body: dict[str, Any], *scope: str) -> str | None:
+    """The station's idempotency key for a request's optional ``idempotency_key`` (at most 128
+    characters, else 400): "api:" and ``scope`` (the kind, the person) before it, so an API key is
+    kept apart from the station's own ("roster:", "escalated:"), which it must never block. What a
+    reused key may stand for is the session's rule (``IdempotencyConflictError``, 409)."""
+    key = _opt_str(body, "idempotency_key")
+    if key is None:
+        return None
+    if len(key) > MAX_API_IDEM_CHARS:
+        raise ApiError(400, f"'idempotency_key' is over {MAX_API_IDEM_CHARS} characters")
+    return ":".join(("api", *scope, key))
 
 
 def _status_only(status: dict[str, Any]) -> dict[str, Any]:

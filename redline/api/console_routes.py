@@ -442,31 +442,15 @@ class ConsoleHandlers:
         self, body: dict[str, Any], line: LineSession, kind: str, content: dict[str, Any], *, prio: str | None = None
     ) -> dict[str, Any]:
         """``Station.act`` with the body's ``idempotency_key``: a second submit of the same form
-        returns the first acceptance and files nothing; the same key with other content is 409."""
+        returns the first acceptance and files nothing; the same key with other content is 409
+        (the session's rule, ``IdempotencyConflictError``)."""
         self._writable(line)
-        key = _app._opt_str(body, "idempotency_key")
-        idem = None if key is None else f"api:{kind}:{key}"
-        if idem is not None and len(key or "") > 128:
-            raise ApiError(400, "'idempotency_key' is over 128 characters")
-        result = (await self.station.act(line.line, kind, content, prio=prio, idem=idem)).to_obj()
-        if idem is not None:
-            self._same(result, kind, content, key)
-        return result
+        idem = _app._idem(body, kind)
+        return (await self.station.act(line.line, kind, content, prio=prio, idem=idem)).to_obj()
 
     def _held(self, line: str, idem: str) -> bool:
         """Whether this idempotency key was already accepted on the line (a retry of one submit)."""
         return self.station.ledger.outbox_by_idem(line, idem) is not None
-
-    def _same(self, result: dict[str, Any], kind: str, content: dict[str, Any], key: str | None) -> None:
-        held = self.station.ledger.outbox_item(result["outbox"])
-        # "amends" is held as the notice's ref (sender:seq), typed as its id: not compared; a call
-        # request's "expires" may have been filled in by the station.
-        skip = {"person", "amends"} | ({"expires"} - content.keys() if kind == "CALL_REQUEST" else set())
-        mine = {k: v for k, v in content.items() if k not in skip}
-        theirs = {k: v for k, v in held.content.items() if k not in skip}
-        if held.kind != kind or not _same_content(mine, theirs):
-            raise ApiError(409, f"idempotency key {key!r} was already used for a different {kind} "
-                                f"(outbox #{held.local}); this one was NOT filed")  # fmt: skip
 
     async def call_request(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
@@ -497,8 +481,7 @@ class ConsoleHandlers:
             raise ApiError(400, "'answer' is accept or decline")
         request_id = _app._str(body, "request_id", max_len=64)
         wanted = [r for r in self.station.ops[line.line].calls.requests.values() if r.entry.id.startswith(request_id)]
-        key = _app._opt_str(body, "idempotency_key")
-        retry = key is not None and self._held(line.line, f"api:CALL_REPLY:{key}")
+        retry = (idem := _app._idem(body, "CALL_REPLY")) is not None and self._held(line.line, idem)
         if len(request_id) >= 6 and len(wanted) == 1 and wanted[0].state != "open" and not retry:
             raise ApiError(409, f"that call request is already {wanted[0].state}")
         content: dict[str, Any] = {"request": request_id, "answer": answer}
@@ -521,11 +504,8 @@ class ConsoleHandlers:
             content["request"] = _app._str(body, "request_id", max_len=64)
         if (note := _text(body, "note", required=False)) is not None:
             content["note"] = note
-        idem = _idem(body, "CALL_RECORD", session)
-        result = await self._signed(session, line, "CALL_RECORD", content, idem=idem)
-        if idem is not None:
-            self._same(result, "CALL_RECORD", content, idem.rpartition(":")[2])
-        return result
+        idem = _app._idem(body, "CALL_RECORD", session.name)
+        return await self._signed(session, line, "CALL_RECORD", content, idem=idem)
 
     async def translate(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
@@ -540,13 +520,6 @@ class ConsoleHandlers:
             "translator": _text(body, "translator", required=False) or session.name,
         }  # fmt: skip
         return await self.act_once(body, line, "TRANSLATION", content, prio="routine")
-
-
-def _idem(body: dict[str, Any], kind: str, session: Session) -> str | None:
-    key = _app._opt_str(body, "idempotency_key")
-    if key is not None and len(key) > 128:
-        raise ApiError(400, "'idempotency_key' is over 128 characters")
-    return None if key is None else f"api:{kind}:{session.name}:{key}"
 
 
 _HEXISH = re.compile(r"\A[0-9a-f]{32,}(:[0-9]+)?\Z")
@@ -596,15 +569,3 @@ def _strings(value: Any, depth: int = 0) -> list[str]:
     if isinstance(value, list | tuple):
         return [s for v in value for s in _strings(v, depth + 1)]
     return []
-
-
-def _same_content(mine: Any, held: Any) -> bool:
-    """What a form sent is what is held: a reference given as an id prefix matches the completed
-    (sender, seq, id) reference the station held for it."""
-    if isinstance(held, dict) and set(held) == {"sender", "seq", "id"} and isinstance(mine, str):
-        return str(held["id"]).startswith(mine)
-    if isinstance(mine, dict) and isinstance(held, dict):
-        return mine.keys() == held.keys() and all(_same_content(mine[k], held[k]) for k in mine)
-    if isinstance(mine, list) and isinstance(held, list):
-        return len(mine) == len(held) and all(_same_content(a, b) for a, b in zip(mine, held, strict=True))
-    return bool(mine == held)

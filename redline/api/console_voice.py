@@ -272,10 +272,7 @@ class VoiceHandlers:
     async def ring(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
         body = await _app._body(request, 4096)
-        key = _app._opt_str(body, "idempotency_key")
-        if key is not None and len(key) > 128:
-            raise ApiError(400, "'idempotency_key' is over 128 characters")
-        idem = None if key is None else f"api:CALL_RING:{session.name}:{key}"
+        idem = _app._idem(body, "CALL_RING", session.name)
         if idem is not None:  # a retry of a ring already filed: its first acceptance, nothing more
             item = self.station.ledger.outbox_by_idem(line.line, idem)
             if item is not None:
