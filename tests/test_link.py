@@ -249,6 +249,7 @@ def test_protocol_version_mismatch_is_refused_and_the_path_stays_in_error() -> N
         {"mine": {"seq": 1, "id": None}}, {"yours": {"seq": -1, "id": None}}, {"yours": None},
         {"time": "now"}, {"time": True}, {"confirmed": 1},
         {"mine": {"seq": True, "id": "ab"}}, {"yours": {"seq": 1, "id": 5}}, {"mine": {"seq": "1", "id": "ab"}},
+        {"mine": {"seq": 1, "id": "ab"}}, {"mine": {"seq": 2, "id": "A" * 64}}, {"yours": {"seq": 0, "id": "0" * 64}},
         {"term": 0}, {"term": "2"}, {"term": True}, {"term": -1},
         {"addresses": []}, {"addresses": "10.0.0.2:7401"}, {"addresses": ["10.0.0.2"]}, {"addresses": [7401]},
         {"addresses": ["10.0.0.2:70000"]}, {"addresses": ["h" * 300 + ":1"]},

@@ -25,6 +25,7 @@ from redline import canonical
 from redline.config import Limits, parse_hostport
 from redline.envelope import RawEnvelope, plain_header, plain_route, split
 from redline.errors import ConfigError, LocalProtocolError, RedlineError, RemoteProtocolError, VerificationError
+from redline.identity import HEX64
 from redline.protocol.events import (
     EMPTY,
     ChainHead,
@@ -117,11 +118,13 @@ def _addresses(value: Any) -> tuple[str, ...]:
 
 
 def _head(obj: Any, what: str) -> ChainHead:
+    """A chain head as the peer claims it (§8.3): ``seq`` an integer ≥ 0, ``id`` null at 0 and an
+    envelope id (64 lower-case hex digits) after it; anything else is a malformed HELLO."""
     try:
         seq, eid = obj["seq"], obj["id"]
-        if not _int(seq) or not (eid is None or isinstance(eid, str)):
-            raise TypeError("seq must be an integer and id a string or null")
-        return ChainHead(seq=seq, id=eid)
+        if not _int(seq) or not (eid is None or (isinstance(eid, str) and HEX64.match(eid))):
+            raise TypeError("seq must be an integer and id an envelope id or null")
+        return ChainHead(seq=seq, id=eid)  # refuses a negative seq, and an id with seq 0 or none after it
     except (KeyError, TypeError, ValueError) as exc:
         raise RemoteProtocolError(f"{what} is not a chain head") from exc
 
