@@ -23,6 +23,7 @@ import pytest
 from redline.config import Limits
 from redline.errors import LocalProtocolError, NoticeError
 from redline.ops.engine import LineOps, check_operator_content
+from redline.ops.model import Entry
 from redline.ops.notices import MAX_ACTIVE_NOTICES_PER_SIDE, MAX_NOTICE_POINTS
 from tests.test_attacks_ops import disc_notice, polygon_notice
 from tests.test_ops import EUCOM, NDMC, QUIET, T0, Line, Side, rebuild
@@ -133,3 +134,70 @@ def test_a_config_that_still_sets_the_notice_limits_is_read_as_the_protocol_or_r
             station({name: bad})
     with pytest.raises(TypeError):
         Limits(max_notice_points=2000)  # type: ignore[call-arg]
+
+
+def _ndmc_at_the_limit(line: Line, first_end: int) -> None:
+    """NDMC with MAX_ACTIVE_NOTICES_PER_SIDE notices on the board, its first one ending at ``first_end``."""
+    line.file(line.b, "NOTICE", disc_notice(-30.0, 20.0, end=first_end))
+    for i in range(1, MAX_ACTIVE_NOTICES_PER_SIDE):
+        line.file(line.b, "NOTICE", disc_notice(-20.0 + (i % 20) * 0.5, 30.0 + (i // 20) * 0.5))
+
+
+def _refused(ops: LineOps) -> list[int]:
+    return sorted(e.seq for e, _ in ops.refused if e.kind == "NOTICE")
+
+
+def test_a_side_at_the_notice_limit_is_judged_at_its_own_signed_time_not_at_each_readers_clock() -> None:
+    """The attack (a slow path, or a peer that holds an envelope back): NDMC at 200 active notices
+    signs a 201st while its first is still active, and EUCOM stores it only after that first one
+    ended. Counted at each station's store time, NDMC refused it and EUCOM put it on the board: one
+    transcript, two boards. Counted at the time NDMC signed (the header's, the same for every
+    reader), both refuse it; one signed after the first ended is taken by both; an auditor agrees."""
+    line = Line()
+    hour = 3_600_000
+    _ndmc_at_the_limit(line, first_end=T0 + hour)
+    line.cut()
+    line.advance(hour // 2)
+    held_back = line.file(line.b, "NOTICE", disc_notice(10.0, 10.0))  # signed while the first is active
+    line.advance(2 * hour)  # EUCOM stores it after the first ended
+    line.restore()
+    assert held_back.seq in _refused(line.b.ops)
+    assert _refused(line.a.ops) == _refused(line.b.ops) == [held_back.seq]
+    later = line.file(line.b, "NOTICE", disc_notice(12.0, 10.0))  # signed after the first ended: room again
+    for ops in (line.a.ops, line.b.ops, auditor(line.a, QUIET), auditor(line.b, QUIET)):
+        assert _refused(ops) == [held_back.seq], ops.us
+        assert f"{NDMC}:{later.seq}" in ops.board
+
+
+def test_an_amendment_signed_before_the_notice_ended_is_taken_by_a_reader_that_stores_it_after() -> None:
+    """The same attack on ``amends``: NDMC amends its notice while it is active; EUCOM, storing the
+    amendment after the notice's end by its own clock, refused it ("not active") while NDMC put it
+    on its board. Judged at NDMC's signed time, both take it."""
+    line = Line()
+    hour = 3_600_000
+    first = line.file(line.b, "NOTICE", disc_notice(-30.0, 20.0, end=T0 + hour))
+    line.cut()
+    line.advance(hour // 2)
+    amended = line.file(line.b, "NOTICE", disc_notice(-30.0, 20.0, amends=f"{NDMC}:{first.seq}"))
+    line.advance(2 * hour)
+    line.restore()
+    for ops in (line.a.ops, line.b.ops, auditor(line.a, QUIET), auditor(line.b, QUIET)):
+        assert _refused(ops) == [], ops.us
+        assert f"{NDMC}:{amended.seq}" in ops.board and f"{NDMC}:{first.seq}" not in ops.board
+
+
+def test_a_peer_that_stamps_a_future_time_ends_only_its_own_notices() -> None:
+    """The peer's signed time is a claim: it may end the peer's own notices early (its word, the
+    same on every reader), never ours, and never lets the peer hold more than the limit."""
+    line = Line()
+    ours = line.file(line.a, "NOTICE", disc_notice(50.0, 50.0))
+    _ndmc_at_the_limit(line, first_end=T0 + 2 * 3_600_000)
+    line.b.seq += 1  # a hostile NDMC's next envelope, signed "a month from now": all its notices ended by then
+    future = Entry(sender=NDMC, ours=False, seq=line.b.seq, id="f" * 64, kind="NOTICE", prio="PRIORITY",
+                   sent_at=T0 + 30 * 86_400_000, stored_at=line.now, lang="ru",
+                   content=disc_notice(10.0, 10.0))  # fmt: skip
+    line.a.observe(future)
+    ops = line.a.ops
+    assert f"{EUCOM}:{ours.seq}" in ops.board
+    assert f"{NDMC}:{future.seq}" in ops.board
+    assert sum(1 for n in ops.board.active() if n.filer == NDMC) == 1

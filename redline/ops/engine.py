@@ -36,6 +36,7 @@ from redline.ops.notices import (
     Conflict,
     Notice,
     NoticeBoard,
+    Standing,
     count_positions,
 )
 from redline.ops.views import ConflictRow, NoticeDetail, NoticeRow, NoticesPage, RefusedView, TranslationView
@@ -89,8 +90,9 @@ class LineOps:
         # person certificate of a station that rotated its root is checked under the root then.
         self._root_for = root_for
         self.translations: dict[str, list[TranslationView]] = {}  # envelope id -> its translations
-        self.board = NoticeBoard()
-        self.notice_refs: dict[str, str] = {}  # notice ref ("<filer>:<seq>") -> envelope id
+        self.board = NoticeBoard()  # what is shown: the notices that stand, less those ended on our clock
+        self.standing = Standing()  # what stands for each side by its own signed time: the rules' count
+        self.notice_refs: dict[str, str] = {}  # notice ref ("<filer>:<seq>") -> envelope id, for the board's
         # Envelopes ops may need to find again by id. Plain TEXT is not kept here (a line carries
         # mostly text, and memory must stay flat): references to it are found in the ledger.
         self.entries: dict[str, Entry] = {}
@@ -282,19 +284,31 @@ class LineOps:
         here: stored, as signed evidence, but not put on the board, and said once. A new notice's conflicts give one
         alarm, naming the nearest few and counting the rest."""
         who = "our" if e.ours else "the peer's"
+        # Judged at the sender's signed time, never at when we stored it (``Standing``): what of the
+        # sender's stopped standing by then leaves our board too.
+        for gone in self.standing.settle(e.sender, e.sent_at):
+            self._off_board(gone)
+        for gone in self.board.expire(e.stored_at):  # ended on our clock: off what we show (only)
+            self.notice_refs.pop(gone, None)
         try:
             if isinstance(body, kinds.Notice):
-                for gone in self.board.expire(e.stored_at):  # what ended no longer counts against a side
-                    self.notice_refs.pop(gone, None)
                 ref = f"{e.sender}:{e.seq}"
                 most = MAX_ACTIVE_NOTICES_PER_SIDE
-                if not (body.amends is not None and body.amends in self.board) and self.board.count(e.sender) >= most:
+                amends = body.amends
+                if amends is not None and not self.standing.holds(e.sender, amends):
+                    raise NoticeBoardError(f"notice {amends} is not active (withdrawn, ended or never filed by "
+                                           f"{who} side); nothing to amend")  # fmt: skip
+                if amends is None and self.standing.count(e.sender) >= most:
                     raise NoticeBoardError(
-                        f"{who} side already has {self.board.count(e.sender)} active notices; at most {most} per "
+                        f"{who} side already has {self.standing.count(e.sender)} active notices; at most {most} per "
                         "side (PROTOCOL.md 5.9): withdraw or amend one first"
                     )
                 notice = Notice.from_body(body, ref=ref)
-                conflicts = self.board.add(notice)
+                # The notice it amends may have left our board already (ended on our clock).
+                conflicts = self.board.add(notice) if amends is None or amends in self.board else self.board.put(notice)
+                self.standing.put(e.sender, ref, notice.end, replacing=amends)
+                if amends is not None:
+                    self.notice_refs.pop(amends, None)
                 self.notice_refs[ref] = e.id
                 if conflicts:
                     named = "; ".join(self._conflict_text(ref, c) for c in conflicts[:CONFLICTS_NAMED])
@@ -307,10 +321,19 @@ class LineOps:
                         e.stored_at,
                     )
             else:
-                self.board.withdraw(body.notice_ref, by=e.sender)
+                if not self.standing.holds(e.sender, body.notice_ref):
+                    raise NoticeBoardError(f"notice {body.notice_ref} is not active (withdrawn, ended or never filed "
+                                           f"by {who} side)")  # fmt: skip
+                self.standing.drop(e.sender, body.notice_ref)
+                self._off_board(body.notice_ref)
         except RedlineError as exc:
             self._refuse(e, str(exc))
             out.alarm("warning", f"{who} {e.kind} seq {e.seq} refused, not on the board: {exc}", e.stored_at)
+
+    def _off_board(self, ref: str) -> None:
+        if ref in self.board:
+            self.board.withdraw(ref)
+        self.notice_refs.pop(ref, None)
 
     def _conflict_text(self, ref: str, c: Conflict) -> str:
         other = self.board.get(c.other(ref))
@@ -442,7 +465,7 @@ def check_operator_content(
     if kind == "CALL_REQUEST" and "expires" not in content and now is not None:
         content = {**content, "expires": now + int(ops.limits.call_request_ttl_seconds * 1000)}
     if kind == "NOTICE":
-        content = _check_notice(ops, content, find)
+        content = _check_notice(ops, content, now)
     for rule in row.refs:
         if rule.optional and rule.member not in content:
             continue
@@ -506,7 +529,7 @@ def _check_numbers(limits: Limits, kind: str, content: dict[str, Any]) -> None:
             raise LocalProtocolError(f"expires must be a time (ms since 1970, UTC), not {value!r}")
 
 
-def _check_notice(ops: LineOps, content: dict[str, Any], find: Callable[[str], list[Entry]] | None) -> dict[str, Any]:
+def _check_notice(ops: LineOps, content: dict[str, Any], now: int | None) -> dict[str, Any]:
     """A notice is validated in full before it is accepted: bad geometry, inverted windows or bands,
     too many points or too many active notices are refused with the reason and nothing is sent.
     ``amends`` names our earlier notice by id."""
@@ -516,14 +539,15 @@ def _check_notice(ops: LineOps, content: dict[str, Any], find: Callable[[str], l
         if len(matches) != 1:
             raise LocalProtocolError(f"amends must name one of our own notices; no single one has id {amends!r}")
         content = {**content, "amends": f"{matches[0].sender}:{matches[0].seq}"}
-        if content["amends"] not in ops.notice_refs:
+        if not ops.standing.holds(ops.us, content["amends"], now):
             raise LocalProtocolError("that notice is no longer active (withdrawn or expired); file a new one")
-    # The protocol's limits, which every reader applies to what we sign (PROTOCOL.md 5.9): refused
-    # here, in one line, rather than signed and then kept off both boards.
+    # The protocol's limits, which every reader applies to what we sign (PROTOCOL.md 5.9), counted
+    # as they will count it (at our signed time, no earlier than now): refused here, in one line,
+    # rather than signed and then kept off both boards.
     most = MAX_ACTIVE_NOTICES_PER_SIDE
-    if "amends" not in content and ops.board.count(ops.us) >= most:
+    if "amends" not in content and (standing := ops.standing.count(ops.us, now)) >= most:
         raise LocalProtocolError(
-            f"we already have {ops.board.count(ops.us)} active notices; at most {most} per side "
+            f"we already have {standing} active notices; at most {most} per side "
             "(PROTOCOL.md 5.9): withdraw or amend one first"
         )
     Notice.from_content(content, ref=f"{ops.us}:0")

@@ -109,6 +109,7 @@ __all__ = [
     "NoticeBoardError",
     "NoticeError",
     "NoticeLimits",
+    "Standing",
     "check_pair",
 ]
 
@@ -1054,6 +1055,51 @@ class _Index:
             hits.extend((np.flatnonzero(hit) + lo).tolist())
 
 
+# --- what counts against a side -----------------------------------------------------------------
+
+
+class Standing:
+    """Each side's notices that stand, by the side's own signed time: which one a ``NOTICE`` may
+    amend or a ``NOTICE_WITHDRAW`` withdraw, and how many count against ``MAX_ACTIVE_NOTICES_PER_SIDE``
+    (PROTOCOL.md 5.9). Every reader of a transcript must decide these the same way, so nothing here
+    depends on when a reader stored an envelope or what its clock says: a side's notice stops
+    standing when that side withdraws or amends it, or when an envelope it signs later says a time
+    at or past the notice's end (``settle``). The time is the side's own claim and ends only its own
+    notices: a peer stamping the future can end its own early, never ours. The board's display
+    expiry (``NoticeBoard.expire``, on a reader's clock) is apart from this and only ever removes a
+    notice sooner. At most ``MAX_ACTIVE_NOTICES_PER_SIDE`` stand per side."""
+
+    def __init__(self) -> None:
+        self._ends: dict[str, dict[str, int]] = {}  # filer -> notice ref -> end (ms)
+
+    def settle(self, filer: str, at: int) -> list[str]:
+        """``filer`` signed something at ``at``: its notices that ended by then stop standing."""
+        mine = self._ends.get(filer, {})
+        gone = [ref for ref, end in mine.items() if end <= at]
+        for ref in gone:
+            del mine[ref]
+        return gone
+
+    def count(self, filer: str, at: int | None = None) -> int:
+        """How many of ``filer``'s notices stand (at ``at``, without settling: an operator's check
+        before signing at a time no earlier)."""
+        mine = self._ends.get(filer, {})
+        return len(mine) if at is None else sum(1 for end in mine.values() if end > at)
+
+    def holds(self, filer: str, ref: str, at: int | None = None) -> bool:
+        end = self._ends.get(filer, {}).get(ref)
+        return end is not None and (at is None or end > at)
+
+    def put(self, filer: str, ref: str, end: int, *, replacing: str | None = None) -> None:
+        mine = self._ends.setdefault(filer, {})
+        if replacing is not None:
+            mine.pop(replacing, None)
+        mine[ref] = end
+
+    def drop(self, filer: str, ref: str) -> None:
+        self._ends.get(filer, {}).pop(ref, None)
+
+
 # --- the board ----------------------------------------------------------------------------------
 
 
@@ -1165,6 +1211,12 @@ class NoticeBoard:
         """Put ``notice`` on the board; return its conflicts. A notice with ``amends`` amends."""
         if notice.amends is not None:
             return self.amend(notice.amends, notice)
+        return self.put(notice)
+
+    def put(self, notice: Notice) -> list[Conflict]:
+        """Put ``notice`` on the board as a notice of its own, whatever its ``amends`` says: for an
+        amendment of a notice this board no longer shows (it ended on the reader's clock while it
+        still stood for its filer, ``Standing``)."""
         if notice.ref in self._notices:
             raise NoticeBoardError(f"notice {notice.ref} is already on the board; amend it or file a new one")
         found = self.check(notice)
