@@ -389,6 +389,12 @@ def test_the_ndmc_console_is_in_russian_and_marks_each_text_by_its_language(pair
         page.fill("#compose-text", text)
         page.click("#compose-send")
         expect(page.locator("#compose-result")).to_contain_text("ПРИНЯТО")
+        expect(page.locator("#compose-result")).to_contain_text("подписано и отправлено")  # not the station's English
+        # a refusal: the console's lead in Russian, the station's reason marked as its English words
+        lead, reason = page.evaluate("""() => { const o = document.createElement("span");
+            showRefused(o, new ApiError(409, "that FLASH (seq 4) was already acknowledged"));
+            return [o.firstChild.textContent, o.querySelector('.said[lang="en"]').textContent]; }""")
+        assert (lead, reason) == ("НЕ ПРИНЯТО:", "that FLASH (seq 4) was already acknowledged")
         mine = page.locator('#log td.text [lang="ru"]', has_text=text)
         expect(mine).to_have_count(1)
         theirs = page.locator('#log td.text [lang="en"]', has_text="exercise NORTH")

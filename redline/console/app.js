@@ -655,7 +655,7 @@ async function confirmRoot(ev) {
     // 400: the code differs (the station filed nothing); 409: nothing awaits (confirmed meanwhile).
     if (e.status === 400) setText(out, t("root.wrong", { peer }), "result bad");
     else if (e.status === 409) { setText(out, t("root.none", { peer }), "result wait"); refreshStatus(); }
-    else setText(out, t("result.refused", { error: e.message }), "result bad");
+    else showRefused(out, e);
   } finally {
     delete form.dataset.busy;
     $("root-submit").disabled = false;
@@ -854,7 +854,14 @@ function showFailure(button, e) {
   if (!where) return;
   let out = where.querySelector(".result");
   if (!out) { out = h("span", { class: "result bad", role: "status" }); where.append(out); }
-  out.textContent = t("result.refused", { error: e.message });
+  showRefused(out, e);
+}
+
+// Why a request was refused: the console's lead in the reader's language, then the station's own
+// words, which are English (marked lang="en", and isolated: they may quote what a peer wrote). A
+// request that got no answer says so in the reader's language (status 0).
+function showRefused(out, e) {
+  out.replaceChildren(t("result.refused"), " ", e.status ? said(e.message, "en") : e.message);
   out.className = "result bad";
 }
 
@@ -1318,7 +1325,8 @@ const BODIES = {
   withdraw: (f) => ({ notice_id: f.elements.notice_id.value }),
 };
 const AFTER = {
-  send: (f, r) => { f.elements.text.value = ""; return r.seq ? t("result.accepted", { seq: r.seq, state: r.state }) : t("result.accepted_outbox"); },
+  // The console's own words for the two outcomes, not the station's English "state".
+  send: (f, r) => { f.elements.text.value = ""; return r.seq ? t("result.accepted", { seq: r.seq }) : t("result.accepted_outbox"); },
   notice: (f, r) => { const amended = f.elements.amends.value; f.reset(); clearArea(); cancelAmend();
     return amended ? t("result.amended", { id: short(amended) }) : t("result.filed"); },
   translate: (f) => { f.elements.text.value = ""; f.hidden = true; $("translate-pick").hidden = false; return t("result.filed"); },
@@ -1367,7 +1375,7 @@ async function submitForm(ev) {
     if (out) { out.textContent = said_; out.className = "result good"; }
     refreshViews(); refreshWatch();
   } catch (e) {
-    if (out) { out.textContent = t("result.refused", { error: e.message }); out.className = "result bad"; }
+    if (out) showRefused(out, e);
     // Refused for what it said: a new submit is a new request. Lost on the way (no answer, 5xx):
     // the retry keeps the key, so the station files it at most once.
     if (e.status >= 400 && e.status < 500) form._key = null;
@@ -1381,7 +1389,7 @@ async function confirmCode(ev) {
   ev.preventDefault();
   const out = ev.target.querySelector(".result");
   try { await api("POST", lineUrl("confirm"), { code: $("confirm-code").value }); out.textContent = t("result.filed"); out.className = "result good"; }
-  catch (e) { out.textContent = t("result.refused", { error: e.message }); out.className = "result bad"; }
+  catch (e) { showRefused(out, e); }
 }
 function choosePriority(button) {
   for (const b of $("compose-priority").querySelectorAll("[data-prio]")) b.setAttribute("aria-pressed", String(b === button));
@@ -1516,7 +1524,7 @@ function toggleMute() {
 async function voiceAction(route, body, button) {
   if (button) button.disabled = true;
   try { const r = await api("POST", lineUrl(route), body); setText($("voice-result"), ""); return r; }
-  catch (e) { showFailure(button, e); setText($("voice-result"), t("result.refused", { error: e.message }), "result bad"); return null; }
+  catch (e) { showFailure(button, e); showRefused($("voice-result"), e); return null; }
   finally { if (button) button.disabled = false; refreshWatch(); }
 }
 async function ringPeer(button) {
