@@ -1694,6 +1694,11 @@ document.addEventListener("DOMContentLoaded", async () => {
     onclick: (e) => voiceTest(e.target) }, t("voice.test")));
   $("voice-hangup").addEventListener("click", (e) => hangUp(e.target));
   $("voice-mute").addEventListener("click", toggleMute);
+  // A skip link moves focus itself: following "#alarm-area" alone scrolls but leaves focus where it
+  // was in some browsers, and the next Tab would start from the top bar again.
+  for (const a of document.querySelectorAll("a.skip")) {
+    a.addEventListener("click", (e) => { e.preventDefault(); document.querySelector(a.getAttribute("href")).focus(); });
+  }
   $("translate-cancel").addEventListener("click", () => { $("translate-form").hidden = true; $("translate-pick").hidden = false; });
   // Any click or key on the page is the gesture a browser wants before it plays sound.
   document.addEventListener("pointerdown", unlockAudio, true);
