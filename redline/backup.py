@@ -341,24 +341,18 @@ def check_backup(folder: Path, manifest: dict[str, Any]) -> None:
     config, the root, the certificates, the TLS certificates, the users' files, the sealed secrets'
     frame (its cost bounded). Anything wrong: one ``BackupError`` line."""
     _config(folder)
-    root = _root_public(folder)
     certs = _loads(_read_small(folder / "keys/certs.json", "keys/certs.json"), "keys/certs.json")
     if not isinstance(certs, dict) or "signing" not in certs or "tls" not in certs:
         raise BackupError("backup file keys/certs.json does not name a signing and a TLS certificate")
-    try:
-        identity.SignedCert.from_obj(certs["signing"]).verify(root)
-        identity.SignedCert.from_obj(certs["tls"]).verify(root)
-    except RedlineError as exc:
-        raise BackupError(f"backup file keys/certs.json: {exc}") from None
+    roots = _roots(folder)
+    _certified(roots, "keys/certs.json", certs["signing"])
+    _certified(roots, "keys/certs.json", certs["tls"])
     _tls_cert(folder, "keys/tls.crt")
     if (folder / "keys" / keyfiles.TLS_NEXT_CRT).exists():
         _tls_cert(folder, f"keys/{keyfiles.TLS_NEXT_CRT}")
     for rel in (f"keys/{keyfiles.NEXT_CERT}", f"keys/{keyfiles.TLS_NEXT_CERT}"):
         if (folder / rel).exists():
-            try:
-                identity.SignedCert.from_obj(_loads(_read_small(folder / rel, rel), rel)).verify(root)
-            except RedlineError as exc:
-                raise BackupError(f"backup file {rel}: {exc}") from None
+            _certified(roots, rel, _loads(_read_small(folder / rel, rel), rel))
     if (folder / "users").exists():
         for f in sorted((folder / "users").iterdir()):
             rel = f"users/{f.name}"
@@ -437,6 +431,38 @@ def _next_whole(keys_dir: Path, name: str) -> bool:
 
 
 # -- restoring ---------------------------------------------------------------------------------------
+def _roots(folder: Path) -> list[bytes]:
+    """Every root the backed-up station had: keys/root.pub (version 1), then each later root its
+    own chains in the backup's store filed (``rotation.filed_roots``: each opened against the one
+    before). The store vouches for them; nothing else in the backup is taken for a root."""
+    from redline import rotation
+
+    first = _root_public(folder)
+    try:
+        ledger = Ledger.open_read_only(folder / STORE)
+    except (StorageError, sqlite3.Error) as exc:
+        raise BackupError(f"the backup's store cannot be opened: {exc}") from None
+    try:
+        return [first, *(public for _, public in rotation.filed_roots(ledger, identity.fingerprint(first), first))]
+    except (StorageError, sqlite3.Error) as exc:
+        raise BackupError(f"the backup's store cannot be read: {exc}") from None
+    finally:
+        ledger.close()
+
+
+def _certified(roots: list[bytes], rel: str, obj: Any) -> identity.KeyCert:
+    """A certificate of the backup, signed by one of the station's roots (``_roots``)."""
+    try:
+        signed = identity.SignedCert.from_obj(obj)
+    except RedlineError as exc:
+        raise BackupError(f"backup file {rel}: {exc}") from None
+    station = identity.fingerprint(roots[0])  # the station's identity: its first root's, after any rotation
+    for root in reversed(roots):  # the newest first: a key is most likely certified by the root in force
+        with contextlib.suppress(RedlineError):
+            return signed.verify(root, station=station)
+    raise BackupError(f"backup file {rel}: a certificate signed by none of the station's {len(roots)} root(s)")
+
+
 def restore(
     folder: Path, target: Path, *, passphrase: str | None = None, keys_from: Path | None = None
 ) -> dict[str, Any]:
@@ -468,6 +494,8 @@ def restore(
             _copy_durably(folder / rel, target / rel)
         for name, data in secrets.items():
             identity.write_secret(target / "keys" / name, data)
+        for version, public in enumerate(_roots(folder)[1:], start=2):  # keys/roots.json, from the store
+            keyfiles.record_root(target / "keys", version, public)
         if (folder / "users").exists():
             (target / "users").mkdir(mode=0o700)
             for f in sorted((folder / "users").glob("*.json")):
@@ -522,8 +550,8 @@ def _check_keys(folder: Path, secrets: dict[str, bytes]) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
     certs = _loads(_read_small(folder / "keys/certs.json", "keys/certs.json"), "keys/certs.json")
-    root = _root_public(folder)
-    signing_cert = identity.SignedCert.from_obj(certs["signing"]).verify(root)
+    roots = _roots(folder)
+    signing_cert = _certified(roots, "keys/certs.json", certs["signing"])
     try:
         signing = nacl.signing.SigningKey(bytes.fromhex(secrets["signing.key"].decode("ascii").strip()))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -540,7 +568,7 @@ def _check_keys(folder: Path, secrets: dict[str, bytes]) -> None:
         raise BackupError("tls.key does not belong to the backup's TLS certificate: wrong key file")
     if keyfiles.NEXT_KEY in secrets:  # a rotation under way: its next key must be the one certified
         rel = f"keys/{keyfiles.NEXT_CERT}"
-        next_cert = identity.SignedCert.from_obj(_loads(_read_small(folder / rel, rel), rel)).verify(root)
+        next_cert = _certified(roots, rel, _loads(_read_small(folder / rel, rel), rel))
         try:
             nxt = nacl.signing.SigningKey(bytes.fromhex(secrets[keyfiles.NEXT_KEY].decode("ascii").strip()))
         except (ValueError, UnicodeDecodeError) as exc:

@@ -297,6 +297,43 @@ def root_content(
     return rootrotation.content(rot.sign(old, new))
 
 
+def filed_roots(ledger: LedgerStore, us: str, first: bytes) -> list[tuple[int, bytes]]:
+    """Our later roots as our own chains hold them: (version, public key) for each ROOT we filed,
+    in version order. Each line's ROOTs are opened in chain order against the root before them,
+    from ``first`` (keys/root.pub, version 1), by the gate's own check (``open_rotation``: both
+    signatures, the next version), so a store vouches for these and keys/roots.json need not: a
+    backup's certificates are checked under them, a restore records them, and a key command that
+    asks for the root in force learns any a restore from an older copy missed (``record_roots``)."""
+    from redline import kinds, rootrotation
+
+    found: dict[int, bytes] = {}
+    for record in ledger.lines():
+        version, current = 1, first
+        for raw in ledger.raw_of_kind(record.line, us, "ROOT"):
+            try:
+                r = kinds.Root.parse(_stored_env(raw).content(), strict=True).rotation
+                signed = {"data": r.data, "prev_sig": r.prev_sig, "root_sig": r.root_sig}
+                rot = rootrotation.open_rotation(signed, station=us, current=current, version=version)
+            except VerificationError:  # the gate refused none it stored; a later one cannot follow it
+                break
+            version, current = rot.version, bytes.fromhex(rot.root)
+            found.setdefault(version, current)
+    return sorted(found.items())
+
+
+def record_roots(home: StationDir) -> tuple[int, bytes]:
+    """keys/roots.json brought up to what our chains filed (a station restored from a copy older
+    than a root rotation gets the ROOT back from the peer, not the file), then the root in force."""
+    ledger = home.read_ledger()
+    try:
+        first = bytes.fromhex((home.keys / "root.pub").read_text().strip())
+        for version, public in filed_roots(ledger, identity.fingerprint(first), first):
+            keyfiles.record_root(home.keys, version, public)
+    finally:
+        ledger.close()
+    return keyfiles.root_in_force(home.keys)
+
+
 def root_codes(lines: list[str], content: dict[str, Any]) -> dict[str, str]:
     """The new safety code of the ROOT ``content`` on each line (both operators read it)."""
     from redline import rootrotation

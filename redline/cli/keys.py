@@ -66,8 +66,8 @@ def register(main: click.Group) -> None:
             home.require()
             cfg = home.config()
             current = home.load_keys()
+            version, in_force = rotation.record_roots(home)  # what our chains filed, also after a restore
             keyfiles.tidy_root(home.keys)
-            version, in_force = keyfiles.root_in_force(home.keys)
             if root_rotation and version > 1 and new_root_key is not None and _public(new_root_key) == in_force:
                 _said_again(home, root_key, version, as_json)  # a run again after one that finished
                 return
@@ -229,7 +229,7 @@ def register(main: click.Group) -> None:
             home = StationDir(station_path(station))
             home.require()
             current = home.load_keys()
-            root = keyfiles.read_root(root_key, keyfiles.root_in_force(home.keys)[1])
+            root = keyfiles.read_root(root_key, rotation.record_roots(home)[1])
             _, cert = keyfiles.prepare_signing(home.keys, root, home.config().name, current.fingerprint)
             ledger = home.read_ledger()
             try:

@@ -108,10 +108,10 @@ def register(main: click.Group) -> None:
         path = root_key if root_key is not None else home.keys / "root.key"
         if not path.exists():
             raise ConfigError(f"{path} is not there: give --root-key PATH (the root certifies each person's key)")
-        version, in_force = keyfiles.root_in_force(home.keys)  # after a root rotation, the new root
-        if version > 1:
-            from redline import rotation
+        from redline import rotation
 
+        version, in_force = rotation.record_roots(home)  # after a root rotation, the new root
+        if version > 1:
             ledger = home.read_ledger()
             try:
                 waiting = rotation.unconfirmed_roots(ledger, home.load_keys().fingerprint, version)
