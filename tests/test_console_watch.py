@@ -2,6 +2,9 @@
 
 - the first stop of Tab is a skip link to the alarm area, the next one to the message box; each is
   off screen until focused, and Enter moves focus to its target;
+- past midnight UTC a time of yesterday (a line test's receipt) shows its date, in the reader's
+  language ("04 Dec 23:59:10Z", "04 дек 23:59:10Z"), and one of today does not, redrawn when the
+  station's clock crosses midnight, without a refresh;
 
 Debian's chromium via Playwright, the stations and browser of tests/test_console.py (fixtures
 ``pair`` and ``browser``, one pair for this module). Time is driven through the stations' settable
@@ -9,11 +12,13 @@ clocks, never by sleeping."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.test_console import Pair, browser, console, expect, pair  # noqa: F401 (fixtures)
+from tests.test_console import Pair, browser, console, ctl, expect, pair, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -44,3 +49,38 @@ def test_tab_from_the_top_reaches_the_skip_links_first_and_enter_moves_focus_to_
             page.keyboard.press("Enter")
             page.wait_for_function("(id) => document.activeElement && document.activeElement.id === id", arg=target)
             assert not on_screen(page, f'a.skip[href="#{target}"]')
+
+
+MONTHS = {"en": ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
+          "ru": ["янв", "фев", "мар", "апр", "мая", "июн", "июл", "авг", "сен", "окт", "ноя", "дек"]}  # fmt: skip
+DAY_MS = 86_400_000
+CLOCK = re.compile(r"^\d\d:\d\d:\d\dZ$")
+
+
+def dated(ms: int, lang: str) -> str:
+    """A time of another UTC day as the console shows it: "03 Dec 23:59:10Z" (the year only if not this one)."""
+    d = datetime.fromtimestamp(ms / 1000, UTC)
+    return f"{d:%d} {MONTHS[lang][d.month - 1]} {d:%H:%M:%S}Z"
+
+
+# Last in the module: both stations' clocks go to the next UTC day and stay there.
+def test_after_midnight_utc_a_time_of_yesterday_shows_its_date_and_one_of_today_does_not(
+    pair: Pair, browser: Any  # noqa: F811 (fixtures)
+) -> None:  # fmt: skip
+    test = pair.act(pair.eucom, "TEST", {"text": "Line test before midnight"})
+    with console(browser, pair.eucom.url, "Duty EUCOM") as page:
+        receipted = page.locator(f'#tests tr[data-key="{test["id"]}"] td:nth-child(2)')
+        expect(receipted).to_have_text(CLOCK)  # today's: the time alone
+        at = wait_for(lambda: [x["receipted_at"] for x in pair.view(pair.eucom, "tests")["tests"]
+                               if x["id"] == test["id"] and x["receipted_at"]], "the test's receipt")[0]  # fmt: skip
+        now = int(ctl(pair.eucom.home, {"op": "clock", "advance_ms": 0})["now"])
+        to_tomorrow = (now // DAY_MS + 1) * DAY_MS - now + 60_000  # a minute past the next midnight UTC
+        year = lambda ms: datetime.fromtimestamp(ms / 1000, UTC).year  # noqa: E731
+        assert year(at) == year(now + to_tomorrow)  # "dated" leaves the year out
+        for proc in (pair.eucom, pair.ndmc):
+            ctl(proc.home, {"op": "clock", "advance_ms": to_tomorrow})
+        expect(receipted).to_have_text(dated(at, "en"))  # yesterday's, redrawn at midnight without a refresh
+        expect(page.locator("#paths td:nth-child(5)").first).to_have_text(CLOCK)  # heard today: no date
+        page.select_option("#lang-select", "ru")
+        expect(receipted).to_have_text(dated(at, "ru"))
+        page.select_option("#lang-select", "en")

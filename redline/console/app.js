@@ -93,12 +93,20 @@ const said = (text, lang, tag) => h(tag || "span", { lang: lang || null, class: 
 // An escalation level (a protocol word: deputy, supervisor, deadline-missed) in the reader's language.
 const escLevel = (level) => STR()[`escalation.${level}`] || String(level);
 const pad = (n) => String(n).padStart(2, "0");
+// A time, HH:MM:SSZ, with its date when asked, and always when it is not of the current UTC day (the
+// station's, now()): after midnight yesterday's 23:59:10Z FLASH reads "03 Dec 23:59:10Z", never as
+// tonight's. The rows that show one are redrawn when the day changes (reconcile's signature, tick).
+const DAY_MS = 86400000;
+const utcDay = (ms) => Math.floor(Number(ms) / DAY_MS);
 function utc(ms, withDate) {
   if (ms === null || ms === undefined || ms === "") return "-";
   const d = new Date(Number(ms));
   if (Number.isNaN(d.getTime())) return "-";
   const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}Z`;
-  return withDate ? `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${time}` : time;
+  if (withDate) return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${time}`;
+  if (utcDay(ms) === utcDay(now())) return time;
+  const year = d.getUTCFullYear() === new Date(now()).getUTCFullYear() ? "" : ` ${d.getUTCFullYear()}`;
+  return `${pad(d.getUTCDate())} ${t("date.months").split(" ")[d.getUTCMonth()]}${year} ${time}`;
 }
 function dur(ms) {
   let s = Math.max(0, Math.round(Math.abs(ms) / 1000));
@@ -163,7 +171,7 @@ const lineUrl = (what) => `/api/lines/${encodeURIComponent(S.line)}/${what}`;
 // change keeps its element (and so the focus, the caret, a half-typed text in it); a changed one
 // is rebuilt, with the focus and any typed values carried over to its new element.
 function reconcile(parent, items, keyOf, render, sigOf) {
-  const old = new Map();
+  const old = new Map(), day = utcDay(now()); // a new UTC day redraws each row: its times gain their date (utc)
   for (const el of [...parent.children]) {
     if (el.dataset.key !== undefined) old.set(el.dataset.key, el);
     else el.remove();
@@ -171,7 +179,7 @@ function reconcile(parent, items, keyOf, render, sigOf) {
   let i = 0;
   for (const item of items) {
     const key = String(keyOf(item));
-    const sig = `${S.lang}|${sigOf ? sigOf(item) : JSON.stringify(item)}`;
+    const sig = `${S.lang}|${day}|${sigOf ? sigOf(item) : JSON.stringify(item)}`;
     let el = old.get(key);
     if (el && el.dataset.sig === sig) old.delete(key);
     else {
@@ -785,7 +793,7 @@ function renderLog(log, translations) {
     const receipt = r.outbox ? t("log.outbox") : r.ours ? t(r.receipted ? "log.receipted" : "log.not_receipted") : t("log.stored");
     return h("tr", { class: `${r.priority === "FLASH" ? "flash" : ""}${r.outbox ? " outbox" : ""}`, "data-id": r.id || null },
       // date over time, and the kind's name over its priority and protocol name: the text gets the width
-      h("td", { class: "when" }, h("span", { class: "date" }, utc(r.stored_at, true).slice(0, 10)), " ", utc(r.stored_at)),
+      h("td", { class: "when" }, h("span", { class: "date" }, utc(r.stored_at, true).slice(0, 10)), " ", utc(r.stored_at, true).slice(11)),
       h("td", {}, r.ours ? t("log.us") : r.from), h("td", {}, r.seq ?? "-"),
       h("td", { class: "kind", "data-kind": r.kind }, kindName(r.kind),
         r.priority && r.priority !== "ROUTINE" ? h("span", { class: "prio" }, t(`prio.${r.priority.toLowerCase()}`)) : null,
@@ -1637,6 +1645,7 @@ function tick() {
   watchdog();
   if (!S.me) { updateTitle(); soundTick(); return; } // logged out while in use: the alarm goes on
   $("clock").textContent = utc(now(), true);
+  if (S.day !== utcDay(now())) { const first = S.day === undefined; S.day = utcDay(now()); if (!first) rerenderAll(); } // midnight UTC: times gain their date
   for (const el of document.querySelectorAll(".countdown")) {
     const text = leftText(el.dataset.deadline);
     if (el.textContent !== text) el.textContent = text;
