@@ -5,6 +5,8 @@
 - past midnight UTC a time of yesterday (a line test's receipt) shows its date, in the reader's
   language ("04 Dec 23:59:10Z", "04 дек 23:59:10Z"), and one of today does not, redrawn when the
   station's clock crosses midnight, without a refresh;
+- VERIFIED says how long ago the check was ("… — 3 мин назад"), and the age grows as the station's
+  clock moves, without a new check;
 
 Debian's chromium via Playwright, the stations and browser of tests/test_console.py (fixtures
 ``pair`` and ``browser``, one pair for this module). Time is driven through the stations' settable
@@ -49,6 +51,22 @@ def test_tab_from_the_top_reaches_the_skip_links_first_and_enter_moves_focus_to_
             page.keyboard.press("Enter")
             page.wait_for_function("(id) => document.activeElement && document.activeElement.id === id", arg=target)
             assert not on_screen(page, f'a.skip[href="#{target}"]')
+
+
+def test_verified_says_how_long_ago_it_was_checked_and_the_age_grows_with_the_stations_clock(
+    pair: Pair, browser: Any  # noqa: F811 (fixtures)
+) -> None:  # fmt: skip
+    with console(browser, pair.ndmc.url, "Dezhurny") as page:
+        expect(page.locator("#verify-state")).to_have_text("ПРОВЕРЕНО")  # checked at login
+        age = page.locator("#verify-age")
+        expect(age).to_contain_text(re.compile(r"проверено \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ — \d+ с назад$"))
+        for proc in (pair.ndmc, pair.eucom):  # three minutes pass: no refresh, no new check
+            ctl(proc.home, {"op": "clock", "advance_ms": 180_000})
+        expect(age).to_contain_text(re.compile(r"— 3 мин( \d+ с)? назад$"))
+        expect(page.locator("#verify-state")).to_have_text("ПРОВЕРЕНО")
+        page.select_option("#lang-select", "en")
+        expect(age).to_contain_text(re.compile(r"— 3 min( \d+ s)? ago$"))
+        page.select_option("#lang-select", "ru")
 
 
 MONTHS = {"en": ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],

@@ -888,9 +888,12 @@ function renderTests(tv) {
       can("operate") ? h("button", { class: "go answer-button", type: "button", "data-focus": "answer", onclick: (e) => answerTest(x.id, e.target) },
         t("act.answer", { user: S.me.user })) : null),
   (x) => `${x.expired}|${x.overdue}`);
+  // "last proven 3 min ago" counts on with the ticker: a station that stops answering leaves an age that
+  // grows, never one frozen at the last refresh.
   const last = tv.since_last_proven_ms;
-  setText($("tests-summary"), t("tests.summary", { sent: tv.sent, passed: tv.passed, missed: tv.missed, pending: tv.pending,
-    median: secs(tv.answer_ms_median), worst: secs(tv.answer_ms_worst), since: last === null ? t("tests.never") : t("tests.ago", { dur: dur(last) }) }));
+  $("tests-summary").replaceChildren(...tx("tests.summary", { sent: tv.sent, passed: tv.passed, missed: tv.missed, pending: tv.pending,
+    median: secs(tv.answer_ms_median), worst: secs(tv.answer_ms_worst),
+    since: last === null ? t("tests.never") : h("span", {}, tx("tests.ago", { dur: since(now() - last) })) }));
   reconcile($("tests"), [...tv.tests].reverse().slice(0, 20), (x) => x.id, (x) => h("tr", {},
     h("td", {}, utc(x.sent_at, true)), h("td", {}, utc(x.receipted_at)), h("td", {}, x.answered_by || "-"), h("td", {}, secs(x.answer_ms)),
     h("td", { class: x.result === "passed" ? "good" : x.result === "missed" ? "bad" : "wait" }, t(`result.${x.result}`))),
@@ -1634,10 +1637,12 @@ function renderVerify(v) {
   el.dataset.i18n = v.ok ? "verify.ok" : "verify.failed";
   setText(el, t(el.dataset.i18n), `state-word small ${v.ok ? "good" : "bad"}`);
   const j = (o) => Object.entries(o).map(([k, x]) => `${k} ${x}`).join(", ");
-  $("verify-detail").replaceChildren(...v.lines.map((l) => h("div", {},
-    t("verify.line", { line: l.line.slice(0, 8), chains: j(l.chains), cosigned: j(l.cosigned), tail: j(l.one_sided_tail), cp: l.checkpoints }),
-    l.problems.length ? h("div", { class: "bad" }, t("verify.problem"), said(l.problems[0], "en")) : null)),
-  h("div", {}, t("verify.checked", { at: utc(v.checked_at, true) })));
+  // VERIFIED is a fact as of the check (at login, or VERIFY NOW): its age, first and counting on, so a
+  // check from hours ago is never read as one of now.
+  $("verify-detail").replaceChildren(h("div", { id: "verify-age" }, tx("verify.checked", { at: utc(v.checked_at, true), ago: since(v.checked_at) })),
+    ...v.lines.map((l) => h("div", {},
+      t("verify.line", { line: l.line.slice(0, 8), chains: j(l.chains), cosigned: j(l.cosigned), tail: j(l.one_sided_tail), cp: l.checkpoints }),
+      l.problems.length ? h("div", { class: "bad" }, t("verify.problem"), said(l.problems[0], "en")) : null)));
 }
 
 // -- the one-second ticker: clock, countdowns, how long down, the sound ---------------------------------
