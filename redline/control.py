@@ -92,7 +92,7 @@ OPERATIONS: dict[str, Handler] = {
     "status": lambda st, r: _now(st.status().to_obj()),
     "send": _send,
     "act": _act,
-    "resolve": lambda st, r: _now(st.resolve(r["line"], r["kind"], r["content"])),
+    "resolve": lambda st, r: _now(st.resolve(r["line"], r["kind"], r["content"], r.get("idem"))),
     "show": lambda st, r: _now(readmodel.to_obj(st.show(r["line"], r["id"]))),
     "has": lambda st, r: _now(st.has(r["line"], r["id"])),
     "log": lambda st, r: _now(_page(st, r)),

@@ -235,11 +235,12 @@ class LineSession:
             ).encode()
         ) - len("TEXT") - len("ROUTINE")  # fmt: skip
         self.outbox_bytes = 0
-        self._accepted_before: list[tuple[str, dict[str, Any]]] = []  # ACKs waiting unsigned (``watch_accepted``)
+        # ACKs, NOTICEs and NOTICE_WITHDRAWs waiting unsigned: told to ops (``watch_accepted``)
+        self._accepted_before: list[tuple[str, dict[str, Any]]] = []
         if self.outbox_count > 0:
             for item in ledger.pending(self.line):
                 self.outbox_bytes += self._envelope_bound(item.kind, item.prio, len(content_member(item.content)))
-                if item.kind == "ACK":
+                if item.kind in ("ACK", "NOTICE", "NOTICE_WITHDRAW"):
                     self._accepted_before.append((item.kind, item.content))
         # An item at the head of the outbox is held back at signing (over the budget, alarmed once):
         # nothing behind it is signed either until a restart with a raised limit, so no flush tries.
@@ -436,12 +437,17 @@ class LineSession:
         return self.us < self.peer
 
     # -- operator-facing -----------------------------------------------------------------------
-    def accept(self, kind: str, prio: str, content: dict[str, Any], idem: str | None, wall: int) -> OutboxItem:
+    def accept(
+        self, kind: str, prio: str, content: dict[str, Any], idem: str | None, wall: int,
+        *, filled: frozenset[str] = frozenset(),
+    ) -> OutboxItem:  # fmt: skip
         """Make a message durable in the outbox (call inside ``ledger.batch()``). A retry under an
         idempotency key already accepted is answered with the first acceptance before any limit is
-        checked: the message is in already, so a full outbox must not turn its retry into an error."""
+        checked: the message is in already, so a full outbox must not turn its retry into an error.
+        ``filled``: members of ``content`` the station filled in itself for this request (not the
+        operator's words), which a retry need not repeat."""
         if idem is not None and (earlier := self.ledger.outbox_by_idem(self.line, idem)) is not None:
-            _same_as_before(earlier, kind, prio, content)
+            _same_as_before(earlier, kind, prio, content, filled)
             return earlier
         member = content_member(content)  # encoded once: its size here, the body when it is sealed
         size = len(member) - MEMBER_OVERHEAD
@@ -478,8 +484,9 @@ class LineSession:
         return item
 
     def watch_accepted(self, sink: AcceptSink) -> None:
-        """Tell ``sink`` of every item accepted from now on, and at once of the ACKs that wait in the
-        outbox since before this session (ops stops a FLASH's escalation at our accepted ACK)."""
+        """Tell ``sink`` of every item accepted from now on, and at once of the ACKs, NOTICEs and
+        NOTICE_WITHDRAWs that wait in the outbox since before this session (ops stops a FLASH's
+        escalation at our accepted ACK, and counts our unsent notices in the operator's check)."""
         self.on_accepted = sink
         for kind, content in self._accepted_before:
             sink(kind, content)
@@ -1262,7 +1269,9 @@ class LineSession:
 _FILLED_BY_STATION = frozenset({"person"})
 
 
-def _same_as_before(earlier: OutboxItem, kind: str, prio: str, content: dict[str, Any]) -> None:
+def _same_as_before(
+    earlier: OutboxItem, kind: str, prio: str, content: dict[str, Any], filled: frozenset[str] = frozenset()
+) -> None:
     """A retry with an idempotency key must carry what the first request did: the key then stands
     for that message. Another message under a used key would be answered with the first one's
     acceptance and be lost without a word, so it is refused. The one place for the CLI, the API,
@@ -1270,8 +1279,9 @@ def _same_as_before(earlier: OutboxItem, kind: str, prio: str, content: dict[str
     complete references (an id prefix typed in a form) before this compares, so both submits are
     compared in their completed form."""
     # What the station fills in itself differs between two submits of one request: a person's
-    # signature (made again), a CALL_REQUEST's "expires" (now + call_request_ttl when not given).
-    filled = _FILLED_BY_STATION | ({"expires"} if kind == "CALL_REQUEST" else set())
+    # signature (made again), and what the caller says it filled in for this submit (a CALL_REQUEST's
+    # "expires", now + call_request_ttl, when the operator gave none). What the operator gave is compared.
+    filled = _FILLED_BY_STATION | filled
     same_body = canonical.encode({k: v for k, v in earlier.content.items() if k not in filled}) == canonical.encode(
         {k: v for k, v in content.items() if k not in filled}
     )

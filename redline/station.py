@@ -148,7 +148,10 @@ class Station:
         self._stopping = asyncio.Event()
         self._receipt_waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.ops: dict[str, LineOps] = {}
-        self._accepts: list[tuple[LineSession, str, str, dict[str, Any], str | None, asyncio.Future[int]]] = []
+        # (session, kind, prio, content, idem, what the station filled in, the caller's future)
+        self._accepts: list[
+            tuple[LineSession, str, str, dict[str, Any], str | None, frozenset[str], asyncio.Future[int]]
+        ] = []
         # Injected: a demo or test station runs on a SettableClock (control op "clock"), a real one
         # on the system clock, in-memory tests on a simulated one.
         self.clock: Clock = clock or SystemClock()
@@ -959,7 +962,10 @@ class Station:
         session = self.session(line)
         ops = self.ops[session.line]
         find = functools.partial(self._find, session.line)
-        content = check_operator_content(ops, kind, content, find, now=self.wall())
+        given = content.keys()
+        retry = self._is_retry(session.line, idem)
+        content = check_operator_content(ops, kind, content, find, now=self.wall(), retry=retry)
+        filled = frozenset(content.keys() - given)  # what the check added (a CALL_REQUEST's default expiry)
         if kind in PERSON_SIGNED_KINDS:
             persons.check_signer(kind, content, {p.name: p for p in persons.load_users(self.home.path)})
         prio = (prio or kinds.default_priority(kind)).upper()
@@ -968,7 +974,7 @@ class Station:
         if kind not in KINDS:
             raise LocalProtocolError(f"unknown message kind {kind!r}")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._accepts.append((session, kind, prio, content, idem, fut))
+        self._accepts.append((session, kind, prio, content, idem, filled, fut))
         if len(self._accepts) == 1:
             asyncio.get_running_loop().call_soon(self._commit_accepts)
         local = await fut
@@ -996,20 +1002,20 @@ class Station:
         rosters: dict[str, Intent | None] = {}
         try:
             with self.ledger.batch():
-                for session, kind, prio, content, idem, fut in batch:
+                for session, kind, prio, content, idem, filled, fut in batch:
                     try:
                         if session.line not in rosters:
                             rosters[session.line] = self._roster_change(self.ops[session.line], roster_now, published)
                         roster = rosters[session.line]
                         if roster is not None:
                             session.accept(roster.kind, roster.prio, roster.content, roster.idem, wall)
-                        done.append((fut, session.accept(kind, prio, content, idem, wall).local))
+                        done.append((fut, session.accept(kind, prio, content, idem, wall, filled=filled).local))
                         touched[session.line] = session
                     except RedlineError as exc:
                         done.append((fut, exc))
                 flushed = [(s, s.flush(wall)) for s in touched.values()]
         except Exception as exc:  # rolled back: nothing of the batch is stored, and every caller hears why
-            for _, _, _, _, _, fut in batch:
+            for *_, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             # The sessions' memory ran ahead of the store (outbox count, chain tails, link): rebuilt
@@ -1237,11 +1243,20 @@ class Station:
         """Answer one control request (the socket's, or the API's own use of the same operations)."""
         return await control.answer(self, request)
 
-    def resolve(self, line: str, kind: str, content: dict[str, Any]) -> dict[str, Any]:
-        """Operator content checked and with its references resolved, before it is signed."""
+    def resolve(self, line: str, kind: str, content: dict[str, Any], idem: str | None = None) -> dict[str, Any]:
+        """Operator content checked and with its references resolved, before a person signs it
+        (``idem``: the request's idempotency key, judged as ``act`` judges it)."""
         session = self.session(line)
         find = functools.partial(self._find, session.line)
-        return check_operator_content(self.ops[session.line], kind, content, find, now=self.wall())
+        return check_operator_content(self.ops[session.line], kind, content, find, now=self.wall(),
+                                      retry=self._is_retry(session.line, idem))  # fmt: skip
+
+    def _is_retry(self, line: str, idem: str | None) -> bool:
+        """A request whose idempotency key is accepted already (a lost answer, a double click): it
+        is checked for what it says, never for what its first submit changed (the notice it amended
+        no longer stands, the call it hung up is ended); the session answers it with the first
+        acceptance, or refuses other content under the key."""
+        return idem is not None and self.ledger.outbox_by_idem(line, idem) is not None
 
     def show(self, line: str, prefix: str) -> MessageView:
         """One envelope of ``line`` by id prefix, with its translations."""

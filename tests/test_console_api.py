@@ -15,6 +15,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from redline.ops.notices import MAX_ACTIVE_NOTICES_PER_SIDE
 from tests.test_api import SQUARE, Pair, error, eventually, run
 
 
@@ -141,6 +142,64 @@ def test_a_key_reused_for_other_content_is_refused_on_every_filing_route(tmp_pat
         assert "NOT sent" in error(conflict, 409)
         assert [e.content["text"] for e in _ours(p, "READOUT")] == ["Agreed."]
         assert "over 128" in error(await p.client.post(f"{url}/send", json={**sent, "idempotency_key": "k" * 129}), 400)
+
+    run(tmp_path, scenario)
+
+
+HOUR = 3_600_000
+
+
+def _disc(lon: float, lat: float, now: int, **kw: Any) -> dict[str, Any]:
+    """A notice as a form sends it, and as ``Station.act`` takes it (coordinates as decimal strings)."""
+    return {"kind": "air", "area": {"type": "Point", "coordinates": [str(lon), str(lat)]}, "radius_m": 5000,
+            "floor_m": 0, "ceiling_m": 10_000, "start": now, "end": now + HOUR, "margin_m": 0, "text": "x",
+            **kw}  # fmt: skip
+
+
+def test_a_call_request_key_reused_with_another_expiry_is_refused(tmp_path: Path) -> None:
+    """The station fills in "expires" when the form gives none, so that member is not compared on a
+    retry; one the operator gave is: a corrected expiry under the same key was answered 200 with the
+    first request, and the correction never went out."""
+
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        url = f"/api/lines/{p.line}"
+        now = p.a.wall()
+        first = {"from_role": "Secretary", "to_role": "Minister", "subject": "A call", "expires": now + HOUR,
+                 "idempotency_key": "req-x"}  # fmt: skip
+        assert (await p.client.post(f"{url}/call-request", json=first)).status_code == 200
+        assert (await p.client.post(f"{url}/call-request", json=first)).status_code == 200  # a retry
+        refused = error(await p.client.post(f"{url}/call-request", json={**first, "expires": now + 5 * HOUR}), 409)
+        assert "already used for a different message" in refused
+        assert [e.content["expires"] for e in _ours(p, "CALL_REQUEST")] == [now + HOUR]
+
+    run(tmp_path, scenario)
+
+
+def test_a_retried_amendment_or_200th_notice_gets_the_first_acceptance(tmp_path: Path) -> None:
+    """A lost answer, and the console submits again under its key: the operator check judged the
+    retry by what its first submit changed ("no longer active" for the notice it had amended, "we
+    already have 200" for the notice that made 200), so the operator heard NOT FILED for what went
+    out, and filing it again put a duplicate on both boards."""
+
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        url = f"/api/lines/{p.line}"
+        now = p.a.wall()
+        notice = (await p.client.post(f"{url}/notice", json=_disc(40.0, 40.0, now))).json()
+        amend = {**_disc(40.0, 40.0, now), "ceiling_m": 2000, "amends": notice["id"][:12], "idempotency_key": "am"}
+        first = await p.client.post(f"{url}/notice", json=amend)
+        assert first.status_code == 200 and first.json()["seq"], first.text  # signed at once: the line is up
+        again = await p.client.post(f"{url}/notice", json=amend)
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+        for i in range(MAX_ACTIVE_NOTICES_PER_SIDE - 2):
+            await p.a.act(p.line, "NOTICE", _disc(-20.0 + (i % 20) * 0.5, 30.0 + (i // 20) * 0.5, now), prio="priority")
+        last = {**_disc(10.0, 10.0, now), "idempotency_key": "n-200"}
+        r1 = await p.client.post(f"{url}/notice", json=last)
+        assert r1.status_code == 200, r1.text
+        r2 = await p.client.post(f"{url}/notice", json=last)
+        assert r2.status_code == 200 and r2.json()["id"] == r1.json()["id"], r2.text
+        assert "already have 200" in error(await p.client.post(f"{url}/notice", json=_disc(12.0, 10.0, now)), 400)
 
     run(tmp_path, scenario)
 

@@ -201,3 +201,89 @@ def test_a_peer_that_stamps_a_future_time_ends_only_its_own_notices() -> None:
     assert f"{EUCOM}:{ours.seq}" in ops.board
     assert f"{NDMC}:{future.seq}" in ops.board
     assert sum(1 for n in ops.board.active() if n.filer == NDMC) == 1
+
+
+def _on_both(line: Line, seq: int) -> list[str]:
+    """Which readers refused our envelope ``seq`` (EUCOM's, read by itself and by NDMC)."""
+    return [
+        ops.us for ops in (line.a.ops, line.b.ops) if any(e.seq == seq and e.sender == EUCOM for e, _ in ops.refused)
+    ]
+
+
+def test_an_amends_given_as_a_notice_ref_is_checked_as_an_id_is() -> None:
+    """The attack on our own operator check: ``amends`` typed as "<sender>:<seq>" skipped both the
+    "still stands" check and the count, so at 200 we signed a notice "amending" the PEER's notice,
+    which every reader refused (PROTOCOL 5.9: a station MUST NOT sign a notice over the limit)."""
+    line = Line()
+    theirs = line.file(line.b, "NOTICE", disc_notice(60.0, 60.0))
+    mine = line.file(line.a, "NOTICE", disc_notice(61.0, 61.0))
+    with pytest.raises(LocalProtocolError, match="must name one of our own notices"):
+        check_operator_content(
+            line.a.ops, "NOTICE", disc_notice(10.0, 10.0, amends=f"{NDMC}:{theirs.seq}"), now=line.now
+        )
+    checked = check_operator_content(line.a.ops, "NOTICE", disc_notice(11.0, 11.0, amends=f"{EUCOM}:{mine.seq}"),
+                                     now=line.now)  # fmt: skip
+    assert checked["amends"] == f"{EUCOM}:{mine.seq}"
+    assert _on_both(line, line.file(line.a, "NOTICE", checked).seq) == []
+
+
+def test_a_withdrawal_of_our_notice_that_ended_is_refused_before_it_is_signed() -> None:
+    """Our notice ended on our clock: every reader, settling at our signed time, refuses a
+    withdrawal of it ("not active"); the operator check now says so first and nothing is signed."""
+    line = Line()
+    ours = line.file(line.a, "NOTICE", disc_notice(50.0, 50.0, end=T0 + 3_600_000))
+    assert check_operator_content(line.a.ops, "NOTICE_WITHDRAW", {"notice": ours.id[:12]}, now=line.now)
+    line.advance(2 * 3_600_000)
+    with pytest.raises(LocalProtocolError, match="no longer active"):
+        check_operator_content(line.a.ops, "NOTICE_WITHDRAW", {"notice": ours.id[:12]}, now=line.now)
+
+
+def test_notices_waiting_unsigned_in_our_outbox_count_before_the_next_is_accepted() -> None:
+    """The line is down: what we accepted waits in the outbox, unsigned. The check counted only what
+    stands (signed), so at 199 two new notices were both accepted, and two amendments of one notice
+    too: signed later, every reader refused the second of each. Our unsent NOTICEs and
+    NOTICE_WITHDRAWs now count as signed (``LineOps.accepted``), and stop counting once signed."""
+    line = Line()
+    ops = line.a.ops
+    first = line.file(line.a, "NOTICE", disc_notice(50.0, 50.0))
+    amend = check_operator_content(ops, "NOTICE", disc_notice(50.0, 50.0, amends=first.id[:12], text="a"), now=line.now)
+    ops.accepted("NOTICE", amend)  # accepted into the outbox, not signed yet
+    with pytest.raises(LocalProtocolError, match="no longer active"):
+        check_operator_content(ops, "NOTICE", disc_notice(50.0, 50.0, amends=first.id[:12], text="b"), now=line.now)
+    with pytest.raises(LocalProtocolError, match="no longer active"):
+        check_operator_content(ops, "NOTICE_WITHDRAW", {"notice": first.id[:12]}, now=line.now)
+    line.cut()
+    signed = line.file(line.a, "NOTICE", amend)  # signed: the check reads what stands again
+    for i in range(MAX_ACTIVE_NOTICES_PER_SIDE - 2):
+        line.file(line.a, "NOTICE", disc_notice(-20.0 + (i % 20) * 0.5, 30.0 + (i // 20) * 0.5))
+    last = check_operator_content(ops, "NOTICE", disc_notice(10.0, 10.0), now=line.now)  # the 200th
+    ops.accepted("NOTICE", last)
+    with pytest.raises(LocalProtocolError, match=f"already have {MAX_ACTIVE_NOTICES_PER_SIDE} active"):
+        check_operator_content(ops, "NOTICE", disc_notice(12.0, 10.0), now=line.now)
+    line.file(line.a, "NOTICE", last)
+    line.restore()
+    assert _on_both(line, signed.seq) == [] and _on_both(line, line.a.seq) == []
+
+
+def test_a_notice_refused_for_its_content_still_ends_its_senders_notices_at_its_signed_time() -> None:
+    """PROTOCOL 5.9: a side's notices end when it signs a NOTICE or NOTICE_WITHDRAW stamped at or
+    past their end, whatever that envelope holds. Settled only for notices that parsed, a peer at
+    200 could sign a malformed NOTICE stamped after its first notice ended, then a good one stamped
+    before (signed times need not increase): a reader following the text took the good one, ours
+    refused it. Every NOTICE now settles first."""
+    line = Line()
+    first = line.file(line.b, "NOTICE", disc_notice(-30.0, 20.0, end=T0 + 3_600_000))
+    for i in range(1, MAX_ACTIVE_NOTICES_PER_SIDE):
+        line.file(line.b, "NOTICE", disc_notice(-20.0 + (i % 20) * 0.5, 30.0 + (i // 20) * 0.5))
+
+    def signed(content: dict[str, Any], sent_at: int) -> Entry:
+        line.b.seq += 1
+        return Entry(sender=NDMC, ours=False, seq=line.b.seq, id=f"{line.b.seq:064x}", kind="NOTICE", prio="PRIORITY",
+                     sent_at=sent_at, stored_at=line.now, lang="ru", content=content)  # fmt: skip
+
+    bad = {**disc_notice(0.0, 0.0), "area": {"type": "Point", "coordinates": ["x", "y"]}}
+    line.a.observe(signed(bad, T0 + 2 * 3_600_000))  # refused for its area; signed after the first ended
+    good = signed(disc_notice(10.0, 10.0), T0 + 1_800_000)
+    line.a.observe(good)
+    assert f"{NDMC}:{first.seq}" not in line.a.ops.board
+    assert f"{NDMC}:{good.seq}" in line.a.ops.board

@@ -187,3 +187,31 @@ def test_a_ring_is_refused_while_the_line_is_not_in_sync(tmp_path: Path) -> None
         assert p.our_seq() == before and voice(p)["current"] is None  # nothing filed
 
     run(tmp_path, scenario)
+
+
+def test_a_retried_hang_up_decline_or_ring_gets_the_first_acceptance_not_the_calls_new_state(tmp_path: Path) -> None:
+    """The attack is a lost answer: the console keeps its key and submits again, and the route judged
+    the retry by the state its first submit changed ("that call is cancelled", "already ringing"),
+    telling the operator a hang-up that went out had failed. A retry is answered with the first
+    acceptance; another request under the same key is still refused."""
+
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        url = f"/api/lines/{p.line}"
+        ring = {"idempotency_key": "ring-1"}
+        r1 = await p.client.post(f"{url}/ring", json=ring)
+        assert r1.status_code == 200, r1.text
+        await eventually(lambda: state(p, "a") == "ringing", "ringing")
+        again = await p.client.post(f"{url}/ring", json=ring)
+        assert again.status_code == 200 and again.json()["id"] == r1.json()["id"], again.text
+        hang = {"ring_id": r1.json()["id"], "idempotency_key": "hang-1"}
+        h1 = await p.client.post(f"{url}/hang-up", json=hang)
+        assert h1.status_code == 200, h1.text
+        await eventually(lambda: state(p, "a") is None, "ended")
+        for body in (hang, {"idempotency_key": "hang-1"}):  # with the ring named, or not
+            h2 = await p.client.post(f"{url}/hang-up", json=body)
+            assert h2.status_code == 200 and h2.json()["id"] == h1.json()["id"], h2.text
+        other = await p.client.post(f"{url}/ring", json={**ring, "test_id": "0" * 12})  # another ring, same key
+        assert other.status_code in (400, 409), other.text
+
+    run(tmp_path, scenario)

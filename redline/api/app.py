@@ -674,7 +674,8 @@ class Api(ConsoleHandlers, VoiceHandlers):
     ) -> dict[str, Any]:
         """Resolve the reference, sign as the logged-in person (their key, unlocked at login), file."""
         self._writable(line)
-        resolved = await self.station.control({"op": "resolve", "line": line.line, "kind": kind, "content": content})
+        resolved = await self.station.control({"op": "resolve", "line": line.line, "kind": kind, "content": content,
+                                               "idem": idem})  # fmt: skip
         signed = persons.sign_content(resolved, session.person, session.signing_key())
         target = resolved.get(key_field) if key_field else None
         # One ACK / answer per person and target even if the button is pressed twice: the second

@@ -245,11 +245,19 @@ class VoiceHandlers:
             prio: str | None = None,
         ) -> dict[str, Any]: ...  # fmt: skip
 
-    def _voice_call(self, line: LineSession, body: dict[str, Any], *, want: str, ours: bool | None) -> VoiceCall:
+    def _voice_call(
+        self, line: LineSession, body: dict[str, Any], *, want: str, ours: bool | None, retry_of: str | None = None
+    ) -> VoiceCall:
         """The call a voice route acts on: the one named, else the open one; 409 if it is not
-        ``want`` (ringing, or open: ringing or live)."""
+        ``want`` (ringing, or open: ringing or live). ``retry_of``: the request's idempotency key;
+        if it is accepted already (a retry), the call its first submit named, whatever its state
+        since (the session answers with that first acceptance, or refuses other content)."""
         voice = self.station.ops[line.line].voice
         ring_id = _app._opt_str(body, "ring_id")
+        held = None if retry_of is None else self.station.ledger.outbox_by_idem(line.line, retry_of)
+        if held is not None:
+            ring = held.content.get("ring")
+            ring_id = ring_id or (ring.get("id") if isinstance(ring, dict) else None)
         if ring_id is None:
             open_calls = voice.open_calls()
             if not open_calls:
@@ -260,6 +268,8 @@ class VoiceHandlers:
             if len(found) != 1:
                 raise ApiError(404, f"no voice call {ring_id[:64]!r} on this line")
             call = found[0]
+        if held is not None:
+            return call
         states = ("ringing",) if want == "ringing" else ("ringing", "live")
         if call.state not in states:
             by = f" by {call.answered_by}" if call.state == "live" and call.answered_by else ""
@@ -273,15 +283,13 @@ class VoiceHandlers:
         line = self.line(request.path_params["line"])
         body = await _app._body(request, 4096)
         idem = _app._idem(body, "CALL_RING", session.name)
-        if idem is not None:  # a retry of a ring already filed: its first acceptance, nothing more
-            item = self.station.ledger.outbox_by_idem(line.line, idem)
-            if item is not None:
-                return {"line": line.line, "outbox": item.local, "seq": item.seq, "id": item.envelope_id,
-                        "kind": item.kind, "state": "signed and sent" if item.seq else "accepted"}  # fmt: skip
-        if not (line.record.active and line.link.synced):
-            raise ApiError(409, "the line is not in sync: voice calls are refused until it is")
-        if self.station.ops[line.line].voice.open_calls():
-            raise ApiError(409, "a voice call is already ringing or live on this line; hang up first")
+        # A retry of a ring already filed is not judged by the state its first submit changed (the
+        # call rings now): the session answers it with the first acceptance, or refuses other content.
+        if idem is None or self.station.ledger.outbox_by_idem(line.line, idem) is None:
+            if not (line.record.active and line.link.synced):
+                raise ApiError(409, "the line is not in sync: voice calls are refused until it is")
+            if self.station.ops[line.line].voice.open_calls():
+                raise ApiError(409, "a voice call is already ringing or live on this line; hang up first")
         content: dict[str, Any] = {}
         if (test_id := _app._opt_str(body, "test_id")) is not None:
             content["test"] = test_id
@@ -297,7 +305,7 @@ class VoiceHandlers:
     async def decline(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
         body = await _app._body(request, 4096)
-        call = self._voice_call(line, body, want="ringing", ours=False)
+        call = self._voice_call(line, body, want="ringing", ours=False, retry_of=_app._idem(body, "CALL_DECLINE"))
         content: dict[str, Any] = {"ring": call.id}
         reason = _app._opt_str(body, "reason")
         if reason is not None and reason.strip():
@@ -307,7 +315,7 @@ class VoiceHandlers:
     async def hang_up(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
         body = await _app._body(request, 4096)
-        call = self._voice_call(line, body, want="open", ours=None)
+        call = self._voice_call(line, body, want="open", ours=None, retry_of=_app._idem(body, "CALL_HANGUP"))
         if call.state == "ringing" and not call.ours:
             raise ApiError(409, "the peer's ringing call is picked up or declined, not hung up")
         content = self.station.ops[line.line].voice.hangup_content(call)

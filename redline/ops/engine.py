@@ -92,6 +92,7 @@ class LineOps:
         self.translations: dict[str, list[TranslationView]] = {}  # envelope id -> its translations
         self.board = NoticeBoard()  # what is shown: the notices that stand, less those ended on our clock
         self.standing = Standing()  # what stands for each side by its own signed time: the rules' count
+        self._unsent = _UnsentNotices()  # ours accepted, not signed yet: what the operator check adds
         self.notice_refs: dict[str, str] = {}  # notice ref ("<filer>:<seq>") -> envelope id, for the board's
         # Envelopes ops may need to find again by id. Plain TEXT is not kept here (a line carries
         # mostly text, and memory must stay flat): references to it are found in the ledger.
@@ -105,9 +106,14 @@ class LineOps:
 
     def accepted(self, kind: str, content: dict[str, Any]) -> None:
         """An item of ours accepted into the outbox and not signed yet (the line is down or out of
-        sync), or found there at start. Only our ACK matters here: accepted, it is durable and goes
-        out before anything filed after it, so the FLASH it names stops escalating now, as it does
-        once the ACK is signed (PROTOCOL 5.9: no ESCALATED after the ACK)."""
+        sync), or found there at start. Our ACK: accepted, it is durable and goes out before
+        anything filed after it, so the FLASH it names stops escalating now, as it does once the
+        ACK is signed (PROTOCOL 5.9: no ESCALATED after the ACK). Our NOTICE and NOTICE_WITHDRAW:
+        the operator's next notice is checked as if they were signed (``_unsent``), so nothing we
+        sign later is over the limit or names a notice an earlier one replaced."""
+        if kind in ("NOTICE", "NOTICE_WITHDRAW"):
+            self._unsent.accepted(kind, content)
+            return
         if kind != "ACK":
             return
         try:
@@ -130,6 +136,14 @@ class LineOps:
         if row is None or row.reserved:
             self._unknown(e, row, out)
             return out.alarms
+        if e.kind in ("NOTICE", "NOTICE_WITHDRAW"):
+            if e.ours:
+                self._unsent.signed(e.kind, e.content)
+            # Every NOTICE and NOTICE_WITHDRAW its sender signed, refused or not, ends what of the
+            # sender's had ended by its signed time (``Standing``, PROTOCOL.md 5.9): never at our
+            # store time, and the same for every reader whatever the content says.
+            for gone in self.standing.settle(e.sender, e.sent_at):
+                self._off_board(gone)
         try:
             body = self._parse(row, e)
             self._check_refs(row, e, body)
@@ -284,10 +298,7 @@ class LineOps:
         here: stored, as signed evidence, but not put on the board, and said once. A new notice's conflicts give one
         alarm, naming the nearest few and counting the rest."""
         who = "our" if e.ours else "the peer's"
-        # Judged at the sender's signed time, never at when we stored it (``Standing``): what of the
-        # sender's stopped standing by then leaves our board too.
-        for gone in self.standing.settle(e.sender, e.sent_at):
-            self._off_board(gone)
+        # Judged against what stands for the sender at its signed time (``observe`` settled it).
         for gone in self.board.expire(e.stored_at):  # ended on our clock: off what we show (only)
             self.notice_refs.pop(gone, None)
         try:
@@ -329,6 +340,16 @@ class LineOps:
         except RedlineError as exc:
             self._refuse(e, str(exc))
             out.alarm("warning", f"{who} {e.kind} seq {e.seq} refused, not on the board: {exc}", e.stored_at)
+
+    def stands_for_us(self, ref: str, now: int | None) -> bool:
+        """Our notice ``ref`` stands at ``now`` and nothing of ours waiting unsigned amends or
+        withdraws it: what a new amendment or withdrawal of it may name."""
+        return self.standing.holds(self.us, ref, now) and ref not in self._unsent.targets
+
+    def our_notices_counted(self, now: int | None) -> int:
+        """How many of our notices our next one is counted with: those that stand at ``now`` and
+        the new ones waiting unsigned (they are signed first)."""
+        return self.standing.count(self.us, now) + self._unsent.new
 
     def _off_board(self, ref: str) -> None:
         if ref in self.board:
@@ -443,6 +464,39 @@ class LineOps:
         return self.rosters[True]
 
 
+class _UnsentNotices:
+    """Our NOTICEs and NOTICE_WITHDRAWs accepted into the outbox and not signed yet: how many new
+    notices, and which notices they amend or withdraw. Told of each at acceptance (and at start, of
+    those still waiting) and again as each is signed; what this process never saw accepted (a
+    replay of the store) is not counted, and counts never go below nothing."""
+
+    def __init__(self) -> None:
+        self.new = 0
+        self.targets: list[str] = []  # notice refs an unsent amendment or withdrawal names
+
+    @staticmethod
+    def _target(kind: str, content: dict[str, Any]) -> str | None:
+        ref = content.get("amends") if kind == "NOTICE" else content.get("notice")
+        if isinstance(ref, dict):
+            return f"{ref.get('sender')}:{ref.get('seq')}"
+        return ref if isinstance(ref, str) else None
+
+    def accepted(self, kind: str, content: dict[str, Any]) -> None:
+        target = self._target(kind, content)
+        if target is not None:
+            self.targets.append(target)
+        elif kind == "NOTICE":
+            self.new += 1
+
+    def signed(self, kind: str, content: dict[str, Any]) -> None:
+        target = self._target(kind, content)
+        if target is not None:
+            if target in self.targets:
+                self.targets.remove(target)
+        elif kind == "NOTICE":
+            self.new = max(0, self.new - 1)
+
+
 def check_operator_content(
     ops: LineOps,
     kind: str,
@@ -450,6 +504,7 @@ def check_operator_content(
     find: Callable[[str], list[Entry]] | None = None,
     *,
     now: int | None = None,
+    retry: bool = False,
 ) -> dict[str, Any]:
     """Refuse what an operator may not file, before it is accepted, and return the content to sign:
     each reference completed to (sender, seq, id) from a unique id prefix and checked against the
@@ -457,7 +512,9 @@ def check_operator_content(
     when missing, and the whole validated as PROTOCOL.md 5.9 says for senders (``kinds.parse``
     strict: no member the schema does not list). Content of a person-signed kind may come before
     its ``person`` member (to be signed) or with it. ``find`` looks up envelopes ops does not keep
-    (plain TEXT) by id prefix."""
+    (plain TEXT) by id prefix. ``retry``: the request's idempotency key is accepted already, so
+    nothing is judged against the line's state its first submit changed (the session then answers
+    it with that first acceptance, or refuses other content under the key)."""
     row = kinds.spec(kind)
     if row is None or not row.operator:
         raise LocalProtocolError(f"{kind} is not something an operator files")
@@ -465,12 +522,18 @@ def check_operator_content(
     if kind == "CALL_REQUEST" and "expires" not in content and now is not None:
         content = {**content, "expires": now + int(ops.limits.call_request_ttl_seconds * 1000)}
     if kind == "NOTICE":
-        content = _check_notice(ops, content, now)
+        content = _check_notice(ops, content, now, retry)
     for rule in row.refs:
         if rule.optional and rule.member not in content:
             continue
         content = {**content, rule.member: _resolve(ops, kind, rule, content.get(rule.member), find).ref}
-    if kind in VOICE_KINDS:
+    # What depends on the line's state, judged as every reader will judge it; not for a retry,
+    # whose first submit changed that state (the notice withdrawn, the call hung up).
+    if kind == "NOTICE_WITHDRAW" and not retry:
+        ref = content["notice"]
+        if not ops.stands_for_us(f"{ref['sender']}:{ref['seq']}", now):
+            raise LocalProtocolError("that notice is no longer active (withdrawn or ended): nothing to withdraw")
+    if kind in VOICE_KINDS and not retry:
         ops.voice.check_filing(kind, content)
     unsigned = row.person and "person" not in content
     try:
@@ -529,29 +592,42 @@ def _check_numbers(limits: Limits, kind: str, content: dict[str, Any]) -> None:
             raise LocalProtocolError(f"expires must be a time (ms since 1970, UTC), not {value!r}")
 
 
-def _check_notice(ops: LineOps, content: dict[str, Any], now: int | None) -> dict[str, Any]:
+def _check_notice(ops: LineOps, content: dict[str, Any], now: int | None, retry: bool) -> dict[str, Any]:
     """A notice is validated in full before it is accepted: bad geometry, inverted windows or bands,
     too many points or too many active notices are refused with the reason and nothing is sent.
-    ``amends`` names our earlier notice by id."""
-    amends = content.get("amends")
-    if isinstance(amends, str) and ":" not in amends:
-        matches = [e for eid, e in ops.entries.items() if eid.startswith(amends) and e.kind == "NOTICE" and e.ours]
-        if len(matches) != 1:
-            raise LocalProtocolError(f"amends must name one of our own notices; no single one has id {amends!r}")
-        content = {**content, "amends": f"{matches[0].sender}:{matches[0].seq}"}
-        if not ops.standing.holds(ops.us, content["amends"], now):
-            raise LocalProtocolError("that notice is no longer active (withdrawn or expired); file a new one")
+    ``amends`` names our earlier notice by id or by its notice ref; either way it must be ours and
+    stand, and an amendment is not counted. A ``retry`` (its first submit accepted) is not judged
+    against what that submit changed."""
+    if "amends" in content:
+        content = {**content, "amends": _our_notice(ops, content["amends"], "amends")}
     # The protocol's limits, which every reader applies to what we sign (PROTOCOL.md 5.9), counted
     # as they will count it (at our signed time, no earlier than now): refused here, in one line,
-    # rather than signed and then kept off both boards.
+    # rather than signed and then kept off both boards. Ours waiting unsigned count as signed.
     most = MAX_ACTIVE_NOTICES_PER_SIDE
-    if "amends" not in content and (standing := ops.standing.count(ops.us, now)) >= most:
+    amends = content.get("amends")
+    if not retry and amends is not None and not ops.stands_for_us(amends, now):
+        raise LocalProtocolError("that notice is no longer active (withdrawn, amended or expired); file a new one")
+    if not retry and amends is None and (standing := ops.our_notices_counted(now)) >= most:
         raise LocalProtocolError(
             f"we already have {standing} active notices; at most {most} per side "
             "(PROTOCOL.md 5.9): withdraw or amend one first"
         )
     Notice.from_content(content, ref=f"{ops.us}:0")
     return content
+
+
+def _our_notice(ops: LineOps, wanted: object, member: str) -> str:
+    """The notice ref ("<our fingerprint>:<seq>") of our own NOTICE named by an id prefix (6+ hex
+    digits) or by its notice ref: a peer's notice, or none, is refused in one line."""
+    if isinstance(wanted, str) and ":" in wanted:
+        matches = [e for e in ops.entries.values() if e.kind == "NOTICE" and f"{e.sender}:{e.seq}" == wanted]
+    elif isinstance(wanted, str) and len(wanted) >= 6:
+        matches = [e for eid, e in ops.entries.items() if eid.startswith(wanted) and e.kind == "NOTICE"]
+    else:
+        matches = []
+    if len(matches) != 1 or not matches[0].ours:
+        raise LocalProtocolError(f"{member} must name one of our own notices; no single one is {wanted!r}")
+    return f"{matches[0].sender}:{matches[0].seq}"
 
 
 def _window(span: tuple[int, int]) -> str:
