@@ -561,3 +561,21 @@ def test_the_cli_asks_the_station_for_a_page_of_its_flashes(tmp_path: Path) -> N
         assert texts == ["FLASH number 1", "FLASH number 2"]  # the oldest waiting first
 
     run(tmp_path, body)
+
+
+def test_show_gives_a_notice_whole_though_ops_keeps_it_without_its_area(tmp_path: Path) -> None:
+    """Ops keeps a notice without its area (memory by count, not size: engine._kept); ``show`` of
+    the notice at both ends still gives the envelope as signed, area included, from the ledger."""
+
+    async def body(sp: StationPair) -> None:
+        now = sp.a.wall()
+        area = {"type": "Point", "coordinates": ["36.2750", "49.9900"]}
+        notice = {"kind": "air", "area": area, "radius_m": 5000, "floor_m": 0, "ceiling_m": 10_000, "start": now,
+                  "end": now + 3_600_000, "margin_m": 0, "text": "exercise"}  # fmt: skip
+        filed = await sp.act("a", "NOTICE", notice, prio="priority")
+        for st in (sp.a, sp.b):
+            assert "area" not in st.ops[sp.line].entries[filed["id"]].content
+            shown = st.show(sp.line, filed["id"][:10])
+            assert shown.kind == "NOTICE" and shown.content["area"] == area and shown.content["text"] == "exercise"
+
+    run(tmp_path, body)

@@ -21,6 +21,7 @@ is decided by one side and recorded as an envelope; the other shows that verdict
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from redline import kinds
@@ -131,7 +132,7 @@ class LineOps:
         if e.kind == "TEXT" and e.prio != "FLASH":
             return out.alarms  # plain text: shown, never acted on (the station does not even replay it)
         self._due_at = None
-        self.entries[e.id] = e
+        self.entries[e.id] = _kept(e)
         row = kinds.spec(e.kind)
         if row is None or row.reserved:
             self._unknown(e, row, out)
@@ -256,7 +257,7 @@ class LineOps:
                   e.stored_at)  # fmt: skip
 
     def _refuse(self, e: Entry, why: str) -> None:
-        self.refused.append((e, why))
+        self.refused.append((_kept(e), why))
         if len(self.refused) > REFUSED_KEPT:
             del self.refused[0]
 
@@ -462,6 +463,16 @@ class LineOps:
     def person_roster(self) -> dict[str, Person]:
         """The roster we last published (what the peer checks our people against)."""
         return self.rosters[True]
+
+
+def _kept(e: Entry) -> Entry:
+    """What ops keeps of an envelope after acting on it: a NOTICE without its area (the board holds
+    the geometry of those that stand; ``Station.show`` reads the envelope from the ledger), so the
+    peer's notices, refused ones included, cost memory by their number, not by their size: a
+    decoded area of a few thousand positions is several times its bytes, for the process's life."""
+    if e.kind != "NOTICE" or "area" not in e.content:
+        return e
+    return replace(e, content={k: v for k, v in e.content.items() if k != "area"})
 
 
 class _UnsentNotices:
