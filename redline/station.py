@@ -48,7 +48,7 @@ from redline.identity import SignedCert
 from redline.ledger.interface import LedgerStore
 from redline.ledger.model import LineRecord
 from redline.ledger.stores import shown_url
-from redline.ops.engine import NOTICES_PAGE_MAX, LineOps, check_operator_content
+from redline.ops.engine import NOT_KEPT, NOTICES_PAGE_MAX, LineOps, check_operator_content
 from redline.ops.model import Alarm, Entry, Intent
 from redline.ops.views import (
     VIEWS,
@@ -1265,7 +1265,7 @@ class Station:
         if len(found) != 1:
             raise LocalProtocolError(f"no single envelope on this line has an id starting {prefix!r}")
         e = found[0]
-        if e.kind == "NOTICE":  # ops keeps a notice without its area (engine._kept): the ledger's copy
+        if e.kind in NOT_KEPT:  # ops keeps it without its large members: the ledger's copy
             ((sender, raw, stored_at),) = self.ledger.find_by_id_prefix(session.line, e.id, limit=1)
             e = _entry(split(raw), sender == self.keys.fingerprint, stored_at)
         return MessageView(

@@ -685,14 +685,18 @@ def test_peer_notices_cost_memory_by_their_number_not_their_size() -> None:
     """The attack (an outside review): every NOTICE the peer signs, refused ones included, stayed
     whole in ops (``LineOps.entries`` and ``refused``) for the life of the process and again after
     each restart; a decoded area of 8,000 positions is several times its bytes, so a peer could fill
-    our memory at the pace of its disk budget. Ops keeps a notice without its area now; the board
-    keeps the geometry of those that stand."""
+    our memory at the pace of its disk budget; its ROSTERs likewise. Ops keeps a notice without its
+    area and a roster without its people now; the board keeps the geometry of those that stand,
+    ``rosters`` the people last published."""
     line = Line()
     big = [line.file(line.b, "NOTICE", polygon_notice(28.0 + i * 0.01, 45.0, 8000)) for i in range(5)]
     kept = line.file(line.b, "NOTICE", polygon_notice(28.0, 45.0, 1000))
+    roster = line.file(line.b, "ROSTER", roster_content([ZAMESTITEL.person, NACHALNIK.person]))
     for side in (line.a, line.b):
         ops = side.ops
         assert all("area" not in ops.entries[e.id].content for e in [*big, kept])
+        assert "users" not in ops.entries[roster.id].content and set(ops.rosters[side is line.b]) == {
+            "Zamestitel", "Nachalnik"}  # fmt: skip
         assert all("area" not in e.content for e, _ in ops.refused)
         assert ops.entries[kept.id].content["kind"] == kept.content["kind"]  # the rest is kept
         assert [n.ref for n in ops.board.active()] == [f"{kept.sender}:{kept.seq}"]

@@ -465,14 +465,21 @@ class LineOps:
         return self.rosters[True]
 
 
+# Members of a body ops does not keep once it has acted on the envelope: the large, nested ones
+# (a notice's area: the board holds the geometry of those that stand; a roster's people: ``rosters``
+# holds the last one parsed). Decoded, they are several times their bytes, and ops keeps every
+# operational envelope for the process's life, so a peer's NOTICEs and ROSTERs, refused ones
+# included, would cost memory by their size at the pace of its disk budget. ``Station.show``
+# reads such an envelope from the ledger.
+NOT_KEPT: dict[str, frozenset[str]] = {"NOTICE": frozenset({"area"}), "ROSTER": frozenset({"users", "removed"})}
+
+
 def _kept(e: Entry) -> Entry:
-    """What ops keeps of an envelope after acting on it: a NOTICE without its area (the board holds
-    the geometry of those that stand; ``Station.show`` reads the envelope from the ledger), so the
-    peer's notices, refused ones included, cost memory by their number, not by their size: a
-    decoded area of a few thousand positions is several times its bytes, for the process's life."""
-    if e.kind != "NOTICE" or "area" not in e.content:
+    """What ops keeps of an envelope after acting on it (``NOT_KEPT``)."""
+    dropped = NOT_KEPT.get(e.kind)
+    if dropped is None or dropped.isdisjoint(e.content):
         return e
-    return replace(e, content={k: v for k, v in e.content.items() if k != "area"})
+    return replace(e, content={k: v for k, v in e.content.items() if k not in dropped})
 
 
 class _UnsentNotices:
