@@ -444,7 +444,7 @@ def _roots(folder: Path) -> list[bytes]:
         raise BackupError(f"the backup's store cannot be opened: {exc}") from None
     try:
         return [first, *(public for _, public in rotation.filed_roots(ledger, identity.fingerprint(first), first))]
-    except (StorageError, sqlite3.Error) as exc:
+    except (RedlineError, sqlite3.Error) as exc:
         raise BackupError(f"the backup's store cannot be read: {exc}") from None
     finally:
         ledger.close()

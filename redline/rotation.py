@@ -314,7 +314,9 @@ def filed_roots(ledger: LedgerStore, us: str, first: bytes) -> list[tuple[int, b
                 r = kinds.Root.parse(_stored_env(raw).content(), strict=True).rotation
                 signed = {"data": r.data, "prev_sig": r.prev_sig, "root_sig": r.root_sig}
                 rot = rootrotation.open_rotation(signed, station=us, current=current, version=version)
-            except VerificationError:  # the gate refused none it stored; a later one cannot follow it
+            # The gate refused none it stored, but a backup's store is read before it is verified:
+            # a row that does not open (what ``gate.claimed_roots`` skips) ends the chain of roots.
+            except (VerificationError, KeyError, TypeError, ValueError, AttributeError):
                 break
             version, current = rot.version, bytes.fromhex(rot.root)
             found.setdefault(version, current)

@@ -137,3 +137,36 @@ def test_open_secrets_refuses_a_cost_above_what_redline_writes_at_once() -> None
     obj = {"kdf": "argon2id", "salt": "00" * 16, "ops": backup.MAX_OPS + 1, "mem": backup.MAX_MEM, "sealed": "00"}
     with pytest.raises(backup.BackupError, match="Argon2id ops"):
         backup.open_secrets(json.dumps(obj).encode(), PASSPHRASE)
+
+
+@pytest.mark.parametrize("body", [{"salt": "00" * 16}, {"salt": "00" * 16, "content": {"rotation": "not an object"}},
+                                  {"salt": "00" * 16, "content": {"rotation": {"data": "zz"}}}],
+                         ids=["no-content", "rotation-not-an-object", "rotation-data-not-hex"])  # fmt: skip
+def test_a_root_row_crafted_into_a_backups_store_gets_one_line_not_a_traceback(
+    made: tuple[Path, Path, Path], tmp_path: Path, body: dict[str, object]
+) -> None:
+    """The store is read for the station's later roots (``rotation.filed_roots``) before it is
+    verified: a row of our chain that says ROOT and does not open (an outside review crafted one
+    without ``content``) ended the restore in a KeyError traceback."""
+    import sqlite3
+
+    from redline import canonical, envelope
+    from redline.home import StationDir
+
+    home, omit, _ = made
+    dest = _copy(omit, tmp_path)
+    us, line = StationDir(home).load_keys().fingerprint, json.loads((dest / "manifest.json").read_text())["lines"][0]
+    raw_body = canonical.encode(body)
+    header = envelope.Header(line=line["line"], sender=us, key="00" * 16, seq=line["our_seq"] + 1, sent_at=1,
+                             kind="ROOT", prio="FLASH", prev=None, seen_seq=0, seen_id=None,
+                             body_hash=envelope.body_hash(raw_body), lang="en").encode()  # fmt: skip
+    raw = b"".join((len(header).to_bytes(4, "big"), header, len(raw_body).to_bytes(4, "big"), raw_body, b"\0" * 64))
+    db = sqlite3.connect(dest / backup.STORE)
+    row = (line["line"], us, line["our_seq"] + 1, envelope.envelope_id(header), "ROOT", raw, 1, "FLASH")
+    db.execute("INSERT INTO envelopes (line, sender, seq, id, kind, raw, stored_at, prio) VALUES (?,?,?,?,?,?,?,?)",
+               row)  # fmt: skip
+    db.commit()
+    db.close()
+    _rehash(dest)
+    target = tmp_path / "r"
+    _refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target)

@@ -215,3 +215,35 @@ def test_a_retried_hang_up_decline_or_ring_gets_the_first_acceptance_not_the_cal
         assert other.status_code in (400, 409), other.text
 
     run(tmp_path, scenario)
+
+
+def test_a_reused_hang_up_or_decline_key_does_not_answer_for_another_call(tmp_path: Path) -> None:
+    """The attack on the retry rule (an outside review): the key of a hang-up (or decline) that
+    named no call, sent again while ANOTHER call was open, was taken for a retry of the first
+    call's: 200 with that old acceptance, and the call open now rang on. A key only answers for
+    the call its first submit named; for any other it is refused and the open call is untouched."""
+
+    async def scenario(p: Pair) -> None:
+        await p.login()
+        url = f"/api/lines/{p.line}"
+        async with _client(p.b) as ndmc:
+            login = {"user": "Dezhurny", "password": "correct horse battery"}
+            assert (await ndmc.post("/api/login", json=login)).status_code == 200
+            for first_key, again in (("hang-1", "hang-up"), ("dec-1", "decline")):
+                caller = p.client if again == "hang-up" else ndmc  # we hang up our ring; decline NDMC's
+                x = await caller.post(f"{url}/ring", json={})
+                assert x.status_code == 200, x.text
+                await eventually(lambda: state(p, "a") == "ringing", "the first call rings")
+                done = await p.client.post(f"{url}/{again}", json={"idempotency_key": first_key})
+                assert done.status_code == 200, done.text
+                await eventually(lambda: state(p, "a") is None and state(p, "b") is None, "the first call ended")
+                y = await caller.post(f"{url}/ring", json={})
+                assert y.status_code == 200, y.text
+                await eventually(lambda: state(p, "a") == "ringing", "another call rings")
+                reused = await p.client.post(f"{url}/{again}", json={"idempotency_key": first_key})
+                assert "already used for a different message" in error(reused, 409), again
+                assert state(p, "a") == "ringing", again  # the open call is untouched
+                assert (await p.client.post(f"{url}/{again}", json={})).status_code == 200
+                await eventually(lambda: state(p, "a") is None and state(p, "b") is None, "the other call ended")
+
+    run(tmp_path, scenario)

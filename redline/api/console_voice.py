@@ -249,15 +249,18 @@ class VoiceHandlers:
         self, line: LineSession, body: dict[str, Any], *, want: str, ours: bool | None, retry_of: str | None = None
     ) -> VoiceCall:
         """The call a voice route acts on: the one named, else the open one; 409 if it is not
-        ``want`` (ringing, or open: ringing or live). ``retry_of``: the request's idempotency key;
-        if it is accepted already (a retry), the call its first submit named, whatever its state
-        since (the session answers with that first acceptance, or refuses other content)."""
+        ``want`` (ringing, or open: ringing or live). ``retry_of``: the request's idempotency key.
+        If it is accepted already and this request is about the call its first submit named (named
+        again, or the only one it can mean: none is open), that call whatever its state since (the
+        session answers with the first acceptance); any other call is checked as for a first submit,
+        and its content, not the first one's, reaches the session, which refuses it under the key."""
         voice = self.station.ops[line.line].voice
         ring_id = _app._opt_str(body, "ring_id")
         held = None if retry_of is None else self.station.ledger.outbox_by_idem(line.line, retry_of)
-        if held is not None:
-            ring = held.content.get("ring")
-            ring_id = ring_id or (ring.get("id") if isinstance(ring, dict) else None)
+        ring = held.content.get("ring") if held is not None else None
+        first = ring.get("id") if isinstance(ring, dict) else None  # the call the key's first submit named
+        if ring_id is None and not voice.open_calls() and first is not None:
+            ring_id = first  # nothing else is open: the retry names its first submit's call
         if ring_id is None:
             open_calls = voice.open_calls()
             if not open_calls:
@@ -268,7 +271,7 @@ class VoiceHandlers:
             if len(found) != 1:
                 raise ApiError(404, f"no voice call {ring_id[:64]!r} on this line")
             call = found[0]
-        if held is not None:
+        if call.id == first:  # a retry about the same call: its state moved on with the first submit
             return call
         states = ("ringing",) if want == "ringing" else ("ringing", "live")
         if call.state not in states:
