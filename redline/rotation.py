@@ -17,7 +17,7 @@ import nacl.signing
 
 from redline import canonical, identity, revocation
 from redline import keys as keyfiles
-from redline.errors import LocalProtocolError, SchemaError, StorageError, VerificationError
+from redline.errors import ConfigError, LocalProtocolError, SchemaError, StorageError, VerificationError
 from redline.home import StationDir
 from redline.statements import Checkpoint, Cosign, Signed
 
@@ -382,6 +382,23 @@ async def file_root_running(st: Station, content: dict[str, Any], version: int) 
     await _file_everywhere(st, file)
     lines = sorted(st.sessions)
     return {"version": version, "lines": lines, "codes": root_codes(lines, content), "running": True}
+
+
+def require_confirmed(home: StationDir, version: int, what: str) -> None:
+    """Refuse, in one line, to certify ``what`` under our root ``version`` while the peer of any
+    line has not confirmed it: the peer would refuse what it certifies (a key, a revocation, a
+    person), so nothing is signed until the peer's operator has typed the new safety code."""
+    if version == 1:
+        return
+    ledger = home.read_ledger()
+    try:
+        waiting = unconfirmed_roots(ledger, home.load_keys().fingerprint, version)
+    finally:
+        ledger.close()
+    if waiting:
+        raise ConfigError(f"the peer of line(s) {', '.join(w[:8] for w in waiting)} has not confirmed root version "
+                          f"{version} yet: {what} it certifies would be refused there; have the peer's operator "
+                          "type the new safety code ('redline keys confirm-root') first")  # fmt: skip
 
 
 def unconfirmed_roots(ledger: LedgerStore, us: str, version: int) -> list[str]:

@@ -300,6 +300,11 @@ def test_keys_rotate_root_on_a_stopped_station_files_the_root_and_says_the_codes
                                "--role", "duty"], input="test-password-1\n")  # fmt: skip
     assert res.exit_code == 1 and "has not confirmed root version 2" in res.output, res.output
     assert not (sp.dir_b.path / "users" / "Dezhurny Orlov.json").exists()
+    # nor a revocation: the peer would refuse a REVOKE (and its next key) under a root it does not trust
+    res = runner.invoke(main, ["keys", "revoke", "--station", st, "--root-key", str(new_path), "--before",
+                               "2030-01-01T00:00Z", "--reason", "laptop stolen"])  # fmt: skip
+    assert res.exit_code == 1 and "has not confirmed root version 2" in res.output, res.output
+    assert not (sp.dir_b.keys / keyfiles.NEXT_KEY).exists()
 
 
 def test_person_certificates_follow_the_root_in_force(rotating: Any) -> None:

@@ -77,14 +77,7 @@ def register(main: click.Group) -> None:
                 new = keyfiles.read_new_root(new_root_key, in_force)
                 _rotate_root(home, root, new, current.fingerprint, version + 1, as_json)
                 return
-            ledger = home.read_ledger()
-            try:
-                waiting = rotation.unconfirmed_roots(ledger, current.fingerprint, version)
-            finally:
-                ledger.close()
-            if waiting:
-                raise ConfigError(f"the peer of line(s) {', '.join(w[:8] for w in waiting)} has not confirmed root "
-                                  f"version {version} yet: keys it certifies would be refused there")  # fmt: skip
+            rotation.require_confirmed(home, version, "keys")
             if tls:
                 keyfiles.prepare_tls(home.keys, root, cfg.name, current.fingerprint)
                 del root
@@ -229,7 +222,9 @@ def register(main: click.Group) -> None:
             home = StationDir(station_path(station))
             home.require()
             current = home.load_keys()
-            root = keyfiles.read_root(root_key, rotation.record_roots(home)[1])
+            version, in_force = rotation.record_roots(home)
+            rotation.require_confirmed(home, version, "a revocation")
+            root = keyfiles.read_root(root_key, in_force)
             _, cert = keyfiles.prepare_signing(home.keys, root, home.config().name, current.fingerprint)
             ledger = home.read_ledger()
             try:

@@ -111,15 +111,7 @@ def register(main: click.Group) -> None:
         from redline import rotation
 
         version, in_force = rotation.record_roots(home)  # after a root rotation, the new root
-        if version > 1:
-            ledger = home.read_ledger()
-            try:
-                waiting = rotation.unconfirmed_roots(ledger, home.load_keys().fingerprint, version)
-            finally:
-                ledger.close()
-            if waiting:
-                raise ConfigError(f"the peer of line(s) {', '.join(w[:8] for w in waiting)} has not confirmed root "
-                                  f"version {version} yet: people it certifies would be refused there")  # fmt: skip
+        rotation.require_confirmed(home, version, "people")
         return keyfiles.read_root(path, in_force)
 
     @user.command("add")
