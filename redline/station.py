@@ -167,6 +167,10 @@ class Station:
         self.recordings: dict[str, recording.CallRecording] = {}  # call id -> its recording, while it runs
         self._restored: dict[str, media.CallMedia] = {}  # call id -> audio of a call this process did not see end
         self._pathless_since: dict[str, int] = {}  # line -> ms: no path up since, during a live call
+        # Lines whose session could not be rebuilt from the store after a write failed (the store
+        # unreachable: a database failing over): their memory is ahead of the store, so nothing may
+        # use it; each use first tries to rebuild it (``_rebuilt``) and is refused while it cannot.
+        self._stale: set[str] = set()
         for record in self.ledger.lines():
             self._open_session(record)
 
@@ -382,6 +386,9 @@ class Station:
         if self.ha is not None and not self.ha.may_serve(self):  # a deposed process serves no path
             conn.abort()
             return
+        if not self._rebuilt(line):  # memory ahead of an unreadable store: no path until it is rebuilt
+            conn.abort()
+            return
         session = self.sessions[line]
         session.tls_seen(conn.peer_spki)
         old = self._conns.get((line, path))
@@ -544,6 +551,9 @@ class Station:
             self.sessions[line] for line in lines if line in self.sessions
         ]  # fmt: skip
         for session in sessions:
+            if session.line in self._stale:  # memory ahead of the store: rebuilt (its input dropped), not flushed
+                self._rebuilt(session.line)
+                continue
             if session.has_pending:  # the peer's envelopes stored: the checkpoint timer may fall due
                 self._tick_due.pop(session.line, None)
             try:
@@ -606,10 +616,24 @@ class Station:
             if conn_line == line:
                 conn.abort()
         if self.sessions.get(line) is session:
-            try:
-                self._open_session(self.ledger.line(line))
-            except (RedlineError, sqlite3.DatabaseError) as again:
-                self.alarm(line, "alarm", f"STORAGE FAILURE: the store cannot be read back either: {again}")
+            self._stale.add(line)
+            if not self._rebuilt(line):
+                self.alarm(line, "alarm", "STORAGE FAILURE: the store cannot be read back either; the line "
+                           "stays closed until it can")  # fmt: skip
+
+    def _rebuilt(self, line: str) -> bool:
+        """A stale line's session rebuilt from the store (True), or still stale (False: the store
+        cannot be read yet; logged). The stale session's memory is dropped, never stored: nothing in
+        it was receipted, and the peer resends it."""
+        if line not in self._stale:
+            return True
+        try:
+            self._open_session(self.ledger.line(line))
+        except (RedlineError, sqlite3.DatabaseError) as exc:
+            log.warning("line %s: the store cannot be read back yet: %s", line[:8], exc)
+            return False
+        self._stale.discard(line)
+        return True
 
     def _wake_receipt_waiters(self, session: LineSession) -> None:
         waiters = self._receipt_waiters.get(session.line)
@@ -656,6 +680,9 @@ class Station:
         now, wall = self.clock.monotonic(), self.wall()
         roster, published = self._read_roster()  # once per tick, for every line's roster check
         for session in list(self.sessions.values()):
+            if session.line in self._stale and not self._rebuilt(session.line):
+                continue  # memory ahead of a store that cannot be read yet: nothing runs on it
+            session = self.sessions[session.line]
             try:
                 await self._tick_line(session, now, wall, (roster, published), every_line=every_line)
             except StorageError as exc:  # a store that cannot be read (a database failing over)
@@ -930,10 +957,11 @@ class Station:
     # -- operations ----------------------------------------------------------------------------------
     def session(self, line: str) -> LineSession:
         """A line by exact id (the common case, from scripts), else by id prefix or peer name."""
-        if line in self.sessions:
-            return self.sessions[line]
-        record = self.ledger.find_line(line)
-        return self.sessions[record.line]
+        found = line if line in self.sessions else self.ledger.find_line(line).line
+        if not self._rebuilt(found):
+            raise StorageError(f"line {found[:8]}: the store cannot be read back after a failed write; nothing is "
+                               "accepted on this line until it can (see the STORAGE FAILURE alarm)")  # fmt: skip
+        return self.sessions[found]
 
     async def send(
         self, line: str, text: str, *, kind: str = "TEXT", prio: str = "ROUTINE", idem: str | None = None

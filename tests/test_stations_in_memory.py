@@ -579,3 +579,43 @@ def test_show_gives_a_notice_whole_though_ops_keeps_it_without_its_area(tmp_path
             assert shown.kind == "NOTICE" and shown.content["area"] == area and shown.content["text"] == "exercise"
 
     run(tmp_path, body)
+
+
+def test_a_line_whose_store_cannot_be_read_back_stays_closed_instead_of_running_ahead_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack of a database failover (seen in tests/test_ha_dbfailover.py): a write failed, and
+    the line's session could not be rebuilt because the store could not be read either. The old
+    session, its memory ahead of the store, stayed in place: the peer redialled, its envelopes were
+    taken into that memory and, once the promoted database answered, appended after seqs the store
+    had never held (OutOfOrderError, an INTERNAL ERROR with a traceback). Now such a line is stale:
+    no path, no acceptance, no tick runs on it until it is rebuilt from the store."""
+    from redline.errors import StorageError
+
+    async def body(sp: StationPair) -> None:
+        await sp.send("b", "before the failure")
+        st, line = sp.a, sp.line
+        reachable = {"store": False}
+        real = st.ledger.line
+
+        def read_back(wanted: str) -> Any:
+            if not reachable["store"]:
+                raise StorageError("the store cannot be reached (a database failing over)")
+            return real(wanted)
+
+        monkeypatch.setattr(st.ledger, "line", read_back)
+        stale = st.sessions[line]
+        st._storage_failed(stale, StorageError("the write failed"))
+        assert any("cannot be read back either" in a["text"] for a in st.alarms), st.alarms
+        with pytest.raises(StorageError, match="cannot be read back"):
+            await st.send(line, "not while stale")
+        await st.tick()  # nothing runs on it
+        assert st.sessions[line] is stale
+        reachable["store"] = True
+        await st.tick()  # the next use rebuilds it from the store
+        assert st.sessions[line] is not stale and not st._stale
+        await sp.send("b", "after the failure")
+        await sp.send("a", "and from us")
+        assert not [a for s in (sp.a, sp.b) for a in s.alarms if "INTERNAL ERROR" in a["text"]]
+
+    run(tmp_path, body)
