@@ -983,15 +983,13 @@ class Station:
         self, line: str, kind: str, content: dict[str, Any], *, prio: str | None = None, idem: str | None = None
     ) -> views.Accepted:
         """File anything an operator may file (kinds.OPERATOR), checked before acceptance."""
-        if idem is not None and (not isinstance(idem, str) or len(idem) > MAX_IDEM_CHARS):
-            raise LocalProtocolError(f"an idempotency key is a string of at most {MAX_IDEM_CHARS} characters")
         if not isinstance(content, dict):
             raise LocalProtocolError("content must be a JSON object")
         session = self.session(line)
         ops = self.ops[session.line]
         find = functools.partial(self._find, session.line)
         given = content.keys()
-        retry = self._is_retry(session.line, idem)
+        retry = self.is_retry(session.line, idem)
         content = check_operator_content(ops, kind, content, find, now=self.wall(), retry=retry)
         filled = frozenset(content.keys() - given)  # what the check added (a CALL_REQUEST's default expiry)
         if kind in PERSON_SIGNED_KINDS:
@@ -1271,20 +1269,25 @@ class Station:
         """Answer one control request (the socket's, or the API's own use of the same operations)."""
         return await control.answer(self, request)
 
-    def resolve(self, line: str, kind: str, content: dict[str, Any], idem: str | None = None) -> dict[str, Any]:
+    def resolve(self, line: str, kind: str, content: dict[str, Any], idem: object = None) -> dict[str, Any]:
         """Operator content checked and with its references resolved, before a person signs it
         (``idem``: the request's idempotency key, judged as ``act`` judges it)."""
         session = self.session(line)
         find = functools.partial(self._find, session.line)
         return check_operator_content(self.ops[session.line], kind, content, find, now=self.wall(),
-                                      retry=self._is_retry(session.line, idem))  # fmt: skip
+                                      retry=self.is_retry(session.line, idem))  # fmt: skip
 
-    def _is_retry(self, line: str, idem: str | None) -> bool:
+    def is_retry(self, line: str, idem: object) -> bool:
         """A request whose idempotency key is accepted already (a lost answer, a double click): it
         is checked for what it says, never for what its first submit changed (the notice it amended
         no longer stands, the call it hung up is ended); the session answers it with the first
-        acceptance, or refuses other content under the key."""
-        return idem is not None and self.ledger.outbox_by_idem(line, idem) is not None
+        acceptance, or refuses other content under the key. A key that is not a string of at most
+        ``MAX_IDEM_CHARS`` is refused here, the one place every filing asks."""
+        if idem is None:
+            return False
+        if not isinstance(idem, str) or len(idem) > MAX_IDEM_CHARS:
+            raise LocalProtocolError(f"an idempotency key is a string of at most {MAX_IDEM_CHARS} characters")
+        return self.ledger.outbox_by_idem(line, idem) is not None
 
     def show(self, line: str, prefix: str) -> MessageView:
         """One envelope of ``line`` by id prefix, with its translations."""

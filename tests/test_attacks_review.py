@@ -323,6 +323,7 @@ BAD_FIELDS = [
     {"op": "view", "what": "notices", "offset": 1e400},
     {"op": "view", "what": "notices", "limit": 1e400},
     {"op": "pair", "token": 5},
+    {"op": "resolve", "kind": "TEST", "content": {"text": "x"}, "idem": ["x"]},
 ]
 
 

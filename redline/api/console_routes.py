@@ -448,10 +448,6 @@ class ConsoleHandlers:
         idem = _app._idem(body, kind)
         return (await self.station.act(line.line, kind, content, prio=prio, idem=idem)).to_obj()
 
-    def _held(self, line: str, idem: str) -> bool:
-        """Whether this idempotency key was already accepted on the line (a retry of one submit)."""
-        return self.station.ledger.outbox_by_idem(line, idem) is not None
-
     async def call_request(self, request: Request, session: Session) -> dict[str, Any]:
         line = self.line(request.path_params["line"])
         body = await _app._body(request, 64 * 1024)
@@ -481,7 +477,7 @@ class ConsoleHandlers:
             raise ApiError(400, "'answer' is accept or decline")
         request_id = _app._str(body, "request_id", max_len=64)
         wanted = [r for r in self.station.ops[line.line].calls.requests.values() if r.entry.id.startswith(request_id)]
-        retry = (idem := _app._idem(body, "CALL_REPLY")) is not None and self._held(line.line, idem)
+        retry = self.station.is_retry(line.line, _app._idem(body, "CALL_REPLY"))
         if len(request_id) >= 6 and len(wanted) == 1 and wanted[0].state != "open" and not retry:
             raise ApiError(409, f"that call request is already {wanted[0].state}")
         content: dict[str, Any] = {"request": request_id, "answer": answer}

@@ -288,7 +288,7 @@ class VoiceHandlers:
         idem = _app._idem(body, "CALL_RING", session.name)
         # A retry of a ring already filed is not judged by the state its first submit changed (the
         # call rings now): the session answers it with the first acceptance, or refuses other content.
-        if idem is None or self.station.ledger.outbox_by_idem(line.line, idem) is None:
+        if not self.station.is_retry(line.line, idem):
             if not (line.record.active and line.link.synced):
                 raise ApiError(409, "the line is not in sync: voice calls are refused until it is")
             if self.station.ops[line.line].voice.open_calls():
