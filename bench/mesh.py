@@ -18,6 +18,8 @@ import argparse
 import json
 import random
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
@@ -27,6 +29,7 @@ from typing import Any
 
 import nacl.signing
 
+from bench.common import Row
 from redline import canonical
 from redline.config import Limits
 from redline.envelope import split
@@ -228,6 +231,34 @@ def run(stations: int, messages: int, seed: int) -> dict[str, Any]:
         "problems": problems,
     }
     return result
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    """The mesh's figures as report rows (``run_all``'s part "lines")."""
+    n = int(r["stations"])
+    return [
+        Row(f"mesh of {n} stations, {int(r['lines']):,} lines: properties broken", len(r["problems"]), "",
+            "aim", 0.0, note=f"{int(r['envelopes']):,} envelopes, {int(r['path_cuts'])} path cuts; nothing lost, "
+            "nothing twice, in order, chains byte-equal, no fork"),
+        Row("mesh: envelopes per CPU second (one core)", r["envelopes_per_cpu_second"], "/s",
+            "Ed25519 sign+verify, same run", r["ed25519_sign_verify_per_second"]),
+        Row("mesh: memory per line (both ends, sans-IO)", r["rss_kib_per_line"], "KiB"),
+    ]  # fmt: skip
+
+
+def measure(stations: int, messages: int = 2, seed: int = 1) -> dict[str, Any]:
+    """``run`` in a process of its own (its memory per line is that process's peak RSS, which
+    whatever ran before it in the caller's process would hide)."""
+    with tempfile.TemporaryDirectory(prefix="redline-mesh-out-") as tmp:
+        out = Path(tmp) / "mesh.json"
+        cmd = [sys.executable, "-m", "bench.mesh", "--stations", str(stations), "--messages", str(messages),
+               "--seed", str(seed), "--json", str(out)]  # fmt: skip
+        done = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                              check=False, timeout=1800)  # fmt: skip
+        if not out.exists():
+            raise RuntimeError(f"bench.mesh exited {done.returncode}: {done.stderr[-500:]}")
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
 
 
 def main() -> None:

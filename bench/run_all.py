@@ -8,7 +8,8 @@ throughput between two real stations), peers (Prosody without storage, Prosody w
 SQLite, Synapse with SQLite), the line with EUCOM's store on PostgreSQL, local and with a
 synchronous standby, beside SQLite (``pg``, bench.pg_line: skipped with one line without
 PostgreSQL), failover, notices, a station holding 1,000,000 envelopes (memory,
-start-up, ``redline verify``), machine limits (after). Then the aims of issue 6, each with its
+start-up, ``redline verify``), the CLI, many lines (one station with 100 lines idling, and a mesh of
+100 stations on the sans-IO core), machine limits (after). Then the aims of issue 6, each with its
 ratio and whether it is met.
 
 ``--quick`` (about a minute; CI runs it to keep the suite working, with no thresholds): short
@@ -39,13 +40,13 @@ from typing import Any
 
 import nacl
 
-from bench import baseline, cli_start, failover, ledger_bench, line_bench, memory, notices_bench, pg_line
+from bench import baseline, cli_start, failover, idle, ledger_bench, line_bench, memory, mesh, notices_bench, pg_line
 from bench import limits as machine
 from bench.common import Figures, Row, fmt, table
 from bench.peers import run_peer
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("ledger", "line", "peers", "pg", "failover", "notices", "memory", "cli")
+PARTS = ("ledger", "line", "peers", "pg", "failover", "notices", "memory", "cli", "lines")
 
 
 def describe() -> dict[str, str]:
@@ -287,11 +288,27 @@ def close_to_the_machine(res: dict[str, Any], lim: Figures, aim: Callable[..., N
     if line:
         for side, key in (("A (sender)", "tput_cpu_a_us"), ("B (receiver)", "tput_cpu_b_us")):
             aim(f"CPU per message at {side} ≤ 80 µs", line[key], CPU_AIM_US, at_most=True, unit="µs", ref=CPU_AIM_US)
+    many = res.get("lines", {})
+    if many:
+        got = many["idle"]
+        aim(f"idle CPU of one station with {got['lines']:.0f} lines < 5 % of one core", 100 * got["cpu_share"],
+            100 * idle.AIM_SHARE, at_most=True, unit="%", ref=100 * idle.AIM_SHARE)  # fmt: skip
+        got = many["mesh"]
+        aim(f"mesh of {got['stations']} stations: no property broken (nothing lost, no fork)",
+            float(len(got["problems"])), 0.0, at_most=True, unit="", ref=0.0)  # fmt: skip
     cli = res.get("cli", {})
     for name in cli_start.COMMANDS if cli else ():
         label = cli_start.label(name)
         aim(f"`redline {label}` as a whole process ≤ 0.1 s", cli[f"{name}_s"], CLI_AIM_S, at_most=True, unit="s",
             ref=CLI_AIM_S)  # fmt: skip
+
+
+def many_lines(*, quick: bool) -> dict[str, Any]:
+    """Issue 12's point 5: one real station with 100 lines idling (``bench.idle``), and a mesh of
+    100 stations, every pair paired, on the sans-IO core (``bench.mesh``). Quick: 4 lines, 6 stations."""
+    if quick:
+        return {"idle": idle.measure(lines=4, seconds=2.0, settle=1.0), "mesh": mesh.measure(6)}
+    return {"idle": idle.measure(lines=100), "mesh": mesh.measure(100)}
 
 
 def before_after(res: dict[str, Any], lim: Figures) -> str:
@@ -439,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
         res["memory"] = timed("memory", lambda: memory.measure(quick=quick, verify=not quick), took)
     if "cli" not in args.skip:
         res["cli"] = timed("cli", lambda: cli_start.measure(quick=quick, rev=rev), took)
+    if "lines" not in args.skip:
+        res["lines"] = timed("many lines", lambda: many_lines(quick=quick), took)
     after = timed("machine limits (after)", lambda: machine.measure(quick=quick), took)
     lim = mean_limits(before, after)
 
@@ -485,6 +504,10 @@ def main(argv: list[str] | None = None) -> None:
         rows = cli_start.rows(res["cli"])
         out.append(table(f"7. The CLI as a whole process, median of {res['cli']['n']:.0f} runs", rows))
         ratios.update(ratio_fields("cli", rows))
+    if "lines" in res:
+        rows = idle.rows(res["lines"]["idle"]) + mesh.rows(res["lines"]["mesh"])
+        out.append(table("8. Many lines on one station: idle, and a mesh on the sans-IO core", rows))
+        ratios.update(ratio_fields("lines", rows))
     compared = before_after(res, lim)
     if compared:
         out.append(compared)
