@@ -74,7 +74,7 @@ class Ceremony:
             code = pairing.safety_code(inv.line, st.keys.root_public, party.root, inv.nonce, nonce_j)
             st.add_line(inv.line, party, peer_fp, code, we_invited=True)
             await conn.send(_encode(pairing.reveal_message(inv, self._party())))
-            st.alarm(inv.line, "info", f"paired with {party.name}; safety code {code}: compare it by voice")
+            st.alarm(inv.line, "info", "paired", peer=party.name, code=code)
         except (RedlineError, TimeoutError) as exc:  # a bad JOIN never kills the handler silently
             with contextlib.suppress(RedlineError):
                 await conn.send(_encode({"step": "error", "message": str(exc)}))

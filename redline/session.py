@@ -16,10 +16,11 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from redline import canonical, identity
 from redline import keys as keyfiles
+from redline.alarmtext import AlarmCode, Param, render
 from redline.config import Limits
 from redline.display import shown
 from redline.envelope import (
@@ -61,7 +62,11 @@ from redline.protocol.state import PathState
 from redline.statements import Checkpoint, Cosign, Head, Receipt, Signed
 from redline.status import LineStatus, PathView
 
-AlarmSink = Callable[[str, str], None]  # (level, text)
+
+class AlarmSink(Protocol):
+    """Where a line's alarms go: (level, code, params), redline/alarmtext.py."""
+
+    def __call__(self, level: str, code: AlarmCode, /, **params: Param) -> None: ...
 StoredSink = Callable[[Envelope, bool, int], None]  # (envelope, ours, stored_at): feeds ops/
 ReceiptSink = Callable[[int, int], None]  # (our seq receipted, at)
 AcceptSink = Callable[[str, dict[str, Any]], None]  # (kind, content) of an item accepted, not signed yet
@@ -309,16 +314,13 @@ class LineSession:
         """A connection authenticated by ``spki``: the newest key proven, the old pin expires."""
         if not self.tls_proven and spki == self.peer_tls[-1][1]:
             self.tls_proven = True
-            self.alarm("info", f"line {self.line[:8]}: {self.record.peer_name}'s new TLS key is in use; its old "
-                               "TLS key is no longer accepted")  # fmt: skip
+            self.alarm("info", "tls.in_use", line=self.line[:8], peer=self.record.peer_name)
             # Kept with the line, so that a restart of ours does not pin the retired key again.
             record = _replace(self.record, extra={**self.record.extra, "peer_tls_proven": spki})
             try:
                 self.ledger.put_line(record)
             except RedlineError as exc:  # proven in memory all the same; only a restart forgets it
-                self.alarm("alarm", f"line {self.line[:8]}: that {self.record.peer_name}'s new TLS key is proven "
-                           f"could not be saved ({exc}); after a restart its old TLS key is accepted again until "
-                           "the new one connects")  # fmt: skip
+                self.alarm("alarm", "tls.not_saved", line=self.line[:8], peer=self.record.peer_name, exc=str(exc))
             else:
                 self.record = record
 
@@ -421,15 +423,15 @@ class LineSession:
         end decides for itself, so a cut line alarms at both ends), and once when it is back."""
         if any(p.up for p in self.paths.values()):
             if self._down_alarmed:
-                self.alarm("info", f"LINE UP again: a path to {self.record.peer_name} is open")
+                self.alarm("info", "line.up", peer=self.record.peer_name)
             self._down_since, self._down_alarmed = None, False
             return
         if self._down_since is None:
             self._down_since = now
         elif not self._down_alarmed and now - self._down_since >= self.limits.line_down_alarm_seconds:
             self._down_alarmed = True
-            self.alarm("alarm", f"LINE DOWN: no path to {self.record.peer_name} for "
-                                f"{self.limits.line_down_alarm_seconds:g} s")  # fmt: skip
+            self.alarm("alarm", "line.down", peer=self.record.peer_name,
+                       seconds=f"{self.limits.line_down_alarm_seconds:g}")  # fmt: skip
 
     @property
     def is_proposer(self) -> bool:
@@ -509,7 +511,7 @@ class LineSession:
         was_active = self.link.active
         self.link.active = self.record.active
         if self.link.active and not was_active:
-            self.alarm("info", f"line {self.line[:8]} with {self.record.peer_name} is confirmed at both ends")
+            self.alarm("info", "line.confirmed", line=self.line[:8], peer=self.record.peer_name)
 
     # -- events --------------------------------------------------------------------------------
     def _run(self, outputs: list[ev.Output], wall: int) -> list[Action]:
@@ -535,8 +537,7 @@ class LineSession:
             self.record = _replace(self.record, extra={**self.record.extra, "peer_term": self.peer_term})
             self.ledger.put_line(self.record)
         if last is not None and term > last:
-            self.alarm("alarm", f"PEER FAILOVER: the peer station failed over (term {last} -> {term}): another "
-                       "process of its HA pair took over; check the line is back in sync")  # fmt: skip
+            self.alarm("alarm", "peer.failover", last=last, term=term)
 
     def _on_peer_addresses(self, addresses: tuple[str, ...]) -> None:
         """The peer's HELLO says where it may be dialled (§8.3): addresses we do not dial yet are
@@ -549,8 +550,7 @@ class LineSession:
         self.record = _replace(self.record, paths=(*self.record.paths, *new))
         self.ledger.put_line(self.record)
         self.new_paths += new
-        self.alarm("info", f"the peer announced {'an address' if len(new) == 1 else 'addresses'} this line did not "
-                   f"dial yet: {', '.join(new)}; dialling {'it' if len(new) == 1 else 'them'} too")  # fmt: skip
+        self.alarm("info", "peer.address" if len(new) == 1 else "peer.addresses", addresses=", ".join(new))
 
     def _on_event(self, e: ev.Event, wall: int) -> list[Action]:
         if isinstance(e, ev.EnvelopeIn):
@@ -609,19 +609,13 @@ class LineSession:
             status.rtt_ms, status.skew_ms = e.rtt_ms, e.skew_ms
             return []
         if isinstance(e, ev.Recovering):
-            self.alarm(
-                "warning",
-                f"recovering our own envelopes {e.from_seq}..{e.to_seq} from the peer (this store is older "
-                "than what the peer holds); nothing new is signed until done",
-            )
+            self.alarm("warning", "recovering", from_seq=e.from_seq, to_seq=e.to_seq)
             return []
         if isinstance(e, ev.Forked):
-            self.alarm("alarm", f"FORK: the peer says it holds a different envelope at our seq {e.seq} (its HELLO, "
-                       "which is not signed); the path is closed, and every path will be while it says so: if it "
-                       "goes on, stop, run 'redline verify' and compare with the peer")  # fmt: skip
+            self.alarm("alarm", "fork", seq=e.seq)
             return []
         if isinstance(e, ev.PeerError):
-            self.alarm("warning", f"peer closed path {e.path}: {shown(e.message, 500, newlines=False)}")
+            self.alarm("warning", "path.closed", path=e.path, message=shown(e.message, 500, newlines=False))
             return []
         if isinstance(e, ev.PathDown):
             self.synced = self.link.synced
@@ -652,7 +646,7 @@ class LineSession:
                 )
             env = self.gate.accept_envelope(rawenv, sender=self.peer)
         except RedlineError as exc:
-            self.alarm("alarm", f"refused envelope seq {seq} from {self.record.peer_name}: {exc}")
+            self.alarm("alarm", "envelope.refused", seq=seq, peer=self.record.peer_name, exc=str(exc))
             return self._run(self.link.rejected(seq, str(exc), self._their_tail.seq), wall)
         self._pending.envelopes.append(env)
         self._pending.bytes += len(raw)
@@ -686,7 +680,7 @@ class LineSession:
             # The link handed this seq over once and would never ask for it again: recovery could
             # not finish. As for the peer's own envelopes (§8.5), every path closes, and the next
             # HELLO asks again from what we hold.
-            self.alarm("alarm", f"could not recover our envelope seq {seq} from the peer: {exc}")
+            self.alarm("alarm", "own.unrecoverable", seq=seq, exc=str(exc))
             self._drop_own_waiting()
             return self._run(self.link.own_rejected(seq, str(exc)), wall)
         self._pending.own.append(env)
@@ -740,8 +734,9 @@ class LineSession:
         """Both kept as evidence; this direction halts; both ends alarm (we tell the peer)."""
         self.halted = True
         self.link.halt()
-        text = f"EQUIVOCATION on line {self.line[:8]}: {exc}"
-        self.alarm("alarm", text)
+        said: dict[str, Param] = {"line": self.line[:8], "exc": str(exc)}
+        text = render("equivocation", said)
+        self.alarm("alarm", "equivocation", **said)
         return [*self.link.send_raw(FrameType.ERROR, canonical.encode({"message": text}))]
 
     def _on_receipt(self, raw: bytes) -> list[Action]:
@@ -763,7 +758,7 @@ class LineSession:
                 return []
             # Not remembered: a copy is judged again, and may be taken (its key's KEY envelope may
             # come on the other path after it).
-            self.alarm("warning", f"refused a receipt from {self.record.peer_name}: {exc}")
+            self.alarm("warning", "receipt.refused", peer=self.record.peer_name, exc=str(exc))
             return []
         self._last_receipt_raw = raw
         if self._say_flagged(flagged):  # the revoked key's word: what it receipted is still resent
@@ -859,19 +854,18 @@ class LineSession:
                 # After its REVOKE the peer proposes under its next key (a proposal it had out under
                 # the old one it drops and makes again): this one is not its word, and countersigning
                 # it would spend the number its real proposal needs.
-                self.alarm("alarm", f"refused to countersign checkpoint {peek.n}: proposed under "
-                                    f"{self.record.peer_name}'s revoked key {peek.key[:12]}")  # fmt: skip
+                self.alarm("alarm", "checkpoint.revoked_key", n=peek.n, peer=self.record.peer_name, key=peek.key[:12])
                 return []
             cp = self.gate.check_proposal(signed)
         except CheckpointNumberError as exc:
             last_n = self.gate.last_checkpoint.n if self.gate.last_checkpoint else 0
             if Checkpoint.peek(signed).n > last_n + 1:  # we lack some (a restored store): the proposer gives them
-                self.alarm("info", f"checkpoint proposal ahead of ours ({exc}); waiting for the ones between")
+                self.alarm("info", "checkpoint.ahead", exc=str(exc))
             else:
-                self.alarm("alarm", f"refused to countersign a checkpoint: {exc}")
+                self.alarm("alarm", "checkpoint.refused", exc=str(exc))
             return []
         except RedlineError as exc:
-            self.alarm("alarm", f"refused to countersign a checkpoint: {exc}")
+            self.alarm("alarm", "checkpoint.refused", exc=str(exc))
             return []
         cosign = Cosign(
             line=self.line, checkpoint=signed.digest(Checkpoint.DOMAIN), by=self.us, key=self.keys.key_id, time=wall
@@ -913,7 +907,7 @@ class LineSession:
             self.gate.accept_checkpoint(self._proposal, signed)
             self._say_flagged(flagged)
         except RedlineError as exc:
-            self.alarm("warning", f"refused a checkpoint countersignature: {exc}")
+            self.alarm("warning", "cosign.refused", exc=str(exc))
             return []
         self._store_checkpoint(Checkpoint.peek(self._proposal).n, self._proposal, signed)
         self._proposal = None
@@ -948,9 +942,7 @@ class LineSession:
                 if env.kind in ("KEY", "REVOKE"):  # the gate checked each certificate under the pinned root
                     self._put_certs(env)
                     if self._add_peer_tls_of(env):
-                        self.alarm("info", f"line {self.line[:8]}: {self.record.peer_name} rotates its TLS key (KEY "
-                                           f"seq {env.seq}): the new key is pinned beside the old until it is in "
-                                           "use")  # fmt: skip
+                        self.alarm("info", "tls.rotating", line=self.line[:8], peer=self.record.peer_name, seq=env.seq)
                 if env.kind == "REVOKE":
                     self._revoked(env)
                 if env.kind == "ROOT":
@@ -1124,13 +1116,8 @@ class LineSession:
     def _hold_back(self, item: OutboxItem, size: int) -> None:
         if not self._held_back:
             self._held_back = True  # (the next session, under a raised limit, tries again)
-            self.alarm(
-                "alarm",
-                f"DISK: our {item.kind} (outbox #{item.local}) is held, not signed: its {size} bytes would take "
-                f"our envelopes on line {self.line[:8]} past max_line_disk_bytes ({self.disk_ours} of "
-                f"{self.limits.max_line_disk_bytes} used), which the peer refuses; archive the transcript and "
-                "raise the limit at both ends",
-            )
+            self.alarm("alarm", "disk.held", kind=item.kind, local=item.local, size=size, line=self.line[:8],
+                       used=self.disk_ours, limit=self.limits.max_line_disk_bytes)  # fmt: skip
 
     def _switch_for(self, kind: str, content: dict[str, Any]) -> StationKeys | bool | None:
         """For our KEY in the outbox: the keys this line signs with once it is sealed (None: not a
@@ -1144,11 +1131,7 @@ class LineSession:
         named = nxt is not None and self.keys.next_cert in keyfiles.certs_in(content)
         switched = self.keys.for_key(nxt) if named and nxt is not None else None
         if switched is None:
-            self.alarm(
-                "alarm",
-                f"line {self.line[:8]}: a KEY in the outbox names a key this station does not hold as its next "
-                "signing key (keys/signing.next.key); nothing more is signed on this line",
-            )
+            self.alarm("alarm", "key.not_held", line=self.line[:8])
             return False
         return switched
 
@@ -1157,23 +1140,29 @@ class LineSession:
         used after its REVOKE: a thief's, or one in flight when it was filed); True if any."""
         new = self.gate.flagged_statements[before:]
         for f in new:
-            name = self.record.peer_name if f.station == self.peer else "our station"
-            self.alarm("alarm", f"line {self.line[:8]}: {f.describe(name)}; kept, not taken as {name}'s word")
+            if f.station == self.peer:
+                self.alarm("alarm", "flagged.peer", line=self.line[:8], what=f.describe(self.record.peer_name),
+                           peer=self.record.peer_name)  # fmt: skip
+            else:
+                self.alarm("alarm", "flagged.ours", line=self.line[:8], what=f.describe("our station"))
         del self.gate.flagged_statements[before:]  # said: a live line keeps no list the peer can grow
         return bool(new)
 
     def _revoked(self, env: Envelope) -> None:
         """A REVOKE the gate accepted (ours or the peer's): said at both ends, naming exactly what
         it flags as signed by a revoked key."""
-        whose = "our" if env.header.sender == self.us else f"{self.record.peer_name}'s"
-        name = "our station" if env.header.sender == self.us else self.record.peer_name
+        ours = env.header.sender == self.us
+        name = "our station" if ours else self.record.peer_name
         runs = [f.describe(name) for f in self.gate.flagged() if f.revoked.revoke_seq == env.seq
                 and f.station == env.header.sender]  # fmt: skip
-        self.alarm(
-            "alarm",
-            f"REVOKE seq {env.seq} on line {self.line[:8]}: {whose} root revoked a signing key; "
-            + ("; ".join(runs) if runs else "nothing it signed on this line after the named checkpoint"),
-        )
+        said: dict[str, Param] = {"seq": env.seq, "line": self.line[:8]}
+        if not ours:
+            said["peer"] = self.record.peer_name
+        if runs:
+            said["runs"] = "; ".join(runs)
+            self.alarm("alarm", "revoke.ours" if ours else "revoke.peer", **said)
+        else:
+            self.alarm("alarm", "revoke.ours.none" if ours else "revoke.peer.none", **said)
 
     def root_safety_code(self) -> tuple[Envelope, str] | None:
         """The peer's ROOT awaiting our confirmation and its NEW safety code, if there is one."""
@@ -1217,9 +1206,7 @@ class LineSession:
     def _root_rotated(self, env: Envelope) -> None:
         held = self.root_safety_code()
         code = held[1] if held else "?"
-        self.alarm("alarm", f"ROOT ROTATION on line {self.line[:8]}: {self.record.peer_name} names a new root (ROOT "
-                            f"seq {env.seq}). It is NOT trusted until the operators compare the new safety code {code} "
-                            "by voice, as at pairing, and ours confirms it")  # fmt: skip
+        self.alarm("alarm", "root.rotation", line=self.line[:8], peer=self.record.peer_name, seq=env.seq, code=code)
 
     def _put_certs(self, env: Envelope) -> None:
         for cert in keyfiles.certs_in(env.content()):
@@ -1235,12 +1222,12 @@ class LineSession:
             return
         if sender not in self._disk_warned:
             self._disk_warned.add(sender)
-            whose = "our" if sender == self.us else f"{self.record.peer_name}'s"
-            self.alarm(
-                "alarm",
-                f"DISK: {whose} envelopes on line {self.line[:8]} use {used} of {limit} bytes "
-                f"({used / limit:.0%}, max_line_disk_bytes); archive the transcript and raise the limit",
-            )
+            said: dict[str, Param] = {"line": self.line[:8], "used": used, "limit": limit,
+                                      "share": f"{used / limit:.0%}"}  # fmt: skip
+            if sender == self.us:
+                self.alarm("alarm", "disk.warn.ours", **said)
+            else:
+                self.alarm("alarm", "disk.warn.peer", peer=self.record.peer_name, **said)
 
     def _their_tail_stored(self) -> ChainHead:
         seq, eid = self.ledger.head(self.line, self.peer)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 
 from redline import jsonin
+from redline.alarmtext import AlarmCode, Param, render
 from redline.errors import EncodingError, FencedError, StorageError
 from redline.ledger import lease
 from redline.ledger.postgres import store_station
@@ -146,20 +147,22 @@ class Pair:
         ledger = self._ledger
         assert isinstance(ledger, PgLedger) and self._won is not None
         won, _, before = self._won
-        who = f"this process ({self.holder}) is now the active one, lease term {won.term}"
+        said: dict[str, Param] = {"holder": self.holder, "term": won.term}
+        code: AlarmCode
         if before is None:  # the first process of a station is no failover
-            level, text = "info", f"ACTIVE: {who}"
+            level, code = "info", "ha.active"
         elif before.released:  # the other process stopped cleanly: a planned switchover
-            level, text = "info", f"SWITCHOVER: {who}, from {before.holder} (term {before.term}), which stopped cleanly"
+            level, code = "info", "ha.switchover"
+            said |= {"before": before.holder, "before_term": before.term}
         else:
-            level, text = "alarm", (
-                f"FAILOVER: {who}, from {before.holder} at {before.address} (term {before.term}), whose lease lapsed"
-            )
+            level, code = "alarm", "ha.failover"
+            said |= {"before": before.holder, "address": before.address, "before_term": before.term}
+        text = render(code, said)
         log.log(logging.WARNING if level == "alarm" else logging.INFO, "%s", text,
                 extra={"event": "ha_active", "term": won.term})  # fmt: skip
         if before is not None:
             for line in list(st.sessions):
-                st.alarm(line, level, text)
+                st.alarm(line, level, code, **said)
         first = True
         while True:
             # The first renewal at once: building the station from the store took part of the term.
@@ -204,7 +207,8 @@ class Pair:
         self.role = "deposed"
         log.error("%s", reason, extra={"event": "ha_deposed"})
         now = int(time.time() * 1000)
-        self.alarms.append({"time": now, "line": "", "level": "alarm", "text": reason, "count": 1, "last": now})
+        self.alarms.append({"time": now, "line": "", "level": "alarm", "code": "ha.deposed",
+                            "params": {"reason": reason}, "text": reason, "count": 1, "last": now})  # fmt: skip
 
     def release(self) -> None:
         from redline.ledger.postgres import PgLedger

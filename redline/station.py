@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redline import canonical, control, kinds, media, pairing, persons, readmodel, recording, transport, views
 from redline import keys as keyfiles
+from redline.alarmtext import TEMPLATES, AlarmCode, Param, render
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
@@ -208,7 +209,7 @@ class Station:
                 ops.observe(entry)
             except Exception:  # as live (_observe): one envelope ops cannot read never stops a start
                 a = self._not_interpreted(record.line, entry.kind, seq, stored_at)
-                self.alarm(record.line, a.level, a.text)
+                self.alarm(record.line, a.level, a.code, **a.params)
         for seq, stored_at in self.ledger.receipts_covering(record.line, record.peer, ours):
             ops.receipted(seq, stored_at)
         session.on_stored = functools.partial(self._observe, record.line)
@@ -236,7 +237,7 @@ class Station:
             call.interrupted = True
             self._restored[call.id] = m
             for p in problems:
-                self.alarm(line, "alarm", f"RECORDING of the call of seq {call.ring.seq} unreadable after restart: {p}")
+                self.alarm(line, "alarm", "recording.unreadable", seq=call.ring.seq, problem=p)
 
     def _observe(self, line: str, env: Envelope, ours: bool, stored_at: int) -> None:
         """Interpret a stored envelope (runs inside the ledger batch that stores it). Storage comes
@@ -252,32 +253,37 @@ class Station:
         except Exception:  # a bug in ops/ on hostile content must not lose the envelope: it is stored
             alarms = [self._not_interpreted(line, h.kind, h.seq, stored_at)]
         for a in alarms:
-            self.alarm(line, a.level, a.text)
+            self.alarm(line, a.level, a.code, **a.params)
 
     @staticmethod
     def _not_interpreted(line: str, kind: str, seq: int, stored_at: int) -> Alarm:
         """What a stored envelope ops could not interpret (a bug in ops/, on content the peer chose)
         says, live or at start: logged with the traceback, stored, not acted on."""
         log.exception("operations could not interpret %s seq %d of line %s", kind, seq, line[:8])
-        text = f"INTERNAL ERROR interpreting {kind} seq {seq}: stored, not acted on; see the station log"
-        return Alarm(level="alarm", text=text, at=stored_at)
+        return Alarm(level="alarm", code="ops.internal_error", params={"kind": kind, "seq": seq}, at=stored_at)
 
-    def alarm(self, line: str, level: str, text: str) -> None:
-        """Record an alarm; a repeat of the latest one of the line (same level and text) counts up
-        instead of adding a row, and a flood of one kind pushes out only its own kind
+    def alarm(self, line: str, level: str, code: AlarmCode, /, **params: Param) -> None:
+        """Record alarm ``code`` (redline/alarmtext.py) with ``params``: the row carries them and
+        the English text they render. A repeat of the latest one of the line (same level and text)
+        counts up instead of adding a row, and a flood of one kind pushes out only its own kind
         (``_drop_alarm``), so a peer cannot flood the list. The sinks (terminal, log,
         WebSocket) run later, outside whatever ledger batch raised the alarm, and their failure is
         logged and never propagates."""
         # One line, bounded, whatever peer text it quotes: an alarm can never forge another alarm's
-        # line on a terminal, nor hold a megabyte.
-        text = shown(text, MAX_ALARM_CHARS, newlines=False)
+        # line on a terminal, nor hold a megabyte; each text param is bounded the same way (the
+        # console renders the params), and the text once more.
+        params = {k: shown(v, MAX_ALARM_CHARS, newlines=False) if isinstance(v, str) else v for k, v in params.items()}
+        text = shown(render(code, params), MAX_ALARM_CHARS, newlines=False)
+        if code not in TEMPLATES:  # a caller outside the package, which mypy does not check: its own text
+            params = {}
         now = self.wall()
         last = next((a for a in reversed(self.alarms) if a["line"] == line), None)
         if last is not None and last["level"] == level and last["text"] == text:
             last["count"] = last.get("count", 1) + 1
             last["last"] = now
             return
-        self.alarms.append({"time": now, "line": line, "level": level, "text": text, "count": 1, "last": now})
+        self.alarms.append({"time": now, "line": line, "level": level, "code": code if code in TEMPLATES else "text",
+                            "params": params, "text": text, "count": 1, "last": now})  # fmt: skip
         kind = (line, level, _ALARM_VARIES.sub("#", text))
         self._alarm_kinds.append(kind)
         self._alarm_counts[kind] += 1
@@ -563,8 +569,7 @@ class Station:
                 continue
             except Exception as exc:  # a bug must not leave memory ahead of the store, silently
                 log.exception("storing on line %s failed", session.line[:8])
-                self.alarm(session.line, "alarm", f"INTERNAL ERROR while storing: {exc!r}; the batch was rolled "
-                           "back, nothing in it was receipted, and the line restarts from the store")  # fmt: skip
+                self.alarm(session.line, "alarm", "storing.internal_error", exc=repr(exc))
                 self._restart_session(session)
                 continue
             self._wake_receipt_waiters(session)
@@ -597,16 +602,9 @@ class Station:
             return
         line = session.line
         if self.config.store:  # PostgreSQL: the likely cause is the database or the way to it, not our disk
-            what = (f"check that the database answers and takes writes: {shown_url(self.config.store)} (the "
-                    "primary, reachable from this host, its disk not full)")  # fmt: skip
+            self.alarm(line, "alarm", "storage.failed.db", exc=str(exc), url=shown_url(self.config.store))
         else:
-            what = "free disk space, check the disk"
-        self.alarm(
-            line, "alarm",
-            f"STORAGE FAILURE: {exc}. Nothing that was not stored has been receipted or acknowledged; the line "
-            f"accepts nothing until the store can be written again ({what}); the peer "
-            "keeps and resends what we did not receipt",
-        )  # fmt: skip
+            self.alarm(line, "alarm", "storage.failed.disk", exc=str(exc))
         self._restart_session(session)
 
     def _restart_session(self, session: LineSession) -> None:
@@ -618,8 +616,7 @@ class Station:
         if self.sessions.get(line) is session:
             self._stale.add(line)
             if not self._rebuilt(line):
-                self.alarm(line, "alarm", "STORAGE FAILURE: the store cannot be read back either; the line "
-                           "stays closed until it can")  # fmt: skip
+                self.alarm(line, "alarm", "storage.unreadable")
 
     def _rebuilt(self, line: str) -> bool:
         """A stale line's session rebuilt from the store (True), or still stale (False: the store
@@ -689,7 +686,7 @@ class Station:
                 self._storage_failed(session, exc)
             except Exception:  # a bug on one line must not stop the others' heartbeats and deadlines
                 log.exception("the tick of line %s failed", session.line[:8])
-                self.alarm(session.line, "alarm", "INTERNAL ERROR in this line's tick: see the station log")
+                self.alarm(session.line, "alarm", "tick.internal_error")
         self._schedule_flush()
 
     async def _tick_line(
@@ -744,14 +741,12 @@ class Station:
             return
         if session.line in self._skewed:
             self._skewed.discard(session.line)
-            self.alarm(session.line, "info", f"clock skew back within {limit:g} s: {session.record.peer_name}'s "
-                       f"clock is {abs(worst) / 1000:.1f} s off ours")  # fmt: skip
+            self.alarm(session.line, "info", "clock.skew_back", limit=f"{limit:g}", peer=session.record.peer_name,
+                       off=f"{abs(worst) / 1000:.1f}")  # fmt: skip
             return
         self._skewed.add(session.line)
-        way = "ahead of" if worst > 0 else "behind"
-        self.alarm(session.line, "alarm", f"CLOCK SKEW: {session.record.peer_name}'s clock is {_span(worst)} {way} "
-                   f"ours (limit {limit:g} s, max_clock_skew_seconds): times and deadlines it states are misread "
-                   "until one clock is corrected")  # fmt: skip
+        self.alarm(session.line, "alarm", "clock.skew.ahead" if worst > 0 else "clock.skew.behind",
+                   peer=session.record.peer_name, span=_span(worst), limit=f"{limit:g}")  # fmt: skip
 
     # -- voice (media.py; the calls themselves are ops/voice.py's) ------------------------------------
     def _call_media(self, line: str, call_id: str) -> media.CallMedia | None:
@@ -866,7 +861,7 @@ class Station:
             rec = self.recordings.pop(call.id, None)
             # Sealed (fsynced) before CALL_AUDIO is filed: the recording the digests name is on disk.
             for problem in rec.seal() if rec is not None else []:
-                self.alarm(line, "alarm", f"RECORDING of the call of seq {call.ring.seq} incomplete: {problem}")
+                self.alarm(line, "alarm", "recording.incomplete", seq=call.ring.seq, problem=problem)
             out.append(Intent(kind="CALL_AUDIO", prio=kinds.default_priority("CALL_AUDIO"), content=body,
                               idem=f"call-audio:{call.id}"))  # fmt: skip
         return out
@@ -896,7 +891,7 @@ class Station:
         if not intents and not alarms:
             return
         for a in alarms:
-            self.alarm(session.line, a.level, a.text)
+            self.alarm(session.line, a.level, a.code, **a.params)
         refused: dict[str, str] = {}  # kind -> why
         with self.ledger.batch():
             for intent in intents:
@@ -905,8 +900,8 @@ class Station:
                 except (LimitError, LocalProtocolError) as exc:  # the outbox or the disk budget is full
                     refused.setdefault(intent.kind, str(exc))
         if refused:  # not filed yet: ops asks again at every tick until it sees the filing stored
-            self.alarm(session.line, "alarm", f"could not file {', '.join(sorted(refused))} yet: "
-                       f"{next(iter(refused.values()))}; filed as soon as there is room")  # fmt: skip
+            self.alarm(session.line, "alarm", "file.later", kinds=", ".join(sorted(refused)),
+                       exc=next(iter(refused.values())))  # fmt: skip
 
     async def run_forever(self) -> None:
         await self.start()
@@ -926,7 +921,7 @@ class Station:
             return
         self.ha.stepped_down(reason)
         for line in self.sessions:
-            self.alarm(line, "alarm", reason)
+            self.alarm(line, "alarm", "ha.deposed", reason=reason)
         for conn in list(self._conns.values()):
             conn.abort()
         for server in self._servers:
@@ -1053,8 +1048,7 @@ class Station:
                     what = str(exc) if isinstance(exc, RedlineError) else f"INTERNAL ERROR {exc!r}"
                     if not isinstance(exc, RedlineError):
                         log.exception("accepting on line %s failed", session.line[:8])
-                    self.alarm(session.line, "alarm", f"accepting failed ({what}): the batch was rolled back, "
-                               "nothing in it was accepted, and the line restarts from the store")  # fmt: skip
+                    self.alarm(session.line, "alarm", "accept.failed", exc=what)
                     self._restart_session(session)
             return
         # Committed: the frames go out first, then the callers hear (one of them may have gone: a

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redline.alarmtext import render
 from redline.config import Limits
 from redline.home import StationDir, StationKeys
 from redline.ledger.model import LineRecord
@@ -94,7 +95,7 @@ class SessionPair:
         keys: StationKeys = d.load_keys()
         return LineSession(
             ledger, keys, ledger.line(self.line), lang=d.config().lang, limits=self.limits,
-            alarm=lambda level, text: self.alarms.append((who, level, text)),
+            alarm=lambda level, code, /, **params: self.alarms.append((who, level, render(code, params))),
         )  # fmt: skip
 
     def restart(self, who: str) -> None:

@@ -93,8 +93,8 @@ class Calls:
             case kinds.CallRequest():
                 self.requests[e.id] = self._open[e.id] = Request(e, body)
                 if not e.ours:
-                    out.alarm("warning", f"CALL REQUEST from the peer's {body.from_role} to our {body.to_role}: "
-                                         f"{body.subject}", e.stored_at)  # fmt: skip
+                    out.alarm("warning", "call.request", e.stored_at, from_role=body.from_role, to_role=body.to_role,
+                              subject=body.subject)  # fmt: skip
             case kinds.CallReply():
                 r = self.requests.get(body.request.id)
                 if r is not None and r.reply is None and not r.expired and e.ours != r.entry.ours:

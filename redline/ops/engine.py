@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from redline import kinds
+from redline.alarmtext import AlarmCode, Param
 from redline.config import Limits
 from redline.errors import LocalProtocolError, NoticeBoardError, RedlineError, SchemaError
 from redline.ops.calls import Calls
@@ -154,7 +155,8 @@ class LineOps:
             # The envelope stays in the transcript (it is the sender's signed statement), but ops
             # does not act on it: no deadline, acknowledgement, answer, record, readout or notice.
             self._refuse(e, str(exc))
-            out.alarm(*self._refusal(row, e, exc))
+            level, code, params = self._refusal(row, e, exc)
+            out.alarm(level, code, e.stored_at, **params)
             return out.alarms
         match body:
             case kinds.Roster():
@@ -162,16 +164,16 @@ class LineOps:
             case kinds.Notice() | kinds.NoticeWithdraw():
                 self._notice(e, body, out)
             case kinds.Key():  # the gate moved the key window; people are told which key signs now
-                who = "we" if e.ours else "the peer"
                 # a TLS certificate travels with its DER; any other certificate is the signing key's
                 tls = body.tls_der is not None
-                said = []
-                if len(body.certs) > int(tls):
-                    said.append(f"rotated the signing key; envelopes after seq {e.seq} are signed by the new key")
-                if tls:
-                    said.append("rotated the TLS key; the paths prove the new one from now on")
-                out.alarm("info", f"KEY seq {e.seq}: {who} {' and '.join(said)}, certified by the station's root",
-                          e.stored_at)  # fmt: skip
+                signing = len(body.certs) > int(tls)
+                if signing and tls:
+                    key: AlarmCode = "key.both.ours" if e.ours else "key.both.peer"
+                elif tls:
+                    key = "key.tls.ours" if e.ours else "key.tls.peer"
+                else:
+                    key = "key.signing.ours" if e.ours else "key.signing.peer"
+                out.alarm("info", key, e.stored_at, seq=e.seq)
             case kinds.Translation():
                 self.translations.setdefault(body.ref.id, []).append(
                     TranslationView(lang=body.lang, text=body.text, translator=body.translator, ours=e.ours)
@@ -230,19 +232,17 @@ class LineOps:
                     f"{e.kind} '{rule.member}' must name {whose}{wanted}, not {side} {target.kind} seq {target.seq}"
                 )
 
-    def _refusal(self, row: kinds.Kind, e: Entry, exc: RedlineError) -> tuple[str, str, int]:
-        """(level, text, at) of the alarm for a refused envelope."""
-        who = "our" if e.ours else "the peer's"
+    def _refusal(self, row: kinds.Kind, e: Entry, exc: RedlineError) -> tuple[str, AlarmCode, dict[str, Param]]:
+        """(level, code, params) of the alarm for a refused envelope."""
+        params: dict[str, Param] = {"kind": e.kind, "seq": e.seq, "exc": str(exc)}
         if row.person:
-            return "alarm", f"refused {e.kind} seq {e.seq} from {who} station: {exc}", e.stored_at
+            return "alarm", "refused.signed.ours" if e.ours else "refused.signed.peer", params
         if row.body is kinds.Roster:
-            return "warning", f"ROSTER seq {e.seq} is malformed and was ignored: {exc}", e.stored_at
+            return "warning", "roster.malformed", {"seq": e.seq, "exc": str(exc)}
         if row.body in (kinds.Notice, kinds.NoticeWithdraw):
-            return "warning", f"{who} {e.kind} seq {e.seq} refused, not on the board: {exc}", e.stored_at
+            return "warning", "notice.refused.ours" if e.ours else "notice.refused.peer", params
         urgent = row.priority == "FLASH" or e.prio == "FLASH" or row.body is kinds.Test
-        text = (f"refused {e.kind} seq {e.seq} from {who} station: its content is not as the protocol says "
-                f"({exc}); it is stored and shown, not acted on")  # fmt: skip
-        return ("alarm" if urgent else "warning"), text, e.stored_at
+        return ("alarm" if urgent else "warning"), "refused.content.ours" if e.ours else "refused.content.peer", params
 
     def _unknown(self, e: Entry, row: kinds.Kind | None, out: Outbox) -> None:
         """A kind this version does not act on (a newer peer's): stored,
@@ -251,10 +251,11 @@ class LineOps:
         self.unknown_kinds[e.kind] = seen + 1
         if seen:
             return
-        what = "is reserved in version 1" if row is not None else "is not one this station knows (a newer peer's?)"
-        who = "our" if e.ours else "the peer's"
-        out.alarm("info", f"{who} {e.kind} seq {e.seq}: the kind {what}; it is stored and shown, not acted on",
-                  e.stored_at)  # fmt: skip
+        if row is not None:
+            code: AlarmCode = "kind.reserved.ours" if e.ours else "kind.reserved.peer"
+        else:
+            code = "kind.unknown.ours" if e.ours else "kind.unknown.peer"
+        out.alarm("info", code, e.stored_at, kind=e.kind, seq=e.seq)
 
     def _refuse(self, e: Entry, why: str) -> None:
         self.refused.append((_kept(e), why))
@@ -264,7 +265,6 @@ class LineOps:
     def _roster(self, e: Entry, body: kinds.Roster, out: Outbox) -> None:
         """A ROSTER pins each new person's key; it cannot change or drop a pinned one (refused for
         that person, alarmed naming them); a role change is taken and alarmed."""
-        whose = "our" if e.ours else "the peer's"
         published = roster_people(body)
         if e.ours:  # as published: the station compares its users with it, so it publishes once
             self.rosters[True] = published
@@ -273,7 +273,7 @@ class LineOps:
         over = roster_too_long(len(published))
         if over is not None:
             self._refuse(e, over)
-            out.alarm("warning", f"ROSTER seq {e.seq} is malformed and was ignored: {over}", e.stored_at)
+            out.alarm("warning", "roster.malformed", e.stored_at, seq=e.seq, exc=over)
             return
         self.rosters[e.ours] = published
         if self._root_for is not None:
@@ -282,14 +282,18 @@ class LineOps:
         why = change.refusal()
         if why is not None:
             self._refuse(e, why)
-            fix = ("; a person's key changes only by a key rotation the station's root certifies, never by a "
-                   "roster alone" if change.key_refused else "")  # fmt: skip
-            out.alarm("alarm", f"PINNED KEY: {whose} ROSTER seq {e.seq}: {why}{fix}", e.stored_at)
+            if change.key_refused:  # with the way a person's key does change
+                pinned: AlarmCode = "roster.pinned_key.ours" if e.ours else "roster.pinned_key.peer"
+            else:
+                pinned = "roster.pinned.ours" if e.ours else "roster.pinned.peer"
+            out.alarm("alarm", pinned, e.stored_at, seq=e.seq, why=why)
         certified = change.certified()
         if certified is not None:
-            out.alarm("warning", f"{whose} ROSTER seq {e.seq}: {certified}", e.stored_at)
+            out.alarm("warning", "roster.certified.ours" if e.ours else "roster.certified.peer", e.stored_at,
+                      seq=e.seq, what=certified)  # fmt: skip
         for name, old, new in change.roles:
-            out.alarm("warning", f"{whose} ROSTER seq {e.seq} changes {name}'s role from {old} to {new}", e.stored_at)
+            out.alarm("warning", "roster.role.ours" if e.ours else "roster.role.peer", e.stored_at, seq=e.seq,
+                      name=name, old=old, new=new)  # fmt: skip
 
     def _notice(self, e: Entry, body: kinds.Notice | kinds.NoticeWithdraw, out: Outbox) -> None:
         """Both ends run the same check on the same notices, so both see the same conflicts.
@@ -326,12 +330,12 @@ class LineOps:
                     named = "; ".join(self._conflict_text(ref, c) for c in conflicts[:CONFLICTS_NAMED])
                     rest = len(conflicts) - CONFLICTS_NAMED
                     more = f"; and {rest} more ('redline notices')" if rest > 0 else ""
-                    out.alarm(
-                        "alarm",
-                        f"NOTICE CONFLICT: {who} {notice.kind} notice seq {e.seq} conflicts with {len(conflicts)} "
-                        f"active notice{'s' if len(conflicts) > 1 else ''}: {named}{more}",
-                        e.stored_at,
-                    )
+                    if len(conflicts) > 1:
+                        conflict: AlarmCode = "notice.conflicts.ours" if e.ours else "notice.conflicts.peer"
+                    else:
+                        conflict = "notice.conflict.ours" if e.ours else "notice.conflict.peer"
+                    out.alarm("alarm", conflict, e.stored_at, kind=notice.kind, seq=e.seq, count=len(conflicts),
+                              named=named + more)  # fmt: skip
             else:
                 if not self.standing.holds(e.sender, body.notice_ref):
                     raise NoticeBoardError(f"notice {body.notice_ref} is not active (withdrawn, ended or never filed "
@@ -340,7 +344,8 @@ class LineOps:
                 self._off_board(body.notice_ref)
         except RedlineError as exc:
             self._refuse(e, str(exc))
-            out.alarm("warning", f"{who} {e.kind} seq {e.seq} refused, not on the board: {exc}", e.stored_at)
+            out.alarm("warning", "notice.refused.ours" if e.ours else "notice.refused.peer", e.stored_at, kind=e.kind,
+                      seq=e.seq, exc=str(exc))  # fmt: skip
 
     def stands_for_us(self, ref: str, now: int | None) -> bool:
         """Our notice ``ref`` stands at ``now`` and nothing of ours waiting unsigned amends or

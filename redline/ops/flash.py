@@ -110,9 +110,8 @@ class FlashTracker:
                 if not e.ours:
                     self.credit += envelope_cost(e.content, FLASH_LEAST_OVERHEAD)
                     # which FLASH, so that two waiting are never taken for one on the serve terminal
-                    out.alarm("alarm", f"FLASH from the peer: {self.levels[0]} must acknowledge within "
-                                       f"{window // 1000} s: seq {e.seq}, id {e.id[:8]} "
-                                       f"('redline ack LINE {e.id[:8]}')", e.stored_at)  # fmt: skip
+                    out.alarm("alarm", "flash.received", e.stored_at, role=self.levels[0], seconds=window // 1000,
+                              seq=e.seq, id=e.id[:8])  # fmt: skip
             case kinds.Read():
                 target = self._answered(e, body.ref)
                 by = body.by[:MAX_SHOWN]
@@ -134,8 +133,7 @@ class FlashTracker:
                     target.escalations.append((level, e.stored_at))
                 if not e.ours and body.level == "deadline-missed" and not target.missed_alarmed and target.ack is None:
                     target.missed_alarmed = True
-                    out.alarm("alarm", f"FLASH seq {target.entry.seq} was NOT acknowledged by the peer in time",
-                              e.stored_at)  # fmt: skip
+                    out.alarm("alarm", "flash.not_acked_by_peer", e.stored_at, seq=target.entry.seq)
             case kinds.Ack():
                 target = self._answered(e, body.ref)
                 if target is not None and target.ack is None:
@@ -185,15 +183,14 @@ class FlashTracker:
                     out.intents.append(intent)
                 else:  # alerted here all the same; the record of it is what the credit does not cover
                     f.unfiled.add(level)
-                    said = f"FLASH seq {f.entry.seq} from the peer: ESCALATED {level} NOT filed"
-                    out.alarm("alarm", f"{said}: the peer's FLASHes used the escalations they allow us to sign", now)
+                    out.alarm("alarm", "flash.escalation_not_filed", now, seq=f.entry.seq, level=level)
                 if i == len(self.levels):
                     if not f.missed_alarmed:
                         f.missed_alarmed = True
-                        out.alarm("alarm", f"FLASH seq {f.entry.seq} from the peer was not acknowledged in time", now)
+                        out.alarm("alarm", "flash.missed", now, seq=f.entry.seq)
                 elif level not in f.alarmed:
                     f.alarmed.add(level)
-                    out.alarm("alarm", f"FLASH seq {f.entry.seq} not acknowledged: escalated to {level}", now)
+                    out.alarm("alarm", "flash.escalated", now, seq=f.entry.seq, level=level)
 
     def _charge(self, intent: Intent) -> bool:
         """Take ``intent``'s cost from the credit, once per idempotency key (a step re-derived

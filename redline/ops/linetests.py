@@ -27,7 +27,6 @@ from redline.ops.model import Entry, Intent, Outbox, still_open, window_ms
 from redline.ops.views import LineTestsView, ReceivedTest, SentTest, ToAnswer
 
 TEST_TEXT = "Line test. Please answer to confirm the line is attended."
-MISSED_HERE = "LINE TEST MISSED here: the tester recorded that its test was not answered in time"
 AWAITING = "awaiting the tester's verdict"
 
 
@@ -110,8 +109,7 @@ class LineTests:
                 if e.ours and body.slot is not None:
                     self.slots_sent.add(body.slot)
                 if not e.ours:
-                    out.alarm("alarm", f"LINE TEST from the peer: a duty officer must answer it ('redline answer') "
-                                       f"within {window // 1000} s", e.stored_at)  # fmt: skip
+                    out.alarm("alarm", "test.received", e.stored_at, seconds=window // 1000)
             case kinds.TestAnswer():
                 test = (self.theirs if e.ours else self.ours).get(body.test.id)
                 if test is not None and test.answer is None:
@@ -125,10 +123,9 @@ class LineTests:
                     return
                 if body.result == "missed" and not test.alarmed:
                     test.alarmed = True
-                    out.alarm("alarm", f"{MISSED_HERE} (its test of {test.at()})", e.stored_at)
+                    out.alarm("alarm", "test.missed_here", e.stored_at, at=test.at())
                 elif body.result == "passed" and test.warned:
-                    out.alarm("info", f"LINE TEST of {test.at()} PASSED: the tester's verdict (our copy of its "
-                                      "deadline had passed; the tester's had not)", e.stored_at)  # fmt: skip
+                    out.alarm("info", "test.passed_late", e.stored_at, at=test.at())
 
     def answered_by_voice(self, test_id: str, pickup: Entry, person: str) -> None:
         """A voice line test (``ops.voice``): the peer's pick-up of the ring naming our test, or our
@@ -178,16 +175,14 @@ class LineTests:
             out.intents.append(_result(t, verdict[1]))
             if verdict[1] == "missed" and not t.alarmed:
                 t.alarmed = True
-                dead = "" if t.receipted_at else " and the peer station never receipted it: the line may be dead"
                 within = (t.deadline - t.entry.stored_at) // 1000
-                out.alarm("alarm", f"LINE TEST MISSED: no answer within {within} s{dead}", now)
+                out.alarm("alarm", "test.missed" if t.receipted_at else "test.missed_dead", now, seconds=within)
         for t in theirs:
             # Not a verdict: the tester decides, on its own clock (guarantee 7). We only urge an answer.
             urge = self._urge_at(t)
             if urge is not None and now >= urge:
                 t.warned = True
-                out.alarm("warning", f"LINE TEST from the peer ({t.at()}) still unanswered after our copy of its "
-                                     f"deadline: answer it now ('redline answer'); {AWAITING}", now)  # fmt: skip
+                out.alarm("warning", "test.unanswered", now, at=t.at())
         for label in self._slots_due(now):
             out.intents.append(self.intent(label))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from redline import kinds
+from redline.alarmtext import AlarmCode, Param, render
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,8 +54,14 @@ class Intent:
 @dataclass(frozen=True, kw_only=True)
 class Alarm:
     level: str  # info | warning | alarm
-    text: str
+    code: AlarmCode  # redline/alarmtext.py: what the alarm says, in any language, with ``params``
+    params: dict[str, Param]
     at: int
+
+    @property
+    def text(self) -> str:
+        """The alarm in English (the terminal's, the log's, the English console's)."""
+        return render(self.code, self.params)
 
 
 @dataclass
@@ -64,8 +71,8 @@ class Outbox:
     intents: list[Intent] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
 
-    def alarm(self, level: str, text: str, at: int) -> None:
-        self.alarms.append(Alarm(level=level, text=text, at=at))
+    def alarm(self, level: str, code: AlarmCode, at: int, /, **params: Param) -> None:
+        self.alarms.append(Alarm(level=level, code=code, params=params, at=at))
 
 
 # The last millisecond of the year 9999: a later time (which the protocol's integers can carry) is

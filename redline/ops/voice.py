@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from redline import kinds
+from redline.alarmtext import AlarmCode
 from redline.errors import LocalProtocolError
 from redline.ops.model import Entry, Intent, Outbox
 from redline.ops.views import AudioEvidenceView, VoiceCallView, VoiceView
@@ -162,32 +163,32 @@ class Voice:
                 self.calls[e.id] = VoiceCall(e, body, e.stored_at + self.ring_ms, busy=busy)
                 self._trim()
                 if busy:
-                    out.alarm("warning", f"VOICE CALL from the peer ({body.person.name}) while a call is open here: "
-                                         "declined busy", e.stored_at)  # fmt: skip
+                    out.alarm("warning", "voice.busy", e.stored_at, name=body.person.name)
                 elif not e.ours:
-                    what = "VOICE LINE TEST" if body.test else "VOICE CALL"
-                    out.alarm("alarm", f"{what} ringing from the peer ({body.person.name}): pick up", e.stored_at)
+                    ring: AlarmCode = "voice.ring_test" if body.test else "voice.ring"
+                    out.alarm("alarm", ring, e.stored_at, name=body.person.name)
             case kinds.CallAnswer():
                 call = self.calls.get(body.ring.id)
                 if call is not None and call.answer is None and call.outcome is None and e.ours != call.ours:
                     call.answer, call.answered_by = e, body.person.name
                     if not e.ours:
-                        out.alarm("info", f"VOICE CALL picked up by the peer's {body.person.name}", e.stored_at)
+                        out.alarm("info", "voice.picked_up", e.stored_at, name=body.person.name)
             case kinds.CallDecline():
                 call = self.calls.get(body.ring.id)
                 if call is not None and call.answer is None and call.outcome is None and e.ours != call.ours:
                     call.outcome, call.outcome_entry, call.reason = "declined", e, body.reason
                     if not e.ours:
-                        why = f": {body.reason}" if body.reason else ""
-                        out.alarm("warning", f"VOICE CALL declined by the peer{why}", e.stored_at)
+                        if body.reason:
+                            out.alarm("warning", "voice.declined_why", e.stored_at, words=body.reason)
+                        else:
+                            out.alarm("warning", "voice.declined", e.stored_at)
             case kinds.CallUnanswered():
                 call = self.calls.get(body.ring.id)
                 if call is not None and e.ours == call.ours and call.outcome != "cancelled":
                     # The caller's decision stands over a pick-up or decline that crossed it.
                     call.outcome, call.outcome_entry = "unanswered", e
                     if not e.ours:
-                        out.alarm("warning", "VOICE CALL from the peer went unanswered (the caller's verdict)",
-                                  e.stored_at)  # fmt: skip
+                        out.alarm("warning", "voice.unanswered", e.stored_at)
             case kinds.CallHangup():
                 call = self.calls.get(body.ring.id)
                 if call is None:
@@ -200,10 +201,9 @@ class Voice:
                     if e.ours:
                         self._by_our_seq[e.id] = call
                     if body.reason == LOST and not e.ours:
-                        out.alarm("alarm", "VOICE CALL ended: the peer lost the line mid-call (no path, no audio)",
-                                  e.stored_at)  # fmt: skip
+                        out.alarm("alarm", "voice.peer_lost", e.stored_at)
                     elif not e.ours:
-                        out.alarm("info", "VOICE CALL ended: the peer hung up", e.stored_at)
+                        out.alarm("info", "voice.peer_hung_up", e.stored_at)
                 elif (call.answer is not None and body.answer.id == call.answer.id and call.outcome == "ended"
                       and body.reason == LOST and (call.reason != LOST or call.outcome_entry is None)):  # fmt: skip
                     # The survivor's verdict stands over a hang-up that crossed it, at both ends (and
@@ -233,8 +233,7 @@ class Voice:
                 cut = " (the line was lost mid-call)"
             if not cut and call.receipt_waited_out_at is not None:
                 cut = " (the peer did not receipt our hang-up in time: our record stops where we stopped waiting)"
-            out.alarm("alarm", f"AUDIO EVIDENCE MISMATCH on the call of seq {call.ring.seq}: {'; '.join(bad)}{cut}",
-                      at)  # fmt: skip
+            out.alarm("alarm", "voice.audio_mismatch", at, seq=call.ring.seq, details="; ".join(bad) + cut)
 
     def line_quiet(self, since: int | None) -> None:
         """The station's word on the live call's line: since when (ms, its clock) no path has been up
@@ -266,9 +265,7 @@ class Voice:
                 # here at once, on its own clock. Its CALL_HANGUP waits, durable, in the outbox (nothing
                 # is signed until the peer's HELLO agrees again) and is sent when the line is back.
                 call.outcome, call.reason, call.lost_at = "ended", LOST, now
-                why = f"no path and no audio for {self.lost_ms // 1000} s"
-                out.alarm("alarm", f"VOICE CALL ended: this station lost the line mid-call ({why}); the peer is told "
-                                   "when the line is back", now)  # fmt: skip
+                out.alarm("alarm", "voice.lost_here", now, seconds=self.lost_ms // 1000)
             if call.lost_at is not None and call.outcome_entry is None and call.answer is not None:
                 hangup = kinds.CallHangup(ring=call.ring.reference(), answer=call.answer.reference(), reason=LOST)
                 out.intents.append(Intent(kind="CALL_HANGUP", prio=kinds.default_priority("CALL_HANGUP"),
@@ -290,9 +287,8 @@ class Voice:
             return
         call.receipt_waited_out_at = now
         self._by_our_seq.pop(end.id, None)  # a late receipt finds nothing to change
-        out.alarm("warning", f"VOICE CALL of seq {call.ring.seq}: the peer has not receipted our hang-up in "
-                             f"{self.receipt_wait_ms / 1000:g} s (twice call_lost_seconds); its audio is filed as "
-                             "received so far, and nothing of it that comes later is counted", now)  # fmt: skip
+        out.alarm("warning", "voice.hangup_unreceipted", now, seq=call.ring.seq,
+                  seconds=f"{self.receipt_wait_ms / 1000:g}")  # fmt: skip
 
     def next_due(self, now: int) -> float:
         """``now`` while any call is not over, or over without everything filed that ``due`` and
