@@ -272,7 +272,8 @@ class Station:
         # One line, bounded, whatever peer text it quotes: an alarm can never forge another alarm's
         # line on a terminal, nor hold a megabyte; each text param is bounded the same way (the
         # console renders the params), and the text once more.
-        params = {k: shown(v, MAX_ALARM_CHARS, newlines=False) if isinstance(v, str) else v for k, v in params.items()}
+        params = {k: shown(shown(v, newlines=False), MAX_ALARM_CHARS) if isinstance(v, str) else v
+                  for k, v in params.items()}  # fmt: skip
         text = shown(render(code, params), MAX_ALARM_CHARS, newlines=False)
         if code not in TEMPLATES:  # a caller outside the package, which mypy does not check: its own text
             params = {}

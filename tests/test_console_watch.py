@@ -81,6 +81,36 @@ def dated(ms: int, lang: str) -> str:
     return f"{d:%d} {MONTHS[lang][d.month - 1]} {d:%H:%M:%S}Z"
 
 
+HOSTILE = "<img src=x onerror=alert(1)>\u202eMinister"
+
+
+def test_a_peers_call_request_with_markup_and_a_bidi_override_reads_as_text_in_the_russian_alarm_log(
+    pair: Pair, browser: Any  # noqa: F811 (fixtures)
+) -> None:  # fmt: skip
+    """The alarm log in the console's language (alarm code + params, redline/alarmtext.py): the
+    peer's role and subject go in as text through said(), never as markup, and the station's escape
+    of the bidi override stays visible; switching the language redraws the log."""
+    with console(browser, pair.ndmc.url, "Dezhurny") as page:
+        page.evaluate("() => { window.redlineAlerts = 0; window.alert = () => { window.redlineAlerts += 1; }; }")
+        expect(page.locator("#line-state")).to_have_text("СИНХРОННО")
+        wanted = {"from_role": HOSTILE, "to_role": "Duty", "subject": f"Agenda {HOSTILE}", "windows": []}
+        pair.act(pair.eucom, "CALL_REQUEST", wanted)
+        row = page.locator('#alarms li[data-code="call.request"]').first
+        shown = "<img src=x onerror=alert(1)>\\u202eMinister"  # as the station bounds it: the override visible
+        expect(row).to_contain_text(f"ЗАПРОС РАЗГОВОРА от другой стороны: {shown} → Duty: Agenda {shown}")
+        assert page.locator("#alarms img").count() == 0
+        said = row.locator("span.said").all_text_contents()
+        assert shown in said and f"Agenda {shown}" in said, said
+        assert "\u202e" not in (row.text_content() or "")
+        assert "CALL REQUEST" not in (row.text_content() or "")
+        page.select_option("#lang-select", "en")  # the station's own English, marked as such
+        expect(row).to_contain_text(f"CALL REQUEST from the peer's {shown} to our Duty: Agenda {shown}")
+        expect(row.locator('span.said[lang="en"]')).to_have_count(1)
+        page.select_option("#lang-select", "ru")
+        expect(row).to_contain_text("ЗАПРОС РАЗГОВОРА от другой стороны")
+        assert page.evaluate("window.redlineAlerts") == 0
+
+
 # Last in the module: both stations' clocks go to the next UTC day and stay there.
 def test_after_midnight_utc_a_time_of_yesterday_shows_its_date_and_one_of_today_does_not(
     pair: Pair, browser: Any  # noqa: F811 (fixtures)

@@ -22,6 +22,7 @@ const S = {
   search: null, // { q, kind } while the transcript is filtered (GET /search); null: the newest (GET /log)
   shape: "polygon", // what DRAW ON MAP draws: polygon, rectangle or circle
   offsets: {}, // the page each paged view is at (its offset), when a person went past the first
+  alarmLog: [], // the station's alarms shown in the log, oldest first (redrawn in another language)
 };
 window.redlineBeeps = 0; // patterns actually played (the console test counts them)
 window.redlineRefreshes = 0; // completed panel refreshes (the focus test waits for one)
@@ -360,7 +361,7 @@ function connect() {
     if (msg.type === "hello") {
       S.heartbeat = Number(msg.heartbeat_seconds) || S.heartbeat;
       setConnection(true);
-      $("alarms").replaceChildren(); // hello brings the latest 20 again, also after a reconnect
+      S.alarmLog = []; $("alarms").replaceChildren(); // hello brings the latest 20 again, also after a reconnect
       for (const a of msg.alarms) addAlarm(a);
       setStatus(msg.status, msg.now);
       refreshWatch();
@@ -407,15 +408,46 @@ function setConnection(up) {
   renderAlarms();
 }
 
-// The station's alarm log, as the station wrote it (English), without the command-line hints the
-// terminal gets: at the console the button is on the page.
+// The station's alarm log. Each alarm comes as a code and its params (redline/alarmtext.py) with the
+// station's English text: in English the station's text, in another language the console's template
+// for the code ("alarm.<code>", strings.js), the params put in as text (what the peer or a person
+// wrote, through said(); free English, such as an error's message, marked lang="en"); a code with no
+// template here (a newer station's) is the station's English text. Either way without the
+// command-line hints the terminal gets: at the console the button is on the page. The last 100 are
+// kept (S.alarmLog) and redrawn when the language changes.
+const ALARM_LOG_KEPT = 100;
+const CLI_HINT = /\s*\('?redline [^)]*\)/g;
+// The params that are free English (an exception's message, a describe()): alarmtext.EN_PARAMS.
+const ALARM_EN_PARAMS = new Set(["exc", "why", "what", "details", "problem", "reason", "runs", "named"]);
+function alarmParam(key, value) {
+  if (typeof value === "number") return String(value);
+  const text = String(value ?? "");
+  if (key === "level" || key === "role") { // an escalation level or role: in the reader's words when it is one we know
+    const word = STR()[`escalation.${text}`] || STR()[`role.${text}`];
+    if (word) return word;
+  }
+  return ALARM_EN_PARAMS.has(key) ? said(text.replace(CLI_HINT, ""), "en") : said(text, null);
+}
+function alarmWords(a) {
+  const key = `alarm.${a.code}`;
+  if (S.lang === "en" || !a.code || STR()[key] === undefined) return [said(String(a.text).replace(CLI_HINT, ""), "en")];
+  const params = {};
+  for (const [k, v] of Object.entries(a.params || {})) params[k] = alarmParam(k, v);
+  return tx(key, params);
+}
+function alarmRow(a) {
+  return h("li", { class: a.level, dataset: { code: a.code || "" } }, h("span", { class: "time" }, `${utc(a.time, true)} `),
+    ...alarmWords(a), a.count > 1 ? ` ×${a.count}` : "");
+}
 function addAlarm(a) {
-  const text = String(a.text).replace(/\s*\('?redline [^)]*\)/g, "");
-  const li = h("li", { class: a.level }, h("span", { class: "time" }, `${utc(a.time, true)} `), said(text, "en"),
-    a.count > 1 ? ` ×${a.count}` : "");
+  S.alarmLog.push(a);
+  if (S.alarmLog.length > ALARM_LOG_KEPT) S.alarmLog.shift();
   const list = $("alarms");
-  list.prepend(li);
-  while (list.children.length > 100) list.lastChild.remove();
+  list.prepend(alarmRow(a));
+  while (list.children.length > ALARM_LOG_KEPT) list.lastChild.remove();
+}
+function renderAlarmLog() {
+  $("alarms").replaceChildren(...S.alarmLog.map(alarmRow).reverse());
 }
 
 // -- conditions: the alarm area, the title, the favicon, notifications -------------------------------
@@ -744,6 +776,7 @@ function rerenderAll() {
   const v = S.views;
   renderLine();
   renderAlarms();
+  renderAlarmLog();
   if (!v.log) return;
   S.langOf = new Map(v.log.rows.map((r) => [r.id, r.lang]));
   renderLog(v.log, v.translations); renderFound(v.log); renderFlash(v.flash); renderTests(v.tests);
