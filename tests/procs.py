@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -158,10 +159,15 @@ async def paired_stations(
     relays: bool = True,
     serve_args: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
     store: str = "",
+    redial_max: float | None = None,
 ) -> tuple[StationProc, StationProc, str, list[Relay]]:
     """EUCOM (inviter, two paths through relays) and NDMC, paired by the real ceremony, confirmed.
     ``serve_args``: more 'redline serve' options for EUCOM and for NDMC. ``store``: EUCOM's store
-    ('redline init --store', a postgresql:// URL; "" for SQLite in its folder); NDMC's is SQLite."""
+    ('redline init --store', a postgresql:// URL; "" for SQLite in its folder); NDMC's is SQLite.
+    ``redial_max``: both stations' ``redial_max`` (default 5 s). NDMC dials, and its backoff
+    starts again only after a connection that stayed up that long: a test that restarts EUCOM
+    every second or two would otherwise wait out a backoff grown to 5 s at each restart (what it
+    tests is not the backoff, which tests/test_transport.py holds)."""
     p = free_ports(6)
     eucom, ndmc = StationDir(root / "eucom"), StationDir(root / "ndmc")
     listen = [f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"]
@@ -169,6 +175,8 @@ async def paired_stations(
     # The scheduled line test is set twelve hours away from now, so a test that moves the clock a
     # few minutes never runs into one by the time of day it happens to run at.
     far = Limits(test_times_utc=((datetime.now(UTC) + timedelta(hours=12)).strftime("%H:%M"),))
+    if redial_max is not None:
+        far = replace(far, redial_max=redial_max)
     eucom.init(name="EUCOM", lang="en", listen=listen, advertise=advertise, limits=far, store=store)
     ndmc.init(name="NDMC", lang="ru", listen=[f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"], limits=far)
     rs = [Relay(p[4], p[0]), Relay(p[5], p[1])] if relays else []

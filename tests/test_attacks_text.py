@@ -285,7 +285,7 @@ def test_sender_stopped_right_after_its_last_send_ends_receipted(tmp_path: Path)
     message ends receipted at both ends, and `status` and `log` agree."""
 
     async def main() -> None:
-        a, b, line, _ = await paired_stations(tmp_path, relays=False)
+        a, b, line, _ = await paired_stations(tmp_path, relays=False, redial_max=1.0)
         try:
             for i in range(20):
                 res = await a.call({"op": "send", "line": line, "text": f"last before stop {i}"})

@@ -36,7 +36,7 @@ def test_kill_minus_nine_sender_and_receiver_under_traffic(tmp_path: Path) -> No
     rng = random.Random(20220513)
 
     async def main() -> None:
-        a, b, line, relays = await paired_stations(tmp_path)
+        a, b, line, relays = await paired_stations(tmp_path, redial_max=1.0)
         kills = {"EUCOM": 0, "NDMC": 0}
         try:
             texts = {

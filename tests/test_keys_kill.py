@@ -113,7 +113,7 @@ def test_kill_minus_nine_in_each_rotation_step_leaves_one_key_history(tmp_path: 
     rng = random.Random(20261203)
 
     async def main() -> None:
-        a, b, line, relays = await paired_stations(tmp_path)
+        a, b, line, relays = await paired_stations(tmp_path, redial_max=1.0)
         fa, fb = StationDir(a.home).load_keys().fingerprint, StationDir(b.home).load_keys().fingerprint
         stop = asyncio.Event()
         texts = {p: [f"{p.home.name} {i:05d}" for i in range(100_000)] for p in (a, b)}
