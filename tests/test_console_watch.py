@@ -103,6 +103,23 @@ def test_a_peers_call_request_with_markup_and_a_bidi_override_reads_as_text_in_t
         assert shown in said and f"Agenda {shown}" in said, said
         assert "\u202e" not in (row.text_content() or "")
         assert "CALL REQUEST" not in (row.text_content() or "")
+        # a role and an escalation level in the reader's words; an error's message as English
+        words = page.evaluate("""() => [
+            {code: "flash.received", params: {role: "duty", seconds: 120, seq: 5, id: "abcd1234"}},
+            {code: "flash.escalated", params: {seq: 5, level: "deputy"}},
+            {code: "receipt.refused", params: {peer: "EUCOM", exc: "bad signature ('redline verify')"}},
+            {code: "no.such.code", params: {}, text: "a newer station's words ('redline x')"},
+        ].map((a) => { const li = alarmRow({time: 0, level: "alarm", ...a}),
+                             en = [...li.querySelectorAll('[lang="en"]')];
+                       return [li.textContent, en.map((e) => e.textContent)]; })""")
+        at = "1970-01-01 00:00:00Z"
+        assert words == [
+            [f"{at} FLASH от другой стороны: подтвердить должен дежурный в течение 120 с (№ 5, id abcd1234)",
+             []],
+            [f"{at} FLASH № 5 не подтверждён: эскалация — заместитель", []],
+            [f"{at} Отклонена квитанция от EUCOM: bad signature", ["bad signature"]],
+            [f"{at} a newer station's words", ["a newer station's words"]],
+        ], words
         page.select_option("#lang-select", "en")  # the station's own English, marked as such
         expect(row).to_contain_text(f"CALL REQUEST from the peer's {shown} to our Duty: Agenda {shown}")
         expect(row.locator('span.said[lang="en"]')).to_have_count(1)

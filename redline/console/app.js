@@ -419,10 +419,12 @@ const ALARM_LOG_KEPT = 100;
 const CLI_HINT = /\s*\('?redline [^)]*\)/g;
 // The params that are free English (an exception's message, a describe()): alarmtext.EN_PARAMS.
 const ALARM_EN_PARAMS = new Set(["exc", "why", "what", "details", "problem", "reason", "runs", "named"]);
+// Escalation levels and roles (FLASH's first level, a ROSTER's role change), protocol words we translate.
+const ALARM_WORD_PARAMS = new Set(["level", "role", "old", "new"]);
 function alarmParam(key, value) {
   if (typeof value === "number") return String(value);
   const text = String(value ?? "");
-  if (key === "level" || key === "role") { // an escalation level or role: in the reader's words when it is one we know
+  if (ALARM_WORD_PARAMS.has(key)) { // an escalation level or a role: in the reader's words when it is one we know
     const word = STR()[`escalation.${text}`] || STR()[`role.${text}`];
     if (word) return word;
   }
