@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Final, Literal, get_args
 
 Param = str | int | float
@@ -218,6 +219,31 @@ TEMPLATES: Final[dict[AlarmCode, str]] = {
 }
 # fmt: on
 
+# Params that are a number the text writes in words: a time (wall ms, "04 Dec 03:00Z") and a clock
+# difference (ms, "2 min 5 s", "31.2 s"); a console writes them its own way.
+TIME_PARAMS: Final = frozenset({"at"})
+SPAN_PARAMS: Final = frozenset({"span"})
+
+
+def span(ms: float) -> str:
+    """A clock difference as a person reads it: '1647 d 3 h', '2 min 5 s', '31.2 s'."""
+    s = abs(ms) / 1000
+    if s < 60:
+        return f"{s:.1f} s"
+    d, rest = divmod(int(s), 86400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    return " ".join([f"{n} {unit}" for n, unit in ((d, "d"), (h, "h"), (m, "min"), (sec, "s")) if n][:2])
+
+
+def _as_text(key: str, value: Param) -> str:
+    if key in TIME_PARAMS and isinstance(value, int):
+        return datetime.fromtimestamp(value / 1000, UTC).strftime("%d %b %H:%MZ")
+    if key in SPAN_PARAMS and not isinstance(value, str):
+        return span(value)
+    return str(value)
+
+
 # Params that are free English (an exception's message, a describe(), a list in words, a problem):
 # no translation of them exists; the console shows them as they are, marked lang="en".
 EN_PARAMS: Final = frozenset({"exc", "why", "what", "details", "problem", "reason", "runs", "named"})
@@ -231,12 +257,13 @@ def placeholders(template: str) -> set[str]:
 
 def render(code: AlarmCode, params: Mapping[str, Param]) -> str:
     """The English text of alarm ``code`` with ``params`` (each as ``str()`` gives it, as the
-    f-strings this replaces did). A code this table does not know (a caller outside the package,
-    which mypy does not check) is its own text: an alarm is never lost to a wrong code."""
+    f-strings this replaces did; a time or a clock difference in words). A code this table does
+    not know (a caller outside the package, which mypy does not check) is its own text: an alarm
+    is never lost to a wrong code."""
     template = TEMPLATES.get(code)
     if template is None:
         return str(code)
-    return _SLOT.sub(lambda m: str(params[m[1]]), template)
+    return _SLOT.sub(lambda m: _as_text(m[1], params[m[1]]), template)
 
 
 assert set(get_args(AlarmCode)) == set(TEMPLATES), set(get_args(AlarmCode)) ^ set(TEMPLATES)

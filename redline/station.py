@@ -747,7 +747,7 @@ class Station:
             return
         self._skewed.add(session.line)
         self.alarm(session.line, "alarm", "clock.skew.ahead" if worst > 0 else "clock.skew.behind",
-                   peer=session.record.peer_name, span=_span(worst), limit=f"{limit:g}")  # fmt: skip
+                   peer=session.record.peer_name, span=abs(worst), limit=f"{limit:g}")  # fmt: skip
 
     # -- voice (media.py; the calls themselves are ops/voice.py's) ------------------------------------
     def _call_media(self, line: str, call_id: str) -> media.CallMedia | None:
@@ -1324,17 +1324,6 @@ class Station:
             self.clock.set(set_ms)
         await self.tick()
         return {"now": self.wall()}
-
-
-def _span(ms: float) -> str:
-    """A clock difference as a person reads it: '1647 d 3 h', '2 min 5 s', '31.2 s'."""
-    s = abs(ms) / 1000
-    if s < 60:
-        return f"{s:.1f} s"
-    d, rest = divmod(int(s), 86400)
-    h, rest = divmod(rest, 3600)
-    m, sec = divmod(rest, 60)
-    return " ".join([f"{n} {unit}" for n, unit in ((d, "d"), (h, "h"), (m, "min"), (sec, "s")) if n][:2])
 
 
 def _entry(env: Envelope | RawEnvelope, ours: bool, stored_at: int) -> Entry:

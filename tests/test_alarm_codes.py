@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from redline import alarmtext
-from redline.alarmtext import EN_PARAMS, TEMPLATES, AlarmCode, placeholders, render
+from redline.alarmtext import EN_PARAMS, SPAN_PARAMS, TEMPLATES, TIME_PARAMS, AlarmCode, placeholders, render
 from redline.station import MAX_ALARM_CHARS
 from redline.testing import StationPair
 
@@ -59,10 +59,11 @@ def test_the_english_lives_only_in_the_table() -> None:
     assert not re.search(r"Object\.assign\(window\.REDLINE_STRINGS\.en, \{[^}]*\"alarm\.", STRINGS)
 
 
-def test_the_consoles_free_english_params_are_the_tables() -> None:
-    m = re.search(r"const ALARM_EN_PARAMS = new Set\(\[([^\]]*)\]\)", APP)
-    assert m is not None
-    assert set(re.findall(r'"(\w+)"', m.group(1))) == set(EN_PARAMS)
+def test_the_consoles_free_english_time_and_span_params_are_the_tables() -> None:
+    for name, names in (("EN", EN_PARAMS), ("TIME", TIME_PARAMS), ("SPAN", SPAN_PARAMS)):
+        m = re.search(rf"const ALARM_{name}_PARAMS = new Set\(\[([^\]]*)\]\)", APP)
+        assert m is not None, name
+        assert set(re.findall(r'"(\w+)"', m.group(1))) == set(names), name
     used = set().union(*(placeholders(t) for t in TEMPLATES.values()))
     assert used >= EN_PARAMS
 
@@ -162,7 +163,15 @@ def test_the_composed_templates_say_what_the_f_strings_said() -> None:
         f"STORAGE FAILURE: disk I/O error. Nothing that was not stored has been receipted or acknowledged; the line "
         f"accepts nothing until the store can be written again ({what}); the peer keeps and resends what we did not "
         "receipt")  # fmt: skip
-    assert render("clock.skew.behind", {"peer": "NDMC", "span": "2 min 5 s", "limit": "30"}) == (
+    assert render("clock.skew.ahead", {"peer": "NDMC", "span": 31_240.5, "limit": "30"}).startswith(
+        "CLOCK SKEW: NDMC's clock is 31.2 s ahead of ours (limit 30 s, ")
+    assert render("clock.skew.ahead", {"peer": "NDMC", "span": 142_311_600_000, "limit": "30"}).startswith(
+        "CLOCK SKEW: NDMC's clock is 1647 d 3 h ahead of ours")
+    at = 1_764_817_200_000  # 2025-12-04 03:00Z, written as LineTest.at() did
+    assert render("test.missed_here", {"at": at}) == (
+        "LINE TEST MISSED here: the tester recorded that its test was not answered in time (its test of 04 Dec 03:00Z)")
+    assert render("test.unanswered", {"at": at}).startswith("LINE TEST from the peer (04 Dec 03:00Z) still unanswered")
+    assert render("clock.skew.behind", {"peer": "NDMC", "span": 125_000, "limit": "30"}) == (
         "CLOCK SKEW: NDMC's clock is 2 min 5 s behind ours (limit 30 s, max_clock_skew_seconds): times and deadlines "
         "it states are misread until one clock is corrected")  # fmt: skip
     assert render("revoke.peer.none", {"seq": seq, "line": ident, "peer": "NDMC"}) == (

@@ -109,6 +109,8 @@ def test_a_peers_call_request_with_markup_and_a_bidi_override_reads_as_text_in_t
             {code: "flash.escalated", params: {seq: 5, level: "deputy"}},
             {code: "receipt.refused", params: {peer: "EUCOM", exc: "bad signature ('redline verify')"}},
             {code: "no.such.code", params: {}, text: "a newer station's words ('redline x')"},
+            {code: "test.missed_here", params: {at: 0}},
+            {code: "clock.skew.ahead", params: {peer: "EUCOM", span: 125000, limit: "30"}},
         ].map((a) => { const li = alarmRow({time: 0, level: "alarm", ...a}),
                              en = [...li.querySelectorAll('[lang="en"]')];
                        return [li.textContent, en.map((e) => e.textContent)]; })""")
@@ -119,6 +121,11 @@ def test_a_peers_call_request_with_markup_and_a_bidi_override_reads_as_text_in_t
             [f"{at} FLASH № 5 не подтверждён: эскалация — заместитель", []],
             [f"{at} Отклонена квитанция от EUCOM: bad signature", ["bad signature"]],
             [f"{at} a newer station's words", ["a newer station's words"]],
+            [f"{at} ПРОВЕРКА ЛИНИИ ПРОПУЩЕНА ЗДЕСЬ: проверяющая сторона зафиксировала, что на её проверку не ответили "
+             "вовремя (проверка 01 янв 1970 00:00:00Z)", []],
+            [f"{at} РАСХОЖДЕНИЕ ЧАСОВ: часы EUCOM спешат относительно наших на 2 мин 5 с (допуск 30 с, "
+             "max_clock_skew_seconds): названные ею времена и сроки читаются неверно, пока одни из часов не исправят",
+             []],
         ], words
         page.select_option("#lang-select", "en")  # the station's own English, marked as such
         expect(row).to_contain_text(f"CALL REQUEST from the peer's {shown} to our Duty: Agenda {shown}")

@@ -421,7 +421,13 @@ const CLI_HINT = /\s*\('?redline [^)]*\)/g;
 const ALARM_EN_PARAMS = new Set(["exc", "why", "what", "details", "problem", "reason", "runs", "named"]);
 // Escalation levels and roles (FLASH's first level, a ROSTER's role change), protocol words we translate.
 const ALARM_WORD_PARAMS = new Set(["level", "role", "old", "new"]);
+// A time (wall ms) and a clock difference (ms), which the station's English writes in words:
+// alarmtext.TIME_PARAMS and SPAN_PARAMS.
+const ALARM_TIME_PARAMS = new Set(["at"]);
+const ALARM_SPAN_PARAMS = new Set(["span"]);
 function alarmParam(key, value) {
+  if (typeof value === "number" && ALARM_TIME_PARAMS.has(key)) return utc(value);
+  if (typeof value === "number" && ALARM_SPAN_PARAMS.has(key)) return dur(value);
   if (typeof value === "number") return String(value);
   const text = String(value ?? "");
   if (ALARM_WORD_PARAMS.has(key)) { // an escalation level or a role: in the reader's words when it is one we know

@@ -46,9 +46,6 @@ class LineTest:
     def answer_ms(self) -> int | None:
         return None if self.answer is None else self.answer.stored_at - self.entry.stored_at
 
-    def at(self) -> str:
-        return datetime.fromtimestamp(self.entry.stored_at / 1000, UTC).strftime("%d %b %H:%MZ")
-
 
 Slots = tuple[tuple[int, int], ...]  # the schedule as (hour, minute) UTC: Limits.test_slots, checked at load
 
@@ -123,9 +120,9 @@ class LineTests:
                     return
                 if body.result == "missed" and not test.alarmed:
                     test.alarmed = True
-                    out.alarm("alarm", "test.missed_here", e.stored_at, at=test.at())
+                    out.alarm("alarm", "test.missed_here", e.stored_at, at=test.entry.stored_at)
                 elif body.result == "passed" and test.warned:
-                    out.alarm("info", "test.passed_late", e.stored_at, at=test.at())
+                    out.alarm("info", "test.passed_late", e.stored_at, at=test.entry.stored_at)
 
     def answered_by_voice(self, test_id: str, pickup: Entry, person: str) -> None:
         """A voice line test (``ops.voice``): the peer's pick-up of the ring naming our test, or our
@@ -182,7 +179,7 @@ class LineTests:
             urge = self._urge_at(t)
             if urge is not None and now >= urge:
                 t.warned = True
-                out.alarm("warning", "test.unanswered", now, at=t.at())
+                out.alarm("warning", "test.unanswered", now, at=t.entry.stored_at)
         for label in self._slots_due(now):
             out.intents.append(self.intent(label))
 
