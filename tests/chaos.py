@@ -506,7 +506,8 @@ def compare(what: str, expected: list[str], got: list[str]) -> list[str]:
     if extra:
         out.append(f"{what}: never accepted but delivered {len(extra)}: {extra[:5]}")
     if not (missing or dups or extra):
-        out.append(f"{what}: REORDERED near #{first}: expected {short[first : first + 3]}")
+        out.append(f"{what}: REORDERED near #{first}: expected {short[first : first + 3]}, got "
+                   f"{[t[:24] for t in got[first : first + 3]]}")  # fmt: skip
     return out
 
 

@@ -43,14 +43,15 @@ KILLS = int(os.environ.get("REDLINE_HA_KILLS", "20"))
 
 @dataclass
 class Pair:
-    """EUCOM's two processes (a, b), NDMC, the line, and what each side had accepted."""
+    """EUCOM's two processes (a, b), NDMC, the line, and what each side had accepted: each text
+    with the outbox number the station answered it with (the order of acceptance)."""
 
     a: StationProc
     b: StationProc
     ndmc: StationProc
     line: str
     url: str
-    accepted: dict[str, list[str]] = field(default_factory=lambda: {"eucom": [], "ndmc": []})
+    accepted: dict[str, dict[str, int]] = field(default_factory=lambda: {"eucom": {}, "ndmc": {}})
     ports: list[int] = field(default_factory=list)
 
     def procs(self) -> list[StationProc]:
@@ -155,10 +156,12 @@ async def _both_synced(x: StationProc, y: StationProc) -> bool:
 
 
 # -- traffic -----------------------------------------------------------------------------------------
-async def _send(pair: Pair, side: str, reqs: list[dict[str, Any]]) -> None:
+async def _send(pair: Pair, side: str, reqs: list[dict[str, Any]]) -> list[int]:
     """Send a burst to EUCOM's active process (whichever it is now) or to NDMC, until accepted:
     a retry reuses the idempotency keys, so what was accepted just before a kill comes back as the
-    same outbox item, from the store, at the process that took over."""
+    same outbox item, from the store, at the process that took over. Its outbox numbers: the
+    requests of one burst are accepted each on its own, so while the store comes back the third can
+    be accepted before a retry of the first two (then it is sent first, as accepted)."""
     while True:
         targets = [pair.ndmc] if side == "ndmc" else [pair.a, pair.b]
         for p in targets:
@@ -170,7 +173,7 @@ async def _send(pair: Pair, side: str, reqs: list[dict[str, Any]]) -> None:
             except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
                 continue
             if all(r.get("ok") for r in replies):
-                return
+                return [r["result"]["outbox"] for r in replies]
         await asyncio.sleep(0.05)
 
 
@@ -183,8 +186,8 @@ async def traffic(pair: Pair, side: str, stop: asyncio.Event) -> None:
             text = f"{label} ha {i:06d} " + "x" * (i % 7 * 100)
             burst.append((text, {"op": "send", "line": pair.line, "text": text, "idem": f"ha-{side}-{i}"}))
             i += 1
-        await _send(pair, side, [r for _, r in burst])
-        pair.accepted[side] += [t for t, _ in burst]
+        numbers = await _send(pair, side, [r for _, r in burst])
+        pair.accepted[side].update(zip((t for t, _ in burst), numbers, strict=True))
         await asyncio.sleep(0.05)
 
 
@@ -205,7 +208,7 @@ def check(pair: Pair) -> list[str]:
         finally:
             ledger.close()
     for sender, receiver, prefix in (("eucom", "ndmc", "EUCOM "), ("ndmc", "eucom", "НЦУО ")):
-        expected = pair.accepted[sender]
+        expected = sorted(pair.accepted[sender], key=pair.accepted[sender].__getitem__)  # in the order accepted
         problems += compare(f"{sender} -> {receiver}", expected, traffic_texts(chains[(receiver, sender)], prefix))
         problems += compare(f"{sender}'s own chain", expected, traffic_texts(chains[(sender, sender)], prefix))
         if chains[(receiver, sender)] != chains[(sender, sender)]:
