@@ -141,10 +141,12 @@ class ChaosResult:
 # -- traffic ----------------------------------------------------------------------------------------
 async def _send_until_accepted(
     proc: StationProc, reqs: list[dict[str, Any]], result: ChaosResult, stop: asyncio.Event
-) -> bool:
-    """Send a burst until every request is accepted. A retry reuses the idempotency keys, so what
+) -> list[int] | None:
+    """Send a burst until every request is accepted; their outbox numbers (the order of
+    acceptance: each request of a burst is accepted on its own, so a later one can be accepted
+    before a retry of an earlier one that was refused). A retry reuses the idempotency keys, so what
     was accepted just before a crash (answer lost) comes back as the same outbox item. Gives up
-    (a problem, not a hang) only if the station accepts nothing for a minute after the faults end."""
+    (None: a problem, not a hang) only if the station accepts nothing for a minute after the faults end."""
     name = proc.home.name
     failing_since: float | None = None
     while True:
@@ -153,7 +155,7 @@ async def _send_until_accepted(
                 replies = await pipelined(proc.home, reqs)
             bad = [r for r in replies if not r.get("ok")]
             if not bad:
-                return True
+                return [r["result"]["outbox"] for r in replies]
             result.refusals.append(f"{name}: {bad[0].get('error')}")
         except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
             pass
@@ -161,7 +163,7 @@ async def _send_until_accepted(
         failing_since = failing_since or now
         if stop.is_set() and now - failing_since > 60:
             result.problems.append(f"{name.upper()} accepted nothing for 60 s after the faults ended")
-            return False
+            return None
         result.retries[name] = result.retries.get(name, 0) + 1
         await asyncio.sleep(0.05)
 
@@ -175,7 +177,8 @@ HOSTILE_TEXT = (
 
 
 async def _traffic(
-    proc: StationProc, line: str, cfg: ChaosConfig, stop: asyncio.Event, accepted: list[str], result: ChaosResult
+    proc: StationProc, line: str, cfg: ChaosConfig, stop: asyncio.Event, accepted: dict[str, int],
+    result: ChaosResult,
 ) -> None:
     name = proc.home.name
     label = "EUCOM" if name == "eucom" else "НЦУО"
@@ -193,9 +196,10 @@ async def _traffic(
                 req |= {"kind": "FLASH", "priority": "flash"}
             burst.append((text, req))
             i += 1
-        if not await _send_until_accepted(proc, [r for _, r in burst], result, stop):
+        numbers = await _send_until_accepted(proc, [r for _, r in burst], result, stop)
+        if numbers is None:
             return
-        accepted.extend(t for t, _ in burst)
+        accepted.update(zip((t for t, _ in burst), numbers, strict=True))
         result.bytes_sent[name] = result.bytes_sent.get(name, 0) + sum(len(t.encode()) for t, _ in burst)
         await asyncio.sleep(rng.expovariate(cfg.rate / len(burst)))
 
@@ -305,7 +309,7 @@ async def _run(cfg: ChaosConfig, work: Path, result: ChaosResult) -> None:
     a, b, line, relays = await paired_stations(work, relays=True)
     proxies: list[FaultProxy] = []
     tasks: list[asyncio.Task[Any]] = []
-    accepted: dict[str, list[str]] = {"eucom": [], "ndmc": []}
+    accepted: dict[str, dict[str, int]] = {"eucom": {}, "ndmc": {}}  # text -> outbox number
     try:
         # The relays become fault proxies on the same ports: NDMC redials through them.
         for i, r in enumerate(relays):
@@ -385,7 +389,7 @@ async def _run(cfg: ChaosConfig, work: Path, result: ChaosResult) -> None:
     await asyncio.to_thread(check, a.home, b.home, line, accepted, result)
 
 
-async def _count(accepted: dict[str, list[str]], result: ChaosResult) -> None:
+async def _count(accepted: dict[str, dict[str, int]], result: ChaosResult) -> None:
     while True:
         result.messages = {k.upper(): len(v) for k, v in accepted.items()}
         await asyncio.sleep(1)
@@ -517,10 +521,11 @@ def verify_cli(home: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def check(eucom: Path, ndmc: Path, line: str, accepted: dict[str, list[str]], result: ChaosResult) -> None:
+def check(eucom: Path, ndmc: Path, line: str, accepted: dict[str, dict[str, int]], result: ChaosResult) -> None:
     fp = {h: StationDir(h).load_keys().fingerprint for h in (eucom, ndmc)}
     for sender, receiver, prefix in ((eucom, ndmc, "EUCOM "), (ndmc, eucom, "НЦУО ")):
-        name, expected = sender.name.upper(), accepted[sender.name]
+        numbered = accepted[sender.name]
+        name, expected = sender.name.upper(), sorted(numbered, key=numbered.__getitem__)  # in the order accepted
         at_receiver = _chain(receiver, line, fp[sender])
         at_sender = _chain(sender, line, fp[sender])
         for what, got in ((f"{name} -> {receiver.name.upper()}", traffic_texts(at_receiver, prefix)),
