@@ -236,8 +236,13 @@ def span(ms: float) -> str:
     return " ".join([f"{n} {unit}" for n, unit in ((d, "d"), (h, "h"), (m, "min"), (sec, "s")) if n][:2])
 
 
+# The last millisecond of the year 9999 (ops.model.MAX_TIME_MS; not imported: this module imports
+# nothing of redline): a later time would make ``datetime`` raise.
+_LAST_MS: Final = 253_402_300_799_999
+
+
 def _as_text(key: str, value: Param) -> str:
-    if key in TIME_PARAMS and isinstance(value, int):
+    if key in TIME_PARAMS and isinstance(value, int) and 0 <= value <= _LAST_MS:  # else as a number, never a raise
         return datetime.fromtimestamp(value / 1000, UTC).strftime("%d %b %H:%MZ")
     if key in SPAN_PARAMS and not isinstance(value, str):
         return span(value)

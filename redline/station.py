@@ -285,7 +285,10 @@ class Station:
             return
         self.alarms.append({"time": now, "line": line, "level": level, "code": code if code in TEMPLATES else "text",
                             "params": params, "text": text, "count": 1, "last": now})  # fmt: skip
-        kind = (line, level, _ALARM_VARIES.sub("#", text))
+        # The kind is the code: never the text, which carries the peer's words (a call request's
+        # subject), so a peer varying them would make each row a kind of its own, and the oldest row
+        # (an equivocation) would go first. Only a caller's own text (no code) is kinded by its words.
+        kind = (line, level, code if code in TEMPLATES else _ALARM_VARIES.sub("#", text))
         self._alarm_kinds.append(kind)
         self._alarm_counts[kind] += 1
         if len(self.alarms) > ALARMS_KEPT:
@@ -299,9 +302,10 @@ class Station:
 
     def _drop_alarm(self) -> None:
         """Keep ``ALARMS_KEPT`` rows by dropping the oldest of the most numerous kind of alarm (its
-        text with numbers and ids taken out, on its line). A flood of one kind, such as refusals each
-        naming a seq the peer chose, then pushes out only its own kind, not an equivocation or a
-        missed FLASH raised before it (which 200 newer rows of any one kind used to push out)."""
+        code, on its line and level). A flood of one kind, such as refusals each naming a seq the
+        peer chose or call requests each with a subject of its own, then pushes out only its own
+        kind, not an equivocation or a missed FLASH raised before it (which 200 newer rows of any one
+        kind used to push out)."""
         worst = max(self._alarm_counts, key=self._alarm_counts.__getitem__)
         i = self._alarm_kinds.index(worst)
         del self.alarms[i], self._alarm_kinds[i]

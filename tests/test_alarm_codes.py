@@ -1,6 +1,8 @@
 """Every alarm the station raises carries a stable code and params (redline/alarmtext.py), so the
 console can show the station's alarm log in its reader's language; the English text stays the
-station's own, byte for byte as before.
+station's own, byte for byte as before, except where a param full of control characters is now
+escaped before it is cut (each param is bounded on its own: a row holds at most a few times
+MAX_ALARM_CHARS where it once held about six times).
 
 - the table and the console agree: every code has a Russian template in strings.js with the same
   placeholders, and the console's list of free-English params is the table's;
@@ -254,3 +256,12 @@ def test_the_table_imports_nothing_of_redline() -> None:
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + [
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]  # fmt: skip
     assert [m for m in imported if m and m.startswith("redline")] == []
+
+
+def test_a_time_param_past_the_year_9999_is_written_as_a_number_not_raised() -> None:
+    """``datetime`` raises past the year 9999; every time param is our own stored_at today, but the
+    table's rendering must not be the place an alarm turns into a traceback."""
+    far = 253_402_300_800_000
+    assert render("test.missed_here", {"at": far}).endswith(f"(its test of {far})")
+    assert render("test.missed_here", {"at": -1}).endswith("(its test of -1)")
+    assert "01 Jan 00:00Z" in render("test.missed_here", {"at": 0})

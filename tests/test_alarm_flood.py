@@ -50,3 +50,27 @@ def test_alarms_of_many_kinds_still_go_oldest_first(tmp_path: Path) -> None:
             assert len(sp.a.alarms) == ALARMS_KEPT
 
     asyncio.run(main())
+
+
+def test_a_peer_varying_its_call_request_subjects_cannot_push_an_equivocation_out(tmp_path: Path) -> None:
+    """The peer's CALL_REQUESTs, each with a subject of its own and no digits in it: kinded by their
+    text (with numbers and ids taken out), each row was a kind of its own, so past 200 rows the
+    oldest row of the station went first, the EQUIVOCATION raised before them. Kinded by code,
+    only the call requests go."""
+
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            a = sp.a
+            a.alarm(sp.line, "alarm", "equivocation", line=sp.line[:8], exc="two envelopes at seq 5 (stand-in)")
+            letters = "klmnopqrstuvwxyz"
+            for i in range(ALARMS_KEPT + 10):  # each a real, signed call request from the peer
+                subject = "Ceasefire " + "".join(letters[int(d, 16)] for d in f"{i:03x}")
+                wanted = {"from_role": "Secretary", "to_role": "Minister", "subject": subject, "windows": []}
+                await sp.act("b", "CALL_REQUEST", wanted, prio="priority")
+            codes = [row["code"] for row in a.alarms]
+            assert len(codes) == ALARMS_KEPT
+            assert codes.count("equivocation") == 1, codes[:3]
+            assert codes.count("call.request") == ALARMS_KEPT - 1  # the flood, its newest rows kept
+            assert a.alarms[-1]["params"]["subject"].startswith("Ceasefire ")
+
+    asyncio.run(main())
