@@ -97,7 +97,8 @@ def test_a_peers_call_request_with_markup_and_a_bidi_override_reads_as_text_in_t
         pair.act(pair.eucom, "CALL_REQUEST", wanted)
         row = page.locator('#alarms li[data-code="call.request"]').first
         shown = "<img src=x onerror=alert(1)>\\u202eMinister"  # as the station bounds it: the override visible
-        expect(row).to_contain_text(f"ЗАПРОС РАЗГОВОРА от другой стороны: {shown} → Duty: Agenda {shown}")
+        expect(row).to_contain_text(
+            f"ЗАПРОС РАЗГОВОРА от другой стороны — кто просит: {shown}; с кем у нас: Duty; тема: Agenda {shown}")
         assert page.locator("#alarms img").count() == 0
         said = row.locator("span.said").all_text_contents()
         assert shown in said and f"Agenda {shown}" in said, said
@@ -111,6 +112,7 @@ def test_a_peers_call_request_with_markup_and_a_bidi_override_reads_as_text_in_t
             {code: "no.such.code", params: {}, text: "a newer station's words ('redline x')"},
             {code: "test.missed_here", params: {at: 0}},
             {code: "clock.skew.ahead", params: {peer: "EUCOM", span: 125000, limit: "30"}},
+            {code: "clock.skew.behind", params: {peer: "EUCOM", span: -30400, limit: "30"}},
         ].map((a) => { const li = alarmRow({time: 0, level: "alarm", ...a}),
                              en = [...li.querySelectorAll('[lang="en"]')];
                        return [li.textContent, en.map((e) => e.textContent)]; })""")
@@ -124,8 +126,12 @@ def test_a_peers_call_request_with_markup_and_a_bidi_override_reads_as_text_in_t
             [f"{at} ПРОВЕРКА ЛИНИИ ПРОПУЩЕНА ЗДЕСЬ: проверяющая сторона зафиксировала, что на её проверку не ответили "
              "вовремя (проверка 01 янв 1970 00:00:00Z)", []],
             [f"{at} РАСХОЖДЕНИЕ ЧАСОВ: часы EUCOM спешат относительно наших на 2 мин 5 с (допуск 30 с, "
-             "max_clock_skew_seconds): названные ею времена и сроки читаются неверно, пока одни из часов не исправят",
-             []],
+             "max_clock_skew_seconds): времена и сроки, которые называет EUCOM, читаются неверно, пока одни из часов "
+             "не исправят", []],
+            # under a minute in tenths, as the English: 30.4 s over a limit of 30 s never reads "30 с"
+            [f"{at} РАСХОЖДЕНИЕ ЧАСОВ: часы EUCOM отстают от наших на 30,4 с (допуск 30 с, "
+             "max_clock_skew_seconds): времена и сроки, которые называет EUCOM, читаются неверно, пока одни из часов "
+             "не исправят", []],
         ], words
         page.select_option("#lang-select", "en")  # the station's own English, marked as such
         expect(row).to_contain_text(f"CALL REQUEST from the peer's {shown} to our Duty: Agenda {shown}")

@@ -44,7 +44,8 @@ function tx(key, params) {
   for (const m of s.matchAll(/\{(\w+)\}/g)) {
     out.push(s.slice(last, m.index));
     const v = params ? params[m[1]] : "";
-    out.push(v instanceof Node ? v : String(v ?? ""));
+    // A node put in twice would be moved, not copied: the first place would read empty.
+    out.push(v instanceof Node ? (out.includes(v) ? v.cloneNode(true) : v) : String(v ?? ""));
     last = m.index + m[0].length;
   }
   out.push(s.slice(last));
@@ -120,6 +121,13 @@ function dur(ms) {
   if (m) parts.push(t("dur.min", { n: m }));
   if (s || !parts.length) parts.push(t("dur.s", { n: s }));
   return parts.slice(0, 2).join(" ");
+}
+// A clock difference as the station's English writes it (alarmtext.span): tenths of a second under a
+// minute, so 30.4 s against a limit of 30 s never reads "30 s", and 0.3 s never "0 s".
+function span(ms) {
+  const s = Math.abs(ms) / 1000;
+  if (s >= 60) return dur(ms);
+  return t("dur.s", { n: s.toLocaleString(S.lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) });
 }
 const secs = (ms) => (ms === null || ms === undefined ? "-" : dur(ms));
 const short = (id) => (id ? id.slice(0, 10) : "-");
@@ -427,7 +435,7 @@ const ALARM_TIME_PARAMS = new Set(["at"]);
 const ALARM_SPAN_PARAMS = new Set(["span"]);
 function alarmParam(key, value) {
   if (typeof value === "number" && ALARM_TIME_PARAMS.has(key)) return utc(value);
-  if (typeof value === "number" && ALARM_SPAN_PARAMS.has(key)) return dur(value);
+  if (typeof value === "number" && ALARM_SPAN_PARAMS.has(key)) return span(value);
   if (typeof value === "number") return String(value);
   const text = String(value ?? "");
   if (ALARM_WORD_PARAMS.has(key)) { // an escalation level or a role: in the reader's words when it is one we know
