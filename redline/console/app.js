@@ -55,6 +55,7 @@ function applyStatic() {
   document.documentElement.lang = S.lang;
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  for (const el of document.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
   $("lang-select").value = S.lang;
   fillKinds();
   if (S.me) {
@@ -166,7 +167,7 @@ async function api(method, path, body) {
       data = { error: `${r.status} ${r.statusText}` };
     }
   } finally { clearTimeout(timer); }
-  if (r.status === 401 && path !== "/api/login") { showLogin(data.error); throw new ApiError(401, data.error); }
+  if (r.status === 401 && path !== "/api/login") { showLogin(t("login.expired")); throw new ApiError(401, data.error); }
   if (!r.ok) throw new ApiError(r.status, data.error || `${r.status}`);
   const counts = r.headers.get("Redline-Page"); // a paged view: how many more past this page (docs/API.md)
   if (counts && data && typeof data === "object") PAGES.set(data, JSON.parse(counts));
@@ -313,9 +314,15 @@ function showLogin(message, deliberate) {
   document.body.classList.remove("stale");
   $("console").hidden = true; $("top").hidden = true; $("alarm-area").hidden = true;
   $("login-screen").hidden = false;
-  $("login-error").textContent = message || "";
+  $("login-error").replaceChildren(...[].concat(message || [])); // the console's words, or a lead and the station's own
   $("login-password").value = "";
   updateSoundFlag(); updateTitle();
+}
+// Why a login failed, in the reader's language: a wrong name or password (401) in the console's
+// words; any other refusal (a lockout) with the console's lead and the station's own English words.
+function loginRefusal(e) {
+  if (e.status === 401) return [t("login.wrong")];
+  return e.status ? [t("login.refused"), " ", said(e.message, "en")] : [e.message];
 }
 async function login(ev) {
   ev.preventDefault();
@@ -326,7 +333,7 @@ async function login(ev) {
     const me = await api("POST", "/api/login", { user: $("login-user").value, password: $("login-password").value });
     await start(me);
   } catch (e) {
-    $("login-error").textContent = e.message;
+    $("login-error").replaceChildren(...loginRefusal(e));
   } finally {
     $("login-submit").disabled = false;
     $("login-password").value = "";
@@ -376,7 +383,8 @@ function connect() {
     } else if (msg.type === "status") setStatus(msg.status, msg.now);
     else if (msg.type === "alarm") { addAlarm(msg.alarm); refreshWatch(); }
     else if (msg.type === "tick") { if (msg.now) S.clockOffset = msg.now - Date.now(); }
-    else if (msg.type === "logout" || msg.type === "error") showLogin(msg.error);
+    else if (msg.type === "logout") showLogin(t("login.expired"));
+    else if (msg.type === "error") showLogin([t("login.refused"), " ", said(msg.error, "en")]);
     else if (msg.type === "joined" || msg.type === "join_refused" || msg.type === "audio_refused") voiceNote(msg);
   };
   ws.onopen = () => { if (V.call) voiceSend({ type: "join", call: V.call }); }; // back on the call after a reconnect
@@ -974,11 +982,12 @@ function renderCalls(pairs, requests) {
           h("span", { class: "result", role: "status" }))) : null);
   }, (r) => JSON.stringify([r.state, r.reply]));
   const sel = $("call-record-request");
-  const options = [["", t("calls.no_request")], ...requests.filter((r) => r.state !== "declined").map((r) => [r.id, `${r.from_role} → ${r.to_role}: ${r.subject}`])];
+  // a request's roles and subject as its side wrote them, marked with that side's language
+  const options = [["", t("calls.no_request"), null], ...requests.filter((r) => r.state !== "declined").map((r) => [r.id, `${r.from_role} → ${r.to_role}: ${r.subject}`, r.lang])];
   const sig = JSON.stringify(options);
   if (sel.dataset.sig !== sig) {
     const keep = sel.value;
-    sel.replaceChildren(...options.map(([v, label]) => h("option", { value: v }, label)));
+    sel.replaceChildren(...options.map(([v, label, lang]) => h("option", { value: v, lang, dir: lang ? "auto" : null }, label)));
     sel.value = keep; sel.dataset.sig = sig;
   }
   const calls = pairs.flatMap((p) => p.calls.map((c) => ({ ...c, pair: p })));
@@ -1032,6 +1041,10 @@ function initMap() {
   if (S.map || !window.L) return;
   const map = L.map("map", { worldCopyJump: true, minZoom: 2, maxZoom: 12, zoomSnap: 0.5, attributionControl: true });
   map.attributionControl.setPrefix(false);
+  for (const [cls, key] of [["in", "map.zoom_in"], ["out", "map.zoom_out"]]) { // Leaflet's own English, ours to say
+    const a = map.getContainer().querySelector(`.leaflet-control-zoom-${cls}`);
+    if (a) { a.dataset.i18nLabel = key; a.dataset.i18nTitle = key; a.title = t(key); a.setAttribute("aria-label", t(key)); }
+  }
   map.attributionControl.addAttribution("Natural Earth");
   map.setView([48, 30], 4);
   S.map = map;
@@ -1479,7 +1492,8 @@ function voiceError(key) {
 function voiceNote(msg) {
   if (msg.type === "audio_refused") {
     window.redlineVoice.refused.push(msg.reason);
-    setText($("voice-result"), t("voice.refused", { reason: msg.reason }), "result bad");
+    $("voice-result").replaceChildren(...tx("voice.refused", { reason: said(msg.reason, "en") }));
+    $("voice-result").className = "result bad";
   }
 }
 async function joinCall(id) {
@@ -1678,7 +1692,7 @@ async function runVerify() {
   try { S.verify = await api("GET", "/api/verify"); renderVerify(S.verify); }
   catch (e) {
     setText($("verify-state"), t("verify.not_checked"), "state-word small bad");
-    $("verify-detail").textContent = e.message;
+    $("verify-detail").replaceChildren(e.status ? said(e.message, "en") : e.message);
   }
 }
 function renderVerify(v) {
