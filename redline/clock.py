@@ -10,7 +10,11 @@ Deadlines run on ``monotonic`` (seconds); claims and ops run on ``wall`` (ms sin
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Final, Protocol
+
+# The last millisecond of the year 9999: a later wall time (which the protocol's integers can carry)
+# is noise that would make ``datetime`` raise wherever it is shown.
+MAX_TIME_MS: Final = 253_402_300_799_999
 
 
 class Clock(Protocol):

@@ -93,7 +93,8 @@ def _is_level(node: ast.expr) -> bool:
 def test_no_alarm_call_site_passes_free_text() -> None:
     """An AST walk over the package: every ``.alarm(...)`` call passes no f-string or built string
     at all, and its code (the argument after the level) is a code of the table, or a name typed
-    ``AlarmCode`` (mypy --strict checks those); every ``Alarm(...)`` names its code."""
+    ``AlarmCode`` (mypy --strict checks those); a call naming its code gives exactly that
+    template's params; every ``Alarm(...)`` names its code."""
     bad: list[str] = []
     calls = 0
     for path in sorted((ROOT / "redline").rglob("*.py")):
@@ -127,6 +128,14 @@ def test_no_alarm_call_site_passes_free_text() -> None:
             if codes is not None:
                 if not set(codes) <= set(TEMPLATES):
                     bad.append(f"{rel}:{node.lineno}: unknown code {codes}")
+                    continue
+                given = {k.arg for k in node.keywords}
+                if None in given:  # **params: the caller passes on what it was given
+                    continue
+                for code in codes:  # its params are its template's placeholders, no more and no fewer
+                    if given != placeholders(TEMPLATES[code]):
+                        bad.append(f"{rel}:{node.lineno}: {code} given {sorted(given)}, its template wants "
+                                   f"{sorted(placeholders(TEMPLATES[code]))}")  # fmt: skip
             elif not (isinstance(arg, ast.Name) or (isinstance(arg, ast.Attribute) and arg.attr == "code")):
                 bad.append(f"{rel}:{node.lineno}: the code is {ast.unparse(arg)}")
     assert calls >= 70, calls
@@ -250,12 +259,15 @@ def test_an_alarm_raised_with_a_code_outside_the_table_is_kept_as_its_own_text(t
     asyncio.run(main())
 
 
-def test_the_table_imports_nothing_of_redline() -> None:
-    """ops/, session.py, station.py and standby.py all import it: it must not import them back."""
+def test_the_table_imports_nothing_of_redline_but_the_clock() -> None:
+    """ops/, session.py, station.py and standby.py all import it: it must not import them back
+    (redline.clock, for the last time ``datetime`` shows, imports nothing of redline)."""
     tree = ast.parse(Path(alarmtext.__file__).read_text(encoding="utf-8"))
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + [
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]  # fmt: skip
-    assert [m for m in imported if m and m.startswith("redline")] == []
+    assert [m for m in imported if m and m.startswith("redline")] == ["redline.clock"]
+    clock = ast.parse((ROOT / "redline" / "clock.py").read_text(encoding="utf-8"))
+    assert not [n for n in ast.walk(clock) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("redline")]
 
 
 def test_a_time_param_past_the_year_9999_is_written_as_a_number_not_raised() -> None:
@@ -265,3 +277,12 @@ def test_a_time_param_past_the_year_9999_is_written_as_a_number_not_raised() -> 
     assert render("test.missed_here", {"at": far}).endswith(f"(its test of {far})")
     assert render("test.missed_here", {"at": -1}).endswith("(its test of -1)")
     assert "01 Jan 00:00Z" in render("test.missed_here", {"at": 0})
+
+
+def test_an_alarm_missing_a_param_keeps_its_placeholder_instead_of_raising() -> None:
+    """Ops alarms are raised inside the batch that stores the peer's envelope: a param a call site
+    forgot must cost one word of one alarm, never the batch (it would roll back the envelope at
+    every resend and stall the line)."""
+    said = render("call.request", {"from_role": "Secretary"})
+    assert said == "CALL REQUEST from the peer's Secretary to our {to_role}: {subject}"
+    assert render("line.up", {}) == "LINE UP again: a path to {peer} is open"

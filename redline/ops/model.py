@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from redline import kinds
 from redline.alarmtext import AlarmCode, Param, render
+from redline.clock import MAX_TIME_MS as MAX_TIME_MS  # re-exported: ops reads it from here
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,10 +75,6 @@ class Outbox:
     def alarm(self, level: str, code: AlarmCode, at: int, /, **params: Param) -> None:
         self.alarms.append(Alarm(level=level, code=code, params=params, at=at))
 
-
-# The last millisecond of the year 9999: a later time (which the protocol's integers can carry) is
-# noise that would make ``datetime`` raise in a view.
-MAX_TIME_MS = 253_402_300_799_999
 
 
 _T = TypeVar("_T")

@@ -94,6 +94,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from redline import kinds
+from redline.clock import MAX_TIME_MS
 from redline.errors import NoticeBoardError, NoticeError
 
 __all__ = [
@@ -149,7 +150,6 @@ LIMITS: Final = NoticeLimits()
 
 # --- small helpers ------------------------------------------------------------------------------
 
-_MAX_TIME_MS: Final = 253_402_300_799_999  # the last millisecond of 9999: ``datetime`` goes no further
 _DECIMAL_RE = re.compile(r"-?(0|[1-9][0-9]{0,2})(\.[0-9]{1,7})?")
 _QUANTUM = Decimal(1).scaleb(-DECIMALS)
 
@@ -607,7 +607,7 @@ class Notice:
         for name in ("start", "end"):  # checked before either is shown as a date, which would overflow
             if getattr(self, name) < 0:
                 raise NoticeError(f"window {name} {getattr(self, name)} is before 1970")
-            if getattr(self, name) > _MAX_TIME_MS:
+            if getattr(self, name) > MAX_TIME_MS:
                 raise NoticeError(f"window {name} {getattr(self, name)} is after the year 9999")
         if self.end < self.start:
             raise NoticeError(f"window ends before it starts (start {_utc(self.start)}, end {_utc(self.end)})")
