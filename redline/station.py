@@ -746,8 +746,9 @@ class Station:
             return
         if session.line in self._skewed:
             self._skewed.discard(session.line)
+            off = round(abs(worst) / 1000, 1)  # a number, which the console writes its reader's way ("2,5")
             self.alarm(session.line, "info", "clock.skew_back", limit=f"{limit:g}", peer=session.record.peer_name,
-                       off=f"{abs(worst) / 1000:.1f}")  # fmt: skip
+                       off=off)  # fmt: skip
             return
         self._skewed.add(session.line)
         self.alarm(session.line, "alarm", "clock.skew.ahead" if worst > 0 else "clock.skew.behind",

@@ -581,13 +581,16 @@ def test_removed_user_cookie_gets_401_at_once(tmp_path: Path) -> None:
             assert removed.returncode == 0, removed.stderr
             assert "removed" in removed.stdout
             url = f"/api/lines/{p.line}"
-            # refused at once (by the POST's own check, or the WebSocket's poll got there first)
-            error(await p.client.post(f"{url}/send", json={"text": "after"}), 401)
+            # refused at once (by the POST's own check, or the WebSocket's poll got there first);
+            # whichever found the user gone says so ("removed"), for the console to say in its words
+            refused = await p.client.post(f"{url}/send", json={"text": "after"})
+            error(refused, 401)
             assert "not logged in" in error(await p.client.get("/api/me"), 401)  # the session is gone for good
             assert sent_texts(p) == before
             while (msg := await ws.receive())["type"] != "logout":
                 pass
             assert await ws.closed_with() == 4401
+            assert "removed" in (refused.json().get("code"), msg.get("code")), (refused.json(), msg)
             assert "no user 'Duty EUCOM'" in error(await p.login(), 401)
             assert (await auditor.get("/api/me")).json()["user"] == "Auditor"  # others keep their sessions
             # re-created under the same name with a new key: an old cookie is still not a session

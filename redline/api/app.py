@@ -124,7 +124,8 @@ async def _error(request: Request, exc: Exception) -> Response:
     headers = {"Cache-Control": "no-store"}
     if isinstance(exc, ApiError) and exc.close:
         headers["Connection"] = "close"
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    body = {"error": message} | ({"code": exc.code} if isinstance(exc, ApiError) and exc.code else {})
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 # -- request bodies ---------------------------------------------------------------------------------
@@ -456,7 +457,7 @@ class Api(ConsoleHandlers, VoiceHandlers):
         if now is None or now.key != session.person.key:
             self.sessions.drop(session)
             log.warning("console: %s's session ended: no longer a user of this station", session.name)
-            raise ApiError(401, f"{session.name} is no longer a user of this station: logged out")
+            raise ApiError(401, f"{session.name} is no longer a user of this station: logged out", code="removed")
         if now.role != session.person.role:
             log.warning("console: %s's role is now %s (was %s)", session.name, now.role, session.person.role)
             session.person = now
@@ -693,7 +694,7 @@ class Api(ConsoleHandlers, VoiceHandlers):
             self.check_origin(ws)
             session = self.who(ws, READ)
         except ApiError as exc:
-            await ws.send_json({"type": "error", "error": str(exc)})
+            await ws.send_json({"type": "error", "error": str(exc), "status": exc.status, "code": exc.code})
             await ws.close(code=4401 if exc.status == 401 else 4403, reason=str(exc)[:120])
             return
         assert session is not None
@@ -727,11 +728,11 @@ class Api(ConsoleHandlers, VoiceHandlers):
                 next_poll = loop.time() + self.config.poll_seconds
                 try:
                     ended = self.current(cookie) is None
-                    why = "the session ended: log in again"
+                    why, code = "the session ended: log in again", ""
                 except ApiError as exc:  # the user was removed meanwhile
-                    ended, why = True, str(exc)
+                    ended, why, code = True, str(exc), exc.code
                 if ended:
-                    await ws.send_json({"type": "logout", "error": why})
+                    await ws.send_json({"type": "logout", "error": why, "code": code})
                     await ws.close(code=4401)
                     return
                 for alarm in _new_alarms(self.station.alarms, last):

@@ -49,10 +49,13 @@ WHY_NOT = {
 class ApiError(RedlineError):
     """An error with its HTTP status, rendered as JSON ``{"error": message}`` in one place."""
 
-    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False, code: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.close = close  # answer with Connection: close (the rest of the request is not read)
+        # What the console says in its reader's words instead of the message: "removed" (the user is
+        # no longer on this station's users list), else nothing (the message is shown as it is).
+        self.code = code
 
 
 @dataclass(kw_only=True)

@@ -127,8 +127,15 @@ function dur(ms) {
 // minute, so 30.4 s against a limit of 30 s never reads "30 s", and 0.3 s never "0 s".
 function span(ms) {
   const s = Math.abs(ms) / 1000;
-  if (s >= 60) return dur(ms);
-  return t("dur.s", { n: s.toLocaleString(S.lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) });
+  if (s < 60) return t("dur.s", { n: s.toLocaleString(S.lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) });
+  let whole = Math.floor(s); // whole seconds, cut as the English cuts them (89.6 s is 1 min 29 s)
+  const units = [["dur.d", 86400], ["dur.h", 3600], ["dur.min", 60], ["dur.s", 1]];
+  const parts = [];
+  for (const [key, size] of units) {
+    const n = Math.floor(whole / size); whole -= n * size;
+    if (n) parts.push(t(key, { n }));
+  }
+  return parts.slice(0, 2).join(" ");
 }
 const secs = (ms) => (ms === null || ms === undefined ? "-" : dur(ms));
 const short = (id) => (id ? id.slice(0, 10) : "-");
@@ -167,7 +174,7 @@ async function api(method, path, body) {
       data = { error: `${r.status} ${r.statusText}` };
     }
   } finally { clearTimeout(timer); }
-  if (r.status === 401 && path !== "/api/login") { showLogin(t("login.expired")); throw new ApiError(401, data.error); }
+  if (r.status === 401 && path !== "/api/login") { showLogin(endedText(data.code)); throw new ApiError(401, data.error); }
   if (!r.ok) throw new ApiError(r.status, data.error || `${r.status}`);
   const counts = r.headers.get("Redline-Page"); // a paged view: how many more past this page (docs/API.md)
   if (counts && data && typeof data === "object") PAGES.set(data, JSON.parse(counts));
@@ -300,6 +307,9 @@ function pruneSilenced(list) {
 // deliberate: the person pressed LOG OUT. Otherwise (the session expired, the station restarted,
 // the user was removed) a console that was in use is now watching nothing: an alarm (sound, "‼"
 // title, red favicon) until someone logs in, never a calm login page.
+// Why a console in use is logged out, in its reader's words: the station's 401 (HTTP, the events
+// stream's first answer, or its logout later) says "removed" when the user is off the users list.
+const endedText = (code) => t(code === "removed" ? "login.removed" : "login.expired");
 function showLogin(message, deliberate) {
   stopMedia();
   if (S.ws) { S.ws.onclose = null; S.ws.onmessage = null; S.ws.close(); S.ws = null; }
@@ -383,8 +393,10 @@ function connect() {
     } else if (msg.type === "status") setStatus(msg.status, msg.now);
     else if (msg.type === "alarm") { addAlarm(msg.alarm); refreshWatch(); }
     else if (msg.type === "tick") { if (msg.now) S.clockOffset = msg.now - Date.now(); }
-    else if (msg.type === "logout") showLogin(t("login.expired"));
-    else if (msg.type === "error") showLogin([t("login.refused"), " ", said(msg.error, "en")]);
+    else if (msg.type === "logout") showLogin(endedText(msg.code));
+    else if (msg.type === "error") {
+      showLogin(msg.status === 401 ? endedText(msg.code) : [t("login.refused"), " ", said(msg.error, "en")]);
+    }
     else if (msg.type === "joined" || msg.type === "join_refused" || msg.type === "audio_refused") voiceNote(msg);
   };
   ws.onopen = () => { if (V.call) voiceSend({ type: "join", call: V.call }); }; // back on the call after a reconnect
@@ -444,7 +456,7 @@ const ALARM_SPAN_PARAMS = new Set(["span"]);
 function alarmParam(key, value) {
   if (typeof value === "number" && ALARM_TIME_PARAMS.has(key)) return utc(value);
   if (typeof value === "number" && ALARM_SPAN_PARAMS.has(key)) return span(value);
-  if (typeof value === "number") return String(value);
+  if (typeof value === "number") return value.toLocaleString(S.lang, { useGrouping: false, maximumFractionDigits: 3 });
   const text = String(value ?? "");
   if (ALARM_WORD_PARAMS.has(key)) { // an escalation level or a role: in the reader's words when it is one we know
     const word = STR()[`escalation.${text}`] || STR()[`role.${text}`];
