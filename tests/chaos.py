@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -149,16 +150,21 @@ async def _send_until_accepted(
     (None: a problem, not a hang) only if the station accepts nothing for a minute after the faults end."""
     name = proc.home.name
     failing_since: float | None = None
+    first = True
     while True:
         try:
             async with asyncio.timeout(60):
                 replies = await pipelined(proc.home, reqs)
             bad = [r for r in replies if not r.get("ok")]
             if not bad:
-                return [r["result"]["outbox"] for r in replies]
+                numbers = [r["result"]["outbox"] for r in replies]
+                if first and (problem := burst_out_of_order(name, numbers)):
+                    result.problems.append(problem)
+                return numbers
+            first = False
             result.refusals.append(f"{name}: {bad[0].get('error')}")
         except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
-            pass
+            first = False
         now = time.monotonic()
         failing_since = failing_since or now
         if stop.is_set() and now - failing_since > 60:
@@ -166,6 +172,21 @@ async def _send_until_accepted(
             return None
         result.retries[name] = result.retries.get(name, 0) + 1
         await asyncio.sleep(0.05)
+
+
+def burst_out_of_order(who: str, numbers: list[int]) -> str | None:
+    """A pipelined burst accepted whole at its first try was accepted in the order of its requests:
+    its outbox numbers increase. (A burst retried after a refusal may rightly be accepted in
+    another order; ``in_accepted_order`` then holds the transcript to the order it got.)"""
+    if all(a < b for a, b in itertools.pairwise(numbers)):
+        return None
+    return f"{who}: a burst accepted at its first try got outbox numbers {numbers}, not in the order of its requests"
+
+
+def in_accepted_order(numbered: dict[str, int]) -> list[str]:
+    """The texts a side accepted, in the order the station accepted them (their outbox numbers):
+    the order its transcript must hold them in."""
+    return sorted(numbered, key=numbered.__getitem__)
 
 
 # What the outside review put in text fields; every run carries some of it (never a traceback,
@@ -524,8 +545,7 @@ def verify_cli(home: Path) -> subprocess.CompletedProcess[str]:
 def check(eucom: Path, ndmc: Path, line: str, accepted: dict[str, dict[str, int]], result: ChaosResult) -> None:
     fp = {h: StationDir(h).load_keys().fingerprint for h in (eucom, ndmc)}
     for sender, receiver, prefix in ((eucom, ndmc, "EUCOM "), (ndmc, eucom, "НЦУО ")):
-        numbered = accepted[sender.name]
-        name, expected = sender.name.upper(), sorted(numbered, key=numbered.__getitem__)  # in the order accepted
+        name, expected = sender.name.upper(), in_accepted_order(accepted[sender.name])
         at_receiver = _chain(receiver, line, fp[sender])
         at_sender = _chain(sender, line, fp[sender])
         for what, got in ((f"{name} -> {receiver.name.upper()}", traffic_texts(at_receiver, prefix)),

@@ -110,6 +110,20 @@ def test_the_checker_tells_loss_duplication_and_reordering_apart() -> None:
     assert any("never accepted" in p for p in chaos.compare("x", sent, [*sent, "m9"]))
 
 
+def test_the_checker_holds_the_transcript_to_the_order_of_acceptance_and_a_whole_burst_to_its_requests() -> None:
+    """While a store comes back, the first two requests of a pipelined burst can be refused and the
+    third accepted; their retry is accepted after it: the transcript must follow the outbox numbers
+    the station answered, not the burst. A burst accepted whole at its first try must have come in
+    the order of its requests, or the station reordered it with no fault at all."""
+    numbered = {"m1": 68, "m2": 69, "m3": 67}  # m3 accepted first, m1 and m2 on the retry
+    assert chaos.in_accepted_order(numbered) == ["m3", "m1", "m2"]
+    assert chaos.compare("x", chaos.in_accepted_order(numbered), ["m3", "m1", "m2"]) == []
+    assert any("REORDERED" in p for p in chaos.compare("x", chaos.in_accepted_order(numbered), ["m1", "m2", "m3"]))
+    assert chaos.burst_out_of_order("eucom", [10, 11, 12]) is None
+    assert "not in the order of its requests" in (chaos.burst_out_of_order("eucom", [12, 10, 11]) or "")
+    assert chaos.burst_out_of_order("eucom", [10, 10]) is not None  # one number for two requests
+
+
 # -- randomized runs over real stations -----------------------------------------------------------------
 def _chaos(seed: int, tmp_path: Path) -> None:
     cfg = chaos.ChaosConfig(seed=seed, seconds=CI_SECONDS, workdir=tmp_path / f"chaos-{seed}")

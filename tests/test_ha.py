@@ -32,7 +32,7 @@ import pytest
 from redline.config import Limits, StationConfig
 from redline.home import StationDir
 from redline.testing import free_ports
-from tests.chaos import compare, scan_log, traffic_texts, verify_cli
+from tests.chaos import burst_out_of_order, compare, in_accepted_order, scan_log, traffic_texts, verify_cli
 from tests.pg import PgServer
 from tests.procs import StationProc, pipelined, wait_until
 
@@ -52,6 +52,7 @@ class Pair:
     line: str
     url: str
     accepted: dict[str, dict[str, int]] = field(default_factory=lambda: {"eucom": {}, "ndmc": {}})
+    problems: list[str] = field(default_factory=list)  # found while sending (a burst out of order)
     ports: list[int] = field(default_factory=list)
 
     def procs(self) -> list[StationProc]:
@@ -162,6 +163,7 @@ async def _send(pair: Pair, side: str, reqs: list[dict[str, Any]]) -> list[int]:
     same outbox item, from the store, at the process that took over. Its outbox numbers: the
     requests of one burst are accepted each on its own, so while the store comes back the third can
     be accepted before a retry of the first two (then it is sent first, as accepted)."""
+    first = True
     while True:
         targets = [pair.ndmc] if side == "ndmc" else [pair.a, pair.b]
         for p in targets:
@@ -171,9 +173,14 @@ async def _send(pair: Pair, side: str, reqs: list[dict[str, Any]]) -> list[int]:
                 async with asyncio.timeout(10):
                     replies = await pipelined(p.home, reqs)
             except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+                first = False
                 continue
             if all(r.get("ok") for r in replies):
-                return [r["result"]["outbox"] for r in replies]
+                numbers = [r["result"]["outbox"] for r in replies]
+                if first and (problem := burst_out_of_order(side, numbers)):
+                    pair.problems.append(problem)
+                return numbers
+            first = False
         await asyncio.sleep(0.05)
 
 
@@ -194,7 +201,7 @@ async def traffic(pair: Pair, side: str, stop: asyncio.Event) -> None:
 # -- the checker -------------------------------------------------------------------------------------
 def check(pair: Pair) -> list[str]:
     """chaos.check's rules, reading EUCOM's transcript from PostgreSQL."""
-    problems: list[str] = []
+    problems: list[str] = list(pair.problems)
     homes = {"eucom": pair.a.home, "ndmc": pair.ndmc.home}
     fp = {side: StationDir(h).load_keys().fingerprint for side, h in homes.items()}
     chains: dict[tuple[str, str], list[bytes]] = {}
@@ -208,7 +215,7 @@ def check(pair: Pair) -> list[str]:
         finally:
             ledger.close()
     for sender, receiver, prefix in (("eucom", "ndmc", "EUCOM "), ("ndmc", "eucom", "НЦУО ")):
-        expected = sorted(pair.accepted[sender], key=pair.accepted[sender].__getitem__)  # in the order accepted
+        expected = in_accepted_order(pair.accepted[sender])
         problems += compare(f"{sender} -> {receiver}", expected, traffic_texts(chains[(receiver, sender)], prefix))
         problems += compare(f"{sender}'s own chain", expected, traffic_texts(chains[(sender, sender)], prefix))
         if chains[(receiver, sender)] != chains[(sender, sender)]:
