@@ -35,7 +35,9 @@ SHOWN = r"""() => {
   }
   return out;
 }"""
-# Words that stay as they are in Russian: protocol words, names, codes, the map's sources.
+# Words that stay as they are in Russian: protocol words, names, codes, the map's sources. Dezhurny and
+# Duty are the two stations' person names ("Dezhurny Orlov", "Duty EUCOM"): Latin by the protocol's
+# rule for a person name (kinds.PERSON_NAME: letters, digits, space . _ -), so never English of ours.
 ALLOWED = {"FLASH", "KEY", "ROSTER", "EUCOM", "NDMC", "Dezhurny", "Duty", "redline", "id", "UTC", "Z", "ru", "en",
            "GeoJSON", "Ctrl", "Enter", "docs", "BUNDLE", "md", "max_clock_skew_seconds", "Natural", "Earth",
            "Leaflet", "OpenStreetMap"}  # fmt: skip
