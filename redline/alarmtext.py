@@ -76,13 +76,12 @@ _DISK_WARN = ("DISK: {whose} envelopes on line {line} use {used} of {limit} byte
               "archive the transcript and raise the limit")  # fmt: skip
 
 
+_SLOT = re.compile(r"\{(\w+)\}")  # a placeholder, here, in ``render`` and in ``placeholders``
+
+
 def _fill(template: str, **fixed: str) -> str:
     """``template`` with some placeholders fixed (the sides of a code pair), the rest kept."""
-    return re.sub(r"\{(\w+)\}", lambda m: fixed.get(m[1], m[0]), template)
-
-
-def _ours_peer(template: str, key: str, ours: str, peer: str) -> tuple[str, str]:
-    return _fill(template, **{key: ours}), _fill(template, **{key: peer})
+    return _SLOT.sub(lambda m: fixed.get(m[1], m[0]), template)
 
 
 # fmt: off
@@ -249,9 +248,6 @@ def _as_text(key: str, value: Param) -> str:
 # Params that are free English (an exception's message, a describe(), a list in words, a problem):
 # no translation of them exists; the console shows them as they are, marked lang="en".
 EN_PARAMS: Final = frozenset({"exc", "why", "what", "details", "problem", "reason", "runs", "named"})
-
-_SLOT = re.compile(r"\{(\w+)\}")
-
 
 def placeholders(template: str) -> set[str]:
     return set(_SLOT.findall(template))
