@@ -6,9 +6,12 @@ console renders a code in the reader's language from its own templates (strings.
 ``"alarm.<code>"``, the same placeholders), so the English wording lives here only.
 
 Params: numbers and ids as they are; a person's or the peer's text (a name, a subject, a role, a
-closing message) as it came, which the console puts on the page as text, never as markup; and free
-English (an exception's message, a ``describe()``, a list of conflicts), which stays English in
-every language. ``EN_PARAMS`` names the free English ones (the console marks them ``lang="en"``).
+closing message) as it came, which the console puts on the page as text, never as markup; free
+English (an exception's message, a ``describe()``), which stays English in every language
+(``EN_PARAMS``, the console marks them ``lang="en"``); and the conflicts a notice meets, a list of
+records of such values (``CONFLICT_PARAMS``), each written by a template of its own (``CONFLICT``
+here, ``"conflict.ours"``/``"conflict.peer"`` in strings.js), so a Russian reader reads them in
+Russian too.
 This module imports nothing of redline, so ops/, session.py and station.py all import it.
 """
 
@@ -21,7 +24,9 @@ from typing import Final, Literal, get_args
 
 from redline.clock import MAX_TIME_MS
 
-Param = str | int | float
+Value = str | int | float
+Record = Mapping[str, Value]  # one item of a list param: a conflict a notice meets
+Param = Value | tuple[Record, ...]
 
 AlarmCode = Literal[
     # ops/flash.py
@@ -65,6 +70,8 @@ _KEY = "KEY seq {seq}: {who} {said}, certified by the station's root"
 _PINNED = "PINNED KEY: {whose} ROSTER seq {seq}: {why}"
 _PINNED_FIX = "; a person's key changes only by a key rotation the station's root certifies, never by a roster alone"
 _CONFLICT = "NOTICE CONFLICT: {who} {kind} notice seq {seq} conflicts with {count} active {notices}: {named}"
+_NAMED = ("{whose} {kind} notice seq {seq}, {distance_m} m apart (margin {margin_m} m), {start} to {end}, "
+          "{floor_m}-{ceiling_m} m")  # fmt: skip
 _SKEW = ("CLOCK SKEW: {peer}'s clock is {span} {way} ours (limit {limit} s, max_clock_skew_seconds): times and "
          "deadlines it states are misread until one clock is corrected")  # fmt: skip
 _STORAGE = ("STORAGE FAILURE: {exc}. Nothing that was not stored has been receipted or acknowledged; the line accepts "
@@ -220,9 +227,20 @@ TEMPLATES: Final[dict[AlarmCode, str]] = {
 }
 # fmt: on
 
-# Params that are a number the text writes in words: a time (wall ms, "04 Dec 03:00Z") and a clock
-# difference (ms, "2 min 5 s", "31.2 s"); a console writes them its own way.
-TIME_PARAMS: Final = frozenset({"at"})
+# A conflict named in a notice conflict alarm (a record of ``named``: ``ours``, whose notice it is,
+# picks the template; the rest are its placeholders), and the count of those not named. The console
+# has the same keys in strings.js with the same placeholders (tests/test_alarm_codes.py).
+CONFLICT: Final[dict[str, str]] = {
+    "conflict.ours": _fill(_NAMED, whose="our"),
+    "conflict.peer": _fill(_NAMED, whose="the peer's"),
+    "conflict.more": "and {n} more ('redline notices')",
+}
+# Params that are a list of such conflicts; the alarm's ``count`` says how many there are in all.
+CONFLICT_PARAMS: Final = frozenset({"named"})
+
+# Params (also a record's) that are a number the text writes in words: a time (wall ms,
+# "04 Dec 03:00Z") and a clock difference (ms, "2 min 5 s", "31.2 s"); a console writes them its own way.
+TIME_PARAMS: Final = frozenset({"at", "start", "end"})
 SPAN_PARAMS: Final = frozenset({"span"})
 
 
@@ -237,7 +255,9 @@ def span(ms: float) -> str:
     return " ".join([f"{n} {unit}" for n, unit in ((d, "d"), (h, "h"), (m, "min"), (sec, "s")) if n][:2])
 
 
-def _as_text(key: str, value: Param) -> str:
+def _as_text(key: str, value: Param, count: Param = 0) -> str:
+    if isinstance(value, tuple):
+        return _conflicts(value, count) if key in CONFLICT_PARAMS else str(value)
     if key in TIME_PARAMS and isinstance(value, int) and 0 <= value <= MAX_TIME_MS:  # else as a number, never a raise
         return datetime.fromtimestamp(value / 1000, UTC).strftime("%d %b %H:%MZ")
     if key in SPAN_PARAMS and not isinstance(value, str):
@@ -245,9 +265,16 @@ def _as_text(key: str, value: Param) -> str:
     return str(value)
 
 
-# Params that are free English (an exception's message, a describe(), a list in words, a problem):
+def _conflicts(named: tuple[Record, ...], count: Param) -> str:
+    """The conflicts ``named``, each by its template, then how many of ``count`` are not named."""
+    said = [_filled(CONFLICT["conflict.ours" if c.get("ours") else "conflict.peer"], c) for c in named]
+    rest = count - len(named) if isinstance(count, int) else 0
+    return "; ".join(said + ([_fill(CONFLICT["conflict.more"], n=str(rest))] if rest > 0 else []))
+
+
+# Params that are free English (an exception's message, a describe(), a problem):
 # no translation of them exists; the console shows them as they are, marked lang="en".
-EN_PARAMS: Final = frozenset({"exc", "why", "what", "details", "problem", "reason", "runs", "named"})
+EN_PARAMS: Final = frozenset({"exc", "why", "what", "details", "problem", "reason", "runs"})
 
 def placeholders(template: str) -> set[str]:
     return set(_SLOT.findall(template))
@@ -255,15 +282,20 @@ def placeholders(template: str) -> set[str]:
 
 def render(code: AlarmCode, params: Mapping[str, Param]) -> str:
     """The English text of alarm ``code`` with ``params`` (each as ``str()`` gives it, as the
-    f-strings this replaces did; a time or a clock difference in words). A code this table does
-    not know (a caller outside the package, which mypy does not check) is its own text: an alarm
-    is never lost to a wrong code."""
+    f-strings this replaces did; a time or a clock difference in words; the conflicts named each by
+    its template in ``CONFLICT``). A code this table does not know (a caller outside the package,
+    which mypy does not check) is its own text: an alarm is never lost to a wrong code."""
     template = TEMPLATES.get(code)
     if template is None:
         return str(code)
     # A param the call site did not give stays "{name}": one word of one alarm is lost, not the
     # ledger batch the alarm is raised in (tests/test_alarm_codes.py checks every call site's params).
-    return _SLOT.sub(lambda m: _as_text(m[1], params[m[1]]) if m[1] in params else m[0], template)
+    return _filled(template, params)
+
+
+def _filled(template: str, params: Mapping[str, Param]) -> str:
+    count = params.get("count", 0)  # a list param's items are counted against it
+    return _SLOT.sub(lambda m: _as_text(m[1], params[m[1]], count) if m[1] in params else m[0], template)
 
 
 assert set(get_args(AlarmCode)) == set(TEMPLATES), set(get_args(AlarmCode)) ^ set(TEMPLATES)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redline import canonical, control, kinds, media, pairing, persons, readmodel, recording, transport, views
 from redline import keys as keyfiles
-from redline.alarmtext import TEMPLATES, AlarmCode, Param, render
+from redline.alarmtext import TEMPLATES, AlarmCode, Param, Value, render
 from redline.ceremony import Ceremony
 from redline.clock import Clock, SettableClock, SystemClock
 from redline.config import StationConfig, parse_hostport
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("redline.station")
 MAX_ALARM_CHARS = 2000
+MAX_ALARM_RECORDS = 10  # records of a list param (the conflicts a notice conflict alarm names: 3 today)
 MAX_IDEM_CHARS = 256  # an API key (128) with its scope: "api:", a kind and a person name (63) between colons
 TICK = 0.1
 # users/ is read afresh at least this often even when its stamp has not changed (persons.users_stamp:
@@ -271,9 +272,10 @@ class Station:
         logged and never propagates."""
         # One line, bounded, whatever peer text it quotes: an alarm can never forge another alarm's
         # line on a terminal, nor hold a megabyte; each text param is bounded the same way (the
-        # console renders the params), and the text once more.
-        params = {k: shown(shown(v, newlines=False), MAX_ALARM_CHARS) if isinstance(v, str) else v
-                  for k, v in params.items()}  # fmt: skip
+        # console renders the params), a list param to MAX_ALARM_RECORDS records and each text of
+        # them too (the English then counts the records cut as not named), and the text once more.
+        params = {k: tuple({rk: _bounded(rv) for rk, rv in r.items()} for r in v[:MAX_ALARM_RECORDS])
+                  if isinstance(v, tuple) else _bounded(v) for k, v in params.items()}  # fmt: skip
         text = shown(render(code, params), MAX_ALARM_CHARS, newlines=False)
         if code not in TEMPLATES:  # a caller outside the package, which mypy does not check: its own text
             params = {}
@@ -1372,3 +1374,9 @@ def _page(items: Iterable[_T], still_open: Callable[[_T], bool], at: Callable[[_
 def _cut(text: str | None) -> str | None:
     """A text as a view's page shows it: at most ``VIEW_TEXT_CHARS`` characters, cut with "…"."""
     return text if text is None or len(text) <= VIEW_TEXT_CHARS else text[:VIEW_TEXT_CHARS] + "…"
+
+
+def _bounded(value: Value) -> Value:
+    """An alarm's param (or a record's value) as the row keeps it: a text on one line, escaped
+    and cut like the alarm's text (``MAX_ALARM_CHARS``); a number as it is."""
+    return shown(shown(value, newlines=False), MAX_ALARM_CHARS) if isinstance(value, str) else value

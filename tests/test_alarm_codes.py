@@ -16,14 +16,27 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any, get_args
 
 from redline import alarmtext
-from redline.alarmtext import EN_PARAMS, SPAN_PARAMS, TEMPLATES, TIME_PARAMS, AlarmCode, placeholders, render
-from redline.station import MAX_ALARM_CHARS
+from redline.alarmtext import (
+    CONFLICT,
+    CONFLICT_PARAMS,
+    EN_PARAMS,
+    SPAN_PARAMS,
+    TEMPLATES,
+    TIME_PARAMS,
+    AlarmCode,
+    placeholders,
+    render,
+)
+from redline.station import MAX_ALARM_CHARS, MAX_ALARM_RECORDS
 from redline.testing import StationPair
+from tests.test_attacks_ops import disc_notice
+from tests.test_ops import DAY, T0, Line
 
 ROOT = Path(__file__).resolve().parents[1]
 STRINGS = (ROOT / "redline/console/strings.js").read_text(encoding="utf-8")
@@ -31,12 +44,13 @@ APP = (ROOT / "redline/console/app.js").read_text(encoding="utf-8")
 LEVELS = {"info", "warning", "alarm"}
 
 
-def russian() -> dict[str, str]:
-    """strings.js's ``"alarm.<code>": "..."`` templates (all Russian: English lives in the table)."""
-    found = re.findall(r'^\s*"alarm\.([\w.]+)": "((?:[^"\\]|\\.)*)",?$', STRINGS, re.M)
+def russian(prefix: str = "alarm") -> dict[str, str]:
+    """strings.js's ``"alarm.<code>": "..."`` templates (all Russian: English lives in the table);
+    with ``prefix`` "conflict", its templates of a conflict a notice conflict alarm names."""
+    found = re.findall(rf'^\s*"{prefix}\.([\w.]+)": "((?:[^"\\]|\\.)*)",?$', STRINGS, re.M)
     out: dict[str, str] = {}
     for code, text in found:
-        assert code not in out, f"alarm.{code} twice in strings.js"
+        assert code not in out, f"{prefix}.{code} twice in strings.js"
         out[code] = text
     return out
 
@@ -54,6 +68,15 @@ def test_every_code_has_a_russian_template_with_the_same_placeholders() -> None:
     assert [c for c, t in ru.items() if re.search(r"\('?redline ", t)] == []
 
 
+def test_each_conflict_an_alarm_names_has_a_russian_template_with_the_same_placeholders() -> None:
+    """The conflicts of a notice conflict alarm (``named``) are written by alarmtext.CONFLICT in
+    English and by strings.js's ``conflict.*`` in Russian: the same keys, the same placeholders."""
+    ru = {f"conflict.{k}": v for k, v in russian("conflict").items()}
+    assert sorted(ru) == sorted(CONFLICT)
+    assert {k: placeholders(t) for k, t in CONFLICT.items()} == {k: placeholders(t) for k, t in ru.items()}
+    assert [k for k, t in ru.items() if not re.search("[а-яА-Я]", t) or re.search(r"\('?redline ", t)] == []
+
+
 def test_the_english_lives_only_in_the_table() -> None:
     english = re.search(r"window\.REDLINE_STRINGS = \{\s*en: \{(.*?)\n  \},", STRINGS, re.S)
     assert english is not None
@@ -62,7 +85,7 @@ def test_the_english_lives_only_in_the_table() -> None:
 
 
 def test_the_consoles_free_english_time_and_span_params_are_the_tables() -> None:
-    for name, names in (("EN", EN_PARAMS), ("TIME", TIME_PARAMS), ("SPAN", SPAN_PARAMS)):
+    for name, names in (("EN", EN_PARAMS), ("TIME", TIME_PARAMS), ("SPAN", SPAN_PARAMS), ("CONFLICT", CONFLICT_PARAMS)):
         m = re.search(rf"const ALARM_{name}_PARAMS = new Set\(\[([^\]]*)\]\)", APP)
         assert m is not None, name
         assert set(re.findall(r'"(\w+)"', m.group(1))) == set(names), name
@@ -195,6 +218,68 @@ def test_the_composed_templates_say_what_the_f_strings_said() -> None:
         "FAILOVER: this process (h2) is now the active one, lease term 4, from h1 at a:1 (term 3), whose lease lapsed")
     # a param is put in as it is, never read as a template
     assert render("path.closed", {"path": "p0", "message": "{exc} {peer}"}) == "peer closed path p0: {exc} {peer}"
+
+
+def test_the_english_of_the_notice_conflict_alarms_is_word_for_word_as_before() -> None:
+    """The conflicts a notice meets are params as data now (``named``: whose, kind, seq, metres
+    apart, margin, window, band); the English the terminal, the log and ``status --json`` print
+    from them is what the engine's f-strings said, at both ends, one conflict or more, with the
+    ones past the named three counted."""
+    line = Line()
+    line.file(line.a, "NOTICE", disc_notice(30.15, 50.0, kind="strike", margin_m=2000))
+    line.file(line.b, "NOTICE", disc_notice(30.0, 50.0, kind="naval", floor_m=500, start=T0 + 3_600_000))
+    for i in range(4):
+        line.file(line.b, "NOTICE", disc_notice(30.0 + i * 0.01, 50.01, kind="exercise", ceiling_m=8000 - i))
+    window = "13 May 09:00Z to 14 May 09:00Z"
+    for side, ours, theirs in ((line.a, "the peer's", "our"), (line.b, "our", "the peer's")):
+        side_of = "peer" if side is line.a else "ours"
+        assert [a.code for a in side.alarms] == [f"notice.conflict.{side_of}"] + [f"notice.conflicts.{side_of}"] * 4
+        texts = [a.text for a in side.alarms]
+        assert texts[0] == (
+            f"NOTICE CONFLICT: {ours} naval notice seq 1 conflicts with 1 active notice: {theirs} strike notice seq "
+            "1, 755 m apart (margin 2000 m), 13 May 10:00Z to 14 May 09:00Z, 500-10000 m")  # fmt: skip
+        assert texts[1] == (
+            f"NOTICE CONFLICT: {ours} exercise notice seq 2 conflicts with 2 active notices: {ours} naval notice seq "
+            f"1, 0 m apart (margin 0 m), 13 May 10:00Z to 14 May 09:00Z, 500-8000 m; {theirs} strike notice seq 1, "
+            f"811 m apart (margin 2000 m), {window}, 0-8000 m")  # fmt: skip
+        assert texts[4] == (
+            f"NOTICE CONFLICT: {ours} exercise notice seq 5 conflicts with 5 active notices: {theirs} strike notice "
+            f"seq 1, 0 m apart (margin 2000 m), {window}, 0-7997 m; {ours} naval notice seq 1, 0 m apart (margin 0 "
+            f"m), 13 May 10:00Z to 14 May 09:00Z, 500-7997 m; {ours} exercise notice seq 2, 0 m apart (margin 0 m), "
+            f"{window}, 0-7997 m; and 2 more ('redline notices')")  # fmt: skip
+    # ... from params that are data: the three nearest as records, the rest counted by ``count``
+    params = line.a.alarms[4].params
+    assert params["count"] == 5 and params["kind"] == "exercise"
+    assert params["named"][0] == {"ours": True, "kind": "strike", "seq": 1, "distance_m": 0, "margin_m": 2000,
+                                  "start": T0, "end": T0 + DAY, "floor_m": 0, "ceiling_m": 7997}  # fmt: skip
+    assert [(c["ours"], c["kind"]) for c in params["named"]] == [(True, "strike"), (False, "naval"),
+                                                                (False, "exercise")]  # fmt: skip
+    assert json.loads(json.dumps(params)) == {**params, "named": [dict(c) for c in params["named"]]}
+
+
+def test_a_list_param_is_bounded_like_the_text_and_the_records_cut_are_counted_as_more(tmp_path: Path) -> None:
+    """A station keeps at most MAX_ALARM_RECORDS records of a list param, each text in them
+    escaped and cut like the text; the English counts the records it cut among those not named."""
+
+    async def main() -> None:
+        async with StationPair(tmp_path) as sp:
+            huge = "\u202e" + "x" * 50_000
+            named = tuple({"ours": False, "kind": huge, "seq": str(i), "distance_m": i, "margin_m": 0, "start": T0,
+                           "end": T0 + DAY, "floor_m": 0, "ceiling_m": 100} for i in range(50))  # fmt: skip
+            sp.a.alarm(sp.line, "alarm", "notice.conflicts.peer", kind="air", seq=9, count=60, named=named)
+            row = _row(sp.a, "notice.conflicts.peer")
+            kept = row["params"]["named"]
+            assert len(kept) == MAX_ALARM_RECORDS and [c["seq"] for c in kept] == [str(i) for i in range(10)]
+            assert all(len(c["kind"]) <= MAX_ALARM_CHARS and "\u202e" not in c["kind"] for c in kept)
+            assert len(row["text"]) <= MAX_ALARM_CHARS and "\u202e" not in row["text"]
+            # records of short texts: the ten kept are named, the forty cut counted with the ten never sent
+            sp.a.alarm(sp.line, "alarm", "notice.conflicts.peer", kind="air", seq=9, count=60,
+                       named=tuple({**c, "kind": "naval"} for c in named))  # fmt: skip
+            text = _row(sp.a, "notice.conflicts.peer")["text"]
+            assert text.count("the peer's naval notice seq") == MAX_ALARM_RECORDS
+            assert text.endswith("0-100 m; and 50 more ('redline notices')")
+
+    asyncio.run(main())
 
 
 def _row(st: Any, code: str) -> dict[str, Any]:

@@ -371,10 +371,11 @@ def test_the_ndmc_console_is_in_russian_and_marks_each_text_by_its_language(pair
     with console(browser, pair.ndmc.url, "Dezhurny") as page:
         assert page.evaluate("document.documentElement.lang") == "ru"
         # every word of the console exists in both languages (strings.js); the alarm log's templates
-        # ("alarm.<code>") only in Russian: in English the log is the station's own text
+        # ("alarm.<code>", and "conflict.*" for the conflicts a notice conflict alarm names) only in
+        # Russian: in English the log is the station's own text
         missing = page.evaluate("""() => { const S = window.REDLINE_STRINGS;
-            const en = Object.keys(S.en), ru = Object.keys(S.ru);
-            return [en.filter((k) => !(k in S.ru)), ru.filter((k) => !(k in S.en) && !k.startsWith("alarm."))]; }""")
+            const en = Object.keys(S.en), ru = Object.keys(S.ru), log = /^(alarm|conflict)\\./;
+            return [en.filter((k) => !(k in S.ru)), ru.filter((k) => !(k in S.en) && !log.test(k))]; }""")
         assert missing == [[], []], missing
         expect(page.locator("#h-line")).to_have_text("Линия")
         expect(page.locator("#login-submit")).to_have_text("ВОЙТИ")

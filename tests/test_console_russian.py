@@ -6,7 +6,9 @@ the console refuses, the transcript search, the forms folded away, the map's con
 every text node and every title / aria-label / placeholder / alt of the page (hidden ones too) is
 read; what the stations and people wrote is marked (``.said``, ``lang="en"``) and left out. Any
 Latin word left that is not on the small list below (protocol words, identifiers) is English of
-ours, and fails the test.
+ours, and fails the test. The notice conflict alarm rows and the notices panel are read whole,
+marked parts too: the notices' kinds and the conflicts an alarm names are data the console writes
+in Russian, not the station's English.
 
 Debian's chromium via Playwright, the stations and browser of tests/test_console.py (one pair for
 this module). Every wait is for a condition."""
@@ -48,6 +50,17 @@ HEX = re.compile(r"\b[0-9a-f]{8,}\b")  # ids, lines, digests
 def english_of_ours(page: Any, step: str) -> list[str]:
     found = []
     for s in page.evaluate(SHOWN):
+        words = [w for w in LATIN.findall(HEX.sub(" ", s)) if w not in ALLOWED]
+        if words:
+            found.append(f"{step}: {s[:160]!r} ({' '.join(words[:5])})")
+    return found
+
+
+def latin_anywhere(page: Any, selector: str, step: str) -> list[str]:
+    """Every Latin word in what ``selector`` shows, what is marked as written (``.said``,
+    ``lang="en"``) included: a row of ours that must read wholly in Russian."""
+    found = []
+    for s in page.locator(selector).all_text_contents():
         words = [w for w in LATIN.findall(HEX.sub(" ", s)) if w not in ALLOWED]
         if words:
             found.append(f"{step}: {s[:160]!r} ({' '.join(words[:5])})")
@@ -104,6 +117,26 @@ def test_a_russian_watch_meets_no_english_of_ours_on_any_panel(pair: Pair, brows
         pair.act(pair.ndmc, "NOTICE", naval)
         pair.act(pair.eucom, "NOTICE", {**naval, "kind": "air", "text": "Air exercise NORTH"})
         expect(page.locator("#notice-conflicts .conflict-line")).to_have_count(1)
+        # three more of the peer's over ours: the last meets four, names three and counts one more
+        for i in range(3):
+            pair.act(pair.eucom, "NOTICE", {**naval, "kind": ("strike", "exercise", "other")[i], "text": "Air drill"})
+        expect(page.locator("#notice-conflicts .conflict-line")).to_have_count(10)
+        # the notice conflict alarms wholly in Russian: the kinds, each conflict named, the count not named
+        rows = page.locator('#alarms li[data-code^="notice.conflict"]')
+        expect(rows).to_have_count(4)
+        expect(rows.last).to_contain_text(re.compile(  # the first: the peer's air notice over our naval one
+            r"КОНФЛИКТ УВЕДОМЛЕНИЙ: уведомление \(воздух\) № \d+ другой стороны конфликтует с действующим "
+            r"уведомлением \(1\): наше уведомление \(море\) № \d+: расстояние 0 м \(запас 0 м\)"))  # fmt: skip
+        expect(rows.first).to_contain_text(re.compile(r"КОНФЛИКТ УВЕДОМЛЕНИЙ: уведомление \(другое\) № \d+ другой"))
+        expect(rows.first).to_contain_text("другой стороны: расстояние 0 м (запас 0 м)")  # 3 named (ties: any 3)
+        expect(rows.first).to_contain_text("; и ещё 1 (панель «Уведомления»)")
+        expect(rows.locator('[lang="en"]')).to_have_count(0)
+        found += latin_anywhere(page, '#alarms li[data-code^="notice.conflict"]', "a notice conflict alarm")
+        # the notices panel: each notice's kind in Russian
+        expect(page.locator("#notices tr[data-id]")).to_have_count(5)
+        assert sorted(page.locator("#notices tr[data-id] td:nth-child(3)").all_text_contents()) == sorted(
+            ["море", "воздух", "удар", "учения", "другое"])  # fmt: skip
+        found += latin_anywhere(page, "#notices tr[data-id] td:not(:nth-child(7)), #notice-conflicts", "notices panel")
         page.fill("#notice-area", "45.10, 28.10\n45.10, 28.90")
         page.click("#notice-submit")
         expect(page.locator("#notice-result")).not_to_be_empty()

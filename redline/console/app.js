@@ -446,14 +446,18 @@ function setConnection(up) {
 const ALARM_LOG_KEPT = 100;
 const CLI_HINT = /\s*\('?redline [^)]*\)/g;
 // The params that are free English (an exception's message, a describe()): alarmtext.EN_PARAMS.
-const ALARM_EN_PARAMS = new Set(["exc", "why", "what", "details", "problem", "reason", "runs", "named"]);
+const ALARM_EN_PARAMS = new Set(["exc", "why", "what", "details", "problem", "reason", "runs"]);
+// The params that are a list of the conflicts a notice meets (alarmtext.CONFLICT_PARAMS): each a
+// record written by "conflict.ours"/"conflict.peer", then "conflict.more" for those of `count` not named.
+const ALARM_CONFLICT_PARAMS = new Set(["named"]);
 // Escalation levels and roles (FLASH's first level, a ROSTER's role change), protocol words we translate.
 const ALARM_WORD_PARAMS = new Set(["level", "role", "old", "new"]);
-// A time (wall ms) and a clock difference (ms), which the station's English writes in words:
-// alarmtext.TIME_PARAMS and SPAN_PARAMS.
-const ALARM_TIME_PARAMS = new Set(["at"]);
+// A time (wall ms; also a conflict's start and end) and a clock difference (ms), which the station's
+// English writes in words: alarmtext.TIME_PARAMS and SPAN_PARAMS.
+const ALARM_TIME_PARAMS = new Set(["at", "start", "end"]);
 const ALARM_SPAN_PARAMS = new Set(["span"]);
-function alarmParam(key, value) {
+function alarmParam(key, value, count) {
+  if (Array.isArray(value) && ALARM_CONFLICT_PARAMS.has(key)) return alarmConflicts(value, count);
   if (typeof value === "number" && ALARM_TIME_PARAMS.has(key)) return utc(value);
   if (typeof value === "number" && ALARM_SPAN_PARAMS.has(key)) return span(value);
   if (typeof value === "number") return value.toLocaleString(S.lang, { useGrouping: false, maximumFractionDigits: 3 });
@@ -462,13 +466,30 @@ function alarmParam(key, value) {
     const word = STR()[`escalation.${text}`] || STR()[`role.${text}`];
     if (word) return word;
   }
+  // a notice's kind (air, strike, …: lower case) in the reader's words; an envelope's (NOTICE) is a protocol word
+  if (key === "kind" && STR()[`kinds.${text}`]) return STR()[`kinds.${text}`];
   return ALARM_EN_PARAMS.has(key) ? said(text.replace(CLI_HINT, ""), "en") : said(text, null);
+}
+// The conflicts named (records: the other notice's side, kind and seq, metres apart, margin, window,
+// band), each in the reader's words with its values put in as alarmParam puts them, then how many of
+// `count` are not named: as alarmtext._conflicts writes them in English.
+function alarmConflicts(named, count) {
+  const out = [];
+  for (const c of named) {
+    const fields = {};
+    for (const [k, v] of Object.entries(c && typeof c === "object" ? c : {})) fields[k] = alarmParam(k, v);
+    if (out.length) out.push("; ");
+    out.push(...tx(c && c.ours ? "conflict.ours" : "conflict.peer", fields));
+  }
+  const rest = (typeof count === "number" ? count : 0) - named.length;
+  if (rest > 0) out.push(out.length ? "; " : "", ...tx("conflict.more", { n: alarmParam("n", rest) }));
+  return h("span", {}, out);
 }
 function alarmWords(a) {
   const key = `alarm.${a.code}`;
   if (S.lang === "en" || !a.code || STR()[key] === undefined) return [said(String(a.text).replace(CLI_HINT, ""), "en")];
   const params = {};
-  for (const [k, v] of Object.entries(a.params || {})) params[k] = alarmParam(k, v);
+  for (const [k, v] of Object.entries(a.params || {})) params[k] = alarmParam(k, v, a.params.count);
   return tx(key, params);
 }
 function alarmRow(a) {

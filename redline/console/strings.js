@@ -516,6 +516,10 @@ Object.assign(window.REDLINE_STRINGS.ru, {
   "alarm.notice.conflict.peer": "КОНФЛИКТ УВЕДОМЛЕНИЙ: уведомление ({kind}) № {seq} другой стороны конфликтует с действующим уведомлением ({count}): {named}",
   "alarm.notice.conflicts.ours": "КОНФЛИКТ УВЕДОМЛЕНИЙ: наше уведомление ({kind}) № {seq} конфликтует с действующими уведомлениями ({count}): {named}",
   "alarm.notice.conflicts.peer": "КОНФЛИКТ УВЕДОМЛЕНИЙ: уведомление ({kind}) № {seq} другой стороны конфликтует с действующими уведомлениями ({count}): {named}",
+  // each conflict a notice conflict alarm names ({named}: alarmtext.CONFLICT, the same placeholders), then how many more
+  "conflict.ours": "наше уведомление ({kind}) № {seq}: расстояние {distance_m} м (запас {margin_m} м), {start} – {end}, {floor_m}–{ceiling_m} м",
+  "conflict.peer": "уведомление ({kind}) № {seq} другой стороны: расстояние {distance_m} м (запас {margin_m} м), {start} – {end}, {floor_m}–{ceiling_m} м",
+  "conflict.more": "и ещё {n} (панель «Уведомления»)",
   "alarm.voice.busy": "ГОЛОСОВОЙ ВЫЗОВ от другой стороны ({name}), когда здесь уже идёт разговор: отклонён — занято",
   "alarm.voice.ring": "ГОЛОСОВОЙ ВЫЗОВ от другой стороны ({name}): ответьте",
   "alarm.voice.ring_test": "ГОЛОСОВАЯ ПРОВЕРКА ЛИНИИ от другой стороны ({name}): ответьте на вызов",

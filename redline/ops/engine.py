@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from redline import kinds
-from redline.alarmtext import AlarmCode, Param
+from redline.alarmtext import AlarmCode, Param, Record
 from redline.config import Limits
 from redline.errors import LocalProtocolError, NoticeBoardError, RedlineError, SchemaError
 from redline.ops.calls import Calls
@@ -327,15 +327,14 @@ class LineOps:
                     self.notice_refs.pop(amends, None)
                 self.notice_refs[ref] = e.id
                 if conflicts:
-                    named = "; ".join(self._conflict_text(ref, c) for c in conflicts[:CONFLICTS_NAMED])
-                    rest = len(conflicts) - CONFLICTS_NAMED
-                    more = f"; and {rest} more ('redline notices')" if rest > 0 else ""
+                    # the nearest few as data (alarmtext writes them, and ``count`` less these as "N more")
+                    named = tuple(self._conflict_named(ref, c) for c in conflicts[:CONFLICTS_NAMED])
                     if len(conflicts) > 1:
                         conflict: AlarmCode = "notice.conflicts.ours" if e.ours else "notice.conflicts.peer"
                     else:
                         conflict = "notice.conflict.ours" if e.ours else "notice.conflict.peer"
                     out.alarm("alarm", conflict, e.stored_at, kind=notice.kind, seq=e.seq, count=len(conflicts),
-                              named=named + more)  # fmt: skip
+                              named=named)  # fmt: skip
             else:
                 if not self.standing.holds(e.sender, body.notice_ref):
                     raise NoticeBoardError(f"notice {body.notice_ref} is not active (withdrawn, ended or never filed "
@@ -362,15 +361,16 @@ class LineOps:
             self.board.withdraw(ref)
         self.notice_refs.pop(ref, None)
 
-    def _conflict_text(self, ref: str, c: Conflict) -> str:
-        other = self.board.get(c.other(ref))
-        if other is None:  # pragma: no cover - a conflict is only ever with a notice on the board
-            return f"notice {c.other(ref)}"
-        whose = "our" if other.filer == self.us else "the peer's"
-        return (
-            f"{whose} {other.kind} notice seq {other.ref.rpartition(':')[2]}, {c.distance_m} m apart "
-            f"(margin {c.margin_m} m), {_window(c.time_overlap)}, {c.band_overlap[0]}-{c.band_overlap[1]} m"
-        )
+    def _conflict_named(self, ref: str, c: Conflict) -> Record:
+        """The conflict ``c`` of the new notice ``ref`` as its alarm names it, as data: the other
+        notice (whose, its kind, its seq), how far apart against which margin, and when and at
+        which altitudes the two overlap (alarmtext.CONFLICT writes it in English)."""
+        other = self.board.get(c.other(ref))  # a conflict is only ever with a notice on the board
+        filer, _, seq = c.other(ref).rpartition(":")  # "<filer>:<seq>", as _notice makes a ref
+        return {"ours": filer == self.us, "kind": other.kind if other is not None else "?",
+                "seq": int(seq) if seq.isascii() and seq.isdigit() else seq,
+                "distance_m": c.distance_m, "margin_m": c.margin_m, "start": c.time_overlap[0],
+                "end": c.time_overlap[1], "floor_m": c.band_overlap[0], "ceiling_m": c.band_overlap[1]}  # fmt: skip
 
     def notices_view(
         self, now: int, *, offset: int = 0, limit: int = NOTICES_PAGE, notice: str | None = None
@@ -651,10 +651,3 @@ def _our_notice(ops: LineOps, wanted: object, member: str) -> str:
     if len(matches) != 1 or not matches[0].ours:
         raise LocalProtocolError(f"{member} must name one of our own notices; no single one is {wanted!r}")
     return f"{matches[0].sender}:{matches[0].seq}"
-
-
-def _window(span: tuple[int, int]) -> str:
-    from datetime import UTC, datetime
-
-    a, b = (datetime.fromtimestamp(t / 1000, UTC).strftime("%d %b %H:%MZ") for t in span)
-    return f"{a} to {b}"
