@@ -58,7 +58,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from redline import identity, jsonin, persons
+from redline import canonical, identity, jsonin, persons
 from redline import keys as keyfiles
 from redline.errors import ConfigError, EncodingError, RedlineError, StorageError
 from redline.home import StationDir
@@ -69,7 +69,9 @@ if TYPE_CHECKING:
     from redline.config import StationConfig
     from redline.station import Station
 
-FORMAT = "redline-backup/1"
+FORMAT = "redline-backup/2"  # the manifest signed by the station's signing key, each file's size beside its hash
+FORMAT_UNSIGNED = "redline-backup/1"  # earlier versions': unsigned, hashes only (restored only when vouched for)
+DOMAIN_MANIFEST = "backupmanifest"  # identity.domain: what the manifest's signature is a signature of
 MANIFEST = "manifest.json"
 STORE = "ledger.sqlite"
 SEALED = "keys/secrets.sealed"
@@ -85,8 +87,9 @@ MAX_FILE = 1 << 20  # any backup file but the store (a real one is a few KB): re
 MAX_SEALED = 64 << 10
 # Argon2id cost of a sealed file: at most what this version writes (persons.OPS/MEM at its
 # strongest setting); the file is untrusted, and its cost is work and memory it makes us spend.
-MAX_OPS = max(persons.OPS, nacl.pwhash.argon2id.OPSLIMIT_MODERATE)
-MAX_MEM = max(persons.MEM, nacl.pwhash.argon2id.MEMLIMIT_MODERATE)
+MAX_OPS = persons.MAX_OPS
+MAX_MEM = persons.MAX_MEM
+NOT_SIGNED = "the backup's manifest is not signed by this station's signing key"
 LAST_BACKUP = "last-backup.json"  # in the station directory: where and when the latest backup went
 MIN_PASSPHRASE = 12
 
@@ -238,8 +241,9 @@ def finish_backup(home: StationDir, dest: Path, *, taken_at: int, passphrase: st
         "secrets": "encrypted" if passphrase is not None else "omitted",
         "lines": lines, "verified": all(r.ok for r in reports),
         "problems": [str(p) for r in reports for p in r.problems][:20],
-        "files": {rel: _sha256(dest / rel) for rel in _files(dest)},
+        "files": {rel: _digest(dest / rel) for rel in _files(dest)},
     }  # fmt: skip
+    manifest["signature"] = sign_manifest(manifest, home.load_keys().signing)
     _write_atomic(dest / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n")
     for folder in (dest / "keys", dest / "users", dest):
         if folder.exists():
@@ -277,16 +281,67 @@ def verify_store(folder: Path) -> tuple[list[LineReport], list[dict[str, Any]]]:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest, schema-checked, with every file it lists checked against its SHA-256 (and
-    the folder holding nothing else, and no symbolic link: ``_members``)."""
+    """The manifest, by its schema only (bounded in size, never through a symbolic link; nothing
+    else in the folder is read): what the CLI reads before it asks for the passphrase. Nothing in
+    it is believed yet: ``restore`` checks its signature (``verify_manifest``) once it holds the
+    station's keys, and only then the files it lists (``check_files``)."""
     try:
         manifest = _loads(_read_small(folder / MANIFEST, MANIFEST), MANIFEST)
     except FileNotFoundError:
         raise BackupError(f"{folder} is not a finished backup (no {MANIFEST})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, FORMAT_UNSIGNED):
         raise BackupError(f"{folder} is not a redline backup this version reads ({FORMAT})")
     _check_manifest(manifest)
-    listed: dict[str, str] = manifest["files"]
+    return manifest
+
+
+def require_signed(manifest: dict[str, Any], *, trust_unsigned: bool) -> bool:
+    """Whether the manifest is signed (this version's format). An unsigned one (an earlier
+    version's) is refused unless the operator vouches for the folder (``trust_unsigned``)."""
+    if manifest["format"] == FORMAT:
+        return True
+    if not trust_unsigned:
+        raise BackupError(
+            f"this backup was taken by an earlier redline ({FORMAT_UNSIGNED}): its manifest is not signed, so anyone "
+            "who could write where it is kept could have changed it. Take a new backup with this version; only if "
+            "nobody else could ever have written that folder, restore it with --trust-unsigned-backup"
+        )
+    return False
+
+
+def sign_manifest(manifest: dict[str, Any], key: nacl.signing.SigningKey) -> dict[str, str]:
+    """The station signing key's signature over the manifest's canonical bytes (without its own
+    ``signature``), under the domain ``backupmanifest``."""
+    body = canonical.encode({k: v for k, v in manifest.items() if k != "signature"})
+    sig = identity.sign(key, DOMAIN_MANIFEST, body)
+    return {"key_id": identity.key_id(bytes(key.verify_key)), "sig": sig.hex()}
+
+
+def verify_manifest(manifest: dict[str, Any], signing_public: bytes) -> None:
+    """The manifest is signed by ``signing_public`` (the station's signing key, from an
+    authenticated source: the operator's copy or the sealed secrets), else one BackupError line."""
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    try:
+        data = canonical.encode(body)
+        identity.verify(signing_public, DOMAIN_MANIFEST, data, bytes.fromhex(manifest["signature"]["sig"]), MANIFEST)
+    except (RedlineError, ValueError):
+        ours, named = identity.key_id(signing_public), manifest["signature"]["key_id"]
+        if named != ours:  # the manifest's word, only a hint: the wrong key file is the honest mistake
+            why = f"(it names key {named[:16]}, the signing key given is {ours[:16]}): the wrong key file, or "
+        else:
+            why = f"({ours[:16]}): "
+        raise BackupError(
+            f"{NOT_SIGNED} {why}another station's backup, or one changed since it was taken (nothing was restored)"
+        ) from None
+
+
+def check_files(folder: Path, manifest: dict[str, Any]) -> None:
+    """The files the manifest lists, and nothing else (no symbolic link, nothing unlisted:
+    ``_members``). First each one's size, from ``lstat`` (nothing read): within what such a file
+    holds, and in a signed manifest the size signed; only then each SHA-256, so a huge (or sparse)
+    file is refused before a byte of it is hashed."""
+    signed = manifest["format"] == FORMAT
+    listed: dict[str, Any] = manifest["files"]
     for rel in (STORE, "config.json", *PUBLIC_KEYS):
         if rel not in listed:
             raise BackupError(f"the backup's manifest does not list {rel}")
@@ -294,15 +349,24 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     extra = sorted(set(_members(folder)) - set(listed))
     if extra:
         raise BackupError(f"the backup holds files its manifest does not list: {', '.join(extra[:5])}")
-    for rel, digest in listed.items():
-        path = folder / rel
+    for rel, entry in listed.items():
         if not _member_name(rel):
             raise BackupError(f"the backup's manifest lists {rel[:80]!r}, not a file a backup holds")
-        if not path.is_file():
-            raise BackupError(f"backup file {rel} is missing")
-        if _sha256(path) != digest:
+        try:
+            st = os.lstat(folder / rel)
+        except OSError:
+            raise BackupError(f"backup file {rel} is missing") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise BackupError(f"backup file {rel} is not a plain file")
+        limit = None if rel == STORE else MAX_SEALED if rel == SEALED else MAX_FILE
+        if limit is not None and st.st_size > limit:
+            raise BackupError(f"backup file {rel} is {st.st_size} bytes, over {limit}: not one redline writes")
+        if signed and st.st_size != entry["size"]:
+            raise BackupError(f"backup file {rel} has changed since the backup was taken ({st.st_size} bytes; the "
+                              f"signed manifest says {entry['size']})")  # fmt: skip
+    for rel, entry in listed.items():
+        if _sha256(folder / rel) != (entry["sha256"] if signed else entry):
             raise BackupError(f"backup file {rel} has changed since the backup was taken (SHA-256 differs)")
-    return manifest
 
 
 _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -311,24 +375,45 @@ _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
 }  # fmt: skip
 
 
+def _file_entry(value: Any, signed: bool) -> bool:
+    """A manifest's entry for one file: its SHA-256 and (signed) its size."""
+    if not signed:
+        return isinstance(value, str) and _is_hex(value, 32)
+    return (
+        isinstance(value, dict) and set(value) == {"sha256", "size"} and isinstance(value["sha256"], str)
+        and _is_hex(value["sha256"], 32) and type(value["size"]) is int and 0 <= value["size"] < 1 << 53
+    )  # fmt: skip
+
+
 def _check_manifest(m: dict[str, Any]) -> None:
-    """Every field a manifest has, of its type and within its range ("keys": since key ids were
-    recorded; a manifest without it was taken by an earlier version)."""
-    fields = {**_MANIFEST_FIELDS, **({"keys": dict} if "keys" in m else {})}
+    """Every field a manifest has, of its type and within its range. This version's (signed):
+    "keys" and "signature" too, and each file's size; an earlier version's: "keys" only since key
+    ids were recorded, and hashes only."""
+    signed = m.get("format") == FORMAT
+    extra: dict[str, type] = {"keys": dict, "signature": dict} if signed else {"keys": dict} if "keys" in m else {}
     try:
-        identity.require(m, MANIFEST, fields)
+        identity.require(m, MANIFEST, {**_MANIFEST_FIELDS, **extra})
     except RedlineError as exc:
         raise BackupError(str(exc)) from None
     if not 0 <= m["taken_at"] < 1 << 53:
         raise BackupError(f"{MANIFEST}: taken_at is not a time")
     if m["secrets"] not in ("encrypted", "omitted"):
         raise BackupError(f"{MANIFEST}: secrets is neither 'encrypted' nor 'omitted'")
-    if not all(isinstance(k, str) and isinstance(v, str) and _is_hex(v, 32) for k, v in m["files"].items()):
-        raise BackupError(f"{MANIFEST}: files must map names to SHA-256 digests (hex)")
+    if not all(isinstance(k, str) and _file_entry(v, signed) for k, v in m["files"].items()):
+        what = "SHA-256 digests (hex) and sizes" if signed else "SHA-256 digests (hex)"
+        raise BackupError(f"{MANIFEST}: files must map names to {what}")
     keys = m.get("keys", {})
     ids_ok = all(isinstance(v, str) and (_is_hex(v, 16) or _is_hex(v, 32)) for v in keys.values())
     if not set(keys) <= set(KEY_NAMES) or not ids_ok:
         raise BackupError(f"{MANIFEST}: keys must map {', '.join(KEY_NAMES)} to key ids (hex)")
+    if signed:
+        sig = m["signature"]
+        if (
+            set(sig) != {"key_id", "sig"}
+            or not all(isinstance(v, str) for v in sig.values())
+            or not (_is_hex(sig["key_id"], 16) and _is_hex(sig["sig"], 64))
+        ):
+            raise BackupError(f"{MANIFEST}: signature must hold a key_id and an Ed25519 signature (hex)")
     for key in ("station", "fingerprint", "taken_by"):
         if len(m[key]) > 200:
             raise BackupError(f"{MANIFEST}: {key} is too long")
@@ -338,8 +423,11 @@ def _check_manifest(m: dict[str, Any]) -> None:
 
 def check_backup(folder: Path, manifest: dict[str, Any]) -> None:
     """Every file of the backup parsed as a restore will use it, before anything is written: the
-    config, the root, the certificates, the TLS certificates, the users' files, the sealed secrets'
-    frame (its cost bounded). Anything wrong: one ``BackupError`` line."""
+    config, the root, the certificates, the TLS certificates, the users' files (each by
+    ``persons.read_user``, the login's own reader: its name, salt, sealed key and Argon2id cost;
+    users/+removed.json as ``persons.load_removed`` reads it, each a removal certified by one of the
+    station's roots), the sealed secrets' frame (its cost bounded). Anything wrong: one
+    ``BackupError`` line."""
     _config(folder)
     certs = _loads(_read_small(folder / "keys/certs.json", "keys/certs.json"), "keys/certs.json")
     if not isinstance(certs, dict) or "signing" not in certs or "tls" not in certs:
@@ -354,14 +442,44 @@ def check_backup(folder: Path, manifest: dict[str, Any]) -> None:
         if (folder / rel).exists():
             _certified(roots, rel, _loads(_read_small(folder / rel, rel), rel))
     if (folder / "users").exists():
-        for f in sorted((folder / "users").iterdir()):
+        files = sorted((folder / "users").iterdir())
+        if sum(f.name != persons.REMOVED_FILE for f in files) > persons.MAX_ROSTER_PEOPLE:
+            raise BackupError(
+                f"the backup holds more than {persons.MAX_ROSTER_PEOPLE} users: not a station redline keeps"
+            )
+        for f in files:
             rel = f"users/{f.name}"
-            if not isinstance(_loads(_read_small(f, rel), rel), dict):
-                raise BackupError(f"backup file {rel} is not a person's file (a JSON object)")
+            obj = _loads(_read_small(f, rel), rel)
+            if f.name == persons.REMOVED_FILE:
+                _removals(roots, rel, obj)
+                continue
+            try:
+                persons.read_user(obj, f.name)
+            except RedlineError as exc:
+                raise BackupError(f"backup file {rel} is not a user's file as redline writes it: {exc}") from None
     if manifest["secrets"] == "encrypted":
         if not (folder / SEALED).exists():
             raise BackupError(f"the backup says its secret keys are sealed, but holds no {SEALED}")
         _sealed_fields(_loads(_read_small(folder / SEALED, SEALED, MAX_SEALED), SEALED))
+
+
+def _removals(roots: list[bytes], rel: str, obj: Any) -> None:
+    """users/+removed.json: a list of removal certificates (``persons.load_removed``), each signed by
+    one of the station's roots and naming the station."""
+    if not isinstance(obj, list):
+        raise BackupError(f"backup file {rel} is not a list of removal certificates")
+    station = identity.fingerprint(roots[0])
+    for i, item in enumerate(obj):
+        try:
+            signed = identity.SignedCert.from_obj(item)
+        except RedlineError as exc:
+            raise BackupError(f"backup file {rel}: entry {i}: {exc}") from None
+        for root in reversed(roots):
+            with contextlib.suppress(RedlineError):
+                if persons.PersonCert.open(signed, root, station=station).removed:
+                    break
+        else:
+            raise BackupError(f"backup file {rel}: entry {i} is not a removal certified by one of the station's roots")
 
 
 def held_keys(keys_dir: Path) -> dict[str, str]:
@@ -405,7 +523,6 @@ def stale_keys(keys_dir: Path, record: dict[str, Any]) -> list[str]:
 
 def _public_key_ids(folder: Path) -> set[str]:
     """The key ids a backup folder's certificates name (the TLS one from its certificate), or none."""
-    from redline import canonical
     from redline.home import _pem_to_der
 
     ids: set[str] = set()
@@ -464,25 +581,34 @@ def _certified(roots: list[bytes], rel: str, obj: Any) -> identity.KeyCert:
 
 
 def restore(
-    folder: Path, target: Path, *, passphrase: str | None = None, keys_from: Path | None = None
-) -> dict[str, Any]:
+    folder: Path, target: Path, *, passphrase: str | None = None, keys_from: Path | None = None,
+    trust_unsigned: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Make ``target`` (new or empty) a station from the backup in ``folder``.
 
-    The copy is checked (manifest hashes, the store verified) before anything is written. The
-    secret keys come from the backup (``passphrase``) or from ``keys_from`` (a folder holding
-    signing.key and tls.key, e.g. the offline copy); either way they must be the keys the backup's
-    certificates name. Nothing is left in ``target`` if anything fails."""
+    One gate, before anything is written: the manifest by its schema; the secret keys from an
+    authenticated source (``keys_from``, a folder holding signing.key and tls.key, e.g. the
+    offline copy; or the backup's sealed secrets opened with ``passphrase``, their MAC checked);
+    the manifest's signature under that signing key (so every size and hash it lists is the
+    station's own word); each file's size, then its hash; every file parsed (``check_backup``);
+    the store verified; the keys the ones the backup's root certified (``_check_keys``). An
+    unsigned manifest (an earlier version's) only with ``trust_unsigned``, the operator's word
+    that nobody else could have written the folder. Nothing is left in ``target`` if anything fails."""
     folder = folder.resolve()
     manifest = read_manifest(folder)
+    signed = require_signed(manifest, trust_unsigned=trust_unsigned)
+    target = target.resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise BackupError(f"{target} is not empty: restore into a new or empty station directory")
+    secrets = _secrets(folder, manifest, passphrase, keys_from)
+    if signed:
+        verify_manifest(manifest, bytes(_seed(secrets, "signing.key").verify_key))
+    check_files(folder, manifest)
     check_backup(folder, manifest)
     reports, lines = verify_store(folder)
     if not all(r.ok for r in reports):
         first = next(str(p) for r in reports for p in r.problems)
         raise BackupError(f"the backup's store does not verify ({first}); restore another backup")
-    target = target.resolve()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise BackupError(f"{target} is not empty: restore into a new or empty station directory")
-    secrets = _secrets(folder, manifest, passphrase, keys_from)
     _check_keys(folder, secrets)
     created = not target.exists()
     try:
@@ -522,8 +648,15 @@ def restore(
         raise
     return {
         "station": manifest["station"], "fingerprint": home.load_keys().fingerprint, "path": str(target),
-        "taken_at": manifest["taken_at"], "lines": lines, "keys": held_keys(target / "keys"),
+        "taken_at": manifest["taken_at"], "lines": lines, "keys": held_keys(target / "keys"), "signed": signed,
     }  # fmt: skip
+
+
+def _seed(secrets: dict[str, bytes], name: str) -> nacl.signing.SigningKey:
+    try:
+        return nacl.signing.SigningKey(bytes.fromhex(secrets[name].decode("ascii").strip()))
+    except (ValueError, UnicodeDecodeError, nacl.exceptions.ValueError) as exc:
+        raise BackupError(f"{name} does not hold an Ed25519 seed in hex") from exc
 
 
 def _secrets(
@@ -552,10 +685,7 @@ def _check_keys(folder: Path, secrets: dict[str, bytes]) -> None:
     certs = _loads(_read_small(folder / "keys/certs.json", "keys/certs.json"), "keys/certs.json")
     roots = _roots(folder)
     signing_cert = _certified(roots, "keys/certs.json", certs["signing"])
-    try:
-        signing = nacl.signing.SigningKey(bytes.fromhex(secrets["signing.key"].decode("ascii").strip()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BackupError("signing.key does not hold an Ed25519 seed in hex") from exc
+    signing = _seed(secrets, "signing.key")
     if bytes(signing.verify_key).hex() != signing_cert.key:
         raise BackupError("signing.key is not the signing key this station's root certified: wrong key file")
     tls_cert = _tls_cert(folder, "keys/tls.crt")
@@ -569,10 +699,7 @@ def _check_keys(folder: Path, secrets: dict[str, bytes]) -> None:
     if keyfiles.NEXT_KEY in secrets:  # a rotation under way: its next key must be the one certified
         rel = f"keys/{keyfiles.NEXT_CERT}"
         next_cert = _certified(roots, rel, _loads(_read_small(folder / rel, rel), rel))
-        try:
-            nxt = nacl.signing.SigningKey(bytes.fromhex(secrets[keyfiles.NEXT_KEY].decode("ascii").strip()))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BackupError(f"{keyfiles.NEXT_KEY} does not hold an Ed25519 seed in hex") from exc
+        nxt = _seed(secrets, keyfiles.NEXT_KEY)
         if bytes(nxt.verify_key).hex() != next_cert.key:
             raise BackupError(f"{keyfiles.NEXT_KEY} is not the next signing key the root certified: wrong key file")
 
@@ -697,6 +824,16 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    """A file's SHA-256 and size, from one reading (what a signed manifest lists for it)."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return {"sha256": h.hexdigest(), "size": size}
 
 
 def _fsync(path: Path) -> None:

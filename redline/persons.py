@@ -84,6 +84,12 @@ MAX_ROSTER_PEOPLE: Final = 500
 _FAST = os.environ.get("REDLINE_PWHASH_COST") == "interactive"
 OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE if _FAST else nacl.pwhash.argon2id.OPSLIMIT_MODERATE
 MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE if _FAST else nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+# The most Argon2id cost a sealed file may name: what this version writes at its strongest setting. A
+# user's file (and a backup's sealed secrets) names its own cost, and that cost is work and memory a
+# login (or a restore) spends: a file naming more is refused before any of it is spent.
+MAX_OPS = max(OPS, nacl.pwhash.argon2id.OPSLIMIT_MODERATE)
+MAX_MEM = max(MEM, nacl.pwhash.argon2id.MEMLIMIT_MODERATE)
+SEALED_SEED_BYTES = nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES + 32  # a sealed Ed25519 seed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,6 +296,48 @@ def _person(obj: Any) -> Person:
     return Person(name=obj["name"], role=obj["role"], key=obj["key"], cert=cert)
 
 
+@dataclass(frozen=True)
+class SealedUser:
+    """A user's file (users/NAME.json) as this version writes it: the person and their sealed key."""
+
+    person: Person
+    salt: bytes
+    ops: int
+    mem: int
+    sealed: bytes
+
+
+_USER_FIELDS: dict[str, type] = {"name": str, "role": str, "key": str, "salt": str, "ops": int, "mem": int,
+                                 "sealed": str}  # fmt: skip
+
+
+def read_user(obj: Any, file_name: str) -> SealedUser:
+    """``obj`` (the JSON of users/``file_name``) checked as ``_seal_user`` writes it: exactly its
+    fields, the person's name the file's, the salt and the sealed key hex of their sizes, and the
+    Argon2id cost within what this version writes (``MAX_OPS``, ``MAX_MEM``). SchemaError naming
+    what is wrong: the one reader of a user's file for a login (``unlock``) and a restore."""
+    if not isinstance(obj, dict):
+        raise SchemaError("a user's file holds a JSON object")
+    identity.require(obj, "user file", {**_USER_FIELDS, **({"cert": dict} if "cert" in obj else {})})
+    person = _person(obj)
+    if file_name != f"{person.name}.json":
+        raise SchemaError(f"it is {person.name!r}'s file, not one named {file_name!r}")
+    salt, sealed = obj["salt"], obj["sealed"]
+    if not _is_hex(salt, nacl.pwhash.argon2id.SALTBYTES):
+        raise SchemaError(f"the salt is not {nacl.pwhash.argon2id.SALTBYTES} bytes in hex")
+    if not _is_hex(sealed, SEALED_SEED_BYTES):
+        raise SchemaError(f"the sealed key is not {SEALED_SEED_BYTES} bytes in hex")
+    if not nacl.pwhash.argon2id.OPSLIMIT_MIN <= obj["ops"] <= MAX_OPS:
+        raise SchemaError(f"Argon2id ops {obj['ops']} is outside what redline writes (at most {MAX_OPS})")
+    if not nacl.pwhash.argon2id.MEMLIMIT_MIN <= obj["mem"] <= MAX_MEM:
+        raise SchemaError(f"Argon2id memory {obj['mem']} is outside what redline writes (at most {MAX_MEM})")
+    return SealedUser(person, bytes.fromhex(salt), obj["ops"], obj["mem"], bytes.fromhex(sealed))
+
+
+def _is_hex(value: str, size: int) -> bool:
+    return len(value) == 2 * size and all(c in "0123456789abcdef" for c in value)
+
+
 Stamp = tuple[tuple[str, int, int, int, int], ...]
 
 
@@ -320,14 +368,16 @@ def load_users(station: Path) -> list[Person]:
 
 
 def unlock(station: Path, name: str, password: str) -> nacl.signing.SigningKey:
+    """The person's signing key, opened with ``password``: SignatureError for a wrong password,
+    ConfigError (one line; a 401 at the console) for a file that is not as ``read_user`` says, so a
+    file naming its own Argon2id cost or a malformed salt costs nothing and raises no traceback."""
     path = users_dir(station) / f"{name}.json"
-    if not path.exists():
+    if not _NAME.match(name) or not path.exists():
         raise ConfigError(f"no user {name!r} at this station; add one with 'redline user add'")
-    obj = json.loads(path.read_text())
-    key = nacl.pwhash.argon2id.kdf(32, password.encode(), bytes.fromhex(obj["salt"]), opslimit=obj["ops"],
-                                   memlimit=obj["mem"])  # fmt: skip
+    user = _read_users_file(path, lambda obj: read_user(obj, path.name))
+    key = nacl.pwhash.argon2id.kdf(32, password.encode(), user.salt, opslimit=user.ops, memlimit=user.mem)
     try:
-        seed = nacl.secret.SecretBox(key).decrypt(bytes.fromhex(obj["sealed"]))
+        seed = nacl.secret.SecretBox(key).decrypt(user.sealed)
     except nacl.exceptions.CryptoError:
         raise SignatureError(f"wrong password for {name}") from None
     return nacl.signing.SigningKey(seed)

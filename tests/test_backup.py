@@ -291,7 +291,8 @@ def test_restore_with_another_stations_keys_is_refused(tmp_path: Path) -> None:
     other = make_station(tmp_path, "OTHER", "en", free_ports(1)[0])
     target = tmp_path / "restored"
     out = rl("restore", str(dest), "--keys-from", str(other.keys), station=target)
-    assert out.returncode == 1 and "not the signing key this station's root certified" in out.stderr
+    assert out.returncode == 1 and "not signed by this station's signing key" in out.stderr  # checked first
+    assert "the wrong key file" in out.stderr
     assert not target.exists()
     without = rl("restore", str(dest), station=target)
     assert without.returncode == 1 and "--keys-from" in without.stderr

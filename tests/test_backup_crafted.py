@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from redline import backup
+from redline.home import StationDir
 from redline.testing import make_station, pair_directly
 from tests.procs import free_ports
 
@@ -47,9 +48,17 @@ def _copy(src: Path, tmp: Path) -> Path:
     return dest
 
 
-def _rehash(dest: Path) -> None:
+def _rehash(dest: Path, home: Path | None = None) -> None:
+    """The manifest's hashes and sizes recomputed, as anyone who can write the folder can; with
+    ``home``, signed again by that station's signing key, as only the station can: what is left to
+    refuse a crafted file then is the parser that reads it (``check_backup``)."""
     m = json.loads((dest / "manifest.json").read_text())
-    m["files"] = {rel: hashlib.sha256((dest / rel).read_bytes()).hexdigest() for rel in backup._files(dest)}
+    signed = "signature" in m
+    files = {rel: (dest / rel).read_bytes() for rel in backup._files(dest)}
+    digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+    m["files"] = {rel: {"sha256": d, "size": len(files[rel])} if signed else d for rel, d in digests.items()}
+    if signed and home is not None:
+        m["signature"] = backup.sign_manifest(m, StationDir(home).load_keys().signing)
     (dest / "manifest.json").write_text(json.dumps(m))
 
 
@@ -114,7 +123,7 @@ def test_a_malformed_backup_file_gets_one_line_and_restores_nothing(made: tuple[
     home, omit, _ = made
     dest = _copy(omit, tmp_path)
     (dest / rel).write_text(text)
-    _rehash(dest)
+    _rehash(dest, home)  # signed by the station itself: the file's own parser refuses it
     target = tmp_path / "r"
     _refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target, rel)
 
@@ -151,7 +160,6 @@ def test_a_root_row_crafted_into_a_backups_store_gets_one_line_not_a_traceback(
     import sqlite3
 
     from redline import canonical, envelope
-    from redline.home import StationDir
 
     home, omit, _ = made
     dest = _copy(omit, tmp_path)
@@ -167,6 +175,6 @@ def test_a_root_row_crafted_into_a_backups_store_gets_one_line_not_a_traceback(
                row)  # fmt: skip
     db.commit()
     db.close()
-    _rehash(dest)
+    _rehash(dest, home)
     target = tmp_path / "r"
     _refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target)

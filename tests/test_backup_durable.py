@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 
 import pytest
+from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
-from redline import backup, identity, persons
+from redline import backup, persons
 from redline.testing import make_station
 
 
@@ -24,9 +25,8 @@ def test_every_file_and_folder_a_backup_or_a_restore_writes_is_fsynced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = make_station(tmp_path, "EUCOM", "en", 47631)
-    users = persons.users_dir(home.path)
-    users.mkdir(mode=0o700, exist_ok=True)
-    identity.write_secret(users / "duty.json", b"{}")  # copied as bytes; restore does not read it
+    # A real user's file: a restore reads each one with the login's own reader (persons.read_user).
+    persons.add_user(home.path, "duty", "duty", "a password long enough", ops=OPSLIMIT_MIN, mem=MEMLIMIT_MIN)
     synced: set[tuple[int, int]] = set()
     fsync = os.fsync
 

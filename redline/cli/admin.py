@@ -18,7 +18,7 @@ import click
 
 from redline import backup as bk
 from redline import doctor as dr
-from redline.cli.common import console, emit, json_option, run, station_option, when
+from redline.cli.common import console, emit, err, json_option, run, station_option, when
 from redline.control import call
 from redline.display import styled
 from redline.errors import ControlError, StationNotRunningError
@@ -124,17 +124,31 @@ def register(main: click.Group) -> None:
         help="A folder holding the station's signing.key and tls.key, for a backup taken with --secrets omit.",
     )  # fmt: skip
     @click.option("--passphrase-file", type=click.File("r"), default=None, help="Read the passphrase from this file.")
+    @click.option(
+        "--trust-unsigned-backup", is_flag=True, default=False,
+        help="Restore a backup taken by an earlier redline (its manifest unsigned). You vouch that nobody else "
+             "could ever have written its folder: nothing in it can prove that it was not changed.",
+    )  # fmt: skip
     @json_option
-    def restore(source: Path, station: str | None, keys_from: Path | None, passphrase_file: Any, as_json: bool) -> None:
-        """Restore the backup in SOURCE into a new or empty station directory (--station). The
-        restored station signs nothing until its peer has said how much of both chains it holds,
+    def restore(source: Path, station: str | None, keys_from: Path | None, passphrase_file: Any,
+                trust_unsigned_backup: bool, as_json: bool) -> None:  # fmt: skip
+        """Restore the backup in SOURCE into a new or empty station directory (--station). Its
+        manifest must be signed by the station's signing key (from --keys-from, or sealed in the
+        backup under the passphrase): nothing in a changed backup, or another station's, is restored.
+        The restored station signs nothing until its peer has said how much of both chains it holds,
         and fetches and verifies what the backup lacks first: no seq is ever reused."""
         target = station_path(station)
         manifest = run(lambda: bk.read_manifest(source))
+        signed = run(lambda: bk.require_signed(manifest, trust_unsigned=trust_unsigned_backup))
+        if not signed:
+            err.print(f"warning: restoring an unsigned backup ({bk.FORMAT_UNSIGNED}) on your word that nobody else "
+                      "could have written it: its files are checked against its manifest, which proves nothing "
+                      "about who wrote them", soft_wrap=True)  # fmt: skip
         passphrase = None
         if keys_from is None and manifest.get("secrets") == "encrypted":
             passphrase = read_passphrase(passphrase_file, confirm=False)
-        result = run(lambda: bk.restore(source, target, passphrase=passphrase, keys_from=keys_from))
+        result = run(lambda: bk.restore(source, target, passphrase=passphrase, keys_from=keys_from,
+                                        trust_unsigned=trust_unsigned_backup))  # fmt: skip
         data = {**result, "age_ms": max(0, _now_ms() - result["taken_at"])}
 
         def human(d: dict[str, Any]) -> None:
@@ -193,4 +207,3 @@ def register(main: click.Group) -> None:
 
         emit(as_json, data, human)
         sys.exit(dr.SEVERITY_EXIT[level])
-
