@@ -2,7 +2,8 @@
 
 A backup directory holds::
 
-    manifest.json         what was taken, when, by which station; each file's SHA-256; the verify result
+    manifest.json         what was taken, when, by which station; each file's SHA-256 and size; the verify
+                          result; signed by the station's signing key (``signature``)
     ledger.sqlite         the store, copied by SQLite's online backup API (one self-contained file)
     config.json           the station's config
     keys/root.pub tls.crt certs.json   public keys and the root's certificates
@@ -16,10 +17,22 @@ The root key is never in it: it lives offline (docs/OPERATIONS.md). The manifest
 ``last-backup.json`` record the ids of the keys the backup holds (``held_keys``): a key made after
 the backup cannot be in it, and ``redline doctor`` says so once the keys in force differ.
 
-**A backup folder is untrusted input** (it lives on other disks, other machines): every file is
-read by one schema-checked parser (``check_backup``) before a restore writes anything, with
-sizes bounded, symbolic links refused (never followed), and the Argon2id cost bounded by what this
-version writes, so a crafted file can neither crash the restore nor make it spend what it likes.
+**A backup folder is untrusted input** (it lives on other disks, other machines) until one gate,
+``restore``, has accepted it; hashes alone prove nothing, since whoever can write a file can write
+its hash. So the manifest (format ``redline-backup/2``) is signed by the station's signing key in
+force (``sign_manifest``: Ed25519 over its canonical bytes without ``signature``, domain
+``backupmanifest``), and a restore, before it writes anything: reads the manifest by its schema
+only; takes the secret keys from an authenticated source (``--keys-from``, the operator's copy, or
+the sealed secrets, whose MAC proves the passphrase sealed them, their Argon2id cost bounded first);
+verifies the signature under that signing key (``verify_manifest``); checks each file's size by
+``lstat`` against the signed size and its bound before hashing any (``check_files``), then the
+hashes; parses every file with the reader this version uses (``check_backup``: users' files with
+``persons.read_user``, the login's own); verifies the store; and checks the keys are those the
+backup's root certified (``_check_keys``). Only then is anything in the folder the station's own
+word. Symbolic links are refused, never followed. An unsigned backup of the earlier format
+(``redline-backup/1``) restores only when the operator vouches for the folder
+(``trust_unsigned``). Not covered: an older genuine backup put in place of a newer one (it is the
+station's own word, of then); the restore says when it was taken.
 
 **The store is copied by the running station itself** (control op ``backup``): only SQLite may
 open the store's files while a station runs, and only in the station's process (module
