@@ -132,11 +132,13 @@ def register(main: click.Group) -> None:
     @json_option
     def restore(source: Path, station: str | None, keys_from: Path | None, passphrase_file: Any,
                 trust_unsigned_backup: bool, as_json: bool) -> None:  # fmt: skip
-        """Restore the backup in SOURCE into a new or empty station directory (--station). Its
-        manifest must be signed by the station's signing key (from --keys-from, or sealed in the
-        backup under the passphrase): nothing in a changed backup, or another station's, is restored.
-        The restored station signs nothing until its peer has said how much of both chains it holds,
-        and fetches and verifies what the backup lacks first: no seq is ever reused."""
+        """Restore the backup in SOURCE into a new or empty station directory (--station). The
+        restored station signs nothing until its peer has said how much of both chains it holds,
+        and fetches and verifies what the backup lacks first: no seq is ever reused.
+
+        The backup's manifest must be signed by the station's signing key (from --keys-from, or
+        sealed in the backup under the passphrase): nothing of a changed backup, or of another
+        station's, is restored."""
         target = station_path(station)
         manifest = run(lambda: bk.read_manifest(source))
         signed = run(lambda: bk.require_signed(manifest, trust_unsigned=trust_unsigned_backup))
