@@ -269,6 +269,7 @@ def console(
         page.fill("#login-password", PASSWORD)
         page.click("#login-submit")
         expect(page.locator("#console")).to_be_visible()
+        page.wait_for_function("() => S.status !== null")  # the station's lines known: forms may file
         yield page
         assert not errors, errors
         assert requested and not foreign(requested, url), foreign(requested, url)
@@ -408,6 +409,26 @@ def test_the_ndmc_console_is_in_russian_and_marks_each_text_by_its_language(pair
         expect(page.locator("#line-state")).to_have_text("IN SYNC")
         page.select_option("#lang-select", "ru")
         expect(page.locator("#line-state")).to_have_text("СИНХРОННО")
+
+
+def test_a_form_filed_before_the_page_knows_the_line_says_so_and_posts_nothing(pair: Pair, browser: Any) -> None:
+    """A slow station's first status not in yet (seen on a loaded box): SEND posted to
+    /api/lines/null/send and showed the station's "no line matches 'null'"."""
+    with console(browser, pair.eucom.url, "Duty EUCOM") as eu:
+        posted: list[str] = []
+        eu.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+        eu.fill("#compose-text", "before the line is known")
+        eu.evaluate("() => { window.keptLine = S.line; S.line = null; }")
+        eu.click("#compose-send")
+        expect(eu.locator("#compose-result")).to_have_text(
+            "the page has not loaded the station's lines yet: nothing was sent; try again in a moment"
+        )
+        assert posted == []
+        eu.evaluate("() => { S.line = window.keptLine; }")
+        eu.click("#compose-send")
+        expect(eu.locator("#compose-result")).to_contain_text("ACCEPTED")
+        sent = f"{pair.eucom.url.rstrip('/')}/api/lines/{pair.line}/send"
+        assert [u for u in posted if u.endswith("/send")] == [sent]
 
 
 def test_every_form_files_once_on_a_double_click(pair: Pair, browser: Any) -> None:

@@ -293,10 +293,14 @@ def test_kill_9_of_the_active_process_under_two_way_traffic_loses_duplicates_and
     problems = check(pair)
     assert not problems, "\n".join(problems)
     assert len(pair.accepted["eucom"]) > KILLS and len(pair.accepted["ndmc"]) > KILLS
-    # Each failover was an alarm at the peer too, once per new term (PROTOCOL §8.3: HELLO's term).
+    # Each failover was an alarm at the peer too, once per new term (PROTOCOL §8.3: HELLO's term):
+    # every term from 2 on, one for each kill at least. More than KILLS is a failover the box's load
+    # made (a starved active process missing its lease renewal is deposed, as it must be; seen
+    # with the suite on both cores): the transcript checks above hold either way.
     seen = " ".join(pair.ndmc.log.read_text(errors="replace").split())
-    terms = [int(t) for t in re.findall(r"PEER FAILOVER: the peer station failed over \(term \d+ -> (\d+)\)", seen)]
-    assert sorted(set(terms)) == list(range(2, KILLS + 2)), terms
+    said = re.findall(r"PEER FAILOVER: the peer station failed over \(term \d+ -> (\d+)\)", seen)
+    terms = sorted({int(t) for t in said})
+    assert terms == list(range(2, max(terms, default=1) + 1)) and len(terms) >= KILLS, terms
 
 
 def test_a_paused_active_process_is_deposed_commits_and_sends_nothing_and_steps_down_with_an_alarm(

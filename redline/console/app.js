@@ -1446,6 +1446,9 @@ async function submitForm(ev) {
   ev.preventDefault();
   if (form.dataset.busy) return; // a second click while the first is in flight
   const out = form.querySelector(".result");
+  // Before the station's first status the page knows no line: say so in the reader's words rather
+  // than post to /api/lines/null/ and show the station's "no line matches 'null'".
+  if (!S.line) { if (out) { out.textContent = t("result.no_line"); out.className = "result bad"; } return; }
   // A destructive one-click action (WITHDRAW) asks for a second, deliberate press; a double click
   // is not one.
   if (form.dataset.arm) {
