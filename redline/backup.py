@@ -391,10 +391,10 @@ _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
 def _file_entry(value: Any, signed: bool) -> bool:
     """A manifest's entry for one file: its SHA-256 and (signed) its size."""
     if not signed:
-        return isinstance(value, str) and _is_hex(value, 32)
+        return isinstance(value, str) and identity.is_hex(value, 32)
     return (
         isinstance(value, dict) and set(value) == {"sha256", "size"} and isinstance(value["sha256"], str)
-        and _is_hex(value["sha256"], 32) and type(value["size"]) is int and 0 <= value["size"] < 1 << 53
+        and identity.is_hex(value["sha256"], 32) and type(value["size"]) is int and 0 <= value["size"] < 1 << 53
     )  # fmt: skip
 
 
@@ -416,7 +416,7 @@ def _check_manifest(m: dict[str, Any]) -> None:
         what = "SHA-256 digests (hex) and sizes" if signed else "SHA-256 digests (hex)"
         raise BackupError(f"{MANIFEST}: files must map names to {what}")
     keys = m.get("keys", {})
-    ids_ok = all(isinstance(v, str) and (_is_hex(v, 16) or _is_hex(v, 32)) for v in keys.values())
+    ids_ok = all(isinstance(v, str) and (identity.is_hex(v, 16) or identity.is_hex(v, 32)) for v in keys.values())
     if not set(keys) <= set(KEY_NAMES) or not ids_ok:
         raise BackupError(f"{MANIFEST}: keys must map {', '.join(KEY_NAMES)} to key ids (hex)")
     if signed:
@@ -424,7 +424,7 @@ def _check_manifest(m: dict[str, Any]) -> None:
         if (
             set(sig) != {"key_id", "sig"}
             or not all(isinstance(v, str) for v in sig.values())
-            or not (_is_hex(sig["key_id"], 16) and _is_hex(sig["sig"], 64))
+            or not (identity.is_hex(sig["key_id"], 16) and identity.is_hex(sig["sig"], 64))
         ):
             raise BackupError(f"{MANIFEST}: signature must hold a key_id and an Ed25519 signature (hex)")
     for key in ("station", "fingerprint", "taken_by"):
@@ -802,10 +802,6 @@ def _hex(value: str, what: str, field: str) -> bytes:
         raise BackupError(f"{what}: {field} is not hex") from None
 
 
-def _is_hex(value: str, size: int) -> bool:
-    return len(value) == 2 * size and all(c in "0123456789abcdef" for c in value)
-
-
 def _config(folder: Path) -> StationConfig:
     from redline.config import StationConfig
 
@@ -817,7 +813,7 @@ def _config(folder: Path) -> StationConfig:
 
 def _root_public(folder: Path) -> bytes:
     text = _read_small(folder / "keys/root.pub", "keys/root.pub").decode("ascii", "replace").strip()
-    if not _is_hex(text, 32):
+    if not identity.is_hex(text, 32):
         raise BackupError("backup file keys/root.pub does not hold a root public key (hex)")
     return bytes.fromhex(text)
 

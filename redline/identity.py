@@ -33,6 +33,12 @@ if TYPE_CHECKING:  # PyNaCl loads with the first key used: 'redline log' signs a
 HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
 
+
+def is_hex(value: str, size: int) -> bool:
+    """Whether ``value`` is ``size`` bytes as lower-case hex (what redline writes), nothing else."""
+    return len(value) == 2 * size and all(c in "0123456789abcdef" for c in value)
+
+
 DOMAIN_KEYCERT = "keycert"
 ROLES = ("signing", "tls")
 

@@ -323,19 +323,15 @@ def read_user(obj: Any, file_name: str) -> SealedUser:
     if file_name != f"{person.name}.json":
         raise SchemaError(f"it is {person.name!r}'s file, not one named {file_name!r}")
     salt, sealed = obj["salt"], obj["sealed"]
-    if not _is_hex(salt, nacl.pwhash.argon2id.SALTBYTES):
+    if not identity.is_hex(salt, nacl.pwhash.argon2id.SALTBYTES):
         raise SchemaError(f"the salt is not {nacl.pwhash.argon2id.SALTBYTES} bytes in hex")
-    if not _is_hex(sealed, SEALED_SEED_BYTES):
+    if not identity.is_hex(sealed, SEALED_SEED_BYTES):
         raise SchemaError(f"the sealed key is not {SEALED_SEED_BYTES} bytes in hex")
     if not nacl.pwhash.argon2id.OPSLIMIT_MIN <= obj["ops"] <= MAX_OPS:
         raise SchemaError(f"Argon2id ops {obj['ops']} is outside what redline writes (at most {MAX_OPS})")
     if not nacl.pwhash.argon2id.MEMLIMIT_MIN <= obj["mem"] <= MAX_MEM:
         raise SchemaError(f"Argon2id memory {obj['mem']} is outside what redline writes (at most {MAX_MEM})")
     return SealedUser(person, bytes.fromhex(salt), obj["ops"], obj["mem"], bytes.fromhex(sealed))
-
-
-def _is_hex(value: str, size: int) -> bool:
-    return len(value) == 2 * size and all(c in "0123456789abcdef" for c in value)
 
 
 Stamp = tuple[tuple[str, int, int, int, int], ...]
