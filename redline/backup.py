@@ -350,9 +350,10 @@ def verify_manifest(manifest: dict[str, Any], signing_public: bytes) -> None:
 
 def check_files(folder: Path, manifest: dict[str, Any]) -> None:
     """The files the manifest lists, and nothing else (no symbolic link, nothing unlisted:
-    ``_members``). First each one's size, from ``lstat`` (nothing read): within what such a file
-    holds, and in a signed manifest the size signed; only then each SHA-256, so a huge (or sparse)
-    file is refused before a byte of it is hashed."""
+    ``_members``), each one's size from ``lstat`` (nothing read): within what such a file holds,
+    and in a signed manifest the size signed. So a huge (or sparse) file is refused before a byte
+    of any file is read; ``_stage`` then reads each one once, checking its size and hash again on
+    the bytes it copies."""
     signed = manifest["format"] == FORMAT
     listed: dict[str, Any] = manifest["files"]
     for rel in (STORE, "config.json", *PUBLIC_KEYS):
@@ -377,9 +378,48 @@ def check_files(folder: Path, manifest: dict[str, Any]) -> None:
         if signed and st.st_size != entry["size"]:
             raise BackupError(f"backup file {rel} has changed since the backup was taken ({st.st_size} bytes; the "
                               f"signed manifest says {entry['size']})")  # fmt: skip
-    for rel, entry in listed.items():
-        if _sha256(folder / rel) != (entry["sha256"] if signed else entry):
+
+
+def _stage(folder: Path, manifest: dict[str, Any], into: Path) -> None:
+    """Every file the manifest lists, read ONCE from ``folder`` into ``into`` (inside the 0700
+    target: nobody else writes there), its size and SHA-256 checked on the bytes copied. What is
+    parsed, verified and installed after this is that copy: a file changed in the folder between
+    its check and its copy (a review swapped users/Alice.json for a supervisor of its own, and
+    added a user, while the store was being verified) never reaches the station."""
+    signed = manifest["format"] == FORMAT
+    for rel, entry in manifest["files"].items():
+        limit = None if rel == STORE else MAX_SEALED if rel == SEALED else MAX_FILE
+        size = entry["size"] if signed else limit
+        dest = into / rel
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if _copy_hashed(folder / rel, dest, rel, size, exact=signed) != (entry["sha256"] if signed else entry):
             raise BackupError(f"backup file {rel} has changed since the backup was taken (SHA-256 differs)")
+
+
+def _copy_hashed(source: Path, dest: Path, rel: str, size: int | None, *, exact: bool) -> str:
+    """Copy ``source`` to a new private file ``dest`` (fsynced) and return the SHA-256 of the bytes
+    copied. Never through a link, never waiting on a FIFO (O_NONBLOCK), and never more than ``size``
+    bytes (``exact``: exactly that many) whatever the file does while it is read."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise BackupError(f"backup file {rel} cannot be read ({exc.strerror}; a symbolic link is refused)") from None
+    h, got = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as src, open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise BackupError(f"backup file {rel} is not a plain file")
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            got += len(chunk)
+            if size is not None and got > size:
+                raise BackupError(f"backup file {rel} grew past {size} bytes while it was read")
+            h.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    if exact and got != size:
+        raise BackupError(f"backup file {rel} has changed since the backup was taken ({got} bytes read; the signed "
+                          f"manifest says {size})")  # fmt: skip
+    return h.hexdigest()
 
 
 _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -603,8 +643,11 @@ def restore(
     authenticated source (``keys_from``, a folder holding signing.key and tls.key, e.g. the
     offline copy; or the backup's sealed secrets opened with ``passphrase``, their MAC checked);
     the manifest's signature under that signing key (so every size and hash it lists is the
-    station's own word); each file's size, then its hash; every file parsed (``check_backup``);
-    the store verified; the keys the ones the backup's root certified (``_check_keys``). An
+    station's own word); each file's size; then each file read once into a private copy inside the
+    target (``_stage``: its hash checked on the bytes read), and everything after that done on the
+    copy: every file parsed (``check_backup``), the store verified, the keys the ones the backup's
+    root certified (``_check_keys``), and the copy installed, so nothing written into the folder
+    during the restore gets in. An
     unsigned manifest (an earlier version's) only with ``trust_unsigned``, the operator's word
     that nobody else could have written the folder. Nothing is left in ``target`` if anything fails."""
     folder = folder.resolve()
@@ -617,32 +660,34 @@ def restore(
     if signed:
         verify_manifest(manifest, bytes(_seed(secrets, "signing.key").verify_key))
     check_files(folder, manifest)
-    check_backup(folder, manifest)
-    reports, lines = verify_store(folder)
-    if not all(r.ok for r in reports):
-        first = next(str(p) for r in reports for p in r.problems)
-        raise BackupError(f"the backup's store does not verify ({first}); restore another backup")
-    _check_keys(folder, secrets)
     created = not target.exists()
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staged = target / ".restoring"  # the backup's files, each read once (``_stage``): all that is used
     try:
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(target, 0o700)
+        staged.mkdir(mode=0o700)
+        _stage(folder, manifest, staged)
+        check_backup(staged, manifest)
+        reports, lines = verify_store(staged)
+        if not all(r.ok for r in reports):
+            first = next(str(p) for r in reports for p in r.problems)
+            raise BackupError(f"the backup's store does not verify ({first}); restore another backup")
+        _check_keys(staged, secrets)
+        roots = _roots(staged)  # keys/root.pub and the rotations in the store, before the files move
         (target / "keys").mkdir(mode=0o700)
-        _copy_durably(folder / "config.json", target / "config.json")
-        for rel in (*PUBLIC_KEYS, *(r for n in secrets if n in NEXT_PUBLIC for r in NEXT_PUBLIC[n])):
-            _copy_durably(folder / rel, target / rel)
+        for rel in ("config.json", *PUBLIC_KEYS, *(r for n in secrets if n in NEXT_PUBLIC for r in NEXT_PUBLIC[n])):
+            os.replace(staged / rel, target / rel)
         for name, data in secrets.items():
             identity.write_secret(target / "keys" / name, data)
-        for version, public in enumerate(_roots(folder)[1:], start=2):  # keys/roots.json, from the store
+        for version, public in enumerate(roots[1:], start=2):  # keys/roots.json, from the store
             keyfiles.record_root(target / "keys", version, public)
-        if (folder / "users").exists():
+        if (staged / "users").exists():
             (target / "users").mkdir(mode=0o700)
-            for f in sorted((folder / "users").glob("*.json")):
-                identity.write_secret(target / "users" / f.name, f.read_bytes())
-        # The station is not running here (the directory was empty): a plain copy of the file is safe.
-        fd = os.open(target / STORE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        shutil.copyfile(folder / STORE, target / STORE)
+            for rel in sorted(r for r in manifest["files"] if r.startswith("users/")):  # the listed ones only
+                os.replace(staged / rel, target / rel)
+        # The station is not running here (the directory was empty): the staged copy is the store.
+        os.replace(staged / STORE, target / STORE)
+        shutil.rmtree(staged)
         for path in (target / STORE, target / "keys", target / "users", target):
             if path.exists():
                 _fsync(path)
@@ -774,7 +819,7 @@ def _member_name(rel: str) -> bool:
 def _read_small(path: Path, rel: str, limit: int = MAX_FILE) -> bytes:
     """A backup file's bytes, never through a symbolic link, at most ``limit`` of them."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO: refused below, not waited on
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -825,14 +870,6 @@ def _tls_cert(folder: Path, rel: str) -> Any:
         return x509.load_pem_x509_certificate(_read_small(folder / rel, rel))
     except ValueError:
         raise BackupError(f"backup file {rel} is not a PEM certificate") from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _digest(path: Path) -> dict[str, Any]:

@@ -47,7 +47,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from redline import canonical, identity, kinds
+from redline import canonical, identity, jsonin, kinds
 from redline.errors import ConfigError, RedlineError, RoleError, SchemaError, SignatureError, VerificationError
 from redline.identity import SignedCert
 
@@ -277,7 +277,7 @@ def _read_users_file(path: Path, read: Callable[[Any], _T]) -> _T:
     the roster last read; a person's filing is refused with this reason), never as a bare
     JSONDecodeError or KeyError from wherever it was read."""
     try:
-        return read(json.loads(path.read_text(encoding="utf-8")))
+        return read(jsonin.loads(path.read_text(encoding="utf-8")))  # nesting bounded: one line, not a RecursionError
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RedlineError) as exc:
         why = str(exc) if isinstance(exc, RedlineError) else f"{type(exc).__name__}: {exc}"
         raise ConfigError(f"users/{path.name} cannot be read ({why}); restore it or add the user again") from exc

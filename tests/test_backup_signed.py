@@ -179,13 +179,13 @@ def test_a_sparse_huge_file_is_refused_before_it_is_hashed(
     huge = 8 << 30
     with open(dest / rel, "r+b") as f:
         f.truncate(huge)
-    real = backup._sha256
+    real = backup._copy_hashed
 
-    def sha256(path: Path) -> str:
-        assert path.stat().st_size < huge, f"{path} was hashed"
-        return real(path)
+    def copy_hashed(source: Path, *args: object, **kw: bool) -> str:
+        assert source.stat().st_size < huge, f"{source} was read"
+        return real(source, *args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(backup, "_sha256", sha256)
+    monkeypatch.setattr(backup, "_copy_hashed", copy_hashed)
     target = tmp_path / "r"
     with pytest.raises(backup.BackupError, match=f"{rel} .*{huge} bytes"):
         if unsigned:
@@ -281,3 +281,63 @@ def test_an_unsigned_backup_of_the_earlier_format_needs_the_flag(made: tuple[Pat
     assert vouched.returncode == 0, vouched.stderr
     assert vouched.stderr.startswith("warning: restoring an unsigned backup") and "Traceback" not in vouched.stderr
     assert [p.name for p in persons.load_users(target)] == ["Alice"]
+
+
+def test_a_file_changed_in_the_folder_during_a_restore_is_not_restored(
+    made: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second review: whoever could write the folder while a restore ran (inotify on its reads)
+    swapped users/Alice.json for a supervisor of their own and dropped in users/mallory.json while
+    the store was being verified, after both had been checked: the restore copied the folder again
+    and both logged in. Now each file is read once, into the target, and only that copy is used."""
+    home, omit, _ = made
+    dest = _copy(omit, tmp_path)
+    genuine = {rel: (dest / rel).read_bytes() for rel in ("users/Alice.json", "config.json")}
+    real = backup.verify_store
+    raced: list[bool] = []
+
+    def verify_then_swap(folder: Path) -> object:
+        result = real(folder)
+        persons.add_user(dest, "mallory", "supervisor", "malloryPassw0rd", ops=OPSLIMIT_MIN, mem=MEMLIMIT_MIN)
+        swapped = _user(dest, "mallory")
+        swapped["name"] = "Alice"
+        (dest / "users" / "Alice.json").write_text(json.dumps(swapped))
+        (dest / "config.json").write_text((dest / "config.json").read_text().replace("127.0.0.1", "0.0.0.0"))
+        raced.append(True)
+        return result
+
+    monkeypatch.setattr(backup, "verify_store", verify_then_swap)
+    target = tmp_path / "r"
+    backup.restore(dest, target, keys_from=home / "keys")
+    assert raced == [True]
+    assert sorted(f.name for f in (target / "users").iterdir()) == ["Alice.json"]
+    assert {rel: (target / rel).read_bytes() for rel in genuine} == genuine
+    assert not (target / ".restoring").exists()
+    assert _login(target, "mallory", "malloryPassw0rd") == 401
+    assert _login(target, "Alice", "malloryPassw0rd") == 401
+
+
+@pytest.mark.parametrize("rel", ["manifest.json", "keys/secrets.sealed", "config.json"])
+def test_a_fifo_in_place_of_a_backup_file_is_refused_not_waited_on(
+    made: tuple[Path, Path, Path], tmp_path: Path, rel: str
+) -> None:
+    """An open of a FIFO waits for a writer: the restore hung (timeout 10 s: rc 124)."""
+    _, _, sealed = made
+    dest = _copy(sealed, tmp_path)
+    (dest / rel).unlink()
+    os.mkfifo(dest / rel)
+    target = tmp_path / "r"
+    out = rl("restore", str(dest), station=target, stdin=PASSPHRASE + "\n", timeout=30)
+    _refused_untouched(out, target, rel, "not a plain file")
+
+
+def test_a_deeply_nested_user_file_is_one_line_and_a_401(made: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """In the station's own users/: json.loads raised RecursionError out of load_users and unlock."""
+    home, omit, _ = made
+    station = tmp_path / "st"
+    backup.restore(_copy(omit, tmp_path), station, keys_from=home / "keys")
+    (station / "users" / "Alice.json").write_text("[" * 200_000)
+    with pytest.raises(ConfigError, match=r"users/Alice\.json cannot be read"):
+        persons.unlock(station, "Alice", PASSWORD)
+    with pytest.raises(ConfigError, match="nested more than"):
+        persons.load_users(station)
