@@ -731,7 +731,11 @@ def _secrets(
         )
     if passphrase is None:
         raise BackupError("this backup's secret keys are sealed: give the backup passphrase")
-    secrets = open_secrets(_read_small(folder / SEALED, SEALED, MAX_SEALED), passphrase)
+    try:
+        sealed = _read_small(folder / SEALED, SEALED, MAX_SEALED)
+    except FileNotFoundError:
+        raise BackupError(f"the backup says its secret keys are sealed, but holds no {SEALED}") from None
+    secrets = open_secrets(sealed, passphrase)
     # A next key restored only with its certificates (a sealed next key without them is dropped).
     return {n: v for n, v in secrets.items() if n in SECRET_KEYS or (folder / NEXT_PUBLIC[n][0]).exists()}
 

@@ -341,3 +341,18 @@ def test_a_deeply_nested_user_file_is_one_line_and_a_401(made: tuple[Path, Path,
         persons.unlock(station, "Alice", PASSWORD)
     with pytest.raises(ConfigError, match="nested more than"):
         persons.load_users(station)
+
+
+def test_a_backup_saying_its_secrets_are_sealed_without_the_file_is_one_clear_line(
+    made: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The manifest's "secrets" flipped to "encrypted" (read before the signature can be checked,
+    since it says where the key comes from): the restore said "No such file or directory"."""
+    _, omit, _ = made
+    dest = _copy(omit, tmp_path)
+    m = json.loads((dest / "manifest.json").read_text())
+    m["secrets"] = "encrypted"
+    (dest / "manifest.json").write_text(json.dumps(m))
+    target = tmp_path / "r"
+    out = rl("restore", str(dest), station=target, stdin=PASSPHRASE + "\n")
+    _refused_untouched(out, target, "says its secret keys are sealed, but holds no keys/secrets.sealed")
