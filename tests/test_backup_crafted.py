@@ -5,11 +5,8 @@ schema-checked parser before a restore writes anything; symbolic links are refus
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,16 +14,8 @@ import pytest
 from redline import backup
 from redline.home import StationDir
 from redline.testing import make_station, pair_directly
+from tests.backupkit import PASSPHRASE, copy_backup, refused_untouched, rehash, rl
 from tests.procs import free_ports
-
-PASSPHRASE = "a passphrase kept apart from the backup"
-ENV = {**os.environ, "REDLINE_PWHASH_COST": "interactive", "COLUMNS": "200"}
-
-
-def rl(*args: str, station: Path, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**ENV, "REDLINE_STATION": str(station)}
-    return subprocess.run([sys.executable, "-m", "redline", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, input=stdin)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -42,43 +31,16 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return a.path, tmp / "omit", tmp / "encrypt"
 
 
-def _copy(src: Path, tmp: Path) -> Path:
-    dest = tmp / "bk"
-    subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
-    return dest
-
-
-def _rehash(dest: Path, home: Path | None = None) -> None:
-    """The manifest's hashes and sizes recomputed, as anyone who can write the folder can; with
-    ``home``, signed again by that station's signing key, as only the station can: what is left to
-    refuse a crafted file then is the parser that reads it (``check_backup``)."""
-    m = json.loads((dest / "manifest.json").read_text())
-    signed = "signature" in m
-    files = {rel: (dest / rel).read_bytes() for rel in backup._files(dest)}
-    digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
-    m["files"] = {rel: {"sha256": d, "size": len(files[rel])} if signed else d for rel, d in digests.items()}
-    if signed and home is not None:
-        m["signature"] = backup.sign_manifest(m, StationDir(home).load_keys().signing)
-    (dest / "manifest.json").write_text(json.dumps(m))
-
-
-def _refused_untouched(out: subprocess.CompletedProcess[str], target: Path, *words: str) -> None:
-    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert all(w in out.stderr for w in words), out.stderr
-    assert not target.exists() or not any(target.iterdir()), sorted(target.iterdir())  # bad input changes nothing
-
-
 def test_sealed_secrets_cannot_name_their_own_argon2_cost(made: tuple[Path, Path, Path], tmp_path: Path) -> None:
     _, _, sealed = made
-    dest = _copy(sealed, tmp_path)
+    dest = copy_backup(sealed, tmp_path)
     obj = json.loads((dest / backup.SEALED).read_text())
     obj["ops"] = 2**32 - 1
     (dest / backup.SEALED).write_text(json.dumps(obj))
-    _rehash(dest)
+    rehash(dest)
     target = tmp_path / "r"
     out = rl("restore", str(dest), station=target, stdin=PASSPHRASE + "\n", timeout=30)
-    _refused_untouched(out, target, "Argon2id ops")
+    refused_untouched(out, target, "Argon2id ops")
 
 
 @pytest.mark.parametrize("field,value", [("salt", "00"), ("salt", "zz"), ("mem", 1 << 40), ("kdf", "scrypt"),
@@ -86,20 +48,20 @@ def test_sealed_secrets_cannot_name_their_own_argon2_cost(made: tuple[Path, Path
 def test_sealed_secrets_malformed_get_one_line(made: tuple[Path, Path, Path], tmp_path: Path, field: str,
                                                value: object) -> None:  # fmt: skip
     _, _, sealed = made
-    dest = _copy(sealed, tmp_path)
+    dest = copy_backup(sealed, tmp_path)
     obj = json.loads((dest / backup.SEALED).read_text())
     obj[field] = value
     (dest / backup.SEALED).write_text(json.dumps(obj))
-    _rehash(dest)
+    rehash(dest)
     target = tmp_path / "r"
-    _refused_untouched(rl("restore", str(dest), station=target, stdin=PASSPHRASE + "\n"), target, backup.SEALED)
+    refused_untouched(rl("restore", str(dest), station=target, stdin=PASSPHRASE + "\n"), target, backup.SEALED)
 
 
 @pytest.mark.parametrize("change", ["list", "taken_at", "files", "keys"])
 def test_a_malformed_manifest_gets_one_line_and_restores_nothing(made: tuple[Path, Path, Path], tmp_path: Path,
                                                                  change: str) -> None:  # fmt: skip
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     m = json.loads((dest / "manifest.json").read_text())
     if change == "list":
         m = []
@@ -112,7 +74,7 @@ def test_a_malformed_manifest_gets_one_line_and_restores_nothing(made: tuple[Pat
     (dest / "manifest.json").write_text(json.dumps(m))
     target = tmp_path / "r"
     target.mkdir(mode=0o700)  # an empty station folder: it stays empty
-    _refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target)
+    refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target)
 
 
 @pytest.mark.parametrize("rel,text", [("config.json", "{}"), ("config.json", "[1"), ("keys/certs.json", "{}"),
@@ -121,11 +83,11 @@ def test_a_malformed_manifest_gets_one_line_and_restores_nothing(made: tuple[Pat
 def test_a_malformed_backup_file_gets_one_line_and_restores_nothing(made: tuple[Path, Path, Path], tmp_path: Path,
                                                                     rel: str, text: str) -> None:  # fmt: skip
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     (dest / rel).write_text(text)
-    _rehash(dest, home)  # signed by the station itself: the file's own parser refuses it
+    rehash(dest, home)  # signed by the station itself: the file's own parser refuses it
     target = tmp_path / "r"
-    _refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target, rel)
+    refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target, rel)
 
 
 @pytest.mark.parametrize("rel", ["ledger.sqlite", "config.json", "keys"])
@@ -133,12 +95,12 @@ def test_a_symlink_in_a_backup_is_refused_not_followed(made: tuple[Path, Path, P
                                                        rel: str) -> None:  # fmt: skip
     """A backup's store linked to a live station's store was opened and copied by the restore."""
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     elsewhere = tmp_path / "elsewhere"
     os.rename(dest / rel, elsewhere)
     os.symlink(elsewhere, dest / rel)
     target = tmp_path / "r"
-    _refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target,
+    refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target,
                        "symbolic link")  # fmt: skip
 
 
@@ -162,7 +124,7 @@ def test_a_root_row_crafted_into_a_backups_store_gets_one_line_not_a_traceback(
     from redline import canonical, envelope
 
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     us, line = StationDir(home).load_keys().fingerprint, json.loads((dest / "manifest.json").read_text())["lines"][0]
     raw_body = canonical.encode(body)
     header = envelope.Header(line=line["line"], sender=us, key="00" * 16, seq=line["our_seq"] + 1, sent_at=1,
@@ -175,6 +137,6 @@ def test_a_root_row_crafted_into_a_backups_store_gets_one_line_not_a_traceback(
                row)  # fmt: skip
     db.commit()
     db.close()
-    _rehash(dest, home)
+    rehash(dest, home)
     target = tmp_path / "r"
-    _refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target)
+    refused_untouched(rl("restore", str(dest), "--keys-from", str(home / "keys"), station=target), target)

@@ -16,11 +16,9 @@ read by the login's own reader; an unsigned backup of the earlier format needs t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,20 +26,12 @@ from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
 from redline import backup, identity, persons
 from redline.errors import ConfigError
-from redline.home import StationDir
 from redline.testing import make_station, pair_directly
+from tests.backupkit import PASSPHRASE, copy_backup, refused_untouched, rehash, rl
 from tests.procs import free_ports
 
 pytestmark = pytest.mark.timeout(120)
-PASSPHRASE = "a passphrase kept apart from the backup"
 PASSWORD = "alice's own password"
-ENV = {**os.environ, "REDLINE_PWHASH_COST": "interactive", "COLUMNS": "200"}
-
-
-def rl(*args: str, station: Path, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**ENV, "REDLINE_STATION": str(station)}
-    return subprocess.run([sys.executable, "-m", "redline", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, input=stdin)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -57,32 +47,6 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
         out = rl("backup", str(tmp / secrets), "--secrets", secrets, station=a.path, stdin=PASSPHRASE + "\n")
         assert out.returncode == 0, out.stderr
     return a.path, tmp / "omit", tmp / "encrypt"
-
-
-def _copy(src: Path, tmp: Path) -> Path:
-    dest = tmp / "bk"
-    subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
-    return dest
-
-
-def _rehash(dest: Path, home: Path | None = None) -> None:
-    """The manifest's hashes (and sizes) recomputed, as anyone who can write the folder can; with
-    ``home``, signed again by that station's signing key, as only that station can."""
-    m = json.loads((dest / "manifest.json").read_text())
-    signed = "signature" in m
-    files = {rel: (dest / rel).read_bytes() for rel in backup._files(dest)}
-    digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
-    m["files"] = {rel: {"sha256": d, "size": len(files[rel])} if signed else d for rel, d in digests.items()}
-    if signed and home is not None:
-        m["signature"] = backup.sign_manifest(m, StationDir(home).load_keys().signing)
-    (dest / "manifest.json").write_text(json.dumps(m))
-
-
-def _refused_untouched(out: subprocess.CompletedProcess[str], target: Path, *words: str) -> None:
-    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert all(w in out.stderr for w in words), out.stderr
-    assert not target.exists() or not any(target.iterdir()), sorted(target.iterdir())
 
 
 def _restore(dest: Path, home: Path, target: Path, secrets: str = "omit") -> subprocess.CompletedProcess[str]:
@@ -114,18 +78,18 @@ def _login(station: Path, name: str, password: str) -> int:
 def test_a_supervisor_added_to_a_rehashed_backup_is_refused(made: tuple[Path, Path, Path], tmp_path: Path,
                                                             secrets: str) -> None:  # fmt: skip
     home, omit, sealed = made
-    dest = _copy(omit if secrets == "omit" else sealed, tmp_path)
+    dest = copy_backup(omit if secrets == "omit" else sealed, tmp_path)
     persons.add_user(dest, "mallory", "supervisor", "malloryPassw0rd", ops=OPSLIMIT_MIN, mem=MEMLIMIT_MIN)
-    _rehash(dest)
+    rehash(dest)
     target = tmp_path / "r"
-    _refused_untouched(_restore(dest, home, target, secrets), target, "not signed by this station's signing key")
+    refused_untouched(_restore(dest, home, target, secrets), target, "not signed by this station's signing key")
 
 
 @pytest.mark.parametrize("change", ["listen", "trusted_proxies", "store"])
 def test_a_config_weakened_in_a_rehashed_backup_is_refused(made: tuple[Path, Path, Path], tmp_path: Path,
                                                            change: str) -> None:  # fmt: skip
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     config = json.loads((dest / "config.json").read_text())
     if change == "listen":
         config["listen"] = ["0.0.0.0:7401"]
@@ -134,9 +98,9 @@ def test_a_config_weakened_in_a_rehashed_backup_is_refused(made: tuple[Path, Pat
     else:
         config["store"] = "postgresql://mallory@203.0.113.9/redline"
     (dest / "config.json").write_text(json.dumps(config))
-    _rehash(dest)
+    rehash(dest)
     target = tmp_path / "r"
-    _refused_untouched(_restore(dest, home, target), target, "not signed by this station's signing key")
+    refused_untouched(_restore(dest, home, target), target, "not signed by this station's signing key")
 
 
 def test_another_stations_backup_certifying_our_keys_is_refused(made: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -148,7 +112,7 @@ def test_another_stations_backup_certifying_our_keys_is_refused(made: tuple[Path
     x, p = make_station(tmp_path, "EUCOM", "en", pa), make_station(tmp_path, "NDMC", "ru", pb)
     pair_directly(x, p)
     assert rl("backup", str(tmp_path / "xbk"), "--secrets", "omit", station=x.path).returncode == 0
-    dest = _copy(tmp_path / "xbk", tmp_path)
+    dest = copy_backup(tmp_path / "xbk", tmp_path)
     x_root = identity.load_signing_key(x.keys / "root.key")
     ours = json.loads((home / "keys" / "certs.json").read_text())
     certs = {}
@@ -159,9 +123,9 @@ def test_another_stations_backup_certifying_our_keys_is_refused(made: tuple[Path
         certs[role] = identity.certify(x_root, forged).to_obj()
     (dest / "keys" / "certs.json").write_text(json.dumps(certs))
     (dest / "keys" / "tls.crt").write_bytes((home / "keys" / "tls.crt").read_bytes())
-    _rehash(dest, x.path)  # signed, by X's signing key: the attacker's own
+    rehash(dest, x.path)  # signed, by X's signing key: the attacker's own
     target = tmp_path / "r"
-    _refused_untouched(_restore(dest, home, target), target, "not signed by this station's signing key")
+    refused_untouched(_restore(dest, home, target), target, "not signed by this station's signing key")
 
 
 @pytest.mark.parametrize("rel", ["config.json", "users/Alice.json", "ledger.sqlite", "unsigned:config.json"])
@@ -172,7 +136,7 @@ def test_a_sparse_huge_file_is_refused_before_it_is_hashed(
     from lstat, before a byte of it is hashed (it was hashed for 39 s first). With an unsigned
     backup of the earlier format, vouched for, a file over what redline writes is refused too."""
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     unsigned, rel = rel.startswith("unsigned:"), rel.removeprefix("unsigned:")
     if unsigned:
         _unsign(dest)
@@ -209,12 +173,12 @@ def test_a_user_file_naming_its_own_argon2_cost_is_refused(made: tuple[Path, Pat
                                                            field: str, value: int) -> None:  # fmt: skip
     """Even in a backup the station signed itself, and in the station's own users/ at login."""
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     obj = {**_user(dest), field: value}
     (dest / "users" / "Alice.json").write_text(json.dumps(obj))
-    _rehash(dest, home)
+    rehash(dest, home)
     target = tmp_path / "r"
-    _refused_untouched(_restore(dest, home, target), target, "users/Alice.json", "Argon2id")
+    refused_untouched(_restore(dest, home, target), target, "users/Alice.json", "Argon2id")
     station = tmp_path / "station"
     persons.users_dir(station).mkdir(parents=True)
     (persons.users_dir(station) / "Alice.json").write_text(json.dumps(obj))
@@ -229,12 +193,12 @@ def test_a_user_file_with_a_malformed_salt_is_one_line_not_a_traceback(
     made: tuple[Path, Path, Path], tmp_path: Path, salt: object
 ) -> None:
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     obj = {**_user(dest), "salt": salt}
     (dest / "users" / "Alice.json").write_text(json.dumps(obj))
-    _rehash(dest, home)
+    rehash(dest, home)
     target = tmp_path / "r"
-    _refused_untouched(_restore(dest, home, target), target, "users/Alice.json")
+    refused_untouched(_restore(dest, home, target), target, "users/Alice.json")
     station = tmp_path / "station"
     persons.users_dir(station).mkdir(parents=True)
     (persons.users_dir(station) / "Alice.json").write_text(json.dumps(obj))
@@ -260,23 +224,23 @@ def test_a_station_with_a_certified_removal_restores(tmp_path: Path) -> None:
     assert [p.name for p in persons.load_users(target)] == ["Alice"]
     # A removal the station's root did not sign is refused, even in a backup the station signed.
     (tmp_path / "crafted").mkdir()
-    dest = _copy(tmp_path / "bk", tmp_path / "crafted")
+    dest = copy_backup(tmp_path / "bk", tmp_path / "crafted")
     other = make_station(tmp_path, "OTHER", "en", free_ports(1)[0])
     sam = persons.Person(name="Sam", role="duty", key="ab" * 32)
     forged = persons.certify_person(identity.load_signing_key(other.keys / "root.key"), sam, removed=True)
     (dest / "users" / persons.REMOVED_FILE).write_text(json.dumps([forged.to_obj()]))
-    _rehash(dest, home.path)
-    _refused_untouched(_restore(dest, home.path, tmp_path / "r2"), tmp_path / "r2", persons.REMOVED_FILE)
+    rehash(dest, home.path)
+    refused_untouched(_restore(dest, home.path, tmp_path / "r2"), tmp_path / "r2", persons.REMOVED_FILE)
 
 
 def test_an_unsigned_backup_of_the_earlier_format_needs_the_flag(made: tuple[Path, Path, Path],
                                                                  tmp_path: Path) -> None:  # fmt: skip
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     _unsign(dest)
     target = tmp_path / "r"
     out = _restore(dest, home, target)
-    _refused_untouched(out, target, backup.FORMAT_UNSIGNED, "not signed", "--trust-unsigned-backup")
+    refused_untouched(out, target, backup.FORMAT_UNSIGNED, "not signed", "--trust-unsigned-backup")
     vouched = rl("restore", str(dest), "--keys-from", str(home / "keys"), "--trust-unsigned-backup", station=target)
     assert vouched.returncode == 0, vouched.stderr
     assert vouched.stderr.startswith("warning: restoring an unsigned backup") and "Traceback" not in vouched.stderr
@@ -291,7 +255,7 @@ def test_a_file_changed_in_the_folder_during_a_restore_is_not_restored(
     the store was being verified, after both had been checked: the restore copied the folder again
     and both logged in. Now each file is read once, into the target, and only that copy is used."""
     home, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     genuine = {rel: (dest / rel).read_bytes() for rel in ("users/Alice.json", "config.json")}
     real = backup.verify_store
     raced: list[bool] = []
@@ -323,19 +287,19 @@ def test_a_fifo_in_place_of_a_backup_file_is_refused_not_waited_on(
 ) -> None:
     """An open of a FIFO waits for a writer: the restore hung (timeout 10 s: rc 124)."""
     _, _, sealed = made
-    dest = _copy(sealed, tmp_path)
+    dest = copy_backup(sealed, tmp_path)
     (dest / rel).unlink()
     os.mkfifo(dest / rel)
     target = tmp_path / "r"
     out = rl("restore", str(dest), station=target, stdin=PASSPHRASE + "\n", timeout=30)
-    _refused_untouched(out, target, rel, "not a plain file")
+    refused_untouched(out, target, rel, "not a plain file")
 
 
 def test_a_deeply_nested_user_file_is_one_line_and_a_401(made: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """In the station's own users/: json.loads raised RecursionError out of load_users and unlock."""
     home, omit, _ = made
     station = tmp_path / "st"
-    backup.restore(_copy(omit, tmp_path), station, keys_from=home / "keys")
+    backup.restore(copy_backup(omit, tmp_path), station, keys_from=home / "keys")
     (station / "users" / "Alice.json").write_text("[" * 200_000)
     with pytest.raises(ConfigError, match=r"users/Alice\.json cannot be read"):
         persons.unlock(station, "Alice", PASSWORD)
@@ -349,10 +313,10 @@ def test_a_backup_saying_its_secrets_are_sealed_without_the_file_is_one_clear_li
     """The manifest's "secrets" flipped to "encrypted" (read before the signature can be checked,
     since it says where the key comes from): the restore said "No such file or directory"."""
     _, omit, _ = made
-    dest = _copy(omit, tmp_path)
+    dest = copy_backup(omit, tmp_path)
     m = json.loads((dest / "manifest.json").read_text())
     m["secrets"] = "encrypted"
     (dest / "manifest.json").write_text(json.dumps(m))
     target = tmp_path / "r"
     out = rl("restore", str(dest), station=target, stdin=PASSPHRASE + "\n")
-    _refused_untouched(out, target, "says its secret keys are sealed, but holds no keys/secrets.sealed")
+    refused_untouched(out, target, "says its secret keys are sealed, but holds no keys/secrets.sealed")
