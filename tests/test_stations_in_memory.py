@@ -233,8 +233,8 @@ def test_a_users_file_broken_by_hand_keeps_the_ticker_and_the_last_roster(
             for _ in range(3):
                 await sp.a.tick(every_line=False)
         [line] = [r.getMessage() for r in caplog.records if "users/ cannot be read" in r.getMessage()]
-        assert "users/Deputy.json cannot be read (JSONDecodeError" in line and "\n" not in line
-        refused = r"^users/Deputy\.json cannot be read \(JSONDecodeError: .*\); restore it"
+        assert "users/Deputy.json cannot be read (not JSON: " in line and "\n" not in line
+        refused = r"^users/Deputy\.json cannot be read \(not JSON: .*\); restore it"
         with pytest.raises(ConfigError, match=refused):
             await sp.act("a", "ACK", signed)
         assert "ACK" not in kinds(sp, "a", "a")
