@@ -25,14 +25,16 @@ force (``sign_manifest``: Ed25519 over its canonical bytes without ``signature``
 only; takes the secret keys from an authenticated source (``--keys-from``, the operator's copy, or
 the sealed secrets, whose MAC proves the passphrase sealed them, their Argon2id cost bounded first);
 verifies the signature under that signing key (``verify_manifest``); checks each file's size by
-``lstat`` against the signed size and its bound before hashing any (``check_files``), then the
-hashes; parses every file with the reader this version uses (``check_backup``: users' files with
-``persons.read_user``, the login's own); verifies the store; and checks the keys are those the
-backup's root certified (``_check_keys``). Only then is anything in the folder the station's own
-word. Symbolic links are refused, never followed. An unsigned backup of the earlier format
-(``redline-backup/1``) restores only when the operator vouches for the folder
-(``trust_unsigned``). Not covered: an older genuine backup put in place of a newer one (it is the
-station's own word, of then); the restore says when it was taken.
+``lstat`` against the signed size and its bound before reading any (``check_files``); reads each
+file once into a private copy inside the target, its hash checked on the bytes read (``_stage``);
+and on that copy only parses every file with the reader this version uses (``check_backup``: users'
+files with ``persons.read_user``, the login's own), verifies the store, checks the keys are those
+the backup's root certified (``_check_keys``) and installs it. Only then is anything in the folder
+the station's own word, and nothing written into the folder during the restore gets in.
+Symbolic links are refused, never followed. An unsigned backup of the earlier format
+(``redline-backup/1``) restores only when the operator vouches for the folder (``trust_unsigned``).
+Not covered: an older genuine backup put in place of a newer one (it is the station's own word, of
+then); the restore says when it was taken.
 
 **The store is copied by the running station itself** (control op ``backup``): only SQLite may
 open the store's files while a station runs, and only in the station's process (module
@@ -372,12 +374,17 @@ def check_files(folder: Path, manifest: dict[str, Any]) -> None:
             raise BackupError(f"backup file {rel} is missing") from None
         if not stat.S_ISREG(st.st_mode):
             raise BackupError(f"backup file {rel} is not a plain file")
-        limit = None if rel == STORE else MAX_SEALED if rel == SEALED else MAX_FILE
+        limit = _limit(rel)
         if limit is not None and st.st_size > limit:
             raise BackupError(f"backup file {rel} is {st.st_size} bytes, over {limit}: not one redline writes")
         if signed and st.st_size != entry["size"]:
             raise BackupError(f"backup file {rel} has changed since the backup was taken ({st.st_size} bytes; the "
                               f"signed manifest says {entry['size']})")  # fmt: skip
+
+
+def _limit(rel: str) -> int | None:
+    """The most bytes backup file ``rel`` may hold (None: the store, as large as the transcript)."""
+    return None if rel == STORE else MAX_SEALED if rel == SEALED else MAX_FILE
 
 
 def _stage(folder: Path, manifest: dict[str, Any], into: Path) -> None:
@@ -388,7 +395,7 @@ def _stage(folder: Path, manifest: dict[str, Any], into: Path) -> None:
     added a user, while the store was being verified) never reaches the station."""
     signed = manifest["format"] == FORMAT
     for rel, entry in manifest["files"].items():
-        limit = None if rel == STORE else MAX_SEALED if rel == SEALED else MAX_FILE
+        limit = _limit(rel)
         size = entry["size"] if signed else limit
         dest = into / rel
         dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
